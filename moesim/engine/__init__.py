@@ -1,0 +1,9 @@
+"""SimPy glue: integer-ns clock, GPU streams, fluid network, collectives, Recorder.
+
+The engine knows tasks, streams and flows only; everything domain-specific is lowered into
+that vocabulary first (see :mod:`moesim.lowering`).
+"""
+from moesim.engine.recorder import Arrow, CounterSample, Recorder, Span
+from moesim.engine.sim import MODES, SimResult, Simulation, Task
+
+__all__ = ["Arrow", "CounterSample", "Recorder", "Span", "MODES", "SimResult", "Simulation", "Task"]

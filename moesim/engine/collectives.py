@@ -1,0 +1,125 @@
+"""Collectives lowered to phases of point-to-point flows.
+
+Each builder is a pure function returning ``phases``: a list of phases, each a list of
+``(src_rank, dst_rank, nbytes)`` flows that run concurrently; a phase starts when the previous
+one has fully finished (plus the per-step latency the caller charges). This is the
+synchronous-step model of ring/tree algorithms: it reproduces the classic costs exactly, e.g. a
+ring all-reduce of S bytes on n GPUs over links of bandwidth B takes
+``2(n-1) * (S/n/B + step latency)``.
+
+Byte conventions (what ``nbytes`` means):
+    all_reduce: the buffer size on every rank.
+    all_gather: the gathered output size (each rank contributes nbytes/n).
+    reduce_scatter: the input size on every rank (each rank keeps nbytes/n).
+    all_to_all: the bytes each rank sends in total, split evenly over all ranks (itself included).
+    all_to_all_v: an explicit n x n matrix of bytes from rank i to rank j.
+    broadcast: the buffer size, sent from the first rank.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Sequence
+
+Flow = tuple[int, int, float]
+Phases = list[list[Flow]]
+
+
+def _ring_steps(ranks: Sequence[int], chunk: float, steps: int) -> Phases:
+    n = len(ranks)
+    if n < 2 or chunk <= 0:
+        return []
+    one = [(ranks[i], ranks[(i + 1) % n], chunk) for i in range(n)]
+    return [list(one) for _ in range(steps)]
+
+
+def ring_all_reduce(ranks: Sequence[int], nbytes: float) -> Phases:
+    """Ring all-reduce: reduce-scatter then all-gather, 2(n-1) steps of nbytes/n."""
+    n = len(ranks)
+    return _ring_steps(ranks, nbytes / n, 2 * (n - 1))
+
+
+def ring_all_gather(ranks: Sequence[int], nbytes: float) -> Phases:
+    """Ring all-gather of an nbytes output: n-1 steps of nbytes/n."""
+    n = len(ranks)
+    return _ring_steps(ranks, nbytes / n, n - 1)
+
+
+def ring_reduce_scatter(ranks: Sequence[int], nbytes: float) -> Phases:
+    """Ring reduce-scatter of an nbytes input: n-1 steps of nbytes/n."""
+    n = len(ranks)
+    return _ring_steps(ranks, nbytes / n, n - 1)
+
+
+def _merge(parallel: list[Phases]) -> Phases:
+    """Run several independent phase lists side by side, step by step."""
+    out: Phases = []
+    for i in range(max((len(p) for p in parallel), default=0)):
+        out.append([f for p in parallel if i < len(p) for f in p[i]])
+    return out
+
+
+def group_by_host(ranks: Sequence[int], host_of: Callable[[int], int]) -> list[list[int]]:
+    """Ranks grouped by host, hosts in first-appearance order, ranks in given order."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for r in ranks:
+        groups[host_of(r)].append(r)
+    return list(groups.values())
+
+
+def hierarchical_all_reduce(ranks: Sequence[int], nbytes: float, host_of: Callable[[int], int]) -> Phases:
+    """Intra-host ring reduce-scatter, inter-host ring all-reduce per local index, intra all-gather.
+
+    Falls back to a flat ring when hosts hold unequal numbers of ranks or there is one host.
+    """
+    groups = group_by_host(ranks, host_of)
+    sizes = {len(g) for g in groups}
+    if len(groups) == 1 or len(sizes) != 1:
+        return ring_all_reduce(ranks, nbytes)
+    local = sizes.pop()
+    intra_rs = _merge([ring_reduce_scatter(g, nbytes) for g in groups])
+    inter = _merge([ring_all_reduce([g[i] for g in groups], nbytes / local) for i in range(local)])
+    intra_ag = _merge([ring_all_gather(g, nbytes) for g in groups])
+    return intra_rs + inter + intra_ag
+
+
+def direct_all_to_all(ranks: Sequence[int], nbytes: float) -> Phases:
+    """All pairs at once; each rank sends nbytes/n to every other rank (its own share stays)."""
+    n = len(ranks)
+    if n < 2 or nbytes <= 0:
+        return []
+    part = nbytes / n
+    return [[(s, d, part) for s in ranks for d in ranks if s != d]]
+
+
+def direct_all_to_all_v(ranks: Sequence[int], matrix: Sequence[Sequence[float]]) -> Phases:
+    """All pairs at once with per-pair sizes ``matrix[i][j]`` (bytes from ranks[i] to ranks[j])."""
+    n = len(ranks)
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise ValueError(f"all_to_all_v matrix must be {n}x{n} for {n} ranks")
+    flows = [
+        (ranks[i], ranks[j], float(matrix[i][j]))
+        for i in range(n) for j in range(n) if i != j and matrix[i][j] > 0
+    ]
+    return [flows] if flows else []
+
+
+def pipelined_broadcast(ranks: Sequence[int], nbytes: float, num_chunks: int = 8) -> Phases:
+    """Chain broadcast from ranks[0], pipelined in chunks (as NCCL's ring broadcast)."""
+    n = len(ranks)
+    if n < 2 or nbytes <= 0:
+        return []
+    chunks = max(1, min(num_chunks, int(nbytes // 4096) or 1))
+    part = nbytes / chunks
+    phases: Phases = []
+    for step in range(chunks + n - 2):
+        phase = [(ranks[h], ranks[h + 1], part) for h in range(n - 1) if 0 <= step - h < chunks]
+        phases.append(phase)
+    return phases
+
+
+def send_recv(src: int, dst: int, nbytes: float) -> Phases:
+    """One point-to-point transfer."""
+    return [[(src, dst, float(nbytes))]] if nbytes > 0 and src != dst else []
+
+
+ALGORITHMS = ("ring", "hierarchical", "direct", "pipelined")

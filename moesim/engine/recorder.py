@@ -1,0 +1,96 @@
+"""What a simulation leaves behind: spans, flow arrows and counters.
+
+The engine writes; Perfetto export, analysis, plots and reports read. Nothing else is shared
+between them. All times are integer nanoseconds from the start of the simulation.
+
+* A :class:`Span` is one task occupying one stream of one GPU: ``track`` is
+  ``(rank, stream)`` (e.g. ``(3, "compute")``), ``host`` is the node index of that GPU.
+  Spans on one track never partially overlap (a stream runs one task at a time).
+* An :class:`Arrow` links two spans causally (a pipeline send to the receive, a dependency).
+* A :class:`CounterSample` is a step function value on a named counter track (link utilisation
+  in [0, 1], bytes in flight...). The value holds from ``t_ns`` until the next sample.
+* ``task_deps`` keeps, for every task id, the ids it waited on, and ``task_spans`` the spans it
+  produced, so analysis can walk the critical path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class Span(NamedTuple):
+    """One task on one GPU stream (a NamedTuple: immutable and cheap to create in bulk)."""
+
+    task_id: int
+    rank: int
+    host: int
+    stream: str
+    name: str
+    category: str
+    start_ns: int
+    end_ns: int
+    args: dict[str, Any]
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def track(self) -> tuple[int, str]:
+        return (self.rank, self.stream)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrow:
+    """A causal arrow from the end of span ``src`` to the start of span ``dst`` (indices into spans)."""
+
+    src_span: int
+    dst_span: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSample:
+    """Value of counter ``track`` from ``t_ns`` on."""
+
+    track: str
+    t_ns: int
+    value: float
+
+
+@dataclass
+class Recorder:
+    """Collects spans, arrows and counters in the order the engine produces them."""
+
+    spans: list[Span] = field(default_factory=list)
+    arrows: list[Arrow] = field(default_factory=list)
+    counters: list[CounterSample] = field(default_factory=list)
+    task_deps: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    task_names: dict[int, str] = field(default_factory=dict)
+    task_spans: dict[int, list[int]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    record_counters: bool = True
+
+    def add_span(self, span: Span) -> int:
+        """Append a span; return its index."""
+        idx = len(self.spans)
+        self.spans.append(span)
+        self.task_spans.setdefault(span.task_id, []).append(idx)
+        return idx
+
+    def add_arrow(self, src_span: int, dst_span: int, name: str) -> None:
+        self.arrows.append(Arrow(src_span, dst_span, name))
+
+    def add_counter(self, track: str, t_ns: int, value: float) -> None:
+        if self.record_counters:
+            self.counters.append(CounterSample(track, t_ns, value))
+
+    @property
+    def end_ns(self) -> int:
+        return max((s.end_ns for s in self.spans), default=0)
+
+    def spans_on(self, rank: int, stream: str | None = None) -> list[Span]:
+        """Spans of one GPU (optionally one stream), in start order."""
+        out = [s for s in self.spans if s.rank == rank and (stream is None or s.stream == stream)]
+        out.sort(key=lambda s: (s.start_ns, s.end_ns, s.task_id))
+        return out

@@ -1,0 +1,342 @@
+"""The simulation: tasks with dependencies on GPU streams, run by SimPy.
+
+The engine knows tasks, streams and flows, never models, schedules or experts.
+
+* A *stream* is ``(rank, name)``; ``"compute"`` is a GPU's compute stream, names starting with
+  ``"comm"`` are communication streams. Tasks on one stream run one at a time in the order they
+  were added; different streams run concurrently.
+* A *task* starts when it is at the head of every stream it occupies (a collective occupies one
+  stream per participant: the NCCL rendezvous) and all its dependencies have finished.
+* Compute tasks take a fixed duration; a compute task that starts while a communication task
+  is in flight on the same GPU is stretched by ``overlap_slowdown`` (SM/HBM contention, a
+  calibrated factor). The decision is taken at the compute task's start.
+* Communication tasks are phases of flows moved by the network (fluid or analytical), each phase
+  preceded by ``step_latency_ns``.
+
+Simultaneous events are processed in SimPy's order: (time, priority, insertion id), so the same
+inputs always give the same result. If the event queue empties with tasks unfinished, ``run``
+raises :class:`DeadlockError` naming each stuck task and what it waits on.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import simpy
+
+from moesim.engine import collectives as coll
+from moesim.engine.network import AnalyticalNetwork, FluidNetwork
+from moesim.engine.recorder import Recorder, Span
+from moesim.errors import ConfigError, DeadlockError
+
+StreamKey = tuple[int, str]
+MODES = ("fluid", "analytical")
+
+
+class Task:
+    """A unit of work on one or more streams. Created through :class:`Simulation` methods."""
+
+    __slots__ = ("id", "name", "category", "streams", "duration_ns", "phases", "step_latency_ns",
+                 "deps", "args", "done", "finished", "arrived", "start_ns", "end_ns", "span_ids")
+
+    def __init__(self, tid: int, name: str, category: str, streams: tuple[StreamKey, ...],
+                 duration_ns: int, phases: coll.Phases | None, step_latency_ns: int,
+                 deps: tuple["Task", ...], args: dict[str, Any]) -> None:
+        self.id = tid
+        self.name = name
+        self.category = category
+        self.streams = streams
+        self.duration_ns = duration_ns
+        self.phases = phases
+        self.step_latency_ns = step_latency_ns
+        self.deps = deps
+        self.args = args
+        self.done: simpy.Event | None = None
+        self.finished = False
+        self.arrived = 0
+        self.start_ns = -1
+        self.end_ns = -1
+        self.span_ids: list[int] = []
+
+    @property
+    def is_comm(self) -> bool:
+        return self.phases is not None
+
+    def __repr__(self) -> str:
+        return f"Task({self.id}, {self.name!r})"
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What one run produced. ``mode`` says which network model ran."""
+
+    makespan_ns: int
+    mode: str
+    num_tasks: int
+    num_flows: int
+    num_rate_solves: int
+    bytes_moved: float
+    recorder: Recorder
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Simulation:
+    """Build a task graph with :meth:`compute`, :meth:`comm`, :meth:`send` and
+    :meth:`collective`, then :meth:`run` it once.
+
+    Args:
+        topology: the fabric (a :class:`moesim.topology.Topology`).
+        mode: ``"fluid"`` (max-min sharing) or ``"analytical"`` (no contention).
+        link_efficiency: fraction of datasheet bandwidth achieved, per link kind.
+        overlap_slowdown: compute stretch factor while a collective runs on the same GPU.
+        recorder: where spans go (a fresh one by default).
+        record_link_counters: record link utilisation counters (costly on huge fabrics).
+    """
+
+    def __init__(self, topology: Any, mode: str = "fluid", link_efficiency: Mapping[str, float] | None = None,
+                 overlap_slowdown: float = 1.0, recorder: Recorder | None = None,
+                 record_link_counters: bool = True) -> None:
+        if mode not in MODES:
+            raise ConfigError("mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
+        if overlap_slowdown < 1.0:
+            raise ConfigError("overlap_slowdown", f"must be >= 1 (got {overlap_slowdown})", "use 1.0 for no slowdown")
+        self.topology = topology
+        self.mode = mode
+        self.env = simpy.Environment()
+        eff = dict(link_efficiency or {})
+        for kind, e in eff.items():
+            if not 0 < e <= 1:
+                raise ConfigError(f"link_efficiency[{kind}]", f"must be in (0, 1] (got {e})")
+        self.capacity = [l.bandwidth_gbps * eff.get(l.kind, 1.0) for l in topology.links]
+        self.recorder = recorder if recorder is not None else Recorder()
+        self.recorder.record_counters = record_link_counters
+        if mode == "fluid":
+            cb = self._on_link_util if record_link_counters else None
+            self.net: FluidNetwork | AnalyticalNetwork = FluidNetwork(self.env, self.capacity, cb)
+        else:
+            self.net = AnalyticalNetwork(self.env, self.capacity)
+        self.overlap_slowdown = overlap_slowdown
+        self._hosts = [topology.host_of(r) for r in range(topology.num_gpus)]
+        self.tasks: list[Task] = []
+        self._streams: dict[StreamKey, list[Task]] = {}
+        self._comm_active: dict[int, int] = defaultdict(int)
+        self._route_key = 0
+        self._ran = False
+
+    # -- building the graph ---------------------------------------------------------------
+    def _check_rank(self, rank: int, what: str) -> int:
+        if not 0 <= rank < self.topology.num_gpus:
+            raise ConfigError(what, f"rank {rank} out of range", f"use 0..{self.topology.num_gpus - 1} ({self.topology.name})")
+        return rank
+
+    def _add(self, name: str, category: str, streams: Sequence[StreamKey], duration_ns: int,
+             phases: coll.Phases | None, step_latency_ns: int, deps: Iterable[Task],
+             args: Mapping[str, Any] | None) -> Task:
+        assert not self._ran, "cannot add tasks after run()"
+        t = Task(len(self.tasks), name, category, tuple(streams), int(duration_ns), phases,
+                 int(step_latency_ns), tuple(deps), dict(args or {}))
+        self.tasks.append(t)
+        for key in t.streams:
+            self._streams.setdefault(key, []).append(t)
+        return t
+
+    def compute(self, rank: int, duration_ns: int, name: str, *, category: str = "compute",
+                stream: str = "compute", deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
+        """A compute task of fixed duration on one GPU stream."""
+        if duration_ns < 0:
+            raise ConfigError("duration_ns", f"negative duration {duration_ns} for task {name!r}")
+        if not 0 <= rank < self.topology.num_gpus:
+            self._check_rank(rank, "rank")
+        assert not self._ran, "cannot add tasks after run()"
+        key = (rank, stream)
+        t = Task(len(self.tasks), name, category, (key,), int(duration_ns), None, 0,
+                 tuple(deps), dict(args) if args else {})
+        self.tasks.append(t)
+        lst = self._streams.get(key)
+        if lst is None:
+            self._streams[key] = lst = []
+        lst.append(t)
+        return t
+
+    def comm(self, streams: Sequence[StreamKey], phases: coll.Phases, name: str, *, category: str,
+             step_latency_ns: int = 0, deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
+        """A communication task made of flow phases, occupying the given streams."""
+        for rank, _ in streams:
+            self._check_rank(rank, "stream rank")
+        for phase in phases:
+            for src, dst, nbytes in phase:
+                self._check_rank(src, "flow src")
+                self._check_rank(dst, "flow dst")
+                if nbytes < 0:
+                    raise ConfigError("nbytes", f"negative size {nbytes} in {name!r}")
+        return self._add(name, category, streams, 0, phases, step_latency_ns, deps, args)
+
+    def send(self, src: int, dst: int, nbytes: float, name: str, *, deps: Iterable[Task] = (),
+             latency_ns: int = 0, send_stream: str = "comm.send", recv_stream: str = "comm.recv",
+             args: Mapping[str, Any] | None = None) -> Task:
+        """Point-to-point send/recv: occupies the sender's and receiver's streams (rendezvous)."""
+        a = {"bytes": nbytes, "src": src, "dst": dst, **(args or {})}
+        streams = [(src, send_stream)] if src == dst else [(src, send_stream), (dst, recv_stream)]
+        return self.comm(streams, coll.send_recv(src, dst, nbytes), name, category="send",
+                         step_latency_ns=latency_ns, deps=deps, args=a)
+
+    def collective(self, op: str, ranks: Sequence[int], nbytes: float | Sequence[Sequence[float]], name: str, *,
+                   stream: str = "comm", algorithm: str = "ring", step_latency_ns: int = 0,
+                   deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
+        """A collective over ``ranks`` (see :mod:`moesim.engine.collectives` for byte conventions)."""
+        ranks = [self._check_rank(r, "collective ranks") for r in ranks]
+        if len(set(ranks)) != len(ranks):
+            raise ConfigError("ranks", f"duplicate ranks in collective {name!r}: {ranks}")
+        phases = self._phases(op, ranks, nbytes, algorithm)
+        total = sum(nbytes[i][j] for i in range(len(ranks)) for j in range(len(ranks))) if op == "all_to_all_v" else nbytes
+        a = {"bytes": total, "ranks": len(ranks), "algorithm": algorithm, **(args or {})}
+        return self.comm([(r, stream) for r in ranks], phases, name, category=op.removesuffix("_v"),
+                         step_latency_ns=step_latency_ns, deps=deps, args=a)
+
+    def _phases(self, op: str, ranks: list[int], nbytes: Any, algorithm: str) -> coll.Phases:
+        if op == "all_reduce":
+            if algorithm == "hierarchical":
+                return coll.hierarchical_all_reduce(ranks, nbytes, self.topology.host_of)
+            return coll.ring_all_reduce(ranks, nbytes)
+        builders = {"all_gather": coll.ring_all_gather, "reduce_scatter": coll.ring_reduce_scatter,
+                    "all_to_all": coll.direct_all_to_all, "all_to_all_v": coll.direct_all_to_all_v,
+                    "broadcast": coll.pipelined_broadcast}
+        if op not in builders:
+            raise ConfigError("op", f"unknown collective {op!r}", f"use one of: all_reduce, {', '.join(builders)}")
+        return builders[op](ranks, nbytes)
+
+    def add_dep(self, task: Task, on: Task) -> None:
+        """Make ``task`` wait for ``on`` (lets lowering wire dependencies after creating tasks)."""
+        assert not self._ran, "cannot add dependencies after run()"
+        if on is task:
+            raise ConfigError("deps", f"task {task.name!r} cannot depend on itself")
+        task.deps = task.deps + (on,)
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, until_ns: int | None = None) -> SimResult:
+        """Run every task to completion and return the result."""
+        assert not self._ran, "run() may be called once"
+        self._ran = True
+        rec = self.recorder
+        rec.meta.setdefault("mode", self.mode)
+        rec.meta.setdefault("num_ranks", self.topology.num_gpus)
+        for t in self.tasks:
+            if t.deps:
+                rec.task_deps[t.id] = tuple(d.id for d in t.deps)
+        for key in sorted(self._streams):
+            self.env.process(self._stream_proc(key, self._streams[key]))
+        self.env.run(until=until_ns)
+        unfinished = [t for t in self.tasks if not t.finished]
+        if unfinished and until_ns is None:
+            raise DeadlockError(self._stuck_report())
+        return SimResult(
+            makespan_ns=max((t.end_ns for t in self.tasks), default=0),
+            mode=self.mode, num_tasks=len(self.tasks), num_flows=self.net.num_flows,
+            num_rate_solves=self.net.num_rate_solves, bytes_moved=self.net.bytes_delivered,
+            recorder=rec, meta=dict(rec.meta),
+        )
+
+    def _done_event(self, t: Task) -> simpy.Event:
+        if t.done is None:
+            t.done = self.env.event()
+        return t.done
+
+    def _stream_proc(self, key: StreamKey, tasks: list[Task]):
+        # Hot loop: one iteration per task on this stream; keep attribute lookups local.
+        env = self.env
+        timeout = env.timeout
+        rank, stream = key
+        host = self._hosts[rank]
+        spans = self.recorder.spans
+        task_spans = self.recorder.task_spans
+        stretch = self.overlap_slowdown != 1.0
+        comm_active = self._comm_active
+        for t in tasks:
+            if t.deps:
+                waits = [self._done_event(d) for d in t.deps if not d.finished]
+                if waits:
+                    yield waits[0] if len(waits) == 1 else env.all_of(waits)
+            if t.phases is None and len(t.streams) == 1:
+                dur = t.duration_ns
+                if stretch and comm_active[rank]:
+                    dur = int(round(dur * self.overlap_slowdown))
+                t.start_ns = start = env.now
+                if dur:
+                    yield timeout(dur)
+                t.end_ns = end = env.now
+                t.finished = True
+                t.span_ids.append(len(spans))
+                task_spans[t.id] = t.span_ids
+                spans.append(Span(t.id, rank, host, stream, t.name, t.category, start, end, t.args))
+                if t.done is not None:
+                    t.done.succeed()
+                continue
+            t.arrived += 1
+            if t.arrived == len(t.streams):
+                for r in {r for r, _ in t.streams}:
+                    comm_active[r] += 1
+                env.process(self._run_comm(t))
+            yield self._done_event(t)
+
+    def _run_comm(self, t: Task):
+        env = self.env
+        t.start_ns = env.now
+        ranks = sorted({r for r, _ in t.streams})
+        topo = self.topology
+        for phase in t.phases or ():
+            if t.step_latency_ns:
+                yield env.timeout(t.step_latency_ns)
+            events = []
+            for src, dst, nbytes in phase:
+                self._route_key += 1
+                route = topo.route(src, dst, self._route_key)
+                events.append(self.net.transfer(route.link_ids, nbytes, route.latency_ns))
+            if events:
+                yield events[0] if len(events) == 1 else env.all_of(events)
+        if not t.phases and t.step_latency_ns:
+            yield env.timeout(t.step_latency_ns)
+        for r in ranks:
+            self._comm_active[r] -= 1
+        self._finish(t)
+
+    def _finish(self, t: Task) -> None:
+        t.end_ns = self.env.now
+        t.finished = True
+        spans = self.recorder.spans
+        hosts = self._hosts
+        for rank, stream in t.streams:
+            t.span_ids.append(len(spans))
+            spans.append(Span(t.id, rank, hosts[rank], stream, t.name, t.category, t.start_ns, t.end_ns, t.args))
+        self.recorder.task_spans[t.id] = t.span_ids
+        if t.category == "send" and len(t.span_ids) == 2:
+            self.recorder.add_arrow(t.span_ids[0], t.span_ids[1], t.name)
+        if t.done is not None:
+            t.done.succeed()
+
+    def _on_link_util(self, t_ns: int, link_id: int, util: float) -> None:
+        link = self.topology.links[link_id]
+        self.recorder.add_counter(f"link:{link.src}->{link.dst}", t_ns, util)
+
+    def _stuck_report(self) -> list[str]:
+        lines = []
+        for key in sorted(self._streams):
+            t = self._head(key)
+            if t is None:
+                continue
+            lines.append(f"gpu{key[0]}/{key[1]}: {t.name!r} {self._why_waiting(t)}")
+        return lines
+
+    def _head(self, key: StreamKey) -> Task | None:
+        """The first unfinished task of a stream (where it is stuck), or None."""
+        return next((t for t in self._streams[key] if not t.finished), None)
+
+    def _why_waiting(self, t: Task) -> str:
+        pending = [d for d in t.deps if not d.finished]
+        if pending:
+            return "waits on " + ", ".join(repr(d.name) for d in pending[:5]) + (" ..." if len(pending) > 5 else "")
+        missing = [k for k in t.streams if self._head(k) is not t]
+        if missing:
+            heads = [f"gpu{k[0]}/{k[1]} (busy with {self._head(k).name!r})" for k in missing[:5]]
+            return "waits for its peers to reach it: " + ", ".join(heads)
+        return "is ready but never ran"
