@@ -32,6 +32,11 @@ for _module, _name, _help in _SUBAPPS:
     app.add_typer(_sub, name=_name, help=_help)
 
 
+from moesim.experiment.cli import run as _run  # noqa: E402
+
+app.command("run")(_run)
+
+
 def main() -> None:
     """Entry point of the ``moesim`` console script and ``python -m moesim``."""
     app()

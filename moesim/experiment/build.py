@@ -1,0 +1,139 @@
+"""Resolve a Scenario into a ready-to-run Simulation.
+
+Loads the topology, model and cost model, checks the plan against them (world size,
+divisibility, schedule constraints) with errors that name the field and the fix, generates and
+validates the schedule, and lowers it into engine tasks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moesim.costs.base import CostModel
+from moesim.engine import Simulation
+from moesim.errors import ConfigError
+from moesim.experiment.scenario import Scenario
+from moesim.lowering.dense_costs import DenseStageTable
+from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
+from moesim.schedules import generate, validate
+from moesim.schedules.dry_run import peak_activations
+from moesim.schedules.model import Schedule
+from moesim.topology.loader import load_topology
+
+PROFILE_FOR_GPU = {"H200": "h200_sxm"}
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+
+
+@dataclass
+class Built:
+    """Everything a run needs, plus figures known before running."""
+
+    scenario: Scenario
+    sim: Simulation
+    topology: Any
+    cost_model: CostModel
+    schedule: Schedule
+    table: DenseStageTable
+    tokens_per_step: int
+    peak_activation_bytes: float
+    counts: dict[str, int]
+
+
+def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
+    """The calibrated profile of this GPU when one ships (``auto``/``calibrated``), else the roofline."""
+    from moesim.costs.roofline import make_cost_model
+
+    profile = PROFILE_FOR_GPU.get(gpu_kind.upper())
+    has_profile = profile is not None and (PROFILE_DIR / f"{profile}.json").is_file()
+    if choice == "roofline" or (choice == "auto" and not has_profile):
+        return make_cost_model(gpu_kind)
+    if not has_profile:
+        raise ConfigError("scenario.cost_model", f"no calibrated profile ships for {gpu_kind}",
+                          f"use cost_model='roofline' or 'auto' (profiles exist for: {', '.join(PROFILE_FOR_GPU)})")
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import load_profile
+
+    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{profile}.json"), fallback=make_cost_model(gpu_kind))
+
+
+def resolve_model(model: Any):
+    """A model spec from a preset name or a spec object."""
+    if isinstance(model, str):
+        from moesim.workload.presets import get_model
+
+        return get_model(model)
+    return model
+
+
+def make_schedule(scn: Scenario) -> Schedule:
+    """Generate and validate the scenario's pipeline schedule."""
+    plan = scn.plan
+    chunks = plan.vpp if scn.schedule == "interleaved" else None
+    if plan.vpp > 1 and scn.schedule != "interleaved":
+        raise ConfigError("plan.vpp", f"vpp={plan.vpp} is only used by the 'interleaved' schedule, not {scn.schedule!r}",
+                          "set vpp=1 or schedule='interleaved'")
+    sched = generate(scn.schedule, plan.pp, plan.num_microbatches, chunks)
+    validate(sched)
+    return sched
+
+
+def build_scenario(scn: Scenario) -> Built:
+    """Topology + model + costs + schedule -> lowered Simulation."""
+    topo = load_topology(scn.topology, **({"nodes": scn.nodes} if scn.nodes else {}))
+    plan = scn.plan
+    if plan.world_size != topo.num_gpus:
+        raise ConfigError("plan", f"tp*dp*pp = {plan.tp}*{plan.dp}*{plan.pp} = {plan.world_size} GPUs but topology "
+                          f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
+    spec = resolve_model(scn.model)
+    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind)
+    sched = make_schedule(scn)
+    table = DenseStageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
+                            sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
+    ranks = tuple(plan.rank(t, d, p) for p in range(plan.pp) for d in range(plan.dp) for t in range(plan.tp))
+    grid = Grid(plan.tp, plan.dp, plan.pp, ranks)
+    sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
+                     overlap_slowdown=cost.overlap_slowdown())
+    tp_kind = _group_kind(topo, grid.tp_group(0, 0))
+    dp_kind = _group_kind(topo, grid.dp_group(0, 0))
+    opts = LoweringOptions(
+        tp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.tp, tp_kind) if plan.tp > 1 else 0,
+        dp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.dp, dp_kind) if plan.dp > 1 else 0,
+        p2p_latency_ns=cost.p2p_latency_ns(_group_kind(topo, [grid.gpu(0, 0, 0), grid.gpu(0, 0, min(1, plan.pp - 1))])),
+        dp_overlap=plan.dp_overlap,
+        dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
+    )
+    sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
+    counts = lower_pipeline(sim, sched, grid, table, opts)
+    tokens = plan.dp * plan.micro_batch_size * plan.num_microbatches * spec.seq_len
+    peak = max(_peak_bytes(sched, table, r) for r in range(plan.pp))
+    return Built(scn, sim, topo, cost, sched, table, tokens, peak, counts)
+
+
+def _peak_bytes(sched: Schedule, table: DenseStageTable, rank: int) -> float:
+    """Peak in-flight microbatch-chunks of this rank times one chunk's activations."""
+    per_chunk = table.activation_bytes(0)
+    return peak_activations(sched.steps[rank]) * per_chunk
+
+
+def _kinds(topo) -> set[str]:
+    return {l.kind for l in topo.links}
+
+
+def _group_kind(topo, ranks: list[int]) -> str:
+    """The slowest link kind a group's traffic crosses (first hop kinds of its routes)."""
+    if len(ranks) < 2:
+        return "nvlink"
+    kinds = set()
+    for a, b in zip(ranks, ranks[1:] + ranks[:1]):
+        kinds.update(topo.route(a, b).kinds)
+    for k in ("ethernet", "ib", "pcie", "nvswitch", "nvlink", "c2c"):
+        if k in kinds:
+            return k
+    return "nvlink"
+
+
+def _ranks_meta(topo) -> dict[str, Any]:
+    links = {f"link:{l.src}->{l.dst}": {"kind": l.kind, "bandwidth_gbps": l.bandwidth_gbps} for l in topo.links}
+    ranks = {r: {"host": topo.host_of(r), "gpu": topo.gpus[r]} for r in range(topo.num_gpus)}
+    return {"num_ranks": topo.num_gpus, "ranks": ranks, "links": links, "topology": topo.name}

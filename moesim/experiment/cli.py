@@ -1,0 +1,53 @@
+"""``moesim run FILE``: run an experiment file and write its run directory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from moesim.errors import ConfigError
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``["plan.tp=4", "schedule=zb-h1"]`` -> ``{"plan.tp": "4", "schedule": "zb-h1"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", f"{item!r} is not key=value", "write e.g. --set plan.num_microbatches=16")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run(
+    file: Path = typer.Argument(..., help="experiment file, e.g. experiments/1f1b_vs_interleaved.py"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<experiment>)"),
+    set_: List[str] = typer.Option([], "--set", help="override a scenario field for every scenario: key=value"),
+) -> None:
+    """Run every scenario of an experiment; print the table; write results.json, summary.md,
+    Perfetto traces and PNG plots."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moesim.experiment.experiment import load_experiment
+    from moesim.experiment.report import console_table
+    from moesim.experiment.runner import run_experiment
+
+    console = Console()
+    try:
+        overrides = parse_sets(set_)
+        exp = load_experiment(file)
+        out_dir = out or Path("runs") / exp.name
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            bar = progress.add_task(f"simulating {exp.name}", total=len(exp.scenarios))
+            results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar))
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2)
+    table, ratios = console_table(exp, results, walls)
+    console.print(table)
+    console.print(ratios)
+    console.print(f"wrote {out_dir}/results.json, summary.md, {len(results)} Perfetto traces (*.trace.json; open in "
+                  f"ui.perfetto.dev) and PNG plots")
