@@ -25,7 +25,9 @@ class ParallelPlan:
 
     ``order`` lists the parallel dimensions innermost first: ``"tp-dp-pp"`` puts the TP group
     on consecutive ranks (one NVLink island) and pipeline stages on different nodes.
-    ``dp_overlap`` overlaps the data-parallel gradient reduction with the backward pass.
+    ``dp_overlap`` overlaps the data-parallel gradient reduction with the backward pass;
+    ``p2p_overlap`` lets a stage compute while its pipeline sends are in flight (otherwise its
+    next step waits for them, as Megatron without ``--overlap-p2p-communication``).
     ``grad_dtype_bytes`` is the size of one gradient element in the DP reduction.
     """
 
@@ -38,6 +40,7 @@ class ParallelPlan:
     num_microbatches: int = 8
     order: str = "tp-dp-pp"
     dp_overlap: bool = True
+    p2p_overlap: bool = True
     grad_dtype_bytes: int = 4
 
     def __post_init__(self) -> None:

@@ -10,7 +10,9 @@ GPU. Output: tasks in a :class:`~moesim.engine.Simulation`:
   the next step's compute waits for them; inside a DualPipe overlapped pair they are not;
 * every cross-rank dependency becomes a send/recv between the two stage GPUs of the same
   (tp, dp) coordinate on dedicated per-peer streams ``comm.send>R`` / ``comm.recv<R``, created
-  in the sender's production order (so recv order can never deadlock);
+  in the sender's production order (so recv order can never deadlock). The receiver's compute
+  waits for the transfer; with ``p2p_overlap=False`` (Megatron without
+  ``--overlap-p2p-communication``) the sender's next step waits for it too;
 * after the last backward of each model chunk a DP gradient all-reduce runs on ``comm.dp``
   (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step.
 
@@ -90,6 +92,7 @@ class LoweringOptions:
     p2p_latency_ns: int = 0
     dp_overlap: bool = True
     dp_algorithm: str = "ring"
+    p2p_overlap: bool = True
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -148,11 +151,22 @@ def _consumers(schedule: Schedule) -> dict[Action, list[Action]]:
     return out
 
 
+def _next_actions(schedule: Schedule, p: int) -> dict[Action, Action]:
+    """Each action of rank ``p`` -> the first action of the following step (blocking sends)."""
+    row = schedule.steps[p]
+    out: dict[Action, Action] = {}
+    for i, step in enumerate(row[:-1]):
+        for a in actions_of(step):
+            out[a] = actions_of(row[i + 1])[0]
+    return out
+
+
 def _wire_pipeline(sim, schedule, grid, table, opts, done, compute) -> int:
     consumers = _consumers(schedule)
     sends = 0
     for d in range(grid.dp):
         for p in range(grid.pp):
+            following = {} if opts.p2p_overlap else _next_actions(schedule, p)
             for step in schedule.steps[p]:
                 for a in actions_of(step):
                     for c in consumers.get(a, ()):
@@ -169,6 +183,8 @@ def _wire_pipeline(sim, schedule, grid, table, opts, done, compute) -> int:
                                          recv_stream=f"comm.recv<{src}",
                                          args={"stage": a.stage, "microbatch": a.microbatch})
                             sim.add_dep(dst_task, s)
+                            if a in following:   # blocking send: the sender's next step waits for it
+                                sim.add_dep(compute[(d, p, following[a])][t], s)
                             sends += 1
     return sends
 
