@@ -28,10 +28,11 @@ def run(
     """Run every scenario of an experiment; print the table; write results.json, summary.md,
     Perfetto traces and PNG plots."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from moesim.experiment.experiment import load_experiment
-    from moesim.experiment.report import console_table
+    from moesim.experiment.report import console_report
     from moesim.experiment.runner import run_experiment
 
     console = Console()
@@ -44,10 +45,11 @@ def run(
             bar = progress.add_task(f"simulating {exp.name}", total=len(exp.scenarios))
             results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar))
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2)
-    table, ratios = console_table(exp, results, walls)
-    console.print(table)
-    console.print(ratios)
+    for part in console_report(exp, results, walls):
+        console.print(part)
+    first = results[0]
+    console.print(f"costs: {first.cost_model}; network model: {first.network_mode}")
     console.print(f"wrote {out_dir}/results.json, summary.md, {len(results)} Perfetto traces (*.trace.json; open in "
                   f"ui.perfetto.dev) and PNG plots")

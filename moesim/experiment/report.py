@@ -34,23 +34,29 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
     return "\n".join(lines) + "\n"
 
 
-def console_table(exp: Experiment, results: Sequence, walls: dict[str, float]):
-    """A rich Table of the results (wall time per scenario included, console only)."""
+def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) -> list:
+    """Rich renderables: the results table, the optimized/baseline ratios and the bottlenecks."""
     from rich.table import Table
+    from rich.text import Text
 
     from moesim.experiment.runner import comparisons
 
-    t = Table(title=exp.name, show_lines=False)
+    t = Table(title=exp.name)
     for c in COLUMNS[:-1]:
-        t.add_column(c, justify="right" if c not in ("scenario", "schedule") else "left")
-    t.add_column("top bottlenecks", overflow="fold", max_width=60)
+        t.add_column(c, justify="left" if c in ("scenario", "schedule") else "right", overflow="fold")
     t.add_column("wall s", justify="right")
     for r in results:
-        t.add_row(*_row(r), f"{walls.get(r.name, 0):.1f}")
+        t.add_row(*_row(r)[:-1], f"{walls.get(r.name, 0):.1f}")
     ratios = Table(title="optimized / baseline")
-    for c in ("baseline", "optimized", "step time", "tokens/s", "bubble", "lesson"):
+    for c in ("baseline", "optimized", "step time", "tokens/s", "bubble"):
         ratios.add_column(c, overflow="fold")
+    lessons = []
     for c in comparisons(exp, list(results)):
         ratios.add_row(c["baseline"], c["optimized"], f"{c['step_time_ratio']:.3f}x", f"{c['tokens_per_s_ratio']:.3f}x",
-                       f"{100 * c['bubble_delta']:+.1f} pt", c["lesson"])
-    return t, ratios
+                       f"{100 * c['bubble_delta']:+.1f} pt")
+        lessons.append(f"  {c['optimized']} vs {c['baseline']}: {c['lesson']}")
+    lines = ["[bold]top bottlenecks[/bold]"]
+    for r in results:
+        lines.append(f"  [bold]{r.name}[/bold]")
+        lines += [f"    {i + 1}. {b}" for i, b in enumerate(r.bottlenecks)]
+    return [t, ratios, Text("\n".join(lessons)), "\n".join(lines)]

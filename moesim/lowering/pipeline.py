@@ -104,7 +104,15 @@ def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: Stage
     for d in range(grid.dp):
         for p in range(grid.pp):
             _lower_rank(sim, schedule, grid, table, opts, d, p, done, compute, last_backward)
-    sends = _wire_pipeline(sim, schedule, grid, table, opts, done, compute)
+    # An overlapped F&B pair is one slot: it starts when both halves' inputs are ready, so the
+    # dependencies of either half are attached to the pair's first task.
+    slot_head = dict(compute)
+    for p in range(grid.pp):
+        for step in schedule.steps[p]:
+            if isinstance(step, Overlap):
+                for d in range(grid.dp):
+                    slot_head[(d, p, step.second)] = compute[(d, p, step.first)]
+    sends = _wire_pipeline(sim, schedule, grid, table, opts, done, slot_head)
     dp_tasks = _gradient_sync(sim, schedule, grid, table, opts, last_backward, done)
     return {"actions": len(done), "sends": sends, "dp_collectives": dp_tasks}
 

@@ -1,0 +1,144 @@
+"""Building blocks shared by every workload description: comm records, GEMM gradients, FFNs.
+
+A workload's *program* for one layer and one microbatch is a list of compute ops
+(:mod:`moesim.ops`) and :class:`CommOp` records in execution order, so the lowering layer knows
+which collective follows which GEMM. The backward GEMMs of a forward ``C[m,n] = A[m,k] B[k,n]``
+are derived here once for everyone: the input gradient ``dA[m,k] = dC[m,n] B^T`` and the
+weight gradient ``dB[k,n] = A^T dC[m,n]``, each with the forward's FLOPs. The feed-forward
+block (GELU: up, down; SwiGLU: gate, up, down) is written once and used by dense layers, routed
+experts and shared experts alike.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple, Sequence
+
+from moesim.errors import ConfigError
+from moesim.ops import COLLECTIVE_OPS, DTYPE_BYTES, Attention, ComputeOp, Gemm, MemoryOp
+
+ACTIVATIONS = ("swiglu", "gelu")
+
+
+class CommOp(NamedTuple):
+    """One collective inside a layer's program.
+
+    ``bytes`` is the size of the full logical buffer, following the nccl-tests convention: the
+    all-reduce buffer, the all-gather *output*, the reduce-scatter *input*, the all-to-all
+    send buffer. ``group`` names the parallel group it runs over (``"tp"``, ``"ep"``).
+    """
+
+    op: str
+    bytes: float
+    name: str
+    group: str = "tp"
+
+
+ProgramItem = ComputeOp | CommOp
+
+
+def compute_only(program: Sequence[ProgramItem]) -> list[ComputeOp]:
+    """The compute ops of a program, in order."""
+    return [item for item in program if not isinstance(item, CommOp)]
+
+
+def comm_only(program: Sequence[ProgramItem]) -> list[CommOp]:
+    """The collectives of a program, in order."""
+    return [item for item in program if isinstance(item, CommOp)]
+
+
+def dgrad(op: Gemm) -> Gemm:
+    """Input-gradient GEMM of forward ``op``: (m, n, k) -> (m, k, n)."""
+    return replace(op, m=op.m, n=op.k, k=op.n, name=f"{op.name}.dgrad")
+
+
+def wgrad(op: Gemm) -> Gemm:
+    """Weight-gradient GEMM of forward ``op``: (m, n, k) -> (k, n, m)."""
+    return replace(op, m=op.k, n=op.n, k=op.m, name=f"{op.name}.wgrad")
+
+
+def attention_backward(op: Attention) -> Attention:
+    """The backward (dQ, dK, dV) kernel of a forward attention op."""
+    return replace(op, backward=True, name=f"{op.name}.bwd")
+
+
+def check_positive(field: str, value: int | float, *, allow_zero: bool = False) -> None:
+    """ConfigError unless ``value`` is > 0 (or >= 0 with ``allow_zero``)."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(field, f"must be {bound}, got {value}")
+
+
+def check_dtype(field: str, dtype: str) -> None:
+    """ConfigError unless ``dtype`` is one moesim knows."""
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(field, f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPE_BYTES)}")
+
+
+def check_divides(field: str, divisor: int, value: int, what: str) -> None:
+    """ConfigError unless ``divisor`` divides ``value``."""
+    if divisor < 1:
+        raise ConfigError(field, f"must be >= 1, got {divisor}")
+    if value % divisor:
+        raise ConfigError(field, f"{divisor} does not divide {what} = {value}",
+                          f"choose {field} among the divisors of {value}")
+
+
+def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
+                    prefix: str, groups: int = 1) -> list[ComputeOp]:
+    """Forward ops of one feed-forward block on ``num_tokens`` tokens.
+
+    ``ffn_hidden`` is the (already sharded) intermediate width on this rank. ``groups > 1`` means
+    ``groups`` identical experts run as one grouped GEMM, each on ``num_tokens`` tokens.
+    """
+    e = DTYPE_BYTES[dtype]
+    down_in = Gemm(m=num_tokens, n=hidden, k=ffn_hidden, dtype=dtype, groups=groups, name=f"{prefix}.down")
+    if activation == "swiglu":
+        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=dtype, groups=groups, name=f"{prefix}.gate"),
+               Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=dtype, groups=groups, name=f"{prefix}.up")]
+        act_bytes = 3 * e * num_tokens * ffn_hidden * groups  # read gate and up, write product
+    else:
+        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=dtype, groups=groups, name=f"{prefix}.up")]
+        act_bytes = 2 * e * num_tokens * ffn_hidden * groups  # read, write
+    act = MemoryOp("elementwise", float(act_bytes), f"{prefix}.{activation}")
+    return [*ups, act, down_in]
+
+
+def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
+                           prefix: str, groups: int = 1) -> list[ComputeOp]:
+    """Input-gradient ops of :func:`ffn_forward_ops`, in backward order."""
+    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups)
+    e = DTYPE_BYTES[dtype]
+    # SwiGLU backward reads gate, up and the incoming grad and writes two grads; GELU reads
+    # input and grad and writes one grad.
+    per_elem = 5 if activation == "swiglu" else 3
+    act_bwd = MemoryOp("elementwise", float(per_elem * e * num_tokens * ffn_hidden * groups),
+                       f"{prefix}.{activation}.bwd")
+    gemms = [op for op in fwd if isinstance(op, Gemm)]
+    down, ups = gemms[-1], gemms[:-1]
+    return [dgrad(down), act_bwd, *[dgrad(g) for g in ups]]
+
+
+def ffn_backward_weight_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
+                            prefix: str, groups: int = 1) -> list[ComputeOp]:
+    """Weight-gradient GEMMs of :func:`ffn_forward_ops`."""
+    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups)
+    return [wgrad(op) for op in fwd if isinstance(op, Gemm)]
+
+
+def ffn_params(hidden: int, ffn_hidden: int, activation: str) -> int:
+    """Weights of one feed-forward block (no biases)."""
+    return (3 if activation == "swiglu" else 2) * hidden * ffn_hidden
+
+
+def ffn_internal_activation_bytes(num_tokens: int, ffn_hidden: int, activation: str, dtype: str) -> float:
+    """Bytes a feed-forward block keeps for backward *inside* the block: the activation's inputs
+    and output (Korthikanti et al. 2022 §4.1: GeLU input + output = 16sbh for ffn = 4h;
+    SwiGLU keeps gate, up and their product). The block input is the caller's to count."""
+    widths = 3 if activation == "swiglu" else 2
+    return DTYPE_BYTES[dtype] * num_tokens * widths * ffn_hidden
+
+
+def weight_params(ops: Sequence[ComputeOp]) -> int:
+    """Weights touched by forward GEMMs: B[k, n] per GEMM and group."""
+    return sum(op.k * op.n * op.groups for op in ops if isinstance(op, Gemm))

@@ -1,0 +1,582 @@
+"""Dense decoder-only transformer: the model spec and its per-layer, per-microbatch op lists.
+
+:class:`TransformerSpec` describes the shapes (published configs live in ``presets.py``). The
+functions here turn it into what one tensor-parallel rank runs for ONE layer and ONE microbatch
+of ``mbs`` sequences, Megatron-style: column-parallel QKV / FFN-up, row-parallel out / FFN-down,
+and either an all-reduce after each block (no sequence parallelism) or all-gather before and
+reduce-scatter after each block with norms and residuals sharded over the sequence (SP,
+Korthikanti et al. 2022, arXiv:2205.05198). Forward, backward-for-input (B) and
+backward-for-weights (W) are separate so zero-bubble schedules can split them. A *program* is
+the op list with its collectives in execution order; ``*_ops`` functions drop the collectives.
+For an :class:`~moesim.workload.moe.MoESpec` the ``layer_*`` functions here describe a *dense*
+layer; ask ``moesim.workload.layers`` for layer i of any model.
+
+Attention is GQA/MHA, or DeepSeek's MLA when ``kv_lora_rank > 0``. The MLA projections are
+exact (training form, no weight absorption); its attention core is approximated by one
+:class:`~moesim.ops.Attention` whose ``head_dim`` is the mean of the QK dim (nope + rope) and
+the V dim, which gives exactly QK^T (d_qk) plus PV (d_v) FLOPs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.errors import ConfigError
+from moesim.ops import DTYPE_BYTES, Attention, ComputeOp, Gemm, MemoryOp
+from moesim.workload.common import (
+    ACTIVATIONS,
+    CommOp,
+    ProgramItem,
+    attention_backward,
+    check_divides,
+    check_dtype,
+    check_positive,
+    comm_only,
+    compute_only,
+    dgrad,
+    ffn_backward_input_ops,
+    ffn_backward_weight_ops,
+    ffn_forward_ops,
+    ffn_internal_activation_bytes,
+    ffn_params,
+    weight_params,
+    wgrad,
+)
+
+NORMS = ("rmsnorm", "layernorm")
+RECOMPUTE = ("none", "selective", "full")
+VOCAB_DIVISOR = 128  # Megatron --make-vocab-size-divisible-by default; padded to 128 * tp.
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerSpec:
+    """Shapes of a decoder-only transformer. All fields are keyword-only.
+
+    ``head_dim`` is the per-head Q/K width (for MLA: the non-rotary part, ``qk_nope_head_dim``).
+    ``ffn_hidden`` is the FFN intermediate width (per branch for SwiGLU). MLA fields stay 0 for
+    standard attention; ``v_head_dim`` 0 means ``head_dim``.
+    """
+
+    name: str
+    num_layers: int
+    hidden: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    ffn_hidden: int
+    vocab: int
+    seq_len: int
+    activation: str = "swiglu"
+    dtype: str = "bf16"
+    tied_embeddings: bool = False
+    norm: str = "rmsnorm"
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
+            check_positive(f, getattr(self, f))
+        for f in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):
+            check_positive(f, getattr(self, f), allow_zero=True)
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError("activation", f"unknown activation {self.activation!r}",
+                              f"use one of: {', '.join(ACTIVATIONS)}")
+        if self.norm not in NORMS:
+            raise ConfigError("norm", f"unknown norm {self.norm!r}", f"use one of: {', '.join(NORMS)}")
+        check_dtype("dtype", self.dtype)
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError("num_kv_heads", f"{self.num_kv_heads} does not divide num_heads = {self.num_heads}",
+                              "use a divisor of num_heads (GQA groups must be equal)")
+        if self.is_mla and self.num_kv_heads != self.num_heads:
+            raise ConfigError("num_kv_heads", "MLA (kv_lora_rank > 0) has one K/V per head",
+                              f"set num_kv_heads = num_heads = {self.num_heads}")
+        if not self.is_mla and (self.q_lora_rank or self.qk_rope_head_dim):
+            raise ConfigError("kv_lora_rank", "q_lora_rank / qk_rope_head_dim are MLA fields but kv_lora_rank is 0",
+                              "set kv_lora_rank > 0 for MLA, or zero the other MLA fields")
+
+    # -- attention shapes -----------------------------------------------------------------
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Per-head width of Q and K (MLA: nope + rope)."""
+        return self.head_dim + self.qk_rope_head_dim
+
+    @property
+    def v_dim(self) -> int:
+        """Per-head width of V."""
+        return self.v_head_dim or self.head_dim
+
+    def tokens(self, micro_batch_size: int) -> int:
+        """Tokens in a microbatch of ``micro_batch_size`` sequences."""
+        return micro_batch_size * self.seq_len
+
+    # -- parameters -----------------------------------------------------------------------
+    @property
+    def attention_params(self) -> int:
+        """Attention weights of one layer (no biases; MLA latent norms included)."""
+        h, a = self.hidden, self.num_heads
+        if not self.is_mla:
+            return h * a * self.head_dim + 2 * h * self.num_kv_heads * self.head_dim + a * self.head_dim * h
+        q = h * a * self.qk_head_dim
+        if self.q_lora_rank:
+            q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * a * self.qk_head_dim
+        kv = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+        kv += self.kv_lora_rank * a * (self.head_dim + self.v_dim)
+        return q + kv + a * self.v_dim * h
+
+    @property
+    def norm_params(self) -> int:
+        """Weights of one norm (RMSNorm: scale; LayerNorm: scale and bias)."""
+        return self.hidden * (1 if self.norm == "rmsnorm" else 2)
+
+    @property
+    def dense_layer_params(self) -> int:
+        """Weights of one dense layer: attention, FFN, two norms."""
+        return self.attention_params + ffn_params(self.hidden, self.ffn_hidden, self.activation) + 2 * self.norm_params
+
+    def is_moe_layer(self, layer_index: int) -> bool:
+        """Whether layer ``layer_index`` has a routed-expert FFN (never, for a dense model)."""
+        return False
+
+    def layer_params(self, layer_index: int) -> int:
+        """Weights of layer ``layer_index``."""
+        return self.dense_layer_params
+
+    def layer_activated_params(self, layer_index: int) -> int:
+        """Weights of layer ``layer_index`` that one token uses."""
+        return self.layer_params(layer_index)
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def head_params(self) -> int:
+        """Output projection plus final norm (projection shared with the embedding if tied)."""
+        return (0 if self.tied_embeddings else self.vocab * self.hidden) + self.norm_params
+
+    @property
+    def total_params(self) -> int:
+        layers = sum(self.layer_params(i) for i in range(self.num_layers))
+        return layers + self.embedding_params + self.head_params
+
+    @property
+    def activated_params(self) -> int:
+        """Parameters used per token (equal to total for a dense model)."""
+        layers = sum(self.layer_activated_params(i) for i in range(self.num_layers))
+        return layers + self.embedding_params + self.head_params
+
+    # -- FLOPs ----------------------------------------------------------------------------
+    def layer_flops_per_sequence(self, layer_index: int) -> tuple[float, float]:
+        """(forward, backward) FLOPs of layer ``layer_index`` on one sequence, tp = 1."""
+        fwd = layer_forward_ops(self, 1)
+        bwd = layer_backward_input_ops(self, 1) + layer_backward_weight_ops(self, 1)
+        return sum(op.flops for op in fwd), sum(op.flops for op in bwd)
+
+    def _flops_per_token(self) -> tuple[float, float]:
+        per_layer = [self.layer_flops_per_sequence(i) for i in range(self.num_layers)]
+        head_fwd = sum(op.flops for op in head_forward_ops(self, 1))
+        head_bwd = sum(op.flops for op in head_backward_input_ops(self, 1) + head_backward_weight_ops(self, 1))
+        fwd = sum(f for f, _ in per_layer) + head_fwd
+        bwd = sum(b for _, b in per_layer) + head_bwd
+        return fwd / self.seq_len, bwd / self.seq_len
+
+    @property
+    def forward_flops_per_token(self) -> float:
+        """Forward FLOPs per token: GEMMs (2 per weight per token) plus causal attention."""
+        return self._flops_per_token()[0]
+
+    @property
+    def training_flops_per_token(self) -> float:
+        """Forward + backward FLOPs per token (about 6 x activated params + attention)."""
+        fwd, bwd = self._flops_per_token()
+        return fwd + bwd
+
+
+# -- per-rank shapes ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Local:
+    """Per-rank sizes of one microbatch under tensor parallelism."""
+
+    tokens: int        # T: tokens of the microbatch (GEMM rows after any all-gather)
+    tokens_local: int  # T/tp with sequence parallelism, else T (norm/residual rows)
+    heads: int
+    kv_heads: int
+    hidden: int
+    elem_bytes: float
+    tp: int
+    sp: bool           # sequence parallelism in effect (requested and tp > 1)
+
+
+def _loc(spec: TransformerSpec, mbs: int, tp: int, sp: bool) -> _Local:
+    check_positive("micro_batch_size", mbs)
+    check_divides("tp", tp, spec.num_heads, "num_heads")
+    g = spec.num_kv_heads
+    if g % tp and tp % g:
+        raise ConfigError("tp", f"tp = {tp} neither divides nor is a multiple of num_kv_heads = {g}",
+                          "use a tp that divides num_kv_heads or is a multiple of it")
+    tokens = spec.tokens(mbs)
+    shard = sp and tp > 1
+    if shard and tokens % tp:
+        raise ConfigError("tp", f"sequence parallelism needs tp = {tp} to divide the microbatch tokens = {tokens}",
+                          "pick tp dividing micro_batch_size * seq_len")
+    # KV heads are replicated when tp exceeds them (one KV head per rank, as vLLM does).
+    return _Local(tokens, tokens // tp if shard else tokens, spec.num_heads // tp, max(1, g // tp),
+                  spec.hidden, DTYPE_BYTES[spec.dtype], tp, shard)
+
+
+def _hidden_bytes(loc: _Local) -> float:
+    """Size of the full (unsharded) hidden-state tensor of the microbatch."""
+    return float(loc.elem_bytes * loc.tokens * loc.hidden)
+
+
+def _enter_block(loc: _Local, block: str) -> list[CommOp]:
+    """Collective before a column-parallel GEMM: gather the sequence shards (SP only)."""
+    return [CommOp("all_gather", _hidden_bytes(loc), f"{block}.sp_all_gather")] if loc.sp else []
+
+
+def _leave_block(loc: _Local, block: str) -> list[CommOp]:
+    """Collective after a row-parallel GEMM: reduce-scatter (SP) or all-reduce (TP only)."""
+    if loc.sp:
+        return [CommOp("reduce_scatter", _hidden_bytes(loc), f"{block}.sp_reduce_scatter")]
+    return [CommOp("all_reduce", _hidden_bytes(loc), f"{block}.tp_all_reduce")] if loc.tp > 1 else []
+
+
+def _backward_entry(loc: _Local, block: str) -> list[CommOp]:
+    """Backward of leaving a block: all-gather of the output grad (SP); identity otherwise."""
+    return [CommOp("all_gather", _hidden_bytes(loc), f"{block}.sp_all_gather.bwd")] if loc.sp else []
+
+
+def _regather(loc: _Local, block: str) -> list[CommOp]:
+    """SP only: Megatron re-gathers the block input in backward for the weight gradients
+    (``LinearWithGradAccumulationAndAsyncCommunication.backward``), overlapped with dgrad."""
+    return [CommOp("all_gather", _hidden_bytes(loc), f"{block}.sp_regather_input")] if loc.sp else []
+
+
+def _input_grad_reduce(loc: _Local, block: str) -> list[CommOp]:
+    """Backward of entering a block: reduce-scatter (SP) or all-reduce (TP) of the input grad."""
+    if loc.sp:
+        return [CommOp("reduce_scatter", _hidden_bytes(loc), f"{block}.sp_reduce_scatter.bwd")]
+    return [CommOp("all_reduce", _hidden_bytes(loc), f"{block}.tp_all_reduce.bwd")] if loc.tp > 1 else []
+
+
+# -- attention block ----------------------------------------------------------------------
+def _norm(loc: _Local, width: int, name: str, backward: bool = False) -> MemoryOp:
+    # Forward reads x and writes y; backward reads x and dy and writes dx.
+    passes = 3 if backward else 2
+    return MemoryOp("norm", float(passes * loc.elem_bytes * loc.tokens_local * width), name)
+
+
+def _residual(loc: _Local, name: str) -> MemoryOp:
+    # Reads two operands, writes one, over the (possibly sequence-sharded) hidden state.
+    return MemoryOp("elementwise", float(3 * loc.elem_bytes * loc.tokens_local * loc.hidden), name)
+
+
+def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[ComputeOp], ComputeOp]:
+    """Forward input projections (with MLA latent norms) and the RoPE op."""
+    T, d, dt = loc.tokens, spec.head_dim, spec.dtype
+    if not spec.is_mla:
+        qkv = Gemm(m=T, n=(loc.heads + 2 * loc.kv_heads) * d, k=spec.hidden, dtype=dt, name="attn.qkv")
+        rope = MemoryOp("elementwise", 2.0 * loc.elem_bytes * T * (loc.heads + loc.kv_heads) * d, "attn.rope")
+        return [qkv], rope
+    ops: list[ComputeOp] = []
+    q_out = loc.heads * spec.qk_head_dim
+    if spec.q_lora_rank:
+        # Down projections are replicated over TP (Megatron MLA: parallel_mode="duplicated").
+        ops += [Gemm(m=T, n=spec.q_lora_rank, k=spec.hidden, dtype=dt, name="attn.q_down"),
+                MemoryOp("norm", 2.0 * loc.elem_bytes * T * spec.q_lora_rank, "attn.q_norm"),
+                Gemm(m=T, n=q_out, k=spec.q_lora_rank, dtype=dt, name="attn.q_up")]
+    else:
+        ops.append(Gemm(m=T, n=q_out, k=spec.hidden, dtype=dt, name="attn.q"))
+    ops += [Gemm(m=T, n=spec.kv_lora_rank + spec.qk_rope_head_dim, k=spec.hidden, dtype=dt, name="attn.kv_down"),
+            MemoryOp("norm", 2.0 * loc.elem_bytes * T * spec.kv_lora_rank, "attn.kv_norm"),
+            Gemm(m=T, n=loc.heads * (spec.head_dim + spec.v_dim), k=spec.kv_lora_rank, dtype=dt, name="attn.kv_up")]
+    rope = MemoryOp("elementwise", 2.0 * loc.elem_bytes * T * (loc.heads + 1) * spec.qk_rope_head_dim, "attn.rope")
+    return ops, rope
+
+
+def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local) -> Attention:
+    head_dim = float(spec.head_dim) if not spec.is_mla else (spec.qk_head_dim + spec.v_dim) / 2
+    return Attention(batch=mbs, heads=loc.heads, kv_heads=loc.kv_heads, seq_q=spec.seq_len, seq_kv=spec.seq_len,
+                     head_dim=int(head_dim) if head_dim.is_integer() else head_dim,  # type: ignore[arg-type]
+                     causal=True, dtype=spec.dtype, name="attn.core")
+
+
+def _attention_out(spec: TransformerSpec, loc: _Local) -> Gemm:
+    return Gemm(m=loc.tokens, n=spec.hidden, k=loc.heads * spec.v_dim, dtype=spec.dtype, name="attn.out")
+
+
+def attention_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Forward of the attention block (norm, projections, core, out, residual) on one rank."""
+    loc = _loc(spec, mbs, tp, sp)
+    proj, rope = _attention_projections(spec, loc)
+    return [_norm(loc, spec.hidden, "attn.norm"), *_enter_block(loc, "attn"), *proj, rope,
+            _attention_core(spec, mbs, loc), _attention_out(spec, loc), *_leave_block(loc, "attn"),
+            _residual(loc, "attn.residual")]
+
+
+def attention_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1,
+                                     sp: bool = False) -> list[ProgramItem]:
+    """Activation-gradient part of the attention block's backward, in execution order.
+
+    With SP the backward of the reduce-scatter is an all-gather of the gradient, the backward of
+    the all-gather a reduce-scatter, and Megatron re-gathers the block input for the weight
+    gradients (``LinearWithGradAccumulationAndAsyncCommunication``), overlapped with dgrad.
+    """
+    loc = _loc(spec, mbs, tp, sp)
+    proj, rope = _attention_projections(spec, loc)
+    back_proj = [dgrad(op) if isinstance(op, Gemm) else _norm_bwd(op) for op in reversed(proj)]
+    reduce = _input_grad_reduce(loc, "attn")
+    return [*_backward_entry(loc, "attn"), dgrad(_attention_out(spec, loc)),
+            attention_backward(_attention_core(spec, mbs, loc)), MemoryOp("elementwise", rope.bytes, "attn.rope.bwd"),
+            *_regather(loc, "attn"), *back_proj, *reduce,
+            _norm(loc, spec.hidden, "attn.norm.bwd", backward=True), _residual(loc, "attn.residual.bwd")]
+
+
+def _norm_bwd(op: ComputeOp) -> MemoryOp:
+    assert isinstance(op, MemoryOp)
+    return MemoryOp(op.kind, op.bytes * 1.5, f"{op.name}.bwd")
+
+
+def attention_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Weight-gradient GEMMs of the attention block."""
+    loc = _loc(spec, mbs, tp, sp)
+    proj, _ = _attention_projections(spec, loc)
+    return [wgrad(_attention_out(spec, loc)), *[wgrad(op) for op in reversed(proj) if isinstance(op, Gemm)]]
+
+
+# -- dense FFN block ----------------------------------------------------------------------
+def _ffn_local(spec: TransformerSpec, tp: int) -> int:
+    check_divides("tp", tp, spec.ffn_hidden, "ffn_hidden")
+    return spec.ffn_hidden // tp
+
+
+def mlp_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Forward of the dense FFN block (norm, FFN, residual) on one rank."""
+    loc = _loc(spec, mbs, tp, sp)
+    ffn = ffn_forward_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp")
+    return [_norm(loc, spec.hidden, "mlp.norm"), *_enter_block(loc, "mlp"), *ffn, *_leave_block(loc, "mlp"),
+            _residual(loc, "mlp.residual")]
+
+
+def mlp_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Activation-gradient part of the dense FFN block's backward, in execution order."""
+    loc = _loc(spec, mbs, tp, sp)
+    ffn = ffn_backward_input_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp")
+    # ffn = [dgrad(down), activation backward, dgrad(up-side GEMMs)...]
+    return [*_backward_entry(loc, "mlp"), *ffn[:2], *_regather(loc, "mlp"), *ffn[2:], *_input_grad_reduce(loc, "mlp"),
+            _norm(loc, spec.hidden, "mlp.norm.bwd", backward=True), _residual(loc, "mlp.residual.bwd")]
+
+
+def mlp_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Weight-gradient GEMMs of the dense FFN block."""
+    loc = _loc(spec, mbs, tp, sp)
+    return ffn_backward_weight_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp")
+
+
+# -- whole dense layer --------------------------------------------------------------------
+def layer_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Forward of one dense layer on one TP rank: compute ops and TP collectives in order."""
+    return attention_forward_program(spec, mbs, tp, sp) + mlp_forward_program(spec, mbs, tp, sp)
+
+
+def layer_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Activation-gradient backward (B) of one dense layer, in execution order."""
+    return mlp_backward_input_program(spec, mbs, tp, sp) + attention_backward_input_program(spec, mbs, tp, sp)
+
+
+def layer_forward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Compute ops of one dense layer's forward on one TP rank."""
+    return compute_only(layer_forward_program(spec, mbs, tp, sp))
+
+
+def layer_backward_input_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Compute ops of one dense layer's activation-gradient backward (dgrad GEMMs, attention
+    backward, elementwise backward)."""
+    return compute_only(layer_backward_input_program(spec, mbs, tp, sp))
+
+
+def layer_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Weight-gradient GEMMs (W) of one dense layer."""
+    return mlp_backward_weight_ops(spec, mbs, tp, sp) + attention_backward_weight_ops(spec, mbs, tp, sp)
+
+
+def layer_tp_collectives(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> dict[str, list[CommOp]]:
+    """TP collectives of one dense layer: ``{"forward": [...], "backward": [...]}``.
+
+    No SP: one all-reduce per block each way (2 forward, 2 backward). SP: all-gather +
+    reduce-scatter per block each way, plus the backward input re-gather (4 forward, 6 backward).
+    Empty for tp = 1. Sizes are full-buffer bytes (see :class:`CommOp`).
+    """
+    return {"forward": comm_only(layer_forward_program(spec, mbs, tp, sp)),
+            "backward": comm_only(layer_backward_input_program(spec, mbs, tp, sp))}
+
+
+def recompute_forward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                          recompute: str = "none") -> list[ProgramItem]:
+    """What backward re-runs before it starts: nothing, the attention core (Korthikanti's
+    selective recomputation) or the whole layer forward with its collectives (full)."""
+    _check_recompute(recompute)
+    if recompute == "none":
+        return []
+    if recompute == "selective":
+        return [op for op in layer_forward_ops(spec, mbs, tp, sp) if isinstance(op, Attention)]
+    return layer_forward_program(spec, mbs, tp, sp)
+
+
+def _check_recompute(recompute: str) -> None:
+    if recompute not in RECOMPUTE:
+        raise ConfigError("recompute", f"unknown mode {recompute!r}", f"use one of: {', '.join(RECOMPUTE)}")
+
+
+# -- embedding and output head ------------------------------------------------------------
+def padded_vocab(spec: TransformerSpec, tp: int = 1) -> int:
+    """Vocabulary padded to a multiple of 128 * tp, as Megatron does for vocab-parallel layers."""
+    unit = VOCAB_DIVISOR * tp
+    return -(-spec.vocab // unit) * unit
+
+
+def embedding_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Vocab-parallel embedding lookup, then all-reduce (or reduce-scatter with SP) over TP."""
+    loc = _loc(spec, mbs, tp, sp)
+    lookup = MemoryOp("copy", 2.0 * _hidden_bytes(loc), "embed.lookup")  # read rows, write output
+    return [lookup, *_leave_block(loc, "embed")]
+
+
+def embedding_backward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Embedding backward. It is all weight-gradient work (no input gradient exists): gather
+    the output grad (SP), then scatter-add rows into the embedding gradient."""
+    loc = _loc(spec, mbs, tp, sp)
+    scatter = MemoryOp("elementwise", 3.0 * _hidden_bytes(loc), "embed.wgrad_scatter_add")
+    return [*_backward_entry(loc, "embed"), scatter]
+
+
+def embedding_forward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    return compute_only(embedding_forward_program(spec, mbs, tp, sp))
+
+
+def embedding_backward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Compute ops of the embedding backward; all belong to the W (weight-gradient) part."""
+    return compute_only(embedding_backward_program(spec, mbs, tp, sp))
+
+
+def _logits(spec: TransformerSpec, loc: _Local) -> Gemm:
+    vocab_local = padded_vocab(spec, loc.tp) // loc.tp
+    return Gemm(m=loc.tokens, n=vocab_local, k=spec.hidden, dtype=spec.dtype, name="head.logits")
+
+
+def _loss_stats(loc: _Local) -> list[CommOp]:
+    # Vocab-parallel cross-entropy all-reduces max, target logit and sum-exp (fp32 per token).
+    if loc.tp == 1:
+        return []
+    return [CommOp("all_reduce", 4.0 * loc.tokens, f"head.ce_{what}") for what in ("max", "target", "sumexp")]
+
+
+def head_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Final norm, vocab-parallel logits GEMM and softmax cross-entropy (last stage)."""
+    loc = _loc(spec, mbs, tp, sp)
+    logits = _logits(spec, loc)
+    ce = MemoryOp("softmax", 2.0 * loc.elem_bytes * logits.m * logits.n, "head.cross_entropy")
+    return [_norm(loc, spec.hidden, "head.norm"), *_enter_block(loc, "head"), logits, *_loss_stats(loc), ce]
+
+
+def head_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Cross-entropy backward, logits dgrad, TP reduction of the input grad, final norm backward."""
+    loc = _loc(spec, mbs, tp, sp)
+    logits = _logits(spec, loc)
+    ce = MemoryOp("softmax", 2.0 * loc.elem_bytes * logits.m * logits.n, "head.cross_entropy.bwd")
+    return [ce, *_regather(loc, "head"), dgrad(logits), *_input_grad_reduce(loc, "head"),
+            _norm(loc, spec.hidden, "head.norm.bwd", backward=True)]
+
+
+def head_forward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    return compute_only(head_forward_program(spec, mbs, tp, sp))
+
+
+def head_backward_input_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    return compute_only(head_backward_input_program(spec, mbs, tp, sp))
+
+
+def head_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+    """Weight gradient of the logits GEMM."""
+    return [wgrad(_logits(spec, _loc(spec, mbs, tp, sp)))]
+
+
+# -- memory -------------------------------------------------------------------------------
+def attention_weight_bytes(spec: TransformerSpec, tp: int = 1) -> float:
+    """Bytes of one layer's attention weights (and its norm) held by one TP rank."""
+    proj = weight_params(compute_only(attention_forward_program(spec, 1, tp)))
+    latent_norms = spec.q_lora_rank + spec.kv_lora_rank  # MLA, replicated
+    return (proj + spec.norm_params + latent_norms) * DTYPE_BYTES[spec.dtype]
+
+
+def mlp_weight_bytes(spec: TransformerSpec, tp: int = 1) -> float:
+    """Bytes of one dense FFN block's weights (and its norm) held by one TP rank."""
+    return (ffn_params(spec.hidden, _ffn_local(spec, tp), spec.activation) + spec.norm_params) * DTYPE_BYTES[spec.dtype]
+
+
+def weight_bytes_per_layer(spec: TransformerSpec, tp: int = 1) -> float:
+    """Bytes of one dense layer's weights held by one TP rank (norm weights replicated)."""
+    return attention_weight_bytes(spec, tp) + mlp_weight_bytes(spec, tp)
+
+
+def attention_activation_bytes(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                               recompute: str = "none", *, flash_attention: bool = True,
+                               dropout: bool = False) -> float:
+    """Bytes the attention block keeps for backward on one rank (Korthikanti et al. 2022 §4.1).
+
+    Kept: norm input, QKV-GEMM input (plus MLA latents), Q, K, V, the attention output, a
+    dropout mask after the block if ``dropout``; without ``flash_attention`` also the softmax
+    output (and dropout mask + output) of size a*s^2*b, which selective recomputation drops;
+    with it FlashAttention's fp32 log-sum-exp. Norm-region tensors shard over TP only with SP.
+    """
+    _check_recompute(recompute)
+    loc = _loc(spec, mbs, tp, sp)
+    e, T = loc.elem_bytes, loc.tokens
+    replicated = 2 * e * T * spec.hidden + (T * spec.hidden if dropout else 0)
+    replicated += 2 * e * T * (spec.q_lora_rank + spec.kv_lora_rank)  # MLA latent norm in/out
+    q_k = (loc.heads + loc.kv_heads) * spec.qk_head_dim
+    v_out = (loc.kv_heads + loc.heads) * spec.v_dim  # V, and the attention output fed to attn.out
+    sharded = e * T * (q_k + v_out)
+    if flash_attention:
+        sharded += 4 * T * loc.heads
+    elif recompute == "none":
+        per_score = e + ((1 + e) if dropout else 0)  # softmax out (+ dropout mask and output)
+        sharded += per_score * loc.heads * spec.seq_len * spec.seq_len * mbs
+    return replicated / (tp if loc.sp else 1) + sharded
+
+
+def mlp_activation_bytes(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False, *,
+                         dropout: bool = False) -> float:
+    """Bytes the dense FFN block keeps for backward on one rank (norm input, FFN input, the
+    activation's inputs and output, dropout mask if ``dropout``)."""
+    loc = _loc(spec, mbs, tp, sp)
+    e, T = loc.elem_bytes, loc.tokens
+    replicated = 2 * e * T * spec.hidden + (T * spec.hidden if dropout else 0)
+    sharded = ffn_internal_activation_bytes(T, _ffn_local(spec, tp), spec.activation, spec.dtype)
+    return replicated / (tp if loc.sp else 1) + sharded
+
+
+def activation_bytes_per_layer(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                               recompute: str = "none", *, flash_attention: bool = True,
+                               dropout: bool = False) -> float:
+    """Activation bytes one dense layer keeps per microbatch on one TP rank.
+
+    Korthikanti et al. 2022 (arXiv:2205.05198) accounting, generalised to GQA/MLA, SwiGLU and
+    any FFN width. With ``flash_attention=False, dropout=True`` and a GPT-shaped bf16 spec it is
+    exactly their ``sbh(34 + 5as/h)`` (tp = 1), ``sbh(10 + 24/t + 5as/(ht))`` (TP),
+    ``sbh(34 + 5as/h)/t`` (TP + SP). The defaults describe current practice (FlashAttention, no
+    dropout). ``recompute``: "selective" drops the attention-score tensors, "full" keeps only
+    the layer input (``2sbh``, ``/t`` with SP).
+    """
+    _check_recompute(recompute)
+    if recompute == "full":
+        loc = _loc(spec, mbs, tp, sp)
+        return _hidden_bytes(loc) / (tp if loc.sp else 1)
+    return (attention_activation_bytes(spec, mbs, tp, sp, recompute, flash_attention=flash_attention, dropout=dropout)
+            + mlp_activation_bytes(spec, mbs, tp, sp, dropout=dropout))

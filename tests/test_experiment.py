@@ -1,0 +1,119 @@
+"""Scenarios, the runner, the run directory and the `run` command, on tiny models."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from moesim.cli import app
+from moesim.errors import ConfigError
+from moesim.experiment import Comparison, Experiment, ParallelPlan, Scenario
+from moesim.experiment.build import build_scenario
+from moesim.experiment.runner import run_experiment, run_scenario
+from moesim.workload.transformer import TransformerSpec
+
+TINY = TransformerSpec(name="tiny", num_layers=8, hidden=1024, num_heads=16, num_kv_heads=4, head_dim=64,
+                       ffn_hidden=4096, vocab=32000, seq_len=1024)
+
+
+def scn(**kw):
+    base = dict(name="s", topology="dgx_h100", model=TINY, plan=ParallelPlan(tp=2, dp=1, pp=4, num_microbatches=8))
+    base.update(kw)
+    return Scenario(**base)
+
+
+def test_scenario_runs_and_reports_consistent_figures():
+    res, rec = run_scenario(scn())
+    assert res.step_time_ms > 0 and 0 < res.mfu < 1 and 0 <= res.bubble_fraction < 1
+    assert res.tokens_per_step == 8 * 1024
+    assert res.tokens_per_s == pytest.approx(res.tokens_per_step / (res.step_time_ms / 1e3), rel=1e-4)
+    assert res.cost_model.startswith("roofline:H100") and res.calibrated is False
+    assert res.network_mode == "fluid" and len(res.bottlenecks) == 3
+
+
+def test_more_microbatches_shrink_the_1f1b_bubble():
+    small = run_scenario(scn(plan=ParallelPlan(tp=2, pp=4, num_microbatches=4)))[0]
+    big = run_scenario(scn(plan=ParallelPlan(tp=2, pp=4, num_microbatches=32)))[0]
+    assert big.bubble_fraction < small.bubble_fraction
+
+
+def test_analytical_mode_is_labelled_and_never_slower():
+    fluid = run_scenario(scn())[0]
+    ana = run_scenario(scn(network="analytical"))[0]
+    assert ana.network_mode == "analytical"
+    assert ana.step_time_ms <= fluid.step_time_ms
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(plan=ParallelPlan(tp=2, dp=2, pp=4)), r"16 GPUs but topology 'dgx_h100' has 8"),
+    (dict(plan=ParallelPlan(tp=1, dp=1, pp=8, vpp=3), schedule="interleaved"), "do not split evenly"),
+    (dict(plan=ParallelPlan(tp=2, pp=4, vpp=2)), "only used by the 'interleaved' schedule"),
+    (dict(plan=ParallelPlan(tp=2, pp=4, vpp=2, num_microbatches=6), schedule="interleaved"), "multiple of the pipeline size"),
+    (dict(schedule="2f2b"), "unknown name '2f2b'"),
+    (dict(model="llama-9000"), "unknown name 'llama-9000'"),
+    (dict(topology="dgx_z900"), "dgx_z900"),
+])
+def test_bad_scenarios_fail_with_the_field_and_fix(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        build_scenario(scn(**kw))
+
+
+def test_plan_and_scenario_validation():
+    with pytest.raises(ConfigError, match="plan.tp"):
+        ParallelPlan(tp=0)
+    with pytest.raises(ConfigError, match="plan.order"):
+        ParallelPlan(order="tp-pp")
+    with pytest.raises(ConfigError, match="scenario.network"):
+        scn(network="psychic")
+    with pytest.raises(ConfigError, match="unknown field 'microbatches'"):
+        scn().with_overrides({"plan.microbatches": "3"})
+    assert scn().with_overrides({"plan.num_microbatches": "16", "schedule": "gpipe"}).plan.num_microbatches == 16
+
+
+def test_rank_order_puts_tp_innermost():
+    plan = ParallelPlan(tp=2, dp=2, pp=2, order="tp-dp-pp")
+    assert [plan.rank(t, 0, 0) for t in range(2)] == [0, 1]
+    assert plan.rank(0, 1, 0) == 2 and plan.rank(0, 0, 1) == 4
+    assert ParallelPlan(tp=2, dp=2, pp=2, order="pp-tp-dp").rank(1, 0, 0) == 2
+
+
+def experiment():
+    return Experiment(name="tiny", scenarios=(scn(name="a"), scn(name="b", schedule="interleaved",
+                      plan=ParallelPlan(tp=2, pp=4, vpp=2, num_microbatches=8))),
+                      comparisons=(Comparison("a", "b", "lesson"),))
+
+
+def test_run_directory_is_complete_and_deterministic(tmp_path):
+    run_experiment(experiment(), tmp_path / "one")
+    run_experiment(experiment(), tmp_path / "two")
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(["results.json", "summary.md"] + [f"{n}.{k}" for n in "ab"
+                                                              for k in ("trace.json", "timeline.png", "utilization.png")])
+    for name in ("results.json", "summary.md", "a.trace.json", "b.trace.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    data = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert data["comparisons"][0]["baseline"] == "a"
+    assert "| a | 1f1b |" in (tmp_path / "one" / "summary.md").read_text()
+
+
+def test_run_command_writes_the_run_directory_and_rejects_bad_sets(tmp_path):
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(textwrap.dedent("""
+        from moesim.experiment import Experiment, ParallelPlan, Scenario
+        from moesim.workload.transformer import TransformerSpec
+        TINY = TransformerSpec(name="tiny", num_layers=4, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
+                               ffn_hidden=2048, vocab=32000, seq_len=512)
+        EXPERIMENT = Experiment(name="cli", scenarios=(
+            Scenario(name="only", topology="dgx_h100", model=TINY, plan=ParallelPlan(tp=2, pp=4, num_microbatches=4)),))
+    """))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "out"), "--set", "plan.num_microbatches=8"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "out" / "results.json").is_file() and "step ms" in ok.output
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["scenarios"][0]["plan"]["num_microbatches"] == 8
+    bad = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "x"), "--set", "plan.tp=two"])
+    assert bad.exit_code == 2 and "plan.tp" in bad.output and "Traceback" not in bad.output
+    missing = runner.invoke(app, ["run", str(tmp_path / "nope.py")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
