@@ -6,9 +6,11 @@ Nodes carry ``type`` (gpu, nvswitch, pcie_switch, cpu, nic, leaf, spine) and, fo
 ``kind`` (nvlink, nvswitch, pcie, ib, ethernet, c2c). Every directed edge also gets a dense
 integer ``link_id`` so the engine can keep per-link state in numpy arrays.
 
-Ranks are indices into ``Topology.gpus`` (host-major order). Routes are shortest paths by total
-latency, ties broken by hop count; where several equal-cost paths exist (spines of a fat-tree),
-``route(src, dst, key)`` spreads flows over them deterministically by ``key`` (ECMP).
+Ranks are indices into ``Topology.gpus`` (host-major order). Routes cross the fewest other GPUs
+(a GPU is not a router; only a chain of GPUs with nothing else between them forces it), then have
+the lowest total latency, then the fewest hops; where several equal-cost paths exist (spines of a
+fat-tree), ``route(src, dst, key)`` spreads flows over them deterministically by ``key`` (ECMP).
+:mod:`moesim.topology.routing` finds them; each pair is cached.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from functools import cached_property
 import networkx as nx
 
 from moesim.errors import ConfigError
+from moesim.topology.routing import Router
 
 NODE_TYPES = ("gpu", "nvswitch", "pcie_switch", "cpu", "nic", "leaf", "spine")
 LINK_KINDS = ("nvlink", "nvswitch", "pcie", "ib", "ethernet", "c2c")
@@ -64,7 +67,8 @@ class Topology:
             d["link_id"] = i
             links.append(Link(i, u, v, d["kind"], float(d["bandwidth_gbps"]), int(d["latency_ns"])))
         self.links: tuple[Link, ...] = tuple(links)
-        self._paths: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+        self._paths: dict[tuple[int, int], list[tuple[str, ...]]] = {}
+        self._routes: dict[tuple[int, int, int], Route] = {}
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -95,18 +99,24 @@ class Topology:
         return self._rank[gpu]
 
     # -- routing --------------------------------------------------------------------------
-    def _equal_cost_paths(self, src: int, dst: int) -> list[tuple[int, ...]]:
+    @cached_property
+    def router(self) -> Router:
+        """The path finder (built on first use; see :mod:`moesim.topology.routing`)."""
+        return Router(self.graph)
+
+    @cached_property
+    def _link_id(self) -> dict[tuple[str, str], int]:
+        return {(l.src, l.dst): l.link_id for l in self.links}
+
+    def _equal_cost_paths(self, src: int, dst: int) -> list[tuple[str, ...]]:
+        """Node paths of every equal-cost route, cached per rank pair."""
         key = (src, dst)
         paths = self._paths.get(key)
         if paths is None:
-            g = self.graph
-            s, t = self.gpus[src], self.gpus[dst]
-            # integer weight: latency first, then one unit per hop, so equal-latency ties go to
-            # the fewest hops and equal-cost (ECMP) paths compare exactly.
-            def w(u: str, v: str, d: dict) -> int:
-                return int(d["latency_ns"]) * 4096 + 1
-            node_paths = sorted(nx.all_shortest_paths(g, s, t, weight=w))
-            paths = [tuple(g.edges[u, v]["link_id"] for u, v in zip(p, p[1:])) for p in node_paths]
+            paths = self.router.paths(self.gpus[src], self.gpus[dst])
+            if not paths:
+                raise ConfigError("route", f"no path from {self.gpus[src]} (rank {src}) to {self.gpus[dst]} (rank {dst})",
+                                  "join every GPU to the fabric (the topology loader checks this)", source=self.name)
             self._paths[key] = paths
         return paths
 
@@ -115,14 +125,20 @@ class Topology:
         if src == dst:
             return Route(src, dst, (), 0, float("inf"), ())
         paths = self._equal_cost_paths(src, dst)
-        ids = paths[key % len(paths)]
-        links = [self.links[i] for i in ids]
-        return Route(
-            src, dst, ids,
-            latency_ns=sum(l.latency_ns for l in links),
-            bottleneck_gbps=min(l.bandwidth_gbps for l in links),
-            kinds=tuple(l.kind for l in links),
-        )
+        index = key % len(paths)
+        cached = self._routes.get((src, dst, index))
+        if cached is None:
+            nodes, ids = paths[index], self._link_id
+            link_ids = tuple(ids[u, v] for u, v in zip(nodes, nodes[1:]))
+            links = [self.links[i] for i in link_ids]
+            cached = Route(
+                src, dst, link_ids,
+                latency_ns=sum(l.latency_ns for l in links),
+                bottleneck_gbps=min(l.bandwidth_gbps for l in links),
+                kinds=tuple(l.kind for l in links),
+            )
+            self._routes[src, dst, index] = cached
+        return cached
 
     def num_paths(self, src: int, dst: int) -> int:
         """How many equal-cost paths join two ranks."""

@@ -1,0 +1,109 @@
+"""``moesim topo``: inspect fabric files from the command line (show, path, draw).
+
+A Typer sub-app; the top-level CLI mounts it as ``topo``. FILE is a path or a shipped name such
+as ``dgx_h100``; ``--nodes`` overrides the number of hosts. Bad input prints the ConfigError
+message (file, field, fix) and exits with code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moesim.errors import ConfigError
+from moesim.topology.analysis import describe, route_summary
+from moesim.topology.draw import draw_topology
+from moesim.topology.loader import load_topology
+from moesim.topology.model import Topology
+
+app = typer.Typer(help="Inspect GPU fabric topologies (topologies/*.yaml).", no_args_is_help=True)
+
+FileArg = Annotated[str, typer.Argument(help="topology YAML path or shipped name, e.g. dgx_h100")]
+NodesOpt = Annotated[Optional[int], typer.Option("--nodes", "-n", help="override the number of hosts (nodes)")]
+
+
+def _console() -> Console:
+    return Console(width=120)
+
+
+def _fail(error: ConfigError) -> None:
+    Console(stderr=True).print(f"error: {error}", markup=False, style="red", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _load(file: str, nodes: int | None) -> Topology:
+    try:
+        return load_topology(file, nodes=nodes)
+    except ConfigError as e:
+        _fail(e)
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def show(file: FileArg, nodes: NodesOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
+    """GPUs, hosts, link kinds, per-GPU bandwidths, bisection bandwidth and sample routes."""
+    info = describe(_load(file, nodes))
+    console = _console()
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    summary = Table(title=f"{info['name']}: {info['description']}", show_header=False)
+    for key in ("source", "gpu_kind", "num_gpus", "num_hosts", "gpus_per_host", "intra", "scale_out"):
+        summary.add_row(key, str(info[key]))
+    summary.add_row("nodes by type", ", ".join(f"{k} {v}" for k, v in info["node_types"].items()))
+    summary.add_row("directed links by kind", ", ".join(f"{k} {v}" for k, v in info["link_kinds"].items()))
+    summary.add_row("per-GPU GB/s per direction", ", ".join(f"{k} {v:g}" for k, v in info["gpu_bandwidth_gbps"].items()))
+    summary.add_row("bisection GB/s (first half -> second half)", f"{info['bisection_gbps']:g}")
+    console.print(summary)
+    if info["routes"]:
+        routes = Table(title="sample routes from rank 0")
+        for col in ("route", "dst", "link kinds", "latency ns", "bottleneck GB/s", "ECMP paths"):
+            routes.add_column(col)
+        for r in info["routes"]:
+            routes.add_row(r["label"], r["dst"], " > ".join(r["kinds"]), str(r["latency_ns"]),
+                           f"{r['bottleneck_gbps']:g}", str(r["num_paths"]))
+        console.print(routes)
+
+
+@app.command()
+def path(file: FileArg,
+         src: Annotated[str, typer.Argument(help="source GPU: rank or name such as n0.gpu3")],
+         dst: Annotated[str, typer.Argument(help="destination GPU: rank or name")],
+         nodes: NodesOpt = None,
+         key: Annotated[int, typer.Option("--key", help="ECMP key: picks one of the equal-cost paths")] = 0) -> None:
+    """The route from SRC to DST: hops with kinds, bottleneck bandwidth and latency."""
+    topo = _load(file, nodes)
+    try:
+        s, d = topo.rank_of(src), topo.rank_of(dst)
+    except ConfigError as e:
+        _fail(e)
+        return
+    if s == d:
+        _console().print(f"{topo.gpus[s]} to itself: no links crossed")
+        return
+    info = route_summary(topo, s, d, key=key)
+    table = Table(title=f"{info['src']} (rank {s}) -> {info['dst']} (rank {d})")
+    for col in ("hop", "from", "to", "kind", "GB/s per direction", "latency ns"):
+        table.add_column(col)
+    for i, h in enumerate(info["hops"], 1):
+        table.add_row(str(i), h["from"], h["to"], h["kind"], f"{h['bandwidth_gbps']:g}", str(h["latency_ns"]))
+    console = _console()
+    console.print(table)
+    console.print(f"bottleneck {info['bottleneck_gbps']:g} GB/s, latency {info['latency_ns']} ns, "
+                  f"{info['num_paths']} equal-cost path(s); --key {key} picks path {key % info['num_paths']}")
+
+
+@app.command()
+def draw(file: FileArg,
+         output: Annotated[Path, typer.Option("--output", "-o", help="image file to write (.png, .svg, .pdf)")]
+         = Path("topology.png"),
+         nodes: NodesOpt = None) -> None:
+    """A layered picture: spines, leaves, NICs, GPUs, switches, CPUs in rows; links coloured by kind."""
+    topo = _load(file, nodes)
+    written = draw_topology(topo, output)
+    _console().print(f"wrote {written}")
