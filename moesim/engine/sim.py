@@ -57,7 +57,7 @@ class Task:
         self.arrived = 0
         self.start_ns = -1
         self.end_ns = -1
-        self.span_ids: list[int] = []
+        self.span_ids: list[int] | None = None
 
     @property
     def is_comm(self) -> bool:
@@ -117,7 +117,8 @@ class Simulation:
         else:
             self.net = AnalyticalNetwork(self.env, self.capacity)
         self.overlap_slowdown = overlap_slowdown
-        self._hosts = [topology.host_of(r) for r in range(topology.num_gpus)]
+        self._num_gpus = topology.num_gpus
+        self._hosts = [topology.host_of(r) for r in range(self._num_gpus)]
         self.tasks: list[Task] = []
         self._streams: dict[StreamKey, list[Task]] = {}
         self._comm_active: dict[int, int] = defaultdict(int)
@@ -146,7 +147,7 @@ class Simulation:
         """A compute task of fixed duration on one GPU stream."""
         if duration_ns < 0:
             raise ConfigError("duration_ns", f"negative duration {duration_ns} for task {name!r}")
-        if not 0 <= rank < self.topology.num_gpus:
+        if not 0 <= rank < self._num_gpus:
             self._check_rank(rank, "rank")
         assert not self._ran, "cannot add tasks after run()"
         key = (rank, stream)
@@ -221,9 +222,11 @@ class Simulation:
         rec = self.recorder
         rec.meta.setdefault("mode", self.mode)
         rec.meta.setdefault("num_ranks", self.topology.num_gpus)
+        self._depended = set()
         for t in self.tasks:
             if t.deps:
-                rec.task_deps[t.id] = tuple(d.id for d in t.deps)
+                rec.task_deps[t.id] = ids = tuple(d.id for d in t.deps)
+                self._depended.update(ids)
         for key in sorted(self._streams):
             self.env.process(self._stream_proc(key, self._streams[key]))
         self.env.run(until=until_ns)
@@ -243,7 +246,10 @@ class Simulation:
         return t.done
 
     def _stream_proc(self, key: StreamKey, tasks: list[Task]):
-        # Hot loop: one iteration per task on this stream; keep attribute lookups local.
+        # Hot loop over this stream's tasks; keep attribute lookups local. A run of compute
+        # tasks that nothing outside the stream waits on (no deps after the first, no dependents
+        # before the last, no overlap stretch) is exact to advance with one timeout: the tasks
+        # would run back to back anyway. Their spans carry the same times either way.
         env = self.env
         timeout = env.timeout
         rank, stream = key
@@ -252,25 +258,39 @@ class Simulation:
         task_spans = self.recorder.task_spans
         stretch = self.overlap_slowdown != 1.0
         comm_active = self._comm_active
-        for t in tasks:
+        depended = self._depended
+        new_span = tuple.__new__  # a NamedTuple without its Python-level __new__
+        n = len(tasks)
+        i = 0
+        while i < n:
+            t = tasks[i]
             if t.deps:
                 waits = [self._done_event(d) for d in t.deps if not d.finished]
                 if waits:
                     yield waits[0] if len(waits) == 1 else env.all_of(waits)
             if t.phases is None and len(t.streams) == 1:
-                dur = t.duration_ns
+                j = i + 1
+                if not stretch:
+                    while (j < n and tasks[j - 1].id not in depended and not tasks[j].deps
+                           and tasks[j].phases is None and len(tasks[j].streams) == 1):
+                        j += 1
+                start = env.now
+                durations = [tasks[k].duration_ns for k in range(i, j)]
                 if stretch and comm_active[rank]:
-                    dur = int(round(dur * self.overlap_slowdown))
-                t.start_ns = start = env.now
-                if dur:
-                    yield timeout(dur)
-                t.end_ns = end = env.now
-                t.finished = True
-                t.span_ids.append(len(spans))
-                task_spans[t.id] = t.span_ids
-                spans.append(Span(t.id, rank, host, stream, t.name, t.category, start, end, t.args))
-                if t.done is not None:
-                    t.done.succeed()
+                    durations[0] = int(round(durations[0] * self.overlap_slowdown))
+                total = sum(durations)
+                if total:
+                    yield timeout(total)
+                for k in range(i, j):
+                    u = tasks[k]
+                    u.start_ns = start
+                    u.end_ns = start = start + durations[k - i]
+                    u.finished = True
+                    task_spans[u.id] = u.span_ids = [len(spans)]
+                    spans.append(new_span(Span, (u.id, rank, host, stream, u.name, u.category, u.start_ns, u.end_ns, u.args)))
+                    if u.done is not None:
+                        u.done.succeed()
+                i = j
                 continue
             t.arrived += 1
             if t.arrived == len(t.streams):
@@ -278,6 +298,7 @@ class Simulation:
                     comm_active[r] += 1
                 env.process(self._run_comm(t))
             yield self._done_event(t)
+            i += 1
 
     def _run_comm(self, t: Task):
         env = self.env
@@ -305,6 +326,7 @@ class Simulation:
         t.finished = True
         spans = self.recorder.spans
         hosts = self._hosts
+        t.span_ids = []
         for rank, stream in t.streams:
             t.span_ids.append(len(spans))
             spans.append(Span(t.id, rank, hosts[rank], stream, t.name, t.category, t.start_ns, t.end_ns, t.args))
