@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from moesim.analysis import summarize
+from moesim.analysis import bubbles, summarize
 from moesim.experiment.build import build_scenario
 from moesim.experiment.experiment import Experiment
 from moesim.experiment.scenario import Scenario
@@ -68,7 +68,7 @@ def run_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         tokens_per_s=round(built.tokens_per_step / step_s, 3) if step_s else 0.0,
         tokens_per_s_per_gpu=round(built.tokens_per_step / step_s / built.topology.num_gpus, 3) if step_s else 0.0,
         mfu=round(total_flops / peak, 6) if peak else 0.0,
-        bubble_fraction=round(pipeline_bubble(rec, step_ns), 6),
+        bubble_fraction=round(pipeline_bubble(rec), 6),
         peak_activation_gib=round(built.peak_activation_bytes / 2**30, 4),
         bottlenecks=[b["message"] for b in summary["bottlenecks"][:3]],
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
@@ -78,19 +78,11 @@ def run_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
     return result, rec
 
 
-def pipeline_bubble(rec, step_ns: int) -> float:
+def pipeline_bubble(rec) -> float:
     """Mean over GPUs of the share of the step in which the GPU neither computes nor runs a
     blocking tensor-parallel collective: the pipeline bubble proper (waiting on other stages,
     on pipeline transfers or on the DP reduction at the end)."""
-    from moesim.analysis.timeline import union_length_ns
-
-    busy: dict[int, list[tuple[int, int]]] = {}
-    for s in rec.spans:
-        if s.stream in ("compute", "comm.tp"):
-            busy.setdefault(s.rank, []).append((s.start_ns, s.end_ns))
-    if not busy or step_ns <= 0:
-        return 0.0
-    return sum(1 - union_length_ns(iv) / step_ns for iv in busy.values()) / len(busy)
+    return bubbles(rec, busy_streams=("compute", "comm.tp")).idle_fraction
 
 
 def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str, Any] | None = None,

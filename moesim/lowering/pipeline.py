@@ -42,6 +42,17 @@ class StageWork:
     flops: float
     tp_bytes: float = 0.0
     tp_collectives: int = 0
+    label: str = ""
+    category: str = ""
+
+
+class ExchangeLowering(Protocol):
+    """Lowers a non-StageWork segment (an MoE dispatch/experts/combine exchange)."""
+
+    def lower(self, sim: Simulation, segment: object, action: Action, ctx: dict, p: int, grid: "Grid",
+              ready: dict) -> None:
+        """Add the segment's tasks; update ``ready[(d, t)]`` with what the next segment waits for."""
+        ...
 
 
 class StageWorkTable(Protocol):
@@ -96,14 +107,17 @@ class LoweringOptions:
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
-                   opts: LoweringOptions) -> dict[str, int]:
-    """Add the whole training step to ``sim``; return counts of what was created."""
+                   opts: LoweringOptions, exchange: "ExchangeLowering | None" = None) -> dict[str, int]:
+    """Add the whole training step to ``sim``; return counts of what was created.
+
+    ``exchange`` lowers the :class:`Exchange` segments (MoE dispatch/experts/combine) a table may
+    return; dense tables return none.
+    """
     done: dict[tuple[int, int, Action], list[Task]] = {}
     compute: dict[tuple[int, int, Action], list[Task]] = {}
     last_backward: dict[tuple[int, int, int], list[Task]] = {}
-    for d in range(grid.dp):
-        for p in range(grid.pp):
-            _lower_rank(sim, schedule, grid, table, opts, d, p, done, compute, last_backward)
+    for p in range(grid.pp):
+        _lower_stage_rank(sim, schedule, grid, table, opts, exchange, p, done, compute, last_backward)
     # An overlapped F&B pair is one slot: it starts when both halves' inputs are ready, so the
     # dependencies of either half are attached to the pair's first task.
     slot_head = dict(compute)
@@ -117,32 +131,78 @@ def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: Stage
     return {"actions": len(done), "sends": sends, "dp_collectives": dp_tasks}
 
 
-def _lower_rank(sim, schedule, grid, table, opts, d, p, done, compute, last_backward) -> None:
-    group = grid.tp_group(d, p)
-    block: list[Task] = []            # TP collectives the next step must wait for
+def segments_of(table: StageWorkTable, action: Action) -> list:
+    """The table's segments for an action (a dense table gives one StageWork)."""
+    seg = getattr(table, "segments", None)
+    return list(seg(action)) if seg is not None else [table.work(action)]
+
+
+def _lower_stage_rank(sim, schedule, grid, table, opts, exchange, p, done, compute, last_backward) -> None:
+    """All DP replicas of pipeline rank ``p`` in lockstep, step by step. Segments of the two
+    actions of an overlapped pair are interleaved on the compute stream (DualPipe's overlap:
+    one microbatch's communication hides behind the other's compute)."""
+    block: dict[int, list[Task]] = {d: [] for d in range(grid.dp)}
     for index, step in enumerate(schedule.steps[p]):
         acts = actions_of(step)
-        step_tp: list[Task] = []
+        ready = {a: {(d, t): list(block[d]) for d in range(grid.dp) for t in range(grid.tp)} for a in acts}
+        pending = {a: segments_of(table, a) for a in acts}
+        position = {a: 0 for a in acts}
+        while any(position[a] < len(pending[a]) for a in acts):
+            for a in acts:
+                if position[a] >= len(pending[a]):
+                    continue
+                seg = pending[a][position[a]]
+                first = position[a] == 0
+                position[a] += 1
+                ctx = _ctx(schedule, a, index, p)
+                if isinstance(seg, StageWork):
+                    tasks = _lower_work(sim, grid, opts, seg, a, ctx, p, ready[a])
+                    if first:
+                        for d in range(grid.dp):
+                            compute[(d, p, a)] = [tasks[(d, t)] for t in range(grid.tp)]
+                else:
+                    assert exchange is not None, "table returned an exchange segment but no exchange lowering"
+                    exchange.lower(sim, seg, a, ctx, p, grid, ready[a])
         for a in acts:
-            w = table.work(a)
             chunk = schedule.chunk_of(a.path, a.stage)
-            args = {"stage": a.stage, "microbatch": a.microbatch, "chunk": chunk, "path": a.path,
-                    "flops": w.flops, "step": index, "pp_rank": p, "dp": d}
-            name = f"{a.kind}{a.stage}.{a.microbatch}" + (f"@{a.path}" if a.path else "")
-            tasks = [sim.compute(g, w.duration_ns, name, category=CATEGORY[a.kind],
-                                 deps=block, args={**args, "tp": t}) for t, g in enumerate(group)]
-            compute[(d, p, a)] = tasks
-            finished = tasks
-            if grid.tp > 1 and w.tp_bytes > 0:
-                tp_task = sim.collective("all_reduce", group, w.tp_bytes, f"tp:{name}", stream="comm.tp",
-                                         step_latency_ns=opts.tp_step_latency_ns * max(1, w.tp_collectives),
-                                         deps=tasks, args={"stage": a.stage, "microbatch": a.microbatch})
-                step_tp.append(tp_task)
-                finished = [tp_task] * len(group)
-            done[(d, p, a)] = finished
-            if a.kind in ("W", "BW") or (a.kind == "B" and not _has_w(schedule, a)):
-                last_backward[(d, p, chunk)] = finished
-        block = step_tp
+            for d in range(grid.dp):
+                finished = [ready[a][(d, t)][-1] for t in range(grid.tp)]
+                done[(d, p, a)] = finished
+                if a.kind in ("W", "BW") or (a.kind == "B" and not _has_w(schedule, a)):
+                    last_backward[(d, p, chunk)] = finished
+        block = {d: [t for a in acts for t in _tp_tail(ready[a], d, grid)] for d in range(grid.dp)}
+
+
+def _tp_tail(ready: dict, d: int, grid: Grid) -> list[Task]:
+    """The TP collective (if any) an action ended with on DP replica ``d``: the next step waits for it."""
+    last = ready[(d, 0)][-1]
+    return [last] if last.category == "all_reduce" else []
+
+
+def _ctx(schedule: Schedule, a: Action, index: int, p: int) -> dict:
+    name = f"{a.kind}{a.stage}.{a.microbatch}" + (f"@{a.path}" if a.path else "")
+    return {"name": name, "args": {"stage": a.stage, "microbatch": a.microbatch, "path": a.path,
+                                    "chunk": schedule.chunk_of(a.path, a.stage), "step": index, "pp_rank": p}}
+
+
+def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, ready: dict) -> dict:
+    """One compute task per GPU of each TP group, then the folded TP collective."""
+    name = ctx["name"] + (f":{w.label}" if w.label else "")
+    tasks = {}
+    for d in range(grid.dp):
+        group = grid.tp_group(d, p)
+        for t, g in enumerate(group):
+            tasks[(d, t)] = sim.compute(g, w.duration_ns, name, category=w.category or CATEGORY[a.kind],
+                                        deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t})
+            ready[(d, t)] = [tasks[(d, t)]]
+        if grid.tp > 1 and w.tp_bytes > 0:
+            tp_task = sim.collective("all_reduce", group, w.tp_bytes, f"tp:{name}", stream="comm.tp",
+                                     step_latency_ns=opts.tp_step_latency_ns * max(1, w.tp_collectives),
+                                     deps=[tasks[(d, t)] for t in range(grid.tp)],
+                                     args={"stage": a.stage, "microbatch": a.microbatch})
+            for t in range(grid.tp):
+                ready[(d, t)] = [tp_task]
+    return tasks
 
 
 def _has_w(schedule: Schedule, a: Action) -> bool:

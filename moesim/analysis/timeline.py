@@ -1,0 +1,142 @@
+"""Shared vocabulary for reading a Recorder's timeline: span kinds, tracks, makespan, busy time.
+
+Owns the conventions every analysis agrees on: a span is *communication* when its stream starts
+with ``comm`` or its category is a collective/point-to-point name, otherwise *compute*; a
+resource is one (rank, stream) track named like ``gpu3 compute``; the step (makespan) runs from
+0 to the last span end; busy time is the length of the union of a track's spans. Counter tracks
+are step functions read with the same "last sample at a time wins" rule as the trace exporter.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from moesim.engine.recorder import Recorder, Span
+
+COMPUTE_STREAM = "compute"
+COMPUTE_CATEGORIES = ("forward", "backward", "weight_grad", "optimizer", "expert", "router", "compute")
+COMM_CATEGORIES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send", "recv")
+LINK_PREFIX = "link:"
+
+KIND_COMPUTE = "compute"
+KIND_COMM = "communication"
+KIND_WAIT = "waiting"
+
+
+def is_comm(span: Span) -> bool:
+    """Whether ``span`` is communication (by stream name first, category second)."""
+    return span.stream.startswith("comm") or span.category in COMM_CATEGORIES
+
+
+def span_kind(span: Span) -> str:
+    """``"communication"`` or ``"compute"``."""
+    return KIND_COMM if is_comm(span) else KIND_COMPUTE
+
+
+def resource_name(rank: int, stream: str) -> str:
+    """Display name of one GPU stream, the same one the trace uses: ``gpu3 compute``."""
+    return f"gpu{rank} {stream}"
+
+
+def makespan_ns(recorder: Recorder) -> int:
+    """End of the last span (the step starts at 0)."""
+    return int(recorder.end_ns)
+
+
+def stream_order(stream: str) -> tuple[int, str]:
+    """Sort key of streams on one GPU: compute, other streams, then comm streams."""
+    if stream == COMPUTE_STREAM:
+        return (0, stream)
+    return (2 if stream.startswith("comm") else 1, stream)
+
+
+def tracks(recorder: Recorder) -> dict[tuple[int, str], list[int]]:
+    """Span indices per (rank, stream), each list in (start, end, index) order."""
+    out: dict[tuple[int, str], list[int]] = {}
+    for idx, span in enumerate(recorder.spans):
+        out.setdefault(span.track, []).append(idx)
+    spans = recorder.spans
+    for ids in out.values():
+        ids.sort(key=lambda i: (spans[i].start_ns, spans[i].end_ns, i))
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], stream_order(kv[0][1]))))
+
+
+def all_ranks(recorder: Recorder) -> list[int]:
+    """Every rank seen in spans or declared in meta (``num_ranks`` / ``ranks``), sorted."""
+    ranks = {s.rank for s in recorder.spans}
+    ranks.update(range(int(recorder.meta.get("num_ranks", 0) or 0)))
+    ranks.update(int(r) for r in (recorder.meta.get("ranks") or {}))
+    return sorted(ranks)
+
+
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint half-open intervals covering the same time as ``intervals``."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def union_length_ns(intervals: Iterable[tuple[int, int]]) -> int:
+    """Total length covered by half-open intervals (overlaps counted once)."""
+    return sum(end - start for start, end in merge_intervals(intervals))
+
+
+def overlap_ns(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    """Length of the intersection of two lists of sorted, disjoint intervals."""
+    total, i, j = 0, 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        total += max(0, hi - lo)
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def gaps(merged: list[tuple[int, int]], horizon_ns: int) -> list[tuple[int, int]]:
+    """The complement of sorted, disjoint intervals within [0, horizon_ns)."""
+    out, cursor = [], 0
+    for start, end in merged:
+        if start > cursor:
+            out.append((cursor, min(start, horizon_ns)))
+        cursor = max(cursor, end)
+    if cursor < horizon_ns:
+        out.append((cursor, horizon_ns))
+    return [(s, e) for s, e in out if e > s]
+
+
+def counter_steps(recorder: Recorder) -> dict[str, list[tuple[int, float]]]:
+    """Per counter track, sorted (t_ns, value) steps; the last sample recorded at a time wins."""
+    raw: dict[str, dict[int, float]] = {}
+    for sample in recorder.counters:
+        raw.setdefault(sample.track, {})[int(sample.t_ns)] = float(sample.value)
+    return {track: sorted(points.items()) for track, points in sorted(raw.items())}
+
+
+def step_integral(steps: list[tuple[int, float]], horizon_ns: int) -> tuple[float, int, float]:
+    """(integral of value·dt, time with value > 0, peak) of a step function over [0, horizon).
+
+    The value is 0 before the first sample and holds from each sample until the next.
+    """
+    area, positive_ns, peak = 0.0, 0, 0.0
+    for k, (t_ns, value) in enumerate(steps):
+        nxt = steps[k + 1][0] if k + 1 < len(steps) else horizon_ns
+        lo, hi = max(0, t_ns), min(horizon_ns, nxt)
+        if hi <= lo:
+            continue
+        area += value * (hi - lo)
+        positive_ns += (hi - lo) if value > 0 else 0
+        peak = max(peak, value)
+    return area, positive_ns, peak
+
+
+def link_label(track: str, recorder: Recorder) -> str:
+    """``link:a->b`` as ``a->b (kind)`` using meta["links"] when it knows the kind."""
+    name = track[len(LINK_PREFIX):] if track.startswith(LINK_PREFIX) else track
+    kind = ((recorder.meta.get("links") or {}).get(track) or {}).get("kind")
+    return f"{name} ({kind})" if kind else name
