@@ -15,6 +15,9 @@ from moesim.engine import Simulation
 from moesim.errors import ConfigError
 from moesim.experiment.scenario import Scenario
 from moesim.lowering.dense_costs import DenseStageTable
+from moesim.lowering.moe_costs import MoEStageTable
+from moesim.lowering.moe_exchange import MoEExchangeLowering
+from moesim.workload.moe import MoESpec
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.schedules import generate, validate
 from moesim.schedules.dry_run import peak_activations
@@ -38,6 +41,7 @@ class Built:
     tokens_per_step: int
     peak_activation_bytes: float
     counts: dict[str, int]
+    exchange: Any = None
 
 
 def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
@@ -88,10 +92,18 @@ def build_scenario(scn: Scenario) -> Built:
     spec = resolve_model(scn.model)
     cost = resolve_cost_model(scn.cost_model, topo.gpu_kind)
     sched = make_schedule(scn)
-    table = DenseStageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
-                            sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
     ranks = tuple(plan.rank(t, d, p) for p in range(plan.pp) for d in range(plan.dp) for t in range(plan.tp))
     grid = Grid(plan.tp, plan.dp, plan.pp, ranks)
+    exchange = None
+    if isinstance(spec, MoESpec):
+        table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
+                              sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
+        exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
+    else:
+        if plan.ep > 1:
+            raise ConfigError("plan.ep", f"ep={plan.ep} but model {spec.name!r} has no experts", "set ep=1")
+        table = DenseStageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
+                                sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
                      overlap_slowdown=cost.overlap_slowdown())
     tp_kind = _group_kind(topo, grid.tp_group(0, 0))
@@ -105,10 +117,25 @@ def build_scenario(scn: Scenario) -> Built:
         dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
-    counts = lower_pipeline(sim, sched, grid, table, opts)
+    counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
     tokens = plan.dp * plan.micro_batch_size * plan.num_microbatches * spec.seq_len
     peak = max(_peak_bytes(sched, table, r) for r in range(plan.pp))
-    return Built(scn, sim, topo, cost, sched, table, tokens, peak, counts)
+    return Built(scn, sim, topo, cost, sched, table, tokens, peak, counts, exchange)
+
+
+def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid: Grid):
+    """The scenario's routing source: balanced when no routing is configured."""
+    from moesim.lowering.moe_routing import BalancedRouting
+
+    opts = scn.moe
+    if spec.num_experts % scn.plan.ep:
+        raise ConfigError("plan.ep", f"ep={scn.plan.ep} does not divide the {spec.num_experts} experts",
+                          "choose ep dividing num_experts")
+    if opts.routing is None and opts.placement == "contiguous" and opts.num_redundant == 0:
+        return BalancedRouting(spec.num_experts, spec.top_k, table.tokens_per_rank, scn.plan.ep)
+    from moesim.lowering.moe_routing import routing_from_options
+
+    return routing_from_options(scn, spec, table, topo, grid)
 
 
 def _peak_bytes(sched: Schedule, table: DenseStageTable, rank: int) -> float:

@@ -23,7 +23,9 @@ COST_MODELS = ("auto", "calibrated", "roofline")
 class ParallelPlan:
     """How the model is split over GPUs.
 
-    ``order`` lists the parallel dimensions innermost first: ``"tp-dp-pp"`` puts the TP group
+    ``ep`` groups that many consecutive DP replicas (same TP index and stage) into one
+    expert-parallel group: the MoE layers' experts are spread over it and tokens cross it by
+    all-to-all. ``order`` lists the parallel dimensions innermost first: ``"tp-dp-pp"`` puts the TP group
     on consecutive ranks (one NVLink island) and pipeline stages on different nodes.
     ``dp_overlap`` overlaps the data-parallel gradient reduction with the backward pass;
     ``p2p_overlap`` lets a stage compute while its pipeline sends are in flight (otherwise its
@@ -35,6 +37,7 @@ class ParallelPlan:
     dp: int = 1
     pp: int = 1
     vpp: int = 1
+    ep: int = 1
     sequence_parallel: bool = True
     micro_batch_size: int = 1
     num_microbatches: int = 8
@@ -44,7 +47,7 @@ class ParallelPlan:
     grad_dtype_bytes: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("tp", "dp", "pp", "vpp", "micro_batch_size", "num_microbatches"):
+        for name in ("tp", "dp", "pp", "vpp", "ep", "micro_batch_size", "num_microbatches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"plan.{name}", f"must be an integer >= 1, got {value!r}")
@@ -52,6 +55,9 @@ class ParallelPlan:
         if sorted(dims) != sorted(DIMENSIONS):
             raise ConfigError("plan.order", f"{self.order!r} is not an ordering of tp, dp, pp",
                               "write the three dimensions innermost first, e.g. 'tp-dp-pp'")
+        if self.dp % self.ep:
+            raise ConfigError("plan.ep", f"ep={self.ep} must divide dp={self.dp} (expert parallelism is carved "
+                              "out of data parallelism)", f"use an ep among the divisors of {self.dp}")
         if self.grad_dtype_bytes not in (2, 4):
             raise ConfigError("plan.grad_dtype_bytes", f"must be 2 (bf16) or 4 (fp32), got {self.grad_dtype_bytes}")
 
@@ -71,6 +77,30 @@ class ParallelPlan:
 
 
 @dataclass(frozen=True)
+class MoEOptions:
+    """Routing and expert placement of an MoE scenario.
+
+    ``routing`` is a :class:`moesim.moe.routing.RoutingConfig` (None: every rank spreads its
+    tokens evenly over all experts). ``placement`` names a strategy of
+    :data:`moesim.moe.placement.PLACEMENTS`; ``num_redundant`` adds that many replica slots per
+    EP group (load-balanced placements use them). The placement is computed from the routing
+    statistics of step ``stats_step`` and the simulated step is ``step``, so drifting routing
+    shows the cost of a stale placement.
+    """
+
+    routing: Any = None
+    placement: str = "contiguous"
+    num_redundant: int = 0
+    replica_policy: str = "proportional"
+    stats_step: int = 0
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_redundant, int) or self.num_redundant < 0:
+            raise ConfigError("moe.num_redundant", f"must be an integer >= 0, got {self.num_redundant!r}")
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One simulation to run. See the module docstring."""
 
@@ -84,6 +114,7 @@ class Scenario:
     network: str = "fluid"
     seed: int = 0
     description: str = ""
+    moe: MoEOptions = field(default_factory=MoEOptions)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):

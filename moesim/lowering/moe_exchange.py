@@ -1,0 +1,143 @@
+"""Lower one MoE exchange (dispatch, expert queues, combine) into engine tasks.
+
+For one EP group (``ep`` GPUs of the same TP index and pipeline rank, consecutive DP replicas)
+and one (layer, microbatch), given the routed token counts ``tokens[src, dst]`` (tokens that
+EP rank ``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
+
+1. *dispatch*: GPU ``dst`` receives on its ``comm.ep`` stream, one task whose flows come from
+   every source with tokens for it; it starts once those sources have routed their tokens;
+2. *shared experts* run on every GPU meanwhile (compute stream);
+3. *expert queues*: every expert slot on ``dst`` with tokens is one compute task (grouped-GEMM
+   cost of its token count), started once the dispatch to ``dst`` has arrived;
+4. *combine*: GPU ``src`` receives its tokens back from every GPU that computed some, once
+   those GPUs' experts are done; the rest of the layer on ``src`` waits for that.
+
+So a hot expert delays exactly the GPUs whose tokens it holds. Backward mirrors it with
+gradients; W runs the expert weight-gradient tasks only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from moesim.engine import Simulation, Task
+from moesim.lowering.moe_costs import Exchange, MoEStageTable
+from moesim.lowering.pipeline import Grid
+from moesim.schedules.model import Action
+
+
+@dataclass(frozen=True)
+class ExchangePlan:
+    """Routing of one (EP group, layer, microbatch) onto GPUs.
+
+    ``tokens[i, j]``: tokens EP rank i sends to EP rank j (its own share stays local);
+    ``experts[j]``: ((expert, tokens), ...) computed on EP rank j, in slot order;
+    ``dropped``: tokens dropped by the capacity factor.
+    """
+
+    tokens: np.ndarray
+    experts: tuple[tuple[tuple[int, int], ...], ...]
+    dropped: int = 0
+
+
+class RoutingSource(Protocol):
+    def plan(self, tp: int, group: int, layer: int, microbatch: int) -> ExchangePlan:
+        """The exchange plan of EP group ``group`` at TP index ``tp``."""
+        ...
+
+
+@dataclass
+class ExchangeStats:
+    """What the exchanges moved and computed, for reports (forward passes only)."""
+
+    expert_tokens: dict[int, dict[int, int]] = field(default_factory=dict)  # layer -> expert -> tokens
+    gpu_tokens: dict[int, int] = field(default_factory=dict)                # rank -> tokens computed
+    cross_node_bytes: float = 0.0
+    total_bytes: float = 0.0
+    dropped_tokens: int = 0
+
+
+class MoEExchangeLowering:
+    """The :class:`~moesim.lowering.pipeline.ExchangeLowering` for MoE layers."""
+
+    def __init__(self, table: MoEStageTable, routing: RoutingSource, ep: int, host_of) -> None:
+        self.table, self.routing, self.ep, self.host_of = table, routing, ep, host_of
+        self.stats = ExchangeStats()
+
+    def lower(self, sim: Simulation, seg: Exchange, a: Action, ctx: dict, p: int, grid: Grid, ready: dict) -> None:
+        for t in range(grid.tp):
+            for k in range(grid.dp // self.ep):
+                members = list(range(k * self.ep, (k + 1) * self.ep))
+                gpus = [grid.gpu(t, d, p) for d in members]
+                plan = self.routing.plan(t, k, seg.layer, a.microbatch)
+                keys = [(d, t) for d in members]
+                if seg.phase == "W":
+                    self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after={})
+                else:
+                    self._exchange(sim, seg, ctx, gpus, plan, keys, ready)
+
+    def _exchange(self, sim, seg: Exchange, ctx: dict, gpus: list[int], plan: ExchangePlan, keys, ready) -> None:
+        out_b, back_b = self.table.bytes_per_token(seg.phase)
+        first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
+        n = len(gpus)
+        tok = plan.tokens
+        args = {**ctx["args"], "layer": seg.layer}
+        inbound = {}
+        for j in range(n):
+            flows = [(gpus[i], gpus[j], float(tok[i, j]) * out_b) for i in range(n) if i != j and tok[i, j] > 0]
+            deps = [ready[keys[i]][-1] for i in range(n) if i == j or tok[i, j] > 0]
+            inbound[j] = sim.comm([(gpus[j], "comm.ep")], [flows] if flows else [], f"{first}.L{seg.layer}.{ctx['name']}",
+                                  category="all_to_all", deps=deps, args={**args, "bytes": sum(f[2] for f in flows)})
+            self._count_bytes(flows, seg.phase)
+        if seg.shared.duration_ns:
+            for i in range(n):
+                ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
+                                              category="expert", deps=ready[keys[i]],
+                                              args={**args, "flops": seg.shared.flops})]
+        phase = "F" if seg.phase == "F" else "B"
+        last = self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound)
+        for i in range(n):
+            flows = [(gpus[j], gpus[i], float(tok[i, j]) * back_b) for j in range(n) if j != i and tok[i, j] > 0]
+            deps = [last[j] for j in range(n) if j == i or tok[i, j] > 0] + ready[keys[i]]
+            ready[keys[i]] = [sim.comm([(gpus[i], "comm.ep")], [flows] if flows else [],
+                                       f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all", deps=deps,
+                                       args={**args, "bytes": sum(f[2] for f in flows)})]
+            self._count_bytes(flows, seg.phase)
+        if seg.phase == "F":
+            self.stats.dropped_tokens += plan.dropped
+
+    def _experts(self, sim, seg: Exchange, phase: str, ctx: dict, gpus, plan: ExchangePlan, keys, ready,
+                 after: dict) -> dict[int, Task]:
+        """Expert queue tasks per GPU; returns the last task per EP rank (the inbound one if idle)."""
+        last: dict[int, Task] = {}
+        for j, g in enumerate(gpus):
+            deps = ready[keys[j]] + ([after[j]] if j in after else [])
+            prev = None
+            for expert, n_tok in plan.experts[j]:
+                if n_tok <= 0:
+                    continue
+                prev = sim.compute(g, self.table.expert_ns(phase, n_tok), f"expert{expert}.L{seg.layer}.{ctx['name']}",
+                                   category="expert", deps=deps if prev is None else [prev],
+                                   args={**ctx["args"], "layer": seg.layer, "expert": expert, "tokens": n_tok,
+                                         "flops": self.table.expert_flops(phase, n_tok)})
+                if phase == "F":
+                    per = self.stats.expert_tokens.setdefault(seg.layer, {})
+                    per[expert] = per.get(expert, 0) + n_tok
+                    self.stats.gpu_tokens[g] = self.stats.gpu_tokens.get(g, 0) + n_tok
+            if prev is not None:
+                last[j] = prev
+                if phase == "W":
+                    ready[keys[j]] = [prev]
+            else:
+                last[j] = after.get(j) or ready[keys[j]][-1]
+        return last
+
+    def _count_bytes(self, flows, phase: str) -> None:
+        if phase != "F":
+            return
+        for src, dst, nbytes in flows:
+            self.stats.total_bytes += nbytes
+            if self.host_of(src) != self.host_of(dst):
+                self.stats.cross_node_bytes += nbytes

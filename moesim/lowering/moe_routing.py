@@ -1,0 +1,75 @@
+"""Routing sources for the MoE exchange: turn routing counts and a placement into ExchangePlans.
+
+:class:`BalancedRouting` spreads every rank's routed tokens as evenly as integers allow over
+contiguously placed experts (the workload's balanced assumption, made explicit).
+:class:`CountsRouting` takes per-(layer, microbatch) counts ``[src, expert]`` for each EP group
+from a generator and a per-layer placement (slot map with replicas) and splits each expert's
+tokens over its replicas.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from moesim.lowering.moe_exchange import ExchangePlan
+
+
+def spread(total: int, parts: int) -> np.ndarray:
+    """``total`` split into ``parts`` integers differing by at most one (larger first)."""
+    base, extra = divmod(int(total), parts)
+    return np.array([base + 1] * extra + [base] * (parts - extra), dtype=np.int64)
+
+
+def plan_from_gpu_counts(gpu_tokens: np.ndarray, expert_slots: Sequence[Sequence[int]],
+                         expert_tokens: np.ndarray, dropped: int = 0) -> ExchangePlan:
+    """Build a plan from ``gpu_tokens[src, dst]`` and ``expert_tokens[dst, expert]``."""
+    experts = tuple(tuple((int(e), int(expert_tokens[j, e])) for e in dict.fromkeys(slots))
+                    for j, slots in enumerate(expert_slots))
+    return ExchangePlan(np.asarray(gpu_tokens, dtype=np.int64), experts, int(dropped))
+
+
+class BalancedRouting:
+    """Every EP rank routes ``tokens * top_k`` pairs spread evenly over all experts, which sit
+    contiguously (``num_experts / ep`` per GPU)."""
+
+    def __init__(self, num_experts: int, top_k: int, tokens_per_rank: int, ep: int) -> None:
+        self.num_experts, self.ep = num_experts, ep
+        counts = np.stack([spread(tokens_per_rank * top_k, num_experts) for _ in range(ep)])
+        per_gpu = num_experts // ep
+        slots = [list(range(j * per_gpu, (j + 1) * per_gpu)) for j in range(ep)]
+        gpu = np.stack([counts[:, s].sum(axis=1) for s in slots], axis=1)
+        expert_tokens = np.zeros((ep, num_experts), dtype=np.int64)
+        for j, s in enumerate(slots):
+            expert_tokens[j, s] = counts[:, s].sum(axis=0)
+        self._plan = plan_from_gpu_counts(gpu, slots, expert_tokens)
+
+    def plan(self, tp: int, group: int, layer: int, microbatch: int) -> ExchangePlan:
+        return self._plan
+
+
+class CountsRouting:
+    """Plans from a counts generator and a per-layer placement.
+
+    ``counts_of(tp, group) -> array[layers, microbatches, ep, experts]`` (indexed by the model
+    layer number); ``split(counts[src, expert], layer) -> (gpu_tokens[src, dst],
+    expert_tokens[dst, expert], slots per GPU)``.
+    """
+
+    def __init__(self, counts_of: Callable[[int, int], np.ndarray],
+                 split: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, Sequence[Sequence[int]]]],
+                 dropped_of: Callable[[int, int], np.ndarray] | None = None) -> None:
+        self._counts_of, self._split, self._dropped_of = counts_of, split, dropped_of
+        self._counts: dict[tuple[int, int], np.ndarray] = {}
+        self._plans: dict[tuple[int, int, int, int], ExchangePlan] = {}
+
+    def plan(self, tp: int, group: int, layer: int, microbatch: int) -> ExchangePlan:
+        key = (tp, group, layer, microbatch)
+        if key not in self._plans:
+            if (tp, group) not in self._counts:
+                self._counts[(tp, group)] = self._counts_of(tp, group)
+            counts = self._counts[(tp, group)][layer, microbatch]
+            gpu, experts, slots = self._split(counts, layer)
+            dropped = int(self._dropped_of(tp, group)[layer, microbatch].sum()) if self._dropped_of else 0
+            self._plans[key] = plan_from_gpu_counts(gpu, slots, experts, dropped)
+        return self._plans[key]
