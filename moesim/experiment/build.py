@@ -14,7 +14,7 @@ from moesim.costs.base import CostModel
 from moesim.engine import Simulation
 from moesim.errors import ConfigError
 from moesim.experiment.scenario import Scenario
-from moesim.lowering.dense_costs import DenseStageTable
+from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable
 from moesim.lowering.moe_exchange import MoEExchangeLowering
 from moesim.workload.moe import MoESpec
@@ -37,7 +37,7 @@ class Built:
     topology: Any
     cost_model: CostModel
     schedule: Schedule
-    table: DenseStageTable
+    table: StageTable
     tokens_per_step: int
     peak_activation_bytes: float
     counts: dict[str, int]
@@ -102,7 +102,7 @@ def build_scenario(scn: Scenario) -> Built:
     else:
         if plan.ep > 1:
             raise ConfigError("plan.ep", f"ep={plan.ep} but model {spec.name!r} has no experts", "set ep=1")
-        table = DenseStageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
+        table = StageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
                                 sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
                      overlap_slowdown=cost.overlap_slowdown())
@@ -138,7 +138,7 @@ def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid:
     return routing_from_options(scn, spec, table, topo, grid)
 
 
-def _peak_bytes(sched: Schedule, table: DenseStageTable, rank: int) -> float:
+def _peak_bytes(sched: Schedule, table: StageTable, rank: int) -> float:
     """Peak in-flight microbatch-chunks of this rank times one chunk's activations."""
     per_chunk = table.activation_bytes(0)
     return peak_activations(sched.steps[rank]) * per_chunk

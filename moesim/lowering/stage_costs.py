@@ -1,0 +1,175 @@
+"""What each pipeline action costs: the StageWorkTable of the lowering, for any model.
+
+The model's layers split evenly over the schedule's virtual stages (stage 0 also runs the
+embedding, the last stage the output head and loss, for transformer specs; custom block models
+have neither). For an action the table walks the stage's layers (backward in reverse), asks the
+workload for each layer's program (compute ops and TP collectives in order) and the cost model
+for each op's time, and returns *segments*: :class:`StageWork` (compute plus the TP traffic it
+carries) and, for MoE models (:mod:`moesim.lowering.moe_costs`), exchanges. A dense model gives
+one segment per pass. Results are cached per (kind, stage).
+
+TP collectives of a segment are folded into one all-reduce-equivalent collective: a ring
+all-reduce of S bytes costs the same as a reduce-scatter plus an all-gather of S bytes, so the
+total time is unchanged while the event count drops.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+from moesim.costs.base import CostModel
+from moesim.errors import ConfigError
+from moesim.lowering.pipeline import StageWork
+from moesim.ops import DTYPE_BYTES, MemoryOp
+from moesim.schedules.model import Action, Schedule
+from moesim.workload import layers as wl
+from moesim.workload import transformer as tf
+from moesim.workload.common import CommOp, ProgramItem
+
+# Adam with fp32 master weights: read param, grad, m, v, master; write param, m, v, master
+# (bf16 param 2 B, fp32 grad 4 B, m/v/master 4 B each) -> 2+4+4+4+4 read + 2+4+4+4 write = 32 B.
+ADAM_BYTES_PER_PARAM = 32.0
+AR_EQUIVALENT = {"all_reduce": 1.0, "all_gather": 0.5, "reduce_scatter": 0.5}
+
+
+def layers_per_stage(num_layers: int, num_stages: int) -> int:
+    """Layers in each virtual stage; the split must be even."""
+    if num_layers % num_stages:
+        raise ConfigError("plan", f"the model's {num_layers} layers do not split evenly over {num_stages} virtual "
+                          "pipeline stages", "choose pp (x vpp) dividing the layer count")
+    return num_layers // num_stages
+
+
+class StageTable:
+    """StageWorkTable for dense transformer and custom block models."""
+
+    def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
+                 sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1) -> None:
+        self.spec, self.schedule, self.cost = spec, schedule, cost
+        self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
+        self.grad_dtype_bytes = grad_dtype_bytes
+        self.layers = layers_per_stage(spec.num_layers, schedule.num_stages)
+        self.has_embedding = isinstance(spec, tf.TransformerSpec)
+        if self.has_embedding and spec.num_heads % tp:
+            raise ConfigError("plan.tp", f"tp={tp} does not divide num_heads={spec.num_heads}",
+                              "choose a tp that divides the attention heads")
+
+    # -- costing helpers -------------------------------------------------------------------
+    def _cost(self, program: Sequence[ProgramItem]) -> StageWork:
+        ns, flops, ar_bytes, count = 0, 0.0, 0.0, 0.0
+        for item in program:
+            if isinstance(item, CommOp):
+                eq = AR_EQUIVALENT.get(item.op)
+                if eq is None:
+                    raise ConfigError("workload", f"unexpected collective {item.op!r} outside an MoE exchange")
+                ar_bytes += eq * item.bytes
+                count += eq
+            else:
+                ns += self.cost.compute_ns(item)
+                flops += item.flops
+        return StageWork(ns, flops, ar_bytes, round(count))
+
+    @staticmethod
+    def _sum(*parts: StageWork) -> StageWork:
+        return StageWork(sum(p.duration_ns for p in parts), sum(p.flops for p in parts),
+                         sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts))
+
+    def _layer_range(self, stage: int) -> range:
+        return range(stage * self.layers, (stage + 1) * self.layers)
+
+    def _program(self, kind: str, layer: int) -> list[ProgramItem]:
+        s, mbs, tp, sp, ep = self.spec, self.mbs, self.tp, self.sp, self.ep
+        if kind == "F":
+            return wl.forward_program(s, layer, mbs, tp, sp, ep)
+        if kind == "B":
+            return wl.backward_input_program(s, layer, mbs, tp, sp, ep)
+        return list(wl.backward_weight_ops(s, layer, mbs, tp, sp, ep))
+
+    def _edges(self, kind: str, stage: int) -> tuple[list[ProgramItem], list[ProgramItem]]:
+        """Embedding / head work before and after the layers of a pass on this stage."""
+        if not self.has_embedding:
+            return [], []
+        s, mbs, tp, sp = self.spec, self.mbs, self.tp, self.sp
+        first, last = stage == 0, self.schedule.is_last_stage(stage)
+        before: list[ProgramItem] = []
+        after: list[ProgramItem] = []
+        if kind == "F":
+            before = tf.embedding_forward_program(s, mbs, tp, sp) if first else []
+            after = tf.head_forward_program(s, mbs, tp, sp) if last else []
+        elif kind == "B":
+            before = tf.head_backward_input_program(s, mbs, tp, sp) if last else []
+        else:
+            before = list(tf.head_backward_weight_ops(s, mbs, tp, sp)) if last else []
+            after = tf.embedding_backward_program(s, mbs, tp, sp) if first else []
+        return before, after
+
+    def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
+        """Segments a layer closes (none for a dense layer) and the open compute after it."""
+        return [], acc + self._program(kind, layer)
+
+    def _pass(self, kind: str, stage: int) -> list:
+        """Segments of one pass (F, B or W) over the stage's layers, first and last compute."""
+        before, after = self._edges(kind, stage)
+        layers = list(self._layer_range(stage))
+        out: list = []
+        acc: list[ProgramItem] = list(before)
+        for layer in (reversed(layers) if kind == "B" else layers):
+            closed, acc = self._layer_segments(kind, layer, acc)
+            out += closed
+        out.append(self._cost(acc + after))
+        return out
+
+    @lru_cache(maxsize=None)
+    def _segments(self, kind: str, stage: int) -> tuple:
+        if kind == "BW":
+            return tuple(self._pass("B", stage) + self._pass("W", stage))
+        return tuple(self._pass(kind, stage))
+
+    # -- StageWorkTable --------------------------------------------------------------------
+    def segments(self, action: Action) -> tuple:
+        """Compute (and exchange) segments of ``action``; the first and last are compute."""
+        return self._segments(action.kind, action.stage)
+
+    def work(self, action: Action) -> StageWork:
+        """Total compute of ``action`` (all its StageWork segments)."""
+        return self._sum(*[x for x in self.segments(action) if isinstance(x, StageWork)])
+
+    def send_bytes(self, action: Action) -> float:
+        """Activation (forward) or its gradient (backward) of one microbatch, split over TP."""
+        tokens = self.mbs * self.spec.seq_len
+        return tokens * self.spec.hidden * DTYPE_BYTES[self.spec.dtype] / self.tp
+
+    def layer_params(self, layer: int) -> float:
+        """Parameters of one layer held by one GPU."""
+        return wl.weight_bytes(self.spec, layer, self.tp, self.ep) / DTYPE_BYTES[self.spec.dtype]
+
+    def chunk_params(self, stage: int) -> float:
+        """Parameters of one virtual stage on one GPU (embedding and head included)."""
+        params = sum(self.layer_params(layer) for layer in self._layer_range(stage))
+        if self.has_embedding and stage == 0:
+            params += self.spec.embedding_params / self.tp
+        if self.has_embedding and self.schedule.is_last_stage(stage):
+            params += self.spec.head_params / self.tp
+        return params
+
+    def _owned(self, rank: int) -> list[tuple[int, int]]:
+        """(path, stage) pairs whose weights live on pipeline rank ``rank``."""
+        sched = self.schedule
+        return [(path, st) for path in range(sched.num_paths) for st in range(sched.num_stages)
+                if sched.rank_of(path, st) == rank]
+
+    def grad_bytes(self, rank: int, chunk: int) -> float:
+        owned = [st for path, st in self._owned(rank) if self.schedule.chunk_of(path, st) == chunk]
+        return sum(self.chunk_params(st) for st in owned) * self.grad_dtype_bytes
+
+    def local_params(self, rank: int) -> float:
+        """Parameters one GPU of pipeline rank ``rank`` holds (DualPipe: both directions' copies)."""
+        return sum(self.chunk_params(st) for _path, st in self._owned(rank))
+
+    def optimizer_ns(self, rank: int) -> int:
+        return self.cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * self.local_params(rank), "adam"))
+
+    def activation_bytes(self, stage: int) -> float:
+        """Activation bytes one microbatch keeps on one GPU for one virtual stage."""
+        return sum(wl.activation_bytes(self.spec, layer, self.mbs, self.tp, self.sp, self.ep)
+                   for layer in self._layer_range(stage))
