@@ -20,6 +20,7 @@ _SUBAPPS = [
     ("moesim.topology.cli", "topo", "Inspect fabrics: show, path, draw."),
     ("moesim.schedules.cli", "schedule", "Pipeline schedules: show the grid and bubble figures."),
     ("moesim.calibrate.cli", "calibrate", "Measure per-op costs on real GPUs and write a profile."),
+    ("moesim.memory.cli", "memory", "Per-GPU memory budget: weights, optimizer, activations, KV cache."),
 ]
 
 for _module, _name, _help in _SUBAPPS:

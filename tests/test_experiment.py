@@ -111,7 +111,7 @@ def test_run_command_writes_the_run_directory_and_rejects_bad_sets(tmp_path):
     runner = CliRunner()
     ok = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "out"), "--set", "plan.num_microbatches=8"])
     assert ok.exit_code == 0, ok.output
-    assert (tmp_path / "out" / "results.json").is_file() and "step ms" in ok.output
+    assert (tmp_path / "out" / "results.json").is_file() and "top bottlenecks" in ok.output and "only" in ok.output
     assert json.loads((tmp_path / "out" / "results.json").read_text())["scenarios"][0]["plan"]["num_microbatches"] == 8
     bad = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "x"), "--set", "plan.tp=two"])
     assert bad.exit_code == 2 and "plan.tp" in bad.output and "Traceback" not in bad.output

@@ -6,6 +6,7 @@ validates the schedule, and lowers it into engine tasks.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from moesim.lowering.moe_exchange import MoEExchangeLowering
 from moesim.workload.moe import MoESpec
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.schedules import generate, validate
-from moesim.schedules.dry_run import peak_activations
 from moesim.schedules.model import Schedule
 from moesim.topology.loader import load_topology
 
@@ -42,6 +42,7 @@ class Built:
     peak_activation_bytes: float
     counts: dict[str, int]
     exchange: Any = None
+    budget: Any = None
 
 
 def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
@@ -119,8 +120,20 @@ def build_scenario(scn: Scenario) -> Built:
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
     tokens = plan.dp * plan.micro_batch_size * plan.num_microbatches * spec.seq_len
-    peak = max(_peak_bytes(sched, table, r) for r in range(plan.pp))
-    return Built(scn, sim, topo, cost, sched, table, tokens, peak, counts, exchange)
+    budget = scenario_budget(scn, spec, topo.gpu_kind)
+    return Built(scn, sim, topo, cost, sched, table, tokens, budget.parts.get("activations", 0.0), counts,
+                 exchange, budget)
+
+
+def scenario_budget(scn: Scenario, spec, gpu_kind: str):
+    """The per-GPU memory budget of the scenario (worst GPU), from :mod:`moesim.memory`."""
+    from moesim.memory import MemoryConfig, memory_budget
+
+    cfg = scn.memory or MemoryConfig()
+    ep = scn.plan.ep
+    redundant = -(-scn.moe.num_redundant // ep) if scn.moe.num_redundant else 0
+    cfg = dataclasses.replace(cfg, ep=ep, num_redundant_experts=max(cfg.num_redundant_experts, redundant))
+    return memory_budget(spec, scn.plan, scn.schedule, cfg, gpu_kind)
 
 
 def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid: Grid):
@@ -136,12 +149,6 @@ def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid:
     from moesim.lowering.moe_routing import routing_from_options
 
     return routing_from_options(scn, spec, table, topo, grid)
-
-
-def _peak_bytes(sched: Schedule, table: StageTable, rank: int) -> float:
-    """Peak in-flight microbatch-chunks of this rank times one chunk's activations."""
-    per_chunk = table.activation_bytes(0)
-    return peak_activations(sched.steps[rank]) * per_chunk
 
 
 def _kinds(topo) -> set[str]:

@@ -5,12 +5,13 @@ from typing import Sequence
 
 from moesim.experiment.experiment import Experiment
 
-COLUMNS = ("scenario", "schedule", "step ms", "tokens/s", "MFU", "bubble", "peak act GiB", "top bottlenecks")
+COLUMNS = ("scenario", "schedule", "step ms", "tokens/s", "MFU", "bubble", "act GiB", "mem GiB", "top bottlenecks")
 
 
 def _row(r) -> list[str]:
     return [r.name, r.schedule, f"{r.step_time_ms:.2f}", f"{r.tokens_per_s:,.0f}", f"{100 * r.mfu:.1f}%",
-            f"{100 * r.bubble_fraction:.1f}%", f"{r.peak_activation_gib:.2f}", " / ".join(r.bottlenecks)]
+            f"{100 * r.bubble_fraction:.1f}%", f"{r.peak_activation_gib:.1f}",
+            f"{r.memory_gib:.1f}" + ("" if r.fits else " (over)"), " / ".join(r.bottlenecks)]
 
 
 def summary_markdown(exp: Experiment, results: Sequence) -> str:

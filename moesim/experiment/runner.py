@@ -38,6 +38,8 @@ class ScenarioResult:
     mfu: float
     bubble_fraction: float
     peak_activation_gib: float
+    memory_gib: float
+    fits: bool
     bottlenecks: list[str]
     cost_model: str
     calibrated: bool
@@ -70,6 +72,7 @@ def run_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         mfu=round(total_flops / peak, 6) if peak else 0.0,
         bubble_fraction=round(pipeline_bubble(rec), 6),
         peak_activation_gib=round(built.peak_activation_bytes / 2**30, 4),
+        memory_gib=round(built.budget.total_bytes / 2**30, 4), fits=bool(built.budget.fits),
         bottlenecks=[b["message"] for b in summary["bottlenecks"][:3]],
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
         network_mode=sim_result.mode, num_tasks=sim_result.num_tasks, num_flows=sim_result.num_flows,

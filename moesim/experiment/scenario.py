@@ -102,7 +102,8 @@ class MoEOptions:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One simulation to run. See the module docstring."""
+    """One simulation to run. See the module docstring. ``memory`` is a
+    :class:`moesim.memory.MemoryConfig` (recompute, ZeRO stage...; None = defaults)."""
 
     name: str
     topology: str
@@ -115,6 +116,7 @@ class Scenario:
     seed: int = 0
     description: str = ""
     moe: MoEOptions = field(default_factory=MoEOptions)
+    memory: Any = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):

@@ -1,0 +1,146 @@
+"""The knobs of a per-GPU memory budget: :class:`MemoryConfig`, validated at construction.
+
+Everything the parallel plan (``ParallelPlan``: tp, dp, pp, vpp, micro-batch size) and the
+model spec do not already say lives here: recomputation, ZeRO stage, optimizer and dtypes,
+expert parallelism (ep, expert tensor parallelism, redundant expert replicas), framework
+reserve, communication-buffer sizing, and the inference shape (batch, context, KV-cache dtype).
+Defaults describe Megatron-style bf16 mixed-precision training with Adam; each default that is
+an assumption says so next to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.errors import ConfigError
+from moesim.ops import DTYPE_BYTES
+
+GIB = 2**30
+RECOMPUTE_MODES = ("none", "selective", "full")
+OPTIMIZERS = ("adam", "sgd")
+ZERO_STAGES = (0, 1, 2, 3)
+# Assumption, after the lab's SAFETY_BUFFER_GB = 4.0 (reference moe_and_hardware.md §7.2):
+# CUDA context (~0.5 GiB), NCCL communicator buffers and caching-allocator fragmentation.
+# Measure it on the target with torch.cuda.mem_get_info() before and after the first step.
+DEFAULT_FRAMEWORK_RESERVE_BYTES = 4 * GIB
+# Zero-bubble schedules split backward into B and W; between them a microbatch keeps the
+# inputs of the weight GEMMs. ZB paper Table 1 (reference pipeline_schedules.md §1.3):
+# M_W = 32sbh of M_B = 34sbh + 5as^2b; with FlashAttention (no s^2 term) that is 32/34.
+DEFAULT_W_RETAINED_FRACTION = 32 / 34
+# vLLM's chunked-prefill token budget per step (max_num_batched_tokens); an assumption.
+DEFAULT_TOKENS_PER_STEP = 8192
+# Pipeline p2p tensors alive per path: forward send + recv, backward send + recv.
+DEFAULT_P2P_BUFFERS_PER_PATH = 4
+
+
+def _check_dtype(field: str, dtype: str) -> None:
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(field, f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPE_BYTES)}")
+
+
+def _check_int(field: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(field: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(field, f"unknown value {value!r}", f"use one of: {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """How the memory of one GPU is spent, beyond what the plan and the model say.
+
+    Training:
+        recompute: "none", "selective" (drop attention scores, Korthikanti et al. 2022) or
+            "full" (keep only each layer's input), as :mod:`moesim.workload.transformer`.
+        zero_stage: 0-3. 1 shards optimizer states over data parallelism, 2 also gradients,
+            3 also parameters (plus a gather buffer). ``distributed_optimizer`` (Megatron) is
+            ZeRO-1: it raises a stage-0 config to 1.
+        optimizer: "adam" (two states) or "sgd" (one momentum state).
+        master_weights: keep an fp32 copy of bf16/fp16 parameters in the optimizer.
+        param_dtype / optimizer_state_dtype: storage dtypes. ``grad_dtype`` None means the
+            plan's ``grad_dtype_bytes`` (Megatron accumulates fp32 ``main_grad``).
+        flash_attention, dropout: passed to the workload's activation accounting.
+        w_retained_fraction: share of a microbatch's activations kept from B until W in
+            schedules that split the backward.
+    Mixture of experts:
+        ep: expert-parallel degree (routed experts per GPU = num_experts / ep).
+        expert_tp: tensor parallelism inside each expert (1 = whole experts).
+        num_redundant_experts: extra expert replicas hosted on every GPU (EPLB / DeepSeek).
+        a2a_buffer_bytes: dispatch/combine staging buffers per GPU; None derives them.
+    Buffers:
+        framework_reserve_bytes: CUDA context + NCCL + allocator fragmentation (assumption).
+        p2p_buffers: pipeline send/recv tensors alive per GPU; None = 4 per path.
+    Inference (``inference=True``; no gradients, optimizer or stored activations):
+        batch: sequences held per model replica; context_len: tokens per sequence (0 means
+        the model's seq_len); kv_cache_dtype; tokens_per_step: tokens one forward step runs.
+    """
+
+    recompute: str = "none"
+    zero_stage: int = 0
+    distributed_optimizer: bool = False
+    optimizer: str = "adam"
+    master_weights: bool = True
+    param_dtype: str = "bf16"
+    grad_dtype: str | None = None
+    optimizer_state_dtype: str = "fp32"
+    flash_attention: bool = True
+    dropout: bool = False
+    w_retained_fraction: float = DEFAULT_W_RETAINED_FRACTION
+    ep: int = 1
+    expert_tp: int = 1
+    num_redundant_experts: int = 0
+    a2a_buffer_bytes: float | None = None
+    framework_reserve_bytes: float = DEFAULT_FRAMEWORK_RESERVE_BYTES
+    p2p_buffers: int | None = None
+    inference: bool = False
+    batch: int = 1
+    context_len: int = 0
+    kv_cache_dtype: str = "bf16"
+    tokens_per_step: int = DEFAULT_TOKENS_PER_STEP
+
+    def __post_init__(self) -> None:
+        _check_choice("recompute", self.recompute, RECOMPUTE_MODES)
+        _check_choice("zero_stage", self.zero_stage, ZERO_STAGES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for field in ("param_dtype", "optimizer_state_dtype", "kv_cache_dtype"):
+            _check_dtype(field, getattr(self, field))
+        if self.grad_dtype is not None:
+            _check_dtype("grad_dtype", self.grad_dtype)
+        for field, minimum in (("ep", 1), ("expert_tp", 1), ("num_redundant_experts", 0), ("batch", 1),
+                               ("context_len", 0), ("tokens_per_step", 1)):
+            _check_int(field, getattr(self, field), minimum)
+        if self.p2p_buffers is not None:
+            _check_int("p2p_buffers", self.p2p_buffers, 0)
+        self._check_bytes()
+        if not 0.0 <= self.w_retained_fraction <= 1.0:
+            raise ConfigError("w_retained_fraction", f"must be in [0, 1], got {self.w_retained_fraction}")
+
+    def _check_bytes(self) -> None:
+        for field in ("framework_reserve_bytes", "a2a_buffer_bytes"):
+            value = getattr(self, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(field, f"must be a number of bytes >= 0, got {value!r}")
+
+    @property
+    def effective_zero_stage(self) -> int:
+        """The ZeRO stage in force: the distributed optimizer counts as stage 1."""
+        return max(self.zero_stage, 1 if self.distributed_optimizer else 0)
+
+    @property
+    def param_bytes(self) -> float:
+        return DTYPE_BYTES[self.param_dtype]
+
+    def grad_bytes(self, plan_grad_dtype_bytes: int) -> float:
+        """Bytes per gradient element: ``grad_dtype`` if set, else the plan's."""
+        return DTYPE_BYTES[self.grad_dtype] if self.grad_dtype else float(plan_grad_dtype_bytes)
+
+    @property
+    def optimizer_bytes_per_param(self) -> float:
+        """Optimizer bytes per parameter before sharding: fp32 master copy (unless the params
+        are already fp32 or ``master_weights`` is off) plus 2 Adam states or 1 SGD momentum.
+        bf16 params + Adam in fp32 = 4 + 4 + 4 = 12 B (ZeRO paper's K = 12)."""
+        master = 4.0 if self.master_weights and DTYPE_BYTES[self.param_dtype] < 4 else 0.0
+        states = 2 if self.optimizer == "adam" else 1
+        return master + states * DTYPE_BYTES[self.optimizer_state_dtype]
