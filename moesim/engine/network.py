@@ -23,20 +23,12 @@ from moesim.engine.maxmin import maxmin_rates
 _FINISH_SLACK_NS = 1e-6
 
 
-class _Flow:
-    __slots__ = ("links", "remaining", "rate", "latency_ns", "event", "nbytes")
-
-    def __init__(self, links: tuple[int, ...], nbytes: float, latency_ns: int, event: simpy.Event) -> None:
-        self.links = links
-        self.remaining = float(nbytes)
-        self.nbytes = float(nbytes)
-        self.rate = 0.0
-        self.latency_ns = latency_ns
-        self.event = event
-
-
 class FluidNetwork:
     """Flow-level network with max-min fair sharing.
+
+    Active flows live in numpy arrays (remaining bytes, rate, latency) plus one small array of
+    link ids per flow, so advancing time, finding the next completion and building the
+    flow-link incidence for the rate solver are vectorised.
 
     Args:
         env: the SimPy environment.
@@ -58,7 +50,13 @@ class FluidNetwork:
             raise ValueError(f"link {bad} has non-positive capacity {cap[bad]}")
         self.env = env
         self.capacity = cap
-        self._flows: list[_Flow] = []
+        self._links: list[np.ndarray] = []
+        self._events: list[simpy.Event] = []
+        self._remaining = np.zeros(0)
+        self._nbytes = np.zeros(0)
+        self._rate = np.zeros(0)
+        self._latency = np.zeros(0, dtype=np.int64)
+        self._new: list[tuple[np.ndarray, float, int, simpy.Event]] = []
         self._last_ns = 0
         self._version = 0
         self._pending = False
@@ -71,21 +69,19 @@ class FluidNetwork:
     # -- public ---------------------------------------------------------------------------
     def transfer(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int) -> simpy.Event:
         """Start a flow of ``nbytes`` over ``link_ids``; the event fires when it has arrived."""
-        env = self.env
-        done = env.event()
+        done = self.env.event()
         self.num_flows += 1
         if not link_ids or nbytes <= 0:
             self.bytes_delivered += max(nbytes, 0.0)
             self._fire_after(done, latency_ns)
             return done
-        self._advance()
-        self._flows.append(_Flow(link_ids, nbytes, latency_ns, done))
+        self._new.append((np.asarray(link_ids, dtype=np.int64), float(nbytes), int(latency_ns), done))
         self._request_solve()
         return done
 
     @property
     def active_flows(self) -> int:
-        return len(self._flows)
+        return len(self._links) + len(self._new)
 
     # -- internals ------------------------------------------------------------------------
     def _fire_after(self, event: simpy.Event, delay_ns: int) -> None:
@@ -97,10 +93,22 @@ class FluidNetwork:
     def _advance(self) -> None:
         now = self.env.now
         dt = now - self._last_ns
-        if dt > 0:
-            for f in self._flows:
-                f.remaining -= f.rate * dt
+        if dt > 0 and self._remaining.size:
+            self._remaining -= self._rate * dt
         self._last_ns = now
+
+    def _admit(self) -> None:
+        """Move flows started at this instant into the arrays."""
+        if not self._new:
+            return
+        links, nbytes, lat, events = zip(*self._new)
+        self._new = []
+        self._links.extend(links)
+        self._events.extend(events)
+        self._remaining = np.concatenate([self._remaining, nbytes])
+        self._nbytes = np.concatenate([self._nbytes, nbytes])
+        self._rate = np.concatenate([self._rate, np.zeros(len(nbytes))])
+        self._latency = np.concatenate([self._latency, np.asarray(lat, dtype=np.int64)])
 
     def _request_solve(self) -> None:
         if self._pending:
@@ -113,23 +121,22 @@ class FluidNetwork:
     def _solve_cb(self, _event: simpy.Event) -> None:
         self._pending = False
         self._advance()
+        self._admit()
         self._solve_and_schedule()
 
     def _solve_and_schedule(self) -> None:
-        flows = self._flows
         self._version += 1
-        if not flows:
+        n = len(self._links)
+        if not n:
             self._report_util(np.zeros_like(self.capacity))
             return
-        lens = [len(f.links) for f in flows]
-        inc_flow = np.repeat(np.arange(len(flows)), lens)
-        inc_link = np.fromiter((l for f in flows for l in f.links), dtype=np.int64, count=int(sum(lens)))
-        rates = maxmin_rates(inc_flow, inc_link, len(flows), self.capacity)
+        lens = np.fromiter((l.size for l in self._links), dtype=np.int64, count=n)
+        inc_flow = np.repeat(np.arange(n), lens)
+        inc_link = np.concatenate(self._links)
+        rates = maxmin_rates(inc_flow, inc_link, n, self.capacity)
         self.num_rate_solves += 1
-        dt_min = math.inf
-        for f, r in zip(flows, rates):
-            f.rate = float(r)
-            dt_min = min(dt_min, f.remaining / f.rate)
+        self._rate = rates
+        dt_min = float(np.min(self._remaining / rates))
         load = np.bincount(inc_link, weights=rates[inc_flow], minlength=self.capacity.shape[0])
         self._report_util(load / self.capacity)
         wake = max(1, math.ceil(dt_min - _FINISH_SLACK_NS))
@@ -140,14 +147,18 @@ class FluidNetwork:
         if version != self._version:
             return  # superseded by a later solve
         self._advance()
-        keep: list[_Flow] = []
-        for f in self._flows:
-            if f.remaining <= f.rate * _FINISH_SLACK_NS + 1e-9 * f.nbytes:
-                self.bytes_delivered += f.nbytes
-                self._fire_after(f.event, f.latency_ns)
-            else:
-                keep.append(f)
-        self._flows = keep
+        done = self._remaining <= self._rate * _FINISH_SLACK_NS + 1e-9 * self._nbytes
+        if done.any():
+            idx = np.flatnonzero(done)
+            self.bytes_delivered += float(self._nbytes[idx].sum())
+            for i in idx:
+                self._fire_after(self._events[i], int(self._latency[i]))
+            keep = np.flatnonzero(~done)
+            self._links = [self._links[i] for i in keep]
+            self._events = [self._events[i] for i in keep]
+            self._remaining, self._nbytes = self._remaining[keep], self._nbytes[keep]
+            self._rate, self._latency = self._rate[keep], self._latency[keep]
+        self._admit()
         self._solve_and_schedule()
 
     def _report_util(self, util: np.ndarray) -> None:

@@ -1,0 +1,9 @@
+"""Calibration: measure real kernel and NCCL timings on a GPU and write a profile JSON.
+
+The modules here run on the measurement machine, which has torch but not the simulator's
+dependencies, so they import only torch, numpy, the standard library and the dependency-free
+``moesim.errors``. ``measure`` builds the calibration profile, ``validate_workloads`` measures
+whole workloads kept for validating the simulator, and ``cli`` exposes both as ``moesim calibrate``.
+The profile is read back by ``moesim.costs.profile`` and turned into costs by
+``moesim.costs.calibrated``.
+"""

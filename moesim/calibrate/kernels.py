@@ -1,0 +1,152 @@
+"""Single-GPU kernel measurements: bf16 and fp8 GEMMs, SwiGLU expert FFNs, flash attention.
+
+Inputs are views of a few large random buffers (never zeros: zeros run faster than real data),
+allocated once per section. GEMMs use the ``nn.Linear`` layout, ``y[m, n] = x[m, k] @ w[n, k]^T``.
+Attention is ``scaled_dot_product_attention`` (causal, bf16, batch 1); its backward is timed with
+``torch.autograd.grad`` so no gradient accumulation is counted. Each function returns a
+:class:`Section` of long-format profile samples.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from moesim.calibrate.grids import Grid
+from moesim.calibrate.section import Section
+from moesim.calibrate.timing import Budget, Timer
+
+
+def randn(numel: int, device: str, seed: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """A flat buffer of seeded standard-normal values (the measurement inputs)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(numel, generator=g, device=device, dtype=dtype)
+
+
+GEMM_LAYOUTS = ("fwd", "bwd_data", "bwd_weight")
+
+
+def _gemm_call(layout: str, a_buf: torch.Tensor, w_buf: torch.Tensor, c_buf: torch.Tensor,
+               m: int, n: int, k: int):
+    """``C[m, n] = A[m, k] B[k, n]`` with the operand layouts of one training GEMM.
+
+    ``fwd``: y = x w^T (x row-major, w [n, k] row-major); ``bwd_data``: dx = dy w (both
+    row-major); ``bwd_weight``: dw = dy^T x (A is the transpose of a row-major [k, m] tensor).
+    """
+    c = c_buf[: m * n].view(m, n)
+    if layout == "fwd":
+        a, b = a_buf[: m * k].view(m, k), w_buf[: n * k].view(n, k).t()
+    elif layout == "bwd_data":
+        a, b = a_buf[: m * k].view(m, k), w_buf[: k * n].view(k, n)
+    else:
+        a, b = a_buf[: k * m].view(k, m).t(), w_buf[: k * n].view(k, n)
+    return lambda: torch.mm(a, b, out=c)
+
+
+def measure_gemm(timer: Timer, grid: Grid, device: str, budget: Budget, layouts: tuple[str, ...] = ("fwd",)) -> Section:
+    """bf16 GEMM time over the full (M, N, K) grid, for each operand layout in ``layouts``."""
+    sec = Section("gemm_bf16")
+    mm, nk = max(grid.gemm_m), max(grid.gemm_nk)
+    a_buf, w_buf = randn(mm * nk, device, 1), randn(nk * nk, device, 2)
+    c_buf = torch.empty(mm * nk, device=device, dtype=torch.bfloat16)
+    for layout in layouts:
+        for m, n, k in itertools.product(grid.gemm_m, grid.gemm_nk, grid.gemm_nk):
+            def one(m: int = m, n: int = n, k: int = k, layout: str = layout) -> dict:
+                st = timer.time(_gemm_call(layout, a_buf, w_buf, c_buf, m, n, k))
+                return {"op": "gemm", "dtype": "bf16", "layout": layout, "m": m, "n": n, "k": k, **st.fields()}
+            sec.attempt(f"{layout} m={m} n={n} k={k}", budget, one)
+    return sec
+
+
+def measure_gemm_bwd_layouts(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """The two backward layouts of :func:`measure_gemm` (data and weight gradients)."""
+    return measure_gemm(timer, grid, device, budget, layouts=("bwd_data", "bwd_weight"))
+
+
+def measure_gemm_fp8(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """fp8 (e4m3, tensor-wise scales, bf16 output) GEMM time via ``torch._scaled_mm``."""
+    sec = Section("gemm_fp8")
+    if device != "cuda" or not grid.fp8_m:
+        return sec
+    mm, nk = max(grid.fp8_m), max(grid.fp8_nk)
+    fp8 = torch.float8_e4m3fn
+    a_buf = randn(mm * nk, device, 3).to(fp8)
+    w_buf = randn(nk * nk, device, 4).to(fp8)
+    one_f = torch.ones((), device=device, dtype=torch.float32)
+    for m, n, k in itertools.product(grid.fp8_m, grid.fp8_nk, grid.fp8_nk):
+        def one(m: int = m, n: int = n, k: int = k) -> dict:
+            a, w = a_buf[: m * k].view(m, k), w_buf[: n * k].view(n, k)
+            st = timer.time(lambda: torch._scaled_mm(a, w.t(), scale_a=one_f, scale_b=one_f, out_dtype=torch.bfloat16))
+            return {"op": "gemm", "dtype": "fp8", "layout": "fwd", "m": m, "n": n, "k": k, **st.fields()}
+        sec.attempt(f"m={m} n={n} k={k}", budget, one)
+    return sec
+
+
+GROUPED_COUNTS = (4, 8, 16, 32)
+GROUPED_M = (64, 128, 256, 512, 1024, 2048, 4096)
+GROUPED_NK = ((2048, 4096), (4096, 2048), (2048, 7168), (7168, 2048))  # (n, k): expert up and down
+
+
+def measure_grouped_gemm(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """bf16 grouped GEMM (``torch._grouped_mm``, one kernel for all experts) at equal rows per group."""
+    sec = Section("grouped_gemm")
+    if device != "cuda" or not hasattr(torch, "_grouped_mm"):
+        return sec
+    gmax, mmax = max(GROUPED_COUNTS), max(GROUPED_M)
+    kmax = max(k for _, k in GROUPED_NK)
+    a_buf, w_buf = randn(gmax * mmax * kmax, device, 70), randn(gmax * kmax * kmax, device, 71)
+    for (n, k), groups, m in itertools.product(GROUPED_NK, GROUPED_COUNTS, GROUPED_M):
+        def one(n: int = n, k: int = k, groups: int = groups, m: int = m) -> dict:
+            a = a_buf[: groups * m * k].view(groups * m, k)
+            w = w_buf[: groups * n * k].view(groups, n, k).transpose(-2, -1)
+            offs = torch.arange(m, groups * m + 1, m, device=device, dtype=torch.int32)
+            st = timer.time(lambda: torch._grouped_mm(a, w, offs=offs))
+            return {"op": "grouped_gemm", "dtype": "bf16", "groups": groups, "m": m, "n": n, "k": k, **st.fields()}
+        sec.attempt(f"g={groups} m={m} n={n} k={k}", budget, one)
+    return sec
+
+
+def swiglu_ffn(x: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor, wd: torch.Tensor) -> torch.Tensor:
+    """One expert's SwiGLU FFN: ``(silu(x wg^T) * (x wu^T)) wd^T`` as three GEMMs and two pointwise ops."""
+    return torch.mm(F.silu(torch.mm(x, wg.t())) * torch.mm(x, wu.t()), wd.t())
+
+
+def measure_swiglu(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """Per-expert SwiGLU FFN time at token counts from 1 to 16384."""
+    sec = Section("swiglu_ffn")
+    th, fmax = max(grid.ffn_tokens) * max(grid.ffn_hidden), max(grid.ffn_hidden) * max(grid.ffn_ffn)
+    x_buf = randn(th, device, 5)
+    w_bufs = [randn(fmax, device, 6 + i) for i in range(3)]
+    for hidden, ffn in itertools.product(grid.ffn_hidden, grid.ffn_ffn):
+        wg, wu = (b[: ffn * hidden].view(ffn, hidden) for b in w_bufs[:2])
+        wd = w_bufs[2][: ffn * hidden].view(hidden, ffn)
+        for tokens in grid.ffn_tokens:
+            def one(t: int = tokens, h: int = hidden, f: int = ffn, wg=wg, wu=wu, wd=wd) -> dict:
+                x = x_buf[: t * h].view(t, h)
+                st = timer.time(lambda: swiglu_ffn(x, wg, wu, wd))
+                return {"op": "swiglu_ffn", "dtype": "bf16", "tokens": t, "hidden": h, "ffn": f, **st.fields()}
+            sec.attempt(f"t={tokens} h={hidden} f={ffn}", budget, one)
+    return sec
+
+
+def measure_attention(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """Causal flash-attention forward and backward over sequence length, heads and head_dim."""
+    sec = Section("attention")
+    numel = max(grid.attn_seq) * max(grid.attn_heads) * max(grid.attn_head_dim)
+    bufs = [randn(numel, device, 10 + i) for i in range(4)]
+    for d, h, s in itertools.product(grid.attn_head_dim, grid.attn_heads, grid.attn_seq):
+        n = h * s * d
+        for direction in ("fwd", "bwd"):
+            def one(d: int = d, h: int = h, s: int = s, n: int = n, direction: str = direction) -> dict:
+                q, k, v = (b[:n].view(1, h, s, d).detach().requires_grad_() for b in bufs[:3])
+                if direction == "fwd":
+                    st = timer.time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+                else:
+                    out, dout = F.scaled_dot_product_attention(q, k, v, is_causal=True), bufs[3][:n].view(1, h, s, d)
+                    st = timer.time(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
+                    del out
+                return {"op": "attention", "dtype": "bf16", "direction": direction, "causal": True,
+                        "batch": 1, "heads": h, "seq": s, "head_dim": d, **st.fields()}
+            sec.attempt(f"{direction} d={d} h={h} s={s}", budget, one)
+    return sec

@@ -1,0 +1,165 @@
+"""Build a calibration profile: run every measurement section and write the profile JSON.
+
+``python3 -m moesim.calibrate.measure --device cuda --out h200_sxm.json`` measures on GPU 0
+(GEMMs, fp8 GEMMs, SwiGLU experts, flash attention, memory ops, launch overhead), then, when
+more than one GPU is visible, starts one process per GPU for the NCCL collectives and the
+compute/communication overlap. ``--device cpu`` is the smoke mode used by the tests: a tiny
+grid, host timing, and (with ``--cpu-ranks 2``) gloo collectives. On a GPU every single-GPU
+shape follows ``--heat-ms`` (default 60) of large GEMMs, so it is timed at the sustained,
+power-limited clocks of a training run rather than at idle boost clocks. Each section has its own
+share of ``--budget-s``; a section over budget skips its remaining shapes and says so. The file
+is rewritten after every section, so a run cut short still leaves a valid partial profile.
+The format is documented in docs/calibration.md and validated by ``moesim.costs.profile``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from moesim.calibrate import grids, kernels, memops, provenance
+from moesim.calibrate.collectives import (COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_MAX_NBYTES, collective_samples,
+                                          collectives_worker)
+from moesim.calibrate.dist import run_workers
+from moesim.calibrate.jsonio import dump_profile
+from moesim.calibrate.overlap import overlap_samples
+from moesim.calibrate.section import Section
+from moesim.calibrate.timing import Budget, Timer
+
+SCHEMA_VERSION = 1
+SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
+    # name -> (share of the total budget, function(timer, grid, device, budget))
+    "gemm": (0.2, kernels.measure_gemm),
+    "gemm_bwd": (0.35, kernels.measure_gemm_bwd_layouts),
+    "attention": (0.12, kernels.measure_attention),
+    "memory": (0.08, memops.measure_memory),
+    "swiglu": (0.08, kernels.measure_swiglu),
+    "fp8": (0.05, kernels.measure_gemm_fp8),
+    "grouped_gemm": (0.06, kernels.measure_grouped_gemm),
+}
+DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
+ALL_SECTIONS = ("launch", *SINGLE_SECTIONS, *DIST_SECTIONS)
+COLLECTIVE_SHARE = 0.35
+DEFAULT_HEAT_MS = 60.0  # keeps the GPU at sustained clocks between shapes (docs/calibration.md)
+
+NOTES = (
+    "Medians of repeated runs timed with CUDA events; each repeat starts after a 256 MiB write that "
+    "evicts L2 (cold-cache times); with heat_ms > 0 each shape follows that much 8192^3 GEMM load, so "
+    "single-GPU times are at sustained, power-limited clocks; inputs are seeded random normals. GEMM "
+    "layouts: fwd y = x w^T, bwd_data dx = dy w, bwd_weight dw = dy^T x. Memory-op nbytes counts bytes "
+    "read plus bytes written. Collectives: per iteration the minimum over ranks, median over "
+    "iterations; nbytes as in nccl-tests; graph mode = CUDA-graph replay. NVLink multicast (NVLS) off."
+)
+
+
+def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sections: tuple[str, ...],
+                out: Path, heat_ms: float = 0.0) -> None:
+    timer = Timer(device, heat_ms=heat_ms)
+    if "launch" in sections:
+        _record(profile, memops.measure_launch(device, total.sub(0.05)), out)
+    reserve = COLLECTIVE_SHARE * total.seconds if set(DIST_SECTIONS) & set(sections) else 0.0
+    for name, (share, fn) in SINGLE_SECTIONS.items():
+        if name not in sections:
+            continue
+        budget = Budget(max(1.0, min(share * total.seconds, total.left_s() - reserve)))
+        _record(profile, fn(timer, grid, device, budget), out)
+
+
+def _record(profile: dict, sec: Section, out: Path) -> None:
+    profile["samples"].extend(sec.samples)
+    profile["errors"].extend(sec.errors)
+    if sec.skipped:
+        profile["errors"].append(f"{sec.name}: {sec.skipped} measurements skipped (over budget)")
+    print(f"{sec.summary()} [{time.strftime('%H:%M:%S')}]", flush=True)
+    dump_profile(profile, out)
+
+
+def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total: Budget, out: Path,
+                 sections: tuple[str, ...]) -> None:
+    budget_s = max(20.0, total.left_s())
+    cfg = {"ops": COLLECTIVES if "collectives" in sections else (), "sizes": grid.collective_nbytes,
+           "budget_s": 0.6 * budget_s, "graph": device == "cuda" and "collectives_graph" in sections,
+           "graph_ops": GRAPH_COLLECTIVES, "graph_sizes": tuple(b for b in grid.collective_nbytes if b <= GRAPH_MAX_NBYTES),
+           "overlap": device == "cuda" and "overlap" in sections, "overlap_gemm": grid.overlap_gemm,
+           "overlap_nbytes": grid.overlap_nbytes, "timeout_s": budget_s}
+    backend = "nccl" if device == "cuda" else "gloo"
+    results, errors = run_workers(collectives_worker, world, backend, cfg, timeout_s=budget_s + 60)
+    sec = Section("collectives", errors=list(errors))
+    if len(results) == world:
+        sec.samples = collective_samples(results, world) + collective_samples(results, world, "graph_times", "graph")
+        if cfg["overlap"]:
+            sec.samples += overlap_samples(results, world, cfg)
+        sec.errors += sorted({e for r in results for e in r["errors"]})
+    _record(profile, sec, out)
+
+
+def run_calibration(device: str, out: Path, mode: str = "full", budget_s: float = 480.0,
+                    sections: tuple[str, ...] = ALL_SECTIONS, cpu_ranks: int = 0,
+                    rank_counts: tuple[int, ...] = (), heat_ms: float = 0.0) -> dict:
+    """Measure, write ``out`` after every section, and return the profile dict.
+
+    The distributed sections run once per entry of ``rank_counts`` (default: every visible
+    GPU, or ``cpu_ranks`` gloo processes on the CPU). ``heat_ms`` of large GEMMs precede every
+    single-GPU shape so that it is timed at sustained (power-limited) clocks.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible (use --device cpu for the smoke mode)")
+    grid = grids.GRIDS[mode]
+    world = torch.cuda.device_count() if device == "cuda" else cpu_ranks
+    prov = provenance.collect(device, max(1, world))
+    profile = {"schema_version": SCHEMA_VERSION, **prov, "mode": mode, "heat_ms": heat_ms, "notes": NOTES,
+               "errors": [], "samples": []}
+    total = Budget(budget_s)
+    torch.manual_seed(0)
+    if device == "cpu":
+        torch.set_num_threads(1)  # thread-pool wake-ups dominate tiny CPU kernels
+    _single_gpu(profile, grid, device, total, sections, out, heat_ms)
+    for count in rank_counts or (world,):
+        if not set(DIST_SECTIONS) & set(sections):
+            break
+        if not 2 <= count <= world:
+            profile["errors"].append(f"collectives: skipped {count} ranks ({world} rank(s) available)")
+            continue
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        left = len(rank_counts) - rank_counts.index(count) if rank_counts else 1
+        _collectives(profile, grid, device, count, Budget(total.left_s() / left), out, sections)
+    dump_profile(profile, out)
+    return profile
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--out", type=Path, default=Path("profile.json"))
+    p.add_argument("--mode", choices=tuple(grids.GRIDS), default=None, help="grid (default: full on cuda, smoke on cpu)")
+    p.add_argument("--quick", action="store_true", help="same as --mode quick")
+    p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for the whole run")
+    p.add_argument("--sections", default=",".join(ALL_SECTIONS), help=f"comma list of {', '.join(ALL_SECTIONS)}")
+    p.add_argument("--cpu-ranks", type=int, default=0, help="gloo processes for collectives in cpu mode")
+    p.add_argument("--heat-ms", type=float, default=None,
+                   help="ms of GEMM load before each single-GPU shape, for sustained clocks (default: 60 on cuda)")
+    p.add_argument("--ranks", default="", help="comma list of rank counts for the distributed sections (default: all)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    mode = "quick" if args.quick else (args.mode or ("full" if args.device == "cuda" else "smoke"))
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    bad = [s for s in sections if s not in ALL_SECTIONS]
+    if bad:
+        raise SystemExit(f"--sections: unknown {bad}; use {', '.join(ALL_SECTIONS)}")
+    rank_counts = tuple(int(r) for r in args.ranks.split(",") if r.strip())
+    heat_ms = args.heat_ms if args.heat_ms is not None else (DEFAULT_HEAT_MS if args.device == "cuda" else 0.0)
+    prof = run_calibration(args.device, args.out, mode, args.budget_s, sections, args.cpu_ranks, rank_counts, heat_ms)
+    print(f"wrote {args.out}: {len(prof['samples'])} samples, {len(prof['errors'])} errors", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

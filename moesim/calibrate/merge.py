@@ -1,0 +1,105 @@
+"""Merge several calibration runs into one profile (later runs win for the same measurement).
+
+Two sessions on different machines (say one with 2 GPUs, one with 4) measure different parts;
+this joins them. A measurement is identified by its op and shape fields (everything except
+the statistics), with the loader's defaults filled in (``layout="fwd"`` for GEMMs,
+``mode="eager"`` for collectives), so a re-measured shape replaces the older row. Each row
+gains ``run``, the index of its input in the merged file's ``runs`` list, which keeps every
+input's provenance. Inputs must agree on device, driver, CUDA, NCCL and torch versions.
+``--validation`` merges validation-workload files instead (entries keyed by their ids).
+Standard library only.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from moesim.calibrate.jsonio import dump_profile
+
+SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch")
+STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run"}
+DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}}
+RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def sample_key(sample: dict) -> str:
+    """Identity of a measurement: op and shape fields with defaults filled in."""
+    full = {**DEFAULTS.get(sample["op"], {}), **sample}
+    return json.dumps({k: v for k, v in full.items() if k not in STAT_KEYS}, sort_keys=True)
+
+
+def merge_profiles(docs: list[dict]) -> dict:
+    """One profile from several run documents, later ones replacing earlier identical rows."""
+    first = docs[0]
+    for i, doc in enumerate(docs[1:], 1):
+        for key in SAME_ACROSS_RUNS:
+            if doc.get(key) != first.get(key):
+                raise SystemExit(f"input {i}: {key} {doc.get(key)!r} differs from input 0's {first.get(key)!r}")
+    rows: dict[str, dict] = {}
+    for run, doc in enumerate(docs):
+        for s in doc["samples"]:
+            full = {**DEFAULTS.get(s["op"], {}), **s, "run": run}
+            rows.pop(sample_key(s), None)  # re-insert so the order follows the latest run
+            rows[sample_key(s)] = full
+    runs = [{k: (_ANSI.sub("", d[k]) if isinstance(d.get(k), str) else d.get(k)) for k in RUN_KEYS if k in d}
+            for d in docs]
+    widest = max(docs, key=lambda d: d.get("gpu_count", 1))
+    merged = {k: first[k] for k in SAME_ACROSS_RUNS}
+    merged.update({
+        "gpu_count": widest.get("gpu_count", 1),
+        "date": first["date"],
+        "command": " ; ".join(d["command"] for d in docs),
+        "gpu_memory_bytes": first.get("gpu_memory_bytes", 0),
+        "sm_count": first.get("sm_count", 0),
+        "gpu_topology": _ANSI.sub("", widest.get("gpu_topology", "")),
+        "notes": first.get("notes", "") + f" Merged from {len(docs)} runs (see runs; each sample's run indexes it).",
+        "runs": runs,
+        "errors": [e for d in docs for e in d.get("errors", [])],
+        "samples": list(rows.values()),
+    })
+    return merged
+
+
+def merge_validation(docs: list[dict]) -> dict:
+    """One validation file from several sessions; entries keep their ids (later wins on a clash),
+    gain ``session`` (index into ``sessions``) and default to ``thermal: "as_found"``."""
+    first = docs[0]
+    entries: dict[str, dict] = {}
+    for i, doc in enumerate(docs):
+        for e in doc["samples"]:
+            e = {**e, "session": i, "description": {"thermal": "as_found", **e["description"]}}
+            entries.pop(e["id"], None)
+            entries[e["id"]] = e
+    merged = {k: first[k] for k in SAME_ACROSS_RUNS}
+    merged.update({
+        "gpu_count": max(d.get("gpu_count", 1) for d in docs),
+        "date": first["date"],
+        "command": " ; ".join(d["command"] for d in docs),
+        "sessions": [{k: (_ANSI.sub("", d[k]) if isinstance(d.get(k), str) else d.get(k)) for k in RUN_KEYS if k in d}
+                     for d in docs],
+        "checks": {str(i): d["checks"] for i, d in enumerate(docs) if d.get("checks")},
+        "errors": [e for d in docs for e in d.get("errors", [])],
+        "samples": list(entries.values()),
+    })
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    validation = bool(args) and args[0] == "--validation"
+    args = args[1:] if validation else args
+    if len(args) < 3:
+        print("usage: python -m moesim.calibrate.merge [--validation] OUT.json IN1.json IN2.json [...]", file=sys.stderr)
+        return 2
+    docs = [json.loads(Path(p).read_text()) for p in args[1:]]
+    merged = merge_validation(docs) if validation else merge_profiles(docs)
+    dump_profile(merged, Path(args[0]))
+    print(f"wrote {args[0]}: {len(merged['samples'])} rows from {len(args) - 1} inputs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

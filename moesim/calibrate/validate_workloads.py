@@ -1,0 +1,250 @@
+"""Measure whole workloads, with full descriptions, for validating the simulator later.
+
+``python3 -m moesim.calibrate.validate_workloads --device cuda --out h200_measurements.json``
+measures (a) single bf16 GEMMs, SwiGLU experts, attention and memory ops at shapes that are
+NOT on the calibration grid; and, on several GPUs, (b) all-reduce and all-to-all at off-grid
+sizes, (c) a two-stage pipeline of MLP blocks under GPipe, 1F1B and interleaved 1F1B, and
+(d) an expert-parallel MoE layer under uniform and Zipf routing and two expert placements.
+Each entry carries a machine-readable description complete enough for the simulator to
+predict it without a GPU. ``--heat-ms`` and ``--warm-s`` put the GPU under GEMM load before
+the single-GPU entries, and each entry records that thermal state (``as_found``, ``hot``,
+``steady``): sustained load lowers the clocks by up to a quarter (docs/calibration.md).
+``--device cpu --cpu-ranks 2`` runs tiny versions with gloo.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from moesim.calibrate import kernels, memops, provenance
+from moesim.calibrate.collectives import collective_samples, collectives_worker
+from moesim.calibrate.dist import run_workers
+from moesim.calibrate.jsonio import dump_profile
+from moesim.calibrate.moe_bench import MoEConfig, moe_check_worker, moe_entry, time_moe
+from moesim.calibrate.pipeline_bench import PipelineConfig, pipeline_check_worker, pipeline_entry, time_pipeline
+from moesim.calibrate.section import Section
+from moesim.calibrate.timing import Budget, Timer
+
+SCHEMA_VERSION = 1
+
+# (m, n, k): none on the calibration grid; the last two fall outside it (M above, all below)
+GEMMS = {"cuda": [(3000, 5120, 3072), (768, 11008, 4096), (12288, 6144, 1536), (100, 7168, 2560),
+                  (20000, 4608, 9216), (1536, 1536, 1536), (6000, 16384, 5120), (40000, 2880, 2880), (48, 896, 896)],
+         "cpu": [(24, 48, 40), (8, 40, 24)]}
+# (tokens, hidden, ffn)
+SWIGLU = {"cuda": [(777, 5120, 1536), (3333, 2880, 2880), (12000, 4096, 1408), (50, 7168, 2048), (24576, 7168, 2048)],
+          "cpu": [(5, 32, 24)]}
+# (batch, heads, seq, head_dim)
+ATTENTION = {"cuda": [(1, 24, 3000, 128), (2, 40, 6144, 64), (4, 32, 1536, 128)], "cpu": [(1, 2, 24, 8)]}
+MEMORY = {"cuda": [("copy", 100_000_000), ("rmsnorm", 30_000_000), ("gather", 300_000_000), ("silu", 5_000_000)],
+          "cpu": [("copy", 40_000)]}
+COLLECTIVE_SIZES = {"cuda": [700_000, 3_000_000, 48_000_000, 300_000_000], "cpu": [40_000]}
+PIPELINES = {
+    "cuda": [PipelineConfig("compute_heavy", 4096, 16384, 8, 8192, 8),
+             PipelineConfig("comm_heavy", 8192, 1024, 4, 8192, 8),
+             PipelineConfig("small_batch", 8192, 32768, 4, 1024, 8)],
+    "cpu": [PipelineConfig("tiny", 32, 64, 4, 16, 4)],
+}
+
+
+# small configurations whose results are checked against a one-rank reference before timing
+CHECK_PIPELINE = {"cuda": PipelineConfig("check", 1024, 4096, 4, 512, 4), "cpu": PipelineConfig("check", 32, 64, 4, 16, 4)}
+CHECK_MOE = {"cuda": [MoEConfig(2048, 1024, 512, 8, 2, "zipf", 1.2, "contiguous"),
+                      MoEConfig(2048, 1024, 512, 8, 2, "uniform", 1.2, "hot_split")],
+             "cpu": [MoEConfig(32, 16, 8, 4, 2, "zipf", 1.2, "hot_split")]}
+
+
+def _moe_configs(device: str) -> list[MoEConfig]:
+    if device == "cpu":
+        return [MoEConfig(32, 16, 8, 4, 2, r, 1.2, p) for r in ("uniform", "zipf") for p in ("contiguous", "hot_split")]
+    return [MoEConfig(t, 4096, 2048, 8, 2, r, 1.2, p)
+            for t in (8192, 2048) for r in ("uniform", "zipf") for p in ("contiguous", "hot_split")]
+
+
+def _entry(kind: str, ident: str, description: dict, stats_fields: dict) -> dict:
+    return {"id": ident, "kind": kind, "description": description, "measured": stats_fields}
+
+
+def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s: float = 0.0) -> Section:
+    """(a) GEMMs, SwiGLU experts, attention and memory ops at off-grid shapes.
+
+    ``warm_s`` seconds of GEMM load first, then ``heat_ms`` before every entry, keep the GPU at
+    the steady, power-limited state the calibration grid was measured in (see ``_tag_thermal``).
+    """
+    sec, timer = Section("single_gpu"), Timer(device, heat_ms=heat_ms)
+    timer.preheat(warm_s)
+    for m, n, k in GEMMS[device]:
+        def gemm(m: int = m, n: int = n, k: int = k) -> dict:
+            a, w = kernels.randn(m * k, device, 1).view(m, k), kernels.randn(n * k, device, 2).view(n, k)
+            st = timer.time(lambda: torch.mm(a, w.t()))
+            return _entry("gemm", f"gemm_{m}x{n}x{k}", {"m": m, "n": n, "k": k, "dtype": "bf16",
+                                                         "layout": "y[m,n] = x[m,k] @ w[n,k]^T"}, st.fields())
+        sec.attempt(f"gemm {m}x{n}x{k}", budget, gemm)
+    for t, h, f in SWIGLU[device]:
+        def ffn(t: int = t, h: int = h, f: int = f) -> dict:
+            x = kernels.randn(t * h, device, 3).view(t, h)
+            wg, wu = (kernels.randn(f * h, device, 4 + i).view(f, h) for i in range(2))
+            wd = kernels.randn(f * h, device, 6).view(h, f)
+            st = timer.time(lambda: kernels.swiglu_ffn(x, wg, wu, wd))
+            return _entry("swiglu_ffn", f"swiglu_t{t}_h{h}_f{f}", {"tokens": t, "hidden": h, "ffn": f, "dtype": "bf16",
+                          "ops": "3 GEMMs (gate, up: [t,h]x[h,f]; down: [t,f]x[f,h]) + silu + mul"}, st.fields())
+        sec.attempt(f"swiglu {t} {h} {f}", budget, ffn)
+    for b, hd, s, d in ATTENTION[device]:
+        for direction in ("fwd", "bwd"):
+            sec.attempt(f"attention {b} {hd} {s} {d} {direction}", budget,
+                        lambda b=b, hd=hd, s=s, d=d, direction=direction: _attention(timer, device, b, hd, s, d, direction))
+    for variant, nbytes in MEMORY[device]:
+        def mem(variant: str = variant, nbytes: int = nbytes) -> dict:
+            numel = memops._numel_for(variant, nbytes)
+            bufs = [kernels.randn(numel, device, 20 + i) for i in range(3)]
+            st = timer.time(memops._kernel(variant, bufs, numel, device))
+            kind, per_elem = memops.VARIANTS[variant]
+            return _entry("memory", f"memory_{variant}_{nbytes}", {"kind": kind, "variant": variant,
+                          "nbytes": int(numel * per_elem), "dtype": "bf16"}, st.fields())
+        sec.attempt(f"memory {variant}", budget, mem)
+    return sec
+
+
+def _attention(timer: Timer, device: str, b: int, h: int, s: int, d: int, direction: str) -> dict:
+    q, k, v = (kernels.randn(b * h * s * d, device, 10 + i).view(b, h, s, d).requires_grad_() for i in range(3))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if direction == "fwd":
+        st = timer.time(lambda: sdpa(q, k, v, is_causal=True))
+    else:
+        out, dout = sdpa(q, k, v, is_causal=True), kernels.randn(b * h * s * d, device, 13).view(b, h, s, d)
+        st = timer.time(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
+    return _entry("attention", f"attention_{direction}_b{b}_h{h}_s{s}_d{d}",
+                  {"batch": b, "heads": h, "kv_heads": h, "seq_q": s, "seq_kv": s, "head_dim": d, "causal": True,
+                   "backward": direction == "bwd", "dtype": "bf16"}, st.fields())
+
+
+def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
+    """(b) collectives, (c) pipelines, (d) MoE layers, on every rank in the same order."""
+    out: dict = {"errors": []}
+    out["checks"] = {
+        "pipeline_grad_rel_error": _guard(out, "pipeline check", lambda: pipeline_check_worker(
+            rank, world, device, {"pipeline": cfg["check_pipeline"]})),
+        "moe_output_rel_error": _guard(out, "moe check", lambda: moe_check_worker(rank, world, device, {"moe": cfg["check_moe"]})),
+    }
+    coll_cfg = {"ops": ("all_reduce", "all_to_all", "all_to_all_v"), "sizes": cfg["collective_sizes"],
+                "budget_s": 60, "overlap": False}
+    out["collectives"] = collectives_worker(rank, world, device, coll_cfg)
+    out["pipelines"] = []
+    for pc in cfg["pipelines"]:
+        for schedule in ("gpipe", "1f1b", "interleaved"):
+            out["pipelines"].append(_guard(out, f"pipeline {pc.name} {schedule}",
+                                           lambda: time_pipeline(pc, schedule, rank, world, device)))
+    out["moe"] = [_guard(out, f"moe {mc.name}", lambda: time_moe(mc, rank, world, device)) for mc in cfg["moe"]]
+    return out
+
+
+def _guard(out: dict, label: str, fn) -> "dict | None":
+    try:
+        return fn()
+    except Exception as exc:  # keep going: a later workload may still work
+        out["errors"].append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return None
+
+
+def distributed_entries(device: str, world: int, budget: Budget) -> Section:
+    """Run :func:`distributed_worker` on ``world`` ranks and turn its raw times into entries."""
+    sec = Section("distributed")
+    cfg = {"collective_sizes": COLLECTIVE_SIZES[device], "pipelines": PIPELINES[device], "moe": _moe_configs(device),
+           "check_pipeline": CHECK_PIPELINE[device], "check_moe": CHECK_MOE[device], "timeout_s": budget.left_s()}
+    results, errors = run_workers(distributed_worker, world, "nccl" if device == "cuda" else "gloo", cfg,
+                                  timeout_s=max(30.0, budget.left_s()))
+    sec.errors += errors
+    if len(results) != world:
+        return sec
+    sec.errors += sorted({e for r in results for e in r["errors"] + r["collectives"]["errors"]})
+    sec.checks = {str(rank): r["checks"] for rank, r in enumerate(results)}
+    for s in collective_samples([r["collectives"] for r in results], world):
+        desc = {k: v for k, v in s.items() if k in ("collective", "mode", "num_ranks", "nbytes", "split_fractions")}
+        desc["dtype"] = "bf16" if device == "cuda" else "fp32"
+        fields = {k: v for k, v in s.items() if k.endswith("_ns") or k in ("repeats", "algbw_gbps", "busbw_gbps")}
+        sec.samples.append(_entry("collective", f"{s['collective']}_{s['nbytes']}", desc, fields))
+    i = 0
+    for pc in cfg["pipelines"]:
+        for schedule in ("gpipe", "1f1b", "interleaved"):
+            per_rank = [r["pipelines"][i] for r in results]
+            i += 1
+            if all(p is not None for p in per_rank):
+                sec.samples.append(pipeline_entry(pc, schedule, per_rank, world))
+    for j, mc in enumerate(cfg["moe"]):
+        per_rank = [r["moe"][j] for r in results]
+        if all(p is not None for p in per_rank):
+            sec.samples.append(moe_entry(mc, per_rank, world))
+    return sec
+
+
+def thermal_tag(heat_ms: float, warm_s: float) -> str:
+    """``as_found`` (no deliberate load), ``hot`` (short load before each entry) or ``steady``
+    (seconds of load first, then before each entry: the calibration grid's state)."""
+    if heat_ms <= 0:
+        return "as_found"
+    return "steady" if warm_s > 0 else "hot"
+
+
+def _tag_thermal(sec: Section, heat_ms: float, warm_s: float) -> None:
+    tag = thermal_tag(heat_ms, warm_s)
+    for entry in sec.samples:
+        entry["description"].update(thermal=tag, heat_ms=heat_ms, warm_s=warm_s)
+        if tag != "as_found":
+            entry["id"] += f"@{tag}"
+
+
+def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: int = 0,
+                   heat_ms: float = 0.0, parts: tuple[str, ...] = ("single", "distributed"),
+                   warm_s: float = 0.0) -> dict:
+    """Measure the validation workloads in ``parts`` and write ``out``; returns the document."""
+    if device == "cpu":
+        torch.set_num_threads(1)
+    world = torch.cuda.device_count() if device == "cuda" else cpu_ranks
+    doc = {"schema_version": SCHEMA_VERSION, **provenance.collect(device, max(1, world)), "errors": [], "samples": []}
+    budget = Budget(budget_s)
+    sec = single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s) if "single" in parts else Section("single_gpu")
+    _tag_thermal(sec, heat_ms, warm_s)
+    doc["samples"] += sec.samples
+    doc["errors"] += sec.errors
+    print(sec.summary(), flush=True)
+    dump_profile(doc, out)
+    if "distributed" in parts and world >= 2:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        sec = distributed_entries(device, world, budget)
+        doc["checks"] = sec.checks
+        doc["samples"] += sec.samples
+        doc["errors"] += sec.errors
+        print(sec.summary(), flush=True)
+    elif "distributed" in parts:
+        doc["errors"].append(f"distributed workloads skipped ({world} rank(s) available)")
+    dump_profile(doc, out)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--out", type=Path, default=Path("h200_measurements.json"))
+    p.add_argument("--budget-s", type=float, default=200.0)
+    p.add_argument("--cpu-ranks", type=int, default=0)
+    p.add_argument("--heat-ms", type=float, default=0.0, help="GEMM load before each single-GPU entry")
+    p.add_argument("--warm-s", type=float, default=0.0, help="seconds of GEMM load before the single-GPU entries")
+    p.add_argument("--parts", default="single,distributed", help="comma list of single, distributed")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
+    doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s)
+    print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
+    print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
+    for s in doc["samples"]:
+        print(f"  {s['id']:<48} {s['measured']['time_ns'] / 1e3:12.1f} us", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""The calibrated cost model: per-op times interpolated from a measured profile.
+
+Inside the measured range every time is an interpolation of measurements in log space:
+GEMMs multilinearly over (log M, log N, log K) -> log time, attention over (log seq, log
+batch*heads) per head_dim and direction, memory ops and collectives piecewise-linearly over log
+bytes. At a grid point the model returns the measured median. Outside the range the time is
+anchored to the nearest measured point and scaled by a model fitted to the measurements:
+``t(p) = t(clamp(p)) * fit(p) / fit(clamp(p))``, where ``fit`` is a roofline envelope
+(latency + max(FLOPs / achieved FLOP rate, bytes / achieved bandwidth)) for kernels and a
+least-squares latency + bytes / bandwidth line for collectives. The anchor keeps the curve
+continuous at the edge of the grid and the fit keeps it increasing beyond it.
+
+Collectives at rank counts that were not measured use the fitted bus bandwidth with the ring
+and pairwise step counts of :func:`collective_steps`, plus a fitted base + per-step latency.
+Device-side ("device") times, the default, come from CUDA-graph measurements, which drop the
+host's launch cost; "eager" times keep it (see :meth:`CalibratedCostModel.host_overhead_ns`).
+What a profile does not cover (fp32 GEMMs, PCIe or InfiniBand links) goes to ``fallback`` when
+one is given and raises ConfigError otherwise.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from moesim.costs.devices import DEVICES
+from moesim.costs.profile import Profile, load_profile
+from moesim.errors import ConfigError
+from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, MemoryOp
+
+MEASURED_LINK_KINDS = ("nvlink", "nvswitch")  # an HGX board's NVLink/NVSwitch fabric
+DTYPE_ALIASES = {"fp16": "bf16"}  # same tensor-core rate on Hopper
+OP_ALIASES = {"broadcast": "all_gather"}  # not measured; a ring broadcast moves an all-gather's bytes
+GRAPH_BASE_OP = {"all_to_all_v": "all_to_all", "exchange": "send_recv"}
+Point = tuple[float, ...]
+
+
+def collective_steps(op: str, num_ranks: int) -> int:
+    """Algorithm steps of a collective: ring all-reduce 2(n-1); all-gather, reduce-scatter,
+    broadcast and pairwise all-to-all n-1; a send/recv or exchange 1."""
+    n = max(1, num_ranks)
+    if op == "all_reduce":
+        return max(1, 2 * (n - 1))
+    if op in ("send_recv", "exchange"):
+        return 1
+    return max(1, n - 1)
+
+
+def bus_factor(op: str, num_ranks: int) -> float:
+    """busbw / algbw for ``op`` on ``num_ranks`` (nccl-tests convention)."""
+    n = max(2, num_ranks)
+    if op == "all_reduce":
+        return 2.0 * (n - 1) / n
+    if op in ("send_recv", "exchange"):
+        return 1.0
+    return (n - 1) / n
+
+
+class LogGrid:
+    """Multilinear interpolation of log(time) over log-spaced axes (one axis per shape field)."""
+
+    def __init__(self, axes: Sequence[Sequence[float]], times: np.ndarray) -> None:
+        self.axes = tuple(np.log(np.asarray(a, dtype=float)) for a in axes)
+        self.log_times = np.log(np.asarray(times, dtype=float))
+        assert self.log_times.shape == tuple(len(a) for a in self.axes), "grid shape mismatch"
+        assert np.all(np.isfinite(self.log_times)), "grid has holes"
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+                  fill: Callable[[Point], float] | None = None) -> "LogGrid":
+        """Grid over the distinct values of ``keys``; duplicate cells average in log space and
+        holes take ``fill(point)``."""
+        axes = [sorted({float(r[k]) for r in rows}) for k in keys]
+        index = [{v: i for i, v in enumerate(a)} for a in axes]
+        sums, counts = np.zeros([len(a) for a in axes]), np.zeros([len(a) for a in axes])
+        for r in rows:
+            cell = tuple(index[j][float(r[k])] for j, k in enumerate(keys))
+            sums[cell] += math.log(r["time_ns"])
+            counts[cell] += 1
+        times = np.exp(sums / np.maximum(counts, 1))
+        for cell in zip(*np.nonzero(counts == 0)):
+            assert fill is not None, f"measured grid over {keys} has holes"
+            times[cell] = fill(tuple(axes[j][i] for j, i in enumerate(cell)))
+        return cls(axes, times)
+
+    def clamp(self, point: Point) -> Point:
+        return tuple(float(min(max(x, math.exp(a[0])), math.exp(a[-1]))) for x, a in zip(point, self.axes))
+
+    def __call__(self, point: Point) -> float:
+        """Interpolated time at ``clamp(point)``."""
+        idx, wts = [], []
+        for x, ax in zip(self.clamp(point), self.axes):
+            if len(ax) == 1:
+                idx.append(0)
+                wts.append(0.0)
+                continue
+            lx = math.log(x)
+            i = int(min(max(np.searchsorted(ax, lx, side="right") - 1, 0), len(ax) - 2))
+            idx.append(i)
+            wts.append(min(max((lx - ax[i]) / (ax[i + 1] - ax[i]), 0.0), 1.0))
+        total = 0.0
+        for corner in itertools.product((0, 1), repeat=len(idx)):
+            weight = math.prod(w if c else 1.0 - w for c, w in zip(corner, wts))
+            if weight > 0.0:
+                total += weight * self.log_times[tuple(i + c for i, c in zip(idx, corner))]
+        return math.exp(total)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Roofline fitted to measurements: ``latency + max(flops / flop_rate, bytes / byte_rate)``."""
+
+    latency_ns: float
+    flops_per_ns: float
+    bytes_per_ns: float
+
+    def __call__(self, flops: float, nbytes: float) -> float:
+        compute = flops / self.flops_per_ns if self.flops_per_ns > 0 else 0.0
+        return self.latency_ns + max(compute, nbytes / self.bytes_per_ns)
+
+    @classmethod
+    def fit(cls, flops: Sequence[float], nbytes: Sequence[float], times: Sequence[float]) -> "Envelope":
+        """Rates = the best achieved; latency = what the fastest measurement spends beyond them."""
+        f, b, t = (np.asarray(x, dtype=float) for x in (flops, nbytes, times))
+        flop_rate = float(np.max(f / t)) if np.any(f > 0) else 0.0
+        byte_rate = float(np.max(b / t))
+        fastest = int(np.argmin(t))
+        compute = f[fastest] / flop_rate if flop_rate > 0 else 0.0
+        latency = t[fastest] - max(compute, b[fastest] / byte_rate)
+        return cls(max(float(latency), 0.0), flop_rate, byte_rate)
+
+
+def fit_latency_bandwidth(nbytes: Sequence[float], times: Sequence[float]) -> tuple[float, float]:
+    """Least squares ``t = latency + nbytes / bandwidth`` in relative error (small and large
+    sizes weigh alike); returns (latency_ns, bytes_per_ns)."""
+    x, t = np.asarray(nbytes, dtype=float), np.asarray(times, dtype=float)
+    if x.size >= 2 and np.ptp(x) > 0:
+        (lat, slope), *_ = np.linalg.lstsq(np.stack([1.0 / t, x / t], axis=1), np.ones_like(t), rcond=None)
+    else:
+        lat, slope = 0.0, float(np.mean(t / x))
+    if lat < 0 or slope <= 0:  # the data are not line-shaped: fall back to a pure bandwidth line
+        lat, slope = 0.0, float(np.sum(x / t) / np.sum((x / t) ** 2))
+    return float(lat), 1.0 / float(slope)
+
+
+def _anchored(grid: LogGrid, model: Callable[[Point], float], point: Point) -> float:
+    clamped = grid.clamp(point)
+    return grid(clamped) * model(point) / model(clamped)
+
+
+def _gemm_flops_bytes(p: Point, elem: float = 2.0) -> tuple[float, float]:
+    m, n, k = p
+    return 2.0 * m * n * k, elem * (m * k + k * n + m * n)
+
+
+class _Curve:
+    """Time against bytes for one collective (or memory variant): interpolated, line-fitted outside."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.grid = LogGrid.from_rows(rows, ("nbytes",))
+        self.latency_ns, self.bytes_per_ns = fit_latency_bandwidth([r["nbytes"] for r in rows],
+                                                                  [r["time_ns"] for r in rows])
+        self.max_nbytes = max(r["nbytes"] for r in rows)
+
+    def __call__(self, nbytes: float) -> float:
+        return _anchored(self.grid, lambda p: self.latency_ns + p[0] / self.bytes_per_ns, (max(nbytes, 1.0),))
+
+
+class CalibratedCostModel:
+    """Costs from a measured profile (implements ``CostModel``); ``fallback`` answers the rest."""
+
+    calibrated = True
+
+    def __init__(self, profile: "Profile | str | Path", fallback: Any = None) -> None:
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        self.fallback = fallback
+        self.device = self.profile.device_kind
+        self.name = f"{self.profile.name} profile (calibrated, {self.profile.date[:10]})"
+        spec = DEVICES.get(self.device)
+        self.datasheet = spec
+        self.hbm_bytes = float(self.profile.extra.get("gpu_memory_bytes") or (spec.hbm_bytes if spec else 0.0)
+                               or getattr(fallback, "hbm_bytes", 0.0))
+        self.fallback_ops: set[str] = set()
+        self._cache: dict[ComputeOp, int] = {}
+        self._build_gemm()
+        self._build_attention()
+        self._build_memory()
+        self._build_collectives()
+        self.peak_flops = float(spec.peak_flops_for("bf16") if spec else getattr(fallback, "peak_flops", 0.0)
+                                or self.measured_peak_flops("bf16"))
+
+    def __repr__(self) -> str:
+        return f"CalibratedCostModel({self.name!r})"
+
+    # -- building tables ------------------------------------------------------------------
+    def _build_gemm(self) -> None:
+        self._gemm: dict[tuple[str, str | None], tuple[LogGrid, Envelope]] = {}
+        rows_by: dict[tuple[str, str | None], list] = defaultdict(list)
+        for r in self.profile.select("gemm"):
+            rows_by[(r["dtype"], r["layout"])].append(r)
+            rows_by[(r["dtype"], None)].append(r)  # None = every layout, averaged in log space
+        for key, rows in rows_by.items():
+            elem = DTYPE_BYTES[key[0]]
+            fb = [_gemm_flops_bytes((r["m"], r["n"], r["k"]), elem) for r in rows]
+            env = Envelope.fit(*zip(*fb), [r["time_ns"] for r in rows])
+            fill = self._hole_filler(env, rows, elem)
+            self._gemm[key] = (LogGrid.from_rows(rows, ("m", "n", "k"), fill), env)
+        self._grouped: LogGrid | None = None
+        grouped = self.profile.select("grouped_gemm", dtype="bf16")
+        if grouped and ("bf16", "fwd") in self._gemm:
+            ratio_rows = [{**r, "time_ns": r["time_ns"] / (r["groups"] * self.gemm_ns(r["m"], r["n"], r["k"], "bf16", "fwd"))}
+                          for r in grouped]
+            self._grouped = LogGrid.from_rows(ratio_rows, ("groups", "m"))
+
+    @staticmethod
+    def _hole_filler(env: Envelope, rows: Sequence[Mapping[str, Any]], elem: float) -> Callable[[Point], float]:
+        """Envelope time scaled by the median measured/envelope ratio, for unmeasured cells."""
+        ratios = [r["time_ns"] / env(*_gemm_flops_bytes((r["m"], r["n"], r["k"]), elem)) for r in rows]
+        scale = float(np.median(ratios))
+        return lambda p: scale * env(*_gemm_flops_bytes(p, elem))
+
+    def _build_attention(self) -> None:
+        self._attn: dict[tuple[str, int], tuple[LogGrid, Envelope]] = {}
+        groups: dict[tuple[str, int], list] = defaultdict(list)
+        for r in self.profile.select("attention", dtype="bf16", causal=True):
+            groups[(r["direction"], r["head_dim"])].append({**r, "bh": r["batch"] * r["heads"]})
+        for key, rows in groups.items():
+            fb = [self._attn_ref(key[0], key[1], r["seq"], r["bh"]) for r in rows]
+            env = Envelope.fit([a.flops for a in fb], [a.bytes for a in fb], [r["time_ns"] for r in rows])
+            self._attn[key] = (LogGrid.from_rows(rows, ("seq", "bh")), env)
+
+    @staticmethod
+    def _attn_ref(direction: str, head_dim: int, seq: float, bh: float) -> Attention:
+        return Attention(batch=1, heads=bh, kv_heads=bh, seq_q=seq, seq_kv=seq, head_dim=head_dim,  # type: ignore[arg-type]
+                         causal=True, backward=direction == "bwd")
+
+    def _build_memory(self) -> None:
+        self._mem: dict[str, dict[str, _Curve]] = defaultdict(dict)
+        variants: dict[tuple[str, str], list] = defaultdict(list)
+        for r in self.profile.select("memory"):
+            variants[(r["kind"], r["variant"])].append(r)
+        for (kind, variant), rows in sorted(variants.items()):
+            self._mem[kind][variant] = _Curve(rows)
+
+    def _build_collectives(self) -> None:
+        self._coll: dict[tuple[str, int, str], _Curve] = {}
+        rows: dict[tuple[str, int, str], list] = defaultdict(list)
+        for r in self.profile.select("collective"):
+            rows[(r["collective"], r["num_ranks"], r["mode"])].append(r)
+        for key, rs in rows.items():
+            self._coll[key] = _Curve(rs)
+        self._host_ns = {op: self._measure_host_overhead(op) for op in {k[0] for k in rows}}
+        for (op, n, mode), rs in list(rows.items()):
+            if mode == "eager":
+                self._coll[(op, n, "device")] = _Curve(self._device_rows(op, n, rs))
+        self._latency_fit = {op: self._fit_step_latency(op) for (op, _, mode) in self._coll if mode == "device"}
+
+    def _measure_host_overhead(self, op: str) -> float:
+        """Median eager - graph time over sizes <= 1 MiB (the host's launch cost per collective).
+
+        Ops captured in no graph (all_to_all_v, exchange) borrow their base op's graph times.
+        """
+        has_graph = any(o == op and m == "graph" for (o, _, m) in self._coll)
+        base = op if has_graph else GRAPH_BASE_OP.get(op, op)
+        diffs = []
+        for (o, n, mode), graph in list(self._coll.items()):
+            eager = self._coll.get((op, n, "eager"))
+            if o != base or mode != "graph" or eager is None:
+                continue
+            diffs += [eager(b) - graph(b) for b in np.exp(graph.grid.axes[0]) if b <= 2**20]
+        return max(0.0, float(np.median(diffs))) if diffs else 0.0
+
+    def _device_rows(self, op: str, n: int, eager: list) -> list[dict]:
+        """Graph rows where measured, eager rows minus the host overhead above that."""
+        graph = self._coll.get((op, n, "graph"))
+        top = graph.max_nbytes if graph else 0
+        out = [{"nbytes": float(b), "time_ns": graph.grid((float(b),))} for b in np.exp(graph.grid.axes[0])] if graph else []
+        floor = out[-1]["time_ns"] if out else 1.0
+        out += [{"nbytes": r["nbytes"], "time_ns": max(floor, r["time_ns"] - self._host_ns[op])}
+                for r in eager if r["nbytes"] > top * 1.0001]
+        return out
+
+    def _fit_step_latency(self, op: str) -> tuple[float, float]:
+        """(base_ns, per_step_ns) with device latency = base + steps * per_step, over measured ranks."""
+        pts = [(collective_steps(op, n), c.latency_ns) for (o, n, m), c in self._coll.items() if o == op and m == "device"]
+        if len(pts) >= 2 and len({s for s, _ in pts}) >= 2:
+            steps, lat = np.array(pts, dtype=float).T
+            per_step, base = np.polyfit(steps, lat, 1)
+            if per_step >= 0 and base >= 0:
+                return float(base), float(per_step)
+        return 0.0, float(np.mean([lat / s for s, lat in pts]))
+
+    # -- compute --------------------------------------------------------------------------
+    def compute_ns(self, op: ComputeOp) -> int:
+        """Time of one compute op on one GPU in integer nanoseconds (>= 1)."""
+        if op not in self._cache:
+            self._cache[op] = max(1, int(round(self._compute(op))))
+        return self._cache[op]
+
+    def _compute(self, op: ComputeOp) -> float:
+        if isinstance(op, Gemm):
+            dtype = DTYPE_ALIASES.get(op.dtype, op.dtype)
+            if (dtype, None) not in self._gemm:
+                return self._fallback_compute(op, "dtype", f"no {op.dtype} GEMMs in the profile")
+            t = self.gemm_ns(op.m, op.n, op.k, dtype)
+            if op.groups > 1:
+                t *= op.groups * (self._grouped((op.groups, op.m)) if self._grouped and dtype == "bf16" else 1.0)
+            return t
+        if isinstance(op, Attention):
+            return self._attention_ns(op)
+        if isinstance(op, MemoryOp):
+            if op.kind not in self._mem:
+                return self._fallback_compute(op, "MemoryOp.kind", f"kind {op.kind!r} not measured "
+                                              f"(profile has {sorted(self._mem)}; valid kinds {MEMORY_OP_KINDS})")
+            return self.memory_ns(op.kind, op.bytes)
+        raise ConfigError("op", f"{type(op).__name__} is not a compute op", "pass a Gemm, Attention or MemoryOp")
+
+    def memory_ns(self, kind: str, nbytes: float, variant: str | None = None) -> float:
+        """A memory-bound kernel moving ``nbytes``; ``variant`` (e.g. ``"gather"``) picks one
+        measured kernel, None averages the kind's variants (e.g. gather and scatter)."""
+        curves = self._mem.get(kind, {})
+        if variant is None:
+            if not curves:
+                raise ConfigError("kind", f"memory kind {kind!r} not in the profile", f"use one of: {sorted(self._mem)}")
+            return float(np.mean([curve(nbytes) for curve in curves.values()]))
+        if variant not in curves:
+            raise ConfigError("variant", f"no {kind!r} variant {variant!r} in the profile", f"use one of: {sorted(curves)}")
+        return curves[variant](nbytes)
+
+    def gemm_ns(self, m: int, n: int, k: int, dtype: str = "bf16", layout: str | None = None) -> float:
+        """One GEMM ``[m, k] x [k, n]``; ``layout`` picks fwd / bwd_data / bwd_weight, None averages."""
+        key = (DTYPE_ALIASES.get(dtype, dtype), layout)
+        if key not in self._gemm:
+            raise ConfigError("dtype/layout", f"no {dtype} GEMMs with layout {layout!r} in the profile",
+                              f"use one of: {sorted((d, l) for d, l in self._gemm if l)}")
+        grid, env = self._gemm[key]
+        elem = DTYPE_BYTES[key[0]]
+        return _anchored(grid, lambda p: env(*_gemm_flops_bytes(p, elem)), (float(max(m, 1)), float(max(n, 1)), float(max(k, 1))))
+
+    def _attention_ns(self, op: Attention) -> float:
+        direction = "bwd" if op.backward else "fwd"
+        dims = [d for (dr, d) in self._attn if dr == direction]
+        if DTYPE_ALIASES.get(op.dtype, op.dtype) != "bf16" or not dims:
+            return self._fallback_compute(op, "Attention.dtype", f"no {op.dtype} {direction} attention in the profile")
+        head_dim = min(dims, key=lambda d: abs(math.log(d / max(op.head_dim, 1))))
+        grid, env = self._attn[(direction, head_dim)]
+        bh, seq = float(max(op.batch * op.heads, 1)), float(max(op.seq_kv, 1))
+
+        def model(p: Point) -> float:
+            ref = self._attn_ref(direction, head_dim, p[0], p[1])
+            return env(ref.flops, ref.bytes)
+        ref = self._attn_ref(direction, head_dim, seq, bh)
+        return _anchored(grid, model, (seq, bh)) * op.flops / ref.flops
+
+    def _fallback_compute(self, op: ComputeOp, field: str, problem: str) -> float:
+        if self.fallback is None:
+            raise ConfigError(field, problem, "measure it, or pass fallback=make_cost_model(device)", source=self.name)
+        self.fallback_ops.add(type(op).__name__)
+        return float(self.fallback.compute_ns(op))
+
+    # -- communication --------------------------------------------------------------------
+    def collective_ns(self, op: str, num_ranks: int, nbytes: float, mode: str = "device") -> int:
+        """Time of one collective over NVLink/NVSwitch; ``nbytes`` as in nccl-tests.
+
+        ``mode="device"``: GPU-side time (host launch cost excluded); ``"eager"``: as a PyTorch
+        eager loop sees it. Unmeasured rank counts use the fitted latency and bus bandwidth.
+        """
+        op = self._check_collective(op, num_ranks)
+        if num_ranks == 1:
+            return 1
+        if mode not in ("device", "eager"):
+            raise ConfigError("mode", f"unknown mode {mode!r}", "use 'device' or 'eager'")
+        curve = self._coll.get((op, num_ranks, mode))
+        if curve is not None:
+            return max(1, int(round(curve(nbytes))))
+        ref_n = self._reference_ranks(op, num_ranks)
+        busbw = self._coll[(op, ref_n, "device")].bytes_per_ns * bus_factor(op, ref_n)
+        base, per_step = self._latency_fit[op]
+        latency = base + per_step * collective_steps(op, num_ranks) + (self._host_ns[op] if mode == "eager" else 0.0)
+        return max(1, int(round(latency + nbytes * bus_factor(op, num_ranks) / busbw)))
+
+    def _measured(self, op: str) -> bool:
+        return OP_ALIASES.get(op, op) in self._latency_fit
+
+    def _check_collective(self, op: str, num_ranks: int) -> str:
+        measured = sorted(self._latency_fit)
+        name = OP_ALIASES.get(op, op)
+        if name not in measured:
+            raise ConfigError("op", f"collective {op!r} not in the profile", f"use one of: {', '.join(measured + list(OP_ALIASES))}")
+        if num_ranks < 1:
+            raise ConfigError("num_ranks", f"must be >= 1, got {num_ranks}")
+        return name
+
+    def _reference_ranks(self, op: str, num_ranks: int) -> int:
+        """The measured rank count a prediction for ``num_ranks`` scales from (largest below, else smallest)."""
+        ranks = sorted(n for (o, n, m) in self._coll if o == op and m == "device")
+        below = [n for n in ranks if n <= num_ranks]
+        return below[-1] if below else ranks[0]
+
+    def bus_bandwidth_gbps(self, op: str = "all_reduce") -> float:
+        """Fitted asymptotic bus bandwidth (GB/s) of ``op`` at its largest measured rank count."""
+        op = self._check_collective(op, 2)
+        n = max(n for (o, n, m) in self._coll if o == op and m == "device")
+        return self._coll[(op, n, "device")].bytes_per_ns * bus_factor(op, n)
+
+    def collective_link_efficiency(self, op: str) -> float:
+        """Fitted bus bandwidth of ``op`` over the datasheet NVLink bandwidth per direction."""
+        if self.datasheet is None:
+            raise ConfigError("device", f"{self.device} has no datasheet entry", f"use one of: {', '.join(DEVICES)}")
+        return min(1.0, self.bus_bandwidth_gbps(op) / self.datasheet.nvlink_gbps_per_direction)
+
+    def link_efficiency(self, kind: str) -> float:
+        """Fraction of the datasheet link bandwidth transfers achieve: measured all-reduce bus
+        bandwidth / NVLink bandwidth for NVLink and NVSwitch; the fallback's for other kinds."""
+        if kind in MEASURED_LINK_KINDS and self._measured("all_reduce"):
+            return self.collective_link_efficiency("all_reduce")
+        return float(self._fallback_comm("link_efficiency", kind)(kind))
+
+    def collective_step_latency_ns(self, op: str, num_ranks: int, link_kind: str) -> int:
+        """Per-step device latency such that ``collective_steps(op, n)`` steps add up to the
+        fitted ``base + steps * per_step``."""
+        if link_kind not in MEASURED_LINK_KINDS or not self._measured(op):
+            return int(self._fallback_comm("collective_step_latency_ns", link_kind)(op, num_ranks, link_kind))
+        name = self._check_collective(op, num_ranks)
+        base, per_step = self._latency_fit[name]
+        return max(1, int(round(per_step + base / collective_steps(name, num_ranks))))
+
+    def p2p_latency_ns(self, link_kind: str) -> int:
+        """Device-side latency of one send/recv (fitted intercept of the send/recv curve)."""
+        if link_kind not in MEASURED_LINK_KINDS or not self._measured("send_recv"):
+            return int(self._fallback_comm("p2p_latency_ns", link_kind)(link_kind))
+        curve = self._coll[("send_recv", self._reference_ranks("send_recv", 2), "device")]
+        return max(1, int(round(curve.latency_ns)))
+
+    def host_overhead_ns(self, op: str) -> int:
+        """Host launch cost of one eager PyTorch collective (eager minus CUDA-graph time)."""
+        return int(round(self._host_ns[self._check_collective(op, 2)]))
+
+    def _fallback_comm(self, method: str, kind: str) -> Callable[..., Any]:
+        if self.fallback is None:
+            raise ConfigError("link_kind", f"{kind!r} links or this collective were not measured (profile covers "
+                              f"{MEASURED_LINK_KINDS}, collectives {sorted(self._latency_fit)})",
+                              "pass fallback=make_cost_model(device)", source=self.name)
+        return getattr(self.fallback, method)
+
+    def overlap_slowdown(self) -> float:
+        """Measured GEMM slowdown while NCCL traffic runs (geometric mean over experiments)."""
+        return self._overlap_ratio("gemm")
+
+    def collective_overlap_slowdown(self) -> float:
+        """Measured collective slowdown while GEMMs run (geometric mean over experiments)."""
+        return self._overlap_ratio("collective")
+
+    def _overlap_ratio(self, victim: str) -> float:
+        rows = self.profile.select("overlap", victim=victim)
+        if not rows:
+            return float(self.fallback.overlap_slowdown()) if self.fallback and victim == "gemm" else 1.0
+        return max(1.0, float(np.exp(np.mean([math.log(r["time_ns"] / r["alone_ns"]) for r in rows]))))
+
+    # -- headline figures -----------------------------------------------------------------
+    def launch_overhead_ns(self) -> int:
+        """Host time per back-to-back eager kernel launch (0 if not measured)."""
+        rows = self.profile.select("launch", variant="eager_back_to_back")
+        return int(round(rows[0]["time_ns"])) if rows else 0
+
+    def measured_peak_flops(self, dtype: str = "bf16") -> float:
+        """Best achieved GEMM FLOP/s in the profile."""
+        rows = self.profile.select("gemm", dtype=dtype)
+        return max((2.0 * r["m"] * r["n"] * r["k"] / r["time_ns"] * 1e9 for r in rows), default=0.0)
+
+    def measured_hbm_gbps(self) -> float:
+        """Best achieved copy bandwidth (bytes read + written per second / 1e9)."""
+        return max((r["nbytes"] / r["time_ns"] for r in self.profile.select("memory", kind="copy")), default=0.0)

@@ -1,0 +1,198 @@
+"""Calibration profiles: the one loader that reads and validates a measured profile JSON.
+
+A profile (format in docs/calibration.md) holds provenance (device, driver, CUDA, NCCL and
+torch versions, date, the command that measured it) and long-format samples, one measured
+median per row: ``{"op": "gemm", "dtype": "bf16", "m": 4096, ..., "time_ns": 295840.0, ...}``.
+:func:`load_profile` checks every field it will use and raises :class:`ConfigError` naming the
+first bad one (``samples[12].time_ns: must be a finite number > 0``), so the cost model can
+trust what it gets. Fields this module does not know are kept, never rejected.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from moesim.errors import ConfigError, unknown_name
+from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS
+
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+SCHEMA_VERSION = 1
+
+GEMM_LAYOUTS = ("fwd", "bwd_data", "bwd_weight")
+PROFILE_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
+                       "send_recv", "exchange")
+COLLECTIVE_MODES = ("eager", "graph")
+
+_STR, _INT, _POS, _BOOL = "str", "int", "pos", "bool"  # field kinds; tuples are enumerations
+
+HEADER_FIELDS: dict[str, str] = {
+    "device": _STR, "driver": _STR, "cuda": _STR, "nccl": _STR, "torch": _STR,
+    "date": _STR, "command": _STR, "notes": _STR,
+}
+
+# op -> required fields (kind or allowed values); "time_ns" and "repeats" are required for all
+OP_FIELDS: dict[str, dict[str, Any]] = {
+    "gemm": {"dtype": tuple(DTYPE_BYTES), "m": _INT, "n": _INT, "k": _INT},
+    "grouped_gemm": {"dtype": tuple(DTYPE_BYTES), "groups": _INT, "m": _INT, "n": _INT, "k": _INT},
+    "swiglu_ffn": {"dtype": tuple(DTYPE_BYTES), "tokens": _INT, "hidden": _INT, "ffn": _INT},
+    "attention": {"dtype": tuple(DTYPE_BYTES), "direction": ("fwd", "bwd"), "causal": _BOOL,
+                  "batch": _INT, "heads": _INT, "seq": _INT, "head_dim": _INT},
+    "memory": {"kind": MEMORY_OP_KINDS, "variant": _STR, "nbytes": _INT},
+    "launch": {"variant": _STR},
+    "collective": {"collective": PROFILE_COLLECTIVES, "num_ranks": _INT, "nbytes": _INT},
+    "overlap": {"collective": _STR, "victim": ("gemm", "collective"), "num_ranks": _INT, "nbytes": _INT,
+                "alone_ns": _POS},
+}
+# optional fields with a fixed vocabulary, and the value assumed when absent
+OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "gemm": {"layout": (GEMM_LAYOUTS, "fwd")},
+    "collective": {"mode": (COLLECTIVE_MODES, "eager")},
+}
+STAT_FIELDS = ("p25_ns", "p75_ns", "min_ns", "max_ns")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated calibration profile.
+
+    Attributes:
+        name: the file's stem, e.g. ``"h200_sxm"``.
+        device: the device as the driver names it, e.g. ``"NVIDIA H200"``.
+        gpu_count: GPUs the measurements used (the most of any run).
+        driver, cuda, nccl, torch, date, command, notes: provenance, as recorded.
+        samples: the measured rows (read-only mappings), optional fields filled with defaults.
+        extra: every other top-level field (``runs``, ``gpu_memory_bytes``, ``errors``, ...).
+        source: where it was loaded from.
+    """
+
+    name: str
+    device: str
+    gpu_count: int
+    driver: str
+    cuda: str
+    nccl: str
+    torch: str
+    date: str
+    command: str
+    notes: str
+    samples: tuple[Mapping[str, Any], ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def device_kind(self) -> str:
+        """Short device name for registries, e.g. ``"H200"`` from ``"NVIDIA H200"``."""
+        words = self.device.replace("NVIDIA", "").split()
+        return words[0].upper() if words else self.device.upper()
+
+    def select(self, op: str, **match: Any) -> list[Mapping[str, Any]]:
+        """Samples of ``op`` whose fields equal every ``match`` value."""
+        return [s for s in self.samples if s["op"] == op and all(s.get(k) == v for k, v in match.items())]
+
+    def ops(self) -> set[str]:
+        """The ops that have at least one sample."""
+        return {s["op"] for s in self.samples}
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in ``moesim/profiles/``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+
+
+def resolve_profile_path(path_or_name: "str | Path") -> Path:
+    """A profile path from a file path or a shipped profile's name (``"h200_sxm"``)."""
+    p = Path(path_or_name)
+    if p.suffix == ".json" or len(p.parts) > 1 or p.is_file():
+        if not p.is_file():
+            raise ConfigError("profile", f"file {str(p)!r} not found", "give an existing profile JSON or a shipped name: "
+                              + ", ".join(available_profiles()))
+        return p
+    shipped = PROFILE_DIR / f"{p.name}.json"
+    if not shipped.is_file():
+        raise unknown_name("profile", str(path_or_name), available_profiles())
+    return shipped
+
+
+def load_profile(path_or_name: "str | Path") -> Profile:
+    """Read, validate and return a profile; ConfigError naming the first bad field."""
+    path = resolve_profile_path(path_or_name)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError("profile", f"not valid JSON ({exc.msg} at line {exc.lineno})", "re-run the calibration",
+                          source=str(path)) from None
+    return profile_from_dict(data, name=path.stem, source=str(path))
+
+
+def profile_from_dict(data: Any, name: str = "profile", source: str = "") -> Profile:
+    """Validate a parsed profile document and build the :class:`Profile`."""
+    if not isinstance(data, dict):
+        raise ConfigError("profile", f"top level must be an object, got {type(data).__name__}", source=source)
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError("schema_version", f"expected {SCHEMA_VERSION}, got {version!r}",
+                          "re-run the calibration with this moesim version", source=source)
+    for key, kind in HEADER_FIELDS.items():
+        _check_value(data, key, kind, key, source)
+    count = data.get("gpu_count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError("gpu_count", f"must be an integer >= 1, got {count!r}", source=source)
+    rows = data.get("samples")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError("samples", "must be a non-empty list of measured rows", "re-run the calibration", source=source)
+    samples = tuple(MappingProxyType(_check_sample(i, s, source)) for i, s in enumerate(rows))
+    known = set(HEADER_FIELDS) | {"schema_version", "gpu_count", "samples"}
+    return Profile(
+        name=name, gpu_count=count, samples=samples, source=source,
+        extra=MappingProxyType({k: v for k, v in data.items() if k not in known}),
+        **{k: data[k] for k in HEADER_FIELDS},
+    )
+
+
+def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:
+    where = f"samples[{i}]"
+    if not isinstance(row, dict):
+        raise ConfigError(where, f"must be an object, got {type(row).__name__}", source=source)
+    op = row.get("op")
+    if op not in OP_FIELDS:
+        raise ConfigError(f"{where}.op", f"unknown op {op!r}", f"use one of: {', '.join(sorted(OP_FIELDS))}",
+                          source=source)
+    _check_value(row, "time_ns", _POS, f"{where}.time_ns", source)
+    _check_value(row, "repeats", _INT, f"{where}.repeats", source)
+    for key, kind in OP_FIELDS[op].items():
+        _check_value(row, key, kind, f"{where}.{key}", source)
+    for key in STAT_FIELDS:
+        if key in row and not _is_number(row[key], allow_zero=True):
+            raise ConfigError(f"{where}.{key}", f"must be a finite number >= 0, got {row[key]!r}", source=source)
+    out = dict(row)
+    for key, (allowed, default) in OPTIONAL_FIELDS.get(op, {}).items():
+        out.setdefault(key, default)
+        _check_value(out, key, allowed, f"{where}.{key}", source)
+    return out
+
+
+def _check_value(row: Mapping[str, Any], key: str, kind: Any, where: str, source: str) -> None:
+    if key not in row:
+        raise ConfigError(where, "missing", "add the field (see docs/calibration.md)", source=source)
+    value = row[key]
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise ConfigError(where, f"unknown value {value!r}", f"use one of: {', '.join(map(str, kind))}", source=source)
+    elif kind == _STR and not isinstance(value, str):
+        raise ConfigError(where, f"must be a string, got {value!r}", source=source)
+    elif kind == _BOOL and not isinstance(value, bool):
+        raise ConfigError(where, f"must be true or false, got {value!r}", source=source)
+    elif kind == _INT and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(where, f"must be an integer >= 1, got {value!r}", source=source)
+    elif kind == _POS and not _is_number(value, allow_zero=False):
+        raise ConfigError(where, f"must be a finite number > 0, got {value!r}", source=source)
+
+
+def _is_number(value: Any, allow_zero: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value >= 0 if allow_zero else value > 0

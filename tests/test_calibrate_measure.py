@@ -1,0 +1,60 @@
+"""The measurement scripts in CPU smoke mode (needs torch; skipped without it)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from moesim.calibrate.collectives import zipf_split_fractions  # noqa: E402
+from moesim.calibrate.dist import run_workers  # noqa: E402
+from moesim.calibrate.measure import run_calibration  # noqa: E402
+from moesim.calibrate.moe_bench import MoEConfig, counts_matrix, moe_check_worker, placement  # noqa: E402
+from moesim.calibrate.pipeline_bench import PipelineConfig, pipeline_check_worker  # noqa: E402
+from moesim.calibrate.timing import stats_from_ns  # noqa: E402
+from moesim.costs.calibrated import CalibratedCostModel  # noqa: E402
+from moesim.costs.profile import load_profile  # noqa: E402
+from moesim.ops import Gemm  # noqa: E402
+
+
+def test_cpu_smoke_run_writes_a_valid_profile(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    sections = ("launch", "gemm", "attention", "memory", "swiglu", "collectives")
+    run_calibration("cpu", out, mode="smoke", budget_s=60, sections=sections)
+    profile = load_profile(out)
+    assert {"gemm", "attention", "memory", "swiglu_ffn", "launch"} <= profile.ops()
+    assert len(profile.select("gemm")) == 8 and profile.device == "cpu"
+    assert any("collectives: skipped" in e for e in profile.extra["errors"])  # no ranks asked for
+    model = CalibratedCostModel(profile)
+    row = profile.select("gemm")[0]
+    assert model.gemm_ns(row["m"], row["n"], row["k"], "bf16", "fwd") == pytest.approx(row["time_ns"])
+    assert model.compute_ns(Gemm(4096, 4096, 4096)) > model.compute_ns(Gemm(32, 64, 64))
+
+
+def test_stats_known_answer() -> None:
+    st = stats_from_ns([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (st.median_ns, st.min_ns, st.max_ns, st.repeats) == (3.0, 1.0, 5.0, 5)
+    assert st.fields()["time_ns"] == 3.0 and st.p25_ns == 2.0 and st.p75_ns == 4.0
+
+
+def test_moe_routing_plan_conserves_tokens() -> None:
+    cfg = MoEConfig(64, 16, 8, 8, 2, "zipf", 1.2, "contiguous")
+    counts = counts_matrix(cfg, 2)
+    assert counts.sum(axis=(1, 2)).tolist() == [64 * 2, 64 * 2]
+    assert placement(cfg, 2) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert placement(MoEConfig(64, 16, 8, 8, 2, "zipf", 1.2, "hot_split"), 2) == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert counts[:, 0].sum() > counts[:, 1].sum()  # Zipf: the hot experts live on rank 0
+    frac = np.array(zipf_split_fractions(4))
+    assert np.allclose(frac.sum(axis=1), 1.0) and frac[0, 0] > frac[0, 3]
+
+
+def test_distributed_workloads_match_a_one_rank_reference() -> None:
+    """Pipeline gradients and the expert-parallel layer, on two gloo ranks, against references."""
+    cfg = {"pipeline": PipelineConfig("check", 16, 32, 4, 8, 2),
+           "moe": [MoEConfig(16, 16, 8, 4, 2, "zipf", 1.2, "hot_split")], "timeout_s": 60}
+    pipes, errors = run_workers(pipeline_check_worker, 2, "gloo", cfg, timeout_s=90)
+    assert not errors and max(max(r.values()) for r in pipes) < 1e-2
+    moes, errors = run_workers(moe_check_worker, 2, "gloo", cfg, timeout_s=90)
+    assert not errors and max(max(r.values()) for r in moes) < 1e-2
