@@ -46,6 +46,7 @@ class ScenarioResult:
     network_mode: str
     num_tasks: int
     num_flows: int
+    moe: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,9 +77,38 @@ def run_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         bottlenecks=[b["message"] for b in summary["bottlenecks"][:3]],
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
         network_mode=sim_result.mode, num_tasks=sim_result.num_tasks, num_flows=sim_result.num_flows,
+        moe=moe_summary(built),
         analysis=summary,
     )
     return result, rec
+
+
+def moe_summary(built) -> dict[str, Any]:
+    """Expert-parallel figures of the forward passes: load per GPU and per expert, imbalance,
+    bytes crossing nodes, dropped tokens (empty for dense models)."""
+    ex = built.exchange
+    if ex is None:
+        return {}
+    st = ex.stats
+    gpu = st.gpu_tokens
+    loads = list(gpu.values())
+    mean = sum(loads) / len(loads) if loads else 0.0
+    experts: dict[int, int] = {}
+    for per in st.expert_tokens.values():
+        for e, n in per.items():
+            experts[e] = experts.get(e, 0) + n
+    emean = sum(experts.values()) / len(experts) if experts else 0.0
+    return {
+        "placement": built.scenario.moe.placement, "num_redundant": built.scenario.moe.num_redundant,
+        "routing": repr(built.scenario.moe.routing) if built.scenario.moe.routing else "balanced",
+        "gpu_tokens": {str(k): v for k, v in sorted(gpu.items())},
+        "gpu_max_over_mean": round(max(loads) / mean, 4) if mean else 0.0,
+        "expert_tokens": {str(k): v for k, v in sorted(experts.items())},
+        "expert_max_over_mean": round(max(experts.values()) / emean, 4) if emean else 0.0,
+        "a2a_bytes": st.total_bytes, "cross_node_bytes": st.cross_node_bytes,
+        "cross_node_fraction": round(st.cross_node_bytes / st.total_bytes, 4) if st.total_bytes else 0.0,
+        "dropped_tokens": st.dropped_tokens,
+    }
 
 
 def pipeline_bubble(rec) -> float:
@@ -91,7 +121,7 @@ def pipeline_bubble(rec) -> float:
 def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str, Any] | None = None,
                    on_progress: Callable[[str], None] | None = None) -> tuple[list[ScenarioResult], dict[str, float]]:
     """Run every scenario; write the run directory; return results and wall seconds per scenario."""
-    from moesim.plots import plot_timeline, plot_utilization
+    from moesim.plots import plot_expert_load, plot_timeline, plot_utilization
     from moesim.trace import write_chrome_trace
 
     out = Path(out_dir)
@@ -106,6 +136,11 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
         write_chrome_trace(rec, out / f"{scn.name}.trace.json")
         plot_timeline(rec, out / f"{scn.name}.timeline.png")
         plot_utilization(rec, out / f"{scn.name}.utilization.png")
+        if res.moe:
+            experts = {int(e): n for e, n in res.moe["expert_tokens"].items()}
+            gpus = {int(g): n for g, n in res.moe["gpu_tokens"].items()}
+            plot_expert_load(experts, out / f"{scn.name}.expert_load.png", title="tokens per expert (forward)")
+            plot_expert_load(gpus, out / f"{scn.name}.gpu_load.png", title="expert tokens computed per GPU (forward)")
         results.append(res)
         if on_progress:
             on_progress(scn.name)

@@ -73,3 +73,47 @@ class CountsRouting:
             dropped = int(self._dropped_of(tp, group)[layer, microbatch].sum()) if self._dropped_of else 0
             self._plans[key] = plan_from_gpu_counts(gpu, slots, experts, dropped)
         return self._plans[key]
+
+
+def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
+    """A :class:`CountsRouting` from the scenario's :class:`~moesim.experiment.MoEOptions`.
+
+    Tokens per source rank come from the plan (micro_batch_size * seq_len / tp). The placement
+    of every MoE layer is computed from the routing statistics of step ``stats_step`` and the
+    simulated step is ``step`` (fresh samples, and the drifted popularity when the routing
+    drifts), so the gap between the two shows what a stale placement costs. Every EP group sees
+    the same routing sample (the seed fixes expert popularity, which is a property of the model).
+    """
+    from dataclasses import replace
+
+    from moesim.moe.dispatch import split_to_gpus
+    from moesim.moe.placement import PlacementInputs, make_placement
+    from moesim.moe.routing import RoutingConfig, generate_routing
+
+    opts, plan = scn.moe, scn.plan
+    ep = plan.ep
+    cfg = opts.routing or RoutingConfig(kind="uniform", tokens_per_rank=table.tokens_per_rank, seed=scn.seed)
+    if cfg.kind != "trace":
+        cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)
+    host_of = [topo.host_of(grid.gpu(0, d, 0)) for d in range(ep)]
+    stats = generate_routing(cfg, spec, ep, spec.num_layers, plan.num_microbatches, opts.stats_step, host_of)
+    placements = {}
+    for layer in range(spec.num_layers):
+        if not spec.is_moe_layer(layer):
+            continue
+        traffic = stats.kept[layer].sum(axis=0)
+        placements[layer] = make_placement(opts.placement, PlacementInputs(
+            num_experts=spec.num_experts, num_gpus=ep, host_of=tuple(host_of), expert_load=traffic.sum(axis=0),
+            traffic=traffic, num_redundant=opts.num_redundant, num_groups=max(1, getattr(spec, "n_groups", 1) or 1),
+            seed=scn.seed))
+    sim_batch = generate_routing(cfg, spec, ep, spec.num_layers, plan.num_microbatches, opts.step, host_of)
+
+    def split(counts: np.ndarray, layer: int):
+        placement = placements[layer]
+        s = split_to_gpus(counts, placement, policy=opts.replica_policy, host_of=host_of)
+        return s.src_gpu, s.gpu_expert, placement.slots
+
+    routing = CountsRouting(lambda tp, g: sim_batch.kept, split, lambda tp, g: sim_batch.dropped_per_expert)
+    routing.placements = placements
+    routing.stats_batch = stats
+    return routing
