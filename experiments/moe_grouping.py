@@ -8,10 +8,10 @@ the per-layer behaviour is what matters.
 * contiguous (baseline): experts 0-7 on GPU 0, 8-15 on GPU 1...: the GPU that drew the hot
   experts computes far more than the rest, and every other GPU waits for it at the combine.
 * hash: a seeded hash, as balanced in slot count as contiguous and as blind to load.
-* topology_aware: groups experts by where their traffic comes from to keep tokens on-node.
-  With popularity that does not depend on the source (this routing), it has no locality to
-  exploit: cross-node bytes stay the same and load gets worse. It pays when routing has
-  locality (node-limited routing, domain affinity).
+* topology_aware: swaps experts between nodes to keep traffic and co-activated pairs local.
+  With popularity that does not depend on the source (this routing), there is no locality to
+  exploit: cross-node bytes stay where they were. What it gains comes from packing experts
+  onto GPUs by load inside each node, not from locality.
 * load_balanced (EPLB, 16 redundant slots): replicates the hottest experts and packs the
   replicas by load: the hot GPU disappears.
 * load_balanced_stale: the same placement computed from step 0 while the hot set rotates by
@@ -51,7 +51,7 @@ EXPERIMENT = Experiment(
     ),
     comparisons=(
         Comparison("contiguous", "load_balanced", "replicating hot experts removes the straggler GPU"),
-        Comparison("contiguous", "topology_aware", "locality-seeking placement without routing locality only unbalances load"),
+        Comparison("contiguous", "topology_aware", "no routing locality to exploit: cross-node bytes unchanged; any gain is from packing by load"),
         Comparison("load_balanced", "load_balanced_stale", "a placement that is not refreshed loses its gain as the hot set drifts"),
     ),
 )

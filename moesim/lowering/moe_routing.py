@@ -51,15 +51,16 @@ class BalancedRouting:
 class CountsRouting:
     """Plans from a counts generator and a per-layer placement.
 
-    ``counts_of(tp, group) -> array[layers, microbatches, ep, experts]`` (indexed by the model
-    layer number); ``split(counts[src, expert], layer) -> (gpu_tokens[src, dst],
+    ``counts_of(tp, group) -> array[layers, microbatches, ep, experts]`` (row 0 is model layer
+    ``first_layer``); ``split(counts[src, expert], layer) -> (gpu_tokens[src, dst],
     expert_tokens[dst, expert], slots per GPU)``.
     """
 
     def __init__(self, counts_of: Callable[[int, int], np.ndarray],
                  split: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, Sequence[Sequence[int]]]],
-                 dropped_of: Callable[[int, int], np.ndarray] | None = None) -> None:
+                 dropped_of: Callable[[int, int], np.ndarray] | None = None, first_layer: int = 0) -> None:
         self._counts_of, self._split, self._dropped_of = counts_of, split, dropped_of
+        self._first = first_layer
         self._counts: dict[tuple[int, int], np.ndarray] = {}
         self._plans: dict[tuple[int, int, int, int], ExchangePlan] = {}
 
@@ -68,9 +69,10 @@ class CountsRouting:
         if key not in self._plans:
             if (tp, group) not in self._counts:
                 self._counts[(tp, group)] = self._counts_of(tp, group)
-            counts = self._counts[(tp, group)][layer, microbatch]
+            row = layer - self._first
+            counts = self._counts[(tp, group)][row, microbatch]
             gpu, experts, slots = self._split(counts, layer)
-            dropped = int(self._dropped_of(tp, group)[layer, microbatch].sum()) if self._dropped_of else 0
+            dropped = int(self._dropped_of(tp, group)[row, microbatch].sum()) if self._dropped_of else 0
             self._plans[key] = plan_from_gpu_counts(gpu, slots, experts, dropped)
         return self._plans[key]
 
@@ -96,24 +98,29 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
     if cfg.kind != "trace":
         cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)
     host_of = [topo.host_of(grid.gpu(0, d, 0)) for d in range(ep)]
-    stats = generate_routing(cfg, spec, ep, spec.num_layers, plan.num_microbatches, opts.stats_step, host_of)
+    moe_layers = [layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)]
+    first, span = moe_layers[0], moe_layers[-1] - moe_layers[0] + 1   # sample only the MoE layer range
+
+    def draw(step: int):
+        return generate_routing(cfg, spec, ep, span, plan.num_microbatches, step, host_of, first_layer=first)
+
+    stats = draw(opts.stats_step)
     placements = {}
-    for layer in range(spec.num_layers):
-        if not spec.is_moe_layer(layer):
-            continue
-        traffic = stats.kept[layer].sum(axis=0)
+    for layer in moe_layers:
+        traffic = stats.kept[layer - first].sum(axis=0)
         placements[layer] = make_placement(opts.placement, PlacementInputs(
             num_experts=spec.num_experts, num_gpus=ep, host_of=tuple(host_of), expert_load=traffic.sum(axis=0),
             traffic=traffic, num_redundant=opts.num_redundant, num_groups=max(1, getattr(spec, "n_groups", 1) or 1),
             seed=scn.seed))
-    sim_batch = generate_routing(cfg, spec, ep, spec.num_layers, plan.num_microbatches, opts.step, host_of)
+    sim_batch = draw(opts.step)
 
     def split(counts: np.ndarray, layer: int):
         placement = placements[layer]
         s = split_to_gpus(counts, placement, policy=opts.replica_policy, host_of=host_of)
         return s.src_gpu, s.gpu_expert, placement.slots
 
-    routing = CountsRouting(lambda tp, g: sim_batch.kept, split, lambda tp, g: sim_batch.dropped_per_expert)
+    routing = CountsRouting(lambda tp, g: sim_batch.kept, split, lambda tp, g: sim_batch.dropped_per_expert,
+                            first_layer=first)
     routing.placements = placements
     routing.stats_batch = stats
     return routing
