@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import simpy
 
 from moesim.engine import collectives as coll
@@ -92,11 +93,15 @@ class Simulation:
         overlap_slowdown: compute stretch factor while a collective runs on the same GPU.
         recorder: where spans go (a fresh one by default).
         record_link_counters: record link utilisation counters (costly on huge fabrics).
+        compute_scale: rank -> multiplier of every compute duration on that GPU (a straggler).
+        jitter_ns: extra latency per flow, uniform in [0, jitter_ns], drawn from ``seed`` in
+            flow-creation order (deterministic).
     """
 
     def __init__(self, topology: Any, mode: str = "fluid", link_efficiency: Mapping[str, float] | None = None,
                  overlap_slowdown: float = 1.0, recorder: Recorder | None = None,
-                 record_link_counters: bool = True) -> None:
+                 record_link_counters: bool = True, compute_scale: Mapping[int, float] | None = None,
+                 jitter_ns: int = 0, seed: int = 0) -> None:
         if mode not in MODES:
             raise ConfigError("mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
         if overlap_slowdown < 1.0:
@@ -117,6 +122,9 @@ class Simulation:
         else:
             self.net = AnalyticalNetwork(self.env, self.capacity)
         self.overlap_slowdown = overlap_slowdown
+        self.compute_scale = {int(r): float(f) for r, f in (compute_scale or {}).items() if f != 1.0}
+        self.jitter_ns = int(jitter_ns)
+        self._rng = np.random.default_rng(seed) if jitter_ns else None
         self._num_gpus = topology.num_gpus
         self._hosts = [topology.host_of(r) for r in range(self._num_gpus)]
         self.tasks: list[Task] = []
@@ -150,6 +158,8 @@ class Simulation:
         if not 0 <= rank < self._num_gpus:
             self._check_rank(rank, "rank")
         assert not self._ran, "cannot add tasks after run()"
+        if self.compute_scale and rank in self.compute_scale:
+            duration_ns = round(duration_ns * self.compute_scale[rank])
         key = (rank, stream)
         t = Task(len(self.tasks), name, category, (key,), int(duration_ns), None, 0,
                  tuple(deps), dict(args) if args else {})
@@ -312,7 +322,10 @@ class Simulation:
             for src, dst, nbytes in phase:
                 self._route_key += 1
                 route = topo.route(src, dst, self._route_key)
-                events.append(self.net.transfer(route.link_ids, nbytes, route.latency_ns))
+                latency = route.latency_ns
+                if self._rng is not None:
+                    latency += int(self._rng.integers(0, self.jitter_ns + 1))
+                events.append(self.net.transfer(route.link_ids, nbytes, latency))
             if events:
                 yield events[0] if len(events) == 1 else env.all_of(events)
         if not t.phases and t.step_latency_ns:

@@ -14,6 +14,7 @@ from typing import Any
 from moesim.costs.base import CostModel
 from moesim.engine import Simulation
 from moesim.errors import ConfigError
+from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable
@@ -86,6 +87,8 @@ def make_schedule(scn: Scenario) -> Schedule:
 def build_scenario(scn: Scenario) -> Built:
     """Topology + model + costs + schedule -> lowered Simulation."""
     topo = load_topology(scn.topology, **({"nodes": scn.nodes} if scn.nodes else {}))
+    faults = scn.faults or Faults()
+    topo = apply_to_topology(topo, faults)
     plan = scn.plan
     if plan.world_size != topo.num_gpus:
         raise ConfigError("plan", f"tp*dp*pp = {plan.tp}*{plan.dp}*{plan.pp} = {plan.world_size} GPUs but topology "
@@ -105,8 +108,13 @@ def build_scenario(scn: Scenario) -> Built:
             raise ConfigError("plan.ep", f"ep={plan.ep} but model {spec.name!r} has no experts", "set ep=1")
         table = StageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
                                 sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
+    for rank in faults.slow_gpus:
+        if rank >= topo.num_gpus:
+            raise ConfigError("faults.slow_gpus", f"rank {rank} is not a GPU of {topo.name}",
+                              f"use 0..{topo.num_gpus - 1}")
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
-                     overlap_slowdown=cost.overlap_slowdown())
+                     overlap_slowdown=cost.overlap_slowdown(), compute_scale=faults.slow_gpus,
+                     jitter_ns=faults.jitter_ns, seed=scn.seed)
     tp_kind = _group_kind(topo, grid.tp_group(0, 0))
     dp_kind = _group_kind(topo, grid.dp_group(0, 0))
     opts = LoweringOptions(

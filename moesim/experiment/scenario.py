@@ -103,7 +103,8 @@ class MoEOptions:
 @dataclass(frozen=True)
 class Scenario:
     """One simulation to run. See the module docstring. ``memory`` is a
-    :class:`moesim.memory.MemoryConfig` (recompute, ZeRO stage...; None = defaults)."""
+    :class:`moesim.memory.MemoryConfig` (recompute, ZeRO stage...; None = defaults); ``faults``
+    a :class:`moesim.experiment.faults.Faults` (stragglers, link faults, jitter)."""
 
     name: str
     topology: str
@@ -117,6 +118,7 @@ class Scenario:
     description: str = ""
     moe: MoEOptions = field(default_factory=MoEOptions)
     memory: Any = None
+    faults: Any = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
