@@ -23,6 +23,15 @@ from moesim.engine.maxmin import maxmin_rates
 _FINISH_SLACK_NS = 1e-6
 
 
+def _capacities(capacity_gbps: Sequence[float]) -> np.ndarray:
+    """Link capacities as floats; a non-positive one is a bug upstream (topology validation)."""
+    cap = np.asarray(capacity_gbps, dtype=np.float64)
+    if (cap <= 0).any():
+        bad = int(np.argmax(cap <= 0))
+        raise ValueError(f"link {bad} has non-positive capacity {cap[bad]}")
+    return cap
+
+
 class FluidNetwork:
     """Flow-level network with max-min fair sharing.
 
@@ -44,10 +53,7 @@ class FluidNetwork:
         capacity_gbps: Sequence[float],
         on_utilization: Callable[[int, int, float], None] | None = None,
     ) -> None:
-        cap = np.asarray(capacity_gbps, dtype=np.float64)
-        if (cap <= 0).any():
-            bad = int(np.argmax(cap <= 0))
-            raise ValueError(f"link {bad} has non-positive capacity {cap[bad]}")
+        cap = _capacities(capacity_gbps)
         self.env = env
         self.capacity = cap
         self._links: list[np.ndarray] = []
@@ -178,10 +184,7 @@ class AnalyticalNetwork:
     mode = "analytical"
 
     def __init__(self, env: simpy.Environment, capacity_gbps: Sequence[float]) -> None:
-        cap = np.asarray(capacity_gbps, dtype=np.float64)
-        if (cap <= 0).any():
-            bad = int(np.argmax(cap <= 0))
-            raise ValueError(f"link {bad} has non-positive capacity {cap[bad]}")
+        cap = _capacities(capacity_gbps)
         self.env = env
         self.capacity = cap
         self.num_flows = 0
