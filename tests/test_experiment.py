@@ -117,3 +117,20 @@ def test_run_command_writes_the_run_directory_and_rejects_bad_sets(tmp_path):
     assert bad.exit_code == 2 and "plan.tp" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(app, ["run", str(tmp_path / "nope.py")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_custom_block_model_runs_end_to_end():
+    from moesim.workload.custom import custom_model_from_dict
+
+    spec = custom_model_from_dict({
+        "name": "my-block", "num_layers": 8, "seq_len": 1024, "hidden": 2048,
+        "layer": {"gemms": [{"name": "proj_in", "m": "tokens", "n": 8192, "k": 2048, "tp": "column"},
+                            {"name": "proj_out", "m": "tokens", "n": 2048, "k": 8192, "tp": "row"}],
+                  "elementwise": [{"name": "act", "bytes_per_token": 32768, "tp_sharded": True}]}})
+    res, rec = run_scenario(Scenario(name="custom", topology="dgx_h100", model=spec,
+                                     plan=ParallelPlan(tp=2, pp=4, num_microbatches=8, sequence_parallel=False)))
+    # 8 layers x (2 forward GEMMs + 4 backward GEMMs) of 2*1024*8192*2048 FLOPs over 8 microbatches, / tp
+    gemm = 2 * 1024 * 8192 * 2048
+    assert sum(s.args.get("flops", 0) for s in rec.spans if s.stream == "compute") == pytest.approx(
+        8 * 8 * 6 * gemm / 2 * 2, rel=1e-9)
+    assert res.step_time_ms > 0

@@ -14,6 +14,19 @@ def _row(r) -> list[str]:
             f"{r.memory_gib:.1f}" + ("" if r.fits else " (over)"), " / ".join(r.bottlenecks)]
 
 
+MOE_COLUMNS = ("scenario", "placement", "GPU max/mean", "expert max/mean", "cross-node GB", "dropped", "MoE layer ms")
+
+
+def _moe_row(r) -> list[str]:
+    m = r.moe
+    layers = m.get("layer_time_ms") or {}
+    mean_layer = sum(layers.values()) / len(layers) if layers else 0.0
+    return [r.name, f"{m['placement']}" + (f" +{m['num_redundant']}" if m["num_redundant"] else ""),
+            f"{m['gpu_max_over_mean']:.2f}", f"{m['expert_max_over_mean']:.2f}",
+            f"{m['cross_node_bytes'] / 1e9:.1f} ({100 * m['cross_node_fraction']:.0f}%)", str(m["dropped_tokens"]),
+            f"{mean_layer:.2f}"]
+
+
 def summary_markdown(exp: Experiment, results: Sequence) -> str:
     """The table a person reads, with the optimized/baseline ratios."""
     from moesim.experiment.runner import comparisons
@@ -28,6 +41,11 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
         for c in comps:
             lines.append(f"| {c['baseline']} | {c['optimized']} | {c['step_time_ratio']:.3f} | "
                          f"{c['tokens_per_s_ratio']:.3f} | {100 * c['bubble_delta']:+.1f} pt | {c['lesson']} |")
+    moe = [r for r in results if r.moe]
+    if moe:
+        lines += ["", "## Expert parallelism (forward passes)", "", "| " + " | ".join(MOE_COLUMNS) + " |",
+                  "|" + "---|" * len(MOE_COLUMNS)]
+        lines += ["| " + " | ".join(_moe_row(r)) + " |" for r in moe]
     first = results[0] if results else None
     if first is not None:
         lines += ["", f"Costs: {first.cost_model}. Network model: {first.network_mode}."]
@@ -56,8 +74,17 @@ def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) 
         ratios.add_row(c["baseline"], c["optimized"], f"{c['step_time_ratio']:.3f}x", f"{c['tokens_per_s_ratio']:.3f}x",
                        f"{100 * c['bubble_delta']:+.1f} pt")
         lessons.append(f"  {c['optimized']} vs {c['baseline']}: {c['lesson']}")
+    extra = []
+    moe = [r for r in results if r.moe]
+    if moe:
+        mt = Table(title="expert parallelism (forward passes)")
+        for c in MOE_COLUMNS:
+            mt.add_column(c, justify="left" if c in ("scenario", "placement") else "right", overflow="fold")
+        for r in moe:
+            mt.add_row(*_moe_row(r))
+        extra.append(mt)
     lines = ["[bold]top bottlenecks[/bold]"]
     for r in results:
         lines.append(f"  [bold]{r.name}[/bold]")
         lines += [f"    {i + 1}. {b}" for i, b in enumerate(r.bottlenecks)]
-    return [t, ratios, Text("\n".join(lessons)), "\n".join(lines)]
+    return [t, *extra, ratios, Text("\n".join(lessons)), "\n".join(lines)]

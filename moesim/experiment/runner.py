@@ -77,15 +77,37 @@ def run_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         bottlenecks=[b["message"] for b in summary["bottlenecks"][:3]],
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
         network_mode=sim_result.mode, num_tasks=sim_result.num_tasks, num_flows=sim_result.num_flows,
-        moe=moe_summary(built),
+        moe=moe_summary(built, rec),
         analysis=summary,
     )
     return result, rec
 
 
-def moe_summary(built) -> dict[str, Any]:
+def moe_layer_times_ms(rec) -> dict[str, float]:
+    """Forward MoE block time per layer: from the first dispatch of a (layer, microbatch) on any
+    GPU to the last combine, averaged over microbatches (ms)."""
+    first: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], int] = {}
+    for s in rec.spans:
+        kind, _, rest = s.name.partition(".")
+        if kind not in ("dispatch", "combine") or not rest.startswith("L") or ".F" not in rest:
+            continue
+        layer, _, action = rest.partition(".")
+        key = (layer, action)
+        if kind == "dispatch":
+            first[key] = min(first.get(key, s.start_ns), s.start_ns)
+        else:
+            last[key] = max(last.get(key, s.end_ns), s.end_ns)
+    per: dict[str, list[int]] = {}
+    for key, start in first.items():
+        if key in last:
+            per.setdefault(key[0], []).append(last[key] - start)
+    return {layer: round(sum(v) / len(v) / 1e6, 4) for layer, v in sorted(per.items(), key=lambda kv: int(kv[0][1:]))}
+
+
+def moe_summary(built, rec) -> dict[str, Any]:
     """Expert-parallel figures of the forward passes: load per GPU and per expert, imbalance,
-    bytes crossing nodes, dropped tokens (empty for dense models)."""
+    bytes crossing nodes, dropped tokens, MoE layer time (empty for dense models)."""
     ex = built.exchange
     if ex is None:
         return {}
@@ -108,6 +130,7 @@ def moe_summary(built) -> dict[str, Any]:
         "a2a_bytes": st.total_bytes, "cross_node_bytes": st.cross_node_bytes,
         "cross_node_fraction": round(st.cross_node_bytes / st.total_bytes, 4) if st.total_bytes else 0.0,
         "dropped_tokens": st.dropped_tokens,
+        "layer_time_ms": moe_layer_times_ms(rec),
     }
 
 
