@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from moesim.errors import ConfigError
+from moesim.errors import ConfigError, MoesimError
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
@@ -47,6 +47,9 @@ def run(
     except ConfigError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2)
+    except MoesimError as err:  # e.g. a DeadlockError: the simulation could not finish
+        console.print(f"[red]simulation failed:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
     for part in console_report(exp, results, walls):
         console.print(part)
     first = results[0]
