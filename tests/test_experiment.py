@@ -1,6 +1,7 @@
 """Scenarios, the runner, the run directory and the `run` command, on tiny models."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 
@@ -48,7 +49,7 @@ def test_analytical_mode_is_labelled_and_never_slower():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(plan=ParallelPlan(tp=2, dp=2, pp=4)), r"16 GPUs but topology 'dgx_h100' has 8"),
-    (dict(plan=ParallelPlan(tp=1, dp=1, pp=8, vpp=3), schedule="interleaved"), "do not split evenly"),
+    (dict(plan=ParallelPlan(tp=1, dp=1, pp=8, vpp=3), schedule="interleaved"), "cannot fill 24 virtual"),
     (dict(plan=ParallelPlan(tp=2, pp=4, vpp=2)), "only used by the 'interleaved' schedule"),
     (dict(plan=ParallelPlan(tp=2, pp=4, vpp=2, num_microbatches=6), schedule="interleaved"), "multiple of the pipeline size"),
     (dict(schedule="2f2b"), "unknown name '2f2b'"),
@@ -117,6 +118,15 @@ def test_run_command_writes_the_run_directory_and_rejects_bad_sets(tmp_path):
     assert bad.exit_code == 2 and "plan.tp" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(app, ["run", str(tmp_path / "nope.py")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_uneven_layer_split_gives_the_first_stages_one_more_layer():
+    from moesim.lowering.stage_costs import stage_layer_ranges
+
+    assert [len(r) for r in stage_layer_ranges(61, 16)] == [4] * 13 + [3] * 3
+    assert [r.start for r in stage_layer_ranges(10, 4)] == [0, 3, 6, 8]
+    res, _ = run_scenario(scn(model=dataclasses.replace(TINY, num_layers=10)))
+    assert res.step_time_ms > 0
 
 
 def test_custom_block_model_runs_end_to_end():

@@ -1,6 +1,6 @@
 """What each pipeline action costs: the StageWorkTable of the lowering, for any model.
 
-The model's layers split evenly over the schedule's virtual stages (stage 0 also runs the
+The model's layers split over the schedule's virtual stages, evenly when they divide (stage 0 also runs the
 embedding, the last stage the output head and loss, for transformer specs; custom block models
 have neither). For an action the table walks the stage's layers (backward in reverse), asks the
 workload for each layer's program (compute ops and TP collectives in order) and the cost model
@@ -32,12 +32,16 @@ ADAM_BYTES_PER_PARAM = 32.0
 AR_EQUIVALENT = {"all_reduce": 1.0, "all_gather": 0.5, "reduce_scatter": 0.5}
 
 
-def layers_per_stage(num_layers: int, num_stages: int) -> int:
-    """Layers in each virtual stage; the split must be even."""
-    if num_layers % num_stages:
-        raise ConfigError("plan", f"the model's {num_layers} layers do not split evenly over {num_stages} virtual "
-                          "pipeline stages", "choose pp (x vpp) dividing the layer count")
-    return num_layers // num_stages
+def stage_layer_ranges(num_layers: int, num_stages: int) -> tuple[range, ...]:
+    """The layers of each virtual stage. An uneven split gives the first ``num_layers %
+    num_stages`` stages one layer more (as Megatron's uneven pipeline split; DeepSeek-V3's 61
+    layers over 16 stages); a stage with no layer is an error."""
+    if num_layers < num_stages:
+        raise ConfigError("plan", f"the model's {num_layers} layers cannot fill {num_stages} virtual pipeline "
+                          "stages (a stage would hold no layer)", "use fewer stages (pp x vpp <= layers)")
+    base, extra = divmod(num_layers, num_stages)
+    starts = [s * base + min(s, extra) for s in range(num_stages + 1)]
+    return tuple(range(starts[s], starts[s + 1]) for s in range(num_stages))
 
 
 class StageTable:
@@ -48,7 +52,7 @@ class StageTable:
         self.spec, self.schedule, self.cost = spec, schedule, cost
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
-        self.layers = layers_per_stage(spec.num_layers, schedule.num_stages)
+        self.stage_layers = stage_layer_ranges(spec.num_layers, schedule.num_stages)
         self.has_embedding = isinstance(spec, tf.TransformerSpec)
         if self.has_embedding and spec.num_heads % tp:
             raise ConfigError("plan.tp", f"tp={tp} does not divide num_heads={spec.num_heads}",
@@ -75,7 +79,7 @@ class StageTable:
                          sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts))
 
     def _layer_range(self, stage: int) -> range:
-        return range(stage * self.layers, (stage + 1) * self.layers)
+        return self.stage_layers[stage]
 
     def _program(self, kind: str, layer: int) -> list[ProgramItem]:
         s, mbs, tp, sp, ep = self.spec, self.mbs, self.tp, self.sp, self.ep
