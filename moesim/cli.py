@@ -34,8 +34,10 @@ for _module, _name, _help in _SUBAPPS:
 
 
 from moesim.experiment.cli import run as _run  # noqa: E402
+from moesim.sweep.cli import sweep as _sweep  # noqa: E402
 
 app.command("run")(_run)
+app.command("sweep")(_sweep)
 
 
 def main() -> None:

@@ -144,3 +144,12 @@ def test_custom_block_model_runs_end_to_end():
     assert sum(s.args.get("flops", 0) for s in rec.spans if s.stream == "compute") == pytest.approx(
         8 * 8 * 6 * gemm / 2 * 2, rel=1e-9)
     assert res.step_time_ms > 0
+
+
+def test_recomputation_trades_step_time_for_activation_memory():
+    from moesim.memory import MemoryConfig
+
+    none, _ = run_scenario(scn())
+    full, _ = run_scenario(scn(memory=MemoryConfig(recompute="full")))
+    assert full.step_time_ms > none.step_time_ms * 1.1
+    assert full.peak_activation_gib < none.peak_activation_gib / 2

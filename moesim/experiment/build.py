@@ -101,13 +101,15 @@ def build_scenario(scn: Scenario) -> Built:
     exchange = None
     if isinstance(spec, MoESpec):
         table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
-                              sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
+                              sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
+                              recompute=scn.memory.recompute)
         exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
     else:
         if plan.ep > 1:
             raise ConfigError("plan.ep", f"ep={plan.ep} but model {spec.name!r} has no experts", "set ep=1")
         table = StageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
-                                sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes)
+                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
+                           recompute=scn.memory.recompute)
     for rank in faults.slow_gpus:
         if rank >= topo.num_gpus:
             raise ConfigError("faults.slow_gpus", f"rank {rank} is not a GPU of {topo.name}",
@@ -135,9 +137,9 @@ def build_scenario(scn: Scenario) -> Built:
 
 def scenario_budget(scn: Scenario, spec, gpu_kind: str):
     """The per-GPU memory budget of the scenario (worst GPU), from :mod:`moesim.memory`."""
-    from moesim.memory import MemoryConfig, memory_budget
+    from moesim.memory import memory_budget
 
-    cfg = scn.memory or MemoryConfig()
+    cfg = scn.memory
     ep = scn.plan.ep
     redundant = -(-scn.moe.num_redundant // ep) if scn.moe.num_redundant else 0
     cfg = dataclasses.replace(cfg, ep=ep, num_redundant_experts=max(cfg.num_redundant_experts, redundant))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from moesim.errors import ConfigError
+from moesim.memory.config import MemoryConfig
 
 DIMENSIONS = ("tp", "dp", "pp")
 COST_MODELS = ("auto", "calibrated", "roofline")
@@ -103,7 +104,8 @@ class MoEOptions:
 @dataclass(frozen=True)
 class Scenario:
     """One simulation to run. See the module docstring. ``memory`` is a
-    :class:`moesim.memory.MemoryConfig` (recompute, ZeRO stage...; None = defaults); ``faults``
+    :class:`moesim.memory.MemoryConfig` (recompute, ZeRO stage...; recompute also adds the
+    re-run forward work to every backward); ``faults``
     a :class:`moesim.experiment.faults.Faults` (stragglers, link faults, jitter)."""
 
     name: str
@@ -117,7 +119,7 @@ class Scenario:
     seed: int = 0
     description: str = ""
     moe: MoEOptions = field(default_factory=MoEOptions)
-    memory: Any = None
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     faults: Any = None
 
     def __post_init__(self) -> None:

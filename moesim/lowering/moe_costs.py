@@ -57,9 +57,10 @@ class MoEStageTable(StageTable):
     """StageWorkTable with per-layer MoE exchanges; dense parts costed as in StageTable."""
 
     def __init__(self, spec: moe_ops.MoESpec, schedule, cost, *, tp: int, ep: int, micro_batch_size: int,
-                 sequence_parallel: bool, grad_dtype_bytes: int = 4) -> None:
+                 sequence_parallel: bool, grad_dtype_bytes: int = 4, recompute: str = "none") -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
-                         sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep)
+                         sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
+                         recompute=recompute)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:

@@ -20,7 +20,7 @@ from typing import Sequence
 from moesim.costs.base import CostModel
 from moesim.errors import ConfigError
 from moesim.lowering.pipeline import StageWork
-from moesim.ops import DTYPE_BYTES, MemoryOp
+from moesim.ops import DTYPE_BYTES, Attention, MemoryOp
 from moesim.schedules.model import Action, Schedule
 from moesim.workload import layers as wl
 from moesim.workload import transformer as tf
@@ -48,8 +48,9 @@ class StageTable:
     """StageWorkTable for dense transformer and custom block models."""
 
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
-                 sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1) -> None:
+                 sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none") -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
+        self.recompute = recompute
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
         self.stage_layers = stage_layer_ranges(spec.num_layers, schedule.num_stages)
@@ -107,6 +108,22 @@ class StageTable:
             after = tf.embedding_backward_program(s, mbs, tp, sp) if first else []
         return before, after
 
+    def _recomputed(self, layer: int) -> list[ProgramItem]:
+        """What the backward of ``layer`` re-runs first: nothing, the attention core
+        ("selective") or the layer's forward ("full"; for an MoE layer its attention part only,
+        since re-running the expert exchange is not what frameworks do)."""
+        s, mbs, tp, sp = self.spec, self.mbs, self.tp, self.sp
+        if self.recompute == "none":
+            return []
+        if not self.has_embedding:
+            return self._program("F", layer) if self.recompute == "full" else []
+        if s.is_moe_layer(layer):
+            attention = tf.attention_forward_program(s, mbs, tp, sp)
+            if self.recompute == "full":
+                return attention
+            return [op for op in attention if isinstance(op, Attention)]
+        return tf.recompute_forward_ops(s, mbs, tp, sp, self.recompute)
+
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         """Segments a layer closes (none for a dense layer) and the open compute after it."""
         return [], acc + self._program(kind, layer)
@@ -118,6 +135,8 @@ class StageTable:
         out: list = []
         acc: list[ProgramItem] = list(before)
         for layer in (reversed(layers) if kind == "B" else layers):
+            if kind == "B":
+                acc = acc + self._recomputed(layer)
             closed, acc = self._layer_segments(kind, layer, acc)
             out += closed
         out.append(self._cost(acc + after))
@@ -175,5 +194,5 @@ class StageTable:
 
     def activation_bytes(self, stage: int) -> float:
         """Activation bytes one microbatch keeps on one GPU for one virtual stage."""
-        return sum(wl.activation_bytes(self.spec, layer, self.mbs, self.tp, self.sp, self.ep)
+        return sum(wl.activation_bytes(self.spec, layer, self.mbs, self.tp, self.sp, self.ep, self.recompute)
                    for layer in self._layer_range(stage))
