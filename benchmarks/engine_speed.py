@@ -68,6 +68,22 @@ def bench_ring(num_nodes: int):
     return timed(go)
 
 
+def raw_simpy(num_timeouts: int) -> float:
+    """Timeouts per second of bare SimPy on this machine now: the ceiling for (a)."""
+    import simpy
+
+    env = simpy.Environment()
+
+    def proc(n: int):
+        for _ in range(n):
+            yield env.timeout(1000)
+    for _ in range(8):
+        env.process(proc(num_timeouts // 8))
+    t0 = time.perf_counter()
+    env.run()
+    return num_timeouts / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
@@ -87,6 +103,7 @@ def main() -> None:
     ev = r.num_flows + r.num_rate_solves
     rows.append((f"(c) ring all-reduce, {8 * n_nodes} GPUs", f"{r.num_flows} flows", wall,
                  f"{r.num_flows / wall:,.0f} flows/s, {ev / wall:,.0f} flow events/s; simulated {r.makespan_ns / 1e6:.2f} ms", peak))
+    print(f"reference: bare SimPy runs {raw_simpy(n_tasks):,.0f} timeouts/s on this machine right now")
     print(f"{'case':38} {'size':18} {'wall s':>8} {'peak MB':>8}  rate")
     for name, size, wall, rate, peak in rows:
         print(f"{name:38} {size:18} {wall:8.2f} {peak / 1e6:8.1f}  {rate}")
