@@ -21,6 +21,7 @@ _SUBAPPS = [
     ("moesim.schedules.cli", "schedule", "Pipeline schedules: show the grid and bubble figures."),
     ("moesim.calibrate.cli", "calibrate", "Measure per-op costs on real GPUs and write a profile."),
     ("moesim.memory.cli", "memory", "Per-GPU memory budget: weights, optimizer, activations, KV cache."),
+    ("moesim.validate.cli", "validate", "Compare predictions with real GPU measurements (no GPU needed)."),
 ]
 
 for _module, _name, _help in _SUBAPPS:

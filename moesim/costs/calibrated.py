@@ -276,12 +276,14 @@ class CalibratedCostModel:
         return max(0.0, float(np.median(diffs))) if diffs else 0.0
 
     def _device_rows(self, op: str, n: int, eager: list) -> list[dict]:
-        """Graph rows where measured, eager rows minus the host overhead above that."""
+        """Graph rows where measured; above them eager rows, minus the host overhead only up to 16 MiB:
+        a back-to-back eager loop of larger collectives is GPU-bound (the host runs ahead), so its
+        time is the device time (``GRAPH_MAX_NBYTES`` in ``moesim.calibrate.collectives``)."""
         graph = self._coll.get((op, n, "graph"))
         top = graph.max_nbytes if graph else 0
         out = [{"nbytes": float(b), "time_ns": graph.grid((float(b),))} for b in np.exp(graph.grid.axes[0])] if graph else []
         floor = out[-1]["time_ns"] if out else 1.0
-        out += [{"nbytes": r["nbytes"], "time_ns": max(floor, r["time_ns"] - self._host_ns[op])}
+        out += [{"nbytes": r["nbytes"], "time_ns": max(floor, r["time_ns"] - (self._host_ns[op] if r["nbytes"] <= 2**24 else 0.0))}
                 for r in eager if r["nbytes"] > top * 1.0001]
         return out
 

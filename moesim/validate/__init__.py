@@ -1,0 +1,32 @@
+"""Validation: moesim's predictions against real GPU measurements (``moesim validate``).
+
+For every stored measurement (``data/validation/h200_measurements.json``) the package builds the
+same workload without a GPU and predicts its time: single kernels with the calibrated cost model
+(``single``), NCCL collectives, pipelines and MoE layers with engine runs (``collectives``,
+``pipeline``, ``moe``), all from one :class:`~moesim.validate.context.ValidationContext`
+(cost model, clock model, engine settings). ``report`` summarises the errors and ``cli`` is the
+command. ``gpu_diagnostics`` is a separate torch script used to investigate misses on a GPU.
+
+Names are imported lazily so that ``python3 -m moesim.validate.gpu_diagnostics`` runs on a
+machine that has torch but not the simulator's dependencies.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "build_context": "moesim.validate.context", "ValidationContext": "moesim.validate.context",
+    "load_measurements": "moesim.validate.measurements", "Measurement": "moesim.validate.measurements",
+    "predict": "moesim.validate.predict", "predict_all": "moesim.validate.predict",
+    "Prediction": "moesim.validate.prediction", "summarize": "moesim.validate.report",
+    "validate": "moesim.validate.cli",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'moesim.validate' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -1,0 +1,130 @@
+"""The GPU's clock state during a measurement: boost (burst) or sustained (power-capped).
+
+The calibrated profile was measured at sustained clocks (every shape after a GEMM load). A GPU
+that has idled runs compute-bound kernels faster for a short while, until its power controller
+caps the clocks. The power probe (``data/validation/h200_power_probe.json``, an 8192^3 bf16 GEMM
+timed in chunks from idle over 15 s) measures both rates and the length of that burst window.
+This module reads them and answers two questions:
+
+* which state a measurement ran in. A GPU pre-heated on purpose (``hot``, ``steady``) runs
+  sustained. One that had idled (``as_found``) keeps boost clocks unless, somewhere in the
+  run, it does more tensor work in one burst window than the power cap allows: the cap is
+  expressed as the probe's sustained GEMM rate (a GEMM stream at the cap runs at that rate) and
+  the controller's reaction time as the probe's burst window (how long a GEMM stream from idle
+  keeps boost clocks). A run is its warm-up and timed repetitions back to back, idle before and
+  after; communication, memory-bound kernels and idle gaps count as no tensor work;
+* how much faster a kernel runs at boost: only its compute-bound share speeds up, by the probe's
+  burst / sustained throughput ratio (memory- and latency-bound time does not).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from moesim.errors import ConfigError
+
+DEFAULT_PROBE = Path(__file__).resolve().parents[2] / "data" / "validation" / "h200_power_probe.json"
+CLOCK_STATES = ("boost", "sustained")
+
+
+@dataclass(frozen=True)
+class ClockModel:
+    """Burst and sustained GEMM throughput from the power probe, and the burst window."""
+
+    burst_tflops: float
+    sustained_tflops: float
+    burst_window_ns: int
+    peak_flops_per_ns: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sustained_tflops <= self.burst_tflops:
+            raise ConfigError("power probe", f"sustained rate {self.sustained_tflops} must be in (0, burst rate "
+                              f"{self.burst_tflops}]", "re-run moesim.calibrate.power_probe", source=self.source)
+
+    @property
+    def sustained_over_burst(self) -> float:
+        """Time ratio boost / sustained of a fully compute-bound kernel (< 1)."""
+        return self.sustained_tflops / self.burst_tflops
+
+    @property
+    def sustained_flops_per_ns(self) -> float:
+        """The power cap as a GEMM rate: the probe's sustained throughput (FLOP per ns)."""
+        return self.sustained_tflops * 1e3
+
+    def state_for(self, thermal: str, busy: Sequence[Sequence[tuple[float, float, float]]], period_ns: float,
+                  repetitions: int) -> str:
+        """The clock state of a run. ``busy`` holds, per GPU, one repetition's (start, end, FLOPs)
+        kernels timed at boost clocks; the run repeats them every ``period_ns``, ``repetitions``
+        times. ``sustained`` on a pre-heated GPU or when some burst window of the run averages
+        more than the cap's FLOP rate on some GPU, ``boost`` otherwise."""
+        if thermal != "as_found":
+            return "sustained"
+        rate = max((window_flop_rate(b, period_ns, repetitions, self.burst_window_ns) for b in busy), default=0.0)
+        return "boost" if rate <= self.sustained_flops_per_ns else "sustained"
+
+    def scale_ns(self, sustained_ns: float, flops: float, state: str) -> float:
+        """A kernel's time in ``state`` given its sustained-clock time and FLOPs.
+
+        The compute-bound share ``phi`` = FLOPs at the best measured rate / time speeds up by the
+        burst ratio; the rest is memory or latency bound and does not.
+        """
+        if state not in CLOCK_STATES:
+            raise ConfigError("clock state", f"unknown state {state!r}", f"use one of: {', '.join(CLOCK_STATES)}")
+        if state == "sustained" or sustained_ns <= 0 or flops <= 0:
+            return sustained_ns
+        phi = min(1.0, flops / self.peak_flops_per_ns / sustained_ns)
+        return sustained_ns * (1.0 - phi * (1.0 - self.sustained_over_burst))
+
+
+def load_clock_model(peak_flops_per_ns: float, path: "str | Path | None" = None) -> ClockModel:
+    """Read the power probe; ``peak_flops_per_ns`` is the profile's best achieved GEMM rate."""
+    p = Path(path) if path is not None else DEFAULT_PROBE
+    if not p.is_file():
+        raise ConfigError("power probe", f"no file at {p}", f"pass --power-probe with a file such as {DEFAULT_PROBE}")
+    chunks = json.loads(p.read_text()).get("chunks") or []
+    burst = [c["tflops"] for c in chunks if str(c.get("phase", "")).startswith("burst")]
+    sustained = [c for c in chunks if c.get("phase") == "sustained"]
+    if not burst or not sustained:
+        raise ConfigError("power probe", "needs burst_* and sustained chunks", "re-run moesim.calibrate.power_probe",
+                          source=str(p))
+    burst_tflops = statistics.mean(burst)
+    sustained_tflops = statistics.median(c["tflops"] for c in sustained)
+    return ClockModel(burst_tflops, sustained_tflops, _burst_window_ns(chunks, burst_tflops, sustained_tflops),
+                      peak_flops_per_ns, str(p))
+
+
+def _burst_window_ns(chunks: list[dict], burst: float, sustained: float) -> int:
+    """Time from the first chunk after idle to the first sustained chunk below the midpoint
+    of the burst and sustained rates: how long the GPU keeps boost clocks under GEMM load."""
+    start = next(c["t_s"] for c in chunks if str(c.get("phase", "")).startswith("burst"))
+    midpoint = 0.5 * (burst + sustained)
+    throttled = next((c["t_s"] for c in chunks if c.get("phase") == "sustained" and c["tflops"] < midpoint), None)
+    if throttled is None:
+        return 10**18  # never throttled: every measurement counts as boost
+    return int(round((throttled - start) * 1e9))
+
+
+def window_flop_rate(busy: Sequence[tuple[float, float, float]], period_ns: float, repetitions: int,
+                     window_ns: float) -> float:
+    """Highest average FLOP rate (FLOP/ns) over any ``window_ns`` stretch of a run that repeats
+    ``busy`` (start, end, FLOPs) every ``period_ns``, ``repetitions`` times, idle around it."""
+    if not busy or period_ns <= 0 or repetitions < 1:
+        return 0.0
+    shifts = np.arange(repetitions)[:, None] * float(period_ns)
+    starts = (np.array([b[0] for b in busy])[None, :] + shifts).ravel()
+    ends = (np.array([b[1] for b in busy])[None, :] + shifts).ravel()
+    flops = np.tile([b[2] for b in busy], repetitions)
+    rates = flops / np.maximum(ends - starts, 1.0)
+    times = np.concatenate([starts, ends])
+    order = np.argsort(times, kind="stable")
+    times, steps = times[order], np.concatenate([rates, -rates])[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(np.maximum(np.cumsum(steps)[:-1], 0.0) * np.diff(times))])
+    candidates = np.concatenate([times, times - window_ns])
+    done = np.interp(candidates + window_ns, times, cumulative) - np.interp(candidates, times, cumulative)
+    return float(done.max() / window_ns)

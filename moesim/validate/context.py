@@ -1,0 +1,126 @@
+"""What every validation prediction is made with: the cost model, the clock model, the engine.
+
+:class:`ValidationContext` bundles the calibrated cost model (``CalibratedCostModel`` over a
+shipped profile, roofline fallback), the :class:`~moesim.validate.clocks.ClockModel`, the
+network mode and the fabrics (two GPUs joined by NVLink; more on one NVSwitch board). It costs
+single kernels (:class:`Kernel`: time at the case's clock state, FLOPs, whether it is a GEMM)
+and builds engine simulations calibrated the way ``moesim run`` calibrates them: link
+efficiency and overlap slowdown from the profile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from moesim.costs.calibrated import CalibratedCostModel
+from moesim.costs.profile import load_profile
+from moesim.costs.roofline import make_cost_model
+from moesim.engine import MODES, Simulation
+from moesim.errors import ConfigError
+from moesim.ops import Attention
+from moesim.topology import load_topology
+from moesim.validate.clocks import ClockModel, load_clock_model
+
+TWO_GPU_FABRIC = "h200x2_nvlink"   # the measurement machine's pair: one NVLink hop
+MANY_GPU_FABRIC = "dgx_h200"       # more GPUs: one NVSwitch board (up to 8)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One GPU kernel of a validated workload: its time at the case's clock state."""
+
+    name: str
+    duration_ns: int
+    flops: float = 0.0
+    is_gemm: bool = False
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """Cost model, clock model and engine settings shared by every prediction of one run."""
+
+    cost: CalibratedCostModel
+    clock: ClockModel
+    mode: str = "fluid"
+    profile_name: str = "h200_sxm"
+    _topologies: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """What produced the predictions, repeated in every report."""
+        return f"{self.cost.name}; engine mode {self.mode}"
+
+    # -- kernels ------------------------------------------------------------------------------
+    def gemm(self, name: str, m: int, n: int, k: int, layout: str, state: str) -> Kernel:
+        """A bf16 GEMM ``[m, k] x [k, n]`` with operand ``layout`` (fwd, bwd_data, bwd_weight)."""
+        sustained = self.cost.gemm_ns(m, n, k, "bf16", layout)
+        flops = 2.0 * m * n * k
+        return Kernel(name, _ns(self.clock.scale_ns(sustained, flops, state)), flops, True)
+
+    def memory(self, name: str, kind: str, variant: str, nbytes: float) -> Kernel:
+        """A memory-bound kernel moving ``nbytes`` (read + written), from its variant's curve."""
+        return Kernel(name, _ns(self.cost.memory_ns(kind, nbytes, variant)))
+
+    def attention(self, name: str, op: Attention, state: str) -> Kernel:
+        """A flash-attention kernel (forward or backward)."""
+        return Kernel(name, _ns(self.clock.scale_ns(self.cost.compute_ns(op), op.flops, state)), op.flops)
+
+    # -- host costs -----------------------------------------------------------------------------
+    def launch_ns(self) -> int:
+        """Host time per eager kernel launch (profile: back-to-back eager launches)."""
+        return self.cost.launch_overhead_ns()
+
+    def collective_host_ns(self, op: str) -> int:
+        """Host time of one eager PyTorch collective call beyond a kernel launch (profile:
+        eager minus CUDA-graph time of small collectives)."""
+        return self.cost.host_overhead_ns(op)
+
+    # -- engine ---------------------------------------------------------------------------------
+    def fabric_name(self, num_ranks: int) -> str:
+        if num_ranks < 2:
+            raise ConfigError("num_ranks", f"a multi-GPU case needs >= 2 ranks, got {num_ranks}")
+        return TWO_GPU_FABRIC if num_ranks == 2 else MANY_GPU_FABRIC
+
+    def topology(self, num_ranks: int) -> Any:
+        name = self.fabric_name(num_ranks)
+        if name not in self._topologies:
+            self._topologies[name] = load_topology(name)
+        topo = self._topologies[name]
+        if topo.num_gpus < num_ranks:
+            raise ConfigError("num_ranks", f"{num_ranks} ranks do not fit {name} ({topo.num_gpus} GPUs)",
+                              "validate cases of at most 8 GPUs")
+        return topo
+
+    def link_kind(self, num_ranks: int) -> str:
+        return self.topology(num_ranks).links[0].kind
+
+    def simulation(self, num_ranks: int, overlap: bool) -> Simulation:
+        """An engine run on the case's fabric, calibrated from the profile. ``overlap`` applies
+        the profile's compute slowdown under concurrent NCCL traffic; cases whose GPU compute
+        never overlaps communication pass False so the host-issue stream is not stretched."""
+        topo = self.topology(num_ranks)
+        kinds = {link.kind for link in topo.links}
+        eff = {kind: self.cost.link_efficiency(kind) for kind in kinds}
+        slowdown = self.cost.overlap_slowdown() if overlap else 1.0
+        return Simulation(topo, mode=self.mode, link_efficiency=eff, overlap_slowdown=slowdown,
+                          record_link_counters=False)
+
+    def engine_label(self, num_ranks: int, overlap: bool) -> str:
+        topo = self.topology(num_ranks)
+        eff = self.cost.link_efficiency(self.link_kind(num_ranks))
+        slow = f", overlap slowdown {self.cost.overlap_slowdown():.3f}" if overlap else ""
+        return f"engine {self.mode} on {topo.name} (link efficiency {eff:.3f}{slow})"
+
+
+def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None) -> ValidationContext:
+    """The context for a profile name or path, a network mode and a power-probe file."""
+    if mode not in MODES:
+        raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
+    prof = load_profile(profile)
+    cost = CalibratedCostModel(prof, fallback=make_cost_model(prof.device_kind))
+    clock = load_clock_model(cost.measured_peak_flops("bf16") / 1e9, power_probe)
+    return ValidationContext(cost, clock, mode, profile)
+
+
+def _ns(x: float) -> int:
+    return max(1, int(round(x)))

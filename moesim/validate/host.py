@@ -1,0 +1,47 @@
+"""The host thread of an eager PyTorch program, as engine tasks.
+
+In eager mode every kernel is issued by the Python thread: a launch costs host time (the
+profile's back-to-back eager launch figure) and a collective call costs more (the profile's
+eager-minus-graph host overhead). The GPU runs a kernel only once it has been issued, so when
+the GPU is faster than the host it waits. :class:`HostThread` models one rank's thread as a
+chain of tasks on the ``host`` stream of that rank, in program order; every GPU task it issues
+depends on its issue task. The thread never waits for the GPU (the measured programs never
+synchronise inside the timed region: NCCL ``wait()`` only orders streams).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from moesim.engine import Simulation, Task
+from moesim.validate.context import Kernel
+
+HOST_STREAM = "host"
+
+
+class HostThread:
+    """One rank's issuing thread; ``launch_ns`` is the host cost of one kernel launch."""
+
+    def __init__(self, sim: Simulation, rank: int, launch_ns: int) -> None:
+        self.sim, self.rank, self.launch_ns = sim, rank, launch_ns
+        self.busy_ns = 0
+
+    def issue(self, host_ns: int, name: str) -> Task:
+        """Spend ``host_ns`` of host time on the next call; returns the issue task."""
+        self.busy_ns += host_ns
+        return self.sim.compute(self.rank, host_ns, f"issue:{name}", category="host", stream=HOST_STREAM)
+
+    def kernel(self, kernel: Kernel, deps: Iterable[Task] = (), stream: str = "compute") -> Task:
+        """Launch ``kernel`` on the GPU after its issue; it also waits for ``deps``."""
+        issued = self.issue(self.launch_ns, kernel.name)
+        return self.sim.compute(self.rank, kernel.duration_ns, kernel.name, stream=stream,
+                                category="gemm" if kernel.is_gemm else "kernel", deps=[issued, *deps],
+                                args={"flops": kernel.flops})
+
+    def kernels(self, kernels: Iterable[Kernel], deps: Iterable[Task] = ()) -> list[Task]:
+        """Launch kernels back to back; the first also waits for ``deps``."""
+        out: list[Task] = []
+        pending = list(deps)
+        for k in kernels:
+            out.append(self.kernel(k, pending))
+            pending = []
+        return out

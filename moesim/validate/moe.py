@@ -1,0 +1,154 @@
+"""Two-GPU expert-parallel MoE layers predicted by an engine run mirroring the real layer.
+
+The measured forward (``moesim.calibrate.moe_bench.MoELayer.forward``), per rank: permute the
+token copies by destination (``index_select``), dispatch them with ``all_to_all_single`` and
+uneven splits, regroup the received rows by local expert (``index_select``), run each local
+expert's SwiGLU FFN in turn, ``cat`` and un-regroup the outputs (``index_select``), combine
+with the reverse ``all_to_all_single``, then ``zeros``, ``back * gate`` and ``index_add_``.
+It was timed with CUDA events from a start event recorded right after a barrier and a host
+synchronisation to the last kernel, taking the maximum over ranks per repeat.
+
+Here each rank's host thread issues exactly those kernels (one launch each) and the two
+collectives (the collective host overhead each) in program order; the collectives are engine
+``all_to_all_v`` runs over the measured ``counts_src_dst_local`` x ``hidden x 2`` bytes on
+``h200x2_nvlink``; expert FFNs are costed at their real token counts. Kernels the profile does
+not hold are costed by their nearest measured kind: ``zeros`` as a copy of the bytes written,
+``index_add_`` (a scatter-add) as the ``scatter`` (``index_copy_``) curve.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.engine import Task
+from moesim.validate.context import Kernel, ValidationContext
+from moesim.validate.host import HostThread
+from moesim.validate.measurements import Measurement
+from moesim.validate.prediction import Prediction
+from moesim.validate.single import swiglu_kernels
+
+# moe_bench.time_moe: 3 untimed forwards before the timed repeats, run back to back.
+UNTIMED_FORWARDS = 3
+INDEX_BYTES = 8  # int64 row index read per gathered or scattered row
+
+
+@dataclass(frozen=True)
+class MoELayerShape:
+    """What one measured layer moved and computed, from its description."""
+
+    tokens_per_rank: int
+    hidden: int
+    top_k: int
+    counts: np.ndarray              # [src, dst, local expert] token copies
+    local_experts: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_ranks(self) -> int:
+        return int(self.counts.shape[0])
+
+    def sent_rows(self, rank: int) -> int:
+        return int(self.counts[rank].sum())
+
+    def received_rows(self, rank: int) -> int:
+        return int(self.counts[:, rank].sum())
+
+    def expert_rows(self, rank: int) -> list[int]:
+        return [int(x) for x in self.counts[:, rank].sum(axis=0)]
+
+    def dispatch_bytes(self) -> list[list[float]]:
+        """Bytes rank i sends rank j in the dispatch (token rows, bf16)."""
+        rows = self.counts.sum(axis=2)
+        return [[float(rows[i, j]) * self.hidden * 2 for j in range(self.num_ranks)] for i in range(self.num_ranks)]
+
+
+def shape_of(case: Measurement) -> MoELayerShape:
+    d = case.description
+    counts = np.asarray(d["counts_src_dst_local"], dtype=np.int64)
+    local = tuple(tuple(d["local_experts"][str(r)]) for r in range(counts.shape[0]))
+    return MoELayerShape(int(d["tokens_per_rank"]), int(d["hidden"]), int(d["top_k"]), counts, local)
+
+
+def _rows_bytes(rows: int, hidden: int) -> float:
+    """Bytes a row gather/scatter moves: every row read and written once, plus its index."""
+    return rows * (4.0 * hidden + INDEX_BYTES)
+
+
+def before_dispatch(ctx: ValidationContext, s: MoELayerShape, rank: int) -> list[Kernel]:
+    return [ctx.memory("permute.index_select", "permute", "gather", _rows_bytes(s.sent_rows(rank), s.hidden))]
+
+
+def expert_phase(ctx: ValidationContext, s: MoELayerShape, rank: int, ffn: int, state: str) -> list[Kernel]:
+    """Regroup, every local expert with tokens (in slot order), cat, un-regroup."""
+    rows = s.received_rows(rank)
+    out = [ctx.memory("regroup.index_select", "permute", "gather", _rows_bytes(rows, s.hidden))]
+    for expert, n in zip(s.local_experts[rank], s.expert_rows(rank)):
+        if n > 0:
+            out += swiglu_kernels(ctx, n, s.hidden, ffn, state, prefix=f"expert{expert}")
+    out += [ctx.memory("cat", "copy", "copy", 4.0 * rows * s.hidden),
+            ctx.memory("ungroup.index_select", "permute", "gather", _rows_bytes(rows, s.hidden))]
+    return out
+
+
+def after_combine(ctx: ValidationContext, s: MoELayerShape, rank: int) -> list[Kernel]:
+    """``zeros``, ``back * gate`` and ``index_add_`` of the returned rows."""
+    rows, t, h = s.sent_rows(rank), s.tokens_per_rank, s.hidden
+    return [ctx.memory("zeros", "copy", "copy", 2.0 * t * h),
+            ctx.memory("gate.mul", "elementwise", "mul", 4.0 * rows * h + 2.0 * rows),
+            ctx.memory("index_add_", "permute", "scatter", _rows_bytes(rows, h))]
+
+
+def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
+    """Engine run of one layer forward at the clock state of the run (see
+    :meth:`~moesim.validate.clocks.ClockModel.state_for`); the layer time is the latest rank's
+    last kernel."""
+    boost = _simulate(ctx, case, "boost")
+    state = ctx.clock.state_for(case.thermal, boost.busy, boost.makespan_ns, case.repeats + UNTIMED_FORWARDS)
+    run = boost if state == "boost" else _simulate(ctx, case, state)
+    n = shape_of(case).num_ranks
+    return Prediction(
+        case.case_id, case.kind, case.thermal, case.measured_ns, float(run.makespan_ns),
+        method=f"{ctx.engine_label(n, overlap=False)}; eager host issue, all_to_all_v dispatch and combine",
+        clock_state=state, components=run.components,
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    makespan_ns: int
+    busy: list[list[tuple[float, float, float]]]
+    components: dict[str, float]
+
+
+def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
+    s = shape_of(case)
+    ffn = int(case.description["ffn"])
+    n = s.num_ranks
+    sim = ctx.simulation(n, overlap=False)  # no GPU compute overlaps the all-to-alls here
+    step = ctx.cost.collective_step_latency_ns("all_to_all_v", n, ctx.link_kind(n))
+    host_coll = ctx.collective_host_ns("all_to_all_v")
+    threads = [HostThread(sim, r, ctx.launch_ns()) for r in range(n)]
+    phases: dict[str, list[list[Task]]] = {}
+    last = [threads[r].kernels(before_dispatch(ctx, s, r))[-1] for r in range(n)]
+    phases["permute"] = [[t] for t in last]
+    matrix = s.dispatch_bytes()
+    issued = [th.issue(host_coll, "dispatch") for th in threads]
+    dispatch = sim.collective("all_to_all_v", list(range(n)), matrix, "dispatch", stream="comm",
+                              step_latency_ns=step, deps=issued + last)
+    experts = [threads[r].kernels(expert_phase(ctx, s, r, ffn, state), [dispatch]) for r in range(n)]
+    issued = [th.issue(host_coll, "combine") for th in threads]
+    back = [[matrix[j][i] for j in range(n)] for i in range(n)]
+    combine = sim.collective("all_to_all_v", list(range(n)), back, "combine", stream="comm",
+                             step_latency_ns=step, deps=issued + [e[-1] for e in experts])
+    tails = [threads[r].kernels(after_combine(ctx, s, r), [combine]) for r in range(n)]
+    sim.run()
+    ends = [t[-1].end_ns for t in tails]
+    comps = {"dispatch_ns": float(dispatch.end_ns - dispatch.start_ns),
+             "combine_ns": float(combine.end_ns - combine.start_ns)}
+    for r in range(n):
+        comps[f"rank{r}_experts_ns"] = float(experts[r][-1].end_ns - dispatch.end_ns)
+        comps[f"rank{r}_unpermute_ns"] = float(tails[r][-1].end_ns - combine.end_ns)
+        comps[f"rank{r}_host_ns"] = float(threads[r].busy_ns)
+    busy = [[(float(t.start_ns), float(t.end_ns), float(t.args.get("flops", 0.0))) for t in experts[r]]
+            for r in range(n)]
+    return _Run(max(ends), busy, comps)

@@ -1,0 +1,88 @@
+"""Single-GPU kernels (GEMM, SwiGLU expert FFN, attention, memory ops) predicted by the cost model.
+
+Each entry was timed with CUDA events around the op, repeated after an L2-evicting write; that
+write keeps the GPU busy while the host issues the op's kernels, so no launch cost is in the
+measured time and none is predicted. GEMMs use the measured operand layout (``fwd``: the
+nn.Linear layout the entry ran); the SwiGLU FFN is the five kernels it ran (gate and up GEMMs,
+silu, mul, down GEMM); memory ops use their variant's curve. The clock state follows
+:meth:`~moesim.validate.clocks.ClockModel.state_for` over the entry's repeats (each after its
+L2-evicting write), run back to back.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from moesim.ops import Attention
+from moesim.validate.context import Kernel, ValidationContext
+from moesim.validate.measurements import Measurement
+from moesim.validate.prediction import Prediction
+
+# Timer in moesim/calibrate/timing.py: 2 warm-up calls plus 1 estimating call before the repeats.
+TIMER_UNTIMED_CALLS = 3
+L2_FLUSH_BYTES = 256 * 2**20  # written before every repeat (timing.L2_FLUSH_BYTES)
+
+
+def gemm_kernels(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+    return [ctx.gemm("gemm", d["m"], d["n"], d["k"], "fwd", state)]
+
+
+def swiglu_kernels(ctx: ValidationContext, tokens: int, hidden: int, ffn: int, state: str,
+                   prefix: str = "swiglu") -> list[Kernel]:
+    """The kernels of ``mm(silu(mm(x, wg^T)) * mm(x, wu^T), wd^T)`` in issue order."""
+    t, h, f = tokens, hidden, ffn
+    return [
+        ctx.gemm(f"{prefix}.gate", t, f, h, "fwd", state),
+        ctx.memory(f"{prefix}.silu", "elementwise", "silu", 4.0 * t * f),   # read + write bf16
+        ctx.gemm(f"{prefix}.up", t, f, h, "fwd", state),
+        ctx.memory(f"{prefix}.mul", "elementwise", "mul", 6.0 * t * f),     # two reads + one write
+        ctx.gemm(f"{prefix}.down", t, h, f, "fwd", state),
+    ]
+
+
+def _swiglu(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+    return swiglu_kernels(ctx, d["tokens"], d["hidden"], d["ffn"], state)
+
+
+def _attention(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+    op = Attention(batch=d["batch"], heads=d["heads"], kv_heads=d["kv_heads"], seq_q=d["seq_q"], seq_kv=d["seq_kv"],
+                   head_dim=d["head_dim"], causal=bool(d["causal"]), dtype=d.get("dtype", "bf16"),
+                   backward=bool(d["backward"]))
+    return [ctx.attention("attention", op, state)]
+
+
+def _memory(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+    return [ctx.memory(d["variant"], d["kind"], d["variant"], float(d["nbytes"]))]
+
+
+BUILDERS: dict[str, Callable[[ValidationContext, dict, str], list[Kernel]]] = {
+    "gemm": gemm_kernels, "swiglu_ffn": _swiglu, "attention": _attention, "memory": _memory,
+}
+
+
+def predict_single(ctx: ValidationContext, case: Measurement) -> Prediction:
+    """Predict a single-GPU entry from the cost model at the entry's clock state."""
+    build = BUILDERS[case.kind]
+    d = dict(case.description)
+    boost = build(ctx, d, "boost")
+    state = ctx.clock.state_for(case.thermal, [_timeline(boost)], _period_ns(ctx, boost),
+                                case.repeats + TIMER_UNTIMED_CALLS)
+    kernels = boost if state == "boost" else build(ctx, d, state)
+    total = float(sum(k.duration_ns for k in kernels))
+    return Prediction(
+        case.case_id, case.kind, case.thermal, case.measured_ns, total,
+        method=f"cost model ({ctx.cost.name}), {len(kernels)} kernel(s)", clock_state=state,
+        components={k.name: float(k.duration_ns) for k in kernels},
+    )
+
+
+def _timeline(kernels: list[Kernel]) -> list[tuple[float, float, float]]:
+    out, t = [], 0.0
+    for k in kernels:
+        out.append((t, t + k.duration_ns, k.flops))
+        t += k.duration_ns
+    return out
+
+
+def _period_ns(ctx: ValidationContext, kernels: list[Kernel]) -> float:
+    """One repeat: the L2-evicting write, then the op (timing.Timer)."""
+    return ctx.cost.memory_ns("copy", float(L2_FLUSH_BYTES), "copy") + sum(k.duration_ns for k in kernels)
