@@ -99,3 +99,14 @@ def test_blocking_p2p_delays_the_sender():
     free = lowered_makespan(sched, table, chain([10.0]), opts=LoweringOptions(p2p_overlap=True)).makespan_ns
     blocking = lowered_makespan(sched, table, chain([10.0]), opts=LoweringOptions(p2p_overlap=False)).makespan_ns
     assert blocking > free
+
+
+@pytest.mark.parametrize("name, p, m, v", [("gpipe", 4, 6, None), ("1f1b", 4, 8, None), ("interleaved", 4, 8, 2),
+                                           ("zb-h1", 4, 8, None), ("zb-v", 4, 8, None), ("dualpipe", 4, 8, None),
+                                           ("dualpipev", 4, 8, None)])
+def test_blocking_sends_never_deadlock_and_never_beat_overlapped(name, p, m, v):
+    sched = generate(name, p, m, v)
+    table = FakeTable(10_000, 12_000, 6_000, nbytes=1e6)
+    free = lowered_makespan(sched, table, star(p), opts=LoweringOptions(p2p_overlap=True)).makespan_ns
+    blocking = lowered_makespan(sched, table, star(p), opts=LoweringOptions(p2p_overlap=False)).makespan_ns
+    assert blocking >= free

@@ -12,7 +12,10 @@ GPU. Output: tasks in a :class:`~moesim.engine.Simulation`:
   (tp, dp) coordinate on dedicated per-peer streams ``comm.send>R`` / ``comm.recv<R``, created
   in the sender's production order (so recv order can never deadlock). The receiver's compute
   waits for the transfer; with ``p2p_overlap=False`` (Megatron without
-  ``--overlap-p2p-communication``) the sender's next step waits for it too;
+  ``--overlap-p2p-communication``) the sender's next step waits for it too. (Receives are not
+  made to wait for the receiver's earlier kernels: real frameworks batch a step's sends and
+  receives together, and modelling them as independent blocking transfers deadlocks
+  interleaved, ZB-V and DualPipe orders.);
 * after the last backward of each model chunk a DP gradient all-reduce runs on ``comm.dp``
   (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step.
 
