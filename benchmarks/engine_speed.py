@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moesim.engine import Simulation  # noqa: E402
+from moesim.engine import Simulation, gc_paused  # noqa: E402
 from moesim.topology.loader import load_topology  # noqa: E402
 
 
@@ -39,8 +39,9 @@ def bench_compute(num_tasks: int):
     def go():
         t0 = time.perf_counter()
         sim = Simulation(load_topology("dgx_h100"), record_link_counters=False)
-        for i in range(num_tasks):
-            sim.compute(i % 8, 1000 + (i % 7), "k")
+        with gc_paused():  # bulk building, as build_scenario does
+            for i in range(num_tasks):
+                sim.compute(i % 8, 1000 + (i % 7), "k")
         t1 = time.perf_counter()
         result = sim.run()
         phases.setdefault("build", t1 - t0)

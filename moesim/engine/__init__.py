@@ -4,6 +4,6 @@ The engine knows tasks, streams and flows only; everything domain-specific is lo
 that vocabulary first (see :mod:`moesim.lowering`).
 """
 from moesim.engine.recorder import Arrow, CounterSample, Recorder, Span
-from moesim.engine.sim import MODES, SimResult, Simulation, Task
+from moesim.engine.sim import MODES, SimResult, Simulation, Task, gc_paused
 
-__all__ = ["Arrow", "CounterSample", "Recorder", "Span", "MODES", "SimResult", "Simulation", "Task"]
+__all__ = ["Arrow", "CounterSample", "Recorder", "Span", "MODES", "SimResult", "Simulation", "Task", "gc_paused"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.costs.base import CostModel
-from moesim.engine import Simulation
+from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
@@ -128,7 +128,8 @@ def build_scenario(scn: Scenario) -> Built:
         dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
-    counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
+    with gc_paused():
+        counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
     tokens = plan.dp * plan.micro_batch_size * plan.num_microbatches * spec.seq_len
     budget = scenario_budget(scn, spec, topo.gpu_kind)
     return Built(scn, sim, topo, cost, sched, table, tokens, budget.parts.get("activations", 0.0), counts,
