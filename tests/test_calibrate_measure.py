@@ -21,10 +21,14 @@ from moesim.ops import Gemm  # noqa: E402
 
 def test_cpu_smoke_run_writes_a_valid_profile(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
-    sections = ("launch", "gemm", "attention", "memory", "swiglu", "collectives")
+    sections = ("launch", "host_ops", "gemm", "attention", "memory", "swiglu", "collectives")
     run_calibration("cpu", out, mode="smoke", budget_s=60, sections=sections)
     profile = load_profile(out)
-    assert {"gemm", "attention", "memory", "swiglu_ffn", "launch"} <= profile.ops()
+    assert {"gemm", "attention", "memory", "swiglu_ffn", "launch", "host"} <= profile.ops()
+    assert {s["batch"] for s in profile.select("attention")} == {1, 2}  # batch and heads are separate axes
+    assert {"index_add", "zeros"} <= {s["variant"] for s in profile.select("memory")}
+    assert {s["cache"] for s in profile.select("memory")} == {"cold", "warm"}
+    assert {"mm", "index_add_", "swiglu_ffn", "empty"} <= {s["call"] for s in profile.select("host")}
     assert len(profile.select("gemm")) == 8 and profile.device == "cpu"
     assert any("collectives: skipped" in e for e in profile.extra["errors"])  # no ranks asked for
     model = CalibratedCostModel(profile)

@@ -75,6 +75,20 @@ def test_merge_later_runs_win_and_keep_provenance() -> None:
     assert sample_key({**SHAPE, "time_ns": 1.0}) == sample_key({**SHAPE, "layout": "fwd", "time_ns": 2.0})
 
 
+def test_merge_average_keeps_rows_of_runs_with_the_same_heating() -> None:
+    attn = {"op": "attention", "dtype": "bf16", "direction": "fwd", "causal": True, "batch": 1, "heads": 8, "seq": 512,
+            "head_dim": 64, "repeats": 5}
+    cold = {**_doc("run A", 1, [{**attn, "time_ns": 50.0}, {**SHAPE, "time_ns": 9.0, "repeats": 5}]), "heat_ms": None}
+    hot1 = {**_doc("run B", 1, [{**attn, "time_ns": 40.0}, {**SHAPE, "time_ns": 10.0, "repeats": 5}]), "heat_ms": 60.0}
+    hot2 = {**_doc("run C", 1, [{**attn, "time_ns": 90.0}, {**SHAPE, "time_ns": 11.0, "repeats": 5}]), "heat_ms": 60.0}
+    merged = merge_profiles([cold, hot1, hot2], average_ops=("attention",))
+    rows = [s for s in merged["samples"] if s["op"] == "attention"]
+    assert sorted((r["run"], r["time_ns"]) for r in rows) == [(1, 40.0), (2, 90.0)]  # run A: other protocol
+    assert [s["time_ns"] for s in merged["samples"] if s["op"] == "gemm"] == [11.0]   # not averaged: later wins
+    model_rows = profile_from_dict(merged).select("attention")
+    assert len(model_rows) == 2
+
+
 def test_merge_refuses_runs_from_different_software() -> None:
     a = _doc("run A", 2, [{**SHAPE, "time_ns": 10.0, "repeats": 5}])
     b = {**_doc("run B", 2, [{**SHAPE, "time_ns": 10.0, "repeats": 5}]), "nccl": "2.21"}

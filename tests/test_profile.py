@@ -30,7 +30,7 @@ def test_shipped_profile_loads_with_provenance() -> None:
     assert p.gpu_count >= 2
     for field in (p.driver, p.cuda, p.nccl, p.torch, p.date, p.command):
         assert field and field != "unavailable"
-    assert {"gemm", "attention", "memory", "collective", "overlap", "launch"} <= p.ops()
+    assert {"gemm", "attention", "memory", "collective", "overlap", "launch", "host"} <= p.ops()
     assert "h200_sxm" in available_profiles()
 
 
@@ -122,3 +122,31 @@ def test_unknown_enum_values_list_the_valid_ones(raw: dict) -> None:
     doc["samples"][i]["collective"] = "all_scatter"
     with pytest.raises(ConfigError, match="all_reduce"):
         profile_from_dict(doc)
+
+
+def test_host_rows_and_memory_cache_state_are_validated(raw: dict) -> None:
+    doc = copy.deepcopy(raw)
+    mem = next(s for s in doc["samples"] if s["op"] == "memory" and "cache" in s)
+    mem.pop("cache")
+    assert profile_from_dict(doc).select("memory")[0]["cache"] in ("cold", "warm")
+    assert any(s["cache"] == "warm" for s in profile_from_dict(doc).select("memory"))
+    i = next(i for i, s in enumerate(doc["samples"]) if s["op"] == "memory")
+    doc["samples"][i]["cache"] = "lukewarm"
+    with pytest.raises(ConfigError, match="cold, warm") as err:
+        profile_from_dict(doc)
+    assert err.value.field == f"samples[{i}].cache"
+    doc = copy.deepcopy(raw)
+    j = next(j for j, s in enumerate(doc["samples"]) if s["op"] == "host")
+    doc["samples"][j].pop("call")
+    with pytest.raises(ConfigError) as err:
+        profile_from_dict(doc)
+    assert err.value.field == f"samples[{j}].call"
+
+
+def test_shipped_profile_keeps_every_runs_provenance() -> None:
+    p = load_profile("h200_sxm")
+    runs = p.extra["runs"]
+    assert len(runs) == 5 and all(r["date"] and r["command"] for r in runs)
+    assert "--sections host_ops,attention,memory,collectives,collectives_graph" in runs[3]["command"]
+    assert "moesim.calibrate.probes" in runs[4]["command"]
+    assert {s["run"] for s in p.select("host")} == {3}

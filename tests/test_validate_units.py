@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from moesim.errors import ConfigError
+from moesim.ops import Attention
 from moesim.schedules import generate
 from moesim.validate import build_context, load_measurements
 from moesim.validate.clocks import ClockModel, load_clock_model, window_flop_rate
-from moesim.validate.collectives import host_interval_ns, predict_collective
+from moesim.validate.collectives import sized_step_latency_ns, host_interval_ns, predict_collective
 from moesim.validate.measurements import Measurement
 from moesim.validate.moe import predict_moe, shape_of
 from moesim.validate.pipeline import MLPStageTable, predict_pipeline, schedule_from_orders
@@ -52,6 +53,23 @@ def test_only_the_compute_bound_share_speeds_up_at_boost() -> None:
     assert clock.scale_ns(1000.0, 1e6, "sustained") == 1000.0
     with pytest.raises(ConfigError, match="clock state"):
         clock.scale_ns(1.0, 1.0, "turbo")
+
+
+def test_a_given_clock_bound_share_replaces_the_tensor_core_share() -> None:
+    clock = ClockModel(800.0, 640.0, 85_000_000, 1000.0, "test")
+    assert clock.scale_ns(1000.0, 5e5, "boost", clock_bound_share=1.0) == pytest.approx(800.0)
+    assert clock.scale_ns(1000.0, 5e5, "boost", clock_bound_share=0.25) == pytest.approx(950.0)
+    assert clock.scale_ns(1000.0, 5e5, "sustained", clock_bound_share=1.0) == 1000.0
+
+
+def test_attention_at_boost_runs_at_the_burst_ratio(ctx) -> None:
+    """Flash attention is clock-bound but for its memory time (q, k, v, o through HBM)."""
+    op = Attention(2, 40, 40, 6144, 6144, 64)
+    boost, sustained = ctx.attention("a", op, "boost"), ctx.attention("a", op, "sustained")
+    memory_share = op.bytes / ctx.cost.measured_hbm_gbps() / sustained.duration_ns
+    assert 0.02 < memory_share < 0.1
+    expected = 1.0 - (1.0 - memory_share) * (1.0 - ctx.clock.sustained_over_burst)
+    assert boost.duration_ns / sustained.duration_ns == pytest.approx(expected, rel=1e-4)
 
 
 def test_window_rate_known_answers() -> None:
@@ -125,12 +143,22 @@ def test_small_collective_is_host_bound_large_one_device_bound(ctx) -> None:
     small = predict_collective(ctx, _case("collective", {"collective": "all_reduce", "num_ranks": 2, "nbytes": 65536}))
     assert small.predicted_ns == host_interval_ns(ctx, "all_reduce", 2)
     big = predict_collective(ctx, _case("collective", {"collective": "all_reduce", "num_ranks": 2, "nbytes": 2**30}))
-    # ring all-reduce on two GPUs: two steps of half the buffer each way, at the calibrated link rate
+    # ring all-reduce on two GPUs: two steps of half the buffer each way at the calibrated link
+    # rate, each after the size-dependent latency that brings it to the measured device time
     rate = 450.0 * ctx.cost.link_efficiency("nvlink")
-    step = ctx.cost.collective_step_latency_ns("all_reduce", 2, "nvlink")
-    expected = 2 * (step + 600 + 2**29 / rate)
+    transfer = 2 * (600 + 2**29 / rate)
+    expected = max(transfer, ctx.cost.collective_ns("all_reduce", 2, 2**30))
     assert big.predicted_ns == pytest.approx(expected, abs=4)
     assert big.components["device_ns"] == big.predicted_ns
+
+
+def test_mid_size_collective_takes_the_measured_device_time(ctx) -> None:
+    """48 MB: NCCL is well below the large-message rate; the engine run takes the measured curve."""
+    nbytes = 48_000_000
+    step = sized_step_latency_ns(ctx, "all_to_all", 2, float(nbytes))
+    assert step > 1000  # far above the fitted per-step latency: the bandwidth ramp
+    p = predict_collective(ctx, _case("collective", {"collective": "all_to_all", "num_ranks": 2, "nbytes": nbytes}))
+    assert p.components["device_ns"] == pytest.approx(ctx.cost.collective_ns("all_to_all", 2, nbytes), abs=2)
 
 
 def test_four_rank_collective_runs_on_the_nvswitch_board(ctx) -> None:
@@ -182,6 +210,28 @@ def test_moe_shape_from_counts(cases) -> None:
     assert s.expert_rows(0) == [2861, 1675, 1024, 734]
     matrix = s.dispatch_bytes()
     assert matrix[0][1] == (324 + 254 + 214 + 180) * 4096 * 2
+
+
+def test_moe_host_thread_charges_each_calls_measured_host_time(ctx, cases) -> None:
+    """Per rank: 3 index_select, 2 (empty + all_to_all_single with splits), a slice and a
+    swiglu_ffn call per expert with tokens, cat, zeros, broadcast mul, index_add_."""
+    case = cases["moe_t2048_uniform_contiguous"]
+    experts = sum(1 for n in shape_of(case).expert_rows(0) if n > 0)
+    h = ctx.host_ns
+    swiglu = 5 * max(1, round(h("swiglu_ffn") / 5))
+    expected = (3 * h("index_select") + 2 * (h("empty") + h("all_to_all_single_splits")) + experts * (h("slice") + swiglu)
+                + h("cat") + h("zeros") + h("mul_broadcast") + h("index_add_"))
+    p = predict_moe(ctx, case)
+    assert p.components["rank0_host_ns"] == pytest.approx(expected, abs=5)
+    assert h("swiglu_ffn") > h("index_select") > h("empty")
+
+
+def test_moe_unpermute_uses_the_measured_index_add(ctx, cases) -> None:
+    p = predict_moe(ctx, cases["moe_t8192_uniform_contiguous"])
+    rows = shape_of(cases["moe_t8192_uniform_contiguous"]).sent_rows(0)
+    index_add = ctx.cost.memory_ns("permute", rows * (4.0 * 4096 + 8), "index_add")
+    assert index_add > 2 * ctx.cost.memory_ns("permute", rows * (4.0 * 4096 + 8), "scatter")
+    assert p.components["rank0_unpermute_ns"] >= index_add
 
 
 def test_moe_layer_prediction_structure(ctx, cases) -> None:

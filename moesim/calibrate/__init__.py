@@ -2,8 +2,10 @@
 
 The modules here run on the measurement machine, which has torch but not the simulator's
 dependencies, so they import only torch, numpy, the standard library and the dependency-free
-``moesim.errors``. ``measure`` builds the calibration profile, ``validate_workloads`` measures
-whole workloads kept for validating the simulator, and ``cli`` exposes both as ``moesim calibrate``.
+``moesim.errors``. ``measure`` builds the calibration profile (``hostops`` adds the host time per
+eager call), ``validate_workloads`` measures whole workloads kept for validating the simulator,
+``probes`` runs the experiments behind docs/accuracy.md, and ``cli`` exposes the first two as
+``moesim calibrate``.
 The profile is read back by ``moesim.costs.profile`` and turned into costs by
 ``moesim.costs.calibrated``.
 """

@@ -37,15 +37,17 @@ def run(
     budget_s: float = typer.Option(480.0, help="wall-clock budget; sections over budget skip shapes"),
     sections: str = typer.Option("", help="comma list of sections (default: all)"),
     heat_ms: float = typer.Option(-1.0, help="GEMM load before each shape, ms (default 60 on cuda, 0 on cpu)"),
+    preheat_s: float = typer.Option(0.0, help="seconds of GEMM load once before the first kernel section"),
     ranks: str = typer.Option("", help="comma list of rank counts for the collectives (default: all GPUs)"),
     cpu_ranks: int = typer.Option(0, help="gloo processes for collectives in cpu mode"),
 ) -> None:
-    """Measure GEMMs, attention, memory ops, launch overhead and NCCL collectives into a profile."""
+    """Measure GEMMs, attention, memory ops, host costs, launch overhead and NCCL collectives into a profile."""
     measure = _torch_module("measure")
     argv = ["--device", device, "--out", str(out), "--budget-s", str(budget_s), "--cpu-ranks", str(cpu_ranks)]
     argv += ["--quick"] if quick else []
     argv += ["--sections", sections] if sections else []
     argv += ["--heat-ms", str(heat_ms)] if heat_ms >= 0 else []
+    argv += ["--preheat-s", str(preheat_s)] if preheat_s > 0 else []
     argv += ["--ranks", ranks] if ranks else []
     raise typer.Exit(measure.main(argv))
 
@@ -72,11 +74,13 @@ def merge(
     out: Path = typer.Argument(..., help="merged JSON to write"),
     inputs: list[Path] = typer.Argument(..., help="run files, oldest first (later runs win)"),
     validation: bool = typer.Option(False, help="merge validation files instead of profiles"),
+    average: str = typer.Option("", help="comma list of ops whose rows from every run are kept and averaged"),
 ) -> None:
     """Merge calibration runs (or validation files) into one file."""
     from moesim.calibrate.merge import main as merge_main
 
-    raise typer.Exit(merge_main((["--validation"] if validation else []) + [str(out)] + [str(p) for p in inputs]))
+    flags = ["--validation"] if validation else (["--average", average] if average else [])
+    raise typer.Exit(merge_main(flags + [str(out)] + [str(p) for p in inputs]))
 
 
 @app.command("show")
@@ -118,8 +122,15 @@ def headline_figures(model) -> dict[str, object]:
             "all_reduce step latency at 2 / 8 ranks (ns)": [model.collective_step_latency_ns("all_reduce", n, "nvlink")
                                                          for n in (2, 8)],
             "host overhead of an eager all_reduce (ns)": model.host_overhead_ns("all_reduce"),
+            "NVLink efficiency of all_reduce at 16 MiB / 64 MiB / 256 MiB / 1 GiB, 2 GPUs":
+                [round(model.collective_efficiency("all_reduce", 2, 2**k), 3) for k in (24, 26, 28, 30)],
         })
+    if "host" in p.ops():
+        figures["host time per eager call (ns): " + " / ".join(HOST_SHOWN)] = [model.host_ns(c) for c in HOST_SHOWN]
     return figures
+
+
+HOST_SHOWN = ("launch_add1", "mm", "index_select", "index_add_", "swiglu_ffn", "all_to_all_single_splits")
 
 
 def _busbw(model, op: str, ranks: int, nbytes: int) -> float:

@@ -24,9 +24,11 @@ from moesim.calibrate.kernels import randn
 from moesim.calibrate.timing import stats_from_ns
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v", "send_recv", "exchange")
-GRAPH_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+GRAPH_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v", "send_recv")
 GRAPH_MAX_NBYTES = 16 << 20  # above this the eager and graph times agree
+GRAPH_TOP_NBYTES = 1 << 30   # graph-timed up to here: the device time of every size, no host in it
 GRAPH_OPS_PER_REPLAY = 20
+GRAPH_BYTES_PER_REPLAY = 20 * GRAPH_MAX_NBYTES  # larger sizes capture fewer ops (at least 4) per graph
 ZIPF_S = 2.0
 
 # bus-bandwidth factor per collective (nccl-tests convention): busbw = algbw * factor(n)
@@ -137,10 +139,15 @@ def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
-def time_graph(fn: Callable[[], None], replays: int = 7) -> list[float]:
-    """Per-op times (ns) of ``fn`` captured ``GRAPH_OPS_PER_REPLAY`` times in one CUDA graph.
+def graph_ops_for(nbytes: int) -> int:
+    """Ops captured per graph: ``GRAPH_OPS_PER_REPLAY``, fewer (at least 4) for large messages."""
+    return max(4, min(GRAPH_OPS_PER_REPLAY, GRAPH_BYTES_PER_REPLAY // max(nbytes, 1)))
 
-    Graph replay removes the host's launch cost, leaving the device-side latency.
+
+def time_graph(fn: Callable[[], None], replays: int = 7, ops: int = GRAPH_OPS_PER_REPLAY) -> list[float]:
+    """Per-op times (ns) of ``fn`` captured ``ops`` times in one CUDA graph.
+
+    Graph replay removes the host's launch cost, leaving the device-side time.
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -151,11 +158,11 @@ def time_graph(fn: Callable[[], None], replays: int = 7) -> list[float]:
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(GRAPH_OPS_PER_REPLAY):
+        for _ in range(ops):
             fn()
     graph.replay()
     times = time_iterations(graph.replay, 2, replays, "cuda")
-    return [t / GRAPH_OPS_PER_REPLAY for t in times]
+    return [t / ops for t in times]
 
 
 def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
@@ -168,6 +175,10 @@ def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
     graph_times: dict[str, list[float]] = {}
     errors: list[str] = []
     deadline = time.monotonic() + float(cfg.get("budget_s", 120))
+    host_calls = None
+    if cfg.get("host_ops"):
+        from moesim.calibrate.hostops import host_collective_calls
+        host_calls = host_collective_calls(rank, world, device)
     for op in cfg["ops"]:
         for nbytes in cfg["sizes"]:
             if not _agree(time.monotonic() < deadline, device):
@@ -188,14 +199,21 @@ def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
     if cfg.get("graph") and device == "cuda":
         for op in cfg["graph_ops"]:
             for nbytes in cfg["graph_sizes"]:
+                if not _agree(time.monotonic() < deadline + float(cfg.get("graph_budget_s", 60)), device):
+                    errors.append(f"graph {op}|{nbytes}: skipped (budget)")
+                    continue
                 try:
-                    graph_times[f"{op}|{nbytes}"] = time_graph(make_collective(op, nbytes, rank, world, device))
+                    fn = make_collective(op, nbytes, rank, world, device)
+                    graph_times[f"{op}|{nbytes}"] = time_graph(fn, ops=graph_ops_for(nbytes))
+                    del fn
                 except Exception as exc:
                     errors.append(f"graph {op}|{nbytes}: {_error(exc)}")
                 if not _agree(f"{op}|{nbytes}" in graph_times, device):
                     graph_times.pop(f"{op}|{nbytes}", None)
                     break  # one failed capture: skip this op's other sizes on every rank
     result = {"times": times, "graph_times": graph_times, "errors": errors}
+    if host_calls is not None:
+        result["host_calls"] = host_calls
     if overlap is not None:
         result["overlap"] = overlap
     return result

@@ -4,6 +4,10 @@
 calibrated model can interpolate multilinearly); ``quick`` keeps the corners and a few interior
 points; ``smoke`` is a tiny CPU grid for tests. Sizes are chosen to cover transformer and MoE
 expert shapes: hidden sizes 1024..18432, tokens 64..32768 per GEMM, 1..16384 per expert.
+Memory ops step by x2 in bytes (curves bend between 16 and 128 MiB, where L2 residency ends);
+collectives by x4 up to 256 KiB (latency-bound, flat) and x2 from 1 MiB to 1 GiB (NCCL's
+bandwidth ramp); attention varies batch and heads separately (cuDNN's kernel speed depends on
+both, not only on their product), up to ``attn_max_tokens`` = batch x heads x seq.
 """
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ class Grid:
     attn_seq: tuple[int, ...]
     attn_heads: tuple[int, ...]
     attn_head_dim: tuple[int, ...]
+    attn_batch: tuple[int, ...]
+    attn_max_tokens: int
     memory_nbytes: tuple[int, ...]
+    memory_warm_nbytes: tuple[int, ...]
     collective_nbytes: tuple[int, ...]
     overlap_gemm: int
     overlap_nbytes: int
@@ -62,8 +69,11 @@ GRIDS: dict[str, Grid] = {
         attn_seq=_pow2(512, 16384),
         attn_heads=(8, 16, 32, 64, 128),
         attn_head_dim=(64, 128),
-        memory_nbytes=_pow4(64 * KIB, 4 * GIB),
-        collective_nbytes=_pow4(4 * KIB, 1 * GIB),
+        attn_batch=(1, 2, 4, 8),
+        attn_max_tokens=128 * 16384,
+        memory_nbytes=_pow2(64 * KIB, 4 * GIB),
+        memory_warm_nbytes=_pow2(64 * KIB, 1 * GIB),
+        collective_nbytes=_pow4(4 * KIB, 256 * KIB) + _pow2(1 * MIB, 1 * GIB),
         overlap_gemm=8192,
         overlap_nbytes=256 * MIB,
     ),
@@ -78,7 +88,10 @@ GRIDS: dict[str, Grid] = {
         attn_seq=(512, 4096),
         attn_heads=(16, 64),
         attn_head_dim=(128,),
+        attn_batch=(1, 4),
+        attn_max_tokens=64 * 4096,
         memory_nbytes=_pow4(64 * KIB, 1 * GIB)[::2],
+        memory_warm_nbytes=_pow4(64 * KIB, 1 * GIB)[::2],
         collective_nbytes=_pow4(4 * KIB, 256 * MIB)[::2],
         overlap_gemm=4096,
         overlap_nbytes=64 * MIB,
@@ -94,7 +107,10 @@ GRIDS: dict[str, Grid] = {
         attn_seq=(16, 32),
         attn_heads=(2,),
         attn_head_dim=(8,),
+        attn_batch=(1, 2),
+        attn_max_tokens=2 * 2 * 32,
         memory_nbytes=(4 * KIB, 16 * KIB),
+        memory_warm_nbytes=(4 * KIB,),
         collective_nbytes=(4 * KIB, 16 * KIB),
         overlap_gemm=64,
         overlap_nbytes=16 * KIB,

@@ -2,8 +2,8 @@
 
 Inputs are views of a few large random buffers (never zeros: zeros run faster than real data),
 allocated once per section. GEMMs use the ``nn.Linear`` layout, ``y[m, n] = x[m, k] @ w[n, k]^T``.
-Attention is ``scaled_dot_product_attention`` (causal, bf16, batch 1); its backward is timed with
-``torch.autograd.grad`` so no gradient accumulation is counted. Each function returns a
+Attention is ``scaled_dot_product_attention`` (causal, bf16, batch and heads as separate
+axes); its backward is timed with ``torch.autograd.grad`` so no gradient accumulation is counted. Each function returns a
 :class:`Section` of long-format profile samples.
 """
 from __future__ import annotations
@@ -130,23 +130,35 @@ def measure_swiglu(timer: Timer, grid: Grid, device: str, budget: Budget) -> Sec
     return sec
 
 
+def attention_shapes(grid: Grid) -> list[tuple[int, int, int, int]]:
+    """(head_dim, batch, heads, seq) of the attention grid: every combination whose
+    batch x heads x seq stays within ``grid.attn_max_tokens``."""
+    return [(d, b, h, s) for d, b, h, s in itertools.product(grid.attn_head_dim, grid.attn_batch, grid.attn_heads,
+                                                             grid.attn_seq)
+            if b * h * s <= grid.attn_max_tokens]
+
+
 def measure_attention(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
-    """Causal flash-attention forward and backward over sequence length, heads and head_dim."""
+    """Causal flash-attention forward and backward over batch, heads, sequence length and head_dim.
+
+    Batch and heads are separate axes: the same batch x heads runs at different speeds
+    depending on how it is split (cuDNN's flash kernel on H200)."""
     sec = Section("attention")
-    numel = max(grid.attn_seq) * max(grid.attn_heads) * max(grid.attn_head_dim)
+    shapes = attention_shapes(grid)
+    numel = max(b * h * s * d for d, b, h, s in shapes)
     bufs = [randn(numel, device, 10 + i) for i in range(4)]
-    for d, h, s in itertools.product(grid.attn_head_dim, grid.attn_heads, grid.attn_seq):
-        n = h * s * d
+    for d, b, h, s in shapes:
+        n = b * h * s * d
         for direction in ("fwd", "bwd"):
-            def one(d: int = d, h: int = h, s: int = s, n: int = n, direction: str = direction) -> dict:
-                q, k, v = (b[:n].view(1, h, s, d).detach().requires_grad_() for b in bufs[:3])
+            def one(d: int = d, b: int = b, h: int = h, s: int = s, n: int = n, direction: str = direction) -> dict:
+                q, k, v = (buf[:n].view(b, h, s, d).detach().requires_grad_() for buf in bufs[:3])
                 if direction == "fwd":
                     st = timer.time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
                 else:
-                    out, dout = F.scaled_dot_product_attention(q, k, v, is_causal=True), bufs[3][:n].view(1, h, s, d)
+                    out, dout = F.scaled_dot_product_attention(q, k, v, is_causal=True), bufs[3][:n].view(b, h, s, d)
                     st = timer.time(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
                     del out
                 return {"op": "attention", "dtype": "bf16", "direction": direction, "causal": True,
-                        "batch": 1, "heads": h, "seq": s, "head_dim": d, **st.fields()}
-            sec.attempt(f"{direction} d={d} h={h} s={s}", budget, one)
+                        "batch": b, "heads": h, "seq": s, "head_dim": d, **st.fields()}
+            sec.attempt(f"{direction} d={d} b={b} h={h} s={s}", budget, one)
     return sec

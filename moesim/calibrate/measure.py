@@ -21,8 +21,8 @@ from typing import Callable
 
 import torch
 
-from moesim.calibrate import grids, kernels, memops, provenance
-from moesim.calibrate.collectives import (COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_MAX_NBYTES, collective_samples,
+from moesim.calibrate import grids, hostops, kernels, memops, provenance
+from moesim.calibrate.collectives import (COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples,
                                           collectives_worker)
 from moesim.calibrate.dist import run_workers
 from moesim.calibrate.jsonio import dump_profile
@@ -33,10 +33,11 @@ from moesim.calibrate.timing import Budget, Timer
 SCHEMA_VERSION = 1
 SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     # name -> (share of the total budget, function(timer, grid, device, budget))
+    "host_ops": (0.03, hostops.measure_host_ops),
     "gemm": (0.2, kernels.measure_gemm),
     "gemm_bwd": (0.35, kernels.measure_gemm_bwd_layouts),
     "attention": (0.12, kernels.measure_attention),
-    "memory": (0.08, memops.measure_memory),
+    "memory": (0.1, memops.measure_memory),
     "swiglu": (0.08, kernels.measure_swiglu),
     "fp8": (0.05, kernels.measure_gemm_fp8),
     "grouped_gemm": (0.06, kernels.measure_grouped_gemm),
@@ -57,15 +58,18 @@ NOTES = (
 
 
 def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sections: tuple[str, ...],
-                out: Path, heat_ms: float = 0.0) -> None:
+                out: Path, heat_ms: float = 0.0, preheat_s: float = 0.0) -> None:
     timer = Timer(device, heat_ms=heat_ms)
     if "launch" in sections:
         _record(profile, memops.measure_launch(device, total.sub(0.05)), out)
-    reserve = COLLECTIVE_SHARE * total.seconds if set(DIST_SECTIONS) & set(sections) else 0.0
-    for name, (share, fn) in SINGLE_SECTIONS.items():
-        if name not in sections:
-            continue
-        budget = Budget(max(1.0, min(share * total.seconds, total.left_s() - reserve)))
+    reserve_share = COLLECTIVE_SHARE if set(DIST_SECTIONS) & set(sections) else 0.0
+    chosen = {name: sf for name, sf in SINGLE_SECTIONS.items() if name in sections}
+    scale = (1.0 - reserve_share) / max(sum(share for share, _ in chosen.values()), 1e-9)
+    for name, (share, fn) in chosen.items():
+        if name != "host_ops" and preheat_s > 0:  # host costs first, on an idle GPU; then heat once
+            timer.preheat(preheat_s)
+            preheat_s = 0.0
+        budget = Budget(max(1.0, min(share * scale * total.seconds, total.left_s() - reserve_share * total.seconds)))
         _record(profile, fn(timer, grid, device, budget), out)
 
 
@@ -74,7 +78,9 @@ def _record(profile: dict, sec: Section, out: Path) -> None:
     profile["errors"].extend(sec.errors)
     if sec.skipped:
         profile["errors"].append(f"{sec.name}: {sec.skipped} measurements skipped (over budget)")
-    print(f"{sec.summary()} [{time.strftime('%H:%M:%S')}]", flush=True)
+    profile.setdefault("thermal_log", []).append({"after": sec.name, "time": time.strftime("%H:%M:%S"),
+                                                  "gpus": provenance.gpu_state()})
+    print(f"{sec.summary()} [{time.strftime('%H:%M:%S')}] {profile['thermal_log'][-1]['gpus']}", flush=True)
     dump_profile(profile, out)
 
 
@@ -82,8 +88,9 @@ def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total
                  sections: tuple[str, ...]) -> None:
     budget_s = max(20.0, total.left_s())
     cfg = {"ops": COLLECTIVES if "collectives" in sections else (), "sizes": grid.collective_nbytes,
-           "budget_s": 0.6 * budget_s, "graph": device == "cuda" and "collectives_graph" in sections,
-           "graph_ops": GRAPH_COLLECTIVES, "graph_sizes": tuple(b for b in grid.collective_nbytes if b <= GRAPH_MAX_NBYTES),
+           "budget_s": 0.5 * budget_s, "graph_budget_s": 0.3 * budget_s,
+           "graph": device == "cuda" and "collectives_graph" in sections, "host_ops": "host_ops" in sections,
+           "graph_ops": GRAPH_COLLECTIVES, "graph_sizes": tuple(b for b in grid.collective_nbytes if b <= GRAPH_TOP_NBYTES),
            "overlap": device == "cuda" and "overlap" in sections, "overlap_gemm": grid.overlap_gemm,
            "overlap_nbytes": grid.overlap_nbytes, "timeout_s": budget_s}
     backend = "nccl" if device == "cuda" else "gloo"
@@ -91,6 +98,7 @@ def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total
     sec = Section("collectives", errors=list(errors))
     if len(results) == world:
         sec.samples = collective_samples(results, world) + collective_samples(results, world, "graph_times", "graph")
+        sec.samples += hostops.host_collective_samples(results, world, device)
         if cfg["overlap"]:
             sec.samples += overlap_samples(results, world, cfg)
         sec.errors += sorted({e for r in results for e in r["errors"]})
@@ -99,7 +107,7 @@ def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total
 
 def run_calibration(device: str, out: Path, mode: str = "full", budget_s: float = 480.0,
                     sections: tuple[str, ...] = ALL_SECTIONS, cpu_ranks: int = 0,
-                    rank_counts: tuple[int, ...] = (), heat_ms: float = 0.0) -> dict:
+                    rank_counts: tuple[int, ...] = (), heat_ms: float = 0.0, preheat_s: float = 0.0) -> dict:
     """Measure, write ``out`` after every section, and return the profile dict.
 
     The distributed sections run once per entry of ``rank_counts`` (default: every visible
@@ -111,13 +119,14 @@ def run_calibration(device: str, out: Path, mode: str = "full", budget_s: float 
     grid = grids.GRIDS[mode]
     world = torch.cuda.device_count() if device == "cuda" else cpu_ranks
     prov = provenance.collect(device, max(1, world))
-    profile = {"schema_version": SCHEMA_VERSION, **prov, "mode": mode, "heat_ms": heat_ms, "notes": NOTES,
+    profile = {"schema_version": SCHEMA_VERSION, **prov, "mode": mode, "heat_ms": heat_ms, "preheat_s": preheat_s,
+               "notes": NOTES,
                "errors": [], "samples": []}
     total = Budget(budget_s)
     torch.manual_seed(0)
     if device == "cpu":
         torch.set_num_threads(1)  # thread-pool wake-ups dominate tiny CPU kernels
-    _single_gpu(profile, grid, device, total, sections, out, heat_ms)
+    _single_gpu(profile, grid, device, total, sections, out, heat_ms, preheat_s)
     for count in rank_counts or (world,):
         if not set(DIST_SECTIONS) & set(sections):
             break
@@ -143,6 +152,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cpu-ranks", type=int, default=0, help="gloo processes for collectives in cpu mode")
     p.add_argument("--heat-ms", type=float, default=None,
                    help="ms of GEMM load before each single-GPU shape, for sustained clocks (default: 60 on cuda)")
+    p.add_argument("--preheat-s", type=float, default=0.0,
+                   help="seconds of GEMM load once before the first kernel section (thermal steady state)")
     p.add_argument("--ranks", default="", help="comma list of rank counts for the distributed sections (default: all)")
     return p.parse_args(argv)
 
@@ -156,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--sections: unknown {bad}; use {', '.join(ALL_SECTIONS)}")
     rank_counts = tuple(int(r) for r in args.ranks.split(",") if r.strip())
     heat_ms = args.heat_ms if args.heat_ms is not None else (DEFAULT_HEAT_MS if args.device == "cuda" else 0.0)
-    prof = run_calibration(args.device, args.out, mode, args.budget_s, sections, args.cpu_ranks, rank_counts, heat_ms)
+    prof = run_calibration(args.device, args.out, mode, args.budget_s, sections, args.cpu_ranks, rank_counts, heat_ms,
+                           args.preheat_s)
     print(f"wrote {args.out}: {len(prof['samples'])} samples, {len(prof['errors'])} errors", flush=True)
     return 0
 

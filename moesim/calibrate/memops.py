@@ -3,10 +3,16 @@
 Each memory op is timed at several sizes; the recorded ``nbytes`` is what the kernel must move
 through HBM (every input read once plus every output written once), which is the size axis the
 calibrated model interpolates over. The variants and the ``MemoryOp.kind`` they calibrate:
-copy -> copy; add, mul, silu -> elementwise; rmsnorm, layernorm -> norm; softmax (router over
-256 experts) -> softmax; topk (k=8 of 256) -> topk; gather (index_select) and scatter
-(index_copy_) of token rows -> permute. Launch overhead is measured three ways (see
-:func:`measure_launch`).
+copy, zeros (a fill: bytes written only) -> copy; add, mul, silu -> elementwise; rmsnorm,
+layernorm -> norm; softmax (router over 256 experts) -> softmax; topk (k=8 of 256) -> topk;
+gather (index_select), scatter (index_copy_) and index_add (``index_add_``, the scatter-add of an
+MoE unpermute: every destination row receives two source rows, as with top-2 routing; bf16
+atomics) of token rows -> permute. Every variant is timed cold (``cache: "cold"``: L2 evicted
+before each repeat, as a layer's first touch of its data) and the ones that consume a tensor
+another kernel has just written are also timed warm (``cache: "warm"``: repeated without the
+eviction, so inputs that fit in the 60 MB L2 are read from it; a GPU-side wait, not a write,
+keeps the host ahead of the GPU between repeats). Launch overhead is measured three
+ways (see :func:`measure_launch`).
 """
 from __future__ import annotations
 
@@ -37,7 +43,11 @@ VARIANTS: dict[str, tuple[str, float]] = {
     "topk": ("topk", 2.0 + ROUTER_TOPK * 10.0 / ROUTER_EXPERTS),
     "gather": ("permute", 4.0 + 8.0 / ROW_HIDDEN),
     "scatter": ("permute", 4.0 + 8.0 / ROW_HIDDEN),
+    "index_add": ("permute", 4.0 + 8.0 / ROW_HIDDEN),
+    "zeros": ("copy", 2.0),
 }
+WARM_VARIANTS = ("copy", "add", "mul", "silu", "rmsnorm", "gather", "scatter", "index_add")
+WARM_BUSY_US = 40.0  # GPU-side wait before each warm repeat: longer than one launch, touches no memory
 
 
 def _kernel(variant: str, bufs: list[torch.Tensor], numel: int, device: str) -> Callable[[], object]:
@@ -45,6 +55,8 @@ def _kernel(variant: str, bufs: list[torch.Tensor], numel: int, device: str) -> 
     x, y, z = (b[:numel] for b in bufs)
     if variant == "copy":
         return lambda: y.copy_(x)
+    if variant == "zeros":
+        return lambda: z.zero_()
     if variant in ("add", "mul"):
         fn = torch.add if variant == "add" else torch.mul
         return lambda: fn(x, y, out=z)
@@ -66,6 +78,11 @@ def _kernel(variant: str, bufs: list[torch.Tensor], numel: int, device: str) -> 
     xr, zr = x.view(rows, ROW_HIDDEN), z.view(rows, ROW_HIDDEN)
     if variant == "gather":
         return lambda: torch.index_select(xr, 0, idx, out=zr)
+    if variant == "index_add":
+        half = max(1, rows // 2)  # two source rows per destination row (top-2)
+        dst = zr[:half]
+        pairs = idx % half
+        return lambda: dst.index_add_(0, pairs, xr)
     return lambda: zr.index_copy_(0, idx, xr)
 
 
@@ -76,19 +93,25 @@ def _numel_for(variant: str, nbytes: int) -> int:
     return max(row, numel // row * row)
 
 
-def measure_memory(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
-    """Every memory variant at every size of the grid."""
+def measure_memory(timer: Timer, grid: Grid, device: str, budget: Budget, caches: tuple[str, ...] = ("cold", "warm"),
+                   variants: "tuple[str, ...] | None" = None) -> Section:
+    """Every memory variant at every size of the grid (cold), then the warm variants."""
     sec = Section("memory")
-    max_numel = max(_numel_for(v, max(grid.memory_nbytes)) for v in VARIANTS)
+    chosen = tuple(VARIANTS) if variants is None else variants
+    max_numel = max(_numel_for(v, max(grid.memory_nbytes)) for v in chosen)
     bufs = [randn(max_numel, device, 20 + i) for i in range(3)]
-    for variant, (kind, per_elem) in VARIANTS.items():
-        for nbytes in grid.memory_nbytes:
-            def one(variant: str = variant, kind: str = kind, per_elem: float = per_elem, nbytes: int = nbytes) -> dict:
-                numel = _numel_for(variant, nbytes)
-                st = timer.time(_kernel(variant, bufs, numel, device))
-                return {"op": "memory", "kind": kind, "variant": variant, "dtype": "bf16",
-                        "nbytes": int(numel * per_elem), **st.fields()}
-            sec.attempt(f"{variant} {nbytes}", budget, one)
+    warm = Timer(device, heat_ms=timer.heat_ms, flush_l2=False, busy_us=WARM_BUSY_US)
+    plan = [(v, b, "cold", timer) for v in chosen for b in grid.memory_nbytes] if "cold" in caches else []
+    plan += [(v, b, "warm", warm) for v in WARM_VARIANTS if v in chosen for b in grid.memory_warm_nbytes] \
+        if "warm" in caches else []
+    for variant, nbytes, cache, tm in plan:
+        def one(variant: str = variant, nbytes: int = nbytes, cache: str = cache, tm: Timer = tm) -> dict:
+            kind, per_elem = VARIANTS[variant]
+            numel = _numel_for(variant, nbytes)
+            st = tm.time(_kernel(variant, bufs, numel, device))
+            return {"op": "memory", "kind": kind, "variant": variant, "dtype": "bf16", "cache": cache,
+                    "nbytes": int(numel * per_elem), **st.fields()}
+        sec.attempt(f"{variant} {nbytes} {cache}", budget, one)
     return sec
 
 

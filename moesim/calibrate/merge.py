@@ -3,9 +3,12 @@
 Two sessions on different machines (say one with 2 GPUs, one with 4) measure different parts;
 this joins them. A measurement is identified by its op and shape fields (everything except
 the statistics), with the loader's defaults filled in (``layout="fwd"`` for GEMMs,
-``mode="eager"`` for collectives), so a re-measured shape replaces the older row. Each row
-gains ``run``, the index of its input in the merged file's ``runs`` list, which keeps every
+``mode="eager"`` for collectives, ``cache="cold"`` for memory ops), so a re-measured shape
+replaces the older row. Each row gains ``run``, the index of its input in the merged file's ``runs`` list, which keeps every
 input's provenance. Inputs must agree on device, driver, CUDA, NCCL and torch versions.
+``--average OP[,OP]`` keeps every run's row of those ops instead, among runs with the same
+heating protocol (``heat_ms``); a run with another protocol still replaces them (repeated
+measurements of a noisy op: the cost model averages a cell's rows in log space).
 ``--validation`` merges validation-workload files instead (entries keyed by their ids).
 Standard library only.
 """
@@ -20,7 +23,7 @@ from moesim.calibrate.jsonio import dump_profile
 
 SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch")
 STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run"}
-DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}}
+DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
 RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -31,19 +34,22 @@ def sample_key(sample: dict) -> str:
     return json.dumps({k: v for k, v in full.items() if k not in STAT_KEYS}, sort_keys=True)
 
 
-def merge_profiles(docs: list[dict]) -> dict:
-    """One profile from several run documents, later ones replacing earlier identical rows."""
+def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
+    """One profile from several run documents, later ones replacing earlier identical rows, except
+    rows of ``average_ops`` measured with the same heating protocol, which are all kept."""
     first = docs[0]
     for i, doc in enumerate(docs[1:], 1):
         for key in SAME_ACROSS_RUNS:
             if doc.get(key) != first.get(key):
                 raise SystemExit(f"input {i}: {key} {doc.get(key)!r} differs from input 0's {first.get(key)!r}")
-    rows: dict[str, dict] = {}
+    rows: dict[str, list[tuple[object, dict]]] = {}  # key -> (heating protocol, row) per kept run
     for run, doc in enumerate(docs):
+        protocol = doc.get("heat_ms") or 0.0
         for s in doc["samples"]:
             full = {**DEFAULTS.get(s["op"], {}), **s, "run": run}
-            rows.pop(sample_key(s), None)  # re-insert so the order follows the latest run
-            rows[sample_key(s)] = full
+            key = sample_key(s)
+            kept = [(p, r) for p, r in rows.pop(key, []) if s["op"] in average_ops and p == protocol]
+            rows[key] = kept + [(protocol, full)]  # re-insert so the order follows the latest run
     runs = [{k: (_ANSI.sub("", d[k]) if isinstance(d.get(k), str) else d.get(k)) for k in RUN_KEYS if k in d}
             for d in docs]
     widest = max(docs, key=lambda d: d.get("gpu_count", 1))
@@ -55,10 +61,11 @@ def merge_profiles(docs: list[dict]) -> dict:
         "gpu_memory_bytes": first.get("gpu_memory_bytes", 0),
         "sm_count": first.get("sm_count", 0),
         "gpu_topology": _ANSI.sub("", widest.get("gpu_topology", "")),
-        "notes": first.get("notes", "") + f" Merged from {len(docs)} runs (see runs; each sample's run indexes it).",
+        "notes": first.get("notes", "") + f" Merged from {len(docs)} runs (see runs; each sample's run indexes it)."
+                 + (f" Rows of {', '.join(average_ops)} from every run are kept and averaged by the model." if average_ops else ""),
         "runs": runs,
         "errors": [e for d in docs for e in d.get("errors", [])],
-        "samples": list(rows.values()),
+        "samples": [r for kept in rows.values() for _, r in kept],
     })
     return merged
 
@@ -88,14 +95,18 @@ def merge_validation(docs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     validation = bool(args) and args[0] == "--validation"
     args = args[1:] if validation else args
+    average: tuple[str, ...] = ()
+    if len(args) >= 2 and args[0] == "--average":
+        average, args = tuple(a for a in args[1].split(",") if a), args[2:]
     if len(args) < 3:
-        print("usage: python -m moesim.calibrate.merge [--validation] OUT.json IN1.json IN2.json [...]", file=sys.stderr)
+        print("usage: python -m moesim.calibrate.merge [--validation | --average OP[,OP]] OUT.json IN1.json IN2.json [...]",
+              file=sys.stderr)
         return 2
     docs = [json.loads(Path(p).read_text()) for p in args[1:]]
-    merged = merge_validation(docs) if validation else merge_profiles(docs)
+    merged = merge_validation(docs) if validation else merge_profiles(docs, average)
     dump_profile(merged, Path(args[0]))
     print(f"wrote {args[0]}: {len(merged['samples'])} rows from {len(args) - 1} inputs")
     return 0

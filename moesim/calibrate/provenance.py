@@ -44,6 +44,15 @@ def gpu_topology() -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", _run(["nvidia-smi", "topo", "-m"]))
 
 
+def gpu_state() -> list[dict[str, str]]:
+    """Per GPU: temperature (C), SM clock (MHz), power (W) and throttle reasons from nvidia-smi,
+    or an empty list (no nvidia-smi). Logged after each section: the thermal state matters."""
+    out = _run(["nvidia-smi", "--query-gpu=index,temperature.gpu,clocks.sm,power.draw,clocks_throttle_reasons.active",
+                "--format=csv,noheader,nounits"])
+    keys = ("gpu", "temp_c", "sm_mhz", "power_w", "throttle")
+    return [dict(zip(keys, (v.strip() for v in line.split(",")))) for line in out.splitlines() if line.strip()]
+
+
 def command_line() -> str:
     """The command that is running, as a shell-quoted string."""
     return "python3 -m " + __spec_name() + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -19,6 +19,7 @@ import torch
 L2_FLUSH_BYTES = 256 * 2**20  # H200 L2 is 60 MB; four times that evicts it
 HEAT_N = 8192  # heater GEMM edge
 HEAT_GEMM_MS = 1.6  # one 8192^3 bf16 GEMM on an H200 at sustained clocks
+BUSY_CYCLES_PER_NS = 2.0  # SM clock upper bound (1.98 GHz): a sleep of N cycles lasts at least N / 2 ns
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Timer:
         target_ms: float = 30.0,
         flush_l2: bool = True,
         heat_ms: float = 0.0,
+        busy_us: float = 0.0,
     ) -> None:
         self.device = device
         self.warmup = warmup
@@ -74,6 +76,9 @@ class Timer:
         self.heat_ms = heat_ms if device == "cuda" else 0.0
         self._heat_bufs: tuple[torch.Tensor, ...] | None = None
         self._flush_buf = None
+        # without the flush, a GPU-side wait of busy_us before each repeat keeps the host ahead
+        # (no launch gap inside the timed region) while leaving L2 as the previous repeat left it
+        self.busy_cycles = int(busy_us * 1e3 * BUSY_CYCLES_PER_NS) if device == "cuda" and not flush_l2 else 0
         if device == "cuda" and flush_l2:
             self._flush_buf = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
 
@@ -90,6 +95,8 @@ class Timer:
     def _flush(self) -> None:
         if self._flush_buf is not None:
             self._flush_buf.fill_(1.0)
+        elif self.busy_cycles:
+            torch.cuda._sleep(self.busy_cycles)
 
     def preheat(self, seconds: float) -> None:
         """Run large GEMMs for ``seconds`` so clocks and temperature reach their steady state."""

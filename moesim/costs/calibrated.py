@@ -1,9 +1,10 @@
 """The calibrated cost model: per-op times interpolated from a measured profile.
 
 Inside the measured range every time is an interpolation of measurements in log space:
-GEMMs multilinearly over (log M, log N, log K) -> log time, attention over (log seq, log
-batch*heads) per head_dim and direction, memory ops and collectives piecewise-linearly over log
-bytes. At a grid point the model returns the measured median. Outside the range the time is
+GEMMs multilinearly over (log M, log N, log K) -> log time, attention over (log batch, log heads,
+log seq) per head_dim and direction (batch and heads kept apart: the flash kernel's speed depends
+on both; profiles measured at batch 1 only fold batch into heads), memory ops and collectives
+piecewise-linearly over log bytes. At a grid point the model returns the measured median. Outside the range the time is
 anchored to the nearest measured point and scaled by a model fitted to the measurements:
 ``t(p) = t(clamp(p)) * fit(p) / fit(clamp(p))``, where ``fit`` is a roofline envelope
 (latency + max(FLOPs / achieved FLOP rate, bytes / achieved bandwidth)) for kernels and a
@@ -14,6 +15,9 @@ Collectives at rank counts that were not measured use the fitted bus bandwidth w
 and pairwise step counts of :func:`collective_steps`, plus a fitted base + per-step latency.
 Device-side ("device") times, the default, come from CUDA-graph measurements, which drop the
 host's launch cost; "eager" times keep it (see :meth:`CalibratedCostModel.host_overhead_ns`).
+:meth:`~CalibratedCostModel.host_ns` gives the measured host (CPU issue) time of one eager call
+per op type, and :meth:`~CalibratedCostModel.all_to_all_v_ns` the device time of an uneven
+all-to-all from its byte matrix.
 What a profile does not cover (fp32 GEMMs, PCIe or InfiniBand links) goes to ``fallback`` when
 one is given and raises ConfigError otherwise.
 """
@@ -37,6 +41,9 @@ MEASURED_LINK_KINDS = ("nvlink", "nvswitch")  # an HGX board's NVLink/NVSwitch f
 DTYPE_ALIASES = {"fp16": "bf16"}  # same tensor-core rate on Hopper
 OP_ALIASES = {"broadcast": "all_gather"}  # not measured; a ring broadcast moves an all-gather's bytes
 GRAPH_BASE_OP = {"all_to_all_v": "all_to_all", "exchange": "send_recv"}
+# memory variants priced only when named: specific kernels of measured programs (the scatter-add of
+# an MoE unpermute, a fill), not representatives of their kind's generic op
+NAMED_ONLY_VARIANTS = ("index_add", "zeros")
 Point = tuple[float, ...]
 
 
@@ -190,6 +197,7 @@ class CalibratedCostModel:
         self._build_gemm()
         self._build_attention()
         self._build_memory()
+        self._build_host()
         self._build_collectives()
         self.peak_flops = float(spec.peak_flops_for("bf16") if spec else getattr(fallback, "peak_flops", 0.0)
                                 or self.measured_peak_flops("bf16"))
@@ -225,14 +233,41 @@ class CalibratedCostModel:
         return lambda p: scale * env(*_gemm_flops_bytes(p, elem))
 
     def _build_attention(self) -> None:
-        self._attn: dict[tuple[str, int], tuple[LogGrid, Envelope]] = {}
+        """Per (direction, head_dim): a grid over (batch, heads, seq) when more than one batch was
+        measured, else over (batch x heads, seq) (older profiles: batch folded into heads). A cell
+        past the measured token cap (batch x heads x seq) is anchored at the measured cell of the
+        same heads and seq with the nearest batch and scaled by the envelope (FLOPs-linear there)."""
+        self._attn: dict[tuple[str, int], tuple[LogGrid, Envelope, tuple[str, ...]]] = {}
         groups: dict[tuple[str, int], list] = defaultdict(list)
         for r in self.profile.select("attention", dtype="bf16", causal=True):
             groups[(r["direction"], r["head_dim"])].append({**r, "bh": r["batch"] * r["heads"]})
         for key, rows in groups.items():
-            fb = [self._attn_ref(key[0], key[1], r["seq"], r["bh"]) for r in rows]
-            env = Envelope.fit([a.flops for a in fb], [a.bytes for a in fb], [r["time_ns"] for r in rows])
-            self._attn[key] = (LogGrid.from_rows(rows, ("seq", "bh")), env)
+            refs = [self._attn_ref(key[0], key[1], r["seq"], r["bh"]) for r in rows]
+            env = Envelope.fit([a.flops for a in refs], [a.bytes for a in refs], [r["time_ns"] for r in rows])
+            keys = ("batch", "heads", "seq") if len({r["batch"] for r in rows}) > 1 else ("bh", "seq")
+            self._attn[key] = (LogGrid.from_rows(rows, keys, self._attn_filler(key, rows, env)), env, keys)
+
+    def _attn_filler(self, key: tuple[str, int], rows: Sequence[Mapping[str, Any]], env: Envelope) -> Callable[[Point], float]:
+        """Time of an unmeasured (batch, heads, seq) cell from the nearest-batch measured cell."""
+        logs: dict[tuple[float, float, float], list[float]] = defaultdict(list)
+        for r in rows:  # repeated cells (several runs) average in log space, as in the grid
+            logs[(float(r["heads"]), float(r["seq"]), float(r["batch"]))].append(math.log(r["time_ns"]))
+        by_hs: dict[tuple[float, float], list[tuple[float, float]]] = defaultdict(list)
+        for (heads, seq, batch), ls in logs.items():
+            by_hs[(heads, seq)].append((batch, math.exp(sum(ls) / len(ls))))
+
+        def model(batch: float, heads: float, seq: float) -> float:
+            ref = self._attn_ref(key[0], key[1], seq, batch * heads)
+            return env(ref.flops, ref.bytes)
+
+        def fill(p: Point) -> float:
+            batch, heads, seq = p if len(p) == 3 else (1.0, *p)
+            measured = by_hs.get((heads, seq))
+            if not measured:  # no cell of this (heads, seq): the envelope alone
+                return model(batch, heads, seq)
+            b0, t0 = min(measured, key=lambda bt: abs(math.log(bt[0] / batch)))
+            return t0 * model(batch, heads, seq) / model(b0, heads, seq)
+        return fill
 
     @staticmethod
     def _attn_ref(direction: str, head_dim: int, seq: float, bh: float) -> Attention:
@@ -240,12 +275,21 @@ class CalibratedCostModel:
                          causal=True, backward=direction == "bwd")
 
     def _build_memory(self) -> None:
+        """One curve per (kind, variant) from the cold-cache samples (L2 evicted before each
+        repeat); warm-cache samples, if a profile has them, are kept apart in ``_mem_warm``."""
         self._mem: dict[str, dict[str, _Curve]] = defaultdict(dict)
-        variants: dict[tuple[str, str], list] = defaultdict(list)
+        self._mem_warm: dict[str, dict[str, _Curve]] = defaultdict(dict)
+        variants: dict[tuple[str, str, str], list] = defaultdict(list)
         for r in self.profile.select("memory"):
-            variants[(r["kind"], r["variant"])].append(r)
-        for (kind, variant), rows in sorted(variants.items()):
-            self._mem[kind][variant] = _Curve(rows)
+            variants[(r["cache"], r["kind"], r["variant"])].append(r)
+        for (cache, kind, variant), rows in sorted(variants.items()):
+            (self._mem if cache == "cold" else self._mem_warm)[kind][variant] = _Curve(rows)
+
+    def _build_host(self) -> None:
+        """Host time per eager call, by call name (the profile's ``host`` samples)."""
+        self._host_calls: dict[str, float] = {}
+        for r in self.profile.select("host"):
+            self._host_calls[r["call"]] = float(r["time_ns"])
 
     def _build_collectives(self) -> None:
         self._coll: dict[tuple[str, int, str], _Curve] = {}
@@ -322,14 +366,21 @@ class CalibratedCostModel:
             return self.memory_ns(op.kind, op.bytes)
         raise ConfigError("op", f"{type(op).__name__} is not a compute op", "pass a Gemm, Attention or MemoryOp")
 
-    def memory_ns(self, kind: str, nbytes: float, variant: str | None = None) -> float:
+    def memory_ns(self, kind: str, nbytes: float, variant: str | None = None, cache: str = "cold") -> float:
         """A memory-bound kernel moving ``nbytes``; ``variant`` (e.g. ``"gather"``) picks one
-        measured kernel, None averages the kind's variants (e.g. gather and scatter)."""
+        measured kernel, None averages the kind's variants (e.g. gather and scatter; not the
+        ``NAMED_ONLY_VARIANTS``). ``cache="warm"``: its inputs were just written by the previous
+        kernel (the warm-cache curve where measured, else the cold one); ``"cold"``: L2 evicted."""
+        if cache not in ("cold", "warm"):
+            raise ConfigError("cache", f"unknown cache state {cache!r}", "use 'cold' or 'warm'")
+        if cache == "warm" and variant is not None and variant in self._mem_warm.get(kind, {}):
+            return self._mem_warm[kind][variant](nbytes)
         curves = self._mem.get(kind, {})
         if variant is None:
-            if not curves:
+            generic = [c for v, c in curves.items() if v not in NAMED_ONLY_VARIANTS]
+            if not generic:
                 raise ConfigError("kind", f"memory kind {kind!r} not in the profile", f"use one of: {sorted(self._mem)}")
-            return float(np.mean([curve(nbytes) for curve in curves.values()]))
+            return float(np.mean([curve(nbytes) for curve in generic]))
         if variant not in curves:
             raise ConfigError("variant", f"no {kind!r} variant {variant!r} in the profile", f"use one of: {sorted(curves)}")
         return curves[variant](nbytes)
@@ -350,14 +401,15 @@ class CalibratedCostModel:
         if DTYPE_ALIASES.get(op.dtype, op.dtype) != "bf16" or not dims:
             return self._fallback_compute(op, "Attention.dtype", f"no {op.dtype} {direction} attention in the profile")
         head_dim = min(dims, key=lambda d: abs(math.log(d / max(op.head_dim, 1))))
-        grid, env = self._attn[(direction, head_dim)]
-        bh, seq = float(max(op.batch * op.heads, 1)), float(max(op.seq_kv, 1))
+        grid, env, keys = self._attn[(direction, head_dim)]
+        batch, heads, seq = float(max(op.batch, 1)), float(max(op.heads, 1)), float(max(op.seq_kv, 1))
+        point = (batch, heads, seq) if len(keys) == 3 else (batch * heads, seq)
 
         def model(p: Point) -> float:
-            ref = self._attn_ref(direction, head_dim, p[0], p[1])
+            ref = self._attn_ref(direction, head_dim, p[-1], math.prod(p[:-1]))
             return env(ref.flops, ref.bytes)
-        ref = self._attn_ref(direction, head_dim, seq, bh)
-        return _anchored(grid, model, (seq, bh)) * op.flops / ref.flops
+        ref = self._attn_ref(direction, head_dim, seq, batch * heads)
+        return _anchored(grid, model, point) * op.flops / ref.flops
 
     def _fallback_compute(self, op: ComputeOp, field: str, problem: str) -> float:
         if self.fallback is None:
@@ -438,6 +490,68 @@ class CalibratedCostModel:
             return int(self._fallback_comm("p2p_latency_ns", link_kind)(link_kind))
         curve = self._coll[("send_recv", self._reference_ranks("send_recv", 2), "device")]
         return max(1, int(round(curve.latency_ns)))
+
+    def collective_efficiency(self, op: str, num_ranks: int, nbytes: float) -> float:
+        """Size-dependent link efficiency: the measured bus bandwidth of ``op`` at ``nbytes``
+        (device time) over the datasheet NVLink bandwidth per direction. NCCL reaches the large-message
+        figure (:meth:`link_efficiency`) only near 1 GiB; a constant efficiency over-rates tens of MB."""
+        if self.datasheet is None:
+            raise ConfigError("device", f"{self.device} has no datasheet entry", f"use one of: {', '.join(DEVICES)}")
+        name = self._check_collective(op, num_ranks)
+        t = self.collective_ns(name, num_ranks, nbytes)
+        return min(1.0, nbytes * bus_factor(name, num_ranks) / t / self.datasheet.nvlink_gbps_per_direction)
+
+    def all_to_all_v_ns(self, matrix: Sequence[Sequence[float]]) -> float:
+        """Device time of an uneven all-to-all from its bytes ``matrix[src][dst]`` (NVLink/NVSwitch).
+
+        Two ranks: the busier direction's bytes ``b`` and the ratio ``r`` of the other direction's
+        bytes to ``b`` place the call between measured curves taken at the same ``b``: one-way
+        send/recv (r = 0), the profile's uneven all_to_all_v (r of its split fractions) and the
+        even all_to_all (r = 1), linearly in r. More ranks: the even all_to_all whose per-peer
+        message is the largest one (``n * b`` bytes), an upper bound for skewed splits.
+        """
+        n = len(matrix)
+        off = [float(matrix[i][j]) for i in range(n) for j in range(n) if i != j]
+        b = max(off, default=0.0)
+        if b <= 0.0:
+            return 1.0
+        if n != 2:
+            return float(self.collective_ns("all_to_all", n, n * b))
+        r = min(off) / b
+        anchors = self._all_to_all_v_anchors()
+        if r <= anchors[0][0]:
+            return anchors[0][1](b)
+        for (r0, f0), (r1, f1) in zip(anchors, anchors[1:]):
+            if r <= r1:
+                w = (r - r0) / (r1 - r0)
+                return (1.0 - w) * f0(b) + w * f1(b)
+        return anchors[-1][1](b)
+
+    def _all_to_all_v_anchors(self) -> list[tuple[float, Callable[[float], float]]]:
+        """(ratio of the lighter to the busier direction, time at busier-direction bytes) on 2 ranks."""
+        self._check_collective("all_to_all", 2)
+        out: list[tuple[float, Callable[[float], float]]] = [(1.0, lambda b: float(self.collective_ns("all_to_all", 2, 2 * b)))]
+        if ("send_recv", 2, "device") in self._coll:
+            out.append((0.0, lambda b: float(self.collective_ns("send_recv", 2, b))))
+        rows = [r for r in self.profile.select("collective", collective="all_to_all_v", num_ranks=2) if r.get("split_fractions")]
+        if rows and ("all_to_all_v", 2, "device") in self._coll:
+            f = rows[0]["split_fractions"]
+            busy, light = max(f[0][1], f[1][0]), min(f[0][1], f[1][0])
+            if 0 < light < busy:
+                out.append((light / busy, lambda b: float(self.collective_ns("all_to_all_v", 2, b / busy))))
+        return sorted(out, key=lambda a: a[0])
+
+    def host_ns(self, call: str) -> int:
+        """Host (CPU issue) time of one eager PyTorch call of ``call`` (``"mm"``, ``"index_select"``,
+        ``"all_to_all_single_splits"``, ...; see :meth:`host_calls`), measured back to back with the
+        GPU busy. A call not in the profile costs the launch figure (:meth:`launch_overhead_ns`)."""
+        if call in self._host_calls:
+            return max(1, int(round(self._host_calls[call])))
+        return self.launch_overhead_ns()
+
+    def host_calls(self) -> list[str]:
+        """The calls with a measured host time."""
+        return sorted(self._host_calls)
 
     def host_overhead_ns(self, op: str) -> int:
         """Host launch cost of one eager PyTorch collective (eager minus CUDA-graph time)."""

@@ -26,6 +26,7 @@ GEMM_LAYOUTS = ("fwd", "bwd_data", "bwd_weight")
 PROFILE_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
                        "send_recv", "exchange")
 COLLECTIVE_MODES = ("eager", "graph")
+MEMORY_CACHES = ("cold", "warm")  # L2 evicted before each repeat, or not
 
 _STR, _INT, _POS, _BOOL = "str", "int", "pos", "bool"  # field kinds; tuples are enumerations
 
@@ -43,6 +44,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
                   "batch": _INT, "heads": _INT, "seq": _INT, "head_dim": _INT},
     "memory": {"kind": MEMORY_OP_KINDS, "variant": _STR, "nbytes": _INT},
     "launch": {"variant": _STR},
+    "host": {"call": _STR},  # host (CPU issue) time of one eager call, GPU kept busy
     "collective": {"collective": PROFILE_COLLECTIVES, "num_ranks": _INT, "nbytes": _INT},
     "overlap": {"collective": _STR, "victim": ("gemm", "collective"), "num_ranks": _INT, "nbytes": _INT,
                 "alone_ns": _POS},
@@ -51,6 +53,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
 OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "gemm": {"layout": (GEMM_LAYOUTS, "fwd")},
     "collective": {"mode": (COLLECTIVE_MODES, "eager")},
+    "memory": {"cache": (MEMORY_CACHES, "cold")},
 }
 STAT_FIELDS = ("p25_ns", "p75_ns", "min_ns", "max_ns")
 
@@ -158,7 +161,7 @@ def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise ConfigError(where, f"must be an object, got {type(row).__name__}", source=source)
     op = row.get("op")
-    if op not in OP_FIELDS:
+    if not isinstance(op, str) or op not in OP_FIELDS:  # a list here is not hashable
         raise ConfigError(f"{where}.op", f"unknown op {op!r}", f"use one of: {', '.join(sorted(OP_FIELDS))}",
                           source=source)
     _check_value(row, "time_ns", _POS, f"{where}.time_ns", source)

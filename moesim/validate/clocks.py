@@ -13,8 +13,12 @@ This module reads them and answers two questions:
   the controller's reaction time as the probe's burst window (how long a GEMM stream from idle
   keeps boost clocks). A run is its warm-up and timed repetitions back to back, idle before and
   after; communication, memory-bound kernels and idle gaps count as no tensor work;
-* how much faster a kernel runs at boost: only its compute-bound share speeds up, by the probe's
-  burst / sustained throughput ratio (memory- and latency-bound time does not).
+* how much faster a kernel runs at boost: only its clock-bound share speeds up, by the probe's
+  burst / sustained throughput ratio (memory- and latency-bound time does not). For a GEMM that
+  share is its tensor-core share (FLOPs at the best measured rate / time); flash attention's
+  non-tensor-core work (softmax) runs at the SM clock too, so its clock-bound share is all but
+  its memory time (``moesim.calibrate.probes``: four of five shapes timed at boost clocks took
+  0.77 to 0.86 of their sustained time, the fifth 0.97, against the GEMM stream's 0.84).
 """
 from __future__ import annotations
 
@@ -68,17 +72,21 @@ class ClockModel:
         rate = max((window_flop_rate(b, period_ns, repetitions, self.burst_window_ns) for b in busy), default=0.0)
         return "boost" if rate <= self.sustained_flops_per_ns else "sustained"
 
-    def scale_ns(self, sustained_ns: float, flops: float, state: str) -> float:
+    def scale_ns(self, sustained_ns: float, flops: float, state: str, clock_bound_share: "float | None" = None) -> float:
         """A kernel's time in ``state`` given its sustained-clock time and FLOPs.
 
-        The compute-bound share ``phi`` = FLOPs at the best measured rate / time speeds up by the
-        burst ratio; the rest is memory or latency bound and does not.
+        The clock-bound share ``phi`` speeds up by the burst ratio; the rest is memory or latency
+        bound and does not. ``phi`` is ``clock_bound_share`` when given, else the compute-bound
+        share: FLOPs at the best measured rate / time.
         """
         if state not in CLOCK_STATES:
             raise ConfigError("clock state", f"unknown state {state!r}", f"use one of: {', '.join(CLOCK_STATES)}")
         if state == "sustained" or sustained_ns <= 0 or flops <= 0:
             return sustained_ns
-        phi = min(1.0, flops / self.peak_flops_per_ns / sustained_ns)
+        if clock_bound_share is not None:
+            phi = min(1.0, max(0.0, clock_bound_share))
+        else:
+            phi = min(1.0, flops / self.peak_flops_per_ns / sustained_ns)
         return sustained_ns * (1.0 - phi * (1.0 - self.sustained_over_burst))
 
 

@@ -4,19 +4,31 @@ The measurement issued the collective back to back from Python, bracketed by CUD
 kept per iteration the minimum over ranks, then the median. Here each rank's host thread
 issues ``LOOP_ITERATIONS`` calls, one every *host interval*, and the engine runs each
 collective on the fabric (``h200x2_nvlink`` for two ranks, ranks ``0..n-1`` of ``dgx_h200``
-beyond) with the profile's link efficiency and per-step latency. A call's time is from its
+beyond) with the profile's link efficiency and a size-dependent per-step latency (below). A
+call's time is from its
 start event (after the previous call and its own issue) to its end, as the CUDA events saw it:
 ``max(host interval, device time)`` in steady state, the host interval for small messages and
 the engine's transfer time for large ones.
 
 The host interval of one eager call is the profile's eager time of collectives too small to
 keep the GPU busy (4 KiB to 1 MiB, where the GPU waits for the host), at the same rank count.
+
+NCCL's bandwidth grows with message size and reaches the large-message figure (the engine's
+constant link efficiency) only near 1 GiB. The engine has no size-dependent efficiency, so
+:func:`sized_step_latency_ns` gives each collective the per-phase latency that makes the engine,
+running it alone on the fabric, take the profile's measured device time at its size (CUDA-graph
+times, 1 MiB to 1 GiB in x2 steps); uneven all-to-alls take
+:meth:`~moesim.costs.calibrated.CalibratedCostModel.all_to_all_v_ns` of their byte matrix. The
+engine's flows, and so any contention between collectives, are kept.
 """
 from __future__ import annotations
 
 import statistics
+from functools import lru_cache
+from typing import Sequence
 
 from moesim.engine import Task
+from moesim.engine import collectives as engine_collectives
 from moesim.validate.context import ValidationContext
 from moesim.validate.host import HostThread
 from moesim.validate.measurements import Measurement
@@ -39,14 +51,51 @@ def transfer_matrix(d: dict) -> "list[list[float]] | float":
     return [[float(d["nbytes"]) * f for f in row] for row in d["split_fractions"]]
 
 
+Bytes = "float | Sequence[Sequence[float]]"
+# the engine's builders for the algorithms it runs by default (Simulation._phases, algorithm "ring")
+ENGINE_PHASES = {"all_reduce": engine_collectives.ring_all_reduce, "all_gather": engine_collectives.ring_all_gather,
+                 "reduce_scatter": engine_collectives.ring_reduce_scatter,
+                 "all_to_all": engine_collectives.direct_all_to_all, "all_to_all_v": engine_collectives.direct_all_to_all_v}
+
+
+def measured_device_ns(ctx: ValidationContext, op: str, n: int, nbytes: Bytes) -> float:
+    """The profile's device time of one collective at its size (byte matrix for all_to_all_v)."""
+    if op == "all_to_all_v":
+        return ctx.cost.all_to_all_v_ns(nbytes)  # type: ignore[arg-type]
+    return float(ctx.cost.collective_ns(op, n, float(nbytes)))  # type: ignore[arg-type]
+
+
+def sized_step_latency_ns(ctx: ValidationContext, op: str, n: int, nbytes: Bytes) -> int:
+    """Per-phase latency that makes the engine's run of this collective, alone on the fabric at the
+    profile's large-message link efficiency, last the profile's measured device time at its size
+    (never below zero: where NCCL beats the engine's efficiency the engine stays the slower)."""
+    phases = len(ENGINE_PHASES[op](list(range(n)), nbytes))
+    transfer = _engine_alone_ns(ctx, op, n, _freeze(nbytes))
+    return max(0, int(round((measured_device_ns(ctx, op, n, nbytes) - transfer) / max(phases, 1))))
+
+
+def _freeze(nbytes: Bytes) -> "float | tuple[tuple[float, ...], ...]":
+    return float(nbytes) if isinstance(nbytes, (int, float)) else tuple(tuple(float(x) for x in row) for row in nbytes)
+
+
+@lru_cache(maxsize=512)
+def _engine_alone_ns(ctx: ValidationContext, op: str, n: int, nbytes: "float | tuple") -> int:
+    """The engine's time for the collective alone, with no step latency (transfer + path latency)."""
+    sim = ctx.simulation(n, overlap=False)
+    task = sim.collective(op, list(range(n)), nbytes if isinstance(nbytes, float) else [list(r) for r in nbytes],
+                          "alone", stream="comm")
+    sim.run()
+    return task.end_ns - task.start_ns
+
+
 def predict_collective(ctx: ValidationContext, case: Measurement) -> Prediction:
     """Engine run of the eager loop; the median per-call time of the loop is the prediction."""
     d = dict(case.description)
     op, n = d["collective"], int(d["num_ranks"])
     sim = ctx.simulation(n, overlap=False)
     interval = host_interval_ns(ctx, op, n)
-    step_ns = ctx.cost.collective_step_latency_ns(op, n, ctx.link_kind(n))
-    threads = [HostThread(sim, r, ctx.launch_ns()) for r in range(n)]
+    step_ns = sized_step_latency_ns(ctx, op, n, transfer_matrix(d))
+    threads = [HostThread(sim, r, ctx) for r in range(n)]
     calls: list[tuple[list[Task], Task]] = []
     for i in range(LOOP_ITERATIONS):
         issued = [t.issue(interval, f"{op}.{i}") for t in threads]

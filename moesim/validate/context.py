@@ -5,7 +5,8 @@ shipped profile, roofline fallback), the :class:`~moesim.validate.clocks.ClockMo
 network mode and the fabrics (two GPUs joined by NVLink; more on one NVSwitch board). It costs
 single kernels (:class:`Kernel`: time at the case's clock state, FLOPs, whether it is a GEMM)
 and builds engine simulations calibrated the way ``moesim run`` calibrates them: link
-efficiency and overlap slowdown from the profile.
+efficiency and overlap slowdown from the profile. Host costs come from the profile's host table:
+each kernel names the eager call that issues it.
 """
 from __future__ import annotations
 
@@ -25,14 +26,21 @@ TWO_GPU_FABRIC = "h200x2_nvlink"   # the measurement machine's pair: one NVLink 
 MANY_GPU_FABRIC = "dgx_h200"       # more GPUs: one NVSwitch board (up to 8)
 
 
+LAUNCH_CALL = "launch"  # a kernel whose host call was not measured: the profile's launch figure
+
+
 @dataclass(frozen=True)
 class Kernel:
-    """One GPU kernel of a validated workload: its time at the case's clock state."""
+    """One GPU kernel of a validated workload: its time at the case's clock state, and the host
+    call that issues it (``call``, a name in the profile's host table) with the share of that
+    call's host time it accounts for (a composite call issues several kernels)."""
 
     name: str
     duration_ns: int
     flops: float = 0.0
     is_gemm: bool = False
+    call: str = LAUNCH_CALL
+    host_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,24 +59,38 @@ class ValidationContext:
         return f"{self.cost.name}; engine mode {self.mode}"
 
     # -- kernels ------------------------------------------------------------------------------
-    def gemm(self, name: str, m: int, n: int, k: int, layout: str, state: str) -> Kernel:
+    def gemm(self, name: str, m: int, n: int, k: int, layout: str, state: str, call: str = LAUNCH_CALL,
+             host_share: float = 1.0) -> Kernel:
         """A bf16 GEMM ``[m, k] x [k, n]`` with operand ``layout`` (fwd, bwd_data, bwd_weight)."""
         sustained = self.cost.gemm_ns(m, n, k, "bf16", layout)
         flops = 2.0 * m * n * k
-        return Kernel(name, _ns(self.clock.scale_ns(sustained, flops, state)), flops, True)
+        return Kernel(name, _ns(self.clock.scale_ns(sustained, flops, state)), flops, True, call, host_share)
 
-    def memory(self, name: str, kind: str, variant: str, nbytes: float) -> Kernel:
-        """A memory-bound kernel moving ``nbytes`` (read + written), from its variant's curve."""
-        return Kernel(name, _ns(self.cost.memory_ns(kind, nbytes, variant)))
+    def memory(self, name: str, kind: str, variant: str, nbytes: float, call: str = LAUNCH_CALL,
+               host_share: float = 1.0, cache: str = "cold") -> Kernel:
+        """A memory-bound kernel moving ``nbytes`` (read + written), from its variant's curve;
+        ``cache="warm"`` when its inputs were just written by the kernels before it."""
+        return Kernel(name, _ns(self.cost.memory_ns(kind, nbytes, variant, cache)), call=call, host_share=host_share)
 
     def attention(self, name: str, op: Attention, state: str) -> Kernel:
-        """A flash-attention kernel (forward or backward)."""
-        return Kernel(name, _ns(self.clock.scale_ns(self.cost.compute_ns(op), op.flops, state)), op.flops)
+        """A flash-attention kernel (forward or backward): clock-bound except for its memory time
+        (see :mod:`moesim.validate.clocks`)."""
+        sustained = float(self.cost.compute_ns(op))
+        memory_share = op.bytes / max(self.cost.measured_hbm_gbps(), 1e-9) / sustained
+        return Kernel(name, _ns(self.clock.scale_ns(sustained, op.flops, state, 1.0 - memory_share)), op.flops)
 
     # -- host costs -----------------------------------------------------------------------------
     def launch_ns(self) -> int:
         """Host time per eager kernel launch (profile: back-to-back eager launches)."""
         return self.cost.launch_overhead_ns()
+
+    def host_ns(self, call: str) -> int:
+        """Host time of one eager call (the profile's host table; ``launch``: the launch figure)."""
+        return self.launch_ns() if call == LAUNCH_CALL else self.cost.host_ns(call)
+
+    def kernel_host_ns(self, kernel: Kernel) -> int:
+        """Host time spent issuing ``kernel``: its share of its call's measured host time."""
+        return max(1, int(round(kernel.host_share * self.host_ns(kernel.call))))
 
     def collective_host_ns(self, op: str) -> int:
         """Host time of one eager PyTorch collective call beyond a kernel launch (profile:

@@ -1,8 +1,9 @@
 """The host thread of an eager PyTorch program, as engine tasks.
 
-In eager mode every kernel is issued by the Python thread: a launch costs host time (the
-profile's back-to-back eager launch figure) and a collective call costs more (the profile's
-eager-minus-graph host overhead). The GPU runs a kernel only once it has been issued, so when
+In eager mode every kernel is issued by the Python thread: each call costs the host time the
+profile measured for that call type (``mm``, ``index_select``, ``all_to_all_single_splits``, ...,
+each issued back to back with the GPU busy), or the profile's launch figure for a kernel whose
+call was not measured; calls that launch no kernel (``empty``, ``slice``) cost host time too. The GPU runs a kernel only once it has been issued, so when
 the GPU is faster than the host it waits. :class:`HostThread` models one rank's thread as a
 chain of tasks on the ``host`` stream of that rank, in program order; every GPU task it issues
 depends on its issue task. The thread never waits for the GPU (the measured programs never
@@ -13,16 +14,16 @@ from __future__ import annotations
 from typing import Iterable
 
 from moesim.engine import Simulation, Task
-from moesim.validate.context import Kernel
+from moesim.validate.context import Kernel, ValidationContext
 
 HOST_STREAM = "host"
 
 
 class HostThread:
-    """One rank's issuing thread; ``launch_ns`` is the host cost of one kernel launch."""
+    """One rank's issuing thread; kernel host costs come from ``ctx`` (see :class:`Kernel`)."""
 
-    def __init__(self, sim: Simulation, rank: int, launch_ns: int) -> None:
-        self.sim, self.rank, self.launch_ns = sim, rank, launch_ns
+    def __init__(self, sim: Simulation, rank: int, ctx: ValidationContext) -> None:
+        self.sim, self.rank, self.ctx = sim, rank, ctx
         self.busy_ns = 0
 
     def issue(self, host_ns: int, name: str) -> Task:
@@ -30,9 +31,13 @@ class HostThread:
         self.busy_ns += host_ns
         return self.sim.compute(self.rank, host_ns, f"issue:{name}", category="host", stream=HOST_STREAM)
 
+    def call(self, call: str, name: str) -> Task:
+        """A host-only call of a measured type (``empty``, ``slice``, a collective call, ...)."""
+        return self.issue(self.ctx.host_ns(call), name)
+
     def kernel(self, kernel: Kernel, deps: Iterable[Task] = (), stream: str = "compute") -> Task:
         """Launch ``kernel`` on the GPU after its issue; it also waits for ``deps``."""
-        issued = self.issue(self.launch_ns, kernel.name)
+        issued = self.issue(self.ctx.kernel_host_ns(kernel), kernel.name)
         return self.sim.compute(self.rank, kernel.duration_ns, kernel.name, stream=stream,
                                 category="gemm" if kernel.is_gemm else "kernel", deps=[issued, *deps],
                                 args={"flops": kernel.flops})

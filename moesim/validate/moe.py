@@ -8,12 +8,14 @@ with the reverse ``all_to_all_single``, then ``zeros``, ``back * gate`` and ``in
 It was timed with CUDA events from a start event recorded right after a barrier and a host
 synchronisation to the last kernel, taking the maximum over ranks per repeat.
 
-Here each rank's host thread issues exactly those kernels (one launch each) and the two
-collectives (the collective host overhead each) in program order; the collectives are engine
-``all_to_all_v`` runs over the measured ``counts_src_dst_local`` x ``hidden x 2`` bytes on
-``h200x2_nvlink``; expert FFNs are costed at their real token counts. Kernels the profile does
-not hold are costed by their nearest measured kind: ``zeros`` as a copy of the bytes written,
-``index_add_`` (a scatter-add) as the ``scatter`` (``index_copy_``) curve.
+Here each rank's host thread makes exactly those calls in program order, each costing the
+profile's measured host time for its call type (``index_select``, ``empty``, the
+``all_to_all_single`` with split lists, ``slice`` and the ``swiglu_ffn`` call per expert, ``cat``,
+``zeros``, the broadcast ``mul``, ``index_add_``); the collectives are engine ``all_to_all_v``
+runs over the measured ``counts_src_dst_local`` x ``hidden x 2`` bytes on ``h200x2_nvlink``, with
+the size-dependent latency of :func:`~moesim.validate.collectives.sized_step_latency_ns`; expert
+FFNs are costed at their real token counts; ``zeros`` and ``index_add_`` use their own measured
+curves (the scatter-add of top-2 rows, with bf16 atomics, is about 5x an ``index_copy_``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.engine import Task
+from moesim.validate.collectives import sized_step_latency_ns
 from moesim.validate.context import Kernel, ValidationContext
 from moesim.validate.host import HostThread
 from moesim.validate.measurements import Measurement
@@ -75,27 +78,39 @@ def _rows_bytes(rows: int, hidden: int) -> float:
 
 
 def before_dispatch(ctx: ValidationContext, s: MoELayerShape, rank: int) -> list[Kernel]:
-    return [ctx.memory("permute.index_select", "permute", "gather", _rows_bytes(s.sent_rows(rank), s.hidden))]
+    return [ctx.memory("permute.index_select", "permute", "gather", _rows_bytes(s.sent_rows(rank), s.hidden),
+                       call="index_select")]
 
 
 def expert_phase(ctx: ValidationContext, s: MoELayerShape, rank: int, ffn: int, state: str) -> list[Kernel]:
-    """Regroup, every local expert with tokens (in slot order), cat, un-regroup."""
+    """Regroup, every local expert with tokens (in slot order), cat, un-regroup. (Each expert's
+    ``slice`` of the grouped rows is a host-only call, issued by :func:`_issue_experts`.)"""
     rows = s.received_rows(rank)
-    out = [ctx.memory("regroup.index_select", "permute", "gather", _rows_bytes(rows, s.hidden))]
+    out = [ctx.memory("regroup.index_select", "permute", "gather", _rows_bytes(rows, s.hidden), call="index_select")]
     for expert, n in zip(s.local_experts[rank], s.expert_rows(rank)):
         if n > 0:
-            out += swiglu_kernels(ctx, n, s.hidden, ffn, state, prefix=f"expert{expert}")
-    out += [ctx.memory("cat", "copy", "copy", 4.0 * rows * s.hidden),
-            ctx.memory("ungroup.index_select", "permute", "gather", _rows_bytes(rows, s.hidden))]
+            out += swiglu_kernels(ctx, n, s.hidden, ffn, state, prefix=f"expert{expert}", call="swiglu_ffn")
+    out += [ctx.memory("cat", "copy", "copy", 4.0 * rows * s.hidden, call="cat"),
+            ctx.memory("ungroup.index_select", "permute", "gather", _rows_bytes(rows, s.hidden), call="index_select")]
     return out
 
 
 def after_combine(ctx: ValidationContext, s: MoELayerShape, rank: int) -> list[Kernel]:
     """``zeros``, ``back * gate`` and ``index_add_`` of the returned rows."""
     rows, t, h = s.sent_rows(rank), s.tokens_per_rank, s.hidden
-    return [ctx.memory("zeros", "copy", "copy", 2.0 * t * h),
-            ctx.memory("gate.mul", "elementwise", "mul", 4.0 * rows * h + 2.0 * rows),
-            ctx.memory("index_add_", "permute", "scatter", _rows_bytes(rows, h))]
+    return [ctx.memory("zeros", "copy", "zeros", 2.0 * t * h, call="zeros"),
+            ctx.memory("gate.mul", "elementwise", "mul", 4.0 * rows * h + 2.0 * rows, call="mul_broadcast"),
+            ctx.memory("index_add_", "permute", "index_add", _rows_bytes(rows, h), call="index_add_")]
+
+
+def _issue_experts(thread: HostThread, kernels: list[Kernel], deps: list[Task]) -> list[Task]:
+    """The expert phase's kernels, with each expert's host-only ``slice`` before its FFN call."""
+    out: list[Task] = []
+    for k in kernels:
+        if k.name.endswith(".gate"):  # the first kernel of an expert's swiglu_ffn call
+            thread.call("slice", f"{k.name.removesuffix('.gate')}.slice")
+        out.append(thread.kernel(k, deps if not out else ()))
+    return out
 
 
 def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
@@ -113,6 +128,12 @@ def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
     )
 
 
+def _issue_all_to_all(thread: HostThread, name: str) -> Task:
+    """``torch.empty`` of the receive buffer, then ``all_to_all_single`` with split lists."""
+    thread.call("empty", f"{name}.empty")
+    return thread.call("all_to_all_single_splits", name)
+
+
 @dataclass(frozen=True)
 class _Run:
     makespan_ns: int
@@ -125,21 +146,18 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
     ffn = int(case.description["ffn"])
     n = s.num_ranks
     sim = ctx.simulation(n, overlap=False)  # no GPU compute overlaps the all-to-alls here
-    step = ctx.cost.collective_step_latency_ns("all_to_all_v", n, ctx.link_kind(n))
-    host_coll = ctx.collective_host_ns("all_to_all_v")
-    threads = [HostThread(sim, r, ctx.launch_ns()) for r in range(n)]
-    phases: dict[str, list[list[Task]]] = {}
+    threads = [HostThread(sim, r, ctx) for r in range(n)]
     last = [threads[r].kernels(before_dispatch(ctx, s, r))[-1] for r in range(n)]
-    phases["permute"] = [[t] for t in last]
     matrix = s.dispatch_bytes()
-    issued = [th.issue(host_coll, "dispatch") for th in threads]
+    issued = [_issue_all_to_all(th, "dispatch") for th in threads]
     dispatch = sim.collective("all_to_all_v", list(range(n)), matrix, "dispatch", stream="comm",
-                              step_latency_ns=step, deps=issued + last)
-    experts = [threads[r].kernels(expert_phase(ctx, s, r, ffn, state), [dispatch]) for r in range(n)]
-    issued = [th.issue(host_coll, "combine") for th in threads]
+                              step_latency_ns=sized_step_latency_ns(ctx, "all_to_all_v", n, matrix), deps=issued + last)
+    experts = [_issue_experts(threads[r], expert_phase(ctx, s, r, ffn, state), [dispatch]) for r in range(n)]
+    issued = [_issue_all_to_all(th, "combine") for th in threads]
     back = [[matrix[j][i] for j in range(n)] for i in range(n)]
     combine = sim.collective("all_to_all_v", list(range(n)), back, "combine", stream="comm",
-                             step_latency_ns=step, deps=issued + [e[-1] for e in experts])
+                             step_latency_ns=sized_step_latency_ns(ctx, "all_to_all_v", n, back),
+                             deps=issued + [e[-1] for e in experts])
     tails = [threads[r].kernels(after_combine(ctx, s, r), [combine]) for r in range(n)]
     sim.run()
     ends = [t[-1].end_ns for t in tails]

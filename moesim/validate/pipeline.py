@@ -190,7 +190,7 @@ def _issue_from_hosts(ctx: ValidationContext, sim: Simulation, sched: Schedule, 
             recv_of[dst] = t
     host_ns = ctx.collective_host_ns("send_recv")
     for rank, row in enumerate(sched.steps):
-        thread = HostThread(sim, rank, ctx.launch_ns())
+        thread = HostThread(sim, rank, ctx)
         queue = iter(computes.get(rank, []))
         last: Task | None = None
         for a in row:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Callable
 
 from moesim.ops import Attention
-from moesim.validate.context import Kernel, ValidationContext
+from moesim.validate.context import LAUNCH_CALL, Kernel, ValidationContext
 from moesim.validate.measurements import Measurement
 from moesim.validate.prediction import Prediction
 
 # Timer in moesim/calibrate/timing.py: 2 warm-up calls plus 1 estimating call before the repeats.
 TIMER_UNTIMED_CALLS = 3
 L2_FLUSH_BYTES = 256 * 2**20  # written before every repeat (timing.L2_FLUSH_BYTES)
+SWIGLU_KERNELS = 5
 
 
 def gemm_kernels(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
@@ -27,15 +28,18 @@ def gemm_kernels(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
 
 
 def swiglu_kernels(ctx: ValidationContext, tokens: int, hidden: int, ffn: int, state: str,
-                   prefix: str = "swiglu") -> list[Kernel]:
-    """The kernels of ``mm(silu(mm(x, wg^T)) * mm(x, wu^T), wd^T)`` in issue order."""
+                   prefix: str = "swiglu", call: str = LAUNCH_CALL) -> list[Kernel]:
+    """The kernels of ``mm(silu(mm(x, wg^T)) * mm(x, wu^T), wd^T)`` in issue order; ``call``: the
+    host call that issues all five (each kernel carries a fifth of its host time). ``silu`` and
+    ``mul`` read what the GEMMs just wrote: their warm-cache curves."""
     t, h, f = tokens, hidden, ffn
+    share = 1.0 / SWIGLU_KERNELS if call != LAUNCH_CALL else 1.0
     return [
-        ctx.gemm(f"{prefix}.gate", t, f, h, "fwd", state),
-        ctx.memory(f"{prefix}.silu", "elementwise", "silu", 4.0 * t * f),   # read + write bf16
-        ctx.gemm(f"{prefix}.up", t, f, h, "fwd", state),
-        ctx.memory(f"{prefix}.mul", "elementwise", "mul", 6.0 * t * f),     # two reads + one write
-        ctx.gemm(f"{prefix}.down", t, h, f, "fwd", state),
+        ctx.gemm(f"{prefix}.gate", t, f, h, "fwd", state, call, share),
+        ctx.memory(f"{prefix}.silu", "elementwise", "silu", 4.0 * t * f, call, share, "warm"),   # read + write bf16
+        ctx.gemm(f"{prefix}.up", t, f, h, "fwd", state, call, share),
+        ctx.memory(f"{prefix}.mul", "elementwise", "mul", 6.0 * t * f, call, share, "warm"),     # two reads + one write
+        ctx.gemm(f"{prefix}.down", t, h, f, "fwd", state, call, share),
     ]
 
 
