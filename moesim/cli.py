@@ -35,10 +35,14 @@ for _module, _name, _help in _SUBAPPS:
 
 
 from moesim.experiment.cli import run as _run  # noqa: E402
+from moesim.planner.cli import bench_app as _bench_app  # noqa: E402
+from moesim.planner.cli import plan as _plan  # noqa: E402
 from moesim.sweep.cli import sweep as _sweep  # noqa: E402
 
 app.command("run")(_run)
 app.command("sweep")(_sweep)
+app.command("plan")(_plan)
+app.add_typer(_bench_app, name="bench", help="Baseline/optimized bench pairs with JSON and Markdown summaries.")
 
 
 def main() -> None:

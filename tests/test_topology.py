@@ -281,7 +281,8 @@ def test_gpu_bandwidth_by_kind_and_describe():
 EXPECTED = {  # name: (GPUs, per-GPU scale-up GB/s per direction)
     "dgx_a100": (8, {"nvswitch": 300.0}), "dgx_h100": (8, {"nvswitch": 450.0}), "dgx_h200": (8, {"nvswitch": 450.0}),
     "dgx_h100_4node": (32, {"nvswitch": 450.0, "pcie": 64.0, "ib": 50.0}), "hgx_h100_pcie": (8, {"pcie": 64.0}),
-    "gb200_nvl72": (72, {"nvswitch": 900.0, "c2c": 450.0}), "h200x2_nvlink": (2, {"nvlink": 450.0}),
+    "gb200_nvl72": (72, {"nvswitch": 900.0, "c2c": 450.0}),
+    "gb200_nvl72_ethernet": (72, {"nvswitch": 900.0, "c2c": 450.0}), "h200x2_nvlink": (2, {"nvlink": 450.0}),
     "h800_cluster": (64, {"nvswitch": 200.0, "pcie": 64.0, "ib": 50.0}),
 }
 

@@ -1,0 +1,198 @@
+"""The planner's command line: ``moesim plan`` and ``moesim bench``.
+
+Exports :func:`plan` (one Typer command; mount it with ``app.command("plan")(plan)``, or
+:data:`plan_app` with ``app.add_typer(plan_app, name="plan")``) and :data:`bench_app`
+(``moesim bench list`` / ``moesim bench run``). ``moesim plan --scenario NAME
+--breakdown`` prints the breakdown and network affinity of the preset's own layout (or of the
+layout given with ``--tp/--pp/--dp/--ep/...``) without searching. Bad input (an unknown preset,
+a world size the layout cannot fill, a layout over memory) prints the error naming the field and
+exits with code 2, no traceback.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from moesim.errors import ConfigError, MoesimError
+from moesim.planner.presets import PRESETS, get_preset
+
+bench_app = typer.Typer(help="Named baseline/optimized pairs: memory, grouping, affinity, parallelism, schedules.",
+                        no_args_is_help=True)
+
+
+def _fail(err: Exception) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _preset(name: str, nodes: Optional[int], global_batch: Optional[int], model: Optional[str]):
+    preset = get_preset(name)
+    changes: dict = {}
+    if nodes is not None:
+        if nodes < 1:
+            raise ConfigError("--nodes", f"must be an integer >= 1, got {nodes}")
+        changes["nodes"] = nodes
+    if model is not None:
+        from moesim.workload.presets import get_model
+
+        changes["model"] = get_model(model).name
+    if global_batch is not None:
+        changes["global_batch"] = global_batch
+    if not changes:
+        return preset
+    preset = preset.with_overrides(**changes)
+    if nodes is not None and global_batch is None:
+        _ = preset.num_gpus  # loads the fabric: a bad node count fails here, naming the field
+    return preset
+
+
+def plan(
+    scenario: str = typer.Option(..., "--scenario", "-s", help=f"preset: {', '.join(PRESETS)}"),
+    top: int = typer.Option(3, "--top", help="runners-up to show"),
+    max_candidates: int = typer.Option(3, "--max-candidates", help="best estimated layouts to simulate"),
+    network: str = typer.Option("analytical", "--network", help="engine network mode: analytical (fast) or fluid "
+                                "(link contention, slower)"),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="override the preset's node count"),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", help="override sequences per step"),
+    model: Optional[str] = typer.Option(None, "--model", help="override the preset's model (a model preset name)"),
+    max_tasks: int = typer.Option(120_000, "--max-tasks", help="largest simulation (engine tasks) before proxies"),
+    breakdown: bool = typer.Option(False, "--breakdown", help="no search: break down one layout (the preset's, or "
+                                   "the one given with --tp/--pp/--dp/--ep/--vpp/--mbs/--schedule/--placement)"),
+    tp: Optional[int] = typer.Option(None, "--tp"), pp: Optional[int] = typer.Option(None, "--pp"),
+    dp: Optional[int] = typer.Option(None, "--dp"), ep: Optional[int] = typer.Option(None, "--ep"),
+    vpp: Optional[int] = typer.Option(None, "--vpp"), mbs: Optional[int] = typer.Option(None, "--mbs"),
+    order: Optional[str] = typer.Option(None, "--order", help="rank order, innermost first, e.g. tp-dp-pp"),
+    schedule: Optional[str] = typer.Option(None, "--schedule"),
+    placement: Optional[str] = typer.Option(None, "--placement"),
+    redundant: Optional[int] = typer.Option(None, "--redundant", help="redundant expert slots per EP group"),
+    simulate: bool = typer.Option(True, "--simulate/--no-simulate", help="with --breakdown: also simulate"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Search the layouts of a preset scenario and print an actionable plan: the layout, experts
+    and memory per GPU, bandwidth needed per link kind, expected step time and tokens/s, the
+    bottleneck, and why the runners-up lost."""
+    from moesim.planner import render
+
+    console = Console(width=170)
+    try:
+        preset = _preset(scenario, nodes, global_batch, model)
+        if breakdown:
+            layout = dict(tp=tp, pp=pp, dp=dp, ep=ep, vpp=vpp, micro_batch_size=mbs, order=order)
+            _print_breakdown(console, preset, layout, schedule, placement, redundant, simulate, network, max_tasks,
+                             as_json)
+            return
+        from moesim.planner.plan import plan_scenario
+
+        report = plan_scenario(preset, top=top, max_candidates=max_candidates, network=network, max_tasks=max_tasks)
+    except MoesimError as err:
+        _fail(err)
+        return
+    if as_json:
+        console.print_json(json.dumps(report.to_dict(), default=float))
+        return
+    for part in render.plan_lines(report):
+        console.print(part, highlight=False)
+
+
+def _layout(preset, layout: dict, schedule, placement, redundant):
+    """The candidate the --breakdown options describe (defaults: the preset's own)."""
+    import dataclasses
+
+    from moesim.planner.candidates import Candidate
+
+    given = {k: v for k, v in layout.items() if v is not None}
+    base = preset.plan
+    if given and "dp" not in given:
+        world = preset.num_gpus
+        tp, pp = given.get("tp", base.tp), given.get("pp", base.pp)
+        if world % (tp * pp):
+            raise ConfigError("--tp/--pp", f"tp*pp = {tp * pp} does not divide the {world} GPUs",
+                              "choose tp and pp whose product divides the GPU count")
+        given["dp"] = world // (tp * pp)
+    if given:
+        dp, mbs = given.get("dp", base.dp), given.get("micro_batch_size", base.micro_batch_size)
+        if preset.global_batch % (dp * mbs):
+            raise ConfigError("--dp/--mbs", f"dp*mbs = {dp * mbs} does not divide the global batch {preset.global_batch}",
+                              "choose dp and mbs dividing the global batch, or set --global-batch")
+        given["num_microbatches"] = preset.global_batch // (dp * mbs)
+        if "ep" not in given and dp % base.ep:
+            given["ep"] = 1
+    plan = dataclasses.replace(base, **given)
+    return Candidate(plan, schedule or preset.schedule, placement or preset.placement,
+                     preset.num_redundant if redundant is None else redundant)
+
+
+def _print_breakdown(console, preset, layout, schedule, placement, redundant, simulate, network, max_tasks,
+                     as_json) -> None:
+    from moesim.planner import render
+    from moesim.planner.affinity import network_affinity
+    from moesim.planner.breakdown import parallelism_breakdown
+    from moesim.planner.context import PlanContext
+
+    cand = _layout(preset, layout, schedule, placement, redundant)
+    ctx = PlanContext(preset)
+    b = parallelism_breakdown(preset, cand, ctx=ctx, simulate_it=simulate, network=network, max_tasks=max_tasks)
+    aff = network_affinity(preset, cand, ctx) if cand.plan.ep > 1 else None
+    if as_json:
+        console.print_json(json.dumps({"breakdown": b.to_dict(), "affinity": aff.to_dict() if aff else None},
+                                      default=float))
+        return
+    for part in render.breakdown_lines(b):
+        console.print(part, highlight=False)
+    if aff:
+        console.print(render.affinity_table(aff))
+        console.print(f"[bold]where experts should live:[/bold] {escape(aff.advice)}", highlight=False)
+    if not b.fits:
+        console.print(f"[red]this layout does not fit:[/red] {escape(b.memory_verdict)}", highlight=False)
+
+
+@bench_app.callback()
+def _bench() -> None:
+    """Named baseline/optimized pairs: memory, grouping, affinity, parallelism, schedules."""
+
+
+@bench_app.command("list")
+def bench_list() -> None:
+    """List the bench targets."""
+    from moesim.planner.bench import BENCHES
+
+    console = Console(width=170)
+    for name, bench in BENCHES.items():
+        console.print(f"{name:34s} {escape(bench.description)}", highlight=False)
+
+
+@bench_app.command("run")
+def bench_run(
+    targets: Optional[str] = typer.Option(None, "--targets", help="comma-separated targets (default: all)"),
+    fmt: str = typer.Option("markdown", "--format", help="console output: json or markdown (both are written)"),
+    out: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="directory for the JSON and Markdown files"),
+    network: str = typer.Option("analytical", "--network", help="engine network mode for simulated sides"),
+) -> None:
+    """Run bench targets; write <target>.json / <target>.md, results.json and summary.md to --out."""
+    from moesim.planner.bench import FORMATS, markdown, resolve_targets, run_benches
+
+    console = Console(width=170)
+    try:
+        if fmt not in FORMATS:
+            raise ConfigError("--format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+        names = resolve_targets(targets)
+        results = run_benches(names, out, network,
+                              on_done=lambda r: console.print(f"done {r.target} ({r.wall_s:.1f} s)", highlight=False))
+    except MoesimError as err:
+        _fail(err)
+        return
+    if fmt == "json":
+        console.print_json(json.dumps([r.to_dict() for r in results], default=float))
+    else:
+        console.print(markdown(results), highlight=False, markup=False)
+    console.print(f"wrote {out}/results.json, summary.md and one .json/.md per target", highlight=False)
+
+
+# The same command as a Typer app, for ``app.add_typer(plan_app, name="plan")``.
+plan_app = typer.Typer(help="Search parallel layouts for a preset scenario and print an actionable plan.")
+plan_app.callback(invoke_without_command=True)(plan)
