@@ -181,13 +181,14 @@ class Simulation:
         if self.compute_scale and rank in self.compute_scale:
             duration_ns = round(duration_ns * self.compute_scale[rank])
         key = (rank, stream)
-        t = Task(len(self.tasks), name, category, (key,), int(duration_ns), None, 0,
-                 tuple(deps), dict(args) if args else {})
-        self.tasks.append(t)
-        lst = self._streams.get(key)
-        if lst is None:
-            self._streams[key] = lst = []
-        lst.append(t)
+        tasks = self.tasks
+        t = Task(len(tasks), name, category, (key,), int(duration_ns), None, 0,
+                 tuple(deps) if deps else (), dict(args) if args else {})
+        tasks.append(t)
+        try:
+            self._streams[key].append(t)
+        except KeyError:
+            self._streams[key] = [t]
         return t
 
     def comm(self, streams: Sequence[StreamKey], phases: coll.Phases, name: str, *, category: str,
