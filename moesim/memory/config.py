@@ -9,6 +9,7 @@ an assumption says so next to it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from moesim.errors import ConfigError
@@ -33,7 +34,7 @@ DEFAULT_P2P_BUFFERS_PER_PATH = 4
 
 
 def _check_dtype(field: str, dtype: str) -> None:
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:  # a list here is not hashable
         raise ConfigError(field, f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPE_BYTES)}")
 
 
@@ -43,7 +44,7 @@ def _check_int(field: str, value: object, minimum: int) -> None:
 
 
 def _check_choice(field: str, value: object, choices: tuple) -> None:
-    if value not in choices:
+    if isinstance(value, bool) or value not in choices:  # True == 1 would pass as ZeRO stage 1
         raise ConfigError(field, f"unknown value {value!r}", f"use one of: {', '.join(map(str, choices))}")
 
 
@@ -102,6 +103,7 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         _check_choice("recompute", self.recompute, RECOMPUTE_MODES)
+        _check_int("zero_stage", self.zero_stage, 0)
         _check_choice("zero_stage", self.zero_stage, ZERO_STAGES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for field in ("param_dtype", "optimizer_state_dtype", "kv_cache_dtype"):
@@ -113,15 +115,22 @@ class MemoryConfig:
             _check_int(field, getattr(self, field), minimum)
         if self.p2p_buffers is not None:
             _check_int("p2p_buffers", self.p2p_buffers, 0)
+        for field in ("distributed_optimizer", "master_weights", "flash_attention", "dropout", "inference"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(field, f"must be true or false, got {getattr(self, field)!r}")
         self._check_bytes()
-        if not 0.0 <= self.w_retained_fraction <= 1.0:
-            raise ConfigError("w_retained_fraction", f"must be in [0, 1], got {self.w_retained_fraction}")
+        frac = self.w_retained_fraction
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
+            raise ConfigError("w_retained_fraction", f"must be a number in [0, 1], got {frac!r}")
 
     def _check_bytes(self) -> None:
-        for field in ("framework_reserve_bytes", "a2a_buffer_bytes"):
+        for field, optional in (("framework_reserve_bytes", False), ("a2a_buffer_bytes", True)):
             value = getattr(self, field)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ConfigError(field, f"must be a number of bytes >= 0, got {value!r}")
+            if value is None and optional:
+                continue
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not is_number or not (math.isfinite(value) and value >= 0):
+                raise ConfigError(field, f"must be a finite number of bytes >= 0, got {value!r}")
 
     @property
     def effective_zero_stage(self) -> int:

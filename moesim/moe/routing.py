@@ -18,6 +18,7 @@ microbatch), so a given step/layer/microbatch is identical whatever else is requ
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -40,6 +41,20 @@ _TAG_TOKENS, _TAG_PILOT, _TAG_FAST = 201, 202, 203
 def _one_of(field: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
         raise ConfigError(field, f"unknown {value!r}", f"use one of: {', '.join(valid)}")
+
+
+def _whole(field: str, value: Any, low: int, high: float = math.inf) -> None:
+    """``value`` must be an int (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        bound = f">= {low}" if high == math.inf else f"in {low}..{int(high)}"
+        raise ConfigError(field, f"must be a whole number {bound}, got {value!r}")
+
+
+def _finite(field: str, value: Any, *, positive: bool, fix: str = "") -> None:
+    """``value`` must be a finite number > 0 (``positive``) or >= 0 (not a bool, text or NaN)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):
+        raise ConfigError(field, f"must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}", fix)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,30 +96,28 @@ class RoutingConfig:
         for field, valid in (("kind", ROUTING_KINDS), ("gating", GATINGS), ("drift", DRIFT_KINDS),
                              ("layer_mode", LAYER_MODES), ("sampler", SAMPLERS)):
             _one_of(field, getattr(self, field), valid)
+        if self.trace_path is not None and not isinstance(self.trace_path, (str, os.PathLike)):
+            raise ConfigError("trace_path", f"must be a file path, got {self.trace_path!r}")
         if self.kind == "trace":
             if not self.trace_path:
                 raise ConfigError("trace_path", "kind 'trace' needs a file", "set trace_path to a routing-trace .npz")
             if self.tokens_per_rank is not None:
                 raise ConfigError("tokens_per_rank", "a trace fixes its own token counts", "leave it None")
-        elif self.tokens_per_rank is None or self.tokens_per_rank < 1:
-            raise ConfigError("tokens_per_rank", f"must be >= 1, got {self.tokens_per_rank}",
+        elif isinstance(self.tokens_per_rank, bool) or not isinstance(self.tokens_per_rank, int) \
+                or self.tokens_per_rank < 1:
+            raise ConfigError("tokens_per_rank", f"must be a whole number >= 1, got {self.tokens_per_rank!r}",
                               "give the tokens one rank routes per microbatch (micro_batch_size * seq_len / tp)")
         self._check_numbers()
 
     def _check_numbers(self) -> None:
-        if self.seed < 0:
-            raise ConfigError("seed", f"must be >= 0, got {self.seed}")
-        if self.zipf_s < 0:
-            raise ConfigError("zipf_s", f"must be >= 0, got {self.zipf_s}", "0 is uniform; real text ~0.25-1.0")
-        if self.dirichlet_alpha <= 0:
-            raise ConfigError("dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
-        if self.drift_rate < 0 or not math.isfinite(self.drift_rate):
-            raise ConfigError("drift_rate", f"must be a finite number >= 0, got {self.drift_rate}")
-        if self.capacity_factor is not None and not self.capacity_factor > 0:
-            raise ConfigError("capacity_factor", f"must be > 0, got {self.capacity_factor}",
-                              "use None for dropless routing")
-        if self.pilot_tokens < 1:
-            raise ConfigError("pilot_tokens", f"must be >= 1, got {self.pilot_tokens}")
+        _whole("seed", self.seed, 0)
+        _finite("zipf_s", self.zipf_s, positive=False, fix="0 is uniform; real text ~0.25-1.0")
+        _finite("dirichlet_alpha", self.dirichlet_alpha, positive=True)
+        _finite("drift_rate", self.drift_rate, positive=False)
+        if self.capacity_factor is not None:
+            _finite("capacity_factor", self.capacity_factor, positive=True, fix="use None for dropless routing")
+        # more pilot tokens than the exact sampler's limit buys nothing and can take forever
+        _whole("pilot_tokens", self.pilot_tokens, 1, EXACT_TOKEN_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,8 @@ class RoutingBatch:
 
 def expert_capacity(tokens_per_expert_avg: float | np.ndarray, capacity_factor: float) -> np.ndarray:
     """Megatron capacity: ``ceil(tokens_per_rank * top_k / num_experts * capacity_factor)``."""
-    return np.ceil(np.asarray(tokens_per_expert_avg, dtype=np.float64) * capacity_factor - 1e-9).astype(np.int64)
+    cap = np.ceil(np.asarray(tokens_per_expert_avg, dtype=np.float64) * capacity_factor - 1e-9)
+    return np.minimum(cap, 2.0**62).astype(np.int64)  # a huge factor must not wrap to a negative capacity
 
 
 def apply_capacity(counts: np.ndarray, capacity_factor: float | None,
@@ -215,8 +229,7 @@ def _check_call(spec: Any, ep: int, num_layers: int, num_microbatches: int, step
     for field, value, low in (("ep", ep, 1), ("num_layers", num_layers, 1),
                               ("num_microbatches", num_microbatches, 1), ("step", step, 0),
                               ("first_layer", first_layer, 0)):
-        if value < low:
-            raise ConfigError(field, f"must be >= {low}, got {value}")
+        _whole(field, value, low)
     if step >= 2 ** DRIFT_HORIZON_LEVELS:
         raise ConfigError("step", f"{step} is beyond the drift horizon 2**{DRIFT_HORIZON_LEVELS}", "use a smaller step")
     if host_of is not None and len(host_of) != ep:

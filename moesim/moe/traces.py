@@ -19,6 +19,11 @@ import numpy as np
 from moesim.errors import ConfigError
 
 FORMAT_VERSION = 1
+# Bounds that keep a bad file from turning into a huge allocation (bincount over
+# microbatches x ranks x experts cells) or an int64 overflow.
+MAX_EXPERTS, MAX_RANKS, MAX_MICROBATCHES = 1 << 16, 1 << 17, 1 << 16
+MAX_ENTRY = 1 << 40
+MAX_CELLS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,10 @@ class RoutingTrace:
         if not 0 <= layer < self.num_layers:
             raise ConfigError("num_layers", f"layer {layer} is outside the trace's {self.num_layers} layers",
                               "request at most the recorded layers", source=self.source)
+        if num_microbatches < 1 or num_microbatches * self.num_ranks * self.num_experts > MAX_CELLS:
+            raise ConfigError("num_microbatches", f"{num_microbatches} microbatches x {self.num_ranks} ranks x "
+                              f"{self.num_experts} experts is outside 1..{MAX_CELLS} cells",
+                              "request fewer microbatches", source=self.source)
         s = step % self.num_steps
         if self.counts is not None:
             return self._split_counts(self.counts[s, layer], num_microbatches)
@@ -112,9 +121,8 @@ def load_trace(path: str | os.PathLike[str]) -> RoutingTrace:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str, mtime_ns: int, size: int) -> RoutingTrace:
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    version = int(data.get("format_version", FORMAT_VERSION))
+    data = _read_npz(path)
+    version = _scalar(data, "format_version", FORMAT_VERSION, path, low=0)
     if version != FORMAT_VERSION:
         raise ConfigError("format_version", f"unsupported version {version}", f"write version {FORMAT_VERSION}",
                           source=path)
@@ -126,11 +134,24 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> RoutingTrace:
                       "see docs/routing_traces.md for the two layouts", source=path)
 
 
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of the archive; any failure to parse it is a ConfigError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - a corrupt archive fails in numpy, zipfile or zlib, in many types
+        raise ConfigError("trace_path", f"cannot read the file as an .npz archive of plain arrays "
+                          f"({type(exc).__name__}: {exc})", "write it with write_counts_trace or "
+                          "write_assignments_trace (docs/routing_traces.md)", source=path) from None
+
+
 def _check_ints(path: str, name: str, a: np.ndarray) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.integer):
         raise ConfigError(name, f"dtype {a.dtype} is not integer", "store integer arrays", source=path)
     if a.size and a.min() < 0:
         raise ConfigError(name, "holds negative entries", "store non-negative ids and counts", source=path)
+    if a.size and a.max() > MAX_ENTRY:
+        raise ConfigError(name, f"holds an entry above {MAX_ENTRY}", "store token counts and ids", source=path)
     return a.astype(np.int64)
 
 
@@ -144,12 +165,31 @@ def _from_counts(path: str, counts: np.ndarray) -> RoutingTrace:
     return RoutingTrace(path, int(counts.shape[4]), int(counts.shape[3]), counts=counts)
 
 
-def _scalar(data: dict[str, np.ndarray], key: str, default: int | None, path: str) -> int:
+def _scalar(data: dict[str, np.ndarray], key: str, default: int | None, path: str, low: int = 1,
+            high: int = MAX_RANKS) -> int:
     if key not in data:
         if default is None:
             raise ConfigError(key, "is missing", f"store the scalar {key!r}", source=path)
-        return default
-    return int(data[key])
+        value = default
+    else:
+        a = data[key]
+        if a.size != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise ConfigError(key, f"must be one integer, got shape {a.shape} of dtype {a.dtype}",
+                              f"store {key} as a scalar integer", source=path)
+        value = int(a.reshape(()))
+    if not low <= value <= high:
+        raise ConfigError(key, f"must be in {low}..{high}, got {value}", "fix the scalar", source=path)
+    return value
+
+
+def _per_token(path: str, name: str, a: np.ndarray, shape3: tuple[int, ...]) -> np.ndarray:
+    """An integer array broadcast to ``[steps, layers, tokens]``."""
+    a = _check_ints(path, name, a)
+    try:
+        return np.broadcast_to(a, shape3)
+    except ValueError:
+        raise ConfigError(name, f"shape {a.shape} does not broadcast to [steps, layers, tokens] = {shape3}",
+                          "store one entry per token", source=path) from None
 
 
 def _from_assignments(path: str, data: dict[str, np.ndarray]) -> RoutingTrace:
@@ -160,9 +200,9 @@ def _from_assignments(path: str, data: dict[str, np.ndarray]) -> RoutingTrace:
     if "src_rank" not in data:
         raise ConfigError("src_rank", "is missing", "store the source rank of every token", source=path)
     shape3 = chosen.shape[:3]
-    src = np.broadcast_to(_check_ints(path, "src_rank", data["src_rank"]), shape3)
-    num_experts = _scalar(data, "num_experts", None, path)
-    num_ranks = _scalar(data, "num_ranks", int(src.max()) + 1, path)
+    src = _per_token(path, "src_rank", data["src_rank"], shape3)
+    num_experts = _scalar(data, "num_experts", None, path, high=MAX_EXPERTS)
+    num_ranks = _scalar(data, "num_ranks", int(src.max()) + 1, path, high=MAX_RANKS)
     if chosen.max() >= num_experts or src.max() >= num_ranks:
         raise ConfigError("assignments", "holds an expert id >= num_experts or a rank >= num_ranks",
                           "fix the ids or the scalars", source=path)
@@ -172,8 +212,8 @@ def _from_assignments(path: str, data: dict[str, np.ndarray]) -> RoutingTrace:
                           "store distinct experts per token", source=path)
     mb, num_mb = None, 0
     if "microbatch" in data:
-        mb = np.broadcast_to(_check_ints(path, "microbatch", data["microbatch"]), shape3)
-        num_mb = _scalar(data, "num_microbatches", int(mb.max()) + 1, path)
+        mb = _per_token(path, "microbatch", data["microbatch"], shape3)
+        num_mb = _scalar(data, "num_microbatches", int(mb.max()) + 1, path, high=MAX_MICROBATCHES)
         if mb.max() >= num_mb:
             raise ConfigError("microbatch", f"holds an index >= num_microbatches = {num_mb}",
                               "fix the indices or the scalar", source=path)

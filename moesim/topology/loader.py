@@ -14,6 +14,7 @@ each other in the built graph.
 from __future__ import annotations
 
 import difflib
+import os
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -39,6 +40,9 @@ def available_topologies() -> list[str]:
 
 def resolve_path(path_or_name: str | Path) -> Path:
     """A file path as given, or ``topologies/<name>.yaml`` for a bare name."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise ConfigError("topology", f"must be a topology name or a file path, got {path_or_name!r}",
+                          f"use one of: {', '.join(available_topologies())}, or a path to a YAML file")
     path = Path(path_or_name)
     if path.is_file():
         return path
@@ -164,7 +168,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _apply_override(spec: dict, key: str, value: Any, source: str) -> None:
     parts = key.split(".")
     if parts[0] not in TOP_KEYS:
-        raise ConfigError(key, "is not a topology field that can be overridden", _suggest(parts[0], TOP_KEYS), source=source)
+        raise ConfigError(key if key.strip() else repr(key), "is not a topology field that can be overridden",
+                          _suggest(parts[0], TOP_KEYS), source=source)
     target = spec
     for part in parts[:-1]:
         if not isinstance(target.get(part), dict):
@@ -180,7 +185,7 @@ def _block(raw: Any, name: str, registry: dict[str, type], source: str) -> Any:
     if "type" not in block:
         raise ConfigError(f"{name}.type", "is missing", f"add type: one of {', '.join(registry)}", source=source)
     kind = block["type"]
-    if kind not in registry:
+    if not isinstance(kind, str) or kind not in registry:  # a list or mapping here is not hashable
         raise ConfigError(f"{name}.type", f"unknown type {kind!r}", f"use one of: {', '.join(registry)}", source=source)
     cls = registry[kind]
     specs = {f.name: f for f in fields(cls)}
@@ -199,7 +204,8 @@ def _check_keys(block: dict, valid: tuple[str, ...], required: tuple[str, ...], 
     for key in block:
         if key not in valid:
             where = f" {context}" if context else ""
-            raise ConfigError(f"{prefix}{key}", f"unknown key{where}", _suggest(str(key), valid), source=source)
+            shown = key if isinstance(key, str) and key.strip() else repr(key)  # a blank key must still show
+            raise ConfigError(f"{prefix}{shown}", f"unknown key{where}", _suggest(str(key), valid), source=source)
     for key in required:
         if key not in block:
             block_name = prefix.rstrip(".") or "top level"

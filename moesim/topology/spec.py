@@ -8,6 +8,7 @@ The loader turns YAML into these specs; tests and sweeps may also build them dir
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, Sequence
 
@@ -19,18 +20,29 @@ from moesim.topology.model import Topology
 
 GPU_KINDS = ("A100", "B200", "GB200", "H100", "H200", "H800")
 SCALE_OUT_KINDS = ("ib", "ethernet")
+# Size guards, checked before any graph is built (building costs ~90 us per GPU, ~30 us per
+# link on one core): 131,072 GPUs is beyond the largest clusters built so far, and 2**19
+# physical links covers them on a rail fat-tree. Larger specs are typos (nodes: 100000000) or
+# need symmetry reduction, not a bigger graph.
+MAX_GPUS = 1 << 17
+MAX_LATENCY_NS = 10**9  # one second per link: anything above is a unit mistake (and overflows int64 sums)
+MAX_LINKS = 1 << 19
 
 
 def _check_values(spec: object) -> None:
-    """Bandwidths (``*_gbps``) must be > 0, latencies (``*_latency_ns``) >= 0, counts >= 1."""
+    """Bandwidths (``*_gbps``) must be finite and > 0, latencies (``*_latency_ns``) in [0, 1 s],
+    counts >= 1."""
     for f in fields(spec):  # type: ignore[arg-type]
         value = getattr(spec, f.name)
         if value is None or isinstance(value, str):
             continue
-        if f.name.endswith("_gbps") and not value > 0:
-            raise ConfigError(f.name, f"must be > 0, got {value}", "give a bandwidth in GB/s per direction (400 Gb/s = 50 GB/s)")
-        if f.name.endswith("latency_ns") and value < 0:
-            raise ConfigError(f.name, f"must be >= 0, got {value}", "give a latency in nanoseconds")
+        if f.name.endswith("_gbps") and not (value > 0 and math.isfinite(value)):
+            problem = f"must be > 0, got {value}" if not value > 0 else f"must be finite, got {value}"
+            raise ConfigError(f.name, problem, "give a bandwidth in GB/s per direction (400 Gb/s = 50 GB/s)")
+        if f.name.endswith("latency_ns") and not 0 <= value <= MAX_LATENCY_NS:
+            problem = (f"must be >= 0, got {value}" if value < 0
+                       else f"must be at most {MAX_LATENCY_NS} (1 s), got {value}")
+            raise ConfigError(f.name, problem, "give a latency in nanoseconds")
         if f.name in _COUNT_FIELDS and value < 1:
             raise ConfigError(f.name, f"must be >= 1, got {value}", f"set {f.name} to 1 or more")
 
@@ -169,8 +181,8 @@ class RailFatTreeFabric(_NicFabric):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.oversubscription > 0:
-            raise ConfigError("oversubscription", f"must be > 0, got {self.oversubscription}",
+        if not (self.oversubscription > 0 and math.isfinite(self.oversubscription)):
+            raise ConfigError("oversubscription", f"must be a finite number > 0, got {self.oversubscription}",
                               "use 1.0 for a non-blocking fabric")
 
     def build(self, g: nx.DiGraph, gpus_by_host: Sequence[Sequence[str]]) -> None:
@@ -204,6 +216,7 @@ class FabricSpec:
         if self.nodes > 1 and self.scale_out is None:
             raise ConfigError("scale_out", f"nodes is {self.nodes} but no scale_out fabric joins the hosts",
                               f"add a scale_out block (type: {' or '.join(SCALE_OUT_TYPES)}) or set nodes: 1")
+        _check_size(self)
 
     def build_graph(self) -> nx.DiGraph:
         """The fabric graph; the scale-out is built only when there is more than one host."""
@@ -229,6 +242,41 @@ class FabricSpec:
             "spec": spec_to_dict(self),
         }
         return Topology(self.name, self.build_graph(), self.gpu_kind, meta)
+
+
+def _intra_links(intra: IntraSpec, gpus: int) -> int:
+    """Physical links one host's intra spec builds (an upper bound where the builder will refuse)."""
+    if isinstance(intra, NVLinkPairsIntra):
+        size = min(intra.group_size or gpus, gpus)
+        return gpus * (size - 1) // 2
+    if isinstance(intra, PCIeTreeIntra):
+        switches = -(-gpus // intra.gpus_per_switch)
+        sockets = min(intra.sockets, switches)
+        return gpus + switches + sockets * (sockets - 1) // 2
+    if isinstance(intra, NVL72Intra):
+        return 2 * gpus
+    return gpus
+
+
+def _check_size(spec: FabricSpec) -> None:
+    """Refuse, before building, fabrics beyond :data:`MAX_GPUS` GPUs or :data:`MAX_LINKS` links."""
+    gpus = spec.nodes * spec.gpus_per_node
+    if gpus > MAX_GPUS:
+        field = "nodes" if spec.nodes > 1 else "gpus_per_node"
+        raise ConfigError(field, f"{spec.nodes} hosts x {spec.gpus_per_node} GPUs = {gpus} GPUs is more than "
+                          f"moesim builds ({MAX_GPUS})", "simulate fewer hosts (symmetric hosts behave alike)")
+    parts = {"intra": spec.nodes * _intra_links(spec.intra, spec.gpus_per_node)}
+    if spec.nodes > 1 and spec.scale_out is not None:
+        parts["scale_out"] = 2 * gpus
+        if isinstance(spec.scale_out, RailFatTreeFabric):
+            so = spec.scale_out
+            groups = -(-spec.nodes // min(so.nodes_per_leaf or spec.nodes, spec.nodes))
+            parts["scale_out.spines"] = groups * spec.gpus_per_node * so.spines
+    links = sum(parts.values())
+    if links > MAX_LINKS:
+        field = max(parts, key=lambda k: parts[k])
+        raise ConfigError(field, f"the fabric would have ~{links} links, more than moesim builds ({MAX_LINKS})",
+                          "use fewer spines, hosts or NVLink peers per group")
 
 
 def spec_to_dict(spec: FabricSpec) -> dict:

@@ -23,6 +23,7 @@ layer) instead of ``layer:`` when layers differ.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -32,6 +33,26 @@ from moesim.workload.common import CommOp, ProgramItem, check_dtype, compute_onl
 
 TP_MODES = ("none", "column", "row")
 TOKENS = "tokens"
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_bytes(field: str, value: Any) -> None:
+    """A per-token byte figure: a finite number >= 0 (not a bool, text or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(field, f"must be a finite number >= 0, got {value!r}")
+
+
+def _check_text(field: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(field, f"must be text, got {value!r}")
+
+
+def _check_flag(field: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -47,14 +68,16 @@ class CustomGemm:
     weight: bool = True
 
     def validate(self, where: str) -> None:
-        if self.m != TOKENS and not (isinstance(self.m, int) and self.m > 0):
+        _check_text(f"{where}.name", self.name)
+        if self.m != TOKENS and not _is_count(self.m):
             raise ConfigError(f"{where}.m", f"must be a positive int or {TOKENS!r}, got {self.m!r}")
         for f in ("n", "k", "groups"):
             value = getattr(self, f)
-            if not isinstance(value, int) or value <= 0:
+            if not _is_count(value):
                 raise ConfigError(f"{where}.{f}", f"must be a positive int, got {value!r}")
         if self.tp not in TP_MODES:
             raise ConfigError(f"{where}.tp", f"unknown mode {self.tp!r}", f"use one of: {', '.join(TP_MODES)}")
+        _check_flag(f"{where}.weight", self.weight)
 
 
 @dataclass(frozen=True)
@@ -72,10 +95,11 @@ class CustomElementwise:
     tp_sharded: bool = False
 
     def validate(self, where: str) -> None:
-        if self.bytes_per_token < 0:
-            raise ConfigError(f"{where}.bytes_per_token", f"must be >= 0, got {self.bytes_per_token}")
-        if self.backward_bytes_per_token is not None and self.backward_bytes_per_token < 0:
-            raise ConfigError(f"{where}.backward_bytes_per_token", f"must be >= 0, got {self.backward_bytes_per_token}")
+        _check_text(f"{where}.name", self.name)
+        _check_bytes(f"{where}.bytes_per_token", self.bytes_per_token)
+        if self.backward_bytes_per_token is not None:
+            _check_bytes(f"{where}.backward_bytes_per_token", self.backward_bytes_per_token)
+        _check_flag(f"{where}.tp_sharded", self.tp_sharded)
         if self.kind not in MEMORY_OP_KINDS:
             raise ConfigError(f"{where}.kind", f"unknown kind {self.kind!r}",
                               f"use one of: {', '.join(MEMORY_OP_KINDS)}")
@@ -97,8 +121,8 @@ class CustomLayer:
     def __post_init__(self) -> None:
         object.__setattr__(self, "gemms", tuple(self.gemms))
         object.__setattr__(self, "elementwise", tuple(self.elementwise))
-        if self.activation_bytes_per_token is not None and self.activation_bytes_per_token < 0:
-            raise ConfigError("activation_bytes_per_token", f"must be >= 0, got {self.activation_bytes_per_token}")
+        if self.activation_bytes_per_token is not None:
+            _check_bytes("activation_bytes_per_token", self.activation_bytes_per_token)
 
 
 @dataclass(frozen=True)
@@ -116,9 +140,11 @@ class CustomModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
+        _check_text("name", self.name)
         for f in ("num_layers", "seq_len", "hidden"):
-            if getattr(self, f) <= 0:
-                raise ConfigError(f, f"must be > 0, got {getattr(self, f)}")
+            if not _is_count(getattr(self, f)):
+                raise ConfigError(f, f"must be a whole number > 0, got {getattr(self, f)!r}")
+        _check_text("dtype", self.dtype)  # before the registry lookup: a list is not hashable
         check_dtype("dtype", self.dtype)
         if len(self.layers) not in (1, self.num_layers):
             raise ConfigError("layers", f"has {len(self.layers)} entries for {self.num_layers} layers",
@@ -142,7 +168,9 @@ class CustomModelSpec:
     @property
     def total_params(self) -> int:
         """Weights of all layers (GEMMs marked ``weight``; no embedding)."""
-        return sum(_layer_params(self.layer(i)) for i in range(self.num_layers))
+        if len(self.layers) == 1:  # one repeated layer: no loop over a (possibly huge) layer count
+            return self.num_layers * _layer_params(self.layers[0])
+        return sum(_layer_params(layer) for layer in self.layers)
 
 
 def _layer_params(layer: CustomLayer) -> int:
@@ -154,7 +182,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(where, f"must be a mapping, got {type(data).__name__}")
     known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise ConfigError(where, f"unknown keys {unknown}", f"use only: {', '.join(sorted(known))}")
     try:
@@ -163,17 +191,24 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(where, str(exc), "give every required key") from None
 
 
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(where, f"must be a list, got {type(value).__name__} {value!r}")
+    return list(value)
+
+
 def _layer_from_dict(data: Any, where: str) -> CustomLayer:
     if not isinstance(data, Mapping):
         raise ConfigError(where, f"must be a mapping, got {type(data).__name__}")
-    gemms = tuple(_build(CustomGemm, g, f"{where}.gemms[{j}]") for j, g in enumerate(data.get("gemms", [])))
+    gemms = tuple(_build(CustomGemm, g, f"{where}.gemms[{j}]")
+                  for j, g in enumerate(_list(data.get("gemms", []), f"{where}.gemms")))
     elem = tuple(_build(CustomElementwise, e, f"{where}.elementwise[{j}]")
-                 for j, e in enumerate(data.get("elementwise", [])))
+                 for j, e in enumerate(_list(data.get("elementwise", []), f"{where}.elementwise")))
     for j, g in enumerate(gemms):
         g.validate(f"{where}.gemms[{j}]")  # report the path the user wrote
     for j, op in enumerate(elem):
         op.validate(f"{where}.elementwise[{j}]")
-    extra = sorted(set(data) - {"gemms", "elementwise", "activation_bytes_per_token"})
+    extra = sorted(set(data) - {"gemms", "elementwise", "activation_bytes_per_token"}, key=str)
     if extra:
         raise ConfigError(where, f"unknown keys {extra}", "use gemms, elementwise, activation_bytes_per_token")
     return CustomLayer(gemms, elem, data.get("activation_bytes_per_token"))
@@ -181,15 +216,19 @@ def _layer_from_dict(data: Any, where: str) -> CustomLayer:
 
 def custom_model_from_dict(data: Mapping[str, Any], source: str = "") -> CustomModelSpec:
     """Build a :class:`CustomModelSpec` from a dict (e.g. loaded YAML); errors name the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("model", f"must be a mapping of fields, got {type(data).__name__}",
+                          "give name, num_layers, seq_len, hidden and layer(s)", source=source)
     if ("layer" in data) == ("layers" in data):
         raise ConfigError("layer", "give exactly one of 'layer' (repeated) or 'layers' (one per layer)", source=source)
-    raw = [data["layer"]] if "layer" in data else list(data["layers"])
+    raw = [data["layer"]] if "layer" in data else _list(data["layers"], "layers")
     key = "layer" if "layer" in data else "layers"
     layers = tuple(_layer_from_dict(item, key if key == "layer" else f"layers[{i}]") for i, item in enumerate(raw))
     fields = {k: v for k, v in data.items() if k not in ("layer", "layers")}
-    unknown = sorted(set(fields) - {"name", "num_layers", "seq_len", "hidden", "dtype", "source"})
+    unknown = sorted(set(fields) - {"name", "num_layers", "seq_len", "hidden", "dtype", "source"}, key=str)
     if unknown:
-        raise ConfigError(str(unknown[0]), "unknown key", "use name, num_layers, seq_len, hidden, dtype, layer(s)",
+        shown = unknown[0] if isinstance(unknown[0], str) and unknown[0].strip() else repr(unknown[0])
+        raise ConfigError(shown, "unknown key", "use name, num_layers, seq_len, hidden, dtype, layer(s)",
                           source=source)
     missing = [k for k in ("name", "num_layers", "seq_len", "hidden") if k not in fields]
     if missing:

@@ -1,0 +1,293 @@
+"""How big a simulation will be, known before building it: tasks, flows, events, memory, wall time.
+
+:func:`estimate_run` counts what the lowering will create from the plan, the schedule, the model
+and the fabric spec alone (no graph, no cost model, no task is built): per pipeline pass the
+compute segments x TP x DP GPUs, one folded TP collective per segment and DP replica (ring:
+``2(tp-1)tp`` flows), the MoE exchanges (dispatch, shared experts, one task per expert slot,
+combine; ``2 ep(ep-1)`` flows per exchange), the pipeline sends (one flow each), the DP gradient
+all-reduces (ring or hierarchical flows) and the optimizer steps. Memory and wall time follow
+from per-task and per-flow constants measured on small real runs (see :data:`CONSTANTS` and
+docs/robustness.md). :func:`check_budget` turns an estimate over the limits into a ConfigError
+with the figures and what to change, so a runaway scenario is refused in milliseconds instead of
+exhausting the machine.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from moesim.errors import ConfigError
+from moesim.experiment.scenario import ParallelPlan, Scenario
+from moesim.schedules import actions_of, cross_deps, generate
+from moesim.schedules.model import Schedule
+from moesim.workload.transformer import TransformerSpec
+
+GIB = 2**30
+DEFAULT_MAX_TASKS = 5_000_000
+DEFAULT_MAX_MEMORY_BYTES = 8 * GIB
+# Generate the real schedule when it has at most this many actions; beyond, a small probe
+# schedule of the same shape gives the per-microbatch counts (generation is ~ms per 1000 actions).
+PROBE_ACTION_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class CostConstants:
+    """Per-item costs of a build + run, by network mode for flows (the fluid network records
+    link-utilisation counters and solves rates, the analytical one does neither). Measured with
+    :func:`measure` and :func:`fit_per_item`; how and on what is in docs/robustness.md."""
+
+    bytes_per_task: float
+    seconds_per_task: float
+    events_per_task: float
+    seconds_fixed: float
+    bytes_per_flow: Mapping[str, float]
+    seconds_per_flow: Mapping[str, float]
+    events_per_flow: Mapping[str, float]
+
+    def per_flow(self, network: str) -> tuple[float, float, float]:
+        """(bytes, seconds, events) per flow for a network mode (the costlier mode if unknown)."""
+        mode = network if network in self.bytes_per_flow else "fluid"
+        return self.bytes_per_flow[mode], self.seconds_per_flow[mode], self.events_per_flow[mode]
+
+
+# Fitted on 7 scenarios (1.7k-20k tasks, 3k-55k flows, dense and MoE, 1 and 4 hosts), peak RSS
+# growth and wall time of build + run on the 2-core development machine; see docs/robustness.md.
+CONSTANTS = CostConstants(
+    bytes_per_task=1100.0, seconds_per_task=25e-6, events_per_task=2.0, seconds_fixed=0.2,
+    bytes_per_flow={"fluid": 500.0, "analytical": 120.0},
+    seconds_per_flow={"fluid": 47e-6, "analytical": 16e-6},
+    events_per_flow={"fluid": 2.3, "analytical": 1.25},
+)
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What the estimate needs: the plan, the schedule name, the model spec and the host size."""
+
+    plan: ParallelPlan
+    schedule: str
+    model: Any
+    gpus_per_node: int
+    network: str = "fluid"
+    num_redundant: int = 0
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """Predicted size of one simulation (before building it)."""
+
+    tasks: int
+    flows: int
+    events: int
+    memory_bytes: float
+    wall_s: float
+
+    def describe(self) -> str:
+        return (f"~{self.tasks:,} tasks, ~{self.flows:,} flows, ~{self.memory_bytes / GIB:.1f} GiB, "
+                f"~{_duration(self.wall_s)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def parts_of(scn: Scenario) -> RunParts:
+    """The :class:`RunParts` of a scenario: the model resolved, the fabric spec read (not built)."""
+    from moesim.topology.loader import parse_spec, read_spec, resolve_path
+    from moesim.workload.presets import get_model
+
+    spec, source = read_spec(resolve_path(scn.topology))
+    if scn.nodes:
+        spec["nodes"] = scn.nodes
+    fabric = parse_spec(spec, source)
+    model = get_model(scn.model) if isinstance(scn.model, str) else scn.model
+    if not isinstance(getattr(model, "num_layers", None), int):
+        raise ConfigError("scenario.model", f"{model!r} is not a model", "give a preset name or a model spec")
+    return RunParts(scn.plan, scn.schedule, model, fabric.gpus_per_node, scn.network, scn.moe.num_redundant)
+
+
+# -- the schedule, per microbatch ----------------------------------------------------------------
+@dataclass(frozen=True)
+class _ScheduleShape:
+    passes: dict[tuple[str, int], float]   # (F|B|W, stage) -> passes per microbatch (BW = B + W)
+    sends_per_microbatch: float            # cross-rank dependencies per microbatch (per TP/DP rank)
+    num_stages: int
+    num_chunks: int
+
+
+def _schedule_shape(name: str, pp: int, vpp: int, num_microbatches: int) -> _ScheduleShape:
+    chunks = vpp if name == "interleaved" else None
+    sched = None
+    if num_microbatches * pp * vpp * 3 > PROBE_ACTION_LIMIT:
+        for m in (2 * pp * vpp, 4 * pp * vpp, pp * vpp, 2 * pp, pp, 2, 1):
+            try:
+                sched = generate(name, pp, m, chunks)
+                break
+            except ConfigError:
+                continue
+    sched = sched or generate(name, pp, num_microbatches, chunks)
+    return _shape(sched)
+
+
+def _shape(sched: Schedule) -> _ScheduleShape:
+    passes: Counter[tuple[str, int]] = Counter()
+    sends = 0
+    for row in sched.steps:
+        for step in row:
+            for a in actions_of(step):
+                for kind in ("B", "W") if a.kind == "BW" else (a.kind,):
+                    passes[(kind, a.stage)] += 1
+                sends += sum(d.crosses_ranks for d in cross_deps(sched, a))
+    m = sched.num_microbatches
+    chunks = 2 if sched.layout == "dual" else sched.num_chunks
+    return _ScheduleShape({k: v / m for k, v in passes.items()}, sends / m, sched.num_stages, chunks)
+
+
+# -- counting ----------------------------------------------------------------------------------
+def _moe_layers_per_stage(model: Any, num_stages: int) -> list[int]:
+    from moesim.lowering.stage_costs import stage_layer_ranges
+
+    is_moe = getattr(model, "is_moe_layer", lambda _layer: False)
+    return [sum(1 for layer in r if is_moe(layer)) for r in stage_layer_ranges(model.num_layers, num_stages)]
+
+
+def _exchange_counts(parts: RunParts, kind: str) -> tuple[float, float]:
+    """(tasks, flows) of one MoE exchange of one pass, over every TP index and EP group."""
+    plan, model = parts.plan, parts.model
+    groups = plan.tp * (plan.dp // plan.ep)
+    experts = model.num_experts + parts.num_redundant
+    if kind == "W":
+        return groups * experts, 0.0
+    shared = plan.ep if getattr(model, "num_shared_experts", 0) else 0
+    return groups * (2 * plan.ep + shared + experts), groups * 2.0 * plan.ep * (plan.ep - 1)
+
+
+def _pass_counts(parts: RunParts, kind: str, stage: int, moe_layers: int) -> tuple[float, float]:
+    """(tasks, flows) of one pass (F, B or W) of one microbatch over one virtual stage."""
+    plan = parts.plan
+    segments = moe_layers + 1
+    tasks = segments * plan.dp * plan.tp
+    flows = 0.0
+    # F and B segments carry TP traffic; a W pass only on stage 0, for the embedding gradient
+    tp_segments = segments if kind != "W" else int(stage == 0 and isinstance(parts.model, TransformerSpec))
+    if plan.tp > 1 and tp_segments:
+        tasks += tp_segments * plan.dp
+        flows += tp_segments * plan.dp * 2.0 * (plan.tp - 1) * plan.tp
+    if moe_layers:
+        ex_tasks, ex_flows = _exchange_counts(parts, kind)
+        tasks += moe_layers * ex_tasks
+        flows += moe_layers * ex_flows
+    return tasks, flows
+
+
+def _dp_flows(parts: RunParts) -> float:
+    """Flows of one DP gradient all-reduce: a ring, or hierarchical when the group spans hosts."""
+    plan = parts.plan
+    dp = plan.dp
+    hosts = Counter(plan.rank(0, d, 0) // parts.gpus_per_node for d in range(dp))
+    sizes = set(hosts.values())
+    if len(hosts) == 1 or len(sizes) != 1:
+        return 2.0 * (dp - 1) * dp
+    local, h = sizes.pop(), len(hosts)
+    return 2.0 * (local - 1) * local * h + 2.0 * (h - 1) * h * local
+
+
+def count_run(parts: RunParts) -> tuple[int, int]:
+    """(tasks, flows) the lowering will create for ``parts``."""
+    plan = parts.plan
+    shape = _schedule_shape(parts.schedule, plan.pp, plan.vpp, plan.num_microbatches)
+    moe = _moe_layers_per_stage(parts.model, shape.num_stages)
+    tasks = flows = 0.0
+    for (kind, stage), per_mb in shape.passes.items():
+        t, f = _pass_counts(parts, kind, stage, moe[stage])
+        tasks += per_mb * plan.num_microbatches * t
+        flows += per_mb * plan.num_microbatches * f
+    sends = shape.sends_per_microbatch * plan.num_microbatches * plan.dp * plan.tp
+    tasks += sends + plan.dp * plan.pp * plan.tp   # sends, optimizer steps
+    flows += sends
+    if plan.dp > 1:
+        syncs = plan.pp * plan.tp * shape.num_chunks
+        tasks += syncs
+        flows += syncs * _dp_flows(parts)
+    return int(round(tasks)), int(round(flows))
+
+
+def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants = CONSTANTS) -> RunEstimate:
+    """Predict the size of a run before building it (see the module docstring)."""
+    parts = parts_of(scn_or_parts) if isinstance(scn_or_parts, Scenario) else scn_or_parts
+    tasks, flows = count_run(parts)
+    flow_bytes, flow_s, flow_events = constants.per_flow(parts.network)
+    return RunEstimate(
+        tasks=tasks, flows=flows,
+        events=int(constants.events_per_task * tasks + flow_events * flows),
+        memory_bytes=constants.bytes_per_task * tasks + flow_bytes * flows,
+        wall_s=constants.seconds_fixed + constants.seconds_per_task * tasks + flow_s * flows,
+    )
+
+
+def check_budget(estimate: RunEstimate, max_tasks: int = DEFAULT_MAX_TASKS,
+                 max_memory_bytes: float = DEFAULT_MAX_MEMORY_BYTES, force: bool = False) -> None:
+    """ConfigError when ``estimate`` exceeds ``max_tasks`` or ``max_memory_bytes`` (unless ``force``)."""
+    if force:
+        return
+    over = []
+    if estimate.tasks > max_tasks:
+        over.append(f"{estimate.tasks:,} tasks > {max_tasks:,}")
+    if estimate.memory_bytes > max_memory_bytes:
+        over.append(f"{estimate.memory_bytes / GIB:.1f} GiB > {max_memory_bytes / GIB:.1f} GiB")
+    if over:
+        raise ConfigError("scenario", f"too large to simulate here: {estimate.describe()} ({'; '.join(over)})",
+                          "use fewer microbatches (plan.num_microbatches), network='analytical', fewer layers "
+                          "or fewer GPUs (symmetric DP replicas behave alike), or pass --force to run anyway")
+
+
+# -- measuring the constants -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measured:
+    """What one real build + run of a scenario cost (see :func:`measure`)."""
+
+    tasks: int
+    flows: int
+    events: int
+    peak_bytes: float
+    wall_s: float
+    network: str
+
+
+def measure(scn: Scenario, trace_memory: bool = True) -> Measured:
+    """Build and run ``scn`` once, recording tasks, flows, SimPy events, the peak of traced
+    Python + numpy memory (tracemalloc; 0 when ``trace_memory`` is off) and the wall time."""
+    import time
+    import tracemalloc
+
+    from moesim.experiment.build import build_scenario
+
+    if trace_memory:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    built = build_scenario(scn)
+    result = built.sim.run()
+    wall_s = time.perf_counter() - t0
+    peak = float(tracemalloc.get_traced_memory()[1]) if trace_memory else 0.0
+    if trace_memory:
+        tracemalloc.stop()
+    events = next(built.sim.env._eid)  # SimPy's event-id counter: events scheduled so far
+    return Measured(result.num_tasks, result.num_flows, events, peak, wall_s, result.mode)
+
+
+def fit_per_item(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Least-squares ``(a, b)`` >= 0 with ``y ~ a * tasks + b * flows`` from ``(tasks, flows, y)`` rows."""
+    import numpy as np
+
+    x = np.array([[t, f] for t, f, _ in rows], dtype=float)
+    y = np.array([v for _, _, v in rows], dtype=float)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    if (coef < 0).any():  # one term explains it alone: fit that one
+        col = int(np.argmax(coef))
+        coef = np.zeros(2)
+        coef[col] = float(x[:, col] @ y / (x[:, col] @ x[:, col]))
+    return float(coef[0]), float(coef[1])
