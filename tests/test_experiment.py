@@ -153,3 +153,13 @@ def test_recomputation_trades_step_time_for_activation_memory():
     full, _ = run_scenario(scn(memory=MemoryConfig(recompute="full")))
     assert full.step_time_ms > none.step_time_ms * 1.1
     assert full.peak_activation_gib < none.peak_activation_gib / 2
+
+
+def test_runaway_scenario_is_refused_before_building_with_the_estimate():
+    from moesim.workload.presets import get_model
+
+    big = Scenario(name="dsv3", topology="h800_cluster", nodes=256, model=get_model("deepseek-v3"),
+                   schedule="dualpipe", plan=ParallelPlan(dp=128, pp=16, ep=64, num_microbatches=120))
+    with pytest.raises(ConfigError, match="scenario") as err:
+        build_scenario(big)
+    assert "tasks" in str(err.value) and "force" in str(err.value)

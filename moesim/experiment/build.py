@@ -14,6 +14,7 @@ from typing import Any
 from moesim.costs.base import CostModel
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
+from moesim.experiment.estimate import check_budget, estimate_run
 from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
 from moesim.lowering.stage_costs import StageTable
@@ -84,8 +85,11 @@ def make_schedule(scn: Scenario) -> Schedule:
     return sched
 
 
-def build_scenario(scn: Scenario) -> Built:
-    """Topology + model + costs + schedule -> lowered Simulation."""
+def build_scenario(scn: Scenario, force: bool = False) -> Built:
+    """Topology + model + costs + schedule -> lowered Simulation.
+
+    A run estimated past the engine's budget (tasks or memory) is refused with the estimate and
+    a hint before anything is built, unless ``force``."""
     topo = load_topology(scn.topology, **({"nodes": scn.nodes} if scn.nodes else {}))
     faults = scn.faults or Faults()
     topo = apply_to_topology(topo, faults)
@@ -93,6 +97,7 @@ def build_scenario(scn: Scenario) -> Built:
     if plan.world_size != topo.num_gpus:
         raise ConfigError("plan", f"tp*dp*pp = {plan.tp}*{plan.dp}*{plan.pp} = {plan.world_size} GPUs but topology "
                           f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
+    check_budget(estimate_run(scn), force=force)
     spec = resolve_model(scn.model)
     cost = resolve_cost_model(scn.cost_model, topo.gpu_kind)
     sched = make_schedule(scn)

@@ -24,6 +24,7 @@ def run(
     file: Path = typer.Argument(..., help="experiment file, e.g. experiments/1f1b_vs_interleaved.py"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<experiment>)"),
     set_: List[str] = typer.Option([], "--set", help="override a scenario field for every scenario: key=value"),
+    force: bool = typer.Option(False, "--force", help="run even when the size estimate exceeds the budget"),
 ) -> None:
     """Run every scenario of an experiment; print the table; write results.json, summary.md,
     Perfetto traces and PNG plots."""
@@ -43,7 +44,8 @@ def run(
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             bar = progress.add_task(f"simulating {exp.name}", total=len(exp.scenarios))
-            results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar))
+            results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar),
+                                            force=force)
     except ConfigError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2)

@@ -53,9 +53,10 @@ class ScenarioResult:
         return asdict(self)
 
 
-def run_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
-    """Simulate one scenario; return its result and the Recorder."""
-    built = build_scenario(scn)
+def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, Any]:
+    """Simulate one scenario; return its result and the Recorder (``force`` runs past the
+    size budget)."""
+    built = build_scenario(scn, force=force)
     sim_result = built.sim.run()
     rec = sim_result.recorder
     rec.meta.update({"scenario": scn.name, "cost_model": built.cost_model.name})
@@ -142,7 +143,8 @@ def pipeline_bubble(rec) -> float:
 
 
 def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str, Any] | None = None,
-                   on_progress: Callable[[str], None] | None = None) -> tuple[list[ScenarioResult], dict[str, float]]:
+                   on_progress: Callable[[str], None] | None = None,
+                   force: bool = False) -> tuple[list[ScenarioResult], dict[str, float]]:
     """Run every scenario; write the run directory; return results and wall seconds per scenario."""
     from moesim.plots import plot_expert_load, plot_timeline, plot_utilization
     from moesim.trace import write_chrome_trace
@@ -154,7 +156,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
     for scn in exp.scenarios:
         scn = scn.with_overrides(overrides or {})
         t0 = time.perf_counter()
-        res, rec = run_scenario(scn)
+        res, rec = run_scenario(scn, force=force)
         walls[scn.name] = time.perf_counter() - t0
         write_chrome_trace(rec, out / f"{scn.name}.trace.json")
         plot_timeline(rec, out / f"{scn.name}.timeline.png")
