@@ -17,7 +17,6 @@ from functools import lru_cache
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.pipeline import StageWork
 from moesim.ops import DTYPE_BYTES
-from moesim.schedules.model import Action
 from moesim.workload import moe as moe_ops
 from moesim.workload.common import CommOp, ProgramItem
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def _inputs(inp: "PlacementInputs") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(local[E, N], coact[E, E], load[E], node_of_gpu[G])`` with absent inputs as zeros."""
-    E, G = inp.num_experts, inp.num_gpus
+    E = inp.num_experts
     node_of_gpu = inp.node_of_gpu
     num_nodes = int(node_of_gpu.max()) + 1
     local = np.zeros((E, num_nodes))

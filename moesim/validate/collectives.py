@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import statistics
 from functools import lru_cache
-from typing import Sequence
 
 from moesim.engine import Task
 from moesim.engine import collectives as engine_collectives

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import NamedTuple, Sequence
 
 from moesim.errors import ConfigError
-from moesim.ops import COLLECTIVE_OPS, DTYPE_BYTES, Attention, ComputeOp, Gemm, MemoryOp
+from moesim.ops import DTYPE_BYTES, Attention, ComputeOp, Gemm, MemoryOp
 
 ACTIVATIONS = ("swiglu", "gelu")
 
