@@ -509,7 +509,6 @@ KNOWN_BUGS = {
     "override plan=x": lambda: build_scenario(_scenario().with_overrides({"plan": "x"})),
     "override memory=x": lambda: build_scenario(_scenario().with_overrides({"memory": "x"})),
     # experiment/scenario.py, Scenario.__post_init__: field types are not checked
-    "scenario model=42": lambda: build_scenario(_scenario(model=42)),
     "scenario memory=None": lambda: build_scenario(_scenario(memory=None)),
     "scenario faults=x": lambda: build_scenario(_scenario(faults="x")),
     "scenario seed=x": lambda: _scenario(seed="x"),
