@@ -10,11 +10,9 @@ What the fuzzing found, and how it was fixed, is listed in docs/robustness.md.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,6 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 import yaml
+from fuzzing import time_limit
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -46,22 +45,6 @@ CALL_LIMIT_S = 5.0
 
 
 # -- the property -------------------------------------------------------------------------------
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException so no ``except Exception`` in the code swallows it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def _alarm(_signum: int, _frame: Any) -> None:
-        raise Hang(f"call took longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def config_or_value(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -9,13 +9,12 @@ of the real counts; a DeepSeek-V3-on-2048-GPUs scenario is refused in well under
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
+from fuzzing import time_limit
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -38,22 +37,6 @@ DIM = st.one_of(st.sampled_from([1, 1, 2, 2, 4, 8]), JUNK)
 SCHEDULE = st.one_of(st.sampled_from(sorted(SCHEDULES)), st.sampled_from(["2f2b", "", "1F1B", "gpipe ", "zb-v2"]))
 
 
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException so no ``except Exception`` swallows it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def _alarm(_signum: int, _frame: Any) -> None:
-        raise Hang(f"call took longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def config_or_value(fn: Callable[..., Any], *args: Any) -> Any:
