@@ -20,6 +20,7 @@ from typing import Sequence
 from moesim.costs.base import CostModel
 from moesim.errors import ConfigError
 from moesim.lowering.pipeline import StageWork
+from moesim.memory.layout import layout_from_schedule, split_layers
 from moesim.ops import DTYPE_BYTES, Attention, MemoryOp
 from moesim.schedules.model import Action, Schedule
 from moesim.workload import layers as wl
@@ -33,15 +34,14 @@ AR_EQUIVALENT = {"all_reduce": 1.0, "all_gather": 0.5, "reduce_scatter": 0.5}
 
 
 def stage_layer_ranges(num_layers: int, num_stages: int) -> tuple[range, ...]:
-    """The layers of each virtual stage. An uneven split gives the first ``num_layers %
-    num_stages`` stages one layer more (as Megatron's uneven pipeline split; DeepSeek-V3's 61
-    layers over 16 stages); a stage with no layer is an error."""
+    """The layers of each virtual stage, split as the memory budget splits them
+    (:func:`moesim.memory.layout.split_layers`: the first ``num_layers % num_stages`` stages take
+    one layer more, as Megatron's uneven split; DeepSeek-V3's 61 layers over 16 stages). A stage
+    with no layer cannot be simulated and is an error here."""
     if num_layers < num_stages:
         raise ConfigError("plan", f"the model's {num_layers} layers cannot fill {num_stages} virtual pipeline "
                           "stages (a stage would hold no layer)", "use fewer stages (pp x vpp <= layers)")
-    base, extra = divmod(num_layers, num_stages)
-    starts = [s * base + min(s, extra) for s in range(num_stages + 1)]
-    return tuple(range(starts[s], starts[s + 1]) for s in range(num_stages))
+    return split_layers(num_layers, num_stages)
 
 
 class StageTable:
@@ -53,7 +53,8 @@ class StageTable:
         self.recompute = recompute
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
-        self.stage_layers = stage_layer_ranges(spec.num_layers, schedule.num_stages)
+        stage_layer_ranges(spec.num_layers, schedule.num_stages)  # refuses stages with no layer
+        self.layout = layout_from_schedule(schedule, spec.num_layers)
         self.has_embedding = isinstance(spec, tf.TransformerSpec)
         if self.has_embedding and spec.num_heads % tp:
             raise ConfigError("plan.tp", f"tp={tp} does not divide num_heads={spec.num_heads}",
@@ -80,7 +81,7 @@ class StageTable:
                          sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts))
 
     def _layer_range(self, stage: int) -> range:
-        return self.stage_layers[stage]
+        return self.layout.stage_layers[stage]
 
     def _program(self, kind: str, layer: int) -> list[ProgramItem]:
         s, mbs, tp, sp, ep = self.spec, self.mbs, self.tp, self.sp, self.ep
@@ -175,19 +176,13 @@ class StageTable:
             params += self.spec.head_params / self.tp
         return params
 
-    def _owned(self, rank: int) -> list[tuple[int, int]]:
-        """(path, stage) pairs whose weights live on pipeline rank ``rank``."""
-        sched = self.schedule
-        return [(path, st) for path in range(sched.num_paths) for st in range(sched.num_stages)
-                if sched.rank_of(path, st) == rank]
-
     def grad_bytes(self, rank: int, chunk: int) -> float:
-        owned = [st for path, st in self._owned(rank) if self.schedule.chunk_of(path, st) == chunk]
+        owned = [st for path, st in self.layout.held[rank] if self.schedule.chunk_of(path, st) == chunk]
         return sum(self.chunk_params(st) for st in owned) * self.grad_dtype_bytes
 
     def local_params(self, rank: int) -> float:
         """Parameters one GPU of pipeline rank ``rank`` holds (DualPipe: both directions' copies)."""
-        return sum(self.chunk_params(st) for _path, st in self._owned(rank))
+        return sum(self.chunk_params(st) for _path, st in self.layout.held[rank])
 
     def optimizer_ns(self, rank: int) -> int:
         return self.cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * self.local_params(rank), "adam"))
