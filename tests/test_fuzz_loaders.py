@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from fuzzing import time_limit
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moesim.costs.calibrated import CalibratedCostModel
@@ -31,6 +31,9 @@ from moesim.errors import ConfigError
 from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
 from moesim.memory import MemoryConfig, memory_budget
 from moesim.experiment.build import build_scenario
+from moesim.experiment.faults import Faults
+from moesim.moe.placement import make_placement
+from moesim.schedules.registry import generate
 from moesim.moe.routing import RoutingConfig, generate_routing
 from moesim.moe.traces import load_trace
 from moesim.topology import spec as topology_spec
@@ -406,7 +409,6 @@ PLAN_VALID = dict(tp=[1, 2, 4], dp=[1, 2, 4], pp=[1, 2], vpp=[1, 2], ep=[1, 2], 
 @FUZZ
 @given(kwargs=field_values(PLAN_VALID))
 def test_fuzzed_plans_validate_or_name_the_field(kwargs: dict) -> None:
-    assume(isinstance(kwargs.get("order", ""), str))  # known bug, see test_known_bugs_outside_my_files
     plan = config_or_value(lambda: ParallelPlan(**kwargs))
     if plan is not None:
         assert plan.world_size >= 1 and plan.dp % plan.ep == 0
@@ -415,21 +417,46 @@ def test_fuzzed_plans_validate_or_name_the_field(kwargs: dict) -> None:
             assert ranks == set(range(plan.world_size))
 
 
+def _scenario(**changes: Any) -> Scenario:
+    base = dict(name="s", topology="dgx_h100", model=TINY, plan=ParallelPlan(tp=2, pp=4, num_microbatches=4))
+    return Scenario(**{**base, **changes})
+
+
 SCENARIO_VALID = dict(name=["s"], topology=["dgx_h100"], model=[TINY, "llama3-8b"], schedule=["1f1b", "gpipe"],
-                      nodes=[None, 1], cost_model=["auto", "roofline"], network=["fluid", "analytical"], seed=[0],
-                      description=[""])
+                      nodes=[None, 1], cost_model=["auto", "roofline"], network=["fluid", "analytical"], seed=[0, 3],
+                      description=[""], plan=[ParallelPlan(tp=2, pp=4, num_microbatches=4)], moe=[MoEOptions()],
+                      memory=[MemoryConfig(), MemoryConfig(recompute="full")], faults=[None, Faults(jitter_ns=100)])
 
 
 @FUZZ
 @given(kwargs=field_values(SCENARIO_VALID))
-def test_fuzzed_scenarios_validate_or_name_the_field(kwargs: dict) -> None:
+def test_fuzzed_scenarios_build_or_name_the_field(kwargs: dict) -> None:
     kwargs.setdefault("name", "s")
     kwargs.setdefault("topology", "dgx_h100")
     kwargs.setdefault("model", TINY)
-    config_or_value(lambda: Scenario(**kwargs))
+    scn = config_or_value(lambda: Scenario(**kwargs))
+    if scn is not None:  # every field has the right kind, so the build works or names a field (never a TypeError)
+        built = config_or_value(build_scenario, scn)
+        if built is not None:
+            assert built.topology.num_gpus == scn.plan.world_size and built.tokens_per_step > 0
 
 
-KNOWN_BAD_OVERRIDE_KEYS = {"", "plan", "moe", "memory", "moe.routing", "faults"}
+MOE_VALID = dict(routing=[None, RoutingConfig(kind="zipf", seed=1, tokens_per_rank=16)],
+                 placement=["contiguous", "round_robin", "eplb", "load_balanced"], num_redundant=[0, 2],
+                 replica_policy=["proportional", "round_robin", "nearest"], stats_step=[0, 2], step=[0, 1])
+
+
+@FUZZ
+@given(kwargs=field_values(MOE_VALID))
+def test_fuzzed_moe_options_build_or_name_the_field(kwargs: dict) -> None:
+    opts = config_or_value(lambda: MoEOptions(**kwargs))
+    if opts is not None:
+        plan = ParallelPlan(tp=2, dp=2, pp=2, ep=2, num_microbatches=4)
+        built = config_or_value(build_scenario, _scenario(model=TINY_MOE, plan=plan, moe=opts))
+        if built is not None:
+            assert built.exchange is not None and built.tokens_per_step > 0
+
+
 OVERRIDE_KEYS = ["plan.tp", "plan.dp", "plan.pp", "plan.vpp", "plan.ep", "plan.num_microbatches",
                  "plan.micro_batch_size", "plan.order", "plan.sequence_parallel", "plan.grad_dtype_bytes", "schedule",
                  "nodes", "seed", "network", "cost_model", "name", "moe.num_redundant", "moe.placement", "moe.step",
@@ -444,14 +471,14 @@ OVERRIDE_TEXT = st.one_of(st.text(max_size=6), st.sampled_from(["1", "2", "0", "
 @given(overrides=st.dictionaries(st.one_of(st.sampled_from(OVERRIDE_KEYS), st.text(max_size=8)), OVERRIDE_TEXT,
                                  max_size=3))
 def test_fuzzed_overrides_apply_or_name_the_field(overrides: dict[str, str]) -> None:
-    assume(not set(overrides) & KNOWN_BAD_OVERRIDE_KEYS)  # see test_known_bugs_outside_my_files
     base = Scenario(name="s", topology="dgx_h100", model=TINY,
                     moe=MoEOptions(), plan=ParallelPlan(tp=2, pp=4, num_microbatches=4))
     scn = config_or_value(base.with_overrides, overrides)
     if scn is not None:
         assert isinstance(scn, Scenario) and isinstance(scn.plan, ParallelPlan) and isinstance(scn.moe, MoEOptions)
-        assert scn.memory is None or isinstance(scn.memory, MemoryConfig)
+        assert isinstance(scn.memory, MemoryConfig) and (scn.faults is None or isinstance(scn.faults, Faults))
         assert scn.moe.routing is None or isinstance(scn.moe.routing, RoutingConfig)
+        assert isinstance(scn.schedule, str) and isinstance(scn.seed, int) and scn.seed >= 0
 
 
 # -- memory configs -----------------------------------------------------------------------------
@@ -477,38 +504,61 @@ def test_fuzzed_memory_configs_give_a_budget_or_name_the_field(kwargs: dict, mod
         assert all(math.isfinite(v) and v >= 0 for v in budget.parts.values())
 
 
-# -- known bugs in files this suite does not own (reported to their owners) ----------------------
-def _scenario(**changes: Any) -> Scenario:
-    base = dict(name="s", topology="dgx_h100", model=TINY, plan=ParallelPlan(tp=2, pp=4, num_microbatches=4))
-    return Scenario(**{**base, **changes})
-
-
-KNOWN_BUGS = {
-    # experiment/scenario.py, ParallelPlan.__post_init__: order.split on a non-string
-    "plan.order not text": lambda: ParallelPlan(order=0),
-    # experiment/scenario.py, _replace_dotted: the error for a blank key has a blank field
-    "override with a blank key": lambda: _scenario().with_overrides({"": "x"}),
-    # experiment/scenario.py, _coerce: a whole config group replaced by a string is accepted
-    "override plan=x": lambda: build_scenario(_scenario().with_overrides({"plan": "x"})),
-    "override memory=x": lambda: build_scenario(_scenario().with_overrides({"memory": "x"})),
-    # experiment/scenario.py, Scenario.__post_init__: field types are not checked
-    "scenario memory=None": lambda: build_scenario(_scenario(memory=None)),
-    "scenario faults=x": lambda: build_scenario(_scenario(faults="x")),
-    "scenario seed=x": lambda: _scenario(seed="x"),
-    # schedules/registry.py, generate: `name not in SCHEDULES` on an unhashable name
-    "scenario schedule=[]": lambda: build_scenario(_scenario(schedule=[])),
-    # experiment/scenario.py, MoEOptions.__post_init__ (and moe/placement.py make_placement)
-    "moe placement=[]": lambda: MoEOptions(placement=[]),
-    "moe routing=x": lambda: MoEOptions(routing="x"),
-    "moe step=x": lambda: MoEOptions(step="x"),
+# -- bad inputs found by the fuzzing above, each now a ConfigError naming its field ------------
+FIXED_BAD_INPUTS = {  # case: (the call, the field its ConfigError names); see docs/robustness.md
+    "plan.order not text": (lambda: ParallelPlan(order=0), "plan.order"),
+    "override with a blank key": (lambda: _scenario().with_overrides({"": "x"}), "''"),
+    "override with a space key": (lambda: _scenario().with_overrides({" ": "4"}), "' '"),
+    "override plan=x": (lambda: _scenario().with_overrides({"plan": "x"}), "plan"),
+    "override moe=x": (lambda: _scenario().with_overrides({"moe": "x"}), "moe"),
+    "override memory=x": (lambda: _scenario().with_overrides({"memory": "None"}), "memory"),
+    "override faults=x": (lambda: _scenario().with_overrides({"faults": "x"}), "scenario.faults"),
+    "override moe.routing=x": (lambda: _scenario().with_overrides({"moe.routing": "x"}), "moe.routing"),
+    "override moe.routing=5": (lambda: _scenario().with_overrides({"moe.routing": "5"}), "moe.routing"),
+    "scenario model=42": (lambda: _scenario(model=42), "scenario.model"),
+    "scenario topology=5": (lambda: _scenario(topology=5), "scenario.topology"),
+    "scenario plan=x": (lambda: _scenario(plan="x"), "scenario.plan"),
+    "scenario moe=None": (lambda: _scenario(moe=None), "scenario.moe"),
+    "scenario memory=None": (lambda: _scenario(memory=None), "scenario.memory"),
+    "scenario faults=x": (lambda: _scenario(faults="x"), "scenario.faults"),
+    "scenario seed=x": (lambda: _scenario(seed="x"), "scenario.seed"),
+    "scenario seed=-1": (lambda: _scenario(seed=-1), "scenario.seed"),
+    "scenario seed=True": (lambda: _scenario(seed=True), "scenario.seed"),
+    "scenario nodes=True": (lambda: _scenario(nodes=True), "scenario.nodes"),
+    "scenario schedule=[]": (lambda: _scenario(schedule=[]), "scenario.schedule"),
+    "scenario description=None": (lambda: _scenario(description=None), "scenario.description"),
+    "moe placement=[]": (lambda: MoEOptions(placement=[]), "moe.placement"),
+    "moe replica_policy=None": (lambda: MoEOptions(replica_policy=None), "moe.replica_policy"),
+    "moe routing=x": (lambda: MoEOptions(routing="x"), "moe.routing"),
+    "moe routing={}": (lambda: MoEOptions(routing={"kind": "zipf"}), "moe.routing"),
+    "moe step=x": (lambda: MoEOptions(step="x"), "moe.step"),
+    "moe stats_step=-1": (lambda: MoEOptions(stats_step=-1), "moe.stats_step"),
+    "moe num_redundant=True": (lambda: MoEOptions(num_redundant=True), "moe.num_redundant"),
+    "schedule registry []": (lambda: generate([], 4, 8), "schedule"),
+    "schedule registry {}": (lambda: generate({}, 4, 8), "schedule"),
+    "placement registry []": (lambda: make_placement([], None), "placement"),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="bug in a file owned elsewhere; reported (docs/robustness.md). "
-                                       "When this XPASSes, the fix landed: delete the case.")
-@pytest.mark.parametrize("case", sorted(KNOWN_BUGS))
-def test_known_bugs_outside_my_files(case: str) -> None:
+@pytest.mark.parametrize("case", sorted(FIXED_BAD_INPUTS))
+def test_bad_input_found_by_fuzzing_names_its_field(case: str) -> None:
+    call, field = FIXED_BAD_INPUTS[case]
     with pytest.raises(ConfigError) as err:
         with time_limit(CALL_LIMIT_S):
-            KNOWN_BUGS[case]()
-    assert err.value.field and err.value.field in str(err.value)
+            call()
+    assert err.value.field == field and field in str(err.value)
+    assert err.value.problem and err.value.fix, f"no fix suggested: {err.value}"
+
+
+def test_valid_scenarios_and_overrides_still_work() -> None:
+    routing = RoutingConfig(kind="zipf", tokens_per_rank=16)
+    scn = _scenario(seed=7, faults=Faults(jitter_ns=10), moe=MoEOptions(routing=routing, step=0))
+    assert scn.memory == MemoryConfig() and scn.seed == 7
+    out = scn.with_overrides({"plan.tp": "4", "plan.pp": "2", "moe.routing.seed": "3", "memory.recompute": "full",
+                              "faults.jitter_ns": "20", "seed": "5", "schedule": "gpipe"})
+    assert (out.plan.tp, out.plan.pp, out.moe.routing.seed, out.memory.recompute) == (4, 2, 3, "full")
+    assert (out.faults.jitter_ns, out.seed, out.schedule) == (20, 5, "gpipe")
+    assert _scenario(topology=Path("dgx_h100")).topology == Path("dgx_h100")
+    assert _scenario().with_overrides({"plan": ParallelPlan(tp=8)}).plan == ParallelPlan(tp=8)
+    built = build_scenario(_scenario(memory=MemoryConfig(recompute="full"), faults=Faults(jitter_ns=5)))
+    assert built.tokens_per_step > 0 and built.scenario.memory.recompute == "full"

@@ -10,11 +10,14 @@ that need the topology or the model (world size, divisibility) run in :func:`che
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from moesim.errors import ConfigError
+from moesim.experiment.faults import Faults
 from moesim.memory.config import MemoryConfig
+from moesim.moe.routing import RoutingConfig
 
 DIMENSIONS = ("tp", "dp", "pp")
 COST_MODELS = ("auto", "calibrated", "roofline")
@@ -51,7 +54,11 @@ class ParallelPlan:
         for name in ("tp", "dp", "pp", "vpp", "ep", "micro_batch_size", "num_microbatches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"plan.{name}", f"must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"plan.{name}", f"must be an integer >= 1, got {value!r}",
+                                  "give a whole number such as 1")
+        if not isinstance(self.order, str):
+            raise ConfigError("plan.order", f"must be text, got {self.order!r}",
+                              "write the three dimensions innermost first, e.g. 'tp-dp-pp'")
         dims = self.order.split("-")
         if sorted(dims) != sorted(DIMENSIONS):
             raise ConfigError("plan.order", f"{self.order!r} is not an ordering of tp, dp, pp",
@@ -97,8 +104,16 @@ class MoEOptions:
     step: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_redundant, int) or self.num_redundant < 0:
-            raise ConfigError("moe.num_redundant", f"must be an integer >= 0, got {self.num_redundant!r}")
+        if self.routing is not None and not isinstance(self.routing, RoutingConfig):
+            raise ConfigError("moe.routing", f"must be a RoutingConfig or None, got {self.routing!r}",
+                              "give RoutingConfig(kind=...), or leave it out (None) for balanced routing")
+        for name in ("placement", "replica_policy"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"moe.{name}", f"must be a strategy name, got {value!r}",
+                                  f"give a name such as {_DEFAULT_NAMES[name]!r}")
+        for name in ("num_redundant", "stats_step", "step"):
+            _check_count(f"moe.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -123,25 +138,84 @@ class Scenario:
     faults: Any = None
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise ConfigError("scenario.name", "must be a non-empty string")
-        if self.cost_model not in COST_MODELS:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("scenario.name", "must be a non-empty string", "give the scenario a short name")
+        if not isinstance(self.cost_model, str) or self.cost_model not in COST_MODELS:
             raise ConfigError("scenario.cost_model", f"unknown cost model {self.cost_model!r}",
                               f"use one of: {', '.join(COST_MODELS)}")
-        if self.network not in ("fluid", "analytical"):
-            raise ConfigError("scenario.network", f"unknown network mode {self.network!r}", "use 'fluid' or 'analytical'")
-        if self.nodes is not None and (not isinstance(self.nodes, int) or self.nodes < 1):
-            raise ConfigError("scenario.nodes", f"must be an integer >= 1, got {self.nodes!r}")
+        if not isinstance(self.network, str) or self.network not in ("fluid", "analytical"):
+            raise ConfigError("scenario.network", f"unknown network mode {self.network!r}",
+                              "use 'fluid' or 'analytical'")
+        if self.nodes is not None and (not isinstance(self.nodes, int) or isinstance(self.nodes, bool)
+                                       or self.nodes < 1):
+            raise ConfigError("scenario.nodes", f"must be an integer >= 1, got {self.nodes!r}",
+                              "give a node count, or leave it out for the topology file's own")
+        self._check_types()
+
+    def _check_types(self) -> None:
+        """Each field holds the kind of object the build reads (a text ``seed`` or ``memory=None``
+        would otherwise fail deep inside the build with a bare traceback)."""
+        if not isinstance(self.topology, (str, os.PathLike)) or not str(self.topology):
+            raise ConfigError("scenario.topology", f"must be a topology name or a file path, got {self.topology!r}",
+                              "give a shipped name such as 'dgx_h100' or a path to a YAML file")
+        if not (isinstance(self.model, str) and self.model
+                or isinstance(getattr(self.model, "num_layers", None), int)):
+            raise ConfigError("scenario.model", f"{self.model!r} is not a model",
+                              "give a preset name such as 'llama3-8b' or a model spec")
+        if not isinstance(self.schedule, str) or not self.schedule:
+            raise ConfigError("scenario.schedule", f"must be a schedule name, got {self.schedule!r}",
+                              "give a name such as '1f1b' (see moesim.schedules.registry.SCHEDULES)")
+        _check_count("scenario.seed", self.seed)
+        if not isinstance(self.description, str):
+            raise ConfigError("scenario.description", f"must be text, got {self.description!r}",
+                              "give a short sentence, or leave it out")
+        for name, kind, fix in _GROUPS:
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ConfigError(f"scenario.{name}", f"must be a {kind.__name__}, got {value!r}", fix)
+        if self.faults is not None and not isinstance(self.faults, Faults):
+            raise ConfigError("scenario.faults", f"must be a Faults or None, got {self.faults!r}",
+                              "give Faults(...) (moesim.experiment.faults), or leave it out for no faults")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Scenario":
         """A copy with dotted keys replaced, e.g. ``{"plan.num_microbatches": 16, "schedule": "zb-h1"}``."""
         scn = self
         for key, raw in overrides.items():
+            if not isinstance(key, str) or not key.strip():
+                raise ConfigError(repr(key), "is not a field name",
+                                  "write a dotted field path, e.g. plan.num_microbatches=16")
             scn = _replace_dotted(scn, key.split("."), raw, key)
         return scn
 
 
+_GROUPS = (  # Scenario fields holding a config object: (field, its class, the fix)
+    ("plan", ParallelPlan, "give ParallelPlan(...), or set one of its fields, e.g. plan.tp"),
+    ("moe", MoEOptions, "give MoEOptions(...), or set one of its fields, e.g. moe.placement"),
+    ("memory", MemoryConfig, "give MemoryConfig(...), or leave it out for the defaults, or set one of its fields, "
+                             "e.g. memory.recompute"),
+)
+_DEFAULT_NAMES = {"placement": "contiguous", "replica_policy": "proportional"}
+
+
+def _check_count(field_name: str, value: Any) -> None:
+    """A whole number >= 0 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(field_name, f"must be an integer >= 0, got {value!r}", "give a whole number such as 0")
+
+
+def _settable_field(obj: Any) -> str:
+    """The first field of dataclass ``obj`` that ``--set`` can change directly (a plain value)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is not None and not dataclasses.is_dataclass(value):
+            return f.name
+    return dataclasses.fields(obj)[0].name
+
+
 def _coerce(current: Any, raw: Any, key: str) -> Any:
+    if isinstance(raw, str) and dataclasses.is_dataclass(current):
+        raise ConfigError(key, f"cannot replace the whole {type(current).__name__} with the text {raw!r}",
+                          f"set one of its fields, e.g. {key}.{_settable_field(current)}=...")
     if not isinstance(raw, str) or isinstance(current, str) or current is None and not raw.isdigit():
         return raw
     try:

@@ -247,7 +247,8 @@ PLACEMENTS: dict[str, Callable[[PlacementInputs], Placement]] = {
 
 
 def make_placement(name: str, inputs: PlacementInputs) -> Placement:
-    """Build the placement of strategy ``name`` (ConfigError listing the valid names if unknown)."""
-    if name not in PLACEMENTS:
+    """Build the placement of strategy ``name`` (ConfigError listing the valid names if unknown,
+    or not text: an unhashable name is a miss too, not a TypeError)."""
+    if not isinstance(name, str) or name not in PLACEMENTS:
         raise unknown_name("placement", name, list(PLACEMENTS))
     return PLACEMENTS[name](inputs)

@@ -29,8 +29,9 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 def generate(name: str, num_ranks: int, num_microbatches: int, num_chunks: int | None = None, **options: Any) -> Schedule:
     """Build schedule ``name`` for ``num_ranks`` pipeline ranks and ``num_microbatches``.
 
-    ``options`` go to the generator (``microbatch_group_size`` for interleaved).
+    ``options`` go to the generator (``microbatch_group_size`` for interleaved). A name that is
+    not text (even an unhashable one) gets the same ConfigError as an unknown name.
     """
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise unknown_name("schedule", name, list(SCHEDULES))
     return SCHEDULES[name](num_ranks, num_microbatches, num_chunks, **options)
