@@ -9,6 +9,9 @@ Each entry carries a machine-readable description complete enough for the simula
 predict it without a GPU. ``--heat-ms`` and ``--warm-s`` put the GPU under GEMM load before
 the single-GPU entries, and each entry records that thermal state (``as_found``, ``hot``,
 ``steady``): sustained load lowers the clocks by up to a quarter (docs/calibration.md).
+``--clock-probe`` also records, per single-GPU entry, the SM clock its repeats ran at, read on
+the GPU next to the timed kernel (``moesim.calibrate.clock_timer``), and NVML's power and clock
+over the timed window (``measured.clock``).
 ``--device cpu --cpu-ranks 2`` runs tiny versions with gloo.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import torch
 
 from moesim.calibrate import kernels, memops, provenance
+from moesim.calibrate.clock_timer import ClockedTimer
 from moesim.calibrate.collectives import collective_samples, collectives_worker
 from moesim.calibrate.dist import run_workers
 from moesim.calibrate.jsonio import dump_profile
@@ -68,20 +72,31 @@ def _entry(kind: str, ident: str, description: dict, stats_fields: dict) -> dict
     return {"id": ident, "kind": kind, "description": description, "measured": stats_fields}
 
 
-def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s: float = 0.0) -> Section:
+def _fields(timer: Timer, st) -> dict:
+    """An entry's measured statistics, with the clock record when ``timer`` reads clocks."""
+    fields = st.fields()
+    if isinstance(timer, ClockedTimer) and timer.last_clock:
+        fields["clock"] = dict(timer.last_clock)
+    return fields
+
+
+def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s: float = 0.0,
+                       nvml: object = None, clock_probe: bool = False) -> Section:
     """(a) GEMMs, SwiGLU experts, attention and memory ops at off-grid shapes.
 
     ``warm_s`` seconds of GEMM load first, then ``heat_ms`` before every entry, keep the GPU at
     the steady, power-limited state the calibration grid was measured in (see ``_tag_thermal``).
+    ``clock_probe``: time with :class:`ClockedTimer` (clock per entry; ``nvml`` adds NVML windows).
     """
-    sec, timer = Section("single_gpu"), Timer(device, heat_ms=heat_ms)
+    sec = Section("single_gpu")
+    timer = ClockedTimer(device, nvml, heat_ms=heat_ms) if clock_probe and device == "cuda" else Timer(device, heat_ms=heat_ms)
     timer.preheat(warm_s)
     for m, n, k in GEMMS[device]:
         def gemm(m: int = m, n: int = n, k: int = k) -> dict:
             a, w = kernels.randn(m * k, device, 1).view(m, k), kernels.randn(n * k, device, 2).view(n, k)
             st = timer.time(lambda: torch.mm(a, w.t()))
             return _entry("gemm", f"gemm_{m}x{n}x{k}", {"m": m, "n": n, "k": k, "dtype": "bf16",
-                                                         "layout": "y[m,n] = x[m,k] @ w[n,k]^T"}, st.fields())
+                                                         "layout": "y[m,n] = x[m,k] @ w[n,k]^T"}, _fields(timer, st))
         sec.attempt(f"gemm {m}x{n}x{k}", budget, gemm)
     for t, h, f in SWIGLU[device]:
         def ffn(t: int = t, h: int = h, f: int = f) -> dict:
@@ -90,7 +105,7 @@ def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s
             wd = kernels.randn(f * h, device, 6).view(h, f)
             st = timer.time(lambda: kernels.swiglu_ffn(x, wg, wu, wd))
             return _entry("swiglu_ffn", f"swiglu_t{t}_h{h}_f{f}", {"tokens": t, "hidden": h, "ffn": f, "dtype": "bf16",
-                          "ops": "3 GEMMs (gate, up: [t,h]x[h,f]; down: [t,f]x[f,h]) + silu + mul"}, st.fields())
+                          "ops": "3 GEMMs (gate, up: [t,h]x[h,f]; down: [t,f]x[f,h]) + silu + mul"}, _fields(timer, st))
         sec.attempt(f"swiglu {t} {h} {f}", budget, ffn)
     for b, hd, s, d in ATTENTION[device]:
         for direction in ("fwd", "bwd"):
@@ -103,7 +118,7 @@ def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s
             st = timer.time(memops._kernel(variant, bufs, numel, device))
             kind, per_elem = memops.VARIANTS[variant]
             return _entry("memory", f"memory_{variant}_{nbytes}", {"kind": kind, "variant": variant,
-                          "nbytes": int(numel * per_elem), "dtype": "bf16"}, st.fields())
+                          "nbytes": int(numel * per_elem), "dtype": "bf16"}, _fields(timer, st))
         sec.attempt(f"memory {variant}", budget, mem)
     return sec
 
@@ -118,7 +133,7 @@ def _attention(timer: Timer, device: str, b: int, h: int, s: int, d: int, direct
         st = timer.time(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
     return _entry("attention", f"attention_{direction}_b{b}_h{h}_s{s}_d{d}",
                   {"batch": b, "heads": h, "kv_heads": h, "seq_q": s, "seq_kv": s, "head_dim": d, "causal": True,
-                   "backward": direction == "bwd", "dtype": "bf16"}, st.fields())
+                   "backward": direction == "bwd", "dtype": "bf16"}, _fields(timer, st))
 
 
 def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
@@ -200,14 +215,20 @@ def _tag_thermal(sec: Section, heat_ms: float, warm_s: float) -> None:
 
 def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: int = 0,
                    heat_ms: float = 0.0, parts: tuple[str, ...] = ("single", "distributed"),
-                   warm_s: float = 0.0) -> dict:
+                   warm_s: float = 0.0, clock_probe: bool = False) -> dict:
     """Measure the validation workloads in ``parts`` and write ``out``; returns the document."""
     if device == "cpu":
         torch.set_num_threads(1)
     world = torch.cuda.device_count() if device == "cuda" else cpu_ranks
     doc = {"schema_version": SCHEMA_VERSION, **provenance.collect(device, max(1, world)), "errors": [], "samples": []}
     budget = Budget(budget_s)
-    sec = single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s) if "single" in parts else Section("single_gpu")
+    nvml = _nvml() if clock_probe and device == "cuda" else None
+    try:
+        sec = (single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s, nvml, clock_probe) if "single" in parts
+               else Section("single_gpu"))
+    finally:
+        if nvml is not None:
+            nvml.stop()
     _tag_thermal(sec, heat_ms, warm_s)
     doc["samples"] += sec.samples
     doc["errors"] += sec.errors
@@ -227,6 +248,11 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
     return doc
 
 
+def _nvml() -> object:
+    from moesim.calibrate.probes import Nvml  # NVML sampler thread (inert without pynvml)
+    return Nvml(torch.cuda.current_device())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -236,13 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heat-ms", type=float, default=0.0, help="GEMM load before each single-GPU entry")
     p.add_argument("--warm-s", type=float, default=0.0, help="seconds of GEMM load before the single-GPU entries")
     p.add_argument("--parts", default="single,distributed", help="comma list of single, distributed")
+    p.add_argument("--clock-probe", action="store_true", help="record the SM clock of every single-GPU entry")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
-    doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s)
+    doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s,
+                         args.clock_probe)
     print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
     print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
     for s in doc["samples"]:
-        print(f"  {s['id']:<48} {s['measured']['time_ns'] / 1e3:12.1f} us", flush=True)
+        clock = s["measured"].get("clock", {})
+        print(f"  {s['id']:<48} {s['measured']['time_ns'] / 1e3:12.1f} us {clock.get('sm_mhz', '')}", flush=True)
     return 0
 
 

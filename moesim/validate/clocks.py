@@ -19,6 +19,15 @@ This module reads them and answers two questions:
   non-tensor-core work (softmax) runs at the SM clock too, so its clock-bound share is all but
   its memory time (``moesim.calibrate.probes``: four of five shapes timed at boost clocks took
   0.77 to 0.86 of their sustained time, the fifth 0.97, against the GEMM stream's 0.84).
+
+Where a measurement recorded the SM clock its repeats ran at (``measured.clock.sm_mhz``,
+``validate_workloads --clock-probe``), no rule is needed: the clock-bound share scales by the
+ratio of the clock the profile was measured at to the case's clock,
+``t = t_profile (1 - phi + phi f_ref / f_case)``. The profile stores no clock, so ``f_ref`` per
+kernel kind comes from :class:`ReferenceClocks`: shapes on the profile's grid re-run with the
+profile's protocol and the same clock probe (``moesim.calibrate.clock_reference``); each gives
+the clock at which the formula turns its measured time (at its measured clock) into the
+profile's time; the median per kind is ``f_ref``. No validation case enters it.
 """
 from __future__ import annotations
 
@@ -26,13 +35,14 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from moesim.errors import ConfigError
 
 DEFAULT_PROBE = Path(__file__).resolve().parents[2] / "data" / "validation" / "h200_power_probe.json"
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "data" / "validation" / "clock_reference.json"
 CLOCK_STATES = ("boost", "sustained")
 
 
@@ -88,6 +98,62 @@ class ClockModel:
         else:
             phi = min(1.0, flops / self.peak_flops_per_ns / sustained_ns)
         return sustained_ns * (1.0 - phi * (1.0 - self.sustained_over_burst))
+
+
+def scale_to_clock(profile_ns: float, phi: float, ref_mhz: float, case_mhz: float) -> float:
+    """A kernel's time at ``case_mhz`` from its profile time at ``ref_mhz``: only the clock-bound
+    share ``phi`` follows the clock."""
+    if profile_ns <= 0 or ref_mhz <= 0 or case_mhz <= 0:
+        return profile_ns
+    phi = min(1.0, max(0.0, phi))
+    return profile_ns * (1.0 - phi + phi * ref_mhz / case_mhz)
+
+
+def clock_of_profile(profile_ns: float, phi: float, measured_ns: float, measured_mhz: float) -> "float | None":
+    """The inverse of :func:`scale_to_clock`: the clock ``f_ref`` at which the profile's time maps
+    to ``measured_ns`` at ``measured_mhz``; None when no positive clock does (phi too small)."""
+    numerator = measured_ns / profile_ns - 1.0 + phi
+    if phi <= 0 or numerator <= 0:
+        return None
+    return measured_mhz * numerator / phi
+
+
+@dataclass(frozen=True)
+class ReferenceClocks:
+    """The SM clock (MHz) the profile's samples ran at, per kernel kind (``gemm``, ``attention``)."""
+
+    mhz: tuple          # ((kind, MHz), ...), hashable so contexts stay cache keys
+    per_shape: tuple    # (op, direction, measured ns, profile ns, measured MHz, implied profile MHz)
+    source: str
+
+    def for_kind(self, kind: str) -> "float | None":
+        return dict(self.mhz).get(kind)
+
+
+def reference_clocks(samples: Sequence[dict], profile_share: "Callable[[dict], tuple[float, float]]",
+                     source: str) -> ReferenceClocks:
+    """Per-kind median of :func:`clock_of_profile` over reference samples; ``profile_share(sample)``
+    gives the profile's time of the sample's shape and its clock-bound share."""
+    per_kind: dict[str, list[float]] = {}
+    rows = []
+    for s in samples:
+        mhz = (s.get("clock") or {}).get("sm_mhz")
+        if not mhz:
+            continue
+        profile_ns, phi = profile_share(s)
+        f = clock_of_profile(profile_ns, phi, float(s["time_ns"]), float(mhz))
+        rows.append((s["op"], s.get("direction", ""), float(s["time_ns"]), profile_ns, float(mhz), f))
+        if f is not None:
+            per_kind.setdefault(s["op"], []).append(f)
+    return ReferenceClocks(tuple(sorted((k, statistics.median(v)) for k, v in per_kind.items())), tuple(rows), source)
+
+
+def load_reference_samples(path: "str | Path | None" = None) -> "tuple[list[dict], str] | None":
+    """The reference pass's samples, or None when the file is absent (no telemetry scaling)."""
+    p = Path(path) if path is not None else DEFAULT_REFERENCE
+    if not p.is_file():
+        return None
+    return list(json.loads(p.read_text()).get("samples") or []), str(p)
 
 
 def load_clock_model(peak_flops_per_ns: float, path: "str | Path | None" = None) -> ClockModel:

@@ -10,7 +10,7 @@ each kernel names the eager call that issues it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from moesim.costs.calibrated import CalibratedCostModel
@@ -20,7 +20,8 @@ from moesim.engine import MODES, Simulation
 from moesim.errors import ConfigError
 from moesim.ops import Attention
 from moesim.topology import load_topology
-from moesim.validate.clocks import ClockModel, load_clock_model
+from moesim.validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
+                                    reference_clocks, scale_to_clock)
 
 TWO_GPU_FABRIC = "h200x2_nvlink"   # the measurement machine's pair: one NVLink hop
 MANY_GPU_FABRIC = "dgx_h200"       # more GPUs: one NVSwitch board (up to 8)
@@ -51,6 +52,7 @@ class ValidationContext:
     clock: ClockModel
     mode: str = "fluid"
     profile_name: str = "h200_sxm"
+    ref_clocks: "ReferenceClocks | None" = None
     _topologies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -59,12 +61,28 @@ class ValidationContext:
         return f"{self.cost.name}; engine mode {self.mode}"
 
     # -- kernels ------------------------------------------------------------------------------
-    def gemm(self, name: str, m: int, n: int, k: int, layout: str, state: str, call: str = LAUNCH_CALL,
+    def gemm(self, name: str, m: int, n: int, k: int, layout: str, state: "str | float", call: str = LAUNCH_CALL,
              host_share: float = 1.0) -> Kernel:
-        """A bf16 GEMM ``[m, k] x [k, n]`` with operand ``layout`` (fwd, bwd_data, bwd_weight)."""
+        """A bf16 GEMM ``[m, k] x [k, n]`` with operand ``layout`` (fwd, bwd_data, bwd_weight);
+        ``state``: a clock state, or the SM clock (MHz) the case recorded."""
         sustained = self.cost.gemm_ns(m, n, k, "bf16", layout)
         flops = 2.0 * m * n * k
-        return Kernel(name, _ns(self.clock.scale_ns(sustained, flops, state)), flops, True, call, host_share)
+        phi = min(1.0, flops / self.clock.peak_flops_per_ns / sustained) if sustained > 0 else 0.0
+        return Kernel(name, _ns(self._at(sustained, flops, phi, "gemm", state)), flops, True, call, host_share)
+
+    def _at(self, profile_ns: float, flops: float, phi: float, kind: str, state: "str | float") -> float:
+        """A profile time at the case's clock: by the measured clock when the case has one and the
+        reference clocks know ``kind``, else by the clock-state rule."""
+        if isinstance(state, (int, float)):
+            ref = self.ref_clocks.for_kind(kind) if self.ref_clocks is not None else None
+            if ref is None:
+                raise ConfigError("clock reference", f"no reference clock for {kind}",
+                                  "add data/validation/clock_reference.json (moesim.calibrate.clock_reference)")
+            return scale_to_clock(profile_ns, phi, ref, float(state))
+        return self.clock.scale_ns(profile_ns, flops, state, phi if kind == "attention" else None)
+
+    def has_clock_reference(self) -> bool:
+        return self.ref_clocks is not None and bool(self.ref_clocks.mhz)
 
     def memory(self, name: str, kind: str, variant: str, nbytes: float, call: str = LAUNCH_CALL,
                host_share: float = 1.0, cache: str = "cold") -> Kernel:
@@ -72,12 +90,16 @@ class ValidationContext:
         ``cache="warm"`` when its inputs were just written by the kernels before it."""
         return Kernel(name, _ns(self.cost.memory_ns(kind, nbytes, variant, cache)), call=call, host_share=host_share)
 
-    def attention(self, name: str, op: Attention, state: str) -> Kernel:
+    def attention(self, name: str, op: Attention, state: "str | float") -> Kernel:
         """A flash-attention kernel (forward or backward): clock-bound except for its memory time
         (see :mod:`moesim.validate.clocks`)."""
         sustained = float(self.cost.compute_ns(op))
-        memory_share = op.bytes / max(self.cost.measured_hbm_gbps(), 1e-9) / sustained
-        return Kernel(name, _ns(self.clock.scale_ns(sustained, op.flops, state, 1.0 - memory_share)), op.flops)
+        return Kernel(name, _ns(self._at(sustained, op.flops, self.attention_share(op, sustained), "attention", state)),
+                      op.flops)
+
+    def attention_share(self, op: Attention, profile_ns: float) -> float:
+        """Flash attention's clock-bound share: all but its memory time at the measured bandwidth."""
+        return 1.0 - op.bytes / max(self.cost.measured_hbm_gbps(), 1e-9) / profile_ns
 
     # -- host costs -----------------------------------------------------------------------------
     def launch_ns(self) -> int:
@@ -134,14 +156,32 @@ class ValidationContext:
         return f"engine {self.mode} on {topo.name} (link efficiency {eff:.3f}{slow})"
 
 
-def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None) -> ValidationContext:
-    """The context for a profile name or path, a network mode and a power-probe file."""
+def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None,
+                  clock_reference: "str | None" = None) -> ValidationContext:
+    """The context for a profile name or path, a network mode, a power-probe file and the
+    reference-clock file (``data/validation/clock_reference.json`` by default)."""
     if mode not in MODES:
         raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
     prof = load_profile(profile)
     cost = CalibratedCostModel(prof, fallback=make_cost_model(prof.device_kind))
     clock = load_clock_model(cost.measured_peak_flops("bf16") / 1e9, power_probe)
-    return ValidationContext(cost, clock, mode, profile)
+    ctx = ValidationContext(cost, clock, mode, profile)
+    loaded = load_reference_samples(clock_reference)
+    if loaded is None:
+        return ctx
+    samples, source = loaded
+    return replace(ctx, ref_clocks=reference_clocks(samples, lambda s: _profile_share(ctx, s), source))
+
+
+def _profile_share(ctx: ValidationContext, s: dict) -> tuple[float, float]:
+    """The profile's time of a reference sample's shape and its clock-bound share."""
+    if s["op"] == "gemm":
+        t = float(ctx.cost.gemm_ns(s["m"], s["n"], s["k"], "bf16", s.get("layout", "fwd")))
+        return t, min(1.0, 2.0 * s["m"] * s["n"] * s["k"] / ctx.clock.peak_flops_per_ns / t)
+    op = Attention(batch=s["batch"], heads=s["heads"], kv_heads=s["heads"], seq_q=s["seq"], seq_kv=s["seq"],
+                   head_dim=s["head_dim"], causal=True, dtype="bf16", backward=s["direction"] == "bwd")
+    t = float(ctx.cost.compute_ns(op))
+    return t, ctx.attention_share(op, t)
 
 
 def _ns(x: float) -> int:

@@ -6,7 +6,8 @@ measured time and none is predicted. GEMMs use the measured operand layout (``fw
 nn.Linear layout the entry ran); the SwiGLU FFN is the five kernels it ran (gate and up GEMMs,
 silu, mul, down GEMM); memory ops use their variant's curve. The clock state follows
 :meth:`~moesim.validate.clocks.ClockModel.state_for` over the entry's repeats (each after its
-L2-evicting write), run back to back.
+L2-evicting write), run back to back; an entry that recorded the SM clock of its repeats
+(``measured.clock.sm_mhz``) is predicted at that clock instead (:mod:`moesim.validate.clocks`).
 """
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ L2_FLUSH_BYTES = 256 * 2**20  # written before every repeat (timing.L2_FLUSH_BYT
 SWIGLU_KERNELS = 5
 
 
-def gemm_kernels(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+def gemm_kernels(ctx: ValidationContext, d: dict, state: "str | float") -> list[Kernel]:
     return [ctx.gemm("gemm", d["m"], d["n"], d["k"], "fwd", state)]
 
 
-def swiglu_kernels(ctx: ValidationContext, tokens: int, hidden: int, ffn: int, state: str,
+def swiglu_kernels(ctx: ValidationContext, tokens: int, hidden: int, ffn: int, state: "str | float",
                    prefix: str = "swiglu", call: str = LAUNCH_CALL) -> list[Kernel]:
     """The kernels of ``mm(silu(mm(x, wg^T)) * mm(x, wu^T), wd^T)`` in issue order; ``call``: the
     host call that issues all five (each kernel carries a fifth of its host time). ``silu`` and
@@ -43,22 +44,22 @@ def swiglu_kernels(ctx: ValidationContext, tokens: int, hidden: int, ffn: int, s
     ]
 
 
-def _swiglu(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+def _swiglu(ctx: ValidationContext, d: dict, state: "str | float") -> list[Kernel]:
     return swiglu_kernels(ctx, d["tokens"], d["hidden"], d["ffn"], state)
 
 
-def _attention(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+def _attention(ctx: ValidationContext, d: dict, state: "str | float") -> list[Kernel]:
     op = Attention(batch=d["batch"], heads=d["heads"], kv_heads=d["kv_heads"], seq_q=d["seq_q"], seq_kv=d["seq_kv"],
                    head_dim=d["head_dim"], causal=bool(d["causal"]), dtype=d.get("dtype", "bf16"),
                    backward=bool(d["backward"]))
     return [ctx.attention("attention", op, state)]
 
 
-def _memory(ctx: ValidationContext, d: dict, state: str) -> list[Kernel]:
+def _memory(ctx: ValidationContext, d: dict, state: "str | float") -> list[Kernel]:
     return [ctx.memory(d["variant"], d["kind"], d["variant"], float(d["nbytes"]))]
 
 
-BUILDERS: dict[str, Callable[[ValidationContext, dict, str], list[Kernel]]] = {
+BUILDERS: dict[str, Callable[[ValidationContext, dict, "str | float"], list[Kernel]]] = {
     "gemm": gemm_kernels, "swiglu_ffn": _swiglu, "attention": _attention, "memory": _memory,
 }
 
@@ -67,16 +68,27 @@ def predict_single(ctx: ValidationContext, case: Measurement) -> Prediction:
     """Predict a single-GPU entry from the cost model at the entry's clock state."""
     build = BUILDERS[case.kind]
     d = dict(case.description)
-    boost = build(ctx, d, "boost")
-    state = ctx.clock.state_for(case.thermal, [_timeline(boost)], _period_ns(ctx, boost),
-                                case.repeats + TIMER_UNTIMED_CALLS)
-    kernels = boost if state == "boost" else build(ctx, d, state)
+    mhz = recorded_clock_mhz(case)
+    if mhz is not None and ctx.has_clock_reference():
+        kernels, state = build(ctx, d, mhz), f"{mhz:.0f} MHz"
+    else:
+        boost = build(ctx, d, "boost")
+        state = ctx.clock.state_for(case.thermal, [_timeline(boost)], _period_ns(ctx, boost),
+                                    case.repeats + TIMER_UNTIMED_CALLS)
+        kernels = boost if state == "boost" else build(ctx, d, state)
     total = float(sum(k.duration_ns for k in kernels))
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, total,
         method=f"cost model ({ctx.cost.name}), {len(kernels)} kernel(s)", clock_state=state,
         components={k.name: float(k.duration_ns) for k in kernels},
     )
+
+
+def recorded_clock_mhz(case: Measurement) -> "float | None":
+    """The SM clock (MHz) the entry's repeats ran at, when it was recorded."""
+    clock = case.extra.get("clock") if isinstance(case.extra, dict) or hasattr(case.extra, "get") else None
+    mhz = clock.get("sm_mhz") if isinstance(clock, dict) else None
+    return float(mhz) if isinstance(mhz, (int, float)) and mhz > 0 else None
 
 
 def _timeline(kernels: list[Kernel]) -> list[tuple[float, float, float]]:

@@ -1,0 +1,91 @@
+"""A :class:`~moesim.calibrate.timing.Timer` that also reads the SM clock the timed op ran at.
+
+Power-capped GPUs change their SM clock on a millisecond scale, and a kernel's time follows
+that clock for its compute-bound share, so a measurement is only comparable with another one
+at a known clock. NVML reads the clock every few milliseconds and averages over whatever ran
+in between (an L2-flushing write between repeats included), which cannot resolve one 100 us
+kernel. This timer measures the clock *on the GPU, next to the timed kernel*: before the first
+repeat and after every repeat it runs two ``torch.cuda._sleep`` spin kernels (``clock64``
+loops of ``SHORT_CYCLES`` and ``LONG_CYCLES`` SM cycles) timed with CUDA events; the difference
+of the cycle counts over the difference of their times is the SM clock at that instant, free of
+the fixed launch and event cost. A repeat's clock is the mean of the probes just before and
+just after it; an entry records the median over its repeats (``sm_mhz``), and NVML's power and
+clock averaged over the timed window when NVML is there. The timed region (start to end event
+around the op) is exactly :class:`Timer`'s: the probes run outside it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from moesim.calibrate.timing import Timer, TimingStats, stats_from_ns
+
+SHORT_CYCLES = 20_000    # about 10 us at 1.98 GHz
+LONG_CYCLES = 120_000    # about 60 us: the difference (100k cycles) gives the clock to about 1%
+
+
+class ClockProbe:
+    """Two spin kernels of known cycle counts, timed by events; :meth:`mhz` after a sync."""
+
+    def __init__(self) -> None:
+        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        e = self.events
+        e[0].record()
+        torch.cuda._sleep(SHORT_CYCLES)
+        e[1].record()
+        e[2].record()
+        torch.cuda._sleep(LONG_CYCLES)
+        e[3].record()
+
+    def mhz(self) -> float:
+        e = self.events
+        short_ms, long_ms = e[0].elapsed_time(e[1]), e[2].elapsed_time(e[3])
+        return (LONG_CYCLES - SHORT_CYCLES) / max(long_ms - short_ms, 1e-6) / 1e3
+
+
+def clock_fields(per_repeat_mhz: list[float], nvml: "dict | None") -> dict:
+    """The ``clock`` record of one entry: GPU-side clock over its repeats, NVML window means."""
+    out: dict = {"sm_mhz": round(statistics.median(per_repeat_mhz), 1), "sm_mhz_min": round(min(per_repeat_mhz), 1),
+                 "sm_mhz_max": round(max(per_repeat_mhz), 1),
+                 "method": f"torch.cuda._sleep({LONG_CYCLES}) - _sleep({SHORT_CYCLES}) cycles over their event "
+                           "times, before and after each repeat"}
+    if nvml:
+        out.update({f"nvml_{k}": v for k, v in nvml.items()})
+    return out
+
+
+class ClockedTimer(Timer):
+    """:class:`Timer` whose every CUDA measurement also leaves ``last_clock`` (see module doc);
+    ``nvml`` is an object with ``window(t0, t1) -> dict`` (``moesim.calibrate.probes.Nvml``) or None."""
+
+    def __init__(self, device: str, nvml: object = None, **kwargs: object) -> None:
+        super().__init__(device, **kwargs)  # type: ignore[arg-type]
+        self.nvml = nvml
+        self.last_clock: dict = {}
+
+    def _time_cuda(self, fn: Callable[[], object]) -> TimingStats:
+        self._heat()
+        for _ in range(self.warmup):
+            fn()
+        est = self._cuda_once(fn)
+        repeats = self._repeats_for(est / 1e6)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        t0 = time.monotonic()
+        probes = [ClockProbe()]
+        for s, e in zip(starts, ends):
+            self._flush()
+            s.record()
+            fn()
+            e.record()
+            probes.append(ClockProbe())
+        torch.cuda.synchronize()
+        t1 = time.monotonic()
+        mhz = [p.mhz() for p in probes]
+        per_repeat = [0.5 * (a + b) for a, b in zip(mhz, mhz[1:])]
+        window = self.nvml.window(t0, t1) if self.nvml is not None else None  # type: ignore[attr-defined]
+        self.last_clock = clock_fields(per_repeat, window)
+        return stats_from_ns([s.elapsed_time(e) * 1e6 for s, e in zip(starts, ends)])
