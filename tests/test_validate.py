@@ -80,7 +80,8 @@ def test_cli_json_and_table() -> None:
     res = runner.invoke(app, ["--kind", "collective", "--format", "json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    assert len(doc["cases"]) == 24 and doc["measurements"]["device"] == "NVIDIA H200"
+    assert len(doc["cases"]) == sum(c.kind == "collective" for c in load_measurements().cases) >= 24
+    assert doc["measurements"]["device"] == "NVIDIA H200" and doc["summary_by_session"][0]["name"].startswith("session")
     res = runner.invoke(app, ["run", "--kind", "memory"])
     assert res.exit_code == 0 and "memory_copy_100000000" in res.output and "median |error|" in res.output
 
@@ -156,3 +157,89 @@ def test_append_session_keeps_every_stored_entry() -> None:
     assert json.loads(dumps(out)) == out
     with pytest.raises(ValueError):
         append_session(out, new, "t9")
+
+
+# -- host speed from the in-process host probe (moesim.validate.host_speed) ---------------------------
+def _probe(ns: "list[float]") -> dict:
+    return {"host_probe": [{"rank": r, "before": {"caught_up_round_ns": x, "busy_round_ns": x},
+                            "after": {"caught_up_round_ns": x, "busy_round_ns": x}} for r, x in enumerate(ns)]}
+
+
+def test_host_speed_known_answers() -> None:
+    from moesim.errors import ConfigError
+    from moesim.validate.host_speed import build_host_speed, session_probe_ns
+    doc = {"modes": {"caught_up": {"host_over_probe": {"mm": 0.02, "empty": 0.004, "not_in_profile": 9.0,
+                                                       "eager:all_reduce|4096": 0.05, "eager:all_to_all|4096": 0.1}}}}
+    host = {"mm": 20_000.0, "empty": 2_000.0}
+    hs = build_host_speed(doc, host.__getitem__, list(host), lambda op: 50_000.0)
+    assert hs.table_probe_ns == pytest.approx(750_000.0)        # median of 20000/0.02 and 2000/0.004
+    assert hs.collective_probe_ns == pytest.approx(750_000.0)   # median of 50000/0.05 and 50000/0.1
+    assert hs.table_scale(1_500_000.0) == pytest.approx(2.0) and hs.table_scale(None) == 1.0
+    assert hs.collective_scale(375_000.0) == pytest.approx(0.5) and hs.collective_scale(None) == 1.0
+    extra = {"host_probe": [{"rank": 0, "before": {"caught_up_round_ns": 1e6}, "after": {"caught_up_round_ns": 2e6}},
+                            {"rank": 1, "before": None, "after": {"caught_up_round_ns": 3e6}}]}
+    assert session_probe_ns(extra, 3) == [1.5e6, 3e6, None] and session_probe_ns({}, 2) == [None, None]
+    with pytest.raises(ConfigError):
+        build_host_speed(doc, host.__getitem__, list(host), lambda op: 1.0, mode="busy")
+
+
+def test_host_reference_is_measured_and_has_provenance() -> None:
+    doc = json.loads((ROOT / "data" / "validation" / "host_reference.json").read_text())
+    assert doc["provenance"]["device"] == "NVIDIA H200" and "host_reference" in doc["command"]
+    assert (ROOT / doc["raw"]).is_file() and doc["world"] == 2 and doc["alternations"] >= 2
+    ctx = build_context()
+    for mode in ("caught_up", "busy"):
+        assert set(ctx.cost.host_calls()) <= set(doc["modes"][mode]["host_over_probe"])
+    assert ctx.host_speed is not None and ctx.host_speed.mode == "caught_up"
+    assert 2e5 < ctx.host_speed.table_probe_ns < 3e6 and 2e5 < ctx.host_speed.collective_probe_ns < 3e6
+
+
+def test_cases_without_a_probe_keep_the_unscaled_host() -> None:
+    from moesim.validate.predict import predict
+    ctx = build_context()
+    bare = dataclasses.replace(ctx, host_speed=None)
+    cases = [c for c in load_measurements().cases if c.case_id in ("all_to_all_700000#r6", "moe_t2048_zipf_hot_split#r6")]
+    assert len(cases) == 2 and not any("host_probe" in c.extra for c in cases)
+    for c in cases:
+        assert predict(ctx, c).predicted_ns == predict(bare, c).predicted_ns
+
+
+def test_a_probed_session_scales_every_host_cost_per_rank() -> None:
+    from moesim.validate.moe import predict_moe
+    ctx = build_context()
+    case = next(c for c in load_measurements().cases if c.case_id == "moe_t2048_uniform_contiguous#r7")
+    assert len(case.extra["host_probe"]) == 2
+    unit = predict_moe(dataclasses.replace(ctx, host_speed=None), case)
+    scaled = predict_moe(ctx, case)
+    for r, s in enumerate(ctx.host_scales(case.extra, 2)):
+        assert scaled.components[f"rank{r}_host_scale"] == s != 1.0
+        assert scaled.components[f"rank{r}_host_ns"] == pytest.approx(unit.components[f"rank{r}_host_ns"] * s, rel=0.01)
+    slow = predict_moe(ctx, dataclasses.replace(case, extra=_probe([3 * ctx.host_speed.table_probe_ns] * 2)))
+    assert slow.components["rank0_host_ns"] == pytest.approx(3 * unit.components["rank0_host_ns"], rel=0.01)
+    assert slow.predicted_ns > scaled.predicted_ns and "by probe" in slow.method
+
+
+@given(st.floats(2e5, 3e6))
+@settings(max_examples=25, deadline=None)
+def test_a_small_collective_loop_follows_the_probed_host(probe_ns: float) -> None:
+    from moesim.validate.collectives import host_interval_ns, predict_collective
+    ctx = _CTX
+    case = next(c for c in load_measurements().cases if c.case_id == "all_reduce_700000#r7")
+    pred = predict_collective(ctx, dataclasses.replace(case, extra=_probe([probe_ns, probe_ns])))
+    interval = host_interval_ns(ctx, "all_reduce", 2) * probe_ns / ctx.host_speed.collective_probe_ns
+    assert pred.components["rank1_host_scale"] == pytest.approx(probe_ns / ctx.host_speed.collective_probe_ns)
+    assert pred.predicted_ns == pytest.approx(max(interval, pred.components["device_ns"]), rel=0.02, abs=50)
+
+
+_CTX = build_context()
+
+
+def test_distributed_session_stores_the_per_rank_probe() -> None:
+    from moesim.calibrate.validate_workloads import host_probe_record
+    before, after = {"caught_up_round_ns": 1.0}, {"caught_up_round_ns": 2.0}
+    assert host_probe_record([{"host_probe_before": before, "host_probe_after": after}, {"host_probe_before": before}]) == [
+        {"rank": 0, "before": before, "after": after}, {"rank": 1, "before": before, "after": None}]
+    assert host_probe_record([{"host_probe_before": None}]) is None
+    stored = json.loads((ROOT / "data" / "validation" / "h200_measurements.json").read_text())
+    probed = [s for s in stored["sessions"] if "host_probe" in s]
+    assert len(probed) == 1 and probed[0]["tag"] == "r7" and len(probed[0]["host_probe"]) == 2

@@ -120,9 +120,10 @@ def test_bad_power_probe_is_a_config_error(tmp_path: Path) -> None:
 def test_shipped_measurements_and_provenance() -> None:
     ms = load_measurements()
     assert (ms.device, ms.driver, ms.torch) == ("NVIDIA H200", "580.159.04", "2.11.0+cu130")
-    assert len(ms.cases) == 101 and len(ms.sessions) == 3
+    # sessions 0-2: the first 101 measurements; later sessions are appended, never edited
+    assert sum(c.session <= 2 for c in ms.cases) == 101 and len(ms.sessions) >= 3
     assert ms.session(1).gpu_count == 1 and ms.session(0).gpu_count == 2
-    assert {c.thermal for c in ms.cases} == {"as_found", "hot", "steady"}
+    assert {c.thermal for c in ms.cases if c.session <= 2} == {"as_found", "hot", "steady"}
 
 
 @pytest.mark.parametrize("sample, field", [

@@ -5,7 +5,8 @@
 ``moesim.calibrate.validate_workloads``) as a new session: its ids get ``#TAG`` so they stay
 distinct from earlier sessions' measurements of the same workload, each entry records its
 session index, and the session's provenance (device, driver, CUDA, NCCL, torch, date, command,
-GPUs, kernel release when given) is appended to ``sessions``. Existing entries and sessions are
+GPUs, kernel release when given, the per-rank in-process host probe when recorded) is appended
+to ``sessions``. Existing entries and sessions are
 never changed; an id already present is an error.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 PROVENANCE_KEYS = ("device", "driver", "cuda", "nccl", "torch", "date", "command", "gpu_count", "gpu_topology",
-                   "environment")
+                   "environment", "host_probe")
 
 
 def append_session(into: dict, session: dict, tag: str, note: str = "") -> dict:

@@ -21,6 +21,11 @@ process over each mode (which threads compete: NCCL's, PyTorch's watchdog), the 
 throttling counters, context switches, core count and CPU model.
 
 ``python3 -m moesim.calibrate.host_probe --out host_probe.json`` (runs worlds 2 and 1).
+
+:func:`in_process_probe` runs the same sequence (modes ``busy`` and ``caught_up``) inside an
+existing worker, so a measurement session can record the host speed of the very processes
+that time its workloads (``validate_workloads`` does, before and after them), and
+``moesim.calibrate.host_reference`` can relate the profile's per-call host costs to it.
 """
 from __future__ import annotations
 
@@ -92,7 +97,7 @@ def _delta(after: dict, before: dict) -> dict:
     return {k: round(after[k] - before.get(k, 0), 4) for k in after if after[k] - before.get(k, 0)}
 
 
-def _mode(calls: dict, mode: str, pin: "int | None") -> dict:
+def _mode(calls: dict, mode: str, pin: "int | None", rounds: int = ROUNDS) -> dict:
     saved = os.sched_getaffinity(0)
     if pin is not None:
         os.sched_setaffinity(0, {pin})
@@ -100,7 +105,7 @@ def _mode(calls: dict, mode: str, pin: "int | None") -> dict:
     cpu: dict[str, list[int]] = {}
     rounds_wall, rounds_cpu = [], []
     th0, cg0, ru0 = _threads(), _cgroup_cpu(), resource.getrusage(resource.RUSAGE_THREAD)
-    for r in range(WARM_ROUNDS + ROUNDS):
+    for r in range(WARM_ROUNDS + rounds):
         dist.barrier()
         torch.cuda.synchronize()
         if mode == "busy":
@@ -156,6 +161,28 @@ def _moe(rank: int, world: int, pin: "int | None", repeats: int = 20) -> dict:
     return {"layer_ns": gpu, "host_wall_ns": host, "host_cpu_ns": cpu,
             "layer_ns_median": statistics.median(gpu), "host_wall_ns_median": statistics.median(host),
             "host_cpu_ns_median": statistics.median(cpu)}
+
+
+PROBE_MODES = ("busy", "caught_up")
+IN_PROCESS_ROUNDS = 20
+
+
+def in_process_probe(rank: int, world: int, rounds: int = IN_PROCESS_ROUNDS) -> dict:
+    """Median wall (and thread CPU) ns of one round of :data:`SEQUENCE` per mode, in this process
+    (a worker with its process group initialised; every rank must call it at the same point)."""
+    calls = _calls(rank, world)
+    for fn in calls.values():
+        fn()
+    torch.cuda.synchronize()
+    out: dict = {"sequence_calls": len(SEQUENCE), "rounds": rounds, "time": time.time()}
+    for mode in PROBE_MODES:
+        res = _mode(calls, mode, None, rounds)
+        out[f"{mode}_round_ns"] = float(res["round_wall_ns_median"])
+        out[f"{mode}_round_cpu_ns"] = float(res["round_cpu_ns_median"])
+    del calls
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    return out
 
 
 def probe_worker(rank: int, world: int, device: str, cfg: dict) -> dict:

@@ -12,6 +12,10 @@ the single-GPU entries, and each entry records that thermal state (``as_found``,
 ``--clock-probe`` also records, per single-GPU entry, the SM clock its repeats ran at, read on
 the GPU next to the timed kernel (``moesim.calibrate.clock_timer``), and NVML's power and clock
 over the timed window (``measured.clock``).
+On GPUs every rank of the distributed part also runs the host probe sequence
+(:func:`moesim.calibrate.host_probe.in_process_probe`) right before and right after its timed
+workloads, in the same process; each distributed entry stores the per-rank records as
+``measured.host_probe`` (the predictor scales host costs by them, see ``moesim.validate.host``).
 ``--device cpu --cpu-ranks 2`` runs tiny versions with gloo.
 """
 from __future__ import annotations
@@ -137,8 +141,11 @@ def _attention(timer: Timer, device: str, b: int, h: int, s: int, d: int, direct
 
 
 def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
-    """(b) collectives, (c) pipelines, (d) MoE layers, on every rank in the same order."""
+    """(b) collectives, (c) pipelines, (d) MoE layers, on every rank in the same order, between
+    two in-process host probes (GPUs only)."""
     out: dict = {"errors": []}
+    if device == "cuda":
+        out["host_probe_before"] = _guard(out, "host probe before", lambda: _host_probe(rank, world))
     out["checks"] = {
         "pipeline_grad_rel_error": _guard(out, "pipeline check", lambda: pipeline_check_worker(
             rank, world, device, {"pipeline": cfg["check_pipeline"]})),
@@ -153,7 +160,21 @@ def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
             out["pipelines"].append(_guard(out, f"pipeline {pc.name} {schedule}",
                                            lambda: time_pipeline(pc, schedule, rank, world, device)))
     out["moe"] = [_guard(out, f"moe {mc.name}", lambda: time_moe(mc, rank, world, device)) for mc in cfg["moe"]]
+    if device == "cuda":
+        out["host_probe_after"] = _guard(out, "host probe after", lambda: _host_probe(rank, world))
     return out
+
+
+def _host_probe(rank: int, world: int) -> dict:
+    from moesim.calibrate.host_probe import in_process_probe  # CUDA only
+    return in_process_probe(rank, world)
+
+
+def host_probe_record(results: list[dict]) -> "list[dict] | None":
+    """Per rank: the host probe before and after the timed workloads (None when not run)."""
+    recs = [{"rank": r, "before": res.get("host_probe_before"), "after": res.get("host_probe_after")}
+            for r, res in enumerate(results)]
+    return recs if all(x["before"] or x["after"] for x in recs) else None
 
 
 def _guard(out: dict, label: str, fn) -> "dict | None":
@@ -178,6 +199,10 @@ def distributed_entries(device: str, world: int, budget: Budget) -> Section:
         return sec
     sec.errors += sorted({e for r in results for e in r["errors"] + r["collectives"]["errors"]})
     sec.checks = {str(rank): r["checks"] for rank, r in enumerate(results)}
+    probe = host_probe_record(results)
+    if probe is not None:
+        sec.checks["host_probe"] = probe
+    n_before = len(sec.samples)
     for s in collective_samples([r["collectives"] for r in results], world):
         desc = {k: v for k, v in s.items() if k in ("collective", "mode", "num_ranks", "nbytes", "split_fractions")}
         desc["dtype"] = "bf16" if device == "cuda" else "fp32"
@@ -194,6 +219,9 @@ def distributed_entries(device: str, world: int, budget: Budget) -> Section:
         per_rank = [r["moe"][j] for r in results]
         if all(p is not None for p in per_rank):
             sec.samples.append(moe_entry(mc, per_rank, world))
+    if probe is not None:
+        for entry in sec.samples[n_before:]:
+            entry["measured"]["host_probe"] = probe
     return sec
 
 
@@ -238,7 +266,9 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
         if device == "cuda":
             torch.cuda.empty_cache()
         sec = distributed_entries(device, world, budget)
-        doc["checks"] = sec.checks
+        doc["checks"] = {k: v for k, v in sec.checks.items() if k != "host_probe"}
+        if "host_probe" in sec.checks:
+            doc["host_probe"] = sec.checks["host_probe"]
         doc["samples"] += sec.samples
         doc["errors"] += sec.errors
         print(sec.summary(), flush=True)
@@ -269,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                          args.clock_probe)
     print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
     print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
+    for rec in doc.get("host_probe") or []:
+        print(f"  host probe rank {rec['rank']}: " + ", ".join(
+            f"{when} busy {rec[when]['busy_round_ns'] / 1e3:.0f} us caught_up {rec[when]['caught_up_round_ns'] / 1e3:.0f} us"
+            for when in ("before", "after") if rec[when]), flush=True)
     for s in doc["samples"]:
         clock = s["measured"].get("clock", {})
         print(f"  {s['id']:<48} {s['measured']['time_ns'] / 1e3:12.1f} us {clock.get('sm_mhz', '')}", flush=True)

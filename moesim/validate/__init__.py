@@ -4,7 +4,7 @@ For every stored measurement (``data/validation/h200_measurements.json``) the pa
 same workload without a GPU and predicts its time: single kernels with the calibrated cost model
 (``single``), NCCL collectives, pipelines and MoE layers with engine runs (``collectives``,
 ``pipeline``, ``moe``), all from one :class:`~moesim.validate.context.ValidationContext`
-(cost model, clock model, engine settings). ``report`` summarises the errors and ``cli`` is the
+(cost model, clock model, engine settings, the per-session host speed of ``host_speed``). ``report`` summarises the errors and ``cli`` is the
 command. ``gpu_diagnostics`` is a separate torch script used to investigate misses on a GPU.
 
 Names are imported lazily so that ``python3 -m moesim.validate.gpu_diagnostics`` runs on a

@@ -11,7 +11,9 @@ start event (after the previous call and its own issue) to its end, as the CUDA 
 the engine's transfer time for large ones.
 
 The host interval of one eager call is the profile's eager time of collectives too small to
-keep the GPU busy (4 KiB to 1 MiB, where the GPU waits for the host), at the same rank count.
+keep the GPU busy (4 KiB to 1 MiB, where the GPU waits for the host), at the same rank count,
+scaled per rank by the session's in-process host probe when it has one
+(:meth:`~moesim.validate.context.ValidationContext.collective_host_scales`).
 
 NCCL's bandwidth grows with message size and reaches the large-message figure (the engine's
 constant link efficiency) only near 1 GiB. The engine has no size-dependent efficiency, so
@@ -94,7 +96,8 @@ def predict_collective(ctx: ValidationContext, case: Measurement) -> Prediction:
     sim = ctx.simulation(n, overlap=False)
     interval = host_interval_ns(ctx, op, n)
     step_ns = sized_step_latency_ns(ctx, op, n, transfer_matrix(d))
-    threads = [HostThread(sim, r, ctx) for r in range(n)]
+    scales = ctx.collective_host_scales(case.extra, n)
+    threads = [HostThread(sim, r, ctx, scales[r]) for r in range(n)]
     calls: list[tuple[list[Task], Task]] = []
     for i in range(LOOP_ITERATIONS):
         issued = [t.issue(interval, f"{op}.{i}") for t in threads]
@@ -104,12 +107,13 @@ def predict_collective(ctx: ValidationContext, case: Measurement) -> Prediction:
     sim.run()
     per_call = _event_times(calls)
     device = [c.end_ns - c.start_ns for _, c in calls]
+    probed = "" if all(x == 1.0 for x in scales) else ", host x " + "/".join(f"{x:.2f}" for x in scales) + " by probe"
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, float(statistics.median(per_call)),
-        method=f"{ctx.engine_label(n, overlap=False)}; eager loop of {LOOP_ITERATIONS} calls",
+        method=f"{ctx.engine_label(n, overlap=False)}; eager loop of {LOOP_ITERATIONS} calls{probed}",
         clock_state="n/a",
         components={"host_interval_ns": float(interval), "device_ns": float(statistics.median(device)),
-                    "step_latency_ns": float(step_ns)},
+                    "step_latency_ns": float(step_ns), **{f"rank{r}_host_scale": float(x) for r, x in enumerate(scales)}},
     )
 
 

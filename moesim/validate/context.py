@@ -6,7 +6,8 @@ network mode and the fabrics (two GPUs joined by NVLink; more on one NVSwitch bo
 single kernels (:class:`Kernel`: time at the case's clock state, FLOPs, whether it is a GEMM)
 and builds engine simulations calibrated the way ``moesim run`` calibrates them: link
 efficiency and overlap slowdown from the profile. Host costs come from the profile's host table:
-each kernel names the eager call that issues it.
+each kernel names the eager call that issues it, scaled per rank by the session's in-process
+host probe when it has one (:mod:`moesim.validate.host_speed`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from moesim.engine import MODES, Simulation
 from moesim.errors import ConfigError
 from moesim.ops import Attention
 from moesim.topology import load_topology
+from moesim.validate.host_speed import HostSpeed, build_host_speed, load_reference, session_probe_ns
 from moesim.validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
                                     reference_clocks, scale_to_clock)
 
@@ -53,6 +55,7 @@ class ValidationContext:
     mode: str = "fluid"
     profile_name: str = "h200_sxm"
     ref_clocks: "ReferenceClocks | None" = None
+    host_speed: "HostSpeed | None" = None
     _topologies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -114,6 +117,19 @@ class ValidationContext:
         """Host time spent issuing ``kernel``: its share of its call's measured host time."""
         return max(1, int(round(kernel.host_share * self.host_ns(kernel.call))))
 
+    def host_scales(self, extra: Any, num_ranks: int) -> list[float]:
+        """Per rank, the factor on the host table's costs: the case's in-process probe over the
+        profile's equivalent probe time (1 without a probe or a host reference)."""
+        if self.host_speed is None:
+            return [1.0] * num_ranks
+        return [self.host_speed.table_scale(p) for p in session_probe_ns(extra, num_ranks, self.host_speed.mode)]
+
+    def collective_host_scales(self, extra: Any, num_ranks: int) -> list[float]:
+        """Per rank, the factor on the eager host interval of a collective (as :meth:`host_scales`)."""
+        if self.host_speed is None:
+            return [1.0] * num_ranks
+        return [self.host_speed.collective_scale(p) for p in session_probe_ns(extra, num_ranks, self.host_speed.mode)]
+
     def collective_host_ns(self, op: str) -> int:
         """Host time of one eager PyTorch collective call beyond a kernel launch (profile:
         eager minus CUDA-graph time of small collectives)."""
@@ -157,20 +173,32 @@ class ValidationContext:
 
 
 def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None,
-                  clock_reference: "str | None" = None) -> ValidationContext:
-    """The context for a profile name or path, a network mode, a power-probe file and the
-    reference-clock file (``data/validation/clock_reference.json`` by default)."""
+                  clock_reference: "str | None" = None, host_reference: "str | None" = None) -> ValidationContext:
+    """The context for a profile name or path, a network mode, a power-probe file, the
+    reference-clock file (``data/validation/clock_reference.json`` by default) and the host
+    reference (``data/validation/host_reference.json`` by default)."""
     if mode not in MODES:
         raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
     prof = load_profile(profile)
     cost = CalibratedCostModel(prof, fallback=make_cost_model(prof.device_kind))
     clock = load_clock_model(cost.measured_peak_flops("bf16") / 1e9, power_probe)
     ctx = ValidationContext(cost, clock, mode, profile)
+    ctx = replace(ctx, host_speed=_host_speed(ctx, host_reference))
     loaded = load_reference_samples(clock_reference)
     if loaded is None:
         return ctx
     samples, source = loaded
     return replace(ctx, ref_clocks=reference_clocks(samples, lambda s: _profile_share(ctx, s), source))
+
+
+def _host_speed(ctx: ValidationContext, path: "str | None") -> "HostSpeed | None":
+    from moesim.validate.collectives import host_interval_ns  # imports this module
+    loaded = load_reference(path)
+    if loaded is None:
+        return None
+    doc, source = loaded
+    return build_host_speed(doc, ctx.cost.host_ns, ctx.cost.host_calls(), lambda op: host_interval_ns(ctx, op, 2),
+                            source=source)
 
 
 def _profile_share(ctx: ValidationContext, s: dict) -> tuple[float, float]:

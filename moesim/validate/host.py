@@ -7,7 +7,9 @@ call was not measured; calls that launch no kernel (``empty``, ``slice``) cost h
 the GPU is faster than the host it waits. :class:`HostThread` models one rank's thread as a
 chain of tasks on the ``host`` stream of that rank, in program order; every GPU task it issues
 depends on its issue task. The thread never waits for the GPU (the measured programs never
-synchronise inside the timed region: NCCL ``wait()`` only orders streams).
+synchronise inside the timed region: NCCL ``wait()`` only orders streams). ``scale`` multiplies
+every host cost of the thread: the rank's host speed relative to the profile's
+(:meth:`~moesim.validate.context.ValidationContext.host_scales`; 1 without an in-process probe).
 """
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ HOST_STREAM = "host"
 class HostThread:
     """One rank's issuing thread; kernel host costs come from ``ctx`` (see :class:`Kernel`)."""
 
-    def __init__(self, sim: Simulation, rank: int, ctx: ValidationContext) -> None:
-        self.sim, self.rank, self.ctx = sim, rank, ctx
+    def __init__(self, sim: Simulation, rank: int, ctx: ValidationContext, scale: float = 1.0) -> None:
+        self.sim, self.rank, self.ctx, self.scale = sim, rank, ctx, scale
         self.busy_ns = 0
 
     def issue(self, host_ns: int, name: str) -> Task:
-        """Spend ``host_ns`` of host time on the next call; returns the issue task."""
+        """Spend ``host_ns`` (at the profile's host speed) of host time on the next call, times
+        the thread's ``scale``; returns the issue task."""
+        host_ns = host_ns if self.scale == 1.0 else max(1, int(round(host_ns * self.scale)))
         self.busy_ns += host_ns
         return self.sim.compute(self.rank, host_ns, f"issue:{name}", category="host", stream=HOST_STREAM)
 

@@ -123,9 +123,14 @@ def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
     n = shape_of(case).num_ranks
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, float(run.makespan_ns),
-        method=f"{ctx.engine_label(n, overlap=False)}; eager host issue, all_to_all_v dispatch and combine",
+        method=f"{ctx.engine_label(n, overlap=False)}; eager host issue{_probe_note(run)}, all_to_all_v dispatch and combine",
         clock_state=state, components=run.components,
     )
+
+
+def _probe_note(run: "_Run") -> str:
+    scales = [v for k, v in run.components.items() if k.endswith("_host_scale")]
+    return "" if all(x == 1.0 for x in scales) else " (host x " + "/".join(f"{x:.2f}" for x in scales) + " by probe)"
 
 
 def _issue_all_to_all(thread: HostThread, name: str) -> Task:
@@ -146,7 +151,8 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
     ffn = int(case.description["ffn"])
     n = s.num_ranks
     sim = ctx.simulation(n, overlap=False)  # no GPU compute overlaps the all-to-alls here
-    threads = [HostThread(sim, r, ctx) for r in range(n)]
+    scales = ctx.host_scales(case.extra, n)
+    threads = [HostThread(sim, r, ctx, scales[r]) for r in range(n)]
     last = [threads[r].kernels(before_dispatch(ctx, s, r))[-1] for r in range(n)]
     matrix = s.dispatch_bytes()
     issued = [_issue_all_to_all(th, "dispatch") for th in threads]
@@ -167,6 +173,7 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
         comps[f"rank{r}_experts_ns"] = float(experts[r][-1].end_ns - dispatch.end_ns)
         comps[f"rank{r}_unpermute_ns"] = float(tails[r][-1].end_ns - combine.end_ns)
         comps[f"rank{r}_host_ns"] = float(threads[r].busy_ns)
+        comps[f"rank{r}_host_scale"] = float(scales[r])
     busy = [[(float(t.start_ns), float(t.end_ns), float(t.args.get("flops", 0.0))) for t in experts[r]]
             for r in range(n)]
     return _Run(max(ends), busy, comps)

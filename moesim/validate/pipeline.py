@@ -157,7 +157,7 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
     sim = ctx.simulation(n, overlap=True)
     opts = LoweringOptions(p2p_latency_ns=ctx.cost.p2p_latency_ns(ctx.link_kind(n)))
     lower_pipeline(sim, sched, Grid(1, 1, n, tuple(range(n))), table, opts)
-    _issue_from_hosts(ctx, sim, sched, table)
+    _issue_from_hosts(ctx, sim, sched, table, ctx.host_scales(case.extra, n))
     res = sim.run()
     busy = [[(float(t.start_ns), float(t.end_ns), float(t.args.get("flops", 0.0))) for t in sim.tasks
              if t.category in ("forward", "backward") and t.streams[0][0] == r] for r in range(n)]
@@ -167,11 +167,13 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
     return _Run(res.makespan_ns, busy, comps)
 
 
-def _issue_from_hosts(ctx: ValidationContext, sim: Simulation, sched: Schedule, table: MLPStageTable) -> None:
+def _issue_from_hosts(ctx: ValidationContext, sim: Simulation, sched: Schedule, table: MLPStageTable,
+                      host_scales: "list[float] | None" = None) -> None:
     """Make the lowered step follow the eager program of each rank, in program order:
 
     * per action an ``irecv`` (if it receives), one launch per kernel, an ``isend`` (if it
-      sends), each a host-thread task the GPU work waits for;
+      sends), each a host-thread task the GPU work waits for (host costs times the rank's
+      ``host_scales`` entry: its in-process probe's speed, 1 without one);
     * a receive waits for the receiver's kernels issued before its ``irecv``: ProcessGroupNCCL
       makes the NCCL stream wait for the current stream before every point-to-point op, so a
       receive cannot overlap compute queued ahead of it (the send side already waits for the
@@ -190,7 +192,7 @@ def _issue_from_hosts(ctx: ValidationContext, sim: Simulation, sched: Schedule, 
             recv_of[dst] = t
     host_ns = ctx.collective_host_ns("send_recv")
     for rank, row in enumerate(sched.steps):
-        thread = HostThread(sim, rank, ctx)
+        thread = HostThread(sim, rank, ctx, host_scales[rank] if host_scales else 1.0)
         queue = iter(computes.get(rank, []))
         last: Task | None = None
         for a in row:

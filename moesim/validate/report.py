@@ -48,6 +48,13 @@ def summarize(preds: Sequence[Prediction]) -> list[GroupSummary]:
     return [_group("all", preds)] + [_group(k, [p for p in preds if p.kind == k]) for k in kinds]
 
 
+def summarize_sessions(preds: Sequence[Prediction], measurements: MeasurementSet) -> list[GroupSummary]:
+    """One group per measurement session (``session N``), in session order."""
+    of = {c.case_id: c.session for c in measurements.cases}
+    sessions = sorted({of.get(p.case_id, 0) for p in preds})
+    return [_group(f"session {s}", [p for p in preds if of.get(p.case_id, 0) == s]) for s in sessions]
+
+
 def _pct(x: float) -> str:
     return f"{100.0 * x:+.1f}%"
 
@@ -88,7 +95,7 @@ def render_markdown(preds: Sequence[Prediction], measurements: MeasurementSet, c
                      f"{_time(p.measured_ns)} | {_time(p.predicted_ns)} | {_pct(p.error)} |")
     lines += ["", "| group | cases | median abs error | max abs error (case) | median signed | over 15% |",
               "|---|---:|---:|---|---:|---:|"]
-    for g in summarize(preds):
+    for g in summarize(preds) + summarize_sessions(preds, measurements):
         lines.append(f"| {g.name} | {g.count} | {100 * g.median_abs:.1f}% | {100 * g.max_abs:.1f}% (`{g.worst_case}`) | "
                      f"{_pct(g.median_signed)} | {g.over_target} |")
     return "\n".join(lines) + "\n"
@@ -107,6 +114,7 @@ def to_json(preds: Sequence[Prediction], measurements: MeasurementSet, label: st
                          "driver": measurements.driver, "cuda": measurements.cuda, "nccl": measurements.nccl,
                          "torch": measurements.torch, "date": measurements.date},
         "summary": [g.__dict__ for g in summarize(preds)],
+        "summary_by_session": [g.__dict__ for g in summarize_sessions(preds, measurements)],
         "cases": [p.to_json() for p in preds],
     }
 
