@@ -130,6 +130,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         p2p_latency_ns=cost.p2p_latency_ns(_group_kind(topo, [grid.gpu(0, 0, 0), grid.gpu(0, 0, min(1, plan.pp - 1))])),
         dp_overlap=plan.dp_overlap,
         p2p_overlap=plan.p2p_overlap,
+        pair_overlap=plan.pair_overlap,
         dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)

@@ -34,6 +34,8 @@ class ParallelPlan:
     ``dp_overlap`` overlaps the data-parallel gradient reduction with the backward pass;
     ``p2p_overlap`` lets a stage compute while its pipeline sends are in flight (otherwise its
     next step waits for them, as Megatron without ``--overlap-p2p-communication``).
+    ``pair_overlap`` interleaves the two halves of a DualPipe F&B pair so one microbatch's
+    all-to-all hides behind the other's compute (False runs them one after the other).
     ``grad_dtype_bytes`` is the size of one gradient element in the DP reduction.
     """
 
@@ -49,6 +51,7 @@ class ParallelPlan:
     dp_overlap: bool = True
     p2p_overlap: bool = True
     grad_dtype_bytes: int = 4
+    pair_overlap: bool = True
 
     def __post_init__(self) -> None:
         for name in ("tp", "dp", "pp", "vpp", "ep", "micro_batch_size", "num_microbatches"):
@@ -56,6 +59,10 @@ class ParallelPlan:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"plan.{name}", f"must be an integer >= 1, got {value!r}",
                                   "give a whole number such as 1")
+        for name in ("sequence_parallel", "dp_overlap", "p2p_overlap", "pair_overlap"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"plan.{name}", f"must be true or false, got {getattr(self, name)!r}",
+                                  f"write plan.{name}=true or plan.{name}=false")
         if not isinstance(self.order, str):
             raise ConfigError("plan.order", f"must be text, got {self.order!r}",
                               "write the three dimensions innermost first, e.g. 'tp-dp-pp'")

@@ -4,7 +4,7 @@ For one EP group (``ep`` GPUs of the same TP index and pipeline rank, consecutiv
 and one (layer, microbatch), given the routed token counts ``tokens[src, dst]`` (tokens that
 EP rank ``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
 
-1. *dispatch*: GPU ``dst`` receives on its ``comm.ep`` stream, one task whose flows come from
+1. *dispatch*: GPU ``dst`` receives on its ``comm.ep`` stream (``comm.ep.bwd`` backward), one task whose flows come from
    every source with tokens for it; it starts once those sources have routed their tokens;
 2. *shared experts* run on every GPU meanwhile (compute stream);
 3. *expert queues*: every expert slot on ``dst`` with tokens is one compute task (grouped-GEMM
@@ -26,6 +26,13 @@ from moesim.engine import Simulation, Task
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
 from moesim.lowering.pipeline import Grid
 from moesim.schedules.model import Action
+
+
+def ep_stream(phase: str) -> str:
+    """Forward exchanges on ``comm.ep``, backward ones on ``comm.ep.bwd``: the two halves of a
+    DualPipe F&B pair communicate independently (DeepEP runs each on its own SMs), so one
+    microbatch's combine never queues behind the other's dispatch."""
+    return "comm.ep" if phase == "F" else "comm.ep.bwd"
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,13 @@ class MoEExchangeLowering:
         first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
         n = len(gpus)
         tok = plan.tokens
+        stream = ep_stream(seg.phase)
         args = {**ctx["args"], "layer": seg.layer}
         inbound = {}
         for j in range(n):
             flows = [(gpus[i], gpus[j], float(tok[i, j]) * out_b) for i in range(n) if i != j and tok[i, j] > 0]
             deps = [ready[keys[i]][-1] for i in range(n) if i == j or tok[i, j] > 0]
-            inbound[j] = sim.comm([(gpus[j], "comm.ep")], [flows] if flows else [], f"{first}.L{seg.layer}.{ctx['name']}",
+            inbound[j] = sim.comm([(gpus[j], stream)], [flows] if flows else [], f"{first}.L{seg.layer}.{ctx['name']}",
                                   category="all_to_all", deps=deps, args={**args, "bytes": sum(f[2] for f in flows)})
             self._count_bytes(flows, seg.phase)
         if seg.shared.duration_ns:
@@ -101,7 +109,7 @@ class MoEExchangeLowering:
         for i in range(n):
             flows = [(gpus[j], gpus[i], float(tok[i, j]) * back_b) for j in range(n) if j != i and tok[i, j] > 0]
             deps = [last[j] for j in range(n) if j == i or tok[i, j] > 0] + ready[keys[i]]
-            ready[keys[i]] = [sim.comm([(gpus[i], "comm.ep")], [flows] if flows else [],
+            ready[keys[i]] = [sim.comm([(gpus[i], stream)], [flows] if flows else [],
                                        f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all", deps=deps,
                                        args={**args, "bytes": sum(f[2] for f in flows)})]
             self._count_bytes(flows, seg.phase)

@@ -17,7 +17,10 @@ GPU. Output: tasks in a :class:`~moesim.engine.Simulation`:
   receives together, and modelling them as independent blocking transfers deadlocks
   interleaved, ZB-V and DualPipe orders.);
 * after the last backward of each model chunk a DP gradient all-reduce runs on ``comm.dp``
-  (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step.
+  (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step;
+* ``pair_overlap=False`` runs the two halves of an overlapped F&B pair one after the other (the
+  second starts when the first has finished, communication included): DualPipe without its
+  computation-communication overlap, for comparison.
 
 The lowering knows tasks and costs only through the table; model maths lives in ``workload``.
 """
@@ -107,14 +110,18 @@ class LoweringOptions:
     dp_overlap: bool = True
     dp_algorithm: str = "ring"
     p2p_overlap: bool = True
+    pair_overlap: bool = True
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
-                   opts: LoweringOptions, exchange: "ExchangeLowering | None" = None) -> dict[str, int]:
+                   opts: LoweringOptions, exchange: "ExchangeLowering | None" = None,
+                   gradient_sync=None) -> dict[str, int]:
     """Add the whole training step to ``sim``; return counts of what was created.
 
     ``exchange`` lowers the :class:`Exchange` segments (MoE dispatch/experts/combine) a table may
-    return; dense tables return none.
+    return; dense tables return none. ``gradient_sync(sim, last_backward, finished)`` replaces
+    the DP all-reduce and optimizer step (``last_backward[(d, p, chunk)]`` and
+    ``finished[(d, p, t)]`` hold tasks) and returns how many collectives it added.
     """
     done: dict[tuple[int, int, Action], list[Task]] = {}
     compute: dict[tuple[int, int, Action], list[Task]] = {}
@@ -130,7 +137,10 @@ def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: Stage
                 for d in range(grid.dp):
                     slot_head[(d, p, step.second)] = compute[(d, p, step.first)]
     sends = _wire_pipeline(sim, schedule, grid, table, opts, done, slot_head)
-    dp_tasks = _gradient_sync(sim, schedule, grid, table, opts, last_backward, done)
+    if gradient_sync is not None:
+        dp_tasks = gradient_sync(sim, last_backward, _finished(done))
+    else:
+        dp_tasks = _gradient_sync(sim, schedule, grid, table, opts, last_backward, done)
     return {"actions": len(done), "sends": sends, "dp_collectives": dp_tasks}
 
 
@@ -151,7 +161,10 @@ def _lower_stage_rank(sim, schedule, grid, table, opts, exchange, p, done, compu
         pending = {a: segments_of(table, a) for a in acts}
         position = {a: 0 for a in acts}
         while any(position[a] < len(pending[a]) for a in acts):
-            for a in acts:
+            if not opts.pair_overlap and len(acts) == 2 and position[acts[0]] == len(pending[acts[0]]) \
+                    and position[acts[1]] == 0:   # no overlap: the second half starts after the first
+                ready[acts[1]] = {k: list(v[-1:]) for k, v in ready[acts[0]].items()}
+            for a in (acts if opts.pair_overlap else [next(x for x in acts if position[x] < len(pending[x]))]):
                 if position[a] >= len(pending[a]):
                     continue
                 seg = pending[a][position[a]]
@@ -264,12 +277,18 @@ def _chunks(schedule: Schedule) -> range:
     return range(2 if schedule.layout == "dual" else schedule.num_chunks)
 
 
-def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int:
-    """DP gradient all-reduce per (tp, pp, chunk) group, then the optimizer step on every GPU."""
+def _finished(done: dict) -> dict[tuple[int, int, int], list[Task]]:
+    """Every action's last task per GPU coordinate (d, p, t)."""
     finished: dict[tuple[int, int, int], list[Task]] = {}
     for (d, p, _a), tasks in done.items():
         for t, task in enumerate(tasks):
             finished.setdefault((d, p, t), []).append(task)
+    return finished
+
+
+def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int:
+    """DP gradient all-reduce per (tp, pp, chunk) group, then the optimizer step on every GPU."""
+    finished = _finished(done)
     syncs: dict[tuple[int, int], list[Task]] = {}
     if grid.dp > 1:
         for p in range(grid.pp):

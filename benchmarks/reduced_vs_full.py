@@ -1,0 +1,77 @@
+"""How far the reduced run (moesim.scale) is from the full per-GPU engine, and how much faster.
+
+Small expert-parallel clusters both engines can simulate: Qwen3-30B-A3B cut to 4 layers on
+H800 nodes (``h800_cluster``), Zipf 0.5 routing, tp=1, 8 microbatches. For each, the time to the
+end of the last backward (the full engine all-reduces gradients, the reduced run does ZeRO-1,
+so the data-parallel tail is left out), both engines' wall time, and the phase solver's load
+bound against the per-flow fluid solve on one real dispatch.
+
+Run: python benchmarks/reduced_vs_full.py
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from moesim.experiment.runner import run_scenario
+from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+from moesim.memory import MemoryConfig
+from moesim.moe.routing import RoutingConfig
+from moesim.scale.phase import fluid_phase_ns
+from moesim.scale.reduced import ReducedOptions, build_reduced
+from moesim.workload.presets import get_model
+
+SPEC = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4)
+CASES = [  # nodes, dp, pp, ep, schedule
+    (2, 8, 2, 8, "1f1b"),
+    (4, 16, 2, 8, "1f1b"),
+    (4, 16, 2, 16, "1f1b"),
+    (4, 16, 2, 16, "dualpipe"),
+    (8, 32, 2, 16, "dualpipe"),
+]
+
+
+def scenario(nodes: int, dp: int, pp: int, ep: int, schedule: str, pair_overlap: bool = True) -> Scenario:
+    return Scenario(name=f"{schedule}-{nodes * 8}gpu-ep{ep}", topology="h800_cluster", nodes=nodes, model=SPEC,
+                    schedule=schedule, memory=MemoryConfig(recompute="none"),
+                    plan=ParallelPlan(tp=1, dp=dp, pp=pp, ep=ep, num_microbatches=8, pair_overlap=pair_overlap),
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3)))
+
+
+def pipeline_ns(spans) -> int:
+    return max(s.end_ns for s in spans if s.category not in ("reduce_scatter", "all_gather", "optimizer")
+               and not s.name.startswith("dp:"))
+
+
+def main() -> None:
+    print(f"{'case':<24}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}")
+    for nodes, dp, pp, ep, schedule in CASES:
+        for overlap in ((True, False) if schedule == "dualpipe" else (True,)):
+            scn = scenario(nodes, dp, pp, ep, schedule, overlap)
+            t0 = time.perf_counter()
+            _res, rec = run_scenario(scn, force=True)
+            t1 = time.perf_counter()
+            built = build_reduced(scn, ReducedOptions(routing_samples=8))
+            red = built["sim"].run().recorder
+            t2 = time.perf_counter()
+            full_ns, red_ns = pipeline_ns(rec.spans), pipeline_ns(red.spans)
+            name = scn.name + ("" if overlap else "-nopair")
+            print(f"{name:<24}{nodes * 8:>5}{full_ns / 1e6:>10.2f}{red_ns / 1e6:>12.2f}{red_ns / full_ns - 1:>+8.1%}"
+                  f"{t1 - t0:>8.1f}{t2 - t1:>8.1f}")
+    scn = scenario(8, 64, 1, 64, "1f1b")
+    built = build_reduced(scn, ReducedOptions(routing_samples=1))
+    ex = built["exchange"]
+    plan = ex.routing.plan(0, 0, 0, 0)
+    out_b, _ = ex.table.bytes_per_token("F")
+    t0 = time.perf_counter()
+    bound = ex.solver.solve(plan.tokens).duration_ns(out_b)
+    t1 = time.perf_counter()
+    fluid = fluid_phase_ns(ex.solver.topo, range(64), plan.tokens * out_b, built["efficiency"])
+    t2 = time.perf_counter()
+    print(f"\none EP64 dispatch on 8 H800 nodes (layer 0, Zipf 0.5): load bound {bound / 1e3:.1f} us in "
+          f"{(t1 - t0) * 1e3:.1f} ms; per-flow fluid {fluid / 1e3:.1f} us in {t2 - t1:.1f} s "
+          f"({bound / fluid - 1:+.2%})")
+
+
+if __name__ == "__main__":
+    main()

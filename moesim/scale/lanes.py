@@ -1,0 +1,150 @@
+"""The lane lowering: one engine lane per pipeline rank stands for all the GPUs of that rank.
+
+Used by :mod:`moesim.scale.reduced` for clusters too large to lower GPU by GPU. Inside one
+expert-parallel group the ``ep`` GPUs of a pipeline rank run the same dense work on the same
+number of tokens and meet at every all-to-all, so one lane carries:
+
+* the dense segments of each action once (attention, norms, router, shared experts), exactly as
+  :class:`~moesim.lowering.moe_costs.MoEStageTable` costs them for one GPU;
+* each dispatch and combine as **one phase event**: the whole group's byte matrix solved at once
+  on the real fabric by :class:`~moesim.scale.phase.PhaseSolver` (load bound of the most loaded
+  link: NVSwitch port, PCIe, NIC or spine), cached per (layer, routing sample, direction) since
+  the time is linear in the payload;
+* the **busiest GPU's expert queue** (per-rank routing imbalance kept: the combine waits for the
+  slowest GPU of the group);
+* on the lane GPU's own NIC, the busiest GPU's scale-out bytes of each phase as two fluid flows
+  (egress and ingress, to a *mirror* GPU on a node no lane uses), the rest of the phase time as
+  latency, so pipeline P2P and DP traffic share that NIC with the all-to-alls as they do on
+  every GPU of the rank.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from moesim.engine import Simulation, Task
+from moesim.lowering.moe_costs import Exchange, MoEStageTable
+from moesim.lowering.moe_exchange import ep_stream
+from moesim.lowering.pipeline import Grid
+from moesim.scale.phase import PhaseSolver, PhaseTime
+from moesim.schedules.model import Action
+
+
+@dataclass
+class LaneStats:
+    """What the lanes' exchanges looked like (forward passes; one entry per distinct phase)."""
+
+    phases: int = 0
+    bound_by: dict[str, int] = field(default_factory=dict)           # link kind -> forward phases it bound
+    imbalance: dict[int, float] = field(default_factory=dict)        # layer -> busiest/mean expert time
+    busiest_gpu: dict[int, int] = field(default_factory=dict)        # layer -> EP rank of the busiest GPU
+    expert_imbalance: dict[int, float] = field(default_factory=dict)  # layer -> busiest/mean expert tokens
+    a2a_bytes: float = 0.0                                           # per EP group, forward, whole step
+    cross_node_bytes: float = 0.0
+
+
+class LaneLink:
+    """Phase events on a lane: NIC flows to and from its mirror GPU plus the remaining latency."""
+
+    def __init__(self, topo, efficiency: dict[str, float], mirror_of: dict[int, int]) -> None:
+        self.mirror_of = mirror_of
+        self.capacity: dict[int, float] = {}
+        self.latency: dict[int, int] = {}
+        for lane, mirror in mirror_of.items():
+            routes = [topo.route(lane, mirror), topo.route(mirror, lane)]
+            self.capacity[lane] = min(topo.links[i].bandwidth_gbps * efficiency.get(topo.links[i].kind, 1.0)
+                                      for r in routes for i in r.link_ids)
+            self.latency[lane] = max(r.latency_ns for r in routes)
+
+    def phase(self, sim: Simulation, lane: int, duration_ns: int, tx_bytes: float, rx_bytes: float, name: str, *,
+              stream: str, category: str, deps, args: dict) -> Task:
+        """A comm task on ``(lane, stream)`` lasting ``duration_ns`` when alone on the fabric."""
+        mirror = self.mirror_of[lane]
+        own = max(tx_bytes, rx_bytes) / self.capacity[lane] + (self.latency[lane] if max(tx_bytes, rx_bytes) else 0)
+        flows = [(lane, mirror, float(tx_bytes))] if tx_bytes > 0 else []
+        flows += [(mirror, lane, float(rx_bytes))] if rx_bytes > 0 else []
+        rest = max(0, int(round(duration_ns - own)))
+        return sim.comm([(lane, stream)], [flows] if flows else [], name, category=category, step_latency_ns=rest,
+                        deps=deps, args={**args, "phase_ns": duration_ns, "nic_bytes": max(tx_bytes, rx_bytes)})
+
+
+class LaneExchangeLowering:
+    """:class:`~moesim.lowering.pipeline.ExchangeLowering` for lanes (see the module docstring)."""
+
+    def __init__(self, table: MoEStageTable, routing, solver: PhaseSolver, link: LaneLink, samples: int,
+                 step_latency_ns: int) -> None:
+        self.table, self.routing, self.solver, self.link = table, routing, solver, link
+        self.samples, self.step_latency_ns = samples, step_latency_ns
+        self.stats = LaneStats()
+        self._seen: set[tuple[int, int]] = set()
+
+    @lru_cache(maxsize=None)
+    def _phase(self, layer: int, sample: int, reverse: bool) -> PhaseTime:
+        tok = self.routing.plan(0, 0, layer, sample).tokens
+        return self.solver.solve(tok.T if reverse else tok)
+
+    @lru_cache(maxsize=None)
+    def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float]:
+        """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns)."""
+        plan = self.routing.plan(0, 0, layer, sample)
+        times = [sum(self.table.expert_ns(phase, n) for _e, n in experts if n > 0) for experts in plan.experts]
+        flops = [sum(self.table.expert_flops(phase, n) for _e, n in experts if n > 0) for experts in plan.experts]
+        busiest = int(np.argmax(times))
+        return int(times[busiest]), float(np.mean(flops)), busiest, float(np.mean(times))
+
+    def lower(self, sim: Simulation, seg: Exchange, a: Action, ctx: dict, p: int, grid: Grid, ready: dict) -> None:
+        key, lane = (0, 0), grid.gpu(0, 0, p)
+        sample = a.microbatch % self.samples
+        phase = "W" if seg.phase == "W" else ("F" if seg.phase == "F" else "B")
+        busy_ns, mean_flops, busiest, mean_ns = self._experts(seg.layer, sample, phase)
+        args = {**ctx["args"], "layer": seg.layer, "busiest_ep_rank": busiest}
+        expert_args = {**args, "flops": mean_flops, "mean_ns": mean_ns}
+        if seg.phase == "W":
+            ready[key] = [sim.compute(lane, busy_ns, f"experts.W.L{seg.layer}.{ctx['name']}", category="expert",
+                                      deps=ready[key], args=expert_args)]
+            return
+        out_b, back_b = self.table.bytes_per_token(seg.phase)
+        first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
+        there, back = self._phase(seg.layer, sample, False), self._phase(seg.layer, sample, True)
+        self._count(seg, sample, there, back, out_b, back_b, busy_ns, mean_ns, busiest)
+        stream = ep_stream(seg.phase)
+        disp = self._comm(sim, lane, there, out_b, f"{first}.L{seg.layer}.{ctx['name']}", ready[key], args, stream)
+        if seg.shared.duration_ns:
+            ready[key] = [sim.compute(lane, seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
+                                      category="expert", deps=ready[key], args={**args, "flops": seg.shared.flops})]
+        experts = sim.compute(lane, busy_ns, f"experts.{phase}.L{seg.layer}.{ctx['name']}", category="expert",
+                              deps=ready[key] + [disp], args=expert_args)
+        ready[key] = [self._comm(sim, lane, back, back_b, f"{second}.L{seg.layer}.{ctx['name']}", [experts], args,
+                                 stream)]
+
+    def _comm(self, sim: Simulation, lane: int, ph: PhaseTime, unit_bytes: float, name: str, deps, args,
+              stream: str) -> Task:
+        return self.link.phase(sim, lane, ph.duration_ns(unit_bytes, self.step_latency_ns), ph.nic_tx * unit_bytes,
+                               ph.nic_rx * unit_bytes, name, stream=stream, category="all_to_all", deps=deps,
+                               args={**args, "bound_by": ph.bottleneck})
+
+    def _count(self, seg: Exchange, sample: int, there: PhaseTime, back: PhaseTime, out_b: float, back_b: float,
+               busy_ns: int, mean_ns: float, busiest: int) -> None:
+        if seg.phase != "F" or (seg.layer, sample) in self._seen:
+            return
+        self._seen.add((seg.layer, sample))
+        st = self.stats
+        for ph in (there, back):
+            st.phases += 1
+            st.bound_by[ph.bottleneck_kind] = st.bound_by.get(ph.bottleneck_kind, 0) + 1
+        if sample == 0:
+            st.imbalance[seg.layer] = round(busy_ns / mean_ns, 4) if mean_ns else 1.0
+            st.busiest_gpu[seg.layer] = busiest
+            per_expert: dict[int, int] = {}
+            for experts in self.routing.plan(0, 0, seg.layer, sample).experts:
+                for e, n in experts:
+                    per_expert[e] = per_expert.get(e, 0) + n
+            loads = np.array(list(per_expert.values()), dtype=float)
+            st.expert_imbalance[seg.layer] = round(float(loads.max() / loads.mean()), 4) if loads.mean() else 1.0
+        tok = self.routing.plan(0, 0, seg.layer, sample).tokens.astype(float)
+        off = tok.sum() - np.trace(tok)
+        cross = float(np.where(self.solver.cross, tok, 0.0).sum())
+        st.a2a_bytes += off * (out_b + back_b) / self.samples
+        st.cross_node_bytes += cross * (out_b + back_b) / self.samples

@@ -1,0 +1,94 @@
+"""One event per collective phase: how long a set of concurrent flows occupies a fabric.
+
+A phase is a byte matrix ``bytes[i, j]`` between the GPUs of a group, all flows starting
+together (an all-to-all dispatch or combine). :class:`PhaseSolver` turns it into per-link loads
+with one sparse-free matrix product (every flow spread evenly over its equal-cost paths, as the
+engine's per-flow round robin spreads them on average) and returns the time of the most loaded
+link at its effective capacity, ``max(load / (bandwidth x efficiency))``, plus the longest route
+latency. That is the *load bound*: no schedule of these flows finishes sooner, and the engine's
+per-flow max-min fluid solve reaches it when every flow crosses the binding link for the whole
+phase. :func:`fluid_phase_ns` runs the same flows through the engine so the two can be compared
+(tests/test_scale.py, benchmarks/scaling.py). Transfer time is linear in the bytes, so one solve
+per byte pattern serves every payload size (fp8 dispatch, bf16 combine, gradients).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from moesim.topology.model import Topology
+
+SCALE_OUT_KINDS = ("ib", "ethernet")
+
+
+@dataclass(frozen=True)
+class PhaseTime:
+    """A solved phase for one byte per unit: multiply ``transfer_ns_per_byte`` by the payload.
+
+    ``bottleneck`` names the binding link (kind, endpoints); ``nic_tx``/``nic_rx`` are the
+    largest scale-out egress and ingress unit counts of any GPU of the group (what one GPU's NIC
+    carries), ``latency_ns`` the longest route latency among the flows.
+    """
+
+    transfer_ns_per_unit: float
+    latency_ns: int
+    bottleneck: str
+    bottleneck_kind: str
+    nic_tx: float
+    nic_rx: float
+
+    def duration_ns(self, unit_bytes: float, step_latency_ns: int = 0) -> int:
+        return int(round(self.transfer_ns_per_unit * unit_bytes)) + self.latency_ns + step_latency_ns
+
+
+class PhaseSolver:
+    """Load-bound phase times on ``gpus`` of ``topo`` (routes and incidence cached per group)."""
+
+    def __init__(self, topo: Topology, gpus: Sequence[int], efficiency: Mapping[str, float]) -> None:
+        self.topo, self.gpus = topo, list(gpus)
+        n = len(self.gpus)
+        links = topo.links
+        self.capacity = np.array([l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in links])
+        self.names = [f"{l.kind} {l.src}->{l.dst}" for l in links]
+        self.kinds = [l.kind for l in links]
+        incidence = np.zeros((n * n, len(links)))
+        latency = np.zeros(n * n, dtype=np.int64)
+        for i, a in enumerate(self.gpus):
+            for j, b in enumerate(self.gpus):
+                if a == b:
+                    continue
+                paths = topo.num_paths(a, b)
+                for key in range(paths):
+                    route = topo.route(a, b, key)
+                    incidence[i * n + j, list(route.link_ids)] += 1.0 / paths
+                latency[i * n + j] = topo.route(a, b).latency_ns
+        self.incidence, self.latency = incidence, latency
+        hosts = np.array([topo.host_of(g) for g in self.gpus])
+        self.cross = hosts[:, None] != hosts[None, :]
+
+    def solve(self, units: np.ndarray) -> PhaseTime:
+        """``units[i, j]``: payload units group GPU i sends to group GPU j (diagonal ignored)."""
+        m = np.array(units, dtype=float)
+        np.fill_diagonal(m, 0.0)
+        load = m.reshape(-1) @ self.incidence
+        ratio = np.divide(load, self.capacity, out=np.zeros_like(load), where=self.capacity > 0)
+        worst = int(np.argmax(ratio))
+        active = m.reshape(-1) > 0
+        cross = np.where(self.cross, m, 0.0)
+        return PhaseTime(float(ratio[worst]), int(self.latency[active].max()) if active.any() else 0,
+                         self.names[worst], self.kinds[worst], float(cross.sum(axis=1).max()),
+                         float(cross.sum(axis=0).max()))
+
+
+def fluid_phase_ns(topo: Topology, gpus: Sequence[int], nbytes: np.ndarray, efficiency: Mapping[str, float]) -> int:
+    """The same phase through the engine's per-flow max-min fluid network (for comparison)."""
+    from moesim.engine import Simulation
+
+    sim = Simulation(topo, mode="fluid", link_efficiency=dict(efficiency))
+    n = len(gpus)
+    for j in range(n):
+        flows = [(gpus[i], gpus[j], float(nbytes[i, j])) for i in range(n) if i != j and nbytes[i, j] > 0]
+        sim.comm([(gpus[j], "comm.ep")], [flows] if flows else [], f"recv{j}", category="all_to_all")
+    return sim.run().makespan_ns

@@ -1,0 +1,122 @@
+"""The reduced (symmetry + per-phase) run against the full per-GPU engine, and its phase solver."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from moesim.errors import ConfigError
+from moesim.experiment.faults import Faults
+from moesim.experiment.runner import run_scenario
+from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+from moesim.memory import MemoryConfig
+from moesim.moe.routing import RoutingConfig
+from moesim.scale.phase import PhaseSolver, fluid_phase_ns
+from moesim.scale.reduced import ReducedOptions, build_reduced, run_reduced
+from moesim.topology.loader import load_topology
+from moesim.workload.presets import get_model
+
+EFF = {"nvswitch": 0.8, "ib": 0.9, "pcie": 0.9}
+SPEC = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4)
+DP_TAIL = ("reduce_scatter", "all_gather", "optimizer")
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    topo = load_topology("h800_cluster", nodes=2)
+    return topo, PhaseSolver(topo, range(16), EFF)
+
+
+def _scenario(nodes: int, dp: int, pp: int, ep: int, schedule: str, m: int, **plan) -> Scenario:
+    return Scenario(name="t", topology="h800_cluster", nodes=nodes, model=SPEC, schedule=schedule,
+                    plan=ParallelPlan(tp=1, dp=dp, pp=pp, ep=ep, num_microbatches=m, **plan),
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3)),
+                    memory=MemoryConfig(recompute="none"))
+
+
+def _pipeline_ns(spans) -> int:
+    """End of the last span that is not the data-parallel tail (the two runs model DP differently:
+    the full run all-reduces, the reduced run does ZeRO-1)."""
+    return max(s.end_ns for s in spans if s.category not in DP_TAIL and not s.name.startswith("dp:"))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.9))
+def test_phase_load_bound_never_beats_the_fluid_engine(two_nodes, seed, sparsity) -> None:
+    topo, solver = two_nodes
+    rng = np.random.default_rng(seed)
+    units = rng.integers(1, 400, (16, 16)) * (rng.random((16, 16)) > sparsity)
+    ph = solver.solve(units)
+    fluid = fluid_phase_ns(topo, range(16), units * 4096.0, EFF)
+    # no schedule of these flows moves the most loaded link's bytes faster than its capacity;
+    # the phase time adds the longest route latency (a flow's latency may hide behind others')
+    assert ph.transfer_ns_per_unit * 4096 <= fluid + 2
+    assert fluid <= 1.25 * ph.duration_ns(4096)     # and max-min sharing stays close to it here
+
+
+def test_phase_load_bound_is_exact_for_a_dense_all_to_all(two_nodes) -> None:
+    topo, solver = two_nodes
+    units = np.full((16, 16), 1000)
+    ph = solver.solve(units)
+    assert ph.bottleneck_kind == "ib"
+    # 8 peers on the other node, 1000 units of 4096 B each, over one 50 GB/s NIC at 0.9
+    assert ph.nic_tx == ph.nic_rx == 8000
+    assert ph.transfer_ns_per_unit == pytest.approx(8000 / 45.0)
+    assert abs(ph.duration_ns(4096) - fluid_phase_ns(topo, range(16), units * 4096.0, EFF)) <= 2
+
+
+@pytest.mark.parametrize("nodes,dp,pp,ep,schedule,m", [
+    (2, 8, 2, 8, "1f1b", 8),       # one EP group per stage, stages on different nodes
+    (4, 16, 2, 8, "1f1b", 8),      # two EP groups per stage (the symmetry reduction)
+    (4, 16, 2, 16, "dualpipe", 8),  # DualPipe with its F&B overlap, EP across nodes
+])
+def test_reduced_run_matches_the_full_engine(nodes, dp, pp, ep, schedule, m) -> None:
+    scn = _scenario(nodes, dp, pp, ep, schedule, m)
+    _full, rec = run_scenario(scn, force=True)
+    built = build_reduced(scn, ReducedOptions(routing_samples=m))
+    red = built["sim"].run().recorder
+    full_ns, red_ns = _pipeline_ns(rec.spans), _pipeline_ns(red.spans)
+    assert abs(red_ns / full_ns - 1) < 0.10, (full_ns, red_ns)
+
+
+def test_reduced_run_is_deterministic_and_reports_what_it_reduced() -> None:
+    scn = _scenario(4, 16, 2, 8, "dualpipe", 8)
+    a, b = run_reduced(scn), run_reduced(scn)
+    assert a["step_time_ms"] == b["step_time_ms"] > 0
+    assert a["moe"] == b["moe"]
+    assert len(a["reductions"]) == 4 and "symmetry" in a["reductions"][0]
+    assert a["bottlenecks"] and a["bottlenecks"][0].startswith("critical path")
+    assert 0 < a["mfu"] < 1
+
+
+def test_dualpipe_overlap_shortens_the_step() -> None:
+    on = run_reduced(_scenario(4, 16, 2, 16, "dualpipe", 8))["step_time_ms"]
+    off = run_reduced(_scenario(4, 16, 2, 16, "dualpipe", 8, pair_overlap=False))["step_time_ms"]
+    full_on, _ = run_scenario(_scenario(4, 16, 2, 16, "dualpipe", 8), force=True)
+    full_off, _ = run_scenario(_scenario(4, 16, 2, 16, "dualpipe", 8, pair_overlap=False), force=True)
+    assert on < off and full_on.step_time_ms < full_off.step_time_ms
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"plan": ParallelPlan(tp=2, dp=8, pp=2, ep=8, num_microbatches=8)}, "plan.tp"),
+    ({"plan": ParallelPlan(tp=1, dp=4, pp=8, ep=4, num_microbatches=16)}, "plan.dp"),
+    ({"nodes": 6, "plan": ParallelPlan(tp=1, dp=24, pp=2, ep=12, num_microbatches=8)}, "plan.ep"),
+    ({"plan": ParallelPlan(tp=1, dp=16, pp=4, ep=16, num_microbatches=8)}, "plan"),
+    ({"model": "llama3-8b"}, "plan.ep"),
+    ({"faults": Faults(slow_gpus={3: 1.3})}, "faults"),
+])
+def test_reduced_run_refuses_what_it_cannot_reduce(change, field) -> None:
+    scn = dataclasses.replace(_scenario(4, 16, 2, 16, "1f1b", 8), **change)
+    with pytest.raises(ConfigError) as err:
+        build_reduced(scn)
+    assert err.value.field == field
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError) as err:
+        ReducedOptions(routing_samples=0)
+    assert err.value.field == "routing_samples"
+    with pytest.raises(ConfigError):
+        ReducedOptions(overlap_slowdown=0.5)
