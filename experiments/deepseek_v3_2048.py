@@ -5,7 +5,10 @@ H800 on NVSwitch, one 400 Gb/s InfiniBand NIC per GPU on a rail-optimised fat tr
 DualPipe pipeline, 64-way expert parallelism over 8 nodes, ZeRO-1 data parallelism (DP128), no
 TP; 15,360 sequences of 4K per step (120 microbatches of one sequence per pipeline); node-limited
 routing (<= 4 nodes per token) with a mild Zipf skew (s = 0.3) standing in for aux-loss-free
-balancing. Selective recomputation (DeepSeek recomputes RMSNorm and MLA up-projections).
+balancing, experts placed contiguously; DeepEP dispatch (one copy of a token per destination
+node over InfiniBand, forwarded over NVLink; fp8 dispatch, bf16 combine). Selective
+recomputation (DeepSeek recomputes RMSNorm and MLA up-projections); moesim's memory model keeps
+activations in bf16 where DeepSeek caches some in FP8, so the memory column says "over".
 
 Simulated with the reduced engine (``moesim.scale``): one EP group by symmetry, one lane per
 pipeline rank with every all-to-all solved as one phase on the group's real fabric and the
@@ -17,25 +20,33 @@ busiest GPU's expert queue; each result lists what was reduced. Scenarios:
 * ``dualpipe-no-overlap``: no pair overlap and the DP reduction after the whole backward;
 * ``1f1b``: the baseline schedule DualPipe replaced (no F&B pairs).
 
-Costs: the H800 datasheet roofline (no H800 profile; labelled uncalibrated) with the overlap
-slowdown measured on the H200 (1.20). Reference: the report's 180K H800 GPU hours per trillion
-tokens is 1,543 tokens/s per GPU averaged over the whole run.
+Compute runs 1.20x slower while communication shares the GPU: the GEMM slowdown under NCCL
+traffic measured on the H200 (moesim/profiles/h200_sxm.json; DeepEP on 20 of 132 SMs is a
+different mechanism with a similar cost, 15% of the SMs).
+
+Costs: the H800 datasheet roofline with bf16 GEMMs (no H800 profile; labelled uncalibrated;
+DeepSeek runs its GEMMs in FP8, which this model does not). Reference: the report's 180K H800
+GPU hours per trillion tokens is 1,543 tokens/s per GPU averaged over the whole run.
 
 Run: python -m moesim run experiments/deepseek_v3_2048.py
 """
 import dataclasses
 
+from moesim.costs.calibrated import CalibratedCostModel
+from moesim.costs.profile import load_profile
 from moesim.experiment import Comparison, Experiment
+from moesim.experiment.build import PROFILE_DIR
 from moesim.memory import MemoryConfig
 from moesim.planner.presets import get_preset
 
 PRESET = get_preset("deepseek-v3-h800")
 MEMORY = MemoryConfig(recompute="selective", zero_stage=1, optimizer_state_dtype="bf16")
+MEASURED_SLOWDOWN = round(CalibratedCostModel(load_profile(PROFILE_DIR / "h200_sxm.json")).overlap_slowdown(), 3)
 
 
 def scenario(name: str, schedule: str = "dualpipe", **plan):
     base = PRESET.scenario(name=name, schedule=schedule, memory=MEMORY)
-    return dataclasses.replace(base, plan=dataclasses.replace(base.plan, **plan))
+    return dataclasses.replace(base, plan=dataclasses.replace(base.plan, **plan), overlap_slowdown=MEASURED_SLOWDOWN)
 
 
 EXPERIMENT = Experiment(

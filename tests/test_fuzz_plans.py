@@ -75,7 +75,7 @@ def plan_fields(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario | None:
-    """A scenario on dgx_h100 with fuzzed plan fields (None when the plan itself is refused)."""
+    """A scenario on dgx_h100 with fuzzed plan fields (None when the plan or scenario is refused)."""
     fields = draw(plan_fields())
     plan = config_or_value(lambda: ParallelPlan(**fields))
     if plan is None:
@@ -83,8 +83,10 @@ def scenarios(draw: st.DrawFn) -> Scenario | None:
     model = draw(st.sampled_from([DENSE, MOE]))
     schedule = draw(mostly(st.sampled_from(sorted(SCHEDULES))).flatmap(
         lambda v: SCHEDULE if not isinstance(v, str) else st.just(v)))
-    return Scenario(name="fuzz", topology="dgx_h100", model=model, plan=plan, schedule=schedule,
-                    network=draw(st.sampled_from(["fluid", "analytical"])))
+    network = draw(st.sampled_from(["fluid", "analytical"]))
+    # a junk schedule (empty, not text) is refused when the Scenario is made: None, like a junk plan
+    return config_or_value(lambda: Scenario(name="fuzz", topology="dgx_h100", model=model, plan=plan,
+                                            schedule=schedule, network=network))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -120,7 +120,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
             raise ConfigError("faults.slow_gpus", f"rank {rank} is not a GPU of {topo.name}",
                               f"use 0..{topo.num_gpus - 1}")
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
-                     overlap_slowdown=cost.overlap_slowdown(), compute_scale=faults.slow_gpus,
+                     overlap_slowdown=scn.overlap_slowdown or cost.overlap_slowdown(), compute_scale=faults.slow_gpus,
                      jitter_ns=faults.jitter_ns, seed=scn.seed)
     tp_kind = _group_kind(topo, grid.tp_group(0, 0))
     dp_kind = _group_kind(topo, grid.dp_group(0, 0))
@@ -161,7 +161,8 @@ def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid:
     if spec.num_experts % scn.plan.ep:
         raise ConfigError("plan.ep", f"ep={scn.plan.ep} does not divide the {spec.num_experts} experts",
                           "choose ep dividing num_experts")
-    if opts.routing is None and opts.placement == "contiguous" and opts.num_redundant == 0:
+    if opts.routing is None and opts.placement == "contiguous" and opts.num_redundant == 0 \
+            and opts.dispatcher == "alltoall":
         return BalancedRouting(spec.num_experts, spec.top_k, table.tokens_per_rank, scn.plan.ep)
     from moesim.lowering.moe_routing import routing_from_options
 

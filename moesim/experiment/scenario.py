@@ -100,7 +100,9 @@ class MoEOptions:
     :data:`moesim.moe.placement.PLACEMENTS`; ``num_redundant`` adds that many replica slots per
     EP group (load-balanced placements use them). The placement is computed from the routing
     statistics of step ``stats_step`` and the simulated step is ``step``, so drifting routing
-    shows the cost of a stale placement.
+    shows the cost of a stale placement. ``dispatcher`` is how tokens cross the group:
+    ``"alltoall"`` (one copy per selected expert, Megatron) or ``"deepep"`` (one copy per
+    destination node over the scale-out network, forwarded over NVLink: :mod:`moesim.moe.deepep`).
     """
 
     routing: Any = None
@@ -109,8 +111,14 @@ class MoEOptions:
     replica_policy: str = "proportional"
     stats_step: int = 0
     step: int = 1
+    dispatcher: str = "alltoall"
 
     def __post_init__(self) -> None:
+        from moesim.moe.deepep import DISPATCHERS
+
+        if not isinstance(self.dispatcher, str) or self.dispatcher not in DISPATCHERS:
+            raise ConfigError("moe.dispatcher", f"unknown dispatcher {self.dispatcher!r}",
+                              f"use one of: {', '.join(DISPATCHERS)}")
         if self.routing is not None and not isinstance(self.routing, RoutingConfig):
             raise ConfigError("moe.routing", f"must be a RoutingConfig or None, got {self.routing!r}",
                               "give RoutingConfig(kind=...), or leave it out (None) for balanced routing")
@@ -128,7 +136,9 @@ class Scenario:
     """One simulation to run. See the module docstring. ``memory`` is a
     :class:`moesim.memory.MemoryConfig` (recompute, ZeRO stage...; recompute also adds the
     re-run forward work to every backward); ``faults``
-    a :class:`moesim.experiment.faults.Faults` (stragglers, link faults, jitter)."""
+    a :class:`moesim.experiment.faults.Faults` (stragglers, link faults, jitter);
+    ``overlap_slowdown`` replaces the cost model's compute-time multiplier while communication
+    shares the GPU (None: the cost model's own, measured where the profile is calibrated)."""
 
     name: str
     topology: str
@@ -143,6 +153,7 @@ class Scenario:
     moe: MoEOptions = field(default_factory=MoEOptions)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     faults: Any = None
+    overlap_slowdown: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -180,6 +191,11 @@ class Scenario:
             value = getattr(self, name)
             if not isinstance(value, kind):
                 raise ConfigError(f"scenario.{name}", f"must be a {kind.__name__}, got {value!r}", fix)
+        slow = self.overlap_slowdown
+        if slow is not None and not (isinstance(slow, (int, float)) and not isinstance(slow, bool)
+                                     and 1.0 <= slow < 10.0):
+            raise ConfigError("scenario.overlap_slowdown", f"must be a number in [1, 10), got {slow!r}",
+                              "give e.g. 1.2 (compute 20% slower under communication), or leave it out")
         if self.faults is not None and not isinstance(self.faults, Faults):
             raise ConfigError("scenario.faults", f"must be a Faults or None, got {self.faults!r}",
                               "give Faults(...) (moesim.experiment.faults), or leave it out for no faults")

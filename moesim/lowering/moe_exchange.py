@@ -28,6 +28,18 @@ from moesim.lowering.pipeline import Grid
 from moesim.schedules.model import Action
 
 
+def exchange_units(routing, plan: "ExchangePlan", layer: int) -> np.ndarray:
+    """Token copies between the group's GPUs for ``plan``'s dispatch: the pair counts for a plain
+    all-to-all, the two-hop DeepEP copies when the routing carries per-layer copy factors."""
+    copies = getattr(routing, "copies", None) or {}
+    if layer not in copies:
+        return plan.tokens.astype(float)
+    from moesim.moe.deepep import two_hop_units
+
+    per_gpu, per_node = copies[layer]
+    return two_hop_units(plan.tokens, per_gpu, per_node, routing.host_of)
+
+
 def ep_stream(phase: str) -> str:
     """Forward exchanges on ``comm.ep``, backward ones on ``comm.ep.bwd``: the two halves of a
     DualPipe F&B pair communicate independently (DeepEP runs each on its own SMs), so one
@@ -82,6 +94,8 @@ class MoEExchangeLowering:
                 keys = [(d, t) for d in members]
                 if seg.phase == "W":
                     self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after={})
+                elif seg.layer in (getattr(self.routing, "copies", None) or {}):
+                    self._two_hop(sim, seg, ctx, gpus, plan, keys, ready)
                 else:
                     self._exchange(sim, seg, ctx, gpus, plan, keys, ready)
 
@@ -113,6 +127,40 @@ class MoEExchangeLowering:
                                        f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all", deps=deps,
                                        args={**args, "bytes": sum(f[2] for f in flows)})]
             self._count_bytes(flows, seg.phase)
+        if seg.phase == "F":
+            self.stats.dropped_tokens += plan.dropped
+
+    def _two_hop(self, sim, seg: Exchange, ctx: dict, gpus: list[int], plan: ExchangePlan, keys, ready) -> None:
+        """DeepEP dispatch and combine: each one task over the whole group (its flows are the two
+        hops, carried concurrently as DeepEP pipelines them), experts in between."""
+        out_b, back_b = self.table.bytes_per_token(seg.phase)
+        first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
+        units = exchange_units(self.routing, plan, seg.layer)
+        n = len(gpus)
+        stream = ep_stream(seg.phase)
+        streams = [(g, stream) for g in gpus]
+        args = {**ctx["args"], "layer": seg.layer, "dispatcher": "deepep"}
+
+        def phase(unit_bytes: float, transpose: bool) -> list:
+            m = units.T if transpose else units
+            flows = [(gpus[a], gpus[b], float(m[a, b]) * unit_bytes) for a in range(n) for b in range(n)
+                     if a != b and m[a, b] > 0]
+            self._count_bytes(flows, seg.phase)
+            return [flows] if flows else []
+
+        there = sim.comm(streams, phase(out_b, False), f"{first}.L{seg.layer}.{ctx['name']}", category="all_to_all",
+                         deps=[ready[k][-1] for k in keys], args=args)
+        inbound = {j: there for j in range(n)}
+        if seg.shared.duration_ns:
+            for i in range(n):
+                ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
+                                              category="expert", deps=ready[keys[i]],
+                                              args={**args, "flops": seg.shared.flops})]
+        last = self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready, after=inbound)
+        back = sim.comm(streams, phase(back_b, True), f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all",
+                        deps=[last[j] for j in range(n)] + [ready[k][-1] for k in keys], args=args)
+        for k in keys:
+            ready[k] = [back]
         if seg.phase == "F":
             self.stats.dropped_tokens += plan.dropped
 

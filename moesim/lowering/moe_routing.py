@@ -123,4 +123,11 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
                             first_layer=first)
     routing.placements = placements
     routing.stats_batch = stats
+    routing.host_of = host_of
+    routing.copies = {}
+    if opts.dispatcher == "deepep":
+        from moesim.moe.deepep import token_copies
+
+        routing.copies = {layer: token_copies(cfg, spec, host_of, placements[layer], layer, opts.step)
+                          for layer in moe_layers}
     return routing

@@ -44,7 +44,7 @@ def skewed_routing(zipf_s: float = REAL_TEXT_ZIPF_S, gating: str = "topk", seed:
 class ScenarioPreset:
     """One planning scenario. ``global_batch`` counts sequences per optimizer step and must equal
     ``plan.dp * plan.micro_batch_size * plan.num_microbatches``. ``routing`` None means perfectly
-    balanced routing. ``uneven_layers`` lets the planner consider pipeline splits that do not
+    balanced routing. ``dispatcher`` is the MoE token dispatcher (:mod:`moesim.moe.deepep`). ``uneven_layers`` lets the planner consider pipeline splits that do not
     divide the layer count (the first stages take one layer more), as DeepSeek-V3's 61 layers
     on PP16; the simulator needs an even split, so such plans are simulated with a reduced,
     evenly split layer count and the output says so."""
@@ -64,6 +64,7 @@ class ScenarioPreset:
     memory: MemoryConfig = field(default_factory=lambda: MemoryConfig(recompute="selective", distributed_optimizer=True))
     uneven_layers: bool = False
     source: str = ""
+    dispatcher: str = "alltoall"
     # ``topology`` is a name in topologies/ or a path to a YAML file (tests use small fabrics).
 
     def __post_init__(self) -> None:
@@ -111,7 +112,8 @@ class ScenarioPreset:
             description=self.description, memory=memory or self.memory,
             moe=MoEOptions(routing=self.routing if routing == "preset" else routing,
                            placement=placement or self.placement,
-                           num_redundant=self.num_redundant if num_redundant is None else num_redundant))
+                           num_redundant=self.num_redundant if num_redundant is None else num_redundant,
+                           dispatcher=self.dispatcher))
 
     def with_overrides(self, **changes: Any) -> "ScenarioPreset":
         """A copy with fields replaced (``nodes=1``, ``model="gpt-oss-120b"``, ``global_batch=64``);
@@ -169,7 +171,7 @@ PRESETS: dict[str, ScenarioPreset] = {p.name: p for p in (
         plan=ParallelPlan(tp=1, pp=16, dp=128, ep=64, num_microbatches=120), schedule="dualpipe",
         global_batch=15360, seq_len=4096, routing=skewed_routing(0.3, gating="node_limited"),
         memory=MemoryConfig(recompute="full", zero_stage=1, optimizer_state_dtype="bf16"), uneven_layers=True,
-        source="arXiv:2412.19437 §3.1-3.2, §4.2 (reference §1.2-1.3)"),
+        dispatcher="deepep", source="arXiv:2412.19437 §3.1-3.2, §4.2 (reference §1.2-1.3)"),
     # One DGX H100 cannot hold Mixtral's Adam state (experts are at most 8-way sharded, see
     # `moesim plan --scenario mixtral-8x7b-dgx-h100 --nodes 1`), so two nodes; even there,
     # selectively recomputed 4K-token activations (~31 GiB) leave every layout a few GiB over

@@ -26,7 +26,7 @@ import numpy as np
 
 from moesim.engine import Simulation, Task
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
-from moesim.lowering.moe_exchange import ep_stream
+from moesim.lowering.moe_exchange import ep_stream, exchange_units
 from moesim.lowering.pipeline import Grid
 from moesim.scale.phase import PhaseSolver, PhaseTime
 from moesim.schedules.model import Action
@@ -82,8 +82,8 @@ class LaneExchangeLowering:
 
     @lru_cache(maxsize=None)
     def _phase(self, layer: int, sample: int, reverse: bool) -> PhaseTime:
-        tok = self.routing.plan(0, 0, layer, sample).tokens
-        return self.solver.solve(tok.T if reverse else tok)
+        units = exchange_units(self.routing, self.routing.plan(0, 0, layer, sample), layer)
+        return self.solver.solve(units.T if reverse else units)
 
     @lru_cache(maxsize=None)
     def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float]:
@@ -143,7 +143,7 @@ class LaneExchangeLowering:
                     per_expert[e] = per_expert.get(e, 0) + n
             loads = np.array(list(per_expert.values()), dtype=float)
             st.expert_imbalance[seg.layer] = round(float(loads.max() / loads.mean()), 4) if loads.mean() else 1.0
-        tok = self.routing.plan(0, 0, seg.layer, sample).tokens.astype(float)
+        tok = exchange_units(self.routing, self.routing.plan(0, 0, seg.layer, sample), seg.layer)
         off = tok.sum() - np.trace(tok)
         cross = float(np.where(self.solver.cross, tok, 0.0).sum())
         st.a2a_bytes += off * (out_b + back_b) / self.samples

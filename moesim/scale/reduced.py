@@ -138,7 +138,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     group_kind = _kind_of(group_topo, plan.ep)
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
                                     cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind))
-    slowdown = cost.overlap_slowdown() if options.overlap_slowdown is None else options.overlap_slowdown
+    slowdown = options.overlap_slowdown or scn.overlap_slowdown or cost.overlap_slowdown()
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
     grid = Grid(1, 1, plan.pp, lanes)
@@ -287,7 +287,8 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) 
                 "busiest_over_mean_expert_time": _stats(ex.stats.imbalance),
                 "busiest_over_mean_expert_tokens": _stats(ex.stats.expert_imbalance),
                 "a2a_bytes_per_group_microbatch": round(ex.stats.a2a_bytes),
-                "cross_node_fraction": round(ex.stats.cross_node_bytes / ex.stats.a2a_bytes, 4)
+                "dispatcher": scn.moe.dispatcher,
+                "cross_node_fraction": round(float(ex.stats.cross_node_bytes / ex.stats.a2a_bytes), 4)
                 if ex.stats.a2a_bytes else 0.0},
         "dp": built["dp"],
         "bottlenecks": bottleneck_list(summary, ex.stats, built),
