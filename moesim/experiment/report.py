@@ -24,7 +24,7 @@ def _moe_row(r) -> list[str]:
     return [r.name, f"{m['placement']}" + (f" +{m['num_redundant']}" if m["num_redundant"] else ""),
             f"{m['gpu_max_over_mean']:.2f}", f"{m['expert_max_over_mean']:.2f}",
             f"{m['cross_node_bytes'] / 1e9:.1f} ({100 * m['cross_node_fraction']:.0f}%)", str(m["dropped_tokens"]),
-            f"{mean_layer:.2f}"]
+            f"{mean_layer:.2f}" if layers else "n/a"]
 
 
 def summary_markdown(exp: Experiment, results: Sequence) -> str:
