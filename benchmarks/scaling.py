@@ -69,26 +69,28 @@ def measure(scn: Scenario) -> tuple:
 REDUCED_PP = {64: 1, 128: 2, 256: 4, 512: 8, 1024: 16, 2048: 16}
 
 
-def reduced_scenario(gpus: int, num_microbatches: int) -> Scenario:
-    """The deepseek-v3-h800 preset resized to ``gpus`` GPUs and ``num_microbatches`` microbatches."""
+def reduced_scenario(gpus: int, num_microbatches: int, num_layers: int = 0) -> Scenario:
+    """The deepseek-v3-h800 preset resized to ``gpus`` GPUs and ``num_microbatches`` microbatches
+    (and ``num_layers`` layers, the first three dense as in the model, when given)."""
     from moesim.planner.presets import get_preset
 
     pp = REDUCED_PP[gpus]
     scn = get_preset("deepseek-v3-h800").scenario()
     plan = dataclasses.replace(scn.plan, dp=gpus // pp, pp=pp, num_microbatches=num_microbatches)
+    model = dataclasses.replace(scn.model, num_layers=num_layers) if num_layers else scn.model
     scn = dataclasses.replace(scn, name=f"dsv3_{gpus}g_{num_microbatches}m", nodes=gpus // 8, plan=plan,
-                              memory=dataclasses.replace(scn.memory, recompute="selective"))
+                              model=model, memory=dataclasses.replace(scn.memory, recompute="selective"))
     return scn if pp % 2 == 0 else dataclasses.replace(scn, schedule="1f1b")
 
 
-def run_one(gpus: int, num_microbatches: int) -> dict:
+def run_one(gpus: int, num_microbatches: int, num_layers: int = 0) -> dict:
     """One reduced run in this process: its figures, or the error text of a refused configuration."""
     from moesim.errors import ConfigError
     from moesim.scale.reduced import ReducedOptions, run_reduced
 
-    scn = reduced_scenario(gpus, num_microbatches)
+    scn = reduced_scenario(gpus, num_microbatches, num_layers)
     row = {"gpus": gpus, "pp": scn.plan.pp, "dp": scn.plan.dp, "microbatches": num_microbatches,
-           "schedule": scn.schedule}
+           "schedule": scn.schedule, "layers": scn.model.num_layers}
     try:
         res = run_reduced(scn, ReducedOptions())
     except ConfigError as exc:
@@ -96,18 +98,19 @@ def run_one(gpus: int, num_microbatches: int) -> dict:
     return {**row, "step_time_ms": res["step_time_ms"], **res["engine"]}
 
 
-def measure_reduced(gpus: int, num_microbatches: int) -> dict:
+def measure_reduced(gpus: int, num_microbatches: int, num_layers: int = 0) -> dict:
     """``run_one`` in a fresh interpreter, so peak RSS belongs to this configuration alone."""
-    out = subprocess.run([sys.executable, __file__, "--one", str(gpus), str(num_microbatches)],
+    out = subprocess.run([sys.executable, __file__, "--one", str(gpus), str(num_microbatches), str(num_layers)],
                          capture_output=True, text=True, check=False)
     if out.returncode:
-        return {"gpus": gpus, "microbatches": num_microbatches, "error": out.stderr.strip().splitlines()[-1]}
+        return {"gpus": gpus, "microbatches": num_microbatches, "layers": num_layers,
+                "error": out.stderr.strip().splitlines()[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def print_reduced_row(sweep: str, row: dict) -> None:
     head = f"{sweep:12} {row['gpus']:5d} {row.get('pp', 0):3d} {row.get('dp', 0):4d} {row['microbatches']:4d} " \
-           f"{row.get('schedule', '?'):9}"
+           f"{row.get('layers', 0):4d} {row.get('schedule', '?'):9}"
     if "error" in row:
         print(f"{head} error: {row['error']}", flush=True)
         return
@@ -137,7 +140,7 @@ def print_growth(label: str, rows: list[dict], key: str) -> None:
 def reduced_section(quick: bool) -> None:
     gpus = [128, 2048] if quick else [64, 128, 256, 512, 1024, 2048]
     mbs = [32, 64] if quick else [16, 32, 64, 120, 128, 256]
-    print(f"{'sweep':12} {'GPUs':>5} {'pp':>3} {'dp':>4} {'mb':>4} {'schedule':9} {'step ms':>10} {'build s':>7} "
+    print(f"{'sweep':12} {'GPUs':>5} {'pp':>3} {'dp':>4} {'mb':>4} {'lay':>4} {'schedule':9} {'step ms':>10} {'build s':>7} "
           f"{'run s':>6} {'wall s':>7} {'RSS MiB':>8} {'tasks':>7} {'flows':>7} {'events/s':>9}", flush=True)
     done: dict[tuple[int, int], dict] = {}
     by_gpus, by_mbs = [], []
@@ -149,8 +152,14 @@ def reduced_section(quick: bool) -> None:
         row = done.get((2048, m)) or measure_reduced(2048, m)
         by_mbs.append(row)
         print_reduced_row("microbatches", row)
+    by_layers = [done[2048, 32]]
+    for n in ([122] if quick else [32, 122, 244]):
+        row = measure_reduced(2048, 32, n)
+        by_layers.append(row)
+        print_reduced_row("layers", row)
     print_growth("GPUs", by_gpus, "gpus")
     print_growth("microbatches", by_mbs, "microbatches")
+    print_growth("layers", sorted(by_layers, key=lambda r: r.get("layers", 0)), "layers")
 
 
 def dense_section(quick: bool) -> None:
@@ -173,12 +182,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the smallest rows of each sweep only")
     ap.add_argument("--section", choices=("all", "dense", "reduced"), default="all",
                     help="dense: full-engine dense and EP16 sweeps; reduced: DeepSeek-V3 at 64-2,048 GPUs")
-    ap.add_argument("--one", nargs=2, type=int, metavar=("GPUS", "MICROBATCHES"),
-                    help="internal: one reduced run in this process, printed as JSON")
+    ap.add_argument("--one", nargs="+", type=int, metavar="N",
+                    help="internal: GPUS MICROBATCHES [LAYERS]: one reduced run in this process, printed as JSON")
     args = ap.parse_args()
     if args.one:
-        if args.one[0] not in REDUCED_PP:
-            ap.error(f"--one GPUS must be one of {sorted(REDUCED_PP)}")
+        if len(args.one) not in (2, 3) or args.one[0] not in REDUCED_PP:
+            ap.error(f"--one takes GPUS MICROBATCHES [LAYERS], GPUS one of {sorted(REDUCED_PP)}")
         print(json.dumps(run_one(*args.one)))
         return
     if args.section in ("all", "dense"):

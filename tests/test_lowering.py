@@ -9,8 +9,7 @@ from hypothesis import given, settings, strategies as st
 from fabrics import chain, star
 from moesim.engine import Simulation
 from moesim.lowering.pipeline import Grid, LoweringOptions, StageWork, lower_pipeline
-from moesim.schedules import SCHEDULES, dry_run, generate
-from moesim.errors import ConfigError
+from moesim.schedules import dry_run, generate
 
 
 @dataclass

@@ -235,7 +235,7 @@ _CTX = build_context()
 
 
 def test_distributed_session_stores_the_per_rank_probe() -> None:
-    from moesim.calibrate.validate_workloads import host_probe_record
+    from moesim.calibrate.jsonio import host_probe_record   # torch-free (validate_workloads needs torch)
     before, after = {"caught_up_round_ns": 1.0}, {"caught_up_round_ns": 2.0}
     assert host_probe_record([{"host_probe_before": before, "host_probe_after": after}, {"host_probe_before": before}]) == [
         {"rank": 0, "before": before, "after": after}, {"rank": 1, "before": before, "after": None}]

@@ -22,3 +22,10 @@ def dump_profile(doc: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
+
+
+def host_probe_record(results: list[dict]) -> "list[dict] | None":
+    """Per rank: the host probe before and after the timed workloads (None when not run)."""
+    recs = [{"rank": r, "before": res.get("host_probe_before"), "after": res.get("host_probe_after")}
+            for r, res in enumerate(results)]
+    return recs if all(x["before"] or x["after"] for x in recs) else None

@@ -30,7 +30,7 @@ from moesim.calibrate import kernels, memops, provenance
 from moesim.calibrate.clock_timer import ClockedTimer
 from moesim.calibrate.collectives import collective_samples, collectives_worker
 from moesim.calibrate.dist import run_workers
-from moesim.calibrate.jsonio import dump_profile
+from moesim.calibrate.jsonio import dump_profile, host_probe_record
 from moesim.calibrate.moe_bench import MoEConfig, moe_check_worker, moe_entry, time_moe
 from moesim.calibrate.pipeline_bench import PipelineConfig, pipeline_check_worker, pipeline_entry, time_pipeline
 from moesim.calibrate.section import Section
@@ -168,13 +168,6 @@ def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
 def _host_probe(rank: int, world: int) -> dict:
     from moesim.calibrate.host_probe import in_process_probe  # CUDA only
     return in_process_probe(rank, world)
-
-
-def host_probe_record(results: list[dict]) -> "list[dict] | None":
-    """Per rank: the host probe before and after the timed workloads (None when not run)."""
-    recs = [{"rank": r, "before": res.get("host_probe_before"), "after": res.get("host_probe_after")}
-            for r, res in enumerate(results)]
-    return recs if all(x["before"] or x["after"] for x in recs) else None
 
 
 def _guard(out: dict, label: str, fn) -> "dict | None":

@@ -49,6 +49,8 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
     first = results[0] if results else None
     if first is not None:
         lines += ["", f"Costs: {first.cost_model}. Network model: {first.network_mode}."]
+    lines += ["", *_reductions(results, "What the reduced engine did not simulate GPU by GPU:")] \
+        if _reductions(results, "") else []
     lines += [f"- {n}" for n in exp.notes]
     return "\n".join(lines) + "\n"
 
@@ -87,4 +89,11 @@ def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) 
     for r in results:
         lines.append(f"  [bold]{r.name}[/bold]")
         lines += [f"    {i + 1}. {b}" for i, b in enumerate(r.bottlenecks)]
+    lines += _reductions(results, "[bold]what the reduced engine did not simulate GPU by GPU[/bold]")
     return [t, *extra, ratios, Text("\n".join(lessons)), "\n".join(lines)]
+
+
+def _reductions(results: Sequence, title: str) -> list[str]:
+    """The reductions of reduced-engine runs (the same for every scenario of an experiment)."""
+    found = next((r.moe["reductions"] for r in results if r.moe and r.moe.get("reductions")), None)
+    return [title, *[f"  - {x}" for x in found]] if found else []

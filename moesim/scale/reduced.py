@@ -314,8 +314,8 @@ def reductions(built: dict) -> list[str]:
     plan = scn.plan
     groups = plan.dp // plan.ep
     return [
-        f"EP-group symmetry: {groups} EP groups of {plan.ep} GPUs per pipeline rank see the same routing "
-        f"sample on alike whole-node fabrics; one simulated, the other {groups - 1} identical",
+        f"EP-group symmetry: the {groups} EP group(s) of {plan.ep} GPUs per pipeline rank see the same routing "
+        "sample on alike whole-node fabrics; one is simulated and stands for all",
         f"lanes: each pipeline rank's {plan.ep} GPUs run identical dense work and meet at every all-to-all; "
         "one lane runs it, the all-to-alls as one phase each (load bound of the group's byte matrix on its "
         "real fabric), the busiest GPU's expert queue, the busiest NIC's bytes sharing the lane NIC",
@@ -328,9 +328,8 @@ def reductions(built: dict) -> list[str]:
 
 
 def bottleneck_list(summary: dict, stats, built: dict) -> list[str]:
-    """Ranked findings: the engine's own bottlenecks (lane GPU g = pipeline rank g / gpus per node)
-    plus the MoE exchange's binding links and routing imbalance."""
-    per = built["per_node"]
+    """Ranked findings: the critical path, the MoE exchange's binding links and routing imbalance,
+    then the engine's own bottlenecks with lane GPUs named by their pipeline rank."""
     out = []
     cp = summary["critical_path"]["by_category_ns"]
     total = sum(cp.values()) or 1
