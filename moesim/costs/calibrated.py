@@ -418,6 +418,11 @@ class CalibratedCostModel:
         return float(self.fallback.compute_ns(op))
 
     # -- communication --------------------------------------------------------------------
+    @property
+    def measured_link_kinds(self) -> tuple[str, ...]:
+        """Link kinds whose collectives this profile measured (its ``collective_ns`` applies there)."""
+        return MEASURED_LINK_KINDS
+
     def collective_ns(self, op: str, num_ranks: int, nbytes: float, mode: str = "device") -> int:
         """Time of one collective over NVLink/NVSwitch; ``nbytes`` as in nccl-tests.
 

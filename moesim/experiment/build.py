@@ -22,6 +22,7 @@ from moesim.lowering.moe_costs import MoEStageTable
 from moesim.lowering.moe_exchange import MoEExchangeLowering
 from moesim.workload.moe import MoESpec
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
+from moesim.lowering.sized_latency import sized_latency
 from moesim.schedules import generate, validate
 from moesim.schedules.model import Schedule
 from moesim.topology.loader import load_topology
@@ -124,7 +125,11 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
                      jitter_ns=faults.jitter_ns, seed=scn.seed)
     tp_kind = _group_kind(topo, grid.tp_group(0, 0))
     dp_kind = _group_kind(topo, grid.dp_group(0, 0))
+    efficiency = {k: cost.link_efficiency(k) for k in _kinds(topo)}
+    measured = getattr(cost, "measured_link_kinds", ())
     opts = LoweringOptions(
+        tp_sized=sized_latency(cost, "all_reduce", grid.tp_group(0, 0), topo, efficiency, measured),
+        dp_sized=sized_latency(cost, "all_reduce", grid.dp_group(0, 0), topo, efficiency, measured),
         tp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.tp, tp_kind) if plan.tp > 1 else 0,
         dp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.dp, dp_kind) if plan.dp > 1 else 0,
         p2p_latency_ns=cost.p2p_latency_ns(_group_kind(topo, [grid.gpu(0, 0, 0), grid.gpu(0, 0, min(1, plan.pp - 1))])),

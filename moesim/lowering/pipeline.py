@@ -111,6 +111,8 @@ class LoweringOptions:
     dp_algorithm: str = "ring"
     p2p_overlap: bool = True
     pair_overlap: bool = True
+    tp_sized: object = None   # a SizedLatency: size-dependent TP all-reduce time (calibrated profiles)
+    dp_sized: object = None   # the same for a ring DP all-reduce
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -213,12 +215,19 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
             ready[(d, t)] = [tasks[(d, t)]]
         if grid.tp > 1 and w.tp_bytes > 0:
             tp_task = sim.collective("all_reduce", group, w.tp_bytes, f"tp:{name}", stream="comm.tp",
-                                     step_latency_ns=opts.tp_step_latency_ns * max(1, w.tp_collectives),
+                                     step_latency_ns=_tp_latency(opts, w),
                                      deps=[tasks[(d, t)] for t in range(grid.tp)],
                                      args={"stage": a.stage, "microbatch": a.microbatch})
             for t in range(grid.tp):
                 ready[(d, t)] = [tp_task]
     return tasks
+
+
+def _tp_latency(opts: LoweringOptions, w: StageWork) -> int:
+    """Per-phase latency of a segment's folded TP collective: sized by the profile when it can be."""
+    if opts.tp_sized is not None:
+        return opts.tp_sized.step_latency_ns(w.tp_bytes, max(1, w.tp_collectives))
+    return opts.tp_step_latency_ns * max(1, w.tp_collectives)
 
 
 def _has_w(schedule: Schedule, a: Action) -> bool:
@@ -300,7 +309,9 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
                         deps = [task for d in range(grid.dp) for task in finished.get((d, p, t), [])]
                     syncs.setdefault((t, p), []).append(sim.collective(
                         "all_reduce", grid.dp_group(t, p), table.grad_bytes(p, chunk), f"dp:grad.c{chunk}",
-                        stream="comm.dp", algorithm=opts.dp_algorithm, step_latency_ns=opts.dp_step_latency_ns,
+                        stream="comm.dp", algorithm=opts.dp_algorithm,
+                        step_latency_ns=opts.dp_sized.step_latency_ns(table.grad_bytes(p, chunk))
+                        if opts.dp_sized is not None and opts.dp_algorithm == "ring" else opts.dp_step_latency_ns,
                         deps=deps, args={"chunk": chunk, "pp_rank": p}))
     for d in range(grid.dp):
         for p in range(grid.pp):
