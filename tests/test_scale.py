@@ -122,3 +122,24 @@ def test_options_are_validated() -> None:
     assert err.value.field == "routing_samples"
     with pytest.raises(ConfigError):
         ReducedOptions(overlap_slowdown=0.5)
+
+
+def test_reduced_experiment_writes_the_same_bytes_twice(tmp_path) -> None:
+    from moesim.experiment import Experiment
+    from moesim.experiment.runner import run_experiment
+
+    exp = Experiment(name="r", engine="reduced", scenarios=(_scenario(2, 8, 2, 8, "dualpipe", 4),))
+    for out in ("a", "b"):
+        results, _walls = run_experiment(exp, tmp_path / out)
+    assert results[0].network_mode.startswith("fluid (reduced")
+    for name in ("results.json", "summary.md", "t.trace.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert "reduced engine" in (tmp_path / "a" / "summary.md").read_text()
+
+
+def test_experiment_engine_is_validated() -> None:
+    from moesim.experiment import Experiment
+
+    with pytest.raises(ConfigError) as err:
+        Experiment(name="r", engine="fast", scenarios=(_scenario(2, 8, 2, 8, "dualpipe", 4),))
+    assert err.value.field == "experiment.engine"
