@@ -5,7 +5,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moesim.costs.calibrated import CalibratedCostModel
 from moesim.costs.profile import load_profile

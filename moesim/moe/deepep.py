@@ -19,14 +19,15 @@ solver and the engine route on the real fabric.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from moesim.errors import ConfigError
 from moesim.moe.layout import Placement
-from moesim.moe.routing import RoutingConfig, _gate, layer_popularity
 from moesim.moe.popularity import stream
+from moesim.moe.routing import RoutingConfig, _gate, layer_popularity
 from moesim.moe.sampling import sample_topk
 
 DISPATCHERS = ("alltoall", "deepep")

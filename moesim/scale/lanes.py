@@ -20,7 +20,7 @@ number of tokens and meet at every all-to-all, so one lane carries:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -80,12 +80,12 @@ class LaneExchangeLowering:
         self.stats = LaneStats()
         self._seen: set[tuple[int, int]] = set()
 
-    @lru_cache(maxsize=None)
+    @cache
     def _phase(self, layer: int, sample: int, reverse: bool) -> PhaseTime:
         units = exchange_units(self.routing, self.routing.plan(0, 0, layer, sample), layer)
         return self.solver.solve(units.T if reverse else units)
 
-    @lru_cache(maxsize=None)
+    @cache
     def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float]:
         """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns)."""
         plan = self.routing.plan(0, 0, layer, sample)

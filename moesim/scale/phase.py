@@ -13,8 +13,8 @@ per byte pattern serves every payload size (fp8 dispatch, bf16 combine, gradient
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

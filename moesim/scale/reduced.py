@@ -115,11 +115,10 @@ def _nodes(gpus: int, per_node: int) -> int:
 def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> dict[str, Any]:
     """Everything the reduced run needs, lowered into a lane Simulation (see the module docstring)."""
     plan = scn.plan
-    full_nodes = scn.nodes
     probe = load_topology(scn.topology, nodes=1)
     per_node = probe.gpus_per_host
     spec = resolve_model(scn.model)
-    _check(scn, spec, per_node, full_nodes or probe.num_hosts)
+    _check(scn, spec, per_node, scn.nodes or load_topology(scn.topology).num_hosts)
     cost = resolve_cost_model(scn.cost_model, probe.gpu_kind)
     kinds = {l.kind for l in probe.links} | {"ib", "ethernet", "pcie", "nvswitch", "nvlink"}
     efficiency = {k: cost.link_efficiency(k) for k in sorted(kinds)}
@@ -255,7 +254,6 @@ def run_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> di
 def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> tuple[dict[str, Any], Any]:
     """:func:`run_reduced`'s figures plus the lanes' Recorder (for traces and plots)."""
     from moesim.analysis.summary import summarize
-
     from moesim.experiment.runner import pipeline_bubble
 
     wall0 = time.perf_counter()
