@@ -339,8 +339,13 @@ def bottleneck_list(summary: dict, stats, built: dict) -> list[str]:
                                                              sorted(stats.bound_by.items(), key=lambda kv: -kv[1])))
     imb = _stats(stats.imbalance)
     if imb:
+        busiest = stats.busiest_gpu[imb["worst_layer"]]
+        counts = np.bincount(list(stats.busiest_gpu.values()))
+        per = built["per_node"]
         out.append(f"expert imbalance: busiest GPU's expert queue {imb['mean']:.2f}x the group mean on average, "
-                   f"{imb['max']:.2f}x at layer {imb['worst_layer']}")
+                   f"{imb['max']:.2f}x at layer {imb['worst_layer']} (EP rank {busiest}, node {busiest // per} "
+                   f"of the group); EP rank {int(counts.argmax())} is the busiest in {int(counts.max())} of "
+                   f"{len(stats.busiest_gpu)} MoE layers")
     for b in summary["bottlenecks"][:3]:
         msg = b["message"]
         for p, lane in enumerate(built["lanes"]):
