@@ -46,13 +46,13 @@ MEASURED_SLOWDOWN = round(CalibratedCostModel(load_profile(PROFILE_DIR / "h200_s
 
 def scenario(name: str, schedule: str = "dualpipe", **plan):
     base = PRESET.scenario(name=name, schedule=schedule, memory=MEMORY)
-    return dataclasses.replace(base, plan=dataclasses.replace(base.plan, **plan), overlap_slowdown=MEASURED_SLOWDOWN)
+    return dataclasses.replace(base, plan=dataclasses.replace(base.plan, **plan), overlap_slowdown=MEASURED_SLOWDOWN,
+                               engine="reduced")
 
 
 EXPERIMENT = Experiment(
     name="deepseek_v3_2048",
     description="DeepSeek-V3 671B on 2,048 H800: PP16 DualPipe x EP64 x ZeRO-1 DP128, 15,360 x 4K sequences",
-    engine="reduced",
     scenarios=(
         scenario("dualpipe"),
         scenario("dualpipe-no-pair-overlap", pair_overlap=False),

@@ -129,7 +129,8 @@ def test_reduced_experiment_writes_the_same_bytes_twice(tmp_path) -> None:
     from moesim.experiment import Experiment
     from moesim.experiment.runner import run_experiment
 
-    exp = Experiment(name="r", engine="reduced", scenarios=(_scenario(2, 8, 2, 8, "dualpipe", 4),))
+    scn = dataclasses.replace(_scenario(2, 8, 2, 8, "dualpipe", 4), engine="reduced")
+    exp = Experiment(name="r", scenarios=(scn,))
     for out in ("a", "b"):
         results, _walls = run_experiment(exp, tmp_path / out)
     assert results[0].network_mode.startswith("fluid (reduced")
@@ -138,9 +139,9 @@ def test_reduced_experiment_writes_the_same_bytes_twice(tmp_path) -> None:
     assert "reduced engine" in (tmp_path / "a" / "summary.md").read_text()
 
 
-def test_experiment_engine_is_validated() -> None:
-    from moesim.experiment import Experiment
-
+def test_scenario_engine_is_validated_and_settable() -> None:
     with pytest.raises(ConfigError) as err:
-        Experiment(name="r", engine="fast", scenarios=(_scenario(2, 8, 2, 8, "dualpipe", 4),))
-    assert err.value.field == "experiment.engine"
+        dataclasses.replace(_scenario(2, 8, 2, 8, "dualpipe", 4), engine="fast")
+    assert err.value.field == "scenario.engine"
+    scn = _scenario(2, 8, 2, 8, "dualpipe", 4).with_overrides({"engine": "reduced"})
+    assert scn.engine == "reduced"

@@ -13,9 +13,6 @@ from moesim.errors import ConfigError
 from moesim.experiment.scenario import Scenario
 
 
-ENGINES = ("full", "reduced")
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Baseline versus optimized: two scenario names and what the pair teaches."""
@@ -34,13 +31,8 @@ class Experiment:
     comparisons: tuple[Comparison, ...] = ()
     description: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
-    engine: str = "full"
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ConfigError("experiment.engine", f"unknown engine {self.engine!r}",
-                              "use 'full' (every GPU lowered) or 'reduced' (moesim.scale: symmetry and per-phase "
-                              "events, for expert-parallel runs of thousands of GPUs)")
         if not self.scenarios:
             raise ConfigError("experiment.scenarios", "is empty", "define at least one Scenario")
         names = [s.name for s in self.scenarios]

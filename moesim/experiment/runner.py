@@ -55,7 +55,9 @@ class ScenarioResult:
 
 def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, Any]:
     """Simulate one scenario; return its result and the Recorder (``force`` runs past the
-    size budget)."""
+    size budget). ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU."""
+    if scn.engine == "reduced":
+        return run_reduced_scenario(scn)
     built = build_scenario(scn, force=force)
     sim_result = built.sim.run()
     rec = sim_result.recorder
@@ -197,7 +199,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
     for scn in exp.scenarios:
         scn = scn.with_overrides(overrides or {})
         t0 = time.perf_counter()
-        res, rec = run_reduced_scenario(scn) if exp.engine == "reduced" else run_scenario(scn, force=force)
+        res, rec = run_scenario(scn, force=force)
         walls[scn.name] = time.perf_counter() - t0
         write_chrome_trace(rec, out / f"{scn.name}.trace.json")
         plot_timeline(rec, out / f"{scn.name}.timeline.png")

@@ -23,6 +23,9 @@ DIMENSIONS = ("tp", "dp", "pp")
 COST_MODELS = ("auto", "calibrated", "roofline")
 
 
+ENGINES = ("full", "reduced")
+
+
 @dataclass(frozen=True)
 class ParallelPlan:
     """How the model is split over GPUs.
@@ -138,7 +141,9 @@ class Scenario:
     re-run forward work to every backward); ``faults``
     a :class:`moesim.experiment.faults.Faults` (stragglers, link faults, jitter);
     ``overlap_slowdown`` replaces the cost model's compute-time multiplier while communication
-    shares the GPU (None: the cost model's own, measured where the profile is calibrated)."""
+    shares the GPU (None: the cost model's own, measured where the profile is calibrated).
+    ``engine`` is ``"full"`` (every GPU lowered) or ``"reduced"`` (:mod:`moesim.scale`: symmetry
+    and one event per collective phase, for expert-parallel runs of thousands of GPUs)."""
 
     name: str
     topology: str
@@ -154,6 +159,7 @@ class Scenario:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     faults: Any = None
     overlap_slowdown: float | None = None
+    engine: str = "full"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -191,6 +197,10 @@ class Scenario:
             value = getattr(self, name)
             if not isinstance(value, kind):
                 raise ConfigError(f"scenario.{name}", f"must be a {kind.__name__}, got {value!r}", fix)
+        if not isinstance(self.engine, str) or self.engine not in ENGINES:
+            raise ConfigError("scenario.engine", f"unknown engine {self.engine!r}",
+                              "use 'full' (every GPU lowered) or 'reduced' (moesim.scale: symmetry and per-phase "
+                              "events, for expert-parallel runs of thousands of GPUs)")
         slow = self.overlap_slowdown
         if slow is not None and not (isinstance(slow, (int, float)) and not isinstance(slow, bool)
                                      and 1.0 <= slow < 10.0):
