@@ -241,8 +241,10 @@ def check_budget(estimate: RunEstimate, max_tasks: int = DEFAULT_MAX_TASKS,
         over.append(f"{estimate.memory_bytes / GIB:.1f} GiB > {max_memory_bytes / GIB:.1f} GiB")
     if over:
         raise ConfigError("scenario", f"too large to simulate here: {estimate.describe()} ({'; '.join(over)})",
-                          "use fewer microbatches (plan.num_microbatches), network='analytical', fewer layers "
-                          "or fewer GPUs (symmetric DP replicas behave alike), or pass --force to run anyway")
+                          "for an expert-parallel run with tp=1 use the reduced engine (engine='reduced', "
+                          "--set engine=reduced; docs/scale.md); otherwise use fewer microbatches "
+                          "(plan.num_microbatches), network='analytical', fewer layers or fewer GPUs (symmetric DP "
+                          "replicas behave alike), or pass --force to run anyway")
 
 
 # -- measuring the constants -------------------------------------------------------------------
