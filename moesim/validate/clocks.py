@@ -87,11 +87,12 @@ class ClockModel:
 
         The clock-bound share ``phi`` speeds up by the burst ratio; the rest is memory or latency
         bound and does not. ``phi`` is ``clock_bound_share`` when given, else the compute-bound
-        share: FLOPs at the best measured rate / time.
+        share: FLOPs at the best measured rate / time (a kernel without FLOPs, a memory op, speeds up
+        only with a given share).
         """
         if state not in CLOCK_STATES:
             raise ConfigError("clock state", f"unknown state {state!r}", f"use one of: {', '.join(CLOCK_STATES)}")
-        if state == "sustained" or sustained_ns <= 0 or flops <= 0:
+        if state == "sustained" or sustained_ns <= 0 or (flops <= 0 and clock_bound_share is None):
             return sustained_ns
         if clock_bound_share is not None:
             phi = min(1.0, max(0.0, clock_bound_share))

@@ -24,6 +24,8 @@ from moesim.topology import load_topology
 from moesim.validate.host_speed import HostSpeed, build_host_speed, load_reference, session_probe_ns
 from moesim.validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
                                     reference_clocks, scale_to_clock)
+from moesim.validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, load_kernel_probe,
+                                          memory_clock_share)
 
 TWO_GPU_FABRIC = "h200x2_nvlink"   # the measurement machine's pair: one NVLink hop
 MANY_GPU_FABRIC = "dgx_h200"       # more GPUs: one NVSwitch board (up to 8)
@@ -56,6 +58,8 @@ class ValidationContext:
     profile_name: str = "h200_sxm"
     ref_clocks: "ReferenceClocks | None" = None
     host_speed: "HostSpeed | None" = None
+    chain: "ChainOverhead | None" = None
+    memory_clock: "MemoryClockShare | None" = None
     _topologies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -88,10 +92,38 @@ class ValidationContext:
         return self.ref_clocks is not None and bool(self.ref_clocks.mhz)
 
     def memory(self, name: str, kind: str, variant: str, nbytes: float, call: str = LAUNCH_CALL,
-               host_share: float = 1.0, cache: str = "cold") -> Kernel:
+               host_share: float = 1.0, cache: str = "cold", state: "str | float | None" = None) -> Kernel:
         """A memory-bound kernel moving ``nbytes`` (read + written), from its variant's curve;
-        ``cache="warm"`` when its inputs were just written by the kernels before it."""
-        return Kernel(name, _ns(self.cost.memory_ns(kind, nbytes, variant, cache)), call=call, host_share=host_share)
+        ``cache="warm"`` when its inputs were just written by the kernels before it. At ``state``
+        (a clock state or the case's SM clock) its clock-bound share follows the clock like a
+        GEMM's (run 9's :class:`~moesim.validate.kernel_probe.MemoryClockShare`); without the probe
+        or a state, memory ops are clock-independent."""
+        profile_ns = float(self.cost.memory_ns(kind, nbytes, variant, cache))
+        return Kernel(name, _ns(self.memory_at(profile_ns, variant, nbytes, cache, state)), call=call,
+                      host_share=host_share)
+
+    def memory_at(self, profile_ns: float, variant: str, nbytes: float, cache: str, state: "str | float | None") -> float:
+        """A memory kernel's profile time at ``state``: scaled by its measured clock-bound share
+        from the memory reference clock (numeric state) or by the boost rule (``boost``)."""
+        if state is None or self.memory_clock is None:
+            return profile_ns
+        phi = self.memory_clock.share(variant, nbytes, cache)
+        if isinstance(state, (int, float)):
+            return scale_to_clock(profile_ns, phi, self.memory_clock.ref_mhz, float(state))
+        return self.clock.scale_ns(profile_ns, 0.0, state, phi)
+
+    # -- chains of kernels in one timed region ---------------------------------------------------
+    def in_stream(self, kernels: "list[Kernel]") -> "list[Kernel]":
+        """The kernels with their times inside a back-to-back chain (profile times are of kernels
+        timed alone, each with the event region's fixed cost; run 9's
+        :class:`~moesim.validate.kernel_probe.ChainOverhead`). Unchanged without the probe."""
+        if self.chain is None:
+            return list(kernels)
+        return [replace(k, duration_ns=_ns(self.chain.in_stream_ns(k.duration_ns))) for k in kernels]
+
+    def region_ns(self) -> int:
+        """The fixed cost of one CUDA-event timed region beyond its kernels' in-stream times."""
+        return 0 if self.chain is None else _ns(self.chain.region_ns)
 
     def attention(self, name: str, op: Attention, state: "str | float") -> Kernel:
         """A flash-attention kernel (forward or backward): clock-bound except for its memory time
@@ -173,10 +205,12 @@ class ValidationContext:
 
 
 def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None,
-                  clock_reference: "str | None" = None, host_reference: "str | None" = None) -> ValidationContext:
+                  clock_reference: "str | None" = None, host_reference: "str | None" = None,
+                  kernel_probe: "str | None" = None) -> ValidationContext:
     """The context for a profile name or path, a network mode, a power-probe file, the
-    reference-clock file (``data/validation/clock_reference.json`` by default) and the host
-    reference (``data/validation/host_reference.json`` by default)."""
+    reference-clock file (``data/validation/clock_reference.json`` by default), the host
+    reference (``data/validation/host_reference.json`` by default) and run 9's kernel probe
+    (``data/validation/kernel_probe.json`` by default: region cost and memory clock shares)."""
     if mode not in MODES:
         raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
     prof = load_profile(profile)
@@ -184,6 +218,9 @@ def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "
     clock = load_clock_model(cost.measured_peak_flops("bf16") / 1e9, power_probe)
     ctx = ValidationContext(cost, clock, mode, profile)
     ctx = replace(ctx, host_speed=_host_speed(ctx, host_reference))
+    probe = load_kernel_probe(kernel_probe)
+    if probe is not None:
+        ctx = replace(ctx, chain=chain_overhead(*probe), memory_clock=memory_clock_share(*probe))
     loaded = load_reference_samples(clock_reference)
     if loaded is None:
         return ctx

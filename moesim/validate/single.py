@@ -37,9 +37,9 @@ def swiglu_kernels(ctx: ValidationContext, tokens: int, hidden: int, ffn: int, s
     share = 1.0 / SWIGLU_KERNELS if call != LAUNCH_CALL else 1.0
     return [
         ctx.gemm(f"{prefix}.gate", t, f, h, "fwd", state, call, share),
-        ctx.memory(f"{prefix}.silu", "elementwise", "silu", 4.0 * t * f, call, share, "warm"),   # read + write bf16
+        ctx.memory(f"{prefix}.silu", "elementwise", "silu", 4.0 * t * f, call, share, "warm", state),  # read + write bf16
         ctx.gemm(f"{prefix}.up", t, f, h, "fwd", state, call, share),
-        ctx.memory(f"{prefix}.mul", "elementwise", "mul", 6.0 * t * f, call, share, "warm"),     # two reads + one write
+        ctx.memory(f"{prefix}.mul", "elementwise", "mul", 6.0 * t * f, call, share, "warm", state),    # 2 reads + 1 write
         ctx.gemm(f"{prefix}.down", t, h, f, "fwd", state, call, share),
     ]
 
@@ -56,7 +56,7 @@ def _attention(ctx: ValidationContext, d: dict, state: "str | float") -> list[Ke
 
 
 def _memory(ctx: ValidationContext, d: dict, state: "str | float") -> list[Kernel]:
-    return [ctx.memory(d["variant"], d["kind"], d["variant"], float(d["nbytes"]))]
+    return [ctx.memory(d["variant"], d["kind"], d["variant"], float(d["nbytes"]), state=state)]
 
 
 BUILDERS: dict[str, Callable[[ValidationContext, dict, "str | float"], list[Kernel]]] = {
@@ -76,6 +76,8 @@ def predict_single(ctx: ValidationContext, case: Measurement) -> Prediction:
         state = ctx.clock.state_for(case.thermal, [_timeline(boost)], _period_ns(ctx, boost),
                                     case.repeats + TIMER_UNTIMED_CALLS)
         kernels = boost if state == "boost" else build(ctx, d, state)
+    if len(kernels) > 1 and ctx.chain is not None:  # one timed region of a chain: in-stream times plus the region cost once
+        kernels = ctx.in_stream(kernels) + [Kernel("event_region", ctx.region_ns())]
     total = float(sum(k.duration_ns for k in kernels))
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, total,
