@@ -121,8 +121,9 @@ def test_options_are_validated() -> None:
     with pytest.raises(ConfigError) as err:
         ReducedOptions(routing_samples=0)
     assert err.value.field == "routing_samples"
-    with pytest.raises(ConfigError):
-        ReducedOptions(overlap_slowdown=0.5)
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(_scenario(2, 8, 2, 8, "1f1b", 4), overlap_slowdown=0.5)
+    assert err.value.field == "scenario.overlap_slowdown"
 
 
 def test_reduced_experiment_writes_the_same_bytes_twice(tmp_path) -> None:

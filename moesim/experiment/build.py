@@ -123,8 +123,8 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
                      overlap_slowdown=scn.overlap_slowdown or cost.overlap_slowdown(), compute_scale=faults.slow_gpus,
                      jitter_ns=faults.jitter_ns, seed=scn.seed)
-    tp_kind = _group_kind(topo, grid.tp_group(0, 0))
-    dp_kind = _group_kind(topo, grid.dp_group(0, 0))
+    tp_kind = group_link_kind(topo, grid.tp_group(0, 0))
+    dp_kind = group_link_kind(topo, grid.dp_group(0, 0))
     efficiency = {k: cost.link_efficiency(k) for k in _kinds(topo)}
     measured = getattr(cost, "measured_link_kinds", ())
     opts = LoweringOptions(
@@ -132,7 +132,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         dp_sized=sized_latency(cost, "all_reduce", grid.dp_group(0, 0), topo, efficiency, measured),
         tp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.tp, tp_kind) if plan.tp > 1 else 0,
         dp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.dp, dp_kind) if plan.dp > 1 else 0,
-        p2p_latency_ns=cost.p2p_latency_ns(_group_kind(topo, [grid.gpu(0, 0, 0), grid.gpu(0, 0, min(1, plan.pp - 1))])),
+        p2p_latency_ns=cost.p2p_latency_ns(group_link_kind(topo, [grid.gpu(0, 0, 0), grid.gpu(0, 0, min(1, plan.pp - 1))])),
         dp_overlap=plan.dp_overlap,
         p2p_overlap=plan.p2p_overlap,
         pair_overlap=plan.pair_overlap,
@@ -178,7 +178,7 @@ def _kinds(topo) -> set[str]:
     return {l.kind for l in topo.links}
 
 
-def _group_kind(topo, ranks: list[int]) -> str:
+def group_link_kind(topo, ranks: list[int]) -> str:
     """The slowest link kind a group's traffic crosses (first hop kinds of its routes)."""
     if len(ranks) < 2:
         return "nvlink"

@@ -37,7 +37,7 @@ import numpy as np
 
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
-from moesim.experiment.build import make_schedule, resolve_cost_model, resolve_model
+from moesim.experiment.build import group_link_kind, make_schedule, resolve_cost_model, resolve_model
 from moesim.experiment.scenario import Scenario
 from moesim.lowering.moe_costs import MoEStageTable
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
@@ -53,20 +53,15 @@ PARAM_BYTES = 2   # bf16 parameters gathered after the ZeRO-1 optimizer step
 
 @dataclass(frozen=True)
 class ReducedOptions:
-    """Knobs of the reduced run: routing samples cycled over microbatches and the compute
-    slowdown under communication (None: the cost model's own figure). Overlap switches are the
-    plan's (``dp_overlap``, ``p2p_overlap``, ``pair_overlap``)."""
+    """Knobs of the reduced run: routing samples cycled over microbatches. Everything else is the
+    scenario's (overlap switches on the plan, ``overlap_slowdown`` on the scenario)."""
 
     routing_samples: int = 4
-    overlap_slowdown: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.routing_samples, bool) or not isinstance(self.routing_samples, int) \
                 or self.routing_samples < 1:
             raise ConfigError("routing_samples", f"must be a whole number >= 1, got {self.routing_samples!r}")
-        if self.overlap_slowdown is not None and not (isinstance(self.overlap_slowdown, (int, float))
-                                                      and 1.0 <= self.overlap_slowdown < 10):
-            raise ConfigError("overlap_slowdown", f"must be a number in [1, 10), got {self.overlap_slowdown!r}")
 
 
 class _GroupGrid:
@@ -134,14 +129,14 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     lane_topo = load_topology(scn.topology, nodes=2 * plan.pp)
     lanes = tuple(p * per_node for p in range(plan.pp))
     link = LaneLink(lane_topo, efficiency, {g: (plan.pp * per_node + g) for g in lanes})
-    group_kind = _kind_of(group_topo, plan.ep)
+    group_kind = group_link_kind(group_topo, list(range(plan.ep)))
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
                                     cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind))
-    slowdown = options.overlap_slowdown or scn.overlap_slowdown or cost.overlap_slowdown()
+    slowdown = scn.overlap_slowdown or cost.overlap_slowdown()
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
     grid = Grid(1, 1, plan.pp, lanes)
-    opts = LoweringOptions(p2p_latency_ns=cost.p2p_latency_ns(_kind_of(lane_topo, 2 * per_node, (0, per_node))),
+    opts = LoweringOptions(p2p_latency_ns=cost.p2p_latency_ns(group_link_kind(lane_topo, [0, per_node])),
                            p2p_overlap=plan.p2p_overlap, pair_overlap=plan.pair_overlap)
     dp_info: dict[str, Any] = {"reduce_scatter_ms": {}, "all_gather_ms": {}}
     nvswitch = min((l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in group_topo.links
@@ -153,15 +148,6 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
             "exchange": exchange, "counts": counts, "dp": dp_info, "lanes": lanes, "slowdown": slowdown,
             "efficiency": efficiency, "per_node": per_node, "options": options, "gpu_kind": probe.gpu_kind,
             "num_gpus": plan.world_size}
-
-
-def _kind_of(topo, size: int, pair: tuple[int, ...] | None = None) -> str:
-    a, b = pair if pair else (0, size - 1)
-    kinds = topo.route(a, b).kinds if a != b else ("nvlink",)
-    for k in ("ethernet", "ib", "pcie", "nvswitch", "nvlink"):
-        if k in kinds:
-            return k
-    return "nvlink"
 
 
 def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: ReducedOptions):
