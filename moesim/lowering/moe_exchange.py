@@ -36,8 +36,13 @@ def exchange_units(routing, plan: "ExchangePlan", layer: int) -> np.ndarray:
         return plan.tokens.astype(float)
     from moesim.moe.deepep import two_hop_units
 
-    per_gpu, per_node = copies[layer]
-    return two_hop_units(plan.tokens, per_gpu, per_node, routing.host_of)
+    # plans are cached by the routing source, so one two-hop matrix per (layer, plan) object
+    cache = routing.__dict__.setdefault("_two_hop_units", {})
+    key = (layer, id(plan))
+    if key not in cache:
+        per_gpu, per_node = copies[layer]
+        cache[key] = (plan, two_hop_units(plan.tokens, per_gpu, per_node, routing.host_of))
+    return cache[key][1]
 
 
 def ep_stream(phase: str) -> str:
