@@ -146,3 +146,22 @@ def test_scenario_engine_is_validated_and_settable() -> None:
     assert err.value.field == "scenario.engine"
     scn = _scenario(2, 8, 2, 8, "dualpipe", 4).with_overrides({"engine": "reduced"})
     assert scn.engine == "reduced"
+
+
+def test_fp8_linear_layers_halve_expert_gemm_time_on_the_roofline() -> None:
+    from moesim.costs.roofline import make_cost_model
+    from moesim.ops import Gemm
+    from moesim.workload import moe as moe_ops
+
+    fp8 = get_model("deepseek-v3")
+    bf16 = dataclasses.replace(fp8, gemm_dtype=None)
+    cost = make_cost_model("H800")
+    assert fp8.linear_dtype == "fp8" and bf16.linear_dtype == "bf16"
+    for build in (moe_ops.expert_forward_ops, moe_ops.expert_backward_input_ops, moe_ops.expert_backward_weight_ops):
+        g8 = [o for o in build(fp8, 8192) if isinstance(o, Gemm)]
+        g16 = [o for o in build(bf16, 8192) if isinstance(o, Gemm)]
+        assert {o.dtype for o in g8} == {"fp8"} and {o.dtype for o in g16} == {"bf16"}
+        assert sum(map(cost.compute_ns, g8)) < 0.55 * sum(map(cost.compute_ns, g16))
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(fp8, gemm_dtype="fp7")
+    assert err.value.field == "gemm_dtype"

@@ -85,29 +85,32 @@ def check_divides(field: str, divisor: int, value: int, what: str) -> None:
 
 
 def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
-                    prefix: str, groups: int = 1) -> list[ComputeOp]:
+                    prefix: str, groups: int = 1, gemm_dtype: str | None = None) -> list[ComputeOp]:
     """Forward ops of one feed-forward block on ``num_tokens`` tokens.
 
     ``ffn_hidden`` is the (already sharded) intermediate width on this rank. ``groups > 1`` means
     ``groups`` identical experts run as one grouped GEMM, each on ``num_tokens`` tokens.
+    ``gemm_dtype`` is the GEMMs' precision when it differs from the activations' ``dtype``
+    (FP8 training: fp8 GEMMs on bf16 activations).
     """
     e = DTYPE_BYTES[dtype]
-    down_in = Gemm(m=num_tokens, n=hidden, k=ffn_hidden, dtype=dtype, groups=groups, name=f"{prefix}.down")
+    g = gemm_dtype or dtype
+    down_in = Gemm(m=num_tokens, n=hidden, k=ffn_hidden, dtype=g, groups=groups, name=f"{prefix}.down")
     if activation == "swiglu":
-        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=dtype, groups=groups, name=f"{prefix}.gate"),
-               Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=dtype, groups=groups, name=f"{prefix}.up")]
+        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.gate"),
+               Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
         act_bytes = 3 * e * num_tokens * ffn_hidden * groups  # read gate and up, write product
     else:
-        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=dtype, groups=groups, name=f"{prefix}.up")]
+        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
         act_bytes = 2 * e * num_tokens * ffn_hidden * groups  # read, write
     act = MemoryOp("elementwise", float(act_bytes), f"{prefix}.{activation}")
     return [*ups, act, down_in]
 
 
 def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
-                           prefix: str, groups: int = 1) -> list[ComputeOp]:
+                           prefix: str, groups: int = 1, gemm_dtype: str | None = None) -> list[ComputeOp]:
     """Input-gradient ops of :func:`ffn_forward_ops`, in backward order."""
-    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups)
+    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups, gemm_dtype)
     e = DTYPE_BYTES[dtype]
     # SwiGLU backward reads gate, up and the incoming grad and writes two grads; GELU reads
     # input and grad and writes one grad.
@@ -120,9 +123,9 @@ def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activa
 
 
 def ffn_backward_weight_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
-                            prefix: str, groups: int = 1) -> list[ComputeOp]:
+                            prefix: str, groups: int = 1, gemm_dtype: str | None = None) -> list[ComputeOp]:
     """Weight-gradient GEMMs of :func:`ffn_forward_ops`."""
-    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups)
+    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups, gemm_dtype)
     return [wgrad(op) for op in fwd if isinstance(op, Gemm)]
 
 

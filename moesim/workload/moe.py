@@ -241,17 +241,17 @@ def _expert_shape(spec: MoESpec, num_tokens: int) -> tuple[int, int, int, str, s
 def expert_forward_ops(spec: MoESpec, num_tokens: int, groups: int = 1) -> list[ComputeOp]:
     """Forward of ``groups`` routed experts each receiving ``num_tokens`` tokens (grouped GEMM
     when groups > 1). SwiGLU: gate, up, activation, down."""
-    return ffn_forward_ops(*_expert_shape(spec, num_tokens), groups)
+    return ffn_forward_ops(*_expert_shape(spec, num_tokens), groups, spec.linear_dtype)
 
 
 def expert_backward_input_ops(spec: MoESpec, num_tokens: int, groups: int = 1) -> list[ComputeOp]:
     """Input-gradient ops of :func:`expert_forward_ops`."""
-    return ffn_backward_input_ops(*_expert_shape(spec, num_tokens), groups)
+    return ffn_backward_input_ops(*_expert_shape(spec, num_tokens), groups, spec.linear_dtype)
 
 
 def expert_backward_weight_ops(spec: MoESpec, num_tokens: int, groups: int = 1) -> list[ComputeOp]:
     """Weight-gradient GEMMs of :func:`expert_forward_ops`."""
-    return ffn_backward_weight_ops(*_expert_shape(spec, num_tokens), groups)
+    return ffn_backward_weight_ops(*_expert_shape(spec, num_tokens), groups, spec.linear_dtype)
 
 
 def _shared_local(spec: MoESpec, tp: int) -> int:
@@ -266,15 +266,18 @@ def _shared_shape(spec: MoESpec, num_tokens: int, tp: int) -> tuple[int, int, in
 def shared_expert_forward_ops(spec: MoESpec, num_tokens: int, tp: int = 1) -> list[ComputeOp]:
     """Forward of the fused shared experts on ``num_tokens`` (all-gathered) tokens, its width
     sharded over ``tp``. Empty when the model has no shared expert."""
-    return ffn_forward_ops(*_shared_shape(spec, num_tokens, tp)) if spec.num_shared_experts else []
+    return ffn_forward_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype) if spec.num_shared_experts \
+        else []
 
 
 def shared_expert_backward_input_ops(spec: MoESpec, num_tokens: int, tp: int = 1) -> list[ComputeOp]:
-    return ffn_backward_input_ops(*_shared_shape(spec, num_tokens, tp)) if spec.num_shared_experts else []
+    return ffn_backward_input_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype) if spec.num_shared_experts \
+        else []
 
 
 def shared_expert_backward_weight_ops(spec: MoESpec, num_tokens: int, tp: int = 1) -> list[ComputeOp]:
-    return ffn_backward_weight_ops(*_shared_shape(spec, num_tokens, tp)) if spec.num_shared_experts else []
+    return ffn_backward_weight_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype) if spec.num_shared_experts \
+        else []
 
 
 # -- all-to-all payloads ------------------------------------------------------------------

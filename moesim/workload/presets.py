@@ -79,14 +79,16 @@ MODELS: dict[str, TransformerSpec] = {
     # top-4 groups, at most 4 nodes per token, sigmoid gate, 129280 vocab, 4K sequences, FP8
     # dispatch. MLA (q_lora 1536, kv_lora 512, 128 heads of 128 + 64 rope, v 128) is exact in
     # the projections; the core attention uses head_dim (192 + 128)/2 = 160, which matches its
-    # FLOPs. The MTP module (~14B) is excluded, as in the report's 671B. GEMMs are modelled in
-    # bf16 (the report trains them in FP8: set dtype per scenario).
+    # FLOPs. The MTP module (~14B) is excluded, as in the report's 671B. The linear layers'
+    # GEMMs (forward, input and weight gradients) run in FP8 as the report trains them (§3.3.1);
+    # attention core, router and output head stay bf16, and so do activations in memory.
     "deepseek-v3": MoESpec(
         name="deepseek-v3", num_layers=61, hidden=7168, num_heads=128, num_kv_heads=128, head_dim=128,
         qk_rope_head_dim=64, v_head_dim=128, q_lora_rank=1536, kv_lora_rank=512, ffn_hidden=18432,
         vocab=129280, seq_len=4096, num_experts=256, top_k=8, expert_ffn_hidden=2048, num_shared_experts=1,
         first_k_dense=3, n_groups=8, topk_groups=4, max_nodes_per_token=4, score_func="sigmoid",
-        dispatch_dtype="fp8", source="arXiv:2412.19437 §4.2; deepseek-ai/DeepSeek-V3 config_671B.json"),
+        dispatch_dtype="fp8", gemm_dtype="fp8",
+        source="arXiv:2412.19437 §3.3.1, §4.2; deepseek-ai/DeepSeek-V3 config_671B.json"),
     # Qwen/Qwen3-30B-A3B config.json; Qwen3 report (arXiv:2505.09388): 30.5B total, 3.3B
     # active, 4K-token pre-training stages. Per-head q/k RMSNorms omitted (tiny).
     "qwen3-30b-a3b": MoESpec(

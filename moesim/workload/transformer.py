@@ -74,6 +74,7 @@ class TransformerSpec:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     source: str = ""
+    gemm_dtype: str | None = None
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -86,6 +87,8 @@ class TransformerSpec:
         if self.norm not in NORMS:
             raise ConfigError("norm", f"unknown norm {self.norm!r}", f"use one of: {', '.join(NORMS)}")
         check_dtype("dtype", self.dtype)
+        if self.gemm_dtype is not None:
+            check_dtype("gemm_dtype", self.gemm_dtype)
         if self.num_heads % self.num_kv_heads:
             raise ConfigError("num_kv_heads", f"{self.num_kv_heads} does not divide num_heads = {self.num_heads}",
                               "use a divisor of num_heads (GQA groups must be equal)")
@@ -95,6 +98,13 @@ class TransformerSpec:
         if not self.is_mla and (self.q_lora_rank or self.qk_rope_head_dim):
             raise ConfigError("kv_lora_rank", "q_lora_rank / qk_rope_head_dim are MLA fields but kv_lora_rank is 0",
                               "set kv_lora_rank > 0 for MLA, or zero the other MLA fields")
+
+    @property
+    def linear_dtype(self) -> str:
+        """Precision of the linear layers' GEMMs (projections, FFNs, experts): ``gemm_dtype``
+        (DeepSeek-V3 trains them in FP8) or the model dtype. Attention core, router and output
+        head stay in ``dtype``."""
+        return self.gemm_dtype or self.dtype
 
     # -- attention shapes -----------------------------------------------------------------
     @property
@@ -279,7 +289,7 @@ def _residual(loc: _Local, name: str) -> MemoryOp:
 
 def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[ComputeOp], ComputeOp]:
     """Forward input projections (with MLA latent norms) and the RoPE op."""
-    T, d, dt = loc.tokens, spec.head_dim, spec.dtype
+    T, d, dt = loc.tokens, spec.head_dim, spec.linear_dtype
     if not spec.is_mla:
         qkv = Gemm(m=T, n=(loc.heads + 2 * loc.kv_heads) * d, k=spec.hidden, dtype=dt, name="attn.qkv")
         rope = MemoryOp("elementwise", 2.0 * loc.elem_bytes * T * (loc.heads + loc.kv_heads) * d, "attn.rope")
@@ -308,7 +318,7 @@ def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local) -> Attention:
 
 
 def _attention_out(spec: TransformerSpec, loc: _Local) -> Gemm:
-    return Gemm(m=loc.tokens, n=spec.hidden, k=loc.heads * spec.v_dim, dtype=spec.dtype, name="attn.out")
+    return Gemm(m=loc.tokens, n=spec.hidden, k=loc.heads * spec.v_dim, dtype=spec.linear_dtype, name="attn.out")
 
 
 def attention_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
@@ -359,7 +369,8 @@ def _ffn_local(spec: TransformerSpec, tp: int) -> int:
 def mlp_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Forward of the dense FFN block (norm, FFN, residual) on one rank."""
     loc = _loc(spec, mbs, tp, sp)
-    ffn = ffn_forward_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp")
+    ffn = ffn_forward_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp",
+                          gemm_dtype=spec.linear_dtype)
     return [_norm(loc, spec.hidden, "mlp.norm"), *_enter_block(loc, "mlp"), *ffn, *_leave_block(loc, "mlp"),
             _residual(loc, "mlp.residual")]
 
@@ -367,7 +378,8 @@ def mlp_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool =
 def mlp_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Activation-gradient part of the dense FFN block's backward, in execution order."""
     loc = _loc(spec, mbs, tp, sp)
-    ffn = ffn_backward_input_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp")
+    ffn = ffn_backward_input_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp",
+                                 gemm_dtype=spec.linear_dtype)
     # ffn = [dgrad(down), activation backward, dgrad(up-side GEMMs)...]
     return [*_backward_entry(loc, "mlp"), *ffn[:2], *_regather(loc, "mlp"), *ffn[2:], *_input_grad_reduce(loc, "mlp"),
             _norm(loc, spec.hidden, "mlp.norm.bwd", backward=True), _residual(loc, "mlp.residual.bwd")]
@@ -376,7 +388,8 @@ def mlp_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp:
 def mlp_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
     """Weight-gradient GEMMs of the dense FFN block."""
     loc = _loc(spec, mbs, tp, sp)
-    return ffn_backward_weight_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp")
+    return ffn_backward_weight_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype,
+                                   "mlp", gemm_dtype=spec.linear_dtype)
 
 
 # -- whole dense layer --------------------------------------------------------------------
