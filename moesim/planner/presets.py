@@ -167,7 +167,7 @@ PRESETS: dict[str, ScenarioPreset] = {p.name: p for p in (
     ScenarioPreset(
         name="deepseek-v3-h800", model="deepseek-v3", topology="h800_cluster", nodes=256,
         description="DeepSeek-V3 671B on 2048 H800 (256 nodes): PP16 DualPipe x EP64 x ZeRO-1 DP, no TP. "
-                    "For planning and memory; simulation runs reduced proxies only",
+                    "Simulate a step with engine='reduced' (experiments/deepseek_v3_2048.py)",
         plan=ParallelPlan(tp=1, pp=16, dp=128, ep=64, num_microbatches=120), schedule="dualpipe",
         global_batch=15360, seq_len=4096, routing=skewed_routing(0.3, gating="node_limited"),
         memory=MemoryConfig(recompute="full", zero_stage=1, optimizer_state_dtype="bf16"), uneven_layers=True,
