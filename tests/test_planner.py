@@ -284,3 +284,31 @@ def test_cli_breakdown_prints_bytes_bandwidth_and_where_experts_live():
     assert result.exit_code == 0, result.output
     for needle in ("experts per GPU per MoE layer: 16", "all-to-all", "needed GB/s", "where experts should live"):
         assert needle in result.output
+
+
+def _ep_preset(tp: int = 1) -> ScenarioPreset:
+    import dataclasses
+
+    spec = dataclasses.replace(get_preset("qwen3-30b-a3b-dgx-h200").spec, num_layers=4)
+    plan = ParallelPlan(tp=tp, dp=16 // tp, pp=2, ep=16 // tp, num_microbatches=8)
+    return ScenarioPreset(name="ep-h800", description="test", model=spec, topology="h800_cluster", nodes=4,
+                          plan=plan, global_batch=plan.dp * 8, seq_len=spec.seq_len, schedule="dualpipe",
+                          memory=MemoryConfig(recompute="none"))
+
+
+def test_a_candidate_too_big_for_the_engine_runs_full_size_on_the_reduced_engine() -> None:
+    import dataclasses
+
+    from moesim.experiment.runner import run_scenario
+    from moesim.planner.simulate import REDUCED_NETWORK, simulate
+
+    preset = _ep_preset()
+    cand = Candidate(preset.plan, "dualpipe")
+    sim = simulate(PlanContext(preset), cand, max_tasks=100)
+    assert sim.network == REDUCED_NETWORK and sim.reduced == "" and not sim.scaled
+    direct, _ = run_scenario(dataclasses.replace(preset.scenario(), engine="reduced"))
+    assert sim.step_ms == direct.step_time_ms > 0
+    # tp=2 breaks the EP-group symmetry: the planner falls back to a proxy (or nothing)
+    wide = _ep_preset(tp=2)
+    fallback = simulate(PlanContext(wide), Candidate(wide.plan, "dualpipe"), max_tasks=2_000)
+    assert fallback is None or fallback.network != REDUCED_NETWORK

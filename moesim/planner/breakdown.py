@@ -21,7 +21,7 @@ from moesim.planner.candidates import Candidate, check_candidate
 from moesim.planner.context import PlanContext
 from moesim.planner.estimate import Estimate, estimate
 from moesim.planner.presets import ScenarioPreset
-from moesim.planner.simulate import DEFAULT_MAX_TASKS, Simulated, simulate
+from moesim.planner.simulate import DEFAULT_MAX_TASKS, REDUCED_NETWORK, Simulated, simulate
 from moesim.topology.analysis import gpu_bandwidth_by_kind
 from moesim.workload.moe import MoESpec
 
@@ -110,6 +110,9 @@ def parallelism_breakdown(preset: ScenarioPreset, cand: Candidate | None = None,
     notes = list(est.notes)
     if simulated is None and simulate_it:
         notes.append(f"not simulated: even a reduced proxy exceeds {max_tasks:,} engine tasks; figures are the estimate")
+    elif simulated and simulated.network == REDUCED_NETWORK:
+        notes.append("simulated at full size with the reduced engine (EP-group symmetry, one lane per pipeline "
+                     "rank, all-to-alls as phases; docs/scale.md)")
     elif simulated and simulated.reduced:
         notes.append(f"simulated a reduced proxy ({simulated.reduced}); full-size step time scaled by the estimate")
     items = traffic.step_traffic(view, cand.plan, ctx.topo)

@@ -7,6 +7,10 @@ linear beyond it), then fewer layers per stage (same share of MoE layers). Full-
 are then the proxy's simulated step time scaled by the coarse estimate's full / proxy ratio, and
 the result says exactly what was reduced. Layouts whose layers split unevenly over the stages
 (which the lowering cannot simulate) are always reduced to an even split.
+
+An expert-parallel candidate too big for the engine that :mod:`moesim.scale` can take (tp=1,
+whole nodes per pipeline rank) is simulated at full size with the reduced engine instead
+(EP-group symmetry, one lane per pipeline rank; docs/scale.md): no proxy, no scaling.
 """
 from __future__ import annotations
 
@@ -77,6 +81,10 @@ def proxy_shape(ctx: PlanContext, cand: Candidate, max_tasks: int) -> tuple[int,
 def simulate(ctx: PlanContext, cand: Candidate, network: str = "analytical",
              max_tasks: int = DEFAULT_MAX_TASKS) -> Simulated | None:
     """Run the candidate (or its proxy); None when no proxy fits under ``max_tasks``."""
+    if engine_tasks(ctx, cand, cand.plan.num_microbatches, ctx.spec.num_layers) > max_tasks:
+        full = _reduced_engine(ctx, cand)
+        if full is not None:
+            return full
     shape = proxy_shape(ctx, cand, max_tasks)
     if shape is None:
         return None
@@ -94,6 +102,24 @@ def simulate(ctx: PlanContext, cand: Candidate, network: str = "analytical",
     if not reduced:
         return Simulated(cand, result, result.step_time_ms, result.tokens_per_s, result.mfu, "", wall, network)
     return _scaled(ctx, cand, proxy, spec, result, reduced, wall, network)
+
+
+def _reduced_engine(ctx: PlanContext, cand: Candidate) -> Simulated | None:
+    """The full-size candidate through the reduced engine, or None when it cannot take it."""
+    from moesim.scale.reduced import reducible
+
+    scn = dataclasses.replace(
+        ctx.preset.scenario(plan=cand.plan, schedule=cand.schedule, placement=cand.placement,
+                            num_redundant=cand.num_redundant, name=_name(cand)), engine="reduced")
+    if not isinstance(ctx.spec, MoESpec) or reducible(scn) is not None:
+        return None
+    t0 = time.perf_counter()
+    result, _ = run_scenario(scn)
+    return Simulated(cand, result, result.step_time_ms, result.tokens_per_s, result.mfu, "",
+                     time.perf_counter() - t0, REDUCED_NETWORK)
+
+
+REDUCED_NETWORK = "fluid, reduced engine"
 
 
 def _scaled(ctx: PlanContext, cand: Candidate, proxy: Candidate, spec: Any, result: ScenarioResult, reduced: str,

@@ -103,6 +103,18 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
                           "simulate faults with the full run on a smaller cluster")
 
 
+def reducible(scn: Scenario) -> str | None:
+    """Why the reduced run cannot simulate ``scn`` (the ConfigError's text), or None when it can.
+    Cheap: loads one node of the fabric and the model, builds nothing."""
+    try:
+        probe = load_topology(scn.topology, nodes=1)
+        _check(scn, resolve_model(scn.model), probe.gpus_per_host,
+               scn.nodes or load_topology(scn.topology).num_hosts)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def _nodes(gpus: int, per_node: int) -> int:
     return max(1, -(-gpus // per_node))
 
