@@ -150,7 +150,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     grid = Grid(1, 1, plan.pp, lanes)
     opts = LoweringOptions(p2p_latency_ns=cost.p2p_latency_ns(group_link_kind(lane_topo, [0, per_node])),
                            p2p_overlap=plan.p2p_overlap, pair_overlap=plan.pair_overlap)
-    dp_info: dict[str, Any] = {"reduce_scatter_ms": {}, "all_gather_ms": {}}
+    dp_info: dict[str, Any] = {"reduce_scatter_ms": {}, "all_gather_ms": {}, "all_reduce_ms": {}}
     nvswitch = min((l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in group_topo.links
                     if l.kind in ("nvswitch", "nvlink")), default=min(link.capacity.values()))
     sync = _zero1(scn, spec, table, cost, link, lanes, per_node, nvswitch, dp_info)
@@ -163,23 +163,35 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
 
 
 def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: ReducedOptions):
-    """Routing plans of one EP group: ``routing_samples`` draws per MoE layer (fast sampler)."""
+    """Routing plans of one EP group: ``routing_samples`` draws per MoE layer, with the sampler the
+    full run of this scenario would use (``auto`` decides on the full run's token count, so a
+    reduced run sees the same routing statistics and hence the same placement)."""
     from moesim.experiment.build import make_routing
+    from moesim.moe.routing import EXACT_TOKEN_LIMIT
 
     moe = scn.moe
     if moe.routing is not None and moe.routing.kind != "trace" and moe.routing.sampler == "auto":
-        moe = dataclasses.replace(moe, routing=dataclasses.replace(moe.routing, sampler="fast"))
+        moe_layers = [layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)]
+        span = moe_layers[-1] - moe_layers[0] + 1
+        total = span * scn.plan.num_microbatches * scn.plan.ep * table.tokens_per_rank
+        sampler = "exact" if total <= EXACT_TOKEN_LIMIT else "fast"
+        moe = dataclasses.replace(moe, routing=dataclasses.replace(moe.routing, sampler=sampler))
     small = dataclasses.replace(scn, moe=moe, plan=dataclasses.replace(
         scn.plan, dp=scn.plan.ep, pp=1, num_microbatches=options.routing_samples))
     return make_routing(small, spec, table, group_topo, _GroupGrid())
 
 
 def _zero1(scn, spec, table, cost, link: LaneLink, lanes, per_node: int, nvswitch_gbps: float, info: dict):
-    """ZeRO-1 per lane, as a ``gradient_sync`` for :func:`lower_pipeline`: per model chunk after
-    its last backward a reduce-scatter of its gradients (dense: hierarchical over dp GPUs;
-    experts: over the dp/ep expert-data-parallel GPUs), then the optimizer on this GPU's shard of
-    the optimizer state and the all-gather of the updated bf16 parameters."""
+    """Data-parallel sync per lane, as a ``gradient_sync`` for :func:`lower_pipeline`. ZeRO-1 (the
+    scenario's ``memory`` shards the optimizer: zero_stage >= 1 or a distributed optimizer): per
+    model chunk after its last backward a reduce-scatter of its gradients (dense: hierarchical
+    over dp GPUs; experts: over the dp/ep expert-data-parallel GPUs), then the optimizer on this
+    GPU's shard and the all-gather of the updated bf16 parameters. Without ZeRO: an all-reduce of
+    the gradients (reduce-scatter + all-gather of the same bytes) and the optimizer on every
+    parameter, as the full run does."""
     plan = scn.plan
+    zero = scn.memory.effective_zero_stage >= 1
+    passes = 1 if zero else 2   # an all-reduce is a reduce-scatter plus an all-gather
     dp, edp = plan.dp, plan.dp // plan.ep
     inside = min(dp, per_node)
     nodes = dp // inside
@@ -216,16 +228,19 @@ def _zero1(scn, spec, table, cost, link: LaneLink, lanes, per_node: int, nvswitc
                 dense_params += dense / plan.grad_dtype_bytes
                 expert_params += experts / plan.grad_dtype_bytes
                 (d_ns, d_nic), (e_ns, e_nic) = hier(dense), flat(experts)
+                ns, nic_bytes = passes * (d_ns + e_ns), passes * (d_nic + e_nic)
+                op = "reduce_scatter" if zero else "all_reduce"
                 deps = last_backward[(0, p, chunk)] if plan.dp_overlap else finished.get((0, p, 0), [])
-                tail.append(link.phase(sim, lane, d_ns + e_ns, d_nic + e_nic, d_nic + e_nic,
-                                       f"dp:reduce_scatter.c{chunk}", stream="comm.dp", category="reduce_scatter",
-                                       deps=deps, args={"chunk": chunk, "pp_rank": p, "bytes": grads}))
-                info["reduce_scatter_ms"][f"rank{p}.chunk{chunk}"] = round((d_ns + e_ns) / 1e6, 3)
+                tail.append(link.phase(sim, lane, ns, nic_bytes, nic_bytes, f"dp:{op}.c{chunk}", stream="comm.dp",
+                                       category=op, deps=deps, args={"chunk": chunk, "pp_rank": p, "bytes": grads}))
+                info[f"{op}_ms"][f"rank{p}.chunk{chunk}"] = round(ns / 1e6, 3)
                 added += 1
-            shard = dense_params / dp + expert_params / edp
+            shard = dense_params / dp + expert_params / edp if zero else dense_params + expert_params
             opt = sim.compute(lane, cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * shard, "adam")),
                               "optimizer", category="optimizer", deps=tail + finished.get((0, p, 0), []),
                               args={"pp_rank": p})
+            if not zero:
+                continue
             (d_ns, d_nic), (e_ns, e_nic) = hier(dense_params * PARAM_BYTES), flat(expert_params * PARAM_BYTES)
             link.phase(sim, lane, d_ns + e_ns, d_nic + e_nic, d_nic + e_nic, "dp:all_gather.params",
                        stream="comm.dp", category="all_gather", deps=[opt],
@@ -317,8 +332,9 @@ def reductions(built: dict) -> list[str]:
         "real fabric), the busiest GPU's expert queue, the busiest NIC's bytes sharing the lane NIC",
         f"routing: {opts.routing_samples} routing samples per MoE layer cycled over {plan.num_microbatches} "
         "microbatches",
-        f"DP (ZeRO-1): gradient reduce-scatter and parameter all-gather over {plan.dp} GPUs as hierarchical "
-        "ring phases (NVSwitch, then one ring per rail), expert gradients over "
+        (f"DP (ZeRO-1): gradient reduce-scatter and parameter all-gather over {plan.dp} GPUs"
+         if scn.memory.effective_zero_stage >= 1 else f"DP: gradient all-reduce over {plan.dp} GPUs")
+        + " as hierarchical ring phases (NVSwitch, then one ring per rail), expert gradients over "
         f"{groups} expert-DP GPUs",
     ]
 
