@@ -345,7 +345,12 @@ class CalibratedCostModel:
     def compute_ns(self, op: ComputeOp) -> int:
         """Time of one compute op on one GPU in integer nanoseconds (>= 1)."""
         if op not in self._cache:
-            self._cache[op] = max(1, int(round(self._compute(op))))
+            t = self._compute(op)
+            if not math.isfinite(t):
+                raise ConfigError("profile", f"{self.name} prices {op!r} at {t} ns",
+                                  "the profile's samples for this op are out of range; re-run the calibration",
+                                  source=self.profile.source)
+            self._cache[op] = max(1, int(round(t)))
         return self._cache[op]
 
     def _compute(self, op: ComputeOp) -> float:

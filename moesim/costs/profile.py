@@ -29,6 +29,7 @@ COLLECTIVE_MODES = ("eager", "graph")
 MEMORY_CACHES = ("cold", "warm")  # L2 evicted before each repeat, or not
 
 _STR, _INT, _POS, _BOOL = "str", "int", "pos", "bool"  # field kinds; tuples are enumerations
+MAX_TIME_NS = 1e13  # ~2.8 hours: no single measured op takes longer
 
 HEADER_FIELDS: dict[str, str] = {
     "device": _STR, "driver": _STR, "cuda": _STR, "nccl": _STR, "torch": _STR,
@@ -148,6 +149,10 @@ def profile_from_dict(data: Any, name: str = "profile", source: str = "") -> Pro
     if not isinstance(rows, list) or not rows:
         raise ConfigError("samples", "must be a non-empty list of measured rows", "re-run the calibration", source=source)
     samples = tuple(MappingProxyType(_check_sample(i, s, source)) for i, s in enumerate(rows))
+    memory = data.get("gpu_memory_bytes")
+    if memory is not None and not _is_number(memory, allow_zero=True):   # 0: not known (CPU smoke runs)
+        raise ConfigError("gpu_memory_bytes", f"must be a finite number of bytes >= 0, got {memory!r}",
+                          "remove the field or give the GPU's memory in bytes", source=source)
     known = set(HEADER_FIELDS) | {"schema_version", "gpu_count", "samples"}
     return Profile(
         name=name, gpu_count=count, samples=samples, source=source,
@@ -165,6 +170,10 @@ def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:
         raise ConfigError(f"{where}.op", f"unknown op {op!r}", f"use one of: {', '.join(sorted(OP_FIELDS))}",
                           source=source)
     _check_value(row, "time_ns", _POS, f"{where}.time_ns", source)
+    if row["time_ns"] > MAX_TIME_NS:
+        raise ConfigError(f"{where}.time_ns", f"{row['time_ns']!r} ns is not the time of one op",
+                          f"a measured kernel or collective takes well under {MAX_TIME_NS:.0e} ns; fix the row",
+                          source=source)
     _check_value(row, "repeats", _INT, f"{where}.repeats", source)
     for key, kind in OP_FIELDS[op].items():
         _check_value(row, key, kind, f"{where}.{key}", source)
