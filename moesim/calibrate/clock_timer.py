@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
 
 import torch
 
-from moesim.calibrate.timing import Timer, TimingStats, stats_from_ns
+from moesim.calibrate.timing import Timer
 
 SHORT_CYCLES = 20_000    # about 10 us at 1.98 GHz
 LONG_CYCLES = 120_000    # about 60 us: the difference (100k cycles) gives the clock to about 1%
@@ -66,26 +65,16 @@ class ClockedTimer(Timer):
         self.nvml = nvml
         self.last_clock: dict = {}
 
-    def _time_cuda(self, fn: Callable[[], object]) -> TimingStats:
-        self._heat()
-        for _ in range(self.warmup):
-            fn()
-        est = self._cuda_once(fn)
-        repeats = self._repeats_for(est / 1e6)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-        t0 = time.monotonic()
-        probes = [ClockProbe()]
-        for s, e in zip(starts, ends):
-            self._flush()
-            s.record()
-            fn()
-            e.record()
-            probes.append(ClockProbe())
-        torch.cuda.synchronize()
+    def _repeats_begin(self) -> None:
+        self._t0 = time.monotonic()
+        self._probes = [ClockProbe()]
+
+    def _repeat_done(self) -> None:
+        self._probes.append(ClockProbe())
+
+    def _repeats_end(self) -> None:
         t1 = time.monotonic()
-        mhz = [p.mhz() for p in probes]
+        mhz = [p.mhz() for p in self._probes]
         per_repeat = [0.5 * (a + b) for a, b in zip(mhz, mhz[1:])]
-        window = self.nvml.window(t0, t1) if self.nvml is not None else None  # type: ignore[attr-defined]
+        window = self.nvml.window(self._t0, t1) if self.nvml is not None else None  # type: ignore[attr-defined]
         self.last_clock = clock_fields(per_repeat, window)
-        return stats_from_ns([s.elapsed_time(e) * 1e6 for s, e in zip(starts, ends)])

@@ -127,13 +127,26 @@ class Timer:
         repeats = self._repeats_for(est / 1e6)
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        self._repeats_begin()
         for s, e in zip(starts, ends):
             self._flush()
             s.record()
             fn()
             e.record()
+            self._repeat_done()
         torch.cuda.synchronize()
+        self._repeats_end()
         return stats_from_ns([s.elapsed_time(e) * 1e6 for s, e in zip(starts, ends)])
+
+    # Hooks around the timed repeats (a subclass records what else ran, e.g. the SM clock).
+    def _repeats_begin(self) -> None:
+        """Before the first timed repeat is issued."""
+
+    def _repeat_done(self) -> None:
+        """After each timed repeat is issued (its end event recorded)."""
+
+    def _repeats_end(self) -> None:
+        """After the GPU has finished every repeat."""
 
     def _cuda_once(self, fn: Callable[[], object]) -> float:
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
