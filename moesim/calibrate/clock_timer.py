@@ -9,7 +9,8 @@ repeat and after every repeat it runs two ``torch.cuda._sleep`` spin kernels (``
 loops of ``SHORT_CYCLES`` and ``LONG_CYCLES`` SM cycles) timed with CUDA events; the difference
 of the cycle counts over the difference of their times is the SM clock at that instant, free of
 the fixed launch and event cost. A repeat's clock is the mean of the probes just before and
-just after it; an entry records the median over its repeats (``sm_mhz``), and NVML's power and
+just after it (the first repeat's: the probe after it; see
+:func:`~moesim.calibrate.jsonio.per_repeat_clock_mhz`); an entry records the median over its repeats (``sm_mhz``), and NVML's power and
 clock averaged over the timed window when NVML is there. The timed region (start to end event
 around the op) is exactly :class:`Timer`'s: the probes run outside it.
 """
@@ -20,10 +21,12 @@ import time
 
 import torch
 
+from moesim.calibrate.jsonio import per_repeat_clock_mhz
 from moesim.calibrate.timing import Timer
 
 SHORT_CYCLES = 20_000    # about 10 us at 1.98 GHz
 LONG_CYCLES = 120_000    # about 60 us: the difference (100k cycles) gives the clock to about 1%
+LEAD_CYCLES = 2_000_000  # about 1 ms of GPU work queued before the first probe (60 us was not enough)
 
 
 class ClockProbe:
@@ -64,9 +67,15 @@ class ClockedTimer(Timer):
         super().__init__(device, **kwargs)  # type: ignore[arg-type]
         self.nvml = nvml
         self.last_clock: dict = {}
+        self.last_probe_mhz: list[float] = []
 
     def _repeats_begin(self) -> None:
         self._t0 = time.monotonic()
+        # the GPU is idle here (the timer synchronized after its estimate): a probe issued now has
+        # the launch latency of its first spin inside that spin's events and reads a clock that is
+        # far too high (seen as sm_mhz_max up to 5e7). Queue a spin first so both probe spins run
+        # back to back behind it, like every later probe.
+        torch.cuda._sleep(LEAD_CYCLES)
         self._probes = [ClockProbe()]
 
     def _repeat_done(self) -> None:
@@ -75,6 +84,7 @@ class ClockedTimer(Timer):
     def _repeats_end(self) -> None:
         t1 = time.monotonic()
         mhz = [p.mhz() for p in self._probes]
-        per_repeat = [0.5 * (a + b) for a, b in zip(mhz, mhz[1:])]
+        per_repeat = per_repeat_clock_mhz(mhz)
+        self.last_probe_mhz = mhz  # the probe before the first repeat, then one after each repeat
         window = self.nvml.window(self._t0, t1) if self.nvml is not None else None  # type: ignore[attr-defined]
         self.last_clock = clock_fields(per_repeat, window)

@@ -179,19 +179,31 @@ def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
     if cfg.get("host_ops"):
         from moesim.calibrate.hostops import host_collective_calls
         host_calls = host_collective_calls(rank, world, device)
-    for op in cfg["ops"]:
-        for nbytes in cfg["sizes"]:
-            if not _agree(time.monotonic() < deadline, device):
-                errors.append(f"{op}|{nbytes}: skipped (budget)")
-                continue
-            try:
-                fn = make_collective(op, nbytes, rank, world, device)
-                warm, iters = iterations_for(nbytes)
-                times[f"{op}|{nbytes}"] = time_iterations(fn, warm, iters, device)
-            except Exception as exc:
-                errors.append(f"{op}|{nbytes}: {_error(exc)}")
-                if device == "cuda":
-                    torch.cuda.empty_cache()
+    # ``rounds`` > 1 times every (op, size) that many times, interleaved, so that a drift of the
+    # host's speed over the run spreads over all sizes alike; ``host_cal_sizes`` are timed the same
+    # way in every round, first for each op (calibration of the eager host interval, not entries)
+    sizes = [int(b) for b in cfg.get("host_cal_sizes", ())] + [int(b) for b in cfg["sizes"]]
+    failed: set[str] = set()
+    for _ in range(max(1, int(cfg.get("rounds", 1)))):
+        for op in cfg["ops"]:
+            for nbytes in sizes:
+                key = f"{op}|{nbytes}"
+                if key in failed:
+                    continue
+                if not _agree(time.monotonic() < deadline, device):
+                    errors.append(f"{key}: skipped (budget)")
+                    failed.add(key)
+                    continue
+                try:
+                    fn = make_collective(op, nbytes, rank, world, device)
+                    warm, iters = iterations_for(nbytes)
+                    times.setdefault(key, []).extend(time_iterations(fn, warm, iters, device))
+                except Exception as exc:
+                    errors.append(f"{key}: {_error(exc)}")
+                    failed.add(key)
+                    times.pop(key, None)
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
     overlap = None
     if cfg.get("overlap") and device == "cuda":  # before graph capture, the step most likely to fail
         from moesim.calibrate.overlap import overlap_measurements

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 
 
@@ -29,3 +30,29 @@ def host_probe_record(results: list[dict]) -> "list[dict] | None":
     recs = [{"rank": r, "before": res.get("host_probe_before"), "after": res.get("host_probe_after")}
             for r, res in enumerate(results)]
     return recs if all(x["before"] or x["after"] for x in recs) else None
+
+
+def eager_host_intervals(samples: list[dict]) -> dict:
+    """Per op, the eager host interval calibrated in the session's own processes: the median of
+    the per-call times (min over ranks per iteration, median over iterations) of its calibration
+    sizes, which are small enough that the GPU waits for the host."""
+    out: dict = {}
+    for s in samples:
+        rec = out.setdefault(s["collective"], {"per_size_ns": {}, "method": (
+            "eager loop per-call time at sizes where the GPU waits for the host, min over ranks per "
+            "iteration, median over iterations; median over these sizes")})
+        rec["per_size_ns"][str(s["nbytes"])] = s["time_ns"]
+    for rec in out.values():
+        rec["interval_ns"] = round(statistics.median(rec["per_size_ns"].values()), 1)
+    return out
+
+
+def per_repeat_clock_mhz(probe_mhz: "list[float]") -> "list[float]":
+    """Per timed repeat, the SM clock from the clock probes around it (``probe_mhz``: one before the
+    first repeat, then one after each). A repeat's clock is the mean of the probes before and after
+    it, except the first repeat's, which is the probe after it alone: the probe before it runs on a
+    GPU the timer has just synchronized, so launch latency falls inside its short spin's events and
+    it reads a clock far too high (up to 1e8 MHz in the stored sessions)."""
+    if len(probe_mhz) < 2:
+        return []
+    return [float(probe_mhz[1])] + [0.5 * (a + b) for a, b in zip(probe_mhz[1:], probe_mhz[2:])]

@@ -67,6 +67,7 @@ class Timer:
         flush_l2: bool = True,
         heat_ms: float = 0.0,
         busy_us: float = 0.0,
+        lead_us: float = 0.0,
     ) -> None:
         self.device = device
         self.warmup = warmup
@@ -75,12 +76,17 @@ class Timer:
         self.target_ms = target_ms
         self.heat_ms = heat_ms if device == "cuda" else 0.0
         self._heat_bufs: tuple[torch.Tensor, ...] | None = None
+        self.last_samples_ns: list[float] = []  # per-repeat times of the last CUDA timing
         self._flush_buf = None
         # without the flush, a GPU-side wait of busy_us before each repeat keeps the host ahead
         # (no launch gap inside the timed region) while leaving L2 as the previous repeat left it
         self.busy_cycles = int(busy_us * 1e3 * BUSY_CYCLES_PER_NS) if device == "cuda" and not flush_l2 else 0
         if device == "cuda" and flush_l2:
             self._flush_buf = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
+        # with the flush, a GPU-side wait of lead_us after it keeps the host further ahead: a
+        # timed op of several short kernels then never waits for its own launches, even on a
+        # slow host (the flush alone is ~70 us of GPU time: not always enough)
+        self.lead_cycles = int(lead_us * 1e3 * BUSY_CYCLES_PER_NS) if device == "cuda" and flush_l2 else 0
 
     def _repeats_for(self, est_ms: float) -> int:
         want = int(self.target_ms / max(est_ms, 1e-3))
@@ -95,6 +101,8 @@ class Timer:
     def _flush(self) -> None:
         if self._flush_buf is not None:
             self._flush_buf.fill_(1.0)
+            if self.lead_cycles:
+                torch.cuda._sleep(self.lead_cycles)
         elif self.busy_cycles:
             torch.cuda._sleep(self.busy_cycles)
 
@@ -136,7 +144,8 @@ class Timer:
             self._repeat_done()
         torch.cuda.synchronize()
         self._repeats_end()
-        return stats_from_ns([s.elapsed_time(e) * 1e6 for s, e in zip(starts, ends)])
+        self.last_samples_ns = [s.elapsed_time(e) * 1e6 for s, e in zip(starts, ends)]
+        return stats_from_ns(self.last_samples_ns)
 
     # Hooks around the timed repeats (a subclass records what else ran, e.g. the SM clock).
     def _repeats_begin(self) -> None:

@@ -30,7 +30,7 @@ from moesim.calibrate import kernels, memops, provenance
 from moesim.calibrate.clock_timer import ClockedTimer
 from moesim.calibrate.collectives import collective_samples, collectives_worker
 from moesim.calibrate.dist import run_workers
-from moesim.calibrate.jsonio import dump_profile, host_probe_record
+from moesim.calibrate.jsonio import dump_profile, eager_host_intervals, host_probe_record
 from moesim.calibrate.moe_bench import MoEConfig, moe_check_worker, moe_entry, time_moe
 from moesim.calibrate.pipeline_bench import PipelineConfig, pipeline_check_worker, pipeline_entry, time_pipeline
 from moesim.calibrate.section import Section
@@ -81,19 +81,25 @@ def _fields(timer: Timer, st) -> dict:
     fields = st.fields()
     if isinstance(timer, ClockedTimer) and timer.last_clock:
         fields["clock"] = dict(timer.last_clock)
+        # per repeat: its time and the probes before and after it (len(times) + 1 probes)
+        fields["per_repeat"] = {"time_ns": [round(x, 1) for x in timer.last_samples_ns],
+                                "probe_mhz": [round(x, 1) for x in timer.last_probe_mhz]}
     return fields
 
 
 def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s: float = 0.0,
-                       nvml: object = None, clock_probe: bool = False) -> Section:
+                       nvml: object = None, clock_probe: bool = False, lead_us: float = 0.0) -> Section:
     """(a) GEMMs, SwiGLU experts, attention and memory ops at off-grid shapes.
 
     ``warm_s`` seconds of GEMM load first, then ``heat_ms`` before every entry, keep the GPU at
     the steady, power-limited state the calibration grid was measured in (see ``_tag_thermal``).
     ``clock_probe``: time with :class:`ClockedTimer` (clock per entry; ``nvml`` adds NVML windows).
+    ``lead_us``: a GPU-side wait after each repeat's L2 flush (the host is then at least that far
+    ahead of the timed op: no launch gaps inside a region of several short kernels).
     """
     sec = Section("single_gpu")
-    timer = ClockedTimer(device, nvml, heat_ms=heat_ms) if clock_probe and device == "cuda" else Timer(device, heat_ms=heat_ms)
+    timer = (ClockedTimer(device, nvml, heat_ms=heat_ms, lead_us=lead_us) if clock_probe and device == "cuda"
+             else Timer(device, heat_ms=heat_ms, lead_us=lead_us))
     timer.preheat(warm_s)
     for m, n, k in GEMMS[device]:
         def gemm(m: int = m, n: int = n, k: int = k) -> dict:
@@ -151,15 +157,19 @@ def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
             rank, world, device, {"pipeline": cfg["check_pipeline"]})),
         "moe_output_rel_error": _guard(out, "moe check", lambda: moe_check_worker(rank, world, device, {"moe": cfg["check_moe"]})),
     }
+    rounds = int(cfg.get("collective_rounds", 1))
     coll_cfg = {"ops": ("all_reduce", "all_to_all", "all_to_all_v"), "sizes": cfg["collective_sizes"],
-                "budget_s": 60, "overlap": False}
+                "budget_s": 40 + 20 * rounds, "overlap": False, "rounds": rounds,
+                "host_cal_sizes": tuple(cfg.get("host_cal_sizes", ()))}
     out["collectives"] = collectives_worker(rank, world, device, coll_cfg)
     out["pipelines"] = []
     for pc in cfg["pipelines"]:
         for schedule in ("gpipe", "1f1b", "interleaved"):
             out["pipelines"].append(_guard(out, f"pipeline {pc.name} {schedule}",
                                            lambda: time_pipeline(pc, schedule, rank, world, device)))
-    out["moe"] = [_guard(out, f"moe {mc.name}", lambda: time_moe(mc, rank, world, device)) for mc in cfg["moe"]]
+    out["moe"] = [_guard(out, f"moe {mc.name}", lambda: time_moe(mc, rank, world, device,
+                                                             repeats=int(cfg.get("moe_repeats", 10))))
+                  for mc in cfg["moe"]]
     if device == "cuda":
         out["host_probe_after"] = _guard(out, "host probe after", lambda: _host_probe(rank, world))
     return out
@@ -180,11 +190,19 @@ def _guard(out: dict, label: str, fn) -> "dict | None":
         return None
 
 
-def distributed_entries(device: str, world: int, budget: Budget) -> Section:
-    """Run :func:`distributed_worker` on ``world`` ranks and turn its raw times into entries."""
+def distributed_entries(device: str, world: int, budget: Budget, collective_rounds: int = 1,
+                        host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10) -> Section:
+    """Run :func:`distributed_worker` on ``world`` ranks and turn its raw times into entries.
+
+    ``collective_rounds``: each collective size timed that many times, interleaved;
+    ``host_cal_sizes``: sizes timed alongside in every round whose eager per-call time is stored,
+    per op, as the session's eager host interval (``measured.eager_host_interval`` of each
+    collective entry), not as entries.
+    """
     sec = Section("distributed")
     cfg = {"collective_sizes": COLLECTIVE_SIZES[device], "pipelines": PIPELINES[device], "moe": _moe_configs(device),
-           "check_pipeline": CHECK_PIPELINE[device], "check_moe": CHECK_MOE[device], "timeout_s": budget.left_s()}
+           "check_pipeline": CHECK_PIPELINE[device], "check_moe": CHECK_MOE[device], "timeout_s": budget.left_s(),
+           "collective_rounds": collective_rounds, "host_cal_sizes": tuple(host_cal_sizes), "moe_repeats": moe_repeats}
     results, errors = run_workers(distributed_worker, world, "nccl" if device == "cuda" else "gloo", cfg,
                                   timeout_s=max(30.0, budget.left_s()))
     sec.errors += errors
@@ -196,10 +214,20 @@ def distributed_entries(device: str, world: int, budget: Budget) -> Section:
     if probe is not None:
         sec.checks["host_probe"] = probe
     n_before = len(sec.samples)
-    for s in collective_samples([r["collectives"] for r in results], world):
+    samples = collective_samples([r["collectives"] for r in results], world)
+    calibration = eager_host_intervals([s for s in samples if s["nbytes"] in host_cal_sizes])
+    if calibration:
+        sec.checks["eager_host_interval"] = calibration
+    for s in samples:
+        if s["nbytes"] in host_cal_sizes:
+            continue
         desc = {k: v for k, v in s.items() if k in ("collective", "mode", "num_ranks", "nbytes", "split_fractions")}
         desc["dtype"] = "bf16" if device == "cuda" else "fp32"
         fields = {k: v for k, v in s.items() if k.endswith("_ns") or k in ("repeats", "algbw_gbps", "busbw_gbps")}
+        if collective_rounds > 1:
+            fields["rounds"] = collective_rounds
+        if s["collective"] in calibration:
+            fields["eager_host_interval"] = calibration[s["collective"]]
         sec.samples.append(_entry("collective", f"{s['collective']}_{s['nbytes']}", desc, fields))
     i = 0
     for pc in cfg["pipelines"]:
@@ -226,17 +254,20 @@ def thermal_tag(heat_ms: float, warm_s: float) -> str:
     return "steady" if warm_s > 0 else "hot"
 
 
-def _tag_thermal(sec: Section, heat_ms: float, warm_s: float) -> None:
+def _tag_thermal(sec: Section, heat_ms: float, warm_s: float, lead_us: float = 0.0) -> None:
     tag = thermal_tag(heat_ms, warm_s)
     for entry in sec.samples:
         entry["description"].update(thermal=tag, heat_ms=heat_ms, warm_s=warm_s)
+        if lead_us > 0:
+            entry["description"]["lead_us"] = lead_us
         if tag != "as_found":
             entry["id"] += f"@{tag}"
 
 
 def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: int = 0,
                    heat_ms: float = 0.0, parts: tuple[str, ...] = ("single", "distributed"),
-                   warm_s: float = 0.0, clock_probe: bool = False) -> dict:
+                   warm_s: float = 0.0, clock_probe: bool = False, lead_us: float = 0.0,
+                   collective_rounds: int = 1, host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10) -> dict:
     """Measure the validation workloads in ``parts`` and write ``out``; returns the document."""
     if device == "cpu":
         torch.set_num_threads(1)
@@ -245,12 +276,12 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
     budget = Budget(budget_s)
     nvml = _nvml() if clock_probe and device == "cuda" else None
     try:
-        sec = (single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s, nvml, clock_probe) if "single" in parts
-               else Section("single_gpu"))
+        sec = (single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s, nvml, clock_probe, lead_us)
+               if "single" in parts else Section("single_gpu"))
     finally:
         if nvml is not None:
             nvml.stop()
-    _tag_thermal(sec, heat_ms, warm_s)
+    _tag_thermal(sec, heat_ms, warm_s, lead_us)
     doc["samples"] += sec.samples
     doc["errors"] += sec.errors
     print(sec.summary(), flush=True)
@@ -258,7 +289,7 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
     if "distributed" in parts and world >= 2:
         if device == "cuda":
             torch.cuda.empty_cache()
-        sec = distributed_entries(device, world, budget)
+        sec = distributed_entries(device, world, budget, collective_rounds, host_cal_sizes, moe_repeats)
         doc["checks"] = {k: v for k, v in sec.checks.items() if k != "host_probe"}
         if "host_probe" in sec.checks:
             doc["host_probe"] = sec.checks["host_probe"]
@@ -286,10 +317,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-s", type=float, default=0.0, help="seconds of GEMM load before the single-GPU entries")
     p.add_argument("--parts", default="single,distributed", help="comma list of single, distributed")
     p.add_argument("--clock-probe", action="store_true", help="record the SM clock of every single-GPU entry")
+    p.add_argument("--lead-us", type=float, default=0.0,
+                   help="GPU-side wait after each single-GPU repeat's L2 flush (keeps the host ahead)")
+    p.add_argument("--collective-rounds", type=int, default=1,
+                   help="time every collective size this many times, interleaved (drift averages out)")
+    p.add_argument("--host-cal-sizes", default="",
+                   help="comma list of byte sizes timed like the collectives in every round, in the same "
+                        "processes: the eager host interval of each op (calibration, not validation entries)")
+    p.add_argument("--moe-repeats", type=int, default=10, help="timed forwards per MoE layer (median of the max over ranks)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
+    if args.moe_repeats < 1:
+        p.error("--moe-repeats must be >= 1")
+    if args.collective_rounds < 1:
+        p.error("--collective-rounds must be >= 1")
+    try:
+        cal = tuple(int(x) for x in args.host_cal_sizes.split(",") if x.strip())
+    except ValueError:
+        p.error("--host-cal-sizes must be a comma list of integers (bytes)")
+    if any(c <= 0 or c in COLLECTIVE_SIZES[args.device] for c in cal):
+        p.error("--host-cal-sizes must be > 0 and not a validation size")
     doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s,
-                         args.clock_probe)
+                         args.clock_probe, args.lead_us, args.collective_rounds, cal, args.moe_repeats)
     print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
     print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
     for rec in doc.get("host_probe") or []:

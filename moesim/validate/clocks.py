@@ -35,11 +35,15 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from moesim.calibrate.jsonio import per_repeat_clock_mhz
 from moesim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from moesim.validate.measurements import Measurement
 
 DEFAULT_PROBE = Path(__file__).resolve().parents[2] / "data" / "validation" / "h200_power_probe.json"
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "data" / "validation" / "clock_reference.json"
@@ -203,3 +207,17 @@ def window_flop_rate(busy: Sequence[tuple[float, float, float]], period_ns: floa
     candidates = np.concatenate([times, times - window_ns])
     done = np.interp(candidates + window_ns, times, cumulative) - np.interp(candidates, times, cumulative)
     return float(done.max() / window_ns)
+
+
+def recorded_clock_mhz(case: "Measurement") -> "float | None":
+    """The SM clock (MHz) the entry's repeats ran at, when it was recorded: the median over repeats
+    of :func:`~moesim.calibrate.jsonio.per_repeat_clock_mhz` where the entry stored its probes
+    (run 12 on), else the stored median (earlier sessions: their first repeat's clock included the
+    probe before it, which read launch latency)."""
+    extra = case.extra if hasattr(case.extra, "get") else {}
+    probes = (extra.get("per_repeat") or {}).get("probe_mhz") if isinstance(extra.get("per_repeat"), dict) else None
+    if isinstance(probes, list) and len(probes) >= 2 and all(isinstance(x, (int, float)) and x > 0 for x in probes):
+        return float(statistics.median(per_repeat_clock_mhz(probes)))
+    clock = extra.get("clock")
+    mhz = clock.get("sm_mhz") if isinstance(clock, dict) else None
+    return float(mhz) if isinstance(mhz, (int, float)) and mhz > 0 else None

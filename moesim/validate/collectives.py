@@ -10,9 +10,12 @@ start event (after the previous call and its own issue) to its end, as the CUDA 
 ``max(host interval, device time)`` in steady state, the host interval for small messages and
 the engine's transfer time for large ones.
 
-The host interval of one eager call is the profile's eager time of collectives too small to
-keep the GPU busy (4 KiB to 1 MiB, where the GPU waits for the host), at the same rank count,
-scaled per rank by the session's in-process host probe when it has one
+The host interval of one eager call is, where the session calibrated it in its own processes
+(protocol v2: eager loops of the same op at 64 KiB and 256 KiB, sizes that are not validation
+cases, timed in the same interleaved rounds; ``measured.eager_host_interval``), that figure.
+Otherwise it is the profile's eager time of collectives too small to keep the GPU busy (4 KiB to
+1 MiB, where the GPU waits for the host), at the same rank count, scaled per rank by the
+session's in-process host probe when it has one
 (:meth:`~moesim.validate.context.ValidationContext.collective_host_scales`).
 
 NCCL's bandwidth grows with message size and reaches the large-message figure (the engine's
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import statistics
 from functools import lru_cache
+from typing import Mapping
 
 from moesim.engine import Task
 from moesim.engine import collectives as engine_collectives
@@ -43,6 +47,15 @@ def host_interval_ns(ctx: ValidationContext, op: str, num_ranks: int) -> int:
     """Host time per eager call: the median eager time of small (host-bound) collectives."""
     return int(round(statistics.median(ctx.cost.collective_ns(op, num_ranks, b, mode="eager")
                                        for b in HOST_BOUND_SIZES)))
+
+
+def session_host_interval_ns(extra: "dict | Mapping") -> "int | None":
+    """The eager host interval the session calibrated in its own processes for this op
+    (``measured.eager_host_interval.interval_ns``: loops at sizes that are not validation sizes,
+    timed in the same interleaved rounds), or None when the session has none."""
+    rec = extra.get("eager_host_interval") if hasattr(extra, "get") else None
+    value = rec.get("interval_ns") if isinstance(rec, dict) else None
+    return int(round(value)) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def transfer_matrix(d: dict) -> "list[list[float]] | float":
@@ -94,9 +107,10 @@ def predict_collective(ctx: ValidationContext, case: Measurement) -> Prediction:
     d = dict(case.description)
     op, n = d["collective"], int(d["num_ranks"])
     sim = ctx.simulation(n, overlap=False)
-    interval = host_interval_ns(ctx, op, n)
+    session_interval = session_host_interval_ns(case.extra)
+    interval = session_interval if session_interval is not None else host_interval_ns(ctx, op, n)
     step_ns = sized_step_latency_ns(ctx, op, n, transfer_matrix(d))
-    scales = ctx.collective_host_scales(case.extra, n)
+    scales = [1.0] * n if session_interval is not None else ctx.collective_host_scales(case.extra, n)
     threads = [HostThread(sim, r, ctx, scales[r]) for r in range(n)]
     calls: list[tuple[list[Task], Task]] = []
     for i in range(LOOP_ITERATIONS):
@@ -108,6 +122,8 @@ def predict_collective(ctx: ValidationContext, case: Measurement) -> Prediction:
     per_call = _event_times(calls)
     device = [c.end_ns - c.start_ns for _, c in calls]
     probed = "" if all(x == 1.0 for x in scales) else ", host x " + "/".join(f"{x:.2f}" for x in scales) + " by probe"
+    if session_interval is not None:
+        probed = ", host interval calibrated in the session's processes"
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, float(statistics.median(per_call)),
         method=f"{ctx.engine_label(n, overlap=False)}; eager loop of {LOOP_ITERATIONS} calls{probed}",

@@ -22,6 +22,7 @@ from moesim.errors import ConfigError
 from moesim.ops import Attention
 from moesim.topology import load_topology
 from moesim.validate.host_speed import HostSpeed, build_host_speed, load_reference, session_probe_ns
+from moesim.validate.protocol_clocks import ProtocolClocks, load_protocol_clocks
 from moesim.validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
                                     reference_clocks, scale_to_clock)
 from moesim.validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, load_kernel_probe,
@@ -60,6 +61,7 @@ class ValidationContext:
     host_speed: "HostSpeed | None" = None
     chain: "ChainOverhead | None" = None
     memory_clock: "MemoryClockShare | None" = None
+    protocol_clocks: "ProtocolClocks | None" = None
     _topologies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -206,18 +208,21 @@ class ValidationContext:
 
 def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None,
                   clock_reference: "str | None" = None, host_reference: "str | None" = None,
-                  kernel_probe: "str | None" = None) -> ValidationContext:
+                  kernel_probe: "str | None" = None, protocol_clocks: "str | None" = None) -> ValidationContext:
     """The context for a profile name or path, a network mode, a power-probe file, the
     reference-clock file (``data/validation/clock_reference.json`` by default), the host
     reference (``data/validation/host_reference.json`` by default) and run 9's kernel probe
-    (``data/validation/kernel_probe.json`` by default: region cost and memory clock shares)."""
+    (``data/validation/kernel_probe.json`` by default: region cost and memory clock shares) and the
+    protocol clock table (``data/validation/protocol_clocks.json``: the clock of entries that
+    recorded none)."""
     if mode not in MODES:
         raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
     prof = load_profile(profile)
     cost = CalibratedCostModel(prof, fallback=make_cost_model(prof.device_kind))
     clock = load_clock_model(cost.measured_peak_flops("bf16") / 1e9, power_probe)
     ctx = ValidationContext(cost, clock, mode, profile)
-    ctx = replace(ctx, host_speed=_host_speed(ctx, host_reference))
+    ctx = replace(ctx, host_speed=_host_speed(ctx, host_reference),
+                  protocol_clocks=load_protocol_clocks(protocol_clocks))
     probe = load_kernel_probe(kernel_probe)
     if probe is not None:
         ctx = replace(ctx, chain=chain_overhead(*probe), memory_clock=memory_clock_share(*probe))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from moesim.ops import Attention
+from moesim.validate.clocks import recorded_clock_mhz
 from moesim.validate.context import LAUNCH_CALL, Kernel, ValidationContext
 from moesim.validate.measurements import Measurement
 from moesim.validate.prediction import Prediction
@@ -68,7 +69,9 @@ def predict_single(ctx: ValidationContext, case: Measurement) -> Prediction:
     """Predict a single-GPU entry from the cost model at the entry's clock state."""
     build = BUILDERS[case.kind]
     d = dict(case.description)
-    mhz = recorded_clock_mhz(case)
+    mhz, clock_from = recorded_clock_mhz(case), "recorded"
+    if mhz is None and ctx.protocol_clocks is not None:
+        mhz, clock_from = ctx.protocol_clocks.for_case(case.kind, case.thermal), "protocol table"
     if mhz is not None and ctx.has_clock_reference():
         kernels, state = build(ctx, d, mhz), f"{mhz:.0f} MHz"
     else:
@@ -81,16 +84,10 @@ def predict_single(ctx: ValidationContext, case: Measurement) -> Prediction:
     total = float(sum(k.duration_ns for k in kernels))
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, total,
-        method=f"cost model ({ctx.cost.name}), {len(kernels)} kernel(s)", clock_state=state,
+        method=f"cost model ({ctx.cost.name}), {len(kernels)} kernel(s)"
+               + (f"; clock: {clock_from}" if state.endswith("MHz") else ""), clock_state=state,
         components={k.name: float(k.duration_ns) for k in kernels},
     )
-
-
-def recorded_clock_mhz(case: Measurement) -> "float | None":
-    """The SM clock (MHz) the entry's repeats ran at, when it was recorded."""
-    clock = case.extra.get("clock") if isinstance(case.extra, dict) or hasattr(case.extra, "get") else None
-    mhz = clock.get("sm_mhz") if isinstance(clock, dict) else None
-    return float(mhz) if isinstance(mhz, (int, float)) and mhz > 0 else None
 
 
 def _timeline(kernels: list[Kernel]) -> list[tuple[float, float, float]]:
