@@ -265,7 +265,6 @@ def test_group_limited_sampler_matches_the_gate_on_gumbel_scores():
 def test_node_limited_generate_uses_the_placement_nodes():
     from moesim.moe.layout import Placement
 
-    spec = replace(SPEC, n_groups=1, topk_groups=1, max_nodes_per_token=1, top_k=2)
     host = [0, 0, 1, 1]
     # experts interleaved over nodes: even experts on node 0, odd on node 1
     placement = Placement(16, 4, ((0, 2, 4, 6), (8, 10, 12, 14), (1, 3, 5, 7), (9, 11, 13, 15)))

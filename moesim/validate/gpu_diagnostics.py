@@ -227,7 +227,7 @@ def attention_part(clock: ClockSampler) -> dict:
                        (1, 24, 3000, 128), (1, 32, 2048, 128), (1, 32, 4096, 128)):
         q, k, v = (randn(b * h * s * d, "cuda", 10 + i).view(b, h, s, d).requires_grad_() for i in range(3))
         t0 = time.monotonic()
-        st = timer.time(lambda: sdpa(q, k, v, is_causal=True))
+        st = timer.time(lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True))
         window = clock.window(t0, time.monotonic())
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             sdpa(q, k, v, is_causal=True)
