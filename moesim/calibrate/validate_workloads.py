@@ -16,6 +16,13 @@ On GPUs every rank of the distributed part also runs the host probe sequence
 (:func:`moesim.calibrate.host_probe.in_process_probe`) right before and right after its timed
 workloads, in the same process; each distributed entry stores the per-rank records as
 ``measured.host_probe`` (the predictor scales host costs by them, see ``moesim.validate.host``).
+Protocol v2 (docs/accuracy.md) adds ``--lead-us 500`` (a GPU-side wait after each single-GPU
+repeat's L2 flush: no launch gaps inside a region of short kernels), ``--collective-rounds 3``
+(every collective size timed in interleaved rounds) and ``--host-cal-sizes 65536,262144`` (eager
+loops of each op at those sizes in every round: the op's host interval in these processes, stored
+as ``measured.eager_host_interval``, not as entries); ``--moe-repeats`` sets the timed forwards per
+MoE layer. With ``--clock-probe`` every single-GPU entry also stores its per-repeat times and
+clock probes (``measured.per_repeat``).
 ``--device cpu --cpu-ranks 2`` runs tiny versions with gloo.
 """
 from __future__ import annotations
