@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from moesim.calibrate.clock_timer import ClockProbe
 from moesim.calibrate.kernels import randn, swiglu_ffn
 
 PHASES = ("permute", "dispatch", "experts", "combine", "unpermute")
@@ -150,21 +151,34 @@ def _mark(marks: "list | None", i: int) -> None:
         marks[i].record()
 
 
-def time_moe(cfg: MoEConfig, rank: int, world: int, device: str, warmup: int = 3, repeats: int = 10) -> dict:
-    """Raw per-repeat layer times and per-phase times (ns) on this rank."""
+def time_moe(cfg: MoEConfig, rank: int, world: int, device: str, warmup: int = 3, repeats: int = 10,
+             telemetry: bool = False) -> dict:
+    """Raw per-repeat layer times and per-phase times (ns) on this rank.
+
+    ``telemetry`` (GPUs) also records, per repeat and outside the timed region, the SM clock right
+    after the layer's last kernel (a clock probe queued behind it, ``clock_timer.ClockProbe``) and
+    the host time the forward took to issue (start event to the return of ``forward``)."""
     layer = MoELayer(cfg, rank, world, device)
     for _ in range(warmup):
         layer.forward()
     total, phases = [], {p: [] for p in PHASES}
+    clock_mhz: list[float] = []
+    issue_ns: list[float] = []
     for _ in range(repeats):
         dist.barrier()
         _sync(device)
         if device == "cuda":
             start = torch.cuda.Event(enable_timing=True)
             marks = [torch.cuda.Event(enable_timing=True) for _ in PHASES]
+            t0 = time.perf_counter_ns()
             start.record()
             layer.forward(marks)
+            if telemetry:
+                issue_ns.append(float(time.perf_counter_ns() - t0))
+                probe = ClockProbe()  # queued behind the last kernel: the clock as the layer ends
             torch.cuda.synchronize()
+            if telemetry:
+                clock_mhz.append(probe.mhz())
             bounds = [start] + marks
             for p, a, b in zip(PHASES, bounds, bounds[1:]):
                 phases[p].append(a.elapsed_time(b) * 1e6)
@@ -173,8 +187,11 @@ def time_moe(cfg: MoEConfig, rank: int, world: int, device: str, warmup: int = 3
             t0 = time.perf_counter_ns()
             layer.forward()
             total.append(float(time.perf_counter_ns() - t0))
-    return {"layer_ns": total, "phase_ns": phases, "counts": layer.counts.tolist(),
-            "expert_rows": layer.expert_rows, "local_experts": local_experts(cfg, world, rank)}
+    out = {"layer_ns": total, "phase_ns": phases, "counts": layer.counts.tolist(),
+           "expert_rows": layer.expert_rows, "local_experts": local_experts(cfg, world, rank)}
+    if telemetry and clock_mhz:
+        out["clock_mhz"], out["issue_ns"] = clock_mhz, issue_ns
+    return out
 
 
 def _sync(device: str) -> None:
@@ -206,8 +223,23 @@ def moe_entry(cfg: MoEConfig, per_rank: list[dict], world: int) -> dict:
             "timing": "CUDA events per rank after a barrier; max over ranks per repeat; median",
             "phase_median_ns": {str(r): {p: round(float(np.median(v)), 1) for p, v in pr["phase_ns"].items() if v}
                                 for r, pr in enumerate(per_rank)},
+            **_telemetry(per_rank),
         },
     }
+
+
+def _telemetry(per_rank: list[dict]) -> dict:
+    """Per rank, the median SM clock as the layer ended and the median host issue time of a
+    forward, with the raw per-repeat values (empty when not recorded)."""
+    if not all(r.get("clock_mhz") for r in per_rank):
+        return {}
+    return {"clock": {"sm_mhz_per_rank": [round(float(np.median(r["clock_mhz"])), 1) for r in per_rank],
+                      "per_repeat_mhz": [[round(x, 1) for x in r["clock_mhz"]] for r in per_rank],
+                      "method": "clock probe (two torch.cuda._sleep spins) queued right after the layer's last "
+                                "kernel, every repeat"},
+            "host_issue_ns": {"median_per_rank": [round(float(np.median(r["issue_ns"])), 1) for r in per_rank],
+                              "per_repeat": [[round(x, 1) for x in r["issue_ns"]] for r in per_rank],
+                              "method": "perf_counter from the start event's record to the return of forward"}}
 
 
 def reference_forward(cfg: MoEConfig, rank: int, world: int, device: str) -> torch.Tensor:

@@ -21,7 +21,8 @@ repeat's L2 flush: no launch gaps inside a region of short kernels), ``--collect
 (every collective size timed in interleaved rounds) and ``--host-cal-sizes 65536,262144`` (eager
 loops of each op at those sizes in every round: the op's host interval in these processes, stored
 as ``measured.eager_host_interval``, not as entries); ``--moe-repeats`` sets the timed forwards per
-MoE layer. With ``--clock-probe`` every single-GPU entry also stores its per-repeat times and
+MoE layer and ``--moe-telemetry`` records per MoE repeat and rank the SM clock as the layer ends and
+the host time of issuing the forward (``measured.clock``, ``measured.host_issue_ns``). With ``--clock-probe`` every single-GPU entry also stores its per-repeat times and
 clock probes (``measured.per_repeat``).
 ``--device cpu --cpu-ranks 2`` runs tiny versions with gloo.
 """
@@ -175,7 +176,8 @@ def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
             out["pipelines"].append(_guard(out, f"pipeline {pc.name} {schedule}",
                                            lambda: time_pipeline(pc, schedule, rank, world, device)))
     out["moe"] = [_guard(out, f"moe {mc.name}", lambda: time_moe(mc, rank, world, device,
-                                                             repeats=int(cfg.get("moe_repeats", 10))))
+                                                             repeats=int(cfg.get("moe_repeats", 10)),
+                                                             telemetry=bool(cfg.get("moe_telemetry"))))
                   for mc in cfg["moe"]]
     if device == "cuda":
         out["host_probe_after"] = _guard(out, "host probe after", lambda: _host_probe(rank, world))
@@ -198,7 +200,8 @@ def _guard(out: dict, label: str, fn) -> "dict | None":
 
 
 def distributed_entries(device: str, world: int, budget: Budget, collective_rounds: int = 1,
-                        host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10) -> Section:
+                        host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10,
+                        moe_telemetry: bool = False) -> Section:
     """Run :func:`distributed_worker` on ``world`` ranks and turn its raw times into entries.
 
     ``collective_rounds``: each collective size timed that many times, interleaved;
@@ -209,7 +212,8 @@ def distributed_entries(device: str, world: int, budget: Budget, collective_roun
     sec = Section("distributed")
     cfg = {"collective_sizes": COLLECTIVE_SIZES[device], "pipelines": PIPELINES[device], "moe": _moe_configs(device),
            "check_pipeline": CHECK_PIPELINE[device], "check_moe": CHECK_MOE[device], "timeout_s": budget.left_s(),
-           "collective_rounds": collective_rounds, "host_cal_sizes": tuple(host_cal_sizes), "moe_repeats": moe_repeats}
+           "collective_rounds": collective_rounds, "host_cal_sizes": tuple(host_cal_sizes), "moe_repeats": moe_repeats,
+           "moe_telemetry": moe_telemetry and device == "cuda"}
     results, errors = run_workers(distributed_worker, world, "nccl" if device == "cuda" else "gloo", cfg,
                                   timeout_s=max(30.0, budget.left_s()))
     sec.errors += errors
@@ -274,7 +278,8 @@ def _tag_thermal(sec: Section, heat_ms: float, warm_s: float, lead_us: float = 0
 def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: int = 0,
                    heat_ms: float = 0.0, parts: tuple[str, ...] = ("single", "distributed"),
                    warm_s: float = 0.0, clock_probe: bool = False, lead_us: float = 0.0,
-                   collective_rounds: int = 1, host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10) -> dict:
+                   collective_rounds: int = 1, host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10,
+                   moe_telemetry: bool = False) -> dict:
     """Measure the validation workloads in ``parts`` and write ``out``; returns the document."""
     if device == "cpu":
         torch.set_num_threads(1)
@@ -296,7 +301,7 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
     if "distributed" in parts and world >= 2:
         if device == "cuda":
             torch.cuda.empty_cache()
-        sec = distributed_entries(device, world, budget, collective_rounds, host_cal_sizes, moe_repeats)
+        sec = distributed_entries(device, world, budget, collective_rounds, host_cal_sizes, moe_repeats, moe_telemetry)
         doc["checks"] = {k: v for k, v in sec.checks.items() if k != "host_probe"}
         if "host_probe" in sec.checks:
             doc["host_probe"] = sec.checks["host_probe"]
@@ -332,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma list of byte sizes timed like the collectives in every round, in the same "
                         "processes: the eager host interval of each op (calibration, not validation entries)")
     p.add_argument("--moe-repeats", type=int, default=10, help="timed forwards per MoE layer (median of the max over ranks)")
+    p.add_argument("--moe-telemetry", action="store_true",
+                   help="record per MoE repeat and rank the SM clock as the layer ends and the host issue time")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
     if args.moe_repeats < 1:
@@ -345,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(c <= 0 or c in COLLECTIVE_SIZES[args.device] for c in cal):
         p.error("--host-cal-sizes must be > 0 and not a validation size")
     doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s,
-                         args.clock_probe, args.lead_us, args.collective_rounds, cal, args.moe_repeats)
+                         args.clock_probe, args.lead_us, args.collective_rounds, cal, args.moe_repeats,
+                         args.moe_telemetry)
     print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
     print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
     for rec in doc.get("host_probe") or []:

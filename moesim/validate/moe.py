@@ -7,6 +7,8 @@ expert's SwiGLU FFN in turn, ``cat`` and un-regroup the outputs (``index_select`
 with the reverse ``all_to_all_single``, then ``zeros``, ``back * gate`` and ``index_add_``.
 It was timed with CUDA events from a start event recorded right after a barrier and a host
 synchronisation to the last kernel, taking the maximum over ranks per repeat.
+Where the session recorded each rank's SM clock as the forwards ended (``--moe-telemetry``), the
+experts run at those clocks; otherwise at the clock state of the run.
 
 Here each rank's host thread makes exactly those calls in program order, each costing the
 profile's measured host time for its call type (``index_select``, ``empty``, the
@@ -82,7 +84,7 @@ def before_dispatch(ctx: ValidationContext, s: MoELayerShape, rank: int) -> list
                        call="index_select")]
 
 
-def expert_phase(ctx: ValidationContext, s: MoELayerShape, rank: int, ffn: int, state: str) -> list[Kernel]:
+def expert_phase(ctx: ValidationContext, s: MoELayerShape, rank: int, ffn: int, state: "str | float") -> list[Kernel]:
     """Regroup, every local expert with tokens (in slot order), cat, un-regroup. (Each expert's
     ``slice`` of the grouped rows is a host-only call, issued by :func:`_issue_experts`.)"""
     rows = s.received_rows(rank)
@@ -117,15 +119,33 @@ def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
     """Engine run of one layer forward at the clock state of the run (see
     :meth:`~moesim.validate.clocks.ClockModel.state_for`); the layer time is the latest rank's
     last kernel."""
-    boost = _simulate(ctx, case, "boost")
-    state = ctx.clock.state_for(case.thermal, boost.busy, boost.makespan_ns, case.repeats + UNTIMED_FORWARDS)
-    run = boost if state == "boost" else _simulate(ctx, case, state)
     n = shape_of(case).num_ranks
+    clocks = recorded_rank_clocks(case, n)
+    if clocks is not None and ctx.has_clock_reference():
+        run = _simulate(ctx, case, clocks)
+        state, clock_note = f"{max(clocks):.0f} MHz", ", experts at each rank's recorded clock (" + "/".join(
+            f"{x:.0f}" for x in clocks) + " MHz)"
+    else:
+        boost = _simulate(ctx, case, "boost")
+        state = ctx.clock.state_for(case.thermal, boost.busy, boost.makespan_ns, case.repeats + UNTIMED_FORWARDS)
+        run, clock_note = (boost if state == "boost" else _simulate(ctx, case, state)), ""
     return Prediction(
         case.case_id, case.kind, case.thermal, case.measured_ns, float(run.makespan_ns),
-        method=f"{ctx.engine_label(n, overlap=False)}; eager host issue{_probe_note(run)}, all_to_all_v dispatch and combine",
+        method=f"{ctx.engine_label(n, overlap=False)}; eager host issue{_probe_note(run)}, all_to_all_v dispatch and "
+               f"combine{clock_note}",
         clock_state=state, components=run.components,
     )
+
+
+def recorded_rank_clocks(case: Measurement, num_ranks: int) -> "list[float] | None":
+    """Per rank, the median SM clock its GPU had as each timed forward ended
+    (``measured.clock.sm_mhz_per_rank``, ``validate_workloads --moe-telemetry``), or None."""
+    clock = case.extra.get("clock") if hasattr(case.extra, "get") else None
+    per_rank = clock.get("sm_mhz_per_rank") if isinstance(clock, dict) else None
+    if (isinstance(per_rank, list) and len(per_rank) == num_ranks
+            and all(isinstance(x, (int, float)) and x > 0 for x in per_rank)):
+        return [float(x) for x in per_rank]
+    return None
 
 
 def _probe_note(run: "_Run") -> str:
@@ -146,10 +166,12 @@ class _Run:
     components: dict[str, float]
 
 
-def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
+def _simulate(ctx: ValidationContext, case: Measurement, state: "str | list[float]") -> _Run:
+    """One forward; ``state``: a clock state for every rank, or each rank's SM clock (MHz)."""
     s = shape_of(case)
     ffn = int(case.description["ffn"])
     n = s.num_ranks
+    states = list(state) if isinstance(state, list) else [state] * n
     sim = ctx.simulation(n, overlap=False)  # no GPU compute overlaps the all-to-alls here
     scales = ctx.host_scales(case.extra, n)
     threads = [HostThread(sim, r, ctx, scales[r]) for r in range(n)]
@@ -158,7 +180,7 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: str) -> _Run:
     issued = [_issue_all_to_all(th, "dispatch") for th in threads]
     dispatch = sim.collective("all_to_all_v", list(range(n)), matrix, "dispatch", stream="comm",
                               step_latency_ns=sized_step_latency_ns(ctx, "all_to_all_v", n, matrix), deps=issued + last)
-    experts = [_issue_experts(threads[r], expert_phase(ctx, s, r, ffn, state), [dispatch]) for r in range(n)]
+    experts = [_issue_experts(threads[r], expert_phase(ctx, s, r, ffn, states[r]), [dispatch]) for r in range(n)]
     issued = [_issue_all_to_all(th, "combine") for th in threads]
     back = [[matrix[j][i] for j in range(n)] for i in range(n)]
     combine = sim.collective("all_to_all_v", list(range(n)), back, "combine", stream="comm",
