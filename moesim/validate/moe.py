@@ -7,8 +7,13 @@ expert's SwiGLU FFN in turn, ``cat`` and un-regroup the outputs (``index_select`
 with the reverse ``all_to_all_single``, then ``zeros``, ``back * gate`` and ``index_add_``.
 It was timed with CUDA events from a start event recorded right after a barrier and a host
 synchronisation to the last kernel, taking the maximum over ranks per repeat.
-Where the session recorded each rank's SM clock as the forwards ended (``--moe-telemetry``), the
-experts run at those clocks; otherwise at the clock state of the run.
+Where the session recorded each rank's SM clock as the forwards ended and the host time each
+forward took to issue (``--moe-telemetry``), the experts run at those clocks and each rank's host
+thread at its measured issue rate (its calls' table costs scaled so that the thread takes the
+measured issue time): what the layer's time then tests is the composition of host issue, GPU
+work and the exchanges, not the host's speed, which no profile can know for another process.
+Otherwise the experts run at the clock state of the run and the host at the table's costs
+(scaled by the session's host probe where it has one).
 
 Here each rank's host thread makes exactly those calls in program order, each costing the
 profile's measured host time for its call type (``index_select``, ``empty``, the
@@ -121,8 +126,13 @@ def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
     last kernel."""
     n = shape_of(case).num_ranks
     clocks = recorded_rank_clocks(case, n)
+    issue = recorded_issue_ns(case, n)
     if clocks is not None and ctx.has_clock_reference():
-        run = _simulate(ctx, case, clocks)
+        scales = None
+        if issue is not None:  # each rank's host thread at the issue rate its process measured
+            unit = _simulate(ctx, case, clocks, [1.0] * n)
+            scales = [issue[r] / max(unit.components[f"rank{r}_host_ns"], 1.0) for r in range(n)]
+        run = _simulate(ctx, case, clocks, scales)
         state, clock_note = f"{max(clocks):.0f} MHz", ", experts at each rank's recorded clock (" + "/".join(
             f"{x:.0f}" for x in clocks) + " MHz)"
     else:
@@ -135,6 +145,17 @@ def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
                f"combine{clock_note}",
         clock_state=state, components=run.components,
     )
+
+
+def recorded_issue_ns(case: Measurement, num_ranks: int) -> "list[float] | None":
+    """Per rank, the median host time one timed forward took to issue
+    (``measured.host_issue_ns.median_per_rank``, ``validate_workloads --moe-telemetry``), or None."""
+    rec = case.extra.get("host_issue_ns") if hasattr(case.extra, "get") else None
+    per_rank = rec.get("median_per_rank") if isinstance(rec, dict) else None
+    if (isinstance(per_rank, list) and len(per_rank) == num_ranks
+            and all(isinstance(x, (int, float)) and x > 0 for x in per_rank)):
+        return [float(x) for x in per_rank]
+    return None
 
 
 def recorded_rank_clocks(case: Measurement, num_ranks: int) -> "list[float] | None":
@@ -150,7 +171,8 @@ def recorded_rank_clocks(case: Measurement, num_ranks: int) -> "list[float] | No
 
 def _probe_note(run: "_Run") -> str:
     scales = [v for k, v in run.components.items() if k.endswith("_host_scale")]
-    return "" if all(x == 1.0 for x in scales) else " (host x " + "/".join(f"{x:.2f}" for x in scales) + " by probe)"
+    by = "measured issue time" if run.components.get("host_from_issue") else "probe"
+    return "" if all(x == 1.0 for x in scales) else " (host x " + "/".join(f"{x:.2f}" for x in scales) + f" by {by})"
 
 
 def _issue_all_to_all(thread: HostThread, name: str) -> Task:
@@ -166,14 +188,16 @@ class _Run:
     components: dict[str, float]
 
 
-def _simulate(ctx: ValidationContext, case: Measurement, state: "str | list[float]") -> _Run:
-    """One forward; ``state``: a clock state for every rank, or each rank's SM clock (MHz)."""
+def _simulate(ctx: ValidationContext, case: Measurement, state: "str | list[float]",
+              host_scales: "list[float] | None" = None) -> _Run:
+    """One forward; ``state``: a clock state for every rank, or each rank's SM clock (MHz);
+    ``host_scales``: each rank's factor on the host table (default: the session's probe)."""
     s = shape_of(case)
     ffn = int(case.description["ffn"])
     n = s.num_ranks
     states = list(state) if isinstance(state, list) else [state] * n
     sim = ctx.simulation(n, overlap=False)  # no GPU compute overlaps the all-to-alls here
-    scales = ctx.host_scales(case.extra, n)
+    scales = host_scales if host_scales is not None else ctx.host_scales(case.extra, n)
     threads = [HostThread(sim, r, ctx, scales[r]) for r in range(n)]
     last = [threads[r].kernels(before_dispatch(ctx, s, r))[-1] for r in range(n)]
     matrix = s.dispatch_bytes()
@@ -190,7 +214,8 @@ def _simulate(ctx: ValidationContext, case: Measurement, state: "str | list[floa
     sim.run()
     ends = [t[-1].end_ns for t in tails]
     comps = {"dispatch_ns": float(dispatch.end_ns - dispatch.start_ns),
-             "combine_ns": float(combine.end_ns - combine.start_ns)}
+             "combine_ns": float(combine.end_ns - combine.start_ns),
+             "host_from_issue": 1.0 if host_scales is not None else 0.0}
     for r in range(n):
         comps[f"rank{r}_experts_ns"] = float(experts[r][-1].end_ns - dispatch.end_ns)
         comps[f"rank{r}_unpermute_ns"] = float(tails[r][-1].end_ns - combine.end_ns)
