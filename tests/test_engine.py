@@ -219,3 +219,34 @@ def test_same_inputs_same_spans():
         r = sim.run()
         return [(s.name, s.rank, s.start_ns, s.end_ns) for s in r.recorder.spans], r.recorder.counters
     assert once() == once()
+
+
+# -- region cost: a task queued behind another on its stream saves region_ns -----------------------
+def test_region_cost_is_saved_only_behind_another_task():
+    sim = Simulation(chain([100.0], lat=0))
+    a = sim.compute(0, 10_000, "a", region_ns=3_000)           # idle stream: pays all 10 us
+    b = sim.compute(0, 10_000, "b", region_ns=3_000)           # queued behind a: 7 us
+    c = sim.compute(1, 5_000, "c")                             # another GPU
+    d = sim.compute(0, 10_000, "d", region_ns=3_000, deps=[c])  # ready at 5 us, starts behind b: 7 us
+    gap = sim.compute(1, 30_000, "gap", deps=[c])
+    e = sim.compute(0, 10_000, "e", region_ns=3_000, deps=[gap])  # the stream idles until 35 us: 10 us
+    res = sim.run()
+    got = spans_by_name(res)
+    assert got["a"] == (0, 10_000) and got["b"] == (10_000, 17_000) and got["d"] == (17_000, 24_000)
+    assert got["e"] == (35_000, 45_000)
+    assert all(t.duration_ns == 10_000 for t in (a, b, d, e))  # the task keeps its nominal duration
+
+
+def test_region_cost_zero_changes_nothing_and_bad_values_are_refused():
+    times = []
+    for region in (0, 2_000):
+        sim = Simulation(chain([100.0]))
+        for k in range(4):
+            sim.compute(0, 5_000, f"k{k}", region_ns=region)
+        times.append(sim.run().makespan_ns)
+    assert times == [20_000, 20_000 - 3 * 2_000]
+    sim = Simulation(chain([100.0]))
+    with pytest.raises(ConfigError, match="region_ns"):
+        sim.compute(0, 1_000, "x", region_ns=2_000)
+    with pytest.raises(ConfigError, match="region_ns"):
+        sim.compute(0, 1_000, "x", region_ns=-1)

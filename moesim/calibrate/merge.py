@@ -53,6 +53,7 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
     runs = [{k: (_ANSI.sub("", d[k]) if isinstance(d.get(k), str) else d.get(k)) for k in RUN_KEYS if k in d}
             for d in docs]
     widest = max(docs, key=lambda d: d.get("gpu_count", 1))
+    region = next((d["kernel_region"] for d in reversed(docs) if d.get("kernel_region")), None)  # later runs win
     merged = {k: first[k] for k in SAME_ACROSS_RUNS}
     merged.update({
         "gpu_count": widest.get("gpu_count", 1),
@@ -64,6 +65,7 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
         "notes": first.get("notes", "") + f" Merged from {len(docs)} runs (see runs; each sample's run indexes it)."
                  + (f" Rows of {', '.join(average_ops)} from every run are kept and averaged by the model." if average_ops else ""),
         "runs": runs,
+        **({"kernel_region": region} if region else {}),
         "errors": [e for d in docs for e in d.get("errors", [])],
         "samples": [r for kept in rows.values() for _, r in kept],
     })

@@ -589,6 +589,13 @@ class CalibratedCostModel:
         return max(1.0, float(np.exp(np.mean([math.log(r["time_ns"] / r["alone_ns"]) for r in rows]))))
 
     # -- headline figures -----------------------------------------------------------------
+    def kernel_region(self) -> tuple[float, float]:
+        """``(region_ns, floor_ns)``: the fixed cost of an event-timed region that every sample
+        carries once, and the shortest in-stream kernel (profile field ``kernel_region``;
+        ``(0, 0)`` without it); see :mod:`moesim.costs.regions`."""
+        rec = self.profile.extra.get("kernel_region")
+        return (float(rec["region_ns"]), float(rec["floor_ns"])) if rec else (0.0, 0.0)
+
     def launch_overhead_ns(self) -> int:
         """Host time per back-to-back eager kernel launch (0 if not measured)."""
         rows = self.profile.select("launch", variant="eager_back_to_back")

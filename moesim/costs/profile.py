@@ -153,12 +153,26 @@ def profile_from_dict(data: Any, name: str = "profile", source: str = "") -> Pro
     if memory is not None and not _is_number(memory, allow_zero=True):   # 0: not known (CPU smoke runs)
         raise ConfigError("gpu_memory_bytes", f"must be a finite number of bytes >= 0, got {memory!r}",
                           "remove the field or give the GPU's memory in bytes", source=source)
+    _check_kernel_region(data.get("kernel_region"), source)
     known = set(HEADER_FIELDS) | {"schema_version", "gpu_count", "samples"}
     return Profile(
         name=name, gpu_count=count, samples=samples, source=source,
         extra=MappingProxyType({k: v for k, v in data.items() if k not in known}),
         **{k: data[k] for k in HEADER_FIELDS},
     )
+
+
+def _check_kernel_region(rec: Any, source: str) -> None:
+    """``kernel_region`` (optional): ``region_ns`` and ``floor_ns``, finite numbers >= 0."""
+    if rec is None:
+        return
+    if not isinstance(rec, dict):
+        raise ConfigError("kernel_region", f"must be an object, got {type(rec).__name__}",
+                          "give {\"region_ns\": ..., \"floor_ns\": ...} or remove the field", source=source)
+    for key in ("region_ns", "floor_ns"):
+        if not _is_number(rec.get(key), allow_zero=True) or float(rec[key]) > 1e9:
+            raise ConfigError(f"kernel_region.{key}", f"must be a number of ns in [0, 1e9], got {rec.get(key)!r}",
+                              "take it from moesim.calibrate.chain_probe (docs/accuracy.md, run 9)", source=source)
 
 
 def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:

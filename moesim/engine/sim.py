@@ -10,6 +10,9 @@ The engine knows tasks, streams and flows, never models, schedules or experts.
 * Compute tasks take a fixed duration; a compute task that starts while a communication task
   is in flight on the same GPU is stretched by ``overlap_slowdown`` (SM/HBM contention, a
   calibrated factor). The decision is taken at the compute task's start.
+* A compute task may carry ``region_ns``: the fixed cost a kernel pays when it starts on an idle
+  stream (measured, :mod:`moesim.costs.regions`). It saves that much when it starts the instant the
+  previous task on its stream ends (it was queued behind it).
 * Communication tasks are phases of flows moved by the network (fluid or analytical), each phase
   preceded by ``step_latency_ns``.
 
@@ -59,7 +62,7 @@ class Task:
     """A unit of work on one or more streams. Created through :class:`Simulation` methods."""
 
     __slots__ = ("id", "name", "category", "streams", "duration_ns", "phases", "step_latency_ns",
-                 "deps", "args", "done", "finished", "arrived", "start_ns", "end_ns", "span_ids")
+                 "deps", "args", "done", "finished", "arrived", "start_ns", "end_ns", "span_ids", "region_ns")
 
     def __init__(self, tid: int, name: str, category: str, streams: tuple[StreamKey, ...],
                  duration_ns: int, phases: coll.Phases | None, step_latency_ns: int,
@@ -79,6 +82,7 @@ class Task:
         self.start_ns = -1
         self.end_ns = -1
         self.span_ids: list[int] | None = None
+        self.region_ns = 0  # what a compute task saves when it starts right behind another on its stream
 
     @property
     def is_comm(self) -> bool:
@@ -171,19 +175,30 @@ class Simulation:
         return t
 
     def compute(self, rank: int, duration_ns: int, name: str, *, category: str = "compute",
-                stream: str = "compute", deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
-        """A compute task of fixed duration on one GPU stream."""
+                stream: str = "compute", deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None,
+                region_ns: int = 0) -> Task:
+        """A compute task of fixed duration on one GPU stream.
+
+        ``region_ns``: the part of ``duration_ns`` a task saves when it starts the instant the
+        previous task on its stream ends (queued behind it, as a kernel issued ahead is), the fixed
+        cost of a kernel starting on an idle stream (:mod:`moesim.costs.regions`); at most
+        ``duration_ns``."""
         if duration_ns < 0:
             raise ConfigError("duration_ns", f"negative duration {duration_ns} for task {name!r}")
+        if not 0 <= region_ns <= duration_ns:
+            raise ConfigError("region_ns", f"{region_ns} for task {name!r} must be in [0, duration_ns={duration_ns}]")
         if not 0 <= rank < self._num_gpus:
             self._check_rank(rank, "rank")
         assert not self._ran, "cannot add tasks after run()"
         if self.compute_scale and rank in self.compute_scale:
             duration_ns = round(duration_ns * self.compute_scale[rank])
+            region_ns = round(region_ns * self.compute_scale[rank])
         key = (rank, stream)
         tasks = self.tasks
         t = Task(len(tasks), name, category, (key,), int(duration_ns), None, 0,
                  tuple(deps) if deps else (), dict(args) if args else {})
+        if region_ns:
+            t.region_ns = int(region_ns)
         tasks.append(t)
         try:
             self._streams[key].append(t)
@@ -294,6 +309,7 @@ class Simulation:
         new_span = tuple.__new__  # a NamedTuple without its Python-level __new__
         n = len(tasks)
         i = 0
+        last_end = -1  # when the previous task on this stream ended
         while i < n:
             t = tasks[i]
             if t.deps:
@@ -307,12 +323,16 @@ class Simulation:
                            and tasks[j].phases is None and len(tasks[j].streams) == 1):
                         j += 1
                 start = env.now
-                durations = [tasks[k].duration_ns for k in range(i, j)]
+                # a task queued behind the previous one on its stream (started the instant it
+                # ended, or after it in one chain) saves its region cost
+                durations = [tasks[k].duration_ns - (tasks[k].region_ns if k > i or start == last_end else 0)
+                             for k in range(i, j)]
                 if stretch and comm_active[rank]:
                     durations[0] = int(round(durations[0] * self.overlap_slowdown))
                 total = sum(durations)
                 if total:
                     yield timeout(total)
+                last_end = env.now
                 for k in range(i, j):
                     u = tasks[k]
                     u.start_ns = start
@@ -330,6 +350,7 @@ class Simulation:
                     comm_active[r] += 1
                 env.process(self._run_comm(t))
             yield self._done_event(t)
+            last_end = env.now
             i += 1
 
     def _run_comm(self, t: Task):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from moesim.costs.regions import sequence
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.pipeline import StageWork
 from moesim.ops import DTYPE_BYTES
@@ -73,12 +74,20 @@ class MoEStageTable(StageTable):
         return [self._cost(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
 
     # -- expert costs and payloads -----------------------------------------------------------
-    @lru_cache(maxsize=None)
     def expert_ns(self, phase: str, num_tokens: int) -> int:
-        """One expert's FFN on ``num_tokens`` tokens in phase F, B (input grad) or W (weight grad)."""
+        """One expert's FFN on ``num_tokens`` tokens in phase F, B (input grad) or W (weight grad):
+        its kernels back to back (:mod:`moesim.costs.regions`)."""
+        return self._expert(phase, num_tokens)[0]
+
+    def expert_region_ns(self, phase: str, num_tokens: int) -> int:
+        """What that expert's task saves when queued behind another on its stream."""
+        return self._expert(phase, num_tokens)[1]
+
+    @lru_cache(maxsize=None)
+    def _expert(self, phase: str, num_tokens: int) -> tuple[int, int]:
         build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
                  "W": moe_ops.expert_backward_weight_ops}[phase]
-        return sum(self.cost.compute_ns(op) for op in build(self.spec, num_tokens))
+        return sequence([self.cost.compute_ns(op) for op in build(self.spec, num_tokens)], *self.region)
 
     @lru_cache(maxsize=None)
     def expert_flops(self, phase: str, num_tokens: int) -> float:

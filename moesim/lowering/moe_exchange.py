@@ -122,7 +122,8 @@ class MoEExchangeLowering:
             for i in range(n):
                 ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
                                               category="expert", deps=ready[keys[i]],
-                                              args={**args, "flops": seg.shared.flops})]
+                                              args={**args, "flops": seg.shared.flops},
+                                              region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         phase = "F" if seg.phase == "F" else "B"
         last = self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound)
         for i in range(n):
@@ -160,7 +161,8 @@ class MoEExchangeLowering:
             for i in range(n):
                 ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
                                               category="expert", deps=ready[keys[i]],
-                                              args={**args, "flops": seg.shared.flops})]
+                                              args={**args, "flops": seg.shared.flops},
+                                              region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         last = self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready, after=inbound)
         back = sim.comm(streams, phase(back_b, True), f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all",
                         deps=[last[j] for j in range(n)] + [ready[k][-1] for k in keys], args=args)
@@ -182,7 +184,8 @@ class MoEExchangeLowering:
                 prev = sim.compute(g, self.table.expert_ns(phase, n_tok), f"expert{expert}.L{seg.layer}.{ctx['name']}",
                                    category="expert", deps=deps if prev is None else [prev],
                                    args={**ctx["args"], "layer": seg.layer, "expert": expert, "tokens": n_tok,
-                                         "flops": self.table.expert_flops(phase, n_tok)})
+                                         "flops": self.table.expert_flops(phase, n_tok)},
+                                   region_ns=self._region(phase, n_tok))
                 if phase == "F":
                     per = self.stats.expert_tokens.setdefault(seg.layer, {})
                     per[expert] = per.get(expert, 0) + n_tok
@@ -194,6 +197,11 @@ class MoEExchangeLowering:
             else:
                 last[j] = after.get(j) or ready[keys[j]][-1]
         return last
+
+    def _region(self, phase: str, num_tokens: int) -> int:
+        """An expert task's region cost (0 for a table without one)."""
+        method = getattr(self.table, "expert_region_ns", None)
+        return int(method(phase, num_tokens)) if method is not None else 0
 
     def _count_bytes(self, flows, phase: str) -> None:
         if phase != "F":

@@ -50,6 +50,7 @@ class StageWork:
     tp_collectives: int = 0
     label: str = ""
     category: str = ""
+    region_ns: int = 0     # saved when the task starts right behind another on its stream
 
 
 class ExchangeLowering(Protocol):
@@ -211,7 +212,8 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
         group = grid.tp_group(d, p)
         for t, g in enumerate(group):
             tasks[(d, t)] = sim.compute(g, w.duration_ns, name, category=w.category or CATEGORY[a.kind],
-                                        deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t})
+                                        deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t},
+                                        region_ns=min(w.region_ns, w.duration_ns))
             ready[(d, t)] = [tasks[(d, t)]]
         if grid.tp > 1 and w.tp_bytes > 0:
             tp_task = sim.collective("all_reduce", group, w.tp_bytes, f"tp:{name}", stream="comm.tp",

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Sequence
 
 from moesim.costs.base import CostModel
+from moesim.costs.regions import kernel_region, sequence
 from moesim.errors import ConfigError
 from moesim.lowering.pipeline import StageWork
 from moesim.memory.layout import layout_from_schedule, split_layers
@@ -50,6 +51,7 @@ class StageTable:
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none") -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
+        self.region = kernel_region(cost)  # (region_ns, floor_ns): 0 for the roofline
         self.recompute = recompute
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
@@ -62,7 +64,10 @@ class StageTable:
 
     # -- costing helpers -------------------------------------------------------------------
     def _cost(self, program: Sequence[ProgramItem]) -> StageWork:
-        ns, flops, ar_bytes, count = 0, 0.0, 0.0, 0.0
+        """One segment: its kernels back to back on one stream (:mod:`moesim.costs.regions`: each at
+        its in-stream time, the region cost once; unchanged for a cost model without one), its
+        FLOPs and the TP collectives it carries."""
+        times, flops, ar_bytes, count = [], 0.0, 0.0, 0.0
         for item in program:
             if isinstance(item, CommOp):
                 eq = AR_EQUIVALENT.get(item.op)
@@ -71,14 +76,16 @@ class StageTable:
                 ar_bytes += eq * item.bytes
                 count += eq
             else:
-                ns += self.cost.compute_ns(item)
+                times.append(self.cost.compute_ns(item))
                 flops += item.flops
-        return StageWork(ns, flops, ar_bytes, round(count))
+        ns, region = sequence(times, *self.region)
+        return StageWork(ns, flops, ar_bytes, round(count), region_ns=region)
 
     @staticmethod
     def _sum(*parts: StageWork) -> StageWork:
         return StageWork(sum(p.duration_ns for p in parts), sum(p.flops for p in parts),
-                         sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts))
+                         sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts),
+                         region_ns=parts[0].region_ns if parts else 0)
 
     def _layer_range(self, stage: int) -> range:
         return self.layout.stage_layers[stage]

@@ -89,7 +89,7 @@ class LaneExchangeLowering:
     def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float]:
         """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns)."""
         plan = self.routing.plan(0, 0, layer, sample)
-        times = [sum(self.table.expert_ns(phase, n) for _e, n in experts if n > 0) for experts in plan.experts]
+        times = [_queue_ns(self.table, phase, [n for _e, n in experts if n > 0]) for experts in plan.experts]
         flops = [sum(self.table.expert_flops(phase, n) for _e, n in experts if n > 0) for experts in plan.experts]
         busiest = int(np.argmax(times))
         return int(times[busiest]), float(np.mean(flops)), busiest, float(np.mean(times))
@@ -148,3 +148,13 @@ class LaneExchangeLowering:
         cross = float(np.where(self.solver.cross, tok, 0.0).sum())
         st.a2a_bytes += off * (out_b + back_b) / self.samples
         st.cross_node_bytes += cross * (out_b + back_b) / self.samples
+
+
+def _queue_ns(table, phase: str, tokens: list[int]) -> int:
+    """One GPU's expert queue, its experts back to back as the full engine runs them: each expert's
+    time, less the region cost of every expert after the first (:mod:`moesim.costs.regions`)."""
+    region = getattr(table, "expert_region_ns", None)
+    total = sum(table.expert_ns(phase, n) for n in tokens)
+    if region is None or len(tokens) < 2:
+        return total
+    return total - sum(region(phase, n) for n in tokens[1:])
