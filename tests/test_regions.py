@@ -43,10 +43,11 @@ def test_sequence_bounds(times, region, floor) -> None:
 
 def test_shipped_h200_profile_carries_the_run9_region_cost() -> None:
     cost = CalibratedCostModel("h200_sxm")
-    assert kernel_region(cost) == (3000.0, 2552.0)
+    assert kernel_region(cost) == (2128.0, 2472.0)    # runs 9 and 16 pooled
     assert kernel_region(make_cost_model("H100")) == (0.0, 0.0)     # the roofline has none
     rec = load_profile("h200_sxm").extra["kernel_region"]
-    assert "chain_probe" in rec["command"] and rec["device"] == "NVIDIA H200"
+    assert [r["run"] for r in rec["runs"]] == [9, 16] and all(r["device"] == "NVIDIA H200" for r in rec["runs"])
+    assert len(rec["per_kind"]) == 28
 
 
 @pytest.mark.parametrize("bad", [[1, 2], {"region_ns": -1, "floor_ns": 0}, {"region_ns": 3000},
@@ -95,3 +96,15 @@ def test_merge_keeps_the_latest_kernel_region() -> None:
     without = {k: v for k, v in doc.items() if k != "kernel_region"}
     assert merge_profiles([older, doc, without])["kernel_region"] == doc["kernel_region"]
     assert "kernel_region" not in merge_profiles([without])
+
+
+def test_region_from_chains_known_answer() -> None:
+    from moesim.costs.regions import region_from_chains
+    rows = [{"kind": "tiny", "state": "s", "n": 1, "time_ns": 4_000}, {"kind": "tiny", "state": "s", "n": 2, "time_ns": 6_500},
+            {"kind": "gemm", "state": "s", "n": 1, "time_ns": 10_000}, {"kind": "gemm", "state": "s", "n": 2, "time_ns": 17_000},
+            {"kind": "copy", "state": "s", "n": 1, "time_ns": 6_000}, {"kind": "copy", "state": "s", "n": 2, "time_ns": 10_000},
+            {"kind": "silu", "state": "s", "n": 1, "time_ns": 6_000}]                      # no n=2: ignored
+    rec = region_from_chains(rows)
+    assert rec["region_ns"] == 2_500.0          # median of 2*10000-17000 = 3000 and 2*6000-10000 = 2000
+    assert rec["floor_ns"] == 2_500.0           # 6500 - 4000
+    assert region_from_chains(rows[:2]) is None  # only the floor kind

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from moesim.calibrate import kernels, memops, provenance
 from moesim.calibrate.clock_timer import ClockedTimer
+from moesim.calibrate.timing import Timer
 
 MIB = 2**20
 CHAIN_LENGTHS = (1, 2, 4, 8, 16)
@@ -70,6 +71,36 @@ def _chain_kernels(kind: str, n: int) -> list[Callable[[], object]]:
         bufs = [kernels.randn(numel, "cuda", 300 + 3 * i + j) for j in range(3)]
         ops.append(memops._kernel(variant, bufs, numel, "cuda"))
     return ops
+
+
+REGION_LENGTHS = (1, 2)  # what the region cost needs (longer chains of short GEMMs turn host-bound)
+
+
+def measure_kernel_region(timer: "Timer", device: str) -> "dict | None":
+    """The profile's ``kernel_region``: every chain kind timed as regions of 1 and 2 kernels with
+    ``timer`` (the calibration's own protocol), reduced by
+    :func:`moesim.costs.regions.region_from_chains`; the raw chain times ride along. None off a GPU
+    (the region cost is the CUDA-event region's)."""
+    if device != "cuda":
+        return None
+    from moesim.costs.regions import region_from_chains  # standard library only
+    rows = []
+    for kind in chain_kinds():
+        ops = _chain_kernels(kind, max(REGION_LENGTHS))
+        for n in REGION_LENGTHS:
+            def run(chain: list = ops[:n]) -> None:
+                for op in chain:
+                    op()
+            st = timer.time(run)
+            rows.append({"kind": kind, "state": "calibration", "n": n, "time_ns": st.fields()["time_ns"]})
+        del ops
+    rec = region_from_chains(rows)
+    if rec is None:
+        return None
+    return {**rec, "chains": rows, "derived": "moesim.costs.regions.region_from_chains: median over kinds of "
+            "2 t(1) - t(2); floor t(2) - t(1) of a one-element add",
+            **{k: v for k, v in provenance.collect(device, 1).items() if k in ("device", "driver", "cuda", "torch")},
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
 
 
 def chain_kinds() -> list[str]:

@@ -43,7 +43,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "grouped_gemm": (0.06, kernels.measure_grouped_gemm),
 }
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
-ALL_SECTIONS = ("launch", *SINGLE_SECTIONS, *DIST_SECTIONS)
+ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)
 COLLECTIVE_SHARE = 0.35
 DEFAULT_HEAT_MS = 60.0  # keeps the GPU at sustained clocks between shapes (docs/calibration.md)
 
@@ -62,6 +62,17 @@ def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sec
     timer = Timer(device, heat_ms=heat_ms)
     if "launch" in sections:
         _record(profile, memops.measure_launch(device, total.sub(0.05)), out)
+    if "kernel_region" in sections:  # the event-region cost every sample carries (moesim.costs.regions)
+        from moesim.calibrate.chain_probe import measure_kernel_region
+        if preheat_s > 0:  # in the state the other samples are measured in
+            timer.preheat(preheat_s)
+            preheat_s = 0.0
+        region = measure_kernel_region(timer, device)
+        if region is not None:
+            profile["kernel_region"] = region
+            print(f"kernel_region: region {region['region_ns'] / 1e3:.2f} us, floor {region['floor_ns'] / 1e3:.2f} us",
+                  flush=True)
+            dump_profile(profile, out)
     reserve_share = COLLECTIVE_SHARE if set(DIST_SECTIONS) & set(sections) else 0.0
     chosen = {name: sf for name, sf in SINGLE_SECTIONS.items() if name in sections}
     scale = (1.0 - reserve_share) / max(sum(share for share, _ in chosen.values()), 1e-9)

@@ -2,10 +2,11 @@
 
 Every calibrated sample times one kernel alone in a CUDA-event region after an L2-evicting write,
 so each carries the region's fixed cost ``O`` (the event-to-kernel and kernel-to-event gaps and
-what the first kernel after the flush pays) once. Run 9 (``moesim.calibrate.chain_probe``,
-docs/accuracy.md) timed regions of 1 to 16 back-to-back kernels of eight kinds on an H200: a
-region of N kernels lasts ``N x in-stream + O``, ``O = 3.0 us``, and no kernel in a chain takes
-less than ``floor = 2.55 us`` (a one-element add). So a kernel queued behind another on the same
+what the first kernel after the flush pays) once. Runs 9 and 16 (``moesim.calibrate.chain_probe``,
+``moesim calibrate run --sections kernel_region``; docs/accuracy.md) timed regions of back-to-back
+kernels of eight kinds on two H200 machines: a region of N kernels lasts ``N x in-stream + O``;
+``O`` depends on the kernel (0.6-6.9 us over 28 kind-and-state intercepts), their median is
+2.13 us, and no kernel in a chain takes less than ``floor = 2.47 us`` (a one-element add). So a kernel queued behind another on the same
 stream takes ``max(t - O, floor)`` (its alone time ``t`` when that is already below the floor),
 and a sequence of kernels issued back to back is those in-stream times plus ``O`` once, paid by
 the first. A profile carries the figures in ``kernel_region`` (``region_ns``, ``floor_ns`` and
@@ -14,7 +15,10 @@ in its times) gives ``(0, 0)`` and every rule here leaves times unchanged.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import statistics
+from typing import Any, Iterable, Sequence
+
+FLOOR_KIND = "tiny"  # the one-element add of the chain measurement: the shortest in-stream kernel
 
 
 def kernel_region(cost: Any) -> tuple[float, float]:
@@ -50,3 +54,28 @@ def sequence(alone_ns: Iterable[float], region_ns: float, floor_ns: float) -> tu
         return total, 0
     queued = int(round(sum(in_stream_ns(t, region_ns, floor_ns) for t in times)))
     return total, max(0, min(total, total - queued))
+
+
+def region_from_chains(rows: Sequence[dict]) -> "dict | None":
+    """``region_ns``, ``floor_ns`` and the per-kind intercepts from chain timings: rows with
+    ``kind``, ``state``, ``n`` (kernels in the region) and ``time_ns``. Per (kind, state) the region
+    cost is ``2 t(1) - t(2)`` (longer chains of short kernels become host-bound, so only the two
+    shortest are used); ``region_ns`` is the median over kinds and states. ``floor_ns`` is
+    ``t(2) - t(1)`` of the one-element add (``FLOOR_KIND``), median over states. None without a
+    kind timed at both lengths."""
+    by: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rows:
+        by.setdefault((str(r["kind"]), str(r.get("state", ""))), {})[int(r["n"])] = float(r["time_ns"])
+    per_kind, floors = [], []
+    for (kind, state), t in sorted(by.items()):
+        if 1 not in t or 2 not in t:
+            continue
+        if kind == FLOOR_KIND:
+            floors.append(t[2] - t[1])
+        else:
+            per_kind.append((kind, state, 2.0 * t[1] - t[2]))
+    if not per_kind:
+        return None
+    return {"region_ns": round(float(statistics.median(o for _, _, o in per_kind)), 1),
+            "floor_ns": round(float(statistics.median(floors)), 1) if floors else 0.0,
+            "per_kind": [[k, s, round(o, 1)] for k, s, o in per_kind]}

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from moesim.costs.regions import region_from_chains
+
 DEFAULT_KERNEL_PROBE = Path(__file__).resolve().parents[2] / "data" / "validation" / "kernel_probe.json"
-FLOOR_KIND = "tiny"            # the one-element add: the shortest in-stream kernel
 MIN_CLOCK_SPREAD = 0.1         # 1 - f_profile / f_boost below this cannot resolve a share
 PROFILE_STATE = "profile"
 BOOST_STATE = "boost"
@@ -60,24 +61,13 @@ class ChainOverhead:
 
 
 def chain_overhead(samples: Sequence[dict], source: str) -> "ChainOverhead | None":
-    """:class:`ChainOverhead` from the probe's ``chain`` samples (None without chains)."""
-    by: dict[tuple[str, str], dict[int, float]] = {}
-    for s in samples:
-        if s.get("probe") == "chain":
-            by.setdefault((s["kind"], s["state"]), {})[int(s["n"])] = float(s["time_ns"])
-    per_kind, floors = [], []
-    for (kind, state), t in sorted(by.items()):
-        if 1 not in t or 2 not in t:
-            continue
-        if kind == FLOOR_KIND:
-            floors.append(t[2] - t[1])
-        else:
-            per_kind.append((kind, state, 2.0 * t[1] - t[2]))
-    if not per_kind:
+    """:class:`ChainOverhead` from the probe's ``chain`` samples (None without chains); the
+    derivation is :func:`moesim.costs.regions.region_from_chains`, as ``moesim calibrate`` uses."""
+    rec = region_from_chains([s for s in samples if s.get("probe") == "chain"])
+    if rec is None:
         return None
-    region = statistics.median(o for _, _, o in per_kind)
-    floor = statistics.median(floors) if floors else 0.0
-    return ChainOverhead(float(region), float(floor), tuple(per_kind), source)
+    return ChainOverhead(float(rec["region_ns"]), float(rec["floor_ns"]), tuple(tuple(x) for x in rec["per_kind"]),
+                         source)
 
 
 def clock_bound_share(t_boost: float, f_boost: float, t_profile: float, f_profile: float) -> "float | None":
