@@ -193,8 +193,8 @@ def estimate(ctx: PlanContext, cand: Candidate, layer_spec: Any = None, exact: b
 
 
 def _recompute_note(recompute: bool) -> str:
-    return ("full recomputation: each backward reruns its forward (charged in this estimate; the simulator "
-            "does not model recomputation time)") if recompute else ""
+    return ("full recomputation: each backward reruns its forward (charged in this estimate and in the "
+            "simulation, which re-runs it before each backward)") if recompute else ""
 
 
 # Screening uses closed forms from this pipeline depth on (dry runs grow as depth squared).
