@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from moesim.analysis import bubbles, summarize
+from moesim.analysis.host_issue import host_issue, host_issue_message
 from moesim.experiment.build import build_scenario
 from moesim.experiment.experiment import Experiment
 from moesim.experiment.scenario import Scenario
@@ -47,6 +48,7 @@ class ScenarioResult:
     num_tasks: int
     num_flows: int
     moe: dict[str, Any] = field(default_factory=dict)
+    host_issue: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +69,10 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
     step_s = step_ns / 1e9
     total_flops = sum(s.args.get("flops", 0.0) for s in rec.spans if s.stream == "compute")
     peak = built.cost_model.peak_flops * built.topology.num_gpus * step_s
+    issue = host_issue(rec, *_launch_cost(built.cost_model))
+    bottlenecks = [b["message"] for b in summary["bottlenecks"][:3]]
+    if host_issue_message(issue):
+        bottlenecks.append(host_issue_message(issue))
     result = ScenarioResult(
         name=scn.name, description=scn.description, schedule=scn.schedule, plan=asdict(scn.plan),
         topology=built.topology.name, num_gpus=built.topology.num_gpus,
@@ -77,13 +83,23 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
         bubble_fraction=round(pipeline_bubble(rec), 6),
         peak_activation_gib=round(built.peak_activation_bytes / 2**30, 4),
         memory_gib=round(built.budget.total_bytes / 2**30, 4), fits=bool(built.budget.fits),
-        bottlenecks=[b["message"] for b in summary["bottlenecks"][:3]],
+        bottlenecks=bottlenecks,
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
         network_mode=sim_result.mode, num_tasks=sim_result.num_tasks, num_flows=sim_result.num_flows,
-        moe=moe_summary(built, rec),
+        moe=moe_summary(built, rec), host_issue=issue,
         analysis=summary,
     )
     return result, rec
+
+
+def _launch_cost(cost: Any) -> tuple[float, str]:
+    """Host time per eager kernel launch: the calibrated profile's, else the shipped H200 profile's."""
+    measured = getattr(cost, "launch_overhead_ns", None)
+    if callable(measured) and measured() > 0:
+        return float(measured()), f"{cost.name}: back-to-back eager launches"
+    from moesim.costs.calibrated import CalibratedCostModel
+    h200 = CalibratedCostModel("h200_sxm")
+    return float(h200.launch_overhead_ns()), f"{h200.name} (no host figure for this cost model)"
 
 
 def run_reduced_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:

@@ -79,6 +79,12 @@ class MoEStageTable(StageTable):
         its kernels back to back (:mod:`moesim.costs.regions`)."""
         return self._expert(phase, num_tokens)[0]
 
+    def expert_kernels(self, phase: str) -> int:
+        """Kernels one expert's FFN launches in ``phase`` (independent of its token count)."""
+        build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
+                 "W": moe_ops.expert_backward_weight_ops}[phase]
+        return len(build(self.spec, 1))
+
     def expert_region_ns(self, phase: str, num_tokens: int) -> int:
         """What that expert's task saves when queued behind another on its stream."""
         return self._expert(phase, num_tokens)[1]

@@ -122,7 +122,7 @@ class MoEExchangeLowering:
             for i in range(n):
                 ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
                                               category="expert", deps=ready[keys[i]],
-                                              args={**args, "flops": seg.shared.flops},
+                                              args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels},
                                               region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         phase = "F" if seg.phase == "F" else "B"
         last = self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound)
@@ -161,7 +161,7 @@ class MoEExchangeLowering:
             for i in range(n):
                 ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
                                               category="expert", deps=ready[keys[i]],
-                                              args={**args, "flops": seg.shared.flops},
+                                              args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels},
                                               region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         last = self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready, after=inbound)
         back = sim.comm(streams, phase(back_b, True), f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all",
@@ -184,7 +184,8 @@ class MoEExchangeLowering:
                 prev = sim.compute(g, self.table.expert_ns(phase, n_tok), f"expert{expert}.L{seg.layer}.{ctx['name']}",
                                    category="expert", deps=deps if prev is None else [prev],
                                    args={**ctx["args"], "layer": seg.layer, "expert": expert, "tokens": n_tok,
-                                         "flops": self.table.expert_flops(phase, n_tok)},
+                                         "flops": self.table.expert_flops(phase, n_tok),
+                                         "kernels": self._kernels(phase)},
                                    region_ns=self._region(phase, n_tok))
                 if phase == "F":
                     per = self.stats.expert_tokens.setdefault(seg.layer, {})
@@ -197,6 +198,11 @@ class MoEExchangeLowering:
             else:
                 last[j] = after.get(j) or ready[keys[j]][-1]
         return last
+
+    def _kernels(self, phase: str) -> int:
+        """Kernels of one expert task (0 for a table that does not count them)."""
+        method = getattr(self.table, "expert_kernels", None)
+        return int(method(phase)) if method is not None else 0
 
     def _region(self, phase: str, num_tokens: int) -> int:
         """An expert task's region cost (0 for a table without one)."""

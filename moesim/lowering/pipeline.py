@@ -51,6 +51,7 @@ class StageWork:
     label: str = ""
     category: str = ""
     region_ns: int = 0     # saved when the task starts right behind another on its stream
+    kernels: int = 0       # GPU kernels the segment launches (what an eager host issues)
 
 
 class ExchangeLowering(Protocol):
@@ -212,7 +213,8 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
         group = grid.tp_group(d, p)
         for t, g in enumerate(group):
             tasks[(d, t)] = sim.compute(g, w.duration_ns, name, category=w.category or CATEGORY[a.kind],
-                                        deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t},
+                                        deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t,
+                                                                  "kernels": w.kernels},
                                         region_ns=min(w.region_ns, w.duration_ns))
             ready[(d, t)] = [tasks[(d, t)]]
         if grid.tp > 1 and w.tp_bytes > 0:

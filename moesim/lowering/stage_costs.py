@@ -79,13 +79,13 @@ class StageTable:
                 times.append(self.cost.compute_ns(item))
                 flops += item.flops
         ns, region = sequence(times, *self.region)
-        return StageWork(ns, flops, ar_bytes, round(count), region_ns=region)
+        return StageWork(ns, flops, ar_bytes, round(count), region_ns=region, kernels=len(times))
 
     @staticmethod
     def _sum(*parts: StageWork) -> StageWork:
         return StageWork(sum(p.duration_ns for p in parts), sum(p.flops for p in parts),
                          sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts),
-                         region_ns=parts[0].region_ns if parts else 0)
+                         region_ns=parts[0].region_ns if parts else 0, kernels=sum(p.kernels for p in parts))
 
     def _layer_range(self, stage: int) -> range:
         return self.layout.stage_layers[stage]

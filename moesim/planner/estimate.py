@@ -218,17 +218,17 @@ def _dry_run_makespan(ctx: PlanContext, cand: Candidate, sched: Any, costs: tupl
 def quick_makespan(schedule: str, plan: ParallelPlan, f: float, b: float, w: float, comm: float) -> float:
     """Closed-form pipeline makespan of the looped schedules: every rank's work plus the bubble
     (DualPipe paper Table 2, reference §1.5): 1F1B and GPipe (p-1)(F+B+W), interleaved the same
-    on chunk costs; ZB-H1 (p-1) max(F, B): the weight-gradient passes fill the bubble but the
-    forward ramp and the input-gradient chain remain (the table's (p-1)(F+B-2W) is ZB-1p's and
-    goes to zero or below when W is long, where the generated ZB-H1 order still idles (p-1) B;
-    max(F, B) fits its dry run within 15% over tests/test_planner.py's regime); plus a pipeline
-    send each way per stage boundary. DualPipe is always dry-run."""
+    on chunk costs; ZB-H1 (p-1) max(F + B - W, F, B): the paper's (p-1)(F+B-W) where it holds
+    (W <= F, B; reference §1.5: with W = 0 it is 1F1B's bubble), and where W is longer, when that
+    form would fall below max(F, B), the forward ramp and the input-gradient chain the generated
+    order still idles on; plus a pipeline send each way per stage boundary. DualPipe is always
+    dry-run."""
     p, m, v = plan.pp, plan.num_microbatches, plan.vpp
     work, edges = m * (f + b + w), 2 * (p - 1) * comm
     if schedule == "interleaved":
         return m * v * (f + b + w) + (p - 1) * (f + b + w) + edges
     if schedule == "zb-h1":
-        return work + (p - 1) * max(f, b) + edges
+        return work + (p - 1) * max(f + b - w, f, b) + edges
     return work + (p - 1) * (f + b + w) + edges
 
 

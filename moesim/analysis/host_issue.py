@@ -1,0 +1,46 @@
+"""Could an eager host keep up? Kernel launches per GPU against the GPU work they carry.
+
+``moesim run`` assumes the host issues kernels ahead of the GPU (as CUDA graphs or a fast host
+do). The validation (docs/accuracy.md) shows where that fails: eager PyTorch programs whose
+kernels are short are as slow as their Python thread, and their time varies by 1.5-2x between
+machines and processes. This check says how close a simulated step is to that regime: per GPU,
+the kernels its compute tasks launch (``args["kernels"]``, counted by the lowering) times a
+measured host cost per launch, against the time the GPU spends on those tasks. The launch cost
+is the calibrated profile's (``launch_overhead_ns``: back-to-back eager launches on the H200
+hosts, 6.8 us) or, for a roofline cost model, the shipped H200 profile's, labelled so; inside
+real programs calls cost 1.6-3.5x that (run 13), so the figure is a lower bound on host time.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from moesim.engine.recorder import Recorder
+
+RISK_RATIO = 0.5  # host issue above half the GPU work: report it as a bottleneck
+
+
+def host_issue(recorder: Recorder, launch_ns: float, launch_source: str) -> dict[str, Any]:
+    """The GPU whose launches take the largest share of its compute time, with the figures."""
+    kernels: dict[int, int] = {}
+    busy: dict[int, int] = {}
+    for s in recorder.spans:
+        n = s.args.get("kernels", 0) if s.args else 0
+        if n and s.stream == "compute":
+            kernels[s.rank] = kernels.get(s.rank, 0) + int(n)
+            busy[s.rank] = busy.get(s.rank, 0) + (s.end_ns - s.start_ns)
+    if not kernels or launch_ns <= 0:
+        return {}
+    worst = max(sorted(kernels), key=lambda g: kernels[g] * launch_ns / max(busy[g], 1))
+    issue_ns = kernels[worst] * launch_ns
+    return {"gpu": worst, "kernels": kernels[worst], "launch_us": round(launch_ns / 1e3, 2),
+            "launch_source": launch_source, "issue_ms": round(issue_ns / 1e6, 3),
+            "gpu_busy_ms": round(busy[worst] / 1e6, 3), "ratio": round(issue_ns / max(busy[worst], 1), 4)}
+
+
+def host_issue_message(rec: dict[str, Any]) -> "str | None":
+    """A bottleneck line when the launches reach ``RISK_RATIO`` of the GPU work."""
+    if not rec or rec["ratio"] < RISK_RATIO:
+        return None
+    return (f"eager host issue: GPU {rec['gpu']} launches {rec['kernels']:,} kernels per step, at least "
+            f"{rec['issue_ms']:.1f} ms of host time for {rec['gpu_busy_ms']:.1f} ms of GPU work ({rec['ratio']:.2f}x); "
+            "in eager PyTorch the step may be host-bound (CUDA graphs or larger kernels help)")
