@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -97,6 +98,11 @@ def _launch_cost(cost: Any) -> tuple[float, str]:
     measured = getattr(cost, "launch_overhead_ns", None)
     if callable(measured) and measured() > 0:
         return float(measured()), f"{cost.name}: back-to-back eager launches"
+    return _h200_launch_cost()
+
+
+@lru_cache(maxsize=1)
+def _h200_launch_cost() -> tuple[float, str]:
     from moesim.costs.calibrated import CalibratedCostModel
     h200 = CalibratedCostModel("h200_sxm")
     return float(h200.launch_overhead_ns()), f"{h200.name} (no host figure for this cost model)"

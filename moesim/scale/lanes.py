@@ -86,24 +86,28 @@ class LaneExchangeLowering:
         return self.solver.solve(units.T if reverse else units)
 
     @cache
-    def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float]:
-        """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns)."""
+    def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float, int]:
+        """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns, the region
+        cost its first expert saves when queued behind other work)."""
         plan = self.routing.plan(0, 0, layer, sample)
-        times = [_queue_ns(self.table, phase, [n for _e, n in experts if n > 0]) for experts in plan.experts]
+        tokens = [[n for _e, n in experts if n > 0] for experts in plan.experts]
+        times = [_queue_ns(self.table, phase, t) for t in tokens]
         flops = [sum(self.table.expert_flops(phase, n) for _e, n in experts if n > 0) for experts in plan.experts]
         busiest = int(np.argmax(times))
-        return int(times[busiest]), float(np.mean(flops)), busiest, float(np.mean(times))
+        region = getattr(self.table, "expert_region_ns", None)
+        first = int(region(phase, tokens[busiest][0])) if region is not None and tokens[busiest] else 0
+        return int(times[busiest]), float(np.mean(flops)), busiest, float(np.mean(times)), min(first, int(times[busiest]))
 
     def lower(self, sim: Simulation, seg: Exchange, a: Action, ctx: dict, p: int, grid: Grid, ready: dict) -> None:
         key, lane = (0, 0), grid.gpu(0, 0, p)
         sample = a.microbatch % self.samples
         phase = "W" if seg.phase == "W" else ("F" if seg.phase == "F" else "B")
-        busy_ns, mean_flops, busiest, mean_ns = self._experts(seg.layer, sample, phase)
+        busy_ns, mean_flops, busiest, mean_ns, first_region = self._experts(seg.layer, sample, phase)
         args = {**ctx["args"], "layer": seg.layer, "busiest_ep_rank": busiest}
         expert_args = {**args, "flops": mean_flops, "mean_ns": mean_ns}
         if seg.phase == "W":
             ready[key] = [sim.compute(lane, busy_ns, f"experts.W.L{seg.layer}.{ctx['name']}", category="expert",
-                                      deps=ready[key], args=expert_args)]
+                                      deps=ready[key], args=expert_args, region_ns=first_region)]
             return
         out_b, back_b = self.table.bytes_per_token(seg.phase)
         first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
@@ -113,9 +117,10 @@ class LaneExchangeLowering:
         disp = self._comm(sim, lane, there, out_b, f"{first}.L{seg.layer}.{ctx['name']}", ready[key], args, stream)
         if seg.shared.duration_ns:
             ready[key] = [sim.compute(lane, seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
-                                      category="expert", deps=ready[key], args={**args, "flops": seg.shared.flops})]
+                                      category="expert", deps=ready[key], args={**args, "flops": seg.shared.flops},
+                                      region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         experts = sim.compute(lane, busy_ns, f"experts.{phase}.L{seg.layer}.{ctx['name']}", category="expert",
-                              deps=ready[key] + [disp], args=expert_args)
+                              deps=ready[key] + [disp], args=expert_args, region_ns=first_region)
         ready[key] = [self._comm(sim, lane, back, back_b, f"{second}.L{seg.layer}.{ctx['name']}", [experts], args,
                                  stream)]
 
