@@ -137,6 +137,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         p2p_overlap=plan.p2p_overlap,
         pair_overlap=plan.pair_overlap,
         dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
+        zero=scn.memory.effective_zero_stage >= 1,
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():

@@ -73,6 +73,20 @@ class MoEStageTable(StageTable):
         pre, post, shared = split_moe_program(program)
         return [self._cost(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
 
+    # -- gradients ---------------------------------------------------------------------------
+    def _chunk_expert_params(self, rank: int, chunk: "int | None") -> float:
+        stages = [st for path, st in self.layout.held[rank] if chunk is None or self.schedule.chunk_of(path, st) == chunk]
+        layers = sum(1 for st in stages for layer in self._layer_range(st) if self.spec.is_moe_layer(layer))
+        return layers * (self.spec.num_experts // self.ep) * self.spec.expert_params
+
+    def expert_grad_bytes(self, rank: int, chunk: int) -> float:
+        """Gradient bytes of the routed experts of one model chunk on one GPU (whole experts:
+        ``num_experts / ep`` per MoE layer); they reduce over the expert-data-parallel group."""
+        return self._chunk_expert_params(rank, chunk) * self.grad_dtype_bytes
+
+    def expert_params(self, rank: int) -> float:
+        return self._chunk_expert_params(rank, None)
+
     # -- expert costs and payloads -----------------------------------------------------------
     def expert_ns(self, phase: str, num_tokens: int) -> int:
         """One expert's FFN on ``num_tokens`` tokens in phase F, B (input grad) or W (weight grad):

@@ -17,7 +17,9 @@ GPU. Output: tasks in a :class:`~moesim.engine.Simulation`:
   receives together, and modelling them as independent blocking transfers deadlocks
   interleaved, ZB-V and DualPipe orders.);
 * after the last backward of each model chunk a DP gradient all-reduce runs on ``comm.dp``
-  (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step;
+  (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step; routed-expert
+  gradients reduce over their expert-data-parallel group only, and with ZeRO-1 the all-reduce is a
+  reduce-scatter, the step runs on the shard, and an all-gather of the parameters follows;
 * ``pair_overlap=False`` runs the two halves of an overlapped F&B pair one after the other (the
   second starts when the first has finished, communication included): DualPipe without its
   computation-communication overlap, for comparison.
@@ -115,6 +117,7 @@ class LoweringOptions:
     pair_overlap: bool = True
     tp_sized: object = None   # a SizedLatency: size-dependent TP all-reduce time (calibrated profiles)
     dp_sized: object = None   # the same for a ring DP all-reduce
+    zero: bool = False        # ZeRO-1 / distributed optimizer: reduce-scatter, sharded step, all-gather
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -300,26 +303,83 @@ def _finished(done: dict) -> dict[tuple[int, int, int], list[Task]]:
 
 
 def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int:
-    """DP gradient all-reduce per (tp, pp, chunk) group, then the optimizer step on every GPU."""
+    """DP gradient sync per (tp, pp, chunk), then the optimizer step on every GPU.
+
+    Dense gradients reduce over the whole DP group. Routed-expert gradients (tables with
+    ``expert_grad_bytes``) reduce over their expert-data-parallel group: the GPUs that hold the
+    same experts, one per EP group (``dp / ep`` of them; none when the DP group is one EP group).
+    Without ZeRO that is an all-reduce and the optimizer updates every parameter; with ZeRO-1
+    (``opts.zero``) a reduce-scatter, the optimizer on this GPU's shard (dense / dp, experts /
+    (dp / ep)) and an all-gather of the updated parameters over the same groups."""
     finished = _finished(done)
-    syncs: dict[tuple[int, int], list[Task]] = {}
+    ep = int(getattr(table, "ep", 1) or 1)
+    edp = grid.dp // ep if ep > 1 and grid.dp % ep == 0 else grid.dp
+    expert_bytes = getattr(table, "expert_grad_bytes", None)
+    op = "reduce_scatter" if opts.zero else "all_reduce"
+    syncs: dict[tuple[int, int, int], list[Task]] = {}
+    added = 0
+
+    def collective(kind: str, members: list[int], t: int, p: int, nbytes: float, name: str, deps, args,
+                   algorithm: str) -> Task:
+        ring_sized = opts.dp_sized is not None and algorithm == "ring" and kind == "all_reduce" and len(members) == grid.dp
+        task = sim.collective(kind, [grid.gpu(t, d, p) for d in members], nbytes, name, stream="comm.dp",
+                              algorithm=algorithm, deps=deps, args=args,
+                              step_latency_ns=opts.dp_sized.step_latency_ns(nbytes) if ring_sized else opts.dp_step_latency_ns)
+        return task
+
     if grid.dp > 1:
         for p in range(grid.pp):
             for t in range(grid.tp):
                 for chunk in _chunks(schedule):
-                    if opts.dp_overlap:
-                        deps = [last_backward[(d, p, chunk)][t] for d in range(grid.dp) if (d, p, chunk) in last_backward]
-                    else:
-                        deps = [task for d in range(grid.dp) for task in finished.get((d, p, t), [])]
-                    syncs.setdefault((t, p), []).append(sim.collective(
-                        "all_reduce", grid.dp_group(t, p), table.grad_bytes(p, chunk), f"dp:grad.c{chunk}",
-                        stream="comm.dp", algorithm=opts.dp_algorithm,
-                        step_latency_ns=opts.dp_sized.step_latency_ns(table.grad_bytes(p, chunk))
-                        if opts.dp_sized is not None and opts.dp_algorithm == "ring" else opts.dp_step_latency_ns,
-                        deps=deps, args={"chunk": chunk, "pp_rank": p}))
+                    def deps_of(members: list[int]) -> list[Task]:
+                        if opts.dp_overlap:
+                            return [last_backward[(d, p, chunk)][t] for d in members if (d, p, chunk) in last_backward]
+                        return [task for d in members for task in finished.get((d, p, t), [])]
+                    grads = table.grad_bytes(p, chunk)
+                    experts = float(expert_bytes(p, chunk)) if expert_bytes is not None else 0.0
+                    dense = max(0.0, grads - experts) if edp != grid.dp else grads
+                    args = {"chunk": chunk, "pp_rank": p}
+                    if dense > 0:
+                        task = collective(op, list(range(grid.dp)), t, p, dense, f"dp:grad.c{chunk}",
+                                          deps_of(list(range(grid.dp))), args, opts.dp_algorithm)
+                        for d in range(grid.dp):
+                            syncs.setdefault((d, t, p), []).append(task)
+                        added += 1
+                    if experts > 0 and edp != grid.dp and edp > 1:
+                        for e in range(ep):
+                            members = [k * ep + e for k in range(edp)]
+                            task = collective(op, members, t, p, experts, f"dp:expert_grad.c{chunk}", deps_of(members),
+                                              {**args, "ep_rank": e}, "ring")
+                            for d in members:
+                                syncs.setdefault((d, t, p), []).append(task)
+                            added += 1
+    shards = (grid.dp, edp) if opts.zero and grid.dp > 1 else (1, 1)
+    opt: dict[tuple[int, int, int], Task] = {}
     for d in range(grid.dp):
         for p in range(grid.pp):
             for t in range(grid.tp):
-                sim.compute(grid.gpu(t, d, p), table.optimizer_ns(p), "optimizer", category="optimizer",
-                            deps=finished.get((d, p, t), []) + syncs.get((t, p), []), args={"pp_rank": p})
-    return sum(len(v) for v in syncs.values())
+                ns = table.optimizer_ns(p, *shards) if shards != (1, 1) else table.optimizer_ns(p)
+                opt[(d, t, p)] = sim.compute(grid.gpu(t, d, p), ns, "optimizer", category="optimizer",
+                                             deps=finished.get((d, p, t), []) + syncs.get((d, t, p), []),
+                                             args={"pp_rank": p})
+    if shards != (1, 1):  # ZeRO-1: every GPU gathers the parameters the others updated
+        param_bytes = float(getattr(table, "param_dtype_bytes", 2))
+        for p in range(grid.pp):
+            experts = sum(float(expert_bytes(p, c)) for c in _chunks(schedule)) if expert_bytes is not None else 0.0
+            grads = sum(table.grad_bytes(p, c) for c in _chunks(schedule))
+            grad_bytes = float(getattr(table, "grad_dtype_bytes", 4))
+            if edp == grid.dp:
+                experts = 0.0
+            dense_params, expert_params = (grads - experts) / grad_bytes, experts / grad_bytes
+            for t in range(grid.tp):
+                if dense_params > 0:
+                    collective("all_gather", list(range(grid.dp)), t, p, dense_params * param_bytes, "dp:params",
+                               [opt[(d, t, p)] for d in range(grid.dp)], {"pp_rank": p}, opts.dp_algorithm)
+                    added += 1
+                if expert_params > 0 and edp > 1:
+                    for e in range(ep):
+                        members = [k * ep + e for k in range(edp)]
+                        collective("all_gather", members, t, p, expert_params * param_bytes, "dp:expert_params",
+                                   [opt[(d, t, p)] for d in members], {"pp_rank": p, "ep_rank": e}, "ring")
+                        added += 1
+    return added

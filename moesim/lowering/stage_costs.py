@@ -191,8 +191,20 @@ class StageTable:
         """Parameters one GPU of pipeline rank ``rank`` holds (DualPipe: both directions' copies)."""
         return sum(self.chunk_params(st) for _path, st in self.layout.held[rank])
 
-    def optimizer_ns(self, rank: int) -> int:
-        return self.cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * self.local_params(rank), "adam"))
+    @property
+    def param_dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.spec.dtype]
+
+    def expert_params(self, rank: int) -> float:
+        """Routed-expert parameters one GPU of pipeline rank ``rank`` holds (0 for a dense model)."""
+        return 0.0
+
+    def optimizer_ns(self, rank: int, dense_shards: int = 1, expert_shards: int = 1) -> int:
+        """Adam over this GPU's parameters; with ZeRO-1 over its shard (dense / ``dense_shards``,
+        routed experts / ``expert_shards``)."""
+        experts = self.expert_params(rank)
+        params = (self.local_params(rank) - experts) / dense_shards + experts / expert_shards
+        return self.cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * params, "adam"))
 
     def activation_bytes(self, stage: int) -> float:
         """Activation bytes one microbatch keeps on one GPU for one virtual stage."""
