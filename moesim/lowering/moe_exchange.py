@@ -118,12 +118,7 @@ class MoEExchangeLowering:
             inbound[j] = sim.comm([(gpus[j], stream)], [flows] if flows else [], f"{first}.L{seg.layer}.{ctx['name']}",
                                   category="all_to_all", deps=deps, args={**args, "bytes": sum(f[2] for f in flows)})
             self._count_bytes(flows, seg.phase)
-        if seg.shared.duration_ns:
-            for i in range(n):
-                ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
-                                              category="expert", deps=ready[keys[i]],
-                                              args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels},
-                                              region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
+        _shared_experts(sim, seg, ctx, gpus, keys, ready, args)
         phase = "F" if seg.phase == "F" else "B"
         last = self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound)
         for i in range(n):
@@ -157,12 +152,7 @@ class MoEExchangeLowering:
         there = sim.comm(streams, phase(out_b, False), f"{first}.L{seg.layer}.{ctx['name']}", category="all_to_all",
                          deps=[ready[k][-1] for k in keys], args=args)
         inbound = {j: there for j in range(n)}
-        if seg.shared.duration_ns:
-            for i in range(n):
-                ready[keys[i]] = [sim.compute(gpus[i], seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
-                                              category="expert", deps=ready[keys[i]],
-                                              args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels},
-                                              region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
+        _shared_experts(sim, seg, ctx, gpus, keys, ready, args)
         last = self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready, after=inbound)
         back = sim.comm(streams, phase(back_b, True), f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all",
                         deps=[last[j] for j in range(n)] + [ready[k][-1] for k in keys], args=args)
@@ -216,3 +206,14 @@ class MoEExchangeLowering:
             self.stats.total_bytes += nbytes
             if self.host_of(src) != self.host_of(dst):
                 self.stats.cross_node_bytes += nbytes
+
+
+def _shared_experts(sim, seg: Exchange, ctx: dict, gpus: list[int], keys, ready: dict, args: dict) -> None:
+    """The layer's shared experts on every GPU of the group, while the first all-to-all is in flight."""
+    if not seg.shared.duration_ns:
+        return
+    for i, g in enumerate(gpus):
+        ready[keys[i]] = [sim.compute(g, seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
+                                      category="expert", deps=ready[keys[i]],
+                                      args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels},
+                                      region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]

@@ -150,19 +150,19 @@ def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
 def recorded_issue_ns(case: Measurement, num_ranks: int) -> "list[float] | None":
     """Per rank, the median host time one timed forward took to issue
     (``measured.host_issue_ns.median_per_rank``, ``validate_workloads --moe-telemetry``), or None."""
-    rec = case.extra.get("host_issue_ns") if hasattr(case.extra, "get") else None
-    per_rank = rec.get("median_per_rank") if isinstance(rec, dict) else None
-    if (isinstance(per_rank, list) and len(per_rank) == num_ranks
-            and all(isinstance(x, (int, float)) and x > 0 for x in per_rank)):
-        return [float(x) for x in per_rank]
-    return None
+    return _per_rank(case, "host_issue_ns", "median_per_rank", num_ranks)
 
 
 def recorded_rank_clocks(case: Measurement, num_ranks: int) -> "list[float] | None":
     """Per rank, the median SM clock its GPU had as each timed forward ended
     (``measured.clock.sm_mhz_per_rank``, ``validate_workloads --moe-telemetry``), or None."""
-    clock = case.extra.get("clock") if hasattr(case.extra, "get") else None
-    per_rank = clock.get("sm_mhz_per_rank") if isinstance(clock, dict) else None
+    return _per_rank(case, "clock", "sm_mhz_per_rank", num_ranks)
+
+
+def _per_rank(case: Measurement, record: str, key: str, num_ranks: int) -> "list[float] | None":
+    """``measured[record][key]``: one positive number per rank, or None."""
+    rec = case.extra.get(record) if hasattr(case.extra, "get") else None
+    per_rank = rec.get(key) if isinstance(rec, dict) else None
     if (isinstance(per_rank, list) and len(per_rank) == num_ranks
             and all(isinstance(x, (int, float)) and x > 0 for x in per_rank)):
         return [float(x) for x in per_rank]
