@@ -29,6 +29,7 @@ clock probes (``measured.per_repeat``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,7 @@ SWIGLU = {"cuda": [(777, 5120, 1536), (3333, 2880, 2880), (12000, 4096, 1408), (
 ATTENTION = {"cuda": [(1, 24, 3000, 128), (2, 40, 6144, 64), (4, 32, 1536, 128)], "cpu": [(1, 2, 24, 8)]}
 MEMORY = {"cuda": [("copy", 100_000_000), ("rmsnorm", 30_000_000), ("gather", 300_000_000), ("silu", 5_000_000)],
           "cpu": [("copy", 40_000)]}
+PIN_CORES = (2, 4, 6, 8, 10, 12, 14, 16)  # --pin-cores: rank r on PIN_CORES[r] (core 0 left to the system)
 COLLECTIVE_SIZES = {"cuda": [700_000, 3_000_000, 48_000_000, 300_000_000], "cpu": [40_000]}
 PIPELINES = {
     "cuda": [PipelineConfig("compute_heavy", 4096, 16384, 8, 8192, 8),
@@ -158,6 +160,11 @@ def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
     """(b) collectives, (c) pipelines, (d) MoE layers, on every rank in the same order, between
     two in-process host probes (GPUs only)."""
     out: dict = {"errors": []}
+    if cfg.get("pin_cores"):  # one core of its own per rank: no migration of the issuing thread
+        allowed = sorted(os.sched_getaffinity(0))
+        core = PIN_CORES[rank % len(PIN_CORES)]
+        os.sched_setaffinity(0, {core if core in allowed else allowed[rank % len(allowed)]})
+        out["affinity"] = sorted(os.sched_getaffinity(0))
     if device == "cuda":
         out["host_probe_before"] = _guard(out, "host probe before", lambda: _host_probe(rank, world))
     out["checks"] = {
@@ -201,7 +208,7 @@ def _guard(out: dict, label: str, fn) -> "dict | None":
 
 def distributed_entries(device: str, world: int, budget: Budget, collective_rounds: int = 1,
                         host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10,
-                        moe_telemetry: bool = False) -> Section:
+                        moe_telemetry: bool = False, pin_cores: bool = False) -> Section:
     """Run :func:`distributed_worker` on ``world`` ranks and turn its raw times into entries.
 
     ``collective_rounds``: each collective size timed that many times, interleaved;
@@ -213,7 +220,7 @@ def distributed_entries(device: str, world: int, budget: Budget, collective_roun
     cfg = {"collective_sizes": COLLECTIVE_SIZES[device], "pipelines": PIPELINES[device], "moe": _moe_configs(device),
            "check_pipeline": CHECK_PIPELINE[device], "check_moe": CHECK_MOE[device], "timeout_s": budget.left_s(),
            "collective_rounds": collective_rounds, "host_cal_sizes": tuple(host_cal_sizes), "moe_repeats": moe_repeats,
-           "moe_telemetry": moe_telemetry and device == "cuda"}
+           "moe_telemetry": moe_telemetry and device == "cuda", "pin_cores": pin_cores}
     results, errors = run_workers(distributed_worker, world, "nccl" if device == "cuda" else "gloo", cfg,
                                   timeout_s=max(30.0, budget.left_s()))
     sec.errors += errors
@@ -224,6 +231,8 @@ def distributed_entries(device: str, world: int, budget: Budget, collective_roun
     probe = host_probe_record(results)
     if probe is not None:
         sec.checks["host_probe"] = probe
+    if all("affinity" in r for r in results):
+        sec.checks["affinity"] = [r["affinity"] for r in results]
     n_before = len(sec.samples)
     samples = collective_samples([r["collectives"] for r in results], world)
     calibration = eager_host_intervals([s for s in samples if s["nbytes"] in host_cal_sizes])
@@ -279,7 +288,7 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
                    heat_ms: float = 0.0, parts: tuple[str, ...] = ("single", "distributed"),
                    warm_s: float = 0.0, clock_probe: bool = False, lead_us: float = 0.0,
                    collective_rounds: int = 1, host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10,
-                   moe_telemetry: bool = False) -> dict:
+                   moe_telemetry: bool = False, pin_cores: bool = False) -> dict:
     """Measure the validation workloads in ``parts`` and write ``out``; returns the document."""
     if device == "cpu":
         torch.set_num_threads(1)
@@ -301,7 +310,8 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
     if "distributed" in parts and world >= 2:
         if device == "cuda":
             torch.cuda.empty_cache()
-        sec = distributed_entries(device, world, budget, collective_rounds, host_cal_sizes, moe_repeats, moe_telemetry)
+        sec = distributed_entries(device, world, budget, collective_rounds, host_cal_sizes, moe_repeats, moe_telemetry,
+                                  pin_cores)
         doc["checks"] = {k: v for k, v in sec.checks.items() if k != "host_probe"}
         if "host_probe" in sec.checks:
             doc["host_probe"] = sec.checks["host_probe"]
@@ -337,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma list of byte sizes timed like the collectives in every round, in the same "
                         "processes: the eager host interval of each op (calibration, not validation entries)")
     p.add_argument("--moe-repeats", type=int, default=10, help="timed forwards per MoE layer (median of the max over ranks)")
+    p.add_argument("--pin-cores", action="store_true",
+                   help="pin each distributed rank's process to a core of its own (cores 2, 4, ...)")
     p.add_argument("--moe-telemetry", action="store_true",
                    help="record per MoE repeat and rank the SM clock as the layer ends and the host issue time")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -353,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--host-cal-sizes must be > 0 and not a validation size")
     doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s,
                          args.clock_probe, args.lead_us, args.collective_rounds, cal, args.moe_repeats,
-                         args.moe_telemetry)
+                         args.moe_telemetry, args.pin_cores)
     print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
     print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
     for rec in doc.get("host_probe") or []:
