@@ -37,11 +37,7 @@ def in_stream_ns(alone_ns: float, region_ns: float, floor_ns: float) -> float:
 def sequence_ns(alone_ns: Iterable[float], region_ns: float, floor_ns: float) -> float:
     """Kernels issued back to back on one stream: in-stream times plus the region cost once
     (a single kernel keeps its own time; nothing costs nothing; never more than their sum)."""
-    times = list(alone_ns)
-    if region_ns <= 0 or len(times) <= 1:
-        return float(sum(times))
-    # never longer than the kernels alone (kernels below the floor cannot shed the region cost)
-    return min(float(sum(times)), float(sum(in_stream_ns(t, region_ns, floor_ns) for t in times)) + region_ns)
+    return _sequence(list(alone_ns), region_ns, floor_ns)[0]
 
 
 def sequence(alone_ns: Iterable[float], region_ns: float, floor_ns: float) -> tuple[int, int]:
@@ -49,11 +45,22 @@ def sequence(alone_ns: Iterable[float], region_ns: float, floor_ns: float) -> tu
     stream (:func:`sequence_ns`, rounded) and what it saves when queued behind another task (the
     first kernel's region cost: ``O``, or less for a single kernel near the floor)."""
     times = list(alone_ns)
-    total = int(round(sequence_ns(times, region_ns, floor_ns)))
+    total_ns, queued_ns = _sequence(times, region_ns, floor_ns)
+    total = int(round(total_ns))
     if not times or region_ns <= 0:
         return total, 0
-    queued = int(round(sum(in_stream_ns(t, region_ns, floor_ns) for t in times)))
-    return total, max(0, min(total, total - queued))
+    return total, max(0, min(total, total - int(round(queued_ns))))
+
+
+def _sequence(times: list[float], region_ns: float, floor_ns: float) -> tuple[float, float]:
+    """(time on an idle stream, time queued behind another task) of kernels run back to back."""
+    if region_ns <= 0:
+        return float(sum(times)), float(sum(times))
+    queued = float(sum(in_stream_ns(t, region_ns, floor_ns) for t in times))
+    if len(times) <= 1:
+        return float(sum(times)), queued
+    # never longer than the kernels alone (kernels below the floor cannot shed the region cost)
+    return min(float(sum(times)), queued + region_ns), queued
 
 
 def region_from_chains(rows: Sequence[dict]) -> "dict | None":

@@ -93,6 +93,7 @@ class MoEStageTable(StageTable):
         its kernels back to back (:mod:`moesim.costs.regions`)."""
         return self._expert(phase, num_tokens)[0]
 
+    @lru_cache(maxsize=None)
     def expert_kernels(self, phase: str) -> int:
         """Kernels one expert's FFN launches in ``phase`` (independent of its token count)."""
         build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,

@@ -322,10 +322,13 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
     def collective(kind: str, members: list[int], t: int, p: int, nbytes: float, name: str, deps, args,
                    algorithm: str) -> Task:
         ring_sized = opts.dp_sized is not None and algorithm == "ring" and kind == "all_reduce" and len(members) == grid.dp
-        task = sim.collective(kind, [grid.gpu(t, d, p) for d in members], nbytes, name, stream="comm.dp",
+        return sim.collective(kind, [grid.gpu(t, d, p) for d in members], nbytes, name, stream="comm.dp",
                               algorithm=algorithm, deps=deps, args=args,
                               step_latency_ns=opts.dp_sized.step_latency_ns(nbytes) if ring_sized else opts.dp_step_latency_ns)
-        return task
+
+    def expert_groups() -> list[tuple[int, list[int]]]:
+        """(EP rank, the DP indices holding its experts): one GPU per EP group."""
+        return [(e, [k * ep + e for k in range(edp)]) for e in range(ep)]
 
     if grid.dp > 1:
         for p in range(grid.pp):
@@ -346,8 +349,7 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
                             syncs.setdefault((d, t, p), []).append(task)
                         added += 1
                     if experts > 0 and edp != grid.dp and edp > 1:
-                        for e in range(ep):
-                            members = [k * ep + e for k in range(edp)]
+                        for e, members in expert_groups():
                             task = collective(op, members, t, p, experts, f"dp:expert_grad.c{chunk}", deps_of(members),
                                               {**args, "ep_rank": e}, "ring")
                             for d in members:
@@ -377,8 +379,7 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
                                [opt[(d, t, p)] for d in range(grid.dp)], {"pp_rank": p}, opts.dp_algorithm)
                     added += 1
                 if expert_params > 0 and edp > 1:
-                    for e in range(ep):
-                        members = [k * ep + e for k in range(edp)]
+                    for e, members in expert_groups():
                         collective("all_gather", members, t, p, expert_params * param_bytes, "dp:expert_params",
                                    [opt[(d, t, p)] for d in members], {"pp_rank": p, "ep_rank": e}, "ring")
                         added += 1

@@ -224,13 +224,15 @@ def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "
     ctx = replace(ctx, host_speed=_host_speed(ctx, host_reference),
                   protocol_clocks=load_protocol_clocks(protocol_clocks))
     probe = load_kernel_probe(kernel_probe)
-    if probe is not None:
-        ctx = replace(ctx, chain=chain_overhead(*probe), memory_clock=memory_clock_share(*probe))
     region, floor = cost.kernel_region()
     if region > 0:  # the profile's region cost (what moesim run uses) wins over the probe file's alone
         rec = prof.extra.get("kernel_region") or {}
         ctx = replace(ctx, chain=ChainOverhead(region, floor, tuple(tuple(x) for x in rec.get("per_kind", ())),
                                                f"{prof.source} (kernel_region)"))
+    elif probe is not None:
+        ctx = replace(ctx, chain=chain_overhead(*probe))
+    if probe is not None:
+        ctx = replace(ctx, memory_clock=memory_clock_share(*probe))
     loaded = load_reference_samples(clock_reference)
     if loaded is None:
         return ctx

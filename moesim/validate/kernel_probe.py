@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from moesim.costs.regions import region_from_chains
+from moesim.costs.regions import in_stream_ns, region_from_chains
 
 DEFAULT_KERNEL_PROBE = Path(__file__).resolve().parents[2] / "data" / "validation" / "kernel_probe.json"
 MIN_CLOCK_SPREAD = 0.1         # 1 - f_profile / f_boost below this cannot resolve a share
@@ -48,9 +48,7 @@ class ChainOverhead:
 
     def in_stream_ns(self, alone_ns: float) -> float:
         """A kernel's time inside a chain from its time timed alone in a region."""
-        if alone_ns <= self.floor_ns:
-            return alone_ns
-        return max(alone_ns - self.region_ns, self.floor_ns)
+        return in_stream_ns(alone_ns, self.region_ns, self.floor_ns)
 
     def region_total_ns(self, alone_ns: Sequence[float]) -> float:
         """One timed region of the given kernels (each timed alone): in-stream times plus O once;
