@@ -23,6 +23,7 @@ from moesim.ops import Attention
 from moesim.topology import load_topology
 from moesim.validate.host_speed import HostSpeed, build_host_speed, load_reference, session_probe_ns
 from moesim.validate.protocol_clocks import ProtocolClocks, load_protocol_clocks
+from moesim.validate.tensor_clock import TensorClockCap, fit_tensor_clock_cap, load_fit_rows
 from moesim.validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
                                     reference_clocks, scale_to_clock)
 from moesim.validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, load_kernel_probe,
@@ -62,6 +63,7 @@ class ValidationContext:
     chain: "ChainOverhead | None" = None
     memory_clock: "MemoryClockShare | None" = None
     protocol_clocks: "ProtocolClocks | None" = None
+    tensor_cap: "TensorClockCap | None" = None
     _topologies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -87,8 +89,15 @@ class ValidationContext:
             if ref is None:
                 raise ConfigError("clock reference", f"no reference clock for {kind}",
                                   "add data/validation/clock_reference.json (moesim.calibrate.clock_reference)")
-            return scale_to_clock(profile_ns, phi, ref, float(state))
+            return scale_to_clock(profile_ns, phi, ref, self.kernel_mhz(float(state), flops, profile_ns))
         return self.clock.scale_ns(profile_ns, flops, state, phi if kind == "attention" else None)
+
+    def kernel_mhz(self, probed_mhz: float, flops: float, profile_ns: float) -> float:
+        """The clock a kernel of ``flops`` (profile time ``profile_ns``) runs at where the probes
+        around it read ``probed_mhz``: capped by its tensor activity (:mod:`moesim.validate.tensor_clock`)."""
+        if self.tensor_cap is None or flops <= 0 or profile_ns <= 0:
+            return probed_mhz
+        return self.tensor_cap.effective_mhz(probed_mhz, flops / self.clock.peak_flops_per_ns / profile_ns)
 
     def has_clock_reference(self) -> bool:
         return self.ref_clocks is not None and bool(self.ref_clocks.mhz)
@@ -208,13 +217,14 @@ class ValidationContext:
 
 def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "str | None" = None,
                   clock_reference: "str | None" = None, host_reference: "str | None" = None,
-                  kernel_probe: "str | None" = None, protocol_clocks: "str | None" = None) -> ValidationContext:
+                  kernel_probe: "str | None" = None, protocol_clocks: "str | None" = None,
+                  tensor_clock_fit: "str | None" = None) -> ValidationContext:
     """The context for a profile name or path, a network mode, a power-probe file, the
     reference-clock file (``data/validation/clock_reference.json`` by default), the host
     reference (``data/validation/host_reference.json`` by default) and run 9's kernel probe
     (``data/validation/kernel_probe.json`` by default: region cost and memory clock shares) and the
     protocol clock table (``data/validation/protocol_clocks.json``: the clock of entries that
-    recorded none)."""
+    recorded none) and run 22's boost probe (the tensor clock cap, :mod:`moesim.validate.tensor_clock`)."""
     if mode not in MODES:
         raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
     prof = load_profile(profile)
@@ -237,7 +247,13 @@ def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "
     if loaded is None:
         return ctx
     samples, source = loaded
-    return replace(ctx, ref_clocks=reference_clocks(samples, lambda s: _profile_share(ctx, s), source))
+    ctx = replace(ctx, ref_clocks=reference_clocks(samples, lambda s: _profile_share(ctx, s), source))
+    fit = load_fit_rows(tensor_clock_fit)
+    gemm_ref = ctx.ref_clocks.for_kind("gemm") if ctx.ref_clocks is not None else None
+    if fit is None or gemm_ref is None:
+        return ctx
+    return replace(ctx, tensor_cap=fit_tensor_clock_cap(fit[0], lambda r: _profile_share(ctx, {"op": "gemm", **r}),
+                                                        gemm_ref, fit[1]))
 
 
 def _host_speed(ctx: ValidationContext, path: "str | None") -> "HostSpeed | None":
