@@ -5,8 +5,7 @@ The probe reads the clock with spin kernels before and after the timed kernel. R
 (``moesim.calibrate.boost_probe``) read it *during* dense bf16 GEMMs too, with spin kernels on a
 second stream: from idle, where the probes around a GEMM read 1980 MHz, the GEMM ran at about
 1580 MHz (8192^3 and 16384x14336x4096: 1571-1586 MHz; run 23, 2048x8192x4096 too: 1546-1591);
-after 5 s of load, where they
-read 1600-1700 MHz, at 1200-1350 MHz (run 23). The GPU pulls its clock down within microseconds
+after 5 s of load, where they read 1600-1700 MHz, at 1200-1350 MHz (run 23). The GPU pulls its clock down within microseconds
 while a kernel draws more than it allows; a kernel that drives the tensor cores harder is pulled
 down further. Timed pairs say the same: each grid shape's time from idle against its time after
 the load gives the clock (in the probe's units) at which ``scale_to_clock`` reproduces the pair,
