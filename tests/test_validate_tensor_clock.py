@@ -3,7 +3,6 @@ stored boost probes (run 22 fits it, run 23's other grid shapes check it)."""
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 

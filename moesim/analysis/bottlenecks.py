@@ -17,7 +17,7 @@ from statistics import median
 from typing import Any
 
 from moesim.analysis.critical_path import CriticalPath, critical_path
-from moesim.analysis.timeline import COMPUTE_STREAM, KIND_COMM, KIND_WAIT, makespan_ns
+from moesim.analysis.timeline import COMPUTE_STREAM, KIND_COMM, KIND_HOST, KIND_WAIT, makespan_ns
 from moesim.analysis.utilization import Bubbles, Utilization, bubbles, utilization
 from moesim.engine.recorder import Recorder
 from moesim.errors import ConfigError
@@ -82,9 +82,11 @@ def _streams_text(per_stream: dict[str, int]) -> str:
 
 def _critical(cp: CriticalPath) -> list[Bottleneck]:
     comm: dict[str, dict[str, int]] = {}
-    wait_ns = 0
+    wait_ns = host_ns = 0
     for step in cp.steps:
-        if step.kind == KIND_COMM:
+        if step.kind == KIND_HOST:
+            host_ns += step.duration_ns
+        elif step.kind == KIND_COMM:
             per_stream = comm.setdefault(step.category, {})
             per_stream[step.stream or "?"] = per_stream.get(step.stream or "?", 0) + step.duration_ns
         elif step.kind == KIND_WAIT:
@@ -95,6 +97,10 @@ def _critical(cp: CriticalPath) -> list[Bottleneck]:
         subject = f"{cat} on {next(iter(per_stream))}" if len(per_stream) == 1 else cat
         out.append(Bottleneck("critical_comm", subject, share,
                               f"{cat} on {_streams_text(per_stream)} on critical path for {_pct(share)} of the step"))
+    if host_ns > 0:
+        out.append(Bottleneck("critical_host", "host threads", cp.share(host_ns),
+                              f"eager host issue on critical path for {_pct(cp.share(host_ns))} of the step "
+                              f"(GPUs waiting for their host thread to launch work)"))
     if wait_ns > 0:
         out.append(Bottleneck("critical_gap", "critical path gaps", cp.share(wait_ns),
                               f"critical path waits {_pct(cp.share(wait_ns))} of the step between a task and "

@@ -9,18 +9,24 @@ measured host cost per launch, against the time the GPU spends on those tasks. T
 is the calibrated profile's (``launch_overhead_ns``: back-to-back eager launches on the H200
 hosts, 6.8 us) or, for a roofline cost model, the shipped H200 profile's, labelled so; inside
 real programs calls cost 1.6-3.5x that (run 13), so the figure is a lower bound on host time.
+
+With ``Scenario.host = "eager"`` the host threads are simulated (:mod:`moesim.lowering.host`):
+the record then also gives the busiest host thread's time against the step, and the message
+says how much of the step the host thread was busy.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from moesim.engine.recorder import Recorder
+from moesim.engine.sim import HOST_STREAM
 
 RISK_RATIO = 0.5  # host issue above half the GPU work: report it as a bottleneck
 
 
-def host_issue(recorder: Recorder, launch_ns: float, launch_source: str) -> dict[str, Any]:
-    """The GPU whose launches take the largest share of its compute time, with the figures."""
+def host_issue(recorder: Recorder, launch_ns: float, launch_source: str, mode: str = "ahead") -> dict[str, Any]:
+    """The GPU whose launches take the largest share of its compute time, with the figures;
+    ``mode`` is the scenario's host mode (``"eager"``: the host threads' simulated busy time too)."""
     kernels: dict[int, int] = {}
     busy: dict[int, int] = {}
     for s in recorder.spans:
@@ -32,13 +38,29 @@ def host_issue(recorder: Recorder, launch_ns: float, launch_source: str) -> dict
         return {}
     worst = max(sorted(kernels), key=lambda g: kernels[g] * launch_ns / max(busy[g], 1))
     issue_ns = kernels[worst] * launch_ns
-    return {"gpu": worst, "kernels": kernels[worst], "launch_us": round(launch_ns / 1e3, 2),
-            "launch_source": launch_source, "issue_ms": round(issue_ns / 1e6, 3),
-            "gpu_busy_ms": round(busy[worst] / 1e6, 3), "ratio": round(issue_ns / max(busy[worst], 1), 4)}
+    out = {"mode": mode, "gpu": worst, "kernels": kernels[worst], "launch_us": round(launch_ns / 1e3, 2),
+           "launch_source": launch_source, "issue_ms": round(issue_ns / 1e6, 3),
+           "gpu_busy_ms": round(busy[worst] / 1e6, 3), "ratio": round(issue_ns / max(busy[worst], 1), 4)}
+    host: dict[int, int] = {}
+    for s in recorder.spans:
+        if s.stream == HOST_STREAM:
+            host[s.rank] = host.get(s.rank, 0) + (s.end_ns - s.start_ns)
+    if host:
+        g = max(sorted(host), key=lambda r: host[r])
+        step = max(int(recorder.end_ns), 1)
+        out.update(host_gpu=g, host_busy_ms=round(host[g] / 1e6, 3), host_busy_fraction=round(host[g] / step, 4))
+    return out
 
 
 def host_issue_message(rec: dict[str, Any]) -> "str | None":
-    """A bottleneck line when the launches reach ``RISK_RATIO`` of the GPU work."""
+    """A bottleneck line when the launches reach ``RISK_RATIO`` of the GPU work (simulated host
+    threads: when the busiest one is busy for that share of the step)."""
+    if rec and "host_busy_fraction" in rec:
+        if rec["host_busy_fraction"] < RISK_RATIO:
+            return None
+        return (f"eager host: GPU {rec['host_gpu']}'s host thread busy {rec['host_busy_ms']:.1f} ms, "
+                f"{100 * rec['host_busy_fraction']:.0f}% of the step, issuing its kernels and collective calls "
+                f"(launch {rec['launch_us']:.1f} us, {rec['launch_source']}); CUDA graphs or larger kernels help")
     if not rec or rec["ratio"] < RISK_RATIO:
         return None
     return (f"eager host issue: GPU {rec['gpu']} launches {rec['kernels']:,} kernels per step, at least "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from moesim.engine.recorder import Recorder, Span
+from moesim.engine.sim import HOST_STREAM  # a GPU's simulated host thread (Scenario.host = "eager")
 
 COMPUTE_STREAM = "compute"
 COMPUTE_CATEGORIES = ("forward", "backward", "weight_grad", "optimizer", "expert", "router", "compute")
@@ -20,6 +21,7 @@ LINK_PREFIX = "link:"
 KIND_COMPUTE = "compute"
 KIND_COMM = "communication"
 KIND_WAIT = "waiting"
+KIND_HOST = "host"
 
 
 def is_comm(span: Span) -> bool:
@@ -28,7 +30,9 @@ def is_comm(span: Span) -> bool:
 
 
 def span_kind(span: Span) -> str:
-    """``"communication"`` or ``"compute"``."""
+    """``"communication"``, ``"host"`` (a host thread issuing GPU work) or ``"compute"``."""
+    if span.stream == HOST_STREAM:
+        return KIND_HOST
     return KIND_COMM if is_comm(span) else KIND_COMPUTE
 
 

@@ -38,6 +38,7 @@ from moesim.errors import ConfigError, DeadlockError
 
 StreamKey = tuple[int, str]
 MODES = ("fluid", "analytical")
+HOST_STREAM = "host"  # the stream of a GPU's host thread (Simulation.host)
 
 
 @contextmanager
@@ -206,6 +207,15 @@ class Simulation:
             self._streams[key] = [t]
         return t
 
+    def host(self, rank: int, duration_ns: int, name: str, *, args: Mapping[str, Any] | None = None) -> Task:
+        """A task of ``rank``'s host thread (stream ``host``): issuing GPU work. Host tasks run one
+        after another in the order they are added; slow-GPU faults and the overlap slowdown leave
+        them alone."""
+        if duration_ns < 0:
+            raise ConfigError("duration_ns", f"negative host time {duration_ns} for {name!r}")
+        self._check_rank(rank, "rank")
+        return self._add(name, "host", [(rank, HOST_STREAM)], duration_ns, None, 0, (), args)
+
     def comm(self, streams: Sequence[StreamKey], phases: coll.Phases, name: str, *, category: str,
              step_latency_ns: int = 0, deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
         """A communication task made of flow phases, occupying the given streams."""
@@ -303,7 +313,7 @@ class Simulation:
         host = self._hosts[rank]
         spans = self.recorder.spans
         task_spans = self.recorder.task_spans
-        stretch = self.overlap_slowdown != 1.0
+        stretch = self.overlap_slowdown != 1.0 and stream != HOST_STREAM
         comm_active = self._comm_active
         depended = self._depended
         new_span = tuple.__new__  # a NamedTuple without its Python-level __new__

@@ -17,6 +17,7 @@ from moesim.errors import ConfigError
 from moesim.experiment.estimate import check_budget, estimate_run
 from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
+from moesim.lowering.host import add_eager_host, call_cost, launch_cost
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable
 from moesim.lowering.moe_exchange import MoEExchangeLowering
@@ -46,6 +47,7 @@ class Built:
     counts: dict[str, int]
     exchange: Any = None
     budget: Any = None
+    host_launch: tuple[float, str] = (0.0, "")  # ns per eager kernel launch, and where it comes from
 
 
 def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
@@ -142,10 +144,15 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():
         counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
+    launch = launch_cost(cost)
+    if scn.host_launch_us is not None:
+        launch = (scn.host_launch_us * 1e3, "scenario.host_launch_us")
+    if scn.host == "eager":
+        counts["host_tasks"] = add_eager_host(sim, launch[0], call_cost(cost))
     tokens = plan.dp * plan.micro_batch_size * plan.num_microbatches * spec.seq_len
     budget = scenario_budget(scn, spec, topo.gpu_kind)
     return Built(scn, sim, topo, cost, sched, table, tokens, budget.parts.get("activations", 0.0), counts,
-                 exchange, budget)
+                 exchange, budget, launch)
 
 
 def scenario_budget(scn: Scenario, spec, gpu_kind: str):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -70,7 +69,7 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
     step_s = step_ns / 1e9
     total_flops = sum(s.args.get("flops", 0.0) for s in rec.spans if s.stream == "compute")
     peak = built.cost_model.peak_flops * built.topology.num_gpus * step_s
-    issue = host_issue(rec, *_launch_cost(built.cost_model))
+    issue = host_issue(rec, *built.host_launch, mode=scn.host)
     bottlenecks = [b["message"] for b in summary["bottlenecks"][:3]]
     if host_issue_message(issue):
         bottlenecks.append(host_issue_message(issue))
@@ -91,21 +90,6 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
         analysis=summary,
     )
     return result, rec
-
-
-def _launch_cost(cost: Any) -> tuple[float, str]:
-    """Host time per eager kernel launch: the calibrated profile's, else the shipped H200 profile's."""
-    measured = getattr(cost, "launch_overhead_ns", None)
-    if callable(measured) and measured() > 0:
-        return float(measured()), f"{cost.name}: back-to-back eager launches"
-    return _h200_launch_cost()
-
-
-@lru_cache(maxsize=1)
-def _h200_launch_cost() -> tuple[float, str]:
-    from moesim.costs.calibrated import CalibratedCostModel
-    h200 = CalibratedCostModel("h200_sxm")
-    return float(h200.launch_overhead_ns()), f"{h200.name} (no host figure for this cost model)"
 
 
 def run_reduced_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:

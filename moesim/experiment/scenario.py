@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults
+from moesim.lowering.host import HOST_MODES
 from moesim.memory.config import MemoryConfig
 from moesim.moe.routing import RoutingConfig
 
@@ -143,7 +144,11 @@ class Scenario:
     ``overlap_slowdown`` replaces the cost model's compute-time multiplier while communication
     shares the GPU (None: the cost model's own, measured where the profile is calibrated).
     ``engine`` is ``"full"`` (every GPU lowered) or ``"reduced"`` (:mod:`moesim.scale`: symmetry
-    and one event per collective phase, for expert-parallel runs of thousands of GPUs)."""
+    and one event per collective phase, for expert-parallel runs of thousands of GPUs).
+    ``host`` is ``"ahead"`` (the host has issued every task before the GPU needs it, as CUDA
+    graphs do) or ``"eager"`` (a host thread per GPU issues its tasks at measured eager costs:
+    :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the profile's per-kernel launch
+    cost for ``"eager"``."""
 
     name: str
     topology: str
@@ -160,6 +165,8 @@ class Scenario:
     faults: Any = None
     overlap_slowdown: float | None = None
     engine: str = "full"
+    host: str = "ahead"
+    host_launch_us: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -206,6 +213,18 @@ class Scenario:
                                      and 1.0 <= slow < 10.0):
             raise ConfigError("scenario.overlap_slowdown", f"must be a number in [1, 10), got {slow!r}",
                               "give e.g. 1.2 (compute 20% slower under communication), or leave it out")
+        if not isinstance(self.host, str) or self.host not in HOST_MODES:
+            raise ConfigError("scenario.host", f"unknown host mode {self.host!r}",
+                              "use 'ahead' (host issues ahead of the GPU, as CUDA graphs) or 'eager' (a simulated "
+                              "host thread per GPU at measured eager launch costs)")
+        launch = self.host_launch_us
+        if launch is not None and not (isinstance(launch, (int, float)) and not isinstance(launch, bool)
+                                       and 0.0 < launch <= 10_000.0):
+            raise ConfigError("scenario.host_launch_us", f"must be a number in (0, 10000] us, got {launch!r}",
+                              "give e.g. 12.0 (your host's eager launch), or leave it out for the profile's")
+        if self.host == "eager" and self.engine == "reduced":
+            raise ConfigError("scenario.host", "host='eager' needs every GPU lowered; the reduced engine has no "
+                              "host threads", "use engine='full', or host='ahead' with the reduced engine")
         if self.faults is not None and not isinstance(self.faults, Faults):
             raise ConfigError("scenario.faults", f"must be a Faults or None, got {self.faults!r}",
                               "give Faults(...) (moesim.experiment.faults), or leave it out for no faults")

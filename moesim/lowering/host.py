@@ -1,0 +1,82 @@
+"""The host thread that issues each GPU's work: ``Scenario.host = "eager"``.
+
+By default (``"ahead"``) every task may start as soon as its dependencies and its stream allow:
+the host has issued it long before, as CUDA graphs or a fast host thread do. ``"eager"`` adds a
+host thread per GPU, as eager PyTorch runs: one Python thread issues the GPU's tasks in program
+order (the order the lowering made them, which follows each GPU's schedule), each costing its
+measured host time, and a task cannot start on the GPU before its issue is done. The host thread
+never waits for the GPU (no synchronising calls), so it runs ahead whenever it can; where the
+GPU's kernels are shorter than their launches, the GPU waits for it and the step is host-bound.
+
+Host cost per task, from the calibrated profile (the H200 profile's for a roofline cost model,
+labelled so): a compute task's kernels (``args["kernels"]``, counted by the lowering; 1 where
+not counted) times the eager launch cost (back-to-back eager launches: 6.8 us on the H200
+hosts), and a collective or send/recv call its op's eager host time (eager minus CUDA-graph time
+of small collectives: 50-67 us for two ranks). Inside real programs calls cost 1.6-3.5x their
+back-to-back figures (docs/accuracy.md, run 13), so ``host_launch_us`` lets a user state their
+own host; the shipped figures are a lower bound.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from moesim.engine.sim import Simulation, Task
+
+HOST_MODES = ("ahead", "eager")
+CALL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
+            "all_to_all": "all_to_all", "send": "send_recv"}  # task category -> profile collective
+
+
+def host_model(cost: Any) -> tuple[Any, str]:
+    """The cost model whose host figures apply: ``cost`` where its profile measured them, else
+    the shipped H200 profile; with a label saying which."""
+    launch = getattr(cost, "launch_overhead_ns", None)
+    if callable(launch) and launch() > 0 and callable(getattr(cost, "host_overhead_ns", None)):
+        return cost, f"{cost.name}: back-to-back eager launches"
+    h200 = _h200()
+    return h200, f"{h200.name} (no host figure for this cost model)"
+
+
+def launch_cost(cost: Any) -> tuple[float, str]:
+    """Host time per eager kernel launch (ns) and where it comes from (:func:`host_model`)."""
+    model, label = host_model(cost)
+    return float(model.launch_overhead_ns()), label
+
+
+def call_cost(cost: Any) -> Callable[[str], float]:
+    """Host time (ns) of one eager communication call by task category (a launch where the
+    profile has no figure for it)."""
+    model, _ = host_model(cost)
+    launch = float(model.launch_overhead_ns())
+
+    def ns(category: str) -> float:
+        op = CALL_OPS.get(category)
+        return float(model.host_overhead_ns(op)) if op is not None else launch
+    return ns
+
+
+@lru_cache(maxsize=1)
+def _h200() -> Any:
+    from moesim.costs.calibrated import CalibratedCostModel
+    return CalibratedCostModel("h200_sxm")
+
+
+def add_eager_host(sim: Simulation, launch_ns: float, call_ns: Callable[[str], float]) -> int:
+    """Give every task made so far its issue on its GPUs' host threads (a collective: on each
+    rank it spans); returns the number of host tasks added. ``launch_ns`` per kernel of a compute
+    task, ``call_ns(category)`` per communication call."""
+    added = 0
+    for task in list(sim.tasks):
+        ns = _issue_ns(task, launch_ns, call_ns)
+        for rank in dict.fromkeys(r for r, _ in task.streams):
+            sim.add_dep(task, sim.host(rank, int(round(ns)), f"issue {task.name}", args={"issues": task.id}))
+            added += 1
+    return added
+
+
+def _issue_ns(task: Task, launch_ns: float, call_ns: Callable[[str], float]) -> float:
+    if task.phases is None:
+        return max(1, int(task.args.get("kernels", 1) or 1)) * launch_ns
+    return call_ns(task.category)

@@ -1,0 +1,138 @@
+"""Simulated eager host threads (Scenario.host = "eager", moesim.lowering.host): exact answers,
+a property against the issue recurrence, a scenario run, and bad input."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fabrics import chain
+from moesim.engine import Simulation
+from moesim.engine.sim import HOST_STREAM
+from moesim.errors import ConfigError
+from moesim.lowering.host import add_eager_host
+
+
+
+def _chain_on_gpu0(durations: list[int], kernels: list[int], launch_ns: float, **sim_kw) -> Simulation:
+    sim = Simulation(chain([100.0]), **sim_kw)
+    prev = None
+    for i, (d, k) in enumerate(zip(durations, kernels)):
+        prev = sim.compute(0, d, f"k{i}", deps=[prev] if prev else [], args={"kernels": k})
+    add_eager_host(sim, launch_ns, lambda category: 0.0)
+    return sim
+
+
+def test_host_bound_chain_known_answer() -> None:
+    # issues end at 15, 30, 45 us; each 10 us task starts at its issue: the last ends at 55 us
+    sim = _chain_on_gpu0([10_000] * 3, [1] * 3, 15_000)
+    res = sim.run()
+    assert res.makespan_ns == 55_000
+    gpu = [(s.start_ns, s.end_ns) for s in res.recorder.spans if s.stream == "compute"]
+    assert gpu == [(15_000, 25_000), (30_000, 40_000), (45_000, 55_000)]
+
+
+def test_gpu_bound_chain_known_answer() -> None:
+    # issues end at 5, 10, 15 us: only the first task waits; then the GPU sets the pace
+    res = _chain_on_gpu0([10_000] * 3, [1] * 3, 5_000).run()
+    assert res.makespan_ns == 35_000
+    host = [(s.start_ns, s.end_ns) for s in res.recorder.spans if s.stream == HOST_STREAM]
+    assert host == [(0, 5_000), (5_000, 10_000), (10_000, 15_000)]
+
+
+def test_a_task_of_several_kernels_issues_each() -> None:
+    assert _chain_on_gpu0([1_000], [4], 2_000).run().makespan_ns == 9_000
+
+
+def test_a_collective_waits_for_every_rank_to_issue_it() -> None:
+    sim = Simulation(chain([100.0]))
+    work = sim.compute(0, 10_000, "work", args={"kernels": 1})
+    coll = sim.collective("all_reduce", [0, 1], 1e6, "ar", deps=[work])
+    add_eager_host(sim, 1_000, lambda category: 20_000.0 if category == "all_reduce" else 0.0)
+    res = sim.run()
+    # rank 0 issues work (0-1 us) then the call (1-21 us); rank 1 the call (0-20 us)
+    assert coll.start_ns == 21_000 and work.start_ns == 1_000
+    assert sorted((s.rank, s.start_ns, s.end_ns) for s in res.recorder.spans if s.stream == HOST_STREAM) == \
+        [(0, 0, 1_000), (0, 1_000, 21_000), (1, 0, 20_000)]
+
+
+def test_host_tasks_are_not_slowed_by_gpu_faults_or_overlap() -> None:
+    res = _chain_on_gpu0([10_000] * 2, [1] * 2, 3_000, compute_scale={0: 2.0}, overlap_slowdown=1.5).run()
+    host = [s.end_ns - s.start_ns for s in res.recorder.spans if s.stream == HOST_STREAM]
+    gpu = [s.end_ns - s.start_ns for s in res.recorder.spans if s.stream == "compute"]
+    assert host == [3_000, 3_000] and gpu == [20_000, 20_000]
+
+
+def test_negative_host_time_is_refused() -> None:
+    sim = Simulation(chain([100.0]))
+    with pytest.raises(ConfigError, match="duration_ns"):
+        sim.host(0, -1, "bad")
+    with pytest.raises(ConfigError, match="rank"):
+        sim.host(5, 10, "bad")
+
+
+@settings(max_examples=80, deadline=None)
+@given(tasks=st.lists(st.tuples(st.integers(0, 50_000), st.integers(1, 6)), min_size=1, max_size=12),
+       launch=st.integers(0, 20_000))
+def test_a_chain_follows_the_issue_recurrence(tasks: list[tuple[int, int]], launch: int) -> None:
+    """start_k = max(end_(k-1), issued_k), issued_k = launch x (kernels up to k)."""
+    durations, kernels = [d for d, _ in tasks], [k for _, k in tasks]
+    res = _chain_on_gpu0(durations, kernels, launch).run()
+    end, issued = 0, 0
+    for d, k in tasks:
+        issued += k * launch
+        end = max(end, issued) + d
+    assert res.makespan_ns == max(end, issued)
+
+
+@pytest.fixture(scope="module")
+def small():
+    from moesim.experiment import ParallelPlan, Scenario
+    from moesim.workload.presets import get_model
+    return Scenario(name="small", schedule="1f1b", topology="dgx_h100",
+                    model=dataclasses.replace(get_model("llama3-8b"), seq_len=256, num_layers=4),
+                    plan=ParallelPlan(tp=2, pp=4, num_microbatches=4))
+
+
+def test_eager_host_in_a_scenario(small) -> None:
+    from moesim.experiment.runner import run_scenario
+    ahead, _ = run_scenario(small)
+    eager, rec = run_scenario(dataclasses.replace(small, host="eager"))
+    again, _ = run_scenario(dataclasses.replace(small, host="eager"))
+    assert eager.step_time_ms >= ahead.step_time_ms and eager.step_time_ms == again.step_time_ms
+    assert eager.num_tasks > ahead.num_tasks and eager.host_issue["mode"] == "eager"
+    assert 0 < eager.host_issue["host_busy_ms"] < eager.step_time_ms
+    assert "host_busy_ms" not in ahead.host_issue
+    issued = {s.args["issues"] for s in rec.spans if s.stream == HOST_STREAM}
+    assert issued == {s.task_id for s in rec.spans if s.stream != HOST_STREAM}  # every GPU task was issued
+    slow, _ = run_scenario(dataclasses.replace(small, host="eager", host_launch_us=500.0))
+    assert slow.host_issue["launch_source"] == "scenario.host_launch_us" and slow.host_issue["launch_us"] == 500.0
+    assert slow.step_time_ms > 2 * ahead.step_time_ms
+    assert any(b.startswith("eager host: GPU") for b in slow.bottlenecks)
+
+
+@pytest.mark.parametrize("change, field", [({"host": "lazy"}, "scenario.host"),
+                                           ({"host_launch_us": -1.0}, "scenario.host_launch_us"),
+                                           ({"host_launch_us": "fast"}, "scenario.host_launch_us"),
+                                           ({"host": "eager", "engine": "reduced"}, "scenario.host")])
+def test_bad_host_settings_name_the_field(small, change: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(small, **change)
+    assert err.value.field == field
+
+
+def test_set_override_switches_the_host(small) -> None:
+    assert small.with_overrides({"host": "eager"}).host == "eager"
+    with pytest.raises(ConfigError):
+        small.with_overrides({"host": "sometimes"})
+
+
+def test_a_host_bound_step_names_the_host_on_its_critical_path(small) -> None:
+    from moesim.analysis import summarize
+    from moesim.experiment.runner import run_scenario
+    _, rec = run_scenario(dataclasses.replace(small, host="eager", host_launch_us=500.0))
+    found = {b["kind"]: b for b in summarize(rec, top=8)["bottlenecks"]}
+    assert found["critical_host"]["share"] > 0.5
+    assert found["critical_host"]["message"].startswith("eager host issue on critical path")
