@@ -136,3 +136,11 @@ def test_a_host_bound_step_names_the_host_on_its_critical_path(small) -> None:
     found = {b["kind"]: b for b in summarize(rec, top=8)["bottlenecks"]}
     assert found["critical_host"]["share"] > 0.5
     assert found["critical_host"]["message"].startswith("eager host issue on critical path")
+
+
+def test_the_size_estimate_bounds_an_eager_run(small) -> None:
+    from moesim.experiment.estimate import estimate_run
+    from moesim.experiment.runner import run_scenario
+    ahead, eager = small, dataclasses.replace(small, host="eager")
+    assert estimate_run(ahead).tasks == run_scenario(ahead)[0].num_tasks
+    assert run_scenario(eager)[0].num_tasks <= estimate_run(eager).tasks <= 3 * estimate_run(ahead).tasks
