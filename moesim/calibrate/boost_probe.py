@@ -63,11 +63,6 @@ SIDE_SHAPES = ((2048, 8192, 4096), (8192, 8192, 8192), (16384, 14336, 4096))
 SHORT_CYCLES = 20_000
 
 
-def _gemm(device: str, m: int, n: int, k: int) -> Callable[[], object]:
-    a, w = kernels.randn(m * k, device, 1).view(m, k), kernels.randn(n * k, device, 2).view(n, k)
-    return lambda: torch.mm(a, w.t())
-
-
 def _name(shape: tuple[int, int, int]) -> str:
     return "gemm_{}x{}x{}".format(*shape)
 
@@ -75,7 +70,7 @@ def _name(shape: tuple[int, int, int]) -> str:
 def timed_shapes(phase: str, timer: ClockedTimer, shapes: tuple[tuple[int, int, int], ...] = GRID_SHAPES) -> list[dict]:
     rows = []
     for shape in shapes:
-        fn = _gemm("cuda", *shape)
+        fn = kernels.gemm_op("cuda", *shape)
         st = timer.time(fn)
         rows.append({"phase": phase, "shape": _name(shape), "m": shape[0], "n": shape[1], "k": shape[2], **st.fields(),
                      "clock": dict(timer.last_clock), "samples_ns": [round(x, 1) for x in timer.last_samples_ns],
@@ -91,7 +86,7 @@ def trains(nvml: Nvml, rest_s: float) -> list[dict]:
     rows = []
     flush = torch.empty(64 * 2**20, dtype=torch.float32, device="cuda")
     for shape in TRAIN_SHAPES:
-        fn = _gemm("cuda", *shape)
+        fn = kernels.gemm_op("cuda", *shape)
         fn()
         for length in TRAIN_LENGTHS:
             time.sleep(rest_s)
@@ -114,19 +109,10 @@ def trains(nvml: Nvml, rest_s: float) -> list[dict]:
     return rows
 
 
-def _attention(device: str, direction: str, b: int, h: int, sq: int, d: int) -> Callable[[], object]:
-    q, k, v = (kernels.randn(b * h * sq * d, device, 10 + i).view(b, h, sq, d).requires_grad_() for i in range(3))
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    if direction == "fwd":
-        return lambda: sdpa(q, k, v, is_causal=True)
-    out, dout = sdpa(q, k, v, is_causal=True), kernels.randn(b * h * sq * d, device, 13).view(b, h, sq, d)
-    return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
-
-
 def side_ops() -> dict[str, Callable[[], Callable[[], object]]]:
-    ops: dict[str, Callable[[], Callable[[], object]]] = {_name(s): (lambda s=s: _gemm("cuda", *s)) for s in SIDE_SHAPES}
-    ops["attention_fwd_b1_h32_s8192_d128"] = lambda: _attention("cuda", "fwd", 1, 32, 8192, 128)
-    ops["attention_bwd_b1_h32_s8192_d128"] = lambda: _attention("cuda", "bwd", 1, 32, 8192, 128)
+    ops: dict[str, Callable[[], Callable[[], object]]] = {_name(s): (lambda s=s: kernels.gemm_op("cuda", *s)) for s in SIDE_SHAPES}
+    ops["attention_fwd_b1_h32_s8192_d128"] = lambda: kernels.attention_op("cuda", "fwd", 1, 32, 8192, 128)
+    ops["attention_bwd_b1_h32_s8192_d128"] = lambda: kernels.attention_op("cuda", "bwd", 1, 32, 8192, 128)
     return ops
 
 

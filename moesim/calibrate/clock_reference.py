@@ -21,7 +21,7 @@ import torch
 
 from moesim.calibrate import provenance
 from moesim.calibrate.clock_timer import ClockedTimer
-from moesim.calibrate.kernels import randn
+from moesim.calibrate.kernels import attention_op, gemm_op
 
 PROFILE_HEAT_MS = 60.0
 PROFILE_PRESHEAT_S = 10.0
@@ -35,19 +35,13 @@ def reference_pass(nvml: object = None) -> list[dict]:
     timer.preheat(PROFILE_PRESHEAT_S)
     out: list[dict] = []
     for m, n, k in GEMMS:
-        a, w = randn(m * k, "cuda", 1).view(m, k), randn(n * k, "cuda", 2).view(n, k)
-        st = timer.time(lambda: torch.mm(a, w.t()))
+        st = timer.time(gemm_op("cuda", m, n, k))
         out.append({"op": "gemm", "layout": "fwd", "m": m, "n": n, "k": k, **st.fields(), "clock": timer.last_clock})
-    sdpa = torch.nn.functional.scaled_dot_product_attention
     for b, h, s, d in ATTENTION:
-        q, k, v = (randn(b * h * s * d, "cuda", 10 + i).view(b, h, s, d).requires_grad_() for i in range(3))
-        st = timer.time(lambda: sdpa(q, k, v, is_causal=True))
-        out.append({"op": "attention", "direction": "fwd", "batch": b, "heads": h, "seq": s, "head_dim": d,
-                    **st.fields(), "clock": timer.last_clock})
-        o, dout = sdpa(q, k, v, is_causal=True), randn(b * h * s * d, "cuda", 13).view(b, h, s, d)
-        st = timer.time(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True))
-        out.append({"op": "attention", "direction": "bwd", "batch": b, "heads": h, "seq": s, "head_dim": d,
-                    **st.fields(), "clock": timer.last_clock})
+        for direction in ("fwd", "bwd"):
+            st = timer.time(attention_op("cuda", direction, b, h, s, d))
+            out.append({"op": "attention", "direction": direction, "batch": b, "heads": h, "seq": s, "head_dim": d,
+                        **st.fields(), "clock": timer.last_clock})
     return out
 
 

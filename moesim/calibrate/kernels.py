@@ -9,6 +9,7 @@ axes); its backward is timed with ``torch.autograd.grad`` so no gradient accumul
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,23 @@ def randn(numel: int, device: str, seed: int, dtype: torch.dtype = torch.bfloat1
     """A flat buffer of seeded standard-normal values (the measurement inputs)."""
     g = torch.Generator(device=device).manual_seed(seed)
     return torch.randn(numel, generator=g, device=device, dtype=dtype)
+
+
+def gemm_op(device: str, m: int, n: int, k: int) -> "Callable[[], torch.Tensor]":
+    """One bf16 GEMM ``x[m, k] @ w[n, k]^T`` (the ``nn.Linear`` layout) on seeded random
+    operands, as a zero-argument call (the probes' GEMM)."""
+    a, w = randn(m * k, device, 1).view(m, k), randn(n * k, device, 2).view(n, k)
+    return lambda: torch.mm(a, w.t())
+
+
+def attention_op(device: str, direction: str, b: int, h: int, s: int, d: int) -> "Callable[[], object]":
+    """Causal flash attention forward (``direction="fwd"``) or its backward (``torch.autograd.grad``
+    of one stored forward) on seeded random ``[b, h, s, d]`` inputs, as a zero-argument call."""
+    q, k, v = (randn(b * h * s * d, device, 10 + i).view(b, h, s, d).requires_grad_() for i in range(3))
+    if direction == "fwd":
+        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out, dout = F.scaled_dot_product_attention(q, k, v, is_causal=True), randn(b * h * s * d, device, 13).view(b, h, s, d)
+    return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
 
 
 GEMM_LAYOUTS = ("fwd", "bwd_data", "bwd_weight")

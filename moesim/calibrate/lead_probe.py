@@ -32,21 +32,9 @@ HEAT_MS = 60.0
 
 
 def _shapes(device: str) -> dict[str, Callable[[], Callable[[], object]]]:
-    def attention(direction: str, b: int, h: int, s: int, d: int) -> Callable[[], object]:
-        q, k, v = (kernels.randn(b * h * s * d, device, 10 + i).view(b, h, s, d).requires_grad_() for i in range(3))
-        sdpa = torch.nn.functional.scaled_dot_product_attention
-        if direction == "fwd":
-            return lambda: sdpa(q, k, v, is_causal=True)
-        out, dout = sdpa(q, k, v, is_causal=True), kernels.randn(b * h * s * d, device, 13).view(b, h, s, d)
-        return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
-
-    def gemm(m: int, n: int, k: int) -> Callable[[], object]:
-        a, w = kernels.randn(m * k, device, 1).view(m, k), kernels.randn(n * k, device, 2).view(n, k)
-        return lambda: torch.mm(a, w.t())
-
-    return {"attention_bwd_b2_h40_s6144_d64": lambda: attention("bwd", 2, 40, 6144, 64),
-            "attention_fwd_b2_h40_s6144_d64": lambda: attention("fwd", 2, 40, 6144, 64),
-            "gemm_20000x4608x9216": lambda: gemm(20000, 4608, 9216)}
+    return {"attention_bwd_b2_h40_s6144_d64": lambda: kernels.attention_op(device, "bwd", 2, 40, 6144, 64),
+            "attention_fwd_b2_h40_s6144_d64": lambda: kernels.attention_op(device, "fwd", 2, 40, 6144, 64),
+            "gemm_20000x4608x9216": lambda: kernels.gemm_op(device, 20000, 4608, 9216)}
 
 
 def run(device: str, warm_s: float, alternations: int) -> dict:
