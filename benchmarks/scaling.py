@@ -4,7 +4,8 @@
 
 Dense: a Llama-3-8B-shaped model (TP1, PP4, DP = GPUs/4, 1F1B) on DGX H100 nodes, swept over
 GPU count (fixed 16 microbatches, 32 layers), microbatches (16 GPUs) and layers (16 GPUs).
-MoE: Qwen3-30B-A3B layers (4 layers, EP = GPUs, Zipf routing) on 8 and 16 GPUs.
+MoE: Qwen3-30B-A3B layers (4 layers, EP = GPUs, Zipf routing) on 8 and 16 GPUs. Eager host:
+the dense 8- and 16-GPU rows with ``host="eager"`` (a simulated host thread per GPU).
 Each row prints tasks, flows, wall seconds (build + run + analysis), tasks/s and the peak
 Python heap of the same run traced a second time (tracemalloc slows code, so timing and
 memory come from separate passes).
@@ -169,7 +170,8 @@ def dense_section(quick: bool) -> None:
     cases = ([("GPUs", g, dense(g, 16, 32)) for g in gpus]
              + [("microbatches", m, dense(16, m, 32)) for m in mbs]
              + [("layers", n, dense(16, 16, n)) for n in layers]
-             + [("MoE EP GPUs", g, moe(g)) for g in ([8] if quick else [8, 16])])
+             + [("MoE EP GPUs", g, moe(g)) for g in ([8] if quick else [8, 16])]
+             + [("eager host", g, dataclasses.replace(dense(g, 16, 32), host="eager")) for g in ([8] if quick else [8, 16])])
     print(f"{'sweep':14} {'value':>6} {'tasks':>8} {'flows':>8} {'wall s':>7} {'tasks/s':>9} {'peak MB':>8}  simulated step")
     for sweep, value, scn in cases:
         res, wall, peak = measure(scn)
