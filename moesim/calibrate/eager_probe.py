@@ -109,8 +109,9 @@ def measure(tokens: int, repeats: int) -> dict:
             "gpu_ns": statistics.median(gpu), "cuda_kernels": launched}
 
 
-def launch_ns(count: int = 2000) -> float:
-    """Host time per back-to-back launch of a one-element add, the GPU kept busy."""
+def launch_ns(count: int = 200) -> float:
+    """Host time per back-to-back launch of a one-element add, the GPU kept busy; ``count`` well
+    under the CUDA launch queue's depth (about 1,000: past it the host waits for the GPU)."""
     a = torch.zeros(1, device="cuda")
     torch.cuda._sleep(SPIN_CYCLES)
     t0 = time.perf_counter_ns()
