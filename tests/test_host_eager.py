@@ -144,3 +144,39 @@ def test_the_size_estimate_bounds_an_eager_run(small) -> None:
     ahead, eager = small, dataclasses.replace(small, host="eager")
     assert estimate_run(ahead).tasks == run_scenario(ahead)[0].num_tasks
     assert run_scenario(eager)[0].num_tasks <= estimate_run(eager).tasks <= 3 * estimate_run(ahead).tasks
+
+
+def test_the_profile_eager_host_figure_is_derived_from_the_stored_probes() -> None:
+    import json
+    from pathlib import Path
+
+    from moesim.calibrate.eager_host import counted_kernels, derive
+    from moesim.costs.calibrated import CalibratedCostModel
+    runs = Path(__file__).resolve().parents[1] / "data" / "validation" / "runs"
+    files = [runs / "run24_h200_eager_probe.json", runs / "run25_h200_eager_probe.json"]
+    rec = derive([(f"data/validation/runs/{f.name}", json.loads(f.read_text())) for f in files])
+    assert counted_kernels(512) == 29  # a Llama-3-8B layer: F 12, B 12, W 5 at TP1
+    cost = CalibratedCostModel("h200_sxm")
+    assert cost.eager_host_ns() == rec["per_kernel_ns"] and 100_000 < rec["per_kernel_ns"] < 140_000
+    assert cost.eager_host_ns() > 10 * cost.launch_overhead_ns()  # in-program vs back to back
+
+
+def test_a_bad_eager_host_record_is_refused() -> None:
+    import json
+    from pathlib import Path
+
+    from moesim.costs.profile import profile_from_dict
+    path = Path(__file__).resolve().parents[1] / "moesim" / "profiles" / "h200_sxm.json"
+    doc = json.loads(path.read_text())
+    for bad in ({"per_kernel_ns": -5}, {"per_kernel_ns": "fast"}, [1, 2]):
+        with pytest.raises(ConfigError) as err:
+            profile_from_dict(dict(doc, eager_host=bad))
+        assert err.value.field == "eager_host.per_kernel_ns"
+
+
+def test_eager_mode_charges_the_profile_in_program_figure(small) -> None:
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.experiment.runner import run_scenario
+    r, _ = run_scenario(dataclasses.replace(small, host="eager", cost_model="calibrated", topology="dgx_h200"))
+    assert r.host_issue["launch_us"] == round(CalibratedCostModel("h200_sxm").eager_host_ns() / 1e3, 2)
+    assert "eager layer host time per counted kernel" in r.host_issue["launch_source"]

@@ -54,6 +54,7 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
             for d in docs]
     widest = max(docs, key=lambda d: d.get("gpu_count", 1))
     region = next((d["kernel_region"] for d in reversed(docs) if d.get("kernel_region")), None)  # later runs win
+    eager = next((d["eager_host"] for d in reversed(docs) if d.get("eager_host")), None)
     merged = {k: first[k] for k in SAME_ACROSS_RUNS}
     merged.update({
         "gpu_count": widest.get("gpu_count", 1),
@@ -66,6 +67,7 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
                  + (f" Rows of {', '.join(average_ops)} from every run are kept and averaged by the model." if average_ops else ""),
         "runs": runs,
         **({"kernel_region": region} if region else {}),
+        **({"eager_host": eager} if eager else {}),
         "errors": [e for d in docs for e in d.get("errors", [])],
         "samples": [r for kept in rows.values() for _, r in kept],
     })

@@ -596,6 +596,12 @@ class CalibratedCostModel:
         rec = self.profile.extra.get("kernel_region")
         return (float(rec["region_ns"]), float(rec["floor_ns"])) if rec else (0.0, 0.0)
 
+    def eager_host_ns(self) -> float:
+        """Host time of eager PyTorch per kernel moesim counts (profile field ``eager_host``,
+        :mod:`moesim.calibrate.eager_host`; 0 if not measured)."""
+        rec = self.profile.extra.get("eager_host")
+        return float(rec["per_kernel_ns"]) if rec else 0.0
+
     def launch_overhead_ns(self) -> int:
         """Host time per back-to-back eager kernel launch (0 if not measured)."""
         rows = self.profile.select("launch", variant="eager_back_to_back")

@@ -154,6 +154,7 @@ def profile_from_dict(data: Any, name: str = "profile", source: str = "") -> Pro
         raise ConfigError("gpu_memory_bytes", f"must be a finite number of bytes >= 0, got {memory!r}",
                           "remove the field or give the GPU's memory in bytes", source=source)
     _check_kernel_region(data.get("kernel_region"), source)
+    _check_eager_host(data.get("eager_host"), source)
     known = set(HEADER_FIELDS) | {"schema_version", "gpu_count", "samples"}
     return Profile(
         name=name, gpu_count=count, samples=samples, source=source,
@@ -173,6 +174,16 @@ def _check_kernel_region(rec: Any, source: str) -> None:
         if not _is_number(rec.get(key), allow_zero=True) or float(rec[key]) > 1e9:
             raise ConfigError(f"kernel_region.{key}", f"must be a number of ns in [0, 1e9], got {rec.get(key)!r}",
                               "take it from moesim.calibrate.chain_probe (docs/accuracy.md, run 9)", source=source)
+
+
+def _check_eager_host(rec: Any, source: str) -> None:
+    """``eager_host`` (optional): ``per_kernel_ns``, a finite number of ns in (0, 1e9]."""
+    if rec is None:
+        return
+    if not isinstance(rec, dict) or not _is_number(rec.get("per_kernel_ns"), allow_zero=False) \
+            or float(rec["per_kernel_ns"]) > 1e9:
+        raise ConfigError("eager_host.per_kernel_ns", f"must be a number of ns in (0, 1e9], got {rec!r:.80}",
+                          "write it with python -m moesim.calibrate.eager_host", source=source)
 
 
 def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:

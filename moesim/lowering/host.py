@@ -10,11 +10,13 @@ GPU's kernels are shorter than their launches, the GPU waits for it and the step
 
 Host cost per task, from the calibrated profile (the H200 profile's for a roofline cost model,
 labelled so): a compute task's kernels (``args["kernels"]``, counted by the lowering; 1 where
-not counted) times the eager launch cost (back-to-back eager launches: 6.8 us on the H200
-hosts), and a collective or send/recv call its op's eager host time (eager minus CUDA-graph time
-of small collectives: 50-67 us for two ranks). Inside real programs calls cost 1.6-3.5x their
-back-to-back figures (docs/accuracy.md, run 13), so ``host_launch_us`` lets a user state their
-own host; the shipped figures are a lower bound.
+not counted) times the profile's ``eager_host`` figure, and a collective or send/recv call its
+op's eager host time (eager minus CUDA-graph time of small collectives: 50-67 us for two ranks).
+``eager_host`` is what an eager Llama-3-8B layer's forward and backward cost the host thread per
+kernel moesim counts for it (``moesim.calibrate.eager_probe``, runs 24-25 on the H200 machines:
+3.1-4.0 ms of host time for the layer's 29 counted kernels, 86-96 launched by PyTorch: 118 us per
+counted kernel, against 6.8 us per back-to-back launch). A profile without it falls back to the
+back-to-back launch (a lower bound). ``host_launch_us`` states another host.
 """
 from __future__ import annotations
 
@@ -43,6 +45,17 @@ def launch_cost(cost: Any) -> tuple[float, str]:
     """Host time per eager kernel launch (ns) and where it comes from (:func:`host_model`)."""
     model, label = host_model(cost)
     return float(model.launch_overhead_ns()), label
+
+
+def eager_launch_cost(cost: Any) -> tuple[float, str]:
+    """What ``host="eager"`` charges per counted kernel: the profile's in-program figure
+    (``eager_host``: an eager layer's host time per kernel moesim counts) where measured, else
+    the back-to-back launch (:func:`launch_cost`, a lower bound)."""
+    model, label = host_model(cost)
+    per_kernel = getattr(model, "eager_host_ns", None)
+    if callable(per_kernel) and per_kernel() > 0:
+        return float(per_kernel()), f"{model.name}: eager layer host time per counted kernel"
+    return launch_cost(cost)
 
 
 def call_cost(cost: Any) -> Callable[[str], float]:
