@@ -11,7 +11,10 @@ plus backward, at several token counts:
   busy by a long spin queued first (so the host never waits for the GPU): median of repeats;
 * ``gpu_ns``: the GPU time of the same step (CUDA events, host ahead);
 * ``cuda_kernels``: kernels the step launched (``torch.profiler``, CUDA kernel events);
-* ``launch_ns``: back-to-back launches of a tiny kernel in the same process (the profile's figure).
+* ``launch_ns``: back-to-back launches of a tiny kernel in the same process (the profile's figure);
+* ``eager_ns``: the step as eager PyTorch runs it (GPU idle when the host starts issuing);
+* with ``--stack L``: the same for L stacked layers (``stack_rows``), to check how a simulated
+  eager host composes with the GPU over a step (docs/accuracy.md).
 
 ``python3 -m moesim.calibrate.eager_probe --out eager_probe.json``
 """
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from moesim.calibrate import kernels, provenance
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FFN = 4096, 32, 8, 128, 14336
-TOKENS = (128, 512, 2048, 8192)
+TOKENS = (128, 512, 2048, 8192)  # 2048: host and GPU time about equal per layer
 SPIN_CYCLES = 400_000_000  # ~0.2 s of GPU spin: the host issues a whole step behind it
 
 
@@ -71,42 +74,55 @@ class Layer:
         return x + F.linear(F.silu(F.linear(h, self.wg)) * F.linear(h, self.wu), self.wd)
 
 
-def _step(layer: Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dy: torch.Tensor) -> None:
-    layer.forward(x, cos, sin).backward(dy)
+def _step(layers: "list[Layer]", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dy: torch.Tensor) -> None:
+    y = x
+    for layer in layers:
+        y = layer.forward(y, cos, sin)
+    y.backward(dy)
 
 
-def measure(tokens: int, repeats: int) -> dict:
+def measure(tokens: int, repeats: int, num_layers: int = 1) -> dict:
+    """One row: ``num_layers`` stacked layers' forward + backward at ``tokens``. Besides the
+    host and GPU times, ``eager_ns``: the step as eager PyTorch runs it, the GPU idle when the
+    host starts issuing (CUDA events around it, median)."""
     dev = "cuda"
-    layer = Layer(dev)
+    layers = [Layer(dev) for _ in range(num_layers)]
     x = kernels.randn(tokens * HIDDEN, dev, 7).view(1, tokens, HIDDEN).requires_grad_()
     dy = kernels.randn(tokens * HIDDEN, dev, 8).view(1, tokens, HIDDEN)
     ang = torch.arange(tokens, device=dev, dtype=torch.float32)[:, None] * torch.arange(HEAD_DIM // 2, device=dev)[None] * 1e-3
     cos, sin = ang.cos().to(torch.bfloat16), ang.sin().to(torch.bfloat16)
     for _ in range(3):
-        _step(layer, x, cos, sin, dy)
+        _step(layers, x, cos, sin, dy)
     torch.cuda.synchronize()
     host = []
     for _ in range(repeats):
         torch.cuda._sleep(SPIN_CYCLES)
         t0 = time.perf_counter_ns()
-        _step(layer, x, cos, sin, dy)
+        _step(layers, x, cos, sin, dy)
         host.append(time.perf_counter_ns() - t0)
         torch.cuda.synchronize()
-    gpu = []
-    for _ in range(repeats):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(SPIN_CYCLES // 20)
-        s.record()
-        _step(layer, x, cos, sin, dy)
-        e.record()
-        torch.cuda.synchronize()
-        gpu.append(s.elapsed_time(e) * 1e6)
+
+    def timed(lead_cycles: int) -> list[float]:
+        out = []
+        for _ in range(repeats):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            if lead_cycles:
+                torch.cuda._sleep(lead_cycles)
+            s.record()
+            _step(layers, x, cos, sin, dy)
+            e.record()
+            torch.cuda.synchronize()
+            out.append(s.elapsed_time(e) * 1e6)
+        return out
+    gpu = timed(SPIN_CYCLES // 20 * num_layers)   # host ahead: the GPU's own time
+    eager = timed(0)                               # GPU idle as the host starts: eager PyTorch
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        _step(layer, x, cos, sin, dy)
+        _step(layers, x, cos, sin, dy)
         torch.cuda.synchronize()
     launched = sum(1 for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CUDA)
-    return {"tokens": tokens, "host_ns": statistics.median(host), "host_ns_all": host,
-            "gpu_ns": statistics.median(gpu), "cuda_kernels": launched}
+    return {"tokens": tokens, "layers": num_layers, "host_ns": statistics.median(host), "host_ns_all": host,
+            "gpu_ns": statistics.median(gpu), "eager_ns": statistics.median(eager), "eager_ns_all": eager,
+            "cuda_kernels": launched}
 
 
 def launch_ns(count: int = 200) -> float:
@@ -126,6 +142,7 @@ def main(argv: "list[str] | None" = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("eager_probe.json"))
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--stack", type=int, default=0, help="also time this many stacked layers at each token count")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU")
@@ -133,11 +150,12 @@ def main(argv: "list[str] | None" = None) -> int:
                                                       "head_dim": HEAD_DIM, "ffn": FFN},
            "launch_ns": [launch_ns() for _ in range(3)], "rows": []}
     for tokens in TOKENS:
-        row = measure(tokens, args.repeats)
-        doc["rows"].append(row)
-        print(f"tokens {tokens:6d}: host {row['host_ns'] / 1e3:8.1f} us  gpu {row['gpu_ns'] / 1e3:8.1f} us  "
-              f"kernels {row['cuda_kernels']:4d}  host/kernel {row['host_ns'] / max(row['cuda_kernels'], 1) / 1e3:6.2f} us",
-              flush=True)
+        for num_layers in (1, args.stack) if args.stack > 1 else (1,):
+            row = measure(tokens, args.repeats, num_layers)
+            doc.setdefault("rows" if num_layers == 1 else "stack_rows", []).append(row)
+            print(f"tokens {tokens:6d} x{num_layers}: host {row['host_ns'] / 1e3:8.1f} us  gpu {row['gpu_ns'] / 1e3:8.1f} us  "
+                  f"eager {row['eager_ns'] / 1e3:8.1f} us  kernels {row['cuda_kernels']:4d}  "
+                  f"host/kernel {row['host_ns'] / max(row['cuda_kernels'], 1) / 1e3:6.2f} us", flush=True)
     doc["launch_ns"] += [launch_ns() for _ in range(3)]
     print(f"back-to-back launch: {statistics.median(doc['launch_ns']) / 1e3:.2f} us", flush=True)
     args.out.write_text(json.dumps(doc, indent=1))
