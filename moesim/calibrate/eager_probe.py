@@ -143,13 +143,14 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--out", type=Path, default=Path("eager_probe.json"))
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--stack", type=int, default=0, help="also time this many stacked layers at each token count")
+    p.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated token counts")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU")
     doc = {**provenance.collect("cuda", 1), "layer": {"hidden": HIDDEN, "heads": HEADS, "kv_heads": KV_HEADS,
                                                       "head_dim": HEAD_DIM, "ffn": FFN},
-           "launch_ns": [launch_ns() for _ in range(3)], "rows": []}
-    for tokens in TOKENS:
+           "launch_ns": [launch_ns() for _ in range(3)], "rows": [], "command": " ".join(sys.argv)}
+    for tokens in (int(t) for t in args.tokens.split(",")):
         for num_layers in (1, args.stack) if args.stack > 1 else (1,):
             row = measure(tokens, args.repeats, num_layers)
             doc.setdefault("rows" if num_layers == 1 else "stack_rows", []).append(row)
