@@ -149,7 +149,7 @@ def main(argv: "list[str] | None" = None) -> int:
         p.error("needs a CUDA GPU")
     doc = {**provenance.collect("cuda", 1), "layer": {"hidden": HIDDEN, "heads": HEADS, "kv_heads": KV_HEADS,
                                                       "head_dim": HEAD_DIM, "ffn": FFN},
-           "launch_ns": [launch_ns() for _ in range(3)], "rows": [], "command": " ".join(sys.argv)}
+           "launch_ns": [launch_ns() for _ in range(3)], "rows": []}
     for tokens in (int(t) for t in args.tokens.split(",")):
         for num_layers in (1, args.stack) if args.stack > 1 else (1,):
             row = measure(tokens, args.repeats, num_layers)
