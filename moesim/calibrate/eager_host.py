@@ -5,11 +5,12 @@ plus backward, autograd) on the GPU machine. moesim's lowering counts a layer's 
 program (one per GEMM, attention, norm, activation...: 29 for a Llama-3-8B layer's forward,
 input backward and weight backward at TP1), where PyTorch launches about three times as many
 (transposes, casts, gradient accumulation). ``Scenario.host = "eager"`` charges each counted
-kernel this record's ``per_kernel_ns``: the median over the probe's rows of the row's host time
-over the layer's counted kernels, so that a simulated layer's issue takes what the real one did.
+kernel this record's ``per_kernel_ns``: what one more layer costs the host thread, over the
+layer's counted kernels (:func:`derive`), so that a simulated layer's issue takes what a real one did.
 Torch-free (it reads the probe's JSON), so it runs anywhere:
 
 ``python -m moesim.calibrate.eager_host --from RUN.json [RUN.json ...] --into moesim/profiles/h200_sxm.json``
+(runs of ``eager_probe --stack L``).
 """
 from __future__ import annotations
 
@@ -39,25 +40,38 @@ def counted_kernels(tokens: int) -> int:
 
 
 def derive(docs: list[tuple[str, dict]]) -> dict:
-    """The ``eager_host`` record from probe files ``(path, document)``."""
+    """The ``eager_host`` record from probe files ``(path, document)`` run with ``--stack L``:
+    per token count, the host time L stacked layers take beyond one layer, over the (L - 1) layers'
+    counted kernels; ``per_kernel_ns`` is the median over token counts and files. The difference
+    removes the host work a step does once (the ``backward()`` call's setup and teardown: about
+    1.4 ms, most of it outside the GPU's timeline), which a single layer's time per kernel counts
+    in full (runs 24-25: 118 us per counted kernel, 22-97% over the eager time of stacked layers)."""
     rows, runs = [], []
     for path, doc in docs:
         layer = doc.get("layer") or {}
         if (layer.get("hidden"), layer.get("heads"), layer.get("kv_heads"), layer.get("ffn")) != (4096, 32, 8, 14336):
             raise ConfigError("layer", f"{path}: the probe's layer {layer} is not {MODEL}'s", "re-run eager_probe")
-        for r in doc.get("rows") or []:
-            counted = counted_kernels(int(r["tokens"]))
-            rows.append([path, int(r["tokens"]), float(r["host_ns"]), int(r["cuda_kernels"]), counted,
-                         round(float(r["host_ns"]) / counted, 1)])
+        single = {int(r["tokens"]): r for r in doc.get("rows") or []}
+        for r in doc.get("stack_rows") or []:
+            tokens, layers = int(r["tokens"]), int(r["layers"])
+            one = single.get(tokens)
+            if one is None or layers < 2:
+                continue
+            counted = counted_kernels(tokens)
+            per = (float(r["host_ns"]) - float(one["host_ns"])) / ((layers - 1) * counted)
+            rows.append([path, tokens, layers, round(float(one["host_ns"])), round(float(r["host_ns"])), counted,
+                         round(per, 1)])
         runs.append({k: doc.get(k) for k in ("date", "device", "driver", "cuda", "torch", "command")} | {"source": path})
     if not rows:
-        raise ConfigError("--from", "no rows in the probe files", "pass eager_probe outputs")
-    return {"per_kernel_ns": round(statistics.median(r[5] for r in rows), 1),
+        raise ConfigError("--from", "no stacked rows in the probe files",
+                          "run python3 -m moesim.calibrate.eager_probe --stack 4 (or more layers)")
+    return {"per_kernel_ns": round(statistics.median(r[6] for r in rows), 1),
             "what": "host time of eager PyTorch (forward + backward with autograd) per kernel moesim counts; "
                     "Scenario.host='eager' charges it per counted kernel (moesim.lowering.host)",
-            "derived": f"median over rows of host_ns / counted kernels of a {MODEL} layer "
-                       "(moesim.calibrate.eager_host.counted_kernels)",
-            "rows": [["source", "tokens", "host_ns", "cuda_kernels", "counted_kernels", "host_ns_per_counted"]] + rows,
+            "derived": f"median over token counts and files of (host time of L stacked {MODEL} layers - of one) / "
+                       "((L - 1) x counted kernels of a layer) (moesim.calibrate.eager_host)",
+            "rows": [["source", "tokens", "layers", "host_ns_1_layer", "host_ns_L_layers", "counted_kernels_per_layer",
+                      "host_ns_per_counted"]] + rows,
             "runs": runs}
 
 

@@ -12,10 +12,11 @@ Host cost per task, from the calibrated profile (the H200 profile's for a roofli
 labelled so): a compute task's kernels (``args["kernels"]``, counted by the lowering; 1 where
 not counted) times the profile's ``eager_host`` figure, and a collective or send/recv call its
 op's eager host time (eager minus CUDA-graph time of small collectives: 50-67 us for two ranks).
-``eager_host`` is what an eager Llama-3-8B layer's forward and backward cost the host thread per
-kernel moesim counts for it (``moesim.calibrate.eager_probe``, runs 24-25 on the H200 machines:
-3.1-4.0 ms of host time for the layer's 29 counted kernels, 86-96 launched by PyTorch: 118 us per
-counted kernel, against 6.8 us per back-to-back launch). A profile without it falls back to the
+``eager_host`` is what one more eager Llama-3-8B layer (forward and backward) costs the host
+thread, per kernel moesim counts for it (``moesim.calibrate.eager_probe --stack``, runs 26-27 on
+the H200 machines: about 2.2 ms per layer for its 29 counted kernels, 86-96 launched by PyTorch:
+74.5 us per counted kernel, against 6.8 us per back-to-back launch); checked on 1-8 stacked
+layers (:mod:`moesim.validate.eager_stack`). A profile without it falls back to the
 back-to-back launch (a lower bound). ``host_launch_us`` states another host.
 """
 from __future__ import annotations
