@@ -1,14 +1,14 @@
 """Could an eager host keep up? Kernel launches per GPU against the GPU work they carry.
 
-``moesim run`` assumes the host issues kernels ahead of the GPU (as CUDA graphs or a fast host
-do). The validation (docs/accuracy.md) shows where that fails: eager PyTorch programs whose
-kernels are short are as slow as their Python thread, and their time varies by 1.5-2x between
-machines and processes. This check says how close a simulated step is to that regime: per GPU,
-the kernels its compute tasks launch (``args["kernels"]``, counted by the lowering) times a
-measured host cost per launch, against the time the GPU spends on those tasks. The launch cost
-is the calibrated profile's (``launch_overhead_ns``: back-to-back eager launches on the H200
-hosts, 6.8 us) or, for a roofline cost model, the shipped H200 profile's, labelled so; inside
-real programs calls cost 1.6-3.5x that (run 13), so the figure is a lower bound on host time.
+``moesim run`` assumes by default that the host issues kernels ahead of the GPU (as CUDA graphs
+or a fast host do). The validation (docs/accuracy.md) shows where that fails: eager PyTorch
+programs whose kernels are short are as slow as their Python thread. This check says how close a
+simulated step is to that regime: per GPU, the kernels its compute tasks launch (``args["kernels"]``,
+counted by the lowering) times the host time eager PyTorch spends per counted kernel, against the
+time the GPU spends on those tasks. The per-kernel figure is the calibrated profile's ``eager_host``
+(an eager Llama layer's host time per counted kernel on the H200 machines, 74.5 us; the shipped
+H200 profile's for a roofline cost model, labelled so; the bare back-to-back launch where a
+profile has no ``eager_host``), or ``Scenario.host_launch_us``.
 
 With ``Scenario.host = "eager"`` the host threads are simulated (:mod:`moesim.lowering.host`):
 the record then also gives the busiest host thread's time against the step, and the message
@@ -63,6 +63,7 @@ def host_issue_message(rec: dict[str, Any]) -> "str | None":
                 f"(launch {rec['launch_us']:.1f} us, {rec['launch_source']}); CUDA graphs or larger kernels help")
     if not rec or rec["ratio"] < RISK_RATIO:
         return None
-    return (f"eager host issue: GPU {rec['gpu']} launches {rec['kernels']:,} kernels per step, at least "
-            f"{rec['issue_ms']:.1f} ms of host time for {rec['gpu_busy_ms']:.1f} ms of GPU work ({rec['ratio']:.2f}x); "
-            "in eager PyTorch the step may be host-bound (CUDA graphs or larger kernels help)")
+    return (f"eager host issue: GPU {rec['gpu']} launches {rec['kernels']:,} kernels per step, about "
+            f"{rec['issue_ms']:.1f} ms of host time in eager PyTorch ({rec['launch_us']:.1f} us each, {rec['launch_source']}) "
+            f"for {rec['gpu_busy_ms']:.1f} ms of GPU work ({rec['ratio']:.2f}x); the step may be host-bound "
+            "(simulate it with --set host=eager; CUDA graphs or larger kernels help)")

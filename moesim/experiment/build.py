@@ -17,7 +17,7 @@ from moesim.errors import ConfigError
 from moesim.experiment.estimate import check_budget, estimate_run
 from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
-from moesim.lowering.host import add_eager_host, call_cost, eager_launch_cost, launch_cost
+from moesim.lowering.host import add_eager_host, call_cost, eager_launch_cost
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable
 from moesim.lowering.moe_exchange import MoEExchangeLowering
@@ -144,7 +144,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():
         counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
-    launch = eager_launch_cost(cost) if scn.host == "eager" else launch_cost(cost)
+    launch = eager_launch_cost(cost)  # what eager PyTorch costs per counted kernel: charged or checked
     if scn.host_launch_us is not None:
         launch = (scn.host_launch_us * 1e3, "scenario.host_launch_us")
     if scn.host == "eager":
