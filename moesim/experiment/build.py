@@ -47,7 +47,7 @@ class Built:
     counts: dict[str, int]
     exchange: Any = None
     budget: Any = None
-    host_launch: tuple[float, str] = (0.0, "")  # ns per eager kernel launch, and where it comes from
+    host_launch: tuple[float, str] = (0.0, "")  # eager host ns per counted kernel, and where it comes from
 
 
 def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:

@@ -147,8 +147,8 @@ class Scenario:
     and one event per collective phase, for expert-parallel runs of thousands of GPUs).
     ``host`` is ``"ahead"`` (the host has issued every task before the GPU needs it, as CUDA
     graphs do) or ``"eager"`` (a host thread per GPU issues its tasks at measured eager costs:
-    :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the profile's per-kernel launch
-    cost for ``"eager"``."""
+    :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the profile's eager host time per
+    counted kernel (``eager_host``), both where ``"eager"`` charges it and in the ``host_issue`` check."""
 
     name: str
     topology: str
@@ -221,7 +221,7 @@ class Scenario:
         if launch is not None and not (isinstance(launch, (int, float)) and not isinstance(launch, bool)
                                        and 0.0 < launch <= 10_000.0):
             raise ConfigError("scenario.host_launch_us", f"must be a number in (0, 10000] us, got {launch!r}",
-                              "give e.g. 12.0 (your host's eager launch), or leave it out for the profile's")
+                              "give your host's eager time per counted kernel, e.g. 40.0, or leave it out for the profile's")
         if self.host == "eager" and self.engine == "reduced":
             raise ConfigError("scenario.host", "host='eager' needs every GPU lowered; the reduced engine has no "
                               "host threads", "use engine='full', or host='ahead' with the reduced engine")

@@ -49,9 +49,10 @@ def launch_cost(cost: Any) -> tuple[float, str]:
 
 
 def eager_launch_cost(cost: Any) -> tuple[float, str]:
-    """What ``host="eager"`` charges per counted kernel: the profile's in-program figure
-    (``eager_host``: an eager layer's host time per kernel moesim counts) where measured, else
-    the back-to-back launch (:func:`launch_cost`, a lower bound)."""
+    """Host time of eager PyTorch per counted kernel (what ``host="eager"`` charges and the
+    ``host_issue`` check multiplies): the profile's in-program figure (``eager_host``: an eager
+    layer's host time per kernel moesim counts) where measured, else the back-to-back launch
+    (:func:`launch_cost`, a lower bound)."""
     model, label = host_model(cost)
     per_kernel = getattr(model, "eager_host_ns", None)
     if callable(per_kernel) and per_kernel() > 0:
