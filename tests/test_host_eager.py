@@ -197,3 +197,18 @@ def test_eager_mode_charges_the_profile_in_program_figure(small) -> None:
     r, _ = run_scenario(dataclasses.replace(small, host="eager", cost_model="calibrated", topology="dgx_h200"))
     assert r.host_issue["launch_us"] == round(CalibratedCostModel("h200_sxm").eager_host_ns() / 1e3, 2)
     assert "eager layer host time per counted kernel" in r.host_issue["launch_source"]
+
+
+def test_the_trace_shows_each_gpus_host_thread_and_is_deterministic(small) -> None:
+    from moesim.experiment.runner import run_scenario
+    from moesim.trace import dumps_chrome_trace, to_chrome_trace, validate_chrome_trace
+    eager = dataclasses.replace(small, host="eager")
+    first, second = (dumps_chrome_trace(to_chrome_trace(run_scenario(eager)[1])) for _ in range(2))
+    assert first == second  # same inputs, same trace bytes
+    doc = json.loads(first)
+    validate_chrome_trace(doc)
+    names = {e["args"]["name"] for e in doc["traceEvents"] if e.get("name") == "thread_name"}
+    assert {f"gpu{g} host" for g in range(8)} <= names
+    host_rows = {(e["pid"], e["tid"]) for e in doc["traceEvents"] if e.get("ph") == "M" and e.get("name") == "thread_name"
+                 and e["args"]["name"].endswith(" host")}
+    assert any(e.get("ph") == "X" and (e["pid"], e["tid"]) in host_rows for e in doc["traceEvents"])
