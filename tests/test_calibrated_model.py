@@ -9,14 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.costs.base import CostModel
-from moesim.costs.calibrated import (
-    CalibratedCostModel,
-    Envelope,
-    LogGrid,
-    bus_factor,
-    collective_steps,
-    fit_latency_bandwidth,
-)
+from moesim.costs.calibrated import CalibratedCostModel
+from moesim.costs.fitting import Envelope, LogGrid, bus_factor, collective_steps, fit_latency_bandwidth
 from moesim.costs.profile import load_profile, profile_from_dict
 from moesim.costs.roofline import make_cost_model
 from moesim.errors import ConfigError

@@ -134,6 +134,6 @@ HOST_SHOWN = ("launch_add1", "mm", "index_select", "index_add_", "swiglu_ffn", "
 
 
 def _busbw(model, op: str, ranks: int, nbytes: int) -> float:
-    from moesim.costs.calibrated import bus_factor
+    from moesim.costs.fitting import bus_factor
 
     return round(nbytes / model.collective_ns(op, ranks, nbytes, mode="eager") * bus_factor(op, ranks), 1)

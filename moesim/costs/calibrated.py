@@ -23,16 +23,16 @@ one is given and raises ConfigError otherwise.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from moesim.costs.devices import DEVICES
+from moesim.costs.fitting import (Curve, Envelope, LogGrid, Point, anchored, bus_factor, collective_steps,
+                                  gemm_flops_bytes)
 from moesim.costs.profile import Profile, load_profile
 from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, MemoryOp
@@ -44,138 +44,6 @@ GRAPH_BASE_OP = {"all_to_all_v": "all_to_all", "exchange": "send_recv"}
 # memory variants priced only when named: specific kernels of measured programs (the scatter-add of
 # an MoE unpermute, a fill), not representatives of their kind's generic op
 NAMED_ONLY_VARIANTS = ("index_add", "zeros")
-Point = tuple[float, ...]
-
-
-def collective_steps(op: str, num_ranks: int) -> int:
-    """Algorithm steps of a collective: ring all-reduce 2(n-1); all-gather, reduce-scatter,
-    broadcast and pairwise all-to-all n-1; a send/recv or exchange 1."""
-    n = max(1, num_ranks)
-    if op == "all_reduce":
-        return max(1, 2 * (n - 1))
-    if op in ("send_recv", "exchange"):
-        return 1
-    return max(1, n - 1)
-
-
-def bus_factor(op: str, num_ranks: int) -> float:
-    """busbw / algbw for ``op`` on ``num_ranks`` (nccl-tests convention)."""
-    n = max(2, num_ranks)
-    if op == "all_reduce":
-        return 2.0 * (n - 1) / n
-    if op in ("send_recv", "exchange"):
-        return 1.0
-    return (n - 1) / n
-
-
-class LogGrid:
-    """Multilinear interpolation of log(time) over log-spaced axes (one axis per shape field)."""
-
-    def __init__(self, axes: Sequence[Sequence[float]], times: np.ndarray) -> None:
-        self.axes = tuple(np.log(np.asarray(a, dtype=float)) for a in axes)
-        self.log_times = np.log(np.asarray(times, dtype=float))
-        assert self.log_times.shape == tuple(len(a) for a in self.axes), "grid shape mismatch"
-        assert np.all(np.isfinite(self.log_times)), "grid has holes"
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
-                  fill: Callable[[Point], float] | None = None) -> "LogGrid":
-        """Grid over the distinct values of ``keys``; duplicate cells average in log space and
-        holes take ``fill(point)``."""
-        axes = [sorted({float(r[k]) for r in rows}) for k in keys]
-        index = [{v: i for i, v in enumerate(a)} for a in axes]
-        sums, counts = np.zeros([len(a) for a in axes]), np.zeros([len(a) for a in axes])
-        for r in rows:
-            cell = tuple(index[j][float(r[k])] for j, k in enumerate(keys))
-            sums[cell] += math.log(r["time_ns"])
-            counts[cell] += 1
-        times = np.exp(sums / np.maximum(counts, 1))
-        for cell in zip(*np.nonzero(counts == 0)):
-            assert fill is not None, f"measured grid over {keys} has holes"
-            times[cell] = fill(tuple(axes[j][i] for j, i in enumerate(cell)))
-        return cls(axes, times)
-
-    def clamp(self, point: Point) -> Point:
-        return tuple(float(min(max(x, math.exp(a[0])), math.exp(a[-1]))) for x, a in zip(point, self.axes))
-
-    def __call__(self, point: Point) -> float:
-        """Interpolated time at ``clamp(point)``."""
-        idx, wts = [], []
-        for x, ax in zip(self.clamp(point), self.axes):
-            if len(ax) == 1:
-                idx.append(0)
-                wts.append(0.0)
-                continue
-            lx = math.log(x)
-            i = int(min(max(np.searchsorted(ax, lx, side="right") - 1, 0), len(ax) - 2))
-            idx.append(i)
-            wts.append(min(max((lx - ax[i]) / (ax[i + 1] - ax[i]), 0.0), 1.0))
-        total = 0.0
-        for corner in itertools.product((0, 1), repeat=len(idx)):
-            weight = math.prod(w if c else 1.0 - w for c, w in zip(corner, wts))
-            if weight > 0.0:
-                total += weight * self.log_times[tuple(i + c for i, c in zip(idx, corner))]
-        return math.exp(total)
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """Roofline fitted to measurements: ``latency + max(flops / flop_rate, bytes / byte_rate)``."""
-
-    latency_ns: float
-    flops_per_ns: float
-    bytes_per_ns: float
-
-    def __call__(self, flops: float, nbytes: float) -> float:
-        compute = flops / self.flops_per_ns if self.flops_per_ns > 0 else 0.0
-        return self.latency_ns + max(compute, nbytes / self.bytes_per_ns)
-
-    @classmethod
-    def fit(cls, flops: Sequence[float], nbytes: Sequence[float], times: Sequence[float]) -> "Envelope":
-        """Rates = the best achieved; latency = what the fastest measurement spends beyond them."""
-        f, b, t = (np.asarray(x, dtype=float) for x in (flops, nbytes, times))
-        flop_rate = float(np.max(f / t)) if np.any(f > 0) else 0.0
-        byte_rate = float(np.max(b / t))
-        fastest = int(np.argmin(t))
-        compute = f[fastest] / flop_rate if flop_rate > 0 else 0.0
-        latency = t[fastest] - max(compute, b[fastest] / byte_rate)
-        return cls(max(float(latency), 0.0), flop_rate, byte_rate)
-
-
-def fit_latency_bandwidth(nbytes: Sequence[float], times: Sequence[float]) -> tuple[float, float]:
-    """Least squares ``t = latency + nbytes / bandwidth`` in relative error (small and large
-    sizes weigh alike); returns (latency_ns, bytes_per_ns)."""
-    x, t = np.asarray(nbytes, dtype=float), np.asarray(times, dtype=float)
-    if x.size >= 2 and np.ptp(x) > 0:
-        (lat, slope), *_ = np.linalg.lstsq(np.stack([1.0 / t, x / t], axis=1), np.ones_like(t), rcond=None)
-    else:
-        lat, slope = 0.0, float(np.mean(t / x))
-    if lat < 0 or slope <= 0:  # the data are not line-shaped: fall back to a pure bandwidth line
-        lat, slope = 0.0, float(np.sum(x / t) / np.sum((x / t) ** 2))
-    return float(lat), 1.0 / float(slope)
-
-
-def _anchored(grid: LogGrid, model: Callable[[Point], float], point: Point) -> float:
-    clamped = grid.clamp(point)
-    return grid(clamped) * model(point) / model(clamped)
-
-
-def _gemm_flops_bytes(p: Point, elem: float = 2.0) -> tuple[float, float]:
-    m, n, k = p
-    return 2.0 * m * n * k, elem * (m * k + k * n + m * n)
-
-
-class _Curve:
-    """Time against bytes for one collective (or memory variant): interpolated, line-fitted outside."""
-
-    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.grid = LogGrid.from_rows(rows, ("nbytes",))
-        self.latency_ns, self.bytes_per_ns = fit_latency_bandwidth([r["nbytes"] for r in rows],
-                                                                  [r["time_ns"] for r in rows])
-        self.max_nbytes = max(r["nbytes"] for r in rows)
-
-    def __call__(self, nbytes: float) -> float:
-        return _anchored(self.grid, lambda p: self.latency_ns + p[0] / self.bytes_per_ns, (max(nbytes, 1.0),))
 
 
 class CalibratedCostModel:
@@ -214,7 +82,7 @@ class CalibratedCostModel:
             rows_by[(r["dtype"], None)].append(r)  # None = every layout, averaged in log space
         for key, rows in rows_by.items():
             elem = DTYPE_BYTES[key[0]]
-            fb = [_gemm_flops_bytes((r["m"], r["n"], r["k"]), elem) for r in rows]
+            fb = [gemm_flops_bytes((r["m"], r["n"], r["k"]), elem) for r in rows]
             env = Envelope.fit(*zip(*fb), [r["time_ns"] for r in rows])
             fill = self._hole_filler(env, rows, elem)
             self._gemm[key] = (LogGrid.from_rows(rows, ("m", "n", "k"), fill), env)
@@ -228,9 +96,9 @@ class CalibratedCostModel:
     @staticmethod
     def _hole_filler(env: Envelope, rows: Sequence[Mapping[str, Any]], elem: float) -> Callable[[Point], float]:
         """Envelope time scaled by the median measured/envelope ratio, for unmeasured cells."""
-        ratios = [r["time_ns"] / env(*_gemm_flops_bytes((r["m"], r["n"], r["k"]), elem)) for r in rows]
+        ratios = [r["time_ns"] / env(*gemm_flops_bytes((r["m"], r["n"], r["k"]), elem)) for r in rows]
         scale = float(np.median(ratios))
-        return lambda p: scale * env(*_gemm_flops_bytes(p, elem))
+        return lambda p: scale * env(*gemm_flops_bytes(p, elem))
 
     def _build_attention(self) -> None:
         """Per (direction, head_dim): a grid over (batch, heads, seq) when more than one batch was
@@ -277,13 +145,13 @@ class CalibratedCostModel:
     def _build_memory(self) -> None:
         """One curve per (kind, variant) from the cold-cache samples (L2 evicted before each
         repeat); warm-cache samples, if a profile has them, are kept apart in ``_mem_warm``."""
-        self._mem: dict[str, dict[str, _Curve]] = defaultdict(dict)
-        self._mem_warm: dict[str, dict[str, _Curve]] = defaultdict(dict)
+        self._mem: dict[str, dict[str, Curve]] = defaultdict(dict)
+        self._mem_warm: dict[str, dict[str, Curve]] = defaultdict(dict)
         variants: dict[tuple[str, str, str], list] = defaultdict(list)
         for r in self.profile.select("memory"):
             variants[(r["cache"], r["kind"], r["variant"])].append(r)
         for (cache, kind, variant), rows in sorted(variants.items()):
-            (self._mem if cache == "cold" else self._mem_warm)[kind][variant] = _Curve(rows)
+            (self._mem if cache == "cold" else self._mem_warm)[kind][variant] = Curve(rows)
 
     def _build_host(self) -> None:
         """Host time per eager call, by call name (the profile's ``host`` samples)."""
@@ -292,16 +160,16 @@ class CalibratedCostModel:
             self._host_calls[r["call"]] = float(r["time_ns"])
 
     def _build_collectives(self) -> None:
-        self._coll: dict[tuple[str, int, str], _Curve] = {}
+        self._coll: dict[tuple[str, int, str], Curve] = {}
         rows: dict[tuple[str, int, str], list] = defaultdict(list)
         for r in self.profile.select("collective"):
             rows[(r["collective"], r["num_ranks"], r["mode"])].append(r)
         for key, rs in rows.items():
-            self._coll[key] = _Curve(rs)
+            self._coll[key] = Curve(rs)
         self._host_ns = {op: self._measure_host_overhead(op) for op in {k[0] for k in rows}}
         for (op, n, mode), rs in list(rows.items()):
             if mode == "eager":
-                self._coll[(op, n, "device")] = _Curve(self._device_rows(op, n, rs))
+                self._coll[(op, n, "device")] = Curve(self._device_rows(op, n, rs))
         self._latency_fit = {op: self._fit_step_latency(op) for (op, _, mode) in self._coll if mode == "device"}
 
     def _measure_host_overhead(self, op: str) -> float:
@@ -398,7 +266,7 @@ class CalibratedCostModel:
                               f"use one of: {sorted((d, l) for d, l in self._gemm if l)}")
         grid, env = self._gemm[key]
         elem = DTYPE_BYTES[key[0]]
-        return _anchored(grid, lambda p: env(*_gemm_flops_bytes(p, elem)), (float(max(m, 1)), float(max(n, 1)), float(max(k, 1))))
+        return anchored(grid, lambda p: env(*gemm_flops_bytes(p, elem)), (float(max(m, 1)), float(max(n, 1)), float(max(k, 1))))
 
     def _attention_ns(self, op: Attention) -> float:
         direction = "bwd" if op.backward else "fwd"
@@ -414,7 +282,7 @@ class CalibratedCostModel:
             ref = self._attn_ref(direction, head_dim, p[-1], math.prod(p[:-1]))
             return env(ref.flops, ref.bytes)
         ref = self._attn_ref(direction, head_dim, seq, batch * heads)
-        return _anchored(grid, model, point) * op.flops / ref.flops
+        return anchored(grid, model, point) * op.flops / ref.flops
 
     def _fallback_compute(self, op: ComputeOp, field: str, problem: str) -> float:
         if self.fallback is None:
