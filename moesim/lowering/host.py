@@ -81,14 +81,56 @@ def _h200() -> Any:
 def add_eager_host(sim: Simulation, launch_ns: float, call_ns: Callable[[str], float]) -> int:
     """Give every task made so far its issue on its GPUs' host threads (a collective: on each
     rank it spans); returns the number of host tasks added. ``launch_ns`` per kernel of a compute
-    task, ``call_ns(category)`` per communication call."""
+    task, ``call_ns(category)`` per communication call.
+
+    Each rank's host issues in program order (:func:`program_order`): compute tasks in the order
+    the lowering made them (each GPU's schedule order), each communication call where a program
+    makes it: right after the last of its inputs on that rank (a send after the compute that
+    produced it, a gradient all-reduce after the backward it follows), else right before the
+    first task of that rank that needs it (a receive before the compute that consumes it)."""
     added = 0
-    for task in list(sim.tasks):
-        ns = _issue_ns(task, launch_ns, call_ns)
-        for rank in dict.fromkeys(r for r, _ in task.streams):
-            sim.add_dep(task, sim.host(rank, int(round(ns)), f"issue {task.name}", args={"issues": task.id}))
+    for rank, tasks in program_order(sim.tasks).items():
+        for task in tasks:
+            issue = sim.host(rank, int(round(_issue_ns(task, launch_ns, call_ns))), f"issue {task.name}",
+                             args={"issues": task.id})
+            sim.add_dep(task, issue)
             added += 1
     return added
+
+
+def program_order(tasks: list[Task]) -> dict[int, list[Task]]:
+    """Per rank, its tasks in the order its host thread issues them (see :func:`add_eager_host`)."""
+    def ranks_of(t: Task) -> list[int]:
+        return list(dict.fromkeys(r for r, _ in t.streams))
+
+    position: dict[tuple[int, int], int] = {}  # (rank, task id) -> creation position on that rank
+    per_rank: dict[int, list[Task]] = {}
+    for t in tasks:
+        for r in ranks_of(t):
+            position[(r, t.id)] = len(per_rank.setdefault(r, []))
+            per_rank[r].append(t)
+    first_user: dict[tuple[int, int], int] = {}  # (rank, task id) -> earliest position of a task there needing it
+    for t in tasks:
+        for r in ranks_of(t):
+            for d in t.deps:
+                key = (r, d.id)
+                first_user[key] = min(first_user.get(key, position[(r, t.id)]), position[(r, t.id)])
+    order: dict[int, list[Task]] = {}
+    for r, ts in sorted(per_rank.items()):
+        keyed = []
+        for t in ts:
+            pos = position[(r, t.id)]
+            if t.phases is not None:  # a call: after its last input on this rank, else before its first user
+                inputs = [position[(r, d.id)] for d in t.deps if (r, d.id) in position]
+                if inputs:
+                    keyed.append(((max(inputs), 1, t.id), t))
+                    continue
+                if (r, t.id) in first_user:
+                    keyed.append(((first_user[(r, t.id)], -1, t.id), t))
+                    continue
+            keyed.append(((pos, 0, t.id), t))
+        order[r] = [t for _, t in sorted(keyed, key=lambda kt: kt[0])]
+    return order
 
 
 def _issue_ns(task: Task, launch_ns: float, call_ns: Callable[[str], float]) -> float:
