@@ -166,3 +166,16 @@ def test_runaway_scenario_is_refused_before_building_with_the_estimate():
     with pytest.raises(ConfigError, match="scenario") as err:
         build_scenario(big)
     assert "tasks" in str(err.value) and "force" in str(err.value)
+
+
+def test_every_shipped_experiment_loads_and_its_comparisons_name_its_scenarios() -> None:
+    from pathlib import Path
+
+    from moesim.experiment import load_experiment
+    files = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
+    assert any(f.name == "1f1b_vs_interleaved.py" for f in files) and any(f.name == "eager_host.py" for f in files)
+    for f in files:
+        exp = load_experiment(f)
+        names = {s.name for s in exp.scenarios}
+        assert len(names) == len(exp.scenarios), f.name
+        assert all(c.baseline in names and c.optimized in names for c in exp.comparisons), f.name
