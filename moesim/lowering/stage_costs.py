@@ -45,6 +45,25 @@ def stage_layer_ranges(num_layers: int, num_stages: int) -> tuple[range, ...]:
     return split_layers(num_layers, num_stages)
 
 
+def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[float, float]) -> StageWork:
+    """One segment: its kernels back to back on one stream (:mod:`moesim.costs.regions`: each at
+    its in-stream time, the region cost once; unchanged for a cost model without one), its
+    FLOPs and the TP collectives it carries; ``region`` is :func:`~moesim.costs.regions.kernel_region`."""
+    times, flops, ar_bytes, count = [], 0.0, 0.0, 0.0
+    for item in program:
+        if isinstance(item, CommOp):
+            eq = AR_EQUIVALENT.get(item.op)
+            if eq is None:
+                raise ConfigError("workload", f"unexpected collective {item.op!r} outside an MoE exchange")
+            ar_bytes += eq * item.bytes
+            count += eq
+        else:
+            times.append(cost.compute_ns(item))
+            flops += item.flops
+    ns, region_ns = sequence(times, *region)
+    return StageWork(ns, flops, ar_bytes, round(count), region_ns=region_ns, kernels=len(times))
+
+
 class StageTable:
     """StageWorkTable for dense transformer and custom block models."""
 
@@ -64,22 +83,7 @@ class StageTable:
 
     # -- costing helpers -------------------------------------------------------------------
     def _cost(self, program: Sequence[ProgramItem]) -> StageWork:
-        """One segment: its kernels back to back on one stream (:mod:`moesim.costs.regions`: each at
-        its in-stream time, the region cost once; unchanged for a cost model without one), its
-        FLOPs and the TP collectives it carries."""
-        times, flops, ar_bytes, count = [], 0.0, 0.0, 0.0
-        for item in program:
-            if isinstance(item, CommOp):
-                eq = AR_EQUIVALENT.get(item.op)
-                if eq is None:
-                    raise ConfigError("workload", f"unexpected collective {item.op!r} outside an MoE exchange")
-                ar_bytes += eq * item.bytes
-                count += eq
-            else:
-                times.append(self.cost.compute_ns(item))
-                flops += item.flops
-        ns, region = sequence(times, *self.region)
-        return StageWork(ns, flops, ar_bytes, round(count), region_ns=region, kernels=len(times))
+        return program_work(self.cost, program, self.region)
 
     @staticmethod
     def _sum(*parts: StageWork) -> StageWork:

@@ -17,21 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moesim.costs.regions import kernel_region, sequence
+from moesim.costs.regions import kernel_region
 from moesim.engine import Simulation
 from moesim.lowering.host import add_eager_host
+from moesim.lowering.stage_costs import program_work
 from moesim.topology import load_topology
 from moesim.workload import layers as wl
-from moesim.workload.common import CommOp
 from moesim.workload.presets import get_model
 
 MODEL = "llama3-8b"
 
 
 def _task(cost: Any, program: list) -> tuple[int, int, int]:
-    times = [cost.compute_ns(op) for op in program if not isinstance(op, CommOp)]
-    ns, region = sequence(times, *kernel_region(cost))
-    return int(ns), int(region), len(times)
+    w = program_work(cost, program, kernel_region(cost))  # as moesim run costs a segment
+    return int(w.duration_ns), int(w.region_ns), w.kernels
 
 
 def predict(cost: Any, tokens: int, layers: int, per_kernel_ns: float) -> tuple[int, int]:
