@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Mapping
 
 from moesim.errors import ConfigError
@@ -208,20 +209,15 @@ class Scenario:
             raise ConfigError("scenario.engine", f"unknown engine {self.engine!r}",
                               "use 'full' (every GPU lowered) or 'reduced' (moesim.scale: symmetry and per-phase "
                               "events, for expert-parallel runs of thousands of GPUs)")
-        slow = self.overlap_slowdown
-        if slow is not None and not (isinstance(slow, (int, float)) and not isinstance(slow, bool)
-                                     and 1.0 <= slow < 10.0):
-            raise ConfigError("scenario.overlap_slowdown", f"must be a number in [1, 10), got {slow!r}",
-                              "give e.g. 1.2 (compute 20% slower under communication), or leave it out")
+        _check_optional_number("scenario.overlap_slowdown", self.overlap_slowdown, "[1, 10)", lambda x: 1.0 <= x < 10.0,
+                               "give e.g. 1.2 (compute 20% slower under communication), or leave it out")
         if not isinstance(self.host, str) or self.host not in HOST_MODES:
             raise ConfigError("scenario.host", f"unknown host mode {self.host!r}",
                               "use 'ahead' (host issues ahead of the GPU, as CUDA graphs) or 'eager' (a simulated "
                               "host thread per GPU at measured eager launch costs)")
-        launch = self.host_launch_us
-        if launch is not None and not (isinstance(launch, (int, float)) and not isinstance(launch, bool)
-                                       and 0.0 < launch <= 10_000.0):
-            raise ConfigError("scenario.host_launch_us", f"must be a number in (0, 10000] us, got {launch!r}",
-                              "give your host's eager time per counted kernel, e.g. 40.0, or leave it out for the profile's")
+        _check_optional_number("scenario.host_launch_us", self.host_launch_us, "(0, 10000] us",
+                               lambda x: 0.0 < x <= 10_000.0,
+                               "give your host's eager time per counted kernel, e.g. 40.0, or leave it out for the profile's")
         if self.host == "eager" and self.engine == "reduced":
             raise ConfigError("scenario.host", "host='eager' needs every GPU lowered; the reduced engine has no "
                               "host threads", "use engine='full', or host='ahead' with the reduced engine")
@@ -247,6 +243,12 @@ _GROUPS = (  # Scenario fields holding a config object: (field, its class, the f
                              "e.g. memory.recompute"),
 )
 _DEFAULT_NAMES = {"placement": "contiguous", "replica_policy": "proportional"}
+
+
+def _check_optional_number(field_name: str, value: Any, interval: str, inside: Callable[[float], bool], fix: str) -> None:
+    """None, or a number (not a bool) for which ``inside`` holds; else ConfigError quoting ``interval``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not inside(value)):
+        raise ConfigError(field_name, f"must be a number in {interval}, got {value!r}", fix)
 
 
 def _check_count(field_name: str, value: Any) -> None:
