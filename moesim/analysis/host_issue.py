@@ -29,7 +29,11 @@ def host_issue(recorder: Recorder, launch_ns: float, launch_source: str, mode: s
     ``mode`` is the scenario's host mode (``"eager"``: the host threads' simulated busy time too)."""
     kernels: dict[int, int] = {}
     busy: dict[int, int] = {}
+    host: dict[int, int] = {}
     for s in recorder.spans:
+        if s.stream == HOST_STREAM:
+            host[s.rank] = host.get(s.rank, 0) + (s.end_ns - s.start_ns)
+            continue
         n = s.args.get("kernels", 0) if s.args else 0
         if n and s.stream == "compute":
             kernels[s.rank] = kernels.get(s.rank, 0) + int(n)
@@ -41,10 +45,6 @@ def host_issue(recorder: Recorder, launch_ns: float, launch_source: str, mode: s
     out = {"mode": mode, "gpu": worst, "kernels": kernels[worst], "launch_us": round(launch_ns / 1e3, 2),
            "launch_source": launch_source, "issue_ms": round(issue_ns / 1e6, 3),
            "gpu_busy_ms": round(busy[worst] / 1e6, 3), "ratio": round(issue_ns / max(busy[worst], 1), 4)}
-    host: dict[int, int] = {}
-    for s in recorder.spans:
-        if s.stream == HOST_STREAM:
-            host[s.rank] = host.get(s.rank, 0) + (s.end_ns - s.start_ns)
     if host:
         g = max(sorted(host), key=lambda r: host[r])
         step = max(int(recorder.end_ns), 1)
