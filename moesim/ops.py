@@ -21,6 +21,11 @@ class Gemm:
     dtype: str = "bf16"
     groups: int = 1
     name: str = "gemm"
+    scaling: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scaling and self.scaling not in FP8_SCALINGS:
+            raise ValueError(f"Gemm.scaling {self.scaling!r}: use one of {FP8_SCALINGS} (fp8 only) or ''")
 
     @property
     def flops(self) -> float:
@@ -30,6 +35,58 @@ class Gemm:
     def bytes(self) -> float:
         b = DTYPE_BYTES[self.dtype]
         return b * self.groups * (self.m * self.k + self.k * self.n + self.m * self.n)
+
+
+FP8_SCALINGS = ("tensorwise", "rowwise", "blockwise")  # torch._scaled_mm scale layouts (Gemm.scaling)
+GROUPED_LAYOUTS = ("fwd", "dgrad", "wgrad")
+
+
+@dataclass(frozen=True)
+class GroupedGemm:
+    """One grouped-GEMM kernel over ``len(counts)`` experts (``torch._grouped_mm`` and friends).
+
+    Group g multiplies ``counts[g]`` token rows: ``layout="fwd"`` computes
+    ``y_g[m_g, n] = x_g[m_g, k] @ W_g[k, n]`` (``dgrad`` is the same product against the
+    transposed weight, as the input gradient runs it); ``"wgrad"`` computes
+    ``dW_g[k, n] = x_g[m_g, k]^T @ dy_g[m_g, n]``, the token rows being the reduction dimension.
+    Its cost depends on the whole count vector (tiles per group, empty groups), not only on the
+    sum, so the vector is part of the op. ``scaling`` is the FP8 scale layout where
+    ``dtype="fp8"``.
+    """
+
+    counts: tuple[int, ...]
+    n: int
+    k: int
+    dtype: str = "bf16"
+    layout: str = "fwd"
+    scaling: str = ""
+    name: str = "grouped_gemm"
+
+    def __post_init__(self) -> None:
+        if not self.counts or any((not isinstance(c, int)) or c < 0 for c in self.counts):
+            raise ValueError(f"GroupedGemm.counts must be a non-empty tuple of integers >= 0, got {self.counts!r}")
+        if self.layout not in GROUPED_LAYOUTS:
+            raise ValueError(f"GroupedGemm.layout {self.layout!r}: use one of {GROUPED_LAYOUTS}")
+        if self.scaling and self.scaling not in FP8_SCALINGS:
+            raise ValueError(f"GroupedGemm.scaling {self.scaling!r}: use one of {FP8_SCALINGS} (fp8 only) or ''")
+
+    @property
+    def groups(self) -> int:
+        return len(self.counts)
+
+    @property
+    def rows(self) -> int:
+        """Token rows over all groups."""
+        return sum(self.counts)
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * self.rows * self.n * self.k
+
+    @property
+    def bytes(self) -> float:
+        b = DTYPE_BYTES[self.dtype]
+        return b * (self.rows * self.k + self.groups * self.k * self.n + self.rows * self.n)
 
 
 @dataclass(frozen=True)
@@ -69,20 +126,23 @@ class Attention:
 class MemoryOp:
     """A memory-bound kernel that moves ``bytes`` through HBM (read + write counted).
 
-    ``kind`` is one of MEMORY_OP_KINDS; it selects the calibrated curve.
+    ``kind`` is one of MEMORY_OP_KINDS; it selects the calibrated curve. ``variant`` names one
+    measured kernel of that kind (e.g. ``"index_add"``, the bf16-atomic scatter-add of an MoE
+    unpermute, or ``"argsort"``); empty means the kind's generic curve.
     """
 
     kind: str
     bytes: float
     name: str = ""
+    variant: str = ""
 
     @property
     def flops(self) -> float:
         return 0.0
 
 
-MEMORY_OP_KINDS = ("copy", "elementwise", "norm", "softmax", "topk", "permute")
+MEMORY_OP_KINDS = ("copy", "elementwise", "norm", "softmax", "topk", "permute", "sort", "histogram", "cast")
 
-ComputeOp = Gemm | Attention | MemoryOp
+ComputeOp = Gemm | GroupedGemm | Attention | MemoryOp
 
 COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv")

@@ -29,8 +29,10 @@ _RING_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 
 def _default_memory_efficiency() -> dict[str, float]:
     # Assumptions: streaming copies reach ~90% of datasheet HBM bandwidth; kernels with
-    # reductions (norm, softmax) or scattered access (permute) less; top-k is latency-bound.
-    return {"copy": 0.90, "elementwise": 0.85, "norm": 0.75, "softmax": 0.75, "topk": 0.30, "permute": 0.60}
+    # reductions (norm, softmax) or scattered access (permute) less; top-k, sorts and histograms
+    # are latency-bound; a cast (fp8 quantize) streams like an elementwise op.
+    return {"copy": 0.90, "elementwise": 0.85, "norm": 0.75, "softmax": 0.75, "topk": 0.30, "permute": 0.60,
+            "sort": 0.30, "histogram": 0.30, "cast": 0.85}
 
 
 def _default_link_efficiency() -> dict[str, float]:
