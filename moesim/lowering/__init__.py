@@ -1,0 +1,1 @@
+"""Lowering: model + plan + schedule + routing -> engine tasks (docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The reduced engine for thousands of GPUs: lanes, phases and symmetry (docs/scale.md)."""

@@ -1,0 +1,31 @@
+"""Packaging hook: the wheel carries the repository's shipped data files inside the package.
+
+The topology files live at the top level (``topologies/*.yaml``) where users read and edit
+them; a plain (non-editable) ``pip install .`` copies them to ``moesim/_data/topologies`` so an
+installed moesim finds them through :mod:`importlib.resources` (``moesim.topology.loader``).
+Everything else is declared in setup.cfg.
+"""
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+SHIPPED_DATA = {  # source glob (relative to this file) -> folder inside the installed package
+    "topologies/*.yaml": "moesim/_data/topologies",
+}
+
+
+class BuildPyWithData(build_py):
+    """build_py that also copies :data:`SHIPPED_DATA` into the build tree."""
+
+    def run(self) -> None:
+        super().run()
+        root = Path(__file__).resolve().parent
+        for pattern, folder in SHIPPED_DATA.items():
+            target = Path(self.build_lib) / folder
+            target.mkdir(parents=True, exist_ok=True)
+            for src in sorted(root.glob(pattern)):
+                self.copy_file(str(src), str(target / src.name))
+
+
+setup(cmdclass={"build_py": BuildPyWithData})
