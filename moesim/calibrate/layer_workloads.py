@@ -1,0 +1,736 @@
+"""Validation workloads written the way users write them, timed on one GPU, stored with provenance.
+
+Four programs, each forward-only and forward+backward, bf16, eager (no ``torch.compile``, no CUDA
+graphs), all on the default stream:
+
+* ``torchtitan`` MoE block (``experts="grouped"``): router ``F.linear`` (bf16, no bias), fp32
+  softmax, a fixed fp32 ``[T, E]`` routing bias added before ``torch.topk`` (in place of
+  torchtitan's ``[E]`` ``expert_bias``: it makes top-k pick the drawn assignment), top scores
+  gathered from the unbiased scores, ``torch.histc`` twice (router's ``tokens_per_expert`` with its
+  ``add_``, then the reorderer's), ``torch.argsort(stable=True)``, row ``torch.gather``, scores
+  applied *before* the experts (``score_before_experts=True``, the default of torchtitan's
+  ``MoE.Config``), experts through ``torch._grouped_mm`` with int32 cumsum offsets
+  (gate/up/down, ``silu(gate) * up``), optional shared expert (one SwiGLU FFN of width
+  ``shared_experts * expert_ffn``), combine by ``scatter_add`` (bf16 atomics; the mid-2025
+  torchtitan combine) or ``index_put`` + ``sum`` over top-k (torchtitan main, ``combine="index_put_sum"``).
+  torchtitan's ``indices_padding_wrapper`` (an identity permutation when there is no EP) is left out.
+* the same block with ``experts="loop"``: torchtitan ``_run_experts_for_loop`` (``.tolist()`` of the
+  counts, a device-to-host sync; ``torch.split``; per expert three ``torch.matmul`` on
+  ``w[e].transpose`` views plus ``silu`` and ``mul``; ``torch.cat``; its ``vstack`` with zero rows).
+* ``megatron`` token movement (``megatron/core/transformer/moe/moe_utils.py``, unfused): top-k on
+  the bf16 logits (plus a fixed bf16 routing bias), softmax of the top-k in fp32 cast back to bf16,
+  routing map and probs by ``scatter``, counts ``routing_map.sum(0)`` copied to the host (the
+  all-gather dispatcher's ``.cpu()``), ``permute`` = transposed map, ``masked_select`` of token
+  indices, ``index_select``; grouped experts as above; ``unpermute`` = ``masked_select`` of the
+  probs, bf16 multiply, ``scatter_add_`` into zeros (bf16 atomics); shared expert added.
+* a Llama-style dense decoder layer (:mod:`moesim.calibrate.eager_probe`'s layer, parametrised):
+  RMSNorm, fused QKV with GQA, RoPE, causal SDPA (flash backend on CUDA), output projection,
+  residual, RMSNorm, SwiGLU MLP, residual.
+
+Forward-only runs under ``torch.no_grad()``. Forward+backward runs ``out.backward(dy)`` with a
+fixed bf16 upstream gradient ``dy`` (no loss kernels); weight gradients accumulate into ``.grad``
+(they exist before timing starts, so every timed iteration adds into them, as gradient
+accumulation does); the input's ``.grad`` is reset to None before each iteration (stored, not
+added: it stands for the gradient handed to the previous layer).
+
+Routing is drawn by :mod:`moesim.moe.routing` (numpy only) exactly as ``generate_counts`` draws it
+for ``ep=1``, one layer, one microbatch, step 0; each entry stores the generator parameters and the
+per-expert counts. Timing: warm-up iterations, then ``rounds`` rounds of ``iterations`` back-to-back
+iterations between two CUDA events; ``time_ns`` is the median per-iteration time over rounds. No
+clock or host speed is read during a case. ``--device cpu`` is a seconds-long smoke run on tiny
+shapes (``torch._grouped_mm`` backward and integer ``histc`` are missing on CPU: stand-ins are
+used and flagged in ``smoke_substitutions``).
+
+``python3 -m moesim.calibrate.layer_workloads --device cuda --out layers_h100.json --budget-s 200``
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moesim.calibrate import provenance
+from moesim.calibrate.eager_probe import _rms, _rope
+from moesim.moe.popularity import stream
+from moesim.moe.routing import _TAG_TOKENS, RoutingConfig, layer_popularity
+from moesim.moe.sampling import sample_topk
+
+FORMAT = "moesim.layer_workloads/1"
+ROUTE_BIAS_FP32 = 2.0  # softmax scores are <= 1: a +2 on the drawn experts makes them the top-k
+ROUTE_BIAS_BF16 = 64.0  # bf16 logits of N(0,1) inputs x 0.02-std weights stay far below 64
+SEED = 13
+SMALL_NS = 1_000_000  # entries faster than 1 ms are flagged ``small``
+
+
+@dataclass(frozen=True)
+class MoEShape:
+    """One MoE block's shape; ``shared_experts`` SwiGLU experts become one FFN of their total width."""
+
+    name: str
+    hidden: int
+    num_experts: int
+    top_k: int
+    expert_ffn: int
+    shared_experts: int = 0
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class DenseShape:
+    """A Llama-style decoder layer's shape."""
+
+    name: str
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How one case is timed: warm-up iterations, rounds, and iterations per round sized to
+    ``round_target_ms`` (at most ``max_iters``)."""
+
+    warmup: int
+    rounds: int
+    round_target_ms: float
+    max_iters: int
+
+
+GPU_TIMING = TimingPlan(warmup=3, rounds=5, round_target_ms=25.0, max_iters=20)
+SMOKE_TIMING = TimingPlan(warmup=1, rounds=3, round_target_ms=1.0, max_iters=2)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One workload to time. ``experts``/``movement``/``combine``/routing are empty for dense layers."""
+
+    kind: str  # "moe_block" | "dense_layer"
+    model: str
+    tokens: int
+    pass_: str  # "fwd" | "fwd_bwd"
+    experts: str = ""  # "grouped" | "loop"
+    movement: str = ""  # "torchtitan" | "megatron"
+    combine: str = ""  # "scatter_add" | "index_put_sum"
+    routing: str = ""  # "uniform" | "zipf"
+    zipf_s: float = 0.0
+    tier: int = 0
+
+    @property
+    def id(self) -> str:
+        if self.kind == "dense_layer":
+            return f"{self.model}.dense.s{self.tokens}.{self.pass_}"
+        skew = "uniform" if self.routing == "uniform" else f"zipf{self.zipf_s:g}"
+        return f"{self.model}.{self.movement}.{self.experts}.{self.combine}.t{self.tokens}.{skew}.{self.pass_}"
+
+
+MOE_SHAPES = {
+    "qwen3_30b_a3b": MoEShape("qwen3_30b_a3b", 2048, 128, 8, 768, 0, "qwen3-30b-a3b"),
+    "mixtral_8x7b": MoEShape("mixtral_8x7b", 4096, 8, 2, 14336, 0, "mixtral-8x7b"),
+    "deepseek_v2_lite": MoEShape("deepseek_v2_lite", 2048, 64, 6, 1408, 2, None),
+}
+DENSE_SHAPES = {"llama3_8b": DenseShape("llama3_8b", 4096, 32, 8, 128, 14336, "llama3-8b")}
+SMOKE_MOE = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
+SMOKE_DENSE = {"tiny_dense": DenseShape("tiny_dense", 64, 4, 2, 16, 128, None)}
+SKEWS = (("uniform", 0.0), ("zipf", 0.5), ("zipf", 1.0))
+PASSES = ("fwd", "fwd_bwd")
+
+
+def plan_cases(smoke: bool) -> list[Case]:
+    """Every case in run order: cheaper-to-lose tiers last, so a short budget drops those first."""
+    moe, dense = (SMOKE_MOE, SMOKE_DENSE) if smoke else (MOE_SHAPES, DENSE_SHAPES)
+    tokens = (32, 64) if smoke else (1024, 4096, 8192, 16384)
+    seqs = (32,) if smoke else (2048, 4096, 8192)
+    few_tokens = tokens if smoke else (1024, 4096, 16384)
+    few_skews = SKEWS if smoke else (SKEWS[0], SKEWS[2])
+    out: list[Case] = []
+    for m in moe:  # tier 1: torchtitan grouped, every token count and skew
+        out += [Case("moe_block", m, t, p, "grouped", "torchtitan", "scatter_add", r, s, 1)
+                for t in tokens for r, s in SKEWS for p in PASSES]
+    for d in dense:  # tier 2: dense layers
+        out += [Case("dense_layer", d, s, p, tier=2) for s in seqs for p in PASSES]
+    for m in moe:  # tier 3: megatron permute/unpermute, grouped experts
+        out += [Case("moe_block", m, t, p, "grouped", "megatron", "scatter_add", r, s, 3)
+                for t in tokens for r, s in few_skews for p in PASSES]
+    for m in moe:  # tier 4: torchtitan per-expert loop
+        out += [Case("moe_block", m, t, p, "loop", "torchtitan", "scatter_add", r, s, 4)
+                for t in few_tokens for r, s in few_skews for p in PASSES]
+    for m in moe:  # tier 5: torchtitan main's combine (index_put + sum over top-k)
+        out += [Case("moe_block", m, t, p, "grouped", "torchtitan", "index_put_sum", "uniform", 0.0, 5)
+                for t in sorted({tokens[1], tokens[-1]}) for p in PASSES]
+    return out
+
+
+# ---------------------------------------------------------------- routing draw
+
+
+def draw_routing(shape: MoEShape, tokens: int, kind: str, zipf_s: float, seed: int = SEED) -> tuple[np.ndarray, dict]:
+    """Per-token experts ``[tokens, top_k]`` and the routing description. The draw is
+    ``moesim.moe.routing.generate_counts``'s exact sampler for ep=1, layer 0, microbatch 0, step 0,
+    so ``generate_counts(RoutingConfig(**config), spec, 1, 1, 1, 0)[0, 0, 0]`` equals ``counts``."""
+    cfg = RoutingConfig(kind=kind, tokens_per_rank=tokens, seed=seed, zipf_s=zipf_s if kind == "zipf" else 1.0,
+                        sampler="exact")
+    p = layer_popularity(cfg, shape.num_experts, layer=0, step=0)
+    chosen = sample_topk(stream(seed, _TAG_TOKENS, 0, 0, 0), p, tokens, shape.top_k)
+    counts = np.bincount(chosen.ravel(), minlength=shape.num_experts)
+    desc = {"kind": kind, "params": {"zipf_s": zipf_s} if kind == "zipf" else {}, "seed": seed,
+            "config": {"kind": cfg.kind, "tokens_per_rank": tokens, "seed": seed, "zipf_s": cfg.zipf_s, "sampler": "exact"},
+            "generator": "moesim.moe.routing.generate_counts(RoutingConfig(**config), spec, ep=1, num_layers=1, "
+                         "num_microbatches=1, step=0)[0, 0, 0]",
+            "counts": counts.tolist(), "max_count": int(counts.max()), "zero_experts": int((counts == 0).sum())}
+    return chosen, desc
+
+
+def route_bias(chosen: np.ndarray, num_experts: int, value: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """``[T, E]`` tensor: ``value`` at the drawn experts of each token, 0 elsewhere."""
+    idx = torch.from_numpy(chosen).to(device)
+    bias = torch.zeros(chosen.shape[0], num_experts, dtype=torch.float32, device=device)
+    return bias.scatter_(1, idx, value).to(dtype)
+
+
+# ---------------------------------------------------------------- weights
+
+
+def _randn(shape: tuple[int, ...], device: str, seed: int, std: float) -> torch.Tensor:
+    g = torch.Generator(device=device).manual_seed(seed)
+    return (torch.randn(shape, generator=g, device=device, dtype=torch.bfloat16) * std).requires_grad_()
+
+
+class MoEWeights:
+    """Router ``[E, H]``, experts ``w1``/``w3`` ``[E, F, H]`` and ``w2`` ``[E, H, F]`` (torchtitan's
+    layout), optional shared SwiGLU FFN (``nn.Linear`` layout), and torchtitan's fp32
+    ``tokens_per_expert`` buffer."""
+
+    def __init__(self, s: MoEShape, device: str) -> None:
+        e, h, f = s.num_experts, s.hidden, s.expert_ffn
+        self.router = _randn((e, h), device, 1, 0.02)
+        self.w1, self.w3 = _randn((e, f, h), device, 2, 0.02), _randn((e, f, h), device, 3, 0.02)
+        self.w2 = _randn((e, h, f), device, 4, 0.02)
+        fs = f * s.shared_experts
+        self.shared = tuple(_randn(sh, device, 5 + i, 0.02) for i, sh in enumerate(((fs, h), (fs, h), (h, fs)))) \
+            if fs else ()
+        self.tokens_per_expert = torch.zeros(e, dtype=torch.float32, device=device)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.router, self.w1, self.w2, self.w3, *self.shared]
+
+
+class DenseLayer:
+    """eager_probe's decoder layer with its shape as a parameter."""
+
+    def __init__(self, s: DenseShape, device: str) -> None:
+        q_out = (s.heads + 2 * s.kv_heads) * s.head_dim
+        self.s = s
+        self.wqkv, self.wo = _randn((q_out, s.hidden), device, 1, 0.02), _randn((s.hidden, s.heads * s.head_dim), device, 2, 0.02)
+        self.wg, self.wu = _randn((s.ffn, s.hidden), device, 3, 0.02), _randn((s.ffn, s.hidden), device, 4, 0.02)
+        self.wd = _randn((s.hidden, s.ffn), device, 5, 0.02)
+        self.n1 = torch.ones(s.hidden, device=device, dtype=torch.bfloat16, requires_grad=True)
+        self.n2 = torch.ones(s.hidden, device=device, dtype=torch.bfloat16, requires_grad=True)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.wqkv, self.wo, self.wg, self.wu, self.wd, self.n1, self.n2]
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        s, t = self.s, x.shape[1]
+        qkv = F.linear(_rms(x, self.n1), self.wqkv)
+        q, k, v = qkv.split((s.heads * s.head_dim, s.kv_heads * s.head_dim, s.kv_heads * s.head_dim), dim=-1)
+        q = _rope(q.view(1, t, s.heads, s.head_dim).transpose(1, 2), cos, sin)
+        k = _rope(k.view(1, t, s.kv_heads, s.head_dim).transpose(1, 2), cos, sin)
+        v = v.view(1, t, s.kv_heads, s.head_dim).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        x = x + F.linear(a.transpose(1, 2).reshape(1, t, s.heads * s.head_dim), self.wo)
+        h = _rms(x, self.n2)
+        return x + F.linear(F.silu(F.linear(h, self.wg)) * F.linear(h, self.wu), self.wd)
+
+
+# ---------------------------------------------------------------- MoE programs
+
+
+def _gmm(x: torch.Tensor, w_t: torch.Tensor, offs: torch.Tensor, emulate: bool) -> torch.Tensor:
+    """``torch._grouped_mm(x, w_t, offs=offs)``; ``emulate`` (CPU smoke only) runs a differentiable
+    per-group loop instead, since the CPU build has no grouped-mm backward."""
+    if not emulate:
+        return torch._grouped_mm(x, w_t, offs=offs)
+    ends = offs.tolist()
+    starts = [0, *ends[:-1]]
+    return torch.cat([x[a:b] @ w_t[g] for g, (a, b) in enumerate(zip(starts, ends))])
+
+
+def grouped_experts(w: MoEWeights, x: torch.Tensor, counts: torch.Tensor, emulate: bool) -> torch.Tensor:
+    """torchtitan ``_run_experts_grouped_mm``."""
+    offs = torch.cumsum(counts, dim=0, dtype=torch.int32)
+    h = F.silu(_gmm(x, w.w1.transpose(-2, -1), offs, emulate))
+    h = h * _gmm(x, w.w3.transpose(-2, -1), offs, emulate)
+    return _gmm(h, w.w2.transpose(-2, -1), offs, emulate)
+
+
+def loop_experts(w: MoEWeights, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """torchtitan ``_run_experts_for_loop`` (``.tolist()`` is a device-to-host sync)."""
+    sizes = counts.tolist()
+    total = sum(sizes)
+    outs = []
+    for e, xe in enumerate(torch.split(x[:total], split_size_or_sections=sizes, dim=0)):
+        h = F.silu(torch.matmul(xe, w.w1[e].transpose(-2, -1)))
+        h = h * torch.matmul(xe, w.w3[e].transpose(-2, -1))
+        outs.append(torch.matmul(h, w.w2[e].transpose(-2, -1)))
+    out = torch.cat(outs, dim=0)
+    return torch.vstack((out, out.new_zeros((x.shape[0] - total, out.shape[-1]))))
+
+
+def shared_ffn(w: MoEWeights, x: torch.Tensor) -> torch.Tensor | None:
+    if not w.shared:
+        return None
+    g, u, d = w.shared
+    return F.linear(F.silu(F.linear(x, g)) * F.linear(x, u), d)
+
+
+def _histc(idx: torch.Tensor, bins: int, smoke: bool) -> torch.Tensor:
+    if smoke:  # CPU histc has no integer kernel
+        return torch.histc(idx.float(), bins=bins, min=0, max=bins).long()
+    return torch.histc(idx, bins=bins, min=0, max=bins)
+
+
+def titan_forward(w: MoEWeights, x: torch.Tensor, bias: torch.Tensor, k: int, case: Case, smoke: bool) -> torch.Tensor:
+    """torchtitan's MoE forward (router, reorderer, experts, shared expert, combine)."""
+    t, h = x.shape
+    e = w.router.shape[0]
+    scores = F.softmax(F.linear(x, w.router).float(), dim=1)
+    _, sel = torch.topk(scores + bias, k=k, dim=-1, sorted=False)
+    top = scores.gather(dim=1, index=sel)
+    with torch.no_grad():
+        w.tokens_per_expert.add_(_histc(sel.view(-1), e, smoke))
+    counts = _histc(sel.view(-1), e, smoke)
+    order = torch.argsort(sel.view(-1), stable=True)
+    top_sorted = top.view(-1)[order]
+    rows = (order // k).reshape(-1, 1).expand(-1, h)
+    routed = torch.gather(x, dim=0, index=rows)
+    routed = (routed.to(torch.float32) * top_sorted.reshape(-1, 1)).to(x.dtype)
+    if case.experts == "loop":
+        y = loop_experts(w, routed, counts)
+    else:
+        y = grouped_experts(w, routed, counts, emulate=smoke and torch.is_grad_enabled())
+    shared = shared_ffn(w, x)
+    if case.combine == "index_put_sum":
+        buf = torch.zeros((t * k, h), dtype=y.dtype, device=y.device)
+        buf[order] = y
+        out = buf.reshape(-1, k, h).sum(dim=1)
+        return out if shared is None else shared + out
+    base = shared if shared is not None else torch.zeros_like(x)
+    return base.scatter_add(dim=0, index=rows, src=y)
+
+
+def megatron_forward(w: MoEWeights, x: torch.Tensor, bias: torch.Tensor, k: int, case: Case, smoke: bool) -> torch.Tensor:
+    """Megatron-Core's router, unfused ``permute``/``unpermute`` and grouped experts."""
+    t, h = x.shape
+    logits = F.linear(x, w.router)
+    top_vals, top_idx = torch.topk(logits + bias, k=k, dim=1)
+    probs = torch.softmax(top_vals, dim=-1, dtype=torch.float32).type_as(logits)
+    routing_probs = torch.zeros_like(logits).scatter(1, top_idx, probs)
+    routing_map = torch.zeros_like(logits).int().scatter(1, top_idx, 1).bool()
+    counts = routing_map.sum(dim=0)
+    counts.cpu()  # the all-gather dispatcher's tokens_per_expert to host
+    map_t = routing_map.T.contiguous()
+    sorted_idx = torch.arange(t, device=x.device).unsqueeze(0).expand(map_t.shape[0], -1).masked_select(map_t)
+    permuted = x.index_select(0, sorted_idx)
+    y = grouped_experts(w, permuted, counts, emulate=smoke and torch.is_grad_enabled())
+    permuted_probs = routing_probs.T.contiguous().masked_select(map_t)
+    y = y * permuted_probs.unsqueeze(-1)
+    out = torch.zeros((t, h), dtype=y.dtype, device=y.device)
+    out.scatter_add_(0, sorted_idx.unsqueeze(1).expand(-1, h), y)
+    shared = shared_ffn(w, x)
+    return out if shared is None else out + shared
+
+
+def check_routing(w: MoEWeights, x: torch.Tensor, bias: torch.Tensor, case: Case, k: int, want: list[int]) -> None:
+    """The routing the program will take equals the drawn one (checked once, outside timing)."""
+    with torch.no_grad():
+        logits = F.linear(x, w.router)
+        choice = logits + bias if case.movement == "megatron" else F.softmax(logits.float(), dim=1) + bias
+        sel = torch.topk(choice, k=k, dim=-1).indices
+        got = torch.bincount(sel.view(-1), minlength=len(want)).tolist()
+    if got != want:
+        raise RuntimeError(f"routing bias failed: counts {got[:8]}... differ from the draw {want[:8]}...")
+
+
+# ---------------------------------------------------------------- descriptions
+
+
+def _program(case: Case) -> list[str]:
+    """The forward's torch calls in order (the backward is autograd's of these)."""
+    if case.kind == "dense_layer":
+        return ["rms_norm", "linear qkv (fused, GQA)", "split/view/transpose (views)", "rope q: chunk, 4 mul, sub, add, cat",
+                "rope k: same", "sdpa causal flash enable_gqa", "transpose+reshape (copy)", "linear o", "add residual",
+                "rms_norm", "linear gate", "silu", "linear up", "mul", "linear down", "add residual"]
+    if case.movement == "megatron":
+        return ["linear router bf16", "add routing bias bf16 [T,E]", "topk k (sorted)", "softmax fp32 of [T,k] -> bf16",
+                "zeros_like+scatter probs [T,E]", "zeros_like+int cast+scatter+bool routing map [T,E]",
+                "sum(0) counts", "counts .cpu() (sync)", "map.T.contiguous", "arange+expand+masked_select sorted token ids",
+                "index_select rows [T*k,H]", "cumsum int32", "grouped_mm gate", "silu", "grouped_mm up", "mul",
+                "grouped_mm down", "probs.T.contiguous+masked_select", "mul probs bf16 [T*k,H]", "zeros [T,H]",
+                "scatter_add_ bf16 [T*k,H] -> [T,H] (atomics)", "shared FFN: linear gate, silu, linear up, mul, linear down",
+                "add shared"]
+    ops = ["linear router bf16", "float cast", "softmax fp32 [T,E]", "add routing bias fp32 [T,E]", "topk k (sorted=False)",
+           "gather top scores [T,k]", "histc [T*k] + add_ tokens_per_expert", "histc [T*k]", "argsort stable [T*k]",
+           "index top scores [T*k]", "floor_divide // k", "gather rows [T*k,H]", "score before experts: float, mul, bf16 cast"]
+    if case.experts == "loop":
+        ops += ["counts .tolist() (sync)", "split (views)", "per expert: matmul gate, silu, matmul up, mul, matmul down",
+                "cat [T*k,H]", "vstack with 0 zero rows (copy)"]
+    else:
+        ops += ["cumsum int32", "grouped_mm gate", "silu", "grouped_mm up", "mul", "grouped_mm down"]
+    ops += ["shared FFN: linear gate, silu, linear up, mul, linear down (if shared) else zeros_like"]
+    if case.combine == "index_put_sum":
+        return ops + ["zeros [T*k,H]", "index_put rows", "sum over top-k [T,k,H] -> [T,H]", "add shared (if shared)"]
+    return ops + ["scatter_add bf16 out-of-place (copy + atomics) [T*k,H] -> [T,H]"]
+
+
+def _grad_desc(case: Case, params: list[torch.Tensor]) -> dict:
+    if case.pass_ == "fwd":
+        return {"mode": "none", "autograd": "torch.no_grad()"}
+    return {"mode": "accumulate", "upstream": "out.backward(dy), dy fixed bf16 [T,H] (no loss kernels)",
+            "weights": "'.grad' exists before timing; each iteration adds into it (one add per parameter tensor)",
+            "input": "x.grad set to None before each iteration (stored, not added)",
+            "param_shapes": [list(p.shape) for p in params]}
+
+
+def describe(case: Case, routing: dict | None, params: list[torch.Tensor], smoke_subs: list[str]) -> dict:
+    """The machine-readable workload description (everything the simulator needs, nothing measured)."""
+    d: dict = {"kind": case.kind, "tokens": case.tokens, "batch": 1, "seq": case.tokens, "pass": case.pass_,
+               "dtype": "bf16", "eager": True, "torch_compile": False, "cuda_graphs": False, "stream": "default",
+               "program": _program(case), "grad": _grad_desc(case, params), "tier": case.tier}
+    if case.kind == "dense_layer":
+        d["model"] = asdict((SMOKE_DENSE | DENSE_SHAPES)[case.model])
+        d["attention"] = {"sdpa": "causal", "backend": "flash (sdpa_kernel FLASH_ATTENTION on cuda)", "enable_gqa": True,
+                          "rope": "rotate-half (chunk/cat), cos/sin bf16 [T, head_dim/2]"}
+    else:
+        shape = (SMOKE_MOE | MOE_SHAPES)[case.model]
+        d["model"] = {**asdict(shape), "shared_ffn": shape.expert_ffn * shape.shared_experts}
+        d.update({"experts": case.experts, "token_movement": case.movement, "combine": case.combine,
+                  "routing": routing, "syncs_per_forward": int(case.experts == "loop" or case.movement == "megatron")})
+        d["router"] = ({"score_func": "softmax", "score_dtype": "fp32", "gate_dtype": "bf16", "score_before_experts": True,
+                        "routing_bias": f"fp32 [T,E], {ROUTE_BIAS_FP32} at the drawn experts (replaces expert_bias [E])"}
+                       if case.movement == "torchtitan" else
+                       {"score_func": "softmax", "pre_softmax": False, "score_dtype": "fp32 then bf16", "gate_dtype": "bf16",
+                        "routing_bias": f"bf16 [T,E], {ROUTE_BIAS_BF16} at the drawn experts, added to the logits"})
+    if smoke_subs:
+        d["smoke_substitutions"] = smoke_subs
+    return d
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per-iteration time: median and quartiles over rounds of back-to-back iterations."""
+
+    time_ns: float
+    p25_ns: float
+    p75_ns: float
+    iterations: int
+    rounds: int
+    warmup: int
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(step: Callable[[], None], n: int, device: str) -> float:
+    """Wall time of ``n`` back-to-back iterations in ns (CUDA events on cuda)."""
+    if device != "cuda":
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            step()
+        return float(time.perf_counter_ns() - t0)
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(n):
+        step()
+    e.record()
+    torch.cuda.synchronize()
+    return s.elapsed_time(e) * 1e6
+
+
+def measure(step: Callable[[], None], device: str, left_s: float) -> Measured | str:
+    """Warm up, size the rounds, time them; a reason string instead when the case cannot fit in
+    ``left_s``."""
+    plan = GPU_TIMING if device == "cuda" else SMOKE_TIMING
+    for _ in range(plan.warmup):
+        step()
+    _sync(device)
+    est_ns = _timed(step, 1, device)
+    iters = max(1, min(plan.max_iters, round(plan.round_target_ms * 1e6 / est_ns)))
+    rounds = plan.rounds
+    while rounds > min(3, plan.rounds) and rounds * iters * est_ns / 1e9 > left_s:
+        rounds -= 1
+    if rounds * iters * est_ns / 1e9 > left_s:
+        return f"budget: needs ~{rounds * iters * est_ns / 1e9:.1f} s, {left_s:.1f} s left"
+    per = np.array([_timed(step, iters, device) / iters for _ in range(rounds)])
+    p25, med, p75 = np.percentile(per, [25.0, 50.0, 75.0])
+    return Measured(round(float(med), 1), round(float(p25), 1), round(float(p75), 1), iters, rounds, plan.warmup)
+
+
+# ---------------------------------------------------------------- building a case
+
+
+class Runner:
+    """Holds the weights of every shape (allocated once) and builds each case's step."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.smoke = device != "cuda"
+        self._weights: dict[str, object] = {}
+        self._routing: dict[tuple, tuple[np.ndarray, dict]] = {}
+
+    def weights(self, case: Case):
+        if case.model not in self._weights:
+            if case.kind == "dense_layer":
+                self._weights[case.model] = DenseLayer((SMOKE_DENSE | DENSE_SHAPES)[case.model], self.device)
+            else:
+                self._weights[case.model] = MoEWeights((SMOKE_MOE | MOE_SHAPES)[case.model], self.device)
+        return self._weights[case.model]
+
+    def routing(self, shape: MoEShape, case: Case) -> tuple[np.ndarray, dict]:
+        key = (shape.name, case.tokens, case.routing, case.zipf_s)
+        if key not in self._routing:
+            self._routing = {key: draw_routing(shape, case.tokens, case.routing, case.zipf_s)}  # keep one
+        return self._routing[key]
+
+    def build(self, case: Case) -> tuple[Callable[[], None], dict]:
+        """``(step, description)``; the step runs one iteration of the case."""
+        w = self.weights(case)
+        if case.kind == "dense_layer":
+            forward, routing, subs = self._dense(case, w), None, []
+            x = _randn((1, case.tokens, w.s.hidden), self.device, 7, 1.0)
+        else:
+            forward, routing, subs, x = self._moe(case, w)
+        return self._step(case, forward, x, w.params()), describe(case, routing, w.params(), subs)
+
+    def _dense(self, case: Case, w: DenseLayer) -> Callable[[torch.Tensor], torch.Tensor]:
+        d, t = w.s.head_dim, case.tokens
+        ang = torch.arange(t, device=self.device, dtype=torch.float32)[:, None] * \
+            torch.arange(d // 2, device=self.device)[None] * 1e-3
+        cos, sin = ang.cos().to(torch.bfloat16), ang.sin().to(torch.bfloat16)
+        if self.smoke:
+            return lambda x: w.forward(x, cos, sin)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def fwd(x: torch.Tensor) -> torch.Tensor:
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                return w.forward(x, cos, sin)
+        return fwd
+
+    def _moe(self, case: Case, w: MoEWeights):
+        shape = (SMOKE_MOE | MOE_SHAPES)[case.model]
+        chosen, routing = self.routing(shape, case)
+        x = _randn((case.tokens, shape.hidden), self.device, 7, 1.0)
+        titan = case.movement == "torchtitan"
+        bias = route_bias(chosen, shape.num_experts, ROUTE_BIAS_FP32 if titan else ROUTE_BIAS_BF16,
+                          torch.float32 if titan else torch.bfloat16, self.device)
+        check_routing(w, x, bias, case, shape.top_k, routing["counts"])
+        subs = []
+        if self.smoke:
+            subs = ["histc on float indices (CPU histc has no integer kernel)"] if titan else []
+            if case.pass_ == "fwd_bwd" and case.experts == "grouped":
+                subs.append("grouped_mm emulated by a per-group loop (CPU has no grouped_mm backward)")
+        prog = titan_forward if titan else megatron_forward
+        return (lambda xx: prog(w, xx, bias, shape.top_k, case, self.smoke)), routing, subs, x
+
+    @staticmethod
+    def _step(case: Case, forward: Callable, x: torch.Tensor, params: list[torch.Tensor]) -> Callable[[], None]:
+        if case.pass_ == "fwd":
+            def step() -> None:
+                with torch.no_grad():
+                    forward(x)
+            return step
+        dy = _randn(tuple(x.shape), x.device.type, 8, 1.0).detach()
+
+        def step_bwd() -> None:
+            x.grad = None
+            forward(x).backward(dy)
+        return step_bwd
+
+
+# ---------------------------------------------------------------- inventory and traces
+
+
+def kernel_inventory(step: Callable[[], None], device: str) -> dict:
+    """Kernels one iteration launches (CUDA kernel events on cuda, aten ops on cpu), by name.
+    Diagnostic only: not an input to any prediction."""
+    acts = [torch.profiler.ProfilerActivity.CUDA if device == "cuda" else torch.profiler.ProfilerActivity.CPU]
+    _sync(device)
+    with torch.profiler.profile(activities=acts) as prof:
+        step()
+        _sync(device)
+    want = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
+    names: dict[str, int] = {}
+    for ev in prof.events():
+        if ev.device_type == want and (device == "cuda" or _top_aten(ev)):
+            names[ev.name[:160]] = names.get(ev.name[:160], 0) + 1
+    return {"count": sum(names.values()), "by_name": dict(sorted(names.items(), key=lambda kv: -kv[1])),
+            "what": "cuda kernels" if device == "cuda" else "outermost aten ops (cpu smoke)"}
+
+
+def _top_aten(ev) -> bool:
+    """An aten op not called from inside another aten op (the calls the program or autograd makes)."""
+    parent = ev.cpu_parent
+    return ev.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::"))
+
+
+def write_traces(runner: Runner, cases: list[Case], out_dir: Path) -> list[str]:
+    """A Chrome (Kineto) trace of 2 iterations of each case, for trace import."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if runner.device == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    written = []
+    for case in cases:
+        step, _ = runner.build(case)
+        step()
+        _sync(runner.device)
+        with torch.profiler.profile(activities=acts) as prof:
+            for _ in range(2):
+                step()
+            _sync(runner.device)
+        path = out_dir / f"{case.id}.json"
+        prof.export_chrome_trace(str(path))
+        written.append(str(path))
+    return written
+
+
+def _trace_cases(cases: list[Case]) -> list[Case]:
+    """One dense and one MoE forward+backward (whichever of them ``--only`` kept)."""
+    dense = next((c for c in cases if c.kind == "dense_layer" and c.pass_ == "fwd_bwd"), None)
+    moe = next((c for c in cases if c.kind == "moe_block" and c.pass_ == "fwd_bwd" and c.routing == "uniform"
+                and c.experts == "grouped" and c.tokens in (64, 4096) and c.tier == 1), None)
+    return [c for c in (dense, moe) if c is not None]
+
+
+# ---------------------------------------------------------------- run
+
+
+def _signature(case: Case) -> str:
+    return ".".join((case.model, case.kind, case.movement, case.experts, case.combine, case.pass_))
+
+
+def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str) -> dict:
+    """One entry (``measured``) or one skipped record (``reason``)."""
+    step, desc = runner.build(case)
+    got = measure(step, device, left_s)
+    if isinstance(got, str):
+        return {"id": case.id, "workload": desc, "reason": got}
+    sig = _signature(case)
+    if sig not in inventory:
+        inventory[sig] = {"case": case.id, **kernel_inventory(step, device)}
+    entry = {"id": case.id, "workload": desc, "measured": asdict(got)}
+    if got.time_ns < SMALL_NS:
+        entry["small"] = True
+    return entry
+
+
+def preheat(device: str, seconds: float) -> None:
+    """Large GEMMs for ``seconds`` so the timed cases start at the sustained clock."""
+    if device != "cuda" or seconds <= 0:
+        return
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        for _ in range(20):
+            torch.mm(a, a)
+        torch.cuda.synchronize()
+
+
+def file_provenance(device: str, preheat_s: float) -> dict:
+    prov = provenance.collect(device, 1)
+    prov["host_id"] = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]  # tells machines apart, names none
+    prov["preheat_s"] = preheat_s
+    return prov
+
+
+PROTOCOL = {
+    "timing": f"{GPU_TIMING.warmup} warm-up iterations; {GPU_TIMING.rounds} rounds (3 or more when the budget is short) "
+              f"of back-to-back iterations between two CUDA events (sized to ~{GPU_TIMING.round_target_ms:g} ms, at most "
+              f"{GPU_TIMING.max_iters}); time_ns = median per-iteration time of the rounds; "
+              "no L2 flush, no GPU sleep between iterations (steady state, as in training)",
+    "preheat": "large bf16 GEMMs before the first case so the GPU is at its sustained clock",
+    "not_recorded_per_case": "SM clock, host speed: nothing measured in the case feeds a prediction",
+    "kernel_inventory": "one profiled iteration per (model, program, pass) signature; diagnostic only",
+}
+
+
+def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: str, inventory_on: bool,
+        preheat_s: float) -> dict:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA GPU")
+    start = time.monotonic()
+    cases = [c for c in plan_cases(device != "cuda") if only in c.id]
+    runner = Runner(device)
+    doc: dict = {"format": FORMAT, "provenance": file_provenance(device, preheat_s), "protocol": PROTOCOL,
+                 "gpu_state_before": provenance.gpu_state() if device == "cuda" else [],
+                 "entries": [], "skipped": [], "kernel_inventory": {}}
+    preheat(device, preheat_s)
+    inventory = doc["kernel_inventory"] if inventory_on else {}
+    for case in cases:
+        left = budget_s - (time.monotonic() - start)
+        record = _safe_case(runner, case, left, inventory, device)
+        doc["skipped" if "reason" in record else "entries"].append(record)
+        _report(record)
+    doc["gpu_state_after"] = provenance.gpu_state() if device == "cuda" else []
+    doc["wall_s"] = round(time.monotonic() - start, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))  # the measurements are safe before any trace is written
+    if trace_dir is not None:
+        doc["traces"] = write_traces(runner, _trace_cases(cases), trace_dir)
+        out.write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def _safe_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str) -> dict:
+    if left_s < 2.0:
+        return {"id": case.id, "workload": {"kind": case.kind, "tier": case.tier}, "reason": "budget: spent"}
+    try:
+        return run_case(runner, case, left_s - 1.0, inventory, device)
+    except (RuntimeError, torch.OutOfMemoryError) as exc:  # recorded, never silent
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        return {"id": case.id, "workload": {"kind": case.kind, "tier": case.tier}, "reason": f"error: {exc}"[:400]}
+
+
+def _report(rec: dict) -> None:
+    if "reason" in rec:
+        print(f"skip {rec['id']}: {rec['reason']}", flush=True)
+    else:
+        m = rec["measured"]
+        print(f"{rec['id']:70s} {m['time_ns'] / 1e3:10.1f} us  x{m['iterations']}x{m['rounds']}", flush=True)
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a seconds-long smoke run, tiny shapes")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--budget-s", type=float, default=200.0, help="wall-clock budget; later cases are skipped, recorded")
+    p.add_argument("--profile-trace", type=Path, default=None, help="write Chrome traces of one dense and one MoE case here")
+    p.add_argument("--only", default="", help="run only cases whose id contains this text")
+    p.add_argument("--no-inventory", action="store_true", help="skip the per-signature kernel inventory")
+    p.add_argument("--preheat-s", type=float, default=3.0)
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s)
+    print(f"{len(doc['entries'])} entries, {len(doc['skipped'])} skipped, {doc['wall_s']} s -> {a.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
