@@ -3,6 +3,8 @@ mounted here; this module only wires them together and turns user errors into cl
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -43,6 +45,32 @@ app.command("run")(_run)
 app.command("sweep")(_sweep)
 app.command("plan")(_plan)
 app.add_typer(_bench_app, name="bench", help="Baseline/optimized bench pairs with JSON and Markdown summaries.")
+
+
+@app.command("layer")
+def layer(
+    model: str = typer.Option(..., "--model", help="preset name, e.g. qwen3-30b-a3b or llama3-8b"),
+    block: str = typer.Option("decoder", "--block", help="decoder (attention + FFN/MoE) or moe (the MoE block alone)"),
+    tokens: int = typer.Option(..., "--tokens", help="tokens per GPU in one iteration"),
+    passes: str = typer.Option("fwd_bwd", "--pass", help="fwd or fwd_bwd"),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs (data parallel; an MoE block's experts spread over them)"),
+    gpu: str = typer.Option("H200", "--gpu", help="H200, H100 or a topology name"),
+    host: str = typer.Option("eager", "--host", help="eager (PyTorch host thread) or graphs (CUDA graphs)"),
+    iterations: int = typer.Option(1, "--iterations", help="iterations back to back (grad adds after the first)"),
+    seq_len: int = typer.Option(0, "--seq-len", help="sequence length (0: the model's where it divides tokens)"),
+    experts: str = typer.Option("", "--experts", help="grouped, loop or padded (moe.experts)"),
+    routing: str = typer.Option("balanced", "--routing", help="balanced, uniform, zipf:S or dirichlet:A"),
+    cost_model: str = typer.Option("auto", "--cost-model", help="auto, calibrated or roofline"),
+    set_: List[str] = typer.Option([], "--set", help="override a scenario field: key=value"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for the Perfetto trace and block.json"),
+) -> None:
+    """Simulate one decoder layer or MoE block through moesim run's lowering and engine: time per
+    op class, the critical path and a Perfetto trace."""
+    from moesim.experiment.block_cli import run_layer
+
+    run_layer(model=model, block=block, tokens=tokens, passes=passes, gpus=gpus, gpu=gpu, host=host,
+              iterations=iterations, seq_len=seq_len or None, experts=experts, routing=routing,
+              cost_model=cost_model, sets=set_, out=out)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
 from moesim.lowering.host import add_eager_host, call_cost, eager_launch_cost
 from moesim.lowering.stage_costs import StageTable
-from moesim.lowering.moe_costs import MoEStageTable
+from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.moe_exchange import MoEExchangeLowering
 from moesim.workload.moe import MoESpec
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
@@ -110,7 +110,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     if isinstance(spec, MoESpec):
         table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                               sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                              recompute=scn.memory.recompute)
+                              recompute=scn.memory.recompute, **exec_kwargs(scn.moe))
         exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
     else:
         if plan.ep > 1:
@@ -176,7 +176,8 @@ def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid:
                           "choose ep dividing num_experts")
     if opts.routing is None and opts.placement == "contiguous" and opts.num_redundant == 0 \
             and opts.dispatcher == "alltoall":
-        return BalancedRouting(spec.num_experts, spec.top_k, table.tokens_per_rank, scn.plan.ep)
+        return BalancedRouting(spec.num_experts, spec.top_k, table.tokens_per_rank, scn.plan.ep,
+                               opts.capacity_factor if opts.experts == "padded" else None)
     from moesim.lowering.moe_routing import routing_from_options
 
     return routing_from_options(scn, spec, table, topo, grid)

@@ -104,6 +104,8 @@ def parts_of(scn: Scenario) -> RunParts:
     spec, source = read_spec(resolve_path(scn.topology))
     if scn.nodes:
         spec["nodes"] = scn.nodes
+    if scn.gpus_per_node:
+        spec["gpus_per_node"] = scn.gpus_per_node
     fabric = parse_spec(spec, source)
     model = get_model(scn.model) if isinstance(scn.model, str) else scn.model
     if not isinstance(getattr(model, "num_layers", None), int):

@@ -108,6 +108,11 @@ class MoEOptions:
     shows the cost of a stale placement. ``dispatcher`` is how tokens cross the group:
     ``"alltoall"`` (one copy per selected expert, Megatron) or ``"deepep"`` (one copy per
     destination node over the scale-out network, forwarded over NVLink: :mod:`moesim.moe.deepep`).
+    ``experts`` is how a GPU runs its local experts (``"grouped"``: one kernel per projection over
+    all of them; ``"loop"``: a kernel chain per expert after the counts' copy to the host;
+    ``"padded"``: every expert padded to ``capacity_factor``'s capacity, tokens over it dropped),
+    ``token_movement`` whose router and permute / unpermute kernels run (``"torchtitan"``,
+    ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`.
     """
 
     routing: Any = None
@@ -117,6 +122,9 @@ class MoEOptions:
     stats_step: int = 0
     step: int = 1
     dispatcher: str = "alltoall"
+    experts: str = "grouped"
+    token_movement: str = "torchtitan"
+    capacity_factor: float | None = None
 
     def __post_init__(self) -> None:
         from moesim.moe.deepep import DISPATCHERS
@@ -134,6 +142,31 @@ class MoEOptions:
                                   f"give a name such as {_DEFAULT_NAMES[name]!r}")
         for name in ("num_redundant", "stats_step", "step"):
             _check_count(f"moe.{name}", getattr(self, name))
+        self._check_exec()
+
+    def _check_exec(self) -> None:
+        """``experts``, ``token_movement`` and ``capacity_factor`` (text from ``--set`` read as a
+        number); padding needs the plain all-to-all, no replicas and one capacity factor (its
+        absence is refused when the scenario is built, so fields can be set one at a time)."""
+        from moesim.workload.moe_exec import check_exec
+
+        if isinstance(self.capacity_factor, str):
+            try:
+                object.__setattr__(self, "capacity_factor", float(self.capacity_factor))
+            except ValueError:
+                raise ConfigError("moe.capacity_factor", f"cannot read {self.capacity_factor!r} as a number",
+                                  "give e.g. 1.25") from None
+        check_exec(self.experts, self.token_movement, self.capacity_factor, need_capacity=False)
+        if self.experts != "padded":
+            return
+        if self.dispatcher != "alltoall" or self.num_redundant:
+            raise ConfigError("moe.experts", "experts='padded' (Megatron's capacity padding) runs with the "
+                              "'alltoall' dispatcher and no redundant experts",
+                              "set moe.dispatcher='alltoall' and moe.num_redundant=0, or use experts='grouped'")
+        routed_cf = getattr(self.routing, "capacity_factor", None)
+        if routed_cf is not None and routed_cf != self.capacity_factor:
+            raise ConfigError("moe.capacity_factor", f"{self.capacity_factor} differs from "
+                              f"moe.routing.capacity_factor={routed_cf}", "give one capacity factor (moe.capacity_factor)")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ compute is dropped and replaced, in an :class:`Exchange` segment, by per-GPU exp
 from the actual routing counts and placement; the shared experts move into the exchange so they
 run while the dispatch is in flight. Backward mirrors this; W (weight gradients) has a per-GPU
 expert segment with no communication.
+
+The router and token movement follow ``token_movement``'s framework and the experts
+``experts`` (grouped kernels over a GPU's count vector, a per-expert loop, or capacity padding):
+:mod:`moesim.workload.moe_exec`. :meth:`MoEStageTable.expert_tasks` and
+:meth:`MoEStageTable.task_ns` give one GPU's expert tasks and their times to both engines.
 """
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ from functools import lru_cache
 from moesim.costs.regions import sequence
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.pipeline import StageWork
-from moesim.ops import DTYPE_BYTES
+from moesim.ops import DTYPE_BYTES, MemoryOp
 from moesim.workload import moe as moe_ops
+from moesim.workload import moe_exec
+from moesim.workload import transformer as tf
 from moesim.workload.common import CommOp, ProgramItem
 
 
@@ -53,15 +60,42 @@ def split_moe_program(program: list[ProgramItem]) -> tuple[list, list, list]:
     return [x for x in pre if not _is_shared(x)], [x for x in post if not _is_shared(x)], shared
 
 
+def exec_kwargs(moe_options) -> dict:
+    """The :class:`MoEStageTable` keywords of a scenario's ``MoEOptions`` (experts, token
+    movement, capacity factor; the defaults for an object without them)."""
+    return {"experts": getattr(moe_options, "experts", "grouped"),
+            "token_movement": getattr(moe_options, "token_movement", "torchtitan"),
+            "capacity_factor": getattr(moe_options, "capacity_factor", None)}
+
+
 class MoEStageTable(StageTable):
     """StageWorkTable with per-layer MoE exchanges; dense parts costed as in StageTable."""
 
     def __init__(self, spec: moe_ops.MoESpec, schedule, cost, *, tp: int, ep: int, micro_batch_size: int,
-                 sequence_parallel: bool, grad_dtype_bytes: int = 4, recompute: str = "none") -> None:
+                 sequence_parallel: bool, grad_dtype_bytes: int = 4, recompute: str = "none",
+                 experts: str = "grouped", token_movement: str = "torchtitan",
+                 capacity_factor: "float | None" = None) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
+        moe_exec.check_exec(experts, token_movement, capacity_factor)
+        self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
+        # padded: each source rank sends every expert exactly its capacity (Megatron pads before the all-to-all)
+        self.capacity = (moe_exec.capacity(capacity_factor, self.tokens_per_rank, spec.top_k, spec.num_experts)
+                         if experts == "padded" else 0)
+
+    def _program(self, kind: str, layer: int) -> list[ProgramItem]:
+        """As :class:`StageTable`'s, with the MoE block's router and token movement of the
+        scenario's framework (``token_movement``)."""
+        if not self.spec.is_moe_layer(layer) or kind == "W":
+            return super()._program(kind, layer)
+        s, mbs, tp, sp, ep, tm = self.spec, self.mbs, self.tp, self.sp, self.ep, self.token_movement
+        if kind == "F":
+            return tf.attention_forward_program(s, mbs, tp, sp) + moe_ops.moe_block_forward_program(
+                s, mbs, tp, sp, ep, token_movement=tm)
+        return moe_ops.moe_block_backward_input_program(s, mbs, tp, sp, ep, token_movement=tm) \
+            + tf.attention_backward_input_program(s, mbs, tp, sp)
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         program = self._program(kind, layer)
@@ -88,17 +122,55 @@ class MoEStageTable(StageTable):
         return self._chunk_expert_params(rank, None)
 
     # -- expert costs and payloads -----------------------------------------------------------
+    def expert_tasks(self, phase: str, counts: tuple[int, ...],
+                     expert_ids: "tuple[int, ...] | None" = None) -> list[moe_exec.ExpertTask]:
+        """One GPU's expert work in phase F, B (input grad) or W (weight grad) for its local
+        experts' token ``counts``, as the scenario's ``experts`` mode runs it
+        (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
+        return moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
+                                     padded_rows=self.ep * self.capacity)
+
+    def task_ns(self, task: moe_exec.ExpertTask) -> tuple[int, int]:
+        """``(duration_ns, region_ns)`` of one expert task: its kernels back to back
+        (:mod:`moesim.costs.regions`), or the device time of a counts' copy to the host."""
+        if task.host_sync:
+            return self.sync_ns(task.sync_bytes), 0
+        return self._ops_ns(task.ops)
+
+    @lru_cache(maxsize=4096)
+    def _ops_ns(self, ops: tuple) -> tuple[int, int]:
+        return sequence([self.cost.compute_ns(op) for op in ops], *self.region)
+
+    @lru_cache(maxsize=None)
+    def sync_ns(self, nbytes: int) -> int:
+        """Device time of copying ``nbytes`` of counts to the host: the cost model's ``sync_ns``
+        (measured ``sync`` rows) where it has one, else a copy kernel of those bytes."""
+        sync = getattr(self.cost, "sync_ns", None)
+        if callable(sync):
+            return max(1, int(round(sync(nbytes))))
+        return self.cost.compute_ns(MemoryOp("copy", float(nbytes), "moe.counts_to_host"))
+
+    @lru_cache(maxsize=4096)
+    def gpu_expert_ns(self, phase: str, counts: tuple[int, ...]) -> tuple[int, int, float]:
+        """``(ns, region_ns, flops)`` of one GPU's whole expert work for ``counts``: its tasks back
+        to back on one stream, as the full engine runs them (every task after the first queued
+        behind the previous one, saving its region cost); ``region_ns`` is the first task's."""
+        times = [self.task_ns(t) for t in self.expert_tasks(phase, counts)]
+        if not times:
+            return 0, 0, 0.0
+        total = times[0][0] + sum(ns - region for ns, region in times[1:])
+        flops = sum(t.flops for t in self.expert_tasks(phase, counts))
+        return total, times[0][1], flops
+
     def expert_ns(self, phase: str, num_tokens: int) -> int:
-        """One expert's FFN on ``num_tokens`` tokens in phase F, B (input grad) or W (weight grad):
-        its kernels back to back (:mod:`moesim.costs.regions`)."""
+        """One expert's kernel chain (the loop mode's, of the scenario's framework) on
+        ``num_tokens`` tokens in phase F, B or W, its kernels back to back."""
         return self._expert(phase, num_tokens)[0]
 
     @lru_cache(maxsize=None)
     def expert_kernels(self, phase: str) -> int:
-        """Kernels one expert's FFN launches in ``phase`` (independent of its token count)."""
-        build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
-                 "W": moe_ops.expert_backward_weight_ops}[phase]
-        return len(build(self.spec, 1))
+        """Kernels one expert's chain launches in ``phase`` (independent of its token count)."""
+        return len(moe_exec.loop_chain_ops(self.spec, 1, phase, self.token_movement))
 
     def expert_region_ns(self, phase: str, num_tokens: int) -> int:
         """What that expert's task saves when queued behind another on its stream."""
@@ -106,15 +178,11 @@ class MoEStageTable(StageTable):
 
     @lru_cache(maxsize=None)
     def _expert(self, phase: str, num_tokens: int) -> tuple[int, int]:
-        build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
-                 "W": moe_ops.expert_backward_weight_ops}[phase]
-        return sequence([self.cost.compute_ns(op) for op in build(self.spec, num_tokens)], *self.region)
+        return self._ops_ns(tuple(moe_exec.loop_chain_ops(self.spec, num_tokens, phase, self.token_movement)))
 
     @lru_cache(maxsize=None)
     def expert_flops(self, phase: str, num_tokens: int) -> float:
-        build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
-                 "W": moe_ops.expert_backward_weight_ops}[phase]
-        return sum(op.flops for op in build(self.spec, num_tokens))
+        return sum(op.flops for op in moe_exec.loop_chain_ops(self.spec, num_tokens, phase, self.token_movement))
 
     def bytes_per_token(self, phase: str) -> tuple[float, float]:
         """(outbound, return) bytes per routed token: dispatch/combine forward, gradients backward."""

@@ -7,13 +7,25 @@ EP rank ``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
 1. *dispatch*: GPU ``dst`` receives on its ``comm.ep`` stream (``comm.ep.bwd`` backward), one task whose flows come from
    every source with tokens for it; it starts once those sources have routed their tokens;
 2. *shared experts* run on every GPU meanwhile (compute stream);
-3. *expert queues*: every expert slot on ``dst`` with tokens is one compute task (grouped-GEMM
-   cost of its token count), started once the dispatch to ``dst`` has arrived;
+3. *experts*, started once the dispatch to ``dst`` has arrived, as the table's ``experts`` mode
+   runs them (:meth:`~moesim.lowering.moe_costs.MoEStageTable.expert_tasks`): ``"grouped"`` /
+   ``"padded"``, one task per kernel over all of ``dst``'s local experts, a grouped GEMM priced
+   on the whole count vector (a hot expert shows through the kernel's tiles); ``"loop"``, the
+   counts' copy to the host, one task per expert with tokens, a ``cat``. A table without
+   ``expert_tasks`` (tests' fakes) gets one task per expert slot priced by ``expert_ns``;
 4. *combine*: GPU ``src`` receives its tokens back from every GPU that computed some, once
    those GPUs' experts are done; the rest of the layer on ``src`` waits for that.
 
 So a hot expert delays exactly the GPUs whose tokens it holds. Backward mirrors it with
-gradients; W runs the expert weight-gradient tasks only.
+gradients; W runs the expert weight-gradient tasks only. With ``experts="padded"`` every source
+sends each expert exactly its capacity (``tokens[i, j]`` = capacity x experts on ``j``).
+
+Args of expert tasks (category ``"expert"``), read by the host model (:mod:`moesim.lowering.host`)
+and reports: ``"ops"`` the tuple of :mod:`moesim.ops` records the task issues, in order;
+``"kernels"`` their count; ``"host_phase"`` ``"fwd"`` or ``"bwd"``; ``"flops"``; ``"tokens"``
+(rows computed: padded rows in padded mode); ``"expert"`` (loop: the expert; absent for grouped
+kernels); ``"experts_mode"``. The counts' device-to-host copy of a loop forward is a task with
+``"host_sync": True``, ``"sync_bytes"`` (4 per local expert), no ops and ``"kernels": 0``.
 """
 from __future__ import annotations
 
@@ -108,7 +120,7 @@ class MoEExchangeLowering:
         out_b, back_b = self.table.bytes_per_token(seg.phase)
         first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
         n = len(gpus)
-        tok = plan.tokens
+        tok = self._tokens(plan)
         stream = ep_stream(seg.phase)
         args = {**ctx["args"], "layer": seg.layer}
         inbound = {}
@@ -161,23 +173,58 @@ class MoEExchangeLowering:
         if seg.phase == "F":
             self.stats.dropped_tokens += plan.dropped
 
+    def _tokens(self, plan: ExchangePlan) -> np.ndarray:
+        """Rows each source sends each GPU: the plan's, or every local expert's capacity when padded."""
+        rows = getattr(self.table, "capacity", 0) if getattr(self.table, "experts", "") == "padded" else 0
+        if not rows:
+            return plan.tokens
+        per_gpu = np.array([rows * len(experts) for experts in plan.experts], dtype=np.int64)
+        return np.tile(per_gpu, (len(plan.experts), 1))
+
+    def _gpu_tasks(self, sim, seg: Exchange, phase: str, ctx: dict, g: int, experts, deps) -> "Task | None":
+        """One GPU's expert tasks in the table's mode, chained; the last one (None if none)."""
+        counts = tuple(int(n) for _e, n in experts)
+        ids = tuple(int(e) for e, _n in experts)
+        prev = None
+        base = {**ctx["args"], "layer": seg.layer, "experts_mode": self.table.experts,
+                "host_phase": "fwd" if phase == "F" else "bwd"}
+        for task in self.table.expert_tasks(phase, counts, ids):
+            ns, region = self.table.task_ns(task)
+            args = {**base, "tokens": task.tokens, "flops": task.flops, "kernels": len(task.ops), "ops": task.ops}
+            if task.expert is not None:
+                args["expert"] = task.expert
+            if task.host_sync:
+                args.update(host_sync=True, sync_bytes=task.sync_bytes)
+            prev = sim.compute(g, ns, f"{task.name}.L{seg.layer}.{ctx['name']}", category="expert",
+                               deps=deps if prev is None else [prev], args=args, region_ns=region)
+        return prev
+
+    def _slot_tasks(self, sim, seg: Exchange, phase: str, ctx: dict, g: int, experts, deps) -> "Task | None":
+        """One task per expert slot with tokens (a table without ``expert_tasks``)."""
+        prev = None
+        for expert, n_tok in experts:
+            if n_tok <= 0:
+                continue
+            prev = sim.compute(g, self.table.expert_ns(phase, n_tok), f"expert{expert}.L{seg.layer}.{ctx['name']}",
+                               category="expert", deps=deps if prev is None else [prev],
+                               args={**ctx["args"], "layer": seg.layer, "expert": expert, "tokens": n_tok,
+                                     "flops": self.table.expert_flops(phase, n_tok),
+                                     "kernels": self._kernels(phase)},
+                               region_ns=self._region(phase, n_tok))
+        return prev
+
     def _experts(self, sim, seg: Exchange, phase: str, ctx: dict, gpus, plan: ExchangePlan, keys, ready,
                  after: dict) -> dict[int, Task]:
-        """Expert queue tasks per GPU; returns the last task per EP rank (the inbound one if idle)."""
+        """Expert tasks per GPU; returns the last task per EP rank (the inbound one if idle)."""
         last: dict[int, Task] = {}
+        lower = self._gpu_tasks if hasattr(self.table, "expert_tasks") else self._slot_tasks
         for j, g in enumerate(gpus):
             deps = ready[keys[j]] + ([after[j]] if j in after else [])
-            prev = None
-            for expert, n_tok in plan.experts[j]:
-                if n_tok <= 0:
-                    continue
-                prev = sim.compute(g, self.table.expert_ns(phase, n_tok), f"expert{expert}.L{seg.layer}.{ctx['name']}",
-                                   category="expert", deps=deps if prev is None else [prev],
-                                   args={**ctx["args"], "layer": seg.layer, "expert": expert, "tokens": n_tok,
-                                         "flops": self.table.expert_flops(phase, n_tok),
-                                         "kernels": self._kernels(phase)},
-                                   region_ns=self._region(phase, n_tok))
-                if phase == "F":
+            prev = lower(sim, seg, phase, ctx, g, plan.experts[j], deps) if plan.experts[j] else None
+            if phase == "F":
+                for expert, n_tok in plan.experts[j]:
+                    if n_tok <= 0:
+                        continue
                     per = self.stats.expert_tokens.setdefault(seg.layer, {})
                     per[expert] = per.get(expert, 0) + n_tok
                     self.stats.gpu_tokens[g] = self.stats.gpu_tokens.get(g, 0) + n_tok

@@ -31,18 +31,23 @@ def plan_from_gpu_counts(gpu_tokens: np.ndarray, expert_slots: Sequence[Sequence
 
 class BalancedRouting:
     """Every EP rank routes ``tokens * top_k`` pairs spread evenly over all experts, which sit
-    contiguously (``num_experts / ep`` per GPU)."""
+    contiguously (``num_experts / ep`` per GPU). ``capacity_factor`` drops each source's tokens
+    over every expert's capacity (:func:`moesim.moe.routing.apply_capacity`; None: dropless)."""
 
-    def __init__(self, num_experts: int, top_k: int, tokens_per_rank: int, ep: int) -> None:
+    def __init__(self, num_experts: int, top_k: int, tokens_per_rank: int, ep: int,
+                 capacity_factor: "float | None" = None) -> None:
+        from moesim.moe.routing import apply_capacity
+
         self.num_experts, self.ep = num_experts, ep
-        counts = np.stack([spread(tokens_per_rank * top_k, num_experts) for _ in range(ep)])
+        routed = np.stack([spread(tokens_per_rank * top_k, num_experts) for _ in range(ep)])
+        counts, dropped = apply_capacity(routed, capacity_factor, tokens_per_rank * top_k / num_experts)
         per_gpu = num_experts // ep
         slots = [list(range(j * per_gpu, (j + 1) * per_gpu)) for j in range(ep)]
         gpu = np.stack([counts[:, s].sum(axis=1) for s in slots], axis=1)
         expert_tokens = np.zeros((ep, num_experts), dtype=np.int64)
         for j, s in enumerate(slots):
             expert_tokens[j, s] = counts[:, s].sum(axis=0)
-        self._plan = plan_from_gpu_counts(gpu, slots, expert_tokens)
+        self._plan = plan_from_gpu_counts(gpu, slots, expert_tokens, int(dropped.sum()))
 
     def plan(self, tp: int, group: int, layer: int, microbatch: int) -> ExchangePlan:
         return self._plan
@@ -97,6 +102,8 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
     cfg = opts.routing or RoutingConfig(kind="uniform", tokens_per_rank=table.tokens_per_rank, seed=scn.seed)
     if cfg.kind != "trace":
         cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)
+    if getattr(opts, "experts", "grouped") == "padded":   # padding drops tokens over capacity at the source
+        cfg = replace(cfg, capacity_factor=opts.capacity_factor)
     host_of = [topo.host_of(grid.gpu(0, d, 0)) for d in range(ep)]
     moe_layers = [layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)]
     first, span = moe_layers[0], moe_layers[-1] - moe_layers[0] + 1   # sample only the MoE layer range

@@ -19,7 +19,12 @@ GPU. Output: tasks in a :class:`~moesim.engine.Simulation`:
 * after the last backward of each model chunk a DP gradient all-reduce runs on ``comm.dp``
   (overlapping the rest of the backward when ``dp_overlap``), then an optimizer step; routed-expert
   gradients reduce over their expert-data-parallel group only, and with ZeRO-1 the all-reduce is a
-  reduce-scatter, the step runs on the shard, and an all-gather of the parameters follows;
+  reduce-scatter, the step runs on the shard, and an all-gather of the parameters follows
+  (``grad_sync=False`` drops the reduction, ``optimizer=False`` the step and the all-gather; a
+  schedule without backward actions, :func:`forward_schedule`, has neither);
+* with ``accumulate`` (PyTorch's ``.grad += g``, :mod:`moesim.lowering.grad_accumulation`) every
+  weight-gradient action of a model chunk after its first is followed, on the compute stream, by
+  the add kernels of that chunk's gradients;
 * ``pair_overlap=False`` runs the two halves of an overlapped F&B pair one after the other (the
   second starts when the first has finished, communication included): DualPipe without its
   computation-communication overlap, for comparison.
@@ -28,7 +33,7 @@ The lowering knows tasks and costs only through the table; model maths lives in 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from moesim.engine import Simulation, Task
@@ -54,6 +59,7 @@ class StageWork:
     category: str = ""
     region_ns: int = 0     # saved when the task starts right behind another on its stream
     kernels: int = 0       # GPU kernels the segment launches (what an eager host issues)
+    op_ns: tuple[tuple[str, int], ...] = ()  # (op class, ns) of its kernels, for per-class reports
 
 
 class ExchangeLowering(Protocol):
@@ -118,6 +124,9 @@ class LoweringOptions:
     tp_sized: object = None   # a SizedLatency: size-dependent TP all-reduce time (calibrated profiles)
     dp_sized: object = None   # the same for a ring DP all-reduce
     zero: bool = False        # ZeRO-1 / distributed optimizer: reduce-scatter, sharded step, all-gather
+    grad_sync: bool = True    # False: no data-parallel gradient reduction
+    optimizer: bool = True    # False: no optimizer step (nor ZeRO-1's parameter all-gather)
+    accumulate: object = None  # callable(action) -> StageWork: gradient adds after a later microbatch's backward
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -144,11 +153,31 @@ def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: Stage
                 for d in range(grid.dp):
                     slot_head[(d, p, step.second)] = compute[(d, p, step.first)]
     sends = _wire_pipeline(sim, schedule, grid, table, opts, done, slot_head)
+    if not has_backward(schedule):   # forward-only: no gradients to sync, no optimizer step
+        return {"actions": len(done), "sends": sends, "dp_collectives": 0}
     if gradient_sync is not None:
         dp_tasks = gradient_sync(sim, last_backward, _finished(done))
     else:
         dp_tasks = _gradient_sync(sim, schedule, grid, table, opts, last_backward, done)
     return {"actions": len(done), "sends": sends, "dp_collectives": dp_tasks}
+
+
+def has_backward(schedule: Schedule) -> bool:
+    """Whether any rank runs a backward (B, W or BW) action."""
+    return any(a.kind != "F" for row in schedule.steps for step in row for a in actions_of(step))
+
+
+def forward_schedule(schedule: Schedule) -> Schedule:
+    """The schedule's forward actions only, in each rank's order (an overlapped pair keeps its
+    forward half). Deadlock-free whenever the schedule is: dropping actions removes dependencies
+    and keeps the order of what remains, so a wait cycle among forwards would be one before."""
+    rows = tuple(tuple(a for step in row for a in actions_of(step) if a.kind == "F") for row in schedule.steps)
+    return replace(schedule, name=f"{schedule.name} (forward only)", steps=rows)
+
+
+def _produces_weight_grads(schedule: Schedule, a: Action) -> bool:
+    """The action after which a chunk's weight gradients of ``a.microbatch`` exist."""
+    return a.kind in ("W", "BW") or (a.kind == "B" and not _has_w(schedule, a))
 
 
 def segments_of(table: StageWorkTable, action: Action) -> list:
@@ -162,10 +191,11 @@ def _lower_stage_rank(sim, schedule, grid, table, opts, exchange, p, done, compu
     actions of an overlapped pair are interleaved on the compute stream (DualPipe's overlap:
     one microbatch's communication hides behind the other's compute)."""
     block: dict[int, list[Task]] = {d: [] for d in range(grid.dp)}
+    accumulated: set[int] = set()   # chunks whose gradients exist already (later ones add into them)
     for index, step in enumerate(schedule.steps[p]):
         acts = actions_of(step)
         ready = {a: {(d, t): list(block[d]) for d in range(grid.dp) for t in range(grid.tp)} for a in acts}
-        pending = {a: segments_of(table, a) for a in acts}
+        pending = {a: segments_of(table, a) + _accumulation(schedule, opts, a, accumulated) for a in acts}
         position = {a: 0 for a in acts}
         while any(position[a] < len(pending[a]) for a in acts):
             if not opts.pair_overlap and len(acts) == 2 and position[acts[0]] == len(pending[acts[0]]) \
@@ -191,9 +221,20 @@ def _lower_stage_rank(sim, schedule, grid, table, opts, exchange, p, done, compu
             for d in range(grid.dp):
                 finished = [ready[a][(d, t)][-1] for t in range(grid.tp)]
                 done[(d, p, a)] = finished
-                if a.kind in ("W", "BW") or (a.kind == "B" and not _has_w(schedule, a)):
+                if _produces_weight_grads(schedule, a):
                     last_backward[(d, p, chunk)] = finished
         block = {d: [t for a in acts for t in _tp_tail(ready[a], d, grid)] for d in range(grid.dp)}
+
+
+def _accumulation(schedule: Schedule, opts: LoweringOptions, a: Action, accumulated: set[int]) -> list:
+    """The gradient-add segment after ``a`` (none for the first weight-gradient action of its chunk)."""
+    if opts.accumulate is None or not _produces_weight_grads(schedule, a):
+        return []
+    chunk = schedule.chunk_of(a.path, a.stage)
+    if chunk not in accumulated:
+        accumulated.add(chunk)
+        return []
+    return [opts.accumulate(a)]
 
 
 def _tp_tail(ready: dict, d: int, grid: Grid) -> list[Task]:
@@ -217,7 +258,8 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
         for t, g in enumerate(group):
             tasks[(d, t)] = sim.compute(g, w.duration_ns, name, category=w.category or CATEGORY[a.kind],
                                         deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t,
-                                                                  "kernels": w.kernels},
+                                                                  "kernels": w.kernels,
+                                                                  **({"op_ns": dict(w.op_ns)} if w.op_ns else {})},
                                         region_ns=min(w.region_ns, w.duration_ns))
             ready[(d, t)] = [tasks[(d, t)]]
         if grid.tp > 1 and w.tp_bytes > 0:
@@ -330,7 +372,7 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
         """(EP rank, the DP indices holding its experts): one GPU per EP group."""
         return [(e, [k * ep + e for k in range(edp)]) for e in range(ep)]
 
-    if grid.dp > 1:
+    if grid.dp > 1 and opts.grad_sync:
         for p in range(grid.pp):
             for t in range(grid.tp):
                 for chunk in _chunks(schedule):
@@ -355,7 +397,9 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
                             for d in members:
                                 syncs.setdefault((d, t, p), []).append(task)
                             added += 1
-    shards = (grid.dp, edp) if opts.zero and grid.dp > 1 else (1, 1)
+    if not opts.optimizer:
+        return added
+    shards = (grid.dp, edp) if opts.zero and grid.dp > 1 and opts.grad_sync else (1, 1)
     opt: dict[tuple[int, int, int], Task] = {}
     for d in range(grid.dp):
         for p in range(grid.pp):

@@ -20,6 +20,7 @@ from typing import Sequence
 from moesim.costs.base import CostModel
 from moesim.costs.regions import kernel_region, sequence
 from moesim.errors import ConfigError
+from moesim.lowering.op_classes import class_times
 from moesim.lowering.pipeline import StageWork
 from moesim.memory.layout import layout_from_schedule, split_layers
 from moesim.ops import DTYPE_BYTES, Attention, MemoryOp
@@ -49,7 +50,7 @@ def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[
     """One segment: its kernels back to back on one stream (:mod:`moesim.costs.regions`: each at
     its in-stream time, the region cost once; unchanged for a cost model without one), its
     FLOPs and the TP collectives it carries; ``region`` is :func:`~moesim.costs.regions.kernel_region`."""
-    times, flops, ar_bytes, count = [], 0.0, 0.0, 0.0
+    times, ops, flops, ar_bytes, count = [], [], 0.0, 0.0, 0.0
     for item in program:
         if isinstance(item, CommOp):
             eq = AR_EQUIVALENT.get(item.op)
@@ -59,9 +60,11 @@ def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[
             count += eq
         else:
             times.append(cost.compute_ns(item))
+            ops.append(item)
             flops += item.flops
     ns, region_ns = sequence(times, *region)
-    return StageWork(ns, flops, ar_bytes, round(count), region_ns=region_ns, kernels=len(times))
+    return StageWork(ns, flops, ar_bytes, round(count), region_ns=region_ns, kernels=len(times),
+                     op_ns=class_times(ops, times))
 
 
 class StageTable:

@@ -11,7 +11,9 @@ number of tokens and meet at every all-to-all, so one lane carries:
   link: NVSwitch port, PCIe, NIC or spine), cached per (layer, routing sample, direction) since
   the time is linear in the payload;
 * the **busiest GPU's expert queue** (per-rank routing imbalance kept: the combine waits for the
-  slowest GPU of the group);
+  slowest GPU of the group), costed as the full engine runs the table's ``experts`` mode
+  (:meth:`~moesim.lowering.moe_costs.MoEStageTable.gpu_expert_ns`: grouped kernels on that
+  GPU's count vector, or the loop's counts copy, per-expert chains and cat);
 * on the lane GPU's own NIC, the busiest GPU's scale-out bytes of each phase as two fluid flows
   (egress and ingress, to a *mirror* GPU on a node no lane uses), the rest of the phase time as
   latency, so pipeline P2P and DP traffic share that NIC with the all-to-alls as they do on
@@ -90,6 +92,13 @@ class LaneExchangeLowering:
         """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns, the region
         cost its first expert saves when queued behind other work)."""
         plan = self.routing.plan(0, 0, layer, sample)
+        gpu = getattr(self.table, "gpu_expert_ns", None)
+        if gpu is not None:   # the table's expert mode: grouped on each GPU's count vector, or a loop
+            costs = [gpu(phase, tuple(int(n) for _e, n in experts)) if experts else (0, 0, 0.0)
+                     for experts in plan.experts]
+            busiest = int(np.argmax([c[0] for c in costs]))
+            return (int(costs[busiest][0]), float(np.mean([c[2] for c in costs])), busiest,
+                    float(np.mean([c[0] for c in costs])), min(int(costs[busiest][1]), int(costs[busiest][0])))
         tokens = [[n for _e, n in experts if n > 0] for experts in plan.experts]
         times = [_queue_ns(self.table, phase, t) for t in tokens]
         flops = [sum(self.table.expert_flops(phase, n) for _e, n in experts if n > 0) for experts in plan.experts]

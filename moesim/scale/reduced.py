@@ -39,7 +39,7 @@ from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
 from moesim.experiment.build import group_link_kind, make_schedule, resolve_cost_model, resolve_model
 from moesim.experiment.scenario import Scenario
-from moesim.lowering.moe_costs import MoEStageTable
+from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.lowering.stage_costs import ADAM_BYTES_PER_PARAM
 from moesim.ops import MemoryOp
@@ -97,6 +97,9 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if routing is not None and getattr(routing, "capacity_factor", None) is not None:
         raise ConfigError("moe.routing.capacity_factor", "the reduced run models dropless routing only",
                           "set capacity_factor=None or use the full run `moesim run` on a smaller cluster")
+    if scn.moe.experts == "padded":
+        raise ConfigError("moe.experts", "the reduced run models dropless routing only; experts='padded' drops "
+                          "and pads to capacity", "use experts='grouped' or 'loop', or the full run `moesim run`")
     if scn.faults and (scn.faults.slow_gpus or scn.faults.slow_nics or scn.faults.failed_links
                        or scn.faults.degraded_links):
         raise ConfigError("faults", "injected faults break the symmetry the reduced run relies on",
@@ -132,7 +135,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     sched = make_schedule(scn)
     table = MoEStageTable(spec, sched, cost, tp=1, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                          recompute=scn.memory.recompute)
+                          recompute=scn.memory.recompute, **exec_kwargs(scn.moe))
     # The EP group's own fabric: its nodes of the same topology (routing and phase solves).
     group_topo = load_topology(scn.topology, nodes=_nodes(plan.ep, per_node))
     routing = _routing(scn, spec, table, group_topo, options)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, MemoryOp
+from moesim.workload import moe_exec
 from moesim.workload.common import (
     CommOp,
     ProgramItem,
@@ -330,24 +331,25 @@ def _shared_comm(spec: MoESpec, tokens: int, tp: int, e: float,
 
 
 def moe_block_forward_program(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = False,
-                              ep: int = 1) -> list[ProgramItem]:
-    """Forward of the MoE FFN block (norm .. residual) on one rank, balanced routing."""
+                              ep: int = 1, token_movement: str = "torchtitan") -> list[ProgramItem]:
+    """Forward of the MoE FFN block (norm .. residual) on one rank, balanced routing; router and
+    permute / unpermute as ``token_movement``'s framework runs them (:mod:`moesim.workload.moe_exec`)."""
     T_in, T, e = _block_loc(spec, mbs, tp, sp)
     pairs = T_in * spec.top_k
     gather, scatter = _shared_comm(spec, T, tp, e, ("shared.sp_all_gather", "shared.sp_reduce_scatter"))
     shared_tokens = T if tp > 1 else T_in
-    return [MemoryOp("norm", 2 * e * T_in * spec.hidden, "moe.norm"), *router_forward_ops(spec, T_in),
-            *permute_ops(spec, T_in),
+    return [MemoryOp("norm", 2 * e * T_in * spec.hidden, "moe.norm"),
+            *moe_exec.dispatch_side_forward(spec, T_in, token_movement),
             CommOp("all_to_all", pairs * dispatch_bytes_per_token(spec), "moe.dispatch", "ep"),
             *_experts_balanced(spec, pairs, ep, "forward"),
             CommOp("all_to_all", pairs * combine_bytes_per_token(spec), "moe.combine", "ep"),
-            *unpermute_ops(spec, T_in),
+            *moe_exec.combine_side_forward(spec, T_in, token_movement),
             *gather, *shared_expert_forward_ops(spec, shared_tokens, tp), *scatter,
             MemoryOp("elementwise", 3 * e * T_in * spec.hidden, "moe.residual")]
 
 
 def moe_block_backward_input_program(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = False,
-                                     ep: int = 1) -> list[ProgramItem]:
+                                     ep: int = 1, token_movement: str = "torchtitan") -> list[ProgramItem]:
     """Activation-gradient backward of the MoE block, balanced routing. The two all-to-alls
     carry gradients in the model dtype."""
     T_in, T, e = _block_loc(spec, mbs, tp, sp)
@@ -356,10 +358,12 @@ def moe_block_backward_input_program(spec: MoESpec, mbs: int, tp: int = 1, sp: b
     shared_tokens = T if tp > 1 else T_in
     grad_bytes = pairs * e * spec.hidden
     return [*gather, *shared_expert_backward_input_ops(spec, shared_tokens, tp), *scatter,
-            *unpermute_ops(spec, T_in, backward=True), CommOp("all_to_all", grad_bytes, "moe.combine.bwd", "ep"),
+            *moe_exec.combine_side_backward(spec, T_in, token_movement),
+            CommOp("all_to_all", grad_bytes, "moe.combine.bwd", "ep"),
             *_experts_balanced(spec, pairs, ep, "backward_input"),
-            CommOp("all_to_all", grad_bytes, "moe.dispatch.bwd", "ep"), *permute_ops(spec, T_in, backward=True),
-            *router_backward_input_ops(spec, T_in), MemoryOp("norm", 3 * e * T_in * spec.hidden, "moe.norm.bwd"),
+            CommOp("all_to_all", grad_bytes, "moe.dispatch.bwd", "ep"),
+            *moe_exec.dispatch_side_backward(spec, T_in, token_movement),
+            MemoryOp("norm", 3 * e * T_in * spec.hidden, "moe.norm.bwd"),
             MemoryOp("elementwise", 3 * e * T_in * spec.hidden, "moe.residual.bwd")]
 
 

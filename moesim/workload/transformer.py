@@ -53,7 +53,10 @@ class TransformerSpec:
 
     ``head_dim`` is the per-head Q/K width (for MLA: the non-rotary part, ``qk_nope_head_dim``).
     ``ffn_hidden`` is the FFN intermediate width (per branch for SwiGLU). MLA fields stay 0 for
-    standard attention; ``v_head_dim`` 0 means ``head_dim``.
+    standard attention; ``v_head_dim`` 0 means ``head_dim``. ``attention=False`` leaves the
+    attention block (its norm included) out of every layer, and ``edges=False`` the embedding and
+    the output head: a bare stack of layers or FFN/MoE blocks, as ``moesim layer`` simulates
+    (:mod:`moesim.experiment.block`).
     """
 
     name: str
@@ -75,6 +78,8 @@ class TransformerSpec:
     v_head_dim: int = 0
     source: str = ""
     gemm_dtype: str | None = None
+    attention: bool = True
+    edges: bool = True
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -87,6 +92,9 @@ class TransformerSpec:
         if self.norm not in NORMS:
             raise ConfigError("norm", f"unknown norm {self.norm!r}", f"use one of: {', '.join(NORMS)}")
         check_dtype("dtype", self.dtype)
+        for flag in ("attention", "edges"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(flag, f"must be true or false, got {getattr(self, flag)!r}")
         if self.gemm_dtype is not None:
             check_dtype("gemm_dtype", self.gemm_dtype)
         if self.num_heads % self.num_kv_heads:
@@ -128,7 +136,9 @@ class TransformerSpec:
     # -- parameters -----------------------------------------------------------------------
     @property
     def attention_params(self) -> int:
-        """Attention weights of one layer (no biases; MLA latent norms included)."""
+        """Attention weights of one layer (no biases; MLA latent norms included; 0 without attention)."""
+        if not self.attention:
+            return 0
         h, a = self.hidden, self.num_heads
         if not self.is_mla:
             return h * a * self.head_dim + 2 * h * self.num_kv_heads * self.head_dim + a * self.head_dim * h
@@ -147,7 +157,8 @@ class TransformerSpec:
     @property
     def dense_layer_params(self) -> int:
         """Weights of one dense layer: attention, FFN, two norms."""
-        return self.attention_params + ffn_params(self.hidden, self.ffn_hidden, self.activation) + 2 * self.norm_params
+        norms = 2 if self.attention else 1
+        return self.attention_params + ffn_params(self.hidden, self.ffn_hidden, self.activation) + norms * self.norm_params
 
     def is_moe_layer(self, layer_index: int) -> bool:
         """Whether layer ``layer_index`` has a routed-expert FFN (never, for a dense model)."""
@@ -163,11 +174,13 @@ class TransformerSpec:
 
     @property
     def embedding_params(self) -> int:
-        return self.vocab * self.hidden
+        return self.vocab * self.hidden if self.edges else 0
 
     @property
     def head_params(self) -> int:
         """Output projection plus final norm (projection shared with the embedding if tied)."""
+        if not self.edges:
+            return 0
         return (0 if self.tied_embeddings else self.vocab * self.hidden) + self.norm_params
 
     @property
@@ -323,6 +336,8 @@ def _attention_out(spec: TransformerSpec, loc: _Local) -> Gemm:
 
 def attention_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Forward of the attention block (norm, projections, core, out, residual) on one rank."""
+    if not spec.attention:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     proj, rope = _attention_projections(spec, loc)
     return [_norm(loc, spec.hidden, "attn.norm"), *_enter_block(loc, "attn"), *proj, rope,
@@ -338,6 +353,8 @@ def attention_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 
     the all-gather a reduce-scatter, and Megatron re-gathers the block input for the weight
     gradients (``LinearWithGradAccumulationAndAsyncCommunication``), overlapped with dgrad.
     """
+    if not spec.attention:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     proj, rope = _attention_projections(spec, loc)
     back_proj = [dgrad(op) if isinstance(op, Gemm) else _norm_bwd(op) for op in reversed(proj)]
@@ -355,6 +372,8 @@ def _norm_bwd(op: ComputeOp) -> MemoryOp:
 
 def attention_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
     """Weight-gradient GEMMs of the attention block."""
+    if not spec.attention:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     proj, _ = _attention_projections(spec, loc)
     return [wgrad(_attention_out(spec, loc)), *[wgrad(op) for op in reversed(proj) if isinstance(op, Gemm)]]
@@ -456,6 +475,8 @@ def padded_vocab(spec: TransformerSpec, tp: int = 1) -> int:
 
 def embedding_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Vocab-parallel embedding lookup, then all-reduce (or reduce-scatter with SP) over TP."""
+    if not spec.edges:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     lookup = MemoryOp("copy", 2.0 * _hidden_bytes(loc), "embed.lookup")  # read rows, write output
     return [lookup, *_leave_block(loc, "embed")]
@@ -464,6 +485,8 @@ def embedding_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: 
 def embedding_backward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Embedding backward. It is all weight-gradient work (no input gradient exists): gather
     the output grad (SP), then scatter-add rows into the embedding gradient."""
+    if not spec.edges:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     scatter = MemoryOp("elementwise", 3.0 * _hidden_bytes(loc), "embed.wgrad_scatter_add")
     return [*_backward_entry(loc, "embed"), scatter]
@@ -492,6 +515,8 @@ def _loss_stats(loc: _Local) -> list[CommOp]:
 
 def head_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Final norm, vocab-parallel logits GEMM and softmax cross-entropy (last stage)."""
+    if not spec.edges:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     logits = _logits(spec, loc)
     ce = MemoryOp("softmax", 2.0 * loc.elem_bytes * logits.m * logits.n, "head.cross_entropy")
@@ -500,6 +525,8 @@ def head_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool 
 
 def head_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
     """Cross-entropy backward, logits dgrad, TP reduction of the input grad, final norm backward."""
+    if not spec.edges:
+        return []
     loc = _loc(spec, mbs, tp, sp)
     logits = _logits(spec, loc)
     ce = MemoryOp("softmax", 2.0 * loc.elem_bytes * logits.m * logits.n, "head.cross_entropy.bwd")
@@ -517,12 +544,14 @@ def head_backward_input_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bo
 
 def head_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
     """Weight gradient of the logits GEMM."""
-    return [wgrad(_logits(spec, _loc(spec, mbs, tp, sp)))]
+    return [wgrad(_logits(spec, _loc(spec, mbs, tp, sp)))] if spec.edges else []
 
 
 # -- memory -------------------------------------------------------------------------------
 def attention_weight_bytes(spec: TransformerSpec, tp: int = 1) -> float:
     """Bytes of one layer's attention weights (and its norm) held by one TP rank."""
+    if not spec.attention:
+        return 0.0
     proj = weight_params(compute_only(attention_forward_program(spec, 1, tp)))
     latent_norms = spec.q_lora_rank + spec.kv_lora_rank  # MLA, replicated
     return (proj + spec.norm_params + latent_norms) * DTYPE_BYTES[spec.dtype]
@@ -549,6 +578,8 @@ def attention_activation_bytes(spec: TransformerSpec, mbs: int, tp: int = 1, sp:
     with it FlashAttention's fp32 log-sum-exp. Norm-region tensors shard over TP only with SP.
     """
     _check_recompute(recompute)
+    if not spec.attention:
+        return 0.0
     loc = _loc(spec, mbs, tp, sp)
     e, T = loc.elem_bytes, loc.tokens
     replicated = 2 * e * T * spec.hidden + (T * spec.hidden if dropout else 0)

@@ -1,0 +1,297 @@
+"""Simulate one block (a decoder layer or an MoE FFN block), not a whole training step.
+
+:func:`block_scenario` describes the block as an ordinary :class:`Scenario`: a one-layer copy of
+the model (``first_k_dense=0`` so the layer of an MoE model is an MoE layer; ``moe_block`` also
+drops the attention block; no embedding or output head: ``TransformerSpec.attention`` and
+``edges``), pp = 1, dp = ep = ``ranks`` (each GPU runs its own microbatch of ``tokens`` tokens;
+an MoE block's experts spread over the GPUs), ``iterations`` microbatches back to back (1F1B
+with one stage runs F, B, F, B, ...), no data-parallel gradient reduction and no optimizer, and
+PyTorch's ``.grad +=`` gradient accumulation (eager PyTorch's default) between iterations.
+:func:`simulate_block` runs it through the same build, lowering and engine as ``moesim run``
+(:func:`moesim.experiment.runner.run_scenario`) and condenses the Recorder into a
+:class:`BlockResult`: the time per iteration, GPU time per op class with the cost model's
+provenance per class, and the critical path.
+
+Time per op class is GPU busy time per iteration, averaged over the GPUs: a compute task's span
+is split over its kernels' classes in proportion to their cost-model times (the segment's
+``op_ns``), communication by collective kind, and an eager host thread's issue time as ``host``.
+Communication may overlap compute, so the classes need not add up to the iteration time; the
+critical path does.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from moesim.errors import ConfigError
+from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+
+LAYERS = ("decoder", "moe_block")
+PASSES = ("fwd", "fwd_bwd")
+HOSTS = ("eager", "graphs")
+GPU_TOPOLOGIES = {"H200": "dgx_h200", "H100": "dgx_h100"}
+HOST_CLASS = "host"
+
+
+@dataclass(frozen=True)
+class OpClassTime:
+    """GPU time of one op class per iteration (mean over GPUs) and where its costs come from."""
+
+    name: str
+    time_ns: float
+    provenance: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "time_ns": round(self.time_ns, 1), "provenance": self.provenance}
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What :func:`simulate_block` found; ``recorder`` feeds :func:`moesim.trace.write_chrome_trace`."""
+
+    scenario: Scenario
+    iterations: int
+    step_time_ns: int
+    time_per_iteration_ns: float
+    op_classes: tuple[OpClassTime, ...]
+    critical_path: dict[str, Any]
+    cost_model: str
+    calibrated: bool
+    host_issue: dict[str, Any]
+    result: Any = field(repr=False, default=None)
+    recorder: Any = field(repr=False, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario.name, "iterations": self.iterations, "step_time_ns": self.step_time_ns,
+                "time_per_iteration_ns": round(self.time_per_iteration_ns, 1),
+                "op_classes": [c.to_dict() for c in self.op_classes], "critical_path": self.critical_path,
+                "cost_model": self.cost_model, "calibrated": self.calibrated, "host_issue": self.host_issue}
+
+
+# -- the scenario ------------------------------------------------------------------------------
+def block_scenario(model: Any, *, layer: str = "decoder", tokens: int, seq_len: int | None = None,
+                   passes: str = "fwd_bwd", ranks: int = 1, gpu: str = "H200", host: str = "eager",
+                   iterations: int = 1, moe: MoEOptions | None = None, cost_model: str = "auto",
+                   name: str | None = None) -> Scenario:
+    """The Scenario of one block (see the module docstring). ``tokens`` per GPU and microbatch;
+    ``seq_len`` None keeps the model's sequence length where it divides ``tokens`` (else one
+    sequence of ``tokens``); ``gpu`` is ``"H200"``, ``"H100"`` or a topology name/path."""
+    from moesim.experiment.build import resolve_model
+    from moesim.workload.moe import MoESpec
+
+    _check_choice("layer", layer, LAYERS, "'decoder' (attention + FFN/MoE) or 'moe_block' (the MoE FFN block alone)")
+    _check_choice("passes", passes, PASSES, "'fwd' (forward only) or 'fwd_bwd' (forward and backward)")
+    _check_choice("host", host, HOSTS, "'eager' (a PyTorch host thread issues every kernel) or 'graphs' (CUDA graphs)")
+    for what, value in (("tokens", tokens), ("ranks", ranks), ("iterations", iterations)):
+        _check_count(what, value)
+    if seq_len is not None:
+        _check_count("seq_len", seq_len)
+    spec = resolve_model(model)
+    is_moe = isinstance(spec, MoESpec)
+    if layer == "moe_block" and not is_moe:
+        raise ConfigError("layer", f"model {spec.name!r} has no MoE layer", "use layer='decoder', or an MoE model")
+    seq = _seq_len(spec, tokens, seq_len)
+    one = dataclasses.replace(spec, num_layers=1, seq_len=seq, edges=False, attention=layer == "decoder",
+                              **({"first_k_dense": 0, "moe_layer_freq": 1} if is_moe else {}))
+    topology, gpus_per_node, nodes = _fabric(gpu, ranks)
+    plan = ParallelPlan(tp=1, dp=ranks, pp=1, ep=ranks if is_moe else 1, micro_batch_size=tokens // seq,
+                        num_microbatches=iterations, grad_dtype_bytes=_grad_bytes(spec.dtype))
+    label = name or f"{spec.name}.{layer}.{tokens}tok.{passes}.{ranks}gpu"
+    return Scenario(name=label, topology=topology, model=one, plan=plan, schedule="1f1b", nodes=nodes,
+                    gpus_per_node=gpus_per_node, cost_model=cost_model, moe=moe or MoEOptions(),
+                    host=_host_mode(host), mode="forward" if passes == "fwd" else "train", optimizer=False,
+                    grad_sync=False, grad_accumulation="add",
+                    description=f"one {layer} of {spec.name}, {tokens} tokens per GPU, {passes}, {ranks} GPU(s)")
+
+
+def _check_choice(what: str, value: Any, allowed: tuple[str, ...], fix: str) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(what, f"unknown {what} {value!r}", f"use {fix}")
+
+
+def _check_count(what: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(what, f"must be an integer >= 1, got {value!r}", f"give a whole number, e.g. {what}=1")
+
+
+def _seq_len(spec: Any, tokens: int, seq_len: int | None) -> int:
+    """The sequence length: given (it must divide ``tokens``), else the model's where it divides."""
+    if seq_len is None:
+        return spec.seq_len if tokens % spec.seq_len == 0 else tokens
+    if tokens % seq_len:
+        raise ConfigError("seq_len", f"{seq_len} does not divide tokens={tokens}",
+                          "give a sequence length dividing the token count (microbatch = tokens / seq_len sequences)")
+    return seq_len
+
+
+def _grad_bytes(dtype: str) -> int:
+    """Eager PyTorch keeps ``.grad`` in the parameter dtype: 2 bytes for 16-bit models, else 4."""
+    from moesim.ops import DTYPE_BYTES
+
+    return 2 if DTYPE_BYTES.get(dtype, 4) <= 2 else 4
+
+
+def _host_mode(host: str) -> str:
+    """The scenario's host value: ``graphs`` is the lowering's ``ahead`` where it has no ``graphs``."""
+    from moesim.lowering.host import HOST_MODES
+
+    if host in HOST_MODES:
+        return host
+    return "ahead"
+
+
+def _fabric(gpu: str, ranks: int) -> tuple[str, int | None, int | None]:
+    """(topology, gpus_per_node, nodes) holding ``ranks`` GPUs: part of one node, or whole nodes."""
+    from moesim.topology.loader import read_spec, resolve_path
+
+    if not isinstance(gpu, str) or not gpu:
+        raise ConfigError("gpu", f"must be a GPU kind or a topology name, got {gpu!r}",
+                          f"use one of {', '.join(GPU_TOPOLOGIES)} or a topology name such as 'dgx_h200'")
+    topology = GPU_TOPOLOGIES.get(gpu.upper(), gpu)
+    try:
+        spec, _ = read_spec(resolve_path(topology))
+    except ConfigError as err:
+        raise ConfigError("gpu", f"{gpu!r} is neither a GPU kind nor a topology ({err.problem})",
+                          f"use one of {', '.join(GPU_TOPOLOGIES)} or a topology name such as 'dgx_h200'") from None
+    per_node = int(spec.get("gpus_per_node", 1))
+    if ranks <= per_node:
+        return topology, (ranks if ranks < per_node else None), 1
+    if ranks % per_node:
+        raise ConfigError("ranks", f"{ranks} GPUs are not whole nodes of {per_node} ({topology})",
+                          f"use at most {per_node} GPUs or a multiple of {per_node}")
+    return topology, None, ranks // per_node
+
+
+# -- the run -------------------------------------------------------------------------------------
+def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
+    """Run the block through :func:`~moesim.experiment.runner.run_scenario` and condense it."""
+    from moesim.experiment.build import resolve_cost_model
+    from moesim.experiment.runner import run_scenario
+
+    result, rec = run_scenario(scn, force=force)
+    iterations = scn.plan.num_microbatches
+    step_ns = int(rec.end_ns)
+    cost = resolve_cost_model(scn.cost_model, _gpu_kind(rec, scn))
+    classes = class_times_per_iteration(rec, iterations)
+    provenance = class_provenance(scn, cost, result)
+    op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))
+                       for k, v in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
+    path = result.analysis.get("critical_path", {})
+    return BlockResult(scn, iterations, step_ns, step_ns / iterations, op_classes, path, result.cost_model,
+                       result.calibrated, result.host_issue, result, rec)
+
+
+def _gpu_kind(rec: Any, scn: Scenario) -> str:
+    from moesim.topology.loader import load_topology
+
+    return load_topology(scn.topology, nodes=scn.nodes, gpus_per_node=scn.gpus_per_node).gpu_kind
+
+
+def class_times_per_iteration(rec: Any, iterations: int) -> dict[str, float]:
+    """GPU busy time per op class and iteration, mean over GPUs (see the module docstring)."""
+    from moesim.engine.sim import HOST_STREAM
+
+    totals: dict[str, float] = {}
+    ranks: set[int] = set()
+    for s in rec.spans:
+        if s.rank is None:
+            continue
+        ranks.add(s.rank)
+        duration = s.end_ns - s.start_ns
+        for name, ns in _span_classes(s, HOST_STREAM, duration):
+            totals[name] = totals.get(name, 0.0) + ns
+    scale = 1.0 / (max(1, len(ranks)) * max(1, iterations))
+    return {k: v * scale for k, v in totals.items() if v > 0}
+
+
+def _span_classes(s: Any, host_stream: str, duration: float) -> list[tuple[str, float]]:
+    """A span's time by op class: its segment's ``op_ns`` split, else its stream and category."""
+    if s.stream == host_stream:
+        return [(HOST_CLASS, duration)]
+    if s.stream != "compute":
+        return [(f"comm: {s.category}", duration)]
+    parts = (s.args or {}).get("op_ns")
+    if parts:
+        total = sum(parts.values())
+        if total > 0:
+            return [(k, duration * v / total) for k, v in parts.items()]
+    return [(f"compute: {s.category}", duration)]
+
+
+# -- provenance ----------------------------------------------------------------------------------
+def class_provenance(scn: Scenario, cost: Any, result: Any) -> dict[str, str]:
+    """Per op class: ``measured`` (the calibrated profile prices all its ops), ``roofline`` (a
+    roofline cost model), ``roofline fallback`` (a calibrated profile without it) or ``mixed``,
+    judged on the block's own ops (:func:`block_ops`)."""
+    from moesim.lowering.op_classes import op_class
+
+    seen: dict[str, set[str]] = {}
+    for op in block_ops(scn):
+        seen.setdefault(op_class(op), set()).add(op_provenance(cost, op))
+    return {k: (v.pop() if len(v) == 1 else "mixed") for k, v in seen.items()}
+
+
+def _default_provenance(name: str, result: Any) -> str:
+    """Provenance of a class no listed op stands for (communication, host, engine categories)."""
+    if name == HOST_CLASS:
+        return (result.host_issue or {}).get("launch_source", "profile host figures")
+    if name.startswith("comm:"):
+        return "measured collectives" if result.calibrated else "roofline"
+    return "measured" if result.calibrated else "roofline"
+
+
+def op_provenance(cost: Any, op: Any) -> str:
+    """Where ``cost`` gets ``op``'s time: ``measured``, ``roofline`` or ``roofline fallback``.
+    A cost model may answer itself (``op_provenance(op)``); else a calibrated model is asked on a
+    copy whose fallback records whether it was called."""
+    if not getattr(cost, "calibrated", False):
+        return "roofline"
+    own = getattr(cost, "op_provenance", None)
+    if callable(own):
+        return str(own(op))
+    fallback = getattr(cost, "fallback", None)
+    if fallback is None:
+        return "measured"
+    probe = copy.copy(cost)
+    spy = _Spy(fallback)
+    probe.fallback, probe._cache, probe.fallback_ops = spy, {}, set()
+    probe.compute_ns(op)
+    return "roofline fallback" if spy.calls else "measured"
+
+
+class _Spy:
+    """A cost model wrapper that counts compute calls."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+
+    def compute_ns(self, op: Any) -> int:
+        self.calls += 1
+        return self.inner.compute_ns(op)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def block_ops(scn: Scenario) -> list[Any]:
+    """The compute ops of the block's layer on one GPU (balanced routing), forward and, for a
+    training block, backward and the gradient adds."""
+    from moesim.experiment.build import make_schedule, resolve_cost_model, resolve_model
+    from moesim.lowering.grad_accumulation import accumulation_ops
+    from moesim.lowering.stage_costs import StageTable
+    from moesim.workload import layers as wl
+    from moesim.workload.common import CommOp
+
+    spec, plan = resolve_model(scn.model), scn.plan
+    args = (spec, 0, plan.micro_batch_size, plan.tp, plan.sequence_parallel and plan.tp > 1, plan.ep)
+    program = list(wl.forward_program(*args))
+    if scn.mode != "forward":
+        program += wl.backward_input_program(*args) + wl.backward_weight_ops(*args)
+        if scn.grad_accumulation == "add":
+            table = StageTable(spec, make_schedule(scn), resolve_cost_model("roofline", "H200"), tp=plan.tp,
+                               micro_batch_size=plan.micro_batch_size, sequence_parallel=plan.sequence_parallel,
+                               ep=plan.ep)
+            program += accumulation_ops(table, 0, plan.grad_dtype_bytes)
+    return [op for op in program if not isinstance(op, CommOp)]

@@ -1,0 +1,253 @@
+"""The MoE layer as frameworks run it: kernel sequences, expert modes, padding, exact engine times."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fabrics import star
+from moesim.engine import Simulation
+from moesim.errors import ConfigError
+from moesim.experiment import MoEOptions, ParallelPlan, Scenario
+from moesim.experiment.build import build_scenario
+from moesim.lowering.moe_costs import Exchange, MoEStageTable
+from moesim.lowering.moe_exchange import ExchangePlan, MoEExchangeLowering
+from moesim.lowering.moe_routing import BalancedRouting
+from moesim.lowering.pipeline import Grid, StageWork
+from moesim.moe.routing import RoutingConfig
+from moesim.ops import Gemm, GroupedGemm, MemoryOp
+from moesim.schedules import Action, generate
+from moesim.workload import moe_exec
+from moesim.workload.moe import MoESpec, moe_block_forward_program
+
+SPEC = MoESpec(name="tiny-moe", num_layers=2, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
+               ffn_hidden=1024, vocab=32000, seq_len=512, num_experts=8, top_k=2, expert_ffn_hidden=256)
+
+
+def kernels(ops) -> list[tuple[str, str]]:
+    return [(op.name, getattr(op, "variant", "")) for op in ops]
+
+
+# -- router and token movement per framework ------------------------------------------------
+def test_torchtitan_forward_kernels_in_launch_order():
+    assert kernels(moe_exec.dispatch_side_forward(SPEC, 64, "torchtitan")) == [
+        ("router.gate", ""), ("router.to_fp32", ""), ("router.softmax", "softmax_fp32"), ("router.topk", "topk"),
+        ("router.histc", "histc"), ("moe.argsort", "argsort"), ("moe.sort_scores", "gather"),
+        ("moe.token_index", ""), ("moe.permute", "gather"), ("moe.probs.to_fp32", ""), ("moe.probs_mul", ""),
+        ("moe.probs.to_dtype", "")]
+    assert kernels(moe_exec.combine_side_forward(SPEC, 64, "torchtitan")) == [
+        ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
+
+
+def test_megatron_forward_kernels_in_launch_order():
+    assert kernels(moe_exec.dispatch_side_forward(SPEC, 64, "megatron")) == [
+        ("router.gate", ""), ("router.topk", "topk"), ("router.softmax", "softmax_fp32"), ("router.probs.zeros", "zeros"),
+        ("router.probs.scatter", ""), ("router.map.zeros", "zeros"), ("router.map.to_int", ""),
+        ("router.map.scatter", ""), ("router.map.to_bool", ""), ("router.counts", ""), ("moe.map.transpose", ""),
+        ("moe.arange", ""), ("moe.masked_select", ""), ("moe.probs.transpose", ""), ("moe.probs.masked_select", ""),
+        ("moe.permute", "index_select")]
+    assert kernels(moe_exec.combine_side_forward(SPEC, 64, "megatron")) == [
+        ("moe.probs_mul", ""), ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
+
+
+def test_fused_movement_is_one_kernel_each_way_of_the_moved_bytes():
+    T, P, h = 64, 64 * SPEC.top_k, SPEC.hidden
+    fwd = moe_exec.dispatch_side_forward(SPEC, T, "fused")
+    assert kernels(fwd) == [("router.gate", ""), ("router.fused_topk", ""), ("router.counts", ""),
+                            ("moe.permute", "fused_permute")]
+    (unpermute,) = moe_exec.combine_side_forward(SPEC, T, "fused")
+    assert (unpermute.kind, unpermute.variant) == ("permute", "fused_unpermute")
+    assert fwd[-1].bytes == 2 * 2 * P * h + 4 * P   # bf16 rows read and written, fp32 probs read
+
+
+def test_backward_ends_with_the_router_input_gradient_and_names_every_kernel_backward():
+    for movement in moe_exec.TOKEN_MOVEMENTS:
+        ops = moe_exec.combine_side_backward(SPEC, 64, movement) + moe_exec.dispatch_side_backward(SPEC, 64, movement)
+        assert ops[-1] == Gemm(m=64, n=SPEC.hidden, k=SPEC.num_experts, name="router.gate.dgrad")
+        assert all({"bwd", "dgrad"} & set(op.name.split(".")) for op in ops), movement
+
+
+def test_torchtitan_permute_and_unpermute_sizes_are_read_plus_written_bytes():
+    T, P, h = 64, 128, SPEC.hidden
+    ops = {op.name: op for op in moe_exec.dispatch_side_forward(SPEC, T) + moe_exec.combine_side_forward(SPEC, T)}
+    assert ops["moe.permute"].bytes == 2 * 2 * P * h           # P bf16 rows gathered and written
+    assert ops["moe.unpermute"].bytes == 2 * 2 * P * h         # P rows read, added into T rows
+    assert ops["moe.zeros"].bytes == 2 * T * h                 # a fill writes only
+    assert ops["router.topk"].bytes == 4 * T * SPEC.num_experts + 12 * P
+
+
+def test_block_program_keeps_flops_and_follows_the_framework():
+    base = moe_block_forward_program(SPEC, 1)
+    for movement in moe_exec.TOKEN_MOVEMENTS:
+        prog = moe_block_forward_program(SPEC, 1, token_movement=movement)
+        assert sum(getattr(x, "flops", 0.0) for x in prog) == sum(getattr(x, "flops", 0.0) for x in base)
+    names = [x.name for x in moe_block_forward_program(SPEC, 1, token_movement="megatron")]
+    assert "moe.masked_select" in names and "moe.argsort" not in names
+
+
+# -- experts -------------------------------------------------------------------------------
+def test_grouped_is_one_kernel_per_projection_over_the_whole_count_vector():
+    tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "grouped", "torchtitan")
+    assert [t.name for t in tasks] == ["expert.w1", "expert.silu", "expert.w3", "expert.mul", "expert.w2"]
+    gemms = [t.ops[0] for t in tasks if isinstance(t.ops[0], GroupedGemm)]
+    assert [(g.counts, g.n, g.k, g.layout) for g in gemms] == [((5, 0, 3), 256, 512, "fwd"), ((5, 0, 3), 256, 512, "fwd"),
+                                                                ((5, 0, 3), 512, 256, "fwd")]
+    megatron = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "grouped", "megatron")
+    assert [t.name for t in megatron] == ["expert.fc1", "expert.swiglu", "expert.fc2"]
+    assert megatron[0].ops[0].n == 2 * SPEC.expert_ffn_hidden     # TE fuses gate and up into fc1
+    wgrad = moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "grouped", "megatron")
+    assert [(t.ops[0].layout, t.ops[0].n, t.ops[0].k) for t in wgrad] == [("wgrad", 512, 512), ("wgrad", 512, 256)]
+    flops = sum(t.flops for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "F"))
+    assert flops == pytest.approx(2 * 8 * 3 * SPEC.hidden * SPEC.expert_ffn_hidden)
+
+
+def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
+    tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "loop", "torchtitan", experts_ids=(8, 9, 10))
+    assert [t.name for t in tasks] == ["experts.counts_to_host", "expert8", "expert10", "experts.cat"]
+    sync = tasks[0]
+    assert sync.host_sync and sync.sync_bytes == 4 * 3 and sync.ops == ()
+    chain = tasks[1].ops
+    assert [op.name for op in chain] == ["expert.w1", "expert.silu", "expert.w3", "expert.mul", "expert.w2"]
+    assert [op.m for op in chain if isinstance(op, Gemm)] == [5, 5, 5]
+    backward = moe_exec.expert_tasks(SPEC, (5, 0, 3), "B", "loop")
+    assert [t.name for t in backward] == ["expert0", "expert2", "experts.cat.bwd"]   # no sync in backward
+    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop")] == ["expert0", "expert2"]
+    assert [(op.m, op.k) for op in moe_exec.expert_tasks(SPEC, (5,), "W", "loop")[0].ops] == [(512, 5)] * 2 + [(256, 5)]
+
+
+def test_padded_runs_every_expert_at_capacity_and_refuses_more():
+    tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "padded", padded_rows=8)
+    assert {t.ops[0].counts for t in tasks if isinstance(t.ops[0], GroupedGemm)} == {(8, 8, 8)}
+    with pytest.raises(ConfigError, match="capacity"):
+        moe_exec.padded_counts((9, 0), 8)
+
+
+def test_padded_routing_drops_exactly_the_tokens_over_capacity():
+    # 10 tokens x top-1 over 4 experts -> [3, 3, 2, 2] per source; cf 0.8 -> capacity ceil(2.0) = 2
+    assert moe_exec.capacity(0.8, 10, 1, 4) == 2
+    plan = BalancedRouting(4, 1, 10, 2, capacity_factor=0.8).plan(0, 0, 0, 0)
+    assert plan.dropped == 2 * 2
+    assert plan.experts == (((0, 4), (1, 4)), ((2, 4), (3, 4)))
+    assert BalancedRouting(4, 1, 10, 2).plan(0, 0, 0, 0).dropped == 0
+
+
+def test_bad_counts_are_refused():
+    for bad in ((), (-1, 2), (1.5,)):
+        with pytest.raises(ConfigError, match="counts"):
+            moe_exec.expert_tasks(SPEC, bad, "F")
+
+
+# -- options -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, field", [
+    ({"experts": "vectorised"}, "moe.experts"),
+    ({"token_movement": "deepspeed"}, "moe.token_movement"),
+    ({"experts": "padded", "capacity_factor": 0.0}, "moe.capacity_factor"),
+    ({"experts": "padded", "capacity_factor": -1.0}, "moe.capacity_factor"),
+    ({"experts": "padded", "capacity_factor": "x"}, "moe.capacity_factor"),
+    ({"capacity_factor": 1.25}, "moe.capacity_factor"),
+    ({"experts": "loop", "capacity_factor": 1.25}, "moe.capacity_factor"),
+    ({"experts": "padded", "capacity_factor": 1.0, "dispatcher": "deepep"}, "moe.experts"),
+    ({"experts": "padded", "capacity_factor": 1.0,
+      "routing": RoutingConfig(kind="uniform", tokens_per_rank=1, capacity_factor=2.0)}, "moe.capacity_factor"),
+])
+def test_bad_options_name_the_field(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        MoEOptions(**kwargs)
+    assert err.value.field == field
+
+
+def scenario(**moe) -> Scenario:
+    return Scenario(name="m", topology="dgx_h100", model=SPEC, cost_model="roofline",
+                    plan=ParallelPlan(tp=1, dp=8, pp=1, ep=8, num_microbatches=2), moe=MoEOptions(**moe))
+
+
+def test_options_set_field_by_field_and_padded_without_capacity_is_refused_at_build():
+    scn = scenario().with_overrides({"moe.experts": "padded", "moe.capacity_factor": "1.25"})
+    assert (scn.moe.experts, scn.moe.capacity_factor) == ("padded", 1.25)
+    with pytest.raises(ConfigError) as err:
+        build_scenario(scenario(experts="padded"))
+    assert err.value.field == "moe.capacity_factor"
+
+
+def test_reduced_engine_refuses_padding():
+    from moesim.scale.reduced import reducible
+
+    scn = Scenario(name="r", topology="dgx_h100", model=SPEC, engine="reduced",
+                   plan=ParallelPlan(tp=1, dp=8, pp=1, ep=8), moe=MoEOptions(experts="padded", capacity_factor=1.0))
+    assert "moe.experts" in reducible(scn)
+
+
+# -- the lowering ----------------------------------------------------------------------------
+def test_grouped_counts_sum_to_the_pairs_each_gpu_received():
+    routing = RoutingConfig(kind="zipf", zipf_s=1.2, tokens_per_rank=1, seed=3)
+    built = build_scenario(scenario(routing=routing))
+    res = built.sim.run()
+    per_step: dict[tuple, int] = {}
+    for s in res.recorder.spans:
+        if s.name.startswith("expert.w1.L") and ".dgrad" not in s.name and ".wgrad" not in s.name:
+            (op,) = s.args["ops"]
+            assert isinstance(op, GroupedGemm) and len(op.counts) == 1 and sum(op.counts) == s.args["tokens"]
+            key = (s.args["layer"], s.args["microbatch"])
+            per_step[key] = per_step.get(key, 0) + sum(op.counts)
+    pairs = 8 * built.table.tokens_per_rank * SPEC.top_k
+    assert per_step and set(per_step.values()) == {pairs}
+    assert sum(built.exchange.stats.gpu_tokens.values()) == pairs * len(per_step)
+
+
+class SyntheticCost:
+    """Exactly known kernel times: a grouped GEMM 1000 + 10 ns per row, a GEMM 500 + 10 ns per
+    row (m), a memory kernel 100 ns, a counts copy 2000 ns; no region cost."""
+
+    name = "synthetic"
+
+    def compute_ns(self, op) -> int:
+        if isinstance(op, GroupedGemm):
+            return 1000 + 10 * op.rows
+        if isinstance(op, Gemm):
+            return 500 + 10 * op.m
+        assert isinstance(op, MemoryOp)
+        return 100
+
+    def sync_ns(self, nbytes: float) -> int:
+        return 2000
+
+
+class FixedRouting:
+    def __init__(self, plan):
+        self._plan = plan
+
+    def plan(self, tp, group, layer, microbatch):
+        return self._plan
+
+
+def exchange_end(experts: str) -> dict[int, int]:
+    """GPU0 holds experts 0 (300 tokens) and 1 (none), GPU1 experts 2 and 3 (50 each); every
+    token is its own GPU's, so no bytes move and the ends are the expert work's."""
+    table = MoEStageTable(SPEC, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=2, micro_batch_size=1,
+                          sequence_parallel=False, experts=experts)
+    plan = ExchangePlan(np.array([[300, 0], [0, 100]]), (((0, 300), (1, 0)), ((2, 50), (3, 50))))
+    sim = Simulation(star(2))
+    ready = {(d, 0): [sim.compute(d, 0, "pre")] for d in range(2)}
+    ex = MoEExchangeLowering(table, FixedRouting(plan), ep=2, host_of=lambda r: 0)
+    ctx = {"name": "F0.0", "args": {"stage": 0, "microbatch": 0}}
+    ex.lower(sim, Exchange(0, "F", StageWork(0, 0.0)), Action("F", 0, 0), ctx, 0, Grid(1, 2, 1, (0, 1)), ready)
+    res = sim.run()
+    assert {s.name.split(".L")[0] for s in res.recorder.spans if s.args.get("host_sync")} == \
+        ({"experts.counts_to_host"} if experts == "loop" else set())
+    return {d: ready[(d, 0)][-1].end_ns for d in range(2)}
+
+
+def test_grouped_and_loop_take_exactly_their_kernels_time():
+    # grouped: w1, w3, w2 at 1000 + 10 x rows, silu and mul at 100 each
+    assert exchange_end("grouped") == {0: 3 * (1000 + 3000) + 200, 1: 3 * (1000 + 1000) + 200}
+    # loop: the counts' copy, a chain per expert with tokens (3 GEMMs at 500 + 10 m, silu, mul), the cat
+    assert exchange_end("loop") == {0: 2000 + 3 * (500 + 3000) + 200 + 100,
+                                    1: 2000 + 2 * (3 * (500 + 500) + 200) + 100}
+
+
+def test_reduced_engine_costs_a_gpu_as_the_full_engine_runs_it():
+    for experts, gpu0 in (("grouped", 12200), ("loop", 12800)):
+        table = MoEStageTable(SPEC, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=2, micro_batch_size=1,
+                              sequence_parallel=False, experts=experts)
+        ns, _region, flops = table.gpu_expert_ns("F", (300, 0))
+        assert ns == gpu0 == exchange_end(experts)[0]
+        assert flops == pytest.approx(2 * 300 * 3 * SPEC.hidden * SPEC.expert_ffn_hidden)
