@@ -22,7 +22,7 @@ from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.moe_exchange import MoEExchangeLowering
 from moesim.workload.moe import MoESpec
-from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
+from moesim.lowering.pipeline import Grid, LoweringOptions, forward_schedule, lower_pipeline
 from moesim.lowering.sized_latency import sized_latency
 from moesim.schedules import generate, validate
 from moesim.schedules.model import Schedule
@@ -85,7 +85,7 @@ def make_schedule(scn: Scenario) -> Schedule:
                           "set vpp=1 or schedule='interleaved'")
     sched = generate(scn.schedule, plan.pp, plan.num_microbatches, chunks)
     validate(sched)
-    return sched
+    return forward_schedule(sched) if scn.mode == "forward" else sched
 
 
 def build_scenario(scn: Scenario, force: bool = False) -> Built:
@@ -93,7 +93,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
 
     A run estimated past the engine's budget (tasks or memory) is refused with the estimate and
     a hint before anything is built, unless ``force``."""
-    topo = load_topology(scn.topology, **({"nodes": scn.nodes} if scn.nodes else {}))
+    topo = load_topology(scn.topology, nodes=scn.nodes, gpus_per_node=scn.gpus_per_node)
     faults = scn.faults or Faults()
     topo = apply_to_topology(topo, faults)
     plan = scn.plan
@@ -140,6 +140,9 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         pair_overlap=plan.pair_overlap,
         dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
         zero=scn.memory.effective_zero_stage >= 1,
+        grad_sync=scn.grad_sync,
+        optimizer=scn.optimizer,
+        accumulate=_accumulation(scn, table),
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():
@@ -153,6 +156,17 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     budget = scenario_budget(scn, spec, topo.gpu_kind)
     return Built(scn, sim, topo, cost, sched, table, tokens, budget.parts.get("activations", 0.0), counts,
                  exchange, budget, launch)
+
+
+def _accumulation(scn: Scenario, table: StageTable):
+    """``LoweringOptions.accumulate`` for ``grad_accumulation="add"`` (one ``.grad +=`` per
+    parameter tensor; per expert when experts run as a per-expert loop), else None."""
+    if scn.grad_accumulation != "add" or scn.mode == "forward":
+        return None
+    from moesim.lowering.grad_accumulation import make_accumulation
+
+    per_expert = getattr(scn.moe, "experts", "grouped") == "loop"
+    return make_accumulation(table, scn.plan.grad_dtype_bytes, per_expert)
 
 
 def scenario_budget(scn: Scenario, spec, gpu_kind: str):

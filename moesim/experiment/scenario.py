@@ -26,6 +26,8 @@ COST_MODELS = ("auto", "calibrated", "roofline")
 
 
 ENGINES = ("full", "reduced")
+MODES = ("train", "forward")
+GRAD_ACCUMULATION = ("fused", "add")
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,15 @@ class Scenario:
     ``host`` is ``"ahead"`` (the host has issued every task before the GPU needs it, as CUDA
     graphs do) or ``"eager"`` (a host thread per GPU issues its tasks at measured eager costs:
     :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the profile's eager host time per
-    counted kernel (``eager_host``), both where ``"eager"`` charges it and in the ``host_issue`` check."""
+    counted kernel (``eager_host``), both where ``"eager"`` charges it and in the ``host_issue`` check.
+    ``mode`` is ``"train"`` (forward, backward, gradient sync, optimizer) or ``"forward"`` (forward
+    passes only: no backward, no gradient sync, no optimizer). ``optimizer=False`` drops the
+    optimizer step, ``grad_sync=False`` the data-parallel gradient reduction (a layer microbenchmark
+    runs neither). ``grad_accumulation`` is how weight gradients of microbatches after the first
+    add up: ``"fused"`` inside the wgrad GEMM (Megatron's gradient_accumulation_fusion, no extra
+    kernel) or ``"add"`` (PyTorch autograd's ``.grad += g``: one add kernel per parameter tensor,
+    :mod:`moesim.lowering.grad_accumulation`). ``gpus_per_node`` replaces the topology file's
+    GPUs per node (e.g. one GPU of a DGX H200)."""
 
     name: str
     topology: str
@@ -201,6 +211,11 @@ class Scenario:
     engine: str = "full"
     host: str = "ahead"
     host_launch_us: float | None = None
+    mode: str = "train"
+    optimizer: bool = True
+    grad_accumulation: str = "fused"
+    grad_sync: bool = True
+    gpus_per_node: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -254,9 +269,37 @@ class Scenario:
         if self.host == "eager" and self.engine == "reduced":
             raise ConfigError("scenario.host", "host='eager' needs every GPU lowered; the reduced engine has no "
                               "host threads", "use engine='full', or host='ahead' with the reduced engine")
+        self._check_step_options()
         if self.faults is not None and not isinstance(self.faults, Faults):
             raise ConfigError("scenario.faults", f"must be a Faults or None, got {self.faults!r}",
                               "give Faults(...) (moesim.experiment.faults), or leave it out for no faults")
+
+    def _check_step_options(self) -> None:
+        """``mode``, ``optimizer``, ``grad_accumulation``, ``grad_sync`` and ``gpus_per_node``
+        (see the class docstring); the reduced engine refuses what it does not lower."""
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ConfigError("scenario.mode", f"unknown mode {self.mode!r}",
+                              "use 'train' (forward, backward, gradient sync, optimizer) or 'forward' (forward passes only)")
+        if not isinstance(self.grad_accumulation, str) or self.grad_accumulation not in GRAD_ACCUMULATION:
+            raise ConfigError("scenario.grad_accumulation", f"unknown gradient accumulation {self.grad_accumulation!r}",
+                              "use 'fused' (inside the wgrad GEMM, Megatron's gradient_accumulation_fusion) or 'add' "
+                              "(PyTorch autograd's .grad += g, one add kernel per parameter tensor)")
+        for name in ("optimizer", "grad_sync"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"scenario.{name}", f"must be true or false, got {getattr(self, name)!r}",
+                                  f"write {name}=true or {name}=false")
+        if self.gpus_per_node is not None and (not isinstance(self.gpus_per_node, int)
+                                               or isinstance(self.gpus_per_node, bool) or self.gpus_per_node < 1):
+            raise ConfigError("scenario.gpus_per_node", f"must be an integer >= 1, got {self.gpus_per_node!r}",
+                              "give a GPU count per node, or leave it out for the topology file's own")
+        if self.engine == "reduced":
+            for name, default in (("optimizer", True), ("grad_sync", True), ("grad_accumulation", "fused"),
+                                  ("gpus_per_node", None)):
+                if getattr(self, name) != default:
+                    raise ConfigError(f"scenario.{name}", f"{name}={getattr(self, name)!r} is not lowered by the "
+                                      "reduced engine (it always syncs gradients and steps the optimizer, with fused "
+                                      "accumulation, on the topology's own nodes)",
+                                      f"use engine='full', or leave {name} at its default with the reduced engine")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Scenario":
         """A copy with dotted keys replaced, e.g. ``{"plan.num_microbatches": 16, "schedule": "zb-h1"}``."""
