@@ -25,6 +25,7 @@ from moesim.calibrate import grids, hostops, kernels, memops, provenance
 from moesim.calibrate.collectives import (COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples,
                                           collectives_worker)
 from moesim.calibrate.dist import run_workers
+from moesim.calibrate.grouped import measure_fp8_scaled, measure_grouped_gemm_v
 from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.overlap import overlap_samples
 from moesim.calibrate.section import Section
@@ -41,6 +42,8 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "swiglu": (0.08, kernels.measure_swiglu),
     "fp8": (0.05, kernels.measure_gemm_fp8),
     "grouped_gemm": (0.06, kernels.measure_grouped_gemm),
+    "grouped_gemm_v": (0.09, measure_grouped_gemm_v),  # count-vector grouped GEMMs (calibrate/grouped.py)
+    "fp8_scaled": (0.05, measure_fp8_scaled),  # rowwise/blockwise fp8, fp8 grouped, quantize casts
 }
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)

@@ -35,7 +35,8 @@ from moesim.costs.fitting import (Curve, Envelope, LogGrid, Point, anchored, bus
                                   gemm_flops_bytes)
 from moesim.costs.profile import Profile, load_profile
 from moesim.errors import ConfigError
-from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, MemoryOp
+from moesim.costs.grouped import build_pricing, gemm_scaling, grouped_gemm_ns, scaled_gemm_price
+from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
 MEASURED_LINK_KINDS = ("nvlink", "nvswitch")  # an HGX board's NVLink/NVSwitch fabric
 DTYPE_ALIASES = {"fp16": "bf16"}  # same tensor-core rate on Hopper
@@ -63,6 +64,7 @@ class CalibratedCostModel:
         self.fallback_ops: set[str] = set()
         self._cache: dict[ComputeOp, int] = {}
         self._build_gemm()
+        self._scaled, self._grouped_v = build_pricing(self)  # fp8 by scaling; count-vector grouped GEMMs
         self._build_attention()
         self._build_memory()
         self._build_host()
@@ -78,6 +80,8 @@ class CalibratedCostModel:
         self._gemm: dict[tuple[str, str | None], tuple[LogGrid, Envelope]] = {}
         rows_by: dict[tuple[str, str | None], list] = defaultdict(list)
         for r in self.profile.select("gemm"):
+            if gemm_scaling(r) not in ("", "tensorwise"):  # rowwise / blockwise fp8: moesim.costs.grouped
+                continue
             rows_by[(r["dtype"], r["layout"])].append(r)
             rows_by[(r["dtype"], None)].append(r)  # None = every layout, averaged in log space
         for key, rows in rows_by.items():
@@ -222,6 +226,10 @@ class CalibratedCostModel:
         return self._cache[op]
 
     def _compute(self, op: ComputeOp) -> float:
+        if isinstance(op, GroupedGemm):
+            return grouped_gemm_ns(self, op)
+        if isinstance(op, Gemm) and op.dtype == "fp8" and op.scaling in ("rowwise", "blockwise"):
+            return scaled_gemm_price(self, op)
         if isinstance(op, Gemm):
             dtype = DTYPE_ALIASES.get(op.dtype, op.dtype)
             if (dtype, None) not in self._gemm:

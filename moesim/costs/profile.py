@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from moesim.errors import ConfigError, unknown_name
-from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS
+from moesim.ops import DTYPE_BYTES, FP8_SCALINGS, GROUPED_LAYOUTS, MEMORY_OP_KINDS
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 SCHEMA_VERSION = 1
@@ -29,6 +29,7 @@ COLLECTIVE_MODES = ("eager", "graph")
 MEMORY_CACHES = ("cold", "warm")  # L2 evicted before each repeat, or not
 
 _STR, _INT, _POS, _BOOL = "str", "int", "pos", "bool"  # field kinds; tuples are enumerations
+_COUNTS = "counts"  # a non-empty list of integers >= 0 (tokens per expert of a grouped GEMM)
 MAX_TIME_NS = 1e13  # ~2.8 hours: no single measured op takes longer
 
 HEADER_FIELDS: dict[str, str] = {
@@ -40,6 +41,8 @@ HEADER_FIELDS: dict[str, str] = {
 OP_FIELDS: dict[str, dict[str, Any]] = {
     "gemm": {"dtype": tuple(DTYPE_BYTES), "m": _INT, "n": _INT, "k": _INT},
     "grouped_gemm": {"dtype": tuple(DTYPE_BYTES), "groups": _INT, "m": _INT, "n": _INT, "k": _INT},
+    "grouped_gemm_v": {"dtype": tuple(DTYPE_BYTES), "layout": GROUPED_LAYOUTS, "n": _INT, "k": _INT,
+                       "counts": _COUNTS},  # one grouped kernel over a token-count vector
     "swiglu_ffn": {"dtype": tuple(DTYPE_BYTES), "tokens": _INT, "hidden": _INT, "ffn": _INT},
     "attention": {"dtype": tuple(DTYPE_BYTES), "direction": ("fwd", "bwd"), "causal": _BOOL,
                   "batch": _INT, "heads": _INT, "seq": _INT, "head_dim": _INT},
@@ -52,7 +55,8 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
 }
 # optional fields with a fixed vocabulary, and the value assumed when absent
 OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
-    "gemm": {"layout": (GEMM_LAYOUTS, "fwd")},
+    "gemm": {"layout": (GEMM_LAYOUTS, "fwd"), "scaling": (("", *FP8_SCALINGS), "")},  # "": bf16, or fp8 tensorwise
+    "grouped_gemm_v": {"scaling": (("", *FP8_SCALINGS), "")},
     "collective": {"mode": (COLLECTIVE_MODES, "eager")},
     "memory": {"cache": (MEMORY_CACHES, "cold")},
 }
@@ -225,6 +229,9 @@ def _check_value(row: Mapping[str, Any], key: str, kind: Any, where: str, source
         raise ConfigError(where, f"must be true or false, got {value!r}", source=source)
     elif kind == _INT and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ConfigError(where, f"must be an integer >= 1, got {value!r}", source=source)
+    elif kind == _COUNTS and (not isinstance(value, list) or not value or any(
+            not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in value)):
+        raise ConfigError(where, f"must be a non-empty list of integers >= 0, got {value!r:.80}", source=source)
     elif kind == _POS and not _is_number(value, allow_zero=False):
         raise ConfigError(where, f"must be a finite number > 0, got {value!r}", source=source)
 

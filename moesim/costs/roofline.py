@@ -7,8 +7,11 @@ output tiles, so m, n, k are padded to multiples of 128 and the tiles run in wav
 per SM (NVIDIA Deep Learning Performance Guide, "Matrix Multiplication Background": tile and
 wave quantisation). When there are fewer tiles than SMs the K dimension is split over idle SMs
 (split-K / stream-K, as cuBLAS does). Small-M GEMMs therefore fall off the peak the way real
-ones do. Communication terms (link efficiency, per-step and p2p latency) come from NCCL's own
-cost model and nccl-tests figures (reference moe_and_hardware.md §6.3-6.4).
+ones do. A ``GroupedGemm`` pays the same per group: each group's rows padded to whole tiles,
+no tiles for empty groups, all groups' tiles in shared waves, plus the weights of the non-empty
+groups through HBM (:func:`grouped_padded_flops`). Communication terms (link efficiency,
+per-step and p2p latency) come from NCCL's own cost model and nccl-tests figures (reference
+moe_and_hardware.md §6.3-6.4).
 
 Every efficiency factor is a named, documented field of :class:`RooflineEfficiency`; those
 marked "assumption" have no measurement behind them. Results are labelled ``uncalibrated``.
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from moesim.costs.base import LINK_KINDS
 from moesim.costs.devices import DeviceSpec, get_device
 from moesim.errors import ConfigError
-from moesim.ops import COLLECTIVE_OPS, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, MemoryOp
+from moesim.costs.grouped import tile_work
+from moesim.ops import COLLECTIVE_OPS, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
 # Ring-style collectives advance in 2(n-1) or (n-1) steps; the others are pairwise exchanges.
 _RING_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
@@ -170,6 +174,20 @@ def gemm_padded_flops(op: Gemm, tile: int, sms: int) -> float:
     return float(waves * sms) * 2.0 * tile * tile * (k_tiles_per_split * tile)
 
 
+def grouped_padded_flops(op: GroupedGemm, tile: int, sms: int) -> float:
+    """FLOPs a grouped GEMM effectively spends: each group padded to whole ``tile``-row tiles
+    (fwd / dgrad: ``ceil(m_g / tile)`` row tiles of ``n``; wgrad: the ``[k, n]`` output of each
+    non-empty group, its token reduction padded to 64), no tiles for empty groups, and the tiles of
+    all groups sharing the SMs in waves (fewer tiles than SMs: one tile's time)."""
+    work = tile_work(op.counts, op.n, op.k, op.layout, op.dtype, tile)
+    if work.tile_flops_max <= 0.0:
+        return 0.0
+    if op.layout == "wgrad":  # unequal tiles: a persistent kernel's longest SM
+        return work.occupied_flops(sms)
+    tiles = round(work.padded_flops / work.tile_flops_max)
+    return _ceil_div(tiles, sms) * sms * work.tile_flops_max
+
+
 class RooflineCostModel:
     """Datasheet roofline costs for one GPU kind (implements ``CostModel``).
 
@@ -198,6 +216,11 @@ class RooflineCostModel:
             flops = gemm_padded_flops(op, eff.gemm_tile, self.device_spec.sms)
             compute = self._flops_ns(flops, op.dtype, eff.gemm_efficiency)
             memory = self._bytes_ns(op.bytes, eff.gemm_memory_efficiency)
+        elif isinstance(op, GroupedGemm):  # tile-padded FLOPs per group; weights of non-empty groups
+            compute = self._flops_ns(grouped_padded_flops(op, eff.gemm_tile, self.device_spec.sms), op.dtype,
+                                     eff.gemm_efficiency)
+            memory = self._bytes_ns(tile_work(op.counts, op.n, op.k, op.layout, op.dtype, eff.gemm_tile).nbytes,
+                                    eff.gemm_memory_efficiency)
         elif isinstance(op, Attention):
             frac = eff.attention_backward_efficiency if op.backward else eff.attention_forward_efficiency
             compute = self._flops_ns(op.flops, op.dtype, frac)
