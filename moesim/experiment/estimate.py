@@ -72,6 +72,7 @@ class RunParts:
     network: str = "fluid"
     num_redundant: int = 0
     host: str = "ahead"
+    experts: str = "grouped"
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def parts_of(scn: Scenario) -> RunParts:
     model = get_model(scn.model) if isinstance(scn.model, str) else scn.model
     if not isinstance(getattr(model, "num_layers", None), int):
         raise ConfigError("scenario.model", f"{model!r} is not a model", "give a preset name or a model spec")
-    return RunParts(scn.plan, scn.schedule, model, fabric.gpus_per_node, scn.network, scn.moe.num_redundant, scn.host)
+    return RunParts(scn.plan, scn.schedule, model, fabric.gpus_per_node, scn.network, scn.moe.num_redundant, scn.host,
+                    scn.moe.experts)
 
 
 # -- the schedule, per microbatch ----------------------------------------------------------------
@@ -162,11 +164,24 @@ def _exchange_counts(parts: RunParts, kind: str) -> tuple[float, float]:
     """(tasks, flows) of one MoE exchange of one pass, over every TP index and EP group."""
     plan, model = parts.plan, parts.model
     groups = plan.tp * (plan.dp // plan.ep)
-    experts = model.num_experts + parts.num_redundant
+    experts = _expert_tasks(parts, kind)
     if kind == "W":
         return groups * experts, 0.0
     shared = plan.ep if getattr(model, "num_shared_experts", 0) else 0
     return groups * (2 * plan.ep + shared + experts), groups * 2.0 * plan.ep * (plan.ep - 1)
+
+
+def _expert_tasks(parts: RunParts, kind: str) -> float:
+    """Expert tasks of one EP group in one exchange (:func:`moesim.workload.moe_exec.expert_tasks`):
+    a loop's chain per expert slot plus each GPU's counts copy (forward) and cat; grouped and
+    padded, one task per kernel on each GPU (torchtitan's count, the largest)."""
+    from moesim.workload.moe_exec import grouped_ops
+
+    plan, model = parts.plan, parts.model
+    slots = model.num_experts + parts.num_redundant
+    if parts.experts == "loop":
+        return slots + plan.ep * {"F": 2, "B": 1}.get(kind, 0)
+    return plan.ep * len(grouped_ops(model, (1,), "W" if kind == "W" else ("F" if kind == "F" else "B")))
 
 
 def _pass_counts(parts: RunParts, kind: str, stage: int, moe_layers: int) -> tuple[float, float]:
