@@ -131,6 +131,30 @@ def test_moe_block_gradient_tensors_cover_its_parameters():
     assert not any(isinstance(op, Attention) for op in block_ops(scn))
 
 
+# -- op classes and provenance -------------------------------------------------------------------
+def test_op_classes_split_exactly_the_gpu_busy_time():
+    scn = block_scenario("qwen3-30b-a3b", layer="moe_block", tokens=TOKENS, host="graphs", cost_model="roofline",
+                         iterations=2)
+    res = simulate_block(scn)
+    compute = sum(s.end_ns - s.start_ns for s in res.recorder.spans if s.stream == "compute")
+    classes = {c.name: c.time_ns for c in res.op_classes}
+    gpu = sum(v for k, v in classes.items() if not k.startswith(("comm:", "host")))
+    assert gpu * res.iterations == pytest.approx(compute, rel=1e-9)
+    assert "grouped GEMM" in classes and "GEMM" in classes   # experts, router
+    assert {c.provenance for c in res.op_classes if not c.name.startswith("comm:")} == {"roofline"}
+
+
+def test_provenance_says_measured_or_roofline_fallback():
+    from moesim.experiment.block import op_provenance
+    from moesim.experiment.build import resolve_cost_model
+
+    calibrated = resolve_cost_model("calibrated", "H200")
+    assert op_provenance(calibrated, Gemm(4096, 4096, 4096)) == "measured"
+    fp8_attention = Attention(batch=1, heads=32, kv_heads=8, seq_q=4096, seq_kv=4096, head_dim=128, dtype="fp8")
+    assert op_provenance(calibrated, fp8_attention) == "roofline fallback"   # the profile has bf16 attention only
+    assert op_provenance(resolve_cost_model("roofline", "H200"), Gemm(4096, 4096, 4096)) == "roofline"
+
+
 # -- optimizer and gradient sync -----------------------------------------------------------------
 def test_optimizer_false_removes_the_optimizer_step():
     base = Scenario("t", "dgx_h100", small_spec(2), plan=ParallelPlan(num_microbatches=2), cost_model="roofline",

@@ -174,8 +174,8 @@ def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
     iterations = scn.plan.num_microbatches
     step_ns = int(rec.end_ns)
     cost = resolve_cost_model(scn.cost_model, _gpu_kind(rec, scn))
-    classes = class_times_per_iteration(rec, iterations)
-    provenance = class_provenance(scn, cost, result)
+    classes = class_times_per_iteration(rec, iterations, cost)
+    provenance = class_provenance(scn, cost, rec)
     op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))
                        for k, v in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
     path = result.analysis.get("critical_path", {})
@@ -189,8 +189,9 @@ def _gpu_kind(rec: Any, scn: Scenario) -> str:
     return load_topology(scn.topology, nodes=scn.nodes, gpus_per_node=scn.gpus_per_node).gpu_kind
 
 
-def class_times_per_iteration(rec: Any, iterations: int) -> dict[str, float]:
-    """GPU busy time per op class and iteration, mean over GPUs (see the module docstring)."""
+def class_times_per_iteration(rec: Any, iterations: int, cost: Any = None) -> dict[str, float]:
+    """GPU busy time per op class and iteration, mean over GPUs (see the module docstring);
+    ``cost`` weighs the kernels of a task that lists its ops (``args["ops"]``)."""
     from moesim.engine.sim import HOST_STREAM
 
     totals: dict[str, float] = {}
@@ -200,35 +201,48 @@ def class_times_per_iteration(rec: Any, iterations: int) -> dict[str, float]:
             continue
         ranks.add(s.rank)
         duration = s.end_ns - s.start_ns
-        for name, ns in _span_classes(s, HOST_STREAM, duration):
+        for name, ns in _span_classes(s, HOST_STREAM, duration, cost):
             totals[name] = totals.get(name, 0.0) + ns
     scale = 1.0 / (max(1, len(ranks)) * max(1, iterations))
     return {k: v * scale for k, v in totals.items() if v > 0}
 
 
-def _span_classes(s: Any, host_stream: str, duration: float) -> list[tuple[str, float]]:
-    """A span's time by op class: its segment's ``op_ns`` split, else its stream and category."""
+def _span_classes(s: Any, host_stream: str, duration: float, cost: Any = None) -> list[tuple[str, float]]:
+    """A span's time by op class: split by its segment's ``op_ns``, or by the cost-model times of
+    the ops it lists (``args["ops"]``: MoE expert and token-movement tasks), else named by its
+    stream and category."""
+    from moesim.lowering.op_classes import op_class
+
     if s.stream == host_stream:
         return [(HOST_CLASS, duration)]
     if s.stream != "compute":
         return [(f"comm: {s.category}", duration)]
-    parts = (s.args or {}).get("op_ns")
-    if parts:
-        total = sum(parts.values())
-        if total > 0:
-            return [(k, duration * v / total) for k, v in parts.items()]
+    args = s.args or {}
+    parts = dict(args.get("op_ns") or {})
+    if not parts and args.get("ops") and cost is not None:
+        for op in args["ops"]:
+            parts[op_class(op)] = parts.get(op_class(op), 0) + cost.compute_ns(op)
+    total = sum(parts.values())
+    if total > 0:
+        return [(k, duration * v / total) for k, v in parts.items()]
+    if args.get("host_sync"):
+        return [("sync: counts to host", duration)]
     return [(f"compute: {s.category}", duration)]
 
 
 # -- provenance ----------------------------------------------------------------------------------
-def class_provenance(scn: Scenario, cost: Any, result: Any) -> dict[str, str]:
+def class_provenance(scn: Scenario, cost: Any, rec: Any = None) -> dict[str, str]:
     """Per op class: ``measured`` (the calibrated profile prices all its ops), ``roofline`` (a
     roofline cost model), ``roofline fallback`` (a calibrated profile without it) or ``mixed``,
-    judged on the block's own ops (:func:`block_ops`)."""
+    judged on the block's own ops (:func:`block_ops`) and the ops recorded tasks list."""
     from moesim.lowering.op_classes import op_class
 
+    ops = {op: None for op in block_ops(scn)}
+    for s in (rec.spans if rec is not None else ()):
+        for op in (s.args or {}).get("ops") or ():
+            ops.setdefault(op, None)
     seen: dict[str, set[str]] = {}
-    for op in block_ops(scn):
+    for op in ops:
         seen.setdefault(op_class(op), set()).add(op_provenance(cost, op))
     return {k: (v.pop() if len(v) == 1 else "mixed") for k, v in seen.items()}
 
