@@ -251,3 +251,23 @@ def test_reduced_engine_costs_a_gpu_as_the_full_engine_runs_it():
         ns, _region, flops = table.gpu_expert_ns("F", (300, 0))
         assert ns == gpu0 == exchange_end(experts)[0]
         assert flops == pytest.approx(2 * 300 * 3 * SPEC.hidden * SPEC.expert_ffn_hidden)
+
+
+def test_padded_run_drops_over_capacity_and_pads_every_expert_and_its_dispatch():
+    routing = RoutingConfig(kind="zipf", zipf_s=1.2, tokens_per_rank=1, seed=3)
+    built = build_scenario(scenario(routing=routing, experts="padded", capacity_factor=1.0))
+    table, ex = built.table, built.exchange
+    cap = moe_exec.capacity(1.0, table.tokens_per_rank, SPEC.top_k, SPEC.num_experts)
+    assert table.capacity == cap == table.tokens_per_rank * SPEC.top_k // SPEC.num_experts
+    res = built.sim.run()
+    w1 = [s for s in res.recorder.spans if s.name.startswith("expert.w1.L") and "grad" not in s.name]
+    assert w1 and {s.args["ops"][0].counts for s in w1} == {(8 * cap,)}   # ep sources x capacity
+    kept = sum(ex.stats.gpu_tokens.values())
+    routed = 2 * SPEC.num_moe_layers * 8 * table.tokens_per_rank * SPEC.top_k   # microbatches x layers x ranks
+    assert ex.stats.dropped_tokens > 0 and kept + ex.stats.dropped_tokens == routed
+    plan = ex.routing.plan(0, 0, 0, 0)
+    assert (ex._tokens(plan) == cap).all()   # one expert per GPU: every source sends it its capacity
+    unpadded = MoEExchangeLowering(MoEStageTable(SPEC, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=8,
+                                                 micro_batch_size=1, sequence_parallel=False), ex.routing, 8,
+                                   lambda r: 0)
+    assert unpadded._tokens(plan) is plan.tokens

@@ -5,7 +5,10 @@
 MoE-layer pattern, DeepSeek-style group-limited routing and the dispatch precision. Dense layers
 use the base ``ffn_hidden``; MoE layers replace the FFN by router -> permute -> dispatch
 all-to-all -> experts -> combine all-to-all -> unpermute (Megatron's all-to-all dispatcher,
-reference moe_and_hardware.md §4.2), plus shared experts.
+reference moe_and_hardware.md §4.2), plus shared experts. The router and the permute / unpermute
+kernels of the block programs are those of a framework (``token_movement``: torchtitan,
+Megatron or fused), from :mod:`moesim.workload.moe_exec`, which also builds the expert kernels
+of each execution mode (grouped, loop, padded) for the lowering.
 
 The per-expert functions (``expert_*_ops``) take the token count an expert actually receives,
 so the lowering can cost a hot expert exactly. ``moe_block_*`` build the whole block under
