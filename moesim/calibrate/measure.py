@@ -25,8 +25,10 @@ from moesim.calibrate import grids, hostops, kernels, memops, provenance
 from moesim.calibrate.collectives import (COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples,
                                           collectives_worker)
 from moesim.calibrate.dist import run_workers
+from moesim.calibrate.host_classes import measure_host_classes
 from moesim.calibrate.grouped import measure_fp8_scaled, measure_grouped_gemm_v
 from moesim.calibrate.jsonio import dump_profile
+from moesim.calibrate.moe_kernels import measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
 from moesim.calibrate.section import Section
 from moesim.calibrate.timing import Budget, Timer
@@ -44,6 +46,8 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "grouped_gemm": (0.06, kernels.measure_grouped_gemm),
     "grouped_gemm_v": (0.09, measure_grouped_gemm_v),  # count-vector grouped GEMMs (calibrate/grouped.py)
     "fp8_scaled": (0.05, measure_fp8_scaled),  # rowwise/blockwise fp8, fp8 grouped, quantize casts
+    "moe_kernels": (0.1, measure_moe_kernels),  # router / permute / unpermute kernels, counts sync
+    "host_classes": (0.03, measure_host_classes),  # host time per op class: plain, fwd, bwd
 }
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)

@@ -36,6 +36,8 @@ from moesim.costs.fitting import (Curve, Envelope, LogGrid, Point, anchored, bus
 from moesim.costs.profile import Profile, load_profile
 from moesim.errors import ConfigError
 from moesim.costs.grouped import build_pricing, gemm_scaling, grouped_gemm_ns, scaled_gemm_price
+from moesim.costs.host_classes import HostClassTable
+from moesim.costs.moe_kernels import LEGACY_STAND_INS, MOE_KERNEL_KINDS
 from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
 MEASURED_LINK_KINDS = ("nvlink", "nvswitch")  # an HGX board's NVLink/NVSwitch fabric
@@ -148,20 +150,27 @@ class CalibratedCostModel:
 
     def _build_memory(self) -> None:
         """One curve per (kind, variant) from the cold-cache samples (L2 evicted before each
-        repeat); warm-cache samples, if a profile has them, are kept apart in ``_mem_warm``."""
+        repeat); warm-cache samples, if a profile has them, are kept apart in ``_mem_warm``.
+        Rows that carry the shape they were measured at (``tokens``: the ``moe_kernels``
+        section, indexed as :mod:`moesim.costs.moe_kernels` says) form ``_mem_shaped``, used
+        where a MemoryOp names that variant; the kinds' generic curves stay the memory section's."""
         self._mem: dict[str, dict[str, Curve]] = defaultdict(dict)
         self._mem_warm: dict[str, dict[str, Curve]] = defaultdict(dict)
-        variants: dict[tuple[str, str, str], list] = defaultdict(list)
+        self._mem_shaped: dict[str, dict[str, Curve]] = defaultdict(dict)
+        variants: dict[tuple[str, str, str, bool], list] = defaultdict(list)
         for r in self.profile.select("memory"):
-            variants[(r["cache"], r["kind"], r["variant"])].append(r)
-        for (cache, kind, variant), rows in sorted(variants.items()):
-            (self._mem if cache == "cold" else self._mem_warm)[kind][variant] = Curve(rows)
+            variants[(r["cache"], r["kind"], r["variant"], "tokens" in r)].append(r)
+        for (cache, kind, variant, shaped), rows in sorted(variants.items()):
+            table = self._mem if cache == "cold" else self._mem_warm
+            table = self._mem_shaped if shaped and cache == "cold" else table
+            table[kind][variant] = Curve(rows)
 
     def _build_host(self) -> None:
         """Host time per eager call, by call name (the profile's ``host`` samples)."""
         self._host_calls: dict[str, float] = {}
         for r in self.profile.select("host"):
             self._host_calls[r["call"]] = float(r["time_ns"])
+        self._host_classes = HostClassTable.from_rows(self.profile.select("host_op"), self.profile.select("sync"))
 
     def _build_collectives(self) -> None:
         self._coll: dict[tuple[str, int, str], Curve] = {}
@@ -241,29 +250,55 @@ class CalibratedCostModel:
         if isinstance(op, Attention):
             return self._attention_ns(op)
         if isinstance(op, MemoryOp):
-            if op.kind not in self._mem:
-                return self._fallback_compute(op, "MemoryOp.kind", f"kind {op.kind!r} not measured "
-                                              f"(profile has {sorted(self._mem)}; valid kinds {MEMORY_OP_KINDS})")
-            return self.memory_ns(op.kind, op.bytes)
+            return self._memory_op_ns(op)
         raise ConfigError("op", f"{type(op).__name__} is not a compute op", "pass a Gemm, Attention or MemoryOp")
+
+    def _memory_op_ns(self, op: MemoryOp) -> float:
+        """A MemoryOp: the curve of its ``variant`` where the profile measured it; else the kind's
+        generic curve, else the fallback model, recorded in ``fallback_ops`` (never silent)."""
+        shaped, legacy = self._mem_shaped.get(op.kind, {}), self._mem.get(op.kind, {})
+        if op.variant in shaped:
+            return shaped[op.variant](op.bytes)
+        if op.variant in MOE_KERNEL_KINDS and LEGACY_STAND_INS.get(op.variant) in legacy:
+            stand_in = LEGACY_STAND_INS[op.variant]
+            self.fallback_ops.add(f"MemoryOp {op.kind}/{op.variant} (no moe_kernels rows: the memory section's "
+                                  f"{stand_in!r} curve, measured at one shape)")
+            return legacy[stand_in](op.bytes)
+        if op.variant and op.variant not in MOE_KERNEL_KINDS and op.variant in legacy:
+            return legacy[op.variant](op.bytes)
+        if any(v not in NAMED_ONLY_VARIANTS for v in self._mem.get(op.kind, {})):
+            if op.variant:
+                self.fallback_ops.add(f"MemoryOp {op.kind}/{op.variant} "
+                                      "(variant not measured: the kind's generic curve)")
+            return self.memory_ns(op.kind, op.bytes)
+        t = self._fallback_compute(op, "MemoryOp.kind", f"kind {op.kind!r} (variant {op.variant!r}) not measured "
+                                   f"(profile has {sorted(self._mem)}; valid kinds {MEMORY_OP_KINDS})")
+        self.fallback_ops.add(f"MemoryOp {op.kind}/{op.variant or '-'} (not measured: the fallback model)")
+        return t
 
     def memory_ns(self, kind: str, nbytes: float, variant: str | None = None, cache: str = "cold") -> float:
         """A memory-bound kernel moving ``nbytes``; ``variant`` (e.g. ``"gather"``) picks one
         measured kernel, None averages the kind's variants (e.g. gather and scatter; not the
-        ``NAMED_ONLY_VARIANTS``). ``cache="warm"``: its inputs were just written by the previous
+        ``NAMED_ONLY_VARIANTS`` nor the ``moe_kernels`` rows, which answer only where named; a
+        name both sections use, e.g. ``"gather"``, means the memory section's kernel here and the
+        ``moe_kernels`` one in ``compute_ns(MemoryOp(...))``: see :mod:`moesim.costs.moe_kernels`).
+        ``cache="warm"``: its inputs were just written by the previous
         kernel (the warm-cache curve where measured, else the cold one); ``"cold"``: L2 evicted."""
         if cache not in ("cold", "warm"):
             raise ConfigError("cache", f"unknown cache state {cache!r}", "use 'cold' or 'warm'")
         if cache == "warm" and variant is not None and variant in self._mem_warm.get(kind, {}):
             return self._mem_warm[kind][variant](nbytes)
         curves = self._mem.get(kind, {})
+        if variant is not None and variant not in curves and variant in self._mem_shaped.get(kind, {}):
+            return self._mem_shaped[kind][variant](nbytes)
         if variant is None:
             generic = [c for v, c in curves.items() if v not in NAMED_ONLY_VARIANTS]
             if not generic:
                 raise ConfigError("kind", f"memory kind {kind!r} not in the profile", f"use one of: {sorted(self._mem)}")
             return float(np.mean([curve(nbytes) for curve in generic]))
         if variant not in curves:
-            raise ConfigError("variant", f"no {kind!r} variant {variant!r} in the profile", f"use one of: {sorted(curves)}")
+            raise ConfigError("variant", f"no {kind!r} variant {variant!r} in the profile",
+                              f"use one of: {sorted({*curves, *self._mem_shaped.get(kind, {})})}")
         return curves[variant](nbytes)
 
     def gemm_ns(self, m: int, n: int, k: int, dtype: str = "bf16", layout: str | None = None) -> float:
@@ -438,6 +473,41 @@ class CalibratedCostModel:
     def host_calls(self) -> list[str]:
         """The calls with a measured host time."""
         return sorted(self._host_calls)
+
+    def host_op_ns(self, op: ComputeOp, phase: str) -> int:
+        """Host time of issuing ``op`` eagerly in ``phase`` (``"fwd"``: forward with autograd
+        recording, ``"bwd"``: an op of a backward list, ``"plain"``: no autograd), from the
+        profile's ``host_op`` rows by op class (:mod:`moesim.costs.host_classes`: how an op maps
+        to its classes, and why a GEMM's dgrad and wgrad each carry half of its class's backward).
+        A class the profile lacks costs the per-kernel eager figure (:meth:`eager_host_ns`, else
+        the back-to-back launch), recorded in ``fallback_ops`` as ``host_op <call>/<phase>``.
+        Called by ``moesim.lowering.host`` for every op an eager host thread issues."""
+        ns, missing = self._host_classes.op_ns(op, phase, self.eager_host_ns() or float(self.launch_overhead_ns()))
+        for call in missing:
+            self.fallback_ops.add(f"host_op {call} (not measured: the per-kernel eager figure)")
+        return max(1, int(round(ns)))
+
+    def host_op_calls(self) -> list[tuple[str, str]]:
+        """The (call, phase) pairs with a measured ``host_op`` time."""
+        return self._host_classes.calls()
+
+    def sync_ns(self, nbytes: float, variant: str = "queued") -> int:
+        """Host time of the device-to-host copy of ``nbytes`` that ``.tolist()`` forces:
+        ``"queued"`` (default) from the end of the GPU work queued before it until the host holds
+        the values (the wait for that work is the caller's dependency); ``"idle"``: issue to
+        values on an idle GPU. Unmeasured: one back-to-back launch (a lower bound), recorded in
+        ``fallback_ops``."""
+        t = self._host_classes.sync_ns(nbytes, variant)
+        if t is None:
+            self.fallback_ops.add("sync (not measured: one back-to-back launch, a lower bound)")
+            t = float(self.launch_overhead_ns())
+        return max(1, int(round(t)))
+
+    def module_call_ns(self, phase: str = "fwd") -> int:
+        """Host time one ``nn.Module`` call adds around its op (the isolated framework glue:
+        ``module_linear`` - ``linear`` rows); 0 where not measured."""
+        t = self._host_classes.module_call_ns(phase)
+        return 0 if t is None else int(round(t))
 
     def host_overhead_ns(self, op: str) -> int:
         """Host launch cost of one eager PyTorch collective (eager minus CUDA-graph time)."""

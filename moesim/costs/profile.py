@@ -49,6 +49,8 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "memory": {"kind": MEMORY_OP_KINDS, "variant": _STR, "nbytes": _INT},
     "launch": {"variant": _STR},
     "host": {"call": _STR},  # host (CPU issue) time of one eager call, GPU kept busy
+    "host_op": {"call": _STR, "phase": ("fwd", "bwd", "plain")},  # per op class (calibrate/host_classes.py)
+    "sync": {"nbytes": _INT},  # device-to-host copy of a small tensor (.tolist(); calibrate/moe_kernels.py)
     "collective": {"collective": PROFILE_COLLECTIVES, "num_ranks": _INT, "nbytes": _INT},
     "overlap": {"collective": _STR, "victim": ("gemm", "collective"), "num_ranks": _INT, "nbytes": _INT,
                 "alone_ns": _POS},
@@ -59,7 +61,10 @@ OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "grouped_gemm_v": {"scaling": (("", *FP8_SCALINGS), "")},
     "collective": {"mode": (COLLECTIVE_MODES, "eager")},
     "memory": {"cache": (MEMORY_CACHES, "cold")},
+    "sync": {"variant": (("idle", "queued"), "idle")},
 }
+# optional integer fields >= 0 (0: not applicable): the shape a moe_kernels memory row was measured at
+SHAPE_FIELDS: dict[str, tuple[str, ...]] = {"memory": ("tokens", "experts", "top_k", "hidden")}
 STAT_FIELDS = ("p25_ns", "p75_ns", "min_ns", "max_ns")
 
 
@@ -209,6 +214,11 @@ def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:
     for key in STAT_FIELDS:
         if key in row and not _is_number(row[key], allow_zero=True):
             raise ConfigError(f"{where}.{key}", f"must be a finite number >= 0, got {row[key]!r}", source=source)
+    for key in SHAPE_FIELDS.get(op, ()):
+        value = row.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}.{key}", f"must be an integer >= 0 (0: not applicable), got {value!r}",
+                              "fix the row (moesim.calibrate.moe_kernels writes the shape it measured)", source=source)
     out = dict(row)
     for key, (allowed, default) in OPTIONAL_FIELDS.get(op, {}).items():
         out.setdefault(key, default)

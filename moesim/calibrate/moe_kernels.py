@@ -1,0 +1,205 @@
+"""Router and token-movement kernels of an MoE layer, timed as frameworks launch them.
+
+Section ``moe_kernels``: every variant of :mod:`moesim.costs.moe_kernels` (router fp32 softmax
+and sigmoid, ``torch.topk``, stable ``argsort`` of the flattened expert ids, ``histc`` and
+``bincount`` of the ids, ``cumsum`` of the counts, the permute as torchtitan (``gather`` with an
+expanded index) and Megatron (``index_select``, its routing-map build and ``masked_select``)
+write it, the unpermute (``scatter_add_`` / ``index_add_`` of bf16 rows, atomics), the
+probability weighting and the ``zeros_like`` of the output) over tokens 256..65536, experts
+8..256, top-k 1..8 and hidden 1024..7168. Rows are ``memory`` rows (cold cache: the shared
+:class:`~moesim.calibrate.timing.Timer` evicts L2 before each repeat) carrying the shape they
+were measured at (``tokens``, ``experts``, ``top_k``, ``hidden``; 0 where the kernel does not
+depend on it) and ``nbytes`` by :func:`moesim.costs.moe_kernels.moe_kernel_bytes`, the size the
+calibrated curve is indexed by. Expert ids are uniform random top-k choices (distinct per token).
+
+It also times the device-to-host copy of a small counts tensor that ``.tolist()`` forces (rows
+``{"op": "sync", "variant": "idle" | "queued", "nbytes", "time_ns"}``): ``idle`` is the host
+wall time of ``counts.tolist()`` with nothing queued (issue, copy, wake-up, list building);
+``queued`` is the host wall time of [a GPU wait of ~50 us; ``counts.tolist()``] minus that
+wait's own event-timed duration: the lag from the end of the queued work until the host holds
+the values. ``--device cpu`` runs a tiny grid in seconds (host clock, no L2 flush).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from moesim.calibrate.section import Section
+from moesim.calibrate.timing import BUSY_CYCLES_PER_NS, Budget, Timer, stats_from_ns
+from moesim.costs.moe_kernels import MOE_KERNEL_KINDS, moe_kernel_bytes
+
+MAX_ROW_ELEMS = 2**30  # permute rows x hidden cap (2 GiB of bf16 per tensor)
+SYNC_NUMELS = (8, 32, 128, 256, 2048, 16384)  # int64 counts: per expert, per (rank, expert)
+SYNC_REPEATS = 40
+SYNC_WAIT_NS = 50_000  # the queued GPU wait before .tolist()
+
+# (tokens, experts, top_k, hidden) grids per variant family: (gpu, cpu smoke)
+GRIDS: dict[str, dict[str, tuple[tuple[int, ...], ...]]] = {
+    "permute": {"cuda": ((256, 2048, 16384, 65536), (128,), (1, 8), (1024, 2048, 4096, 7168)),
+                "cpu": ((64, 256), (8,), (1, 2), (64,))},
+    "score": {"cuda": ((256, 2048, 16384, 65536), (8, 32, 128, 256), (8,), (0,)),
+              "cpu": ((64, 256), (8, 16), (2,), (0,))},
+    "topk": {"cuda": ((256, 4096, 65536), (8, 64, 256), (1, 2, 8), (0,)),
+             "cpu": ((64, 256), (8, 16), (1, 2), (0,))},
+    "ids": {"cuda": ((256, 2048, 16384, 65536), (128,), (1, 2, 8), (0,)),
+            "cpu": ((64, 256), (8,), (1, 2), (0,))},
+    "hist": {"cuda": ((256, 4096, 65536), (8, 64, 256), (1, 8), (0,)),
+             "cpu": ((64, 256), (8, 16), (2,), (0,))},
+    "counts": {"cuda": ((4096,), (8, 32, 64, 128, 256), (8,), (0,)), "cpu": ((64,), (8, 16), (2,), (0,))},
+    "map": {"cuda": ((256, 4096, 65536), (8, 64, 256), (2, 8), (0,)), "cpu": ((64, 256), (8, 16), (2,), (0,))},
+    "fill": {"cuda": ((256, 2048, 16384, 65536), (0,), (0,), (1024, 2048, 4096, 7168)),
+             "cpu": ((64, 256), (0,), (0,), (64,))},
+}
+# variants in measuring order (the unpermute and permute first: they cost the most), and their grid
+PLAN: tuple[tuple[str, str], ...] = (
+    ("index_add", "permute"), ("scatter_add", "permute"), ("gather", "permute"), ("index_select", "permute"),
+    ("prob_mul", "permute"), ("softmax_fp32", "score"), ("topk", "topk"), ("argsort", "ids"),
+    ("histc", "hist"), ("bincount", "hist"), ("cumsum", "counts"), ("zeros", "fill"),
+    ("sigmoid_fp32", "score"), ("routing_map", "map"), ("masked_select", "map"),
+)
+
+
+def _ids(tokens: int, experts: int, top_k: int, device: str) -> torch.Tensor:
+    """Uniform routing: ``top_k`` distinct expert ids per token, int64 [tokens, top_k]."""
+    g = torch.Generator(device=device).manual_seed(tokens * 7 + experts)
+    return torch.rand(tokens, experts, generator=g, device=device).topk(top_k, dim=-1).indices
+
+
+def _rand(shape: tuple[int, ...], device: str, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(*shape, generator=g, device=device, dtype=dtype)
+
+
+def _permute_kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -> Callable[[], object]:
+    """Token-row movement over ``t * k`` rows of width ``h`` (bf16)."""
+    ids = _ids(t, e, k, device)
+    token_of_row = torch.argsort(ids.view(-1), stable=True) // k  # token index of each expert-sorted row
+    if variant in ("gather", "index_select"):
+        x = _rand((t, h), device, torch.bfloat16, 1)
+        if variant == "index_select":
+            return lambda: x.index_select(0, token_of_row)
+        expanded = token_of_row.view(-1, 1).expand(-1, h)
+        return lambda: torch.gather(x, 0, expanded)
+    y = _rand((t * k, h), device, torch.bfloat16, 2)
+    if variant == "prob_mul":
+        probs = torch.rand(t * k, device=device).to(torch.bfloat16)
+        return lambda: y * probs.unsqueeze(-1)
+    out = torch.zeros(t, h, device=device, dtype=torch.bfloat16)
+    if variant == "index_add":
+        return lambda: out.index_add_(0, token_of_row, y)
+    expanded = token_of_row.view(-1, 1).expand(-1, h)
+    return lambda: out.scatter_add_(0, expanded, y)
+
+
+def _router_kernel(variant: str, t: int, e: int, k: int, device: str) -> Callable[[], object]:
+    """Router scores, top-k, and the integer work on expert ids."""
+    if variant in ("softmax_fp32", "sigmoid_fp32"):
+        logits = _rand((t, e), device, torch.bfloat16, 3)
+        if variant == "softmax_fp32":
+            return lambda: F.softmax(logits.float(), dim=-1)
+        return lambda: torch.sigmoid(logits.float())
+    if variant == "topk":
+        scores = torch.softmax(_rand((t, e), device, torch.float32, 4), dim=-1)
+        return lambda: torch.topk(scores, k, dim=-1)
+    ids = _ids(t, e, k, device)
+    flat = ids.view(-1)
+    if variant == "argsort":
+        return lambda: torch.argsort(flat, stable=True)
+    if variant == "histc":
+        src = flat if device == "cuda" else flat.float()  # CPU histc takes floating inputs only
+        return lambda: torch.histc(src, bins=e, min=0, max=e)
+    if variant == "bincount":
+        return lambda: torch.bincount(flat, minlength=e)
+    if variant == "cumsum":
+        counts = torch.bincount(flat, minlength=e)
+        return lambda: torch.cumsum(counts, 0)
+    if variant == "routing_map":
+        logits = _rand((t, e), device, torch.float32, 5)
+        return lambda: torch.zeros_like(logits).int().scatter(1, ids, 1).bool()
+    routing_map = torch.zeros(t, e, device=device, dtype=torch.int32).scatter(1, ids, 1).bool()
+    token_indices = torch.arange(t, device=device).unsqueeze(0).expand(e, -1)
+    return lambda: token_indices.masked_select(routing_map.T.contiguous())
+
+
+def _kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -> Callable[[], object]:
+    if variant in ("gather", "index_select", "scatter_add", "index_add", "prob_mul"):
+        return _permute_kernel(variant, t, e, k, h, device)
+    if variant == "zeros":
+        out = torch.empty(t, h, device=device, dtype=torch.bfloat16)
+        return lambda: torch.zeros_like(out)
+    return _router_kernel(variant, t, e, k, device)
+
+
+def _shapes(family: str, device: str) -> list[tuple[int, int, int, int]]:
+    tokens, experts, top_ks, hiddens = GRIDS[family]["cuda" if device == "cuda" else "cpu"]
+    out = []
+    for t in tokens:
+        for e in experts:
+            for k in top_ks:
+                for h in hiddens:
+                    if (e and k > e) or t * max(k, 1) * max(h, 1) > MAX_ROW_ELEMS:
+                        continue
+                    out.append((t, e, k, h))
+    return out
+
+
+def _row(variant: str, t: int, e: int, k: int, h: int, stats: dict) -> dict:
+    nbytes = moe_kernel_bytes(variant, max(t, 1), max(e, 1), max(k, 1), max(h, 1))
+    return {"op": "memory", "kind": MOE_KERNEL_KINDS[variant], "variant": variant, "dtype": "bf16", "cache": "cold",
+            "nbytes": nbytes, "tokens": t, "experts": e, "top_k": k, "hidden": h, **stats}
+
+
+def measure_moe_kernels(timer: Timer, grid: object, device: str, budget: Budget) -> Section:
+    """Every variant of :data:`PLAN` over its grid, then the counts-to-host sync rows."""
+    sec = Section("moe_kernels")
+    for variant, family in PLAN:
+        for t, e, k, h in _shapes(family, device):
+            def one(variant: str = variant, t: int = t, e: int = e, k: int = k, h: int = h) -> dict:
+                fn = _kernel(variant, t, e, k, h, device)
+                return _row(variant, t, e, k, h, timer.time(fn).fields())
+            sec.attempt(f"{variant} T={t} E={e} k={k} h={h}", budget, one)
+    for numel in SYNC_NUMELS:
+        sec.attempt(f"sync {numel}", budget, lambda numel=numel: sync_rows(numel, device))
+    return sec
+
+
+def sync_rows(numel: int, device: str) -> list[dict]:
+    """``idle`` and (on a GPU) ``queued`` rows for ``.tolist()`` of ``numel`` int64 counts."""
+    counts = torch.randint(0, 4096, (numel,), device=device)
+    for _ in range(5):
+        counts.tolist()
+    idle = []
+    for _ in range(SYNC_REPEATS):
+        _sync(device)
+        t0 = time.perf_counter_ns()
+        counts.tolist()
+        idle.append(time.perf_counter_ns() - t0)
+    base = {"op": "sync", "call": "tolist", "nbytes": numel * 8, "numel": numel}
+    rows = [{**base, "variant": "idle", **stats_from_ns(idle).fields()}]
+    if device == "cuda":
+        rows.append({**base, "variant": "queued", **stats_from_ns(_queued_lags(counts)).fields()})
+    return rows
+
+
+def _queued_lags(counts: torch.Tensor) -> list[float]:
+    """Host wall time of [GPU wait; counts.tolist()] minus the wait's event-timed duration."""
+    lags = []
+    for _ in range(SYNC_REPEATS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter_ns()
+        start.record()
+        torch.cuda._sleep(int(SYNC_WAIT_NS * BUSY_CYCLES_PER_NS))
+        end.record()
+        counts.tolist()
+        wall = time.perf_counter_ns() - t0
+        lags.append(max(1.0, wall - start.elapsed_time(end) * 1e6))
+    return lags
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,145 @@
+"""Host (CPU issue) time of eager PyTorch per op class, from a profile's ``host_op`` and ``sync`` rows.
+
+``moesim.calibrate.host_classes`` measures, per class (``linear``, ``grouped_mm``, ``sdpa``,
+``rms_norm``, ``index_add``, ...), the host time of ONE eager call in three phases: ``plain``
+(no autograd), ``fwd`` (forward with autograd recording) and ``bwd`` (the backward's host time
+for one forward call of the class, all of its backward kernels together). This module maps a
+:data:`~moesim.ops.ComputeOp` to the calls that issue it (:func:`op_calls`) and prices them
+(:class:`HostClassTable`); :meth:`CalibratedCostModel.host_op_ns` and ``sync_ns`` are the API.
+
+How ``host_op_ns(op, phase)`` reads ``op`` (``moesim.lowering.host`` passes every op a task
+issues, with ``phase="bwd"`` for the ops of a backward list):
+
+* ``Gemm`` -> ``linear``; ``GroupedGemm`` -> ``grouped_mm``; ``Attention`` -> ``sdpa``;
+* ``MemoryOp`` with a ``variant`` -> the calls of that expression (:data:`VARIANT_CALLS`: e.g.
+  ``softmax_fp32`` is ``cast`` + ``softmax``, ``prob_mul`` is ``view`` + ``mul``); without one ->
+  its kind's representative (:data:`KIND_CALLS`; an ``elementwise`` op named ``*rope*`` is
+  ``rope``);
+* ``phase="bwd"``: the workload lists a GEMM's backward as two ops (dgrad and wgrad; a grouped
+  GEMM's likewise), so each carries half of the class's measured backward
+  (:data:`BACKWARD_OPS`); attention and memory ops list one backward op each, which carries the
+  whole. A class autograd records no backward for (``argsort``, ``histc``, ``zeros``, ``split``)
+  costs its forward issue in any phase: in a backward list it is an op issued there.
+
+A class the profile lacks costs ``fallback_ns`` (the caller's per-kernel figure) per missing call
+and is named in the returned labels, which the cost model adds to ``fallback_ops``; never silent.
+``sync`` rows price the device-to-host copy that ``.tolist()`` forces (``queued``: from the end of
+the queued GPU work until the host holds the values; ``idle``: issue to values on an idle GPU).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from moesim.costs.fitting import Curve
+from moesim.errors import ConfigError
+from moesim.ops import Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
+
+HOST_PHASES = ("fwd", "bwd", "plain")
+SYNC_VARIANTS = ("queued", "idle")
+KIND_CALLS: dict[str, tuple[str, ...]] = {
+    "copy": ("cast",), "elementwise": ("mul",), "norm": ("rms_norm",), "softmax": ("softmax",),
+    "topk": ("topk",), "permute": ("index_select",), "sort": ("argsort",), "histogram": ("histc",),
+    "cast": ("cast",),
+}
+VARIANT_CALLS: dict[str, tuple[str, ...]] = {
+    # moesim.costs.moe_kernels variants: the calls of each measured expression
+    "softmax_fp32": ("cast", "softmax"), "sigmoid_fp32": ("cast", "sigmoid"), "topk": ("topk",),
+    "argsort": ("argsort",), "histc": ("histc",), "bincount": ("histc",), "cumsum": ("cumsum",),
+    "gather": ("view", "gather"), "index_select": ("index_select",),
+    "routing_map": ("zeros", "cast", "scatter_add", "cast"), "masked_select": ("view", "cast", "index_select"),
+    "scatter_add": ("view", "scatter_add"), "index_add": ("index_add",), "prob_mul": ("view", "mul"),
+    "zeros": ("zeros",),
+    # the memory section's variants
+    "copy": ("cast",), "add": ("add",), "mul": ("mul",), "silu": ("silu",), "rmsnorm": ("rms_norm",),
+    "layernorm": ("rms_norm",), "softmax": ("softmax",), "scatter": ("index_select",),
+}
+NAME_CALLS = {"rope": ("rope",), "residual": ("add",)}  # name hints for variant-less ops
+BACKWARD_OPS = {"linear": 2, "grouped_mm": 2}  # backward ops a workload lists per forward call
+NO_BACKWARD_CALLS = ("argsort", "histc", "zeros", "split")
+
+
+def op_calls(op: ComputeOp) -> tuple[str, ...]:
+    """The host-op classes whose calls issue ``op`` (see the module docstring)."""
+    if isinstance(op, GroupedGemm):
+        return ("grouped_mm",)
+    if isinstance(op, Gemm):
+        return ("linear",)
+    if isinstance(op, Attention):
+        return ("sdpa",)
+    if isinstance(op, MemoryOp):
+        if op.variant in VARIANT_CALLS:
+            return VARIANT_CALLS[op.variant]
+        for hint, calls in NAME_CALLS.items():
+            if hint in (op.name or "").split(".")[-1] or f".{hint}" in (op.name or ""):
+                return calls
+        return KIND_CALLS.get(op.kind, ("mul",))
+    raise ConfigError("op", f"{type(op).__name__} is not a compute op",
+                      "pass a Gemm, GroupedGemm, Attention or MemoryOp")
+
+
+def check_phase(phase: str) -> str:
+    if phase not in HOST_PHASES:
+        raise ConfigError("phase", f"unknown host phase {phase!r}", f"use one of: {', '.join(HOST_PHASES)}")
+    return phase
+
+
+@dataclass(frozen=True)
+class HostClassTable:
+    """Measured host ns per (call, phase) and the sync curves of one profile."""
+
+    times: Mapping[tuple[str, str], float]
+    sync: Mapping[str, Curve]
+
+    @classmethod
+    def from_rows(cls, host_rows: list[Mapping[str, Any]], sync_rows: list[Mapping[str, Any]]) -> "HostClassTable":
+        """Repeated (call, phase) rows (several runs) average in log space."""
+        logs: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for r in host_rows:
+            logs[(r["call"], r["phase"])].append(float(np.log(r["time_ns"])))
+        by_variant: dict[str, list] = defaultdict(list)
+        for r in sync_rows:
+            by_variant[r["variant"]].append(r)
+        return cls({k: float(np.exp(np.mean(v))) for k, v in logs.items()},
+                   {v: Curve(rows) for v, rows in by_variant.items()})
+
+    def calls(self) -> list[tuple[str, str]]:
+        return sorted(self.times)
+
+    def call_ns(self, call: str, phase: str) -> "float | None":
+        """One call's host ns in ``phase``; a class with no backward costs its forward issue."""
+        if call in NO_BACKWARD_CALLS and phase == "bwd":
+            phase = "fwd"
+        return self.times.get((call, phase))
+
+    def op_ns(self, op: ComputeOp, phase: str, fallback_ns: float) -> tuple[float, list[str]]:
+        """(host ns of issuing ``op`` in ``phase``, the calls priced by ``fallback_ns``)."""
+        check_phase(phase)
+        total, missing = 0.0, []
+        for call in op_calls(op):
+            ns = self.call_ns(call, phase)
+            if ns is None:
+                missing.append(f"{call}/{phase}")
+                ns = fallback_ns
+            elif phase == "bwd" and call not in NO_BACKWARD_CALLS:
+                ns /= BACKWARD_OPS.get(call, 1)
+            total += ns
+        return total, missing
+
+    def sync_ns(self, nbytes: float, variant: str = "queued") -> "float | None":
+        """Device-to-host copy of ``nbytes``: the ``variant`` curve, else the other one, else None."""
+        if variant not in SYNC_VARIANTS:
+            raise ConfigError("variant", f"unknown sync variant {variant!r}", f"use one of: {', '.join(SYNC_VARIANTS)}")
+        for v in (variant, *SYNC_VARIANTS):
+            if v in self.sync:
+                return self.sync[v](max(float(nbytes), 1.0))
+        return None
+
+    def module_call_ns(self, phase: str = "fwd") -> "float | None":
+        """``nn.Module.__call__`` overhead per module call (``module_linear`` - ``linear``), the
+        isolated part of a module's Python glue; None where either is unmeasured."""
+        a, b = self.times.get(("module_linear", check_phase(phase))), self.times.get(("linear", phase))
+        return None if a is None or b is None else max(0.0, a - b)

@@ -1,0 +1,84 @@
+"""The router and token-movement kernels of an MoE layer, as frameworks launch them, as MemoryOps.
+
+Each variant names one measured expression (``moesim.calibrate.moe_kernels`` times exactly it)
+and fixes the size its calibrated curve is indexed by: ``MemoryOp.bytes`` is
+:func:`moe_kernel_bytes` of the layer's shape, the bytes the expression must move through HBM
+(inputs read once, outputs written once). The profile's rows of a variant carry the shape they
+were measured at (``tokens``, ``experts``, ``top_k``, ``hidden``) and their ``nbytes`` by the
+same formula, so the curve time(nbytes) is well posed along the size that drives the kernel:
+
+=================  ===========  ===============================================  ============================
+variant            kind         expression (T tokens, E experts, k top-k, h)      nbytes (curve index)
+=================  ===========  ===============================================  ============================
+softmax_fp32       softmax      ``F.softmax(logits.float(), -1)``, bf16 [T, E]     14 T E   (cast + softmax)
+sigmoid_fp32       softmax      ``torch.sigmoid(logits.float())``                  14 T E   (cast + sigmoid)
+topk               topk         ``torch.topk(scores_fp32, k, dim=-1)``              4 T E + 12 T k
+argsort            sort         ``torch.argsort(ids.view(-1), stable=True)``      16 T k   (int64 keys)
+histc              histogram    ``torch.histc(ids.view(-1), E, 0, E)``             8 T k + 8 E
+bincount           histogram    ``torch.bincount(ids.view(-1), minlength=E)``      8 T k + 8 E (syncs: max)
+cumsum             elementwise  ``torch.cumsum(counts, 0)``, int64 [n]             16 n   (n = E)
+gather             permute      ``x.gather(0, idx.view(-1,1).expand(-1, h))``      4 T k h + 8 T k
+index_select       permute      ``x.index_select(0, idx)``                          4 T k h + 8 T k
+routing_map        permute      ``zeros_like(logits).int().scatter(1, ids, 1)``    25 T E + 12 T k
+                                ``.bool()`` (Megatron; 5 kernels)
+masked_select      permute      ``arange(T).expand(E, T).masked_select(map.T``    3 T E + 16 T k (syncs)
+                                ``.contiguous())`` (Megatron's sorted indices)
+scatter_add        permute      ``out.scatter_add_(0, idx_expanded, y)``, bf16     4 T k h + 8 T k
+index_add          permute      ``out.index_add_(0, idx, y)``, bf16 atomics         4 T k h + 8 T k
+prob_mul           elementwise  ``y * probs.unsqueeze(-1)``, bf16 [T k, h]          4 T k h + 2 T k
+zeros              copy         ``torch.zeros_like(out)``, bf16 [T, h]              2 T h   (written only)
+=================  ===========  ===============================================  ============================
+
+Where the time depends on more than these bytes the curve averages over the measured rest:
+``topk`` over k (1-8) at a given T x E, ``histc``/``bincount`` over E (atomic contention on few
+bins), the permutes over top-k duplicates. ``prob_mul`` is bf16 x bf16; a framework that
+weights in fp32 (``y.float() * p``, then ``.to(bf16)``) adds two ``cast`` kernels. Build ops with
+:func:`moe_kernel_op`; :meth:`CalibratedCostModel.compute_ns` prices a variant the profile
+lacks by the memory section's curve of the same kernel (:data:`LEGACY_STAND_INS`), else its
+kind's generic curve, else the fallback model (the roofline), and records which in
+``fallback_ops``. The memory section's own ``"gather"`` rows are an ``index_select``: in
+``compute_ns`` a MemoryOp's ``variant="gather"`` always means ``torch.gather`` (this table).
+"""
+from __future__ import annotations
+
+from moesim.errors import ConfigError
+from moesim.ops import MemoryOp
+
+MOE_KERNEL_KINDS: dict[str, str] = {
+    "softmax_fp32": "softmax", "sigmoid_fp32": "softmax", "topk": "topk", "argsort": "sort",
+    "histc": "histogram", "bincount": "histogram", "cumsum": "elementwise", "gather": "permute",
+    "index_select": "permute", "routing_map": "permute", "masked_select": "permute",
+    "scatter_add": "permute", "index_add": "permute", "prob_mul": "elementwise", "zeros": "copy",
+}
+LEGACY_STAND_INS = {"index_select": "gather", "index_add": "index_add", "zeros": "zeros", "topk": "topk"}
+"""Where a profile has no ``moe_kernels`` rows, the memory section's variant that timed the same
+kernel at one shape (its ``"gather"`` is an ``index_select`` of 4096-wide rows; ``index_add``
+top-2 at hidden 4096; ``topk`` k=8 of 256 bf16), used and recorded in ``fallback_ops``."""
+NO_BACKWARD_VARIANTS = ("argsort", "histc", "bincount", "cumsum", "routing_map", "masked_select", "zeros")
+"""Variants that act on integer ids or fill a buffer: autograd records no backward for them."""
+
+
+def moe_kernel_bytes(variant: str, tokens: int, experts: int, top_k: int, hidden: int) -> int:
+    """The curve index (bytes) of ``variant`` at this shape (table in the module docstring)."""
+    if variant not in MOE_KERNEL_KINDS:
+        raise ConfigError("variant", f"unknown MoE kernel {variant!r}", f"use one of: {', '.join(MOE_KERNEL_KINDS)}")
+    for name, value in (("tokens", tokens), ("experts", experts), ("top_k", top_k), ("hidden", hidden)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+    t, e, k, h = tokens, experts, top_k, hidden
+    rows = t * k
+    formulas = {
+        "softmax_fp32": 14 * t * e, "sigmoid_fp32": 14 * t * e, "topk": 4 * t * e + 12 * rows,
+        "argsort": 16 * rows, "histc": 8 * rows + 8 * e, "bincount": 8 * rows + 8 * e, "cumsum": 16 * e,
+        "gather": 4 * rows * h + 8 * rows, "index_select": 4 * rows * h + 8 * rows,
+        "routing_map": 25 * t * e + 12 * rows, "masked_select": 3 * t * e + 16 * rows,
+        "scatter_add": 4 * rows * h + 8 * rows, "index_add": 4 * rows * h + 8 * rows,
+        "prob_mul": 4 * rows * h + 2 * rows, "zeros": 2 * t * h,
+    }
+    return int(formulas[variant])
+
+
+def moe_kernel_op(variant: str, tokens: int, experts: int, top_k: int, hidden: int, name: str = "") -> MemoryOp:
+    """The MemoryOp of one MoE kernel ``variant`` at this layer shape (what the lowering emits)."""
+    nbytes = moe_kernel_bytes(variant, tokens, experts, top_k, hidden)
+    return MemoryOp(MOE_KERNEL_KINDS[variant], float(nbytes), name or f"moe.{variant}", variant=variant)
