@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from moesim.lowering.pipeline import StageWork
-from moesim.lowering.stage_costs import program_work
 from moesim.ops import Gemm, GroupedGemm, MemoryOp
 from moesim.schedules.model import Action
 from moesim.workload import layers as wl
@@ -92,8 +91,9 @@ def accumulation_ops(table: Any, stage: int, grad_dtype_bytes: float, per_expert
 
 
 def accumulation_work(table: Any, stage: int, grad_dtype_bytes: float, per_expert: bool = False) -> StageWork:
-    """The add kernels of ``stage`` as one segment on the compute stream."""
-    work = program_work(table.cost, accumulation_ops(table, stage, grad_dtype_bytes, per_expert), table.region)
+    """The add kernels of ``stage`` as one segment on the compute stream, costed as the table
+    costs its other segments (kernel region and, where the table prices it, host time)."""
+    work = table._cost(accumulation_ops(table, stage, grad_dtype_bytes, per_expert))
     return replace(work, label=CATEGORY, category=CATEGORY)
 
 
