@@ -5,6 +5,7 @@ import dataclasses
 
 from moesim.analysis.host_issue import RISK_RATIO, host_issue, host_issue_message
 from moesim.engine.recorder import Recorder, Span
+from moesim.lowering.host import HostPricing
 
 
 def _rec(spans) -> Recorder:
@@ -19,10 +20,10 @@ def test_known_answer_picks_the_gpu_with_the_largest_launch_share() -> None:
                 (1, "compute", 0, 40_000, 8),        # GPU 1: 8 launches for 40 us
                 (1, "comm.dp", 0, 500_000, 50),      # not a compute stream: ignored
                 (2, "compute", 0, 10_000, 0)])       # no kernels counted: ignored
-    r = host_issue(rec, 5_000.0, "test")
+    r = host_issue(rec, HostPricing.flat(5_000.0, source="test"))
     assert (r["gpu"], r["kernels"], r["issue_ms"], r["gpu_busy_ms"], r["ratio"]) == (1, 8, 0.04, 0.04, 1.0)
     assert host_issue_message(r).startswith("eager host issue: GPU 1 launches 8 kernels")
-    assert host_issue(rec, 0.0, "test") == {} and host_issue(_rec([]), 5_000.0, "test") == {}
+    assert host_issue(rec, HostPricing.flat(0.0)) == {} and host_issue(_rec([]), HostPricing.flat(5_000.0)) == {}
     low = dict(r, ratio=RISK_RATIO / 2)
     assert host_issue_message(low) is None
 

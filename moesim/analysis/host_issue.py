@@ -1,14 +1,14 @@
-"""Could an eager host keep up? Kernel launches per GPU against the GPU work they carry.
+"""Could an eager host keep up? Host issue time per GPU against the GPU work it carries.
 
-``moesim run`` assumes by default that the host issues kernels ahead of the GPU (as CUDA graphs
-or a fast host do). The validation (docs/accuracy.md) shows where that fails: eager PyTorch
-programs whose kernels are short are as slow as their Python thread. This check says how close a
-simulated step is to that regime: per GPU, the kernels its compute tasks launch (``args["kernels"]``,
-counted by the lowering) times the host time eager PyTorch spends per counted kernel, against the
-time the GPU spends on those tasks. The per-kernel figure is the calibrated profile's ``eager_host``
-(an eager Llama layer's host time per counted kernel on the H200 machines, 74.5 us; the shipped
-H200 profile's for a roofline cost model, labelled so; the bare back-to-back launch where a
-profile has no ``eager_host``), or ``Scenario.host_launch_us``.
+``moesim run`` assumes by default (``host="graphs"``) that the host issues kernels ahead of the
+GPU (as CUDA graphs or a fast host do). The validation (docs/accuracy.md) shows where that fails:
+eager PyTorch programs whose kernels are short are as slow as their Python thread. This check
+says how close a simulated step is to that regime: per GPU, the host time eager PyTorch would
+spend issuing its compute tasks, priced exactly as ``host="eager"`` prices them
+(:class:`moesim.lowering.host.HostPricing`: per op class where the profile measured ``host_op``
+rows, else per counted kernel, or ``Scenario.host_launch_us``), against the time the GPU spends
+on those tasks. It reads only the recorded spans, so it works the same for both engines (a
+reduced run's lane stands for every GPU of its pipeline rank).
 
 With ``Scenario.host = "eager"`` the host threads are simulated (:mod:`moesim.lowering.host`):
 the record then also gives the busiest host thread's time against the step, and the message
@@ -20,31 +20,41 @@ from typing import Any
 
 from moesim.engine.recorder import Recorder
 from moesim.engine.sim import HOST_STREAM
+from moesim.lowering.host import HostPricing
 
 RISK_RATIO = 0.5  # host issue above half the GPU work: report it as a bottleneck
 
 
-def host_issue(recorder: Recorder, launch_ns: float, launch_source: str, mode: str = "ahead") -> dict[str, Any]:
-    """The GPU whose launches take the largest share of its compute time, with the figures;
-    ``mode`` is the scenario's host mode (``"eager"``: the host threads' simulated busy time too)."""
+def host_issue(recorder: Recorder, pricing: HostPricing, mode: str = "graphs") -> dict[str, Any]:
+    """The GPU whose issue takes the largest share of its compute time, with the figures;
+    ``mode`` is the scenario's host mode (``"eager"``: the host threads' simulated busy time too).
+    Compute spans with no kernels counted and no host time stated are not issued work (ignored)."""
     kernels: dict[int, int] = {}
+    issue: dict[int, int] = {}
     busy: dict[int, int] = {}
     host: dict[int, int] = {}
+    priced = [0, 0]   # compute tasks priced per op class, at the per-kernel figure
     for s in recorder.spans:
         if s.stream == HOST_STREAM:
             host[s.rank] = host.get(s.rank, 0) + (s.end_ns - s.start_ns)
             continue
-        n = s.args.get("kernels", 0) if s.args else 0
-        if n and s.stream == "compute":
-            kernels[s.rank] = kernels.get(s.rank, 0) + int(n)
-            busy[s.rank] = busy.get(s.rank, 0) + (s.end_ns - s.start_ns)
-    if not kernels or launch_ns <= 0:
+        args = s.args or {}
+        n = int(args.get("kernels", 0) or 0)
+        if s.stream != "compute" or not (n or args.get("host_ns") or args.get("ops")):
+            continue
+        ns, per_op = pricing.compute_ns(args, s.category)
+        priced[0 if per_op else 1] += 1
+        kernels[s.rank] = kernels.get(s.rank, 0) + n
+        issue[s.rank] = issue.get(s.rank, 0) + ns
+        busy[s.rank] = busy.get(s.rank, 0) + (s.end_ns - s.start_ns)
+    if not issue or not any(issue.values()):
         return {}
-    worst = max(sorted(kernels), key=lambda g: kernels[g] * launch_ns / max(busy[g], 1))
-    issue_ns = kernels[worst] * launch_ns
-    out = {"mode": mode, "gpu": worst, "kernels": kernels[worst], "launch_us": round(launch_ns / 1e3, 2),
-           "launch_source": launch_source, "issue_ms": round(issue_ns / 1e6, 3),
-           "gpu_busy_ms": round(busy[worst] / 1e6, 3), "ratio": round(issue_ns / max(busy[worst], 1), 4)}
+    worst = max(sorted(issue), key=lambda g: issue[g] / max(busy[g], 1))
+    out = {"mode": mode, "gpu": worst, "kernels": kernels[worst], "pricing": _pricing_name(pricing, priced),
+           "launch_us": round(pricing.kernel_ns / 1e3, 2), "launch_source": pricing.source,
+           "per_op_tasks": priced[0], "per_kernel_tasks": priced[1],
+           "issue_ms": round(issue[worst] / 1e6, 3), "gpu_busy_ms": round(busy[worst] / 1e6, 3),
+           "ratio": round(issue[worst] / max(busy[worst], 1), 4)}
     if host:
         g = max(sorted(host), key=lambda r: host[r])
         step = max(int(recorder.end_ns), 1)
@@ -52,18 +62,30 @@ def host_issue(recorder: Recorder, launch_ns: float, launch_source: str, mode: s
     return out
 
 
+def _pricing_name(pricing: HostPricing, priced: list[int]) -> str:
+    if not pricing.per_op:
+        return "per counted kernel"
+    return "per op class" if not priced[1] else f"per op class ({priced[1]} tasks without ops per counted kernel)"
+
+
+def _how(rec: dict[str, Any]) -> str:
+    if rec["pricing"].startswith("per op class"):
+        return f"{rec['pricing']}, {rec['launch_source']}"
+    return f"{rec['launch_us']:.1f} us per counted kernel, {rec['launch_source']}"
+
+
 def host_issue_message(rec: dict[str, Any]) -> "str | None":
-    """A bottleneck line when the launches reach ``RISK_RATIO`` of the GPU work (simulated host
+    """A bottleneck line when the issue time reaches ``RISK_RATIO`` of the GPU work (simulated host
     threads: when the busiest one is busy for that share of the step)."""
     if rec and "host_busy_fraction" in rec:
         if rec["host_busy_fraction"] < RISK_RATIO:
             return None
         return (f"eager host: GPU {rec['host_gpu']}'s host thread busy {rec['host_busy_ms']:.1f} ms, "
                 f"{100 * rec['host_busy_fraction']:.0f}% of the step, issuing its kernels and collective calls "
-                f"(launch {rec['launch_us']:.1f} us, {rec['launch_source']}); CUDA graphs or larger kernels help")
+                f"({_how(rec)}); CUDA graphs or larger kernels help")
     if not rec or rec["ratio"] < RISK_RATIO:
         return None
     return (f"eager host issue: GPU {rec['gpu']} launches {rec['kernels']:,} kernels per step, about "
-            f"{rec['issue_ms']:.1f} ms of host time in eager PyTorch ({rec['launch_us']:.1f} us each, {rec['launch_source']}) "
+            f"{rec['issue_ms']:.1f} ms of host time in eager PyTorch ({_how(rec)}) "
             f"for {rec['gpu_busy_ms']:.1f} ms of GPU work ({rec['ratio']:.2f}x); the step may be host-bound "
             "(simulate it with --set host=eager; CUDA graphs or larger kernels help)")

@@ -17,7 +17,7 @@ from moesim.errors import ConfigError
 from moesim.experiment.estimate import check_budget, estimate_run
 from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
-from moesim.lowering.host import add_eager_host, call_cost, eager_launch_cost
+from moesim.lowering.host import HostPricing, add_eager_host, host_pricing
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.moe_exchange import MoEExchangeLowering
@@ -47,7 +47,7 @@ class Built:
     counts: dict[str, int]
     exchange: Any = None
     budget: Any = None
-    host_launch: tuple[float, str] = (0.0, "")  # eager host ns per counted kernel, and where it comes from
+    host: "HostPricing | None" = None  # what an eager host charges (moesim.lowering.host): run or checked
 
 
 def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
@@ -147,15 +147,24 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():
         counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
-    launch = eager_launch_cost(cost)  # what eager PyTorch costs per counted kernel: charged or checked
-    if scn.host_launch_us is not None:
-        launch = (scn.host_launch_us * 1e3, "scenario.host_launch_us")
+    host = scenario_host(scn, cost)  # what eager PyTorch's host costs: charged or checked
     if scn.host == "eager":
-        counts["host_tasks"] = add_eager_host(sim, launch[0], call_cost(cost))
+        counts.update(eager_host_counts(add_eager_host(sim, host)))
     tokens = plan.dp * plan.micro_batch_size * plan.num_microbatches * spec.seq_len
     budget = scenario_budget(scn, spec, topo.gpu_kind)
     return Built(scn, sim, topo, cost, sched, table, tokens, budget.parts.get("activations", 0.0), counts,
-                 exchange, budget, launch)
+                 exchange, budget, host)
+
+
+def scenario_host(scn: Scenario, cost: CostModel) -> HostPricing:
+    """The scenario's host pricing: per op class from the profile, or ``host_launch_us`` flat."""
+    return host_pricing(cost, scn.host_launch_us * 1e3 if scn.host_launch_us is not None else None)
+
+
+def eager_host_counts(issued) -> dict[str, int]:
+    """The run's counts from :func:`~moesim.lowering.host.add_eager_host`'s record."""
+    return {"host_tasks": issued.host_tasks, "host_syncs": issued.syncs,
+            "host_per_op_tasks": issued.per_op_tasks, "host_per_kernel_tasks": issued.per_kernel_tasks}
 
 
 def _accumulation(scn: Scenario, table: StageTable):

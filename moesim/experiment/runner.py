@@ -69,7 +69,7 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
     step_s = step_ns / 1e9
     total_flops = sum(s.args.get("flops", 0.0) for s in rec.spans if s.stream == "compute")
     peak = built.cost_model.peak_flops * built.topology.num_gpus * step_s
-    issue = host_issue(rec, *built.host_launch, mode=scn.host)
+    issue = host_issue(rec, built.host, mode=scn.host)
     bottlenecks = [b["message"] for b in summary["bottlenecks"][:3]]
     if host_issue_message(issue):
         bottlenecks.append(host_issue_message(issue))
@@ -109,7 +109,7 @@ def run_reduced_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         memory_gib=round(budget.total_bytes / 2**30, 4), fits=bool(budget.fits), bottlenecks=r["bottlenecks"],
         cost_model=r["cost_model"], calibrated=r["calibrated"], network_mode="fluid (reduced: moesim.scale)",
         num_tasks=engine["tasks"], num_flows=engine["flows"],
-        moe=_reduced_moe(scn, r),
+        moe=_reduced_moe(scn, r), host_issue=r["host_issue"],
         analysis=r["analysis"]), rec
 
 

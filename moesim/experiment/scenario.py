@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults
-from moesim.lowering.host import HOST_MODES
+from moesim.lowering.host import host_mode
 from moesim.memory.config import MemoryConfig
 from moesim.moe.routing import RoutingConfig
 
@@ -181,10 +181,12 @@ class Scenario:
     shares the GPU (None: the cost model's own, measured where the profile is calibrated).
     ``engine`` is ``"full"`` (every GPU lowered) or ``"reduced"`` (:mod:`moesim.scale`: symmetry
     and one event per collective phase, for expert-parallel runs of thousands of GPUs).
-    ``host`` is ``"ahead"`` (the host has issued every task before the GPU needs it, as CUDA
-    graphs do) or ``"eager"`` (a host thread per GPU issues its tasks at measured eager costs:
-    :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the profile's eager host time per
-    counted kernel (``eager_host``), both where ``"eager"`` charges it and in the ``host_issue`` check.
+    ``host`` is ``"graphs"`` (the host has issued every task before the GPU needs it, as CUDA
+    graphs do; ``"ahead"``, its older name, is accepted and stored as ``"graphs"``) or ``"eager"``
+    (a host thread per GPU issues its tasks at measured eager host costs per op class, in both
+    engines: :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the per-op host costs by a
+    flat host time per counted kernel, both where ``"eager"`` charges it and in the
+    ``host_issue`` check.
     ``mode`` is ``"train"`` (forward, backward, gradient sync, optimizer) or ``"forward"`` (forward
     passes only: no backward, no gradient sync, no optimizer). ``optimizer=False`` drops the
     optimizer step, ``grad_sync=False`` the data-parallel gradient reduction (a layer microbenchmark
@@ -209,7 +211,7 @@ class Scenario:
     faults: Any = None
     overlap_slowdown: float | None = None
     engine: str = "full"
-    host: str = "ahead"
+    host: str = "graphs"
     host_launch_us: float | None = None
     mode: str = "train"
     optimizer: bool = True
@@ -259,16 +261,15 @@ class Scenario:
                               "events, for expert-parallel runs of thousands of GPUs)")
         _check_optional_number("scenario.overlap_slowdown", self.overlap_slowdown, "[1, 10)", lambda x: 1.0 <= x < 10.0,
                                "give e.g. 1.2 (compute 20% slower under communication), or leave it out")
-        if not isinstance(self.host, str) or self.host not in HOST_MODES:
+        if host_mode(self.host) is None:
             raise ConfigError("scenario.host", f"unknown host mode {self.host!r}",
-                              "use 'ahead' (host issues ahead of the GPU, as CUDA graphs) or 'eager' (a simulated "
-                              "host thread per GPU at measured eager launch costs)")
+                              "use 'graphs' (the host issues ahead of the GPU, as CUDA graphs; 'ahead' is the same) "
+                              "or 'eager' (a simulated host thread per GPU at measured eager host costs per op class)")
+        object.__setattr__(self, "host", host_mode(self.host))   # 'ahead' is stored and printed as 'graphs'
         _check_optional_number("scenario.host_launch_us", self.host_launch_us, "(0, 10000] us",
                                lambda x: 0.0 < x <= 10_000.0,
-                               "give your host's eager time per counted kernel, e.g. 40.0, or leave it out for the profile's")
-        if self.host == "eager" and self.engine == "reduced":
-            raise ConfigError("scenario.host", "host='eager' needs every GPU lowered; the reduced engine has no "
-                              "host threads", "use engine='full', or host='ahead' with the reduced engine")
+                               "give your host's eager time per counted kernel (replaces the per-op host costs), "
+                               "e.g. 40.0, or leave it out for the profile's")
         self._check_step_options()
         if self.faults is not None and not isinstance(self.faults, Faults):
             raise ConfigError("scenario.faults", f"must be a Faults or None, got {self.faults!r}",

@@ -1,75 +1,200 @@
-"""The host thread that issues each GPU's work: ``Scenario.host = "eager"``.
+"""The host thread that issues each GPU's work: ``Scenario.host = "graphs" | "eager"``.
 
-By default (``"ahead"``) every task may start as soon as its dependencies and its stream allow:
-the host has issued it long before, as CUDA graphs or a fast host thread do. ``"eager"`` adds a
-host thread per GPU, as eager PyTorch runs: one Python thread issues the GPU's tasks in program
-order (the order the lowering made them, which follows each GPU's schedule), each costing its
-measured host time, and a task cannot start on the GPU before its issue is done. The host thread
-never waits for the GPU (no synchronising calls), so it runs ahead whenever it can; where the
-GPU's kernels are shorter than their launches, the GPU waits for it and the step is host-bound.
+``"graphs"`` (the default; ``"ahead"`` is accepted as its older name and printed as
+``"graphs"``): every task may start as soon as its dependencies and its stream allow, the host
+having issued it long before, as CUDA graphs or a fast host thread do. ``"eager"`` adds a host
+thread per GPU, as eager PyTorch runs: one Python thread issues the GPU's tasks in program order
+(:func:`program_order`), each costing its host time, and a task cannot start on the GPU before its
+issue is done. The host thread runs ahead whenever it can; where the GPU's kernels are shorter
+than their issue, the GPU waits for it and the step is host-bound. A task marked
+``args["host_sync"]`` (a device-to-host copy, e.g. the expert counts ``.tolist()`` of a loop-mode
+MoE layer) makes its host thread wait until the task has finished on the GPU, plus the copy's
+host time (``sync_ns``), before it issues anything after it.
 
-Host cost per task, from the calibrated profile (the H200 profile's for a roofline cost model,
-labelled so): a compute task's kernels (``args["kernels"]``, counted by the lowering; 1 where
-not counted) times the profile's ``eager_host`` figure, and a collective or send/recv call its
-op's eager host time (eager minus CUDA-graph time of small collectives: 50-67 us for two ranks).
-``eager_host`` is what one more eager Llama-3-8B layer (forward and backward) costs the host
-thread, per kernel moesim counts for it (``moesim.calibrate.eager_probe --stack``, runs 26-27 on
-the H200 machines: about 2.2 ms per layer for its 29 counted kernels, 86-96 launched by PyTorch:
-74.5 us per counted kernel, against 6.8 us per back-to-back launch); checked on 1-8 stacked
-layers (:mod:`moesim.validate.eager_stack`). A profile without it falls back to the
-back-to-back launch (a lower bound). ``host_launch_us`` states another host.
+Host time of a task (:class:`HostPricing`, one per run, the same in both engines):
+
+* **per op class** where the cost model's profile measured ``host_op`` rows: the sum of
+  ``host_op_ns(op, phase)`` over the ops the task issues (phase ``"fwd"``: forward with autograd
+  recording; ``"bwd"``: backward). A lowered segment carries that sum, computed once when it is
+  costed (``StageWork.host_ns`` -> ``args["host_ns"]``); a task carrying its ops instead
+  (``args["ops"]``, phase from ``args["host_phase"]``, its category, else each op's own form) is
+  summed here. A compute task with neither (the optimizer step) costs the per-kernel figure below
+  per counted kernel, and the result counts such tasks;
+* **per counted kernel** (fallback, labelled so): a profile without ``host_op`` rows charges its
+  ``eager_host`` figure (an eager Llama-3-8B layer's host time per kernel moesim counts, 74.5 us
+  on the H200 machines) per counted kernel (``args["kernels"]``), else the back-to-back launch;
+* ``Scenario.host_launch_us`` overrides both: a flat figure per counted kernel replaces the
+  per-op costs.
+
+A communication call costs its op's eager host time (eager minus CUDA-graph time of small
+collectives: 50-67 us for two ranks) per call it stands for (``args["calls"]``: a folded TP
+collective stands for several). A roofline cost model has no host figures: the shipped H200
+profile's apply, labelled so.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from moesim.engine.sim import Simulation, Task
+from moesim.workload.common import CommOp
 
-HOST_MODES = ("ahead", "eager")
+HOST_MODES = ("graphs", "eager")
+HOST_SYNONYMS = {"ahead": "graphs"}   # accepted older names -> the mode they mean
+HOST_PHASES = ("fwd", "bwd", "plain")
+PHASE_OF_KIND = {"F": "fwd", "B": "bwd", "W": "bwd", "BW": "bwd"}   # pipeline action kind -> host phase
+PHASE_OF_CATEGORY = {"forward": "fwd", "backward": "bwd", "weight_grad": "bwd"}
 CALL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
             "all_to_all": "all_to_all", "send": "send_recv"}  # task category -> profile collective
+SYNC_BYTES = 8   # a device-to-host copy without a stated size: one int64
+
+
+def host_mode(value: Any) -> "str | None":
+    """The mode ``value`` names (``"ahead"`` -> ``"graphs"``), or None where it names none."""
+    if not isinstance(value, str):
+        return None
+    value = HOST_SYNONYMS.get(value, value)
+    return value if value in HOST_MODES else None
+
+
+def has_host_ops(model: Any) -> bool:
+    """Whether ``model`` prices host time per op class: it has ``host_op_ns`` and, where it has a
+    profile, that profile holds ``host_op`` rows."""
+    return _has_rows(model, "host_op", "host_op_ns")
+
+
+def _has_rows(model: Any, op: str, method: str) -> bool:
+    """``model`` has ``method`` and, where it has a profile, the profile has ``op`` rows."""
+    if not callable(getattr(model, method, None)):
+        return False
+    select = getattr(getattr(model, "profile", None), "select", None)
+    return bool(select(op)) if callable(select) else True
 
 
 def host_model(cost: Any) -> tuple[Any, str]:
-    """The cost model whose host figures apply: ``cost`` where its profile measured them, else
-    the shipped H200 profile; with a label saying which."""
+    """The cost model whose host figures apply: ``cost`` where it measured some, else the
+    shipped H200 profile; with a label saying which."""
     launch = getattr(cost, "launch_overhead_ns", None)
-    if callable(launch) and launch() > 0 and callable(getattr(cost, "host_overhead_ns", None)):
-        return cost, f"{cost.name}: back-to-back eager launches"
+    if has_host_ops(cost) or (callable(launch) and launch() > 0
+                              and callable(getattr(cost, "host_overhead_ns", None))):
+        return cost, cost.name
     h200 = _h200()
     return h200, f"{h200.name} (no host figure for this cost model)"
 
 
-def launch_cost(cost: Any) -> tuple[float, str]:
-    """Host time per eager kernel launch (ns) and where it comes from (:func:`host_model`)."""
-    model, label = host_model(cost)
-    return float(model.launch_overhead_ns()), label
+@dataclass(frozen=True)
+class HostPricing:
+    """What an eager host thread charges (see the module docstring).
+
+    ``per_op``: tasks cost the host time of their ops (``model.host_op_ns``); otherwise, and for
+    compute tasks whose ops are unknown, ``kernel_ns`` per counted kernel. ``source`` says which
+    figures apply, for results; ``sync_source`` where the device-to-host copy time comes from.
+    """
+
+    model: Any
+    per_op: bool
+    kernel_ns: float
+    source: str
+    sync_source: str = ""
+    calls: "Callable[[str], float] | None" = None   # host ns per call by task category, replacing the model's
+
+    @staticmethod
+    def flat(kernel_ns: float, call_ns: "Callable[[str], float] | None" = None, source: str = "flat") -> "HostPricing":
+        """A flat figure per counted kernel and ``call_ns(category)`` per call (tests, probes)."""
+        return HostPricing(None, False, float(kernel_ns), source, source, call_ns or (lambda category: 0.0))
+
+    def ops_ns(self, ops: Iterable[Any], phase: "str | None") -> int:
+        """Host time of issuing ``ops`` (compute ops; collectives are calls of their own) in
+        ``phase`` (None: each op's own form, :func:`op_phase`)."""
+        model = self.model
+        return sum(int(model.host_op_ns(op, phase or op_phase(op))) for op in ops if not isinstance(op, CommOp))
+
+    def call_ns(self, category: str) -> float:
+        """Host time of one eager communication call of a task ``category`` (a launch where the
+        profile has no figure for it)."""
+        if self.calls is not None:
+            return float(self.calls(category))
+        op = CALL_OPS.get(category)
+        overhead = getattr(self.model, "host_overhead_ns", None)
+        if op is not None and callable(overhead):
+            return float(overhead(op))
+        launch = getattr(self.model, "launch_overhead_ns", None)
+        return float(launch()) if callable(launch) else 0.0
+
+    def sync_ns(self, nbytes: float) -> int:
+        """Host time of a device-to-host copy of ``nbytes`` once the GPU has finished (the wait
+        itself is the dependency on the task)."""
+        sync = getattr(self.model, "sync_ns", None)
+        if callable(sync):
+            return int(sync(nbytes))
+        return int(round(self.call_ns("")))
+
+    def task_ns(self, task: Task) -> tuple[int, bool]:
+        """(host time of issuing ``task``, whether it was priced per op class)."""
+        if task.phases is not None:
+            calls = max(1, int(task.args.get("calls", 1) or 1))
+            return int(round(self.call_ns(task.category) * calls)), self.per_op
+        return self.compute_ns(task.args, task.category)
+
+    def compute_ns(self, args: dict, category: str) -> tuple[int, bool]:
+        """(host time of issuing a compute task with ``args``, whether priced per op class):
+        ``args["host_ns"]`` or the ops in ``args["ops"]`` where pricing per op, else the
+        per-kernel figure times ``args["kernels"]`` (at least one)."""
+        if args.get("host_sync") and not args.get("ops"):
+            return 0, self.per_op   # a counts copy: its host time is the sync that follows it
+        if self.per_op:
+            if "host_ns" in args:
+                return int(args["host_ns"]), True
+            if "ops" in args:   # the ops it issues (none: nothing to issue)
+                phase = _phase_name(args.get("host_phase") or args.get("phase")) or PHASE_OF_CATEGORY.get(category)
+                return self.ops_ns(args["ops"], phase), True
+        return int(round(max(1, int(args.get("kernels", 1) or 1)) * self.kernel_ns)), False
 
 
-def eager_launch_cost(cost: Any) -> tuple[float, str]:
-    """Host time of eager PyTorch per counted kernel (what ``host="eager"`` charges and the
-    ``host_issue`` check multiplies): the profile's in-program figure (``eager_host``: an eager
-    layer's host time per kernel moesim counts) where measured, else the back-to-back launch
-    (:func:`launch_cost`, a lower bound)."""
-    model, label = host_model(cost)
+def host_pricing(cost: Any, override_ns: "float | None" = None) -> HostPricing:
+    """The run's :class:`HostPricing`: ``override_ns`` (``Scenario.host_launch_us``) flat per
+    counted kernel; else per op class where the host model (:func:`host_model`) has ``host_op``
+    rows; else its per-kernel figure, labelled as the fallback."""
+    model, where = host_model(cost)
+    sync = f"{where}: measured device-to-host copy" if _has_rows(model, "sync", "sync_ns") \
+        else f"{where}: no sync rows (one launch per copy, a lower bound)"
+    kernel_ns, kernel_source = _kernel_figure(model, where)
+    if override_ns is not None:
+        return HostPricing(model, False, float(override_ns),
+                           "scenario.host_launch_us: flat per counted kernel (replaces per-op host costs)", sync)
+    if has_host_ops(model):
+        return HostPricing(model, True, kernel_ns, f"{where}: host time per op class", sync)
+    return HostPricing(model, False, kernel_ns, f"{kernel_source} (fallback: no host_op rows)", sync)
+
+
+def _kernel_figure(model: Any, where: str) -> tuple[float, str]:
+    """Host ns per counted kernel: the profile's in-program ``eager_host`` figure where measured,
+    else the back-to-back launch (a lower bound)."""
     per_kernel = getattr(model, "eager_host_ns", None)
     if callable(per_kernel) and per_kernel() > 0:
-        return float(per_kernel()), f"{model.name}: eager layer host time per counted kernel"
-    return launch_cost(cost)
+        return float(per_kernel()), f"{where}: eager layer host time per counted kernel"
+    launch = getattr(model, "launch_overhead_ns", None)
+    return (float(launch()) if callable(launch) else 0.0), f"{where}: back-to-back eager launches"
 
 
-def call_cost(cost: Any) -> Callable[[str], float]:
-    """Host time (ns) of one eager communication call by task category (a launch where the
-    profile has no figure for it)."""
-    model, _ = host_model(cost)
-    launch = float(model.launch_overhead_ns())
+def op_phase(op: Any) -> str:
+    """An op's host phase from its own form: backward for input/weight-gradient GEMMs
+    (``GroupedGemm.layout``; names with a ``dgrad``/``wgrad`` part), backward attention and
+    ``.bwd`` kernels, else forward. The workload names every backward op so
+    (``tests/test_host_classes.py`` checks the presets), which prices a recomputed forward
+    inside a backward pass as the forward it is."""
+    parts = (getattr(op, "name", "") or "").split(".")
+    backward = getattr(op, "layout", "fwd") != "fwd" or getattr(op, "backward", False) \
+        or any(p == "bwd" or p.startswith(("dgrad", "wgrad")) for p in parts)
+    return "bwd" if backward else "fwd"
 
-    def ns(category: str) -> float:
-        op = CALL_OPS.get(category)
-        return float(model.host_overhead_ns(op)) if op is not None else launch
-    return ns
+
+def _phase_name(value: Any) -> "str | None":
+    if value in HOST_PHASES:
+        return value
+    return PHASE_OF_KIND.get(value) if isinstance(value, str) else None
 
 
 @lru_cache(maxsize=1)
@@ -78,24 +203,55 @@ def _h200() -> Any:
     return CalibratedCostModel("h200_sxm")
 
 
-def add_eager_host(sim: Simulation, launch_ns: float, call_ns: Callable[[str], float]) -> int:
+@dataclass(frozen=True)
+class HostIssue:
+    """What :func:`add_eager_host` added: host tasks, syncs, and how many compute tasks were
+    priced per op class and how many at the per-kernel figure."""
+
+    host_tasks: int
+    syncs: int
+    per_op_tasks: int
+    per_kernel_tasks: int
+
+
+def add_eager_host(sim: Simulation, pricing: "HostPricing | float",
+                   call_ns: "Callable[[str], float] | None" = None) -> HostIssue:
     """Give every task made so far its issue on its GPUs' host threads (a collective: on each
-    rank it spans); returns the number of host tasks added. ``launch_ns`` per kernel of a compute
-    task, ``call_ns(category)`` per communication call.
+    rank it spans), at ``pricing`` (a number: a flat figure per counted kernel, ``call_ns`` per
+    call). A task with ``args["host_sync"]`` is followed on its ranks' host threads by a sync
+    that waits for it to finish on the GPU and lasts ``pricing.sync_ns(args["sync_bytes"])``.
 
     Each rank's host issues in program order (:func:`program_order`): compute tasks in the order
     the lowering made them (each GPU's schedule order), each communication call where a program
     makes it: right after the last of its inputs on that rank (a send after the compute that
     produced it, a gradient all-reduce after the backward it follows), else right before the
     first task of that rank that needs it (a receive before the compute that consumes it)."""
-    added = 0
+    if not isinstance(pricing, HostPricing):
+        pricing = HostPricing.flat(pricing, call_ns)
+    added = syncs = per_op = per_kernel = 0
     for rank, tasks in program_order(sim.tasks).items():
         for task in tasks:
-            issue = sim.host(rank, int(round(_issue_ns(task, launch_ns, call_ns))), f"issue {task.name}",
-                             args={"issues": task.id})
+            ns, priced = pricing.task_ns(task)
+            if task.phases is None:
+                per_op += priced
+                per_kernel += not priced
+            issue = sim.host(rank, ns, f"issue {task.name}", args={"issues": task.id})
             sim.add_dep(task, issue)
             added += 1
-    return added
+            if task.args.get("host_sync"):
+                wait = sim.host(rank, sync_tail_ns(pricing, task), f"sync {task.name}", args={"syncs": task.id})
+                sim.add_dep(wait, task)
+                syncs += 1
+    return HostIssue(added + syncs, syncs, per_op, per_kernel)
+
+
+def sync_tail_ns(pricing: HostPricing, task: Task) -> int:
+    """How long a host thread still waits once a ``host_sync`` task has finished on the GPU: the
+    copy's measured time (``sync_ns``: from the end of the GPU work queued before it until the
+    host holds the values) less the task's own GPU time, so the host resumes ``max(task,
+    sync_ns)`` after the copy starts, whether the lowering gave the copy task its device time
+    only or the whole measured wait."""
+    return max(0, pricing.sync_ns(task.args.get("sync_bytes", SYNC_BYTES)) - task.duration_ns)
 
 
 def program_order(tasks: list[Task]) -> dict[int, list[Task]]:
@@ -106,12 +262,16 @@ def program_order(tasks: list[Task]) -> dict[int, list[Task]]:
     position: dict[tuple[int, int], int] = {}  # (rank, task id) -> creation position on that rank
     per_rank: dict[int, list[Task]] = {}
     for t in tasks:
+        if t.category == "host":
+            continue
         for r in ranks_of(t):
             position[(r, t.id)] = len(per_rank.setdefault(r, []))
             per_rank[r].append(t)
     first_user: dict[tuple[int, int], int] = {}  # (rank, task id) -> earliest position of a task there needing it
     for t in tasks:
         for r in ranks_of(t):
+            if (r, t.id) not in position:
+                continue
             for d in t.deps:
                 key = (r, d.id)
                 first_user[key] = min(first_user.get(key, position[(r, t.id)]), position[(r, t.id)])
@@ -131,9 +291,3 @@ def program_order(tasks: list[Task]) -> dict[int, list[Task]]:
             keyed.append(((pos, 0, t.id), t))
         order[r] = [t for _, t in sorted(keyed, key=lambda kt: kt[0])]
     return order
-
-
-def _issue_ns(task: Task, launch_ns: float, call_ns: Callable[[str], float]) -> float:
-    if task.phases is None:
-        return max(1, int(task.args.get("kernels", 1) or 1)) * launch_ns
-    return call_ns(task.category)

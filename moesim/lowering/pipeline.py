@@ -59,6 +59,8 @@ class StageWork:
     category: str = ""
     region_ns: int = 0     # saved when the task starts right behind another on its stream
     kernels: int = 0       # GPU kernels the segment launches (what an eager host issues)
+    host_ns: int = 0       # host time of issuing its ops eagerly (moesim.lowering.host; 0: not priced per op)
+    tp_calls: int = 0      # TP collective calls folded into the TP collective (each issued by an eager host)
     op_ns: tuple[tuple[str, int], ...] = ()  # (op class, ns) of its kernels, for per-class reports
 
 
@@ -258,7 +260,7 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
         for t, g in enumerate(group):
             tasks[(d, t)] = sim.compute(g, w.duration_ns, name, category=w.category or CATEGORY[a.kind],
                                         deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t,
-                                                                  "kernels": w.kernels,
+                                                                  "kernels": w.kernels, "host_ns": w.host_ns,
                                                                   **({"op_ns": dict(w.op_ns)} if w.op_ns else {})},
                                         region_ns=min(w.region_ns, w.duration_ns))
             ready[(d, t)] = [tasks[(d, t)]]
@@ -266,7 +268,8 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
             tp_task = sim.collective("all_reduce", group, w.tp_bytes, f"tp:{name}", stream="comm.tp",
                                      step_latency_ns=_tp_latency(opts, w),
                                      deps=[tasks[(d, t)] for t in range(grid.tp)],
-                                     args={"stage": a.stage, "microbatch": a.microbatch})
+                                     args={"stage": a.stage, "microbatch": a.microbatch,
+                                           "calls": max(1, w.tp_calls or w.tp_collectives)})
             for t in range(grid.tp):
                 ready[(d, t)] = [tp_task]
     return tasks

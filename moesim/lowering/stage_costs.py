@@ -20,6 +20,7 @@ from typing import Sequence
 from moesim.costs.base import CostModel
 from moesim.costs.regions import kernel_region, sequence
 from moesim.errors import ConfigError
+from moesim.lowering.host import HostPricing, host_pricing
 from moesim.lowering.op_classes import class_times
 from moesim.lowering.pipeline import StageWork
 from moesim.memory.layout import layout_from_schedule, split_layers
@@ -46,11 +47,15 @@ def stage_layer_ranges(num_layers: int, num_stages: int) -> tuple[range, ...]:
     return split_layers(num_layers, num_stages)
 
 
-def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[float, float]) -> StageWork:
+def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[float, float],
+                 host: "HostPricing | None" = None) -> StageWork:
     """One segment: its kernels back to back on one stream (:mod:`moesim.costs.regions`: each at
     its in-stream time, the region cost once; unchanged for a cost model without one), its
-    FLOPs and the TP collectives it carries; ``region`` is :func:`~moesim.costs.regions.kernel_region`."""
-    times, ops, flops, ar_bytes, count = [], [], 0.0, 0.0, 0.0
+    FLOPs and the TP collectives it carries; ``region`` is :func:`~moesim.costs.regions.kernel_region`.
+    With ``host`` pricing per op class (:class:`~moesim.lowering.host.HostPricing`) the segment
+    also carries the host time of issuing its ops (each op in its own phase, so a recomputed
+    forward inside a backward is priced as a forward call), computed once here."""
+    times, ops, flops, ar_bytes, count, calls = [], [], 0.0, 0.0, 0.0, 0
     for item in program:
         if isinstance(item, CommOp):
             eq = AR_EQUIVALENT.get(item.op)
@@ -58,13 +63,15 @@ def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[
                 raise ConfigError("workload", f"unexpected collective {item.op!r} outside an MoE exchange")
             ar_bytes += eq * item.bytes
             count += eq
+            calls += 1
         else:
             times.append(cost.compute_ns(item))
             ops.append(item)
             flops += item.flops
     ns, region_ns = sequence(times, *region)
+    host_ns = host.ops_ns(ops, None) if host is not None and host.per_op else 0
     return StageWork(ns, flops, ar_bytes, round(count), region_ns=region_ns, kernels=len(times),
-                     op_ns=class_times(ops, times))
+                     host_ns=host_ns, tp_calls=calls, op_ns=class_times(ops, times))
 
 
 class StageTable:
@@ -74,6 +81,7 @@ class StageTable:
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none") -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
         self.region = kernel_region(cost)  # (region_ns, floor_ns): 0 for the roofline
+        self.host = host_pricing(cost)     # host time per op class where measured (segments' host_ns)
         self.recompute = recompute
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
@@ -86,13 +94,14 @@ class StageTable:
 
     # -- costing helpers -------------------------------------------------------------------
     def _cost(self, program: Sequence[ProgramItem]) -> StageWork:
-        return program_work(self.cost, program, self.region)
+        return program_work(self.cost, program, self.region, self.host)
 
     @staticmethod
     def _sum(*parts: StageWork) -> StageWork:
         return StageWork(sum(p.duration_ns for p in parts), sum(p.flops for p in parts),
                          sum(p.tp_bytes for p in parts), sum(p.tp_collectives for p in parts),
-                         region_ns=parts[0].region_ns if parts else 0, kernels=sum(p.kernels for p in parts))
+                         region_ns=parts[0].region_ns if parts else 0, kernels=sum(p.kernels for p in parts),
+                         host_ns=sum(p.host_ns for p in parts), tp_calls=sum(p.tp_calls for p in parts))
 
     def _layer_range(self, stage: int) -> range:
         return self.layout.stage_layers[stage]

@@ -28,6 +28,7 @@ import numpy as np
 
 from moesim.engine import Simulation, Task
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
+from moesim.lowering.host import PHASE_OF_KIND as PHASE
 from moesim.lowering.moe_exchange import ep_stream, exchange_units
 from moesim.lowering.pipeline import Grid
 from moesim.scale.phase import PhaseSolver, PhaseTime
@@ -76,8 +77,9 @@ class LaneExchangeLowering:
     """:class:`~moesim.lowering.pipeline.ExchangeLowering` for lanes (see the module docstring)."""
 
     def __init__(self, table: MoEStageTable, routing, solver: PhaseSolver, link: LaneLink, samples: int,
-                 step_latency_ns: int) -> None:
+                 step_latency_ns: int, per_task: bool = False) -> None:
         self.table, self.routing, self.solver, self.link = table, routing, solver, link
+        self.per_task = per_task   # host="eager": the busiest GPU's expert tasks one by one (see _queue)
         self.samples, self.step_latency_ns = samples, step_latency_ns
         self.stats = LaneStats()
         self._seen: set[tuple[int, int]] = set()
@@ -114,9 +116,10 @@ class LaneExchangeLowering:
         busy_ns, mean_flops, busiest, mean_ns, first_region = self._experts(seg.layer, sample, phase)
         args = {**ctx["args"], "layer": seg.layer, "busiest_ep_rank": busiest}
         expert_args = {**args, "flops": mean_flops, "mean_ns": mean_ns}
+        queue = (seg.layer, sample, phase, busy_ns, first_region)
         if seg.phase == "W":
-            ready[key] = [sim.compute(lane, busy_ns, f"experts.W.L{seg.layer}.{ctx['name']}", category="expert",
-                                      deps=ready[key], args=expert_args, region_ns=first_region)]
+            ready[key] = [self._queue(sim, lane, f"experts.W.L{seg.layer}.{ctx['name']}", ready[key], expert_args,
+                                      *queue)]
             return
         out_b, back_b = self.table.bytes_per_token(seg.phase)
         first, second = ("dispatch", "combine") if seg.phase == "F" else ("combine.bwd", "dispatch.bwd")
@@ -126,12 +129,60 @@ class LaneExchangeLowering:
         disp = self._comm(sim, lane, there, out_b, f"{first}.L{seg.layer}.{ctx['name']}", ready[key], args, stream)
         if seg.shared.duration_ns:
             ready[key] = [sim.compute(lane, seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
-                                      category="expert", deps=ready[key], args={**args, "flops": seg.shared.flops},
+                                      category="expert", deps=ready[key],
+                                      args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels,
+                                            "host_ns": seg.shared.host_ns},
                                       region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
-        experts = sim.compute(lane, busy_ns, f"experts.{phase}.L{seg.layer}.{ctx['name']}", category="expert",
-                              deps=ready[key] + [disp], args=expert_args, region_ns=first_region)
+        experts = self._queue(sim, lane, f"experts.{phase}.L{seg.layer}.{ctx['name']}", ready[key] + [disp],
+                              expert_args, *queue)
         ready[key] = [self._comm(sim, lane, back, back_b, f"{second}.L{seg.layer}.{ctx['name']}", [experts], args,
                                  stream)]
+
+    def _queue(self, sim: Simulation, lane: int, name: str, deps, args: dict, layer: int, sample: int, phase: str,
+               busy_ns: int, first_region: int) -> Task:
+        """The busiest GPU's expert work on the lane: one task carrying what its host issues, or,
+        with ``per_task`` (an eager host issues each task, and a loop's counts copy makes it wait
+        for the GPU), that GPU's expert tasks one by one as the full engine lowers them, their
+        FLOPs scaled to the group mean."""
+        tasks = self._busiest_tasks(layer, sample, phase) if self.per_task else []
+        if not tasks:
+            return sim.compute(lane, busy_ns, name, category="expert", deps=deps,
+                               args={**args, **self._expert_issue(layer, sample, phase)}, region_ns=first_region)
+        total = sum(t.flops for t in tasks)
+        share = args["flops"] / total if total else 0.0
+        prev = None
+        for t in tasks:
+            ns, region = self.table.task_ns(t)
+            targs = {**args, "flops": t.flops * share, "kernels": len(t.ops), "ops": t.ops, "host_phase": PHASE[phase]}
+            if t.host_sync:
+                targs.update(host_sync=True, sync_bytes=t.sync_bytes)
+            prev = sim.compute(lane, ns, f"{name}:{t.name}", category="expert", deps=deps if prev is None else [prev],
+                               args=targs, region_ns=min(region, ns))
+        return prev
+
+    @cache
+    def _busiest_tasks(self, layer: int, sample: int, phase: str) -> tuple:
+        """The busiest GPU's expert tasks (the table's ``expert_tasks``; none for a table without)."""
+        experts = self.routing.plan(0, 0, layer, sample).experts[self._experts(layer, sample, phase)[2]]
+        counts = tuple(int(n) for _e, n in experts)
+        if not counts or not hasattr(self.table, "expert_tasks"):
+            return ()
+        return tuple(self.table.expert_tasks(phase, counts, tuple(int(e) for e, _n in experts)))
+
+    @cache
+    def _expert_issue(self, layer: int, sample: int, phase: str) -> dict[str, int]:
+        """What the busiest GPU's host issues for its expert work, priced as the full engine's
+        expert tasks are (:meth:`~moesim.lowering.host.HostPricing.compute_ns` on each task's
+        ops): its kernels and, where the host is priced per op class, their host time."""
+        experts = self.routing.plan(0, 0, layer, sample).experts[self._experts(layer, sample, phase)[2]]
+        host = getattr(self.table, "host", None)
+        kernels = host_ns = 0
+        for ops, sync in _expert_programs(self.table, phase, experts):
+            kernels += len(ops)
+            if host is not None and host.per_op:
+                args = {"ops": ops, "host_phase": PHASE[phase], "kernels": len(ops), "host_sync": sync}
+                host_ns += host.compute_ns(args, "expert")[0]
+        return {"kernels": kernels, "host_ns": host_ns} if host is not None and host.per_op else {"kernels": kernels}
 
     def _comm(self, sim: Simulation, lane: int, ph: PhaseTime, unit_bytes: float, name: str, deps, args,
               stream: str) -> Task:
@@ -162,6 +213,20 @@ class LaneExchangeLowering:
         cross = float(np.where(self.solver.cross, tok, 0.0).sum())
         st.a2a_bytes += off * (out_b + back_b) / self.samples
         st.cross_node_bytes += cross * (out_b + back_b) / self.samples
+
+
+def _expert_programs(table, phase: str, experts) -> list[tuple[tuple, bool]]:
+    """(ops, whether a host sync) of each expert task one GPU runs for ``experts`` ((expert,
+    tokens) slots): the table's expert mode where it has one, else an FFN chain per expert."""
+    if hasattr(table, "expert_tasks"):
+        counts = tuple(int(n) for _e, n in experts)
+        ids = tuple(int(e) for e, _n in experts)
+        return [(tuple(t.ops), t.host_sync) for t in table.expert_tasks(phase, counts, ids)] if counts else []
+    from moesim.workload import moe as moe_ops
+
+    build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
+             "W": moe_ops.expert_backward_weight_ops}[phase]
+    return [(tuple(build(table.spec, n)), False) for _e, n in experts if n > 0]
 
 
 def _queue_ns(table, phase: str, tokens: list[int]) -> int:

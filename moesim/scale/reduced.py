@@ -37,8 +37,10 @@ import numpy as np
 
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
-from moesim.experiment.build import group_link_kind, make_schedule, resolve_cost_model, resolve_model
+from moesim.experiment.build import (eager_host_counts, group_link_kind, make_schedule, resolve_cost_model,
+                                     resolve_model, scenario_host)
 from moesim.experiment.scenario import Scenario
+from moesim.lowering.host import add_eager_host
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.lowering.stage_costs import ADAM_BYTES_PER_PARAM
@@ -146,7 +148,8 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     link = LaneLink(lane_topo, efficiency, {g: (plan.pp * per_node + g) for g in lanes})
     group_kind = group_link_kind(group_topo, list(range(plan.ep)))
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
-                                    cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind))
+                                    cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind),
+                                    per_task=scn.host == "eager")
     slowdown = scn.overlap_slowdown or cost.overlap_slowdown()
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
@@ -157,12 +160,15 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     nvswitch = min((l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in group_topo.links
                     if l.kind in ("nvswitch", "nvlink")), default=min(link.capacity.values()))
     sync = _zero1(scn, spec, table, cost, link, lanes, per_node, nvswitch, dp_info)
+    host = scenario_host(scn, cost)
     with gc_paused():
         counts = lower_pipeline(sim, sched, grid, table, opts, exchange, gradient_sync=sync)
+        if scn.host == "eager":   # a host thread per lane, as for every GPU of the full run
+            counts.update(eager_host_counts(add_eager_host(sim, host)))
     return {"scenario": scn, "spec": spec, "cost": cost, "schedule": sched, "table": table, "sim": sim,
             "exchange": exchange, "counts": counts, "dp": dp_info, "lanes": lanes, "slowdown": slowdown,
             "efficiency": efficiency, "per_node": per_node, "options": options, "gpu_kind": probe.gpu_kind,
-            "num_gpus": plan.world_size}
+            "num_gpus": plan.world_size, "host": host}
 
 
 def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: ReducedOptions):
@@ -269,6 +275,7 @@ def run_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> di
 
 def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> tuple[dict[str, Any], Any]:
     """:func:`run_reduced`'s figures plus the lanes' Recorder (for traces and plots)."""
+    from moesim.analysis.host_issue import host_issue
     from moesim.analysis.summary import summarize
     from moesim.experiment.runner import pipeline_bubble
 
@@ -289,6 +296,7 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) 
     total_flops = lane_flops * plan.dp   # every lane stands for the dp GPUs of its pipeline rank
     summary = summarize(rec, top=5)
     ex = built["exchange"]
+    issue = host_issue(rec, built["host"], mode=scn.host)
     return {
         "scenario": scn.name, "num_gpus": built["num_gpus"], "schedule": scn.schedule,
         "plan": dataclasses.asdict(plan), "step_time_ms": round(res.makespan_ns / 1e6, 3),
@@ -305,7 +313,8 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) 
                 "cross_node_fraction": round(float(ex.stats.cross_node_bytes / ex.stats.a2a_bytes), 4)
                 if ex.stats.a2a_bytes else 0.0},
         "dp": built["dp"],
-        "bottlenecks": bottleneck_list(summary, ex.stats, built),
+        "bottlenecks": bottleneck_list(summary, ex.stats, built, issue),
+        "host_issue": issue,
         "critical_path_ms": {k: round(v / 1e6, 2) for k, v in summary["critical_path"]["by_category_ns"].items()},
         "reductions": reductions(built),
         "engine": {"tasks": res.num_tasks, "flows": res.num_flows, "wall_s": round(wall, 2),
@@ -342,9 +351,11 @@ def reductions(built: dict) -> list[str]:
     ]
 
 
-def bottleneck_list(summary: dict, stats, built: dict) -> list[str]:
+def bottleneck_list(summary: dict, stats, built: dict, issue: "dict | None" = None) -> list[str]:
     """Ranked findings: the critical path, the MoE exchange's binding links and routing imbalance,
-    then the engine's own bottlenecks with lane GPUs named by their pipeline rank."""
+    then the engine's own bottlenecks and the eager-host check, lane GPUs named by their pipeline rank."""
+    from moesim.analysis.host_issue import host_issue_message
+
     out = []
     cp = summary["critical_path"]["by_category_ns"]
     total = sum(cp.values()) or 1
@@ -363,8 +374,8 @@ def bottleneck_list(summary: dict, stats, built: dict) -> list[str]:
                    f"{imb['max']:.2f}x at layer {imb['worst_layer']} (EP rank {busiest}, node {busiest // per} "
                    f"of the group); EP rank {int(counts.argmax())} is the busiest in {int(counts.max())} of "
                    f"{len(stats.busiest_gpu)} MoE layers")
-    for b in summary["bottlenecks"][:3]:
-        msg = b["message"]
+    host_line = host_issue_message(issue or {})
+    for msg in [b["message"] for b in summary["bottlenecks"][:3]] + ([host_line] if host_line else []):
         for p, lane in enumerate(built["lanes"]):
             msg = msg.replace(f"gpu{lane} ", f"pipeline rank {p} ").replace(f"GPU {lane} ", f"pipeline rank {p} ")
         out.append(msg)

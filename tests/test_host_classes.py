@@ -1,0 +1,283 @@
+"""Host issue per op class (moesim.lowering.host.HostPricing) in both engines: exact answers on
+the engine, the issue recurrence as a property, device-to-host syncs, the fallback and its
+label, and the reduced engine's host lanes against the full engine."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from fabrics import chain
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moesim.engine import Simulation
+from moesim.engine.sim import HOST_STREAM
+from moesim.lowering import host as host_mod
+from moesim.lowering.host import HostPricing, add_eager_host, host_mode, host_pricing, op_phase
+from moesim.ops import Gemm, GroupedGemm, MemoryOp
+from moesim.workload.common import CommOp
+
+PROFILE = Path(__file__).resolve().parents[1] / "moesim" / "profiles" / "h200_sxm.json"
+
+
+class StubHost:
+    """A cost model with host figures only: ``host_op_ns`` by (op name, phase), ``sync_ns``."""
+
+    name = "stub"
+
+    def __init__(self, table: dict[tuple[str, str], int], sync_ns: int = 3_000) -> None:
+        self.table, self._sync, self.asked = table, sync_ns, []
+
+    def host_op_ns(self, op, phase: str) -> int:
+        self.asked.append((op.name, phase))
+        return self.table[(op.name, phase)]
+
+    def sync_ns(self, nbytes: float) -> int:
+        return self._sync
+
+    def host_overhead_ns(self, op: str) -> int:
+        return 20_000
+
+    def launch_overhead_ns(self) -> int:
+        return 5_000
+
+
+def _op(name: str) -> MemoryOp:
+    return MemoryOp("elementwise", 1.0, name)
+
+
+def _chain_sim(tasks: list[tuple[int, list[str]]], pricing: HostPricing) -> Simulation:
+    """One GPU, a dependency chain of compute tasks (device ns, names of the ops each issues)."""
+    sim = Simulation(chain([100.0]))
+    prev = None
+    for i, (ns, ops) in enumerate(tasks):
+        prev = sim.compute(0, ns, f"t{i}", deps=[prev] if prev else [],
+                           args={"ops": tuple(_op(o) for o in ops), "kernels": len(ops), "host_phase": "fwd"})
+    add_eager_host(sim, pricing)
+    return sim
+
+
+# -- exact answers on the engine -------------------------------------------------------------
+def test_host_bound_chain_is_the_sum_of_host_costs_plus_the_last_device_time() -> None:
+    stub = StubHost({("a", "fwd"): 12_000, ("b", "fwd"): 8_000, ("c", "fwd"): 10_000})
+    pricing = host_pricing(stub)
+    assert pricing.per_op and pricing.source == "stub: host time per op class"
+    # issues end at 20, 50 and 60 us (a+b, c+a+b, c); each task is shorter than the next issue
+    res = _chain_sim([(5_000, ["a", "b"]), (4_000, ["c", "a", "b"]), (7_000, ["c"])], pricing).run()
+    assert res.makespan_ns == (20_000 + 30_000 + 10_000) + 7_000
+    gpu = [(s.start_ns, s.end_ns) for s in res.recorder.spans if s.stream == "compute"]
+    assert gpu == [(20_000, 25_000), (50_000, 54_000), (60_000, 67_000)]
+
+
+def test_a_device_bound_chain_waits_only_for_the_first_issue() -> None:
+    pricing = host_pricing(StubHost({("a", "fwd"): 2_000}))
+    res = _chain_sim([(10_000, ["a"])] * 3, pricing).run()
+    assert res.makespan_ns == 2_000 + 3 * 10_000
+
+
+def test_a_host_sync_holds_the_host_until_the_copy_is_done() -> None:
+    """C (50 us on the GPU) issues in 10 us; the counts copy A (2 us on the GPU, sync 3 us) right
+    after; B (10 us) is issued only once the host holds the counts: at 60 + max(2, 3) us."""
+    stub = StubHost({("c", "fwd"): 10_000, ("b", "fwd"): 10_000}, sync_ns=3_000)
+    sim = Simulation(chain([100.0]))
+    c = sim.compute(0, 50_000, "C", args={"ops": (_op("c"),), "kernels": 1})
+    a = sim.compute(0, 2_000, "copy", deps=[c], args={"ops": (), "kernels": 0, "host_sync": True, "sync_bytes": 512})
+    b = sim.compute(0, 10_000, "B", deps=[a], args={"ops": (_op("b"),), "kernels": 1})
+    issued = add_eager_host(sim, host_pricing(stub))
+    res = sim.run()
+    assert (issued.syncs, issued.host_tasks, issued.per_op_tasks, issued.per_kernel_tasks) == (1, 4, 3, 0)
+    assert (a.start_ns, a.end_ns) == (60_000, 62_000)
+    assert (b.start_ns, b.end_ns) == (73_000, 83_000) and res.makespan_ns == 83_000
+    host = [(s.name, s.start_ns, s.end_ns) for s in res.recorder.spans if s.stream == HOST_STREAM]
+    assert host == [("issue C", 0, 10_000), ("issue copy", 10_000, 10_000), ("sync copy", 62_000, 63_000),
+                    ("issue B", 63_000, 73_000)]
+
+
+def test_a_sync_longer_than_its_copy_task_adds_nothing_after_it() -> None:
+    stub = StubHost({("b", "fwd"): 1_000}, sync_ns=3_000)
+    sim = Simulation(chain([100.0]))
+    a = sim.compute(0, 8_000, "copy", args={"host_sync": True, "kernels": 0})
+    b = sim.compute(0, 1_000, "B", deps=[a], args={"ops": (_op("b"),)})
+    add_eager_host(sim, host_pricing(stub))
+    sim.run()
+    assert a.end_ns == 8_000 and b.start_ns == 8_000 + 1_000   # the host resumes as the copy ends
+
+
+def test_without_a_sync_the_host_runs_ahead() -> None:
+    stub = StubHost({("c", "fwd"): 10_000, ("b", "fwd"): 10_000})
+    sim = Simulation(chain([100.0]))
+    c = sim.compute(0, 50_000, "C", args={"ops": (_op("c"),)})
+    b = sim.compute(0, 10_000, "B", deps=[c], args={"ops": (_op("b"),)})
+    add_eager_host(sim, host_pricing(stub))
+    assert sim.run().makespan_ns == 70_000 and b.start_ns == 60_000
+
+
+def test_a_folded_tp_collective_issues_each_call_it_stands_for() -> None:
+    sim = Simulation(chain([100.0]))
+    coll = sim.collective("all_reduce", [0, 1], 1e3, "tp", args={"calls": 3})
+    add_eager_host(sim, HostPricing.flat(1_000, lambda category: 7_000.0))
+    sim.run()
+    assert coll.start_ns == 21_000
+
+
+# -- segments carry their host time ----------------------------------------------------------
+def test_a_segment_carries_the_host_time_of_its_ops_each_in_its_own_phase() -> None:
+    from moesim.lowering.stage_costs import program_work
+    from moesim.costs.roofline import make_cost_model
+    stub = StubHost({("x", "fwd"): 11_000, ("x.dgrad", "bwd"): 5_000, ("n.bwd", "bwd"): 3_000,
+                     ("g", "bwd"): 7_000})
+    program = [Gemm(64, 64, 64, name="x"), CommOp("all_reduce", 1e6, "tp.ar", "tp"),
+               Gemm(64, 64, 64, name="x.dgrad"), MemoryOp("norm", 1e3, "n.bwd"),
+               GroupedGemm((3, 0, 5), 64, 64, layout="dgrad", name="g")]
+    w = program_work(make_cost_model("H100"), program, (0.0, 0.0), host_pricing(stub))
+    # a recomputed forward (x) inside a backward list is issued as a forward
+    assert w.host_ns == 11_000 + 5_000 + 3_000 + 7_000 and w.kernels == 4 and w.tp_calls == 1
+    assert stub.asked == [("x", "fwd"), ("x.dgrad", "bwd"), ("n.bwd", "bwd"), ("g", "bwd")]
+    flat = program_work(make_cost_model("H100"), program, (0.0, 0.0), HostPricing.flat(1_000))
+    assert flat.host_ns == 0   # not priced per op: the per-kernel figure applies at issue
+
+
+def test_every_backward_op_of_the_presets_is_named_as_one() -> None:
+    """op_phase reads the phase from the op's own form: forward programs hold no backward-named
+    op and backward programs no forward-named one (else the host would price the wrong phase)."""
+    from moesim.workload import layers as wl
+    from moesim.workload import transformer as tf
+    from moesim.workload.presets import get_model
+    for name in ("llama3-8b", "qwen3-30b-a3b", "deepseek-v3"):
+        spec = get_model(name)
+        for layer in (0, spec.num_layers - 1):
+            ops = lambda prog: [x for x in prog if not isinstance(x, CommOp)]
+            assert {op_phase(x) for x in ops(wl.forward_program(spec, layer, 1, 2, True, 2))} == {"fwd"}
+            back = wl.backward_input_program(spec, layer, 1, 2, True, 2) + list(wl.backward_weight_ops(spec, layer, 1, 2, True, 2))
+            assert {op_phase(x) for x in ops(back)} == {"bwd"}
+        assert {op_phase(x) for x in tf.embedding_backward_program(spec, 1, 2, True) if not isinstance(x, CommOp)} == {"bwd"}
+
+
+# -- the issue recurrence ----------------------------------------------------------------------
+@settings(max_examples=80, deadline=None)
+@given(tasks=st.lists(st.tuples(st.integers(0, 40_000), st.lists(st.sampled_from("abcd"), max_size=4)),
+                      min_size=1, max_size=10),
+       costs=st.tuples(*[st.integers(0, 20_000)] * 4))
+def test_a_chain_follows_the_issue_recurrence(tasks, costs) -> None:
+    """start_k = max(end_(k-1), issued_k), issued_k = the host cost of every op up to task k."""
+    stub = StubHost({(o, "fwd"): c for o, c in zip("abcd", costs)})
+    res = _chain_sim(tasks, host_pricing(stub)).run()
+    gpu = sorted((s.start_ns, s.end_ns) for s in res.recorder.spans if s.stream == "compute")
+    end = issued = 0
+    for (ns, ops), (start, stop) in zip(tasks, gpu):
+        issued += sum(costs["abcd".index(o)] for o in ops)
+        assert start == max(end, issued)
+        end = start + ns
+        assert stop == end
+    assert res.makespan_ns == max(end, issued)
+
+
+# -- modes, fallback and labels -----------------------------------------------------------------
+def _profile_model(host_rows: bool, sync_rows: bool = True, call_ns: float = 20_000.0):
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import profile_from_dict
+    doc = json.loads(PROFILE.read_text())
+    rows = [s for s in doc["samples"] if s["op"] not in ("host_op", "sync")]
+    calls = ("linear", "grouped_mm", "sdpa", "rms_norm", "silu", "mul", "add", "softmax", "sigmoid", "topk",
+             "argsort", "histc", "index_select", "index_add", "scatter_add", "gather", "cast", "view", "zeros",
+             "cumsum", "rope", "cat")
+    if host_rows:
+        rows += [{"op": "host_op", "call": c, "phase": ph, "time_ns": call_ns * (1.5 if ph == "bwd" else 1.0),
+                  "repeats": 3} for c in calls for ph in ("fwd", "bwd", "plain")]
+    if sync_rows:
+        rows += [{"op": "sync", "nbytes": n, "variant": "queued", "time_ns": t, "repeats": 3}
+                 for n, t in ((64, 14_000.0), (4096, 16_000.0))]
+    return CalibratedCostModel(profile_from_dict(dict(doc, samples=rows)))
+
+
+def test_a_profile_without_host_op_rows_falls_back_per_counted_kernel_and_says_so() -> None:
+    model = _profile_model(host_rows=False, sync_rows=False)
+    p = host_pricing(model)
+    assert not p.per_op and p.kernel_ns == model.eager_host_ns() > 0
+    assert "fallback: no host_op rows" in p.source and "no sync rows" in p.sync_source
+    measured = host_pricing(_profile_model(host_rows=True))
+    assert measured.per_op and measured.source.endswith("host time per op class")
+    assert "measured device-to-host copy" in measured.sync_source
+
+
+def test_the_override_and_a_model_without_host_figures_are_labelled() -> None:
+    from moesim.costs.roofline import make_cost_model
+    over = host_pricing(_profile_model(host_rows=True), override_ns=40_000.0)
+    assert not over.per_op and over.kernel_ns == 40_000.0 and over.source.startswith("scenario.host_launch_us")
+    roof = host_pricing(make_cost_model("H100"))
+    assert "(no host figure for this cost model)" in roof.source
+
+
+def test_host_mode_names_and_the_older_name() -> None:
+    assert [host_mode(x) for x in ("graphs", "eager", "ahead", "lazy", None)] == ["graphs", "eager", "graphs", None, None]
+
+
+# -- scenarios, both engines ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dense():
+    from moesim.experiment import ParallelPlan, Scenario
+    from moesim.workload.presets import get_model
+    return Scenario(name="dense", schedule="1f1b", topology="dgx_h100",
+                    model=dataclasses.replace(get_model("llama3-8b"), seq_len=256, num_layers=4),
+                    plan=ParallelPlan(tp=2, pp=4, num_microbatches=4))
+
+
+def test_graphs_mode_ignores_the_host_and_ahead_means_graphs(dense) -> None:
+    from moesim.experiment.runner import run_scenario
+    assert dataclasses.replace(dense, host="ahead").host == "graphs" == dense.with_overrides({"host": "ahead"}).host
+    base, rec = run_scenario(dense)
+    slow, _ = run_scenario(dataclasses.replace(dense, host="ahead", host_launch_us=5_000.0))
+    assert base.step_time_ms == slow.step_time_ms and not any(s.stream == HOST_STREAM for s in rec.spans)
+    assert base.host_issue["mode"] == slow.host_issue["mode"] == "graphs"
+    assert slow.host_issue["ratio"] > base.host_issue["ratio"]   # the check still prices the override
+
+
+def _ep_scenario(experts: str, host: str = "eager"):
+    from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+    from moesim.memory import MemoryConfig
+    from moesim.moe.routing import RoutingConfig
+    from moesim.workload.presets import get_model
+    return Scenario(name="ep", topology="h800_cluster", nodes=2, schedule="1f1b", host=host,
+                    model=dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4),
+                    plan=ParallelPlan(tp=1, dp=8, pp=2, ep=8, num_microbatches=4),
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3),
+                                   experts=experts),
+                    memory=MemoryConfig(recompute="none"))
+
+
+@pytest.fixture
+def per_op_host(monkeypatch):
+    """The H200 profile with host_op and sync rows (a slow host: 150 us per call) stands in wherever
+    a run looks for host figures."""
+    model = _profile_model(host_rows=True, call_ns=150_000.0)
+    monkeypatch.setattr(host_mod, "_h200", lambda: model)
+    return model
+
+
+@pytest.mark.parametrize("experts", ["grouped", "loop"])
+def test_the_reduced_engine_issues_as_the_full_one(per_op_host, experts) -> None:
+    """A 16-GPU EP8 x PP2 MoE step on eager hosts priced per op class: the reduced engine's host
+    lanes give the full engine's step within 3% and the same host check."""
+    from moesim.experiment.runner import run_scenario
+    scn = _ep_scenario(experts)
+    graphs, _ = run_scenario(dataclasses.replace(scn, host="graphs"), force=True)
+    full, _ = run_scenario(scn, force=True)
+    red, rec = run_scenario(dataclasses.replace(scn, engine="reduced"))
+    assert full.step_time_ms > 1.02 * graphs.step_time_ms   # the host matters here
+    assert abs(red.step_time_ms / full.step_time_ms - 1) < 0.03, (full.step_time_ms, red.step_time_ms)
+    assert red.host_issue["pricing"] == full.host_issue["pricing"] == "per op class"
+    assert red.host_issue["mode"] == "eager" and red.host_issue["launch_source"] == full.host_issue["launch_source"]
+    assert abs(red.host_issue["host_busy_ms"] / full.host_issue["host_busy_ms"] - 1) < 0.03
+    syncs = [s for s in rec.spans if s.stream == HOST_STREAM and s.name.startswith("sync ")]
+    assert bool(syncs) == (experts == "loop")   # the loop's counts copy holds each lane's host
+
+
+def test_the_host_check_works_in_the_reduced_engine_in_graphs_mode(per_op_host) -> None:
+    from moesim.experiment.runner import run_scenario
+    scn = _ep_scenario("grouped", host="graphs")
+    full, _ = run_scenario(scn, force=True)
+    red, _ = run_scenario(dataclasses.replace(scn, engine="reduced"))
+    assert red.host_issue["mode"] == "graphs" and "host_busy_ms" not in red.host_issue
+    assert red.host_issue["issue_ms"] == pytest.approx(full.host_issue["issue_ms"], rel=0.03)
