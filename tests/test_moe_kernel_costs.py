@@ -39,6 +39,7 @@ def _rows(sync: bool = True) -> list[dict]:
             _mem("permute", "index_add", 1 << 20, 9_000.0, **SHAPE),
             _mem("permute", "index_add", 1 << 24, 90_000.0, **SHAPE),
             _mem("permute", "gather", 1 << 20, 7_000.0, **SHAPE), _mem("permute", "gather", 1 << 24, 60_000.0, **SHAPE),
+            _mem("sort", "argsort", 1 << 16, 30_000.0, **SHAPE), _mem("sort", "argsort", 1 << 20, 50_000.0, **SHAPE),
             {"op": "launch", "variant": "eager_back_to_back", "time_ns": 6_000.0, "repeats": 5}]
     rows += [{"op": "host_op", "call": c, "phase": p, "time_ns": t, "repeats": 7} for (c, p), t in HOST.items()]
     if sync:
@@ -81,10 +82,18 @@ def test_a_missing_variant_uses_the_generic_curve_and_says_so(model: CalibratedC
     assert any("permute/scatter_add" in f and "generic" in f for f in model.fallback_ops)
 
 
+def test_a_variant_is_found_by_name_and_a_kind_without_generic_curve_averages_its_moe_curves(
+        model: CalibratedCostModel) -> None:
+    assert model.compute_ns(MemoryOp("elementwise", float(1 << 20), variant="argsort")) == 50_000
+    assert model.fallback_ops == set()
+    assert model.compute_ns(MemoryOp("sort", float(1 << 16))) == 30_000  # no variant, no memory-section sort
+    assert any("sort" in f and "mean of the kind's moe_kernels curves" in f for f in model.fallback_ops)
+
+
 def test_a_missing_kind_goes_to_the_fallback_model_labelled(model: CalibratedCostModel) -> None:
-    op = moe_kernel_op("argsort", **SHAPE)
+    op = moe_kernel_op("histc", **SHAPE)
     assert model.compute_ns(op) == make_cost_model("H200").compute_ns(op)
-    assert any("sort/argsort" in f and "fallback model" in f for f in model.fallback_ops)
+    assert any("histogram/histc" in f and "fallback model" in f for f in model.fallback_ops)
     with pytest.raises(ConfigError) as err:
         _model(_rows(), fallback=False).compute_ns(op)
     assert err.value.field == "MemoryOp.kind"
@@ -95,7 +104,8 @@ def test_moe_kernel_bytes_follow_the_documented_formulas() -> None:
     assert moe_kernel_bytes("index_add", t, e, k, h) == 4 * t * k * h + 8 * t * k
     assert moe_kernel_bytes("topk", t, e, k, h) == 4 * t * e + 12 * t * k
     assert moe_kernel_bytes("argsort", t, e, k, h) == 16 * t * k
-    assert moe_kernel_bytes("softmax_fp32", t, e, k, h) == 14 * t * e
+    assert moe_kernel_bytes("softmax_fp32", t, e, k, h) == 8 * t * e
+    assert moe_kernel_bytes("cast_fp32", t, e, k, h) == 6 * t * h
     op = moe_kernel_op("histc", t, e, k, h)
     assert (op.kind, op.variant, op.bytes) == ("histogram", "histc", 8 * t * k + 8 * e)
     with pytest.raises(ConfigError) as err:
@@ -115,7 +125,7 @@ def test_host_op_ns_reads_the_class_and_phase(model: CalibratedCostModel) -> Non
     assert model.host_op_ns(GroupedGemm(counts=(8, 0, 24), n=64, k=64, layout="dgrad"), "bwd") == 40_000
     attn = Attention(batch=1, heads=8, kv_heads=8, seq_q=512, seq_kv=512, head_dim=128, backward=True)
     assert model.host_op_ns(attn, "bwd") == 90_000  # one backward op: the whole
-    assert model.host_op_ns(moe_kernel_op("softmax_fp32", **SHAPE), "fwd") == 13_000  # cast + softmax
+    assert model.host_op_ns(moe_kernel_op("softmax_fp32", **SHAPE), "fwd") == 8_000
     assert model.host_op_ns(moe_kernel_op("argsort", **SHAPE), "bwd") == 11_000  # no backward: its issue
     assert model.module_call_ns("fwd") == 7_000
     assert model.fallback_ops == set()
@@ -126,6 +136,9 @@ def test_a_missing_class_costs_the_per_kernel_figure_labelled(model: CalibratedC
     assert op_calls(rope) == ("rope",)
     assert model.host_op_ns(rope, "fwd") == 70_000  # eager_host per counted kernel
     assert "host_op rope/fwd (not measured: the per-kernel eager figure)" in model.fallback_ops
+    # zeros + cast + scatter_add + cast: the two casts measured, the other two at the per-kernel figure
+    assert model.host_op_ns(moe_kernel_op("routing_map", **SHAPE), "fwd") == 2 * 5_000 + 2 * 70_000
+    assert {"host_op zeros/fwd", "host_op scatter_add/fwd"} <= {f.split(" (")[0] for f in model.fallback_ops}
     with pytest.raises(ConfigError) as err:
         model.host_op_ns(rope, "sideways")
     assert err.value.field == "phase"

@@ -1,7 +1,8 @@
 """Router and token-movement kernels of an MoE layer, timed as frameworks launch them.
 
 Section ``moe_kernels``: every variant of :mod:`moesim.costs.moe_kernels` (router fp32 softmax
-and sigmoid, ``torch.topk``, stable ``argsort`` of the flattened expert ids, ``histc`` and
+and sigmoid, the bf16 <-> fp32 casts around them and around the probability weighting,
+``torch.topk``, stable ``argsort`` of the flattened expert ids, ``histc`` and
 ``bincount`` of the ids, ``cumsum`` of the counts, the permute as torchtitan (``gather`` with an
 expanded index) and Megatron (``index_select``, its routing-map build and ``masked_select``)
 write it, the unpermute (``scatter_add_`` / ``index_add_`` of bf16 rows, atomics), the
@@ -52,13 +53,17 @@ GRIDS: dict[str, dict[str, tuple[tuple[int, ...], ...]]] = {
     "map": {"cuda": ((256, 4096, 65536), (8, 64, 256), (2, 8), (0,)), "cpu": ((64, 256), (8, 16), (2,), (0,))},
     "fill": {"cuda": ((256, 2048, 16384, 65536), (0,), (0,), (1024, 2048, 4096, 7168)),
              "cpu": ((64, 256), (0,), (0,), (64,))},
+    # casts: row widths of router logits (8..256) and of hidden rows (1024..7168), 256..524288 rows
+    "cast": {"cuda": ((256, 4096, 65536, 524288), (0,), (0,), (8, 256, 1024, 4096)),
+             "cpu": ((64, 256), (0,), (0,), (8, 64))},
 }
 # variants in measuring order (the unpermute and permute first: they cost the most), and their grid
 PLAN: tuple[tuple[str, str], ...] = (
     ("index_add", "permute"), ("scatter_add", "permute"), ("gather", "permute"), ("index_select", "permute"),
     ("prob_mul", "permute"), ("softmax_fp32", "score"), ("topk", "topk"), ("argsort", "ids"),
     ("histc", "hist"), ("bincount", "hist"), ("cumsum", "counts"), ("zeros", "fill"),
-    ("sigmoid_fp32", "score"), ("routing_map", "map"), ("masked_select", "map"),
+    ("cast_fp32", "cast"), ("cast_bf16", "cast"), ("sigmoid_fp32", "score"), ("routing_map", "map"),
+    ("masked_select", "map"),
 )
 
 
@@ -97,10 +102,10 @@ def _permute_kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -
 def _router_kernel(variant: str, t: int, e: int, k: int, device: str) -> Callable[[], object]:
     """Router scores, top-k, and the integer work on expert ids."""
     if variant in ("softmax_fp32", "sigmoid_fp32"):
-        logits = _rand((t, e), device, torch.bfloat16, 3)
+        scores = _rand((t, e), device, torch.float32, 3)  # logits.float(): the cast is its own row
         if variant == "softmax_fp32":
-            return lambda: F.softmax(logits.float(), dim=-1)
-        return lambda: torch.sigmoid(logits.float())
+            return lambda: F.softmax(scores, dim=-1)
+        return lambda: torch.sigmoid(scores)
     if variant == "topk":
         scores = torch.softmax(_rand((t, e), device, torch.float32, 4), dim=-1)
         return lambda: torch.topk(scores, k, dim=-1)
@@ -130,6 +135,12 @@ def _kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -> Callab
     if variant == "zeros":
         out = torch.empty(t, h, device=device, dtype=torch.bfloat16)
         return lambda: torch.zeros_like(out)
+    if variant == "cast_fp32":
+        x = _rand((t, h), device, torch.bfloat16, 6)
+        return lambda: x.float()
+    if variant == "cast_bf16":
+        x = _rand((t, h), device, torch.float32, 7)
+        return lambda: x.to(torch.bfloat16)
     return _router_kernel(variant, t, e, k, device)
 
 
@@ -153,16 +164,17 @@ def _row(variant: str, t: int, e: int, k: int, h: int, stats: dict) -> dict:
 
 
 def measure_moe_kernels(timer: Timer, grid: object, device: str, budget: Budget) -> Section:
-    """Every variant of :data:`PLAN` over its grid, then the counts-to-host sync rows."""
+    """The counts-to-host sync rows (first: on an idle GPU, a second in all), then every
+    variant of :data:`PLAN` over its grid."""
     sec = Section("moe_kernels")
+    for numel in SYNC_NUMELS:
+        sec.attempt(f"sync {numel}", budget, lambda numel=numel: sync_rows(numel, device))
     for variant, family in PLAN:
         for t, e, k, h in _shapes(family, device):
             def one(variant: str = variant, t: int = t, e: int = e, k: int = k, h: int = h) -> dict:
                 fn = _kernel(variant, t, e, k, h, device)
                 return _row(variant, t, e, k, h, timer.time(fn).fields())
             sec.attempt(f"{variant} T={t} E={e} k={k} h={h}", budget, one)
-    for numel in SYNC_NUMELS:
-        sec.attempt(f"sync {numel}", budget, lambda numel=numel: sync_rows(numel, device))
     return sec
 
 

@@ -254,9 +254,12 @@ class CalibratedCostModel:
         raise ConfigError("op", f"{type(op).__name__} is not a compute op", "pass a Gemm, Attention or MemoryOp")
 
     def _memory_op_ns(self, op: MemoryOp) -> float:
-        """A MemoryOp: the curve of its ``variant`` where the profile measured it; else the kind's
-        generic curve, else the fallback model, recorded in ``fallback_ops`` (never silent)."""
-        shaped, legacy = self._mem_shaped.get(op.kind, {}), self._mem.get(op.kind, {})
+        """A MemoryOp: the ``moe_kernels`` curve of its ``variant`` (found by name whatever the
+        op's kind), or the memory section's; else, recorded in ``fallback_ops`` (never silent), the
+        memory section's curve of the same kernel, the kind's generic curve, the mean of the kind's
+        ``moe_kernels`` curves, or the fallback model (:mod:`moesim.costs.moe_kernels`)."""
+        shaped = {v: c for curves in self._mem_shaped.values() for v, c in curves.items()}
+        legacy = self._mem.get(op.kind, {})
         if op.variant in shaped:
             return shaped[op.variant](op.bytes)
         if op.variant in MOE_KERNEL_KINDS and LEGACY_STAND_INS.get(op.variant) in legacy:
@@ -266,11 +269,16 @@ class CalibratedCostModel:
             return legacy[stand_in](op.bytes)
         if op.variant and op.variant not in MOE_KERNEL_KINDS and op.variant in legacy:
             return legacy[op.variant](op.bytes)
-        if any(v not in NAMED_ONLY_VARIANTS for v in self._mem.get(op.kind, {})):
-            if op.variant:
-                self.fallback_ops.add(f"MemoryOp {op.kind}/{op.variant} "
-                                      "(variant not measured: the kind's generic curve)")
+        what = f"MemoryOp {op.kind}/{op.variant}" if op.variant else ""
+        if any(v not in NAMED_ONLY_VARIANTS for v in legacy):
+            if what:
+                self.fallback_ops.add(f"{what} (variant not measured: the kind's generic curve)")
             return self.memory_ns(op.kind, op.bytes)
+        kin = list(self._mem_shaped.get(op.kind, {}).values())
+        if kin:
+            self.fallback_ops.add(f"{what or 'MemoryOp ' + op.kind} (no generic curve: the mean of the kind's "
+                                  "moe_kernels curves)")
+            return float(np.mean([c(op.bytes) for c in kin]))
         t = self._fallback_compute(op, "MemoryOp.kind", f"kind {op.kind!r} (variant {op.variant!r}) not measured "
                                    f"(profile has {sorted(self._mem)}; valid kinds {MEMORY_OP_KINDS})")
         self.fallback_ops.add(f"MemoryOp {op.kind}/{op.variant or '-'} (not measured: the fallback model)")

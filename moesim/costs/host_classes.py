@@ -12,7 +12,8 @@ issues, with ``phase="bwd"`` for the ops of a backward list):
 
 * ``Gemm`` -> ``linear``; ``GroupedGemm`` -> ``grouped_mm``; ``Attention`` -> ``sdpa``;
 * ``MemoryOp`` with a ``variant`` -> the calls of that expression (:data:`VARIANT_CALLS`: e.g.
-  ``softmax_fp32`` is ``cast`` + ``softmax``, ``prob_mul`` is ``view`` + ``mul``); without one ->
+  ``routing_map`` is ``zeros`` + ``cast`` + ``scatter_add`` + ``cast``, ``prob_mul`` is ``view`` +
+  ``mul``); without one ->
   its kind's representative (:data:`KIND_CALLS`; an ``elementwise`` op named ``*rope*`` is
   ``rope``);
 * ``phase="bwd"``: the workload lists a GEMM's backward as two ops (dgrad and wgrad; a grouped
@@ -47,7 +48,8 @@ KIND_CALLS: dict[str, tuple[str, ...]] = {
 }
 VARIANT_CALLS: dict[str, tuple[str, ...]] = {
     # moesim.costs.moe_kernels variants: the calls of each measured expression
-    "softmax_fp32": ("cast", "softmax"), "sigmoid_fp32": ("cast", "sigmoid"), "topk": ("topk",),
+    "softmax_fp32": ("softmax",), "sigmoid_fp32": ("sigmoid",), "cast_fp32": ("cast",), "cast_bf16": ("cast",),
+    "topk": ("topk",),
     "argsort": ("argsort",), "histc": ("histc",), "bincount": ("histc",), "cumsum": ("cumsum",),
     "gather": ("view", "gather"), "index_select": ("index_select",),
     "routing_map": ("zeros", "cast", "scatter_add", "cast"), "masked_select": ("view", "cast", "index_select"),

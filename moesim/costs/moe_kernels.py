@@ -5,39 +5,40 @@ and fixes the size its calibrated curve is indexed by: ``MemoryOp.bytes`` is
 :func:`moe_kernel_bytes` of the layer's shape, the bytes the expression must move through HBM
 (inputs read once, outputs written once). The profile's rows of a variant carry the shape they
 were measured at (``tokens``, ``experts``, ``top_k``, ``hidden``) and their ``nbytes`` by the
-same formula, so the curve time(nbytes) is well posed along the size that drives the kernel:
+same formula, so the curve time(nbytes) is well posed along the size that drives the kernel.
+T tokens, E experts, k top-k, h the row width; variant (kind): expression -> nbytes:
 
-=================  ===========  ===============================================  ============================
-variant            kind         expression (T tokens, E experts, k top-k, h)      nbytes (curve index)
-=================  ===========  ===============================================  ============================
-softmax_fp32       softmax      ``F.softmax(logits.float(), -1)``, bf16 [T, E]     14 T E   (cast + softmax)
-sigmoid_fp32       softmax      ``torch.sigmoid(logits.float())``                  14 T E   (cast + sigmoid)
-topk               topk         ``torch.topk(scores_fp32, k, dim=-1)``              4 T E + 12 T k
-argsort            sort         ``torch.argsort(ids.view(-1), stable=True)``      16 T k   (int64 keys)
-histc              histogram    ``torch.histc(ids.view(-1), E, 0, E)``             8 T k + 8 E
-bincount           histogram    ``torch.bincount(ids.view(-1), minlength=E)``      8 T k + 8 E (syncs: max)
-cumsum             elementwise  ``torch.cumsum(counts, 0)``, int64 [n]             16 n   (n = E)
-gather             permute      ``x.gather(0, idx.view(-1,1).expand(-1, h))``      4 T k h + 8 T k
-index_select       permute      ``x.index_select(0, idx)``                          4 T k h + 8 T k
-routing_map        permute      ``zeros_like(logits).int().scatter(1, ids, 1)``    25 T E + 12 T k
-                                ``.bool()`` (Megatron; 5 kernels)
-masked_select      permute      ``arange(T).expand(E, T).masked_select(map.T``    3 T E + 16 T k (syncs)
-                                ``.contiguous())`` (Megatron's sorted indices)
-scatter_add        permute      ``out.scatter_add_(0, idx_expanded, y)``, bf16     4 T k h + 8 T k
-index_add          permute      ``out.index_add_(0, idx, y)``, bf16 atomics         4 T k h + 8 T k
-prob_mul           elementwise  ``y * probs.unsqueeze(-1)``, bf16 [T k, h]          4 T k h + 2 T k
-zeros              copy         ``torch.zeros_like(out)``, bf16 [T, h]              2 T h   (written only)
-=================  ===========  ===============================================  ============================
+- ``softmax_fp32`` (softmax): ``F.softmax(scores, -1)``, fp32 [T, E] -> 8 T E
+- ``sigmoid_fp32`` (elementwise): ``torch.sigmoid(scores)``, fp32 [T, E] -> 8 T E
+- ``cast_fp32`` (cast): ``x.float()``, bf16 [T, h] -> 6 T h; ``cast_bf16``: ``x.to(bf16)`` of fp32 -> 6 T h
+- ``topk`` (topk): ``torch.topk(scores_fp32, k, dim=-1)`` -> 4 T E + 12 T k
+- ``argsort`` (sort): ``torch.argsort(ids.view(-1), stable=True)``, int64 keys -> 16 T k
+- ``histc`` (histogram): ``torch.histc(ids.view(-1), E, 0, E)`` -> 8 T k + 8 E
+- ``bincount`` (histogram): ``torch.bincount(ids.view(-1), minlength=E)`` (syncs for the max) -> 8 T k + 8 E
+- ``cumsum`` (elementwise): ``torch.cumsum(counts, 0)``, int64 [E] -> 16 E
+- ``gather`` (permute): ``torch.gather(x, 0, idx.view(-1, 1).expand(-1, h))`` (torchtitan) -> 4 T k h + 8 T k
+- ``index_select`` (permute): ``x.index_select(0, idx)`` (Megatron) -> 4 T k h + 8 T k
+- ``routing_map`` (permute): ``zeros_like(logits).int().scatter(1, ids, 1).bool()`` (Megatron, 5 kernels)
+  -> 25 T E + 12 T k
+- ``masked_select`` (permute): ``arange(T).expand(E, T).masked_select(map.T.contiguous())`` (Megatron's
+  sorted indices; syncs for the size) -> 3 T E + 16 T k
+- ``scatter_add`` (permute): ``out.scatter_add_(0, idx_expanded, y)``, bf16 atomics -> 4 T k h + 8 T k
+- ``index_add`` (permute): ``out.index_add_(0, idx, y)``, bf16 atomics -> 4 T k h + 8 T k
+- ``prob_mul`` (elementwise): ``y * probs.unsqueeze(-1)``, bf16 [T k, h] -> 4 T k h + 2 T k
+- ``zeros`` (copy): ``torch.zeros_like(out)``, bf16 [T, h] -> 2 T h (written only)
 
 Where the time depends on more than these bytes the curve averages over the measured rest:
 ``topk`` over k (1-8) at a given T x E, ``histc``/``bincount`` over E (atomic contention on few
 bins), the permutes over top-k duplicates. ``prob_mul`` is bf16 x bf16; a framework that
-weights in fp32 (``y.float() * p``, then ``.to(bf16)``) adds two ``cast`` kernels. Build ops with
-:func:`moe_kernel_op`; :meth:`CalibratedCostModel.compute_ns` prices a variant the profile
-lacks by the memory section's curve of the same kernel (:data:`LEGACY_STAND_INS`), else its
-kind's generic curve, else the fallback model (the roofline), and records which in
-``fallback_ops``. The memory section's own ``"gather"`` rows are an ``index_select``: in
-``compute_ns`` a MemoryOp's ``variant="gather"`` always means ``torch.gather`` (this table).
+weights in fp32 (``y.float() * p``, then ``.to(bf16)``) adds ``cast_fp32`` and ``cast_bf16``, as
+the router's ``logits.float()`` before ``softmax_fp32`` is a ``cast_fp32``. Build ops with
+:func:`moe_kernel_op` (or these formulas). :meth:`CalibratedCostModel.compute_ns` finds a
+variant's curve by its name whatever the op's kind; a variant the profile lacks is priced by the
+memory section's curve of the same kernel (:data:`LEGACY_STAND_INS`), else its kind's generic
+curve (the memory section's variants; for a kind it lacks, the mean of the kind's curves here),
+else the fallback model (the roofline), and ``fallback_ops`` records which. The memory section's
+own ``"gather"`` rows are an ``index_select``: in ``compute_ns`` a MemoryOp's
+``variant="gather"`` always means ``torch.gather`` (this table).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ from moesim.errors import ConfigError
 from moesim.ops import MemoryOp
 
 MOE_KERNEL_KINDS: dict[str, str] = {
-    "softmax_fp32": "softmax", "sigmoid_fp32": "softmax", "topk": "topk", "argsort": "sort",
+    "softmax_fp32": "softmax", "sigmoid_fp32": "elementwise", "cast_fp32": "cast", "cast_bf16": "cast",
+    "topk": "topk", "argsort": "sort",
     "histc": "histogram", "bincount": "histogram", "cumsum": "elementwise", "gather": "permute",
     "index_select": "permute", "routing_map": "permute", "masked_select": "permute",
     "scatter_add": "permute", "index_add": "permute", "prob_mul": "elementwise", "zeros": "copy",
@@ -68,7 +70,8 @@ def moe_kernel_bytes(variant: str, tokens: int, experts: int, top_k: int, hidden
     t, e, k, h = tokens, experts, top_k, hidden
     rows = t * k
     formulas = {
-        "softmax_fp32": 14 * t * e, "sigmoid_fp32": 14 * t * e, "topk": 4 * t * e + 12 * rows,
+        "softmax_fp32": 8 * t * e, "sigmoid_fp32": 8 * t * e, "cast_fp32": 6 * t * h, "cast_bf16": 6 * t * h,
+        "topk": 4 * t * e + 12 * rows,
         "argsort": 16 * rows, "histc": 8 * rows + 8 * e, "bincount": 8 * rows + 8 * e, "cumsum": 16 * e,
         "gather": 4 * rows * h + 8 * rows, "index_select": 4 * rows * h + 8 * rows,
         "routing_map": 25 * t * e + 12 * rows, "masked_select": 3 * t * e + 16 * rows,
