@@ -11,8 +11,9 @@ on those tasks. It reads only the recorded spans, so it works the same for both 
 reduced run's lane stands for every GPU of its pipeline rank).
 
 With ``Scenario.host = "eager"`` the host threads are simulated (:mod:`moesim.lowering.host`):
-the record then also gives the busiest host thread's time against the step, and the message
-says how much of the step the host thread was busy.
+the record then also gives the busiest host thread's time against the step, how the simulated
+host tasks were priced (``issued``: per op class, per counted kernel for compute tasks with no
+ops known, per call, syncs), and the message says how much of the step the host thread was busy.
 """
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ def host_issue(recorder: Recorder, pricing: HostPricing, mode: str = "graphs") -
     issue: dict[int, int] = {}
     busy: dict[int, int] = {}
     host: dict[int, int] = {}
+    issued: dict[str, int] = {}   # simulated host tasks by how they were priced: op, kernel, call, sync
     priced = [0, 0]   # compute tasks priced per op class, at the per-kernel figure
     for s in recorder.spans:
         if s.stream == HOST_STREAM:
             host[s.rank] = host.get(s.rank, 0) + (s.end_ns - s.start_ns)
+            how = (s.args or {}).get("priced", "sync")
+            issued[how] = issued.get(how, 0) + 1
             continue
         args = s.args or {}
         n = int(args.get("kernels", 0) or 0)
@@ -58,7 +62,8 @@ def host_issue(recorder: Recorder, pricing: HostPricing, mode: str = "graphs") -
     if host:
         g = max(sorted(host), key=lambda r: host[r])
         step = max(int(recorder.end_ns), 1)
-        out.update(host_gpu=g, host_busy_ms=round(host[g] / 1e6, 3), host_busy_fraction=round(host[g] / step, 4))
+        out.update(host_gpu=g, host_busy_ms=round(host[g] / 1e6, 3), host_busy_fraction=round(host[g] / step, 4),
+                   issued=dict(sorted(issued.items())))
     return out
 
 

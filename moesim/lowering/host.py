@@ -235,7 +235,8 @@ def add_eager_host(sim: Simulation, pricing: "HostPricing | float",
             if task.phases is None:
                 per_op += priced
                 per_kernel += not priced
-            issue = sim.host(rank, ns, f"issue {task.name}", args={"issues": task.id})
+            how = "call" if task.phases is not None else ("op" if priced else "kernel")
+            issue = sim.host(rank, ns, f"issue {task.name}", args={"issues": task.id, "priced": how})
             sim.add_dep(task, issue)
             added += 1
             if task.args.get("host_sync"):
