@@ -377,6 +377,7 @@ def bottleneck_list(summary: dict, stats, built: dict, issue: "dict | None" = No
     host_line = host_issue_message(issue or {})
     for msg in [b["message"] for b in summary["bottlenecks"][:3]] + ([host_line] if host_line else []):
         for p, lane in enumerate(built["lanes"]):
-            msg = msg.replace(f"gpu{lane} ", f"pipeline rank {p} ").replace(f"GPU {lane} ", f"pipeline rank {p} ")
+            msg = msg.replace(f"gpu{lane} ", f"pipeline rank {p} ").replace(f"GPU {lane} ", f"pipeline rank {p} ") \
+                .replace(f"GPU {lane}'s", f"pipeline rank {p}'s")
         out.append(msg)
     return out
