@@ -97,6 +97,19 @@ CPU_PLAN = GroupedPlan(
 )
 
 
+CHUNK = 2**28  # elements per fill of a large buffer (keeps every kernel's index 32-bit)
+
+
+def randn_big(numel: int, device: str, seed: int) -> torch.Tensor:
+    """Like :func:`moesim.calibrate.kernels.randn` (seeded standard normals, bf16), filled in chunks,
+    for buffers of more than 2^31 elements (256 experts' weights)."""
+    out = torch.empty(numel, device=device, dtype=torch.bfloat16)
+    g = torch.Generator(device=device).manual_seed(seed)
+    for start in range(0, numel, CHUNK):
+        out[start:start + CHUNK].normal_(generator=g)
+    return out
+
+
 def plan_for(device: str) -> GroupedPlan:
     return GPU_PLAN if device == "cuda" else CPU_PLAN
 
@@ -199,7 +212,7 @@ def measure_grouped_gemm_v(timer: Timer, grid: Grid, device: str, budget: Budget
     rows_max = max(-(-sum(s[5]) // ALIGN_ROWS) * ALIGN_ROWS + ALIGN_ROWS * len(s[5]) for s in specs)
     kmax = max(max(s.hidden, s.ffn) for s in plan.shapes)
     wmax = max(max(s.experts) * s.hidden * s.ffn for s in plan.shapes)
-    bufs = (randn(rows_max * kmax, device, 80), randn(rows_max * kmax, device, 81), randn(wmax, device, 82))
+    bufs = (randn_big(rows_max * kmax, device, 80), randn_big(rows_max * kmax, device, 81), randn_big(wmax, device, 82))
     dense_done: set[tuple] = set()
     for round_, layout, n, k, model, counts, kind in specs:
         def one(layout=layout, n=n, k=k, model=model, counts=counts, kind=kind, round_=round_) -> dict:
@@ -227,7 +240,12 @@ def _time_grouped(timer: Timer, bufs: tuple, layout: str, counts: list[int], n: 
 
 # -- fp8 -----------------------------------------------------------------------------------------
 def _fp8(numel: int, device: str, seed: int) -> torch.Tensor:
-    return randn(numel, device, seed).to(torch.float8_e4m3fn)
+    out = torch.empty(numel, device=device, dtype=torch.float8_e4m3fn)
+    src = randn_big(min(numel, CHUNK), device, seed)
+    for start in range(0, numel, CHUNK):  # chunk by chunk: no bf16 copy of the whole buffer
+        part = out[start:start + CHUNK]
+        part.copy_(src[: part.numel()])
+    return out
 
 
 def scaled_mm_call(scaling: str, a: torch.Tensor, w: torch.Tensor, layout: int = 0) -> Callable[[], torch.Tensor]:

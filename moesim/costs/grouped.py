@@ -129,9 +129,11 @@ def fit_law(rows: Sequence[Mapping[str, Any]], dense_rate: DenseRate, sms: int) 
             lat, pg, pe, eff, inv_bw = x
             t = lat + pg * feats[:, 0] + pe * feats[:, 1] + np.maximum(eff * feats[:, 2] / rates, feats[:, 3] * inv_bw)
             return np.log(t / times)
-        x0 = [float(np.min(times)) * 0.5, 10.0, 10.0, 1.2, 1.0 / 3000.0]
-        fit = least_squares(resid, x0, bounds=([0, 0, 0, 0.2, 1e-6], [np.inf, np.inf, np.inf, 20.0, 1.0]),
-                            x_scale=[1e3, 10.0, 10.0, 0.1, 1e-4])
+        fits = [least_squares(resid, x0, bounds=([0, 0, 0, 0.2, 1e-6], [np.inf, np.inf, np.inf, 20.0, 1.0]),
+                              x_scale=[1e3, 10.0, 10.0, 0.1, 1e-4])
+                for x0 in ([float(np.min(times)) * 0.5, 10.0, 10.0, 1.2, 1.0 / 3000.0],  # two starts: the
+                           [float(np.min(times)) * 0.1, 100.0, 100.0, 0.8, 1.0 / 5000.0])]  # fit is not convex
+        fit = min(fits, key=lambda f: float(np.sum(f.fun ** 2)))
         cost = float(np.sum(fit.fun ** 2))
         lat, pg, pe, eff, inv_bw = (float(v) for v in fit.x)
         law = GroupedLaw(lat, pg, pe, eff, 1.0 / inv_bw, tile_rows)
@@ -179,11 +181,12 @@ class GroupedModel:
         for r in rows:
             by_key[(r["dtype"], _scaling(r))].append(r)
         for (dtype, scaling), rs in by_key.items():
-            pooled = fit_law(rs, dense_rate, sms) if len(rs) >= MIN_FIT_ROWS else None
-            for layout in {r["layout"] for r in rs}:
+            pooled: list[GroupedLaw] = []  # fitted once, if a layout has too few rows of its own
+            for layout in sorted({r["layout"] for r in rs}):
                 own = [r for r in rs if r["layout"] == layout]
-                law = fit_law(own, dense_rate, sms) if len(own) >= MIN_FIT_ROWS else None
-                law = law or pooled or fit_law(rs, dense_rate, sms)
+                if len(own) < MIN_FIT_ROWS and not pooled:
+                    pooled.append(fit_law(rs, dense_rate, sms))
+                law = fit_law(own, dense_rate, sms) if len(own) >= MIN_FIT_ROWS else pooled[0]
                 self.laws[(dtype, scaling, layout)] = law
                 shapes: dict[tuple[int, int], list] = defaultdict(list)
                 for r in own:
