@@ -23,7 +23,6 @@ _SUBAPPS = [
     ("moesim.schedules.cli", "schedule", "Pipeline schedules: show the grid and bubble figures."),
     ("moesim.calibrate.cli", "calibrate", "Measure per-op costs on real GPUs and write a profile."),
     ("moesim.memory.cli", "memory", "Per-GPU memory budget: weights, optimizer, activations, KV cache."),
-    ("moesim.validate.cli", "validate", "Compare predictions with real GPU measurements (no GPU needed)."),
 ]
 
 for _module, _name, _help in _SUBAPPS:
@@ -71,6 +70,25 @@ def layer(
     run_layer(model=model, block=block, tokens=tokens, passes=passes, gpus=gpus, gpu=gpu, host=host,
               iterations=iterations, seq_len=seq_len or None, experts=experts, routing=routing,
               cost_model=cost_model, sets=set_, out=out)
+
+
+@app.command("validate")
+def validate(
+    layers: List[Path] = typer.Option([], "--layers", help="layer-workloads file (repeatable; default data/validation/layers/*.json)"),
+    kernels: Optional[Path] = typer.Option(None, "--kernels", help="single-kernel file (default data/validation/h200_measurements.json)"),
+    no_kernels: bool = typer.Option(False, "--no-kernels", help="leave the single-kernel cases out"),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="H200 or H100 for layer files not measured on one (e.g. a CPU smoke)"),
+    cost_model: str = typer.Option("auto", "--cost-model", help="auto, calibrated or roofline"),
+    fmt: str = typer.Option("table", "--format", help="table, markdown or json"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the report here instead of stdout"),
+) -> None:
+    """Compare predictions with real GPU measurements (no GPU needed): every stored layer, block and
+    single kernel predicted through moesim run's own path; median and max |error| per workload class."""
+    from moesim.validate.cli import run_validate
+
+    code = run_validate(layers, kernels, no_kernels, gpu, cost_model, fmt, out)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

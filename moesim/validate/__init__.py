@@ -1,32 +1,13 @@
-"""Validation: moesim's predictions against real GPU measurements (``moesim validate``).
+"""Validation: stored real-GPU measurements predicted through ``moesim run``'s own path (``moesim validate``).
 
-For every stored measurement (``data/validation/h200_measurements.json``) the package builds the
-same workload without a GPU and predicts its time: single kernels with the calibrated cost model
-(``single``), NCCL collectives, pipelines and MoE layers with engine runs (``collectives``,
-``pipeline``, ``moe``), all from one :class:`~moesim.validate.context.ValidationContext`
-(cost model, clock model, engine settings, the per-session host speed of ``host_speed``). ``report`` summarises the errors and ``cli`` is the
-command. ``gpu_diagnostics`` is a separate torch script used to investigate misses on a GPU.
+* :mod:`~moesim.validate.layers`: each entry of a layer-workloads file (``data/validation/layers/``,
+  written by :mod:`moesim.calibrate.layer_workloads`) described as a block Scenario and run by
+  :func:`moesim.experiment.block.simulate_block`;
+* :mod:`~moesim.validate.kernels`: the single-GPU kernels of ``data/validation/h200_measurements.json``
+  priced by the cost model ``moesim run`` builds (:mod:`~moesim.validate.measurements` loads that file);
+* :mod:`~moesim.validate.compare`: the per-case record and the summary per workload class;
+  :mod:`~moesim.validate.report`: the report as data, Markdown and JSON; :mod:`~moesim.validate.cli`: the command.
 
-Names are imported lazily so that ``python3 -m moesim.validate.gpu_diagnostics`` runs on a
-machine that has torch but not the simulator's dependencies.
+No predictor, clock model or host model of its own, and nothing measured during a case is fed.
+The retired predictors live in ``lab/legacy_validate`` (not part of the package).
 """
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
-_EXPORTS = {
-    "build_context": "moesim.validate.context", "ValidationContext": "moesim.validate.context",
-    "load_measurements": "moesim.validate.measurements", "Measurement": "moesim.validate.measurements",
-    "predict": "moesim.validate.predict", "predict_all": "moesim.validate.predict",
-    "Prediction": "moesim.validate.prediction", "summarize": "moesim.validate.report",
-    "validate": "moesim.validate.cli",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'moesim.validate' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)

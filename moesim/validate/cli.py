@@ -1,101 +1,98 @@
-"""``moesim validate``: compare moesim's predictions with stored real-GPU measurements.
+"""``moesim validate``: stored real-GPU measurements against ``moesim run``'s own predictions.
 
-No GPU needed: every prediction is recomputed from the measurement file's descriptions with the
-calibrated cost model and the engine. ``moesim validate [OPTIONS]`` and ``moesim validate run
-[OPTIONS]`` are the same command.
+By default the layer-workloads files in ``data/validation/layers/`` (layers and MoE blocks as
+torchtitan, Megatron and Llama code runs them, predicted by :func:`moesim.experiment.block.simulate_block`)
+and the single-GPU kernels of ``data/validation/h200_measurements.json`` (the cost model alone).
+``moesim.cli`` imports this module only when the command runs.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional, Sequence
 
-import typer
-
-from moesim.errors import ConfigError, MoesimError
-from moesim.validate.context import build_context
-from moesim.validate.measurements import DEFAULT_PATH, load_measurements
-from moesim.validate.predict import predict_all
-from moesim.validate.report import error_bars, render_markdown, render_table, to_json
+from moesim.errors import ConfigError
+from moesim.validate.report import (KERNELS_FILE, Report, build_report, case_rows, default_layer_files, footer_lines,
+                                    summary_rows, to_json, to_markdown)
 
 FORMATS = ("table", "markdown", "json")
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Compare moesim's predictions with real GPU measurements (no GPU needed).")
-
-From = Annotated[Path, typer.Option("--from", help="measurement file written by moesim calibrate workloads")]
-Out = Annotated[Optional[Path], typer.Option("--out", help="write the report here instead of stdout")]
-Format = Annotated[str, typer.Option("--format", help="table, markdown or json")]
-Profile = Annotated[str, typer.Option("--profile", help="calibrated profile: a shipped name or a JSON path")]
-Mode = Annotated[str, typer.Option("--mode", help="engine network mode: fluid or analytical")]
-Probe = Annotated[Optional[Path], typer.Option("--power-probe", help="power-probe JSON for the clock model "
-                                                                     "(default data/validation/h200_power_probe.json)")]
-Kinds = Annotated[Optional[list[str]], typer.Option("--kind", help="only this kind (repeatable)")]
-Bars = Annotated[Optional[Path], typer.Option("--write-error-bars", help="also write per-case error bounds (JSON)")]
+COST_MODELS = ("auto", "calibrated", "roofline")
 
 
-def command_line(source: Path, fmt: str, profile: str, mode: str, power_probe: Optional[Path],
-                 kinds: Optional[list[str]]) -> str:
-    """The canonical command that reproduces a report (options that differ from the defaults)."""
+def command_line(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bool, gpu: Optional[str],
+                 cost_model: str, fmt: str) -> str:
+    """The command that reproduces a report (options that differ from the defaults)."""
     parts = ["moesim validate"]
-    if source.resolve() != DEFAULT_PATH:
-        parts.append(f"--from {source}")
+    parts += [f"--layers {p}" for p in layers]
+    parts += [f"--kernels {kernels}"] if kernels is not None else []
+    parts += ["--no-kernels"] if no_kernels else []
+    parts += [f"--gpu {gpu}"] if gpu else []
+    parts += [f"--cost-model {cost_model}"] if cost_model != "auto" else []
     parts += [f"--format {fmt}"] if fmt != "table" else []
-    parts += [f"--profile {profile}"] if profile != "h200_sxm" else []
-    parts += [f"--mode {mode}"] if mode != "fluid" else []
-    parts += [f"--power-probe {power_probe}"] if power_probe else []
-    parts += [f"--kind {k}" for k in kinds or []]
     return " ".join(parts)
 
 
-def validate(source: Path = DEFAULT_PATH, out: Optional[Path] = None, fmt: str = "table", profile: str = "h200_sxm",
-             mode: str = "fluid", power_probe: Optional[Path] = None, kinds: Optional[list[str]] = None,
-             write_error_bars: Optional[Path] = None) -> str:
-    """Run the validation and return the rendered report (written to ``out`` when given)."""
+def validate(layers: Sequence[Path] = (), kernels: Optional[Path] = None, no_kernels: bool = False,
+             gpu: Optional[str] = None, cost_model: str = "auto", fmt: str = "table") -> tuple[Report, str]:
+    """Build the report and render it (``fmt``: table, markdown or json)."""
     if fmt not in FORMATS:
         raise ConfigError("--format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
-    measurements = load_measurements(source)
-    ctx = build_context(profile, mode, str(power_probe) if power_probe else None)
-    preds = predict_all(ctx, measurements.cases, kinds or None)
-    command = command_line(source, fmt, profile, mode, power_probe, kinds)
+    if cost_model not in COST_MODELS:
+        raise ConfigError("--cost-model", f"unknown cost model {cost_model!r}", f"use one of: {', '.join(COST_MODELS)}")
+    command = command_line(layers, kernels, no_kernels, gpu, cost_model, fmt)
+    layer_files = list(layers) or default_layer_files()
+    kernel_file = None if no_kernels else (kernels or KERNELS_FILE)
+    report = build_report(layer_files, kernel_file, gpu, cost_model, command)
     if fmt == "json":
-        text = json.dumps(to_json(preds, measurements, ctx.label), indent=1) + "\n"
-    elif fmt == "markdown":
-        text = render_markdown(preds, measurements, command)
-    else:
-        text = render_table(preds) + "\n"
+        return report, json.dumps(to_json(report), indent=1) + "\n"
+    if fmt == "markdown":
+        return report, to_markdown(report)
+    return report, render_table(report)
+
+
+def render_table(report: Report) -> str:
+    """The console report (rich): the layer cases one per row, the summary per class, sources and notes.
+    Single-kernel cases appear in the summary only (per case: ``--format markdown`` or ``json``)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, force_terminal=False, color_system=None)
+    layer_cases = [c for c in report.cases if not c.workload_class.startswith("kernel")]
+    if layer_cases:
+        console.print(_table("Layers and blocks", case_rows(layer_cases), {4, 5, 6}, Table))
+    console.print(_table("Summary per workload class", summary_rows(report), {4, 5, 6, 7}, Table))
+    for line in footer_lines(report):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    return buf.getvalue()
+
+
+def _table(title: str, rows: list[list[str]], right: set[int], table_cls) -> object:
+    table = table_cls(title=title, title_justify="left")
+    for i, name in enumerate(rows[0]):
+        table.add_column(name, justify="right" if i in right else "left", overflow="fold", no_wrap=i == 0)
+    for row in rows[1:]:
+        table.add_row(*row)
+    return table
+
+
+def run_validate(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bool, gpu: Optional[str],
+                 cost_model: str, fmt: str, out: Optional[Path]) -> int:
+    """The command: print (or write ``out``) the report; a one-line error and exit status 2 on bad input."""
+    import typer
+
+    from moesim.errors import MoesimError
+
+    try:
+        _, text = validate(layers, kernels, no_kernels, gpu, cost_model, fmt)
+    except MoesimError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
     if out is not None:
         out.write_text(text)
-    if write_error_bars is not None:
-        bars_command = command_line(source, "table", profile, mode, power_probe, kinds)
-        write_error_bars.write_text(json.dumps(error_bars(preds, f"{bars_command} --write-error-bars "
-                                                                 f"{write_error_bars}"), indent=1) + "\n")
-    return text
-
-
-def _run(source: Path, out: Optional[Path], fmt: str, profile: str, mode: str, power_probe: Optional[Path],
-         kinds: Optional[list[str]], write_error_bars: Optional[Path]) -> None:
-    try:
-        text = validate(source, out, fmt, profile, mode, power_probe, kinds, write_error_bars)
-    except MoesimError as err:  # bad input: the message names the field and the fix
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"wrote {out}" if out is not None else text, nl=out is not None)
-    if write_error_bars is not None:
-        typer.echo(f"wrote {write_error_bars}")
-
-
-@app.callback(invoke_without_command=True)
-def main(ctx: typer.Context, source: From = DEFAULT_PATH, out: Out = None, fmt: Format = "table",
-         profile: Profile = "h200_sxm", mode: Mode = "fluid", power_probe: Probe = None, kinds: Kinds = None,
-         write_error_bars: Bars = None) -> None:
-    """Predict every stored measurement; print measured, predicted and error per case and a summary."""
-    if ctx.invoked_subcommand is None:
-        _run(source, out, fmt, profile, mode, power_probe, kinds, write_error_bars)
-
-
-@app.command("run")
-def run(source: From = DEFAULT_PATH, out: Out = None, fmt: Format = "table", profile: Profile = "h200_sxm",
-        mode: Mode = "fluid", power_probe: Probe = None, kinds: Kinds = None, write_error_bars: Bars = None) -> None:
-    """Predict every stored measurement; print measured, predicted and error per case and a summary."""
-    _run(source, out, fmt, profile, mode, power_probe, kinds, write_error_bars)
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text, nl=False)
+    return 0

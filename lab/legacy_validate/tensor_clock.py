@@ -1,6 +1,6 @@
 """The SM clock a tensor-dense kernel runs at, given the clock probed around it.
 
-A case that recorded its SM clock is predicted at it (:func:`moesim.validate.clocks.scale_to_clock`).
+A case that recorded its SM clock is predicted at it (:func:`lab.legacy_validate.clocks.scale_to_clock`).
 The probe reads the clock with spin kernels before and after the timed kernel. Run 22
 (``moesim.calibrate.boost_probe``) read it *during* dense bf16 GEMMs too, with spin kernels on a
 second stream: from idle, where the probes around a GEMM read 1980 MHz, the GEMM ran at about
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
-from moesim.validate.clocks import scale_to_clock
+from lab.legacy_validate.clocks import scale_to_clock
 
 DEFAULT_FIT = Path(__file__).resolve().parents[2] / "data" / "validation" / "runs" / "run22_h200_boost_probe.json"
 IDLE_PHASES = ("as_found", "as_found_again")

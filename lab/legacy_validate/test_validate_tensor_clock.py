@@ -1,4 +1,4 @@
-"""The tensor clock cap (moesim.validate.tensor_clock): known answers, a synthetic fit, and the
+"""The tensor clock cap (lab.legacy_validate.tensor_clock): known answers, a synthetic fit, and the
 stored boost probes (run 22 fits it, run 23's other grid shapes check it)."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesim.validate.clocks import scale_to_clock
-from moesim.validate.tensor_clock import (DEFAULT_FIT, TensorClockCap, fit_tensor_clock_cap, load_fit_rows,
+from lab.legacy_validate.clocks import scale_to_clock
+from lab.legacy_validate.tensor_clock import (DEFAULT_FIT, TensorClockCap, fit_tensor_clock_cap, load_fit_rows,
                                           paired_clock_mhz)
 
-RUN23 = Path(__file__).resolve().parents[1] / "data" / "validation" / "runs" / "run23_h200_boost_check.json"
+RUN23 = Path(__file__).resolve().parents[2] / "data" / "validation" / "runs" / "run23_h200_boost_check.json"
 
 
 def test_effective_clock_known_answers() -> None:
@@ -49,7 +49,7 @@ def test_fit_recovers_a_known_cap_from_synthetic_pairs() -> None:
 
 @pytest.fixture(scope="module")
 def ctx():
-    from moesim.validate.context import build_context
+    from lab.legacy_validate.context import build_context
     return build_context()
 
 

@@ -12,14 +12,14 @@ from hypothesis import given, settings, strategies as st
 from moesim.errors import ConfigError
 from moesim.ops import Attention
 from moesim.schedules import generate
-from moesim.validate import build_context, load_measurements
-from moesim.validate.clocks import ClockModel, load_clock_model, window_flop_rate
-from moesim.validate.collectives import sized_step_latency_ns, host_interval_ns, predict_collective
+from lab.legacy_validate import build_context, load_measurements
+from lab.legacy_validate.clocks import ClockModel, load_clock_model, window_flop_rate
+from lab.legacy_validate.collectives import sized_step_latency_ns, host_interval_ns, predict_collective
 from moesim.validate.measurements import Measurement
-from moesim.validate.moe import predict_moe, shape_of
-from moesim.validate.pipeline import MLPStageTable, predict_pipeline, schedule_from_orders
-from moesim.validate.prediction import Prediction
-from moesim.validate.report import error_bars, summarize
+from lab.legacy_validate.moe import predict_moe, shape_of
+from lab.legacy_validate.pipeline import MLPStageTable, predict_pipeline, schedule_from_orders
+from lab.legacy_validate.prediction import Prediction
+from lab.legacy_validate.report import error_bars, summarize
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ cases, timed in the same interleaved rounds; ``measured.eager_host_interval``), 
 Otherwise it is the profile's eager time of collectives too small to keep the GPU busy (4 KiB to
 1 MiB, where the GPU waits for the host), at the same rank count, scaled per rank by the
 session's in-process host probe when it has one
-(:meth:`~moesim.validate.context.ValidationContext.collective_host_scales`).
+(:meth:`~lab.legacy_validate.context.ValidationContext.collective_host_scales`).
 
 NCCL's bandwidth grows with message size and reaches the large-message figure (the engine's
 constant link efficiency) only near 1 GiB. The engine has no size-dependent efficiency, so
@@ -34,10 +34,10 @@ from typing import Mapping
 
 from moesim.engine import Task
 from moesim.engine import collectives as engine_collectives
-from moesim.validate.context import ValidationContext
-from moesim.validate.host import HostThread
+from lab.legacy_validate.context import ValidationContext
+from lab.legacy_validate.host import HostThread
 from moesim.validate.measurements import Measurement
-from moesim.validate.prediction import Prediction
+from lab.legacy_validate.prediction import Prediction
 
 LOOP_ITERATIONS = 4
 HOST_BOUND_SIZES = tuple(4**i * 4096 for i in range(5))  # 4 KiB .. 1 MiB, the profile's small sizes

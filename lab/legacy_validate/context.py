@@ -1,13 +1,13 @@
 """What every validation prediction is made with: the cost model, the clock model, the engine.
 
 :class:`ValidationContext` bundles the calibrated cost model (``CalibratedCostModel`` over a
-shipped profile, roofline fallback), the :class:`~moesim.validate.clocks.ClockModel`, the
+shipped profile, roofline fallback), the :class:`~lab.legacy_validate.clocks.ClockModel`, the
 network mode and the fabrics (two GPUs joined by NVLink; more on one NVSwitch board). It costs
 single kernels (:class:`Kernel`: time at the case's clock state, FLOPs, whether it is a GEMM)
 and builds engine simulations calibrated the way ``moesim run`` calibrates them: link
 efficiency and overlap slowdown from the profile. Host costs come from the profile's host table:
 each kernel names the eager call that issues it, scaled per rank by the session's in-process
-host probe when it has one (:mod:`moesim.validate.host_speed`).
+host probe when it has one (:mod:`lab.legacy_validate.host_speed`).
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from moesim.engine import MODES, Simulation
 from moesim.errors import ConfigError
 from moesim.ops import Attention
 from moesim.topology import load_topology
-from moesim.validate.host_speed import HostSpeed, build_host_speed, load_reference, session_probe_ns
-from moesim.validate.protocol_clocks import ProtocolClocks, load_protocol_clocks
-from moesim.validate.tensor_clock import TensorClockCap, fit_tensor_clock_cap, load_fit_rows
-from moesim.validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
+from lab.legacy_validate.host_speed import HostSpeed, build_host_speed, load_reference, session_probe_ns
+from lab.legacy_validate.protocol_clocks import ProtocolClocks, load_protocol_clocks
+from lab.legacy_validate.tensor_clock import TensorClockCap, fit_tensor_clock_cap, load_fit_rows
+from lab.legacy_validate.clocks import (ClockModel, ReferenceClocks, load_clock_model, load_reference_samples,
                                     reference_clocks, scale_to_clock)
-from moesim.validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, load_kernel_probe,
+from lab.legacy_validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, load_kernel_probe,
                                           memory_clock_share)
 
 TWO_GPU_FABRIC = "h200x2_nvlink"   # the measurement machine's pair: one NVLink hop
@@ -94,7 +94,7 @@ class ValidationContext:
 
     def kernel_mhz(self, probed_mhz: float, flops: float, profile_ns: float) -> float:
         """The clock a kernel of ``flops`` (profile time ``profile_ns``) runs at where the probes
-        around it read ``probed_mhz``: capped by its tensor activity (:mod:`moesim.validate.tensor_clock`)."""
+        around it read ``probed_mhz``: capped by its tensor activity (:mod:`lab.legacy_validate.tensor_clock`)."""
         if self.tensor_cap is None or flops <= 0 or profile_ns <= 0:
             return probed_mhz
         return self.tensor_cap.effective_mhz(probed_mhz, flops / self.clock.peak_flops_per_ns / profile_ns)
@@ -107,7 +107,7 @@ class ValidationContext:
         """A memory-bound kernel moving ``nbytes`` (read + written), from its variant's curve;
         ``cache="warm"`` when its inputs were just written by the kernels before it. At ``state``
         (a clock state or the case's SM clock) its clock-bound share follows the clock like a
-        GEMM's (run 9's :class:`~moesim.validate.kernel_probe.MemoryClockShare`); without the probe
+        GEMM's (run 9's :class:`~lab.legacy_validate.kernel_probe.MemoryClockShare`); without the probe
         or a state, memory ops are clock-independent."""
         profile_ns = float(self.cost.memory_ns(kind, nbytes, variant, cache))
         return Kernel(name, _ns(self.memory_at(profile_ns, variant, nbytes, cache, state)), call=call,
@@ -127,7 +127,7 @@ class ValidationContext:
     def in_stream(self, kernels: "list[Kernel]") -> "list[Kernel]":
         """The kernels with their times inside a back-to-back chain (profile times are of kernels
         timed alone, each with the event region's fixed cost; run 9's
-        :class:`~moesim.validate.kernel_probe.ChainOverhead`). Unchanged without the probe."""
+        :class:`~lab.legacy_validate.kernel_probe.ChainOverhead`). Unchanged without the probe."""
         if self.chain is None:
             return list(kernels)
         return [replace(k, duration_ns=_ns(self.chain.in_stream_ns(k.duration_ns))) for k in kernels]
@@ -138,7 +138,7 @@ class ValidationContext:
 
     def attention(self, name: str, op: Attention, state: "str | float") -> Kernel:
         """A flash-attention kernel (forward or backward): clock-bound except for its memory time
-        (see :mod:`moesim.validate.clocks`)."""
+        (see :mod:`lab.legacy_validate.clocks`)."""
         sustained = float(self.cost.compute_ns(op))
         return Kernel(name, _ns(self._at(sustained, op.flops, self.attention_share(op, sustained), "attention", state)),
                       op.flops)
@@ -224,7 +224,7 @@ def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "
     reference (``data/validation/host_reference.json`` by default) and run 9's kernel probe
     (``data/validation/kernel_probe.json`` by default: region cost and memory clock shares) and the
     protocol clock table (``data/validation/protocol_clocks.json``: the clock of entries that
-    recorded none) and run 22's boost probe (the tensor clock cap, :mod:`moesim.validate.tensor_clock`)."""
+    recorded none) and run 22's boost probe (the tensor clock cap, :mod:`lab.legacy_validate.tensor_clock`)."""
     if mode not in MODES:
         raise ConfigError("--mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
     prof = load_profile(profile)
@@ -257,7 +257,7 @@ def build_context(profile: str = "h200_sxm", mode: str = "fluid", power_probe: "
 
 
 def _host_speed(ctx: ValidationContext, path: "str | None") -> "HostSpeed | None":
-    from moesim.validate.collectives import host_interval_ns  # imports this module
+    from lab.legacy_validate.collectives import host_interval_ns  # imports this module
     loaded = load_reference(path)
     if loaded is None:
         return None

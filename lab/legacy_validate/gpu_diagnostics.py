@@ -14,7 +14,7 @@ workloads are exactly the stored ones:
 * ``host``: host time per eager op issued back to back (the profile's launch figure is for a
   one-element ``add``).
 
-``python3 -m moesim.validate.gpu_diagnostics --out diag.json`` (all parts, about a minute).
+``python3 -m lab.legacy_validate.gpu_diagnostics --out diag.json`` (all parts, about a minute).
 """
 from __future__ import annotations
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from moesim.errors import unknown_name
-from moesim.validate.collectives import predict_collective
-from moesim.validate.context import ValidationContext
+from lab.legacy_validate.collectives import predict_collective
+from lab.legacy_validate.context import ValidationContext
 from moesim.validate.measurements import Measurement
-from moesim.validate.moe import predict_moe
-from moesim.validate.pipeline import predict_pipeline
-from moesim.validate.prediction import Prediction
-from moesim.validate.single import predict_single
+from lab.legacy_validate.moe import predict_moe
+from lab.legacy_validate.pipeline import predict_pipeline
+from lab.legacy_validate.prediction import Prediction
+from lab.legacy_validate.single import predict_single
 
 PREDICTORS: dict[str, Callable[[ValidationContext, Measurement], Prediction]] = {
     "gemm": predict_single,

@@ -20,7 +20,7 @@ profile's measured host time for its call type (``index_select``, ``empty``, the
 ``all_to_all_single`` with split lists, ``slice`` and the ``swiglu_ffn`` call per expert, ``cat``,
 ``zeros``, the broadcast ``mul``, ``index_add_``); the collectives are engine ``all_to_all_v``
 runs over the measured ``counts_src_dst_local`` x ``hidden x 2`` bytes on ``h200x2_nvlink``, with
-the size-dependent latency of :func:`~moesim.validate.collectives.sized_step_latency_ns`; expert
+the size-dependent latency of :func:`~lab.legacy_validate.collectives.sized_step_latency_ns`; expert
 FFNs are costed at their real token counts; ``zeros`` and ``index_add_`` use their own measured
 curves (the scatter-add of top-2 rows, with bf16 atomics, is about 5x an ``index_copy_``).
 """
@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.engine import Task
-from moesim.validate.collectives import sized_step_latency_ns
-from moesim.validate.context import Kernel, ValidationContext
-from moesim.validate.host import HostThread
+from lab.legacy_validate.collectives import sized_step_latency_ns
+from lab.legacy_validate.context import Kernel, ValidationContext
+from lab.legacy_validate.host import HostThread
 from moesim.validate.measurements import Measurement
-from moesim.validate.prediction import Prediction
-from moesim.validate.single import swiglu_kernels
+from lab.legacy_validate.prediction import Prediction
+from lab.legacy_validate.single import swiglu_kernels
 
 # moe_bench.time_moe: 3 untimed forwards before the timed repeats, run back to back.
 UNTIMED_FORWARDS = 3
@@ -122,7 +122,7 @@ def _issue_experts(thread: HostThread, kernels: list[Kernel], deps: list[Task]) 
 
 def predict_moe(ctx: ValidationContext, case: Measurement) -> Prediction:
     """Engine run of one layer forward at the clock state of the run (see
-    :meth:`~moesim.validate.clocks.ClockModel.state_for`); the layer time is the latest rank's
+    :meth:`~lab.legacy_validate.clocks.ClockModel.state_for`); the layer time is the latest rank's
     last kernel."""
     n = shape_of(case).num_ranks
     clocks = recorded_rank_clocks(case, n)

@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from moesim.validate import build_context, load_measurements, predict_all
-from moesim.validate.cli import app
-from moesim.validate.report import ERROR_BAR_MARGIN, summarize
+from lab.legacy_validate import build_context, load_measurements, predict_all
+from lab.legacy_validate.cli import app
+from lab.legacy_validate.report import ERROR_BAR_MARGIN, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BARS = json.loads((ROOT / "data" / "validation" / "error_bars.json").read_text())
 DOC = (ROOT / "docs" / "accuracy.md").read_text()
 
@@ -98,9 +98,9 @@ def test_cli_rejects_bad_input_with_the_field_and_fix(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "samples[0].measured.time_ns" in res.output
 
 
-# -- the SM clock recorded per case (moesim.validate.clocks, moesim.calibrate.clock_timer) -------------
+# -- the SM clock recorded per case (lab.legacy_validate.clocks, moesim.calibrate.clock_timer) -------------
 def test_scale_to_clock_known_answers() -> None:
-    from moesim.validate.clocks import clock_of_profile, scale_to_clock
+    from lab.legacy_validate.clocks import clock_of_profile, scale_to_clock
     assert scale_to_clock(100.0, 0.0, 1500.0, 2000.0) == 100.0            # memory-bound: no change
     assert scale_to_clock(100.0, 1.0, 1500.0, 2000.0) == pytest.approx(75.0)
     assert scale_to_clock(100.0, 0.5, 1500.0, 1500.0) == pytest.approx(100.0)
@@ -111,7 +111,7 @@ def test_scale_to_clock_known_answers() -> None:
 @given(st.floats(50, 5000), st.floats(0.0, 1.0), st.floats(1000, 2100), st.floats(1000, 2100))
 @settings(max_examples=100, deadline=None)
 def test_clock_scaling_round_trips(profile_ns: float, phi: float, ref_mhz: float, case_mhz: float) -> None:
-    from moesim.validate.clocks import clock_of_profile, scale_to_clock
+    from lab.legacy_validate.clocks import clock_of_profile, scale_to_clock
     t = scale_to_clock(profile_ns, phi, ref_mhz, case_mhz)
     assert t <= profile_ns * (1 + 1e-12) if case_mhz >= ref_mhz else t >= profile_ns * (1 - 1e-12)
     if phi > 0.05:
@@ -133,7 +133,7 @@ def test_cases_with_a_recorded_clock_are_predicted_at_it(predictions) -> None:
     clocked = [p for p in clocked if p.kind != "moe_layer"]  # MoE layers record per-rank clocks (run 13)
     assert len(clocked) == 936  # sessions 3-5 (run 5), 8-10 (8), 12-14 (10), 16-18 (11), 20-22 (12), 24-26 (13),
     #                             28-30 (14), 32-34 (15), 36-38 (18), 40-42 (19), 44-46 (20), 48-50 (21), 52-54 (28)
-    from moesim.validate.clocks import recorded_clock_mhz
+    from lab.legacy_validate.clocks import recorded_clock_mhz
     for p in clocked:
         assert p.clock_state == f"{recorded_clock_mhz(cases[p.case_id]):.0f} MHz"
         if "per_repeat" not in cases[p.case_id].extra:
@@ -145,7 +145,7 @@ def test_cases_with_a_recorded_clock_are_predicted_at_it(predictions) -> None:
 
 
 def test_cases_without_a_clock_use_the_protocol_table(predictions) -> None:
-    from moesim.validate.protocol_clocks import derive, load_protocol_clocks
+    from lab.legacy_validate.protocol_clocks import derive, load_protocol_clocks
     ms = load_measurements()
     table = load_protocol_clocks()
     assert table is not None
@@ -160,7 +160,7 @@ def test_cases_without_a_clock_use_the_protocol_table(predictions) -> None:
 
 
 def test_a_higher_recorded_clock_predicts_a_faster_attention_kernel() -> None:
-    from moesim.validate.single import predict_single
+    from lab.legacy_validate.single import predict_single
     ctx = build_context()
     case = next(c for c in load_measurements().cases if c.case_id == "attention_fwd_b2_h40_s6144_d64@steady#r5")
     fast = predict_single(ctx, case)
@@ -181,7 +181,7 @@ def test_append_session_keeps_every_stored_entry() -> None:
         append_session(out, new, "t9")
 
 
-# -- host speed from the in-process host probe (moesim.validate.host_speed) ---------------------------
+# -- host speed from the in-process host probe (lab.legacy_validate.host_speed) ---------------------------
 def _probe(ns: "list[float]") -> dict:
     return {"host_probe": [{"rank": r, "before": {"caught_up_round_ns": x, "busy_round_ns": x},
                             "after": {"caught_up_round_ns": x, "busy_round_ns": x}} for r, x in enumerate(ns)]}
@@ -189,7 +189,7 @@ def _probe(ns: "list[float]") -> dict:
 
 def test_host_speed_known_answers() -> None:
     from moesim.errors import ConfigError
-    from moesim.validate.host_speed import build_host_speed, session_probe_ns
+    from lab.legacy_validate.host_speed import build_host_speed, session_probe_ns
     doc = {"modes": {"caught_up": {"host_over_probe": {"mm": 0.02, "empty": 0.004, "not_in_profile": 9.0,
                                                        "eager:all_reduce|4096": 0.05, "eager:all_to_all|4096": 0.1}}}}
     host = {"mm": 20_000.0, "empty": 2_000.0}
@@ -217,7 +217,7 @@ def test_host_reference_is_measured_and_has_provenance() -> None:
 
 
 def test_cases_without_a_probe_keep_the_unscaled_host() -> None:
-    from moesim.validate.predict import predict
+    from lab.legacy_validate.predict import predict
     ctx = build_context()
     bare = dataclasses.replace(ctx, host_speed=None)
     cases = [c for c in load_measurements().cases if c.case_id in ("all_to_all_700000#r6", "moe_t2048_zipf_hot_split#r6")]
@@ -227,7 +227,7 @@ def test_cases_without_a_probe_keep_the_unscaled_host() -> None:
 
 
 def test_a_probed_session_scales_every_host_cost_per_rank() -> None:
-    from moesim.validate.moe import predict_moe
+    from lab.legacy_validate.moe import predict_moe
     ctx = build_context()
     case = next(c for c in load_measurements().cases if c.case_id == "moe_t2048_uniform_contiguous#r7")
     assert len(case.extra["host_probe"]) == 2
@@ -244,7 +244,7 @@ def test_a_probed_session_scales_every_host_cost_per_rank() -> None:
 @given(st.floats(2e5, 3e6))
 @settings(max_examples=25, deadline=None)
 def test_a_small_collective_loop_follows_the_probed_host(probe_ns: float) -> None:
-    from moesim.validate.collectives import host_interval_ns, predict_collective
+    from lab.legacy_validate.collectives import host_interval_ns, predict_collective
     ctx = _CTX
     case = next(c for c in load_measurements().cases if c.case_id == "all_reduce_700000#r7")
     pred = predict_collective(ctx, dataclasses.replace(case, extra=_probe([probe_ns, probe_ns])))
@@ -280,7 +280,7 @@ def test_eager_host_intervals_known_answer() -> None:
 
 
 def test_session_host_interval_sets_the_small_collective_time() -> None:
-    from moesim.validate.collectives import predict_collective, session_host_interval_ns
+    from lab.legacy_validate.collectives import predict_collective, session_host_interval_ns
     assert session_host_interval_ns({}) is None
     assert session_host_interval_ns({"eager_host_interval": {"interval_ns": -3}}) is None
     assert session_host_interval_ns({"eager_host_interval": {"interval_ns": 88_288.4}}) == 88_288
@@ -298,7 +298,7 @@ def test_session_host_interval_sets_the_small_collective_time() -> None:
 
 def test_protocol_clock_table_rejects_bad_files(tmp_path) -> None:
     from moesim.errors import ConfigError
-    from moesim.validate.protocol_clocks import load_protocol_clocks
+    from lab.legacy_validate.protocol_clocks import load_protocol_clocks
     with pytest.raises(ConfigError, match="--protocol-clocks"):
         load_protocol_clocks(tmp_path / "absent.json")
     for body in ("{}", '{"rows": [{"kind": "gemm"}]}', '{"rows": [{"kind": "gemm", "thermal": "hot", "sm_mhz": 0, '
@@ -313,7 +313,7 @@ def test_protocol_clock_table_rejects_bad_files(tmp_path) -> None:
 
 # -- MoE telemetry (run 13): per-rank clock as each forward ends, host issue time ----------------------
 def test_moe_with_telemetry_uses_the_recorded_clocks_and_issue_rate() -> None:
-    from moesim.validate.moe import predict_moe, recorded_issue_ns, recorded_rank_clocks
+    from lab.legacy_validate.moe import predict_moe, recorded_issue_ns, recorded_rank_clocks
     case = next(c for c in load_measurements().cases if c.case_id == "moe_t2048_uniform_contiguous#r13")
     clocks, issue = recorded_rank_clocks(case, 2), recorded_issue_ns(case, 2)
     assert clocks is not None and issue is not None and all(1000 < x < 2200 for x in clocks)

@@ -18,7 +18,7 @@ GPU going idle. The prediction replays exactly that:
 * each rank's host thread issues the actions' kernels (one launch each) and its ``irecv`` /
   ``isend`` calls (the collective host overhead each) in program order, and a receive waits
   for the receiver's previously issued kernels (PyTorch's NCCL stream semantics);
-* the clock state follows :meth:`~moesim.validate.clocks.ClockModel.state_for`.
+* the clock state follows :meth:`~lab.legacy_validate.clocks.ClockModel.state_for`.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from moesim.engine import Simulation, Task
 from moesim.errors import ConfigError
 from moesim.lowering.pipeline import Grid, LoweringOptions, StageWork, lower_pipeline
 from moesim.schedules import Action, Schedule, validate
-from moesim.validate.context import Kernel, ValidationContext
-from moesim.validate.host import HostThread
+from lab.legacy_validate.context import Kernel, ValidationContext
+from lab.legacy_validate.host import HostThread
 from moesim.validate.measurements import Measurement
-from moesim.validate.prediction import Prediction
+from lab.legacy_validate.prediction import Prediction
 
 # pipeline_bench.time_pipeline: one untimed step, then the timed ones, back to back.
 UNTIMED_STEPS = 1

@@ -5,19 +5,19 @@ write keeps the GPU busy while the host issues the op's kernels, so no launch co
 measured time and none is predicted. GEMMs use the measured operand layout (``fwd``: the
 nn.Linear layout the entry ran); the SwiGLU FFN is the five kernels it ran (gate and up GEMMs,
 silu, mul, down GEMM); memory ops use their variant's curve. The clock state follows
-:meth:`~moesim.validate.clocks.ClockModel.state_for` over the entry's repeats (each after its
+:meth:`~lab.legacy_validate.clocks.ClockModel.state_for` over the entry's repeats (each after its
 L2-evicting write), run back to back; an entry that recorded the SM clock of its repeats
-(``measured.clock.sm_mhz``) is predicted at that clock instead (:mod:`moesim.validate.clocks`).
+(``measured.clock.sm_mhz``) is predicted at that clock instead (:mod:`lab.legacy_validate.clocks`).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from moesim.ops import Attention
-from moesim.validate.clocks import recorded_clock_mhz
-from moesim.validate.context import LAUNCH_CALL, Kernel, ValidationContext
+from lab.legacy_validate.clocks import recorded_clock_mhz
+from lab.legacy_validate.context import LAUNCH_CALL, Kernel, ValidationContext
 from moesim.validate.measurements import Measurement
-from moesim.validate.prediction import Prediction
+from lab.legacy_validate.prediction import Prediction
 
 # Timer in moesim/calibrate/timing.py: 2 warm-up calls plus 1 estimating call before the repeats.
 TIMER_UNTIMED_CALLS = 3

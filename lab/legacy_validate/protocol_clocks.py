@@ -2,14 +2,14 @@
 kind, timed under the same thermal protocol, recorded in the clocked sessions.
 
 Sessions 0-2 timed their single-GPU entries without the clock probe. For those the model used to
-guess the clock with the two-state rule of :mod:`moesim.validate.clocks` (pre-heated means
+guess the clock with the two-state rule of :mod:`lab.legacy_validate.clocks` (pre-heated means
 power-capped, idle means boost). The clocked sessions showed the guess is wrong for whole kernel
 kinds: after the same GEMM heat, flash attention runs near boost clocks (it draws less power per
 clock than a dense GEMM) while GEMMs are capped. This module replaces the guess with telemetry: per
 (kind, thermal protocol), the median SM clock recorded by the clocked entries of that kind and
 protocol (``measured.clock.sm_mhz``). It is derived from the clocks alone, never from a measured
 time, and stored with its provenance in ``data/validation/protocol_clocks.json``
-(``python -m moesim.validate.protocol_clocks``). An entry that recorded its clock is predicted at
+(``python -m lab.legacy_validate.protocol_clocks``). An entry that recorded its clock is predicted at
 that clock; the table serves only entries without one.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from moesim.errors import ConfigError
-from moesim.validate.clocks import recorded_clock_mhz
+from lab.legacy_validate.clocks import recorded_clock_mhz
 from moesim.validate.measurements import DEFAULT_PATH, Measurement, load_measurements
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "data" / "validation" / "protocol_clocks.json"
@@ -64,14 +64,14 @@ def load_protocol_clocks(path: "str | Path | None" = None) -> "ProtocolClocks | 
     if not p.is_file():
         if path is not None:
             raise ConfigError("--protocol-clocks", f"no table at {p}",
-                              "write it with python -m moesim.validate.protocol_clocks")
+                              "write it with python -m lab.legacy_validate.protocol_clocks")
         return None
     try:
         rows = json.loads(p.read_text())["rows"]
         mhz = tuple((str(r["kind"]), str(r["thermal"]), float(r["sm_mhz"]), int(r["entries"])) for r in rows)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise ConfigError("protocol clocks", f"malformed table ({type(exc).__name__}: {exc})",
-                          "rewrite it with python -m moesim.validate.protocol_clocks", source=str(p)) from None
+                          "rewrite it with python -m lab.legacy_validate.protocol_clocks", source=str(p)) from None
     if any(m <= 0 for _, _, m, _ in mhz):
         raise ConfigError("protocol clocks", "every sm_mhz must be > 0", source=str(p))
     return ProtocolClocks(mhz, str(p))

@@ -9,14 +9,14 @@ chain of tasks on the ``host`` stream of that rank, in program order; every GPU 
 depends on its issue task. The thread never waits for the GPU (the measured programs never
 synchronise inside the timed region: NCCL ``wait()`` only orders streams). ``scale`` multiplies
 every host cost of the thread: the rank's host speed relative to the profile's
-(:meth:`~moesim.validate.context.ValidationContext.host_scales`; 1 without an in-process probe).
+(:meth:`~lab.legacy_validate.context.ValidationContext.host_scales`; 1 without an in-process probe).
 """
 from __future__ import annotations
 
 from typing import Iterable
 
 from moesim.engine import Simulation, Task
-from moesim.validate.context import Kernel, ValidationContext
+from lab.legacy_validate.context import Kernel, ValidationContext
 
 HOST_STREAM = "host"
 

@@ -7,7 +7,7 @@ the way ``moesim run`` would: each layer's forward, input backward and weight ba
 compute task each, from the calibrated profile's kernel costs (their kernels back to back, the
 region cost once: :mod:`moesim.costs.regions`), run on the engine; for the eager time a host thread
 (:func:`moesim.lowering.host.add_eager_host`) issues them at the profile's ``eager_host`` cost per
-counted kernel. ``python -m moesim.validate.eager_stack FILE [FILE ...]`` prints the table.
+counted kernel. ``python -m lab.legacy_validate.eager_stack FILE [FILE ...]`` prints the table.
 """
 from __future__ import annotations
 

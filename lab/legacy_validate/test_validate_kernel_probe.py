@@ -1,5 +1,5 @@
 """Run 9's kernel probe as model inputs: the event-region cost of chained kernels and the
-clock-bound share of memory kernels (moesim.validate.kernel_probe; torch-free)."""
+clock-bound share of memory kernels (lab.legacy_validate.kernel_probe; torch-free)."""
 from __future__ import annotations
 
 import math
@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesim.validate.clocks import load_clock_model
-from moesim.validate.context import build_context
-from moesim.validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, clock_bound_share,
+from lab.legacy_validate.clocks import load_clock_model
+from lab.legacy_validate.context import build_context
+from lab.legacy_validate.kernel_probe import (ChainOverhead, MemoryClockShare, chain_overhead, clock_bound_share,
                                           load_kernel_probe, memory_clock_share, running_median)
 from moesim.validate.measurements import load_measurements
-from moesim.validate.single import predict_single
+from lab.legacy_validate.single import predict_single
 
 
 def _chain(kind: str, state: str, slope_ns: float, region_ns: float) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Probes and retired code kept for reference; not part of the moesim package (see README.md)."""
