@@ -105,6 +105,23 @@ def test_the_entry_routing_config_reproduces_its_counts(smoke_file: Path) -> Non
         assert int(drawn.sum()) == entry.workload["tokens"] * spec.top_k
 
 
+def test_the_harness_draw_is_moesim_routing_at_full_size() -> None:
+    """The harness's draw (torch-free numpy) for the shipped shapes equals generate_counts of the
+    config it stores, so a GPU file's entries are described exactly."""
+    pytest.importorskip("torch")
+    from moesim.calibrate.layer_workloads import MOE_SHAPES, draw_routing
+
+    for shape, tokens, kind, s in ((MOE_SHAPES["qwen3_30b_a3b"], 4096, "zipf", 1.0),
+                                   (MOE_SHAPES["deepseek_v2_lite"], 1024, "zipf", 0.5),
+                                   (MOE_SHAPES["mixtral_8x7b"], 1024, "uniform", 0.0)):
+        _, routing = draw_routing(shape, tokens, kind, s)
+        workload = {"tokens": tokens, "seq": tokens, "routing": routing, "model": {
+            "name": shape.name, "hidden": shape.hidden, "num_experts": shape.num_experts, "top_k": shape.top_k,
+            "expert_ffn": shape.expert_ffn, "shared_experts": shape.shared_experts}, "kind": "moe_block"}
+        entry = LayerEntry(f"{shape.name}.t{tokens}", workload, 1e6, 1, False)
+        assert routing_config(entry, model_spec(entry)).tokens_per_rank == tokens
+
+
 def test_an_entry_whose_counts_do_not_reproduce_is_refused(tmp_path: Path, smoke_doc: dict) -> None:
     doc = copy.deepcopy(smoke_doc)
     moe = next(e for e in doc["entries"] if e["workload"]["kind"] == "moe_block")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from moesim.errors import ConfigError
-from moesim.validate.report import (KERNELS_FILE, Report, build_report, case_rows, default_layer_files, footer_lines,
-                                    summary_rows, to_json, to_markdown)
+from moesim.validate.report import (KERNELS_FILE, Progress, Report, build_report, case_rows, default_layer_files,
+                                    footer_lines, summary_rows, to_json, to_markdown)
 
 FORMATS = ("table", "markdown", "json")
 COST_MODELS = ("auto", "calibrated", "roofline")
@@ -33,7 +33,8 @@ def command_line(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bo
 
 
 def validate(layers: Sequence[Path] = (), kernels: Optional[Path] = None, no_kernels: bool = False,
-             gpu: Optional[str] = None, cost_model: str = "auto", fmt: str = "table") -> tuple[Report, str]:
+             gpu: Optional[str] = None, cost_model: str = "auto", fmt: str = "table",
+             progress: Optional[Progress] = None) -> tuple[Report, str]:
     """Build the report and render it (``fmt``: table, markdown or json)."""
     if fmt not in FORMATS:
         raise ConfigError("--format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
@@ -42,7 +43,7 @@ def validate(layers: Sequence[Path] = (), kernels: Optional[Path] = None, no_ker
     command = command_line(layers, kernels, no_kernels, gpu, cost_model, fmt)
     layer_files = list(layers) or default_layer_files()
     kernel_file = None if no_kernels else (kernels or KERNELS_FILE)
-    report = build_report(layer_files, kernel_file, gpu, cost_model, command)
+    report = build_report(layer_files, kernel_file, gpu, cost_model, command, progress)
     if fmt == "json":
         return report, json.dumps(to_json(report), indent=1) + "\n"
     if fmt == "markdown":
@@ -63,7 +64,8 @@ def render_table(report: Report) -> str:
     layer_cases = [c for c in report.cases if not c.workload_class.startswith("kernel")]
     if layer_cases:
         console.print(_table("Layers and blocks", case_rows(layer_cases), {4, 5, 6}, Table))
-    console.print(_table("Summary per workload class", summary_rows(report), {4, 5, 6, 7}, Table))
+    if report.cases:
+        console.print(_table("Summary per workload class", summary_rows(report), {4, 5, 6, 7}, Table))
     for line in footer_lines(report):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     return buf.getvalue()
@@ -86,7 +88,7 @@ def run_validate(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bo
     from moesim.errors import MoesimError
 
     try:
-        _, text = validate(layers, kernels, no_kernels, gpu, cost_model, fmt)
+        _, text = validate(layers, kernels, no_kernels, gpu, cost_model, fmt, _stderr_progress())
     except MoesimError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
@@ -96,3 +98,15 @@ def run_validate(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bo
     else:
         typer.echo(text, nl=False)
     return 0
+
+
+def _stderr_progress() -> Progress:
+    """One overwritten stderr line naming the case being simulated (the console report is on stdout)."""
+    import sys
+
+    def show(case_id: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            end = "\n" if done + 1 == total else ""
+            sys.stderr.write(f"\r\033[Ksimulating {done + 1}/{total}: {case_id}{end}")
+            sys.stderr.flush()
+    return show

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from moesim.errors import ConfigError
 from moesim.validate.compare import MEDIAN_TARGET, OVER, ClassSummary, Comparison, summarize
@@ -52,9 +52,14 @@ def default_layer_files() -> list[Path]:
     return sorted(LAYERS_DIR.glob("*.json")) if LAYERS_DIR.is_dir() else []
 
 
+Progress = Callable[[str, int, int], None]   # (case id, cases done, cases in the file)
+
+
 def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: "str | None" = None,
-                 cost_model: str = "auto", command: str = "moesim validate") -> Report:
-    """Predict every entry of ``layer_files`` and the single kernels of ``kernels_file`` (None: none)."""
+                 cost_model: str = "auto", command: str = "moesim validate",
+                 progress: Optional[Progress] = None) -> Report:
+    """Predict every entry of ``layer_files`` and the single kernels of ``kernels_file`` (None: none);
+    ``progress`` is told each layer case before it runs."""
     cases: list[Comparison] = []
     sources: list[Source] = []
     refused: list[tuple[str, str]] = []
@@ -62,7 +67,7 @@ def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: 
     if not layer_files:
         notes.append(f"no layer-workloads files in {_short(LAYERS_DIR)} yet: layers and blocks are not validated")
     for path in layer_files:
-        got, bad, source = _layer_cases(path, gpu, cost_model)
+        got, bad, source = _layer_cases(path, gpu, cost_model, progress)
         cases += got
         refused += bad
         sources.append(source)
@@ -83,7 +88,7 @@ def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: 
     return Report(tuple(cases), tuple(sources), tuple(refused), tuple(left.items()), tuple(notes), command)
 
 
-def _layer_cases(path: Path, gpu: "str | None", cost_model: str
+def _layer_cases(path: Path, gpu: "str | None", cost_model: str, progress: Optional[Progress] = None
                  ) -> tuple[list[Comparison], list[tuple[str, str]], Source]:
     """One file's comparisons; an entry the product cannot describe (its routing does not
     reproduce, a shape it refuses) is refused with the reason, the rest still run."""
@@ -92,7 +97,9 @@ def _layer_cases(path: Path, gpu: "str | None", cost_model: str
     layer_file = load_layer_file(path, gpu)
     got: list[Comparison] = []
     bad: list[tuple[str, str]] = []
-    for entry in layer_file.entries:
+    for i, entry in enumerate(layer_file.entries):
+        if progress is not None:
+            progress(entry.case_id, i, len(layer_file.entries))
         try:
             got.append(predict_entry(entry, layer_file.gpu, cost_model))
         except ConfigError as err:
@@ -122,7 +129,7 @@ def size_text(s: ClassSummary) -> str:
 
 def summary_rows(report: Report) -> list[list[str]]:
     """The summary table's rows (header first)."""
-    rows = [["class", "pass", "GPU", "size", "cases", "median |err|", "max |err|", f"> {OVER:.0%}", "worst case"]]
+    rows = [["class", "pass", "GPU", "size", "cases", "median abs error", "max abs error", f"over {OVER:.0%}", "worst case"]]
     for s in report.summary():
         rows.append([s.workload_class, s.passes, s.gpu, size_text(s), str(s.cases), f"{100 * s.median_abs:.1f}%",
                      f"{100 * s.max_abs:.1f}%", str(s.over), s.worst_case])
