@@ -249,3 +249,17 @@ def test_an_entry_missing_a_field_is_one_line_error(tmp_path: Path, smoke_doc: d
 def test_a_cpu_smoke_file_needs_a_gpu_kind(smoke_file: Path) -> None:
     assert "--gpu" in _one_line_error(["--layers", str(smoke_file)])
     assert "unknown GPU" in _one_line_error(["--layers", str(smoke_file), "--gpu", "A100"])
+
+
+def test_an_install_without_stored_data_reports_so(monkeypatch, tmp_path: Path) -> None:
+    """Defaults that are missing (a wheel without data/validation) are stated, not an error; a
+    file the user names and that is missing is an error."""
+    import moesim.validate.cli as vcli
+    import moesim.validate.report as vreport
+
+    monkeypatch.setattr(vcli, "KERNELS_FILE", tmp_path / "absent.json")
+    monkeypatch.setattr(vreport, "LAYERS_DIR", tmp_path / "layers")
+    report, text = vcli.validate()
+    assert not report.cases and "kernels not validated" in text and "layers and blocks are not validated" in text
+    with pytest.raises(ConfigError, match="no measurement file"):
+        vcli.validate(kernels=tmp_path / "absent.json")

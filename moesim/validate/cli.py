@@ -8,6 +8,7 @@ and the single-GPU kernels of ``data/validation/h200_measurements.json`` (the co
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -43,7 +44,10 @@ def validate(layers: Sequence[Path] = (), kernels: Optional[Path] = None, no_ker
     command = command_line(layers, kernels, no_kernels, gpu, cost_model, fmt)
     layer_files = list(layers) or default_layer_files()
     kernel_file = None if no_kernels else (kernels or KERNELS_FILE)
-    report = build_report(layer_files, kernel_file, gpu, cost_model, command, progress)
+    missing = kernels is None and kernel_file is not None and not kernel_file.is_file()
+    report = build_report(layer_files, None if missing else kernel_file, gpu, cost_model, command, progress)
+    if missing:  # an install without the stored data: say so, never fail on a default
+        report = replace(report, notes=report.notes + (f"no single-kernel file at {kernel_file}: kernels not validated",))
     if fmt == "json":
         return report, json.dumps(to_json(report), indent=1) + "\n"
     if fmt == "markdown":

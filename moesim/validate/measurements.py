@@ -76,11 +76,11 @@ def load_measurements(path: "str | Path | None" = None) -> MeasurementSet:
     """Read and check a measurement file (the shipped H200 file by default)."""
     p = Path(path) if path is not None else DEFAULT_PATH
     if not p.is_file():
-        raise ConfigError("--from", f"no measurement file at {p}", f"pass an existing file, e.g. {DEFAULT_PATH}")
+        raise ConfigError("--kernels", f"no measurement file at {p}", f"pass an existing file, e.g. {DEFAULT_PATH}")
     try:
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError("--from", f"{p} is not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
+        raise ConfigError("--kernels", f"{p} is not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list) or not doc["samples"]:
         raise ConfigError("samples", "missing or empty", "use a file written by moesim calibrate workloads", source=str(p))
     cases = tuple(_measurement(entry, i, str(p)) for i, entry in enumerate(doc["samples"]))
