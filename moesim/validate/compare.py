@@ -20,7 +20,8 @@ SIZES = ("main", "small")
 class Comparison:
     """One case: ``small`` marks a case below its class's size threshold (1 ms for layers and
     blocks, 50 us for single kernels), reported apart. ``notes`` names what of the workload the
-    product's vocabulary does not describe."""
+    product's vocabulary does not describe, ``fallbacks`` the op classes priced without a
+    measurement (a roofline or a stand-in curve, as the block result labels them)."""
 
     case_id: str
     workload_class: str
@@ -31,6 +32,7 @@ class Comparison:
     small: bool = False
     cost_model: str = ""
     notes: str = ""
+    fallbacks: tuple[str, ...] = ()   # op classes the cost model priced by a fallback (labelled, never silent)
 
     @property
     def error(self) -> float:
@@ -44,7 +46,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.case_id, "class": self.workload_class, "pass": self.passes, "gpu": self.gpu,
                 "measured_ns": round(self.measured_ns, 1), "predicted_ns": round(self.predicted_ns, 1),
-                "error": round(self.error, 5), "small": self.small, "cost_model": self.cost_model, "notes": self.notes}
+                "error": round(self.error, 5), "small": self.small, "cost_model": self.cost_model, "notes": self.notes,
+                "fallbacks": list(self.fallbacks)}
 
 
 @dataclass(frozen=True)

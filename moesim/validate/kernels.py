@@ -73,12 +73,16 @@ def _pass_of(case: Measurement) -> str:
 def predict_kernel(case: Measurement, cost: Any, gpu: str) -> Comparison:
     """The cost model's time of the case's ops (back to back when more than one)."""
     from moesim.costs.regions import kernel_region, sequence_ns
+    from moesim.experiment.block import op_provenance
 
-    times = [float(cost.compute_ns(op)) for op in case_ops(case)]
+    ops = case_ops(case)
+    times = [float(cost.compute_ns(op)) for op in ops]
     predicted = sequence_ns(times, *kernel_region(cost)) if len(times) > 1 else times[0]
+    fallbacks = tuple(dict.fromkeys(f"{op.name or type(op).__name__}: {how}" for op in ops
+                                    if (how := op_provenance(cost, op)) != "measured"))
     return Comparison(case_id=case.case_id, workload_class=f"kernel: {case.kind}", passes=_pass_of(case), gpu=gpu,
                       measured_ns=case.measured_ns, predicted_ns=predicted, small=case.measured_ns < SMALL_KERNEL_NS,
-                      cost_model=getattr(cost, "name", type(cost).__name__))
+                      cost_model=getattr(cost, "name", type(cost).__name__), fallbacks=fallbacks)
 
 
 def gpu_of(measurements: MeasurementSet) -> str:

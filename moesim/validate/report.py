@@ -140,14 +140,24 @@ def case_rows(cases: Sequence[Comparison]) -> list[list[str]]:
     rows = [["case", "class", "pass", "GPU", "measured", "predicted", "error", "small", "notes"]]
     for c in cases:
         rows.append([c.case_id, c.workload_class, c.passes, c.gpu, time_text(c.measured_ns), time_text(c.predicted_ns),
-                     pct(c.error), "yes" if c.small else "", c.notes])
+                     pct(c.error), "yes" if c.small else "", _notes(c)])
     return rows
+
+
+def _notes(c: Comparison) -> str:
+    fallback = f"fallback: {', '.join(c.fallbacks)}" if c.fallbacks else ""
+    return "; ".join(x for x in (c.notes, fallback) if x)
 
 
 def footer_lines(report: Report) -> list[str]:
     lines = [f"source: {s.path} ({s.kind}, {s.gpu}, {s.predicted} predicted; {s.note})" for s in report.sources]
     models = sorted({(c.gpu, c.cost_model) for c in report.cases})
     lines += [f"cost model on {gpu}: {model}" for gpu, model in models]
+    with_fallback = [c for c in report.cases if c.fallbacks]
+    if with_fallback:
+        classes = sorted({f for c in with_fallback for f in c.fallbacks})
+        lines.append(f"{len(with_fallback)} of {len(report.cases)} cases have op classes priced without a measurement "
+                     f"(roofline or stand-in, see each case's notes): {', '.join(classes)}")
     lines += [f"refused {case}: {why}" for case, why in report.refused]
     lines += list(report.notes)
     lines.append(f"targets (issue 13): layers and blocks >= 1 ms median |error| <= {MEDIAN_TARGET:.0%}, none above "
