@@ -223,8 +223,18 @@ class MoEWeights:
             if fs else ()
         self.tokens_per_expert = torch.zeros(e, dtype=torch.float32, device=device)
 
-    def params(self) -> list[torch.Tensor]:
-        return [self.router, self.w1, self.w2, self.w3, *self.shared]
+        self._fc1: torch.Tensor | None = None
+
+    @property
+    def fc1(self) -> torch.Tensor:
+        """Megatron's fused ``linear_fc1`` weight ``[E, 2F, H]`` (gate rows, then up rows)."""
+        if self._fc1 is None:
+            self._fc1 = torch.cat([self.w1, self.w3], dim=1).detach().requires_grad_()
+        return self._fc1
+
+    def params(self, fused_fc1: bool = False) -> list[torch.Tensor]:
+        gate_up = [self.fc1] if fused_fc1 else [self.w1, self.w3]
+        return [self.router, *gate_up, self.w2, *self.shared]
 
 
 class DenseLayer:
@@ -274,6 +284,14 @@ def grouped_experts(w: MoEWeights, x: torch.Tensor, counts: torch.Tensor, emulat
     h = F.silu(_gmm(x, w.w1.transpose(-2, -1), offs, emulate))
     h = h * _gmm(x, w.w3.transpose(-2, -1), offs, emulate)
     return _gmm(h, w.w2.transpose(-2, -1), offs, emulate)
+
+
+def megatron_experts(w: MoEWeights, x: torch.Tensor, counts: torch.Tensor, emulate: bool) -> torch.Tensor:
+    """Megatron-Core's grouped MLP: ``linear_fc1`` (gate and up in one grouped GEMM of width 2F),
+    the GLU (``chunk``, silu, mul), ``linear_fc2``."""
+    offs = torch.cumsum(counts, dim=0, dtype=torch.int32)
+    gate, up = torch.chunk(_gmm(x, w.fc1.transpose(-2, -1), offs, emulate), 2, dim=-1)
+    return _gmm(F.silu(gate) * up, w.w2.transpose(-2, -1), offs, emulate)
 
 
 def loop_experts(w: MoEWeights, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -344,7 +362,7 @@ def megatron_forward(w: MoEWeights, x: torch.Tensor, bias: torch.Tensor, k: int,
     map_t = routing_map.T.contiguous()
     sorted_idx = torch.arange(t, device=x.device).unsqueeze(0).expand(map_t.shape[0], -1).masked_select(map_t)
     permuted = x.index_select(0, sorted_idx)
-    y = grouped_experts(w, permuted, counts, emulate=smoke and torch.is_grad_enabled())
+    y = megatron_experts(w, permuted, counts, emulate=smoke and torch.is_grad_enabled())
     permuted_probs = routing_probs.T.contiguous().masked_select(map_t)
     y = y * permuted_probs.unsqueeze(-1)
     out = torch.zeros((t, h), dtype=y.dtype, device=y.device)
@@ -377,8 +395,8 @@ def _program(case: Case) -> list[str]:
         return ["linear router bf16", "add routing bias bf16 [T,E]", "topk k (sorted)", "softmax fp32 of [T,k] -> bf16",
                 "zeros_like+scatter probs [T,E]", "zeros_like+int cast+scatter+bool routing map [T,E]",
                 "sum(0) counts", "counts .cpu() (sync)", "map.T.contiguous", "arange+expand+masked_select sorted token ids",
-                "index_select rows [T*k,H]", "cumsum int32", "grouped_mm gate", "silu", "grouped_mm up", "mul",
-                "grouped_mm down", "probs.T.contiguous+masked_select", "mul probs bf16 [T*k,H]", "zeros [T,H]",
+                "index_select rows [T*k,H]", "cumsum int32", "grouped_mm fc1 (gate+up, 2F wide)",
+                "chunk (views), silu of the gate half, mul by the up half", "grouped_mm fc2", "probs.T.contiguous+masked_select", "mul probs bf16 [T*k,H]", "zeros [T,H]",
                 "scatter_add_ bf16 [T*k,H] -> [T,H] (atomics)", "shared FFN: linear gate, silu, linear up, mul, linear down",
                 "add shared"]
     ops = ["linear router bf16", "float cast", "softmax fp32 [T,E]", "add routing bias fp32 [T,E]", "topk k (sorted=False)",
@@ -517,7 +535,8 @@ class Runner:
             x = _randn((1, case.tokens, w.s.hidden), self.device, 7, 1.0)
         else:
             forward, routing, subs, x = self._moe(case, w)
-        return self._step(case, forward, x, w.params()), describe(case, routing, w.params(), subs)
+        params = w.params(case.movement == "megatron") if case.kind != "dense_layer" else w.params()
+        return self._step(case, forward, x, params), describe(case, routing, params, subs)
 
     def _dense(self, case: Case, w: DenseLayer) -> Callable[[torch.Tensor], torch.Tensor]:
         d, t = w.s.head_dim, case.tokens

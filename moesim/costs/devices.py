@@ -87,6 +87,12 @@ DEVICES: dict[str, DeviceSpec] = {
         nvlink_gbps_per_direction=450.0, sms=132,
         source=f"{_REF}: H100 SXM5, glennklockwood.com/garden/processors/h100; hpctech H100 table",
     ),
+    "H100-PCIE": DeviceSpec(
+        name="H100-PCIE", hbm_bytes=80 * GIB, hbm_bandwidth_gbps=2000.0, peak_flops=_peaks(756.0, 1513.0),
+        nvlink_gbps_per_direction=300.0, sms=114,
+        source="NVIDIA H100 Tensor Core GPU datasheet, H100 PCIe column: bf16 1,513 TFLOPS and fp8 3,026 with "
+        "sparsity (half dense), HBM2e 2 TB/s, NVLink bridge 600 GB/s; 114 SMs (H100 whitepaper)",
+    ),
     "H800": DeviceSpec(
         name="H800", hbm_bytes=80 * GIB, hbm_bandwidth_gbps=3350.0, peak_flops=_peaks(989.4, 1979.0),
         nvlink_gbps_per_direction=200.0, sms=132,

@@ -12,7 +12,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from moesim.errors import ConfigError
 from moesim.lowering.moe_exchange import ExchangePlan
+
+# Replica slots beyond this many per expert are refused: the placement search grows with them (10^9 hung
+# the EPLB search), and no deployment replicates every expert eight times over.
+MAX_REPLICAS_PER_EXPERT = 8
 
 
 def spread(total: int, parts: int) -> np.ndarray:
@@ -99,6 +104,10 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
 
     opts, plan = scn.moe, scn.plan
     ep = plan.ep
+    if opts.num_redundant > MAX_REPLICAS_PER_EXPERT * spec.num_experts:
+        raise ConfigError("moe.num_redundant", f"{opts.num_redundant} replica slots for {spec.num_experts} experts "
+                          f"exceeds {MAX_REPLICAS_PER_EXPERT} extra copies per expert",
+                          "give a few slots per EP group (DeepSeek-V3's EPLB: 32 for 256 experts)")
     cfg = opts.routing or RoutingConfig(kind="uniform", tokens_per_rank=table.tokens_per_rank, seed=scn.seed)
     if cfg.kind != "trace":
         cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)

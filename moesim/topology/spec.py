@@ -18,7 +18,7 @@ from moesim.errors import ConfigError, unknown_name
 from moesim.topology import builders as b
 from moesim.topology.model import Topology
 
-GPU_KINDS = ("A100", "B200", "GB200", "H100", "H200", "H800")
+GPU_KINDS = ("A100", "B200", "GB200", "H100", "H100-PCIE", "H200", "H800")
 SCALE_OUT_KINDS = ("ib", "ethernet")
 # Size guards, checked before any graph is built (building costs ~90 us per GPU, ~30 us per
 # link on one core): 131,072 GPUs is beyond the largest clusters built so far, and 2**19
