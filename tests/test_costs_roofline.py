@@ -17,7 +17,7 @@ FAST = settings(max_examples=80, deadline=None)
 
 
 def test_registry_has_the_reference_gpus():
-    assert set(DEVICES) == {"A100", "H100", "H800", "H200", "B200", "GB200"}
+    assert set(DEVICES) == {"A100", "H100", "H100-PCIE", "H800", "H200", "B200", "GB200"}
     assert get_device("h200").hbm_bandwidth_gbps == 4800.0
     assert get_device("A100").peak_flops_for("bf16") == 312e12
     assert get_device("B200").peak_flops_for("fp4") == 9000e12
