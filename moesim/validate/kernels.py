@@ -44,10 +44,16 @@ def _attention(d: dict) -> list[Any]:
                       dtype=d.get("dtype", "bf16"), backward=bool(d["backward"]))]
 
 
+# The stored memory cases name their kernels as the memory section does: its "gather" is an
+# index_select (moesim.calibrate.memops); in the product's vocabulary "gather" is torch.gather.
+STORED_VARIANTS = {"gather": "index_select"}
+
+
 def _memory(d: dict) -> list[Any]:
     from moesim.ops import MemoryOp
 
-    return [MemoryOp(str(d["kind"]), float(d["nbytes"]), name=str(d["variant"]), variant=str(d["variant"]))]
+    variant = STORED_VARIANTS.get(str(d["variant"]), str(d["variant"]))
+    return [MemoryOp(str(d["kind"]), float(d["nbytes"]), name=str(d["variant"]), variant=variant)]
 
 
 OPS: dict[str, Callable[[dict], list[Any]]] = {"gemm": _gemm, "swiglu_ffn": _swiglu, "attention": _attention,
