@@ -10,6 +10,10 @@ input's provenance. Inputs must agree on device, driver, CUDA, NCCL and torch ve
 heating protocol (``heat_ms``); a run with another protocol still replaces them (repeated
 measurements of a noisy op: the cost model averages a cell's rows in log space).
 ``--validation`` merges validation-workload files instead (entries keyed by their ids).
+``--borrow OP[,OP] DONOR.json`` copies the donor profile's rows of those ops (e.g. ``collective``
+from an H200 profile into an H100 profile measured on one GPU, the same NVLink 4 / NVSwitch
+generation), each marked ``borrowed_from`` and listed under the merged file's ``borrowed``, so the
+cost model and every result say which op classes were measured on another device.
 Standard library only.
 """
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 from moesim.calibrate.jsonio import dump_profile
 
 SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch")
-STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run"}
+STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run",
+             "dense_ns"}  # dense_ns: a grouped row's same-run dense reference, re-measured every run
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
 RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -74,6 +79,20 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
     return merged
 
 
+def borrow_rows(profile: dict, donor: dict, ops: tuple[str, ...], why: str) -> dict:
+    """``profile`` with ``donor``'s rows of ``ops`` added (its own rows of those ops are dropped),
+    each marked ``borrowed_from``, and a ``borrowed`` record per op naming the donor and why."""
+    if not ops:
+        raise SystemExit("--borrow needs at least one op, e.g. collective")
+    source = f"{donor.get('device', '?')} profile of {str(donor.get('date', '?'))[:10]}"
+    rows = [{**r, "borrowed_from": source} for r in donor["samples"] if r["op"] in ops]
+    if not rows:
+        raise SystemExit(f"the donor profile has no rows of {', '.join(ops)}")
+    kept = [r for r in profile["samples"] if r["op"] not in ops]
+    record = [*(profile.get("borrowed") or []), *({"op": op, "from": source, "why": why} for op in ops)]
+    return {**profile, "borrowed": record, "samples": kept + rows}
+
+
 def merge_validation(docs: list[dict]) -> dict:
     """One validation file from several sessions; entries keep their ids (later wins on a clash),
     gain ``session`` (index into ``sessions``) and default to ``thermal: "as_found"``."""
@@ -105,12 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     average: tuple[str, ...] = ()
     if len(args) >= 2 and args[0] == "--average":
         average, args = tuple(a for a in args[1].split(",") if a), args[2:]
-    if len(args) < 3:
-        print("usage: python -m moesim.calibrate.merge [--validation | --average OP[,OP]] OUT.json IN1.json IN2.json [...]",
-              file=sys.stderr)
+    borrow: tuple[tuple[str, ...], Path] | None = None
+    if len(args) >= 3 and args[0] == "--borrow":
+        borrow, args = (tuple(a for a in args[1].split(",") if a), Path(args[2])), args[3:]
+    if len(args) < (2 if borrow else 3):
+        print("usage: python -m moesim.calibrate.merge [--validation | --average OP[,OP] | --borrow OP[,OP] DONOR.json] "
+              "OUT.json IN1.json [IN2.json ...]", file=sys.stderr)
         return 2
     docs = [json.loads(Path(p).read_text()) for p in args[1:]]
     merged = merge_validation(docs) if validation else merge_profiles(docs, average)
+    if borrow:
+        merged = borrow_rows(merged, json.loads(borrow[1].read_text()), borrow[0],
+                             "not measurable on the lent single-GPU machine; same NVLink 4 / NVSwitch generation")
     dump_profile(merged, Path(args[0]))
     print(f"wrote {args[0]}: {len(merged['samples'])} rows from {len(args) - 1} inputs")
     return 0

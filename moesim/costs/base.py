@@ -53,3 +53,10 @@ class CostModel(Protocol):
     def overlap_slowdown(self) -> float:
         """Compute-time multiplier (>= 1) while a collective runs concurrently on the GPU."""
         ...
+
+
+def cost_sources(cost: object) -> dict[str, str]:
+    """Per op class, where a cost model's times come from (measured, borrowed, roofline, fallbacks):
+    its ``sources()`` where it has one, else its name for every class."""
+    sources = getattr(cost, "sources", None)
+    return dict(sources()) if callable(sources) else {"all op classes": str(getattr(cost, "name", "unknown"))}

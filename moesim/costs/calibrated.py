@@ -528,6 +528,28 @@ class CalibratedCostModel:
                               "pass fallback=make_cost_model(device)", source=self.name)
         return getattr(self.fallback, method)
 
+    def sources(self) -> dict[str, str]:
+        """Per op class, where its costs come from: ``measured (<device>)``, ``measured on <other
+        device> (borrowed)`` where the profile says so (``borrowed``: rows copied from another
+        profile, e.g. an H200's NVLink collectives in a one-GPU H100 profile), or ``roofline``
+        where the profile has no rows of the class; plus, once ops were priced, ``roofline
+        fallback`` listing what fell outside the profile. Every result repeats it."""
+        have = self.profile.ops()
+        borrowed = {b.get("op"): b.get("from", "?") for b in self.profile.extra.get("borrowed") or []}
+
+        def source(*ops: str) -> str:
+            lent = [borrowed[op] for op in ops if op in borrowed]
+            if lent:
+                return f"measured on {lent[0]} (borrowed)"
+            return f"measured ({self.profile.device})" if any(op in have for op in ops) else "roofline"
+        out = {"gemm": source("gemm"), "grouped gemm": source("grouped_gemm_v", "grouped_gemm"),
+               "attention": source("attention"), "memory-bound": source("memory"),
+               "collectives": source("collective"), "compute/comm overlap": source("overlap"),
+               "eager host": source("host_op") if "host_op" in have else "per-kernel figure"}
+        if self.fallback_ops:
+            out["roofline fallback"] = "; ".join(sorted(self.fallback_ops))
+        return out
+
     def overlap_slowdown(self) -> float:
         """Measured GEMM slowdown while NCCL traffic runs (geometric mean over experiments)."""
         return self._overlap_ratio("gemm")

@@ -239,6 +239,10 @@ class RooflineCostModel:
         """Time of one compute op in integer nanoseconds (>= 1)."""
         return self.terms(op).total_ns
 
+    def sources(self) -> dict[str, str]:
+        """Every op class from the datasheet roofline (``uncalibrated``)."""
+        return {"all op classes": f"roofline ({self.device} datasheet, uncalibrated)"}
+
     def _flops_ns(self, flops: float, dtype: str, fraction: float) -> float:
         return flops / (self.device_spec.peak_flops_for(dtype) * fraction) * 1e9
 

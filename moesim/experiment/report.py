@@ -49,6 +49,9 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
     first = results[0] if results else None
     if first is not None:
         lines += ["", f"Costs: {first.cost_model}. Network model: {first.network_mode}."]
+        for r in results:
+            if r.cost_sources:
+                lines.append(f"- {r.name}: " + "; ".join(f"{k}: {v}" for k, v in r.cost_sources.items()))
     lines += ["", *_reductions(results, "What the reduced engine did not simulate GPU by GPU:")] \
         if _reductions(results, "") else []
     lines += [f"- {n}" for n in exp.notes]

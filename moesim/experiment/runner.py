@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from moesim.analysis import bubbles, summarize
 from moesim.analysis.host_issue import host_issue, host_issue_message
+from moesim.costs.base import cost_sources
 from moesim.experiment.build import build_scenario
 from moesim.experiment.experiment import Experiment
 from moesim.experiment.scenario import Scenario
@@ -49,6 +50,7 @@ class ScenarioResult:
     num_flows: int
     moe: dict[str, Any] = field(default_factory=dict)
     host_issue: dict[str, Any] = field(default_factory=dict)
+    cost_sources: dict[str, str] = field(default_factory=dict)
     analysis: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +88,7 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
         bottlenecks=bottlenecks,
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
         network_mode=sim_result.mode, num_tasks=sim_result.num_tasks, num_flows=sim_result.num_flows,
-        moe=moe_summary(built, rec), host_issue=issue,
+        moe=moe_summary(built, rec), host_issue=issue, cost_sources=cost_sources(built.cost_model),
         analysis=summary,
     )
     return result, rec
@@ -109,7 +111,7 @@ def run_reduced_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         memory_gib=round(budget.total_bytes / 2**30, 4), fits=bool(budget.fits), bottlenecks=r["bottlenecks"],
         cost_model=r["cost_model"], calibrated=r["calibrated"], network_mode="fluid (reduced: moesim.scale)",
         num_tasks=engine["tasks"], num_flows=engine["flows"],
-        moe=_reduced_moe(scn, r), host_issue=r["host_issue"],
+        moe=_reduced_moe(scn, r), host_issue=r["host_issue"], cost_sources=r.get("cost_sources", {}),
         analysis=r["analysis"]), rec
 
 

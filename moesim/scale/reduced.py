@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from moesim.costs.base import cost_sources
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
 from moesim.experiment.build import (eager_host_counts, group_link_kind, make_schedule, resolve_cost_model,
@@ -302,7 +303,8 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) 
         "plan": dataclasses.asdict(plan), "step_time_ms": round(res.makespan_ns / 1e6, 3),
         "tokens_per_step": tokens, "tokens_per_s_per_gpu": round(tokens / step_s / built["num_gpus"], 2),
         "mfu": round(total_flops / (cost.peak_flops * built["num_gpus"] * step_s), 4),
-        "cost_model": cost.name, "gpu_kind": built["gpu_kind"], "calibrated": bool(getattr(cost, "calibrated", False)),
+        "cost_model": cost.name, "cost_sources": cost_sources(cost), "gpu_kind": built["gpu_kind"],
+        "calibrated": bool(getattr(cost, "calibrated", False)),
         "overlap_slowdown": built["slowdown"], "pair_overlap": plan.pair_overlap, "dp_overlap": plan.dp_overlap,
         "bubble_fraction": round(pipeline_bubble(rec), 4),
         "moe": {"phases_solved": ex.stats.phases, "phases_bound_by": dict(sorted(ex.stats.bound_by.items())),

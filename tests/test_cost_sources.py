@@ -1,0 +1,38 @@
+"""Every result says, per op class, where its costs came from: measured, borrowed or roofline."""
+from __future__ import annotations
+
+import json
+
+from moesim.calibrate.merge import borrow_rows
+from moesim.costs.base import cost_sources
+from moesim.costs.calibrated import CalibratedCostModel
+from moesim.costs.profile import PROFILE_DIR, profile_from_dict
+from moesim.costs.roofline import make_cost_model
+
+
+def _h200() -> dict:
+    return json.loads((PROFILE_DIR / "h200_sxm.json").read_text())
+
+
+def test_roofline_says_roofline_for_every_class() -> None:
+    assert cost_sources(make_cost_model("H100")) == {"all op classes": "roofline (H100 datasheet, uncalibrated)"}
+
+
+def test_profile_without_collectives_says_its_communication_is_roofline() -> None:
+    doc = _h200()
+    doc["samples"] = [r for r in doc["samples"] if r["op"] not in ("collective", "overlap")]
+    src = CalibratedCostModel(profile_from_dict(doc, name="one_gpu")).sources()
+    assert src["collectives"] == "roofline" and src["gemm"] == "measured (NVIDIA H200)"
+
+
+def test_borrowed_collectives_are_named_with_their_donor() -> None:
+    donor = _h200()
+    one_gpu = {**donor, "samples": [r for r in donor["samples"] if r["op"] == "gemm"]}
+    merged = borrow_rows(one_gpu, donor, ("collective",), "same NVLink generation")
+    assert all(r["borrowed_from"] == "NVIDIA H200 profile of 2026-11-28" for r in merged["samples"]
+               if r["op"] == "collective")
+    assert merged["borrowed"] == [{"op": "collective", "from": "NVIDIA H200 profile of 2026-11-28",
+                                   "why": "same NVLink generation"}]
+    src = CalibratedCostModel(profile_from_dict(merged, name="borrowing")).sources()
+    assert src["collectives"] == "measured on NVIDIA H200 profile of 2026-11-28 (borrowed)"
+    assert src["attention"] == "roofline"
