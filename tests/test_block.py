@@ -92,6 +92,15 @@ def test_three_iterations_are_three_times_one_plus_two_rounds_of_adds():
     assert not spans(fused.recorder, "grad_accum")
 
 
+def test_kept_grads_add_after_every_backward_including_the_first():
+    fresh = simulate_block(llama_block(iterations=3))
+    kept = simulate_block(llama_block(iterations=3).with_overrides({"grad_accumulation": "add_every"}))
+    adds = spans(kept.recorder, "grad_accum")
+    assert sorted(s.args["microbatch"] for s in adds) == [0, 1, 2]
+    add_ns = adds[0].end_ns - adds[0].start_ns
+    assert kept.step_time_ns == fresh.step_time_ns + add_ns
+
+
 def test_grad_adds_follow_every_backward_after_the_first():
     res = simulate_block(llama_block(iterations=4))
     adds = spans(res.recorder, "grad_accum")

@@ -74,16 +74,21 @@ class BlockResult:
 def block_scenario(model: Any, *, layer: str = "decoder", tokens: int, seq_len: int | None = None,
                    passes: str = "fwd_bwd", ranks: int = 1, gpu: str = "H200", host: str = "eager",
                    iterations: int = 1, moe: MoEOptions | None = None, cost_model: str = "auto",
-                   name: str | None = None) -> Scenario:
+                   name: str | None = None, grads: str = "fresh") -> Scenario:
     """The Scenario of one block (see the module docstring). ``tokens`` per GPU and microbatch;
     ``seq_len`` None keeps the model's sequence length where it divides ``tokens`` (else one
-    sequence of ``tokens``); ``gpu`` is ``"H200"``, ``"H100"`` or a topology name/path."""
+    sequence of ``tokens``); ``gpu`` is ``"H200"``, ``"H100"`` or a topology name/path.
+    ``grads="fresh"``: the first iteration stores its weight gradients and later ones add into
+    them; ``"kept"``: ``.grad`` exists before the first iteration (a benchmark loop without
+    ``zero_grad``), so every iteration adds."""
     from moesim.experiment.build import resolve_model
     from moesim.workload.moe import MoESpec
 
     _check_choice("layer", layer, LAYERS, "'decoder' (attention + FFN/MoE) or 'moe_block' (the MoE FFN block alone)")
     _check_choice("passes", passes, PASSES, "'fwd' (forward only) or 'fwd_bwd' (forward and backward)")
     _check_choice("host", host, HOSTS, "'eager' (a PyTorch host thread issues every kernel) or 'graphs' (CUDA graphs)")
+    _check_choice("grads", grads, ("fresh", "kept"), "'fresh' (the first iteration stores .grad) or 'kept' (every "
+                  "iteration adds into an existing .grad)")
     for what, value in (("tokens", tokens), ("ranks", ranks), ("iterations", iterations)):
         _check_count(what, value)
     if seq_len is not None:
@@ -102,7 +107,7 @@ def block_scenario(model: Any, *, layer: str = "decoder", tokens: int, seq_len: 
     return Scenario(name=label, topology=topology, model=one, plan=plan, schedule="1f1b", nodes=nodes,
                     gpus_per_node=gpus_per_node, cost_model=cost_model, moe=moe or MoEOptions(),
                     host=_host_mode(host), mode="forward" if passes == "fwd" else "train", optimizer=False,
-                    grad_sync=False, grad_accumulation="add",
+                    grad_sync=False, grad_accumulation="add_every" if grads == "kept" else "add",
                     description=f"one {layer} of {spec.name}, {tokens} tokens per GPU, {passes}, {ranks} GPU(s)")
 
 
@@ -303,7 +308,7 @@ def block_ops(scn: Scenario) -> list[Any]:
     program = list(wl.forward_program(*args))
     if scn.mode != "forward":
         program += wl.backward_input_program(*args) + wl.backward_weight_ops(*args)
-        if scn.grad_accumulation == "add":
+        if scn.grad_accumulation in ("add", "add_every"):
             table = StageTable(spec, make_schedule(scn), resolve_cost_model("roofline", "H200"), tp=plan.tp,
                                micro_batch_size=plan.micro_batch_size, sequence_parallel=plan.sequence_parallel,
                                ep=plan.ep)

@@ -142,7 +142,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         zero=scn.memory.effective_zero_stage >= 1,
         grad_sync=scn.grad_sync,
         optimizer=scn.optimizer,
-        accumulate=_accumulation(scn, table),
+        accumulate=_accumulation(scn, table), accumulate_first=scn.grad_accumulation == "add_every",
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():
@@ -170,7 +170,7 @@ def eager_host_counts(issued) -> dict[str, int]:
 def _accumulation(scn: Scenario, table: StageTable):
     """``LoweringOptions.accumulate`` for ``grad_accumulation="add"`` (one ``.grad +=`` per
     parameter tensor; per expert when experts run as a per-expert loop), else None."""
-    if scn.grad_accumulation != "add" or scn.mode == "forward":
+    if scn.grad_accumulation not in ("add", "add_every") or scn.mode == "forward":
         return None
     from moesim.lowering.grad_accumulation import make_accumulation
 

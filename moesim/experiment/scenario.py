@@ -27,7 +27,7 @@ COST_MODELS = ("auto", "calibrated", "roofline")
 
 ENGINES = ("full", "reduced")
 MODES = ("train", "forward")
-GRAD_ACCUMULATION = ("fused", "add")
+GRAD_ACCUMULATION = ("fused", "add", "add_every")
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,9 @@ class Scenario:
     optimizer step, ``grad_sync=False`` the data-parallel gradient reduction (a layer microbenchmark
     runs neither). ``grad_accumulation`` is how weight gradients of microbatches after the first
     add up: ``"fused"`` inside the wgrad GEMM (Megatron's gradient_accumulation_fusion, no extra
-    kernel) or ``"add"`` (PyTorch autograd's ``.grad += g``: one add kernel per parameter tensor,
-    :mod:`moesim.lowering.grad_accumulation`). ``gpus_per_node`` replaces the topology file's
+    kernel), ``"add"`` (PyTorch autograd's ``.grad += g``: one add kernel per parameter tensor,
+    :mod:`moesim.lowering.grad_accumulation`) or ``"add_every"`` (the same, with ``.grad`` kept
+    from before the step, as a loop without ``zero_grad`` does: every microbatch adds). ``gpus_per_node`` replaces the topology file's
     GPUs per node (e.g. one GPU of a DGX H200)."""
 
     name: str
@@ -283,8 +284,9 @@ class Scenario:
                               "use 'train' (forward, backward, gradient sync, optimizer) or 'forward' (forward passes only)")
         if not isinstance(self.grad_accumulation, str) or self.grad_accumulation not in GRAD_ACCUMULATION:
             raise ConfigError("scenario.grad_accumulation", f"unknown gradient accumulation {self.grad_accumulation!r}",
-                              "use 'fused' (inside the wgrad GEMM, Megatron's gradient_accumulation_fusion) or 'add' "
-                              "(PyTorch autograd's .grad += g, one add kernel per parameter tensor)")
+                              "use 'fused' (inside the wgrad GEMM, Megatron's gradient_accumulation_fusion), 'add' "
+                              "(PyTorch autograd's .grad += g, one add kernel per parameter tensor) or 'add_every' "
+                              "(.grad kept from before the step: every microbatch adds)")
         for name in ("optimizer", "grad_sync"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"scenario.{name}", f"must be true or false, got {getattr(self, name)!r}",

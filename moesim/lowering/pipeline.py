@@ -129,6 +129,7 @@ class LoweringOptions:
     grad_sync: bool = True    # False: no data-parallel gradient reduction
     optimizer: bool = True    # False: no optimizer step (nor ZeRO-1's parameter all-gather)
     accumulate: object = None  # callable(action) -> StageWork: gradient adds after a later microbatch's backward
+    accumulate_first: bool = False  # .grad exists before the first microbatch (adds after every backward)
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -229,11 +230,12 @@ def _lower_stage_rank(sim, schedule, grid, table, opts, exchange, p, done, compu
 
 
 def _accumulation(schedule: Schedule, opts: LoweringOptions, a: Action, accumulated: set[int]) -> list:
-    """The gradient-add segment after ``a`` (none for the first weight-gradient action of its chunk)."""
+    """The gradient-add segment after ``a`` (none for the first weight-gradient action of its chunk,
+    unless ``opts.accumulate_first``: gradients kept from before the step)."""
     if opts.accumulate is None or not _produces_weight_grads(schedule, a):
         return []
     chunk = schedule.chunk_of(a.path, a.stage)
-    if chunk not in accumulated:
+    if chunk not in accumulated and not opts.accumulate_first:
         accumulated.add(chunk)
         return []
     return [opts.accumulate(a)]

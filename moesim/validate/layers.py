@@ -220,7 +220,8 @@ def entry_scenario(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Any
                          token_movement=str(w["token_movement"]), stats_step=0, step=0)
     return block_scenario(spec, layer="decoder" if entry.kind == "dense_layer" else "moe_block", tokens=tokens,
                           seq_len=seq, passes=entry.passes, ranks=1, gpu=gpu, host="eager",
-                          iterations=entry.iterations, moe=moe, cost_model=cost_model, name=entry.case_id)
+                          iterations=entry.iterations, moe=moe, cost_model=cost_model, name=entry.case_id,
+                          grads="kept" if (w.get("grad") or {}).get("mode") == "accumulate" else "fresh")
 
 
 def unmodelled(entry: LayerEntry) -> str:
