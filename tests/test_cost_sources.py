@@ -36,3 +36,24 @@ def test_borrowed_collectives_are_named_with_their_donor() -> None:
     src = CalibratedCostModel(profile_from_dict(merged, name="borrowing")).sources()
     assert src["collectives"] == "measured on NVIDIA H200 profile of 2026-11-28 (borrowed)"
     assert src["attention"] == "roofline"
+
+
+def test_merge_keeps_a_merged_inputs_runs_and_rows() -> None:
+    from moesim.calibrate.merge import merge_profiles
+
+    shipped = _h200()
+    extra = {k: shipped[k] for k in ("schema_version", "device", "driver", "cuda", "nccl", "torch")}
+    extra.update(date="2026-12-06T00:00:00Z", command="new section", gpu_count=1,
+                 samples=[{"op": "sync", "variant": "idle", "nbytes": 512, "time_ns": 20000.0, "repeats": 5}])
+    merged = merge_profiles([shipped, extra])
+    assert len(merged["runs"]) == len(shipped["runs"]) + 1
+    assert len(merged["samples"]) == len(shipped["samples"]) + 1
+    before = sorted(r["run"] for r in shipped["samples"])
+    assert sorted(r["run"] for r in merged["samples"] if r["op"] != "sync") == before
+    assert [r["run"] for r in merged["samples"] if r["op"] == "sync"] == [len(shipped["runs"])]
+    drifted = {**extra, "torch": "2.99"}
+    import pytest
+    with pytest.raises(SystemExit, match="--mixed-versions"):
+        merge_profiles([shipped, drifted])
+    mixed = merge_profiles([shipped, drifted], mixed_versions=True)
+    assert mixed["runs"][-1]["torch"] == "2.99" and mixed["torch"] == shipped["torch"]

@@ -29,7 +29,7 @@ SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch
 STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run",
              "dense_ns"}  # dense_ns: a grouped row's same-run dense reference, re-measured every run
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
-RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment")
+RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -39,24 +39,30 @@ def sample_key(sample: dict) -> str:
     return json.dumps({k: v for k, v in full.items() if k not in STAT_KEYS}, sort_keys=True)
 
 
-def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
+def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_versions: bool = False) -> dict:
     """One profile from several run documents, later ones replacing earlier identical rows, except
-    rows of ``average_ops`` measured with the same heating protocol, which are all kept."""
+    rows of ``average_ops`` measured with the same heating protocol, which are all kept.
+    ``mixed_versions`` accepts inputs whose driver / CUDA / NCCL / torch versions differ (the device
+    must not): each run record keeps its own versions, the header the first input's."""
     first = docs[0]
     for i, doc in enumerate(docs[1:], 1):
         for key in SAME_ACROSS_RUNS:
-            if doc.get(key) != first.get(key):
-                raise SystemExit(f"input {i}: {key} {doc.get(key)!r} differs from input 0's {first.get(key)!r}")
+            if doc.get(key) != first.get(key) and not (mixed_versions and key not in ("schema_version", "device")):
+                raise SystemExit(f"input {i}: {key} {doc.get(key)!r} differs from input 0's {first.get(key)!r}"
+                                 + ("" if key in ("schema_version", "device") else
+                                    " (--mixed-versions keeps each run's versions in its run record)"))
     rows: dict[str, list[tuple[object, dict]]] = {}  # key -> (heating protocol, row) per kept run
-    for run, doc in enumerate(docs):
+    offset = 0
+    for doc in docs:
         protocol = doc.get("heat_ms") or 0.0
-        for s in doc["samples"]:
-            full = {**DEFAULTS.get(s["op"], {}), **s, "run": run}
+        own_runs = bool(doc.get("runs"))
+        for s in doc["samples"]:  # a merged input's rows keep their run, shifted past earlier inputs' runs
+            full = {**DEFAULTS.get(s["op"], {}), **s, "run": offset + (int(s.get("run", 0)) if own_runs else 0)}
             key = sample_key(s)
             kept = [(p, r) for p, r in rows.pop(key, []) if s["op"] in average_ops and p == protocol]
             rows[key] = kept + [(protocol, full)]  # re-insert so the order follows the latest run
-    runs = [{k: (_ANSI.sub("", d[k]) if isinstance(d.get(k), str) else d.get(k)) for k in RUN_KEYS if k in d}
-            for d in docs]
+        offset += len(_run_records(doc))
+    runs = [run for d in docs for run in _run_records(d)]
     widest = max(docs, key=lambda d: d.get("gpu_count", 1))
     region = next((d["kernel_region"] for d in reversed(docs) if d.get("kernel_region")), None)  # later runs win
     eager = next((d["eager_host"] for d in reversed(docs) if d.get("eager_host")), None)
@@ -77,6 +83,13 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = ()) -> dict:
         "samples": [r for kept in rows.values() for _, r in kept],
     })
     return merged
+
+
+def _run_records(doc: dict) -> list[dict]:
+    """The run records an input contributes: its own ``runs`` when it is a merged profile (their
+    rows' ``run`` indices are remapped by :func:`merge_profiles`), else one record of its header."""
+    own = {k: (_ANSI.sub("", doc[k]) if isinstance(doc.get(k), str) else doc.get(k)) for k in RUN_KEYS if k in doc}
+    return [{**own, **r} for r in doc["runs"]] if doc.get("runs") else [own]
 
 
 def borrow_rows(profile: dict, donor: dict, ops: tuple[str, ...], why: str) -> dict:
@@ -122,17 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     validation = bool(args) and args[0] == "--validation"
     args = args[1:] if validation else args
     average: tuple[str, ...] = ()
+    mixed = bool(args) and args[0] == "--mixed-versions"
+    args = args[1:] if mixed else args
     if len(args) >= 2 and args[0] == "--average":
         average, args = tuple(a for a in args[1].split(",") if a), args[2:]
     borrow: tuple[tuple[str, ...], Path] | None = None
     if len(args) >= 3 and args[0] == "--borrow":
         borrow, args = (tuple(a for a in args[1].split(",") if a), Path(args[2])), args[3:]
     if len(args) < (2 if borrow else 3):
-        print("usage: python -m moesim.calibrate.merge [--validation | --average OP[,OP] | --borrow OP[,OP] DONOR.json] "
+        print("usage: python -m moesim.calibrate.merge [--validation | [--mixed-versions] [--average OP[,OP]] "
+              "[--borrow OP[,OP] DONOR.json]] "
               "OUT.json IN1.json [IN2.json ...]", file=sys.stderr)
         return 2
     docs = [json.loads(Path(p).read_text()) for p in args[1:]]
-    merged = merge_validation(docs) if validation else merge_profiles(docs, average)
+    merged = merge_validation(docs) if validation else merge_profiles(docs, average, mixed)
     if borrow:
         merged = borrow_rows(merged, json.loads(borrow[1].read_text()), borrow[0],
                              "not measurable on the lent single-GPU machine; same NVLink 4 / NVSwitch generation")
