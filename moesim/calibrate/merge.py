@@ -51,16 +51,19 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_ve
                 raise SystemExit(f"input {i}: {key} {doc.get(key)!r} differs from input 0's {first.get(key)!r}"
                                  + ("" if key in ("schema_version", "device") else
                                     " (--mixed-versions keeps each run's versions in its run record)"))
-    rows: dict[str, list[tuple[object, dict]]] = {}  # key -> (heating protocol, row) per kept run
+    rows: dict[str, list[tuple[object, int, dict]]] = {}  # key -> (heating protocol, input, row) kept
     offset = 0
-    for doc in docs:
+    for i, doc in enumerate(docs):
         protocol = doc.get("heat_ms") or 0.0
         own_runs = bool(doc.get("runs"))
         for s in doc["samples"]:  # a merged input's rows keep their run, shifted past earlier inputs' runs
             full = {**DEFAULTS.get(s["op"], {}), **s, "run": offset + (int(s.get("run", 0)) if own_runs else 0)}
             key = sample_key(s)
-            kept = [(p, r) for p, r in rows.pop(key, []) if s["op"] in average_ops and p == protocol]
-            rows[key] = kept + [(protocol, full)]  # re-insert so the order follows the latest run
+            # rows of one input are all kept (a merged input may hold averaged repeats); a later input
+            # replaces earlier ones, except averaged ops measured under the same heating protocol
+            kept = [(p, j, r) for p, j, r in rows.pop(key, [])
+                    if j == i or (s["op"] in average_ops and p == protocol)]
+            rows[key] = kept + [(protocol, i, full)]  # re-insert so the order follows the latest run
         offset += len(_run_records(doc))
     runs = [run for d in docs for run in _run_records(d)]
     widest = max(docs, key=lambda d: d.get("gpu_count", 1))
@@ -80,7 +83,7 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_ve
         **({"kernel_region": region} if region else {}),
         **({"eager_host": eager} if eager else {}),
         "errors": [e for d in docs for e in d.get("errors", [])],
-        "samples": [r for kept in rows.values() for _, r in kept],
+        "samples": [r for kept in rows.values() for _, _, r in kept],
     })
     return merged
 
