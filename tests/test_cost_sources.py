@@ -57,3 +57,15 @@ def test_merge_keeps_a_merged_inputs_runs_and_rows() -> None:
         merge_profiles([shipped, drifted])
     mixed = merge_profiles([shipped, drifted], mixed_versions=True)
     assert mixed["runs"][-1]["torch"] == "2.99" and mixed["torch"] == shipped["torch"]
+
+
+def test_topology_yaml_with_a_complex_key_is_a_config_error(tmp_path) -> None:
+    import pytest
+
+    from moesim.errors import ConfigError
+    from moesim.topology.loader import load_topology
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n? - a\n: 3\n")
+    with pytest.raises(ConfigError, match="mapping key is not plain"):
+        load_topology(bad)

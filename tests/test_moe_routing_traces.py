@@ -118,3 +118,23 @@ def test_split_evenly_conserves_and_stays_even(counts, parts):
     assert split.shape == (parts, 2, 3)
     assert np.array_equal(split.sum(axis=0), c)
     assert (split.max(axis=0) - split.min(axis=0) <= 1).all()
+
+
+def test_a_trace_whose_totals_are_not_the_models_tokens_is_refused(tmp_path):
+    """A counts trace recorded at another batch size would make the step route other tokens than
+    the model's: refused, naming the field, never simulated silently."""
+    from moesim.experiment.build import build_scenario
+    from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+    from moesim.workload.moe import MoESpec
+
+    spec = MoESpec(name="tiny-moe", num_layers=2, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
+                   ffn_hidden=1024, vocab=32000, seq_len=512, num_experts=8, top_k=2, expert_ffn_hidden=256)
+    path = tmp_path / "small.npz"
+    counts = np.full((1, 2, 2, 8), 1, dtype=np.int64)  # 8 pairs per rank; the model routes 512 x 2
+    np.savez(path, counts=counts, num_experts=np.int64(8))
+    scn = Scenario("t", "dgx_h100", spec, plan=ParallelPlan(dp=2, ep=2, num_microbatches=2), cost_model="roofline",
+                   gpus_per_node=2,
+                   moe=MoEOptions(routing=RoutingConfig(kind="trace", trace_path=str(path))))
+    with pytest.raises(ConfigError) as err:
+        build_scenario(scn)
+    assert err.value.field == "moe.routing.trace_path" and "tokens x top_k = 1024" in str(err.value)

@@ -8,7 +8,7 @@ tokens over its replicas.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,19 @@ from moesim.lowering.moe_exchange import ExchangePlan
 # Replica slots beyond this many per expert are refused: the placement search grows with them (10^9 hung
 # the EPLB search), and no deployment replicates every expert eight times over.
 MAX_REPLICAS_PER_EXPERT = 8
+
+
+def _check_trace_totals(routed: np.ndarray, pairs: int, source: Any) -> None:
+    """A recorded trace routes, per layer, microbatch and source rank, the model's tokens x top_k
+    token-expert pairs; else the simulated step would not be the model's."""
+    totals = routed.sum(axis=-1)  # [layers, microbatches, ranks]
+    bad = np.argwhere(totals != pairs)
+    if len(bad):
+        layer, mb, rank = (int(v) for v in bad[0])
+        raise ConfigError("moe.routing.trace_path", f"the trace routes {int(totals[layer, mb, rank])} token-expert pairs "
+                          f"from rank {rank} in microbatch {mb} of MoE layer {layer} ({len(bad)} such cells); the "
+                          f"model routes tokens x top_k = {pairs}", "record the trace at this batch size and "
+                          "micro_batch_size, or rescale it to the model's tokens", source=str(source))
 
 
 def spread(total: int, parts: int) -> np.ndarray:
@@ -121,6 +134,8 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
         return generate_routing(cfg, spec, ep, span, plan.num_microbatches, step, host_of, first_layer=first)
 
     stats = draw(opts.stats_step)
+    if cfg.kind == "trace":
+        _check_trace_totals(stats.routed, table.tokens_per_rank * spec.top_k, cfg.trace_path)
     placements = {}
     for layer in moe_layers:
         traffic = stats.kept[layer - first].sum(axis=0)

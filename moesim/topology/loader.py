@@ -119,6 +119,9 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError("yaml", problem, "fix the YAML syntax", source=str(path)) from None
     except _DuplicateKey as e:
         raise ConfigError(e.key, f"appears twice in one block (line {e.line})", "keep one of them", source=str(path)) from None
+    except TypeError as e:  # a complex key ("? - a") builds an unhashable mapping key
+        raise ConfigError("yaml", f"a mapping key is not plain text or a number ({e})",
+                          "write each key as a plain name, e.g. 'gpus_per_node:'", source=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError("(file)", f"expected a mapping of fields, got {type(data).__name__}",
                           "start the file with 'name: ...', 'gpu: {kind: H100}', ...", source=str(path))
