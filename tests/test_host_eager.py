@@ -147,22 +147,6 @@ def test_the_size_estimate_bounds_an_eager_run(small) -> None:
     assert run_scenario(eager)[0].num_tasks <= estimate_run(eager).tasks <= 3 * estimate_run(ahead).tasks
 
 
-RUNS = Path(__file__).resolve().parents[1] / "data" / "validation" / "runs"
-STACKS = [RUNS / "run26_h200_eager_stack.json", RUNS / "run27_h200_eager_check.json"]
-
-
-def test_the_profile_eager_host_figure_is_derived_from_the_stored_probes() -> None:
-    from moesim.calibrate.eager_host import counted_kernels, derive
-    from moesim.costs.calibrated import CalibratedCostModel
-    rec = derive([(f"data/validation/runs/{f.name}", json.loads(f.read_text())) for f in STACKS])
-    assert counted_kernels(512) == 29  # a Llama-3-8B layer: F 12, B 12, W 5 at TP1
-    cost = CalibratedCostModel("h200_sxm")
-    assert cost.eager_host_ns() == rec["per_kernel_ns"] and 50_000 < rec["per_kernel_ns"] < 90_000
-    assert cost.eager_host_ns() > 5 * cost.launch_overhead_ns()  # in-program vs back to back
-    with pytest.raises(ConfigError, match="--stack"):  # single-layer runs cannot give the per-layer slope
-        derive([("run25", json.loads((RUNS / "run25_h200_eager_probe.json").read_text()))])
-
-
 def test_a_bad_eager_host_record_is_refused() -> None:
     from moesim.costs.profile import profile_from_dict
     path = Path(__file__).resolve().parents[1] / "moesim" / "profiles" / "h200_sxm.json"

@@ -17,7 +17,7 @@ This module reads them and answers two questions:
   burst / sustained throughput ratio (memory- and latency-bound time does not). For a GEMM that
   share is its tensor-core share (FLOPs at the best measured rate / time); flash attention's
   non-tensor-core work (softmax) runs at the SM clock too, so its clock-bound share is all but
-  its memory time (``moesim.calibrate.probes``: four of five shapes timed at boost clocks took
+  its memory time (``lab.probes``: four of five shapes timed at boost clocks took
   0.77 to 0.86 of their sustained time, the fifth 0.97, against the GEMM stream's 0.84).
 
 Where a measurement recorded the SM clock its repeats ran at (``measured.clock.sm_mhz``,
@@ -25,7 +25,7 @@ Where a measurement recorded the SM clock its repeats ran at (``measured.clock.s
 ratio of the clock the profile was measured at to the case's clock,
 ``t = t_profile (1 - phi + phi f_ref / f_case)``. The profile stores no clock, so ``f_ref`` per
 kernel kind comes from :class:`ReferenceClocks`: shapes on the profile's grid re-run with the
-profile's protocol and the same clock probe (``moesim.calibrate.clock_reference``); each gives
+profile's protocol and the same clock probe (``lab.clock_reference``); each gives
 the clock at which the formula turns its measured time (at its measured clock) into the
 profile's time; the median per kind is ``f_ref``. No validation case enters it.
 """
@@ -63,7 +63,7 @@ class ClockModel:
     def __post_init__(self) -> None:
         if not 0 < self.sustained_tflops <= self.burst_tflops:
             raise ConfigError("power probe", f"sustained rate {self.sustained_tflops} must be in (0, burst rate "
-                              f"{self.burst_tflops}]", "re-run moesim.calibrate.power_probe", source=self.source)
+                              f"{self.burst_tflops}]", "re-run lab.power_probe", source=self.source)
 
     @property
     def sustained_over_burst(self) -> float:
@@ -170,7 +170,7 @@ def load_clock_model(peak_flops_per_ns: float, path: "str | Path | None" = None)
     burst = [c["tflops"] for c in chunks if str(c.get("phase", "")).startswith("burst")]
     sustained = [c for c in chunks if c.get("phase") == "sustained"]
     if not burst or not sustained:
-        raise ConfigError("power probe", "needs burst_* and sustained chunks", "re-run moesim.calibrate.power_probe",
+        raise ConfigError("power probe", "needs burst_* and sustained chunks", "re-run lab.power_probe",
                           source=str(p))
     burst_tflops = statistics.mean(burst)
     sustained_tflops = statistics.median(c["tflops"] for c in sustained)

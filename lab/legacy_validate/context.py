@@ -88,7 +88,7 @@ class ValidationContext:
             ref = self.ref_clocks.for_kind(kind) if self.ref_clocks is not None else None
             if ref is None:
                 raise ConfigError("clock reference", f"no reference clock for {kind}",
-                                  "add data/validation/clock_reference.json (moesim.calibrate.clock_reference)")
+                                  "add data/validation/clock_reference.json (lab.clock_reference)")
             return scale_to_clock(profile_ns, phi, ref, self.kernel_mhz(float(state), flops, profile_ns))
         return self.clock.scale_ns(profile_ns, flops, state, phi if kind == "attention" else None)
 

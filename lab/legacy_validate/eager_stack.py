@@ -1,6 +1,6 @@
 """Eager steps of stacked layers, predicted with the engine's host threads (``host="eager"``).
 
-``moesim.calibrate.eager_probe --stack L`` times one and L stacked Llama-3-8B layers (forward +
+``lab.eager_probe --stack L`` times one and L stacked Llama-3-8B layers (forward +
 backward, autograd) on one GPU at several token counts: the GPU's own time (host ahead) and the
 step as eager PyTorch runs it (GPU idle when the host starts issuing). This module predicts both
 the way ``moesim run`` would: each layer's forward, input backward and weight backward as one

@@ -2,10 +2,10 @@
 
 The host time of the same eager call sequence varies between machines, processes and runs by up
 to 1.6x (docs/accuracy.md), and the profile's host table was measured in one process on one
-machine. A session that ran the host probe sequence (``moesim.calibrate.host_probe``) inside
+machine. A session that ran the host probe sequence (``lab.host_probe``) inside
 each rank's process, before and after its timed workloads (``measured.host_probe`` of its
 entries), says how fast those processes' host was. The reference file
-(``data/validation/host_reference.json``, ``moesim.calibrate.host_reference``) holds, from one
+(``data/validation/host_reference.json``, ``lab.host_reference``) holds, from one
 set of processes, the ratio "host cost of a call / probe round time". From it and the profile,
 :func:`build_host_speed` derives the probe time the profile's own processes would have had
 (per host-table call: profile cost / ratio; the median over calls), and the same for the host
@@ -73,7 +73,7 @@ def build_host_speed(doc: Mapping[str, Any], host_ns: Callable[[str], float], ho
     """
     if mode not in doc.get("modes", {}):
         raise ConfigError("modes", f"host reference has no probe mode {mode!r}",
-                          "regenerate it with moesim.calibrate.host_reference", source=source)
+                          "regenerate it with lab.host_reference", source=source)
     ratios: Mapping[str, float] = doc["modes"][mode]["host_over_probe"]
     table = [host_ns(c) / ratios[c] for c in host_calls if ratios.get(c, 0) > 0]
     if not table:

@@ -1,6 +1,6 @@
 """What run 9's kernel probe measured, as model inputs: the cost of an event-timed region, and the
 clock-bound share of memory kernels (``data/validation/kernel_probe.json``, written by
-``moesim.calibrate.chain_probe``; no validation case enters either).
+``lab.chain_probe``; no validation case enters either).
 
 * :class:`ChainOverhead`. Every profile sample times its kernel alone, in one CUDA-event region
   after an L2-evicting write. The probe timed regions of N = 1, 2, 4, 8, 16 back-to-back kernels of

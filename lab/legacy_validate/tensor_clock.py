@@ -2,7 +2,7 @@
 
 A case that recorded its SM clock is predicted at it (:func:`lab.legacy_validate.clocks.scale_to_clock`).
 The probe reads the clock with spin kernels before and after the timed kernel. Run 22
-(``moesim.calibrate.boost_probe``) read it *during* dense bf16 GEMMs too, with spin kernels on a
+(``lab.boost_probe``) read it *during* dense bf16 GEMMs too, with spin kernels on a
 second stream: from idle, where the probes around a GEMM read 1980 MHz, the GEMM ran at about
 1580 MHz (8192^3 and 16384x14336x4096: 1571-1586 MHz; run 23, 2048x8192x4096 too: 1546-1591);
 after 5 s of load, where they read 1600-1700 MHz, at 1200-1350 MHz (run 23). The GPU pulls its clock down within microseconds
@@ -97,7 +97,7 @@ def fit_tensor_clock_cap(rows: Sequence[dict], profile_share: "Callable[[dict], 
 
 
 def load_fit_rows(path: "str | Path | None" = None) -> "tuple[list[dict], str] | None":
-    """The GEMM rows of a boost probe file (``moesim.calibrate.boost_probe``), or None when absent."""
+    """The GEMM rows of a boost probe file (``lab.boost_probe``), or None when absent."""
     p = Path(path) if path is not None else DEFAULT_FIT
     if not p.is_file():
         return None

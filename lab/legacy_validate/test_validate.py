@@ -169,7 +169,7 @@ def test_a_higher_recorded_clock_predicts_a_faster_attention_kernel() -> None:
 
 
 def test_append_session_keeps_every_stored_entry() -> None:
-    from moesim.calibrate.append_session import append_session, dumps
+    from lab.append_session import append_session, dumps
     stored = json.loads((ROOT / "data" / "validation" / "h200_measurements.json").read_text())
     new = {"date": "d", "command": "c", "samples": [{"id": "gemm_1x1x1", "kind": "gemm", "description": {},
                                                       "measured": {"time_ns": 1.0}}]}

@@ -12,11 +12,13 @@ the fixed launch and event cost. A repeat's clock is the mean of the probes just
 just after it (the first repeat's: the probe after it; see
 :func:`~moesim.calibrate.jsonio.per_repeat_clock_mhz`); an entry records the median over its repeats (``sm_mhz``), and NVML's power and
 clock averaged over the timed window when NVML is there. The timed region (start to end event
-around the op) is exactly :class:`Timer`'s: the probes run outside it.
+around the op) is exactly :class:`Timer`'s: the probes run outside it. :class:`Nvml` samples NVML
+in a thread for those windows.
 """
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import torch
@@ -61,7 +63,7 @@ def clock_fields(per_repeat_mhz: list[float], nvml: "dict | None") -> dict:
 
 class ClockedTimer(Timer):
     """:class:`Timer` whose every CUDA measurement also leaves ``last_clock`` (see module doc);
-    ``nvml`` is an object with ``window(t0, t1) -> dict`` (``moesim.calibrate.probes.Nvml``) or None."""
+    ``nvml`` is an object with ``window(t0, t1) -> dict`` (:class:`Nvml`) or None."""
 
     def __init__(self, device: str, nvml: object = None, **kwargs: object) -> None:
         super().__init__(device, **kwargs)  # type: ignore[arg-type]
@@ -88,3 +90,38 @@ class ClockedTimer(Timer):
         self.last_probe_mhz = mhz  # the probe before the first repeat, then one after each repeat
         window = self.nvml.window(self._t0, t1) if self.nvml is not None else None  # type: ignore[attr-defined]
         self.last_clock = clock_fields(per_repeat, window)
+
+
+class Nvml:
+    """SM clock (MHz), power (W) and temperature (C) sampled every 2 ms in a thread; inert without NVML."""
+
+    def __init__(self, index: int = 0) -> None:
+        self.samples: list[tuple[float, float, float, float]] = []
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self._n, self._h = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:  # no NVML: windows report nothing
+            self._n = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        n = self._n
+        while n is not None and not self._stop.is_set():
+            self.samples.append((time.monotonic(), float(n.nvmlDeviceGetClockInfo(self._h, n.NVML_CLOCK_SM)),
+                                 n.nvmlDeviceGetPowerUsage(self._h) / 1000.0,
+                                 float(n.nvmlDeviceGetTemperature(self._h, n.NVML_TEMPERATURE_GPU))))
+            time.sleep(0.002)
+
+    def window(self, t0: float, t1: float) -> dict:
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if not inside:
+            return {}
+        return {"sm_mhz": round(statistics.mean(s[1] for s in inside)), "power_w": round(statistics.mean(s[2] for s in inside)),
+                "temp_c": round(statistics.mean(s[3] for s in inside), 1), "samples": len(inside)}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)

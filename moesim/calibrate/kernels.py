@@ -130,6 +130,17 @@ def swiglu_ffn(x: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor, wd: torch.Te
     return torch.mm(F.silu(torch.mm(x, wg.t())) * torch.mm(x, wu.t()), wd.t())
 
 
+def rms_norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """RMSNorm over the last axis with weight ``w`` (``F.rms_norm``), as a Llama layer applies it."""
+    return F.rms_norm(x, (x.shape[-1],), w)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` (halves rotated by ``cos``/``sin``), as a Llama layer applies it."""
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+
+
 def measure_swiglu(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
     """Per-expert SwiGLU FFN time at token counts from 1 to 16384."""
     sec = Section("swiglu_ffn")

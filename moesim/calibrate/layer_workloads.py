@@ -23,7 +23,7 @@ graphs), all on the default stream:
   all-gather dispatcher's ``.cpu()``), ``permute`` = transposed map, ``masked_select`` of token
   indices, ``index_select``; grouped experts as above; ``unpermute`` = ``masked_select`` of the
   probs, bf16 multiply, ``scatter_add_`` into zeros (bf16 atomics); shared expert added.
-* a Llama-style dense decoder layer (:mod:`moesim.calibrate.eager_probe`'s layer, parametrised):
+* a Llama-style dense decoder layer (``lab/eager_probe.py``'s layer, parametrised):
   RMSNorm, fused QKV with GQA, RoPE, causal SDPA (flash backend on CUDA), output projection,
   residual, RMSNorm, SwiGLU MLP, residual.
 
@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from moesim.calibrate import provenance
-from moesim.calibrate.eager_probe import _rms, _rope
+from moesim.calibrate.kernels import rms_norm, rope
 from moesim.moe.popularity import stream
 from moesim.moe.routing import _TAG_TOKENS, RoutingConfig, layer_popularity
 from moesim.moe.sampling import sample_topk
@@ -238,7 +238,7 @@ class MoEWeights:
 
 
 class DenseLayer:
-    """eager_probe's decoder layer with its shape as a parameter."""
+    """``lab/eager_probe.py``'s decoder layer with its shape as a parameter."""
 
     def __init__(self, s: DenseShape, device: str) -> None:
         q_out = (s.heads + 2 * s.kv_heads) * s.head_dim
@@ -254,14 +254,14 @@ class DenseLayer:
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         s, t = self.s, x.shape[1]
-        qkv = F.linear(_rms(x, self.n1), self.wqkv)
+        qkv = F.linear(rms_norm(x, self.n1), self.wqkv)
         q, k, v = qkv.split((s.heads * s.head_dim, s.kv_heads * s.head_dim, s.kv_heads * s.head_dim), dim=-1)
-        q = _rope(q.view(1, t, s.heads, s.head_dim).transpose(1, 2), cos, sin)
-        k = _rope(k.view(1, t, s.kv_heads, s.head_dim).transpose(1, 2), cos, sin)
+        q = rope(q.view(1, t, s.heads, s.head_dim).transpose(1, 2), cos, sin)
+        k = rope(k.view(1, t, s.kv_heads, s.head_dim).transpose(1, 2), cos, sin)
         v = v.view(1, t, s.kv_heads, s.head_dim).transpose(1, 2)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         x = x + F.linear(a.transpose(1, 2).reshape(1, t, s.heads * s.head_dim), self.wo)
-        h = _rms(x, self.n2)
+        h = rms_norm(x, self.n2)
         return x + F.linear(F.silu(F.linear(h, self.wg)) * F.linear(h, self.wu), self.wd)
 
 

@@ -30,6 +30,7 @@ from moesim.calibrate.grouped import measure_fp8_scaled, measure_grouped_gemm_v
 from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.moe_kernels import measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
+from moesim.calibrate.regions import measure_kernel_region
 from moesim.calibrate.section import Section
 from moesim.calibrate.timing import Budget, Timer
 
@@ -70,7 +71,6 @@ def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sec
     if "launch" in sections:
         _record(profile, memops.measure_launch(device, total.sub(0.05)), out)
     if "kernel_region" in sections:  # the event-region cost every sample carries (moesim.costs.regions)
-        from moesim.calibrate.chain_probe import measure_kernel_region
         if preheat_s > 0:  # in the state the other samples are measured in
             timer.preheat(preheat_s)
             preheat_s = 0.0

@@ -13,7 +13,7 @@ the single-GPU entries, and each entry records that thermal state (``as_found``,
 the GPU next to the timed kernel (``moesim.calibrate.clock_timer``), and NVML's power and clock
 over the timed window (``measured.clock``).
 On GPUs every rank of the distributed part also runs the host probe sequence
-(:func:`moesim.calibrate.host_probe.in_process_probe`) right before and right after its timed
+(:func:`moesim.calibrate.host_rounds.in_process_probe`) right before and right after its timed
 workloads, in the same process; each distributed entry stores the per-rank records as
 ``measured.host_probe`` (the predictor scales host costs by them, see ``moesim.validate.host``).
 Protocol v2 (docs/accuracy.md) adds ``--lead-us 500`` (a GPU-side wait after each single-GPU
@@ -192,7 +192,7 @@ def distributed_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
 
 
 def _host_probe(rank: int, world: int) -> dict:
-    from moesim.calibrate.host_probe import in_process_probe  # CUDA only
+    from moesim.calibrate.host_rounds import in_process_probe  # CUDA only
     return in_process_probe(rank, world)
 
 
@@ -325,7 +325,7 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
 
 
 def _nvml() -> object:
-    from moesim.calibrate.probes import Nvml  # NVML sampler thread (inert without pynvml)
+    from moesim.calibrate.clock_timer import Nvml  # NVML sampler thread (inert without pynvml)
     return Nvml(torch.cuda.current_device())
 
 

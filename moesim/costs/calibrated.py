@@ -574,7 +574,7 @@ class CalibratedCostModel:
 
     def eager_host_ns(self) -> float:
         """Host time of eager PyTorch per kernel moesim counts (profile field ``eager_host``,
-        :mod:`moesim.calibrate.eager_host`; 0 if not measured)."""
+        written by ``lab/eager_host.py``; 0 if not measured)."""
         rec = self.profile.extra.get("eager_host")
         return float(rec["per_kernel_ns"]) if rec else 0.0
 

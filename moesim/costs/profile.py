@@ -182,7 +182,7 @@ def _check_kernel_region(rec: Any, source: str) -> None:
     for key in ("region_ns", "floor_ns"):
         if not _is_number(rec.get(key), allow_zero=True) or float(rec[key]) > 1e9:
             raise ConfigError(f"kernel_region.{key}", f"must be a number of ns in [0, 1e9], got {rec.get(key)!r}",
-                              "take it from moesim.calibrate.chain_probe (docs/accuracy.md, run 9)", source=source)
+                              "measure it with moesim calibrate run --sections kernel_region", source=source)
 
 
 def _check_eager_host(rec: Any, source: str) -> None:
@@ -192,7 +192,7 @@ def _check_eager_host(rec: Any, source: str) -> None:
     if not isinstance(rec, dict) or not _is_number(rec.get("per_kernel_ns"), allow_zero=False) \
             or float(rec["per_kernel_ns"]) > 1e9:
         raise ConfigError("eager_host.per_kernel_ns", f"must be a number of ns in (0, 1e9], got {rec!r:.80}",
-                          "write it with python -m moesim.calibrate.eager_host", source=source)
+                          "remove the field, or write it with python -m lab.eager_host from a checkout", source=source)
 
 
 def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Every calibrated sample times one kernel alone in a CUDA-event region after an L2-evicting write,
 so each carries the region's fixed cost ``O`` (the event-to-kernel and kernel-to-event gaps and
-what the first kernel after the flush pays) once. Runs 9 and 16 (``moesim.calibrate.chain_probe``,
-``moesim calibrate run --sections kernel_region``; docs/accuracy.md) timed regions of back-to-back
+what the first kernel after the flush pays) once. Runs 9 and 16 (``lab/chain_probe.py``,
+``moesim calibrate run --sections kernel_region``: ``moesim.calibrate.regions``; docs/accuracy.md) timed regions of back-to-back
 kernels of eight kinds on two H200 machines: a region of N kernels lasts ``N x in-stream + O``;
 ``O`` depends on the kernel (0.6-6.9 us over 28 kind-and-state intercepts), their median is
 2.13 us, and no kernel in a chain takes less than ``floor = 2.47 us`` (a one-element add). So a kernel queued behind another on the same

@@ -8,7 +8,7 @@ does not store that clock. This re-runs the profile's protocol (``measure --heat
 clock it ran at. Where the times agree with the profile's, the clocks are the profile's: the
 reference clock per op kind that ``moesim.validate.clocks`` scales from.
 
-``python3 -m moesim.calibrate.clock_reference --out clock_reference.json``
+``python3 -m lab.clock_reference --out clock_reference.json``
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def main(argv: "list[str] | None" = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("clock_reference.json"))
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    from moesim.calibrate.probes import Nvml
+    from moesim.calibrate.clock_timer import Nvml
     nvml = Nvml(torch.cuda.current_device())
     try:
         samples = reference_pass(nvml)

@@ -15,7 +15,7 @@ Not part of a calibration profile run; each part answers one question docs/accur
 * ``warm``: the warm-cache memory variants (``memops.WARM_VARIANTS``) with the GPU kept busy
   by a wait instead of an L2 flush, as profile samples (``cache: "warm"``).
 
-``python3 -m moesim.calibrate.probes --out DIR`` writes ``probes.json`` (everything) and
+``python3 -m lab.probes --out DIR`` writes ``probes.json`` (everything) and
 ``probes_profile.json`` (profile-format samples: warm memory, rmsnorm rows, in-program host).
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,6 +37,7 @@ from moesim.calibrate.hostops import GPU_CYCLES_PER_NS
 from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.kernels import randn, swiglu_ffn
 from moesim.calibrate.moe_bench import PHASES, MoEConfig, MoELayer
+from moesim.calibrate.clock_timer import Nvml
 from moesim.calibrate.timing import Budget, Timer
 
 ATTENTION_SHAPES = ((2, 40, 6144, 64), (2, 32, 4096, 64), (2, 64, 4096, 64), (2, 32, 8192, 64), (2, 64, 8192, 64),
@@ -47,41 +47,6 @@ ATTENTION_SHAPES = ((2, 40, 6144, 64), (2, 32, 4096, 64), (2, 64, 4096, 64), (2,
 LOAD_STEPS_S = (0.0, 5.0, 15.0, 20.0)  # GEMM load added before each pass (cumulative 0, 5, 20, 40 s)
 NORM_ROWS = tuple(range(1600, 2305, 64)) + (1831,)
 HOST_REPEATS = 20
-
-
-class Nvml:
-    """SM clock (MHz), power (W) and temperature (C) sampled every 2 ms in a thread; inert without NVML."""
-
-    def __init__(self, index: int = 0) -> None:
-        self.samples: list[tuple[float, float, float, float]] = []
-        try:
-            import pynvml
-            pynvml.nvmlInit()
-            self._n, self._h = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
-        except Exception:  # no NVML: windows report nothing
-            self._n = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        n = self._n
-        while n is not None and not self._stop.is_set():
-            self.samples.append((time.monotonic(), float(n.nvmlDeviceGetClockInfo(self._h, n.NVML_CLOCK_SM)),
-                                 n.nvmlDeviceGetPowerUsage(self._h) / 1000.0,
-                                 float(n.nvmlDeviceGetTemperature(self._h, n.NVML_TEMPERATURE_GPU))))
-            time.sleep(0.002)
-
-    def window(self, t0: float, t1: float) -> dict:
-        inside = [s for s in self.samples if t0 <= s[0] <= t1]
-        if not inside:
-            return {}
-        return {"sm_mhz": round(statistics.mean(s[1] for s in inside)), "power_w": round(statistics.mean(s[2] for s in inside)),
-                "temp_c": round(statistics.mean(s[3] for s in inside), 1), "samples": len(inside)}
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1)
 
 
 # -- host time inside the real program (2 ranks) ---------------------------------------------------
@@ -287,7 +252,7 @@ def main(argv: "list[str] | None" = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "probes.json").write_text(json.dumps(doc, indent=1) + "\n")
     profile = {"schema_version": 1, **prov, "mode": "probes", "heat_ms": 60.0,
-               "notes": "moesim.calibrate.probes: warm-cache memory variants (GPU-side wait between repeats, no L2 "
+               "notes": "lab.probes: warm-cache memory variants (GPU-side wait between repeats, no L2 "
                         "flush) and rmsnorm at row counts around 1831 (cold)", "errors": [], "samples": samples}
     dump_profile(profile, args.out / "probes_profile.json")
     print(f"wrote {args.out}/probes.json and probes_profile.json ({len(samples)} samples)", flush=True)

@@ -15,7 +15,7 @@ Two questions, each answered by measurement on the validation machine type:
   and under the profile's protocol (GEMM preheat, then 60 ms of GEMMs before every shape), each
   with its measured SM clock.
 
-``python3 -m moesim.calibrate.miss_probe --out miss_probe.json``
+``python3 -m lab.miss_probe --out miss_probe.json``
 """
 from __future__ import annotations
 

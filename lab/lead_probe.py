@@ -11,7 +11,7 @@ then draws more than the cap, which may throttle it below what the probes around
 This probe answers it by measurement: under the steady protocol (``--warm-s`` of GEMMs, then
 60 ms before every timing), a few shapes are timed with lead 0 and lead 500 us, alternated, with
 the SM clock probed before the first repeat and after every repeat; per repeat it stores the time
-and the two probes around it. ``python3 -m moesim.calibrate.lead_probe --out lead_probe.json``
+and the two probes around it. ``python3 -m lab.lead_probe --out lead_probe.json``
 """
 from __future__ import annotations
 

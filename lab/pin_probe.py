@@ -10,7 +10,7 @@ worker's loop: 30 timed calls, min over ranks per call), three interleaved round
 and mode it stores every per-call time; the spread of the loop medians across trials, and the
 bimodality inside loops, pinned against unpinned, is the answer.
 
-``python3 -m moesim.calibrate.pin_probe --out pin_probe.json --trials 6``
+``python3 -m lab.pin_probe --out pin_probe.json --trials 6``
 """
 from __future__ import annotations
 

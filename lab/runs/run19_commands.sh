@@ -1,5 +1,5 @@
 #!/bin/bash
-# Run 18 (nvidia-h200-x2): protocol v2 with MoE telemetry (run 13) plus --pin-cores: each distributed rank pinned to a core of its own (run 17, pin_probe: pinned processes predicted their 700 KB-3 MB loops from their 64 KiB loop within 8.3%, unpinned up to 37.8%).
+# Run 19 (nvidia-h200-x2, fresh machine): run 18's script unchanged (protocol v2, MoE telemetry, --pin-cores). Runs 19, 20 and 21 were decided together before any of them ran, to test on fresh machines whether the pinned protocol keeps every case within 15%; all three are reported.
 # v2 = v1 (run 8) plus: single-GPU repeats start after a 500 us GPU-side wait that follows the L2
 # flush (--lead-us 500: the host is always ahead of the timed op, so a region of short kernels has
 # no launch gaps), and collectives timed in 3 interleaved rounds with, in every round and the same
@@ -7,7 +7,7 @@
 # eager host interval (--collective-rounds 3 --host-cal-sizes 65536,262144).
 # Single-GPU entries with the SM clock per case (as_found and @steady on GPU 0, @hot on GPU 1),
 # then the distributed entries with the in-process host probe in each rank. Writes under $OUT.
-# Run as: bash data/validation/runs/run18_commands.sh 2>&1 | tee $OUT/log.txt
+# Run as: bash lab/runs/run18_commands.sh 2>&1 | tee $OUT/log.txt
 set -x
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 date -u; uname -r; nproc

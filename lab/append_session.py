@@ -1,6 +1,6 @@
 """Append one measurement session's entries to a stored validation file, keeping what is there.
 
-``python3 -m moesim.calibrate.append_session --into data/validation/h200_measurements.json
+``python3 -m lab.append_session --into data/validation/h200_measurements.json
 --from session.json --tag r5`` adds every entry of ``session.json`` (written by
 ``moesim.calibrate.validate_workloads``) as a new session: its ids get ``#TAG`` so they stay
 distinct from earlier sessions' measurements of the same workload, each entry records its

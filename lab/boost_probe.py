@@ -29,8 +29,8 @@ This probe measures it on shapes of the profile's grid (no validation shape), on
 reads the side clocks in the steady state as well (flash attention forward and backward beside
 the GEMMs).
 
-``python3 -m moesim.calibrate.boost_probe --out boost_probe.json`` (run 22);
-``python3 -m moesim.calibrate.boost_probe --shapes check --hot --no-trains --out boost_check.json`` (run 23)
+``python3 -m lab.boost_probe --out boost_probe.json`` (run 22);
+``python3 -m lab.boost_probe --shapes check --hot --no-trains --out boost_check.json`` (run 23)
 """
 from __future__ import annotations
 
@@ -44,8 +44,7 @@ from pathlib import Path
 import torch
 
 from moesim.calibrate import kernels, provenance
-from moesim.calibrate.clock_timer import ClockedTimer
-from moesim.calibrate.probes import Nvml
+from moesim.calibrate.clock_timer import ClockedTimer, Nvml
 
 LEAD_US = 500.0
 HEAT_MS = 60.0

@@ -6,7 +6,7 @@ shapes after a GEMM load (``--heat-ms``). This probe records the difference: an 
 GEMM (nn.Linear layout) timed as a burst after idling, then in chunks over a sustained run,
 then as a burst again after a rest, while a thread samples ``nvidia-smi`` (SM clock, power,
 temperature, throttle reasons) every quarter second.
-``python3 -m moesim.calibrate.power_probe --out power_probe.json``.
+``python3 -m lab.power_probe --out power_probe.json``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The reference that relates the profile's per-call host costs to the host probe's time.
 
-A session's in-process host probe (:func:`moesim.calibrate.host_probe.in_process_probe`) says
+A session's in-process host probe (:func:`lab.host_probe.in_process_probe`) says
 how fast the host of its processes was; the profile's host table (``host_ops`` of
 ``moesim.calibrate.measure``: each call issued back to back with the GPU busy, and the NCCL
 calls and small eager collectives of the profile's collective section) says what each call
@@ -14,7 +14,7 @@ collectives (4 KiB to 1 MiB, the sizes whose eager time is the predictor's host 
 figures and, per call, the ratio "host cost / probe round time" (median over alternations and
 ranks), which ``moesim.validate.host`` turns into the probe time the profile's host would have.
 
-``python3 -m moesim.calibrate.host_reference --out host_reference.json`` (2 GPUs, about 40 s).
+``python3 -m lab.host_reference --out host_reference.json`` (2 GPUs, about 40 s).
 """
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from lab.host_probe import environment
 from moesim.calibrate import hostops, provenance
 from moesim.calibrate.collectives import make_collective, time_iterations
 from moesim.calibrate.dist import run_workers
-from moesim.calibrate.host_probe import PROBE_MODES, SEQUENCE, environment, in_process_probe
+from moesim.calibrate.host_rounds import PROBE_MODES, SEQUENCE, in_process_probe
 
 ALTERNATIONS = 3
 EAGER_OPS = ("all_reduce", "all_to_all", "all_to_all_v")
@@ -107,7 +108,7 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--alternations", type=int, default=ALTERNATIONS)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     doc: dict = {"provenance": provenance.collect("cuda", torch.cuda.device_count()), "environment": environment(),
-                 "command": " ".join(["python3 -m moesim.calibrate.host_reference", *(sys.argv[1:] if argv is None else argv)]),
+                 "command": " ".join(["python3 -m lab.host_reference", *(sys.argv[1:] if argv is None else argv)]),
                  "sequence": list(SEQUENCE), "world": args.world, "alternations": args.alternations,
                  "eager_ops": list(EAGER_OPS), "eager_sizes": list(EAGER_SIZES)}
     results, errors = run_workers(reference_worker, args.world, "nccl", {"alternations": args.alternations, "timeout_s": 300},

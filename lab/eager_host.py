@@ -1,6 +1,6 @@
 """The profile's ``eager_host`` record: host time of eager PyTorch per kernel moesim counts.
 
-``moesim.calibrate.eager_probe`` times the host thread of an eager Llama-style layer (forward
+``lab.eager_probe`` times the host thread of an eager Llama-style layer (forward
 plus backward, autograd) on the GPU machine. moesim's lowering counts a layer's kernels by its
 program (one per GEMM, attention, norm, activation...: 29 for a Llama-3-8B layer's forward,
 input backward and weight backward at TP1), where PyTorch launches about three times as many
@@ -9,7 +9,7 @@ kernel this record's ``per_kernel_ns``: what one more layer costs the host threa
 layer's counted kernels (:func:`derive`), so that a simulated layer's issue takes what a real one did.
 Torch-free (it reads the probe's JSON), so it runs anywhere:
 
-``python -m moesim.calibrate.eager_host --from RUN.json [RUN.json ...] --into moesim/profiles/h200_sxm.json``
+``python -m lab.eager_host --from RUN.json [RUN.json ...] --into moesim/profiles/h200_sxm.json``
 (runs of ``eager_probe --stack L``).
 """
 from __future__ import annotations
@@ -64,12 +64,12 @@ def derive(docs: list[tuple[str, dict]]) -> dict:
         runs.append({k: doc.get(k) for k in ("date", "device", "driver", "cuda", "torch", "command")} | {"source": path})
     if not rows:
         raise ConfigError("--from", "no stacked rows in the probe files",
-                          "run python3 -m moesim.calibrate.eager_probe --stack 4 (or more layers)")
+                          "run python3 -m lab.eager_probe --stack 4 (or more layers)")
     return {"per_kernel_ns": round(statistics.median(r[6] for r in rows), 1),
             "what": "host time of eager PyTorch (forward + backward with autograd) per kernel moesim counts; "
                     "Scenario.host='eager' charges it per counted kernel (moesim.lowering.host)",
             "derived": f"median over token counts and files of (host time of L stacked {MODEL} layers - of one) / "
-                       "((L - 1) x counted kernels of a layer) (moesim.calibrate.eager_host)",
+                       "((L - 1) x counted kernels of a layer) (lab.eager_host)",
             "rows": [["source", "tokens", "layers", "host_ns_1_layer", "host_ns_L_layers", "counted_kernels_per_layer",
                       "host_ns_per_counted"]] + rows,
             "runs": runs}

@@ -21,7 +21,7 @@ Two measurements, neither on a validation case's shape:
 
 Both run in the two states (boost first, then the profile's protocol).
 
-``python3 -m moesim.calibrate.chain_probe --out chain_probe.json``
+``python3 -m lab.chain_probe --out chain_probe.json``
 """
 from __future__ import annotations
 
@@ -30,19 +30,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from moesim.calibrate import kernels, memops, provenance
 from moesim.calibrate.clock_timer import ClockedTimer
-from moesim.calibrate.timing import Timer
+from moesim.calibrate.regions import chain_kernels, chain_kinds
 
 MIB = 2**20
 CHAIN_LENGTHS = (1, 2, 4, 8, 16)
-CHAIN_GEMMS = ((64, 2048, 4096), (256, 4096, 4096), (1024, 1024, 1024))  # (m, n, k), fwd layout
-CHAIN_MEMORY = (("silu", 4 * MIB), ("mul", 6 * MIB), ("rmsnorm", 16 * MIB), ("copy", 4 * MIB))
 CHECK_FFNS = ((64, 4096, 2048), (1024, 4096, 1024))  # (tokens, hidden, ffn): grid shapes
 MEMORY_SIZES = tuple(s * MIB for s in (1, 4, 16, 32, 64, 256, 1024))
 WARM_SIZES = tuple(s * MIB for s in (1, 4, 16))
@@ -51,67 +48,11 @@ PROFILE_HEAT_MS = 60.0
 PROFILE_PREHEAT_S = 10.0
 
 
-def _chain_kernels(kind: str, n: int) -> list[Callable[[], object]]:
-    """``n`` callables of one kind, each on its own buffers (cold when run after the flush)."""
-    if kind == "tiny":
-        xs = [torch.zeros(1, device="cuda") for _ in range(n)]
-        return [lambda x=x: x.add_(1.0) for x in xs]
-    if kind.startswith("gemm_"):
-        m, nn, k = (int(v) for v in kind[5:].split("x"))
-        ops = []
-        for i in range(n):
-            a = kernels.randn(m * k, "cuda", 100 + i).view(m, k)
-            w = kernels.randn(nn * k, "cuda", 200 + i).view(nn, k)
-            ops.append(lambda a=a, w=w: torch.mm(a, w.t()))
-        return ops
-    variant, nbytes = kind.split("_")
-    numel = memops._numel_for(variant, int(nbytes))
-    ops = []
-    for i in range(n):
-        bufs = [kernels.randn(numel, "cuda", 300 + 3 * i + j) for j in range(3)]
-        ops.append(memops._kernel(variant, bufs, numel, "cuda"))
-    return ops
-
-
-REGION_LENGTHS = (1, 2)  # what the region cost needs (longer chains of short GEMMs turn host-bound)
-
-
-def measure_kernel_region(timer: "Timer", device: str) -> "dict | None":
-    """The profile's ``kernel_region``: every chain kind timed as regions of 1 and 2 kernels with
-    ``timer`` (the calibration's own protocol), reduced by
-    :func:`moesim.costs.regions.region_from_chains`; the raw chain times ride along. None off a GPU
-    (the region cost is the CUDA-event region's)."""
-    if device != "cuda":
-        return None
-    from moesim.costs.regions import region_from_chains  # standard library only
-    rows = []
-    for kind in chain_kinds():
-        ops = _chain_kernels(kind, max(REGION_LENGTHS))
-        for n in REGION_LENGTHS:
-            def run(chain: list = ops[:n]) -> None:
-                for op in chain:
-                    op()
-            st = timer.time(run)
-            rows.append({"kind": kind, "state": "calibration", "n": n, "time_ns": st.fields()["time_ns"]})
-        del ops
-    rec = region_from_chains(rows)
-    if rec is None:
-        return None
-    return {**rec, "chains": rows, "derived": "moesim.costs.regions.region_from_chains: median over kinds of "
-            "2 t(1) - t(2); floor t(2) - t(1) of a one-element add",
-            **{k: v for k, v in provenance.collect(device, 1).items() if k in ("device", "driver", "cuda", "torch")},
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
-
-
-def chain_kinds() -> list[str]:
-    return ["tiny"] + [f"gemm_{m}x{n}x{k}" for m, n, k in CHAIN_GEMMS] + [f"{v}_{b}" for v, b in CHAIN_MEMORY]
-
-
 def chain_pass(timer: ClockedTimer, state: str) -> list[dict]:
     """Every chain kind at every length: one event region around N back-to-back kernels."""
     out = []
     for kind in chain_kinds():
-        ops = _chain_kernels(kind, max(CHAIN_LENGTHS))
+        ops = chain_kernels(kind, max(CHAIN_LENGTHS))
         for n in CHAIN_LENGTHS:
             chain = ops[:n]
 

@@ -6,7 +6,7 @@
 set -x
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 date -u; uname -r; nproc
-timeout 150 python3 -m moesim.calibrate.host_reference --out $OUT/host_reference.json --alternations 3
+timeout 150 python3 -m lab.host_reference --out $OUT/host_reference.json --alternations 3
 date -u
 timeout 240 python3 -m moesim.calibrate.validate_workloads --device cuda --parts distributed \
     --out $OUT/session_distributed.json --budget-s 200

@@ -6,7 +6,7 @@ set -x
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 date -u; uname -r; nproc
 nvidia-smi -q -d POWER,CLOCK,PERFORMANCE,TEMPERATURE > $OUT/smi_before.txt 2>&1
-timeout 200 python3 -m moesim.calibrate.host_probe --out $OUT/host_probe.json
+timeout 200 python3 -m lab.host_probe --out $OUT/host_probe.json
 date -u
 ( export CUDA_VISIBLE_DEVICES=0
   timeout 90 python3 -m moesim.calibrate.validate_workloads --device cuda --parts single --clock-probe \
@@ -16,7 +16,7 @@ date -u
 ( export CUDA_VISIBLE_DEVICES=1
   timeout 90 python3 -m moesim.calibrate.validate_workloads --device cuda --parts single --clock-probe \
       --heat-ms 60 --out $OUT/session_hot.json --budget-s 70
-  timeout 90 python3 -m moesim.calibrate.clock_reference --out $OUT/clock_reference.json ) > $OUT/gpu1_log.txt 2>&1 &
+  timeout 90 python3 -m lab.clock_reference --out $OUT/clock_reference.json ) > $OUT/gpu1_log.txt 2>&1 &
 wait
 date -u
 cat $OUT/gpu0_log.txt $OUT/gpu1_log.txt

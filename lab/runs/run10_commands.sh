@@ -7,7 +7,7 @@
 # eager host interval (--collective-rounds 3 --host-cal-sizes 65536,262144).
 # Single-GPU entries with the SM clock per case (as_found and @steady on GPU 0, @hot on GPU 1),
 # then the distributed entries with the in-process host probe in each rank. Writes under $OUT.
-# Run as: bash data/validation/runs/run10_commands.sh 2>&1 | tee $OUT/log.txt
+# Run as: bash lab/runs/run10_commands.sh 2>&1 | tee $OUT/log.txt
 set -x
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 date -u; uname -r; nproc

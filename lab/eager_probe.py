@@ -16,7 +16,7 @@ plus backward, at several token counts:
 * with ``--stack L``: the same for L stacked layers (``stack_rows``), to check how a simulated
   eager host composes with the GPU over a step (docs/accuracy.md).
 
-``python3 -m moesim.calibrate.eager_probe --out eager_probe.json``
+``python3 -m lab.eager_probe --out eager_probe.json``
 """
 from __future__ import annotations
 
@@ -31,19 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from moesim.calibrate import kernels, provenance
+from moesim.calibrate.kernels import rms_norm, rope
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FFN = 4096, 32, 8, 128, 14336
 TOKENS = (128, 512, 2048, 8192)  # 2048: host and GPU time about equal per layer
 SPIN_CYCLES = 400_000_000  # ~0.2 s of GPU spin: the host issues a whole step behind it
-
-
-def _rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(x, (x.shape[-1],), w)
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    a, b = x.chunk(2, dim=-1)
-    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
 
 
 class Layer:
@@ -63,14 +55,14 @@ class Layer:
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
-        qkv = F.linear(_rms(x, self.n1), self.wqkv)
+        qkv = F.linear(rms_norm(x, self.n1), self.wqkv)
         q, k, v = qkv.split((HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM), dim=-1)
-        q = _rope(q.view(1, t, HEADS, HEAD_DIM).transpose(1, 2), cos, sin)
-        k = _rope(k.view(1, t, KV_HEADS, HEAD_DIM).transpose(1, 2), cos, sin)
+        q = rope(q.view(1, t, HEADS, HEAD_DIM).transpose(1, 2), cos, sin)
+        k = rope(k.view(1, t, KV_HEADS, HEAD_DIM).transpose(1, 2), cos, sin)
         v = v.view(1, t, KV_HEADS, HEAD_DIM).transpose(1, 2)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         x = x + F.linear(a.transpose(1, 2).reshape(1, t, HEADS * HEAD_DIM), self.wo)
-        h = _rms(x, self.n2)
+        h = rms_norm(x, self.n2)
         return x + F.linear(F.silu(F.linear(h, self.wg)) * F.linear(h, self.wu), self.wd)
 
 
