@@ -8,42 +8,70 @@ from typing import List, Optional
 
 import typer
 
+# The verbs that live in other modules: (verb, module, attribute, help). The attribute is a Typer
+# app (a verb group) or a command function. Nothing is imported until its verb runs, so
+# ``moesim --help`` loads typer alone; the help shown here is the command's own (a test checks).
+_VERBS = [
+    ("run", "moesim.experiment.cli", "run", "Run every scenario of an experiment; print the table; write results.json, "
+     "summary.md, Perfetto traces and PNG plots."),
+    ("sweep", "moesim.sweep.cli", "sweep", "Run every base scenario x every combination of the grid values; stream "
+     "results to results.jsonl (a rerun resumes), then write summary.md and pareto.png."),
+    ("plan", "moesim.planner.cli", "plan", "Search the layouts of a preset scenario and print an actionable plan: the "
+     "layout, experts and memory per GPU, bandwidth needed per link kind, expected step time and tokens/s, the "
+     "bottleneck, and why the runners-up lost."),
+    ("topo", "moesim.topology.cli", "app", "Inspect fabrics: show, path, draw."),
+    ("schedule", "moesim.schedules.cli", "app", "Pipeline schedules: show the grid and bubble figures."),
+    ("calibrate", "moesim.calibrate.cli", "app", "Measure per-op costs on real GPUs and write a profile."),
+    ("memory", "moesim.memory.cli", "app", "Per-GPU memory budget: weights, optimizer, activations, KV cache."),
+    ("bench", "moesim.planner.cli", "bench_app", "Baseline/optimized bench pairs with JSON and Markdown summaries."),
+]
+_LISTED_FIRST = ("run", "sweep", "plan", "layer", "validate")  # then the verb groups, as before
+
+
+def load_verb(module: str, attr: str, name: str, help_text: str) -> typer.core.TyperCommand:
+    """The click command of a verb, built as mounting it on the top-level app would: its
+    module's Typer app (shown with ``help_text``) or its command function."""
+    obj = getattr(importlib.import_module(module), attr)
+    host = typer.Typer(add_completion=False)
+    if isinstance(obj, typer.Typer):
+        host.add_typer(obj, name=name, help=help_text)
+    else:
+        host.command(name)(obj)
+    host.callback()(lambda: None)  # a group even with one verb, so the verb can be picked by name
+    return typer.main.get_command(host).commands[name]
+
+
+class _LazyVerb(typer.core.TyperCommand):
+    """A verb listed by name and help; its module is imported when the verb is invoked."""
+
+    def __init__(self, name: str, module: str, attr: str, help_text: str) -> None:
+        super().__init__(name=name, help=help_text, callback=None)
+        self.target = (module, attr)
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[no-untyped-def]
+        real = load_verb(*self.target, self.name, self.help)
+        return real.make_context(info_name, args, parent=parent, **extra)
+
+
+class _Verbs(typer.core.TyperGroup):
+    """The top-level group: the commands defined here, plus the lazily imported verbs."""
+
+    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        for name, module, attr, help_text in _VERBS:
+            self.commands.setdefault(name, _LazyVerb(name, module, attr, help_text))
+        order = [n for n in _LISTED_FIRST if n in self.commands]
+        self.commands = {n: self.commands[n] for n in order + [n for n in self.commands if n not in order]}
+
+
 app = typer.Typer(
     name="moesim",
     help="Discrete-event simulator for Mixture-of-Experts GPU clusters.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Verbs,
 )
-
-# (module with a Typer `app`, verb name, help). Mounted only when the module exists, so a
-# partially installed tree still gives a working CLI.
-_SUBAPPS = [
-    ("moesim.topology.cli", "topo", "Inspect fabrics: show, path, draw."),
-    ("moesim.schedules.cli", "schedule", "Pipeline schedules: show the grid and bubble figures."),
-    ("moesim.calibrate.cli", "calibrate", "Measure per-op costs on real GPUs and write a profile."),
-    ("moesim.memory.cli", "memory", "Per-GPU memory budget: weights, optimizer, activations, KV cache."),
-]
-
-for _module, _name, _help in _SUBAPPS:
-    try:
-        _sub = importlib.import_module(_module).app
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while a part is missing
-        if exc.name and exc.name.startswith("moesim"):
-            continue
-        raise
-    app.add_typer(_sub, name=_name, help=_help)
-
-
-from moesim.experiment.cli import run as _run  # noqa: E402
-from moesim.planner.cli import bench_app as _bench_app  # noqa: E402
-from moesim.planner.cli import plan as _plan  # noqa: E402
-from moesim.sweep.cli import sweep as _sweep  # noqa: E402
-
-app.command("run")(_run)
-app.command("sweep")(_sweep)
-app.command("plan")(_plan)
-app.add_typer(_bench_app, name="bench", help="Baseline/optimized bench pairs with JSON and Markdown summaries.")
 
 
 @app.command("layer")

@@ -16,7 +16,6 @@ from rich.table import Table
 
 from moesim.errors import ConfigError
 from moesim.topology.analysis import describe, route_summary
-from moesim.topology.draw import draw_topology
 from moesim.topology.loader import load_topology
 from moesim.topology.model import Topology
 
@@ -104,6 +103,8 @@ def draw(file: FileArg,
          = Path("topology.png"),
          nodes: NodesOpt = None) -> None:
     """A layered picture: spines, leaves, NICs, GPUs, switches, CPUs in rows; links coloured by kind."""
+    from moesim.topology.draw import draw_topology  # matplotlib: only when drawing
+
     topo = _load(file, nodes)
     written = draw_topology(topo, output)
     _console().print(f"wrote {written}")
