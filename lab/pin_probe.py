@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.calibrate import provenance
-from moesim.calibrate.collectives import collectives_worker
+from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
 
 SIZES = (65536, 700_000, 3_000_000)

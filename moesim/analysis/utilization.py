@@ -212,3 +212,10 @@ def bubbles(recorder: Recorder, busy_streams: tuple[str, ...] = (COMPUTE_STREAM,
 def _mean(values: Iterable[float]) -> float:
     items = list(values)
     return sum(items) / len(items) if items else 0.0
+
+
+def pipeline_bubble(recorder: Recorder) -> float:
+    """Mean over GPUs of the share of the step in which the GPU neither computes nor runs a
+    blocking tensor-parallel collective: the pipeline bubble proper (waiting on other stages,
+    on pipeline transfers or on the DP reduction at the end)."""
+    return bubbles(recorder, busy_streams=("compute", "comm.tp")).idle_fraction

@@ -1,6 +1,7 @@
 """NCCL collective timings and the compute slowdown while a collective runs concurrently.
 
-Runs inside the workers that :mod:`moesim.calibrate.dist` starts (one process per GPU). Every
+Runs inside the workers that :mod:`moesim.calibrate.dist` starts (one process per GPU;
+:func:`moesim.calibrate.comm_worker.collectives_worker` is the worker's body). Every
 rank issues the same sequence, so the number of iterations per size is fixed in advance, never
 adapted per rank. Sizes follow nccl-tests: ``nbytes`` is the all-reduce buffer, the all-gather
 output, the reduce-scatter input, the all-to-all send buffer per rank, and the message of a
@@ -128,17 +129,6 @@ def time_iterations(fn: Callable[[], None], warmup: int, iters: int, device: str
     return [s.elapsed_time(e) * 1e6 for s, e in ev]
 
 
-def _agree(flag: bool, device: str) -> bool:
-    """True only if every rank passes True (all ranks then take the same branch)."""
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item() >= 1.0)
-
-
-def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-
-
 def graph_ops_for(nbytes: int) -> int:
     """Ops captured per graph: ``GRAPH_OPS_PER_REPLAY``, fewer (at least 4) for large messages."""
     return max(4, min(GRAPH_OPS_PER_REPLAY, GRAPH_BYTES_PER_REPLAY // max(nbytes, 1)))
@@ -163,72 +153,6 @@ def time_graph(fn: Callable[[], None], replays: int = 7, ops: int = GRAPH_OPS_PE
     graph.replay()
     times = time_iterations(graph.replay, 2, replays, "cuda")
     return [t / ops for t in times]
-
-
-def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
-    """Time every collective at every size; raw per-iteration times keyed ``op|nbytes``.
-
-    ``cfg["graph"]`` adds the same under CUDA-graph replay (``graph_times``);
-    ``cfg["overlap"]`` adds the compute/communication interference experiments.
-    """
-    times: dict[str, list[float]] = {}
-    graph_times: dict[str, list[float]] = {}
-    errors: list[str] = []
-    deadline = time.monotonic() + float(cfg.get("budget_s", 120))
-    host_calls = None
-    if cfg.get("host_ops"):
-        from moesim.calibrate.hostops import host_collective_calls
-        host_calls = host_collective_calls(rank, world, device)
-    # ``rounds`` > 1 times every (op, size) that many times, interleaved, so that a drift of the
-    # host's speed over the run spreads over all sizes alike; ``host_cal_sizes`` are timed the same
-    # way in every round, first for each op (calibration of the eager host interval, not entries)
-    sizes = [int(b) for b in cfg.get("host_cal_sizes", ())] + [int(b) for b in cfg["sizes"]]
-    failed: set[str] = set()
-    for _ in range(max(1, int(cfg.get("rounds", 1)))):
-        for op in cfg["ops"]:
-            for nbytes in sizes:
-                key = f"{op}|{nbytes}"
-                if key in failed:
-                    continue
-                if not _agree(time.monotonic() < deadline, device):
-                    errors.append(f"{key}: skipped (budget)")
-                    failed.add(key)
-                    continue
-                try:
-                    fn = make_collective(op, nbytes, rank, world, device)
-                    warm, iters = iterations_for(nbytes)
-                    times.setdefault(key, []).extend(time_iterations(fn, warm, iters, device))
-                except Exception as exc:
-                    errors.append(f"{key}: {_error(exc)}")
-                    failed.add(key)
-                    times.pop(key, None)
-                    if device == "cuda":
-                        torch.cuda.empty_cache()
-    overlap = None
-    if cfg.get("overlap") and device == "cuda":  # before graph capture, the step most likely to fail
-        from moesim.calibrate.overlap import overlap_measurements
-        overlap = overlap_measurements(rank, world, cfg)
-    if cfg.get("graph") and device == "cuda":
-        for op in cfg["graph_ops"]:
-            for nbytes in cfg["graph_sizes"]:
-                if not _agree(time.monotonic() < deadline + float(cfg.get("graph_budget_s", 60)), device):
-                    errors.append(f"graph {op}|{nbytes}: skipped (budget)")
-                    continue
-                try:
-                    fn = make_collective(op, nbytes, rank, world, device)
-                    graph_times[f"{op}|{nbytes}"] = time_graph(fn, ops=graph_ops_for(nbytes))
-                    del fn
-                except Exception as exc:
-                    errors.append(f"graph {op}|{nbytes}: {_error(exc)}")
-                if not _agree(f"{op}|{nbytes}" in graph_times, device):
-                    graph_times.pop(f"{op}|{nbytes}", None)
-                    break  # one failed capture: skip this op's other sizes on every rank
-    result = {"times": times, "graph_times": graph_times, "errors": errors}
-    if host_calls is not None:
-        result["host_calls"] = host_calls
-    if overlap is not None:
-        result["overlap"] = overlap
-    return result
 
 
 def collective_samples(results: list[dict], world: int, key: str = "times", mode: str = "eager") -> list[dict]:

@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 
 from moesim.calibrate import grids, hostops, kernels, memops, provenance
-from moesim.calibrate.collectives import (COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples,
-                                          collectives_worker)
+from moesim.calibrate.collectives import COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples
+from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
 from moesim.calibrate.host_classes import measure_host_classes
 from moesim.calibrate.grouped import measure_fp8_scaled, measure_grouped_gemm_v

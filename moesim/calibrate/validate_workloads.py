@@ -37,7 +37,8 @@ import torch
 
 from moesim.calibrate import kernels, memops, provenance
 from moesim.calibrate.clock_timer import ClockedTimer
-from moesim.calibrate.collectives import collective_samples, collectives_worker
+from moesim.calibrate.collectives import collective_samples
+from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
 from moesim.calibrate.jsonio import dump_profile, eager_host_intervals, host_probe_record
 from moesim.calibrate.moe_bench import MoEConfig, moe_check_worker, moe_entry, time_moe

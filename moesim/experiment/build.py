@@ -2,13 +2,14 @@
 
 Loads the topology, model and cost model, checks the plan against them (world size,
 divisibility, schedule constraints) with errors that name the field and the fix, generates and
-validates the schedule, and lowers it into engine tasks.
+validates the schedule, and lowers it into engine tasks. What a Scenario's names resolve to (cost
+model, model spec, schedule, host pricing, routing) is :mod:`moesim.lowering.resolve`, shared with
+the reduced engine (``moesim.scale.reduced``) and re-exported here.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from moesim.costs.base import CostModel
@@ -17,19 +18,18 @@ from moesim.errors import ConfigError
 from moesim.experiment.estimate import check_budget, estimate_run
 from moesim.experiment.faults import Faults, apply_to_topology
 from moesim.experiment.scenario import Scenario
-from moesim.lowering.host import HostPricing, add_eager_host, host_pricing
+from moesim.lowering.host import HostPricing, add_eager_host
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.moe_exchange import MoEExchangeLowering
 from moesim.workload.moe import MoESpec
-from moesim.lowering.pipeline import Grid, LoweringOptions, forward_schedule, lower_pipeline
+from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
+from moesim.lowering.resolve import (PROFILE_DIR, PROFILE_FOR_GPU, eager_host_counts, group_link_kind,  # noqa: F401
+                                     make_routing, make_schedule, resolve_cost_model, resolve_model,
+                                     scenario_host)
 from moesim.lowering.sized_latency import sized_latency
-from moesim.schedules import generate, validate
 from moesim.schedules.model import Schedule
 from moesim.topology.loader import load_topology
-
-PROFILE_FOR_GPU = {"H200": "h200_sxm"}
-PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 
 
 @dataclass
@@ -48,44 +48,6 @@ class Built:
     exchange: Any = None
     budget: Any = None
     host: "HostPricing | None" = None  # what an eager host charges (moesim.lowering.host): run or checked
-
-
-def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
-    """The calibrated profile of this GPU when one ships (``auto``/``calibrated``), else the roofline."""
-    from moesim.costs.roofline import make_cost_model
-
-    profile = PROFILE_FOR_GPU.get(gpu_kind.upper())
-    has_profile = profile is not None and (PROFILE_DIR / f"{profile}.json").is_file()
-    if choice == "roofline" or (choice == "auto" and not has_profile):
-        return make_cost_model(gpu_kind)
-    if not has_profile:
-        raise ConfigError("scenario.cost_model", f"no calibrated profile ships for {gpu_kind}",
-                          f"use cost_model='roofline' or 'auto' (profiles exist for: {', '.join(PROFILE_FOR_GPU)})")
-    from moesim.costs.calibrated import CalibratedCostModel
-    from moesim.costs.profile import load_profile
-
-    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{profile}.json"), fallback=make_cost_model(gpu_kind))
-
-
-def resolve_model(model: Any):
-    """A model spec from a preset name or a spec object."""
-    if isinstance(model, str):
-        from moesim.workload.presets import get_model
-
-        return get_model(model)
-    return model
-
-
-def make_schedule(scn: Scenario) -> Schedule:
-    """Generate and validate the scenario's pipeline schedule."""
-    plan = scn.plan
-    chunks = plan.vpp if scn.schedule == "interleaved" else None
-    if plan.vpp > 1 and scn.schedule != "interleaved":
-        raise ConfigError("plan.vpp", f"vpp={plan.vpp} is only used by the 'interleaved' schedule, not {scn.schedule!r}",
-                          "set vpp=1 or schedule='interleaved'")
-    sched = generate(scn.schedule, plan.pp, plan.num_microbatches, chunks)
-    validate(sched)
-    return forward_schedule(sched) if scn.mode == "forward" else sched
 
 
 def build_scenario(scn: Scenario, force: bool = False) -> Built:
@@ -156,17 +118,6 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
                  exchange, budget, host)
 
 
-def scenario_host(scn: Scenario, cost: CostModel) -> HostPricing:
-    """The scenario's host pricing: per op class from the profile, or ``host_launch_us`` flat."""
-    return host_pricing(cost, scn.host_launch_us * 1e3 if scn.host_launch_us is not None else None)
-
-
-def eager_host_counts(issued) -> dict[str, int]:
-    """The run's counts from :func:`~moesim.lowering.host.add_eager_host`'s record."""
-    return {"host_tasks": issued.host_tasks, "host_syncs": issued.syncs,
-            "host_per_op_tasks": issued.per_op_tasks, "host_per_kernel_tasks": issued.per_kernel_tasks}
-
-
 def _accumulation(scn: Scenario, table: StageTable):
     """``LoweringOptions.accumulate`` for ``grad_accumulation="add"`` (one ``.grad +=`` per
     parameter tensor; per expert when experts run as a per-expert loop), else None."""
@@ -189,38 +140,8 @@ def scenario_budget(scn: Scenario, spec, gpu_kind: str):
     return memory_budget(spec, scn.plan, scn.schedule, cfg, gpu_kind)
 
 
-def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid: Grid):
-    """The scenario's routing source: balanced when no routing is configured."""
-    from moesim.lowering.moe_routing import BalancedRouting
-
-    opts = scn.moe
-    if spec.num_experts % scn.plan.ep:
-        raise ConfigError("plan.ep", f"ep={scn.plan.ep} does not divide the {spec.num_experts} experts",
-                          "choose ep dividing num_experts")
-    if opts.routing is None and opts.placement == "contiguous" and opts.num_redundant == 0 \
-            and opts.dispatcher == "alltoall":
-        return BalancedRouting(spec.num_experts, spec.top_k, table.tokens_per_rank, scn.plan.ep,
-                               opts.capacity_factor if opts.experts == "padded" else None)
-    from moesim.lowering.moe_routing import routing_from_options
-
-    return routing_from_options(scn, spec, table, topo, grid)
-
-
 def _kinds(topo) -> set[str]:
     return {l.kind for l in topo.links}
-
-
-def group_link_kind(topo, ranks: list[int]) -> str:
-    """The slowest link kind a group's traffic crosses (first hop kinds of its routes)."""
-    if len(ranks) < 2:
-        return "nvlink"
-    kinds = set()
-    for a, b in zip(ranks, ranks[1:] + ranks[:1]):
-        kinds.update(topo.route(a, b).kinds)
-    for k in ("ethernet", "ib", "pcie", "nvswitch", "nvlink", "c2c"):
-        if k in kinds:
-            return k
-    return "nvlink"
 
 
 def _ranks_meta(topo) -> dict[str, Any]:

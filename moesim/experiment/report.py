@@ -1,9 +1,12 @@
 """Present results: the Markdown summary and the console table (rich)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from moesim.experiment.experiment import Experiment
+
+if TYPE_CHECKING:
+    from moesim.experiment.runner import ScenarioResult
 
 COLUMNS = ("scenario", "schedule", "step ms", "tokens/s", "MFU", "bubble", "act GiB", "mem GiB", "top bottlenecks")
 
@@ -27,10 +30,23 @@ def _moe_row(r) -> list[str]:
             f"{mean_layer:.2f}" if layers else "n/a"]
 
 
+def comparisons(exp: Experiment, results: list[ScenarioResult]) -> list[dict[str, Any]]:
+    """Optimized / baseline ratios for every comparison of the experiment."""
+    by = {r.name: r for r in results}
+    out = []
+    for c in exp.comparisons:
+        b, o = by[c.baseline], by[c.optimized]
+        out.append({"baseline": c.baseline, "optimized": c.optimized, "lesson": c.lesson,
+                    "step_time_ratio": round(o.step_time_ms / b.step_time_ms, 4) if b.step_time_ms else None,
+                    "tokens_per_s_ratio": round(o.tokens_per_s / b.tokens_per_s, 4) if b.tokens_per_s else None,
+                    "bubble_delta": round(o.bubble_fraction - b.bubble_fraction, 4),
+                    "peak_activation_ratio": round(o.peak_activation_gib / b.peak_activation_gib, 4)
+                    if b.peak_activation_gib else None})
+    return out
+
+
 def summary_markdown(exp: Experiment, results: Sequence) -> str:
     """The table a person reads, with the optimized/baseline ratios."""
-    from moesim.experiment.runner import comparisons
-
     lines = [f"# {exp.name}", "", exp.description, ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in _row(r)) + " |" for r in results]
@@ -62,8 +78,6 @@ def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) 
     """Rich renderables: the results table, the optimized/baseline ratios and the bottlenecks."""
     from rich.table import Table
     from rich.text import Text
-
-    from moesim.experiment.runner import comparisons
 
     t = Table(title=exp.name)
     for c in COLUMNS[:-1]:

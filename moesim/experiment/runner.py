@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from moesim.analysis import bubbles, summarize
+from moesim.analysis import summarize
+from moesim.analysis.utilization import pipeline_bubble
 from moesim.analysis.host_issue import host_issue, host_issue_message
 from moesim.costs.base import cost_sources
 from moesim.experiment.build import build_scenario
 from moesim.experiment.experiment import Experiment
+from moesim.experiment.report import comparisons
 from moesim.experiment.scenario import Scenario
 
 
@@ -186,13 +188,6 @@ def moe_summary(built, rec) -> dict[str, Any]:
     }
 
 
-def pipeline_bubble(rec) -> float:
-    """Mean over GPUs of the share of the step in which the GPU neither computes nor runs a
-    blocking tensor-parallel collective: the pipeline bubble proper (waiting on other stages,
-    on pipeline transfers or on the DP reduction at the end)."""
-    return bubbles(rec, busy_streams=("compute", "comm.tp")).idle_fraction
-
-
 def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str, Any] | None = None,
                    on_progress: Callable[[str], None] | None = None,
                    force: bool = False) -> tuple[list[ScenarioResult], dict[str, float]]:
@@ -226,18 +221,3 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
     from moesim.experiment.report import summary_markdown
     (out / "summary.md").write_text(summary_markdown(exp, results))
     return results, walls
-
-
-def comparisons(exp: Experiment, results: list[ScenarioResult]) -> list[dict[str, Any]]:
-    """Optimized / baseline ratios for every comparison of the experiment."""
-    by = {r.name: r for r in results}
-    out = []
-    for c in exp.comparisons:
-        b, o = by[c.baseline], by[c.optimized]
-        out.append({"baseline": c.baseline, "optimized": c.optimized, "lesson": c.lesson,
-                    "step_time_ratio": round(o.step_time_ms / b.step_time_ms, 4) if b.step_time_ms else None,
-                    "tokens_per_s_ratio": round(o.tokens_per_s / b.tokens_per_s, 4) if b.tokens_per_s else None,
-                    "bubble_delta": round(o.bubble_fraction - b.bubble_fraction, 4),
-                    "peak_activation_ratio": round(o.peak_activation_gib / b.peak_activation_gib, 4)
-                    if b.peak_activation_gib else None})
-    return out

@@ -18,7 +18,7 @@ weights: dense state over dp, expert state over the expert-DP group.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moesim.costs.devices import GIB, DeviceSpec, get_device
 from moesim.errors import ConfigError
@@ -34,10 +34,8 @@ from moesim.memory.layout import (
 )
 from moesim.schedules import Schedule, generate
 from moesim.workload.moe import MoESpec, moe_input_tokens
+from moesim.workload.parallel import ParallelPlan
 from moesim.workload.transformer import TransformerSpec
-
-if TYPE_CHECKING:  # the plan type lives in experiment/, above this layer
-    from moesim.experiment.scenario import ParallelPlan
 
 __all__ = ["PARTS", "Budget", "MemoryConfig", "RankBudget", "Sharding", "memory_budget"]
 

@@ -23,6 +23,7 @@ from moesim.memory.config import DEFAULT_FRAMEWORK_RESERVE_BYTES, DEFAULT_TOKENS
 from moesim.memory.render import parts_table, ranks_table
 from moesim.memory.validate import validate_budget
 from moesim.schedules import SCHEDULES
+from moesim.workload.parallel import ParallelPlan
 from moesim.workload.presets import MODELS, get_model
 
 app = typer.Typer(help="Per-GPU memory budget: weights, gradients, optimizer, activations, buffers, KV cache.",
@@ -70,8 +71,6 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="print the budget as JSON"),
 ) -> None:
     """Print the per-GPU memory budget and whether it fits in the GPU's HBM."""
-    from moesim.experiment.scenario import ParallelPlan  # the plan type lives above this layer
-
     try:
         spec = get_model(model)
         if seq_len is not None:

@@ -31,25 +31,27 @@ import dataclasses
 import resource
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moesim.costs.base import cost_sources
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
-from moesim.experiment.build import (eager_host_counts, group_link_kind, make_schedule, resolve_cost_model,
-                                     resolve_model, scenario_host)
-from moesim.experiment.scenario import Scenario
 from moesim.lowering.host import add_eager_host
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
+from moesim.lowering.resolve import (eager_host_counts, group_link_kind, make_routing, make_schedule,
+                                     resolve_cost_model, resolve_model, scenario_host)
 from moesim.lowering.stage_costs import ADAM_BYTES_PER_PARAM
 from moesim.ops import MemoryOp
 from moesim.scale.lanes import LaneExchangeLowering, LaneLink
 from moesim.scale.phase import PhaseSolver
 from moesim.topology.loader import load_topology
 from moesim.workload.moe import MoESpec
+
+if TYPE_CHECKING:  # the Scenario type lives in moesim.experiment, above this layer
+    from moesim.experiment.scenario import Scenario
 
 PARAM_BYTES = 2   # bf16 parameters gathered after the ZeRO-1 optimizer step
 
@@ -176,7 +178,6 @@ def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: Red
     """Routing plans of one EP group: ``routing_samples`` draws per MoE layer, with the sampler the
     full run of this scenario would use (``auto`` decides on the full run's token count, so a
     reduced run sees the same routing statistics and hence the same placement)."""
-    from moesim.experiment.build import make_routing
     from moesim.moe.routing import EXACT_TOKEN_LIMIT
 
     moe = scn.moe
@@ -278,7 +279,7 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) 
     """:func:`run_reduced`'s figures plus the lanes' Recorder (for traces and plots)."""
     from moesim.analysis.host_issue import host_issue
     from moesim.analysis.summary import summarize
-    from moesim.experiment.runner import pipeline_bubble
+    from moesim.analysis.utilization import pipeline_bubble
 
     wall0 = time.perf_counter()
     built = build_reduced(scn, options)

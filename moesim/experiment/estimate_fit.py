@@ -1,0 +1,57 @@
+"""Measuring the run-size estimate's constants (``moesim.experiment.estimate.CONSTANTS``).
+
+:func:`measure` builds and runs a scenario once and records what it cost; :func:`fit_per_item`
+fits per-task and per-flow costs to such records. How and on what scenarios: docs/robustness.md.
+Kept apart from ``estimate`` (which ``build`` uses to refuse oversized runs) because it builds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.experiment.build import build_scenario
+from moesim.experiment.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one real build + run of a scenario cost (see :func:`measure`)."""
+
+    tasks: int
+    flows: int
+    events: int
+    peak_bytes: float
+    wall_s: float
+    network: str
+
+
+def measure(scn: Scenario, trace_memory: bool = True) -> Measured:
+    """Build and run ``scn`` once, recording tasks, flows, SimPy events, the peak of traced
+    Python + numpy memory (tracemalloc; 0 when ``trace_memory`` is off) and the wall time."""
+    import time
+    import tracemalloc
+
+    if trace_memory:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    built = build_scenario(scn)
+    result = built.sim.run()
+    wall_s = time.perf_counter() - t0
+    peak = float(tracemalloc.get_traced_memory()[1]) if trace_memory else 0.0
+    if trace_memory:
+        tracemalloc.stop()
+    events = next(built.sim.env._eid)  # SimPy's event-id counter: events scheduled so far
+    return Measured(result.num_tasks, result.num_flows, events, peak, wall_s, result.mode)
+
+
+def fit_per_item(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Least-squares ``(a, b)`` >= 0 with ``y ~ a * tasks + b * flows`` from ``(tasks, flows, y)`` rows."""
+    import numpy as np
+
+    x = np.array([[t, f] for t, f, _ in rows], dtype=float)
+    y = np.array([v for _, _, v in rows], dtype=float)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    if (coef < 0).any():  # one term explains it alone: fit that one
+        col = int(np.argmax(coef))
+        coef = np.zeros(2)
+        coef[col] = float(x[:, col] @ y / (x[:, col] @ x[:, col]))
+    return float(coef[0]), float(coef[1])

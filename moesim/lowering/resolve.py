@@ -1,0 +1,105 @@
+"""What a Scenario's choices resolve to, shared by both engines' builders.
+
+``moesim.experiment.build`` (the full engine) and ``moesim.scale.reduced`` (lanes) turn a
+Scenario into work the same way: the cost model of its GPU, its model spec, its pipeline
+schedule, its host pricing, its routing source and the link kind a group's traffic crosses. The
+Scenario is read by attribute only (it lives in ``moesim.experiment``, above this layer).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moesim.costs.base import CostModel
+from moesim.errors import ConfigError
+from moesim.lowering.host import HostPricing, host_pricing
+from moesim.lowering.moe_costs import MoEStageTable
+from moesim.lowering.pipeline import Grid, forward_schedule
+from moesim.schedules import generate, validate
+from moesim.schedules.model import Schedule
+from moesim.workload.moe import MoESpec
+
+if TYPE_CHECKING:
+    from moesim.experiment.scenario import Scenario
+
+PROFILE_FOR_GPU = {"H200": "h200_sxm"}
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+
+
+def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
+    """The calibrated profile of this GPU when one ships (``auto``/``calibrated``), else the roofline."""
+    from moesim.costs.roofline import make_cost_model
+
+    profile = PROFILE_FOR_GPU.get(gpu_kind.upper())
+    has_profile = profile is not None and (PROFILE_DIR / f"{profile}.json").is_file()
+    if choice == "roofline" or (choice == "auto" and not has_profile):
+        return make_cost_model(gpu_kind)
+    if not has_profile:
+        raise ConfigError("scenario.cost_model", f"no calibrated profile ships for {gpu_kind}",
+                          f"use cost_model='roofline' or 'auto' (profiles exist for: {', '.join(PROFILE_FOR_GPU)})")
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import load_profile
+
+    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{profile}.json"), fallback=make_cost_model(gpu_kind))
+
+
+def resolve_model(model: Any):
+    """A model spec from a preset name or a spec object."""
+    if isinstance(model, str):
+        from moesim.workload.presets import get_model
+
+        return get_model(model)
+    return model
+
+
+def make_schedule(scn: Scenario) -> Schedule:
+    """Generate and validate the scenario's pipeline schedule."""
+    plan = scn.plan
+    chunks = plan.vpp if scn.schedule == "interleaved" else None
+    if plan.vpp > 1 and scn.schedule != "interleaved":
+        raise ConfigError("plan.vpp", f"vpp={plan.vpp} is only used by the 'interleaved' schedule, not {scn.schedule!r}",
+                          "set vpp=1 or schedule='interleaved'")
+    sched = generate(scn.schedule, plan.pp, plan.num_microbatches, chunks)
+    validate(sched)
+    return forward_schedule(sched) if scn.mode == "forward" else sched
+
+
+def scenario_host(scn: Scenario, cost: CostModel) -> HostPricing:
+    """The scenario's host pricing: per op class from the profile, or ``host_launch_us`` flat."""
+    return host_pricing(cost, scn.host_launch_us * 1e3 if scn.host_launch_us is not None else None)
+
+
+def eager_host_counts(issued) -> dict[str, int]:
+    """The run's counts from :func:`~moesim.lowering.host.add_eager_host`'s record."""
+    return {"host_tasks": issued.host_tasks, "host_syncs": issued.syncs,
+            "host_per_op_tasks": issued.per_op_tasks, "host_per_kernel_tasks": issued.per_kernel_tasks}
+
+
+def make_routing(scn: Scenario, spec: MoESpec, table: MoEStageTable, topo, grid: Grid):
+    """The scenario's routing source: balanced when no routing is configured."""
+    from moesim.lowering.moe_routing import BalancedRouting
+
+    opts = scn.moe
+    if spec.num_experts % scn.plan.ep:
+        raise ConfigError("plan.ep", f"ep={scn.plan.ep} does not divide the {spec.num_experts} experts",
+                          "choose ep dividing num_experts")
+    if opts.routing is None and opts.placement == "contiguous" and opts.num_redundant == 0 \
+            and opts.dispatcher == "alltoall":
+        return BalancedRouting(spec.num_experts, spec.top_k, table.tokens_per_rank, scn.plan.ep,
+                               opts.capacity_factor if opts.experts == "padded" else None)
+    from moesim.lowering.moe_routing import routing_from_options
+
+    return routing_from_options(scn, spec, table, topo, grid)
+
+
+def group_link_kind(topo, ranks: list[int]) -> str:
+    """The slowest link kind a group's traffic crosses (first hop kinds of its routes)."""
+    if len(ranks) < 2:
+        return "nvlink"
+    kinds = set()
+    for a, b in zip(ranks, ranks[1:] + ranks[:1]):
+        kinds.update(topo.route(a, b).kinds)
+    for k in ("ethernet", "ib", "pcie", "nvswitch", "nvlink", "c2c"):
+        if k in kinds:
+            return k
+    return "nvlink"
