@@ -1,8 +1,9 @@
 """Packaging hook: the wheel carries the repository's shipped data files inside the package.
 
 The topology files live at the top level (``topologies/*.yaml``) where users read and edit
-them; a plain (non-editable) ``pip install .`` copies them to ``moesim/_data/topologies`` so an
-installed moesim finds them through :mod:`importlib.resources` (``moesim.topology.loader``).
+them, the validation measurements under ``data/validation/``; a plain (non-editable)
+``pip install .`` copies them under ``moesim/_data/`` so an installed moesim finds them
+(:mod:`moesim.shipped`).
 Everything else is declared in setup.cfg.
 """
 from pathlib import Path
@@ -12,6 +13,8 @@ from setuptools.command.build_py import build_py
 
 SHIPPED_DATA = {  # source glob (relative to this file) -> folder inside the installed package
     "topologies/*.yaml": "moesim/_data/topologies",
+    "data/validation/h200_measurements.json": "moesim/_data/data/validation",  # moesim validate's inputs
+    "data/validation/layers/*.json": "moesim/_data/data/validation/layers",
 }
 
 

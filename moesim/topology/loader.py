@@ -14,7 +14,6 @@ each other in the built graph.
 from __future__ import annotations
 
 import difflib
-from importlib import resources
 import os
 import types
 import typing
@@ -26,21 +25,11 @@ import networkx as nx
 import yaml
 
 from moesim.errors import ConfigError
+from moesim.shipped import data_path
 from moesim.topology.model import Topology
 from moesim.topology.spec import INTRA_TYPES, SCALE_OUT_TYPES, FabricSpec
 
-
-
-def _topology_dir() -> Path:
-    """The shipped topology files: inside an installed package (``moesim/_data/topologies``,
-    copied there by setup.py) or, in a source checkout, the top-level ``topologies/``."""
-    installed = resources.files("moesim") / "_data" / "topologies"
-    if installed.is_dir():
-        return Path(str(installed))
-    return Path(__file__).resolve().parents[2] / "topologies"
-
-
-TOPOLOGY_DIR = _topology_dir()
+TOPOLOGY_DIR = data_path("topologies")  # installed with the package, or the checkout's topologies/
 TOP_KEYS = ("name", "description", "gpu", "nodes", "gpus_per_node", "intra", "scale_out")
 REQUIRED_TOP_KEYS = ("name", "gpu", "gpus_per_node", "intra")
 

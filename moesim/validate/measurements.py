@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moesim.errors import ConfigError
+from moesim.shipped import data_path
 
 KINDS = ("gemm", "swiglu_ffn", "attention", "memory", "collective", "pipeline", "moe_layer")
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "validation" / "h200_measurements.json"
+DEFAULT_PATH = data_path("data", "validation", "h200_measurements.json")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from moesim.errors import ConfigError
+from moesim.shipped import data_path
 from moesim.validate.compare import MEDIAN_TARGET, OVER, ClassSummary, Comparison, summarize
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "validation"
+DATA_DIR = data_path("data", "validation")  # installed with the package, or the checkout's
 LAYERS_DIR = DATA_DIR / "layers"
 KERNELS_FILE = DATA_DIR / "h200_measurements.json"
 
