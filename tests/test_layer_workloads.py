@@ -8,7 +8,7 @@ import types
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 from moesim.calibrate import layer_workloads as lw
 from moesim.moe.routing import RoutingConfig, generate_counts
