@@ -14,7 +14,7 @@ plus backward, at several token counts:
 * ``launch_ns``: back-to-back launches of a tiny kernel in the same process (the profile's figure);
 * ``eager_ns``: the step as eager PyTorch runs it (GPU idle when the host starts issuing);
 * with ``--stack L``: the same for L stacked layers (``stack_rows``), to check how a simulated
-  eager host composes with the GPU over a step (docs/accuracy.md).
+  eager host composes with the GPU over a step (lab/legacy_validate/ACCURACY_NOTEBOOK.md).
 
 ``python3 -m lab.eager_probe --out eager_probe.json``
 """

@@ -1,7 +1,7 @@
 """Host time per eager call inside a multi-process NCCL program, and why it differs (torch, GPUs).
 
 The profile's host table times each call type repeated back to back in one process. Inside the
-validated two-process MoE program the same calls took 1.2-7x longer (docs/accuracy.md). This
+validated two-process MoE program the same calls took 1.2-7x longer (lab/legacy_validate/ACCURACY_NOTEBOOK.md). This
 probe measures, per rank of an NCCL group of ``world`` processes, a *generic* mixed program: a
 fixed rotation over the host table's call types (and a CUDA event record and an
 ``all_to_all_single`` with uneven split lists), on the host table's shapes (4096 rows, hidden

@@ -1,7 +1,7 @@
 """Probes behind the accuracy investigations: host time inside a real program, attention under
 growing thermal load, row-wave steps of a row-wise kernel (needs torch and, for ``host``, 2 GPUs).
 
-Not part of a calibration profile run; each part answers one question docs/accuracy.md asks:
+Not part of a calibration profile run; each part answers one question lab/legacy_validate/ACCURACY_NOTEBOOK.md asks:
 
 * ``host``: is an op's host time inside a real eager program (the validated MoE layer) what the
   profile's back-to-back loop measured? The layer's forward is timed on the host with the GPU
