@@ -312,3 +312,47 @@ def test_a_candidate_too_big_for_the_engine_runs_full_size_on_the_reduced_engine
     wide = _ep_preset(tp=2)
     fallback = simulate(PlanContext(wide), Candidate(wide.plan, "dualpipe"), max_tasks=2_000)
     assert fallback is None or fallback.network != REDUCED_NETWORK
+
+
+# -- progress ------------------------------------------------------------------------------------------
+def test_the_search_reports_each_shape_and_each_simulation(tiny_fabric):
+    steps = []
+    report = plan_scenario(tiny_preset(tiny_fabric), top=2, max_candidates=2, progress=steps.append)
+    screening = [s for s in steps if s.description.startswith("estimating ")]
+    simulating = [s for s in steps if s.description.startswith("simulating ")]
+    assert [s.done for s in screening] == list(range(len(screening))) and len(screening) >= 2
+    assert {s.total for s in screening} == {len(screening)}
+    assert [(s.done, s.total) for s in simulating] == [(0, 2), (1, 2)]
+    assert f"simulating {report.chosen.cand.label}" in {s.description for s in simulating}
+    assert (steps[-1].done, steps[-1].total) == (2, 2) == (report.counts["simulated"], 2)
+    assert report.chosen.cand == plan_scenario(tiny_preset(tiny_fabric), top=2, max_candidates=2).chosen.cand
+
+
+def test_the_cli_progress_bar_names_the_layout_and_the_count(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from moesim.planner import cli
+    from moesim.planner.plan import SearchStep
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "Console", lambda **kw: Console(file=buf, force_terminal=True, width=150))
+    with cli._search_progress() as show:
+        show(SearchStep("simulating TP2 PP1 DP2 EP2 mbs1 m4 1f1b", 1, 3))
+    assert "simulating TP2 PP1 DP2 EP2 mbs1 m4 1f1b" in buf.getvalue() and "1/3" in buf.getvalue()
+
+
+def test_the_cli_draws_nothing_when_stderr_is_not_a_terminal(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from moesim.planner import cli
+    from moesim.planner.plan import SearchStep
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "Console", lambda **kw: Console(file=buf, force_terminal=False))
+    with cli._search_progress() as show:
+        show(SearchStep("simulating TP2 PP1 DP2 EP2 mbs1 m4 1f1b", 1, 3))
+    assert buf.getvalue() == ""

@@ -6,13 +6,16 @@ Exports :func:`plan` (one Typer command; mount it with ``app.command("plan")(pla
 --breakdown`` prints the breakdown and network affinity of the preset's own layout (or of the
 layout given with ``--tp/--pp/--dp/--ep/...``) without searching. Bad input (an unknown preset,
 a world size the layout cannot fill, a layout over memory) prints the error naming the field and
-exits with code 2, no traceback.
+exits with code 2, no traceback. While it searches, ``moesim plan`` draws a progress bar on stderr
+(when stderr is a terminal; it is cleared at the end) naming the layout being estimated or
+simulated and the count done of total.
 """
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -88,7 +91,9 @@ def plan(
             return
         from moesim.planner.plan import plan_scenario
 
-        report = plan_scenario(preset, top=top, max_candidates=max_candidates, network=network, max_tasks=max_tasks)
+        with _search_progress() as show:
+            report = plan_scenario(preset, top=top, max_candidates=max_candidates, network=network,
+                                   max_tasks=max_tasks, progress=show)
     except MoesimError as err:
         _fail(err)
         return
@@ -97,6 +102,28 @@ def plan(
         return
     for part in render.plan_lines(report):
         console.print(part, highlight=False)
+
+
+@contextmanager
+def _search_progress() -> Iterator[Callable]:
+    """A transient rich progress bar on stderr; yields the callback :func:`plan_scenario` feeds
+    (a :class:`~moesim.planner.plan.SearchStep` per step). Nothing is drawn when stderr is not a
+    terminal, so piped and --json output stay as they were."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda step: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("enumerating layouts", total=None)
+
+        def show(step) -> None:
+            bar.update(task, description=escape(step.description), completed=step.done, total=step.total)
+
+        yield show
 
 
 def _layout(preset, layout: dict, schedule, placement, redundant):

@@ -17,13 +17,17 @@ The :class:`PlanReport` says what was chosen and why the others lost (slower by 
 memory by Y GiB), with the chosen layout's breakdown (experts per GPU, memory per GPU,
 bandwidth needed per link kind, bottlenecks). No layout fitting raises ConfigError saying by
 how much the closest one is over.
+
+``plan_scenario(..., progress=fn)`` calls ``fn`` with a :class:`SearchStep` (what it is doing,
+steps done of total) as it screens each layout shape and before and after each simulation, so a
+command line can show the search's progress (``moesim plan`` draws a bar on stderr).
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from moesim.errors import ConfigError
 from moesim.memory.budget import GIB
@@ -35,6 +39,23 @@ from moesim.planner.presets import ScenarioPreset, get_preset
 from moesim.planner.simulate import DEFAULT_MAX_TASKS, Simulated, simulate
 
 NETWORK_MODES = ("analytical", "fluid")
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """Where the search is: ``description`` (e.g. ``"simulating TP2 PP4 DP2 EP4 mbs1 1f1b"``),
+    ``done`` of ``total`` steps of its current stage (screening shapes, then simulations)."""
+
+    description: str
+    done: int
+    total: int
+
+
+ProgressFn = Callable[[SearchStep], None]
+
+
+def _no_progress(step: SearchStep) -> None:
+    """The default progress callback: show nothing."""
 
 
 @dataclass
@@ -108,8 +129,10 @@ class PlanReport:
 
 
 def plan_scenario(preset: ScenarioPreset | str, top: int = 3, max_candidates: int = 3, network: str = "analytical",
-                  max_tasks: int = DEFAULT_MAX_TASKS, keep_shapes: int = 16) -> PlanReport:
-    """Search the preset's layouts; simulate the best ``max_candidates``; report (see module doc)."""
+                  max_tasks: int = DEFAULT_MAX_TASKS, keep_shapes: int = 16,
+                  progress: ProgressFn = _no_progress) -> PlanReport:
+    """Search the preset's layouts; simulate the best ``max_candidates``; report (see module doc).
+    ``progress`` is told each step of the search (:class:`SearchStep`)."""
     t0 = time.perf_counter()
     preset = get_preset(preset) if isinstance(preset, str) else preset
     _check_args(top, max_candidates, network, max_tasks)
@@ -117,11 +140,11 @@ def plan_scenario(preset: ScenarioPreset | str, top: int = 3, max_candidates: in
     cands, rejected = enumerate_candidates(preset)
     if not cands:
         raise _nothing_valid(preset, rejected)
-    found = _search(ctx, cands, rejected, keep_shapes, need=max(max_candidates, top + 1))
+    found = _search(ctx, cands, rejected, keep_shapes, need=max(max_candidates, top + 1), progress=progress)
     pool, walked, fitting = found.pool, found.walked, found.fitting
     if not fitting:
         raise _nothing_fits(ctx, pool)
-    notes = _simulate_best(ctx, fitting[:max_candidates], network, max_tasks)
+    notes = _simulate_best(ctx, fitting[:max_candidates], network, max_tasks, progress)
     chosen = min(fitting[:max_candidates], key=lambda e: (e.simulated is None, e.step_ms))
     if chosen.simulated is None:
         notes.append(f"no candidate simulated: every proxy exceeds {max_tasks:,} engine tasks (raise --max-tasks); "
@@ -139,15 +162,18 @@ def plan_scenario(preset: ScenarioPreset | str, top: int = 3, max_candidates: in
     return report
 
 
-def _simulate_best(ctx: PlanContext, best: list[Evaluated], network: str, max_tasks: int) -> list[str]:
+def _simulate_best(ctx: PlanContext, best: list[Evaluated], network: str, max_tasks: int,
+                   progress: ProgressFn = _no_progress) -> list[str]:
     """Simulate each of ``best`` (a proxy when too big); a simulation the engine refuses is noted
     and its candidate keeps its estimate."""
     notes = []
-    for ev in best:
+    for i, ev in enumerate(best):
+        progress(SearchStep(f"simulating {ev.cand.label}", i, len(best)))
         try:
             ev.simulated = simulate(ctx, ev.cand, network, max_tasks)
         except ConfigError as err:
             notes.append(f"could not simulate {ev.cand.label}: {err}")
+    progress(SearchStep(f"simulated {len(best)} layout(s)", len(best), len(best)))
     return notes
 
 
@@ -186,7 +212,7 @@ class _Search:
 
 
 def _search(ctx: PlanContext, cands: list[Candidate], rejected: list[Rejection], keep_shapes: int,
-            need: int) -> _Search:
+            need: int, progress: ProgressFn = _no_progress) -> _Search:
     """Screen every shape in its base form (lower-bound memory, quick estimate), walk them fastest
     first through the full memory budget until ``keep_shapes`` fit, then estimate every variant
     of those exactly and keep the ones that fit, fastest first."""
@@ -195,7 +221,8 @@ def _search(ctx: PlanContext, cands: list[Candidate], rejected: list[Rejection],
     for c in cands:
         groups.setdefault(_base_key(c), []).append(c)
     pool: list[Evaluated] = []
-    for members in groups.values():
+    for i, members in enumerate(groups.values()):
+        progress(SearchStep(f"estimating {members[0].label}", i, len(groups)))
         ev = Evaluated(members[0], lower_bound_bytes=ctx.static_lower_bound(members[0]), hbm_bytes=hbm)
         pool.append(ev)
         if ev.lower_bound_bytes <= hbm:
