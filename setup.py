@@ -6,6 +6,7 @@ them, the validation measurements under ``data/validation/``; a plain (non-edita
 (:mod:`moesim.shipped`).
 Everything else is declared in setup.cfg.
 """
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -19,9 +20,14 @@ SHIPPED_DATA = {  # source glob (relative to this file) -> folder inside the ins
 
 
 class BuildPyWithData(build_py):
-    """build_py that also copies :data:`SHIPPED_DATA` into the build tree."""
+    """build_py that starts from an empty ``build/lib/moesim`` (modules deleted or moved to lab/
+    since the last build would otherwise stay there and go into the wheel) and also copies
+    :data:`SHIPPED_DATA` into the build tree."""
 
     def run(self) -> None:
+        stale = Path(self.build_lib) / "moesim"
+        if not getattr(self, "editable_mode", False) and stale.is_dir():
+            shutil.rmtree(stale)
         super().run()
         root = Path(__file__).resolve().parent
         for pattern, folder in SHIPPED_DATA.items():
