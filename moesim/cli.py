@@ -2,6 +2,7 @@
 mounted here; this module only wires them together and turns user errors into clean exits."""
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import List, Optional
@@ -26,6 +27,13 @@ _VERBS = [
     ("bench", "moesim.planner.cli", "bench_app", "Baseline/optimized bench pairs with JSON and Markdown summaries."),
 ]
 _LISTED_FIRST = ("run", "sweep", "plan", "layer", "validate")  # then the verb groups, as before
+# Verbs (and the subcommand of a group) given ``--profile`` here: they build their scenarios and
+# planning contexts deep inside moesim.planner, so the option sets the profile every cost model
+# they build without one of its own follows (moesim.lowering.resolve.profile_scope).
+# ``run`` and ``sweep`` take --profile themselves (a Scenario field).
+_PROFILE_VERBS = {"plan": None, "bench": "run"}
+PROFILE_HELP = ("calibration profile: a JSON path or a name in moesim/profiles, MOESIM_PROFILE_PATH or "
+                "~/.config/moesim/profiles (default: the one shipped for the GPU, else the roofline)")
 
 
 def load_verb(module: str, attr: str, name: str, help_text: str) -> typer.core.TyperCommand:
@@ -38,7 +46,48 @@ def load_verb(module: str, attr: str, name: str, help_text: str) -> typer.core.T
     else:
         host.command(name)(obj)
     host.callback()(lambda: None)  # a group even with one verb, so the verb can be picked by name
-    return typer.main.get_command(host).commands[name]
+    command = typer.main.get_command(host).commands[name]
+    if name in _PROFILE_VERBS:
+        sub = _PROFILE_VERBS[name]
+        add_profile_option(command.commands[sub] if sub else command)  # type: ignore[attr-defined]
+    return command
+
+
+def _profile_param():  # type: ignore[no-untyped-def]
+    """The ``--profile`` parameter object, built by typer (which carries its own click) from a
+    one-option command."""
+    def holder(profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP)) -> None:
+        """Holds the option."""
+
+    one = typer.Typer(add_completion=False)
+    one.command()(holder)
+    return typer.main.get_command(one).params[0]
+
+
+def add_profile_option(command) -> None:  # type: ignore[no-untyped-def]
+    """Give ``command`` a ``--profile PATH|NAME`` option that runs it inside
+    :func:`moesim.lowering.resolve.profile_scope` (checked first: a bad name exits 2, one line)."""
+    if any(p.name == "profile" for p in command.params):
+        return
+    command.params.append(_profile_param())
+    inner = command.callback
+
+    def callback(*args, profile: Optional[str] = None, **kwargs):  # type: ignore[no-untyped-def]
+        if profile is None:
+            return inner(*args, **kwargs)
+        from moesim.costs.profile import resolve_profile_path
+        from moesim.errors import ConfigError
+        from moesim.lowering.resolve import profile_scope
+
+        try:
+            resolve_profile_path(profile)
+        except ConfigError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2)
+        with profile_scope(profile):
+            return inner(*args, **kwargs)
+
+    command.callback = functools.update_wrapper(callback, inner) if inner else callback
 
 
 class _LazyVerb(typer.core.TyperCommand):

@@ -1,7 +1,10 @@
 """``moesim calibrate``: measure a profile, measure validation workloads, merge runs, show a profile.
 
 ``run`` and ``workloads`` need torch (the ``calibrate`` extra) and, for real numbers, a GPU;
-they import it only when called, so the rest of the CLI works without torch. ``merge`` and
+they import it only when called, so the rest of the CLI works without torch (without it they
+print one line with the fix and exit 2). ``run`` shows the section and shape being measured and
+ends with a table of what each section measured and skipped, what the profile leaves to the
+roofline, and, when the budget was too small, how long a complete profile needs. ``merge`` and
 ``show`` need neither.
 """
 from __future__ import annotations
@@ -11,22 +14,29 @@ from pathlib import Path
 
 import typer
 
-from moesim.errors import ConfigError
+from moesim.errors import ConfigError, MoesimError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Measure per-op costs on real GPUs and write a profile.")
 
 
 def _torch_module(name: str):
-    """Import a measurement module, with an actionable error if torch is missing."""
+    """Import a measurement module; without torch, one line with the fix and exit 2."""
     import importlib
 
     try:
         return importlib.import_module(f"moesim.calibrate.{name}")
     except ModuleNotFoundError as exc:
         if exc.name == "torch":
-            raise ConfigError("torch", "not installed", "pip install 'moesim[calibrate]' (or torch) first") from None
+            _fail(ConfigError("torch", "not installed: moesim calibrate measures with PyTorch",
+                              "pip install 'moesim[calibrate]' (or torch) first"))
         raise
+
+
+def _fail(err: Exception) -> None:
+    """Print ``error: ...`` on one line (stderr) and exit 2."""
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command("run")
@@ -49,7 +59,65 @@ def run(
     argv += ["--heat-ms", str(heat_ms)] if heat_ms >= 0 else []
     argv += ["--preheat-s", str(preheat_s)] if preheat_s > 0 else []
     argv += ["--ranks", ranks] if ranks else []
-    raise typer.Exit(measure.main(argv))
+    try:
+        kwargs = measure.options(argv)
+        profile = _with_progress(measure.run_calibration, kwargs)
+    except SystemExit as exc:  # the measurement's own one-line refusals (no CUDA device, bad --sections)
+        if isinstance(exc.code, str):
+            _fail(ConfigError("calibrate run", exc.code))
+        raise
+    except MoesimError as err:
+        _fail(err)
+        return
+    _report(profile, out)
+
+
+def _with_progress(run_calibration, kwargs: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Run the calibration under a rich status line naming the section and shape being measured."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(f"calibrating on {kwargs['device']}", total=None)
+
+        def shown(section: str, shape: str) -> None:
+            bar.update(task, description=f"[bold]{escape(section)}[/bold] {escape(shape)}")
+
+        return run_calibration(**kwargs, progress=shown)
+
+
+def _report(profile: dict, out: Path) -> None:
+    """The table of what each section measured and skipped, what is left to the roofline and,
+    for an incomplete profile, how long a complete one needs."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"calibration: {out}")
+    for col in ("section", "samples", "shapes", "skipped", "errors", "s", "first skipped"):
+        table.add_column(col, justify="left" if col in ("section", "first skipped") else "right", overflow="fold")
+    for s in profile.get("sections", []):
+        first = (s.get("skipped_first") or [""])[0]
+        table.add_row(escape(s["section"]), str(s["samples"]), str(s["measured"]), str(s["skipped"]), str(s["errors"]),
+                      f"{s['elapsed_s']:.1f}", escape(first))
+    console.print(table)
+    console.print("shapes: measured (or failed) within the budget; skipped: left out once the section's budget ran out",
+                  highlight=False)
+    for label, why in (profile.get("not_measured") or {}).items():
+        console.print(f"not measured: {label}: {escape(why)}", highlight=False)
+    done = profile.get("completeness") or {}
+    if done and not done.get("complete", True):
+        console.print(f"[yellow]incomplete profile:[/yellow] {done['skipped_shapes']} shapes skipped over the "
+                      f"{done['budget_s']:.0f} s budget. A complete one needs about {done['needed_s']:.0f} s of "
+                      f"measuring ({done['wall_s']:.0f} s run + {done['extra_s']:.0f} s for the skipped shapes at each "
+                      f"section's measured time per shape); with every section at its share of the budget: "
+                      f"--budget-s {done['budget_s_for_complete']:.0f}", highlight=False)
+    console.print(f"wrote {escape(str(out))}: {len(profile['samples'])} samples, {len(profile['errors'])} errors",
+                  highlight=False)
 
 
 @app.command("workloads")

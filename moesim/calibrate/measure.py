@@ -10,14 +10,21 @@ power-limited clocks of a training run rather than at idle boost clocks. Each se
 share of ``--budget-s``; a section over budget skips its remaining shapes and says so. The file
 is rewritten after every section, so a run cut short still leaves a valid partial profile.
 The format is documented in docs/calibration.md and validated by ``moesim.costs.profile``.
+
+The profile also says what the run did: ``sections`` (per section: samples, shapes measured and
+skipped, seconds, its budget), ``completeness`` (whether the budget covered every shape, else how
+many seconds a complete profile needs: each section's measured time per shape times the shapes
+it skipped) and ``not_measured`` (op classes left to the roofline, e.g. collectives and overlap
+on one GPU). :func:`run_calibration` takes a ``progress(section, shape)`` callback.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -31,7 +38,7 @@ from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.moe_kernels import measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
 from moesim.calibrate.regions import measure_kernel_region
-from moesim.calibrate.section import Section
+from moesim.calibrate.section import Section, notify, progress_hook
 from moesim.calibrate.timing import Budget, Timer
 
 SCHEMA_VERSION = 1
@@ -69,11 +76,13 @@ def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sec
                 out: Path, heat_ms: float = 0.0, preheat_s: float = 0.0) -> None:
     timer = Timer(device, heat_ms=heat_ms)
     if "launch" in sections:
-        _record(profile, memops.measure_launch(device, total.sub(0.05)), out)
+        launch_budget = total.sub(0.05)
+        _record(profile, memops.measure_launch(device, launch_budget), out, launch_budget.seconds)
     if "kernel_region" in sections:  # the event-region cost every sample carries (moesim.costs.regions)
         if preheat_s > 0:  # in the state the other samples are measured in
             timer.preheat(preheat_s)
             preheat_s = 0.0
+        notify("kernel_region", "event regions of 1 and 2 kernels")
         region = measure_kernel_region(timer, device)
         if region is not None:
             profile["kernel_region"] = region
@@ -88,10 +97,15 @@ def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sec
             timer.preheat(preheat_s)
             preheat_s = 0.0
         budget = Budget(max(1.0, min(share * scale * total.seconds, total.left_s() - reserve_share * total.seconds)))
-        _record(profile, fn(timer, grid, device, budget), out)
+        notify(name, "starting")
+        _record(profile, fn(timer, grid, device, budget), out, budget.seconds)
 
 
-def _record(profile: dict, sec: Section, out: Path) -> None:
+def _record(profile: dict, sec: Section, out: Path, budget_s: float | None = None) -> None:
+    profile.setdefault("sections", []).append({
+        "section": sec.name, "samples": len(sec.samples), "errors": len(sec.errors), "measured": sec.attempted,
+        "skipped": sec.skipped, "elapsed_s": round(sec.elapsed_s, 3),
+        "budget_s": round(budget_s, 3) if budget_s is not None else None, "skipped_first": sec.skipped_labels[:3]})
     profile["samples"].extend(sec.samples)
     profile["errors"].extend(sec.errors)
     if sec.skipped:
@@ -112,6 +126,8 @@ def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total
            "overlap": device == "cuda" and "overlap" in sections, "overlap_gemm": grid.overlap_gemm,
            "overlap_nbytes": grid.overlap_nbytes, "timeout_s": budget_s}
     backend = "nccl" if device == "cuda" else "gloo"
+    notify("collectives", f"{world} ranks ({backend} worker processes)")
+    t0 = time.perf_counter()
     results, errors = run_workers(collectives_worker, world, backend, cfg, timeout_s=budget_s + 60)
     sec = Section("collectives", errors=list(errors))
     if len(results) == world:
@@ -120,18 +136,30 @@ def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total
         if cfg["overlap"]:
             sec.samples += overlap_samples(results, world, cfg)
         sec.errors += sorted({e for r in results for e in r["errors"]})
-    _record(profile, sec, out)
+    sec.skipped_labels = [e.split(": skipped")[0] for e in sec.errors if "skipped (budget)" in e]
+    sec.skipped, sec.attempted, sec.elapsed_s = len(sec.skipped_labels), len(sec.samples), time.perf_counter() - t0
+    _record(profile, sec, out, budget_s)
 
 
 def run_calibration(device: str, out: Path, mode: str = "full", budget_s: float = 480.0,
                     sections: tuple[str, ...] = ALL_SECTIONS, cpu_ranks: int = 0,
-                    rank_counts: tuple[int, ...] = (), heat_ms: float = 0.0, preheat_s: float = 0.0) -> dict:
+                    rank_counts: tuple[int, ...] = (), heat_ms: float = 0.0, preheat_s: float = 0.0,
+                    progress: Callable[[str, str], None] | None = None) -> dict:
     """Measure, write ``out`` after every section, and return the profile dict.
 
     The distributed sections run once per entry of ``rank_counts`` (default: every visible
     GPU, or ``cpu_ranks`` gloo processes on the CPU). ``heat_ms`` of large GEMMs precede every
-    single-GPU shape so that it is timed at sustained (power-limited) clocks.
+    single-GPU shape so that it is timed at sustained (power-limited) clocks. ``progress(section,
+    shape)`` is called as each shape starts.
     """
+    with progress_hook(progress):
+        return _calibrate(device, out, mode, budget_s, sections, cpu_ranks, rank_counts, heat_ms, preheat_s)
+
+
+def _calibrate(device: str, out: Path, mode: str, budget_s: float, sections: tuple[str, ...], cpu_ranks: int,
+               rank_counts: tuple[int, ...], heat_ms: float, preheat_s: float) -> dict:
+    """:func:`run_calibration`'s body."""
+    t0 = time.perf_counter()
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible (use --device cpu for the smoke mode)")
     grid = grids.GRIDS[mode]
@@ -155,8 +183,57 @@ def run_calibration(device: str, out: Path, mode: str = "full", budget_s: float 
             torch.cuda.empty_cache()
         left = len(rank_counts) - rank_counts.index(count) if rank_counts else 1
         _collectives(profile, grid, device, count, Budget(total.left_s() / left), out, sections)
+    profile["not_measured"] = not_measured(profile, device, world, sections)
+    profile["completeness"] = completeness(profile.get("sections", []), budget_s, time.perf_counter() - t0)
     dump_profile(profile, out)
     return profile
+
+
+def not_measured(profile: dict, device: str, world: int, sections: tuple[str, ...]) -> dict[str, str]:
+    """Op classes the run has no rows of, each with why; moesim prices them with the roofline."""
+    ops = {s["op"] for s in profile["samples"]}
+    wanted = {"collectives": ("collective", "collectives"), "overlap": ("overlap", "overlap")}
+    out = {}
+    for label, (op, section) in wanted.items():
+        if op in ops:
+            continue
+        if world < 2:
+            unit = "GPU" if device == "cuda" else "process (--cpu-ranks)"
+            why = f"one {unit}: a single-rank run cannot measure {label}"
+        elif section not in sections:
+            why = f"'{section}' not in --sections"
+        elif label == "overlap" and device != "cuda":
+            why = "overlap is measured on GPUs only"
+        else:
+            why = f"no {label} row was measured (see errors)"
+        out[label] = why + "; moesim prices them with the roofline (datasheet bandwidth, default efficiency)"
+    return out
+
+
+def completeness(sections: list[dict[str, Any]], budget_s: float, wall_s: float) -> dict[str, Any]:
+    """Whether every shape was measured; else how long a complete profile needs: each section's
+    measured seconds per shape times the shapes it skipped (the run's mean per shape for a section
+    that measured none), and the ``--budget-s`` that gives every section the time it needs at the
+    same shares (its need over its budget, times this run's budget)."""
+    skipped = sum(s["skipped"] for s in sections)
+    result: dict[str, Any] = {"complete": skipped == 0, "skipped_shapes": skipped, "wall_s": round(wall_s, 1),
+                              "budget_s": budget_s}
+    if not skipped:
+        return result
+    measured = sum(s["measured"] for s in sections)
+    mean = sum(s["elapsed_s"] for s in sections) / measured if measured else 1.0
+    extra, scale = 0.0, 1.0
+    for s in sections:
+        if not s["skipped"]:
+            continue
+        per_shape = s["elapsed_s"] / s["measured"] if s["measured"] else mean
+        extra += s["skipped"] * per_shape
+        if s.get("budget_s"):
+            scale = max(scale, (s["elapsed_s"] + s["skipped"] * per_shape) / s["budget_s"])
+    needed = wall_s + extra
+    result.update(extra_s=round(extra, 1), needed_s=round(needed, 1),
+                  budget_s_for_complete=float(10 * math.ceil(max(needed, scale * budget_s) / 10)))
+    return result
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -176,8 +253,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def options(argv: list[str]) -> dict[str, Any]:
+    """:func:`run_calibration`'s keyword arguments from a command line (SystemExit on bad input)."""
+    args = parse_args(argv)
     mode = "quick" if args.quick else (args.mode or ("full" if args.device == "cuda" else "smoke"))
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     bad = [s for s in sections if s not in ALL_SECTIONS]
@@ -185,9 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--sections: unknown {bad}; use {', '.join(ALL_SECTIONS)}")
     rank_counts = tuple(int(r) for r in args.ranks.split(",") if r.strip())
     heat_ms = args.heat_ms if args.heat_ms is not None else (DEFAULT_HEAT_MS if args.device == "cuda" else 0.0)
-    prof = run_calibration(args.device, args.out, mode, args.budget_s, sections, args.cpu_ranks, rank_counts, heat_ms,
-                           args.preheat_s)
-    print(f"wrote {args.out}: {len(prof['samples'])} samples, {len(prof['errors'])} errors", flush=True)
+    return dict(device=args.device, out=args.out, mode=mode, budget_s=args.budget_s, sections=sections,
+                cpu_ranks=args.cpu_ranks, rank_counts=rank_counts, heat_ms=heat_ms, preheat_s=args.preheat_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    kwargs = options(sys.argv[1:] if argv is None else argv)
+    prof = run_calibration(**kwargs)
+    print(f"wrote {kwargs['out']}: {len(prof['samples'])} samples, {len(prof['errors'])} errors", flush=True)
+    done = prof["completeness"]
+    if not done["complete"]:
+        print(f"incomplete: {done['skipped_shapes']} shapes skipped over budget; a complete profile needs about "
+              f"{done['needed_s']:.0f} s (rerun with --budget-s {done['budget_s_for_complete']:.0f})", flush=True)
     return 0
 
 

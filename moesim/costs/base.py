@@ -60,3 +60,11 @@ def cost_sources(cost: object) -> dict[str, str]:
     its ``sources()`` where it has one, else its name for every class."""
     sources = getattr(cost, "sources", None)
     return dict(sources()) if callable(sources) else {"all op classes": str(getattr(cost, "name", "unknown"))}
+
+
+def profile_identity(cost: object) -> "dict[str, str] | None":
+    """The identity of the calibration profile behind a cost model (name, device, date, source,
+    short sha256: ``Profile.identity``), or None for a model without one (the roofline)."""
+    profile = getattr(cost, "profile", None)
+    identity = getattr(profile, "identity", None)
+    return dict(identity()) if callable(identity) else None

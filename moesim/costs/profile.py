@@ -6,20 +6,31 @@ median per row: ``{"op": "gemm", "dtype": "bf16", "m": 4096, ..., "time_ns": 295
 :func:`load_profile` checks every field it will use and raises :class:`ConfigError` naming the
 first bad one (``samples[12].time_ns: must be a finite number > 0``), so the cost model can
 trust what it gets. Fields this module does not know are kept, never rejected.
+
+A profile is named by a path or by a name looked up, in order, in the shipped profiles
+(``moesim/profiles/``), each directory of ``MOESIM_PROFILE_PATH`` (``os.pathsep``-separated)
+and ``~/.config/moesim/profiles`` (:func:`resolve_profile_path`). Every loaded profile knows its
+identity (name, device, date, source, a short sha256 of the file: :meth:`Profile.identity`),
+which every result repeats.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from moesim.errors import ConfigError, unknown_name
+from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, FP8_SCALINGS, GROUPED_LAYOUTS, MEMORY_OP_KINDS
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+PROFILE_PATH_ENV = "MOESIM_PROFILE_PATH"
+USER_PROFILE_DIR = Path("~/.config/moesim/profiles")
+SHA256_CHARS = 12  # the short digest a result quotes
 SCHEMA_VERSION = 1
 
 GEMM_LAYOUTS = ("fwd", "bwd_data", "bwd_weight")
@@ -95,6 +106,7 @@ class Profile:
     samples: tuple[Mapping[str, Any], ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    sha256: str = ""  # of the file's bytes, first SHA256_CHARS hex digits ("" when not read from a file)
 
     @property
     def device_kind(self) -> str:
@@ -110,35 +122,61 @@ class Profile:
         """The ops that have at least one sample."""
         return {s["op"] for s in self.samples}
 
+    def identity(self) -> dict[str, str]:
+        """What a result quotes to say which profile priced it: name, device, date, source, sha256."""
+        return {"name": self.name, "device": self.device, "date": self.date, "source": self.source,
+                "sha256": self.sha256}
+
+
+def profile_search_dirs() -> list[Path]:
+    """Where a profile name is looked up, in order: the shipped profiles, each directory of
+    ``MOESIM_PROFILE_PATH`` (``os.pathsep``-separated), then ``~/.config/moesim/profiles``."""
+    extra = [Path(d).expanduser() for d in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if d.strip()]
+    return [PROFILE_DIR, *extra, USER_PROFILE_DIR.expanduser()]
+
 
 def available_profiles() -> list[str]:
-    """Names of the profiles shipped in ``moesim/profiles/``."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+    """Names of the profiles found on the search path (:func:`profile_search_dirs`)."""
+    return sorted({p.stem for d in profile_search_dirs() if d.is_dir() for p in d.glob("*.json")})
 
 
 def resolve_profile_path(path_or_name: "str | Path") -> Path:
-    """A profile path from a file path or a shipped profile's name (``"h200_sxm"``)."""
-    p = Path(path_or_name)
-    if p.suffix == ".json" or len(p.parts) > 1 or p.is_file():
-        if not p.is_file():
-            raise ConfigError("profile", f"file {str(p)!r} not found", "give an existing profile JSON or a shipped name: "
-                              + ", ".join(available_profiles()))
+    """A profile file: ``path_or_name`` itself when it is a file, else ``<name>.json`` in the
+    first directory of :func:`profile_search_dirs` that has it (a bare name only)."""
+    p = Path(path_or_name).expanduser()
+    if p.is_file():
         return p
-    shipped = PROFILE_DIR / f"{p.name}.json"
-    if not shipped.is_file():
-        raise unknown_name("profile", str(path_or_name), available_profiles())
-    return shipped
+    if len(p.parts) > 1:
+        raise ConfigError("profile", f"file {str(p)!r} not found", "give an existing profile JSON or a profile name: "
+                          + (", ".join(available_profiles()) or "none found"))
+    file_name = p.name if p.suffix == ".json" else f"{p.name}.json"
+    for folder in profile_search_dirs():
+        if (folder / file_name).is_file():
+            return folder / file_name
+    searched = "; ".join(str(d) for d in profile_search_dirs())
+    raise ConfigError("profile", f"no profile named {str(path_or_name)!r} (searched: {searched})",
+                      f"give a JSON path, put the file in {PROFILE_PATH_ENV} or {USER_PROFILE_DIR}, or use one of: "
+                      + (", ".join(available_profiles()) or "none found"))
 
 
 def load_profile(path_or_name: "str | Path") -> Profile:
     """Read, validate and return a profile; ConfigError naming the first bad field."""
     path = resolve_profile_path(path_or_name)
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError("profile", f"not valid JSON ({exc.msg} at line {exc.lineno})", "re-run the calibration",
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError("profile", f"not valid JSON{where}", "re-run the calibration",
                           source=str(path)) from None
-    return profile_from_dict(data, name=path.stem, source=str(path))
+    profile = profile_from_dict(data, name=path.stem, source=_shown_source(path))
+    return replace(profile, sha256=hashlib.sha256(raw).hexdigest()[:SHA256_CHARS])
+
+
+def _shown_source(path: Path) -> str:
+    """A shipped profile as ``moesim/profiles/<file>`` (the same on every machine), else the absolute path."""
+    resolved = path.resolve()
+    return f"moesim/profiles/{resolved.name}" if resolved.parent == PROFILE_DIR.resolve() else str(resolved)
 
 
 def profile_from_dict(data: Any, name: str = "profile", source: str = "") -> Profile:

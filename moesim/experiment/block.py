@@ -178,7 +178,7 @@ def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
     result, rec = run_scenario(scn, force=force)
     iterations = scn.plan.num_microbatches
     step_ns = int(rec.end_ns)
-    cost = resolve_cost_model(scn.cost_model, _gpu_kind(rec, scn))
+    cost = resolve_cost_model(scn.cost_model, _gpu_kind(rec, scn), scn.profile)
     classes = class_times_per_iteration(rec, iterations, cost)
     provenance = class_provenance(scn, cost, rec)
     op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))

@@ -64,7 +64,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
                           f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
     check_budget(estimate_run(scn), force=force)
     spec = resolve_model(scn.model)
-    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind)
+    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile)
     sched = make_schedule(scn)
     ranks = tuple(plan.rank(t, d, p) for p in range(plan.pp) for d in range(plan.dp) for t in range(plan.tp))
     grid = Grid(plan.tp, plan.dp, plan.pp, ranks)

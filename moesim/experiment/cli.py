@@ -20,11 +20,23 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
+def with_profile(overrides: dict[str, str], profile: str | None) -> dict[str, str]:
+    """``overrides`` plus ``profile=...`` from ``--profile`` (refused when ``--set profile=`` differs)."""
+    if profile is None:
+        return overrides
+    if overrides.get("profile", profile) != profile:
+        raise ConfigError("--profile", f"{profile!r} differs from --set profile={overrides['profile']}", "give one of them")
+    return {**overrides, "profile": profile}
+
+
 def run(
     file: Path = typer.Argument(..., help="experiment file, e.g. experiments/1f1b_vs_interleaved.py"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<experiment>)"),
     set_: List[str] = typer.Option([], "--set", help="override a scenario field for every scenario: key=value"),
     force: bool = typer.Option(False, "--force", help="run even when the size estimate exceeds the budget"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile for every scenario: a JSON path "
+                                          "or a name in moesim/profiles, MOESIM_PROFILE_PATH or ~/.config/moesim/profiles "
+                                          "(same as --set profile=...)"),
 ) -> None:
     """Run every scenario of an experiment; print the table; write results.json, summary.md,
     Perfetto traces and PNG plots."""
@@ -34,18 +46,22 @@ def run(
 
     from moesim.experiment.experiment import load_experiment
     from moesim.experiment.report import console_report
-    from moesim.experiment.runner import run_experiment
+    from moesim.experiment.runner import prepare_out_dir, run_experiment
 
     console = Console()
     try:
-        overrides = parse_sets(set_)
+        overrides = with_profile(parse_sets(set_), profile)
         exp = load_experiment(file)
-        out_dir = out or Path("runs") / exp.name
+        out_dir = prepare_out_dir(out or Path("runs") / exp.name)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             bar = progress.add_task(f"simulating {exp.name}", total=len(exp.scenarios))
+
+            def started(name: str) -> None:
+                progress.update(bar, description=f"simulating {escape(exp.name)}: {escape(name)}")
+
             results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar),
-                                            force=force)
+                                            force=force, on_start=started)
     except ConfigError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2)

@@ -53,7 +53,17 @@ def load_experiment(path: str | Path) -> Experiment:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("experiment file", f"{str(p)!r} does not exist", "pass a path like experiments/1f1b_vs_interleaved.py")
-    namespace = runpy.run_path(str(p), run_name="moesim_experiment")
+    if p.suffix.lower() in (".yaml", ".yml", ".json"):
+        what = "a topology" if p.suffix.lower() != ".json" else "a data file"
+        raise ConfigError("experiment file", f"{str(p)!r} is {what}, not an experiment (a Python file defining EXPERIMENT)",
+                          "pass an experiment such as experiments/1f1b_vs_interleaved.py; a topology is named inside "
+                          "it, Scenario(topology='dgx_h100' or 'path/to/fabric.yaml'); 'moesim topo show' inspects one")
+    try:
+        namespace = runpy.run_path(str(p), run_name="moesim_experiment")
+    except SyntaxError as err:
+        raise ConfigError("experiment file", f"Python syntax error: {err.msg}",
+                          "fix that line (an experiment file is Python defining EXPERIMENT)",
+                          source=f"{err.filename or p}:{err.lineno}") from None
     exp = namespace.get("EXPERIMENT")
     if not isinstance(exp, Experiment):
         raise ConfigError("EXPERIMENT", f"{p} defines no Experiment named EXPERIMENT",

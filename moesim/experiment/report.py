@@ -8,6 +8,7 @@ from moesim.experiment.experiment import Experiment
 if TYPE_CHECKING:
     from moesim.experiment.runner import ScenarioResult
 
+RESULTS_SCHEMA_VERSION = 2  # results.json: 2 adds moesim_version, schema_version, each scenario's profile
 COLUMNS = ("scenario", "schedule", "step ms", "tokens/s", "MFU", "bubble", "act GiB", "mem GiB", "top bottlenecks")
 
 
@@ -68,10 +69,25 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
         for r in results:
             if r.cost_sources:
                 lines.append(f"- {r.name}: " + "; ".join(f"{k}: {v}" for k, v in r.cost_sources.items()))
+        lines += ["", *profile_lines(results)]
     lines += ["", *_reductions(results, "What the reduced engine did not simulate GPU by GPU:")] \
         if _reductions(results, "") else []
     lines += [f"- {n}" for n in exp.notes]
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(results: Sequence) -> list[str]:
+    """Which calibration profile priced the scenarios (each distinct one once), and the version."""
+    from moesim import __version__
+
+    seen: dict[str, list[str]] = {}
+    for r in results:
+        p = r.profile
+        key = (f"{p['name']} ({p['device']}, measured {p['date'][:10]}, sha256 {p['sha256']}, {p['source']})"
+               if p else "none: roofline (datasheet figures)")
+        seen.setdefault(key, []).append(r.name)
+    lines = [f"Profile: {key}" + ("" if len(seen) == 1 else f" for {', '.join(names)}") for key, names in seen.items()]
+    return lines + [f"moesim {__version__}, results schema {RESULTS_SCHEMA_VERSION}."]
 
 
 def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) -> list:

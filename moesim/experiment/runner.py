@@ -5,7 +5,10 @@ Recorder into a :class:`ScenarioResult`. :func:`run_experiment` runs every scena
 experiment with a progress bar and writes ``results.json``, ``summary.md``, one Perfetto trace
 per scenario (``<name>.trace.json``) and PNG plots (``<name>.timeline.png``,
 ``<name>.utilization.png``). Output bytes depend only on the inputs and seed: wall-clock
-figures go to the console, never into the files.
+figures go to the console, never into the files. ``results.json`` names the moesim version and
+its own format (:data:`RESULTS_SCHEMA_VERSION`); each scenario's result names the calibration
+profile that priced it (``profile``: name, device, date, source, short sha256; None for the
+roofline).
 """
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ from typing import Any, Callable, Mapping
 from moesim.analysis import summarize
 from moesim.analysis.utilization import pipeline_bubble
 from moesim.analysis.host_issue import host_issue, host_issue_message
-from moesim.costs.base import cost_sources
+from moesim import __version__
+from moesim.costs.base import cost_sources, profile_identity
+from moesim.errors import ConfigError
 from moesim.experiment.build import build_scenario
 from moesim.experiment.experiment import Experiment
-from moesim.experiment.report import comparisons
+from moesim.experiment.report import RESULTS_SCHEMA_VERSION, comparisons
 from moesim.experiment.scenario import Scenario
 
 
@@ -53,6 +58,7 @@ class ScenarioResult:
     moe: dict[str, Any] = field(default_factory=dict)
     host_issue: dict[str, Any] = field(default_factory=dict)
     cost_sources: dict[str, str] = field(default_factory=dict)
+    profile: dict[str, str] | None = None
     analysis: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +97,7 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
         cost_model=built.cost_model.name, calibrated=bool(built.cost_model.calibrated),
         network_mode=sim_result.mode, num_tasks=sim_result.num_tasks, num_flows=sim_result.num_flows,
         moe=moe_summary(built, rec), host_issue=issue, cost_sources=cost_sources(built.cost_model),
-        analysis=summary,
+        profile=profile_identity(built.cost_model), analysis=summary,
     )
     return result, rec
 
@@ -114,7 +120,7 @@ def run_reduced_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
         cost_model=r["cost_model"], calibrated=r["calibrated"], network_mode="fluid (reduced: moesim.scale)",
         num_tasks=engine["tasks"], num_flows=engine["flows"],
         moe=_reduced_moe(scn, r), host_issue=r["host_issue"], cost_sources=r.get("cost_sources", {}),
-        analysis=r["analysis"]), rec
+        profile=r.get("profile"), analysis=r["analysis"]), rec
 
 
 def _reduced_moe(scn: Scenario, r: dict[str, Any]) -> dict[str, Any]:
@@ -190,17 +196,20 @@ def moe_summary(built, rec) -> dict[str, Any]:
 
 def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str, Any] | None = None,
                    on_progress: Callable[[str], None] | None = None,
-                   force: bool = False) -> tuple[list[ScenarioResult], dict[str, float]]:
-    """Run every scenario; write the run directory; return results and wall seconds per scenario."""
+                   force: bool = False, on_start: Callable[[str], None] | None = None,
+                   ) -> tuple[list[ScenarioResult], dict[str, float]]:
+    """Run every scenario; write the run directory; return results and wall seconds per scenario.
+    ``on_start(name)`` is called as a scenario starts, ``on_progress(name)`` as it ends."""
     from moesim.plots import plot_expert_load, plot_timeline, plot_utilization
     from moesim.trace import write_chrome_trace
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
     results: list[ScenarioResult] = []
     walls: dict[str, float] = {}
     for scn in exp.scenarios:
         scn = scn.with_overrides(overrides or {})
+        if on_start:
+            on_start(scn.name)
         t0 = time.perf_counter()
         res, rec = run_scenario(scn, force=force)
         walls[scn.name] = time.perf_counter() - t0
@@ -215,9 +224,25 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
         results.append(res)
         if on_progress:
             on_progress(scn.name)
-    payload = {"experiment": exp.name, "description": exp.description, "overrides": dict(overrides or {}),
+    payload = {"moesim_version": __version__, "schema_version": RESULTS_SCHEMA_VERSION,
+               "experiment": exp.name, "description": exp.description, "overrides": dict(overrides or {}),
                "scenarios": [r.to_dict() for r in results], "comparisons": comparisons(exp, results)}
     (out / "results.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     from moesim.experiment.report import summary_markdown
     (out / "summary.md").write_text(summary_markdown(exp, results))
     return results, walls
+
+
+def prepare_out_dir(out_dir: str | Path, field_name: str = "--out") -> Path:
+    """Create ``out_dir`` (and parents) and check a file can be written there, before anything
+    runs; ConfigError naming ``field_name`` otherwise (a path under a file, no permission...)."""
+    out = Path(out_dir)
+    probe = out / ".moesim_write_check"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(field_name, f"cannot write to {str(out)!r} ({err.strerror or err})",
+                          "give a directory you can write to") from None
+    return out

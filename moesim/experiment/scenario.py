@@ -118,7 +118,10 @@ class Scenario:
     (a host thread per GPU issues its tasks at measured eager host costs per op class, in both
     engines: :mod:`moesim.lowering.host`); ``host_launch_us`` replaces the per-op host costs by a
     flat host time per counted kernel, both where ``"eager"`` charges it and in the
-    ``host_issue`` check.
+    ``host_issue`` check. ``profile`` names the calibration profile that prices the ops (a JSON
+    path, or a name looked up in ``moesim/profiles/``, ``MOESIM_PROFILE_PATH``, then
+    ``~/.config/moesim/profiles``; None: the one ``cost_model`` picks for the GPU); a profile of
+    another device is refused unless ``cost_model="calibrated"``.
     ``mode`` is ``"train"`` (forward, backward, gradient sync, optimizer) or ``"forward"`` (forward
     passes only: no backward, no gradient sync, no optimizer). ``optimizer=False`` drops the
     optimizer step, ``grad_sync=False`` the data-parallel gradient reduction (a layer microbenchmark
@@ -151,6 +154,7 @@ class Scenario:
     grad_accumulation: str = "fused"
     grad_sync: bool = True
     gpus_per_node: int | None = None
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -165,6 +169,12 @@ class Scenario:
                                        or self.nodes < 1):
             raise ConfigError("scenario.nodes", f"must be an integer >= 1, got {self.nodes!r}",
                               "give a node count, or leave it out for the topology file's own")
+        if self.profile is not None and (not isinstance(self.profile, (str, os.PathLike)) or not str(self.profile)):
+            raise ConfigError("scenario.profile", f"must be a profile path or name, got {self.profile!r}",
+                              "give a JSON path or a name on the profile search path (moesim/profiles, "
+                              "MOESIM_PROFILE_PATH, ~/.config/moesim/profiles), or leave it out")
+        if self.profile is not None:
+            object.__setattr__(self, "profile", str(self.profile))
         self._check_types()
 
     def _check_types(self) -> None:

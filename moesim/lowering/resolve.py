@@ -7,8 +7,10 @@ Scenario is read by attribute only (it lives in ``moesim.experiment``, above thi
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from moesim.costs.base import CostModel
 from moesim.errors import ConfigError
@@ -22,25 +24,66 @@ from moesim.workload.moe import MoESpec
 if TYPE_CHECKING:
     from moesim.experiment.scenario import Scenario
 
-PROFILE_FOR_GPU = {"H200": "h200_sxm"}
+PROFILE_FOR_GPU = {"H200": "h200_sxm"}  # what cost_model="auto" picks when no profile is named
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+_DEFAULT_PROFILE: ContextVar[str | None] = ContextVar("moesim_default_profile", default=None)
 
 
-def resolve_cost_model(choice: str, gpu_kind: str) -> CostModel:
-    """The calibrated profile of this GPU when one ships (``auto``/``calibrated``), else the roofline."""
+@contextmanager
+def profile_scope(profile: str | None) -> Iterator[None]:
+    """Within the block, cost models built without a profile of their own use ``profile`` (a
+    path or name): how ``moesim plan --profile`` and ``moesim bench run --profile`` reach every
+    scenario and planning context they build."""
+    token = _DEFAULT_PROFILE.set(profile)
+    try:
+        yield
+    finally:
+        _DEFAULT_PROFILE.reset(token)
+
+
+def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None) -> CostModel:
+    """The cost model of a GPU kind: the named ``profile`` (a path or a name on the profile search
+    path, :func:`moesim.costs.profile.resolve_profile_path`; else the one of an enclosing
+    :func:`profile_scope`), or the calibrated profile shipped for this GPU (``auto``/``calibrated``),
+    else the roofline. A profile measured on another device is refused unless ``choice`` is
+    ``"calibrated"`` (the user's explicit override)."""
     from moesim.costs.roofline import make_cost_model
 
-    profile = PROFILE_FOR_GPU.get(gpu_kind.upper())
-    has_profile = profile is not None and (PROFILE_DIR / f"{profile}.json").is_file()
+    if not profile and choice != "roofline":  # an explicit roofline choice ignores the scope's profile
+        profile = _DEFAULT_PROFILE.get()
+    if profile:
+        return _named_profile_model(choice, gpu_kind, profile)
+    shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
+    has_profile = shipped is not None and (PROFILE_DIR / f"{shipped}.json").is_file()
     if choice == "roofline" or (choice == "auto" and not has_profile):
         return make_cost_model(gpu_kind)
     if not has_profile:
         raise ConfigError("scenario.cost_model", f"no calibrated profile ships for {gpu_kind}",
-                          f"use cost_model='roofline' or 'auto' (profiles exist for: {', '.join(PROFILE_FOR_GPU)})")
+                          f"use cost_model='roofline' or 'auto', or name your own with profile=PATH|NAME (profiles "
+                          f"ship for: {', '.join(PROFILE_FOR_GPU)})")
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
 
-    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{profile}.json"), fallback=make_cost_model(gpu_kind))
+    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{shipped}.json"), fallback=make_cost_model(gpu_kind))
+
+
+def _named_profile_model(choice: str, gpu_kind: str, name: str) -> CostModel:
+    """A calibrated model of the profile ``name``, checked against the topology's GPU kind."""
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import load_profile
+    from moesim.costs.roofline import make_cost_model
+
+    if choice == "roofline":
+        raise ConfigError("scenario.profile", f"profile {name!r} given with cost_model='roofline'",
+                          "drop the profile to use the roofline, or set cost_model='auto' to use the profile")
+    prof = load_profile(name)
+    if prof.device_kind != gpu_kind.upper() and choice != "calibrated":
+        raise ConfigError("scenario.profile", f"profile {prof.name!r} was measured on {prof.device} "
+                          f"({prof.device_kind}) but the topology's GPUs are {gpu_kind}",
+                          f"use a profile measured on {gpu_kind} (moesim calibrate run on one), a topology of "
+                          f"{prof.device_kind} GPUs, or set cost_model='calibrated' (--set cost_model=calibrated) "
+                          f"to price {gpu_kind} GPUs with it anyway")
+    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind))
 
 
 def resolve_model(model: Any):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from moesim.costs.base import cost_sources
+from moesim.costs.base import cost_sources, profile_identity
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
 from moesim.lowering.host import add_eager_host
@@ -134,7 +134,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     per_node = probe.gpus_per_host
     spec = resolve_model(scn.model)
     _check(scn, spec, per_node, scn.nodes or load_topology(scn.topology).num_hosts)
-    cost = resolve_cost_model(scn.cost_model, probe.gpu_kind)
+    cost = resolve_cost_model(scn.cost_model, probe.gpu_kind, scn.profile)
     kinds = {l.kind for l in probe.links} | {"ib", "ethernet", "pcie", "nvswitch", "nvlink"}
     efficiency = {k: cost.link_efficiency(k) for k in sorted(kinds)}
     sched = make_schedule(scn)
@@ -304,7 +304,8 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) 
         "plan": dataclasses.asdict(plan), "step_time_ms": round(res.makespan_ns / 1e6, 3),
         "tokens_per_step": tokens, "tokens_per_s_per_gpu": round(tokens / step_s / built["num_gpus"], 2),
         "mfu": round(total_flops / (cost.peak_flops * built["num_gpus"] * step_s), 4),
-        "cost_model": cost.name, "cost_sources": cost_sources(cost), "gpu_kind": built["gpu_kind"],
+        "cost_model": cost.name, "cost_sources": cost_sources(cost), "profile": profile_identity(cost),
+        "gpu_kind": built["gpu_kind"],
         "calibrated": bool(getattr(cost, "calibrated", False)),
         "overlap_slowdown": built["slowdown"], "pair_overlap": plan.pair_overlap, "dp_overlap": plan.dp_overlap,
         "bubble_fraction": round(pipeline_bubble(rec), 4),

@@ -34,6 +34,9 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="sweep directory (default runs/<experiment>_sweep)"),
     scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="sweep only this base scenario"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run points recorded as failed"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile for every point (a JSON path or a "
+                                          "name in moesim/profiles, MOESIM_PROFILE_PATH or ~/.config/moesim/profiles); "
+                                          "a grid axis of one value, so it is part of each point's id and name"),
 ) -> None:
     """Run every base scenario x every combination of the grid values; stream results to
     results.jsonl (a rerun resumes), then write summary.md and pareto.png."""
@@ -41,16 +44,17 @@ def sweep(
     from rich.markup import escape
 
     from moesim.experiment.experiment import load_experiment
+    from moesim.experiment.runner import prepare_out_dir
     from moesim.sweep.executors import make_executor
     from moesim.sweep.grid import expand, parse_grid, select_scenarios
 
     console = Console()
     try:
-        axes = parse_grid([*grid, *(grid_args or [])])
+        axes = _with_profile(parse_grid([*grid, *(grid_args or [])]), profile)
         runner = make_executor(executor, workers=workers, address=address)
         exp = load_experiment(file)
         tasks = expand(select_scenarios(exp.scenarios, scenario), axes)
-        out_dir = out or Path("runs") / f"{exp.name}_sweep"
+        out_dir = prepare_out_dir(out or Path("runs") / f"{exp.name}_sweep")
         outcome = _run_with_progress(console, tasks, out_dir, runner, exp.name, retry_failed)
     except ConfigError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
@@ -65,8 +69,21 @@ def sweep(
         raise typer.Exit(1)
 
 
+def _with_profile(axes: dict[str, tuple[str, ...]], profile: str | None) -> dict[str, tuple[str, ...]]:
+    """The grid with ``--profile`` as a one-value axis (so a point's id tells profiles apart)."""
+    if profile is None:
+        return axes
+    if "profile" in axes:
+        raise ConfigError("--profile", "profile is also a --grid axis", "give the profiles as --grid profile=a,b only")
+    from moesim.costs.profile import resolve_profile_path
+
+    resolve_profile_path(profile)  # an unknown name fails now, not once per point
+    return {**axes, "profile": (profile,)}
+
+
 def _run_with_progress(console: Console, tasks: Sequence[Task], out_dir: Path, runner: Executor, title: str,
                        retry_failed: bool) -> SweepOutcome:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from moesim.sweep.runner import run_sweep
@@ -74,8 +91,20 @@ def _run_with_progress(console: Console, tasks: Sequence[Task], out_dir: Path, r
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task(f"sweeping {title} ({runner.name})", total=None, failed=0)
+        head = f"sweeping {escape(title)} ({runner.name})"
+        bar = progress.add_task(head, total=None, failed=0)
         failed = 0
+        running: list[str] = []  # points not yet finished, in the order the executor starts them
+        slots = max(1, int(getattr(runner, "workers", None) or getattr(runner, "num_cpus", None) or 1))
+
+        def describe() -> None:
+            shown = running[:slots]
+            more = f" (+{len(shown) - 1} more)" if len(shown) > 1 else ""
+            progress.update(bar, description=f"{head}: {escape(shown[0])}{escape(more)}" if shown else head)
+
+        def on_todo(todo: Sequence[Task]) -> None:
+            running.extend(point.name for point, _base in todo)
+            describe()
 
         def on_start(num_todo: int, num_skipped: int) -> None:
             if num_skipped:
@@ -86,10 +115,13 @@ def _run_with_progress(console: Console, tasks: Sequence[Task], out_dir: Path, r
         def on_record(record: dict[str, Any]) -> None:
             nonlocal failed
             failed += record.get("status") != "ok"
+            if record.get("name") in running:
+                running.remove(record["name"])
+            describe()
             progress.update(bar, advance=1, failed=failed)
 
         return run_sweep(tasks, out_dir, runner, title=title, retry_failed=retry_failed,
-                         on_start=on_start, on_record=on_record)
+                         on_start=on_start, on_record=on_record, on_todo=on_todo)
 
 
 def _print_outcome(console: Console, outcome: SweepOutcome) -> None:

@@ -91,4 +91,14 @@ def _failure_section(failed: Sequence[dict[str, Any]]) -> list[str]:
 def _models_line(ok: Sequence[dict[str, Any]]) -> list[str]:
     costs = sorted({r["result"]["cost_model"] for r in ok})
     modes = sorted({r["result"]["network_mode"] for r in ok})
-    return [f"Costs: {', '.join(costs)}. Network model: {', '.join(modes)}."] if ok else []
+    profiles = sorted({_profile(r["result"].get("profile")) for r in ok})
+    versions = sorted({str(r.get("moesim_version", "?")) for r in ok})
+    return [f"Costs: {', '.join(costs)}. Network model: {', '.join(modes)}.", "",
+            f"Profiles: {'; '.join(profiles)}. moesim {', '.join(versions)}."] if ok else []
+
+
+def _profile(p: Any) -> str:
+    """One profile identity as the summary quotes it (None: the roofline)."""
+    if not isinstance(p, dict):
+        return "none (roofline)"
+    return f"{p.get('name')} ({p.get('device')}, {str(p.get('date', ''))[:10]}, sha256 {p.get('sha256')}, {p.get('source')})"

@@ -63,11 +63,12 @@ def split_done(tasks: Sequence[Task], previous: dict[str, dict[str, Any]],
 
 def run_sweep(tasks: Sequence[Task], out_dir: str | Path, executor: Executor, *, title: str = "sweep",
               retry_failed: bool = False, on_start: Callable[[int, int], None] | None = None,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> SweepOutcome:
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              on_todo: Callable[[Sequence[Task]], None] | None = None) -> SweepOutcome:
     """Run the points of ``tasks`` not yet in ``out_dir/results.jsonl``; write the summary and plot.
 
     ``on_start(num_to_run, num_skipped)`` is called once before running, ``on_record(record)``
-    after each finished point (for a progress bar).
+    after each finished point (for a progress bar), ``on_todo(tasks)`` once with the points to run.
     """
     out = Path(out_dir)
     ids = [point.id for point, _base in tasks]
@@ -77,6 +78,8 @@ def run_sweep(tasks: Sequence[Task], out_dir: str | Path, executor: Executor, *,
     todo, skipped = split_done(tasks, previous, retry_failed)
     if on_start:
         on_start(len(todo), len(skipped))
+    if on_todo:
+        on_todo(todo)
     fresh, interrupted, t0 = {}, False, time.perf_counter()
     with store:
         try:

@@ -3,7 +3,9 @@
 Each line is written and flushed as soon as its point finishes, so an interrupted sweep (Ctrl-C,
 a killed job) leaves every finished point on disk. :meth:`ResultsStore.load` reads the file back
 (the last line of an id wins, so a retried failure replaces the old one); a torn last line
-from a hard kill is ignored and the next append starts on a fresh line.
+from a hard kill is ignored and the next append starts on a fresh line. A whole record that
+lacks what the summary reads (an ``ok`` line without its ``result``: edited by hand, or written
+by something else) is a :class:`ConfigError` naming the file and line, not a traceback later.
 """
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
+from moesim.errors import ConfigError
+
 RESULTS_FILE = "results.jsonl"
+RESULT_KEYS = ("step_time_ms", "tokens_per_s", "mfu", "bubble_fraction", "memory_gib", "tokens_per_step",
+               "cost_model", "network_mode")  # what summary.md and the Pareto front read from an ok record
 
 
 class ResultsStore:
@@ -28,7 +34,7 @@ class ResultsStore:
         self.num_bad_lines = 0
         if not self.path.is_file():
             return records
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for lineno, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -37,10 +43,28 @@ class ResultsStore:
                 self.num_bad_lines += 1
                 continue
             if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+                self._check(rec, lineno)
                 records[rec["id"]] = rec
             else:
                 self.num_bad_lines += 1
         return records
+
+    def _check(self, rec: dict[str, Any], lineno: int) -> None:
+        """A record the summary can read: name, base, overrides, and an ok record's result figures."""
+        where = f"{self.path}:{lineno}"
+        fix = "delete that line (its point runs again) or sweep into a new --out"
+        for key, kind in (("name", str), ("base", str), ("overrides", dict)):
+            if not isinstance(rec.get(key), kind):
+                raise ConfigError("results.jsonl", f"record {rec['id']!r} has no {key} ({kind.__name__})", fix,
+                                  source=where)
+        if rec.get("status") != "ok":
+            return
+        result = rec.get("result")
+        missing = [k for k in RESULT_KEYS if k not in result] if isinstance(result, dict) else ["result"]
+        if missing:
+            raise ConfigError("results.jsonl", f"record {rec['id']!r} has status 'ok' but no "
+                              + ("result" if missing == ["result"] else f"result {', '.join(missing)}"), fix,
+                              source=where)
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as a line and flush it to the OS at once."""

@@ -2,7 +2,8 @@
 
 :func:`run_point` is a top-level function so a process pool or Ray can ship it by reference.
 It applies the point's overrides to its base scenario, runs :func:`run_scenario` and returns
-``{"id", "name", "base", "overrides", "status", "result" | "error", "wall_s"}``. The Recorder
+``{"id", "name", "base", "overrides", "status", "result" | "error", "wall_s"}`` (an ok record also
+names ``moesim_version`` and the results ``schema_version``). The Recorder
 and the bulky ``analysis`` summary stay in the worker. A :class:`MoesimError` (an invalid
 combination, a deadlock) becomes ``status="error"`` with its message; any other exception is
 a bug, recorded the same way but with ``error_type`` and the traceback so it is not lost.
@@ -14,8 +15,10 @@ import time
 import traceback
 from typing import Any
 
+from moesim import __version__
 from moesim.errors import MoesimError
 from moesim.experiment import runner
+from moesim.experiment.report import RESULTS_SCHEMA_VERSION
 from moesim.experiment.scenario import Scenario
 from moesim.sweep.grid import SweepPoint
 
@@ -38,7 +41,7 @@ def run_point(point: SweepPoint, base: Scenario) -> dict[str, Any]:
         data = result.to_dict()
         for key in DROPPED_RESULT_KEYS:
             data.pop(key, None)
-        record.update(status="ok", result=data)
+        record.update(status="ok", result=data, moesim_version=__version__, schema_version=RESULTS_SCHEMA_VERSION)
     record["wall_s"] = round(time.perf_counter() - t0, 4)
     return record
 
