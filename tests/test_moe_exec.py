@@ -110,8 +110,21 @@ def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
     assert [op.m for op in chain if isinstance(op, Gemm)] == [5, 5, 5]
     backward = moe_exec.expert_tasks(SPEC, (5, 0, 3), "B", "loop")
     assert [t.name for t in backward] == ["expert0", "expert2", "experts.cat.bwd"]   # no sync in backward
-    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop")] == ["expert0", "expert2"]
+    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop")] == ["expert0", "expert2",
+                                                                                   "experts.select_bwd"]
+    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "megatron")] == ["expert0", "expert2"]
     assert [(op.m, op.k) for op in moe_exec.expert_tasks(SPEC, (5,), "W", "loop")[0].ops] == [(512, 5)] * 2 + [(256, 5)]
+
+
+def test_stacked_weight_loop_backward_fills_the_whole_tensor_per_expert():
+    """torchtitan's loop indexes [E, F, H] weights: each select's backward is a full-size zero
+    tensor, and the E contributions are summed (E - 1 full-size adds), per projection."""
+    ops = moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "torchtitan")[-1].ops
+    full = 2.0 * 3 * 256 * 512  # bf16, 3 local experts, one [256, 512] projection
+    zeros = [op for op in ops if op.name.endswith("select_bwd.zeros")]
+    sums = [op for op in ops if op.name.endswith("select_bwd.sum")]
+    assert len(zeros) == 3 * 3 and len(sums) == 3 * 2 and {op.bytes for op in zeros} == {full}
+    assert {op.bytes for op in sums} == {3 * full} and {op.variant for op in sums} == {"add"}
 
 
 def test_padded_runs_every_expert_at_capacity_and_refuses_more():

@@ -384,6 +384,24 @@ def loop_chain_ops(spec, rows: int, phase: str, token_movement: str = "torchtita
     return _chain(spec, rows, token_movement, _phase(phase), _dense_maker(spec, rows))
 
 
+def stacked_select_backward_ops(spec, num_experts: int) -> list[ComputeOp]:
+    """What autograd adds when a per-expert loop indexes stacked weights (torchtitan's
+    ``_run_experts_for_loop`` uses ``w1[e]`` of one ``[E, F, H]`` parameter): the backward of each
+    ``select`` is a zero-filled gradient of the WHOLE stacked tensor with the expert's slice
+    copied in, and the E contributions are summed into one buffer (E - 1 full-size adds) before
+    ``.grad`` receives it. Per projection: E fills of the full tensor, E slice copies and E - 1
+    adds of it; the experts' own wgrad GEMMs are in their chains. Zero-token experts take part too
+    (``torch.split`` yields empty chunks that still enter the graph)."""
+    e = float(DTYPE_BYTES[spec.dtype])
+    ops: list[ComputeOp] = []
+    for name, n, k in _projections(spec, "torchtitan"):
+        full, one = e * num_experts * n * k, e * n * k
+        ops += [_mem("copy", full, f"{name}.select_bwd.zeros", "zeros"),
+                _mem("copy", 2 * one, f"{name}.select_bwd.slice_copy")] * num_experts
+        ops += [_mem("elementwise", 3 * full, f"{name}.select_bwd.sum", "add")] * (num_experts - 1)
+    return ops
+
+
 def padded_counts(counts: Sequence[int], rows_per_expert: int) -> tuple[int, ...]:
     """Every local expert at ``rows_per_expert`` rows (its capacity over all source ranks);
     a count above it is an error (the routing drops tokens over capacity before this)."""
@@ -416,6 +434,8 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
     tasks += [ExpertTask(f"expert{eid}", tuple(loop_chain_ops(spec, n, phase, token_movement)), n, expert=eid)
               for eid, n in zip(ids, vec) if n > 0]
+    if phase == "W" and token_movement == "torchtitan":
+        tasks.append(ExpertTask("experts.select_bwd", tuple(stacked_select_backward_ops(spec, len(vec))), sum(vec)))
     total = sum(vec)
     if phase != "W" and total:
         e = float(DTYPE_BYTES[spec.dtype])
