@@ -284,3 +284,22 @@ def test_padded_run_drops_over_capacity_and_pads_every_expert_and_its_dispatch()
                                                  micro_batch_size=1, sequence_parallel=False), ex.routing, 8,
                                    lambda r: 0)
     assert unpadded._tokens(plan) is plan.tokens
+
+
+def test_megatron_forward_syncs_the_eager_host_where_it_reads_results_back():
+    """Megatron's counts .cpu() and its two masked_select make an eager host wait for the GPU:
+    the forward's dispatch side is cut into segments marked host_sync, and the eager run is
+    slower than the same program without those waits; torchtitan's grouped path has none."""
+    from moesim.experiment.block import block_scenario, simulate_block
+    from moesim.experiment.scenario import MoEOptions
+
+    def run(movement: str):
+        scn = block_scenario(SPEC, layer="moe_block", tokens=512, seq_len=512, passes="fwd", host="eager",
+                             cost_model="roofline", moe=MoEOptions(token_movement=movement))
+        res = simulate_block(scn)
+        return res, [s for s in res.recorder.spans if s.stream == "host" and s.name.startswith("sync ")]
+
+    megatron, waits = run("megatron")
+    assert len(waits) == 3
+    _, titan_waits = run("torchtitan")
+    assert titan_waits == []

@@ -142,7 +142,7 @@ class HostPricing:
         """(host time of issuing a compute task with ``args``, whether priced per op class):
         ``args["host_ns"]`` or the ops in ``args["ops"]`` where pricing per op, else the
         per-kernel figure times ``args["kernels"]`` (at least one)."""
-        if args.get("host_sync") and not args.get("ops"):
+        if args.get("host_sync") and not args.get("ops") and not args.get("kernels"):
             return 0, self.per_op   # a counts copy: its host time is the sync that follows it
         if self.per_op:
             if "host_ns" in args:
@@ -252,7 +252,10 @@ def sync_tail_ns(pricing: HostPricing, task: Task) -> int:
     host holds the values) less the task's own GPU time, so the host resumes ``max(task,
     sync_ns)`` after the copy starts, whether the lowering gave the copy task its device time
     only or the whole measured wait."""
-    return max(0, pricing.sync_ns(task.args.get("sync_bytes", SYNC_BYTES)) - task.duration_ns)
+    copy_ns = pricing.sync_ns(task.args.get("sync_bytes", SYNC_BYTES))
+    if task.args.get("kernels"):  # a compute segment whose last result is read: the copy follows it
+        return copy_ns
+    return max(0, copy_ns - task.duration_ns)
 
 
 def program_order(tasks: list[Task]) -> dict[int, list[Task]]:

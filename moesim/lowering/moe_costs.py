@@ -16,6 +16,8 @@ The router and token movement follow ``token_movement``'s framework and the expe
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -105,7 +107,18 @@ class MoEStageTable(StageTable):
             rest = [x for x in program if not _is_expert(x)]
             return [self._cost(acc + rest), Exchange(layer, "W", StageWork(0, 0.0))], []
         pre, post, shared = split_moe_program(program)
-        return [self._cost(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
+        return [*self._synced(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
+
+    def _synced(self, program: list[ProgramItem]) -> list[StageWork]:
+        """``program`` as compute segments cut after each op whose result the host must read
+        (``moe_exec.HOST_SYNC_OPS``: Megatron's counts ``.cpu()`` and ``masked_select``, whose
+        output size lives on the GPU); each such segment is marked ``host_sync``, so an eager host
+        thread waits for it before issuing on."""
+        cuts = [i + 1 for i, item in enumerate(program) if getattr(item, "name", "") in moe_exec.HOST_SYNC_OPS]
+        if not cuts:
+            return [self._cost(program)]
+        bounds = [0, *cuts, *([len(program)] if cuts[-1] < len(program) else [])]
+        return [dataclasses.replace(self._cost(program[a:b]), host_sync=b in cuts) for a, b in zip(bounds, bounds[1:])]
 
     # -- gradients ---------------------------------------------------------------------------
     def _chunk_expert_params(self, rank: int, chunk: "int | None") -> float:

@@ -62,6 +62,7 @@ class StageWork:
     host_ns: int = 0       # host time of issuing its ops eagerly (moesim.lowering.host; 0: not priced per op)
     tp_calls: int = 0      # TP collective calls folded into the TP collective (each issued by an eager host)
     op_ns: tuple[tuple[str, int], ...] = ()  # (op class, ns) of its kernels, for per-class reports
+    host_sync: bool = False  # its last kernel's result is copied to the host, which waits for it (eager)
 
 
 class ExchangeLowering(Protocol):
@@ -263,6 +264,7 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
             tasks[(d, t)] = sim.compute(g, w.duration_ns, name, category=w.category or CATEGORY[a.kind],
                                         deps=ready[(d, t)], args={**ctx["args"], "flops": w.flops, "dp": d, "tp": t,
                                                                   "kernels": w.kernels, "host_ns": w.host_ns,
+                                                                  **({"host_sync": True} if w.host_sync else {}),
                                                                   **({"op_ns": dict(w.op_ns)} if w.op_ns else {})},
                                         region_ns=min(w.region_ns, w.duration_ns))
             ready[(d, t)] = [tasks[(d, t)]]

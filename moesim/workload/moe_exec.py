@@ -45,6 +45,9 @@ from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
 EXPERT_MODES = ("grouped", "loop", "padded")
+# ops whose result an eager host reads back (it waits for the GPU to reach them): Megatron's
+# tokens-per-expert ``.cpu()`` and its two ``masked_select`` (the output size is known on the GPU only)
+HOST_SYNC_OPS = frozenset({"router.counts", "moe.masked_select", "moe.probs.masked_select"})
 TOKEN_MOVEMENTS = ("torchtitan", "megatron", "fused")
 PHASES = ("F", "B", "W")
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
