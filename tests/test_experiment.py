@@ -30,7 +30,7 @@ def test_scenario_runs_and_reports_consistent_figures():
     assert res.step_time_ms > 0 and 0 < res.mfu < 1 and 0 <= res.bubble_fraction < 1
     assert res.tokens_per_step == 8 * 1024
     assert res.tokens_per_s == pytest.approx(res.tokens_per_step / (res.step_time_ms / 1e3), rel=1e-4)
-    assert res.cost_model.startswith("roofline:H100") and res.calibrated is False
+    assert res.cost_model.startswith("h100_sxm profile") and res.calibrated is True  # auto: the shipped H100 profile
     assert res.network_mode == "fluid" and len(res.bottlenecks) in (3, 4)
     # the analyses' top three, then the eager-host line when launches reach half the GPU work
     assert res.bottlenecks[:3] == [b["message"] for b in res.analysis["bottlenecks"][:3]]

@@ -132,14 +132,15 @@ def test_a_profile_of_the_topologys_gpu_prices_the_run(user_dirs) -> None:
     write_profile(user_dirs[1], "my_h100")
     built = build_scenario(scn().with_overrides({"profile": "my_h100"}))  # --set profile=my_h100
     assert built.cost_model.profile.name == "my_h100" and built.cost_model.calibrated
-    assert build_scenario(scn()).cost_model.name.startswith("roofline:H100")  # auto without a profile: as before
+    assert build_scenario(scn()).cost_model.profile.name == "h100_sxm"  # auto without a profile: the shipped one
     with pytest.raises(ConfigError, match="scenario.profile"):
         scn(profile=3)
 
 
 def test_results_carry_version_schema_and_profile_identity(user_dirs, tmp_path) -> None:
     path = write_profile(user_dirs[0], "my_h100")
-    exp = Experiment(name="e", scenarios=(scn(name="calibrated", profile="my_h100"), scn(name="roofline")))
+    exp = Experiment(name="e", scenarios=(scn(name="calibrated", profile="my_h100"),
+                                          scn(name="roofline", cost_model="roofline")))
     started: list[str] = []
     run_experiment(exp, tmp_path / "out", on_start=started.append)
     assert started == ["calibrated", "roofline"]  # what the progress bar names
@@ -206,7 +207,7 @@ def test_a_profile_scope_reaches_cost_models_built_without_one(user_dirs) -> Non
         assert resolve_cost_model("roofline", "H100").name.startswith("roofline")  # an explicit roofline stays
         with pytest.raises(ConfigError, match="measured on NVIDIA H100"):
             resolve_cost_model("auto", "H200")
-    assert resolve_cost_model("auto", "H100").name.startswith("roofline")
+    assert resolve_cost_model("auto", "H100").profile.name == "h100_sxm"   # outside the scope: the shipped one
 
 
 # --- one-line errors ---------------------------------------------------------------------------

@@ -325,6 +325,9 @@ class CalibratedCostModel:
         if DTYPE_ALIASES.get(op.dtype, op.dtype) != "bf16" or not dims:
             return self._fallback_compute(op, "Attention.dtype", f"no {op.dtype} {direction} attention in the profile")
         head_dim = min(dims, key=lambda d: abs(math.log(d / max(op.head_dim, 1))))
+        if head_dim != op.head_dim:  # never silent: another head_dim's kernel, scaled by FLOPs
+            self.fallback_ops.add(f"Attention head_dim {op.head_dim} {direction} (not measured: head_dim {head_dim}'s "
+                                  "grid scaled by FLOPs)")
         grid, env, keys = self._attn[(direction, head_dim)]
         batch, heads, seq = float(max(op.batch, 1)), float(max(op.heads, 1)), float(max(op.seq_kv, 1))
         point = (batch, heads, seq) if len(keys) == 3 else (batch * heads, seq)
@@ -532,8 +535,9 @@ class CalibratedCostModel:
         """Per op class, where its costs come from: ``measured (<device>)``, ``measured on <other
         device> (borrowed)`` where the profile says so (``borrowed``: rows copied from another
         profile, e.g. an H200's NVLink collectives in a one-GPU H100 profile), or ``roofline``
-        where the profile has no rows of the class; plus, once ops were priced, ``roofline
-        fallback`` listing what fell outside the profile. Every result repeats it."""
+        where the profile has no rows of the class; plus, once ops were priced, ``outside the
+        profile``: each op priced by the roofline or by a stated stand-in (another head_dim's
+        attention, a kind's generic curve). Every result repeats it."""
         have = self.profile.ops()
         borrowed = {b.get("op"): b.get("from", "?") for b in self.profile.extra.get("borrowed") or []}
 
@@ -547,7 +551,7 @@ class CalibratedCostModel:
                "collectives": source("collective"), "compute/comm overlap": source("overlap"),
                "eager host": source("host_op") if "host_op" in have else "per-kernel figure"}
         if self.fallback_ops:
-            out["roofline fallback"] = "; ".join(sorted(self.fallback_ops))
+            out["outside the profile"] = "; ".join(sorted(self.fallback_ops))
         return out
 
     def overlap_slowdown(self) -> float:

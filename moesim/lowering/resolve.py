@@ -24,7 +24,7 @@ from moesim.workload.moe import MoESpec
 if TYPE_CHECKING:
     from moesim.experiment.scenario import Scenario
 
-PROFILE_FOR_GPU = {"H200": "h200_sxm"}  # what cost_model="auto" picks when no profile is named
+PROFILE_FOR_GPU = {"H200": "h200_sxm", "H100": "h100_sxm"}  # what cost_model="auto" picks when no profile is named
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 _DEFAULT_PROFILE: ContextVar[str | None] = ContextVar("moesim_default_profile", default=None)
 
