@@ -283,3 +283,18 @@ def test_the_host_check_works_in_the_reduced_engine_in_graphs_mode(per_op_host) 
     red, _ = run_scenario(dataclasses.replace(scn, engine="reduced"))
     assert red.host_issue["mode"] == "graphs" and "host_busy_ms" not in red.host_issue
     assert red.host_issue["issue_ms"] == pytest.approx(full.host_issue["issue_ms"], rel=0.03)
+
+
+def test_forward_only_runs_issue_their_ops_without_autograd():
+    """A forward-only run (torch.no_grad) prices each forward op at its 'plain' host time, a
+    training forward at its 'fwd' (autograd recording) time."""
+    from moesim.lowering.host import host_pricing
+    from moesim.lowering.resolve import resolve_cost_model
+    from moesim.ops import Gemm
+
+    cost = resolve_cost_model("auto", "H100")
+    op = Gemm(256, 256, 256)
+    recording, no_grad = host_pricing(cost), host_pricing(cost, autograd=False)
+    assert recording.ops_ns([op], None) == cost.host_op_ns(op, "fwd")
+    assert no_grad.ops_ns([op], None) == cost.host_op_ns(op, "plain") < recording.ops_ns([op], None)
+    assert no_grad.ops_ns([op], "bwd") == cost.host_op_ns(op, "bwd")

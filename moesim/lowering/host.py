@@ -99,6 +99,7 @@ class HostPricing:
     source: str
     sync_source: str = ""
     calls: "Callable[[str], float] | None" = None   # host ns per call by task category, replacing the model's
+    autograd: bool = True   # False: forward passes under torch.no_grad (their ops in the "plain" phase)
 
     @staticmethod
     def flat(kernel_ns: float, call_ns: "Callable[[str], float] | None" = None, source: str = "flat") -> "HostPricing":
@@ -109,7 +110,12 @@ class HostPricing:
         """Host time of issuing ``ops`` (compute ops; collectives are calls of their own) in
         ``phase`` (None: each op's own form, :func:`op_phase`)."""
         model = self.model
-        return sum(int(model.host_op_ns(op, phase or op_phase(op))) for op in ops if not isinstance(op, CommOp))
+        return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)))) for op in ops
+                   if not isinstance(op, CommOp))
+
+    def _phase(self, phase: str) -> str:
+        """A forward op without autograd recording (``torch.no_grad``) is a ``plain`` call."""
+        return "plain" if phase == "fwd" and not self.autograd else phase
 
     def call_ns(self, category: str) -> float:
         """Host time of one eager communication call of a task ``category`` (a launch where the
@@ -153,10 +159,11 @@ class HostPricing:
         return int(round(max(1, int(args.get("kernels", 1) or 1)) * self.kernel_ns)), False
 
 
-def host_pricing(cost: Any, override_ns: "float | None" = None) -> HostPricing:
+def host_pricing(cost: Any, override_ns: "float | None" = None, autograd: bool = True) -> HostPricing:
     """The run's :class:`HostPricing`: ``override_ns`` (``Scenario.host_launch_us``) flat per
     counted kernel; else per op class where the host model (:func:`host_model`) has ``host_op``
-    rows; else its per-kernel figure, labelled as the fallback."""
+    rows (forward ops without autograd recording, ``autograd=False``, in their ``plain`` phase);
+    else its per-kernel figure, labelled as the fallback."""
     model, where = host_model(cost)
     sync = f"{where}: measured device-to-host copy" if _has_rows(model, "sync", "sync_ns") \
         else f"{where}: no sync rows (one launch per copy, a lower bound)"
@@ -165,7 +172,8 @@ def host_pricing(cost: Any, override_ns: "float | None" = None) -> HostPricing:
         return HostPricing(model, False, float(override_ns),
                            "scenario.host_launch_us: flat per counted kernel (replaces per-op host costs)", sync)
     if has_host_ops(model):
-        return HostPricing(model, True, kernel_ns, f"{where}: host time per op class", sync)
+        return HostPricing(model, True, kernel_ns, f"{where}: host time per op class"
+                           + ("" if autograd else " (forward without autograd)"), sync, autograd=autograd)
     return HostPricing(model, False, kernel_ns, f"{kernel_source} (fallback: no host_op rows)", sync)
 
 

@@ -76,10 +76,10 @@ class MoEStageTable(StageTable):
     def __init__(self, spec: moe_ops.MoESpec, schedule, cost, *, tp: int, ep: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, recompute: str = "none",
                  experts: str = "grouped", token_movement: str = "torchtitan",
-                 capacity_factor: "float | None" = None) -> None:
+                 capacity_factor: "float | None" = None, autograd: bool = True) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
-                         recompute=recompute)
+                         recompute=recompute, autograd=autograd)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
         moe_exec.check_exec(experts, token_movement, capacity_factor)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor

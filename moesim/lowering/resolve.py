@@ -109,7 +109,8 @@ def make_schedule(scn: Scenario) -> Schedule:
 
 def scenario_host(scn: Scenario, cost: CostModel) -> HostPricing:
     """The scenario's host pricing: per op class from the profile, or ``host_launch_us`` flat."""
-    return host_pricing(cost, scn.host_launch_us * 1e3 if scn.host_launch_us is not None else None)
+    return host_pricing(cost, scn.host_launch_us * 1e3 if scn.host_launch_us is not None else None,
+                        autograd=scn.mode != "forward")
 
 
 def eager_host_counts(issued) -> dict[str, int]:

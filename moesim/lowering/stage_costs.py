@@ -78,10 +78,12 @@ class StageTable:
     """StageWorkTable for dense transformer and custom block models."""
 
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
-                 sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none") -> None:
+                 sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none",
+                 autograd: bool = True) -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
         self.region = kernel_region(cost)  # (region_ns, floor_ns): 0 for the roofline
-        self.host = host_pricing(cost)     # host time per op class where measured (segments' host_ns)
+        self.host = host_pricing(cost, autograd=autograd)  # host time per op class (segments' host_ns);
+        # autograd=False: a forward-only run under torch.no_grad
         self.recompute = recompute
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes

@@ -140,7 +140,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     sched = make_schedule(scn)
     table = MoEStageTable(spec, sched, cost, tp=1, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                          recompute=scn.memory.recompute, **exec_kwargs(scn.moe))
+                          recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe))
     # The EP group's own fabric: its nodes of the same topology (routing and phase solves).
     group_topo = load_topology(scn.topology, nodes=_nodes(plan.ep, per_node))
     routing = _routing(scn, spec, table, group_topo, options)
