@@ -166,10 +166,13 @@ class CalibratedCostModel:
             table[kind][variant] = Curve(rows)
 
     def _build_host(self) -> None:
-        """Host time per eager call, by call name (the profile's ``host`` samples)."""
+        """Host time per eager call, by call name (the profile's ``host`` samples), and the
+        back-to-back launch figure, read once: ``host_op_ns`` and ``sync_ns`` fall back to it per op."""
         self._host_calls: dict[str, float] = {}
         for r in self.profile.select("host"):
             self._host_calls[r["call"]] = float(r["time_ns"])
+        launch = self.profile.select("launch", variant="eager_back_to_back")
+        self._launch_ns = int(round(launch[0]["time_ns"])) if launch else 0
         self._host_classes = HostClassTable.from_rows(self.profile.select("host_op"), self.profile.select("sync"))
 
     def _build_collectives(self) -> None:
@@ -584,8 +587,7 @@ class CalibratedCostModel:
 
     def launch_overhead_ns(self) -> int:
         """Host time per back-to-back eager kernel launch (0 if not measured)."""
-        rows = self.profile.select("launch", variant="eager_back_to_back")
-        return int(round(rows[0]["time_ns"])) if rows else 0
+        return self._launch_ns
 
     def measured_peak_flops(self, dtype: str = "bf16") -> float:
         """Best achieved GEMM FLOP/s in the profile."""
