@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from moesim.costs.devices import DEVICES
-from moesim.costs.fitting import (Curve, Envelope, LogGrid, Point, anchored, bus_factor, collective_steps,
-                                  gemm_flops_bytes)
+from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
+                                  collective_steps, gemm_table, gemm_table_ns)
 from moesim.costs.profile import Profile, load_profile
 from moesim.errors import ConfigError
 from moesim.costs.grouped import build_pricing, gemm_scaling, grouped_gemm_ns, scaled_gemm_price
@@ -79,7 +79,7 @@ class CalibratedCostModel:
 
     # -- building tables ------------------------------------------------------------------
     def _build_gemm(self) -> None:
-        self._gemm: dict[tuple[str, str | None], tuple[LogGrid, Envelope]] = {}
+        self._gemm: dict[tuple[str, str | None], GemmTable] = {}
         rows_by: dict[tuple[str, str | None], list] = defaultdict(list)
         for r in self.profile.select("gemm"):
             if gemm_scaling(r) not in ("", "tensorwise"):  # rowwise / blockwise fp8: moesim.costs.grouped
@@ -87,24 +87,13 @@ class CalibratedCostModel:
             rows_by[(r["dtype"], r["layout"])].append(r)
             rows_by[(r["dtype"], None)].append(r)  # None = every layout, averaged in log space
         for key, rows in rows_by.items():
-            elem = DTYPE_BYTES[key[0]]
-            fb = [gemm_flops_bytes((r["m"], r["n"], r["k"]), elem) for r in rows]
-            env = Envelope.fit(*zip(*fb), [r["time_ns"] for r in rows])
-            fill = self._hole_filler(env, rows, elem)
-            self._gemm[key] = (LogGrid.from_rows(rows, ("m", "n", "k"), fill), env)
+            self._gemm[key] = gemm_table(rows, DTYPE_BYTES[key[0]])
         self._grouped: LogGrid | None = None
         grouped = self.profile.select("grouped_gemm", dtype="bf16")
         if grouped and ("bf16", "fwd") in self._gemm:
             ratio_rows = [{**r, "time_ns": r["time_ns"] / (r["groups"] * self.gemm_ns(r["m"], r["n"], r["k"], "bf16", "fwd"))}
                           for r in grouped]
             self._grouped = LogGrid.from_rows(ratio_rows, ("groups", "m"))
-
-    @staticmethod
-    def _hole_filler(env: Envelope, rows: Sequence[Mapping[str, Any]], elem: float) -> Callable[[Point], float]:
-        """Envelope time scaled by the median measured/envelope ratio, for unmeasured cells."""
-        ratios = [r["time_ns"] / env(*gemm_flops_bytes((r["m"], r["n"], r["k"]), elem)) for r in rows]
-        scale = float(np.median(ratios))
-        return lambda p: scale * env(*gemm_flops_bytes(p, elem))
 
     def _build_attention(self) -> None:
         """Per (direction, head_dim): a grid over (batch, heads, seq) when more than one batch was
@@ -318,9 +307,7 @@ class CalibratedCostModel:
         if key not in self._gemm:
             raise ConfigError("dtype/layout", f"no {dtype} GEMMs with layout {layout!r} in the profile",
                               f"use one of: {sorted((d, l) for d, l in self._gemm if l)}")
-        grid, env = self._gemm[key]
-        elem = DTYPE_BYTES[key[0]]
-        return anchored(grid, lambda p: env(*gemm_flops_bytes(p, elem)), (float(max(m, 1)), float(max(n, 1)), float(max(k, 1))))
+        return gemm_table_ns(self._gemm[key], DTYPE_BYTES[key[0]], m, n, k)
 
     def _attention_ns(self, op: Attention) -> float:
         direction = "bwd" if op.backward else "fwd"

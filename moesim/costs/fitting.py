@@ -135,6 +135,24 @@ def gemm_flops_bytes(p: Point, elem: float = 2.0) -> tuple[float, float]:
     return 2.0 * m * n * k, elem * (m * k + k * n + m * n)
 
 
+GemmTable = tuple[LogGrid, Envelope]
+
+
+def gemm_table(rows: Sequence[Mapping[str, Any]], elem: float) -> GemmTable:
+    """A log grid over (m, n, k) of GEMM rows and their fitted envelope; unmeasured cells take
+    the envelope time scaled by the median measured / envelope ratio."""
+    fb = [gemm_flops_bytes((r["m"], r["n"], r["k"]), elem) for r in rows]
+    env = Envelope.fit(*zip(*fb), [r["time_ns"] for r in rows])
+    scale = float(np.median([r["time_ns"] / env(*f) for r, f in zip(rows, fb)]))
+    return LogGrid.from_rows(rows, ("m", "n", "k"), lambda p: scale * env(*gemm_flops_bytes(p, elem))), env
+
+
+def gemm_table_ns(table: GemmTable, elem: float, m: int, n: int, k: int) -> float:
+    """One GEMM ``[m, k] x [k, n]`` from a :func:`gemm_table`, anchored and envelope-scaled outside it."""
+    grid, env = table
+    return anchored(grid, lambda p: env(*gemm_flops_bytes(p, elem)), (float(max(m, 1)), float(max(n, 1)), float(max(k, 1))))
+
+
 class Curve:
     """Time against bytes for one collective (or memory variant): interpolated, line-fitted outside."""
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from moesim.costs.fitting import Envelope, LogGrid, anchored, gemm_flops_bytes
+from moesim.costs.fitting import GemmTable, gemm_table, gemm_table_ns
 from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, Gemm, GroupedGemm
 
@@ -231,28 +231,19 @@ def gemm_scaling(row: Mapping[str, Any]) -> str:
     return row.get("scaling") or ("tensorwise" if row["dtype"] == "fp8" else "")
 
 
-def scaled_gemm_grids(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[LogGrid, Envelope]]:
+def scaled_gemm_grids(rows: Sequence[Mapping[str, Any]]) -> dict[str, GemmTable]:
     """Per fp8 scaling other than tensorwise: a log grid over (m, n, k) of its ``gemm`` rows
-    (holes: the fitted envelope scaled by the median measured / envelope ratio)."""
-    out: dict[str, tuple[LogGrid, Envelope]] = {}
+    (:func:`~moesim.costs.fitting.gemm_table`, as for the other GEMMs)."""
     by: dict[str, list] = defaultdict(list)
     for r in rows:
         if r["dtype"] == "fp8" and gemm_scaling(r) not in ("", "tensorwise"):
             by[gemm_scaling(r)].append(r)
-    elem = DTYPE_BYTES["fp8"]
-    for scaling, rs in by.items():
-        fb = [gemm_flops_bytes((r["m"], r["n"], r["k"]), elem) for r in rs]
-        env = Envelope.fit(*zip(*fb), [r["time_ns"] for r in rs])
-        scale = float(np.median([r["time_ns"] / env(*f) for r, f in zip(rs, fb)]))
-        out[scaling] = (LogGrid.from_rows(rs, ("m", "n", "k"), lambda p: scale * env(*gemm_flops_bytes(p, elem))), env)
-    return out
+    return {scaling: gemm_table(rs, DTYPE_BYTES["fp8"]) for scaling, rs in by.items()}
 
 
-def scaled_gemm_ns(grids: Mapping[str, tuple[LogGrid, Envelope]], op: Gemm) -> float:
+def scaled_gemm_ns(grids: Mapping[str, GemmTable], op: Gemm) -> float:
     """One scaled fp8 GEMM from its scaling's grid (the caller checks ``op.scaling in grids``)."""
-    grid, env = grids[op.scaling]
-    point = (float(max(op.m, 1)), float(max(op.n, 1)), float(max(op.k, 1)))
-    return op.groups * anchored(grid, lambda p: env(*gemm_flops_bytes(p, DTYPE_BYTES["fp8"])), point)
+    return op.groups * gemm_table_ns(grids[op.scaling], DTYPE_BYTES["fp8"], op.m, op.n, op.k)
 
 
 # -- hooks of CalibratedCostModel (``model`` below) -------------------------------------------------
@@ -260,7 +251,7 @@ DEFAULT_SMS = 132  # H100 / H200 SXM, when the profile's device has no datasheet
 DATASHEET_GEMM_EFFICIENCY = 0.75  # dense rate assumed from the datasheet peak when no GEMM was measured
 
 
-def build_pricing(model: Any) -> tuple[dict[str, tuple[LogGrid, Envelope]], "GroupedModel | None"]:
+def build_pricing(model: Any) -> tuple[dict[str, GemmTable], "GroupedModel | None"]:
     """The scaled-fp8 GEMM grids and the count-vector grouped model of ``model``'s profile."""
     scaled = scaled_gemm_grids(model.profile.select("gemm"))
     rows = model.profile.select("grouped_gemm_v")
@@ -268,7 +259,7 @@ def build_pricing(model: Any) -> tuple[dict[str, tuple[LogGrid, Envelope]], "Gro
     return scaled, (GroupedModel(rows, _dense_rate(model, scaled), sms) if rows else None)
 
 
-def _dense_rate(model: Any, scaled: Mapping[str, tuple[LogGrid, Envelope]]) -> DenseRate:
+def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
     """FLOPs per ns of the dense GEMM a tile runs like: ``DENSE_REF_ROWS`` token rows of the same
     (n, k), from the profile's grid of that dtype, scaling and layout (wgrad: the weight-gradient
     GEMM reducing over the rows), else the datasheet peak x ``DATASHEET_GEMM_EFFICIENCY``."""
