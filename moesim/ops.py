@@ -24,8 +24,7 @@ class Gemm:
     scaling: str = ""
 
     def __post_init__(self) -> None:
-        if self.scaling and self.scaling not in FP8_SCALINGS:
-            raise ValueError(f"Gemm.scaling {self.scaling!r}: use one of {FP8_SCALINGS} (fp8 only) or ''")
+        check_scaling("Gemm", self.scaling)
 
     @property
     def flops(self) -> float:
@@ -39,6 +38,12 @@ class Gemm:
 
 FP8_SCALINGS = ("tensorwise", "rowwise", "blockwise")  # torch._scaled_mm scale layouts (Gemm.scaling)
 GROUPED_LAYOUTS = ("fwd", "dgrad", "wgrad")
+
+
+def check_scaling(owner: str, scaling: str) -> None:
+    """``scaling`` is empty or one of :data:`FP8_SCALINGS` (``owner``: the op class, for the message)."""
+    if scaling and scaling not in FP8_SCALINGS:
+        raise ValueError(f"{owner}.scaling {scaling!r}: use one of {FP8_SCALINGS} (fp8 only) or ''")
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,7 @@ class GroupedGemm:
             raise ValueError(f"GroupedGemm.counts must be a non-empty tuple of integers >= 0, got {self.counts!r}")
         if self.layout not in GROUPED_LAYOUTS:
             raise ValueError(f"GroupedGemm.layout {self.layout!r}: use one of {GROUPED_LAYOUTS}")
-        if self.scaling and self.scaling not in FP8_SCALINGS:
-            raise ValueError(f"GroupedGemm.scaling {self.scaling!r}: use one of {FP8_SCALINGS} (fp8 only) or ''")
+        check_scaling("GroupedGemm", self.scaling)
 
     @property
     def groups(self) -> int:
