@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from moesim.calibrate.kernels import randn, swiglu_ffn
 from moesim.calibrate.section import Section
-from moesim.calibrate.timing import Budget, stats_from_ns
+from moesim.calibrate.timing import Budget, stats_from_ns, sync
 
 HIDDEN, ROWS, FFN = 4096, 4096, 2048
 SMOKE_SHAPE = (64, 64, 32)  # CPU smoke mode: host cost only, tiny kernels
@@ -85,21 +85,17 @@ def _busy_gpu(device: str, ns: float) -> None:
         torch.cuda._sleep(int(ns * GPU_CYCLES_PER_NS))
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
 
 def time_host_calls(fn: Callable[[], object], device: str, calls: int = CALLS_PER_ROUND,
                     rounds: int = ROUNDS, before_round: Callable[[], None] = lambda: None) -> list[float]:
     """Host ns per call of ``fn`` issued ``calls`` times back to back, one value per round."""
     for _ in range(WARMUP_CALLS):
         fn()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter_ns()
     fn()
     estimate = max(time.perf_counter_ns() - t0, 5_000)
-    _sync(device)
+    sync(device)
     out = []
     for _ in range(rounds):
         before_round()
@@ -108,7 +104,7 @@ def time_host_calls(fn: Callable[[], object], device: str, calls: int = CALLS_PE
         for _ in range(calls):
             fn()
         out.append((time.perf_counter_ns() - t0) / calls)
-        _sync(device)
+        sync(device)
     return out
 
 

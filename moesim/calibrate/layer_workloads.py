@@ -61,6 +61,7 @@ import torch.nn.functional as F
 
 from moesim.calibrate import provenance
 from moesim.calibrate.kernels import rms_norm, rope
+from moesim.calibrate.timing import sync
 from moesim.moe.popularity import stream
 from moesim.moe.routing import _TAG_TOKENS, RoutingConfig, layer_popularity
 from moesim.moe.sampling import sample_topk
@@ -461,10 +462,6 @@ class Measured:
     warmup: int
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
 
 def _timed(step: Callable[[], None], n: int, device: str) -> float:
     """Wall time of ``n`` back-to-back iterations in ns (CUDA events on cuda)."""
@@ -488,7 +485,7 @@ def measure(step: Callable[[], None], device: str, left_s: float) -> Measured | 
     plan = GPU_TIMING if device == "cuda" else SMOKE_TIMING
     for _ in range(plan.warmup):
         step()
-    _sync(device)
+    sync(device)
     est_ns = _timed(step, 1, device)
     iters = max(1, min(plan.max_iters, round(plan.round_target_ms * 1e6 / est_ns)))
     rounds = plan.rounds
@@ -590,10 +587,10 @@ def kernel_inventory(step: Callable[[], None], device: str) -> dict:
     """Kernels one iteration launches (CUDA kernel events on cuda, aten ops on cpu), by name.
     Diagnostic only: not an input to any prediction."""
     acts = [torch.profiler.ProfilerActivity.CUDA if device == "cuda" else torch.profiler.ProfilerActivity.CPU]
-    _sync(device)
+    sync(device)
     with torch.profiler.profile(activities=acts) as prof:
         step()
-        _sync(device)
+        sync(device)
     want = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
     names: dict[str, int] = {}
     for ev in prof.events():
@@ -619,11 +616,11 @@ def write_traces(runner: Runner, cases: list[Case], out_dir: Path) -> list[str]:
     for case in cases:
         step, _ = runner.build(case)
         step()
-        _sync(runner.device)
+        sync(runner.device)
         with torch.profiler.profile(activities=acts) as prof:
             for _ in range(2):
                 step()
-            _sync(runner.device)
+            sync(runner.device)
         path = out_dir / f"{case.id}.json"
         prof.export_chrome_trace(str(path))
         written.append(str(path))

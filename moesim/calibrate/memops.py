@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from moesim.calibrate.grids import Grid
 from moesim.calibrate.kernels import randn
 from moesim.calibrate.section import Section
-from moesim.calibrate.timing import Budget, Timer, stats_from_ns
+from moesim.calibrate.timing import Budget, Timer, stats_from_ns, sync
 
 ROW_HIDDEN = 4096  # row width of the norm and permute variants (a typical hidden size)
 ROUTER_EXPERTS = 256  # router logits width for softmax and top-k
@@ -129,11 +129,11 @@ def measure_launch(device: str, budget: Budget, num_kernels: int = 2000) -> Sect
     def eager() -> dict:
         samples = []
         for _ in range(5):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter_ns()
             for _ in range(num_kernels):
                 x.add_(1.0)
-            _sync(device)
+            sync(device)
             samples.append((time.perf_counter_ns() - t0) / num_kernels)
         return {"op": "launch", "variant": "eager_back_to_back", **stats_from_ns(samples).fields()}
 
@@ -161,7 +161,3 @@ def _graph_launch(x: torch.Tensor, num_kernels: int) -> dict:
     return {"op": "launch", "variant": "graph_back_to_back", "time_ns": round(per[0], 1), "repeats": st.repeats,
             "p25_ns": round(per[1], 1), "p75_ns": round(per[2], 1), "min_ns": round(per[3], 1), "max_ns": round(per[4], 1)}
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()

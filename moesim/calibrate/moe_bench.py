@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from moesim.calibrate.clock_timer import ClockProbe
 from moesim.calibrate.kernels import randn, swiglu_ffn
+from moesim.calibrate.timing import sync
 
 PHASES = ("permute", "dispatch", "experts", "combine", "unpermute")
 
@@ -166,7 +167,7 @@ def time_moe(cfg: MoEConfig, rank: int, world: int, device: str, warmup: int = 3
     issue_ns: list[float] = []
     for _ in range(repeats):
         dist.barrier()
-        _sync(device)
+        sync(device)
         if device == "cuda":
             start = torch.cuda.Event(enable_timing=True)
             marks = [torch.cuda.Event(enable_timing=True) for _ in PHASES]
@@ -193,10 +194,6 @@ def time_moe(cfg: MoEConfig, rank: int, world: int, device: str, warmup: int = 3
         out["clock_mhz"], out["issue_ns"] = clock_mhz, issue_ns
     return out
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def moe_entry(cfg: MoEConfig, per_rank: list[dict], world: int) -> dict:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from moesim.calibrate.section import Section
-from moesim.calibrate.timing import BUSY_CYCLES_PER_NS, Budget, Timer, stats_from_ns
+from moesim.calibrate.timing import BUSY_CYCLES_PER_NS, Budget, Timer, stats_from_ns, sync
 from moesim.costs.moe_kernels import MOE_KERNEL_KINDS, moe_kernel_bytes
 
 MAX_ROW_ELEMS = 2**30  # permute rows x hidden cap (2 GiB of bf16 per tensor)
@@ -185,7 +185,7 @@ def sync_rows(numel: int, device: str) -> list[dict]:
         counts.tolist()
     idle = []
     for _ in range(SYNC_REPEATS):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter_ns()
         counts.tolist()
         idle.append(time.perf_counter_ns() - t0)
@@ -211,7 +211,3 @@ def _queued_lags(counts: torch.Tensor) -> list[float]:
         lags.append(max(1.0, wall - start.elapsed_time(end) * 1e6))
     return lags
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()

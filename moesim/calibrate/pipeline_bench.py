@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from moesim.calibrate.kernels import randn
 from moesim.calibrate.pipeline_orders import Action, format_action, orders_for
+from moesim.calibrate.timing import sync
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,13 @@ class PipelineRank:
         for stage, chunk in self.chunks.items():
             fwd, bwd = [], []
             for _ in range(repeats + 1):
-                _sync(self.device)
+                sync(self.device)
                 t0 = time.perf_counter_ns()
                 y = chunk(x)
-                _sync(self.device)
+                sync(self.device)
                 t1 = time.perf_counter_ns()
                 torch.autograd.backward(y, self.dout)
-                _sync(self.device)
+                sync(self.device)
                 fwd.append(t1 - t0)
                 bwd.append(time.perf_counter_ns() - t1)
             out[f"stage{stage}_fwd"], out[f"stage{stage}_bwd"] = fwd[1:], bwd[1:]
@@ -132,10 +133,6 @@ class PipelineRank:
             p.grad = None
         return out
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_pipeline(cfg: PipelineConfig, schedule: str, rank: int, world: int, device: str,
@@ -147,10 +144,10 @@ def time_pipeline(cfg: PipelineConfig, schedule: str, rank: int, world: int, dev
     steps = []
     for i in range(warmup + repeats):
         dist.barrier()
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter_ns()
         runner.run_step(orders[rank])
-        _sync(device)
+        sync(device)
         if i >= warmup:
             steps.append(float(time.perf_counter_ns() - t0))
     isolated = runner.isolated_chunk_times()

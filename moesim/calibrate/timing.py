@@ -22,6 +22,12 @@ HEAT_GEMM_MS = 1.6  # one 8192^3 bf16 GEMM on an H200 at sustained clocks
 BUSY_CYCLES_PER_NS = 2.0  # SM clock upper bound (1.98 GHz): a sleep of N cycles lasts at least N / 2 ns
 
 
+def sync(device: str) -> None:
+    """Wait for the GPU's queued work (``device == "cuda"``); nothing on the CPU."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 @dataclass(frozen=True)
 class TimingStats:
     """Summary of repeated timings of one operation, in nanoseconds."""
