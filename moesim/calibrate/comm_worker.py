@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from moesim.calibrate.collectives import graph_ops_for, iterations_for, make_collective, time_graph, time_iterations
+from moesim.calibrate.section import error_line
 
 
 def _agree(flag: bool, device: str) -> bool:
@@ -22,10 +23,6 @@ def _agree(flag: bool, device: str) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() >= 1.0)
-
-
-def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
@@ -62,7 +59,7 @@ def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
                     warm, iters = iterations_for(nbytes)
                     times.setdefault(key, []).extend(time_iterations(fn, warm, iters, device))
                 except Exception as exc:
-                    errors.append(f"{key}: {_error(exc)}")
+                    errors.append(f"{key}: {error_line(exc)}")
                     failed.add(key)
                     times.pop(key, None)
                     if device == "cuda":
@@ -82,7 +79,7 @@ def collectives_worker(rank: int, world: int, device: str, cfg: dict) -> dict:
                     graph_times[f"{op}|{nbytes}"] = time_graph(fn, ops=graph_ops_for(nbytes))
                     del fn
                 except Exception as exc:
-                    errors.append(f"graph {op}|{nbytes}: {_error(exc)}")
+                    errors.append(f"graph {op}|{nbytes}: {error_line(exc)}")
                 if not _agree(f"{op}|{nbytes}" in graph_times, device):
                     graph_times.pop(f"{op}|{nbytes}", None)
                     break  # one failed capture: skip this op's other sizes on every rank

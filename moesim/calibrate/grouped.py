@@ -38,7 +38,7 @@ import torch
 
 from moesim.calibrate.grids import Grid
 from moesim.calibrate.kernels import randn
-from moesim.calibrate.section import Section
+from moesim.calibrate.section import Section, error_line
 from moesim.calibrate.timing import Budget, Timer
 
 MAX_TOKENS_PER_EXPERT = 32768
@@ -288,7 +288,7 @@ def _probe_blockwise(device: str) -> tuple[int | None, str]:
             scaled_mm_call("blockwise", a, w, layout)()
             return layout, ""
         except (RuntimeError, ValueError, TypeError, ImportError) as exc:
-            errs.append(f"layout {layout}: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+            errs.append(f"layout {layout}: {error_line(exc, 120)}")
     return None, "; ".join(errs)
 
 
@@ -335,7 +335,7 @@ def _fp8_grouped(sec: Section, timer: Timer, device: str, budget: Budget) -> Non
                                  out_dtype=torch.bfloat16)
     except (RuntimeError, NotImplementedError) as exc:
         sec.errors.append(f"fp8_scaled: torch._scaled_grouped_mm not runnable with torch {torch.__version__} on "
-                          f"{device}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+                          f"{device}: {error_line(exc, 160)}")
         return
     plan, rng = plan_for(device), np.random.default_rng(17)
     avgs = plan.avg_tokens[1:3]

@@ -18,6 +18,11 @@ import torch
 
 from moesim.calibrate.timing import Budget
 
+def error_line(exc: BaseException, width: int = 200) -> str:
+    """``<ExceptionType>: <first line of its message, at most width characters>`` (an error record)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:width] if str(exc) else ''}"
+
+
 _HOOKS: list[Callable[[str, str], None]] = []  # called with (section, shape label) as a shape starts
 
 
@@ -64,7 +69,7 @@ class Section:
         try:
             out = fn()
         except Exception as exc:  # one bad shape must not end the run
-            msg = f"{self.name} {label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            msg = f"{self.name} {label}: {error_line(exc)}"
             self.errors.append(msg)
             print("  error:", msg, file=sys.stderr, flush=True)
             if torch.cuda.is_available():

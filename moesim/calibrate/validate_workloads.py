@@ -43,7 +43,7 @@ from moesim.calibrate.dist import run_workers
 from moesim.calibrate.jsonio import dump_profile, eager_host_intervals, host_probe_record
 from moesim.calibrate.moe_bench import MoEConfig, moe_check_worker, moe_entry, time_moe
 from moesim.calibrate.pipeline_bench import PipelineConfig, pipeline_check_worker, pipeline_entry, time_pipeline
-from moesim.calibrate.section import Section
+from moesim.calibrate.section import Section, error_line
 from moesim.calibrate.timing import Budget, Timer
 
 SCHEMA_VERSION = 1
@@ -201,7 +201,7 @@ def _guard(out: dict, label: str, fn) -> "dict | None":
     try:
         return fn()
     except Exception as exc:  # keep going: a later workload may still work
-        out["errors"].append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        out["errors"].append(f"{label}: {error_line(exc)}")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return None
