@@ -171,14 +171,17 @@ def _fabric(gpu: str, ranks: int) -> tuple[str, int | None, int | None]:
 
 # -- the run -------------------------------------------------------------------------------------
 def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
-    """Run the block through :func:`~moesim.experiment.runner.run_scenario` and condense it."""
-    from moesim.experiment.build import resolve_cost_model
-    from moesim.experiment.runner import run_scenario
+    """Run the block as :func:`~moesim.experiment.runner.run_scenario` runs it (a block is always
+    the full engine: the reduced one refuses its optimizer and grad_sync) and condense it, its op
+    classes weighed and judged by the cost model the run priced with."""
+    from moesim.experiment.build import build_scenario
+    from moesim.experiment.runner import run_built
 
-    result, rec = run_scenario(scn, force=force)
+    built = build_scenario(scn, force=force)
+    result, rec = run_built(scn, built)
     iterations = scn.plan.num_microbatches
     step_ns = int(rec.end_ns)
-    cost = resolve_cost_model(scn.cost_model, _gpu_kind(rec, scn), scn.profile)
+    cost = built.cost_model
     classes = class_times_per_iteration(rec, iterations, cost)
     provenance = class_provenance(scn, cost, rec)
     op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))
@@ -186,12 +189,6 @@ def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
     path = result.analysis.get("critical_path", {})
     return BlockResult(scn, iterations, step_ns, step_ns / iterations, op_classes, path, result.cost_model,
                        result.calibrated, result.host_issue, result, rec)
-
-
-def _gpu_kind(rec: Any, scn: Scenario) -> str:
-    from moesim.topology.loader import load_topology
-
-    return load_topology(scn.topology, nodes=scn.nodes, gpus_per_node=scn.gpus_per_node).gpu_kind
 
 
 def class_times_per_iteration(rec: Any, iterations: int, cost: Any = None) -> dict[str, float]:

@@ -24,7 +24,7 @@ from moesim.analysis.host_issue import host_issue, host_issue_message
 from moesim import __version__
 from moesim.costs.base import cost_sources, profile_identity
 from moesim.errors import ConfigError
-from moesim.experiment.build import build_scenario
+from moesim.experiment.build import Built, build_scenario
 from moesim.experiment.experiment import Experiment
 from moesim.experiment.report import RESULTS_SCHEMA_VERSION, comparisons
 from moesim.experiment.scenario import Scenario
@@ -70,7 +70,12 @@ def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, An
     size budget). ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU."""
     if scn.engine == "reduced":
         return run_reduced_scenario(scn)
-    built = build_scenario(scn, force=force)
+    return run_built(scn, build_scenario(scn, force=force))
+
+
+def run_built(scn: Scenario, built: Built) -> tuple[ScenarioResult, Any]:
+    """Run a scenario :func:`~moesim.experiment.build.build_scenario` built (the full engine) and
+    condense it: :func:`run_scenario` for a caller that also needs what was built (its cost model)."""
     sim_result = built.sim.run()
     rec = sim_result.recorder
     rec.meta.update({"scenario": scn.name, "cost_model": built.cost_model.name})
