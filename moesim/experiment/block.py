@@ -106,7 +106,7 @@ def block_scenario(model: Any, *, layer: str = "decoder", tokens: int, seq_len: 
     label = name or f"{spec.name}.{layer}.{tokens}tok.{passes}.{ranks}gpu"
     return Scenario(name=label, topology=topology, model=one, plan=plan, schedule="1f1b", nodes=nodes,
                     gpus_per_node=gpus_per_node, cost_model=cost_model, moe=moe or MoEOptions(),
-                    host=_host_mode(host), mode="forward" if passes == "fwd" else "train", optimizer=False,
+                    host=host, mode="forward" if passes == "fwd" else "train", optimizer=False,
                     grad_sync=False, grad_accumulation="add_every" if grads == "kept" else "add",
                     description=f"one {layer} of {spec.name}, {tokens} tokens per GPU, {passes}, {ranks} GPU(s)")
 
@@ -136,15 +136,6 @@ def _grad_bytes(dtype: str) -> int:
     from moesim.ops import DTYPE_BYTES
 
     return 2 if DTYPE_BYTES.get(dtype, 4) <= 2 else 4
-
-
-def _host_mode(host: str) -> str:
-    """The scenario's host value: ``graphs`` is the lowering's ``ahead`` where it has no ``graphs``."""
-    from moesim.lowering.host import HOST_MODES
-
-    if host in HOST_MODES:
-        return host
-    return "ahead"
 
 
 def _fabric(gpu: str, ranks: int) -> tuple[str, int | None, int | None]:
