@@ -251,35 +251,17 @@ def _default_provenance(name: str, result: Any) -> str:
 
 def op_provenance(cost: Any, op: Any) -> str:
     """Where ``cost`` gets ``op``'s time: ``measured``, ``roofline`` or ``roofline fallback``.
-    A cost model may answer itself (``op_provenance(op)``); else a calibrated model is asked on a
-    copy whose fallback records whether it was called."""
+    A calibrated model prices ``op`` afresh on a copy (its own cache and ``fallback_ops`` left as
+    they are): a call of its fallback model records the op's type name in ``fallback_ops``
+    (``CalibratedCostModel._fallback_compute``; stand-in curves are recorded under longer labels)."""
     if not getattr(cost, "calibrated", False):
         return "roofline"
-    own = getattr(cost, "op_provenance", None)
-    if callable(own):
-        return str(own(op))
-    fallback = getattr(cost, "fallback", None)
-    if fallback is None:
+    if getattr(cost, "fallback", None) is None:
         return "measured"
     probe = copy.copy(cost)
-    spy = _Spy(fallback)
-    probe.fallback, probe._cache, probe.fallback_ops = spy, {}, set()
+    probe._cache, probe.fallback_ops = {}, set()
     probe.compute_ns(op)
-    return "roofline fallback" if spy.calls else "measured"
-
-
-class _Spy:
-    """A cost model wrapper that counts compute calls."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, 0
-
-    def compute_ns(self, op: Any) -> int:
-        self.calls += 1
-        return self.inner.compute_ns(op)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    return "roofline fallback" if type(op).__name__ in probe.fallback_ops else "measured"
 
 
 def block_ops(scn: Scenario) -> list[Any]:
