@@ -168,12 +168,12 @@ class MoEStageTable(StageTable):
         """``(ns, region_ns, flops)`` of one GPU's whole expert work for ``counts``: its tasks back
         to back on one stream, as the full engine runs them (every task after the first queued
         behind the previous one, saving its region cost); ``region_ns`` is the first task's."""
-        times = [self.task_ns(t) for t in self.expert_tasks(phase, counts)]
+        tasks = self.expert_tasks(phase, counts)
+        times = [self.task_ns(t) for t in tasks]
         if not times:
             return 0, 0, 0.0
         total = times[0][0] + sum(ns - region for ns, region in times[1:])
-        flops = sum(t.flops for t in self.expert_tasks(phase, counts))
-        return total, times[0][1], flops
+        return total, times[0][1], sum(t.flops for t in tasks)
 
     def expert_ns(self, phase: str, num_tokens: int) -> int:
         """One expert's kernel chain (the loop mode's, of the scenario's framework) on
