@@ -27,7 +27,6 @@ from moesim.lowering.pipeline import StageWork
 from moesim.ops import DTYPE_BYTES, MemoryOp
 from moesim.workload import moe as moe_ops
 from moesim.workload import moe_exec
-from moesim.workload import transformer as tf
 from moesim.workload.common import CommOp, ProgramItem
 
 
@@ -86,18 +85,6 @@ class MoEStageTable(StageTable):
         # padded: each source rank sends every expert exactly its capacity (Megatron pads before the all-to-all)
         self.capacity = (moe_exec.capacity(capacity_factor, self.tokens_per_rank, spec.top_k, spec.num_experts)
                          if experts == "padded" else 0)
-
-    def _program(self, kind: str, layer: int) -> list[ProgramItem]:
-        """As :class:`StageTable`'s, with the MoE block's router and token movement of the
-        scenario's framework (``token_movement``)."""
-        if not self.spec.is_moe_layer(layer) or kind == "W":
-            return super()._program(kind, layer)
-        s, mbs, tp, sp, ep, tm = self.spec, self.mbs, self.tp, self.sp, self.ep, self.token_movement
-        if kind == "F":
-            return tf.attention_forward_program(s, mbs, tp, sp) + moe_ops.moe_block_forward_program(
-                s, mbs, tp, sp, ep, token_movement=tm)
-        return moe_ops.moe_block_backward_input_program(s, mbs, tp, sp, ep, token_movement=tm) \
-            + tf.attention_backward_input_program(s, mbs, tp, sp)
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         program = self._program(kind, layer)

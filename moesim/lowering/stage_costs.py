@@ -77,6 +77,8 @@ def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[
 class StageTable:
     """StageWorkTable for dense transformer and custom block models."""
 
+    token_movement = "torchtitan"   # an MoE layer's router and token movement (MoEStageTable: the scenario's)
+
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none",
                  autograd: bool = True) -> None:
@@ -111,9 +113,9 @@ class StageTable:
     def _program(self, kind: str, layer: int) -> list[ProgramItem]:
         s, mbs, tp, sp, ep = self.spec, self.mbs, self.tp, self.sp, self.ep
         if kind == "F":
-            return wl.forward_program(s, layer, mbs, tp, sp, ep)
+            return wl.forward_program(s, layer, mbs, tp, sp, ep, self.token_movement)
         if kind == "B":
-            return wl.backward_input_program(s, layer, mbs, tp, sp, ep)
+            return wl.backward_input_program(s, layer, mbs, tp, sp, ep, self.token_movement)
         return list(wl.backward_weight_ops(s, layer, mbs, tp, sp, ep))
 
     def _edges(self, kind: str, stage: int) -> tuple[list[ProgramItem], list[ProgramItem]]:

@@ -38,25 +38,27 @@ def _custom(spec: AnySpec, tp: int, sp: bool) -> bool:
 
 
 def forward_program(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp: bool = False,
-                    ep: int = 1) -> list[ProgramItem]:
-    """Forward of layer ``layer_index`` on one rank: compute ops and collectives in order."""
+                    ep: int = 1, token_movement: str = "torchtitan") -> list[ProgramItem]:
+    """Forward of layer ``layer_index`` on one rank: compute ops and collectives in order; an MoE
+    layer's router and permute / unpermute as ``token_movement``'s framework runs them."""
     if _custom(spec, tp, sp):
         return custom.custom_forward_program(spec, layer_index, mbs, tp)  # type: ignore[arg-type]
     if _check_layer(spec, layer_index):
         assert isinstance(spec, MoESpec)
         return (tf.attention_forward_program(spec, mbs, tp, sp)
-                + moe_ops.moe_block_forward_program(spec, mbs, tp, sp, ep))
+                + moe_ops.moe_block_forward_program(spec, mbs, tp, sp, ep, token_movement=token_movement))
     return tf.layer_forward_program(spec, mbs, tp, sp)
 
 
 def backward_input_program(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp: bool = False,
-                           ep: int = 1) -> list[ProgramItem]:
-    """Activation-gradient backward (B) of layer ``layer_index`` on one rank."""
+                           ep: int = 1, token_movement: str = "torchtitan") -> list[ProgramItem]:
+    """Activation-gradient backward (B) of layer ``layer_index`` on one rank (``token_movement``
+    as in :func:`forward_program`)."""
     if _custom(spec, tp, sp):
         return custom.custom_backward_input_program(spec, layer_index, mbs, tp)  # type: ignore[arg-type]
     if _check_layer(spec, layer_index):
         assert isinstance(spec, MoESpec)
-        return (moe_ops.moe_block_backward_input_program(spec, mbs, tp, sp, ep)
+        return (moe_ops.moe_block_backward_input_program(spec, mbs, tp, sp, ep, token_movement=token_movement)
                 + tf.attention_backward_input_program(spec, mbs, tp, sp))
     return tf.layer_backward_input_program(spec, mbs, tp, sp)
 
