@@ -171,13 +171,18 @@ class LaneExchangeLowering:
 
     @cache
     def _expert_issue(self, layer: int, sample: int, phase: str) -> dict[str, int]:
-        """What the busiest GPU's host issues for its expert work, priced as the full engine's
+        """What the busiest GPU's host issues for its expert work (:meth:`_busiest_tasks`; a table
+        without ``expert_tasks``: an FFN chain per expert with tokens), priced as the full engine's
         expert tasks are (:meth:`~moesim.lowering.host.HostPricing.compute_ns` on each task's
         ops): its kernels and, where the host is priced per op class, their host time."""
-        experts = self.routing.plan(0, 0, layer, sample).experts[self._experts(layer, sample, phase)[2]]
+        if hasattr(self.table, "expert_tasks"):
+            programs = [(t.ops, t.host_sync) for t in self._busiest_tasks(layer, sample, phase)]
+        else:
+            experts = self.routing.plan(0, 0, layer, sample).experts[self._experts(layer, sample, phase)[2]]
+            programs = _chain_programs(self.table, phase, [n for _e, n in experts if n > 0])
         host = getattr(self.table, "host", None)
         kernels = host_ns = 0
-        for ops, sync in _expert_programs(self.table, phase, experts):
+        for ops, sync in programs:
             kernels += len(ops)
             if host is not None and host.per_op:
                 args = {"ops": ops, "host_phase": PHASE[phase], "kernels": len(ops), "host_sync": sync}
@@ -215,18 +220,14 @@ class LaneExchangeLowering:
         st.cross_node_bytes += cross * (out_b + back_b) / self.samples
 
 
-def _expert_programs(table, phase: str, experts) -> list[tuple[tuple, bool]]:
-    """(ops, whether a host sync) of each expert task one GPU runs for ``experts`` ((expert,
-    tokens) slots): the table's expert mode where it has one, else an FFN chain per expert."""
-    if hasattr(table, "expert_tasks"):
-        counts = tuple(int(n) for _e, n in experts)
-        ids = tuple(int(e) for e, _n in experts)
-        return [(tuple(t.ops), t.host_sync) for t in table.expert_tasks(phase, counts, ids)] if counts else []
+def _chain_programs(table, phase: str, tokens: list[int]) -> list[tuple[tuple, bool]]:
+    """(ops, no host sync) of the FFN chain of each expert with ``tokens`` (a table without
+    ``expert_tasks``, as tests' fakes)."""
     from moesim.workload import moe as moe_ops
 
     build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
              "W": moe_ops.expert_backward_weight_ops}[phase]
-    return [(tuple(build(table.spec, n)), False) for _e, n in experts if n > 0]
+    return [(tuple(build(table.spec, n)), False) for n in tokens]
 
 
 def _queue_ns(table, phase: str, tokens: list[int]) -> int:
