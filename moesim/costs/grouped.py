@@ -251,12 +251,27 @@ DEFAULT_SMS = 132  # H100 / H200 SXM, when the profile's device has no datasheet
 DATASHEET_GEMM_EFFICIENCY = 0.75  # dense rate assumed from the datasheet peak when no GEMM was measured
 
 
-def build_pricing(model: Any) -> tuple[dict[str, GemmTable], "GroupedModel | None"]:
-    """The scaled-fp8 GEMM grids and the count-vector grouped model of ``model``'s profile."""
+Pricing = tuple[dict[str, GemmTable], "GroupedModel | None"]
+_PRICING: dict[tuple[str, str], Pricing] = {}
+"""build_pricing's result per profile file (source, sha256 of its bytes): every scenario builds its
+own cost model from the same file, and the grouped fit (least squares) is most of that build."""
+
+
+def build_pricing(model: Any) -> Pricing:
+    """The scaled-fp8 GEMM grids and the count-vector grouped model of ``model``'s profile; built
+    once per profile file (a profile not read from a file, ``sha256 == ""``, every time). Both are
+    read-only once built; the grouped model's dense rates are read off the GEMM tables of the first
+    model built from the file, equal to every later one's."""
+    key = (model.profile.source, model.profile.sha256)
+    if model.profile.sha256 and key in _PRICING:
+        return _PRICING[key]
     scaled = scaled_gemm_grids(model.profile.select("gemm"))
     rows = model.profile.select("grouped_gemm_v")
     sms = int(model.datasheet.sms) if model.datasheet else DEFAULT_SMS
-    return scaled, (GroupedModel(rows, _dense_rate(model, scaled), sms) if rows else None)
+    pricing: Pricing = (scaled, GroupedModel(rows, _dense_rate(model, scaled), sms) if rows else None)
+    if model.profile.sha256:
+        _PRICING[key] = pricing
+    return pricing
 
 
 def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
