@@ -165,10 +165,7 @@ class Scenario:
         if not isinstance(self.network, str) or self.network not in ("fluid", "analytical"):
             raise ConfigError("scenario.network", f"unknown network mode {self.network!r}",
                               "use 'fluid' or 'analytical'")
-        if self.nodes is not None and (not isinstance(self.nodes, int) or isinstance(self.nodes, bool)
-                                       or self.nodes < 1):
-            raise ConfigError("scenario.nodes", f"must be an integer >= 1, got {self.nodes!r}",
-                              "give a node count, or leave it out for the topology file's own")
+        _check_size("scenario.nodes", self.nodes, "give a node count, or leave it out for the topology file's own")
         if self.profile is not None and (not isinstance(self.profile, (str, os.PathLike)) or not str(self.profile)):
             raise ConfigError("scenario.profile", f"must be a profile path or name, got {self.profile!r}",
                               "give a JSON path or a name on the profile search path (moesim/profiles, "
@@ -233,10 +230,8 @@ class Scenario:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"scenario.{name}", f"must be true or false, got {getattr(self, name)!r}",
                                   f"write {name}=true or {name}=false")
-        if self.gpus_per_node is not None and (not isinstance(self.gpus_per_node, int)
-                                               or isinstance(self.gpus_per_node, bool) or self.gpus_per_node < 1):
-            raise ConfigError("scenario.gpus_per_node", f"must be an integer >= 1, got {self.gpus_per_node!r}",
-                              "give a GPU count per node, or leave it out for the topology file's own")
+        _check_size("scenario.gpus_per_node", self.gpus_per_node,
+                    "give a GPU count per node, or leave it out for the topology file's own")
         if self.engine == "reduced":
             for name, default in (("optimizer", True), ("grad_sync", True), ("grad_accumulation", "fused"),
                                   ("gpus_per_node", None)):
@@ -270,6 +265,12 @@ def _check_optional_number(field_name: str, value: Any, interval: str, inside: C
     """None, or a number (not a bool) for which ``inside`` holds; else ConfigError quoting ``interval``."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not inside(value)):
         raise ConfigError(field_name, f"must be a number in {interval}, got {value!r}", fix)
+
+
+def _check_size(field_name: str, value: Any, fix: str) -> None:
+    """None (the topology file's own), or a whole number >= 1 (not a bool)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(field_name, f"must be an integer >= 1, got {value!r}", fix)
 
 
 def _check_count(field_name: str, value: Any) -> None:
