@@ -159,10 +159,19 @@ def resolve_profile_path(path_or_name: "str | Path") -> Path:
                       + (", ".join(available_profiles()) or "none found"))
 
 
+_LOADED: dict[tuple[str, str], Profile] = {}
+"""Profiles read so far, by (path, sha256 of the file's bytes): a Profile is immutable, and every
+scenario of a sweep or of ``moesim validate`` loads the same file again."""
+
+
 def load_profile(path_or_name: "str | Path") -> Profile:
-    """Read, validate and return a profile; ConfigError naming the first bad field."""
+    """Read, validate and return a profile; ConfigError naming the first bad field. A file read
+    before with the same bytes returns the Profile built then (parsing and checking are skipped)."""
     path = resolve_profile_path(path_or_name)
     raw = path.read_bytes()
+    key = (str(path.absolute()), hashlib.sha256(raw).hexdigest())
+    if key in _LOADED:
+        return _LOADED[key]
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -170,7 +179,8 @@ def load_profile(path_or_name: "str | Path") -> Profile:
         raise ConfigError("profile", f"not valid JSON{where}", "re-run the calibration",
                           source=str(path)) from None
     profile = profile_from_dict(data, name=path.stem, source=_shown_source(path))
-    return replace(profile, sha256=hashlib.sha256(raw).hexdigest()[:SHA256_CHARS])
+    _LOADED[key] = replace(profile, sha256=key[1][:SHA256_CHARS])
+    return _LOADED[key]
 
 
 def _shown_source(path: Path) -> str:
