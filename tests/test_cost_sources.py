@@ -69,3 +69,14 @@ def test_topology_yaml_with_a_complex_key_is_a_config_error(tmp_path) -> None:
     bad.write_text("name: x\n? - a\n: 3\n")
     with pytest.raises(ConfigError, match="mapping key is not plain"):
         load_topology(bad)
+
+
+def test_a_profile_time_under_a_nanosecond_is_refused_naming_the_row() -> None:
+    import pytest
+
+    from moesim.errors import ConfigError
+
+    doc = _h200()
+    doc["samples"] = [dict(doc["samples"][0], time_ns=1e-300), *doc["samples"][1:]]
+    with pytest.raises(ConfigError, match=r"samples\[0\].time_ns"):
+        profile_from_dict(doc, name="tiny_times")

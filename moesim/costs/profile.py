@@ -42,6 +42,7 @@ MEMORY_CACHES = ("cold", "warm")  # L2 evicted before each repeat, or not
 _STR, _INT, _POS, _BOOL = "str", "int", "pos", "bool"  # field kinds; tuples are enumerations
 _COUNTS = "counts"  # a non-empty list of integers >= 0 (tokens per expert of a grouped GEMM)
 MAX_TIME_NS = 1e13  # ~2.8 hours: no single measured op takes longer
+MIN_TIME_NS = 1.0   # no measured kernel, copy or host call takes under a nanosecond (1e-300 divided by zero)
 
 HEADER_FIELDS: dict[str, str] = {
     "device": _STR, "driver": _STR, "cuda": _STR, "nccl": _STR, "torch": _STR,
@@ -252,10 +253,10 @@ def _check_sample(i: int, row: Any, source: str) -> dict[str, Any]:
         raise ConfigError(f"{where}.op", f"unknown op {op!r}", f"use one of: {', '.join(sorted(OP_FIELDS))}",
                           source=source)
     _check_value(row, "time_ns", _POS, f"{where}.time_ns", source)
-    if row["time_ns"] > MAX_TIME_NS:
+    if not MIN_TIME_NS <= row["time_ns"] <= MAX_TIME_NS:
         raise ConfigError(f"{where}.time_ns", f"{row['time_ns']!r} ns is not the time of one op",
-                          f"a measured kernel or collective takes well under {MAX_TIME_NS:.0e} ns; fix the row",
-                          source=source)
+                          f"a measured kernel, collective or host call takes {MIN_TIME_NS:.0f} to {MAX_TIME_NS:.0e} "
+                          "ns; fix the row", source=source)
     _check_value(row, "repeats", _INT, f"{where}.repeats", source)
     for key, kind in OP_FIELDS[op].items():
         _check_value(row, key, kind, f"{where}.{key}", source)
