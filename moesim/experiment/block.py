@@ -275,9 +275,10 @@ def block_ops(scn: Scenario) -> list[Any]:
 
     spec, plan = resolve_model(scn.model), scn.plan
     args = (spec, 0, plan.micro_batch_size, plan.tp, plan.sequence_parallel and plan.tp > 1, plan.ep)
-    program = list(wl.forward_program(*args))
+    movement = scn.moe.token_movement
+    program = list(wl.forward_program(*args, token_movement=movement))
     if scn.mode != "forward":
-        program += wl.backward_input_program(*args) + wl.backward_weight_ops(*args)
+        program += wl.backward_input_program(*args, token_movement=movement) + wl.backward_weight_ops(*args)
         if scn.grad_accumulation in ("add", "add_every"):
             table = StageTable(spec, make_schedule(scn), resolve_cost_model("roofline", "H200"), tp=plan.tp,
                                micro_batch_size=plan.micro_batch_size, sequence_parallel=plan.sequence_parallel,

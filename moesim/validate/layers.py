@@ -234,8 +234,6 @@ def unmodelled(entry: LayerEntry) -> str:
     if entry.kind == "moe_block" and w.get("token_movement") == "megatron":
         if "fc1" not in program:   # harness files written before it ran Megatron's fused fc1
             notes.append("harness runs 3 grouped GEMMs (w1, w3, w2); moe.token_movement='megatron' prices a fused fc1")
-        if "masked_select" in program:
-            notes.append("masked_select synchronises the host twice per forward; moesim does not model those syncs")
     if w.get("smoke_substitutions"):
         notes.append("CPU smoke stand-ins")
     return "; ".join(notes)
