@@ -45,7 +45,7 @@ TP8_LONG = pair("tp8_4096tok", model=dataclasses.replace(LLAMA_8B, seq_len=4096)
 PP4 = pair("pp4_dp2", model=dataclasses.replace(LLAMA_8B, seq_len=2048),
            plan=ParallelPlan(tp=1, dp=2, pp=4, num_microbatches=16, order="dp-pp-tp"))
 EP8 = pair("moe_ep8", model=QWEN_MOE, plan=ParallelPlan(dp=8, ep=8, num_microbatches=4),
-           moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=2)))
+           moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=2)))
 
 EXPERIMENT = Experiment(
     name="eager_host",

@@ -27,7 +27,7 @@ from moesim.workload.presets import get_model
 
 MODEL = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4, seq_len=4096)
 PLAN = ParallelPlan(tp=1, dp=16, pp=1, ep=16, num_microbatches=4)
-SKEWED = RoutingConfig(kind="zipf", zipf_s=1.0, tokens_per_rank=1, seed=7)
+SKEWED = RoutingConfig(kind="zipf", zipf_s=1.0, seed=7)
 DRIFTING = dataclasses.replace(SKEWED, drift="rotate", drift_rate=8.0)
 
 

@@ -37,7 +37,7 @@ def pipe(name: str, schedule: str, faults=None, vpp: int = 1) -> Scenario:
 
 MOE = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4, seq_len=4096)
 moe = dict(topology="dgx_h100", model=MOE, plan=ParallelPlan(dp=8, ep=8, num_microbatches=4),
-           moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=2)))
+           moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=2)))
 
 EXPERIMENT = Experiment(
     name="stragglers",

@@ -83,7 +83,7 @@ def test_deepep_moves_fewer_cross_node_bytes_and_runs_faster() -> None:
     spec = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=2)
     plain = Scenario(name="t", topology="h800_cluster", nodes=2, model=spec, schedule="1f1b",
                      plan=ParallelPlan(tp=1, dp=16, pp=1, ep=16, num_microbatches=1),
-                     moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3)),
+                     moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3)),
                      memory=MemoryConfig(recompute="none"))
     deep = dataclasses.replace(plain, moe=dataclasses.replace(plain.moe, dispatcher="deepep"))
     a, _ = run_scenario(plain, force=True)

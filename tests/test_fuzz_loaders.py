@@ -390,6 +390,10 @@ def field_values(draw: st.DrawFn, valid: dict[str, list]) -> dict[str, Any]:
 @given(kwargs=field_values(ROUTING_VALID))
 def test_fuzzed_routing_configs_validate_and_sample(kwargs: dict) -> None:
     cfg = config_or_value(lambda: RoutingConfig(**kwargs))
+    if cfg is not None and cfg.kind != "trace" and cfg.tokens_per_rank is None:  # a Scenario fills it in
+        with pytest.raises(ConfigError, match="tokens_per_rank"):
+            generate_routing(cfg, TINY_MOE, 2, 2, 2, 1, host_of=[0, 1])
+        return
     if cfg is None or cfg.kind == "trace" or cfg.tokens_per_rank > 256:
         return
     batch = config_or_value(generate_routing, cfg, TINY_MOE, 2, 2, 2, 1, host_of=[0, 1])

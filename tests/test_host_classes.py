@@ -242,7 +242,7 @@ def _ep_scenario(experts: str, host: str = "eager"):
     return Scenario(name="ep", topology="h800_cluster", nodes=2, schedule="1f1b", host=host,
                     model=dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4),
                     plan=ParallelPlan(tp=1, dp=8, pp=2, ep=8, num_microbatches=4),
-                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3),
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3),
                                    experts=experts),
                     memory=MemoryConfig(recompute="none"))
 

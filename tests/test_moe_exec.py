@@ -160,7 +160,7 @@ def test_bad_counts_are_refused():
     ({"experts": "loop", "capacity_factor": 1.25}, "moe.capacity_factor"),
     ({"experts": "padded", "capacity_factor": 1.0, "dispatcher": "deepep"}, "moe.experts"),
     ({"experts": "padded", "capacity_factor": 1.0,
-      "routing": RoutingConfig(kind="uniform", tokens_per_rank=1, capacity_factor=2.0)}, "moe.capacity_factor"),
+      "routing": RoutingConfig(kind="uniform", capacity_factor=2.0)}, "moe.capacity_factor"),
 ])
 def test_bad_options_name_the_field(kwargs, field):
     with pytest.raises(ConfigError) as err:
@@ -191,7 +191,7 @@ def test_reduced_engine_refuses_padding():
 
 # -- the lowering ----------------------------------------------------------------------------
 def test_grouped_counts_sum_to_the_pairs_each_gpu_received():
-    routing = RoutingConfig(kind="zipf", zipf_s=1.2, tokens_per_rank=1, seed=3)
+    routing = RoutingConfig(kind="zipf", zipf_s=1.2, seed=3)
     built = build_scenario(scenario(routing=routing))
     res = built.sim.run()
     per_step: dict[tuple, int] = {}
@@ -267,7 +267,7 @@ def test_reduced_engine_costs_a_gpu_as_the_full_engine_runs_it():
 
 
 def test_padded_run_drops_over_capacity_and_pads_every_expert_and_its_dispatch():
-    routing = RoutingConfig(kind="zipf", zipf_s=1.2, tokens_per_rank=1, seed=3)
+    routing = RoutingConfig(kind="zipf", zipf_s=1.2, seed=3)
     built = build_scenario(scenario(routing=routing, experts="padded", capacity_factor=1.0))
     table, ex = built.table, built.exchange
     cap = moe_exec.capacity(1.0, table.tokens_per_rank, SPEC.top_k, SPEC.num_experts)

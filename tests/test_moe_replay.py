@@ -68,7 +68,7 @@ def moe_scenario(**moe):
 
 @pytest.mark.parametrize("capacity", [None, 1.0])
 def test_tokens_are_conserved_through_the_replay(capacity):
-    routing = RoutingConfig(kind="zipf", zipf_s=1.2, tokens_per_rank=1, seed=3, capacity_factor=capacity)
+    routing = RoutingConfig(kind="zipf", zipf_s=1.2, seed=3, capacity_factor=capacity)
     res, _ = run_scenario(moe_scenario(routing=routing))
     routed = TINY_MOE.num_moe_layers * 2 * 8 * TINY_MOE.seq_len * TINY_MOE.top_k
     computed = sum(res.moe["expert_tokens"].values())
@@ -78,7 +78,7 @@ def test_tokens_are_conserved_through_the_replay(capacity):
 
 
 def test_balanced_placement_beats_contiguous_under_skew_and_is_deterministic():
-    routing = RoutingConfig(kind="zipf", zipf_s=1.5, tokens_per_rank=1, seed=5)
+    routing = RoutingConfig(kind="zipf", zipf_s=1.5, seed=5)
     base, _ = run_scenario(moe_scenario(routing=routing))
     lb, _ = run_scenario(moe_scenario(routing=routing, placement="load_balanced", num_redundant=8))
     again, _ = run_scenario(moe_scenario(routing=routing, placement="load_balanced", num_redundant=8))
@@ -91,7 +91,7 @@ def test_balanced_placement_beats_contiguous_under_skew_and_is_deterministic():
                                            ("zb-v", 1), ("dualpipe", 1), ("dualpipev", 1)])
 def test_moe_layers_replay_inside_every_pipeline_schedule(schedule, vpp):
     spec = dataclasses.replace(TINY_MOE, num_layers=4)
-    routing = RoutingConfig(kind="zipf", zipf_s=1.0, tokens_per_rank=1, seed=1)
+    routing = RoutingConfig(kind="zipf", zipf_s=1.0, seed=1)
     scn = Scenario(name=schedule, topology="dgx_h100", model=spec, schedule=schedule,
                    plan=ParallelPlan(tp=1, dp=4, pp=2, ep=4, vpp=vpp, num_microbatches=4), moe=MoEOptions(routing=routing))
     res, rec = run_scenario(scn)

@@ -41,7 +41,6 @@ def zipf(**kw) -> RoutingConfig:
     ("drift", dict(drift="jump", tokens_per_rank=8)),
     ("layer_mode", dict(layer_mode="mixed", tokens_per_rank=8)),
     ("sampler", dict(sampler="approx", tokens_per_rank=8)),
-    ("tokens_per_rank", dict()),
     ("tokens_per_rank", dict(tokens_per_rank=0)),
     ("zipf_s", dict(kind="zipf", zipf_s=-1.0, tokens_per_rank=8)),
     ("dirichlet_alpha", dict(kind="dirichlet", dirichlet_alpha=0.0, tokens_per_rank=8)),
@@ -315,3 +314,24 @@ def test_auto_sampler_switches_to_fast_for_big_calls():
     big = generate_routing(zipf(tokens_per_rank=EXACT_TOKEN_LIMIT // 4 + 1), SPEC, 4, 1, 1, 0)
     assert (small.sampler, big.sampler) == ("exact", "fast")
     assert (big.routed.sum(axis=-1) == (EXACT_TOKEN_LIMIT // 4 + 1) * SPEC.top_k).all()
+
+
+def test_a_scenarios_tokens_per_rank_is_kept_or_refused_never_replaced():
+    TINY = SPEC
+    """A RoutingConfig without tokens_per_rank takes the model's; a different value is refused
+    (it was silently replaced while results echoed it)."""
+    from moesim.experiment.build import build_scenario
+    from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+
+    def scn(tokens):
+        return Scenario("t", "dgx_h100", TINY, plan=ParallelPlan(dp=2, ep=2, num_microbatches=2), gpus_per_node=2,
+                        cost_model="roofline", moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=1.0,
+                                                                                     tokens_per_rank=tokens)))
+    built = build_scenario(scn(None))
+    own = built.tokens_per_step // (2 * 2)   # tokens per rank and microbatch
+    assert build_scenario(scn(own)).tokens_per_step == built.tokens_per_step
+    with pytest.raises(ConfigError) as err:
+        build_scenario(scn(own + 1))
+    assert err.value.field == "moe.routing.tokens_per_rank"
+    with pytest.raises(ConfigError, match="tokens_per_rank"):
+        generate_counts(RoutingConfig(kind="zipf"), TINY, 2, 1, 1, 0)

@@ -33,7 +33,7 @@ def two_nodes():
 def _scenario(nodes: int, dp: int, pp: int, ep: int, schedule: str, m: int, **plan) -> Scenario:
     return Scenario(name="t", topology="h800_cluster", nodes=nodes, model=SPEC, schedule=schedule,
                     plan=ParallelPlan(tp=1, dp=dp, pp=pp, ep=ep, num_microbatches=m, **plan),
-                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3)),
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3)),
                     memory=MemoryConfig(recompute="none"))
 
 

@@ -123,6 +123,10 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
                           "give a few slots per EP group (DeepSeek-V3's EPLB: 32 for 256 experts)")
     cfg = opts.routing or RoutingConfig(kind="uniform", tokens_per_rank=table.tokens_per_rank, seed=scn.seed)
     if cfg.kind != "trace":
+        if cfg.tokens_per_rank not in (None, table.tokens_per_rank):  # kept or refused, never replaced
+            raise ConfigError("moe.routing.tokens_per_rank", f"{cfg.tokens_per_rank} differs from the "
+                              f"{table.tokens_per_rank} tokens each rank routes per microbatch under this model and plan",
+                              "leave it out (the model and plan fix it), or change plan.micro_batch_size or seq_len")
         cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)
     if getattr(opts, "experts", "grouped") == "padded":   # padding drops tokens over capacity at the source
         cfg = replace(cfg, capacity_factor=opts.capacity_factor)

@@ -63,7 +63,8 @@ class RoutingConfig:
 
     Attributes:
         kind: "uniform", "zipf", "dirichlet" or "trace".
-        tokens_per_rank: tokens one source rank routes per microbatch (None for traces).
+        tokens_per_rank: tokens one source rank routes per microbatch (None for traces; None in a
+            Scenario: the model's and plan's, which a given value must equal).
         seed: root of every random draw (>= 0).
         zipf_s: Zipf exponent (popularity ∝ rank**-s); ~0.45 WikiText, ~0.9 code (reference §5.2).
         dirichlet_alpha: symmetric Dirichlet concentration; small = a few very hot experts.
@@ -103,8 +104,8 @@ class RoutingConfig:
                 raise ConfigError("trace_path", "kind 'trace' needs a file", "set trace_path to a routing-trace .npz")
             if self.tokens_per_rank is not None:
                 raise ConfigError("tokens_per_rank", "a trace fixes its own token counts", "leave it None")
-        elif isinstance(self.tokens_per_rank, bool) or not isinstance(self.tokens_per_rank, int) \
-                or self.tokens_per_rank < 1:
+        elif self.tokens_per_rank is not None and (isinstance(self.tokens_per_rank, bool)
+                                                   or not isinstance(self.tokens_per_rank, int) or self.tokens_per_rank < 1):
             raise ConfigError("tokens_per_rank", f"must be a whole number >= 1, got {self.tokens_per_rank!r}",
                               "give the tokens one rank routes per microbatch (micro_batch_size * seq_len / tp)")
         self._check_numbers()
@@ -259,6 +260,9 @@ def generate_routing(config: RoutingConfig, spec: Any, ep: int, num_layers: int,
     topk_groups, max_nodes_per_token are read). ``host_of[rank]`` names each EP rank's node;
     ``placement`` (optional) decides each expert's node for node-limited gating.
     """
+    if config.kind != "trace" and config.tokens_per_rank is None:
+        raise ConfigError("tokens_per_rank", "is needed to draw synthetic routing",
+                          "give the tokens one rank routes per microbatch (a Scenario sets it from the model)")
     _check_call(spec, ep, num_layers, num_microbatches, step, host_of, first_layer)
     layers = range(first_layer, first_layer + num_layers)
     if config.kind == "trace":

@@ -36,8 +36,8 @@ HUGE_GPUS = 64
 
 
 def skewed_routing(zipf_s: float = REAL_TEXT_ZIPF_S, gating: str = "topk", seed: int = 7) -> RoutingConfig:
-    """A Zipf routing assumption; ``tokens_per_rank`` is a placeholder the runner replaces."""
-    return RoutingConfig(kind="zipf", zipf_s=zipf_s, gating=gating, tokens_per_rank=1, seed=seed)
+    """A Zipf routing assumption; the run sets ``tokens_per_rank`` from the model and plan."""
+    return RoutingConfig(kind="zipf", zipf_s=zipf_s, gating=gating, seed=seed)
 
 
 @dataclass(frozen=True)
