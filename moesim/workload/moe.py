@@ -333,22 +333,39 @@ def _shared_comm(spec: MoESpec, tokens: int, tp: int, e: float,
     return [CommOp("all_gather", size, names[0])], [CommOp("reduce_scatter", size, names[1])]
 
 
+def _layer_edges(spec: MoESpec, act_bytes: float) -> tuple[list[ComputeOp], list[ComputeOp]]:
+    """The pre-norm (read + write) and the residual add (2 reads + write) around the MoE module
+    inside a decoder layer; none for a bare MoE block (``spec.attention`` False)."""
+    if not spec.attention:
+        return [], []
+    return [MemoryOp("norm", 2 * act_bytes, "moe.norm")], [MemoryOp("elementwise", 3 * act_bytes, "moe.residual")]
+
+
+def _bwd_edges(spec: MoESpec, act_bytes: float) -> list[ComputeOp]:
+    """Backward of :func:`_layer_edges`: the norm's (3 x activations) and the residual's."""
+    if not spec.attention:
+        return []
+    return [MemoryOp("norm", 3 * act_bytes, "moe.norm.bwd"), MemoryOp("elementwise", 3 * act_bytes, "moe.residual.bwd")]
+
+
 def moe_block_forward_program(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = False,
                               ep: int = 1, token_movement: str = "torchtitan") -> list[ProgramItem]:
     """Forward of the MoE FFN block (norm .. residual) on one rank, balanced routing; router and
-    permute / unpermute as ``token_movement``'s framework runs them (:mod:`moesim.workload.moe_exec`)."""
+    permute / unpermute as ``token_movement``'s framework runs them (:mod:`moesim.workload.moe_exec`).
+    A bare MoE block (``spec.attention`` False: the frameworks' MoE module alone, as ``moesim
+    layer --block moe`` simulates it) has no pre-norm or residual add: those belong to the layer."""
     T_in, T, e = _block_loc(spec, mbs, tp, sp)
     pairs = T_in * spec.top_k
     gather, scatter = _shared_comm(spec, T, tp, e, ("shared.sp_all_gather", "shared.sp_reduce_scatter"))
     shared_tokens = T if tp > 1 else T_in
-    return [MemoryOp("norm", 2 * e * T_in * spec.hidden, "moe.norm"),
+    norm, residual = _layer_edges(spec, e * T_in * spec.hidden)
+    return [*norm,
             *moe_exec.dispatch_side_forward(spec, T_in, token_movement),
             CommOp("all_to_all", pairs * dispatch_bytes_per_token(spec), "moe.dispatch", "ep"),
             *_experts_balanced(spec, pairs, ep, "forward"),
             CommOp("all_to_all", pairs * combine_bytes_per_token(spec), "moe.combine", "ep"),
             *moe_exec.combine_side_forward(spec, T_in, token_movement),
-            *gather, *shared_expert_forward_ops(spec, shared_tokens, tp), *scatter,
-            MemoryOp("elementwise", 3 * e * T_in * spec.hidden, "moe.residual")]
+            *gather, *shared_expert_forward_ops(spec, shared_tokens, tp), *scatter, *residual]
 
 
 def moe_block_backward_input_program(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = False,
@@ -365,9 +382,7 @@ def moe_block_backward_input_program(spec: MoESpec, mbs: int, tp: int = 1, sp: b
             CommOp("all_to_all", grad_bytes, "moe.combine.bwd", "ep"),
             *_experts_balanced(spec, pairs, ep, "backward_input"),
             CommOp("all_to_all", grad_bytes, "moe.dispatch.bwd", "ep"),
-            *moe_exec.dispatch_side_backward(spec, T_in, token_movement),
-            MemoryOp("norm", 3 * e * T_in * spec.hidden, "moe.norm.bwd"),
-            MemoryOp("elementwise", 3 * e * T_in * spec.hidden, "moe.residual.bwd")]
+            *moe_exec.dispatch_side_backward(spec, T_in, token_movement), *_bwd_edges(spec, e * T_in * spec.hidden)]
 
 
 def moe_block_backward_weight_ops(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = False,
