@@ -80,3 +80,14 @@ def test_a_profile_time_under_a_nanosecond_is_refused_naming_the_row() -> None:
     doc["samples"] = [dict(doc["samples"][0], time_ns=1e-300), *doc["samples"][1:]]
     with pytest.raises(ConfigError, match=r"samples\[0\].time_ns"):
         profile_from_dict(doc, name="tiny_times")
+
+
+def test_borrowed_rows_index_the_donors_run_records() -> None:
+    donor = _h200()
+    one_gpu = {**donor, "runs": donor["runs"][:1], "samples": [r for r in donor["samples"] if r["op"] == "gemm"]}
+    merged = borrow_rows(one_gpu, donor, ("collective",), "same NVLink generation")
+    assert len(merged["runs"]) == 1 + len(donor["runs"])
+    for r in merged["samples"]:
+        if r["op"] == "collective":
+            run = merged["runs"][r["run"]]
+            assert run["borrowed_from"] == r["borrowed_from"] and run["command"] == donor["runs"][r["run"] - 1]["command"]

@@ -97,16 +97,20 @@ def _run_records(doc: dict) -> list[dict]:
 
 def borrow_rows(profile: dict, donor: dict, ops: tuple[str, ...], why: str) -> dict:
     """``profile`` with ``donor``'s rows of ``ops`` added (its own rows of those ops are dropped),
-    each marked ``borrowed_from``, and a ``borrowed`` record per op naming the donor and why."""
+    each marked ``borrowed_from``, and a ``borrowed`` record per op naming the donor and why. The
+    donor's run records come along (marked too), and each borrowed row's ``run`` indexes its own."""
     if not ops:
         raise SystemExit("--borrow needs at least one op, e.g. collective")
     source = f"{donor.get('device', '?')} profile of {str(donor.get('date', '?'))[:10]}"
-    rows = [{**r, "borrowed_from": source} for r in donor["samples"] if r["op"] in ops]
+    offset = len(profile.get("runs") or [])
+    rows = [{**r, "borrowed_from": source, "run": offset + int(r.get("run", 0))}
+            for r in donor["samples"] if r["op"] in ops]
     if not rows:
         raise SystemExit(f"the donor profile has no rows of {', '.join(ops)}")
+    runs = [*(profile.get("runs") or []), *({**run, "borrowed_from": source} for run in _run_records(donor))]
     kept = [r for r in profile["samples"] if r["op"] not in ops]
     record = [*(profile.get("borrowed") or []), *({"op": op, "from": source, "why": why} for op in ops)]
-    return {**profile, "borrowed": record, "samples": kept + rows}
+    return {**profile, "runs": runs, "borrowed": record, "samples": kept + rows}
 
 
 def merge_validation(docs: list[dict]) -> dict:
