@@ -480,11 +480,12 @@ PROTOCOL = {
 
 
 def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: str, inventory_on: bool,
-        preheat_s: float) -> dict:
+        preheat_s: float, trace_all: bool = False) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA GPU")
     start = time.monotonic()
-    cases = [c for c in plan_cases(device != "cuda") if only in c.id]
+    wanted = [part for part in only.split(",") if part] or [""]
+    cases = [c for c in plan_cases(device != "cuda") if any(part in c.id for part in wanted)]
     runner = Runner(device)
     doc: dict = {"format": FORMAT, "provenance": file_provenance(device, preheat_s), "protocol": PROTOCOL,
                  "gpu_state_before": provenance.gpu_state() if device == "cuda" else [],
@@ -501,7 +502,8 @@ def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: s
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))  # the measurements are safe before any trace is written
     if trace_dir is not None:
-        doc["traces"] = write_traces(runner, _trace_cases(cases), trace_dir)
+        traced = [c for c in cases if c.id in {e["id"] for e in doc["entries"]}] if trace_all else _trace_cases(cases)
+        doc["traces"] = write_traces(runner, traced, trace_dir)
         out.write_text(json.dumps(doc, indent=1))
     return doc
 
@@ -531,11 +533,13 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--budget-s", type=float, default=200.0, help="wall-clock budget; later cases are skipped, recorded")
     p.add_argument("--profile-trace", type=Path, default=None, help="write Chrome traces of one dense and one MoE case here")
-    p.add_argument("--only", default="", help="run only cases whose id contains this text")
+    p.add_argument("--trace-all", action="store_true",
+                   help="with --profile-trace: trace every case measured (use with --only), not one dense and one MoE")
+    p.add_argument("--only", default="", help="run only cases whose id contains this text (a comma list: any of them)")
     p.add_argument("--no-inventory", action="store_true", help="skip the per-signature kernel inventory")
     p.add_argument("--preheat-s", type=float, default=3.0)
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s)
+    doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s, a.trace_all)
     print(f"{len(doc['entries'])} entries, {len(doc['skipped'])} skipped, {doc['wall_s']} s -> {a.out}", flush=True)
     return 0
 
