@@ -8,11 +8,11 @@ Callers that model routing skew build the MoE block themselves from the ``moe.py
 from __future__ import annotations
 
 from moesim.errors import ConfigError
-from moesim.ops import DTYPE_BYTES, ComputeOp
+from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, MemoryOp
 from moesim.workload import custom
 from moesim.workload import moe as moe_ops
 from moesim.workload import transformer as tf
-from moesim.workload.common import ProgramItem
+from moesim.workload.common import ProgramItem, compute_only, dgrad, wgrad
 from moesim.workload.custom import CustomModelSpec
 from moesim.workload.moe import MoESpec
 from moesim.workload.transformer import TransformerSpec
@@ -45,9 +45,9 @@ def forward_program(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp: 
         return custom.custom_forward_program(spec, layer_index, mbs, tp)  # type: ignore[arg-type]
     if _check_layer(spec, layer_index):
         assert isinstance(spec, MoESpec)
-        return (tf.attention_forward_program(spec, mbs, tp, sp)
+        return (tf.attention_forward_program(spec, mbs, tp, sp, layer_index)
                 + moe_ops.moe_block_forward_program(spec, mbs, tp, sp, ep, token_movement=token_movement))
-    return tf.layer_forward_program(spec, mbs, tp, sp)
+    return tf.layer_forward_program(spec, mbs, tp, sp, layer_index)
 
 
 def backward_input_program(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp: bool = False,
@@ -59,8 +59,8 @@ def backward_input_program(spec: AnySpec, layer_index: int, mbs: int, tp: int = 
     if _check_layer(spec, layer_index):
         assert isinstance(spec, MoESpec)
         return (moe_ops.moe_block_backward_input_program(spec, mbs, tp, sp, ep, token_movement=token_movement)
-                + tf.attention_backward_input_program(spec, mbs, tp, sp))
-    return tf.layer_backward_input_program(spec, mbs, tp, sp)
+                + tf.attention_backward_input_program(spec, mbs, tp, sp, layer_index))
+    return tf.layer_backward_input_program(spec, mbs, tp, sp, layer_index)
 
 
 def backward_weight_ops(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp: bool = False,
@@ -103,3 +103,58 @@ def weight_bytes(spec: AnySpec, layer_index: int, tp: int = 1, ep: int = 1) -> f
         return tf.weight_bytes_per_layer(spec, tp)
     assert isinstance(spec, MoESpec)
     return tf.attention_weight_bytes(spec, tp) + moe_ops.moe_block_weight_bytes(spec, tp, ep)
+
+
+# -- DeepSeek-V3 multi-token prediction (MTP) ----------------------------------------------
+def _mtp_projection(spec: TransformerSpec, mbs: int) -> Gemm:
+    """The ``[norm(h); norm(emb)] (2h) -> h`` projection of one MTP module (replicated over TP
+    in Megatron's MTP, run on the whole microbatch)."""
+    return Gemm(m=spec.tokens(mbs), n=spec.hidden, k=2 * spec.hidden, dtype=spec.dtype, name="mtp.proj")
+
+
+def mtp_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False, ep: int = 1,
+                        token_movement: str = "torchtitan") -> list[ProgramItem]:
+    """Forward of the MTP modules on the last stage (arXiv:2412.19437 §2.2): per depth, the
+    embedding of the shifted tokens (shared table), two RMSNorms, the projection, one decoder
+    layer of the last layer's kind and the shared output head with its cross entropy. Empty
+    without MTP."""
+    out: list[ProgramItem] = []
+    e = DTYPE_BYTES[spec.dtype] * spec.tokens(mbs) * spec.hidden
+    for _ in range(spec.num_nextn_predict_layers):
+        out += [*tf.embedding_forward_program(spec, mbs, tp, sp), MemoryOp("norm", 4.0 * e, "mtp.norms"),
+                _mtp_projection(spec, mbs),
+                *forward_program(spec, spec.mtp_layer_index, mbs, tp, sp, ep, token_movement),
+                *tf.head_forward_program(spec, mbs, tp, sp)]
+    return out
+
+
+def mtp_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False, ep: int = 1,
+                               token_movement: str = "torchtitan") -> list[ProgramItem]:
+    """Activation-gradient backward of :func:`mtp_forward_program`, in execution order."""
+    out: list[ProgramItem] = []
+    e = DTYPE_BYTES[spec.dtype] * spec.tokens(mbs) * spec.hidden
+    for _ in range(spec.num_nextn_predict_layers):
+        out += [*tf.head_backward_input_program(spec, mbs, tp, sp),
+                *backward_input_program(spec, spec.mtp_layer_index, mbs, tp, sp, ep, token_movement),
+                dgrad(_mtp_projection(spec, mbs)), MemoryOp("norm", 6.0 * e, "mtp.norms.bwd")]
+    return out
+
+
+def mtp_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                            ep: int = 1) -> list[ComputeOp]:
+    """Weight-gradient work of the MTP modules (layer, projection, head, embedding scatter)."""
+    out: list[ComputeOp] = []
+    for _ in range(spec.num_nextn_predict_layers):
+        out += [*tf.head_backward_weight_ops(spec, mbs, tp, sp),
+                *backward_weight_ops(spec, spec.mtp_layer_index, mbs, tp, sp, ep),
+                wgrad(_mtp_projection(spec, mbs)), *tf.embedding_backward_ops(spec, mbs, tp, sp)]
+    return out
+
+
+def mtp_training_flops_per_token(spec: AnySpec) -> float:
+    """Forward + backward FLOPs per token of the MTP modules (0 without them or for custom models)."""
+    if not isinstance(spec, TransformerSpec) or not spec.num_nextn_predict_layers:
+        return 0.0
+    ops = (compute_only(mtp_forward_program(spec, 1)) + compute_only(mtp_backward_input_program(spec, 1))
+           + mtp_backward_weight_ops(spec, 1))
+    return sum(op.flops for op in ops) / spec.seq_len

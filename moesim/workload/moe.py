@@ -167,8 +167,10 @@ class MoESpec(TransformerSpec):
         if not self.is_moe_layer(layer_index):
             return super().layer_flops_per_sequence(layer_index)
         T = self.seq_len
-        fwd = compute_only(attention_forward_program(self, 1)) + _moe_compute_forward(self, T, T * self.top_k)
-        bwd = (compute_only(attention_backward_input_program(self, 1)) + attention_backward_weight_ops(self, 1)
+        fwd = (compute_only(attention_forward_program(self, 1, layer_index=layer_index))
+               + _moe_compute_forward(self, T, T * self.top_k))
+        bwd = (compute_only(attention_backward_input_program(self, 1, layer_index=layer_index))
+               + attention_backward_weight_ops(self, 1)
                + _moe_compute_backward(self, T, T * self.top_k))
         return sum(op.flops for op in fwd), sum(op.flops for op in bwd)
 

@@ -79,7 +79,8 @@ MODELS: dict[str, TransformerSpec] = {
     # top-4 groups, at most 4 nodes per token, sigmoid gate, 129280 vocab, 4K sequences, FP8
     # dispatch. MLA (q_lora 1536, kv_lora 512, 128 heads of 128 + 64 rope, v 128) is exact in
     # the projections; the core attention uses head_dim (192 + 128)/2 = 160, which matches its
-    # FLOPs. The MTP module (~14B) is excluded, as in the report's 671B. The linear layers'
+    # FLOPs. One MTP module (D = 1, config num_nextn_predict_layers) is declared; as in the
+    # report's 671B it is outside total_params (spec.mtp_params). The linear layers'
     # GEMMs (forward, input and weight gradients) run in FP8 as the report trains them (§3.3.1);
     # attention core, router and output head stay bf16, and so do activations in memory.
     "deepseek-v3": MoESpec(
@@ -87,7 +88,7 @@ MODELS: dict[str, TransformerSpec] = {
         qk_rope_head_dim=64, v_head_dim=128, q_lora_rank=1536, kv_lora_rank=512, ffn_hidden=18432,
         vocab=129280, seq_len=4096, num_experts=256, top_k=8, expert_ffn_hidden=2048, num_shared_experts=1,
         first_k_dense=3, n_groups=8, topk_groups=4, max_nodes_per_token=4, score_func="sigmoid",
-        dispatch_dtype="fp8", gemm_dtype="fp8",
+        dispatch_dtype="fp8", gemm_dtype="fp8", num_nextn_predict_layers=1,
         source="arXiv:2412.19437 §3.3.1, §4.2; deepseek-ai/DeepSeek-V3 config_671B.json"),
     # Qwen/Qwen3-30B-A3B config.json; Qwen3 report (arXiv:2505.09388): 30.5B total, 3.3B
     # active, 4K-token pre-training stages. Per-head q/k RMSNorms omitted (tiny).
@@ -102,12 +103,13 @@ MODELS: dict[str, TransformerSpec] = {
         source="Qwen/Qwen3-235B-A22B config.json; arXiv:2505.09388"),
     # openai/gpt-oss-120b config.json (reference §7.2: hidden 2880, 36 layers, 128 experts,
     # top-4, 64 heads of 64, 8 KV heads; vocab 201088, initial context 4096); model card
-    # (arXiv:2508.10925): 116.8B total, 5.1B active excluding the embedding table. Approximated:
-    # every other layer uses a 128-token sliding window, here full causal attention (attention
-    # FLOPs overestimated); biases and attention sinks omitted.
+    # (arXiv:2508.10925): 116.8B total, 5.1B active excluding the embedding table. Layers
+    # alternate a 128-token sliding window (even layers, config layer_types) and full causal
+    # attention; every head has a learned attention sink. Biases are omitted (<0.1%).
     "gpt-oss-120b": MoESpec(
         name="gpt-oss-120b", num_layers=36, hidden=2880, num_heads=64, num_kv_heads=8, head_dim=64,
         ffn_hidden=2880, vocab=201088, seq_len=4096, num_experts=128, top_k=4, expert_ffn_hidden=2880,
+        sliding_window=128, layer_types=("sliding_attention", "full_attention") * 18, attention_sinks=True,
         source="openai/gpt-oss-120b config.json; arXiv:2508.10925"),
     "lab-gpt-oss-120b": _lab_model("lab-gpt-oss-120b", 120, hidden=10240, seq_len=4096, layers=96,
                                    moe_layers=32, experts=256),

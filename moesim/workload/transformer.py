@@ -44,6 +44,7 @@ from moesim.workload.common import (
 
 NORMS = ("rmsnorm", "layernorm")
 RECOMPUTE = ("none", "selective", "full")
+LAYER_TYPES = ("full_attention", "sliding_attention")  # HF config.json layer_types
 VOCAB_DIVISOR = 128  # Megatron --make-vocab-size-divisible-by default; padded to 128 * tp.
 
 
@@ -57,6 +58,15 @@ class TransformerSpec:
     attention block (its norm included) out of every layer, and ``edges=False`` the embedding and
     the output head: a bare stack of layers or FFN/MoE blocks, as ``moesim layer`` simulates
     (:mod:`moesim.experiment.block`).
+
+    Field names follow Hugging Face ``config.json`` where one exists. ``sliding_window`` (tokens,
+    0 = none) applies to the layers whose ``layer_types`` entry is ``"sliding_attention"`` (HF
+    gpt-oss; every layer when ``layer_types`` is empty, as Mistral); ``attention_sinks``: one
+    learned softmax-sink logit per head (gpt-oss). ``num_nextn_predict_layers``: DeepSeek-V3's
+    multi-token-prediction (MTP) depth; each MTP module is two RMSNorms, a ``2h -> h``
+    projection and one decoder layer of the model's last-layer kind, sharing the embedding and
+    output head (arXiv:2412.19437 §2.2). It is not part of ``total_params`` (the report's 671B
+    excludes it): see ``mtp_params``. For MLA, ``head_dim`` is HF's ``qk_nope_head_dim``.
     """
 
     name: str
@@ -80,6 +90,10 @@ class TransformerSpec:
     gemm_dtype: str | None = None
     attention: bool = True
     edges: bool = True
+    sliding_window: int = 0
+    layer_types: tuple[str, ...] = ()
+    attention_sinks: bool = False
+    num_nextn_predict_layers: int = 0
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -103,9 +117,39 @@ class TransformerSpec:
         if self.is_mla and self.num_kv_heads != self.num_heads:
             raise ConfigError("num_kv_heads", "MLA (kv_lora_rank > 0) has one K/V per head",
                               f"set num_kv_heads = num_heads = {self.num_heads}")
+        self._check_window()
         if not self.is_mla and (self.q_lora_rank or self.qk_rope_head_dim):
             raise ConfigError("kv_lora_rank", "q_lora_rank / qk_rope_head_dim are MLA fields but kv_lora_rank is 0",
                               "set kv_lora_rank > 0 for MLA, or zero the other MLA fields")
+
+    def _check_window(self) -> None:
+        for f in ("sliding_window", "num_nextn_predict_layers"):
+            check_positive(f, getattr(self, f), allow_zero=True)
+        if not isinstance(self.attention_sinks, bool):
+            raise ConfigError("attention_sinks", f"must be true or false, got {self.attention_sinks!r}")
+        if not isinstance(self.layer_types, tuple) or any(t not in LAYER_TYPES for t in self.layer_types):
+            raise ConfigError("layer_types", f"must be a tuple of {', '.join(LAYER_TYPES)}, got {self.layer_types!r}",
+                              "give one entry per layer, as HF config.json layer_types")
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ConfigError("layer_types", f"has {len(self.layer_types)} entries for {self.num_layers} layers",
+                              "give one entry per layer")
+        if "sliding_attention" in self.layer_types and not self.sliding_window:
+            raise ConfigError("layer_types", "names sliding_attention layers but sliding_window is 0",
+                              "set sliding_window (tokens) or use full_attention")
+
+    def attention_window(self, layer_index: int | None) -> int:
+        """Keys one query sees at most in layer ``layer_index`` (0 = the whole causal prefix).
+        ``None`` asks for a full-attention layer."""
+        if not self.sliding_window or layer_index is None:
+            return 0
+        if self.layer_types and self.layer_types[layer_index] != "sliding_attention":
+            return 0
+        return self.sliding_window
+
+    @property
+    def qk_nope_head_dim(self) -> int:
+        """HF name of the non-rotary Q/K width (MLA); ``head_dim`` holds it."""
+        return self.head_dim
 
     @property
     def linear_dtype(self) -> str:
@@ -141,13 +185,19 @@ class TransformerSpec:
             return 0
         h, a = self.hidden, self.num_heads
         if not self.is_mla:
-            return h * a * self.head_dim + 2 * h * self.num_kv_heads * self.head_dim + a * self.head_dim * h
+            return (h * a * self.head_dim + 2 * h * self.num_kv_heads * self.head_dim + a * self.head_dim * h
+                    + self.sink_params)
         q = h * a * self.qk_head_dim
         if self.q_lora_rank:
             q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * a * self.qk_head_dim
         kv = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
         kv += self.kv_lora_rank * a * (self.head_dim + self.v_dim)
-        return q + kv + a * self.v_dim * h
+        return q + kv + a * self.v_dim * h + self.sink_params
+
+    @property
+    def sink_params(self) -> int:
+        """Attention-sink logits of one layer: one per head (gpt-oss), else 0."""
+        return self.num_heads if self.attention_sinks else 0
 
     @property
     def norm_params(self) -> int:
@@ -184,6 +234,21 @@ class TransformerSpec:
         return (0 if self.tied_embeddings else self.vocab * self.hidden) + self.norm_params
 
     @property
+    def mtp_layer_index(self) -> int:
+        """The model layer whose kind (dense or MoE, attention) each MTP module's block copies: the last."""
+        return self.num_layers - 1
+
+    @property
+    def mtp_params(self) -> int:
+        """Weights of the MTP modules (0 without them): per depth two RMSNorms (hidden state,
+        embedding), the ``2h -> h`` projection, one decoder layer and the shared head's norm.
+        DeepSeek-V3: 11.7B besides the embedding and head it shares (HF lists 14B with them)."""
+        if not self.num_nextn_predict_layers:
+            return 0
+        per_depth = 3 * self.norm_params + 2 * self.hidden * self.hidden + self.layer_params(self.mtp_layer_index)
+        return self.num_nextn_predict_layers * per_depth
+
+    @property
     def total_params(self) -> int:
         layers = sum(self.layer_params(i) for i in range(self.num_layers))
         return layers + self.embedding_params + self.head_params
@@ -197,8 +262,8 @@ class TransformerSpec:
     # -- FLOPs ----------------------------------------------------------------------------
     def layer_flops_per_sequence(self, layer_index: int) -> tuple[float, float]:
         """(forward, backward) FLOPs of layer ``layer_index`` on one sequence, tp = 1."""
-        fwd = layer_forward_ops(self, 1)
-        bwd = layer_backward_input_ops(self, 1) + layer_backward_weight_ops(self, 1)
+        fwd = layer_forward_ops(self, 1, layer_index=layer_index)
+        bwd = layer_backward_input_ops(self, 1, layer_index=layer_index) + layer_backward_weight_ops(self, 1)
         return sum(op.flops for op in fwd), sum(op.flops for op in bwd)
 
     def _flops_per_token(self) -> tuple[float, float]:
@@ -323,30 +388,38 @@ def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[Com
     return ops, rope
 
 
-def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local) -> Attention:
+def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local, layer_index: int | None = None) -> Attention:
+    """The core attention kernel. A sliding-window layer (window W < seq_len) is priced as
+    every query against W keys, non-causal: W*S score pairs where the exact count is
+    W*S - W(W-1)/2 (+1.5% at W = 128, S = 4096)."""
     head_dim = float(spec.head_dim) if not spec.is_mla else (spec.qk_head_dim + spec.v_dim) / 2
-    return Attention(batch=mbs, heads=loc.heads, kv_heads=loc.kv_heads, seq_q=spec.seq_len, seq_kv=spec.seq_len,
+    window = spec.attention_window(layer_index)
+    windowed = 0 < window < spec.seq_len
+    return Attention(batch=mbs, heads=loc.heads, kv_heads=loc.kv_heads, seq_q=spec.seq_len,
+                     seq_kv=window if windowed else spec.seq_len,
                      head_dim=int(head_dim) if head_dim.is_integer() else head_dim,  # type: ignore[arg-type]
-                     causal=True, dtype=spec.dtype, name="attn.core")
+                     causal=not windowed, dtype=spec.dtype, name="attn.core")
 
 
 def _attention_out(spec: TransformerSpec, loc: _Local) -> Gemm:
     return Gemm(m=loc.tokens, n=spec.hidden, k=loc.heads * spec.v_dim, dtype=spec.linear_dtype, name="attn.out")
 
 
-def attention_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
-    """Forward of the attention block (norm, projections, core, out, residual) on one rank."""
+def attention_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                              layer_index: int | None = None) -> list[ProgramItem]:
+    """Forward of the attention block (norm, projections, core, out, residual) on one rank.
+    ``layer_index`` selects the layer's attention kind (sliding window or full; None = full)."""
     if not spec.attention:
         return []
     loc = _loc(spec, mbs, tp, sp)
     proj, rope = _attention_projections(spec, loc)
     return [_norm(loc, spec.hidden, "attn.norm"), *_enter_block(loc, "attn"), *proj, rope,
-            _attention_core(spec, mbs, loc), _attention_out(spec, loc), *_leave_block(loc, "attn"),
+            _attention_core(spec, mbs, loc, layer_index), _attention_out(spec, loc), *_leave_block(loc, "attn"),
             _residual(loc, "attn.residual")]
 
 
 def attention_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1,
-                                     sp: bool = False) -> list[ProgramItem]:
+                                     sp: bool = False, layer_index: int | None = None) -> list[ProgramItem]:
     """Activation-gradient part of the attention block's backward, in execution order.
 
     With SP the backward of the reduce-scatter is an all-gather of the gradient, the backward of
@@ -360,7 +433,7 @@ def attention_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 
     back_proj = [dgrad(op) if isinstance(op, Gemm) else _norm_bwd(op) for op in reversed(proj)]
     reduce = _input_grad_reduce(loc, "attn")
     return [*_backward_entry(loc, "attn"), dgrad(_attention_out(spec, loc)),
-            attention_backward(_attention_core(spec, mbs, loc)), MemoryOp("elementwise", rope.bytes, "attn.rope.bwd"),
+            attention_backward(_attention_core(spec, mbs, loc, layer_index)), MemoryOp("elementwise", rope.bytes, "attn.rope.bwd"),
             *_regather(loc, "attn"), *back_proj, *reduce,
             _norm(loc, spec.hidden, "attn.norm.bwd", backward=True), _residual(loc, "attn.residual.bwd")]
 
@@ -412,25 +485,31 @@ def mlp_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bo
 
 
 # -- whole dense layer --------------------------------------------------------------------
-def layer_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
-    """Forward of one dense layer on one TP rank: compute ops and TP collectives in order."""
-    return attention_forward_program(spec, mbs, tp, sp) + mlp_forward_program(spec, mbs, tp, sp)
+def layer_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                          layer_index: int | None = None) -> list[ProgramItem]:
+    """Forward of one dense layer on one TP rank: compute ops and TP collectives in order
+    (``layer_index``: which attention kind, see :func:`attention_forward_program`)."""
+    return attention_forward_program(spec, mbs, tp, sp, layer_index) + mlp_forward_program(spec, mbs, tp, sp)
 
 
-def layer_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+def layer_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                                 layer_index: int | None = None) -> list[ProgramItem]:
     """Activation-gradient backward (B) of one dense layer, in execution order."""
-    return mlp_backward_input_program(spec, mbs, tp, sp) + attention_backward_input_program(spec, mbs, tp, sp)
+    return (mlp_backward_input_program(spec, mbs, tp, sp)
+            + attention_backward_input_program(spec, mbs, tp, sp, layer_index))
 
 
-def layer_forward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+def layer_forward_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                      layer_index: int | None = None) -> list[ComputeOp]:
     """Compute ops of one dense layer's forward on one TP rank."""
-    return compute_only(layer_forward_program(spec, mbs, tp, sp))
+    return compute_only(layer_forward_program(spec, mbs, tp, sp, layer_index))
 
 
-def layer_backward_input_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
+def layer_backward_input_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False,
+                             layer_index: int | None = None) -> list[ComputeOp]:
     """Compute ops of one dense layer's activation-gradient backward (dgrad GEMMs, attention
     backward, elementwise backward)."""
-    return compute_only(layer_backward_input_program(spec, mbs, tp, sp))
+    return compute_only(layer_backward_input_program(spec, mbs, tp, sp, layer_index))
 
 
 def layer_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ComputeOp]:
