@@ -25,6 +25,9 @@ _VERBS = [
     ("calibrate", "moesim.calibrate.cli", "app", "Measure per-op costs on real GPUs and write a profile."),
     ("memory", "moesim.memory.cli", "app", "Per-GPU memory budget: weights, optimizer, activations, KV cache."),
     ("bench", "moesim.planner.cli", "bench_app", "Baseline/optimized bench pairs with JSON and Markdown summaries."),
+    ("model", "moesim.importers.cli", "model_app", "Models from your files: from-hf reads a Hugging Face config.json."),
+    ("trace", "moesim.importers.cli", "trace_app", "Real profiler traces: compare a PyTorch (Kineto) trace with a "
+     "simulated one, per op class and per step."),
 ]
 _LISTED_FIRST = ("run", "sweep", "plan", "layer", "validate")  # then the verb groups, as before
 # Verbs (and the subcommand of a group) given ``--profile`` here: they build their scenarios and

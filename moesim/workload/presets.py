@@ -3,7 +3,10 @@
 Each entry cites its source. Shapes are taken as published; what moesim cannot express is
 approximated and said so next to the entry (e.g. DeepSeek MLA core attention, gpt-oss sliding
 windows). ``seq_len`` is the pre-training sequence length where published, else an assumption
-marked as such; change it with ``dataclasses.replace(spec, seq_len=...)``.
+marked as such; change it with ``dataclasses.replace(spec, seq_len=...)``. The entries with a
+Hugging Face ``config.json`` read it from ``moesim/configs/`` (:mod:`moesim.workload.hf_config`,
+the reader ``moesim model from-hf`` uses) and add only what the config does not say: the
+sequence length and, for DeepSeek-V3, the report's FP8 training and node-limited routing.
 
 The ``lab-*`` entries are the three model presets of the "MoE Parallelism Planner" lab
 (reference moe_and_hardware.md §7.2 ``SPEC_PRESETS``, used by the §7.3 scenarios). The lab gives
@@ -16,18 +19,19 @@ its memory arithmetic.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from moesim.errors import unknown_name
 from moesim.workload.common import ffn_params
+from moesim.workload.hf_config import shipped_config
 from moesim.workload.moe import MoESpec
 from moesim.workload.transformer import TransformerSpec
 
 
-def _llama3(name: str, layers: int, hidden: int, heads: int, ffn: int) -> TransformerSpec:
-    # meta-llama/Meta-Llama-3-{8B,70B} config.json; Llama 3 paper (arXiv:2407.21783) Table 3:
-    # GQA with 8 KV heads, 128,256-token vocabulary, 8K pre-training sequences.
-    return TransformerSpec(name=name, num_layers=layers, hidden=hidden, num_heads=heads, num_kv_heads=8,
-                           head_dim=128, ffn_hidden=ffn, vocab=128256, seq_len=8192,
-                           source="meta-llama/Meta-Llama-3 config.json; arXiv:2407.21783 Table 3")
+def _hf(name: str, source: str, **overrides: object) -> TransformerSpec:
+    """The shipped Hugging Face config ``moesim/configs/<name>.json`` as a spec, with the preset's
+    own choices (``seq_len``, training precision...) in ``overrides``; ``source`` cites both."""
+    return dataclasses.replace(shipped_config(name, **overrides).spec, source=source)
 
 
 def _bresenham_pattern(num_layers: int, num_moe: int) -> tuple[int, ...]:
@@ -53,8 +57,10 @@ def _lab_model(name: str, params_billion: float, hidden: int, seq_len: int, laye
 
 
 MODELS: dict[str, TransformerSpec] = {
-    "llama3-8b": _llama3("llama3-8b", layers=32, hidden=4096, heads=32, ffn=14336),
-    "llama3-70b": _llama3("llama3-70b", layers=80, hidden=8192, heads=64, ffn=28672),
+    # meta-llama/Meta-Llama-3-{8B,70B} config.json; Llama 3 paper (arXiv:2407.21783) Table 3:
+    # GQA with 8 KV heads, 128,256-token vocabulary, 8K pre-training sequences.
+    "llama3-8b": _hf("llama3-8b", "meta-llama/Meta-Llama-3 config.json; arXiv:2407.21783 Table 3"),
+    "llama3-70b": _hf("llama3-70b", "meta-llama/Meta-Llama-3 config.json; arXiv:2407.21783 Table 3"),
     # Brown et al. 2020 (arXiv:2005.14165) Table 2.1: 96 layers, d_model 12288, 96 heads of 128,
     # 2048 context; FFN 4 * d_model; GPT-2 BPE vocabulary (50257), tied embeddings. Learned
     # position embeddings (2048 x 12288) and biases are omitted (<0.1% of params).
@@ -64,16 +70,11 @@ MODELS: dict[str, TransformerSpec] = {
         tied_embeddings=True, source="arXiv:2005.14165 Table 2.1"),
     # mistralai/Mixtral-8x7B-v0.1 config.json; arXiv:2401.04088: 46.7B total, 12.9B active.
     # seq_len is an assumption (32K context; the training sequence length is unpublished).
-    "mixtral-8x7b": MoESpec(
-        name="mixtral-8x7b", num_layers=32, hidden=4096, num_heads=32, num_kv_heads=8, head_dim=128,
-        ffn_hidden=14336, vocab=32000, seq_len=4096, num_experts=8, top_k=2, expert_ffn_hidden=14336,
-        source="mistralai/Mixtral-8x7B-v0.1 config.json; arXiv:2401.04088"),
+    "mixtral-8x7b": _hf("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1 config.json; arXiv:2401.04088", seq_len=4096),
     # mistral-community/Mixtral-8x22B-v0.1 config.json (vocab 32000); Mistral: 141B total, 39B
     # active. seq_len is an assumption (64K context).
-    "mixtral-8x22b": MoESpec(
-        name="mixtral-8x22b", num_layers=56, hidden=6144, num_heads=48, num_kv_heads=8, head_dim=128,
-        ffn_hidden=16384, vocab=32000, seq_len=4096, num_experts=8, top_k=2, expert_ffn_hidden=16384,
-        source="mistral-community/Mixtral-8x22B-v0.1 config.json; mistral.ai/news/mixtral-8x22b"),
+    "mixtral-8x22b": _hf("mixtral-8x22b", "mistral-community/Mixtral-8x22B-v0.1 config.json; "
+                         "mistral.ai/news/mixtral-8x22b", seq_len=4096),
     # DeepSeek-V3 report (arXiv:2412.19437) §4.2 and config_671B.json (reference §1.1): 61 layers,
     # first 3 dense (FFN 18432), 256 routed + 1 shared experts of 2048, top-8 with 8 groups /
     # top-4 groups, at most 4 nodes per token, sigmoid gate, 129280 vocab, 4K sequences, FP8
@@ -83,34 +84,19 @@ MODELS: dict[str, TransformerSpec] = {
     # report's 671B it is outside total_params (spec.mtp_params). The linear layers'
     # GEMMs (forward, input and weight gradients) run in FP8 as the report trains them (§3.3.1);
     # attention core, router and output head stay bf16, and so do activations in memory.
-    "deepseek-v3": MoESpec(
-        name="deepseek-v3", num_layers=61, hidden=7168, num_heads=128, num_kv_heads=128, head_dim=128,
-        qk_rope_head_dim=64, v_head_dim=128, q_lora_rank=1536, kv_lora_rank=512, ffn_hidden=18432,
-        vocab=129280, seq_len=4096, num_experts=256, top_k=8, expert_ffn_hidden=2048, num_shared_experts=1,
-        first_k_dense=3, n_groups=8, topk_groups=4, max_nodes_per_token=4, score_func="sigmoid",
-        dispatch_dtype="fp8", gemm_dtype="fp8", num_nextn_predict_layers=1,
-        source="arXiv:2412.19437 §3.3.1, §4.2; deepseek-ai/DeepSeek-V3 config_671B.json"),
+    "deepseek-v3": _hf("deepseek-v3", "arXiv:2412.19437 §3.3.1, §4.2; deepseek-ai/DeepSeek-V3 config_671B.json",
+                       max_nodes_per_token=4, dispatch_dtype="fp8", gemm_dtype="fp8"),
     # Qwen/Qwen3-30B-A3B config.json; Qwen3 report (arXiv:2505.09388): 30.5B total, 3.3B
     # active, 4K-token pre-training stages. Per-head q/k RMSNorms omitted (tiny).
-    "qwen3-30b-a3b": MoESpec(
-        name="qwen3-30b-a3b", num_layers=48, hidden=2048, num_heads=32, num_kv_heads=4, head_dim=128,
-        ffn_hidden=6144, vocab=151936, seq_len=4096, num_experts=128, top_k=8, expert_ffn_hidden=768,
-        source="Qwen/Qwen3-30B-A3B config.json; arXiv:2505.09388"),
+    "qwen3-30b-a3b": _hf("qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B config.json; arXiv:2505.09388", seq_len=4096),
     # Qwen/Qwen3-235B-A22B config.json; arXiv:2505.09388: 235B total, 22B active.
-    "qwen3-235b-a22b": MoESpec(
-        name="qwen3-235b-a22b", num_layers=94, hidden=4096, num_heads=64, num_kv_heads=4, head_dim=128,
-        ffn_hidden=12288, vocab=151936, seq_len=4096, num_experts=128, top_k=8, expert_ffn_hidden=1536,
-        source="Qwen/Qwen3-235B-A22B config.json; arXiv:2505.09388"),
+    "qwen3-235b-a22b": _hf("qwen3-235b-a22b", "Qwen/Qwen3-235B-A22B config.json; arXiv:2505.09388", seq_len=4096),
     # openai/gpt-oss-120b config.json (reference §7.2: hidden 2880, 36 layers, 128 experts,
     # top-4, 64 heads of 64, 8 KV heads; vocab 201088, initial context 4096); model card
     # (arXiv:2508.10925): 116.8B total, 5.1B active excluding the embedding table. Layers
     # alternate a 128-token sliding window (even layers, config layer_types) and full causal
     # attention; every head has a learned attention sink. Biases are omitted (<0.1%).
-    "gpt-oss-120b": MoESpec(
-        name="gpt-oss-120b", num_layers=36, hidden=2880, num_heads=64, num_kv_heads=8, head_dim=64,
-        ffn_hidden=2880, vocab=201088, seq_len=4096, num_experts=128, top_k=4, expert_ffn_hidden=2880,
-        sliding_window=128, layer_types=("sliding_attention", "full_attention") * 18, attention_sinks=True,
-        source="openai/gpt-oss-120b config.json; arXiv:2508.10925"),
+    "gpt-oss-120b": _hf("gpt-oss-120b", "openai/gpt-oss-120b config.json; arXiv:2508.10925"),
     "lab-gpt-oss-120b": _lab_model("lab-gpt-oss-120b", 120, hidden=10240, seq_len=4096, layers=96,
                                    moe_layers=32, experts=256),
     "lab-deepseek-r1-678b": _lab_model("lab-deepseek-r1-678b", 678, hidden=14336, seq_len=4096, layers=128,

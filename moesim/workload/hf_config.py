@@ -1,0 +1,361 @@
+"""Hugging Face ``config.json`` -> moesim model spec, with an account of every field.
+
+:func:`read_hf_config` turns the dict of a model's ``config.json`` into a
+:class:`~moesim.workload.transformer.TransformerSpec` or :class:`~moesim.workload.moe.MoESpec`
+and says, field by field, what became of it: ``used`` (the spec field it set), ``no_cost``
+(fields that change no time or memory: token ids, RoPE base, norm epsilon, loss coefficients,
+inference switches) and ``not_modelled`` (fields that do change the cost but that moesim cannot
+express yet, with the approximation it makes instead). A field in none of these lists, or an
+architecture outside :data:`ARCHITECTURES`, is a :class:`~moesim.errors.ConfigError` naming it
+(``strict=False`` lists unknown fields as not modelled instead). Nothing is dropped silently.
+
+Architectures: Llama (``llama``), Mixtral (``mixtral``), Qwen3-MoE (``qwen3_moe``), GPT-OSS
+(``gpt_oss``: alternating sliding-window layers and attention sinks) and DeepSeek-V3
+(``deepseek_v3``: MLA, shared experts, group-limited routing ``n_group``/``topk_group``,
+``first_k_dense_replace``, multi-token prediction ``num_nextn_predict_layers``). Spec fields that
+only newer moesim versions have (MTP, sliding windows, sinks) are set where the spec class has
+them (:data:`OPTIONAL_FIELDS`) and listed as not modelled where it does not.
+
+The sequence length is not a model property: ``seq_len`` given, else the pre-training context
+the config records (``initial_context_length``, then ``rope_scaling.original_max_position_embeddings``,
+then ``max_position_embeddings``). The shipped configs (``moesim/configs/*.json``, each with its
+source URL under ``_moesim_source``) are read by :func:`shipped_config`; keys starting with ``_``
+are metadata and ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from moesim.errors import ConfigError
+from moesim.workload.moe import MoESpec
+from moesim.workload.transformer import TransformerSpec
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+ARCH_CLASSES = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "mixtral", "Qwen3MoeForCausalLM": "qwen3_moe",
+                "GptOssForCausalLM": "gpt_oss", "DeepseekV3ForCausalLM": "deepseek_v3"}
+
+# Fields that change neither time nor memory of a training step (any architecture).
+NO_COST_COMMON = frozenset({
+    "architectures", "model_type", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id",
+    "initializer_range", "rms_norm_eps", "rope_theta", "rope_scaling", "use_cache", "attention_dropout",
+    "max_position_embeddings", "pretraining_tp", "output_router_logits", "router_aux_loss_coef", "auto_map",
+    "hidden_dropout", "tie_word_embeddings", "torch_dtype", "dtype", "initial_context_length",
+})
+# Per architecture: fields without cost (beyond the common ones) and fields moesim does not model.
+NO_COST = {
+    "llama": frozenset({"mlp_bias"}),
+    "mixtral": frozenset({"router_jitter_noise"}),
+    "qwen3_moe": frozenset({"norm_topk_prob", "max_window_layers", "use_sliding_window", "sliding_window"}),
+    "gpt_oss": frozenset({"swiglu_limit", "experts_per_token"}),
+    "deepseek_v3": frozenset({"norm_topk_prob", "routed_scaling_factor", "topk_method", "ep_size", "aux_loss_alpha",
+                              "seq_aux"}),
+}
+NOT_MODELLED = {
+    "llama": {},
+    "mixtral": {},
+    "qwen3_moe": {},
+    "gpt_oss": {"quantization_config": "MXFP4 expert weights of the inference checkpoint; the spec trains in its dtype",
+                "attention_bias": "biases of the attention projections (< 0.1% of the FLOPs) are left out"},
+    "deepseek_v3": {"quantization_config": "FP8 block-scaled weights of the checkpoint; set gemm_dtype/dispatch_dtype "
+                                           "for FP8 training (the deepseek-v3 preset does, after the report)"},
+}
+# Spec fields that not every moesim version has: (spec field, what it expresses). Set only where
+# the spec class defines them; otherwise the config field is reported as not modelled.
+OPTIONAL_FIELDS = {
+    "num_nextn_predict_layers": "multi-token prediction modules (DeepSeek-V3 MTP)",
+    "sliding_window": "sliding-window attention width",
+    "layer_types": "which layers use the sliding window",
+    "attention_sinks": "learned attention sinks per head",
+}
+
+
+@dataclass(frozen=True)
+class HFImport:
+    """A spec read from a config and the fate of each of its fields."""
+
+    spec: TransformerSpec
+    architecture: str
+    used: tuple[tuple[str, str], ...]
+    not_modelled: tuple[tuple[str, str], ...]
+    no_cost: tuple[str, ...]
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "source": self.source,
+                "spec": {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)},
+                "used": dict(self.used), "not_modelled": dict(self.not_modelled), "no_cost": list(self.no_cost)}
+
+
+class _Fields:
+    """The config's keys, recording which were read (and into which spec field)."""
+
+    def __init__(self, raw: dict[str, Any], where: str) -> None:
+        self.raw = {k: v for k, v in raw.items() if not k.startswith("_")}
+        self.where = where
+        self.used: dict[str, str] = {}
+        self.not_modelled: dict[str, str] = {}
+
+    def has(self, key: str) -> bool:
+        return self.raw.get(key) is not None
+
+    def int_(self, key: str, target: str, default: int | None = None, *, allow_zero: bool = False) -> int:
+        value = self.raw.get(key)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"config.json: {key}", "missing", f"a {self.where} config needs {key}")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+            raise ConfigError(f"config.json: {key}", f"must be an integer >= {0 if allow_zero else 1}, got {value!r}")
+        self.used[key] = target
+        return value
+
+    def value(self, key: str, target: str, default: Any = None) -> Any:
+        if key in self.raw:
+            self.used[key] = target
+        return self.raw.get(key, default)
+
+    def skip(self, key: str, why: str) -> None:
+        """A field that changes the cost but is not modelled."""
+        if key in self.raw:
+            self.not_modelled[key] = why
+
+
+def read_hf_config(raw: Any, *, name: str | None = None, seq_len: int | None = None, strict: bool = True,
+                   source: str = "", **overrides: Any) -> HFImport:
+    """The spec of a ``config.json`` dict (see the module docstring). ``overrides`` replace spec
+    fields afterwards (e.g. ``gemm_dtype="fp8"``), checked by the spec itself."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config.json", f"must be a JSON object, got {type(raw).__name__}", source=source)
+    arch = _architecture(raw, source)
+    f = _Fields(raw, arch)
+    kwargs = _READERS[arch](f)
+    kwargs["name"] = name or str(raw.get("_name_or_path") or arch).rstrip("/").split("/")[-1]
+    kwargs["seq_len"] = seq_len or _context(f)
+    kwargs["dtype"] = _dtype(f)
+    kwargs["tied_embeddings"] = bool(f.value("tie_word_embeddings", "tied_embeddings", False))
+    kwargs["source"] = _source_text(raw, source)
+    cls = MoESpec if "num_experts" in kwargs else TransformerSpec
+    kwargs = _optional(cls, kwargs, f)
+    for key in sorted(set(NOT_MODELLED[arch]) & set(f.raw) - set(f.used)):
+        f.skip(key, NOT_MODELLED[arch][key])
+    unknown = sorted(set(f.raw) - set(f.used) - set(f.not_modelled) - NO_COST_COMMON - NO_COST[arch])
+    if unknown and strict:
+        raise ConfigError(f"config.json: {', '.join(unknown)}", f"unknown field(s) for a {arch} model",
+                          "check the file is a Hugging Face config of that architecture, or pass --ignore-unknown "
+                          "to list them as not modelled", source=source)
+    for key in unknown:
+        f.skip(key, "unknown to moesim's reader (not modelled)")
+    spec = dataclasses.replace(cls(**kwargs), **overrides) if overrides else cls(**kwargs)
+    no_cost = tuple(sorted((set(f.raw) & (NO_COST_COMMON | NO_COST[arch])) - set(f.used) - set(f.not_modelled)))
+    return HFImport(spec, arch, tuple(sorted(f.used.items())), tuple(sorted(f.not_modelled.items())), no_cost, source)
+
+
+def load_hf_config(path: str | Path, **kwargs: Any) -> HFImport:
+    """:func:`read_hf_config` of a ``config.json`` file, or of the one in directory ``path``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        raise ConfigError("config.json", f"{str(p)!r} does not exist", "give a config.json or a directory holding one")
+    try:
+        raw = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError("config.json", f"not valid JSON ({err})", "give the model's Hugging Face config.json",
+                          source=str(p)) from None
+    if kwargs.get("name") is None and isinstance(raw, dict) and not raw.get("_name_or_path"):
+        kwargs["name"] = p.stem if p.stem != "config" else p.parent.name
+    return read_hf_config(raw, source=kwargs.pop("source", str(p)), **kwargs)
+
+
+def shipped_config(name: str, **kwargs: Any) -> HFImport:
+    """The shipped ``moesim/configs/<name>.json`` read as a spec called ``name``."""
+    path = CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        from moesim.errors import unknown_name
+
+        raise unknown_name("shipped config", name, shipped_names())
+    return load_hf_config(path, name=name, **kwargs)
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+# -- the readers ----------------------------------------------------------------------------------
+def _architecture(raw: dict[str, Any], source: str) -> str:
+    kind = raw.get("model_type")
+    if kind in _READERS:
+        return str(kind)
+    classes = raw.get("architectures") or []
+    for cls in classes if isinstance(classes, list) else []:
+        if cls in ARCH_CLASSES:
+            return ARCH_CLASSES[cls]
+    shown = kind if kind is not None else (classes or "none given")
+    raise ConfigError("config.json: model_type", f"unknown architecture {shown!r}",
+                      f"moesim reads model_type {', '.join(sorted(_READERS))} "
+                      f"(architectures {', '.join(sorted(ARCH_CLASSES))})", source=source)
+
+
+def _attention(f: _Fields) -> dict[str, Any]:
+    heads = f.int_("num_attention_heads", "num_heads")
+    hidden = f.int_("hidden_size", "hidden")
+    head_dim = f.int_("head_dim", "head_dim", default=hidden // heads)
+    if not f.has("head_dim"):
+        f.used.setdefault("hidden_size", "hidden")
+    for key in ("attention_bias",):
+        if f.raw.get(key) not in (None, False) and key not in NOT_MODELLED[f.where]:
+            f.skip(key, "attention projection biases are left out")
+        elif f.raw.get(key) is False:
+            f.used[key] = "(no biases, as moesim's spec)"
+    return dict(num_layers=f.int_("num_hidden_layers", "num_layers"), hidden=hidden, num_heads=heads,
+                num_kv_heads=f.int_("num_key_value_heads", "num_kv_heads", default=heads), head_dim=head_dim,
+                vocab=f.int_("vocab_size", "vocab"), activation=_activation(f))
+
+
+def _activation(f: _Fields) -> str:
+    act = f.value("hidden_act", "activation", "silu")
+    if act != "silu":
+        raise ConfigError("config.json: hidden_act", f"{act!r} is not modelled for a {f.where} model",
+                          "these architectures use a gated SiLU (SwiGLU) MLP: hidden_act 'silu'")
+    return "swiglu"
+
+
+def _llama(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    if f.raw.get("mlp_bias"):
+        f.skip("mlp_bias", "MLP biases are left out")
+    return {**kw, "ffn_hidden": f.int_("intermediate_size", "ffn_hidden")}
+
+
+def _mixtral(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
+    kw["_optional"] = {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
+    return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn, "num_experts": f.int_("num_local_experts", "num_experts"),
+            "top_k": f.int_("num_experts_per_tok", "top_k")}
+
+
+def _qwen3_moe(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    layers = kw["num_layers"]
+    step = f.int_("decoder_sparse_step", "moe_layer_freq", default=1)
+    dense_only = f.value("mlp_only_layers", "moe_layer_freq", []) or []
+    if not isinstance(dense_only, list) or any(not isinstance(i, int) or not 0 <= i < layers for i in dense_only):
+        raise ConfigError("config.json: mlp_only_layers", f"must list layer indices below {layers}, got {dense_only!r}")
+    pattern = tuple(int(i not in dense_only and (i + 1) % step == 0) for i in range(layers))
+    if f.raw.get("use_sliding_window"):
+        f.skip("sliding_window", "sliding-window attention priced as full causal attention")
+    if f.has("shared_expert_intermediate_size"):
+        raise ConfigError("config.json: shared_expert_intermediate_size", "Qwen3-MoE has no shared experts",
+                          "this looks like a Qwen2-MoE / Qwen3-Next config, which moesim does not read")
+    return {**kw, "ffn_hidden": f.int_("intermediate_size", "ffn_hidden"),
+            "expert_ffn_hidden": f.int_("moe_intermediate_size", "expert_ffn_hidden"),
+            "num_experts": f.int_("num_experts", "num_experts"), "top_k": f.int_("num_experts_per_tok", "top_k"),
+            "moe_layer_freq": 1 if all(pattern) else pattern}
+
+
+def _gpt_oss(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
+    top_k = f.int_("num_experts_per_tok", "top_k", default=f.raw.get("experts_per_token"))
+    kinds = f.raw.get("layer_types") or []
+    if f.has("layer_types") and (not isinstance(kinds, list) or len(kinds) != kw["num_layers"]
+                                 or any(k not in ("sliding_attention", "full_attention") for k in kinds)):
+        raise ConfigError("config.json: layer_types", f"need {kw['num_layers']} entries of 'sliding_attention' or "
+                          f"'full_attention', got {str(kinds)[:80]}")
+    window = f.raw.get("sliding_window")
+    kw["_optional"] = {"sliding_window": (("sliding_window",), window),
+                       "layer_types": (("layer_types",), tuple(kinds) or None),
+                       "attention_sinks": (("model_type",), True)}
+    return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn, "num_experts": f.int_("num_local_experts", "num_experts"),
+            "top_k": top_k}
+
+
+def _deepseek_v3(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    kw["head_dim"] = f.int_("qk_nope_head_dim", "head_dim")
+    f.used["num_attention_heads"] = "num_heads"
+    layers = kw["num_layers"]
+    freq = f.int_("moe_layer_freq", "moe_layer_freq", default=1)
+    kw.update(ffn_hidden=f.int_("intermediate_size", "ffn_hidden"),
+              q_lora_rank=f.int_("q_lora_rank", "q_lora_rank", default=0, allow_zero=True),
+              kv_lora_rank=f.int_("kv_lora_rank", "kv_lora_rank"),
+              qk_rope_head_dim=f.int_("qk_rope_head_dim", "qk_rope_head_dim", default=0, allow_zero=True),
+              v_head_dim=f.int_("v_head_dim", "v_head_dim", default=0, allow_zero=True),
+              num_experts=f.int_("n_routed_experts", "num_experts"), top_k=f.int_("num_experts_per_tok", "top_k"),
+              expert_ffn_hidden=f.int_("moe_intermediate_size", "expert_ffn_hidden, shared_expert_ffn_hidden"),
+              num_shared_experts=f.int_("n_shared_experts", "num_shared_experts", default=0, allow_zero=True),
+              first_k_dense=min(layers, f.int_("first_k_dense_replace", "first_k_dense", default=0, allow_zero=True)),
+              moe_layer_freq=freq, n_groups=f.int_("n_group", "n_groups", default=1),
+              topk_groups=f.int_("topk_group", "topk_groups", default=1))
+    if f.raw.get("q_lora_rank", 0) is None:
+        f.used["q_lora_rank"] = "q_lora_rank (null: 0)"
+    score = f.value("scoring_func", "score_func", "softmax")
+    if score not in ("softmax", "sigmoid"):
+        raise ConfigError("config.json: scoring_func", f"unknown {score!r}", "moesim models 'softmax' or 'sigmoid'")
+    kw["score_func"] = score
+    kw["_optional"] = {"num_nextn_predict_layers": (("num_nextn_predict_layers",),
+                                                    f.raw.get("num_nextn_predict_layers") or None)}
+    return kw
+
+
+_READERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
+    "llama": _llama, "mixtral": _mixtral, "qwen3_moe": _qwen3_moe, "gpt_oss": _gpt_oss, "deepseek_v3": _deepseek_v3,
+}
+
+
+def _optional(cls: type, kwargs: dict[str, Any], f: _Fields) -> dict[str, Any]:
+    """Set the :data:`OPTIONAL_FIELDS` the spec class has; report the config fields of the rest."""
+    wanted = kwargs.pop("_optional", {})
+    names = {fl.name for fl in dataclasses.fields(cls)}
+    for target, (keys, value) in wanted.items():
+        if value is None:
+            f.used.update({key: f"{target} (none)" for key in keys if key in f.raw and key != "model_type"})
+            continue
+        if target in names:
+            kwargs[target] = value
+            for key in keys:
+                f.used[key] = target if key not in f.used else f"{f.used[key]}, {target}"
+        else:
+            for key in keys:
+                if key == "model_type":
+                    f.not_modelled["(attention sinks)"] = f"{OPTIONAL_FIELDS[target]}: not in this moesim's spec"
+                else:
+                    f.skip(key, f"{OPTIONAL_FIELDS[target]}: not in this moesim's spec "
+                                f"({'sliding layers priced as full causal attention' if 'sliding' in target else 'left out'})")
+    return kwargs
+
+
+def _context(f: _Fields) -> int:
+    """The pre-training sequence length the config records (see the module docstring)."""
+    scaling = f.raw.get("rope_scaling") or {}
+    for key, value in (("initial_context_length", f.raw.get("initial_context_length")),
+                       ("rope_scaling.original_max_position_embeddings",
+                        scaling.get("original_max_position_embeddings") if isinstance(scaling, dict) else None),
+                       ("max_position_embeddings", f.raw.get("max_position_embeddings"))):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            f.used[key.split(".")[0]] = "seq_len (default; --seq-len replaces it)"
+            return value
+    raise ConfigError("config.json: max_position_embeddings", "missing: no sequence length in the config",
+                      "give the sequence length (--seq-len)")
+
+
+def _dtype(f: _Fields) -> str:
+    key = "torch_dtype" if "torch_dtype" in f.raw else "dtype"
+    value = f.raw.get(key, "bfloat16")
+    if value not in TORCH_DTYPES:
+        raise ConfigError(f"config.json: {key}", f"unknown dtype {value!r}", f"use one of {', '.join(TORCH_DTYPES)}")
+    if key in f.raw:
+        f.used[key] = "dtype"
+    return TORCH_DTYPES[value]
+
+
+def _source_text(raw: dict[str, Any], source: str) -> str:
+    meta = raw.get("_moesim_source")
+    url = meta.get("url") if isinstance(meta, dict) else None
+    return f"{url} (shipped as {Path(source).name})" if url else (source or "Hugging Face config.json")

@@ -1,0 +1,105 @@
+"""Hugging Face config.json import: the shipped real configs give the presets exactly, every field
+is accounted for, and bad files are refused naming the field."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moesim.cli import app
+from moesim.errors import ConfigError
+from moesim.workload.hf_config import CONFIG_DIR, load_hf_config, read_hf_config, shipped_config, shipped_names
+from moesim.workload.presets import MODELS
+
+PRESET_CHOICES = {  # what each preset adds to its config.json (the rest must come from the file)
+    "deepseek-v3": {"max_nodes_per_token": 4, "dispatch_dtype": "fp8", "gemm_dtype": "fp8"},
+    "mixtral-8x7b": {"seq_len": 4096}, "mixtral-8x22b": {"seq_len": 4096},
+    "qwen3-30b-a3b": {"seq_len": 4096}, "qwen3-235b-a22b": {"seq_len": 4096},
+}
+
+
+def _raw(name: str) -> dict:
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_shipped_config_gives_the_preset(name: str) -> None:
+    spec = shipped_config(name, **PRESET_CHOICES.get(name, {})).spec
+    preset = MODELS[name]
+    assert dataclasses.replace(spec, source=preset.source) == preset
+    assert _raw(name)["_moesim_source"]["url"].startswith("https://huggingface.co/")
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_every_field_is_accounted_for(name: str) -> None:
+    imp = shipped_config(name)
+    seen = {k for k, _ in imp.used} | {k for k, _ in imp.not_modelled} | set(imp.no_cost)
+    assert seen >= {k for k in _raw(name) if not k.startswith("_")}
+
+
+def test_deepseek_v3_parts() -> None:
+    spec = shipped_config("deepseek-v3").spec
+    assert (spec.kv_lora_rank, spec.q_lora_rank, spec.qk_rope_head_dim, spec.head_dim) == (512, 1536, 64, 128)
+    assert (spec.n_groups, spec.topk_groups, spec.first_k_dense, spec.num_shared_experts) == (8, 4, 3, 1)
+    assert spec.num_nextn_predict_layers == 1 and spec.score_func == "sigmoid" and spec.seq_len == 4096
+    assert spec.num_moe_layers == 58
+
+
+def test_gpt_oss_window_and_sinks() -> None:
+    imp = shipped_config("gpt-oss-120b")
+    assert imp.spec.sliding_window == 128 and imp.spec.attention_sinks
+    assert imp.spec.layer_types.count("sliding_attention") == 18
+    assert dict(imp.not_modelled).keys() == {"attention_bias", "quantization_config"}
+
+
+def test_qwen3_sparse_step_and_dense_layers() -> None:
+    raw = {**_raw("qwen3-30b-a3b"), "decoder_sparse_step": 2, "mlp_only_layers": [1]}
+    spec = read_hf_config(raw, name="q").spec
+    assert spec.moe_layer_freq[:4] == (0, 0, 0, 1)
+    assert spec.num_moe_layers == 23
+
+
+def test_unknown_architecture_is_named() -> None:
+    with pytest.raises(ConfigError, match="unknown architecture 'bert'"):
+        read_hf_config({"model_type": "bert", "architectures": ["BertModel"]})
+
+
+def test_unknown_field_is_named_or_listed() -> None:
+    raw = {**_raw("llama3-8b"), "rope_magic": 3}
+    with pytest.raises(ConfigError, match="rope_magic"):
+        read_hf_config(raw)
+    imp = read_hf_config(raw, strict=False)
+    assert "rope_magic" in dict(imp.not_modelled)
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match="num_hidden_layers"):
+        read_hf_config({**_raw("llama3-8b"), "num_hidden_layers": "32"})
+    with pytest.raises(ConfigError, match="hidden_act"):
+        read_hf_config({**_raw("llama3-8b"), "hidden_act": "gelu"})
+    with pytest.raises(ConfigError, match="vocab_size: missing"):
+        read_hf_config({k: v for k, v in _raw("llama3-8b").items() if k != "vocab_size"})
+
+
+def test_directory_and_bad_json(tmp_path: Path) -> None:
+    (tmp_path / "my-model").mkdir()
+    (tmp_path / "my-model" / "config.json").write_text(json.dumps(_raw("mixtral-8x7b")))
+    assert load_hf_config(tmp_path / "my-model").spec.name == "my-model"
+    (tmp_path / "bad.json").write_text('{"model_type": "llama", ')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_hf_config(tmp_path / "bad.json")
+
+
+def test_cli_from_hf() -> None:
+    runner = CliRunner()
+    out = runner.invoke(app, ["model", "from-hf", str(CONFIG_DIR / "gpt-oss-120b.json")])
+    assert out.exit_code == 0, out.output
+    assert "not modelled" in out.output and "attention_bias" in out.output and "sliding_window" in out.output
+    js = runner.invoke(app, ["model", "from-hf", str(CONFIG_DIR / "qwen3-30b-a3b.json"), "--format", "json",
+                             "--seq-len", "2048"])
+    assert json.loads(js.output)["spec"]["seq_len"] == 2048
+    bad = runner.invoke(app, ["model", "from-hf", "/nonexistent/config.json"])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
