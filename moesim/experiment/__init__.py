@@ -1,5 +1,5 @@
 """Scenarios, experiments and the runner behind ``moesim run``."""
 from moesim.experiment.experiment import Comparison, Experiment, load_experiment
-from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+from moesim.experiment.scenario import MoEOptions, OverlapOptions, ParallelPlan, Scenario
 
-__all__ = ["Comparison", "Experiment", "MoEOptions", "ParallelPlan", "Scenario", "load_experiment"]
+__all__ = ["Comparison", "Experiment", "MoEOptions", "OverlapOptions", "ParallelPlan", "Scenario", "load_experiment"]

@@ -26,7 +26,8 @@ from moesim.workload.moe import MoESpec
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.lowering.resolve import (PROFILE_DIR, PROFILE_FOR_GPU, eager_host_counts, group_link_kind,  # noqa: F401
                                      make_routing, make_schedule, resolve_cost_model, resolve_model,
-                                     scenario_host)
+                                     scenario_host, scenario_overlap)
+from moesim.lowering.overlap import compute_slowdown, lowering_kwargs, table_kwargs
 from moesim.lowering.sized_latency import sized_latency
 from moesim.schedules.model import Schedule
 from moesim.topology.loader import load_topology
@@ -66,13 +67,15 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     spec = resolve_model(scn.model)
     cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile)
     sched = make_schedule(scn)
+    overlap = scenario_overlap(scn)
     ranks = tuple(plan.rank(t, d, p) for p in range(plan.pp) for d in range(plan.dp) for t in range(plan.tp))
     grid = Grid(plan.tp, plan.dp, plan.pp, ranks)
     exchange = None
     if isinstance(spec, MoESpec):
         table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                               sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                              recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe))
+                              recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
+                              **table_kwargs(overlap))
         exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
     else:
         if plan.ep > 1:
@@ -85,7 +88,8 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
             raise ConfigError("faults.slow_gpus", f"rank {rank} is not a GPU of {topo.name}",
                               f"use 0..{topo.num_gpus - 1}")
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
-                     overlap_slowdown=scn.overlap_slowdown or cost.overlap_slowdown(), compute_scale=faults.slow_gpus,
+                     overlap_slowdown=compute_slowdown(overlap, scn.overlap_slowdown, cost, topo.gpu_kind),
+                     compute_scale=faults.slow_gpus,
                      jitter_ns=faults.jitter_ns, seed=scn.seed)
     tp_kind = group_link_kind(topo, grid.tp_group(0, 0))
     dp_kind = group_link_kind(topo, grid.dp_group(0, 0))
@@ -97,7 +101,6 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         tp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.tp, tp_kind) if plan.tp > 1 else 0,
         dp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", plan.dp, dp_kind) if plan.dp > 1 else 0,
         p2p_latency_ns=cost.p2p_latency_ns(group_link_kind(topo, [grid.gpu(0, 0, 0), grid.gpu(0, 0, min(1, plan.pp - 1))])),
-        dp_overlap=plan.dp_overlap,
         p2p_overlap=plan.p2p_overlap,
         pair_overlap=plan.pair_overlap,
         dp_algorithm="hierarchical" if len({topo.host_of(r) for r in grid.dp_group(0, 0)}) > 1 else "ring",
@@ -105,6 +108,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
         grad_sync=scn.grad_sync,
         optimizer=scn.optimizer,
         accumulate=_accumulation(scn, table), accumulate_first=scn.grad_accumulation == "add_every",
+        **lowering_kwargs(overlap, plan.dp_overlap),
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
     with gc_paused():

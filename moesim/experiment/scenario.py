@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults
 from moesim.lowering.host import host_mode
+from moesim.lowering.overlap import OverlapOptions
 from moesim.memory.config import MemoryConfig
 from moesim.moe.routing import RoutingConfig
 from moesim.workload.parallel import ParallelPlan
@@ -130,7 +131,8 @@ class Scenario:
     kernel), ``"add"`` (PyTorch autograd's ``.grad += g``: one add kernel per parameter tensor,
     :mod:`moesim.lowering.grad_accumulation`) or ``"add_every"`` (the same, with ``.grad`` kept
     from before the step, as a loop without ``zero_grad`` does: every microbatch adds). ``gpus_per_node`` replaces the topology file's
-    GPUs per node (e.g. one GPU of a DGX H200)."""
+    GPUs per node (e.g. one GPU of a DGX H200). ``overlap`` holds the frameworks' communication-overlap
+    switches under their Megatron names (:class:`moesim.lowering.overlap.OverlapOptions`)."""
 
     name: str
     topology: str
@@ -155,6 +157,7 @@ class Scenario:
     grad_sync: bool = True
     gpus_per_node: int | None = None
     profile: str | None = None
+    overlap: OverlapOptions = field(default_factory=OverlapOptions)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -255,6 +258,8 @@ class Scenario:
 _GROUPS = (  # Scenario fields holding a config object: (field, its class, the fix)
     ("plan", ParallelPlan, "give ParallelPlan(...), or set one of its fields, e.g. plan.tp"),
     ("moe", MoEOptions, "give MoEOptions(...), or set one of its fields, e.g. moe.placement"),
+    ("overlap", OverlapOptions, "give OverlapOptions(...) (moesim.lowering.overlap), or set one of its fields, "
+                                "e.g. overlap.overlap_moe_expert_parallel_comm"),
     ("memory", MemoryConfig, "give MemoryConfig(...), or leave it out for the defaults, or set one of its fields, "
                              "e.g. memory.recompute"),
 )

@@ -38,6 +38,7 @@ class Exchange:
     layer: int
     phase: str
     shared: StageWork
+    wgrad: bool = False   # B only: the experts' weight gradients run before the dispatch backward
 
 
 def _is_ep(item: ProgramItem) -> bool:
@@ -75,13 +76,17 @@ class MoEStageTable(StageTable):
     def __init__(self, spec: moe_ops.MoESpec, schedule, cost, *, tp: int, ep: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, recompute: str = "none",
                  experts: str = "grouped", token_movement: str = "torchtitan",
-                 capacity_factor: "float | None" = None, autograd: bool = True) -> None:
+                 capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
+                 fused_wgrad: bool = False) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute, autograd=autograd)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
         moe_exec.check_exec(experts, token_movement, capacity_factor)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
+        # moesim.lowering.overlap: shared experts during the dispatch (else before it); a BW's
+        # weight gradients inside each layer's backward (else after the whole input backward)
+        self.shared_overlap, self.fused_wgrad = shared_overlap, fused_wgrad
         # padded: each source rank sends every expert exactly its capacity (Megatron pads before the all-to-all)
         self.capacity = (moe_exec.capacity(capacity_factor, self.tokens_per_rank, spec.top_k, spec.num_experts)
                          if experts == "padded" else 0)
@@ -94,7 +99,41 @@ class MoEStageTable(StageTable):
             rest = [x for x in program if not _is_expert(x)]
             return [self._cost(acc + rest), Exchange(layer, "W", StageWork(0, 0.0))], []
         pre, post, shared = split_moe_program(program)
+        if not self.shared_overlap:   # shared experts before the router: the dispatch waits for them
+            return [*self._synced(acc + shared + pre), Exchange(layer, kind, StageWork(0, 0.0))], list(post)
         return [*self._synced(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
+
+    @lru_cache(maxsize=None)
+    def _segments(self, kind: str, stage: int) -> tuple:
+        if kind == "BW" and self.fused_wgrad:
+            return tuple(self._fused_backward(stage))
+        return super()._segments(kind, stage)
+
+    def _fused_backward(self, stage: int) -> list:
+        """A BW whose weight gradients stay inside each layer's backward (Megatron without
+        ``--delay-wgrad-compute``): a layer's dense weight gradients follow its input gradients,
+        its experts' run in the exchange before the dispatch backward, the shared experts' with
+        the shared experts' input gradients."""
+        before, after = self._edges("B", stage)
+        w_before, w_after = self._edges("W", stage)
+        out: list = []
+        acc: list[ProgramItem] = list(before) + list(w_before)
+        for layer in reversed(list(self._layer_range(stage))):
+            acc = acc + self._recomputed(layer)
+            program, weights = self._program("B", layer), self._program("W", layer)
+            if not self.spec.is_moe_layer(layer):
+                acc = acc + program + weights
+                continue
+            pre, post, shared = split_moe_program(program)
+            shared = shared + [x for x in weights if _is_shared(x)]
+            dense_w = [x for x in weights if not _is_shared(x) and not _is_expert(x)]
+            if not self.shared_overlap:
+                out += [*self._synced(acc + shared + pre), Exchange(layer, "B", StageWork(0, 0.0), wgrad=True)]
+            else:
+                out += [*self._synced(acc + pre), Exchange(layer, "B", self._cost(shared), wgrad=True)]
+            acc = list(post) + dense_w
+        out.append(self._cost(acc + after + w_after))
+        return out
 
     def _synced(self, program: list[ProgramItem]) -> list[StageWork]:
         """``program`` as compute segments cut after each op whose result the host must read

@@ -132,7 +132,8 @@ class MoEExchangeLowering:
             self._count_bytes(flows, seg.phase)
         _shared_experts(sim, seg, ctx, gpus, keys, ready, args)
         phase = "F" if seg.phase == "F" else "B"
-        last = self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound)
+        last = self._wgrad(sim, seg, ctx, gpus, plan, keys, ready,
+                           self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound))
         for i in range(n):
             flows = [(gpus[j], gpus[i], float(tok[i, j]) * back_b) for j in range(n) if j != i and tok[i, j] > 0]
             deps = [last[j] for j in range(n) if j == i or tok[i, j] > 0] + ready[keys[i]]
@@ -165,13 +166,24 @@ class MoEExchangeLowering:
                          deps=[ready[k][-1] for k in keys], args=args)
         inbound = {j: there for j in range(n)}
         _shared_experts(sim, seg, ctx, gpus, keys, ready, args)
-        last = self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready, after=inbound)
+        last = self._wgrad(sim, seg, ctx, gpus, plan, keys, ready,
+                           self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready,
+                                         after=inbound))
         back = sim.comm(streams, phase(back_b, True), f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all",
                         deps=[last[j] for j in range(n)] + [ready[k][-1] for k in keys], args=args)
         for k in keys:
             ready[k] = [back]
         if seg.phase == "F":
             self.stats.dropped_tokens += plan.dropped
+
+    def _wgrad(self, sim, seg: Exchange, ctx: dict, gpus, plan: ExchangePlan, keys, ready,
+               last: dict[int, Task]) -> dict[int, Task]:
+        """With ``seg.wgrad`` (a backward whose weight gradients are not delayed:
+        :mod:`moesim.lowering.overlap`) the experts' weight gradients follow their input
+        gradients on each GPU, and the dispatch backward waits for them; else ``last`` as is."""
+        if not seg.wgrad:
+            return last
+        return self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after=last)
 
     def _tokens(self, plan: ExchangePlan) -> np.ndarray:
         """Rows each source sends each GPU: the plan's, or every local expert's capacity when padded."""

@@ -131,6 +131,9 @@ class LoweringOptions:
     optimizer: bool = True    # False: no optimizer step (nor ZeRO-1's parameter all-gather)
     accumulate: object = None  # callable(action) -> StageWork: gradient adds after a later microbatch's backward
     accumulate_first: bool = False  # .grad exists before the first microbatch (adds after every backward)
+    tp_overlap: bool = False  # --tp-comm-overlap: a segment's TP collective runs alongside its GEMMs
+    param_gather_overlap: bool = False  # --overlap-param-gather: ZeRO-1's all-gather at the step's start,
+    #                                     each chunk's first forward waits for its own
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -157,6 +160,8 @@ def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: Stage
                 for d in range(grid.dp):
                     slot_head[(d, p, step.second)] = compute[(d, p, step.first)]
     sends = _wire_pipeline(sim, schedule, grid, table, opts, done, slot_head)
+    if has_backward(schedule) and gradient_sync is None and _gathers_params(opts, grid) and opts.param_gather_overlap:
+        _param_gather_prologue(sim, schedule, grid, table, opts, compute)
     if not has_backward(schedule):   # forward-only: no gradients to sync, no optimizer step
         return {"actions": len(done), "sends": sends, "dp_collectives": 0}
     if gradient_sync is not None:
@@ -257,6 +262,11 @@ def _ctx(schedule: Schedule, a: Action, index: int, p: int) -> dict:
 def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, ready: dict) -> dict:
     """One compute task per GPU of each TP group, then the folded TP collective."""
     name = ctx["name"] + (f":{w.label}" if w.label else "")
+    if opts.tp_overlap and grid.tp > 1 and w.tp_bytes > 0:
+        def args_of(d: int, t: int) -> dict:
+            return {**ctx["args"], "flops": w.flops, "dp": d, "tp": t, "kernels": w.kernels, "host_ns": w.host_ns,
+                    **({"host_sync": True} if w.host_sync else {}), **({"op_ns": dict(w.op_ns)} if w.op_ns else {})}
+        return _lower_work_tp_overlap(sim, grid, opts, w, a, ctx, p, ready, name, args_of)
     tasks = {}
     for d in range(grid.dp):
         group = grid.tp_group(d, p)
@@ -276,6 +286,36 @@ def _lower_work(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, rea
                                            "calls": max(1, w.tp_calls or w.tp_collectives)})
             for t in range(grid.tp):
                 ready[(d, t)] = [tp_task]
+    return tasks
+
+
+def _lower_work_tp_overlap(sim, grid, opts, w: StageWork, a: Action, ctx: dict, p: int, ready: dict,
+                           name: str, args_of) -> dict:
+    """``--tp-comm-overlap``: per GPU the segment's non-GEMM kernels, then its GEMMs; the folded
+    TP collective starts when the non-GEMM part ends, so it runs alongside the GEMMs (TE's
+    userbuffers overlap); a zero-time join on ``comm.tp`` ends when both have, and is what the
+    next segment waits for. Exposed TP time per segment: ``max(0, tp - GEMM time)``."""
+    gemm_ns = min(w.duration_ns, sum(ns for cls, ns in w.op_ns if "GEMM" in cls))
+    tasks = {}
+    for d in range(grid.dp):
+        group = grid.tp_group(d, p)
+        heads, tails = [], []
+        for t, g in enumerate(group):
+            rest = w.duration_ns - gemm_ns
+            head = sim.compute(g, rest, name, category=w.category or CATEGORY[a.kind], deps=ready[(d, t)],
+                               args=args_of(d, t), region_ns=min(w.region_ns, rest))
+            tail = sim.compute(g, gemm_ns, f"{name}:gemm", category=w.category or CATEGORY[a.kind], deps=[head],
+                               args={**ctx["args"], "flops": 0.0, "dp": d, "tp": t, "kernels": 0, "tp_overlapped": True})
+            heads.append(head)
+            tails.append(tail)
+            tasks[(d, t)] = head
+        tp_task = sim.collective("all_reduce", group, w.tp_bytes, f"tp:{name}", stream="comm.tp",
+                                 step_latency_ns=_tp_latency(opts, w), deps=heads,
+                                 args={"stage": a.stage, "microbatch": a.microbatch, "overlapped": True,
+                                       "calls": max(1, w.tp_calls or w.tp_collectives)})
+        for t, g in enumerate(group):
+            ready[(d, t)] = [sim.comm([(g, "comm.tp")], [], f"tp.join:{name}", category="all_reduce",
+                                      deps=[tails[t], tp_task], args={"stage": a.stage, "microbatch": a.microbatch})]
     return tasks
 
 
@@ -415,7 +455,7 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
                 opt[(d, t, p)] = sim.compute(grid.gpu(t, d, p), ns, "optimizer", category="optimizer",
                                              deps=finished.get((d, p, t), []) + syncs.get((d, t, p), []),
                                              args={"pp_rank": p})
-    if shards != (1, 1):  # ZeRO-1: every GPU gathers the parameters the others updated
+    if shards != (1, 1) and not opts.param_gather_overlap:  # ZeRO-1: every GPU gathers what the others updated
         param_bytes = float(getattr(table, "param_dtype_bytes", 2))
         for p in range(grid.pp):
             experts = sum(float(expert_bytes(p, c)) for c in _chunks(schedule)) if expert_bytes is not None else 0.0
@@ -435,3 +475,53 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
                                    [opt[(d, t, p)] for d in members], {"pp_rank": p, "ep_rank": e}, "ring")
                         added += 1
     return added
+
+
+def _gathers_params(opts: LoweringOptions, grid: Grid) -> bool:
+    """Whether the step ends its ZeRO-1 optimizer with a parameter all-gather."""
+    return opts.zero and grid.dp > 1 and opts.grad_sync and opts.optimizer
+
+
+def _param_gather_prologue(sim, schedule, grid, table, opts, compute) -> int:
+    """``--overlap-param-gather``: the all-gather of the parameters the previous step's sharded
+    optimizer updated, per model chunk, issued on ``comm.dp`` before anything else there; the
+    chunk's first forward on each GPU waits for its own (Megatron's forward pre-hook waits for
+    the bucket's all-gather). Sizes are the end-of-step gathers' (dense over the DP group,
+    routed experts over their expert-data-parallel group)."""
+    ep = int(getattr(table, "ep", 1) or 1)
+    edp = grid.dp // ep if ep > 1 and grid.dp % ep == 0 else grid.dp
+    expert_bytes = getattr(table, "expert_grad_bytes", None)
+    grad_b = float(getattr(table, "grad_dtype_bytes", 4))
+    param_b = float(getattr(table, "param_dtype_bytes", 2))
+    added = 0
+    for p in range(grid.pp):
+        firsts = _first_forwards(schedule, p)
+        for chunk, first in firsts.items():
+            experts = float(expert_bytes(p, chunk)) if expert_bytes is not None and edp != grid.dp else 0.0
+            dense = (table.grad_bytes(p, chunk) - experts) / grad_b * param_b
+            for t in range(grid.tp):
+                groups = [list(range(grid.dp))] if dense > 0 else []
+                sizes = [dense] if dense > 0 else []
+                if experts > 0 and edp > 1:
+                    groups += [[k * ep + e for k in range(edp)] for e in range(ep)]
+                    sizes += [experts / grad_b * param_b] * ep
+                for members, nbytes in zip(groups, sizes):
+                    task = sim.collective("all_gather", [grid.gpu(t, d, p) for d in members], nbytes,
+                                          f"dp:params.c{chunk}", stream="comm.dp",
+                                          algorithm=opts.dp_algorithm if len(members) == grid.dp else "ring",
+                                          step_latency_ns=opts.dp_step_latency_ns,
+                                          args={"pp_rank": p, "chunk": chunk, "overlapped": True})
+                    for d in members:
+                        sim.add_dep(compute[(d, p, first)][t], task)
+                    added += 1
+    return added
+
+
+def _first_forwards(schedule: Schedule, p: int) -> dict[int, Action]:
+    """Each model chunk's first forward action on pipeline rank ``p``."""
+    firsts: dict[int, Action] = {}
+    for step in schedule.steps[p]:
+        for a in actions_of(step):
+            if a.kind == "F":
+                firsts.setdefault(schedule.chunk_of(a.path, a.stage), a)
+    return firsts

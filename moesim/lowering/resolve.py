@@ -16,6 +16,7 @@ from moesim.costs.base import CostModel
 from moesim.errors import ConfigError
 from moesim.lowering.host import HostPricing, host_pricing
 from moesim.lowering.moe_costs import MoEStageTable
+from moesim.lowering.overlap import OverlapOptions, check_overlap, combined_1f1b
 from moesim.lowering.pipeline import Grid, forward_schedule
 from moesim.schedules import generate, validate
 from moesim.schedules.model import Schedule
@@ -104,7 +105,21 @@ def make_schedule(scn: Scenario) -> Schedule:
                           "set vpp=1 or schedule='interleaved'")
     sched = generate(scn.schedule, plan.pp, plan.num_microbatches, chunks)
     validate(sched)
-    return forward_schedule(sched) if scn.mode == "forward" else sched
+    if scn.mode == "forward":
+        return forward_schedule(sched)
+    overlap = scenario_overlap(scn)
+    return combined_1f1b(sched) if overlap.overlap_moe_expert_parallel_comm else sched
+
+
+def scenario_overlap(scn: Scenario) -> OverlapOptions:
+    """The scenario's overlap switches, checked against its plan, schedule, memory and dispatcher
+    (what Megatron refuses together is refused naming both sides)."""
+    overlap = getattr(scn, "overlap", None) or OverlapOptions()
+    plan = scn.plan
+    check_overlap(overlap, schedule=scn.schedule, pp=plan.pp, vpp=plan.vpp, ep=plan.ep,
+                  recompute=scn.memory.recompute, zero=scn.memory.effective_zero_stage >= 1,
+                  dp_overlap=plan.dp_overlap, dispatcher=scn.moe.dispatcher)
+    return overlap
 
 
 def scenario_host(scn: Scenario, cost: CostModel) -> HostPricing:
