@@ -23,6 +23,7 @@ from typing import Any
 from moesim.costs.devices import GIB, DeviceSpec, get_device
 from moesim.errors import ConfigError
 from moesim.memory import parts as P
+from moesim.memory.activations import check_modules_exist
 from moesim.memory.config import DEFAULT_P2P_BUFFERS_PER_PATH, MemoryConfig
 from moesim.memory.layout import (
     Layout,
@@ -136,6 +137,8 @@ def memory_budget(spec: Any, plan: "ParallelPlan", schedule_name: str = "1f1b",
     """
     config = config or MemoryConfig()
     dev = device if isinstance(device, DeviceSpec) else get_device(device)
+    if config.active_recompute_modules and isinstance(spec, TransformerSpec) and config.recompute_modules is not None:
+        check_modules_exist(spec, config.recompute_modules)
     if config.inference:
         layout = looped_layout(plan.pp, plan.vpp, spec.num_layers)
         sharding = _sharding(spec, plan, config, layout)
@@ -143,7 +146,7 @@ def memory_budget(spec: Any, plan: "ParallelPlan", schedule_name: str = "1f1b",
         sched_label = "none"
     else:
         schedule = make_schedule(schedule_name, plan)
-        layout = layout_from_schedule(schedule, spec.num_layers)
+        layout = layout_from_schedule(schedule, spec.num_layers, *config.split_slots(spec))
         sharding = _sharding(spec, plan, config, layout)
         ranks = [_training_rank(spec, plan, config, sharding, layout, schedule, r) for r in range(layout.num_ranks)]
         sched_label = schedule_name
@@ -188,6 +191,9 @@ def _rank_params(spec: Any, plan: "ParallelPlan", config: MemoryConfig, layout: 
             totals[kind] += count
         largest = max(largest, sum(layer.values()))
     first, last = layout.holds_first(rank), layout.holds_last(rank)
+    if last:
+        for kind, count in P.mtp_params(spec, plan.tp, config).items():
+            totals[kind] += count
     embedding = P.embedding_params(spec, plan.tp) if first else 0.0
     head = P.head_params(spec, plan.tp, first) if last else 0.0
     totals["embedding"] = embedding + head
@@ -270,6 +276,8 @@ def _notes(spec: Any, config: MemoryConfig, sharding: Sharding, layout: Layout) 
                      f"{f', /{config.expert_tp} expert-TP' if config.expert_tp > 1 else ''}; "
                      f"expert-DP group {sharding.expert_dp}")
     if not config.inference:
-        notes.append(f"ZeRO stage {sharding.zero_stage}; recompute {config.recompute}; "
-                     f"optimizer {config.optimizer} ({config.optimizer_bytes_per_param:g} B/param before sharding)")
+        notes.append(f"{config.options()}; optimizer {config.optimizer} "
+                     f"({config.optimizer_bytes_per_param:g} B/param before sharding)")
+    if getattr(spec, "num_nextn_predict_layers", 0) and not config.inference:
+        notes.append(f"the last stage also holds {spec.num_nextn_predict_layers} MTP module(s)")
     return tuple(notes)

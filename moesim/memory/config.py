@@ -52,9 +52,27 @@ def _check_choice(field: str, value: object, choices: tuple) -> None:
 class MemoryConfig:
     """How the memory of one GPU is spent, beyond what the plan and the model say.
 
-    Training:
-        recompute: "none", "selective" (drop attention scores, Korthikanti et al. 2022) or
-            "full" (keep only each layer's input), as :mod:`moesim.workload.transformer`.
+    Training (Megatron-Core names; :mod:`moesim.memory.activations` lists the tensors each frees):
+        recompute: ``--recompute-granularity``: "none", "selective" (recompute the modules of
+            ``recompute_modules``) or "full" (keep only each layer's input).
+        recompute_modules: ``--recompute-modules`` under "selective": any of core_attn, moe_act,
+            layernorm, mla_up_proj, mlp, moe, shared_experts; None = Megatron's default
+            (core_attn: Korthikanti et al. 2022's selective recomputation).
+        fp8_linear_inputs: linear layers keep the FP8 copy of their inputs (1 B + a fp32 scale
+            per 128) instead of bf16, as FP8 training (TE, DeepSeek-V3 §3.3) does; None = when
+            the model's GEMMs run in FP8 (``spec.gemm_dtype``).
+        fp8_swiglu_inputs: MoE SwiGLU inputs cached in FP8 too (DeepSeek-V3 §3.3.3).
+        probs_on_expert_output: the router scores multiply the expert outputs, so backward keeps
+            them (torchtitan); False: applied inside the activation (Megatron's grouped MLP).
+        moe_permute_fusion: ``--moe-permute-fusion``: the received tokens are permuted in place
+            of a second copy; without it the dispatch holds both (``a2a_buffers``).
+        precision_aware_optimizer: ``--use-precision-aware-optimizer`` (needs the distributed
+            optimizer): Adam moments in ``exp_avg_dtype`` / ``exp_avg_sq_dtype``
+            (``--exp-avg-dtype``, ``--exp-avg-sq-dtype``), master weights in ``main_params_dtype``.
+        account_for_embedding_in_pipeline_split / account_for_loss_in_pipeline_split: Megatron's
+            options: the embedding counts as one layer of the first stage, the output head
+            and loss (and each MTP module, a decoder layer of the last stage, as Megatron's
+            ``mL`` layout) as layers of the last, when splitting layers over stages.
         zero_stage: 0-3. 1 shards optimizer states over data parallelism, 2 also gradients,
             3 also parameters (plus a gather buffer). ``distributed_optimizer`` (Megatron) is
             ZeRO-1: it raises a stage-0 config to 1.
@@ -79,6 +97,17 @@ class MemoryConfig:
     """
 
     recompute: str = "none"
+    recompute_modules: tuple[str, ...] | None = None
+    fp8_linear_inputs: bool | None = None
+    fp8_swiglu_inputs: bool = False
+    probs_on_expert_output: bool = False
+    moe_permute_fusion: bool = True
+    precision_aware_optimizer: bool = False
+    exp_avg_dtype: str = "fp32"
+    exp_avg_sq_dtype: str = "fp32"
+    main_params_dtype: str = "fp32"
+    account_for_embedding_in_pipeline_split: bool = False
+    account_for_loss_in_pipeline_split: bool = False
     zero_stage: int = 0
     distributed_optimizer: bool = False
     optimizer: str = "adam"
@@ -106,7 +135,8 @@ class MemoryConfig:
         _check_int("zero_stage", self.zero_stage, 0)
         _check_choice("zero_stage", self.zero_stage, ZERO_STAGES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        for field in ("param_dtype", "optimizer_state_dtype", "kv_cache_dtype"):
+        for field in ("param_dtype", "optimizer_state_dtype", "kv_cache_dtype", "exp_avg_dtype", "exp_avg_sq_dtype",
+                      "main_params_dtype"):
             _check_dtype(field, getattr(self, field))
         if self.grad_dtype is not None:
             _check_dtype("grad_dtype", self.grad_dtype)
@@ -115,13 +145,99 @@ class MemoryConfig:
             _check_int(field, getattr(self, field), minimum)
         if self.p2p_buffers is not None:
             _check_int("p2p_buffers", self.p2p_buffers, 0)
-        for field in ("distributed_optimizer", "master_weights", "flash_attention", "dropout", "inference"):
+        for field in ("distributed_optimizer", "master_weights", "flash_attention", "dropout", "inference",
+                      "fp8_swiglu_inputs", "probs_on_expert_output", "moe_permute_fusion", "precision_aware_optimizer",
+                      "account_for_embedding_in_pipeline_split", "account_for_loss_in_pipeline_split"):
             if not isinstance(getattr(self, field), bool):
                 raise ConfigError(field, f"must be true or false, got {getattr(self, field)!r}")
+        if self.fp8_linear_inputs is not None and not isinstance(self.fp8_linear_inputs, bool):
+            raise ConfigError("fp8_linear_inputs", f"must be true, false or None, got {self.fp8_linear_inputs!r}")
+        self._check_recompute_modules()
+        self._check_optimizer_precision()
         self._check_bytes()
         frac = self.w_retained_fraction
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
             raise ConfigError("w_retained_fraction", f"must be a number in [0, 1], got {frac!r}")
+
+    def _check_recompute_modules(self) -> None:
+        """Megatron accepts --recompute-modules only with --recompute-granularity selective, and
+        only the module names it knows."""
+        from moesim.memory.activations import RECOMPUTE_MODULES
+
+        mods = self.recompute_modules
+        if mods is None:
+            return
+        if not isinstance(mods, tuple) or not all(isinstance(m, str) for m in mods):
+            raise ConfigError("recompute_modules", f"must be a tuple of module names, got {mods!r}",
+                              f"use some of: {', '.join(RECOMPUTE_MODULES)}")
+        unknown = [m for m in mods if m not in RECOMPUTE_MODULES]
+        if unknown:
+            raise ConfigError("recompute_modules", f"unknown module {', '.join(map(repr, unknown))}",
+                              f"use some of: {', '.join(RECOMPUTE_MODULES)}")
+        if self.recompute != "selective":
+            raise ConfigError("recompute_modules", f"recompute_modules {mods} needs recompute='selective' "
+                              f"(Megatron --recompute-granularity selective), but recompute is {self.recompute!r}",
+                              "set recompute='selective', or drop recompute_modules")
+
+    def _check_optimizer_precision(self) -> None:
+        """Megatron: --use-precision-aware-optimizer needs --use-distributed-optimizer, and the
+        moment / master dtypes are its options only."""
+        changed = [f for f in ("exp_avg_dtype", "exp_avg_sq_dtype", "main_params_dtype") if getattr(self, f) != "fp32"]
+        if changed and not self.precision_aware_optimizer:
+            raise ConfigError(changed[0], f"{changed[0]}={getattr(self, changed[0])!r} needs "
+                              "precision_aware_optimizer (Megatron --use-precision-aware-optimizer)",
+                              "set precision_aware_optimizer=True, or use optimizer_state_dtype")
+        if self.precision_aware_optimizer and self.effective_zero_stage < 1:
+            raise ConfigError("precision_aware_optimizer", "the precision-aware optimizer needs the distributed "
+                              "optimizer (Megatron --use-distributed-optimizer), but zero_stage is 0",
+                              "set distributed_optimizer=True (or zero_stage >= 1)")
+        if self.precision_aware_optimizer and self.optimizer_state_dtype != "fp32":
+            raise ConfigError("optimizer_state_dtype", "set both optimizer_state_dtype and precision_aware_optimizer: "
+                              "the moments' dtypes are exp_avg_dtype / exp_avg_sq_dtype there",
+                              "keep optimizer_state_dtype='fp32' with precision_aware_optimizer")
+
+    @property
+    def active_recompute_modules(self) -> tuple[str, ...]:
+        """The recompute modules in force: none unless recompute is 'selective'."""
+        from moesim.memory.activations import DEFAULT_RECOMPUTE_MODULES
+
+        if self.recompute != "selective":
+            return ()
+        return self.recompute_modules if self.recompute_modules is not None else DEFAULT_RECOMPUTE_MODULES
+
+    def caches_fp8_linear_inputs(self, spec: object) -> bool:
+        """Whether linear layers keep FP8 copies of their inputs for ``spec``."""
+        if self.fp8_linear_inputs is not None:
+            return self.fp8_linear_inputs
+        return getattr(spec, "linear_dtype", "bf16") == "fp8"
+
+    def options(self) -> str:
+        """The training memory options in force, in Megatron's terms, on one line."""
+        parts = [f"recompute {self.recompute}"]
+        if self.active_recompute_modules:
+            parts[0] += f" ({' '.join(self.active_recompute_modules)})"
+        parts.append(f"ZeRO stage {self.effective_zero_stage}" + (" (distributed optimizer)" if self.distributed_optimizer
+                                                                 else ""))
+        if self.precision_aware_optimizer:
+            parts.append(f"precision-aware optimizer (exp_avg {self.exp_avg_dtype}, exp_avg_sq {self.exp_avg_sq_dtype}, "
+                         f"main params {self.main_params_dtype})")
+        else:
+            parts.append(f"optimizer states {self.optimizer_state_dtype}")
+        fp8 = {True: "FP8 linear inputs", False: "bf16 linear inputs", None: "linear inputs in the GEMM dtype"}
+        parts.append(fp8[self.fp8_linear_inputs] + (" + FP8 SwiGLU inputs" if self.fp8_swiglu_inputs else ""))
+        parts.append("fused permutation" if self.moe_permute_fusion else "unfused permutation (second token copy)")
+        parts.append(f"params {self.param_dtype}")
+        edges = [name for name, on in (("embedding", self.account_for_embedding_in_pipeline_split),
+                                       ("loss", self.account_for_loss_in_pipeline_split)) if on]
+        if edges:
+            parts.append(f"pipeline split counts the {' and '.join(edges)}")
+        return "; ".join(parts)
+
+    def split_slots(self, spec: object) -> tuple[int, int]:
+        """(leading, trailing) non-layer slots of the pipeline split for ``spec``."""
+        leading = 1 if self.account_for_embedding_in_pipeline_split else 0
+        trailing = (1 + getattr(spec, "num_nextn_predict_layers", 0)) if self.account_for_loss_in_pipeline_split else 0
+        return leading, trailing
 
     def _check_bytes(self) -> None:
         for field, optional in (("framework_reserve_bytes", False), ("a2a_buffer_bytes", True)):
@@ -151,5 +267,10 @@ class MemoryConfig:
         are already fp32 or ``master_weights`` is off) plus 2 Adam states or 1 SGD momentum.
         bf16 params + Adam in fp32 = 4 + 4 + 4 = 12 B (ZeRO paper's K = 12)."""
         master = 4.0 if self.master_weights and DTYPE_BYTES[self.param_dtype] < 4 else 0.0
+        if self.precision_aware_optimizer:
+            master = DTYPE_BYTES[self.main_params_dtype] if master else 0.0
+            moments = DTYPE_BYTES[self.exp_avg_dtype] + (DTYPE_BYTES[self.exp_avg_sq_dtype]
+                                                         if self.optimizer == "adam" else 0.0)
+            return master + moments
         states = 2 if self.optimizer == "adam" else 1
         return master + states * DTYPE_BYTES[self.optimizer_state_dtype]

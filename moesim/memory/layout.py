@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moesim.errors import ConfigError
 from moesim.schedules import Schedule, actions_of, peak_activations
 
 Chunk = tuple[int, int]  # (path, stage)
@@ -48,25 +49,37 @@ class Layout:
         return self.num_stages - 1 in self.param_stages(rank)
 
 
-def split_layers(num_layers: int, num_stages: int) -> tuple[range, ...]:
+def split_layers(num_layers: int, num_stages: int, leading: int = 0, trailing: int = 0) -> tuple[range, ...]:
     """Contiguous layer ranges of ``num_stages`` stages; the first ``num_layers % num_stages``
-    stages take one layer more (the worst case of an uneven split)."""
-    base, extra = divmod(num_layers, num_stages)
+    stages take one layer more (the worst case of an uneven split).
+
+    ``leading`` / ``trailing`` slots count as layers of the first / last stage without being
+    layers (Megatron ``--account-for-embedding-in-pipeline-split`` / ``--account-for-loss-in-
+    pipeline-split``): the slots are split evenly and those stages hold that many layers fewer.
+    """
+    slots = num_layers + leading + trailing
+    base, extra = divmod(slots, num_stages)
+    sizes = [base + (1 if stage < extra else 0) for stage in range(num_stages)]
+    sizes[0] -= leading
+    sizes[-1] -= trailing
+    if min(sizes) < 0:
+        raise ConfigError("pipeline split", f"{leading} embedding and {trailing} loss/MTP slots do not fit "
+                          f"{num_layers} layers over {num_stages} stages", "turn the account_for_* options off")
     ranges, start = [], 0
-    for stage in range(num_stages):
-        size = base + (1 if stage < extra else 0)
+    for size in sizes:
         ranges.append(range(start, start + size))
         start += size
     return tuple(ranges)
 
 
-def layout_from_schedule(schedule: Schedule, num_layers: int) -> Layout:
-    """The layout a training schedule implies (its stage-to-rank map)."""
+def layout_from_schedule(schedule: Schedule, num_layers: int, leading: int = 0, trailing: int = 0) -> Layout:
+    """The layout a training schedule implies (its stage-to-rank map); ``leading`` /
+    ``trailing`` as :func:`split_layers`."""
     held = tuple(
         tuple((path, stage) for path in range(schedule.num_paths) for stage in range(schedule.num_stages)
               if schedule.rank_of(path, stage) == rank)
         for rank in range(schedule.num_ranks))
-    return Layout(split_layers(num_layers, schedule.num_stages), held)
+    return Layout(split_layers(num_layers, schedule.num_stages, leading, trailing), held)
 
 
 def looped_layout(pp: int, vpp: int, num_layers: int) -> Layout:

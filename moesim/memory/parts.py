@@ -6,8 +6,11 @@ what shards over the data-parallel group (everything but routed experts) and wha
 the expert-data-parallel group (routed experts). A MoE layer is counted piece by piece here,
 rather than through ``moe_block_weight_bytes``, so that expert replicas, expert TP and an ``ep``
 that does not divide the experts (reported by ``validate_budget``) can be costed; with none of
-those it equals the workload's figure. Activations per microbatch come from
-``layers.activation_bytes``; the fp32 router probabilities inside them are reported apart.
+those it equals the workload's figure. Activations per microbatch are the kept tensors of
+:mod:`moesim.memory.activations` (custom block models: ``layers.activation_bytes``); the fp32
+router probabilities inside them are reported apart. The last stage also holds the MTP
+modules (DeepSeek-V3): their weights, one layer's activations, the projection input and a
+second head's.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import dataclasses
 from typing import Any
 
 from moesim.errors import ConfigError
+from moesim.memory import activations as acts
 from moesim.memory.config import MemoryConfig
 from moesim.ops import DTYPE_BYTES
 from moesim.workload import layers
@@ -74,23 +78,50 @@ def head_params(spec: Any, tp: int, holds_embedding: bool) -> float:
     return (0.0 if shares else embedding_params(spec, tp)) + spec.norm_params
 
 
-def router_state_bytes(spec: Any, layer_index: int, mbs: int, tp: int, sp: bool, recompute: str) -> float:
-    """fp32 router probabilities one MoE layer keeps per microbatch (part of the workload's
-    ``moe_block_activation_bytes``: 4 B x routed tokens x experts); 0 under full recompute."""
-    if recompute == "full" or not spec.is_moe_layer(layer_index):
+def router_state_bytes(spec: Any, layer_index: int, mbs: int, tp: int, sp: bool, config: MemoryConfig) -> float:
+    """fp32 router probabilities one MoE layer keeps per microbatch (4 B x routed tokens x
+    experts); 0 when recomputed (full, or the ``moe`` module) and for custom models."""
+    if not isinstance(spec, TransformerSpec) or not spec.is_moe_layer(layer_index):
         return 0.0
-    return 4.0 * moe_ops.moe_input_tokens(spec, mbs, tp, sp) * spec.num_experts
+    return acts.router_bytes(spec, layer_index, mbs, tp, sp, config)
 
 
 def layer_activation_bytes(spec: Any, layer_index: int, mbs: int, tp: int, sp: bool,
                            config: MemoryConfig) -> float:
-    """Everything layer ``layer_index`` keeps per microbatch on one GPU (router state included).
+    """Everything layer ``layer_index`` keeps per microbatch on one GPU (router state included):
+    the kept tensors of :mod:`moesim.memory.activations` under the config's recomputation and
+    FP8 caching; custom block models through ``layers.activation_bytes``."""
+    if not isinstance(spec, TransformerSpec):
+        return layers.activation_bytes(spec, layer_index, mbs, tp, sp, 1, config.recompute,
+                                       flash_attention=config.flash_attention, dropout=config.dropout)
+    return acts.activation_bytes(spec, layer_index, mbs, tp, sp, config)
 
-    ``ep`` is passed as 1: under balanced routing every rank receives as many token-expert
-    pairs as it sends, so the kept bytes do not depend on ep.
-    """
-    return layers.activation_bytes(spec, layer_index, mbs, tp, sp, 1, config.recompute,
-                                   flash_attention=config.flash_attention, dropout=config.dropout)
+
+def mtp_params(spec: Any, tp: int, config: MemoryConfig) -> dict[str, float]:
+    """Parameters of the MTP modules on one GPU of the last stage, by :data:`PARAM_KINDS`: the
+    block of the last layer's kind (its experts sharded as every MoE layer's), the ``2h -> h``
+    projection and three norms (replicated over TP, as Megatron's MTP)."""
+    out = dict.fromkeys(PARAM_KINDS, 0.0)
+    depth = getattr(spec, "num_nextn_predict_layers", 0) if isinstance(spec, TransformerSpec) else 0
+    if not depth:
+        return out
+    block = layer_params(spec, spec.mtp_layer_index, tp, config)
+    for kind, count in block.items():
+        out[kind] = depth * count
+    out["dense"] += depth * (2 * spec.hidden * spec.hidden + 3 * spec.norm_params)
+    return out
+
+
+def mtp_activation_bytes(spec: Any, mbs: int, tp: int, sp: bool, config: MemoryConfig) -> float:
+    """What the MTP modules keep per microbatch on the last stage: per depth one layer's kept
+    tensors, the projection input (two normed hidden states, 2 x T x h) and a second head's."""
+    depth = getattr(spec, "num_nextn_predict_layers", 0) if isinstance(spec, TransformerSpec) else 0
+    if not depth:
+        return 0.0
+    tokens = spec.tokens(mbs)
+    projection_in = 2 * elem_bytes(spec) * tokens * spec.hidden
+    layer = layer_activation_bytes(spec, spec.mtp_layer_index, mbs, tp, sp, config)
+    return depth * (layer + projection_in + head_activation_bytes(spec, mbs, tp, sp))
 
 
 def head_activation_bytes(spec: Any, mbs: int, tp: int, sp: bool) -> float:
@@ -109,9 +140,9 @@ def chunk_activation(spec: Any, stage_layers: range, last: bool, mbs: int, tp: i
                      config: MemoryConfig) -> tuple[float, float]:
     """(activations without router state, router state) one microbatch keeps in one stage."""
     total = sum(layer_activation_bytes(spec, i, mbs, tp, sp, config) for i in stage_layers)
-    router = sum(router_state_bytes(spec, i, mbs, tp, sp, config.recompute) for i in stage_layers)
+    router = sum(router_state_bytes(spec, i, mbs, tp, sp, config) for i in stage_layers)
     if last:
-        total += head_activation_bytes(spec, mbs, tp, sp)
+        total += head_activation_bytes(spec, mbs, tp, sp) + mtp_activation_bytes(spec, mbs, tp, sp, config)
     return total - router, router
 
 
@@ -125,7 +156,9 @@ def a2a_buffer_bytes(spec: Any, routed_tokens: float, config: MemoryConfig, conc
     if config.a2a_buffer_bytes is not None:
         return float(config.a2a_buffer_bytes)
     per_token = max(moe_ops.dispatch_bytes_per_token(spec), moe_ops.combine_bytes_per_token(spec))
-    return concurrent * 2.0 * routed_tokens * spec.top_k * per_token
+    # Without --moe-permute-fusion the received tokens are copied once more into expert order.
+    copies = 2.0 if config.moe_permute_fusion else 3.0
+    return concurrent * copies * routed_tokens * spec.top_k * per_token
 
 
 def p2p_tensor_bytes(spec: Any, tokens: int, tp: int, sp: bool) -> float:
