@@ -7,8 +7,11 @@ TP; 15,360 sequences of 4K per step (120 microbatches of one sequence per pipeli
 routing (<= 4 nodes per token) with a mild Zipf skew (s = 0.3) standing in for aux-loss-free
 balancing, experts placed contiguously; DeepEP dispatch (one copy of a token per destination
 node over InfiniBand, forwarded over NVLink; fp8 dispatch, bf16 combine). Selective
-recomputation (DeepSeek recomputes RMSNorm and MLA up-projections); moesim's memory model keeps
-activations in bf16 where DeepSeek caches some in FP8, so the memory column says "over".
+recomputation as the report does it (§3.2.3, §3.3.3): RMSNorm (``layernorm``), MLA up-projections
+(``mla_up_proj``) and the MoE SwiGLU output (``moe_act``), FP8-cached linear and SwiGLU inputs,
+BF16 Adam moments, FP32 master weights and gradients, embedding and head counted in the pipeline
+split (``moesim.memory.published``); the memory options and the budget's verdict are printed
+with the results.
 
 Simulated with the reduced engine (``moesim.scale``): one EP group by symmetry, one lane per
 pipeline rank with every all-to-all solved as one phase on the group's real fabric and the
@@ -36,11 +39,12 @@ from moesim.costs.calibrated import CalibratedCostModel
 from moesim.costs.profile import load_profile
 from moesim.experiment import Comparison, Experiment
 from moesim.experiment.build import PROFILE_DIR
-from moesim.memory import MemoryConfig
+from moesim.memory.published import PUBLISHED_LAYOUTS, published_budget
 from moesim.planner.presets import get_preset
 
 PRESET = get_preset("deepseek-v3-h800")
-MEMORY = MemoryConfig(recompute="selective", zero_stage=1, optimizer_state_dtype="bf16")
+MEMORY = PUBLISHED_LAYOUTS["deepseek-v3-2048-h800"].memory
+BUDGET = published_budget("deepseek-v3-2048-h800")
 MEASURED_SLOWDOWN = round(CalibratedCostModel(load_profile(PROFILE_DIR / "h200_sxm.json")).overlap_slowdown(), 3)
 
 
@@ -59,6 +63,8 @@ EXPERIMENT = Experiment(
         scenario("dualpipe-no-overlap", pair_overlap=False, dp_overlap=False),
         scenario("1f1b", schedule="1f1b"),
     ),
+    notes=(f"memory options: {MEMORY.options()}",
+           f"memory per GPU (DualPipe PP16, 120 microbatches, H800): {BUDGET.verdict()}"),
     comparisons=(
         Comparison("dualpipe-no-pair-overlap", "dualpipe",
                    "hiding one microbatch's all-to-all behind the other's compute"),
