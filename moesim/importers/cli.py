@@ -72,3 +72,37 @@ def from_hf(
     else:
         console.print("not modelled: none", highlight=False)
     console.print(f"no effect on time or memory: {', '.join(imp.no_cost) or 'none'}", highlight=False, soft_wrap=True)
+
+
+@trace_app.command("compare")
+def trace_compare(
+    real: Path = typer.Argument(..., help="the real run: a torch.profiler (Kineto) Chrome trace, .json or .json.gz"),
+    sim: Path = typer.Argument(..., help="the simulated run: a *.trace.json written by moesim layer -o or moesim run"),
+    salvage: bool = typer.Option(False, "--salvage", help="read a truncated real trace up to its last complete event"),
+    top: int = typer.Option(3, "--top", help="how many of the biggest misses to name"),
+    fmt: str = typer.Option("text", "--format", help="text or json"),
+) -> None:
+    """Measured vs simulated GPU time per op class (GEMM, grouped GEMM, attention, norm, elementwise,
+    permute & router, each NCCL kind) and per step, with the biggest misses; unclassified kernels
+    are listed with their share of time."""
+    from rich.console import Console
+
+    from moesim.importers.compare import compare
+    from moesim.importers.render import comparison_lines, comparison_tables
+
+    try:
+        if fmt not in ("text", "json"):
+            raise ConfigError("--format", f"unknown format {fmt!r}", "use text or json")
+        result = compare(real, sim, salvage=salvage)
+    except ConfigError as err:
+        _fail(err)
+        return
+    if fmt == "json":
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=1, sort_keys=True))
+        return
+    console = Console()
+    for table in comparison_tables(result):
+        console.print(table)
+    console.print("\n".join(comparison_lines(result, top)), highlight=False, soft_wrap=True)
