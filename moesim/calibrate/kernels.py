@@ -159,6 +159,44 @@ def measure_swiglu(timer: Timer, grid: Grid, device: str, budget: Budget) -> Sec
     return sec
 
 
+GQA_GROUP = 4  # query heads per KV head (Llama-3-8B 32/8, Llama-3-70B 64/8, Qwen3 32/4 is 8)
+
+
+def measure_attention_gqa(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """Causal attention with grouped KV heads as plain PyTorch writes it:
+    ``F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)`` with ``heads /
+    GQA_GROUP`` KV heads (k, v not repeated). SDPA runs another kernel for it than for the
+    ``attention`` section's equal-heads call (on H100 with torch 2.11: the FA2 flash kernel rather
+    than cuDNN's), so these rows carry ``kv_heads`` and ``call: "enable_gqa"``; the grid's largest
+    head_dim only, its batch x heads x seq cells with at least 2 heads."""
+    sec = Section("attention_gqa")
+    shapes = [(d, b, h, s) for d, b, h, s in attention_shapes(grid) if h >= 2 and d == max(grid.attn_head_dim)]
+    if not shapes:
+        return sec
+    numel = max(b * h * s * d for d, b, h, s in shapes)
+    bufs = [randn(numel, device, 20 + i) for i in range(4)]
+    for d, b, h, s in shapes:
+        n, kvh = b * h * s * d, max(1, h // GQA_GROUP)
+        nk = b * kvh * s * d
+        for direction in ("fwd", "bwd"):
+            def one(d: int = d, b: int = b, h: int = h, s: int = s, n: int = n, kvh: int = kvh, nk: int = nk,
+                    direction: str = direction) -> dict:
+                q = bufs[0][:n].view(b, h, s, d).detach().requires_grad_()
+                k, v = (buf[:nk].view(b, kvh, s, d).detach().requires_grad_() for buf in bufs[1:3])
+                def attn() -> torch.Tensor:
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                if direction == "fwd":
+                    st = timer.time(attn)
+                else:
+                    out, dout = attn(), bufs[3][:n].view(b, h, s, d)
+                    st = timer.time(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
+                    del out
+                return {"op": "attention", "dtype": "bf16", "direction": direction, "causal": True, "call": "enable_gqa",
+                        "batch": b, "heads": h, "kv_heads": kvh, "seq": s, "head_dim": d, **st.fields()}
+            sec.attempt(f"gqa {direction} d={d} b={b} h={h} s={s}", budget, one)
+    return sec
+
+
 def attention_shapes(grid: Grid) -> list[tuple[int, int, int, int]]:
     """(head_dim, batch, heads, seq) of the attention grid: every combination whose
     batch x heads x seq stays within ``grid.attn_max_tokens``."""

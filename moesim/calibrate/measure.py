@@ -48,6 +48,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "gemm": (0.2, kernels.measure_gemm),
     "gemm_bwd": (0.35, kernels.measure_gemm_bwd_layouts),
     "attention": (0.12, kernels.measure_attention),
+    "attention_gqa": (0.06, kernels.measure_attention_gqa),  # SDPA enable_gqa=True (another kernel)
     "memory": (0.1, memops.measure_memory),
     "swiglu": (0.08, kernels.measure_swiglu),
     "fp8": (0.05, kernels.measure_gemm_fp8),
