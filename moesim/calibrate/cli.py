@@ -151,6 +151,43 @@ def merge(
     raise typer.Exit(merge_main(flags + [str(out)] + [str(p) for p in inputs]))
 
 
+@app.command("from-trace")
+def from_trace(
+    trace: Path = typer.Argument(..., help="a torch.profiler (Kineto) Chrome trace of your run, .json or .json.gz"),
+    profile: str = typer.Option(None, "--profile", help="the profile to check (default: the shipped one of the "
+                                "trace's GPU)"),
+    out: Path = typer.Option(None, "--out", "-o", help="write the fitted rows here as a profile fragment "
+                             "(then: moesim calibrate merge NEW.json PROFILE.json FRAGMENT.json)"),
+    salvage: bool = typer.Option(False, "--salvage", help="read a truncated trace up to its last complete event"),
+) -> None:
+    """Which kernel classes of a profile a real trace can fill in: every kernel named by its aten op,
+    the classes the profile lacks, and rows fitted for them where the trace recorded shapes."""
+    from moesim.calibrate.from_trace import fragment
+    from moesim.calibrate.from_trace import from_trace as check
+
+    try:
+        result = check(trace, profile, salvage=salvage)
+    except ConfigError as err:
+        _fail(err)
+        return
+    typer.echo(f"{result.trace.path}: {len(result.trace.events)} GPU events on {result.trace.device_name or '?'}; "
+               f"profile {result.profile_path}")
+    typer.echo(f"{'class':<36} {'kernels':>8} {'GPU ms':>9}  profile")
+    for c in result.classes:
+        state = "has rows" if c.in_profile else (f"MISSING: fitted {len(c.rows)} row(s)" if c.rows
+                                                  else f"MISSING, not fitted: {c.why_not}")
+        typer.echo(f"{c.label:<36} {c.kernels:>8} {c.time_ns / 1e6:>9.3f}  {state}")
+    for name, kernels, ns in result.unmapped:
+        typer.echo(f"{'(no profile class) ' + name[:60]:<36} {kernels:>8} {ns / 1e6:>9.3f}  not a class moesim prices")
+    missing = [c.label for c in result.missing]
+    typer.echo(f"missing from the profile: {', '.join(missing) or 'none'}; rows fitted: {len(result.fitted_rows)}")
+    for note in result.trace.notes:
+        typer.echo(f"note: {note}")
+    if out is not None:
+        out.write_text(json.dumps(fragment(result), indent=1, sort_keys=True) + "\n")
+        typer.echo(f"wrote {out} ({len(result.fitted_rows)} rows)")
+
+
 @app.command("show")
 def show(profile: str = typer.Argument("h200_sxm", help="a shipped profile name or a JSON path"),
          as_json: bool = typer.Option(False, "--json", help="print the figures as JSON")) -> None:
