@@ -30,10 +30,10 @@ def kernels(ops) -> list[tuple[str, str]]:
 # -- router and token movement per framework ------------------------------------------------
 def test_torchtitan_forward_kernels_in_launch_order():
     assert kernels(moe_exec.dispatch_side_forward(SPEC, 64, "torchtitan")) == [
-        ("router.gate", ""), ("router.to_fp32", ""), ("router.softmax", "softmax_fp32"), ("router.topk", "topk"),
+        ("router.gate", ""), ("router.to_fp32", "cast_fp32"), ("router.softmax", "softmax_fp32"), ("router.topk", "topk"),
         ("router.histc", "histc"), ("moe.argsort", "argsort"), ("moe.sort_scores", "gather"),
-        ("moe.token_index", ""), ("moe.permute", "gather"), ("moe.probs.to_fp32", ""), ("moe.probs_mul", ""),
-        ("moe.probs.to_dtype", "")]
+        ("moe.token_index", ""), ("moe.permute", "gather"), ("moe.probs.to_fp32", "cast_fp32"), ("moe.probs_mul", ""),
+        ("moe.probs.to_dtype", "cast_bf16")]
     assert kernels(moe_exec.combine_side_forward(SPEC, 64, "torchtitan")) == [
         ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
 

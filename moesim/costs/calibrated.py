@@ -45,8 +45,10 @@ DTYPE_ALIASES = {"fp16": "bf16"}  # same tensor-core rate on Hopper
 OP_ALIASES = {"broadcast": "all_gather"}  # not measured; a ring broadcast moves an all-gather's bytes
 GRAPH_BASE_OP = {"all_to_all_v": "all_to_all", "exchange": "send_recv"}
 # memory variants priced only when named: specific kernels of measured programs (the scatter-add of
-# an MoE unpermute, a fill), not representatives of their kind's generic op
-NAMED_ONLY_VARIANTS = ("index_add", "zeros")
+# an MoE unpermute, a fill, the FP8 quantize kernels of the fp8_scaled section: an amax reduction,
+# a scale and a saturating cast, several times a plain dtype cast's time), not representatives of
+# their kind's generic op
+NAMED_ONLY_VARIANTS = ("index_add", "zeros", "quantize_rowwise", "quantize_tensorwise", "cast_fp8")
 
 
 class CalibratedCostModel:

@@ -119,7 +119,7 @@ def _titan_router(s: _Shape) -> list[ComputeOp]:
     T, E, P = s.T, s.E, s.P
     score = (_mem("softmax", 8 * T * E, "router.softmax", "softmax_fp32") if s.score == "softmax"
              else _mem("elementwise", 8 * T * E, "router.sigmoid", "sigmoid_fp32"))
-    return [_mem("cast", (s.e + 4) * T * E, "router.to_fp32"), score,
+    return [_mem("cast", (s.e + 4) * T * E, "router.to_fp32", "cast_fp32"), score,
             _mem("topk", 4 * T * E + 12 * P, "router.topk", "topk"),
             _mem("histogram", 8 * P + 4 * E, "router.histc", "histc")]
 
@@ -130,9 +130,9 @@ def _titan_permute(s: _Shape) -> list[ComputeOp]:
             _mem("permute", 16 * P, "moe.sort_scores", "gather"),
             _mem("elementwise", 16 * P, "moe.token_index"),
             _mem("permute", 2 * e * P * h, "moe.permute", "gather"),
-            _mem("cast", (e + 4) * P * h, "moe.probs.to_fp32"),
+            _mem("cast", (e + 4) * P * h, "moe.probs.to_fp32", "cast_fp32"),
             _mem("elementwise", 8 * P * h + 4 * P, "moe.probs_mul"),
-            _mem("cast", (4 + e) * P * h, "moe.probs.to_dtype")]
+            _mem("cast", (4 + e) * P * h, "moe.probs.to_dtype", "cast_bf16")]
 
 
 def _base(s: _Shape) -> list[ComputeOp]:
