@@ -60,7 +60,7 @@ def test_fp8_caching_keeps_linear_inputs_at_one_byte_plus_scales() -> None:
 
 def test_torchtitan_keeps_expert_outputs_for_the_score_gradient() -> None:
     titan = _names(MemoryConfig(probs_on_expert_output=True))
-    assert titan["moe.expert_out"] == 2 * 32 * 2 * 64 and "moe.expert_out" not in _names(MemoryConfig())
+    assert titan["moe.expert_out"] == 4 * 32 * 2 * 64 and "moe.expert_out" not in _names(MemoryConfig())
 
 
 def test_precision_aware_optimizer_bytes_and_its_requirements() -> None:

@@ -16,7 +16,8 @@ Precision of what is kept (:class:`~moesim.memory.config.MemoryConfig`):
   1x128 tile (DeepSeek-V3 §3.3.2), instead of the bf16 tensor;
 * ``fp8_swiglu_inputs``: DeepSeek-V3 §3.3.3 also caches the MoE SwiGLU inputs in FP8;
 * ``probs_on_expert_output``: torchtitan multiplies the expert outputs by the router scores,
-  so backward keeps those outputs (T*k*h); Megatron's grouped MLP applies the probabilities
+  so backward keeps those outputs (T*k*h, in fp32: torchtitan casts them up for the product);
+  Megatron's grouped MLP applies the probabilities
   inside the activation, which keeps its input anyway.
 
 Tensors of one layer, T tokens of the microbatch, T/tp per GPU under sequence parallelism (Ts),
@@ -162,8 +163,8 @@ def _mlp_block(spec: TransformerSpec, s: _Shape, config: Any, moe_layer: bool) -
             Kept("moe.expert_in", _linear_in(config, spec, pairs * h), moe),
             *_ffn(spec, pairs, spec.expert_ffn_hidden, config, config.fp8_swiglu_inputs, "moe.", moe, ("moe_act",)),
             Kept("moe.pair_probs", 4.0 * pairs, moe)]
-    if config.probs_on_expert_output:
-        out.append(Kept("moe.expert_out", e * pairs * h, moe))
+    if config.probs_on_expert_output:  # torchtitan: (out.float() * scores).to(dtype) keeps the fp32 copy
+        out.append(Kept("moe.expert_out", 4.0 * pairs * h, moe))
     if spec.num_shared_experts:
         shared_tokens = s.T if s.tp > 1 else s.Ts
         out += _ffn(spec, shared_tokens, spec.shared_ffn_hidden / s.tp, config, config.fp8_swiglu_inputs,

@@ -1,0 +1,324 @@
+"""GPU memory probe: what one decoder layer keeps for backward under each recompute option.
+
+One torchtitan-style decoder layer in plain PyTorch and bf16 (RMSNorm, GQA attention with RoPE
+through ``F.scaled_dot_product_attention``, a SwiGLU FFN or a top-k MoE of balanced routing
+whose expert outputs are scaled by the router scores in fp32, as torchtitan does) runs forward and
+backward once per case. Recomputation is ``torch.utils.checkpoint`` (non-reentrant) over the
+parts Megatron's ``--recompute-modules`` name:
+
+* ``core_attn``: the SDPA call; ``mlp``: the dense FFN; ``moe``: the whole MoE block;
+* output-discarding modules (``layernorm``, ``moe_act``) free an output that the next op
+  saves, so the checkpoint spans the op *and* its consumers: norm + the projections / router /
+  token gather reading it; SwiGLU + the down projection;
+* ``full``: the whole layer.
+
+RMSNorm and SwiGLU are small autograd functions that save their inputs only (as the fused
+Transformer Engine / Megatron kernels do); eager ``F.silu(g) * u`` would also keep ``silu(g)``.
+
+Measured per case (CUDA): ``saved_bytes`` = ``torch.cuda.memory_allocated`` after the forward
+minus before it (the layer output, which the next layer counts as its input, stands in for the
+input this layer keeps), and ``peak_bytes`` = ``max_memory_allocated`` over forward + backward
+minus the allocation before the forward. On CPU (``--device cpu``, tiny shapes, a smoke test)
+the measure is the bytes of the distinct tensors autograd saves
+(``torch.autograd.graph.saved_tensors_hooks``), plus the output; ``peak_bytes`` is not measured.
+
+Run on a GPU (about a minute)::
+
+    python3 -m moesim.calibrate.memory_probe --device cuda --out data/validation/memory/h100_layers.json
+
+Compare with moesim: ``moesim.validate.memory`` (``python -m moesim.validate.memory FILE``).
+Imports only torch and the standard library (the measurement machine has no simulator deps).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+DENSE_CASES = ("none", "core_attn", "layernorm", "mlp", "layernorm+mlp", "full")
+MOE_CASES = ("none", "core_attn", "layernorm", "moe_act", "moe", "layernorm+moe_act", "full")
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One decoder layer's shape; ``num_experts`` 0 means a dense SwiGLU FFN."""
+
+    name: str
+    hidden: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    ffn_hidden: int
+    seq_len: int
+    mbs: int = 1
+    num_experts: int = 0
+    top_k: int = 0
+
+
+# Llama-3-8B layer (meta-llama/Meta-Llama-3-8B config.json) and Qwen3-30B-A3B layer
+# (Qwen/Qwen3-30B-A3B config.json), 4K tokens: the layers of data/validation/runs' traces.
+GPU_SHAPES = (LayerShape("llama3-8b-layer", 4096, 32, 8, 128, 14336, 4096),
+              LayerShape("qwen3-30b-a3b-layer", 2048, 32, 4, 128, 768, 4096, num_experts=128, top_k=8))
+CPU_SHAPES = (LayerShape("tiny-dense", 64, 4, 2, 16, 128, 32),
+              LayerShape("tiny-moe", 64, 4, 2, 16, 32, 32, num_experts=8, top_k=2))
+
+
+class _RMSNorm(torch.autograd.Function):
+    """RMSNorm saving its input and the fp32 reciprocal RMS, as fused kernels do."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):  # type: ignore[override]
+        xf = x.float()
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return (xf * rstd).to(x.dtype) * weight
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        x, weight, rstd = ctx.saved_tensors
+        xf, dyw = x.float(), (dy * weight).float()
+        xhat = xf * rstd
+        dx = rstd * (dyw - xhat * (dyw * xhat).mean(-1, keepdim=True))
+        dw = (dy.float() * xhat).reshape(-1, x.shape[-1]).sum(0)
+        return dx.to(x.dtype), dw.to(weight.dtype), None
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up saving only its input (gate and up), as fused kernels do."""
+
+    @staticmethod
+    def forward(ctx, gate_up):  # type: ignore[override]
+        ctx.save_for_backward(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        (gate_up,) = ctx.saved_tensors
+        gate, up = gate_up.float().chunk(2, dim=-1)
+        sig = torch.sigmoid(gate)
+        silu = gate * sig
+        dgate = dy.float() * up * sig * (1 + gate * (1 - sig))
+        return torch.cat([dgate, dy.float() * silu], dim=-1).to(gate_up.dtype)
+
+
+def _norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return _RMSNorm.apply(x, w, 1e-6)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Layer(torch.nn.Module):
+    """One torchtitan-style decoder layer with recompute switches named as Megatron's modules."""
+
+    def __init__(self, s: LayerShape, modules: set[str], device: str, dtype: torch.dtype):
+        super().__init__()
+        self.s, self.modules_on = s, modules
+        p = dict(device=device, dtype=dtype)
+        h, d = s.hidden, s.head_dim
+        self.attn_norm = torch.nn.Parameter(torch.ones(h, **p))
+        self.mlp_norm = torch.nn.Parameter(torch.ones(h, **p))
+        self.wq = torch.nn.Parameter(torch.randn(h, s.num_heads * d, **p) * h ** -0.5)
+        self.wk = torch.nn.Parameter(torch.randn(h, s.num_kv_heads * d, **p) * h ** -0.5)
+        self.wv = torch.nn.Parameter(torch.randn(h, s.num_kv_heads * d, **p) * h ** -0.5)
+        self.wo = torch.nn.Parameter(torch.randn(s.num_heads * d, h, **p) * (s.num_heads * d) ** -0.5)
+        if s.num_experts:
+            self.router = torch.nn.Parameter(torch.randn(h, s.num_experts, **p) * h ** -0.5)
+            self.w13 = torch.nn.Parameter(torch.randn(s.num_experts, h, 2 * s.ffn_hidden, **p) * h ** -0.5)
+            self.w2 = torch.nn.Parameter(torch.randn(s.num_experts, s.ffn_hidden, h, **p) * s.ffn_hidden ** -0.5)
+        else:
+            self.w13 = torch.nn.Parameter(torch.randn(h, 2 * s.ffn_hidden, **p) * h ** -0.5)
+            self.w2 = torch.nn.Parameter(torch.randn(s.ffn_hidden, h, **p) * s.ffn_hidden ** -0.5)
+        pos = torch.arange(s.seq_len, device=device, dtype=torch.float32)[:, None]
+        freq = pos * torch.pow(10000.0, -torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+        self.register_buffer("cos", torch.cat([freq.cos(), freq.cos()], -1).to(dtype), persistent=False)
+        self.register_buffer("sin", torch.cat([freq.sin(), freq.sin()], -1).to(dtype), persistent=False)
+
+    def _ckpt(self, module: str, fn: Callable, *args):
+        return checkpoint(fn, *args, use_reentrant=False) if module in self.modules_on else fn(*args)
+
+    # -- attention ----------------------------------------------------------------------
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = _norm(x, self.attn_norm)
+        return y @ self.wq, y @ self.wk, y @ self.wv  # separate projections, as torchtitan
+
+    def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        s, b = self.s, x.shape[0]
+        q, k, v = self._ckpt("layernorm", self._qkv, x)
+        d, hq, hk = s.head_dim, s.num_heads, s.num_kv_heads
+        q = _rope(q.view(b, s.seq_len, hq, d), self.cos[:, None], self.sin[:, None]).transpose(1, 2)
+        k = _rope(k.view(b, s.seq_len, hk, d), self.cos[:, None], self.sin[:, None]).transpose(1, 2)
+        v = v.reshape(b, s.seq_len, hk, d).transpose(1, 2)
+        o = self._ckpt("core_attn", self._core, q, k, v)
+        return x + o.transpose(1, 2).reshape(b, s.seq_len, hq * d) @ self.wo
+
+    # -- FFN / MoE ------------------------------------------------------------------------
+    def _dense(self, y: torch.Tensor) -> torch.Tensor:
+        return _SwiGLU.apply(y @ self.w13) @ self.w2
+
+    def _route(self, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router and the token gather: everything that reads the norm output."""
+        y = y.reshape(-1, self.s.hidden)
+        probs = torch.softmax((y @ self.router).float(), dim=-1)
+        return probs, y.index_select(0, idx)
+
+    def _moe_entry(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._route(_norm(x, self.mlp_norm), idx)
+
+    def _experts_down(self, h13: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(_SwiGLU.apply(h13), self.w2)
+
+    def _moe(self, x: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        """The MoE block on ``x`` (the layer's residual stream, or its norm output if ``normed``)."""
+        s = self.s
+        tokens = x.shape[0] * s.seq_len
+        # Balanced routing (every expert gets tokens * k / E pairs), fixed so cases compare alike;
+        # the router still runs and its probabilities weight the outputs (torchtitan).
+        expert = (torch.arange(tokens * s.top_k, device=x.device) % s.num_experts).view(tokens, s.top_k)
+        order = torch.argsort(expert.flatten(), stable=True)
+        token_of_pair = torch.div(order, s.top_k, rounding_mode="floor")
+        if normed:
+            probs, routed = self._route(x, token_of_pair)
+        elif "layernorm" in self.modules_on:
+            probs, routed = checkpoint(self._moe_entry, x, token_of_pair, use_reentrant=False)
+        else:
+            probs, routed = self._moe_entry(x, token_of_pair)
+        pair_probs = probs.gather(1, expert).flatten()[order]
+        grouped = routed.view(s.num_experts, -1, s.hidden)
+        h13 = torch.bmm(grouped, self.w13)
+        out = self._ckpt("moe_act", self._experts_down, h13).reshape(-1, s.hidden)
+        weighted = (out.float() * pair_probs[:, None]).to(out.dtype)
+        index = token_of_pair.reshape(-1, 1).expand(-1, s.hidden)  # torchtitan's scatter_add combine
+        return torch.zeros(tokens, s.hidden, device=x.device, dtype=x.dtype).scatter_add(0, index, weighted)
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        if self.s.num_experts:
+            if "moe" not in self.modules_on:
+                return x + self._moe(x).view_as(x)
+            if "layernorm" in self.modules_on:  # the checkpoint's input, the norm output, is discarded too
+                return x + checkpoint(lambda t: self._moe(_norm(t, self.mlp_norm), True), x,
+                                      use_reentrant=False).view_as(x)
+            return x + checkpoint(lambda t: self._moe(t, True), _norm(x, self.mlp_norm), use_reentrant=False).view_as(x)
+        norm, mlp = "layernorm" in self.modules_on, "mlp" in self.modules_on
+        if norm and mlp:  # the MLP checkpoint's input, the norm output, is discarded too
+            return x + checkpoint(lambda t: self._dense(_norm(t, self.mlp_norm)), x, use_reentrant=False)
+        if norm:  # norm + fc1 (its consumer) under one checkpoint
+            h13 = checkpoint(lambda t: _norm(t, self.mlp_norm) @ self.w13, x, use_reentrant=False)
+            return x + _SwiGLU.apply(h13) @ self.w2
+        return x + self._ckpt("mlp", self._dense, _norm(x, self.mlp_norm))
+
+    def layer(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.attention(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if "full" in self.modules_on:
+            return checkpoint(self.layer, x, use_reentrant=False)
+        return self.layer(x)
+
+
+def _saved_bytes_hooked(layer: Layer, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(output, bytes of the distinct storages autograd saves outside checkpoints, plus the output)."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.requires_grad and isinstance(t, torch.nn.Parameter):
+            return t
+        st = t.untyped_storage()
+        if t.data_ptr() != x.data_ptr() and not any(t is p for p in layer.parameters()) \
+                and not (t is layer.cos or t is layer.sin):
+            seen[(st.data_ptr(), st.nbytes())] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = layer(x)
+    params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+    params |= {layer.cos.untyped_storage().data_ptr(), layer.sin.untyped_storage().data_ptr(), x.untyped_storage().data_ptr()}
+    total = sum(n for (ptr, _), n in seen.items() if ptr not in params)
+    return out, float(total + out.numel() * out.element_size())
+
+
+def run_case(shape: LayerShape, case: str, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
+    """One forward + backward of ``shape`` with recompute ``case``; bytes as the module docstring says."""
+    torch.manual_seed(seed)
+    modules = set() if case == "none" else set(case.split("+"))
+    layer = Layer(shape, modules, device, dtype)
+    x = torch.randn(shape.mbs, shape.seq_len, shape.hidden, device=device, dtype=dtype, requires_grad=True)
+    row: dict = {"shape": shape.name, "case": case, "recompute_modules": sorted(modules)}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = layer(x)
+        torch.cuda.synchronize()
+        row["saved_bytes"] = float(torch.cuda.memory_allocated() - before)
+        out.backward(torch.ones_like(out))
+        torch.cuda.synchronize()
+        row["peak_bytes"] = float(torch.cuda.max_memory_allocated() - before)
+        row["measure"] = "torch.cuda.memory_allocated after forward - before; max_memory_allocated over fwd+bwd"
+    else:
+        out, saved = _saved_bytes_hooked(layer, x)
+        row["saved_bytes"] = saved
+        out.backward(torch.ones_like(out))
+        row["peak_bytes"] = None
+        row["measure"] = "saved_tensors_hooks: distinct saved storages + the output (CPU smoke)"
+    row["finite"] = bool(math.isfinite(float(x.grad.float().sum())))
+    return row
+
+
+def run(device: str, shapes: tuple[LayerShape, ...]) -> dict:
+    """Every case of every shape, with provenance."""
+    dtype = torch.bfloat16
+    rows = []
+    for shape in shapes:
+        for case in (MOE_CASES if shape.num_experts else DENSE_CASES):
+            t0 = time.perf_counter()
+            rows.append({**run_case(shape, case, device, dtype), "wall_s": round(time.perf_counter() - t0, 3)})
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    return {"kind": "moesim.memory_probe", "version": 1, "provenance": _provenance(device),
+            "shapes": [asdict(s) for s in shapes], "dtype": "bf16", "results": rows}
+
+
+def _provenance(device: str) -> dict:
+    if device.startswith("cuda"):
+        from moesim.calibrate.provenance import collect
+
+        return collect(device, torch.cuda.device_count())
+    import platform
+    import sys
+
+    return {"device": "cpu", "torch": torch.__version__, "python": sys.version.split()[0],
+            "platform": platform.platform(), "command": " ".join(sys.argv)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda", help="cuda (full shapes) or cpu (tiny shapes, smoke)")
+    ap.add_argument("--out", default="", help="write the JSON here (default: print it)")
+    args = ap.parse_args(argv)
+    shapes = CPU_SHAPES if args.device == "cpu" else GPU_SHAPES
+    result = run(args.device, shapes)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
