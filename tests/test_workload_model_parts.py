@@ -65,3 +65,9 @@ def test_bad_layer_types_are_refused():
         dataclasses.replace(spec, sliding_window=0)
     with pytest.raises(ConfigError, match="layer_types"):
         dataclasses.replace(spec, layer_types=("local",) * spec.num_layers)
+
+
+def test_model_flops_include_mtp_and_name_the_gemm_precision():
+    spec = get_model("deepseek-v3")
+    assert layers.model_flops_per_token(spec) == spec.training_flops_per_token + layers.mtp_training_flops_per_token(spec)
+    assert layers.gemm_precision(spec) == "fp8" and layers.gemm_precision(get_model("llama3-8b")) == "bf16"

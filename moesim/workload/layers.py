@@ -158,3 +158,15 @@ def mtp_training_flops_per_token(spec: AnySpec) -> float:
     ops = (compute_only(mtp_forward_program(spec, 1)) + compute_only(mtp_backward_input_program(spec, 1))
            + mtp_backward_weight_ops(spec, 1))
     return sum(op.flops for op in ops) / spec.seq_len
+
+
+def model_flops_per_token(spec: AnySpec) -> float:
+    """Training FLOPs per token the model needs (forward + backward, no recomputation), the
+    MTP modules included: the numerator of "model FLOPs" MFU. Executed FLOPs add whatever a
+    recompute option re-runs (the simulator's compute spans count those)."""
+    return float(spec.training_flops_per_token) + mtp_training_flops_per_token(spec)
+
+
+def gemm_precision(spec: AnySpec) -> str:
+    """The dtype of the model's linear-layer GEMMs, whose datasheet peak an MFU should name."""
+    return getattr(spec, "linear_dtype", getattr(spec, "dtype", "bf16"))
