@@ -70,10 +70,55 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
             if r.cost_sources:
                 lines.append(f"- {r.name}: " + "; ".join(f"{k}: {v}" for k, v in r.cost_sources.items()))
         lines += ["", *profile_lines(results)]
+    mfu = mfu_rows(exp, results)
+    if mfu:
+        lines += ["", "## MFU two ways", "", "| scenario | GEMM precision | datasheet peak TFLOP/s | model FLOPs MFU | "
+                  "executed FLOPs MFU |", "|---|---|---|---|---|"]
+        lines += [f"| {m['scenario']} | {m['gemm_dtype']} | {m['peak_tflops']:,.0f} ({m['gpu']}) | "
+                  f"{100 * m['mfu_model']:.1f}% | {100 * m['mfu_executed']:.1f}% |" for m in mfu]
+        lines += ["", "Model FLOPs: forward + backward of the model per token (MTP included), no recomputation; "
+                  "executed FLOPs: the simulated compute, recomputation included. Both against the datasheet "
+                  "peak of the precision the linear GEMMs run in. The MFU column above is executed FLOPs "
+                  "against the bf16 peak."]
+        lines += [f"- {m['scenario']}: {m['note']}" for m in mfu if m["note"]]
     lines += ["", *_reductions(results, "What the reduced engine did not simulate GPU by GPU:")] \
         if _reductions(results, "") else []
     lines += [f"- {n}" for n in exp.notes]
     return "\n".join(lines) + "\n"
+
+
+def mfu_rows(exp: Experiment, results: Sequence) -> list[dict[str, Any]]:
+    """MFU two ways per scenario, against the datasheet peak of the GEMM precision used:
+    model FLOPs (:func:`moesim.workload.layers.model_flops_per_token` x tokens/s per GPU) and
+    executed FLOPs (the result's compute FLOPs, recomputation included; ``r.mfu`` is them over
+    the bf16 peak). Scenarios whose GPU has no datasheet entry are left out."""
+    from moesim.costs.devices import DEVICES, get_device
+    from moesim.experiment.build import resolve_model
+    from moesim.topology.loader import load_topology
+    from moesim.workload.layers import gemm_precision, model_flops_per_token
+
+    scenarios = {s.name: s for s in exp.scenarios}
+    kinds: dict[tuple, str] = {}
+    rows = []
+    for r in results:
+        scn = scenarios.get(r.name)
+        if scn is None:
+            continue
+        key = (str(scn.topology), scn.nodes, scn.gpus_per_node)
+        if key not in kinds:
+            kinds[key] = load_topology(scn.topology, nodes=scn.nodes, gpus_per_node=scn.gpus_per_node).gpu_kind
+        if kinds[key] not in DEVICES:
+            continue
+        device, spec = get_device(kinds[key]), resolve_model(scn.model)
+        dtype = gemm_precision(spec)
+        peak = device.peak_flops.get(dtype, device.peak_flops["bf16"])
+        executed = r.mfu * device.peak_flops["bf16"]  # FLOP/s per GPU
+        mtp = getattr(spec, "num_nextn_predict_layers", 0)
+        rows.append({"scenario": r.name, "gpu": device.name, "gemm_dtype": dtype if dtype in device.peak_flops else "bf16",
+                     "peak_tflops": peak / 1e12, "mfu_model": model_flops_per_token(spec) * r.tokens_per_s_per_gpu / peak,
+                     "mfu_executed": executed / peak,
+                     "note": f"model FLOPs count {mtp} MTP module(s) the simulated step does not run" if mtp else ""})
+    return rows
 
 
 def profile_lines(results: Sequence) -> list[str]:
