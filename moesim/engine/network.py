@@ -3,10 +3,13 @@
 Both expose one call, ``transfer(route, nbytes) -> simpy.Event``, which fires when the last byte
 has arrived. Bandwidths are in GB/s, which is numerically bytes per ns.
 
-* :class:`FluidNetwork`: concurrent flows share every link they cross max-min fairly. Rates are
-  recomputed whenever a flow starts or ends (recomputations requested at the same instant are
-  batched into one). A flow's time is its path latency plus its bytes drained at its (changing)
-  rate. Link utilisation is recorded as counter samples when it changes.
+* :class:`FluidNetwork`: concurrent flows share every link they cross max-min fairly. A flow's
+  time is its path latency plus its bytes drained at its (changing) rate. Rates change only
+  when flows start or end, and then only in the connected components (flows linked through
+  shared links) that a started or ended flow belongs to. Flows started at one instant are
+  solved together (the solve is an event queued behind the first start), and so are the flows
+  ending at one instant with those started by then. Link utilisation is reported per solve, for
+  the links whose load changed.
 * :class:`AnalyticalNetwork`: no contention; a flow takes ``latency + bytes / bottleneck``.
 """
 from __future__ import annotations
@@ -16,11 +19,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 import simpy
-
-from moesim.engine.maxmin import maxmin_rates
+from moesim.engine.maxmin import link_components, solve_compact
 
 # A flow is finished when what is left would drain in under this many ns at its rate.
 _FINISH_SLACK_NS = 1e-6
+# A flow slower than the slowest ended flow of its component by this much keeps its rate.
+_KEEP_MARGIN = 1e-9
+# Up to this many flows in flight, every solve takes them all (components are not tracked).
+_SMALL = 64
+UtilSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 def _capacities(capacity_gbps: Sequence[float]) -> np.ndarray:
@@ -32,42 +39,59 @@ def _capacities(capacity_gbps: Sequence[float]) -> np.ndarray:
     return cap
 
 
-class FluidNetwork:
-    """Flow-level network with max-min fair sharing.
+def _fire_after(env: simpy.Environment, event: simpy.Event, delay_ns: int) -> None:
+    """Succeed ``event`` now or after ``delay_ns``."""
+    if delay_ns <= 0:
+        event.succeed()
+    else:
+        env.timeout(delay_ns).callbacks.append(lambda _e, ev=event: ev.succeed())
 
-    Active flows live in numpy arrays (remaining bytes, rate, latency) plus one small array of
-    link ids per flow, so advancing time, finding the next completion and building the
-    flow-link incidence for the rate solver are vectorised.
+
+class FluidNetwork:
+    """Flow-level network with max-min fair sharing, solved incrementally.
+
+    Flows live in slots of persistent numpy arrays (links as a padded matrix, bytes left at the
+    time of the last rate change, rate, finish time); ended slots are compacted away in bulk,
+    keeping start order. Every link carries a component label: links are in one component when
+    flows join them. At an instant where flows start or end, only the flows of the touched
+    components are solved, on incidence arrays compacted to the links they use; in a component
+    where flows only ended, a flow slower than every ended flow keeps its rate (max-min: it was
+    bottlenecked before the ended flows' level), so only the faster ones are solved again. The
+    components are recomputed from the solved flows, so they split when flows end.
 
     Args:
         env: the SimPy environment.
         capacity_gbps: effective capacity of every link, indexed by link id.
-        on_utilization: called as ``(t_ns, link_id, utilization)`` when a link's load changes.
+        on_utilization: called once per instant as ``(t_ns, link_ids, utilizations)`` with the
+            links whose load changed (ascending ids); ``None`` records nothing.
+        incremental: ``False`` solves every flow in flight from scratch at every instant where a
+            flow starts or ends (the reference the incremental solve is tested against).
+        small_flows: up to this many flows in flight, every solve takes them all (finding the
+            touched components costs more than it saves).
     """
 
     mode = "fluid"
 
-    def __init__(
-        self,
-        env: simpy.Environment,
-        capacity_gbps: Sequence[float],
-        on_utilization: Callable[[int, int, float], None] | None = None,
-    ) -> None:
+    def __init__(self, env: simpy.Environment, capacity_gbps: Sequence[float],
+                 on_utilization: UtilSink | None = None, incremental: bool = True,
+                 small_flows: int = _SMALL) -> None:
         cap = _capacities(capacity_gbps)
         self.env = env
+        self.incremental = incremental
+        self.small_flows = small_flows
         self.capacity = cap
-        self._links: list[np.ndarray] = []
-        self._events: list[simpy.Event] = []
-        self._remaining = np.zeros(0)
-        self._nbytes = np.zeros(0)
-        self._rate = np.zeros(0)
-        self._latency = np.zeros(0, dtype=np.int64)
-        self._new: list[tuple[np.ndarray, float, int, simpy.Event]] = []
-        self._last_ns = 0
-        self._version = 0
-        self._pending = False
+        num_links = cap.shape[0]
+        self._label = np.arange(num_links, dtype=np.int64)  # component label of every link
+        self._util = np.zeros(num_links)
         self._on_util = on_utilization
-        self._util = np.zeros(cap.shape[0])
+        self._size = 0                                      # slots in use (alive or ended)
+        self._alloc(64, 1)
+        self._events: list[simpy.Event | None] = []
+        self._new: list[tuple[tuple[int, ...], float, int, simpy.Event]] = []
+        self._pending = False                               # a solve event is queued
+        self._stale = False                                 # component labels out of date
+        self._version = 0                                   # the solve whose wake-up is current
+        self._alive_count = 0
         self.num_rate_solves = 0
         self.num_flows = 0
         self.bytes_delivered = 0.0
@@ -79,103 +103,201 @@ class FluidNetwork:
         self.num_flows += 1
         if not link_ids or nbytes <= 0:
             self.bytes_delivered += max(nbytes, 0.0)
-            self._fire_after(done, latency_ns)
+            _fire_after(self.env, done, latency_ns)
             return done
-        self._new.append((np.asarray(link_ids, dtype=np.int64), float(nbytes), int(latency_ns), done))
-        self._request_solve()
+        self._new.append((link_ids, float(nbytes), int(latency_ns), done))
+        if not self._pending:
+            self._pending = True
+            ev = self.env.event()
+            ev.callbacks.append(self._solve_cb)
+            ev.succeed()
         return done
 
     @property
     def active_flows(self) -> int:
-        return len(self._links) + len(self._new)
+        return self._alive_count + len(self._new)
 
-    # -- internals ------------------------------------------------------------------------
-    def _fire_after(self, event: simpy.Event, delay_ns: int) -> None:
-        if delay_ns <= 0:
-            event.succeed()
-        else:
-            self.env.timeout(delay_ns).callbacks.append(lambda _e, ev=event: ev.succeed())
+    # -- slots ----------------------------------------------------------------------------
+    def _alloc(self, slots: int, width: int) -> None:
+        """(Re)allocate slot arrays for ``slots`` flows of up to ``width`` links, keeping contents."""
+        old = getattr(self, "_links", None)
+        links = np.full((slots, width), -1, dtype=np.int64)
+        fields = {"_rem": 0.0, "_t0": 0.0, "_rate": 0.0, "_finish": np.inf, "_nbytes": 0.0}
+        arrays = {name: np.full(slots, fill) for name, fill in fields.items()}
+        lat = np.zeros(slots, dtype=np.int64)
+        alive = np.zeros(slots, dtype=bool)
+        if old is not None:
+            n = self._size
+            links[:n, :old.shape[1]] = old[:n]
+            for name in fields:
+                arrays[name][:n] = getattr(self, name)[:n]
+            lat[:n], alive[:n] = self._latency[:n], self._alive[:n]
+        self._links, self._latency, self._alive = links, lat, alive
+        for name, arr in arrays.items():
+            setattr(self, name, arr)
 
-    def _advance(self) -> None:
-        now = self.env.now
-        dt = now - self._last_ns
-        if dt > 0 and self._remaining.size:
-            self._remaining -= self._rate * dt
-        self._last_ns = now
+    def _compact(self) -> None:
+        """Drop ended slots, keeping the alive ones in start order."""
+        n = self._size
+        keep = np.flatnonzero(self._alive[:n])
+        k = keep.size
+        for name in ("_links", "_rem", "_t0", "_rate", "_finish", "_nbytes", "_latency", "_alive"):
+            arr = getattr(self, name)
+            arr[:k] = arr[keep]
+            arr[k:n] = -1 if name == "_links" else (np.inf if name == "_finish" else 0)
+        self._events = [self._events[i] for i in keep]
+        self._size = k
 
-    def _admit(self) -> None:
-        """Move flows started at this instant into the arrays."""
-        if not self._new:
-            return
-        links, nbytes, lat, events = zip(*self._new)
-        self._new = []
-        self._links.extend(links)
-        self._events.extend(events)
-        self._remaining = np.concatenate([self._remaining, nbytes])
-        self._nbytes = np.concatenate([self._nbytes, nbytes])
-        self._rate = np.concatenate([self._rate, np.zeros(len(nbytes))])
-        self._latency = np.concatenate([self._latency, np.asarray(lat, dtype=np.int64)])
+    def _admit(self, now: int) -> np.ndarray:
+        """Give the flows started at this instant slots; return their slot indices."""
+        new, self._new = self._new, []
+        if self._size - self._alive_count > max(1024, self._alive_count):
+            self._compact()
+        width = max(len(f[0]) for f in new)
+        need = self._size + len(new)
+        if need > self._links.shape[0] or width > self._links.shape[1]:
+            self._alloc(max(need, 2 * self._links.shape[0]), max(width, self._links.shape[1]))
+        slots = np.arange(self._size, need)
+        block = np.full((len(new), self._links.shape[1]), -1, dtype=np.int64)
+        for row, flow in zip(block, new):
+            row[:len(flow[0])] = flow[0]
+        self._links[slots] = block
+        nbytes = np.fromiter((f[1] for f in new), dtype=np.float64, count=len(new))
+        self._rem[slots] = nbytes
+        self._nbytes[slots] = nbytes
+        self._t0[slots] = now
+        self._rate[slots] = 0.0
+        self._latency[slots] = np.fromiter((f[2] for f in new), dtype=np.int64, count=len(new))
+        self._alive[slots] = True
+        self._events.extend(f[3] for f in new)
+        self._size = need
+        self._alive_count += len(new)
+        return slots
 
-    def _request_solve(self) -> None:
-        if self._pending:
-            return
-        self._pending = True
-        ev = self.env.event()
-        ev.callbacks.append(self._solve_cb)
-        ev.succeed()
-
+    # -- events: a solve after starts, a wake-up at the next end ----------------------------
     def _solve_cb(self, _event: simpy.Event) -> None:
         self._pending = False
-        self._advance()
-        self._admit()
-        self._solve_and_schedule()
-
-    def _solve_and_schedule(self) -> None:
-        self._version += 1
-        n = len(self._links)
-        if not n:
-            self._report_util(np.zeros_like(self.capacity))
-            return
-        lens = np.fromiter((l.size for l in self._links), dtype=np.int64, count=n)
-        inc_flow = np.repeat(np.arange(n), lens)
-        inc_link = np.concatenate(self._links)
-        rates = maxmin_rates(inc_flow, inc_link, n, self.capacity)
-        self.num_rate_solves += 1
-        self._rate = rates
-        dt_min = float(np.min(self._remaining / rates))
-        load = np.bincount(inc_link, weights=rates[inc_flow], minlength=self.capacity.shape[0])
-        self._report_util(load / self.capacity)
-        wake = max(1, math.ceil(dt_min - _FINISH_SLACK_NS))
-        version = self._version
-        self.env.timeout(wake).callbacks.append(lambda _e: self._on_wake(version))
+        self._step(self.env.now, np.zeros(0, dtype=np.int64))
 
     def _on_wake(self, version: int) -> None:
         if version != self._version:
             return  # superseded by a later solve
-        self._advance()
-        done = self._remaining <= self._rate * _FINISH_SLACK_NS + 1e-9 * self._nbytes
-        if done.any():
-            idx = np.flatnonzero(done)
-            self.bytes_delivered += float(self._nbytes[idx].sum())
-            for i in idx:
-                self._fire_after(self._events[i], int(self._latency[i]))
-            keep = np.flatnonzero(~done)
-            self._links = [self._links[i] for i in keep]
-            self._events = [self._events[i] for i in keep]
-            self._remaining, self._nbytes = self._remaining[keep], self._nbytes[keep]
-            self._rate, self._latency = self._rate[keep], self._latency[keep]
-        self._admit()
-        self._solve_and_schedule()
-
-    def _report_util(self, util: np.ndarray) -> None:
-        if self._on_util is None:
-            self._util = util
-            return
-        changed = np.flatnonzero(np.abs(util - self._util) > 1e-12)
         now = self.env.now
-        for link in changed:
-            self._on_util(now, int(link), float(util[link]))
-        self._util = util
+        self._step(now, self._end_finished(now))
+
+    def _step(self, now: int, ended: np.ndarray) -> None:
+        """Admit the flows started so far, solve what the starts and ends touched, and schedule
+        the wake-up at the next end (superseding the previous one)."""
+        started = self._admit(now) if self._new else np.zeros(0, dtype=np.int64)
+        if ended.size or started.size:
+            self._solve(now, ended, started)
+        self._version += 1
+        if self._alive_count:
+            dt_min = float(self._finish[:self._size].min()) - now
+            version = self._version
+            wake = max(1, math.ceil(dt_min - _FINISH_SLACK_NS))
+            self.env.timeout(wake).callbacks.append(lambda _e: self._on_wake(version))
+
+    def _end_finished(self, now: int) -> np.ndarray:
+        """Slots whose bytes have drained by ``now``; their events fire after their latency."""
+        n = self._size
+        if not self._alive_count:
+            return np.zeros(0, dtype=np.int64)
+        rate = self._rate[:n]
+        left = self._rem[:n] - rate * (now - self._t0[:n])
+        done = self._alive[:n] & (left <= rate * _FINISH_SLACK_NS + 1e-9 * self._nbytes[:n])
+        idx = np.flatnonzero(done)
+        if idx.size:
+            self.bytes_delivered += float(self._nbytes[idx].sum())
+            self._alive[idx] = False
+            self._finish[idx] = np.inf
+            self._alive_count -= idx.size
+            env, events = self.env, self._events
+            for i, lat in zip(idx.tolist(), self._latency[idx].tolist()):
+                _fire_after(env, events[i], lat)
+                events[i] = None
+        return idx
+
+    def _solve(self, now: int, ended: np.ndarray, started: np.ndarray) -> None:
+        links, label = self._links, self._label
+        ended_links = links[ended][links[ended] >= 0]
+        alive = np.flatnonzero(self._alive[:self._size])
+        if not self.incremental or alive.size <= self.small_flows or self._stale:
+            # few flows: solving them all costs less than finding what to solve
+            members, keep = alive, None
+            self._stale = self.incremental and alive.size <= self.small_flows
+        else:
+            started_links = links[started][links[started] >= 0]
+            touched = np.zeros(self.capacity.shape[0], dtype=bool)
+            touched[label[ended_links]] = True
+            touched[label[started_links]] = True
+            members = alive[touched[label[links[alive, 0]]]]
+            keep = self._kept(members, ended, started_links) if ended.size else None
+        mat = links[members]
+        rows, cols = np.nonzero(mat >= 0)  # incidence, sorted by flow
+        used, inc_link = self._compact_links(mat[rows, cols])
+        if members.size:
+            self._resolve(now, members, rows, used, inc_link, keep)
+        if self.incremental and not self._stale:
+            label[ended_links] = ended_links
+            self._label[used] = used[link_components(rows, inc_link, used.size)]
+        if self._on_util is not None:
+            self._report(now, members, rows, used, inc_link, ended_links)
+
+    def _kept(self, members: np.ndarray, ended: np.ndarray, started_links: np.ndarray) -> np.ndarray:
+        """Mask over ``members``: flows that keep their rate, being slower than every flow that
+        ended in their component, where none started (max-min: they were bottlenecked below
+        the level where the ended flows' load could matter)."""
+        label = self._label
+        floor = np.full(self.capacity.shape[0], np.inf)
+        np.minimum.at(floor, label[self._links[ended, 0]], self._rate[ended])
+        floor[label[started_links]] = -np.inf
+        return self._rate[members] < floor[label[self._links[members, 0]]] * (1.0 - _KEEP_MARGIN)
+
+    def _resolve(self, now: int, members: np.ndarray, rows: np.ndarray, used: np.ndarray,
+                 inc_link: np.ndarray, keep: np.ndarray | None) -> None:
+        """New rates for the members not kept, on what the kept ones leave of shared links."""
+        remaining = self.capacity[used]
+        slots = members
+        if keep is not None and keep.any():
+            kept_inc = keep[rows]
+            remaining = remaining - np.bincount(inc_link[kept_inc], weights=self._rate[members[rows[kept_inc]]],
+                                                minlength=used.size)
+            solve = ~keep
+            free_inc = solve[rows]
+            rows, inc_link = (np.cumsum(solve) - 1)[rows[free_inc]], inc_link[free_inc]
+            slots = members[solve]
+            if not slots.size:
+                return
+        rates = solve_compact(rows, inc_link, slots.size, remaining)
+        self.num_rate_solves += 1
+        self._rem[slots] -= self._rate[slots] * (now - self._t0[slots])
+        self._t0[slots] = now
+        self._rate[slots] = rates
+        self._finish[slots] = now + self._rem[slots] / rates
+
+    def _compact_links(self, inc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The links in use (ascending) and each incidence's index among them."""
+        mark = np.zeros(self.capacity.shape[0], dtype=bool)
+        mark[inc] = True
+        used = np.flatnonzero(mark)
+        index = np.cumsum(mark) - 1
+        return used, index[inc]
+
+    def _report(self, now: int, members: np.ndarray, rows: np.ndarray, used: np.ndarray, inc_link: np.ndarray,
+                ended_links: np.ndarray) -> None:
+        """Utilisation of the links whose load changed at this solve, in link order."""
+        util = np.zeros(self.capacity.shape[0])
+        util[used] = np.bincount(inc_link, weights=self._rate[members[rows]], minlength=used.size) / self.capacity[used]
+        mark = np.zeros(util.shape[0], dtype=bool)
+        mark[used] = True
+        mark[ended_links] = True
+        links = np.flatnonzero(mark)
+        util = util[links]
+        changed = np.abs(util - self._util[links]) > 1e-12
+        self._util[links] = util
+        if changed.any():
+            self._on_util(now, links[changed], util[changed])
 
 
 class AnalyticalNetwork:

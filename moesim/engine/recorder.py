@@ -8,7 +8,9 @@ between them. All times are integer nanoseconds from the start of the simulation
   Spans on one track never partially overlap (a stream runs one task at a time).
 * An :class:`Arrow` links two spans causally (a pipeline send to the receive, a dependency).
 * A :class:`CounterSample` is a step function value on a named counter track (link utilisation
-  in [0, 1], bytes in flight...). The value holds from ``t_ns`` until the next sample.
+  in [0, 1], bytes in flight...). The value holds from ``t_ns`` until the next sample. The
+  engine's link-utilisation samples are kept as numpy arrays (one block per instant) and become
+  ``CounterSample`` objects only when ``counters`` is read (a trace or a utilisation plot).
 * ``task_deps`` keeps, for every task id, the ids it waited on, and ``task_spans`` the spans it
   produced, so analysis can walk the critical path.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+import numpy as np
 
 
 class Span(NamedTuple):
@@ -64,12 +68,14 @@ class Recorder:
 
     spans: list[Span] = field(default_factory=list)
     arrows: list[Arrow] = field(default_factory=list)
-    counters: list[CounterSample] = field(default_factory=list)
+    samples: list[CounterSample] = field(default_factory=list)
     task_deps: dict[int, tuple[int, ...]] = field(default_factory=dict)
     task_names: dict[int, str] = field(default_factory=dict)
     task_spans: dict[int, list[int]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     record_counters: bool = True
+    link_tracks: list[str] = field(default_factory=list)   # counter track name of every link id
+    _link_blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
 
     def add_span(self, span: Span) -> int:
         """Append a span; return its index."""
@@ -83,7 +89,26 @@ class Recorder:
 
     def add_counter(self, track: str, t_ns: int, value: float) -> None:
         if self.record_counters:
-            self.counters.append(CounterSample(track, t_ns, value))
+            self.samples.append(CounterSample(track, t_ns, value))
+
+    def add_link_samples(self, t_ns: int, link_ids: np.ndarray, values: np.ndarray) -> None:
+        """Link utilisation at ``t_ns`` for several links at once (track names: ``link_tracks``)."""
+        if self.record_counters:
+            self._link_blocks.append((t_ns, link_ids, values))
+
+    @property
+    def num_link_samples(self) -> int:
+        return sum(ids.size for _, ids, _ in self._link_blocks)
+
+    @property
+    def counters(self) -> list[CounterSample]:
+        """Every counter sample: those added one by one, then the link samples, each in the order
+        recorded. Built on each read from the stored arrays."""
+        out = list(self.samples)
+        tracks = self.link_tracks
+        for t_ns, ids, values in self._link_blocks:
+            out.extend(CounterSample(tracks[i], t_ns, v) for i, v in zip(ids.tolist(), values.tolist()))
+        return out
 
     @property
     def end_ns(self) -> int:

@@ -142,7 +142,9 @@ class Simulation:
         self.recorder = recorder if recorder is not None else Recorder()
         self.recorder.record_counters = record_link_counters
         if mode == "fluid":
-            cb = self._on_link_util if record_link_counters else None
+            cb = self.recorder.add_link_samples if record_link_counters else None
+            if record_link_counters:
+                self.recorder.link_tracks = [f"link:{link.src}->{link.dst}" for link in topology.links]
             self.net: FluidNetwork | AnalyticalNetwork = FluidNetwork(self.env, self.capacity, cb)
         else:
             self.net = AnalyticalNetwork(self.env, self.capacity)
@@ -401,10 +403,6 @@ class Simulation:
             self.recorder.add_arrow(t.span_ids[0], t.span_ids[1], t.name)
         if t.done is not None:
             t.done.succeed()
-
-    def _on_link_util(self, t_ns: int, link_id: int, util: float) -> None:
-        link = self.topology.links[link_id]
-        self.recorder.add_counter(f"link:{link.src}->{link.dst}", t_ns, util)
 
     def _stuck_report(self) -> list[str]:
         lines = []
