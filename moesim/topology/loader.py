@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
 
 from moesim.errors import ConfigError
 from moesim.shipped import data_path
 from moesim.topology.model import Topology
 from moesim.topology.spec import INTRA_TYPES, SCALE_OUT_TYPES, FabricSpec
+from moesim.yamlio import read_yaml_mapping
 
 TOPOLOGY_DIR = data_path("topologies")  # installed with the package, or the checkout's topologies/
 TOP_KEYS = ("name", "description", "gpu", "nodes", "gpus_per_node", "intra", "scale_out")
@@ -98,23 +98,9 @@ def _merge(base: dict, child: dict) -> dict:
 
 
 def read_yaml(path: Path) -> dict:
-    """Parse one YAML mapping; syntax errors and duplicate keys become ConfigError."""
-    try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = f"cannot parse{where}: {getattr(e, 'problem', e)}"
-        raise ConfigError("yaml", problem, "fix the YAML syntax", source=str(path)) from None
-    except _DuplicateKey as e:
-        raise ConfigError(e.key, f"appears twice in one block (line {e.line})", "keep one of them", source=str(path)) from None
-    except TypeError as e:  # a complex key ("? - a") builds an unhashable mapping key
-        raise ConfigError("yaml", f"a mapping key is not plain text or a number ({e})",
-                          "write each key as a plain name, e.g. 'gpus_per_node:'", source=str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("(file)", f"expected a mapping of fields, got {type(data).__name__}",
-                          "start the file with 'name: ...', 'gpu: {kind: H100}', ...", source=str(path))
-    return data
+    """Parse one YAML mapping within :mod:`moesim.yamlio`'s limits (size, aliases, nesting,
+    UTF-8); syntax errors, duplicate and complex keys become ConfigError."""
+    return read_yaml_mapping(path, "start the file with 'name: ...', 'gpu: {kind: H100}', ...")
 
 
 def build_topology(spec: dict, source: str = "<dict>") -> Topology:
@@ -150,25 +136,6 @@ def parse_spec(spec: dict, source: str = "<dict>") -> FabricSpec:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
-        super().__init__(key)
-        self.key, self.line = key, line
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _apply_override(spec: dict, key: str, value: Any, source: str) -> None:
     parts = key.split(".")
     if parts[0] not in TOP_KEYS:

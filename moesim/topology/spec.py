@@ -27,6 +27,11 @@ SCALE_OUT_KINDS = ("ib", "ethernet")
 MAX_GPUS = 1 << 17
 MAX_LATENCY_NS = 10**9  # one second per link: anything above is a unit mistake (and overflows int64 sums)
 MAX_LINKS = 1 << 19
+# A link between 1 MB/s and 100 TB/s per direction: below, a transfer of a few GB takes hours of
+# simulated time (1e-300 GB/s overflowed the transfer times); above, a unit mistake (NVLink 5 is
+# 900 GB/s, HBM3e ~5 TB/s). Oversubscription beyond 1000:1 would take the same links below that.
+MIN_BANDWIDTH_GBPS, MAX_BANDWIDTH_GBPS = 1e-3, 1e5
+MAX_OVERSUBSCRIPTION = 1000.0
 
 
 def _check_values(spec: object) -> None:
@@ -38,6 +43,9 @@ def _check_values(spec: object) -> None:
             continue
         if f.name.endswith("_gbps") and not (value > 0 and math.isfinite(value)):
             problem = f"must be > 0, got {value}" if not value > 0 else f"must be finite, got {value}"
+            raise ConfigError(f.name, problem, "give a bandwidth in GB/s per direction (400 Gb/s = 50 GB/s)")
+        if f.name.endswith("_gbps") and not MIN_BANDWIDTH_GBPS <= value <= MAX_BANDWIDTH_GBPS:
+            problem = f"{value} GB/s is outside {MIN_BANDWIDTH_GBPS:g}..{MAX_BANDWIDTH_GBPS:g} GB/s (1 MB/s to 100 TB/s)"
             raise ConfigError(f.name, problem, "give a bandwidth in GB/s per direction (400 Gb/s = 50 GB/s)")
         if f.name.endswith("latency_ns") and not 0 <= value <= MAX_LATENCY_NS:
             problem = (f"must be >= 0, got {value}" if value < 0
@@ -181,8 +189,9 @@ class RailFatTreeFabric(_NicFabric):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (self.oversubscription > 0 and math.isfinite(self.oversubscription)):
-            raise ConfigError("oversubscription", f"must be a finite number > 0, got {self.oversubscription}",
+        if not 0 < self.oversubscription <= MAX_OVERSUBSCRIPTION:  # also refuses NaN
+            raise ConfigError("oversubscription", f"must be a number in (0, {MAX_OVERSUBSCRIPTION:g}], "
+                              f"got {self.oversubscription}",
                               "use 1.0 for a non-blocking fabric")
 
     def build(self, g: nx.DiGraph, gpus_by_host: Sequence[Sequence[str]]) -> None:
