@@ -35,7 +35,7 @@ def test_moe_recompute_moe_keeps_only_the_block_input() -> None:
 def test_stored_smoke_run_compares_within_target() -> None:
     probe = json.loads(SMOKE.read_text())
     cases = compare(probe)
-    assert len(cases) == len(mp.DENSE_CASES) + len(mp.MOE_CASES)
+    assert len(cases) == len(mp.DENSE_CASES) + len(mp.MOE_CASES) + len(mp.MLA_CASES)
     assert all(c.within_target for c in cases), report_lines(cases, probe["provenance"])
 
 
@@ -43,3 +43,11 @@ def test_case_names_map_to_megatron_options() -> None:
     cfg = config_of("layernorm+moe_act", moe=True)
     assert cfg.recompute == "selective" and cfg.active_recompute_modules == ("layernorm", "moe_act")
     assert config_of("full", moe=False).recompute == "full" and config_of("none", moe=True).probs_on_expert_output
+
+
+def test_mla_up_proj_frees_the_up_projected_heads_as_predicted() -> None:
+    shape = mp.CPU_SHAPES[2]
+    none = mp.run_case(shape, "none", "cpu", torch.bfloat16)["saved_bytes"]
+    up = mp.run_case(shape, "mla_up_proj", "cpu", torch.bfloat16)["saved_bytes"]
+    assert up < none
+    assert predict(asdict(shape), "none") - predict(asdict(shape), "mla_up_proj") == pytest.approx(none - up, rel=0.10)

@@ -1,12 +1,14 @@
 """GPU memory probe: what one decoder layer keeps for backward under each recompute option.
 
-One torchtitan-style decoder layer in plain PyTorch and bf16 (RMSNorm, GQA attention with RoPE
+One torchtitan-style decoder layer in plain PyTorch and bf16 (RMSNorm, GQA or MLA attention with RoPE
 through ``F.scaled_dot_product_attention``, a SwiGLU FFN or a top-k MoE of balanced routing
 whose expert outputs are scaled by the router scores in fp32, as torchtitan does) runs forward and
 backward once per case. Recomputation is ``torch.utils.checkpoint`` (non-reentrant) over the
 parts Megatron's ``--recompute-modules`` name:
 
 * ``core_attn``: the SDPA call; ``mlp``: the dense FFN; ``moe``: the whole MoE block;
+* ``mla_up_proj`` (MLA layers): the Q projection, KV up-projection and RoPE, with their
+  consumer, the core attention (the up-projected Q, K, V are the discarded outputs);
 * output-discarding modules (``layernorm``, ``moe_act``) free an output that the next op
   saves, so the checkpoint spans the op *and* its consumers: norm + the projections / router /
   token gather reading it; SwiGLU + the down projection;
@@ -60,14 +62,27 @@ class LayerShape:
     mbs: int = 1
     num_experts: int = 0
     top_k: int = 0
+    kv_lora_rank: int = 0      # MLA (DeepSeek) when > 0: head_dim is the non-rotary Q/K width
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
 
 
 # Llama-3-8B layer (meta-llama/Meta-Llama-3-8B config.json) and Qwen3-30B-A3B layer
 # (Qwen/Qwen3-30B-A3B config.json), 4K tokens: the layers of data/validation/runs' traces.
+# MLA: one TP4 rank of DeepSeek-V3's first (dense) layer (config_671B.json: hidden 7168,
+# q_lora 1536, kv_lora 512, 128 heads of 128 + 64 rope, v 128, FFN 18432): 32 heads, FFN 4608.
 GPU_SHAPES = (LayerShape("llama3-8b-layer", 4096, 32, 8, 128, 14336, 4096),
-              LayerShape("qwen3-30b-a3b-layer", 2048, 32, 4, 128, 768, 4096, num_experts=128, top_k=8))
+              LayerShape("qwen3-30b-a3b-layer", 2048, 32, 4, 128, 768, 4096, num_experts=128, top_k=8),
+              LayerShape("deepseek-v3-dense-layer-tp4-rank", 7168, 32, 32, 128, 4608, 4096, kv_lora_rank=512,
+                         q_lora_rank=1536, qk_rope_head_dim=64, v_head_dim=128))
+# tiny-mla's V width equals Q/K's (16 + 8) so CPU SDPA runs its flash kernel, not the math one
+# that keeps the scores.
 CPU_SHAPES = (LayerShape("tiny-dense", 64, 4, 2, 16, 128, 32),
-              LayerShape("tiny-moe", 64, 4, 2, 16, 32, 32, num_experts=8, top_k=2))
+              LayerShape("tiny-moe", 64, 4, 2, 16, 32, 32, num_experts=8, top_k=2),
+              LayerShape("tiny-mla", 64, 4, 4, 16, 128, 32, kv_lora_rank=32, q_lora_rank=48, qk_rope_head_dim=8,
+                         v_head_dim=24))
+MLA_CASES = ("none", "core_attn", "mla_up_proj", "layernorm", "mla_up_proj+layernorm+mlp", "full")
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -129,10 +144,22 @@ class Layer(torch.nn.Module):
         h, d = s.hidden, s.head_dim
         self.attn_norm = torch.nn.Parameter(torch.ones(h, **p))
         self.mlp_norm = torch.nn.Parameter(torch.ones(h, **p))
-        self.wq = torch.nn.Parameter(torch.randn(h, s.num_heads * d, **p) * h ** -0.5)
-        self.wk = torch.nn.Parameter(torch.randn(h, s.num_kv_heads * d, **p) * h ** -0.5)
-        self.wv = torch.nn.Parameter(torch.randn(h, s.num_kv_heads * d, **p) * h ** -0.5)
-        self.wo = torch.nn.Parameter(torch.randn(s.num_heads * d, h, **p) * (s.num_heads * d) ** -0.5)
+        if s.kv_lora_rank:
+            r, c = s.qk_rope_head_dim, s.kv_lora_rank
+            self.wq_down = torch.nn.Parameter(torch.randn(h, s.q_lora_rank, **p) * h ** -0.5)
+            self.q_norm = torch.nn.Parameter(torch.ones(s.q_lora_rank, **p))
+            self.wq = torch.nn.Parameter(torch.randn(s.q_lora_rank, s.num_heads * (d + r), **p) * s.q_lora_rank ** -0.5)
+            self.wkv_down = torch.nn.Parameter(torch.randn(h, c + r, **p) * h ** -0.5)
+            self.kv_norm = torch.nn.Parameter(torch.ones(c, **p))
+            self.wkv_up = torch.nn.Parameter(torch.randn(c, s.num_heads * (d + s.v_head_dim), **p) * c ** -0.5)
+            d_rope = r
+        else:
+            self.wq = torch.nn.Parameter(torch.randn(h, s.num_heads * d, **p) * h ** -0.5)
+            self.wk = torch.nn.Parameter(torch.randn(h, s.num_kv_heads * d, **p) * h ** -0.5)
+            self.wv = torch.nn.Parameter(torch.randn(h, s.num_kv_heads * d, **p) * h ** -0.5)
+            d_rope = d
+        v_dim = s.v_head_dim or d
+        self.wo = torch.nn.Parameter(torch.randn(s.num_heads * v_dim, h, **p) * (s.num_heads * v_dim) ** -0.5)
         if s.num_experts:
             self.router = torch.nn.Parameter(torch.randn(h, s.num_experts, **p) * h ** -0.5)
             self.w13 = torch.nn.Parameter(torch.randn(s.num_experts, h, 2 * s.ffn_hidden, **p) * h ** -0.5)
@@ -141,7 +168,7 @@ class Layer(torch.nn.Module):
             self.w13 = torch.nn.Parameter(torch.randn(h, 2 * s.ffn_hidden, **p) * h ** -0.5)
             self.w2 = torch.nn.Parameter(torch.randn(s.ffn_hidden, h, **p) * s.ffn_hidden ** -0.5)
         pos = torch.arange(s.seq_len, device=device, dtype=torch.float32)[:, None]
-        freq = pos * torch.pow(10000.0, -torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+        freq = pos * torch.pow(10000.0, -torch.arange(0, d_rope, 2, device=device, dtype=torch.float32) / d_rope)
         self.register_buffer("cos", torch.cat([freq.cos(), freq.cos()], -1).to(dtype), persistent=False)
         self.register_buffer("sin", torch.cat([freq.sin(), freq.sin()], -1).to(dtype), persistent=False)
 
@@ -156,7 +183,46 @@ class Layer(torch.nn.Module):
     def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
+    # -- MLA (DeepSeek): norm -> q projection and KV down-projection -> latent RMSNorm ->
+    # up-projection and RoPE (``mla_up_proj``) -> core attention -> output projection.
+    def _mla_entry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Norm and the two down-projections reading its output (``layernorm``'s span)."""
+        y = _norm(x, self.attn_norm)
+        return y @ self.wq_down, y @ self.wkv_down
+
+    def _mla_up(self, y: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor):
+        s, b, t = self.s, y.shape[0], y.shape[1]
+        d, r, hq = s.head_dim, s.qk_rope_head_dim, s.num_heads
+        q = (y @ self.wq).view(b, t, hq, d + r)
+        q_pe = _rope(q[..., d:], self.cos[:, None], self.sin[:, None])
+        kv = (c_kv @ self.wkv_up).view(b, t, hq, d + s.v_head_dim)
+        k_pe = _rope(k_pe.view(b, t, 1, r), self.cos[:, None], self.sin[:, None]).expand(b, t, hq, r)
+        qh = torch.cat([q[..., :d], q_pe], dim=-1).transpose(1, 2)
+        kh = torch.cat([kv[..., :d], k_pe], dim=-1).transpose(1, 2)
+        v = kv[..., d:].transpose(1, 2).contiguous()  # Megatron makes q, k, v contiguous for TE
+        return qh, kh, v
+
+    def _mla_up_core(self, y: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor) -> torch.Tensor:
+        """Output-discarding ``mla_up_proj``: the up-projected Q, K, V are freed, so the
+        checkpoint spans their consumer, the core attention."""
+        return F.scaled_dot_product_attention(*self._mla_up(y, c_kv, k_pe), is_causal=True)
+
+    def mla(self, x: torch.Tensor) -> torch.Tensor:
+        s, b = self.s, x.shape[0]
+        q_c, kv_down = self._ckpt("layernorm", self._mla_entry, x)
+        y = _norm(q_c, self.q_norm)
+        c_kv = _norm(kv_down[..., :s.kv_lora_rank], self.kv_norm)
+        k_pe = kv_down[..., s.kv_lora_rank:]
+        if "mla_up_proj" in self.modules_on:
+            o = checkpoint(self._mla_up_core, y, c_kv, k_pe, use_reentrant=False)
+        else:
+            o = self._ckpt("core_attn", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                           *self._mla_up(y, c_kv, k_pe))
+        return x + o.transpose(1, 2).reshape(b, s.seq_len, s.num_heads * s.v_head_dim) @ self.wo
+
     def attention(self, x: torch.Tensor) -> torch.Tensor:
+        if self.s.kv_lora_rank:
+            return self.mla(x)
         s, b = self.s, x.shape[0]
         q, k, v = self._ckpt("layernorm", self._qkv, x)
         d, hq, hk = s.head_dim, s.num_heads, s.num_kv_heads
@@ -251,6 +317,18 @@ def _saved_bytes_hooked(layer: Layer, x: torch.Tensor) -> tuple[torch.Tensor, fl
     return out, float(total + out.numel() * out.element_size())
 
 
+def _no_math_sdpa(device: str):
+    """On CUDA, SDPA may use flash, memory-efficient or cuDNN kernels but not the math one,
+    which keeps the scores (a case it would need fails instead of measuring another thing)."""
+    import contextlib
+
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION])
+
+
 def run_case(shape: LayerShape, case: str, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
     """One forward + backward of ``shape`` with recompute ``case``; bytes as the module docstring says."""
     torch.manual_seed(seed)
@@ -284,9 +362,14 @@ def run(device: str, shapes: tuple[LayerShape, ...]) -> dict:
     dtype = torch.bfloat16
     rows = []
     for shape in shapes:
-        for case in (MOE_CASES if shape.num_experts else DENSE_CASES):
+        for case in (MOE_CASES if shape.num_experts else MLA_CASES if shape.kv_lora_rank else DENSE_CASES):
             t0 = time.perf_counter()
-            rows.append({**run_case(shape, case, device, dtype), "wall_s": round(time.perf_counter() - t0, 3)})
+            try:
+                with _no_math_sdpa(device):
+                    row = run_case(shape, case, device, dtype)
+            except RuntimeError as err:  # e.g. no fused SDPA kernel for these head widths
+                row = {"shape": shape.name, "case": case, "error": str(err)[:300]}
+            rows.append({**row, "wall_s": round(time.perf_counter() - t0, 3)})
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
     return {"kind": "moesim.memory_probe", "version": 1, "provenance": _provenance(device),

@@ -48,7 +48,9 @@ def spec_of(shape: dict[str, Any]) -> TransformerSpec:
     """The one-layer spec of a probe shape (vocabulary unused: no edges)."""
     common = dict(name=shape["name"], num_layers=1, hidden=shape["hidden"], num_heads=shape["num_heads"],
                   num_kv_heads=shape["num_kv_heads"], head_dim=shape["head_dim"], ffn_hidden=shape["ffn_hidden"],
-                  vocab=128, seq_len=shape["seq_len"], edges=False)
+                  vocab=128, seq_len=shape["seq_len"], edges=False, kv_lora_rank=shape.get("kv_lora_rank", 0),
+                  q_lora_rank=shape.get("q_lora_rank", 0),
+                  qk_rope_head_dim=shape.get("qk_rope_head_dim", 0), v_head_dim=shape.get("v_head_dim", 0))
     if shape.get("num_experts"):
         return MoESpec(**common, num_experts=shape["num_experts"], top_k=shape["top_k"],  # type: ignore[arg-type]
                        expert_ffn_hidden=shape["ffn_hidden"])
@@ -73,15 +75,15 @@ def compare(probe: dict[str, Any]) -> list[MemoryCase]:
     """Every probe result against moesim's prediction."""
     shapes = {s["name"]: s for s in probe["shapes"]}
     return [MemoryCase(r["shape"], r["case"], float(r["saved_bytes"]), predict(shapes[r["shape"]], r["case"]))
-            for r in probe["results"]]
+            for r in probe["results"] if "error" not in r]
 
 
 def report_lines(cases: list[MemoryCase], provenance: dict[str, Any]) -> list[str]:
     """A plain-text table: shape, case, measured and predicted MiB, error, within 10%."""
     lines = [f"device: {provenance.get('device', provenance.get('gpu', '?'))}",
-             f"{'shape':22s} {'case':18s} {'measured MiB':>13s} {'moesim MiB':>11s} {'error':>7s}"]
+             f"{'shape':22s} {'case':26s} {'measured MiB':>13s} {'moesim MiB':>11s} {'error':>7s}"]
     for c in cases:
-        lines.append(f"{c.shape:22s} {c.case:18s} {c.measured_bytes / 2**20:13.2f} {c.predicted_bytes / 2**20:11.2f} "
+        lines.append(f"{c.shape:22s} {c.case:26s} {c.measured_bytes / 2**20:13.2f} {c.predicted_bytes / 2**20:11.2f} "
                      f"{100 * c.rel_error:+6.1f}%{'' if c.within_target else '  (over 10%)'}")
     inside = sum(c.within_target for c in cases)
     lines.append(f"{inside} of {len(cases)} cases within {100 * TARGET_REL_ERROR:.0f}%")
