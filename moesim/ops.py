@@ -98,6 +98,10 @@ class Attention:
     """Core (flash) attention: softmax(Q K^T) V over ``batch`` sequences.
 
     ``backward`` selects the backward kernel (dQ, dK, dV), which costs about 2.5x forward.
+    ``call="enable_gqa"``: ``F.scaled_dot_product_attention(..., enable_gqa=True)`` with ``kv_heads``
+    K/V heads, which PyTorch runs with another kernel than the equal-heads call (K/V repeated to
+    the query heads, or multi-head attention); a calibrated profile prices it from its
+    ``attention_gqa`` rows.
     """
 
     batch: int
@@ -110,6 +114,7 @@ class Attention:
     dtype: str = "bf16"
     backward: bool = False
     name: str = "attention"
+    call: str = ""   # "enable_gqa": SDPA given grouped K/V heads (another kernel); "": equal heads
 
     @property
     def flops(self) -> float:

@@ -102,17 +102,17 @@ class CalibratedCostModel:
         measured, else over (batch x heads, seq) (older profiles: batch folded into heads). A cell
         past the measured token cap (batch x heads x seq) is anchored at the measured cell of the
         same heads and seq with the nearest batch and scaled by the envelope (FLOPs-linear there)."""
-        self._attn: dict[tuple[str, int], tuple[LogGrid, Envelope, tuple[str, ...]]] = {}
-        groups: dict[tuple[str, int], list] = defaultdict(list)
+        self._attn: dict[tuple[str, int, str], tuple[LogGrid, Envelope, tuple[str, ...]]] = {}
+        groups: dict[tuple[str, int, str], list] = defaultdict(list)
         for r in self.profile.select("attention", dtype="bf16", causal=True):
-            groups[(r["direction"], r["head_dim"])].append({**r, "bh": r["batch"] * r["heads"]})
+            groups[(r["direction"], r["head_dim"], r.get("call", ""))].append({**r, "bh": r["batch"] * r["heads"]})
         for key, rows in groups.items():
             refs = [self._attn_ref(key[0], key[1], r["seq"], r["bh"]) for r in rows]
             env = Envelope.fit([a.flops for a in refs], [a.bytes for a in refs], [r["time_ns"] for r in rows])
             keys = ("batch", "heads", "seq") if len({r["batch"] for r in rows}) > 1 else ("bh", "seq")
             self._attn[key] = (LogGrid.from_rows(rows, keys, self._attn_filler(key, rows, env)), env, keys)
 
-    def _attn_filler(self, key: tuple[str, int], rows: Sequence[Mapping[str, Any]], env: Envelope) -> Callable[[Point], float]:
+    def _attn_filler(self, key: tuple[str, int, str], rows: Sequence[Mapping[str, Any]], env: Envelope) -> Callable[[Point], float]:
         """Time of an unmeasured (batch, heads, seq) cell from the nearest-batch measured cell."""
         logs: dict[tuple[float, float, float], list[float]] = defaultdict(list)
         for r in rows:  # repeated cells (several runs) average in log space, as in the grid
@@ -313,14 +313,18 @@ class CalibratedCostModel:
 
     def _attention_ns(self, op: Attention) -> float:
         direction = "bwd" if op.backward else "fwd"
-        dims = [d for (dr, d) in self._attn if dr == direction]
+        call = getattr(op, "call", "")
+        if call and not any(dr == direction and c == call for dr, _, c in self._attn):
+            self.fallback_ops.add(f"Attention call={call} {direction} (not measured: the equal-heads kernel's grid)")
+            call = ""
+        dims = [d for (dr, d, c) in self._attn if dr == direction and c == call]
         if DTYPE_ALIASES.get(op.dtype, op.dtype) != "bf16" or not dims:
             return self._fallback_compute(op, "Attention.dtype", f"no {op.dtype} {direction} attention in the profile")
         head_dim = min(dims, key=lambda d: abs(math.log(d / max(op.head_dim, 1))))
         if head_dim != op.head_dim:  # never silent: another head_dim's kernel, scaled by FLOPs
             self.fallback_ops.add(f"Attention head_dim {op.head_dim} {direction} (not measured: head_dim {head_dim}'s "
                                   "grid scaled by FLOPs)")
-        grid, env, keys = self._attn[(direction, head_dim)]
+        grid, env, keys = self._attn[(direction, head_dim, call)]
         batch, heads, seq = float(max(op.batch, 1)), float(max(op.heads, 1)), float(max(op.seq_kv, 1))
         point = (batch, heads, seq) if len(keys) == 3 else (batch * heads, seq)
 

@@ -250,7 +250,9 @@ def _default_provenance(name: str, result: Any) -> str:
 
 
 def op_provenance(cost: Any, op: Any) -> str:
-    """Where ``cost`` gets ``op``'s time: ``measured``, ``roofline`` or ``roofline fallback``.
+    """Where ``cost`` gets ``op``'s time: ``measured``, ``measured stand-in`` (another measured
+    kernel's curve, e.g. an unmeasured head_dim or SDPA call: the cost model's ``fallback_ops``
+    names it), ``roofline`` or ``roofline fallback``.
     A calibrated model prices ``op`` afresh on a copy (its own cache and ``fallback_ops`` left as
     they are): a call of its fallback model records the op's type name in ``fallback_ops``
     (``CalibratedCostModel._fallback_compute``; stand-in curves are recorded under longer labels)."""
@@ -261,7 +263,12 @@ def op_provenance(cost: Any, op: Any) -> str:
     probe = copy.copy(cost)
     probe._cache, probe.fallback_ops = {}, set()
     probe.compute_ns(op)
-    return "roofline fallback" if type(op).__name__ in probe.fallback_ops else "measured"
+    name = type(op).__name__
+    if name in probe.fallback_ops:
+        return "roofline fallback"
+    if any(f.startswith(name + " ") for f in probe.fallback_ops):   # another measured kernel stands in
+        return "measured stand-in"
+    return "measured"
 
 
 def block_ops(scn: Scenario) -> list[Any]:

@@ -167,7 +167,8 @@ def model_spec(entry: LayerEntry) -> Any:
     if entry.kind == "dense_layer":
         return TransformerSpec(name=str(m["name"]), num_layers=1, hidden=int(m["hidden"]), num_heads=int(m["heads"]),
                                num_kv_heads=int(m["kv_heads"]), head_dim=int(m["head_dim"]), ffn_hidden=int(m["ffn"]),
-                               vocab=PLACEHOLDER_VOCAB, seq_len=seq, dtype=entry.workload.get("dtype", "bf16"))
+                               vocab=PLACEHOLDER_VOCAB, seq_len=seq, dtype=entry.workload.get("dtype", "bf16"),
+                               attention_enable_gqa=bool((entry.workload.get("attention") or {}).get("enable_gqa")))
     router = entry.workload.get("router") or {}
     return MoESpec(name=str(m["name"]), num_layers=1, hidden=int(m["hidden"]), num_heads=1, num_kv_heads=1,
                    head_dim=int(m["hidden"]), ffn_hidden=int(m["expert_ffn"]), vocab=PLACEHOLDER_VOCAB, seq_len=seq,
@@ -244,7 +245,8 @@ def predict_entry(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Comp
     from moesim.experiment.block import simulate_block
 
     result = simulate_block(entry_scenario(entry, gpu, cost_model))
-    fallbacks = tuple(c.name for c in result.op_classes if "fallback" in c.provenance or c.provenance == "mixed")
+    fallbacks = tuple(c.name for c in result.op_classes
+                      if "fallback" in c.provenance or "stand-in" in c.provenance or c.provenance == "mixed")
     return Comparison(case_id=entry.case_id, workload_class=entry.workload_class, passes=entry.passes, gpu=gpu,
                       measured_ns=entry.measured_ns, predicted_ns=float(result.time_per_iteration_ns),
                       small=entry.small, cost_model=result.cost_model, notes=unmodelled(entry), fallbacks=fallbacks)

@@ -151,9 +151,9 @@ def _titan_unpermute_bwd(s: _Shape) -> list[ComputeOp]:
 def _titan_permute_bwd(s: _Shape) -> list[ComputeOp]:
     P, h, e, T = s.P, s.h, s.e, s.T
     return [_mem("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd.scores"),
-            _mem("cast", (e + 4) * P * h, "moe.probs.to_dtype.bwd"),
+            _mem("cast", (e + 4) * P * h, "moe.probs.to_dtype.bwd", "cast_fp32"),
             _mem("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd"),
-            _mem("cast", (4 + e) * P * h, "moe.probs.to_fp32.bwd"),
+            _mem("cast", (4 + e) * P * h, "moe.probs.to_fp32.bwd", "cast_bf16"),
             _mem("copy", e * T * h, "moe.permute.bwd.zeros", "zeros"),
             _mem("permute", 2 * e * P * h, "moe.permute.bwd", "scatter_add"),
             _mem("copy", 4 * P, "moe.sort_scores.bwd.zeros", "zeros"),
@@ -165,7 +165,7 @@ def _titan_router_bwd(s: _Shape) -> list[ComputeOp]:
     score = (_mem("softmax", 12 * T * E, "router.softmax.bwd") if s.score == "softmax"
              else _mem("elementwise", 12 * T * E, "router.sigmoid.bwd"))
     return [_mem("copy", 4 * T * E, "router.topk.bwd.zeros", "zeros"), _mem("permute", 16 * P, "router.topk.bwd"),
-            score, _mem("cast", (4 + s.e) * T * E, "router.to_fp32.bwd")]
+            score, _mem("cast", (4 + s.e) * T * E, "router.to_fp32.bwd", "cast_bf16")]
 
 
 def _megatron_router(s: _Shape) -> list[ComputeOp]:

@@ -67,6 +67,9 @@ class TransformerSpec:
     projection and one decoder layer of the model's last-layer kind, sharing the embedding and
     output head (arXiv:2412.19437 §2.2). It is not part of ``total_params`` (the report's 671B
     excludes it): see ``mtp_params``. For MLA, ``head_dim`` is HF's ``qk_nope_head_dim``.
+    ``attention_enable_gqa``: the program calls SDPA with the grouped K/V heads
+    (``enable_gqa=True``, plain PyTorch's usual form), priced as that kernel; False: K/V repeated
+    to the query heads (or MHA), the equal-heads kernel.
     """
 
     name: str
@@ -94,6 +97,7 @@ class TransformerSpec:
     layer_types: tuple[str, ...] = ()
     attention_sinks: bool = False
     num_nextn_predict_layers: int = 0
+    attention_enable_gqa: bool = False
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -125,6 +129,8 @@ class TransformerSpec:
     def _check_window(self) -> None:
         for f in ("sliding_window", "num_nextn_predict_layers"):
             check_positive(f, getattr(self, f), allow_zero=True)
+        if not isinstance(self.attention_enable_gqa, bool):
+            raise ConfigError("attention_enable_gqa", f"must be true or false, got {self.attention_enable_gqa!r}")
         if not isinstance(self.attention_sinks, bool):
             raise ConfigError("attention_sinks", f"must be true or false, got {self.attention_sinks!r}")
         if not isinstance(self.layer_types, tuple) or any(t not in LAYER_TYPES for t in self.layer_types):
@@ -395,10 +401,12 @@ def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local, layer_index: i
     head_dim = float(spec.head_dim) if not spec.is_mla else (spec.qk_head_dim + spec.v_dim) / 2
     window = spec.attention_window(layer_index)
     windowed = 0 < window < spec.seq_len
+    grouped_call = spec.attention_enable_gqa and loc.kv_heads < loc.heads
     return Attention(batch=mbs, heads=loc.heads, kv_heads=loc.kv_heads, seq_q=spec.seq_len,
                      seq_kv=window if windowed else spec.seq_len,
                      head_dim=int(head_dim) if head_dim.is_integer() else head_dim,  # type: ignore[arg-type]
-                     causal=not windowed, dtype=spec.dtype, name="attn.core")
+                     causal=not windowed, dtype=spec.dtype, name="attn.core",
+                     call="enable_gqa" if grouped_call else "")
 
 
 def _attention_out(spec: TransformerSpec, loc: _Local) -> Gemm:
