@@ -135,6 +135,10 @@ class LaneExchangeLowering:
                                       region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         experts = self._queue(sim, lane, f"experts.{phase}.L{seg.layer}.{ctx['name']}", ready[key] + [disp],
                               expert_args, *queue)
+        if getattr(seg, "wgrad", False):   # weight gradients not delayed (moesim.lowering.overlap): before the dispatch
+            w_ns, w_flops, _busiest, w_mean, w_region = self._experts(seg.layer, sample, "W")
+            experts = self._queue(sim, lane, f"experts.W.L{seg.layer}.{ctx['name']}", [experts],
+                                  {**args, "flops": w_flops, "mean_ns": w_mean}, seg.layer, sample, "W", w_ns, w_region)
         ready[key] = [self._comm(sim, lane, back, back_b, f"{second}.L{seg.layer}.{ctx['name']}", [experts], args,
                                  stream)]
 

@@ -42,7 +42,8 @@ from moesim.lowering.host import add_eager_host
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.lowering.resolve import (eager_host_counts, group_link_kind, make_routing, make_schedule,
-                                     resolve_cost_model, resolve_model, scenario_host)
+                                     resolve_cost_model, resolve_model, scenario_host, scenario_overlap)
+from moesim.lowering.overlap import compute_slowdown, grad_reduce_overlap, table_kwargs
 from moesim.lowering.stage_costs import ADAM_BYTES_PER_PARAM
 from moesim.ops import MemoryOp
 from moesim.scale.lanes import LaneExchangeLowering, LaneLink
@@ -102,6 +103,10 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if routing is not None and getattr(routing, "capacity_factor", None) is not None:
         raise ConfigError("moe.routing.capacity_factor", "the reduced run models dropless routing only",
                           "set capacity_factor=None or use the full run `moesim run` on a smaller cluster")
+    if scn.overlap.overlap_param_gather:
+        raise ConfigError("overlap.overlap_param_gather", "the reduced run gathers ZeRO-1's parameters after the "
+                          "optimizer (its own DP phases); the overlapped gather is lowered by the full run only",
+                          "set overlap.overlap_param_gather=false, or use the full run `moesim run`")
     if scn.moe.experts == "padded":
         raise ConfigError("moe.experts", "the reduced run models dropless routing only; experts='padded' drops "
                           "and pads to capacity", "use experts='grouped' or 'loop', or the full run `moesim run`")
@@ -140,7 +145,8 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     sched = make_schedule(scn)
     table = MoEStageTable(spec, sched, cost, tp=1, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                          recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe))
+                          recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
+                          **table_kwargs(scenario_overlap(scn)))
     # The EP group's own fabric: its nodes of the same topology (routing and phase solves).
     group_topo = load_topology(scn.topology, nodes=_nodes(plan.ep, per_node))
     routing = _routing(scn, spec, table, group_topo, options)
@@ -153,7 +159,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
                                     cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind),
                                     per_task=scn.host == "eager")
-    slowdown = scn.overlap_slowdown or cost.overlap_slowdown()
+    slowdown = compute_slowdown(scenario_overlap(scn), scn.overlap_slowdown, cost, probe.gpu_kind)
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
     grid = Grid(1, 1, plan.pp, lanes)
@@ -241,7 +247,8 @@ def _zero1(scn, spec, table, cost, link: LaneLink, lanes, per_node: int, nvswitc
                 (d_ns, d_nic), (e_ns, e_nic) = hier(dense), flat(experts)
                 ns, nic_bytes = passes * (d_ns + e_ns), passes * (d_nic + e_nic)
                 op = "reduce_scatter" if zero else "all_reduce"
-                deps = last_backward[(0, p, chunk)] if plan.dp_overlap else finished.get((0, p, 0), [])
+                overlapped = grad_reduce_overlap(scn.overlap, plan.dp_overlap)   # --overlap-grad-reduce
+                deps = last_backward[(0, p, chunk)] if overlapped else finished.get((0, p, 0), [])
                 tail.append(link.phase(sim, lane, ns, nic_bytes, nic_bytes, f"dp:{op}.c{chunk}", stream="comm.dp",
                                        category=op, deps=deps, args={"chunk": chunk, "pp_rank": p, "bytes": grads}))
                 info[f"{op}_ms"][f"rank{p}.chunk{chunk}"] = round(ns / 1e6, 3)
