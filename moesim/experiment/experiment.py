@@ -1,7 +1,8 @@
 """Experiments: a named list of scenarios and the comparisons a reader cares about.
 
 An experiment file (``experiments/*.py``) is plain Python that defines ``EXPERIMENT``, an
-:class:`Experiment`; ``python -m moesim run FILE`` loads it with :func:`load_experiment`.
+:class:`Experiment`, or a YAML / TOML scenario file (:mod:`moesim.experiment.scenario_files`);
+``python -m moesim run FILE`` loads either with :func:`load_experiment`.
 """
 from __future__ import annotations
 
@@ -53,11 +54,14 @@ def load_experiment(path: str | Path) -> Experiment:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("experiment file", f"{str(p)!r} does not exist", "pass a path like experiments/1f1b_vs_interleaved.py")
-    if p.suffix.lower() in (".yaml", ".yml", ".json"):
-        what = "a topology" if p.suffix.lower() != ".json" else "a data file"
-        raise ConfigError("experiment file", f"{str(p)!r} is {what}, not an experiment (a Python file defining EXPERIMENT)",
-                          "pass an experiment such as experiments/1f1b_vs_interleaved.py; a topology is named inside "
-                          "it, Scenario(topology='dgx_h100' or 'path/to/fabric.yaml'); 'moesim topo show' inspects one")
+    if p.suffix.lower() in (".yaml", ".yml", ".toml"):  # a scenario file (a topology is refused there)
+        from moesim.experiment.scenario_files import load_scenario_file
+
+        return load_scenario_file(p)
+    if p.suffix.lower() == ".json":
+        raise ConfigError("experiment file", f"{str(p)!r} is a data file, not an experiment (a Python file defining "
+                          "EXPERIMENT, or a YAML / TOML scenario file)",
+                          "pass an experiment such as experiments/1f1b_vs_interleaved.py")
     try:
         namespace = runpy.run_path(str(p), run_name="moesim_experiment")
     except SyntaxError as err:

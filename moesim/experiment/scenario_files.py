@@ -1,0 +1,243 @@
+"""Scenario files in YAML or TOML: the same fields as the Python form, read into an Experiment.
+
+A file holds one scenario (a mapping with the :class:`~moesim.experiment.scenario.Scenario`
+fields: ``name``, ``topology``, ``model``, ``plan``...) or an experiment::
+
+    name: my-experiment          # default: the file's stem
+    description: ...
+    defaults: {topology: dgx_h100, nodes: 2}      # merged under every scenario
+    scenarios:
+      - name: base
+        model: qwen3-30b-a3b
+        plan: {dp: 16, ep: 8, pp: 1, num_microbatches: 4}
+        moe: {routing: {kind: zipf, zipf_s: 1.2}}
+    comparisons: [{baseline: base, optimized: other, lesson: ...}]
+
+(TOML: ``[[scenarios]]`` tables.) Nested fields are the dataclasses' own (``plan`` ->
+:class:`ParallelPlan`, ``moe`` -> :class:`MoEOptions` with ``routing`` -> ``RoutingConfig``,
+``memory`` -> ``MemoryConfig``, ``overlap`` -> ``OverlapOptions``, ``faults`` -> ``Faults``); a
+list becomes a tuple where the field holds one. ``model`` is a preset name, ``{hf: PATH,
+seq_len: ..., <spec field>: ...}`` (a Hugging Face config.json, relative to the file, with
+overrides), ``{preset: NAME, <spec field>: ...}``, or a whole spec ``{spec: MoESpec |
+TransformerSpec, <every field>}``. An unknown key is a ConfigError naming it and listing the
+valid ones; ``--set`` applies to the result as to any scenario. :func:`scenario_to_dict` writes
+a Scenario back in this form (the importers write their scenarios with it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from moesim.errors import ConfigError
+
+SUFFIXES = (".yaml", ".yml", ".toml")
+_EXPERIMENT_KEYS = ("name", "description", "defaults", "scenarios", "comparisons", "notes")
+_TOPOLOGY_KEYS = ("gpus_per_node", "gpu", "links", "nic", "nodes_per_rail")
+
+
+def load_scenario_file(path: str | Path) -> Any:
+    """The Experiment a YAML / TOML scenario file describes (see the module docstring)."""
+    from moesim.experiment.experiment import Comparison, Experiment
+
+    p = Path(path)
+    data = _read(p)
+    if "scenarios" not in data:
+        if not {"model", "topology"} & set(data) and set(_TOPOLOGY_KEYS) & set(data):
+            raise ConfigError("experiment file", f"{str(p)!r} is a topology, not an experiment (a Python file "
+                              "defining EXPERIMENT, or a YAML / TOML scenario file)",
+                              "pass an experiment such as experiments/1f1b_vs_interleaved.py; a topology is named "
+                              "inside it (topology: dgx_h100 or path/to/fabric.yaml); 'moesim topo show' inspects one")
+        data = {"name": p.stem, "scenarios": [data]}
+    unknown = sorted(set(data) - set(_EXPERIMENT_KEYS))
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}", "unknown experiment key(s)",
+                          f"use {', '.join(_EXPERIMENT_KEYS)}; scenario fields go under scenarios:", source=str(p))
+    items = data["scenarios"]
+    if not isinstance(items, list) or not items or not all(isinstance(s, dict) for s in items):
+        raise ConfigError("scenarios", "must be a non-empty list of mappings", "give one mapping per scenario",
+                          source=str(p))
+    defaults = _mapping(data.get("defaults", {}), "defaults", str(p))
+    scenarios = tuple(build_scenario({**defaults, **s}, base=p.parent, source=f"{p}: scenarios[{i}]")
+                      for i, s in enumerate(items))
+    comparisons = tuple(_build(Comparison, _mapping(c, "comparisons", str(p)), "comparisons", str(p))
+                        for c in data.get("comparisons") or [])
+    notes = data.get("notes") or ()
+    return Experiment(name=str(data.get("name") or p.stem), scenarios=scenarios, comparisons=comparisons,
+                      description=str(data.get("description") or ""),
+                      notes=tuple(notes) if isinstance(notes, list) else (str(notes),))
+
+
+def build_scenario(data: dict[str, Any], *, base: Path | None = None, source: str = "") -> Any:
+    """One Scenario from its mapping (``base``: where relative ``model.hf`` paths start)."""
+    from moesim.experiment.scenario import Scenario
+
+    data = dict(_mapping(data, "scenario", source))
+    if "model" in data:
+        data["model"] = build_model(data["model"], base=base, source=source)
+    return _build(Scenario, data, "scenario", source)
+
+
+def build_model(value: Any, *, base: Path | None = None, source: str = "") -> Any:
+    """A preset name, or a model spec from ``{hf: ...}``, ``{preset: ...}`` or ``{spec: ...}``."""
+    from moesim.workload.hf_config import load_hf_config
+    from moesim.workload.moe import MoESpec
+    from moesim.workload.presets import get_model
+    from moesim.workload.transformer import TransformerSpec
+
+    if isinstance(value, str):
+        return value
+    fields = dict(_mapping(value, "model", source))
+    kinds = [k for k in ("hf", "preset", "spec") if k in fields]
+    if len(kinds) != 1:
+        raise ConfigError("model", f"give exactly one of hf, preset or spec, got {kinds or 'none'}",
+                          "e.g. model: {hf: path/to/config.json, seq_len: 4096}", source=source)
+    kind = kinds[0]
+    head = fields.pop(kind)
+    if kind == "spec":
+        classes = {"MoESpec": MoESpec, "TransformerSpec": TransformerSpec}
+        if head not in classes:
+            raise ConfigError("model.spec", f"unknown spec {head!r}", "use MoESpec or TransformerSpec", source=source)
+        return _build(classes[head], fields, "model", source)
+    if kind == "hf":
+        path = Path(str(head))
+        seq_len = fields.pop("seq_len", None)
+        spec = load_hf_config(path if path.is_absolute() or base is None else base / path, seq_len=seq_len).spec
+    else:
+        spec = get_model(str(head))
+    return _replace(spec, fields, "model", source)
+
+
+def scenario_to_dict(scn: Any) -> dict[str, Any]:
+    """A Scenario as the mapping :func:`build_scenario` reads back to an equal Scenario: only the
+    fields that differ from their defaults, nested dataclasses as mappings, spec models whole."""
+    from moesim.experiment.scenario import Scenario
+
+    out = _diff(scn, Scenario(name="x", topology="x", model="x"))
+    out["name"], out["topology"] = scn.name, scn.topology
+    model = scn.model
+    if not isinstance(model, str):
+        spec = {f.name: _plain(getattr(model, f.name)) for f in dataclasses.fields(model)}
+        out["model"] = {"spec": type(model).__name__, **spec}
+    else:
+        out["model"] = model
+    return out
+
+
+# -- internals -----------------------------------------------------------------------------------
+def _read(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError("experiment file", f"{str(p)!r} does not exist", "give a .yaml, .yml or .toml scenario file")
+    if p.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError("experiment file", f"not valid TOML ({err})", "fix that line", source=str(p)) from None
+    else:
+        data = _read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError("experiment file", f"expected a mapping, got {type(data).__name__}",
+                          "start with name: ... (one scenario) or scenarios: [...]", source=str(p))
+    return data
+
+
+def _read_yaml(p: Path) -> Any:
+    try:  # the project's bounded YAML reader where present (aliases, depth and size limits)
+        from moesim.yamlio import read_yaml_mapping
+    except ImportError:
+        import yaml
+
+        try:
+            return yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError("experiment file", f"not valid YAML ({err})", "fix that line", source=str(p)) from None
+    return read_yaml_mapping(p, "start with name: ... (one scenario) or scenarios: [...]")
+
+
+def _mapping(value: Any, where: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"must be a mapping of fields, got {value!r}"[:160], source=source)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
+    """``cls(**data)`` with nested dataclasses built from mappings and lists made tuples."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown field of {cls.__name__}",
+                          f"use one of: {', '.join(names)}", source=source)
+    kwargs = {k: _value(cls, k, hints[k], v, f"{where}.{k}", source) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(where, f"cannot build {cls.__name__} ({err})", source=source) from None
+
+
+def _replace(spec: Any, fields: dict[str, Any], where: str, source: str) -> Any:
+    if not fields:
+        return spec
+    built = _build(type(spec), {**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}, **fields},
+                   where, source)
+    return built
+
+
+_NESTED = {("MoEOptions", "routing"): "RoutingConfig", ("Scenario", "faults"): "Faults"}
+
+
+def _value(owner: type, name: str, hint: Any, value: Any, where: str, source: str) -> Any:
+    target = _nested_class(owner, name, hint)
+    if target is not None and isinstance(value, dict):
+        return _build(target, value, where, source)
+    if isinstance(value, dict) and typing.get_args(hint)[:1] == (int,):  # Mapping[int, ...]: TOML keys are text
+        try:
+            return {int(k): v for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(where, f"keys must be whole numbers (ranks), got {list(value)[:4]}", source=source) from None
+    if isinstance(value, list) and _wants_tuple(hint):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def _nested_class(owner: type, name: str, hint: Any) -> type | None:
+    special = _NESTED.get((owner.__name__, name))
+    if special == "RoutingConfig":
+        from moesim.moe.routing import RoutingConfig
+
+        return RoutingConfig
+    if special == "Faults":
+        from moesim.experiment.faults import Faults
+
+        return Faults
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _wants_tuple(hint: Any) -> bool:
+    text = str(hint)
+    return "tuple" in text
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _diff(obj: Any, default: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value, base = getattr(obj, f.name), getattr(default, f.name, None)
+        if value == base:
+            continue
+        if dataclasses.is_dataclass(value) and dataclasses.is_dataclass(base) and type(value) is type(base):
+            out[f.name] = _diff(value, base)
+        else:
+            out[f.name] = _plain(value)
+    return out
