@@ -202,3 +202,52 @@ def test_overlap_param_gather_moves_the_all_gather_before_the_first_forward() ->
     assert gather_on.start_ns == 0 and first_f.start_ns == gather_on.end_ns
     assert gather_on.end_ns - gather_on.start_ns == gather_off.end_ns - gather_off.start_ns
     assert max(s.end_ns for s in on_spans) == max(s.end_ns for s in on_spans if s.name == "optimizer")
+
+
+def _moe_scenario(engine: str, overlap: OverlapOptions, **kw):
+    import dataclasses as dc
+
+    from moesim.experiment import MoEOptions, ParallelPlan, Scenario
+    from moesim.workload.presets import get_model
+
+    model = dc.replace(get_model("qwen3-30b-a3b"), num_layers=2)
+    return Scenario(name=engine, topology="dgx_h100", nodes=1, model=model, engine=engine, overlap=overlap,
+                    plan=ParallelPlan(tp=1, dp=8, pp=1, ep=8, num_microbatches=3), schedule="1f1b",
+                    moe=MoEOptions(token_movement="megatron"), **kw)
+
+
+@pytest.mark.parametrize("overlap", [
+    OverlapOptions(overlap_moe_expert_parallel_comm=True, delay_wgrad_compute=True),
+    OverlapOptions(overlap_moe_expert_parallel_comm=True),   # expert weight gradients before the dispatch backward
+    OverlapOptions(deepep_num_sms=20),
+])
+def test_both_engines_read_the_switches(overlap: OverlapOptions) -> None:
+    """The full and the reduced engine lower the same switches: with each, both shorten or lengthen
+    the step the same way against the step without (EP overlap: shorter; DeepEP's SMs: no effect
+    without DeepEP, refused)."""
+    from moesim.experiment.runner import run_scenario
+
+    if overlap.deepep_num_sms is not None:
+        with pytest.raises(ConfigError, match="deepep"):
+            run_scenario(_moe_scenario("reduced", overlap), force=True)
+        return
+    steps = {}
+    for engine in ("full", "reduced"):
+        off, _ = run_scenario(_moe_scenario(engine, OverlapOptions()), force=True)
+        on, _ = run_scenario(_moe_scenario(engine, overlap), force=True)
+        assert on.step_time_ms < off.step_time_ms
+        steps[engine] = (off.step_time_ms, on.step_time_ms)
+    gain_full = steps["full"][0] - steps["full"][1]
+    gain_reduced = steps["reduced"][0] - steps["reduced"][1]
+    assert gain_reduced == pytest.approx(gain_full, rel=0.25)
+
+
+def test_deepep_sms_set_the_compute_slowdown_in_both_engines() -> None:
+    from moesim.experiment import MoEOptions
+    from moesim.experiment.build import build_scenario
+    from moesim.scale.reduced import build_reduced
+
+    scn = _moe_scenario("full", OverlapOptions(deepep_num_sms=20))
+    scn = type(scn)(**{**scn.__dict__, "moe": MoEOptions(dispatcher="deepep", token_movement="megatron")})
+    assert build_scenario(scn, force=True).sim.overlap_slowdown == pytest.approx(132 / 112)
+    assert build_reduced(scn)["slowdown"] == pytest.approx(132 / 112)
