@@ -15,7 +15,7 @@ from moesim.errors import ConfigError
 from moesim.experiment.experiment import load_experiment
 from moesim.experiment.faults import Faults
 from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
-from moesim.experiment.scenario_files import build_scenario, load_scenario_file, scenario_to_dict
+from moesim.experiment.scenario_files import build_scenario, scenario_to_dict
 from moesim.lowering.overlap import OverlapOptions
 from moesim.memory.config import MemoryConfig
 from moesim.moe.routing import RoutingConfig
@@ -47,7 +47,7 @@ def test_every_shipped_experiment_round_trips(path: str, tmp_path: Path) -> None
     for scn in load_experiment(path).scenarios:
         file = tmp_path / f"{scn.name}.yaml"
         file.write_text(yaml.safe_dump(scenario_to_dict(scn), sort_keys=False))
-        assert load_scenario_file(file).scenarios[0] == scn
+        assert load_experiment(file).scenarios[0] == scn
 
 
 def test_set_applies_to_a_file_scenario() -> None:

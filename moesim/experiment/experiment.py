@@ -10,8 +10,9 @@ import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moesim.errors import ConfigError
+from moesim.errors import ConfigError, MoesimError
 from moesim.experiment.scenario import Scenario
+from moesim.pathnames import check_file_stem
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,12 @@ class Experiment:
     def __post_init__(self) -> None:
         if not self.scenarios:
             raise ConfigError("experiment.scenarios", "is empty", "define at least one Scenario")
-        names = [s.name for s in self.scenarios]
+        bad = next((s for s in self.scenarios if not isinstance(s, Scenario)), None)
+        if bad is not None:
+            raise ConfigError("experiment.scenarios", f"holds {type(bad).__name__} {bad!r}, not a Scenario",
+                              "list Scenario(...) objects")
+        check_file_stem(self.name, "experiment.name")  # the default run directory is runs/<name>
+        names = [check_file_stem(s.name, "scenario.name") for s in self.scenarios]  # <out>/<name>.trace.json
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError("experiment.scenarios", f"duplicate scenario names {dup}", "give each scenario its own name")
@@ -49,15 +55,33 @@ class Experiment:
         return next(s for s in self.scenarios if s.name == name)
 
 
+def _where(err: BaseException, path: Path) -> str:
+    """``path:line`` of the last frame of ``err``'s traceback inside the experiment file."""
+    line = None
+    tb = err.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}" if line else str(path)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Run an experiment file and return its ``EXPERIMENT``."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError("experiment file", f"{str(p)!r} does not exist", "pass a path like experiments/1f1b_vs_interleaved.py")
+        what = "is a directory" if p.is_dir() else "is not a file" if p.exists() else "does not exist"
+        raise ConfigError("experiment file", f"{str(p)!r} {what}", "pass a path like experiments/1f1b_vs_interleaved.py")
     if p.suffix.lower() in (".yaml", ".yml", ".toml"):  # a scenario file (a topology is refused there)
         from moesim.experiment.scenario_files import load_scenario_file
 
-        return load_scenario_file(p)
+        parts = load_scenario_file(p)
+        fields = {"baseline", "optimized", "lesson"}
+        for c in parts["comparisons"]:
+            if set(c) - fields or not {"baseline", "optimized"} <= set(c):
+                raise ConfigError("comparisons", f"{c!r} needs baseline and optimized (and may have lesson)",
+                                  source=str(p))
+        return Experiment(**{**parts, "comparisons": tuple(Comparison(**c) for c in parts["comparisons"])})
     if p.suffix.lower() == ".json":
         raise ConfigError("experiment file", f"{str(p)!r} is a data file, not an experiment (a Python file defining "
                           "EXPERIMENT, or a YAML / TOML scenario file)",
@@ -67,7 +91,17 @@ def load_experiment(path: str | Path) -> Experiment:
     except SyntaxError as err:
         raise ConfigError("experiment file", f"Python syntax error: {err.msg}",
                           "fix that line (an experiment file is Python defining EXPERIMENT)",
-                          source=f"{err.filename or p}:{err.lineno}") from None
+                          source=f"{err.filename or p}" + (f":{err.lineno}" if err.lineno else "")) from None
+    except (ValueError, MemoryError) as err:  # runpy: null bytes in the source
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError("experiment file", f"cannot run it: {type(err).__name__}: {err}",
+                          "fix the file (an experiment file is Python defining EXPERIMENT)", source=_where(err, p)) from None
+    except MoesimError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's file raised: one line naming where, not a traceback
+        raise ConfigError("experiment file", f"raised {type(err).__name__}: {err}",
+                          "fix the file (an experiment file is Python defining EXPERIMENT)", source=_where(err, p)) from None
     exp = namespace.get("EXPERIMENT")
     if not isinstance(exp, Experiment):
         raise ConfigError("EXPERIMENT", f"{p} defines no Experiment named EXPERIMENT",

@@ -38,10 +38,10 @@ _EXPERIMENT_KEYS = ("name", "description", "defaults", "scenarios", "comparisons
 _TOPOLOGY_KEYS = ("gpus_per_node", "gpu", "links", "nic", "nodes_per_rail")
 
 
-def load_scenario_file(path: str | Path) -> Any:
-    """The Experiment a YAML / TOML scenario file describes (see the module docstring)."""
-    from moesim.experiment.experiment import Comparison, Experiment
-
+def load_scenario_file(path: str | Path) -> dict[str, Any]:
+    """What a YAML / TOML scenario file describes (see the module docstring), as the keyword
+    arguments of an ``Experiment``: built scenarios, comparisons as mappings (the caller,
+    :func:`moesim.experiment.experiment.load_experiment`, makes them ``Comparison`` objects)."""
     p = Path(path)
     data = _read(p)
     if "scenarios" not in data:
@@ -62,12 +62,11 @@ def load_scenario_file(path: str | Path) -> Any:
     defaults = _mapping(data.get("defaults", {}), "defaults", str(p))
     scenarios = tuple(build_scenario({**defaults, **s}, base=p.parent, source=f"{p}: scenarios[{i}]")
                       for i, s in enumerate(items))
-    comparisons = tuple(_build(Comparison, _mapping(c, "comparisons", str(p)), "comparisons", str(p))
-                        for c in data.get("comparisons") or [])
+    comparisons = tuple(_mapping(c, "comparisons", str(p)) for c in data.get("comparisons") or [])
     notes = data.get("notes") or ()
-    return Experiment(name=str(data.get("name") or p.stem), scenarios=scenarios, comparisons=comparisons,
-                      description=str(data.get("description") or ""),
-                      notes=tuple(notes) if isinstance(notes, list) else (str(notes),))
+    return {"name": str(data.get("name") or p.stem), "scenarios": scenarios, "comparisons": comparisons,
+            "description": str(data.get("description") or ""),
+            "notes": tuple(notes) if isinstance(notes, list) else (str(notes),)}
 
 
 def build_scenario(data: dict[str, Any], *, base: Path | None = None, source: str = "") -> Any:
