@@ -4,6 +4,7 @@ together; and the published layouts fitting where they ran."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -111,3 +112,22 @@ def test_published_layouts_fit_where_they_ran(name: str) -> None:
     print(f"\n{name}: {budget.verdict()}")
     assert budget.fits
     assert budget.total_bytes > 40 * GIB  # not an empty budget: tens of GiB of state and activations
+
+
+def test_cli_takes_megatron_options_and_published_layouts() -> None:
+    from typer.testing import CliRunner
+
+    from moesim.memory.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["show", "--published", "deepseek-v3-2048-h800", "--validate"])
+    assert ok.exit_code == 0, ok.output
+    flat = " ".join(ok.output.split())
+    assert "layernorm mla_up_proj moe_act" in flat and "fits:" in flat and "all invariants hold" in flat
+    args = ["show", "--model", "qwen3-235b-a22b", "--tp", "2", "--pp", "8", "--vpp", "4", "--dp", "16", "--ep", "32",
+            "--schedule", "interleaved", "-m", "128", "--recompute", "selective", "--recompute-modules",
+            "moe_act,layernorm", "--distributed-optimizer", "--account-for-edges", "--json"]
+    mine = json.loads(runner.invoke(app, args).output)
+    assert mine["total_bytes"] == published_budget("qwen3-235b-256-h100").total_bytes
+    bad = runner.invoke(app, ["show", "--model", "llama3-8b", "--recompute", "full", "--recompute-modules", "mlp"])
+    assert bad.exit_code == 2 and "recompute='selective'" in " ".join(bad.output.split())

@@ -63,6 +63,7 @@ class Sharding:
     expert_dp: int
     zero_stage: int
     shared_ffn_hidden: int = 0
+    split_slots: int = 0  # embedding / loss / MTP slots counted as layers in the pipeline split
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def _sharding(spec: Any, plan: "ParallelPlan", config: MemoryConfig, layout: Lay
                     vpp=plan.vpp, num_experts=spec.num_experts if is_moe else 0, ep=config.ep,
                     expert_tp=config.expert_tp, expert_dp=max(1, plan.tp * plan.dp // (config.ep * config.expert_tp)),
                     zero_stage=0 if config.inference else config.effective_zero_stage,
-                    shared_ffn_hidden=spec.shared_ffn_hidden if is_moe else 0)
+                    shared_ffn_hidden=spec.shared_ffn_hidden if is_moe else 0,
+                    split_slots=0 if config.inference else sum(config.split_slots(spec)))
 
 
 def _rank_params(spec: Any, plan: "ParallelPlan", config: MemoryConfig, layout: Layout,

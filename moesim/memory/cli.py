@@ -5,6 +5,8 @@ A Typer sub-app; the top-level CLI mounts it as ``memory``. It builds a ``Parall
 and the verdict (fits with a margin, or over by how much). ``--json`` prints ``to_dict()``
 instead. Failed invariants (``validate_budget``) are printed as warnings; with ``--validate``
 they are fatal: listed, exit code 1. Bad input prints the error naming the field and exits with 2, no traceback.
+Megatron's memory options go by their names (``--recompute-modules``, ``--distributed-optimizer``,
+``--precision-aware-optimizer``); ``--published NAME`` shows a published layout with its own options.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def show(
-    model: str = typer.Option(..., "--model", help=f"model preset: {', '.join(MODELS)}"),
+    model: str = typer.Option("", "--model", help=f"model preset: {', '.join(MODELS)}"),
     gpu: str = typer.Option("H100", "--gpu", help=f"GPU kind: {', '.join(DEVICES)}"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
     dp: int = typer.Option(1, "--dp", help="data-parallel degree"),
@@ -54,7 +56,21 @@ def show(
     mbs: int = typer.Option(1, "--mbs", help="micro-batch size (sequences)"),
     microbatches: int = typer.Option(8, "--microbatches", "-m", help="microbatches per iteration"),
     schedule: str = typer.Option("1f1b", "--schedule", help=f"pipeline schedule: {', '.join(SCHEDULES)}"),
-    recompute: str = typer.Option("none", "--recompute", help="none, selective or full"),
+    recompute: str = typer.Option("none", "--recompute", help="none, selective or full (--recompute-granularity)"),
+    recompute_modules: Optional[str] = typer.Option(
+        None, "--recompute-modules", help="with selective: comma list of core_attn, moe_act, layernorm, mla_up_proj, "
+        "mlp, moe, shared_experts (default core_attn)"),
+    distributed_optimizer: bool = typer.Option(False, "--distributed-optimizer", help="Megatron's (ZeRO-1)"),
+    precision_aware: bool = typer.Option(False, "--precision-aware-optimizer",
+                                         help="bf16 Adam moments (--exp-avg-dtype/--exp-avg-sq-dtype bf16)"),
+    fp8_cache: str = typer.Option("auto", "--fp8-cache", help="linear inputs kept in FP8: auto (when the model's "
+                                  "GEMMs are FP8), on or off"),
+    fp8_swiglu: bool = typer.Option(False, "--fp8-swiglu", help="MoE SwiGLU inputs kept in FP8 (DeepSeek-V3)"),
+    split_edges: bool = typer.Option(False, "--account-for-edges", help="count the embedding and the loss (and "
+                                     "MTP) as layers in the pipeline split (Megatron --account-for-*-in-pipeline-split)"),
+    published: Optional[str] = typer.Option(None, "--published", help="a published layout with its own options "
+                                            "(moesim.memory.published): deepseek-v3-2048-h800, deepseek-v3-1024-h100, "
+                                            "qwen3-235b-256-h100; the other options are ignored"),
     zero: int = typer.Option(0, "--zero", help="ZeRO stage 0-3 (1 = distributed optimizer)"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="override the model's sequence length"),
     no_sp: bool = typer.Option(False, "--no-sp", help="turn sequence parallelism off"),
@@ -72,12 +88,28 @@ def show(
 ) -> None:
     """Print the per-GPU memory budget and whether it fits in the GPU's HBM."""
     try:
+        if published:
+            from moesim.memory.published import published_budget
+
+            budget = published_budget(published)
+            _print(budget, as_json)
+            _check(budget, fatal=validate, quiet=as_json)
+            return
+        if not model:
+            raise ConfigError("--model", "is required (or give --published)")
         spec = get_model(model)
         if seq_len is not None:
             spec = _with_seq_len(spec, seq_len)
         plan = ParallelPlan(tp=tp, dp=dp, pp=pp, vpp=vpp, sequence_parallel=not no_sp, micro_batch_size=mbs,
                             num_microbatches=microbatches)
         config = MemoryConfig(recompute=recompute, zero_stage=zero, ep=ep, expert_tp=expert_tp,
+                              recompute_modules=_modules(recompute_modules), distributed_optimizer=distributed_optimizer,
+                              precision_aware_optimizer=precision_aware,
+                              exp_avg_dtype="bf16" if precision_aware else "fp32",
+                              exp_avg_sq_dtype="bf16" if precision_aware else "fp32",
+                              fp8_linear_inputs=_fp8_cache(fp8_cache), fp8_swiglu_inputs=fp8_swiglu,
+                              account_for_embedding_in_pipeline_split=split_edges,
+                              account_for_loss_in_pipeline_split=split_edges,
                               num_redundant_experts=replicas, framework_reserve_bytes=_reserve(reserve_gib),
                               inference=inference, batch=batch, context_len=context, kv_cache_dtype=kv_dtype,
                               param_dtype=param_dtype, tokens_per_step=tokens_per_step)
@@ -87,6 +119,19 @@ def show(
         return
     _print(budget, as_json)
     _check(budget, fatal=validate, quiet=as_json)
+
+
+def _modules(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    if text is None:
+        return None
+    return tuple(m.strip() for m in text.replace(" ", ",").split(",") if m.strip())
+
+
+def _fp8_cache(text: str) -> Optional[bool]:
+    choices = {"auto": None, "on": True, "off": False}
+    if text not in choices:
+        raise ConfigError("--fp8-cache", f"unknown value {text!r}", "use auto, on or off")
+    return choices[text]
 
 
 def _with_seq_len(spec, seq_len: int):

@@ -68,9 +68,10 @@ def _sharding_failures(s: Sharding) -> dict[str, list[str]]:
             f"expert_dp_whole: ep x expert_tp = {group} does not divide tp x dp = {s.tp * s.dp}, so the "
             "expert-data-parallel group that ZeRO shards expert state over is not whole "
             "(fix: make ep x expert_tp a divisor of tp x dp)")
-    if s.num_layers % s.num_stages:
+    if (s.num_layers + s.split_slots) % s.num_stages:
+        slots = f" (+ {s.split_slots} embedding/loss slots)" if s.split_slots else ""
         out["layers_divisible"].append(
-            f"layers_divisible: {s.num_layers} layers do not split evenly over {s.num_stages} virtual pipeline "
+            f"layers_divisible: {s.num_layers} layers{slots} do not split evenly over {s.num_stages} virtual pipeline "
             f"stages (pp x chunks); the budget gave the first stages one layer more "
             "(fix: choose pp (x vpp) dividing the layer count)")
     if s.shared_ffn_hidden and s.shared_ffn_hidden % s.tp:
