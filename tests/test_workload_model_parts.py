@@ -71,3 +71,27 @@ def test_model_flops_include_mtp_and_name_the_gemm_precision():
     spec = get_model("deepseek-v3")
     assert layers.model_flops_per_token(spec) == spec.training_flops_per_token + layers.mtp_training_flops_per_token(spec)
     assert layers.gemm_precision(spec) == "fp8" and layers.gemm_precision(get_model("llama3-8b")) == "bf16"
+
+
+def test_recompute_program_reruns_what_each_megatron_module_frees():
+    from moesim.ops import Attention
+    from moesim.workload.common import CommOp
+    spec = get_model("deepseek-v3")
+    moe_layer, dense_layer = 10, 0
+
+    def names(modules, layer=moe_layer, recompute="selective"):
+        return [i.name for i in layers.recompute_program(spec, layer, 1, 2, True, 8, recompute, modules)]
+
+    assert names(("core_attn",)) == ["attn.core"]
+    assert names(("layernorm",)) == ["attn.norm", "moe.norm"]
+    assert names(("mla_up_proj",)) == ["attn.q_up", "attn.kv_up", "attn.rope"]
+    assert names(("moe_act",)) == ["expert.swiglu"]
+    moe = layers.recompute_program(spec, moe_layer, 1, 2, True, 8, "selective", ("moe",))
+    assert [c.name for c in moe if isinstance(c, CommOp) and c.group == "ep"] == ["moe.dispatch", "moe.combine"]
+    assert names(("mlp",), dense_layer) == ["mlp.sp_all_gather", "mlp.gate", "mlp.up", "mlp.swiglu", "mlp.down",
+                                            "mlp.sp_reduce_scatter"]
+    assert names(("mlp",)) == []  # Megatron's "mlp" is the dense MLP only
+    assert layers.recompute_program(spec, moe_layer, 1, 2, True, 8, "none") == []
+    full = layers.recompute_program(spec, moe_layer, 1, 2, True, 8, "full")
+    assert full == layers.forward_program(spec, moe_layer, 1, 2, True, 8)
+    assert [op for op in full if isinstance(op, Attention)]

@@ -170,3 +170,36 @@ def model_flops_per_token(spec: AnySpec) -> float:
 def gemm_precision(spec: AnySpec) -> str:
     """The dtype of the model's linear-layer GEMMs, whose datasheet peak an MFU should name."""
     return getattr(spec, "linear_dtype", getattr(spec, "dtype", "bf16"))
+
+
+# -- recomputation as Megatron's --recompute-modules runs it ------------------------------
+def _recomputed_by(module: str, name: str) -> bool:
+    """Whether the forward item called ``name`` is re-run before backward by ``module``."""
+    mlp_body = name.startswith("mlp.") and name not in ("mlp.norm", "mlp.residual")
+    moe_body = (name.startswith(("moe.", "router.", "expert.", "shared."))
+                and name not in ("moe.norm", "moe.residual"))
+    return {"core_attn": name == "attn.core",
+            "layernorm": name in ("attn.norm", "mlp.norm", "moe.norm"),
+            "mla_up_proj": name in ("attn.q_up", "attn.kv_up", "attn.rope"),
+            "mlp": mlp_body,
+            "moe": moe_body,
+            "moe_act": name == "expert.swiglu",
+            "shared_experts": name.startswith("shared.")}.get(module, False)
+
+
+def recompute_program(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp: bool = False, ep: int = 1,
+                      recompute: str = "none", modules: tuple[str, ...] = ("core_attn",),
+                      token_movement: str = "torchtitan") -> list[ProgramItem]:
+    """What the backward of layer ``layer_index`` re-runs first, in forward order: nothing,
+    the whole forward with its collectives ("full"), or under "selective" the items of the
+    Megatron ``modules`` (:mod:`moesim.memory.activations` lists what each frees): core_attn
+    the attention core; layernorm the pre-attention and pre-MLP norms; mla_up_proj the Q / KV
+    up-projections and RoPE; mlp the dense FFN with its TP collectives; moe the MoE block
+    (router, permutation, both all-to-alls, experts, shared experts); moe_act the experts'
+    activation; shared_experts the shared experts with their collectives."""
+    if recompute == "none":
+        return []
+    program = forward_program(spec, layer_index, mbs, tp, sp, ep, token_movement)
+    if recompute == "full":
+        return program
+    return [item for item in program if any(_recomputed_by(m, item.name) for m in modules)]
