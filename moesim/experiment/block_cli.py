@@ -121,7 +121,10 @@ def write_outputs(result: Any, out: Path) -> tuple[Path, Path]:
     from moesim.trace import write_chrome_trace
 
     out.mkdir(parents=True, exist_ok=True)
-    trace = write_chrome_trace(result.recorder, out / f"{result.scenario.name}.trace.json")
+    from moesim.pathnames import safe_file_stem
+
+    # the label holds the model's name, which may be an 'Org/Model' path: keep the file inside out
+    trace = write_chrome_trace(result.recorder, out / f"{safe_file_stem(result.scenario.name)}.trace.json")
     summary = out / "block.json"
     summary.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
     return trace, summary

@@ -28,6 +28,7 @@ from moesim.experiment.build import Built, build_scenario
 from moesim.experiment.experiment import Experiment
 from moesim.experiment.report import RESULTS_SCHEMA_VERSION, comparisons
 from moesim.experiment.scenario import Scenario
+from moesim.pathnames import check_output_names
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,9 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
     out = prepare_out_dir(out_dir)
     results: list[ScenarioResult] = []
     walls: dict[str, float] = {}
-    for scn in exp.scenarios:
-        scn = scn.with_overrides(overrides or {})
+    scenarios = [scn.with_overrides(overrides or {}) for scn in exp.scenarios]
+    check_output_names(s.name for s in scenarios)  # before any runs: names become file names in out
+    for scn in scenarios:
         if on_start:
             on_start(scn.name)
         t0 = time.perf_counter()
