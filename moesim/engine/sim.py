@@ -224,12 +224,24 @@ class Simulation:
         for rank, _ in streams:
             self._check_rank(rank, "stream rank")
         for phase in phases:
+            if isinstance(phase, coll.FlowArrays):
+                self._check_arrays(phase, name)
+                continue
             for src, dst, nbytes in phase:
                 self._check_rank(src, "flow src")
                 self._check_rank(dst, "flow dst")
                 if nbytes < 0:
                     raise ConfigError("nbytes", f"negative size {nbytes} in {name!r}")
         return self._add(name, category, streams, 0, phases, step_latency_ns, deps, args)
+
+    def _check_arrays(self, phase: coll.FlowArrays, name: str) -> None:
+        """Vectorised checks of a phase given as arrays."""
+        for what, ranks in (("flow src", phase.src), ("flow dst", phase.dst)):
+            bad = (ranks < 0) | (ranks >= self._num_gpus)
+            if bad.any():
+                self._check_rank(int(ranks[np.argmax(bad)]), what)
+        if (phase.nbytes < 0).any():
+            raise ConfigError("nbytes", f"negative size {float(phase.nbytes.min())} in {name!r}")
 
     def send(self, src: int, dst: int, nbytes: float, name: str, *, deps: Iterable[Task] = (),
              latency_ns: int = 0, send_stream: str = "comm.send", recv_stream: str = "comm.recv",
@@ -243,27 +255,34 @@ class Simulation:
     def collective(self, op: str, ranks: Sequence[int], nbytes: float | Sequence[Sequence[float]], name: str, *,
                    stream: str = "comm", algorithm: str = "ring", step_latency_ns: int = 0,
                    deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
-        """A collective over ``ranks`` (see :mod:`moesim.engine.collectives` for byte conventions)."""
+        """A collective over ``ranks`` (see :mod:`moesim.engine.collectives` for byte conventions).
+        Its flows are built when it starts (:class:`~moesim.engine.collectives.LazyPhases`)."""
         ranks = [self._check_rank(r, "collective ranks") for r in ranks]
         if len(set(ranks)) != len(ranks):
             raise ConfigError("ranks", f"duplicate ranks in collective {name!r}: {ranks}")
-        phases = self._phases(op, ranks, nbytes, algorithm)
-        total = sum(nbytes[i][j] for i in range(len(ranks)) for j in range(len(ranks))) if op == "all_to_all_v" else nbytes
+        builder = self._phase_builder(op, algorithm)
+        if op == "all_to_all_v":
+            n = len(ranks)
+            if len(nbytes) != n or any(len(row) != n for row in nbytes):
+                raise ConfigError("nbytes", f"all_to_all_v matrix of {name!r} must be {n}x{n} for {n} ranks")
+            total = sum(nbytes[i][j] for i in range(n) for j in range(n))
+        else:
+            total = nbytes
         a = {"bytes": total, "ranks": len(ranks), "algorithm": algorithm, **(args or {})}
-        return self.comm([(r, stream) for r in ranks], phases, name, category=op.removesuffix("_v"),
-                         step_latency_ns=step_latency_ns, deps=deps, args=a)
+        return self._add(name, op.removesuffix("_v"), [(r, stream) for r in ranks], 0,
+                         coll.LazyPhases(builder, ranks, nbytes), step_latency_ns, deps, a)
 
-    def _phases(self, op: str, ranks: list[int], nbytes: Any, algorithm: str) -> coll.Phases:
+    def _phase_builder(self, op: str, algorithm: str):
         if op == "all_reduce":
             if algorithm == "hierarchical":
-                return coll.hierarchical_all_reduce(ranks, nbytes, self.topology.host_of)
-            return coll.ring_all_reduce(ranks, nbytes)
+                return lambda ranks, nbytes: coll.hierarchical_all_reduce(ranks, nbytes, self.topology.host_of)
+            return coll.ring_all_reduce
         builders = {"all_gather": coll.ring_all_gather, "reduce_scatter": coll.ring_reduce_scatter,
                     "all_to_all": coll.direct_all_to_all, "all_to_all_v": coll.direct_all_to_all_v,
                     "broadcast": coll.pipelined_broadcast}
         if op not in builders:
             raise ConfigError("op", f"unknown collective {op!r}", f"use one of: all_reduce, {', '.join(builders)}")
-        return builders[op](ranks, nbytes)
+        return builders[op]
 
     def add_dep(self, task: Task, on: Task) -> None:
         """Make ``task`` wait for ``on`` (lets lowering wire dependencies after creating tasks)."""
@@ -370,7 +389,8 @@ class Simulation:
         t.start_ns = env.now
         ranks = sorted({r for r, _ in t.streams})
         topo = self.topology
-        for phase in t.phases or ():
+        t.phases = phases = list(t.phases)  # a collective's flows exist from here on
+        for phase in phases:
             if t.step_latency_ns:
                 yield env.timeout(t.step_latency_ns)
             events = []
@@ -383,8 +403,9 @@ class Simulation:
                 events.append(self.net.transfer(route.link_ids, nbytes, latency))
             if events:
                 yield events[0] if len(events) == 1 else env.all_of(events)
-        if not t.phases and t.step_latency_ns:
+        if not phases and t.step_latency_ns:
             yield env.timeout(t.step_latency_ns)
+        t.phases = ()  # the flows are gone; the task stays a communication task
         for r in ranks:
             self._comm_active[r] -= 1
         self._finish(t)
