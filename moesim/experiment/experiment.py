@@ -13,7 +13,6 @@ from pathlib import Path
 from moesim.errors import ConfigError, MoesimError
 from moesim.experiment.scenario import Scenario
 from moesim.pathnames import check_file_stem
-from moesim.pathnames import check_file_stem
 
 
 @dataclass(frozen=True)
@@ -54,17 +53,6 @@ class Experiment:
 
     def scenario(self, name: str) -> Scenario:
         return next(s for s in self.scenarios if s.name == name)
-
-
-def _where(err: BaseException, path: Path) -> str:
-    """``path:line`` of the last frame of ``err``'s traceback inside the experiment file."""
-    line = None
-    tb = err.__traceback__
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return f"{path}:{line}" if line else str(path)
 
 
 def _where(err: BaseException, path: Path) -> str:
