@@ -165,3 +165,40 @@ def test_fp8_linear_layers_halve_expert_gemm_time_on_the_roofline() -> None:
     with pytest.raises(ConfigError) as err:
         dataclasses.replace(fp8, gemm_dtype="fp7")
     assert err.value.field == "gemm_dtype"
+
+
+def test_a_shared_cache_changes_no_result_and_is_hit() -> None:
+    from moesim.scale.cache import ReducedCache
+
+    on = _scenario(2, 8, 2, 8, "dualpipe", 4)
+    off = _scenario(2, 8, 2, 8, "dualpipe", 4, pair_overlap=False)
+    alone = [run_reduced(s) for s in (on, off)]
+    cache = ReducedCache()
+    shared = [run_reduced(s, ReducedOptions(), cache) for s in (on, off)]
+    for a, b in zip(alone, shared):
+        assert (a["step_time_ms"], a["moe"], a["dp"], a["bottlenecks"]) == \
+            (b["step_time_ms"], b["moe"], b["dp"], b["bottlenecks"])
+    stats = cache.summary()
+    assert stats["routing"] == {"hits": 1, "misses": 1} and stats["solvers"] == {"hits": 1, "misses": 1}
+    assert stats["experts"]["hits"] > 0 and stats["phases"]["misses"] > 0
+
+
+def test_batched_phase_solves_equal_one_by_one(two_nodes) -> None:
+    _topo, solver = two_nodes
+    rng = np.random.default_rng(5)
+    phases = [rng.integers(0, 300, (16, 16)) * (rng.random((16, 16)) > 0.3) for _ in range(6)]
+    assert solver.solve_many(phases) == [solver.solve(p) for p in phases]
+
+
+def test_no_trace_and_no_plots_write_only_the_results(tmp_path) -> None:
+    from moesim.experiment import Experiment
+    from moesim.experiment.runner import run_experiment
+
+    exp = Experiment(name="r", scenarios=(dataclasses.replace(_scenario(2, 8, 2, 8, "1f1b", 4), engine="reduced"),))
+    run_experiment(exp, tmp_path / "bare", trace=False, plots=False)
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["results.json", "summary.md"]
+    run_experiment(exp, tmp_path / "plots", trace=False)
+    names = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert "t.timeline.png" in names and "t.trace.json" not in names
+    run_experiment(exp, tmp_path / "all")
+    assert (tmp_path / "all" / "results.json").read_bytes() == (tmp_path / "bare" / "results.json").read_bytes()

@@ -37,6 +37,8 @@ def run(
     profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile for every scenario: a JSON path "
                                           "or a name in moesim/profiles, MOESIM_PROFILE_PATH or ~/.config/moesim/profiles "
                                           "(same as --set profile=...)"),
+    no_trace: bool = typer.Option(False, "--no-trace", help="write no Perfetto traces (*.trace.json)"),
+    no_plots: bool = typer.Option(False, "--no-plots", help="draw no PNG plots"),
 ) -> None:
     """Run every scenario of an experiment; print the table; write results.json, summary.md,
     Perfetto traces and PNG plots."""
@@ -61,7 +63,7 @@ def run(
                 progress.update(bar, description=f"simulating {escape(exp.name)}: {escape(name)}")
 
             results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar),
-                                            force=force, on_start=started)
+                                            force=force, on_start=started, trace=not no_trace, plots=not no_plots)
     except ConfigError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2)
@@ -72,5 +74,6 @@ def run(
         console.print(part)
     first = results[0]
     console.print(f"costs: {first.cost_model}; network model: {first.network_mode}")
-    console.print(f"wrote {out_dir}/results.json, summary.md, {len(results)} Perfetto traces (*.trace.json; open in "
-                  f"ui.perfetto.dev) and PNG plots")
+    wrote = ([f"{len(results)} Perfetto traces (*.trace.json; open in ui.perfetto.dev)"] if not no_trace else []) \
+        + (["PNG plots"] if not no_plots else [])
+    console.print(f"wrote {out_dir}/results.json, summary.md" + "".join(f", {w}" for w in wrote))

@@ -66,11 +66,13 @@ class ScenarioResult:
         return asdict(self)
 
 
-def run_scenario(scn: Scenario, force: bool = False) -> tuple[ScenarioResult, Any]:
+def run_scenario(scn: Scenario, force: bool = False, reduced_cache: Any = None) -> tuple[ScenarioResult, Any]:
     """Simulate one scenario; return its result and the Recorder (``force`` runs past the
-    size budget). ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU."""
+    size budget). ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU,
+    sharing ``reduced_cache`` (a :class:`~moesim.scale.cache.ReducedCache`) with the other scenarios
+    of the experiment."""
     if scn.engine == "reduced":
-        return run_reduced_scenario(scn)
+        return run_reduced_scenario(scn, reduced_cache)
     return run_built(scn, build_scenario(scn, force=force))
 
 
@@ -108,12 +110,13 @@ def run_built(scn: Scenario, built: Built) -> tuple[ScenarioResult, Any]:
     return result, rec
 
 
-def run_reduced_scenario(scn: Scenario) -> tuple[ScenarioResult, Any]:
-    """Simulate with :mod:`moesim.scale` (one lane per pipeline rank; see its ``reductions``)."""
+def run_reduced_scenario(scn: Scenario, cache: Any = None) -> tuple[ScenarioResult, Any]:
+    """Simulate with :mod:`moesim.scale` (one lane per pipeline rank; see its ``reductions``);
+    ``cache``: a :class:`~moesim.scale.cache.ReducedCache` shared by an experiment's scenarios."""
     from moesim.experiment.build import scenario_budget
-    from moesim.scale.reduced import simulate_reduced
+    from moesim.scale.reduced import ReducedOptions, simulate_reduced
 
-    r, rec = simulate_reduced(scn)
+    r, rec = simulate_reduced(scn, ReducedOptions(), cache)
     budget = scenario_budget(scn, resolve_spec(scn), r["gpu_kind"])
     engine = r["engine"]
     return ScenarioResult(
@@ -203,31 +206,28 @@ def moe_summary(built, rec) -> dict[str, Any]:
 def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str, Any] | None = None,
                    on_progress: Callable[[str], None] | None = None,
                    force: bool = False, on_start: Callable[[str], None] | None = None,
+                   trace: bool = True, plots: bool = True,
                    ) -> tuple[list[ScenarioResult], dict[str, float]]:
     """Run every scenario; write the run directory; return results and wall seconds per scenario.
-    ``on_start(name)`` is called as a scenario starts, ``on_progress(name)`` as it ends."""
-    from moesim.plots import plot_expert_load, plot_timeline, plot_utilization
-    from moesim.trace import write_chrome_trace
+    ``on_start(name)`` is called as a scenario starts, ``on_progress(name)`` as it ends.
+    ``trace=False`` / ``plots=False`` skip the Perfetto traces / PNG plots (``moesim run
+    --no-trace`` / ``--no-plots``); results.json and summary.md are written either way. Reduced-engine
+    scenarios share one :class:`~moesim.scale.cache.ReducedCache` (routing, phase solves, expert costs)."""
+    from moesim.scale.cache import ReducedCache
 
     out = prepare_out_dir(out_dir)
     results: list[ScenarioResult] = []
     walls: dict[str, float] = {}
+    cache = ReducedCache()
     scenarios = [scn.with_overrides(overrides or {}) for scn in exp.scenarios]
     check_output_names(s.name for s in scenarios)  # before any runs: names become file names in out
     for scn in scenarios:
         if on_start:
             on_start(scn.name)
         t0 = time.perf_counter()
-        res, rec = run_scenario(scn, force=force)
+        res, rec = run_scenario(scn, force=force, reduced_cache=cache)
         walls[scn.name] = time.perf_counter() - t0
-        write_chrome_trace(rec, out / f"{scn.name}.trace.json")
-        plot_timeline(rec, out / f"{scn.name}.timeline.png")
-        plot_utilization(rec, out / f"{scn.name}.utilization.png")
-        if res.moe.get("expert_tokens"):
-            experts = {int(e): n for e, n in res.moe["expert_tokens"].items()}
-            gpus = {int(g): n for g, n in res.moe["gpu_tokens"].items()}
-            plot_expert_load(experts, out / f"{scn.name}.expert_load.png", title="tokens per expert (forward)")
-            plot_expert_load(gpus, out / f"{scn.name}.gpu_load.png", title="expert tokens computed per GPU (forward)")
+        write_outputs(out, scn.name, res, rec, trace=trace, plots=plots)
         results.append(res)
         if on_progress:
             on_progress(scn.name)
@@ -238,6 +238,32 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
     from moesim.experiment.report import summary_markdown
     (out / "summary.md").write_text(summary_markdown(exp, results))
     return results, walls
+
+
+def write_outputs(out: Path, name: str, res: ScenarioResult, rec: Any, *, trace: bool = True,
+                  plots: bool = True) -> list[Path]:
+    """One scenario's trace (``<name>.trace.json``) and plots (timeline, utilization, and for MoE
+    the expert and GPU load); return the paths written."""
+    written: list[Path] = []
+    if trace:
+        from moesim.trace import write_chrome_trace
+
+        write_chrome_trace(rec, out / f"{name}.trace.json")
+        written.append(out / f"{name}.trace.json")
+    if not plots:
+        return written
+    from moesim.plots import plot_expert_load, plot_timeline, plot_utilization
+
+    plot_timeline(rec, out / f"{name}.timeline.png")
+    plot_utilization(rec, out / f"{name}.utilization.png")
+    written += [out / f"{name}.timeline.png", out / f"{name}.utilization.png"]
+    if res.moe.get("expert_tokens"):
+        experts = {int(e): n for e, n in res.moe["expert_tokens"].items()}
+        gpus = {int(g): n for g, n in res.moe["gpu_tokens"].items()}
+        plot_expert_load(experts, out / f"{name}.expert_load.png", title="tokens per expert (forward)")
+        plot_expert_load(gpus, out / f"{name}.gpu_load.png", title="expert tokens computed per GPU (forward)")
+        written += [out / f"{name}.expert_load.png", out / f"{name}.gpu_load.png"]
+    return written
 
 
 def prepare_out_dir(out_dir: str | Path, field_name: str = "--out") -> Path:

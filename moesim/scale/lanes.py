@@ -21,6 +21,7 @@ number of tokens and meet at every all-to-all, so one lane carries:
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -31,6 +32,7 @@ from moesim.lowering.moe_costs import Exchange, MoEStageTable
 from moesim.lowering.host import PHASE_OF_KIND as PHASE
 from moesim.lowering.moe_exchange import ep_stream, exchange_units
 from moesim.lowering.pipeline import Grid
+from moesim.scale.cache import ReducedCache
 from moesim.scale.phase import PhaseSolver, PhaseTime
 from moesim.schedules.model import Action
 
@@ -77,27 +79,56 @@ class LaneExchangeLowering:
     """:class:`~moesim.lowering.pipeline.ExchangeLowering` for lanes (see the module docstring)."""
 
     def __init__(self, table: MoEStageTable, routing, solver: PhaseSolver, link: LaneLink, samples: int,
-                 step_latency_ns: int, per_task: bool = False) -> None:
+                 step_latency_ns: int, per_task: bool = False, *, cache: "ReducedCache | None" = None,
+                 keys: tuple[Hashable, Hashable, Hashable] = (None, None, None), layers: Sequence[int] = ()) -> None:
         self.table, self.routing, self.solver, self.link = table, routing, solver, link
         self.per_task = per_task   # host="eager": the busiest GPU's expert tasks one by one (see _queue)
         self.samples, self.step_latency_ns = samples, step_latency_ns
         self.stats = LaneStats()
         self._seen: set[tuple[int, int]] = set()
+        # shared with the experiment's other scenarios (moesim.scale.cache); keys: what the
+        # routing, the phase solver and the expert pricing are functions of
+        self.cache = cache if cache is not None else ReducedCache()
+        self.routing_key, self.solver_key, self.pricing_key = keys
+        self.layers = tuple(layers)
 
-    @cache
     def _phase(self, layer: int, sample: int, reverse: bool) -> PhaseTime:
-        units = exchange_units(self.routing, self.routing.plan(0, 0, layer, sample), layer)
+        key = (self.solver_key, self.routing_key, layer, sample, reverse)
+        phases = self.cache.phases
+        if key not in phases:   # solve every (layer, sample, direction) of this routing at once
+            self._solve_all(layer)
+        if key not in phases:   # a layer outside ``layers``
+            phases[key] = self._solve(layer, sample, reverse)
+        return phases[key]
+
+    def _solve_all(self, layer: int) -> None:
+        keys = [(lay, s, rev) for lay in (self.layers or (layer,)) for s in range(self.samples) for rev in (False, True)]
+        units = [self._units(lay, s) for lay, s, _rev in keys]
+        times = self.solver.solve_many([u.T if rev else u for u, (_l, _s, rev) in zip(units, keys)])
+        for (lay, s, rev), ph in zip(keys, times):
+            self.cache.phases.setdefault((self.solver_key, self.routing_key, lay, s, rev), ph)
+        self.cache.misses["phases"] = self.cache.misses.get("phases", 0) + len(keys)
+
+    def _solve(self, layer: int, sample: int, reverse: bool) -> PhaseTime:
+        units = self._units(layer, sample)
         return self.solver.solve(units.T if reverse else units)
 
-    @cache
+    def _units(self, layer: int, sample: int) -> np.ndarray:
+        return exchange_units(self.routing, self.routing.plan(0, 0, layer, sample), layer)
+
     def _experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float, int]:
         """(busiest GPU's queue ns, mean FLOPs per GPU, busiest EP rank, mean queue ns, the region
-        cost its first expert saves when queued behind other work)."""
+        cost its first expert saves when queued behind other work); shared through the cache."""
+        key = (self.pricing_key, self.routing_key, layer, sample, phase)
+        return self.cache.priced(getattr(self.table, "cost", None), key, lambda: self._price_experts(layer, sample, phase))
+
+    def _price_experts(self, layer: int, sample: int, phase: str) -> tuple[int, float, int, float, int]:
         plan = self.routing.plan(0, 0, layer, sample)
         gpu = getattr(self.table, "gpu_expert_ns", None)
         if gpu is not None:   # the table's expert mode: grouped on each GPU's count vector, or a loop
-            costs = [gpu(phase, tuple(int(n) for _e, n in experts)) if experts else (0, 0, 0.0)
-                     for experts in plan.experts]
+            vectors = [tuple(int(n) for _e, n in experts) for experts in plan.experts]
+            priced = {v: gpu(phase, v) if v else (0, 0, 0.0) for v in dict.fromkeys(vectors)}
+            costs = [priced[v] for v in vectors]
             busiest = int(np.argmax([c[0] for c in costs]))
             return (int(costs[busiest][0]), float(np.mean([c[2] for c in costs])), busiest,
                     float(np.mean([c[0] for c in costs])), min(int(costs[busiest][1]), int(costs[busiest][0])))
@@ -217,7 +248,7 @@ class LaneExchangeLowering:
                     per_expert[e] = per_expert.get(e, 0) + n
             loads = np.array(list(per_expert.values()), dtype=float)
             st.expert_imbalance[seg.layer] = round(float(loads.max() / loads.mean()), 4) if loads.mean() else 1.0
-        tok = exchange_units(self.routing, self.routing.plan(0, 0, seg.layer, sample), seg.layer)
+        tok = self._units(seg.layer, sample)
         off = tok.sum() - np.trace(tok)
         cross = float(np.where(self.solver.cross, tok, 0.0).sum())
         st.a2a_bytes += off * (out_b + back_b) / self.samples

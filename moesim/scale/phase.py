@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from moesim.topology.model import Topology
 
@@ -53,7 +54,9 @@ class PhaseSolver:
         self.capacity = np.array([l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in links])
         self.names = [f"{l.kind} {l.src}->{l.dst}" for l in links]
         self.kinds = [l.kind for l in links]
-        incidence = np.zeros((n * n, len(links)))
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
         latency = np.zeros(n * n, dtype=np.int64)
         for i, a in enumerate(self.gpus):
             for j, b in enumerate(self.gpus):
@@ -61,25 +64,38 @@ class PhaseSolver:
                     continue
                 paths = topo.num_paths(a, b)
                 for key in range(paths):
-                    route = topo.route(a, b, key)
-                    incidence[i * n + j, list(route.link_ids)] += 1.0 / paths
+                    ids = topo.route(a, b, key).link_ids
+                    rows += [i * n + j] * len(ids)
+                    cols += ids
+                    vals += [1.0 / paths] * len(ids)
                 latency[i * n + j] = topo.route(a, b).latency_ns
-        self.incidence, self.latency = incidence, latency
+        # links x pairs, duplicates summed: the share of each pair's bytes crossing each link
+        self.incidence = sparse.csr_matrix((vals, (cols, rows)), shape=(len(links), n * n))
+        self.latency = latency
         hosts = np.array([topo.host_of(g) for g in self.gpus])
         self.cross = hosts[:, None] != hosts[None, :]
 
     def solve(self, units: np.ndarray) -> PhaseTime:
         """``units[i, j]``: payload units group GPU i sends to group GPU j (diagonal ignored)."""
-        m = np.array(units, dtype=float)
-        np.fill_diagonal(m, 0.0)
-        load = m.reshape(-1) @ self.incidence
+        return self.solve_many([units])[0]
+
+    def solve_many(self, phases: Sequence[np.ndarray]) -> list[PhaseTime]:
+        """:meth:`solve` for many phases at once: one sparse product for all their link loads."""
+        if not phases:
+            return []
+        n = len(self.gpus)
+        m = np.array(phases, dtype=float).reshape(len(phases), n, n)
+        m[:, np.arange(n), np.arange(n)] = 0.0
+        flat = m.reshape(len(phases), n * n)
+        load = np.asarray(self.incidence @ flat.T).T                 # phases x links
         ratio = np.divide(load, self.capacity, out=np.zeros_like(load), where=self.capacity > 0)
-        worst = int(np.argmax(ratio))
-        active = m.reshape(-1) > 0
-        cross = np.where(self.cross, m, 0.0)
-        return PhaseTime(float(ratio[worst]), int(self.latency[active].max()) if active.any() else 0,
-                         self.names[worst], self.kinds[worst], float(cross.sum(axis=1).max()),
-                         float(cross.sum(axis=0).max()))
+        worst = np.argmax(ratio, axis=1)
+        active = flat > 0
+        latency = np.where(active, self.latency[None, :], 0).max(axis=1)
+        cross = np.where(self.cross[None], m, 0.0)
+        tx, rx = cross.sum(axis=2).max(axis=1), cross.sum(axis=1).max(axis=1)
+        return [PhaseTime(float(ratio[p, w]), int(latency[p]), self.names[w], self.kinds[w], float(tx[p]), float(rx[p]))
+                for p, w in enumerate(worst.tolist())]
 
 
 def fluid_phase_ns(topo: Topology, gpus: Sequence[int], nbytes: np.ndarray, efficiency: Mapping[str, float]) -> int:

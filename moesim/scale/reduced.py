@@ -31,6 +31,7 @@ import dataclasses
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from moesim.lowering.resolve import (eager_host_counts, group_link_kind, make_ro
 from moesim.lowering.overlap import compute_slowdown, grad_reduce_overlap, table_kwargs
 from moesim.lowering.stage_costs import ADAM_BYTES_PER_PARAM
 from moesim.ops import MemoryOp
+from moesim.scale.cache import ReducedCache
 from moesim.scale.lanes import LaneExchangeLowering, LaneLink
 from moesim.scale.phase import PhaseSolver
 from moesim.topology.loader import load_topology
@@ -132,8 +134,12 @@ def _nodes(gpus: int, per_node: int) -> int:
     return max(1, -(-gpus // per_node))
 
 
-def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> dict[str, Any]:
-    """Everything the reduced run needs, lowered into a lane Simulation (see the module docstring)."""
+def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
+                  cache: ReducedCache | None = None) -> dict[str, Any]:
+    """Everything the reduced run needs, lowered into a lane Simulation (see the module docstring).
+    ``cache`` shares routing, phase solves and expert costs with the experiment's other scenarios
+    (:mod:`moesim.scale.cache`); None builds everything afresh."""
+    cache = cache if cache is not None else ReducedCache()
     plan = scn.plan
     probe = load_topology(scn.topology, nodes=1)
     per_node = probe.gpus_per_host
@@ -148,9 +154,16 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
                           recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                           **table_kwargs(scenario_overlap(scn)))
     # The EP group's own fabric: its nodes of the same topology (routing and phase solves).
-    group_topo = load_topology(scn.topology, nodes=_nodes(plan.ep, per_node))
-    routing = _routing(scn, spec, table, group_topo, options)
-    solver = PhaseSolver(group_topo, range(plan.ep), efficiency)
+    group_nodes = _nodes(plan.ep, per_node)
+    group_topo = load_topology(scn.topology, nodes=group_nodes)
+    fabric = (_topology_key(scn.topology), group_nodes, plan.ep)
+    routing_key = (fabric, spec, scn.moe, scn.seed, table.tokens_per_rank, options.routing_samples,
+                   plan.num_microbatches if _auto_sampler(scn) else None)
+    routing = cache.get("routing", routing_key, lambda: _routing(scn, spec, table, group_topo, options))
+    solver_key = (fabric, tuple(sorted(efficiency.items())))
+    solver = cache.get("solvers", solver_key, lambda: PhaseSolver(group_topo, range(plan.ep), efficiency))
+    pricing_key = (type(cost).__name__, cost.name, repr(profile_identity(cost)), spec, table.ep, table.experts,
+                   table.token_movement, table.capacity, table.region)
     # Lanes: pipeline rank p on GPU 0 of node p; its mirror on node pp + p (no lane uses it).
     lane_topo = load_topology(scn.topology, nodes=2 * plan.pp)
     lanes = tuple(p * per_node for p in range(plan.pp))
@@ -158,7 +171,9 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
     group_kind = group_link_kind(group_topo, list(range(plan.ep)))
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
                                     cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind),
-                                    per_task=scn.host == "eager")
+                                    per_task=scn.host == "eager", cache=cache,
+                                    keys=(routing_key, solver_key, pricing_key),
+                                    layers=[layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)])
     slowdown = compute_slowdown(scenario_overlap(scn), scn.overlap_slowdown, cost, probe.gpu_kind)
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
@@ -178,6 +193,18 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> 
             "exchange": exchange, "counts": counts, "dp": dp_info, "lanes": lanes, "slowdown": slowdown,
             "efficiency": efficiency, "per_node": per_node, "options": options, "gpu_kind": probe.gpu_kind,
             "num_gpus": plan.world_size, "host": host}
+
+
+def _topology_key(topology: Any) -> Any:
+    """A topology choice as a cache key: its name or path, or the object itself."""
+    return str(topology) if isinstance(topology, (str, Path)) else id(topology)
+
+
+def _auto_sampler(scn: Scenario) -> bool:
+    """Whether the routing sampler is picked from the full run's token count (which depends on
+    ``num_microbatches``; see :func:`_routing`)."""
+    routing = scn.moe.routing
+    return routing is not None and routing.kind != "trace" and routing.sampler == "auto"
 
 
 def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: ReducedOptions):
@@ -277,19 +304,22 @@ def _expert_params(spec, table: MoEStageTable, rank: int, chunk: int, ep: int) -
     return len(layers) * spec.num_experts / ep * spec.expert_params
 
 
-def run_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> dict[str, Any]:
+def run_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
+                cache: ReducedCache | None = None) -> dict[str, Any]:
     """Build and run the reduced step; return the figures, the reductions and the bottlenecks."""
-    return simulate_reduced(scn, options)[0]
+    return simulate_reduced(scn, options, cache)[0]
 
 
-def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions()) -> tuple[dict[str, Any], Any]:
-    """:func:`run_reduced`'s figures plus the lanes' Recorder (for traces and plots)."""
+def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
+                     cache: ReducedCache | None = None) -> tuple[dict[str, Any], Any]:
+    """:func:`run_reduced`'s figures plus the lanes' Recorder (for traces and plots); ``cache``
+    as for :func:`build_reduced`."""
     from moesim.analysis.host_issue import host_issue
     from moesim.analysis.summary import summarize
     from moesim.analysis.utilization import pipeline_bubble
 
     wall0 = time.perf_counter()
-    built = build_reduced(scn, options)
+    built = build_reduced(scn, options, cache)
     built_s = time.perf_counter() - wall0
     meta = built["sim"].recorder.meta
     meta.update(num_ranks=0, ranks={lane: {"pipeline_rank": p} for p, lane in enumerate(built["lanes"])},
