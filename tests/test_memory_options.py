@@ -131,3 +131,8 @@ def test_cli_takes_megatron_options_and_published_layouts() -> None:
     assert mine["total_bytes"] == published_budget("qwen3-235b-256-h100").total_bytes
     bad = runner.invoke(app, ["show", "--model", "llama3-8b", "--recompute", "full", "--recompute-modules", "mlp"])
     assert bad.exit_code == 2 and "recompute='selective'" in " ".join(bad.output.split())
+
+
+def test_recompute_modules_from_a_scenario_file_list() -> None:
+    cfg = MemoryConfig(recompute="selective", recompute_modules=["moe_act", "layernorm"])  # type: ignore[arg-type]
+    assert cfg.recompute_modules == ("moe_act", "layernorm")

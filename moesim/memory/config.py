@@ -167,6 +167,9 @@ class MemoryConfig:
         mods = self.recompute_modules
         if mods is None:
             return
+        if isinstance(mods, list):  # YAML / TOML / JSON scenarios give lists
+            mods = tuple(mods)
+            object.__setattr__(self, "recompute_modules", mods)
         if not isinstance(mods, tuple) or not all(isinstance(m, str) for m in mods):
             raise ConfigError("recompute_modules", f"must be a tuple of module names, got {mods!r}",
                               f"use some of: {', '.join(RECOMPUTE_MODULES)}")
