@@ -17,7 +17,8 @@ parts Megatron's ``--recompute-modules`` name:
 RMSNorm and SwiGLU are small autograd functions that save their inputs only (as the fused
 Transformer Engine / Megatron kernels do); eager ``F.silu(g) * u`` would also keep ``silu(g)``.
 
-Measured per case (CUDA): ``saved_bytes`` = ``torch.cuda.memory_allocated`` after the forward
+Measured per case (CUDA, after one unmeasured warm-up per shape that allocates the cuBLAS and
+attention workspaces): ``saved_bytes`` = ``torch.cuda.memory_allocated`` after the forward
 minus before it (the layer output, which the next layer counts as its input, stands in for the
 input this layer keeps), and ``peak_bytes`` = ``max_memory_allocated`` over forward + backward
 minus the allocation before the forward. On CPU (``--device cpu``, tiny shapes, a smoke test)
@@ -362,6 +363,13 @@ def run(device: str, shapes: tuple[LayerShape, ...]) -> dict:
     dtype = torch.bfloat16
     rows = []
     for shape in shapes:
+        if device.startswith("cuda"):  # cuBLAS / SDPA workspaces come from the caching allocator: allocate them first
+            with _no_math_sdpa(device):
+                try:
+                    run_case(shape, "none", device, dtype)
+                except RuntimeError:
+                    pass
+            torch.cuda.empty_cache()
         for case in (MOE_CASES if shape.num_experts else MLA_CASES if shape.kv_lora_rank else DENSE_CASES):
             t0 = time.perf_counter()
             try:
