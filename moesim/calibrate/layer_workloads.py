@@ -24,7 +24,7 @@ graphs), all on the default stream:
   indices, ``index_select``; grouped experts as above; ``unpermute`` = ``masked_select`` of the
   probs, bf16 multiply, ``scatter_add_`` into zeros (bf16 atomics); shared expert added.
 * a Llama-style dense decoder layer (``lab/eager_probe.py``'s layer, parametrised):
-  RMSNorm, fused QKV with GQA, RoPE, causal SDPA (flash backend on CUDA), output projection,
+  RMSNorm, fused QKV with GQA, RoPE, causal SDPA (its default backend), output projection,
   residual, RMSNorm, SwiGLU MLP, residual.
 
 Forward-only runs under ``torch.no_grad()``. Forward+backward runs ``out.backward(dy)`` with a
@@ -222,7 +222,7 @@ def describe(case: Case, routing: dict | None, params: list[torch.Tensor], smoke
                "program": _program(case), "grad": _grad_desc(case, params), "tier": case.tier}
     if case.kind == "dense_layer":
         d["model"] = asdict((SMOKE_DENSE | DENSE_SHAPES)[case.model])
-        d["attention"] = {"sdpa": "causal", "backend": "flash (sdpa_kernel FLASH_ATTENTION on cuda)", "enable_gqa": True,
+        d["attention"] = {"sdpa": "causal", "backend": "default (SDPA's own choice)", "enable_gqa": True,
                           "rope": "rotate-half (chunk/cat), cos/sin bf16 [T, head_dim/2]"}
     else:
         shape = (SMOKE_MOE | MOE_SHAPES)[case.model]
@@ -332,14 +332,7 @@ class Runner:
         ang = torch.arange(t, device=self.device, dtype=torch.float32)[:, None] * \
             torch.arange(d // 2, device=self.device)[None] * 1e-3
         cos, sin = ang.cos().to(torch.bfloat16), ang.sin().to(torch.bfloat16)
-        if self.smoke:
-            return lambda x: w.forward(x, cos, sin)
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        def fwd(x: torch.Tensor) -> torch.Tensor:
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                return w.forward(x, cos, sin)
-        return fwd
+        return lambda x: w.forward(x, cos, sin)   # SDPA picks its backend, as a user's call does
 
     def _moe(self, case: Case, w: MoEWeights):
         shape = (SMOKE_MOE | MOE_SHAPES)[case.model]

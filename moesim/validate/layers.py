@@ -235,6 +235,9 @@ def unmodelled(entry: LayerEntry) -> str:
     if entry.kind == "moe_block" and w.get("token_movement") == "megatron":
         if "fc1" not in program:   # harness files written before it ran Megatron's fused fc1
             notes.append("harness runs 3 grouped GEMMs (w1, w3, w2); moe.token_movement='megatron' prices a fused fc1")
+    backend = str((w.get("attention") or {}).get("backend", ""))
+    if backend.startswith("flash"):   # files before the harness left SDPA its default backend
+        notes.append("SDPA forced to the FA2 flash backend (sdpa_kernel FLASH_ATTENTION): priced as SDPA's default")
     if w.get("smoke_substitutions"):
         notes.append("CPU smoke stand-ins")
     return "; ".join(notes)
