@@ -136,3 +136,17 @@ def test_cli_takes_megatron_options_and_published_layouts() -> None:
 def test_recompute_modules_from_a_scenario_file_list() -> None:
     cfg = MemoryConfig(recompute="selective", recompute_modules=["moe_act", "layernorm"])  # type: ignore[arg-type]
     assert cfg.recompute_modules == ("moe_act", "layernorm")
+
+
+def test_dualpipe_keeps_pp_plus_one_chunks_as_the_report_counts() -> None:
+    # DeepSeek-V3 Table 2: DualPipe keeps PP + 1 microbatch-chunks of activations on every device.
+    from moesim.memory import parts as P
+    from moesim.memory.published import PUBLISHED_LAYOUTS
+
+    p = PUBLISHED_LAYOUTS["deepseek-v3-2048-h800"]
+    budget = published_budget(p.name)
+    assert all(r.peak_inflight == 17 for r in budget.per_rank)
+    v3 = get_model("deepseek-v3")
+    rank1 = budget.per_rank[1]  # holds two middle stages of 4 MoE layers each
+    chunk = sum(P.layer_activation_bytes(v3, i, 1, 1, False, p.memory) for i in range(7, 11))
+    assert rank1.parts["activations"] + rank1.parts["router_state"] == pytest.approx(17 * chunk, rel=1e-9)
