@@ -28,6 +28,26 @@ bench_app = typer.Typer(help="Named baseline/optimized pairs: memory, grouping, 
                         no_args_is_help=True)
 
 
+# Bounds checked before any search: beyond them the search or its simulations run for hours
+# (a 10^12 global batch, --top 10^9 estimated every layout, --max-candidates 10^6 simulated them).
+# DeepSeek-V3 trained with 15,360 sequences per step; the search keeps at most a few dozen layouts.
+MAX_GLOBAL_BATCH = 1 << 20
+MAX_TOP = 100
+MAX_CANDIDATES = 32
+MAX_TASKS = 5_000_000  # the run budget of moesim run (moesim.experiment.estimate.check_budget)
+
+
+def check_plan_sizes(top: int, max_candidates: int, max_tasks: int, global_batch: Optional[int]) -> None:
+    """Refuse option values whose search would not finish, naming the option and its limit."""
+    for option, value, limit in (("--top", top, MAX_TOP), ("--max-candidates", max_candidates, MAX_CANDIDATES),
+                                 ("--max-tasks", max_tasks, MAX_TASKS), ("--global-batch", global_batch, MAX_GLOBAL_BATCH)):
+        if value is not None and value > limit:
+            raise ConfigError(option, f"{value:,} is more than the {limit:,} moesim plan searches with",
+                              f"give at most {limit:,}")
+    if global_batch is not None and global_batch < 1:
+        raise ConfigError("--global-batch", f"must be an integer >= 1, got {global_batch}")
+
+
 def _fail(err: Exception) -> None:
     Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
@@ -83,6 +103,7 @@ def plan(
 
     console = Console(width=170)
     try:
+        check_plan_sizes(top, max_candidates, max_tasks, global_batch)
         preset = _preset(scenario, nodes, global_batch, model)
         if breakdown:
             layout = dict(tp=tp, pp=pp, dp=dp, ep=ep, vpp=vpp, micro_batch_size=mbs, order=order)

@@ -79,7 +79,22 @@ class _GroupGrid:
         return dp
 
 
+# The reduced run lowers every (microbatch, layer, pass) of one lane per pipeline rank: ~170 us
+# each on one core (Qwen3-30B-A3B, 1,024 microbatches: 25 s), so 10^6 is minutes; 10^9
+# microbatches ran out of memory instead of answering. Checked before anything is built.
+MAX_LAYER_PASSES = 1_000_000
+
+
+def _check_size(scn: Scenario, spec) -> None:
+    passes = scn.plan.num_microbatches * spec.num_layers * (1 if scn.mode == "forward" else 3)
+    if passes > MAX_LAYER_PASSES:
+        raise ConfigError("plan.num_microbatches", f"{scn.plan.num_microbatches:,} microbatches x {spec.num_layers} "
+                          f"layers x passes = {passes:,} layer passes, more than the reduced run's {MAX_LAYER_PASSES:,}",
+                          "use fewer microbatches (past the warm-up the step grows by the same time per microbatch)")
+
+
 def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
+    _check_size(scn, spec)
     plan = scn.plan
     if not isinstance(spec, MoESpec) or plan.ep < 2:
         raise ConfigError("plan.ep", "the reduced run simulates expert-parallel MoE models (ep >= 2)",

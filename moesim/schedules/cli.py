@@ -13,11 +13,30 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from moesim.errors import MoesimError
+from moesim.errors import ConfigError, MoesimError
 from moesim.schedules.dry_run import DryRunResult, dry_run
 from moesim.schedules.grid import render_grid
 from moesim.schedules.registry import SCHEDULES, generate
 from moesim.schedules.validate import validate
+
+# Largest schedule drawn: ranks x microbatches x chunks. Generating, validating, dry-running and
+# drawing cost ~0.1 ms per cell (1F1B, p=8, m=10,000: 7.5 s), and no one reads a bigger grid;
+# 10^9 microbatches or 100,000 stages ran out of memory instead of answering.
+MAX_SHOW_CELLS = 50_000
+MAX_WIDTH = 10_000
+
+
+def check_show_size(stages: int, microbatches: int, chunks: int | None, width: int) -> None:
+    """Refuse, before any work, a schedule too big to draw (the limit named); counts below 1 are
+    the registry's to refuse."""
+    cells = max(stages, 1) * max(microbatches, 1) * max(chunks or 1, 1)
+    if cells > MAX_SHOW_CELLS:
+        raise ConfigError("--stages x --microbatches x --chunks", f"{stages} x {microbatches} x {chunks or 1} = "
+                          f"{cells:,} cells is more than the {MAX_SHOW_CELLS:,} 'schedule show' draws",
+                          "draw a smaller instance: the pattern repeats with more microbatches")
+    if not 40 <= width <= MAX_WIDTH:
+        raise ConfigError("--width", f"must be in 40..{MAX_WIDTH}, got {width}")
+
 
 app = typer.Typer(help="Pipeline schedules: generate, validate, dry-run and draw them.", no_args_is_help=True)
 
@@ -48,13 +67,14 @@ def show(
     width: int = typer.Option(120, "--width", help="Grid width in characters."),
 ) -> None:
     """Draw schedule NAME and print its dry-run figures."""
-    console = Console(width=max(width, 40))
     try:
+        check_show_size(stages, microbatches, chunks, width)
+        console = Console(width=width)
         schedule = generate(name, stages, microbatches, chunks)
         validate(schedule)
         result = dry_run(schedule, tf, tb, tw, comm=comm, t_fb=tfb)
     except MoesimError as err:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(code=2) from None
     console.print(f"[bold]{schedule.name}[/bold]: p={schedule.num_ranks} m={schedule.num_microbatches} "
                   f"chunks/rank={schedule.num_chunks} stages/path={schedule.num_stages}")
