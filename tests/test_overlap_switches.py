@@ -251,3 +251,12 @@ def test_deepep_sms_set_the_compute_slowdown_in_both_engines() -> None:
     scn = type(scn)(**{**scn.__dict__, "moe": MoEOptions(dispatcher="deepep", token_movement="megatron")})
     assert build_scenario(scn, force=True).sim.overlap_slowdown == pytest.approx(132 / 112)
     assert build_reduced(scn)["slowdown"] == pytest.approx(132 / 112)
+
+
+def test_switches_are_settable_by_their_names_from_the_command_line() -> None:
+    scn = _moe_scenario("full", OverlapOptions()).with_overrides({
+        "overlap.overlap_moe_expert_parallel_comm": "true", "overlap.delay_wgrad_compute": "true",
+        "overlap.overlap_grad_reduce": "false", "overlap.moe_shared_expert_overlap": "false",
+        "overlap.deepep_num_sms": "24"})
+    assert scn.overlap == OverlapOptions(overlap_moe_expert_parallel_comm=True, delay_wgrad_compute=True,
+                                         overlap_grad_reduce=False, moe_shared_expert_overlap=False, deepep_num_sms=24)

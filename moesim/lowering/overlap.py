@@ -74,6 +74,9 @@ class OverlapOptions:
                 raise ConfigError(f"overlap.{name}", f"must be true or false, got {getattr(self, name)!r}",
                                   f"write overlap.{name}=true or overlap.{name}=false")
         for name, unset in (("overlap_grad_reduce", "plan.dp_overlap"), ("moe_shared_expert_overlap", "the default")):
+            text = getattr(self, name)
+            if isinstance(text, str) and text.lower() in ("true", "false"):   # --set on a field that is None
+                object.__setattr__(self, name, text.lower() == "true")
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"overlap.{name}", f"must be true, false or None, got {getattr(self, name)!r}",
                                   f"write true or false, or leave it out for {unset}")
