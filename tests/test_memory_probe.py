@@ -51,3 +51,11 @@ def test_mla_up_proj_frees_the_up_projected_heads_as_predicted() -> None:
     up = mp.run_case(shape, "mla_up_proj", "cpu", torch.bfloat16)["saved_bytes"]
     assert up < none
     assert predict(asdict(shape), "none") - predict(asdict(shape), "mla_up_proj") == pytest.approx(none - up, rel=0.10)
+
+
+def test_repeated_kv_fallback_is_predicted_with_as_many_kv_heads() -> None:
+    shape = mp.CPU_SHAPES[0]
+    row = mp.run_case(shape, "none", "cpu", torch.bfloat16, repeat_kv=True)
+    (case,) = compare({"shapes": [asdict(shape)], "results": [row]})
+    assert row["kv_repeated"] and case.within_target
+    assert case.predicted_bytes > predict(asdict(shape), "none")  # K and V at 4 heads instead of 2

@@ -138,9 +138,9 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 class Layer(torch.nn.Module):
     """One torchtitan-style decoder layer with recompute switches named as Megatron's modules."""
 
-    def __init__(self, s: LayerShape, modules: set[str], device: str, dtype: torch.dtype):
+    def __init__(self, s: LayerShape, modules: set[str], device: str, dtype: torch.dtype, repeat_kv: bool = False):
         super().__init__()
-        self.s, self.modules_on = s, modules
+        self.s, self.modules_on, self.repeat_kv = s, modules, repeat_kv
         p = dict(device=device, dtype=dtype)
         h, d = s.hidden, s.head_dim
         self.attn_norm = torch.nn.Parameter(torch.ones(h, **p))
@@ -182,6 +182,10 @@ class Layer(torch.nn.Module):
         return y @ self.wq, y @ self.wk, y @ self.wv  # separate projections, as torchtitan
 
     def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.repeat_kv:  # K/V repeated to the query heads (torchtitan's repeat_kv), SDPA then keeps those
+            groups = self.s.num_heads // self.s.num_kv_heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
     # -- MLA (DeepSeek): norm -> q projection and KV down-projection -> latent RMSNorm ->
@@ -330,13 +334,14 @@ def _no_math_sdpa(device: str):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION])
 
 
-def run_case(shape: LayerShape, case: str, device: str, dtype: torch.dtype, seed: int = 0) -> dict:
+def run_case(shape: LayerShape, case: str, device: str, dtype: torch.dtype, seed: int = 0,
+             repeat_kv: bool = False) -> dict:
     """One forward + backward of ``shape`` with recompute ``case``; bytes as the module docstring says."""
     torch.manual_seed(seed)
     modules = set() if case == "none" else set(case.split("+"))
-    layer = Layer(shape, modules, device, dtype)
+    layer = Layer(shape, modules, device, dtype, repeat_kv)
     x = torch.randn(shape.mbs, shape.seq_len, shape.hidden, device=device, dtype=dtype, requires_grad=True)
-    row: dict = {"shape": shape.name, "case": case, "recompute_modules": sorted(modules)}
+    row: dict = {"shape": shape.name, "case": case, "recompute_modules": sorted(modules), "kv_repeated": repeat_kv}
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -358,25 +363,36 @@ def run_case(shape: LayerShape, case: str, device: str, dtype: torch.dtype, seed
     return row
 
 
+def _guarded(shape: LayerShape, case: str, device: str, dtype: torch.dtype) -> dict:
+    """``run_case`` without the math SDPA kernel; a GQA layer no fused kernel takes with
+    ``enable_gqa`` is retried with K/V repeated (``kv_repeated``); otherwise an error row."""
+    try:
+        with _no_math_sdpa(device):
+            return run_case(shape, case, device, dtype)
+    except RuntimeError as err:  # e.g. no fused SDPA kernel for these head counts / widths
+        first = str(err)[:300]
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    if not shape.kv_lora_rank and shape.num_kv_heads < shape.num_heads:
+        try:
+            with _no_math_sdpa(device):
+                return {**run_case(shape, case, device, dtype, repeat_kv=True), "enable_gqa_error": first}
+        except RuntimeError as err:
+            first = f"{first} | with repeated K/V: {str(err)[:300]}"
+    return {"shape": shape.name, "case": case, "error": first}
+
+
 def run(device: str, shapes: tuple[LayerShape, ...]) -> dict:
     """Every case of every shape, with provenance."""
     dtype = torch.bfloat16
     rows = []
     for shape in shapes:
         if device.startswith("cuda"):  # cuBLAS / SDPA workspaces come from the caching allocator: allocate them first
-            with _no_math_sdpa(device):
-                try:
-                    run_case(shape, "none", device, dtype)
-                except RuntimeError:
-                    pass
+            _guarded(shape, "none", device, dtype)
             torch.cuda.empty_cache()
         for case in (MOE_CASES if shape.num_experts else MLA_CASES if shape.kv_lora_rank else DENSE_CASES):
             t0 = time.perf_counter()
-            try:
-                with _no_math_sdpa(device):
-                    row = run_case(shape, case, device, dtype)
-            except RuntimeError as err:  # e.g. no fused SDPA kernel for these head widths
-                row = {"shape": shape.name, "case": case, "error": str(err)[:300]}
+            row = _guarded(shape, case, device, dtype)
             rows.append({**row, "wall_s": round(time.perf_counter() - t0, 3)})
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()

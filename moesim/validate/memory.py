@@ -5,7 +5,8 @@ Reads a ``moesim.calibrate.memory_probe`` JSON and predicts each case through
 recompute modules, bf16 (no FP8 caching) and torchtitan's MoE (router scores applied to the
 fp32 expert outputs, ``probs_on_expert_output``). The measured figure is the probe's
 ``saved_bytes`` (allocated after the forward minus before it, the layer output standing in for
-the input the layer keeps); the target is within 10%.
+the input the layer keeps); the target is within 10%. Cases the probe ran with K/V repeated to
+the query heads (no fused SDPA kernel took ``enable_gqa``) are predicted with as many K/V heads.
 
 Run: ``python -m moesim.validate.memory data/validation/memory/h100_layers.json``
 """
@@ -74,8 +75,13 @@ def predict(shape: dict[str, Any], case: str) -> float:
 def compare(probe: dict[str, Any]) -> list[MemoryCase]:
     """Every probe result against moesim's prediction."""
     shapes = {s["name"]: s for s in probe["shapes"]}
-    return [MemoryCase(r["shape"], r["case"], float(r["saved_bytes"]), predict(shapes[r["shape"]], r["case"]))
+    return [MemoryCase(r["shape"], r["case"], float(r["saved_bytes"]), predict(_as_run(shapes[r["shape"]], r), r["case"]))
             for r in probe["results"] if "error" not in r]
+
+
+def _as_run(shape: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The shape as the case ran: K/V repeated to the query heads when the probe had to."""
+    return {**shape, "num_kv_heads": shape["num_heads"]} if row.get("kv_repeated") else shape
 
 
 def report_lines(cases: list[MemoryCase], provenance: dict[str, Any]) -> list[str]:
