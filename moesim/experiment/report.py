@@ -168,6 +168,12 @@ def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) 
         lines.append(f"  [bold]{r.name}[/bold]")
         lines += [f"    {i + 1}. {b}" for i, b in enumerate(r.bottlenecks)]
     lines += _reductions(results, "[bold]what the reduced engine did not simulate GPU by GPU[/bold]")
+    mfu = mfu_rows(exp, results)
+    if mfu:
+        lines += ["[bold]MFU two ways[/bold] (model FLOPs / executed FLOPs incl. recompute, of the GEMM precision's "
+                  "datasheet peak)"]
+        lines += [f"  {m['scenario']}: {100 * m['mfu_model']:.1f}% / {100 * m['mfu_executed']:.1f}% of "
+                  f"{m['gemm_dtype']} {m['peak_tflops']:,.0f} TFLOP/s ({m['gpu']})" for m in mfu]
     return [t, *extra, ratios, Text("\n".join(lessons)), "\n".join(lines)]
 
 
