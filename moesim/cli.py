@@ -50,6 +50,10 @@ def load_verb(module: str, attr: str, name: str, help_text: str) -> typer.core.T
         host.command(name)(obj)
     host.callback()(lambda: None)  # a group even with one verb, so the verb can be picked by name
     command = typer.main.get_command(host).commands[name]
+    if name == "run":  # --megatron-args / --torchtitan build the scenario file it runs
+        from moesim.importers.cli import add_import_options
+
+        add_import_options(command)
     if name in _PROFILE_VERBS:
         sub = _PROFILE_VERBS[name]
         add_profile_option(command.commands[sub] if sub else command)  # type: ignore[attr-defined]

@@ -106,3 +106,103 @@ def trace_compare(
     for table in comparison_tables(result):
         console.print(table)
     console.print("\n".join(comparison_lines(result, top)), highlight=False, soft_wrap=True)
+
+
+# -- moesim run --megatron-args / --torchtitan --------------------------------------------------
+def _import_params() -> list:  # type: ignore[type-arg]
+    """The click parameters ``moesim run`` gains (built by typer from a holder command)."""
+    def holder(
+        megatron_args: Optional[str] = typer.Option(None, "--megatron-args", metavar="FILE|\"ARGS\"",
+                                                    help="Megatron-LM arguments (a file, or the flags in quotes) "
+                                                         "instead of FILE"),
+        torchtitan: Optional[Path] = typer.Option(None, "--torchtitan", metavar="FILE.toml",
+                                                  help="a torchtitan training TOML instead of FILE"),
+        topology: str = typer.Option("dgx_h100", "--topology", help="with --megatron-args/--torchtitan: the fabric"),
+        nodes: Optional[int] = typer.Option(None, "--nodes", help="with --megatron-args/--torchtitan: nodes"),
+        gpus: Optional[int] = typer.Option(None, "--gpus", help="with --megatron-args/--torchtitan: GPUs in all"),
+        model: Optional[str] = typer.Option(None, "--model", help="with --megatron-args/--torchtitan: a preset or "
+                                            "a config.json (else the model the arguments describe)"),
+        import_only: bool = typer.Option(False, "--import-only", help="print the import report and the scenario "
+                                         "file, and run nothing"),
+    ) -> None:
+        """Holds the options."""
+
+    one = typer.Typer(add_completion=False)
+    one.command()(holder)
+    return list(typer.main.get_command(one).params)
+
+
+_IMPORT_NAMES = ("megatron_args", "torchtitan", "topology", "nodes", "gpus", "model", "import_only")
+
+
+def add_import_options(command) -> None:  # type: ignore[no-untyped-def]
+    """Give ``moesim run`` the importers' options: FILE becomes optional, and ``--megatron-args`` /
+    ``--torchtitan`` build the scenario, print what became of every flag, write it as a YAML
+    scenario file (``<run dir>.scenario.yaml``) and run that file through the unchanged command."""
+    for param in command.params:
+        if param.name == "file":
+            param.required = False
+            param.default = None
+    command.params.extend(_import_params())
+    inner = command.callback
+
+    def callback(*args, **kwargs):  # type: ignore[no-untyped-def]
+        opts = {k: kwargs.pop(k) for k in _IMPORT_NAMES}
+        try:
+            kwargs["file"] = _imported_file(kwargs.get("file"), kwargs.get("out"), opts)
+        except ConfigError as err:
+            _fail(err)
+        if kwargs["file"] is None:
+            return None
+        return inner(*args, **kwargs)
+
+    import functools
+
+    command.callback = functools.update_wrapper(callback, inner)
+
+
+def _imported_file(file: Optional[Path], out: Optional[Path], opts: dict) -> Optional[Path]:
+    """FILE itself, or the scenario file the importer wrote (None after --import-only)."""
+    sources = [k for k in ("megatron_args", "torchtitan") if opts[k] is not None]
+    flags = {"megatron_args": "--megatron-args", "torchtitan": "--torchtitan"}
+    if len(sources) > 1 or (sources and file is not None):
+        given = [flags[k] for k in sources] + (["FILE"] if file is not None else [])
+        raise ConfigError(" and ".join(given), "describe the run twice", "give one of FILE, --megatron-args, --torchtitan")
+    if not sources:
+        extra = [f"--{k.replace('_', '-')}" for k in _IMPORT_NAMES[2:] if opts[k] not in (None, False, "dgx_h100")]
+        if extra:
+            raise ConfigError(", ".join(extra), "apply only with --megatron-args or --torchtitan",
+                              "drop them, or import a run")
+        if file is None:
+            raise ConfigError("FILE", "missing", "give an experiment or scenario file, --megatron-args or --torchtitan")
+        return file
+    return _write_import(sources[0], out, opts)
+
+
+def _write_import(source: str, out: Optional[Path], opts: dict) -> Optional[Path]:
+    import yaml
+
+    from moesim.experiment.scenario_files import build_scenario, scenario_to_dict
+
+    where = dict(topology=opts["topology"], nodes=opts["nodes"], gpus=opts["gpus"], model=opts["model"])
+    if source == "megatron_args":
+        from moesim.importers.megatron import read_megatron_args
+
+        report = read_megatron_args(opts["megatron_args"], **where)
+    else:
+        from moesim.importers.torchtitan import read_torchtitan
+
+        report = read_torchtitan(opts["torchtitan"], **where)
+    scenario = build_scenario(report.scenario, source=report.framework)
+    text = f"# written by moesim from {report.framework} settings; moesim run this file to rerun it\n" + \
+        yaml.safe_dump(scenario_to_dict(scenario), sort_keys=False)
+    typer.echo("\n".join(report.lines()))
+    if opts["import_only"]:
+        typer.echo(text, nl=False)
+        return None
+    run_dir = out or Path("runs") / scenario.name
+    path = run_dir.parent / f"{run_dir.name}.scenario.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    typer.echo(f"scenario written to {path}")
+    return path

@@ -1,0 +1,575 @@
+"""Megatron-LM arguments -> a moesim Scenario, with every flag accounted for.
+
+The arguments are read with Megatron's own option table: ``megatron_flags.json`` holds every
+option string of ``megatron.training.arguments.add_megatron_arguments`` at NVIDIA/Megatron-LM
+d98e8a6 (2026-08-22) with its destination, kind (value / store_true / store_false), type,
+``nargs``, choices and default. So a flag Megatron does not have is an error naming it (with the
+closest real one), a value of the wrong type or outside its choices is an error, and a flag
+that Megatron has but moesim does not model is listed, never silently ignored. Text may be a
+file or a string, with ``\\`` line continuations and ``#`` comments; a launcher before the
+script (``torchrun ... pretrain_gpt.py``) is dropped and said.
+
+What becomes what (Megatron's names on the left):
+
+* parallelism: ``--tensor-model-parallel-size`` -> ``plan.tp``, ``--pipeline-model-parallel-size``
+  -> ``plan.pp``, ``--expert-model-parallel-size`` -> ``plan.ep`` (carved out of data
+  parallelism), ``--num-layers-per-virtual-pipeline-stage`` / ``--num-virtual-stages-per-
+  pipeline-rank`` -> ``plan.vpp`` and the interleaved schedule, ``--sequence-parallel``; data
+  parallelism is the world size over tp x pp (the world is not a Megatron argument: ``--gpus`` /
+  ``--nodes``); ``--context-parallel-size`` > 1 is refused (not modelled);
+* batch: ``--micro-batch-size``, ``--global-batch-size`` -> microbatches = global / (micro x dp),
+  ``--seq-length``;
+* model: ``--num-layers``, ``--hidden-size``, ``--ffn-hidden-size``, ``--num-attention-heads``,
+  ``--group-query-attention`` / ``--num-query-groups``, ``--kv-channels``, ``--swiglu``,
+  ``--normalization``, ``--untie-embeddings-and-output-weights``, ``--vocab-size``, MLA
+  (``--multi-latent-attention``, ``--q-lora-rank``, ``--kv-lora-rank``, ``--qk-head-dim``,
+  ``--qk-pos-emb-head-dim``, ``--v-head-dim``), ``--mtp-num-layers``; or ``model=`` (a preset or a
+  config.json) whose shape the flags, where given, must agree with;
+* MoE: ``--num-experts``, ``--moe-router-topk``, ``--moe-ffn-hidden-size``,
+  ``--moe-shared-expert-intermediate-size``, ``--moe-layer-freq``, ``--moe-router-num-groups`` /
+  ``--moe-router-group-topk``, ``--moe-router-score-function``, ``--moe-token-dispatcher-type``
+  (alltoall; flex with DeepEP -> ``deepep``; allgather is priced as alltoall and listed),
+  ``--moe-grouped-gemm`` (else the SequentialMLP loop), ``--moe-expert-capacity-factor`` with
+  ``--moe-pad-expert-input-to-capacity`` (padded experts), ``--moe-permute-fusion`` (fused
+  token movement, and its memory), ``--moe-deepep-num-sms``;
+* recompute, precision, optimizer: ``--recompute-granularity`` / ``--recompute-modules``,
+  ``--bf16`` / ``--fp16`` (else fp32, as Megatron), ``--fp8-format`` (FP8 GEMMs), ``--optimizer``,
+  ``--use-distributed-optimizer``, ``--use-precision-aware-optimizer`` and its dtypes,
+  ``--no-gradient-accumulation-fusion``, the pipeline-split accounting flags, dropout;
+* overlap: ``--overlap-grad-reduce``, ``--overlap-param-gather``, ``--tp-comm-overlap``,
+  ``--moe-shared-expert-overlap``, ``--delay-wgrad-compute``, ``--overlap-moe-expert-parallel-comm``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import functools
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from moesim.errors import ConfigError
+from moesim.importers.common import ImportReport, divide, world_size
+
+FLAGS_FILE = Path(__file__).with_name("megatron_flags.json")
+# dest -> the scenario field it sets (for the report); the builder below reads them.
+MODELLED = {
+    "tensor_model_parallel_size": "plan.tp", "pipeline_model_parallel_size": "plan.pp",
+    "expert_model_parallel_size": "plan.ep", "sequence_parallel": "plan.sequence_parallel",
+    "num_layers_per_virtual_pipeline_stage": "plan.vpp, schedule", "num_virtual_stages_per_pipeline_rank":
+    "plan.vpp, schedule", "context_parallel_size": "(1 only)", "expert_tensor_parallel_size": "memory.expert_tp",
+    "micro_batch_size": "plan.micro_batch_size", "global_batch_size": "plan.num_microbatches",
+    "seq_length": "model.seq_len", "num_layers": "model.num_layers", "hidden_size": "model.hidden",
+    "ffn_hidden_size": "model.ffn_hidden", "num_attention_heads": "model.num_heads",
+    "group_query_attention": "model.num_kv_heads", "num_query_groups": "model.num_kv_heads",
+    "kv_channels": "model.head_dim", "swiglu": "model.activation", "normalization": "model.norm",
+    "untie_embeddings_and_output_weights": "model.tied_embeddings", "vocab_size": "model.vocab",
+    "multi_latent_attention": "model (MLA)", "q_lora_rank": "model.q_lora_rank", "kv_lora_rank": "model.kv_lora_rank",
+    "qk_head_dim": "model.head_dim", "qk_pos_emb_head_dim": "model.qk_rope_head_dim", "v_head_dim": "model.v_head_dim",
+    "mtp_num_layers": "model.num_nextn_predict_layers", "num_experts": "model.num_experts",
+    "moe_router_topk": "model.top_k", "moe_ffn_hidden_size": "model.expert_ffn_hidden",
+    "moe_shared_expert_intermediate_size": "model.num_shared_experts, shared_expert_ffn_hidden",
+    "moe_layer_freq": "model.moe_layer_freq", "moe_router_num_groups": "model.n_groups",
+    "moe_router_group_topk": "model.topk_groups", "moe_router_score_function": "model.score_func",
+    "bf16": "model.dtype, memory.param_dtype", "fp16": "model.dtype, memory.param_dtype", "fp8": "model.gemm_dtype",
+    "add_bias_linear": "(no biases, as moesim's spec)",
+    "moe_token_dispatcher_type": "moe.dispatcher", "moe_enable_deepep": "moe.dispatcher",
+    "moe_flex_dispatcher_backend": "moe.dispatcher", "moe_grouped_gemm": "moe.experts",
+    "moe_expert_capacity_factor": "moe.capacity_factor", "moe_pad_expert_input_to_capacity": "moe.experts",
+    "moe_permute_fusion": "moe.token_movement, memory.moe_permute_fusion", "moe_router_fusion": "moe.token_movement",
+    "moe_deepep_num_sms": "overlap.deepep_num_sms",
+    "recompute_granularity": "memory.recompute", "recompute_modules": "memory.recompute_modules",
+    "recompute_method": "(uniform over all layers)", "use_distributed_optimizer": "memory.distributed_optimizer",
+    "optimizer": "memory.optimizer", "use_precision_aware_optimizer": "memory.precision_aware_optimizer",
+    "exp_avg_dtype": "memory.exp_avg_dtype", "exp_avg_sq_dtype": "memory.exp_avg_sq_dtype",
+    "main_params_dtype": "memory.main_params_dtype", "gradient_accumulation_fusion": "grad_accumulation",
+    "account_for_embedding_in_pipeline_split": "memory.account_for_embedding_in_pipeline_split",
+    "account_for_loss_in_pipeline_split": "memory.account_for_loss_in_pipeline_split",
+    "attention_dropout": "memory.dropout", "hidden_dropout": "memory.dropout",
+    "grad_reduce_in_bf16": "plan.grad_dtype_bytes",
+    "overlap_grad_reduce": "overlap.overlap_grad_reduce", "overlap_param_gather": "overlap.overlap_param_gather",
+    "tp_comm_overlap": "overlap.tp_comm_overlap", "moe_shared_expert_overlap": "overlap.moe_shared_expert_overlap",
+    "delay_wgrad_compute": "overlap.delay_wgrad_compute",
+    "overlap_moe_expert_parallel_comm": "overlap.overlap_moe_expert_parallel_comm",
+}
+# Flags (by destination prefix) that change neither time nor memory of a step.
+NO_COST_PREFIXES = (
+    "log", "save", "load", "data", "train_data", "valid_data", "test_data", "split", "tokenizer", "vocab_file",
+    "merge_file", "lr", "min_lr", "warmup", "weight_decay", "start_weight_decay", "end_weight_decay", "adam_", "sgd_",
+    "clip_grad", "eval", "seed", "init_method", "use_checkpoint", "no_load", "finetune", "exit", "tensorboard",
+    "wandb", "timing", "profile", "use_pytorch_profiler", "distributed_backend", "distributed_timeout",
+    "num_workers", "mock_data", "train_iters", "train_samples", "ckpt", "async_save", "rotary", "rope",
+    "position_embedding_type", "max_position_embeddings", "norm_epsilon", "moe_aux_loss_coeff", "moe_z_loss_coeff",
+    "moe_router_load_balancing_type", "moe_router_bias_update_rate", "moe_router_enable_expert_bias",
+    "moe_router_topk_scaling_factor", "moe_router_dtype", "moe_token_drop_policy", "moe_input_jitter_eps",
+    "use_flash_attn", "attention_backend", "transformer_impl", "make_vocab_size_divisible_by", "dataloader",
+    "use_mcore_models", "no_create_attention_mask", "manual_gc", "check_for_nan", "bias_swiglu_fusion",
+    "bias_gelu_fusion", "no_bias_dropout_fusion", "apply_layernorm_1p", "init_model_with_meta_device", "dist_ckpt",
+    "auto_detect_ckpt_format", "use_dist_ckpt", "result_rejected", "no_persist_layer_norm", "empty_unused_memory",
+    "use_mcore_models", "add_position_embedding", "tiktoken", "num_dataset_builder_threads", "object_storage",
+    "deprecated", "decoupled", "calculate_per_token_loss", "layernorm_zero_centered_gamma",
+)
+LAUNCHERS = ("torchrun", "python", "python3", "-m", "srun", "deepspeed")
+
+
+@functools.cache
+def option_table() -> dict[str, dict[str, Any]]:
+    """Megatron's option strings -> their description (see the module docstring)."""
+    return json.loads(FLAGS_FILE.read_text())["options"]
+
+
+def read_megatron_args(text_or_path: str | Path, *, topology: str = "dgx_h100", nodes: int | None = None,
+                       gpus: int | None = None, model: str | None = None, name: str = "megatron") -> ImportReport:
+    """The scenario Megatron's arguments describe, and the account of every flag."""
+    text = _text(text_or_path)
+    notes: list[str] = []
+    script = _script_tokens(text, notes)
+    tokens = script if script is not None else _drop_launcher(_tokens(text), notes)
+    given = _given(tokens)
+    ns = _parse(tokens)
+    args = _Args(ns)
+    _check_conflicts(args, given)
+    spec_fields, model_used = _model(args, given, model, notes)
+    plan, world_fields, schedule = _plan(args, topology, nodes, gpus, spec_fields, notes)
+    scenario: dict[str, Any] = {"name": name, "topology": topology, **world_fields, "model": spec_fields,
+                                "plan": plan, "schedule": schedule,
+                                "memory": _memory(args), "overlap": _overlap(args),
+                                "grad_accumulation": "fused" if args.get("gradient_accumulation_fusion") else "add",
+                                "host": "eager",
+                                "description": "imported from Megatron-LM arguments"}
+    if spec_fields.get("spec") == "MoESpec":
+        scenario["moe"] = _moe(args, notes)
+    used, not_modelled, no_cost = _account(given, args, model_used, model is not None)
+    if not args.has("attention_dropout") and not args.has("hidden_dropout"):
+        notes.append("no dropout flags: Megatron's default dropout 0.1 keeps dropout masks (memory.dropout)")
+    return ImportReport("Megatron-LM", scenario, used, not_modelled, no_cost, tuple(notes))
+
+
+# -- reading -------------------------------------------------------------------------------------
+def _text(value: str | Path) -> str:
+    """The arguments: a file's text, or the text itself (anything holding a ``--flag``)."""
+    looks_like_args = isinstance(value, str) and str(value).lstrip().startswith("--")
+    p = Path(value) if not looks_like_args and "\n" not in str(value) and len(str(value)) < 1024 else None
+    if p is not None and p.is_file():
+        return p.read_text(encoding="utf-8", errors="replace")
+    if isinstance(value, Path) or "--" not in str(value):
+        raise ConfigError("--megatron-args", f"{str(value)!r} is neither a file nor arguments",
+                          "give a file of arguments, or the arguments in quotes")
+    return str(value)
+
+
+def _tokens(text: str) -> list[str]:
+    try:
+        return shlex.split(text.replace("\\\n", " "), comments=True)
+    except ValueError as err:
+        raise ConfigError("--megatron-args", f"cannot split the arguments ({err})", "close every quote") from None
+
+
+_ARRAY = re.compile(r"^[ \t]*([A-Za-z_]\w*)=\(", re.M)
+
+
+def _arrays(text: str) -> dict[str, str]:
+    """``NAME=( ... )`` bodies: on one line, or up to the line that starts with ``)``."""
+    out = {}
+    for m in _ARRAY.finditer(text):
+        rest = text[m.end():]
+        first = rest.split("\n", 1)[0]
+        if ")" in first:
+            out[m.group(1)] = first[:first.rindex(")")]
+            continue
+        end = re.search(r"^[ \t]*\)", rest, re.M)
+        out[m.group(1)] = rest[:end.start()] if end else rest
+    return out
+_ASSIGN = re.compile(r"^[ \t]*(?:export[ \t]+)?([A-Za-z_]\w*)=([^(\n][^\n]*)$", re.M)
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def _script_tokens(text: str, notes: list[str]) -> list[str] | None:
+    """The arguments of a launch script that keeps them in bash arrays (``MODEL_ARGS=( ... )``,
+    as Megatron-LM's examples do): the arrays expanded after the ``.py`` script, in order, with
+    plain ``NAME=value`` variables substituted (``${NAME:-default}`` takes the default). None when
+    the text has no arrays."""
+    arrays = _arrays(text)
+    if not arrays:
+        return None
+    env: dict[str, str] = {}
+    for m in _ASSIGN.finditer(text):
+        env[m.group(1)] = _substitute(m.group(2).strip().strip('"').strip("'"), env, set())
+    names = _launched_arrays(text, arrays)
+    unresolved: set[str] = set()
+    tokens = [part for n in names for t in _tokens(arrays[n]) for part in _split_pair(_substitute(t, env, unresolved))]
+    appended = sorted(set(re.findall(r"^[ \t]*([A-Za-z_]\w*)\+=\(", text, re.M)))
+    notes.append(f"launch script: read the argument arrays {', '.join(names)}"
+                 + (f"; appended arrays not read (often conditional): {', '.join(appended)}" if appended else "")
+                 + (f"; variables left as written: {', '.join(sorted(unresolved))}" if unresolved else ""))
+    return tokens
+
+
+def _launched_arrays(text: str, arrays: dict[str, str]) -> list[str]:
+    """The arrays the launch line expands after the script (those before it are the launcher's)."""
+    joined = text.replace("\\\n", " ")
+    launch = next((line for line in joined.splitlines() if "[@]" in line and ("torchrun" in line or ".py" in line
+                                                                             or "python" in line)), "")
+    words = launch.split()
+    refs: list[str] = []
+    script_seen = False
+    for w in words[1:]:
+        m = re.fullmatch(r"\"?\$\{(\w+)\[@\]\}\"?", w)
+        if m is None:
+            w = w.strip("\"'")
+            script_seen = script_seen or w.endswith(".py") or w.startswith("$")
+            continue
+        if script_seen and m.group(1) in arrays:
+            refs.append(m.group(1))
+    return refs or list(arrays)
+
+
+def _split_pair(token: str) -> list[str]:
+    """``"--flag value"`` quoted as one word -> ``["--flag", "value"]``."""
+    return token.split() if token.startswith("--") and " " in token else [token]
+
+
+def _substitute(token: str, env: dict[str, str], unresolved: set[str]) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        if name in env:
+            return env[name]
+        if m.group(2) is not None:
+            return m.group(2).strip('"').strip("'")
+        unresolved.add(name)
+        return m.group(0)
+    return _VAR.sub(one, token)
+
+
+def _drop_launcher(tokens: list[str], notes: list[str]) -> list[str]:
+    scripts = [i for i, t in enumerate(tokens) if t.endswith(".py")]
+    if scripts:
+        dropped = tokens[:scripts[-1] + 1]
+        notes.append(f"launcher dropped: {' '.join(dropped)}")
+        return tokens[scripts[-1] + 1:]
+    return tokens
+
+
+def _given(tokens: list[str]) -> list[str]:
+    """The option strings the user wrote, in order, without duplicates."""
+    seen: list[str] = []
+    for t in tokens:
+        if t.startswith("--"):
+            flag = t.split("=", 1)[0]
+            if flag not in seen:
+                seen.append(flag)
+    return seen
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError("--megatron-args", message, "check the flag against Megatron-LM's arguments")
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    p = _RaisingParser(prog="megatron", add_help=False, allow_abbrev=False)
+    for flag, o in option_table().items():
+        kw: dict[str, Any] = {"dest": o["dest"], "default": argparse.SUPPRESS}
+        if o["kind"] == "true" or (o["kind"] == "boolopt" and not flag.startswith("--no-")):
+            kw["action"] = "store_true"
+        elif o["kind"] in ("false", "boolopt"):
+            kw["action"] = "store_false"
+        else:
+            kw["type"] = {"int": int, "float": float}.get(o["type"], str)
+            if o.get("nargs"):
+                kw["nargs"] = o["nargs"]
+            if o.get("choices") and o["type"] == "str" and o["dest"] != "attention_backend":
+                kw["choices"] = o["choices"]
+        p.add_argument(flag, **kw)
+    return p
+
+
+def _parse(tokens: list[str]) -> argparse.Namespace:
+    ns, rest = _parser().parse_known_args(tokens)
+    unknown = [t.split("=", 1)[0] for t in rest if t.startswith("-")]
+    if unknown:
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, option_table(), 1)) else u
+                 for u in unknown]
+        raise ConfigError("--megatron-args", f"not Megatron-LM argument(s): {', '.join(hints)}",
+                          "use the names of megatron/training/arguments.py")
+    stray = [t for t in rest if not t.startswith("-")]
+    if stray:
+        raise ConfigError("--megatron-args", f"value(s) without a flag: {' '.join(stray[:5])}",
+                          "every value follows its --flag")
+    return ns
+
+
+class _Args:
+    """Given values, else Megatron's defaults."""
+
+    def __init__(self, ns: argparse.Namespace) -> None:
+        self.given = vars(ns)
+        self.defaults = {o["dest"]: o.get("default") for o in option_table().values() if "default" in o}
+
+    def get(self, dest: str) -> Any:
+        return self.given[dest] if dest in self.given else self.defaults.get(dest)
+
+    def has(self, dest: str) -> bool:
+        return dest in self.given
+
+
+def _check_conflicts(a: _Args, given: list[str]) -> None:
+    if a.get("bf16") and a.get("fp16"):
+        raise ConfigError("--bf16/--fp16", "both given", "give one precision")
+    if a.get("moe_pad_expert_input_to_capacity") and a.get("moe_expert_capacity_factor") is None:
+        raise ConfigError("--moe-pad-expert-input-to-capacity", "needs --moe-expert-capacity-factor (as Megatron asserts)",
+                          "give --moe-expert-capacity-factor, e.g. 1.25")
+    if a.get("moe_enable_deepep") and a.get("moe_token_dispatcher_type") != "flex":
+        raise ConfigError("--moe-enable-deepep", "needs --moe-token-dispatcher-type flex (as Megatron asserts)",
+                          "add --moe-token-dispatcher-type flex")
+    if a.has("recompute_method") and a.get("recompute_granularity") != "full":
+        raise ConfigError("--recompute-method", "applies to --recompute-granularity full only",
+                          "add --recompute-granularity full or drop --recompute-method")
+    if a.has("recompute_modules") and a.get("recompute_granularity") != "selective":
+        raise ConfigError("--recompute-modules", "applies to --recompute-granularity selective only",
+                          "add --recompute-granularity selective")
+    both = [d for d in ("num_layers_per_virtual_pipeline_stage", "num_virtual_stages_per_pipeline_rank") if a.has(d)]
+    if len(both) == 2:
+        raise ConfigError("--num-layers-per-virtual-pipeline-stage", "and --num-virtual-stages-per-pipeline-rank "
+                          "both given", "give one")
+    if a.get("context_parallel_size") not in (None, 1):
+        raise ConfigError("--context-parallel-size", f"{a.get('context_parallel_size')}: context parallelism is not "
+                          "modelled by moesim", "simulate with --context-parallel-size 1")
+
+
+# -- the model -----------------------------------------------------------------------------------
+_SHAPE = (("num_layers", "num_layers"), ("hidden_size", "hidden"), ("ffn_hidden_size", "ffn_hidden"),
+          ("num_attention_heads", "num_heads"), ("num_experts", "num_experts"), ("moe_router_topk", "top_k"),
+          ("moe_ffn_hidden_size", "expert_ffn_hidden"), ("vocab_size", "vocab"), ("kv_channels", "head_dim"),
+          ("num_query_groups", "num_kv_heads"), ("q_lora_rank", "q_lora_rank"), ("kv_lora_rank", "kv_lora_rank"),
+          ("qk_pos_emb_head_dim", "qk_rope_head_dim"), ("v_head_dim", "v_head_dim"))
+# flags whose value maps onto a spec field: (dest, field, value -> field value)
+_MAPPED = (("swiglu", "activation", lambda v: "swiglu" if v else "gelu"),
+           ("normalization", "norm", lambda v: "rmsnorm" if v == "RMSNorm" else "layernorm"),
+           ("untie_embeddings_and_output_weights", "tied_embeddings", lambda v: not v))
+
+
+def _model(a: _Args, given: list[str], model: str | None, notes: list[str]) -> tuple[dict[str, Any], set[str]]:
+    """The model as a ``{spec: ..., fields}`` mapping, and the dests it consumed."""
+    if model is not None:
+        spec = _resolve_model(model)
+        checks = [(d, f, lambda v: v) for d, f in _SHAPE] + list(_MAPPED)
+        for dest, field, conv in checks:
+            if a.has(dest) and getattr(spec, field, conv(a.get(dest))) != conv(a.get(dest)):
+                raise ConfigError(f"--{dest.replace('_', '-')}", f"{a.get(dest)} conflicts with --model {model} "
+                                  f"({field} = {getattr(spec, field)})", "drop the flag or the --model")
+        fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+        fields["spec"] = type(spec).__name__
+        used = {d for d, _, _ in checks if a.has(d)} | ({"group_query_attention"} if a.has("num_query_groups") else set())
+    else:
+        fields, used = _spec_from_flags(a), set(MODELLED)
+    if a.has("seq_length"):
+        fields["seq_len"] = a.get("seq_length")
+    fields["dtype"] = "bf16" if a.get("bf16") else ("fp16" if a.get("fp16") else "fp32")
+    if fields["dtype"] == "fp32":
+        notes.append("neither --bf16 nor --fp16: Megatron trains in fp32, and so does the simulation")
+    if a.get("fp8"):
+        fields["gemm_dtype"] = "fp8"
+        notes.append(f"--fp8-format {a.get('fp8')} (recipe {a.get('fp8_recipe')}): the linear layers' GEMMs are "
+                     "priced by the profile's FP8 rows")
+    if a.has("mtp_num_layers"):
+        fields["num_nextn_predict_layers"] = a.get("mtp_num_layers") or 0
+    return fields, used | set(_OVERRIDES)
+
+
+_OVERRIDES = ("seq_length", "bf16", "fp16", "fp8", "mtp_num_layers")  # set on a --model, not checked
+
+
+def _resolve_model(model: str) -> Any:
+    from moesim.workload.hf_config import load_hf_config
+    from moesim.workload.presets import get_model
+
+    if model.endswith(".json") or Path(model).is_dir():
+        return load_hf_config(model).spec
+    return get_model(model)
+
+
+def _spec_from_flags(a: _Args) -> dict[str, Any]:
+    need = [d for d in ("num_layers", "hidden_size", "num_attention_heads", "seq_length") if a.get(d) is None]
+    if need:
+        raise ConfigError("--megatron-args", f"the model needs {', '.join('--' + d.replace('_', '-') for d in need)}",
+                          "give them, or name the model with --model (a preset or a config.json)")
+    if a.get("vocab_size") is None:
+        raise ConfigError("--vocab-size", "missing: Megatron takes the vocabulary from the tokenizer",
+                          "give --vocab-size N, or name the model with --model")
+    h, heads = a.get("hidden_size"), a.get("num_attention_heads")
+    swiglu = bool(a.get("swiglu"))
+    ffn = a.get("ffn_hidden_size") or (int(4 * h * 2 / 3 / 64 + 0.5) * 64 if swiglu else 4 * h)
+    f: dict[str, Any] = {"spec": "TransformerSpec", "name": "megatron-model", "num_layers": a.get("num_layers"),
+                         "hidden": h, "num_heads": heads, "head_dim": a.get("kv_channels") or h // heads,
+                         "num_kv_heads": a.get("num_query_groups") if a.get("group_query_attention") else heads,
+                         "ffn_hidden": ffn, "vocab": a.get("vocab_size"), "seq_len": a.get("seq_length"),
+                         "activation": "swiglu" if swiglu else "gelu",
+                         "norm": "rmsnorm" if a.get("normalization") == "RMSNorm" else "layernorm",
+                         "tied_embeddings": not a.get("untie_embeddings_and_output_weights"),
+                         "source": "Megatron-LM arguments"}
+    if a.get("multi_latent_attention"):
+        f.update(num_kv_heads=heads, head_dim=a.get("qk_head_dim"), q_lora_rank=a.get("q_lora_rank") or 0,
+                 kv_lora_rank=a.get("kv_lora_rank"), qk_rope_head_dim=a.get("qk_pos_emb_head_dim"),
+                 v_head_dim=a.get("v_head_dim"))
+    if a.get("num_experts"):
+        f.update(_moe_fields(a, ffn))
+    return f
+
+
+def _moe_fields(a: _Args, ffn: int) -> dict[str, Any]:
+    expert = a.get("moe_ffn_hidden_size") or ffn
+    shared = a.get("moe_shared_expert_intermediate_size") or 0
+    score = a.get("moe_router_score_function")
+    if score not in ("softmax", "sigmoid"):
+        raise ConfigError("--moe-router-score-function", f"{score!r} is not modelled", "use softmax or sigmoid")
+    f = {"spec": "MoESpec", "num_experts": a.get("num_experts"), "top_k": a.get("moe_router_topk"),
+         "expert_ffn_hidden": expert, "score_func": score,
+         "moe_layer_freq": _layer_freq(a.get("moe_layer_freq"), a.get("num_layers")),
+         "n_groups": a.get("moe_router_num_groups") or 1, "topk_groups": a.get("moe_router_group_topk") or 1}
+    if shared:
+        f.update(num_shared_experts=1, shared_expert_ffn_hidden=shared)
+    return f
+
+
+def _layer_freq(value: Any, layers: int) -> int | tuple[int, ...]:
+    """Megatron's ``--moe-layer-freq``: an int, or a Python list expression such as ``([0]*3+[1]*58)``."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        pattern = _eval_list(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError):
+        raise ConfigError("--moe-layer-freq", f"cannot read {text!r}", "give an int or a list such as "
+                          "\"([0]*3+[1]*58)\"") from None
+    if len(pattern) != layers or any(v not in (0, 1) for v in pattern):
+        raise ConfigError("--moe-layer-freq", f"needs {layers} entries of 0 or 1, got {len(pattern)}")
+    return tuple(pattern)
+
+
+def _eval_list(node: ast.AST) -> list[int]:
+    """Lists of ints joined by + and repeated by * (nothing else is evaluated)."""
+    if isinstance(node, ast.List) and all(isinstance(e, ast.Constant) and isinstance(e.value, int) for e in node.elts):
+        return [e.value for e in node.elts]  # type: ignore[attr-defined]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _eval_list(node.left) + _eval_list(node.right)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        left, right = node.left, node.right
+        if isinstance(right, ast.Constant) and isinstance(right.value, int):
+            return _eval_list(left) * right.value
+        if isinstance(left, ast.Constant) and isinstance(left.value, int):
+            return _eval_list(right) * left.value
+    raise ValueError("not a list expression")
+
+
+# -- plan, MoE, memory, overlap ------------------------------------------------------------------
+def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: dict[str, Any],
+          notes: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    tp, pp, ep = a.get("tensor_model_parallel_size"), a.get("pipeline_model_parallel_size"), \
+        a.get("expert_model_parallel_size")
+    world, fields = world_size(topology, nodes, gpus, tp * pp * ep, notes, "Megatron's arguments")
+    dp = divide("world size", world, tp * pp, "tp x pp", "give a GPU count that tp x pp divides")
+    if dp % ep:
+        raise ConfigError("--expert-model-parallel-size", f"{ep} does not divide data parallelism {dp} (moesim carves "
+                          "expert parallelism out of data parallelism)", "use an ep dividing dp")
+    mbs = a.get("micro_batch_size") or 1
+    gbs = a.get("global_batch_size") or mbs * dp
+    micro = divide("--global-batch-size", gbs, mbs * dp, "micro batch x dp", "give a multiple of micro x dp")
+    vpp = 1
+    layers = spec.get("num_layers", 1)
+    if a.get("num_layers_per_virtual_pipeline_stage"):
+        vpp = divide("--num-layers-per-virtual-pipeline-stage", layers // pp, a.get(
+            "num_layers_per_virtual_pipeline_stage"), "layers per stage", "give a divisor of the layers per stage")
+    elif a.get("num_virtual_stages_per_pipeline_rank"):
+        vpp = a.get("num_virtual_stages_per_pipeline_rank")
+    sp = bool(a.get("sequence_parallel")) and tp > 1
+    if a.get("sequence_parallel") and tp == 1:
+        notes.append("--sequence-parallel with tp 1: Megatron turns it off, and so does the simulation")
+    plan = {"tp": tp, "pp": pp, "dp": dp, "ep": ep, "vpp": vpp, "sequence_parallel": sp, "micro_batch_size": mbs,
+            "num_microbatches": micro, "grad_dtype_bytes": 2 if a.get("grad_reduce_in_bf16") else 4}
+    return plan, fields, "interleaved" if vpp > 1 else "1f1b"
+
+
+def _moe(a: _Args, notes: list[str]) -> dict[str, Any]:
+    kind = a.get("moe_token_dispatcher_type")
+    dispatcher = "alltoall"
+    if kind == "flex" and (a.get("moe_enable_deepep") or a.get("moe_flex_dispatcher_backend") == "deepep"):
+        dispatcher = "deepep"
+    elif kind in ("allgather", "flex"):
+        default = "" if a.has("moe_token_dispatcher_type") else " (Megatron's default)"
+        notes.append(f"--moe-token-dispatcher-type {kind}{default}"
+                     f"{' (' + str(a.get('moe_flex_dispatcher_backend')) + ')' if kind == 'flex' else ''}: "
+                     "not modelled, priced as the all-to-all dispatcher")
+    experts = "grouped" if a.get("moe_grouped_gemm") else "loop"
+    out: dict[str, Any] = {"dispatcher": dispatcher, "experts": experts,
+                           "token_movement": "fused" if a.get("moe_permute_fusion") else "megatron"}
+    if a.get("moe_pad_expert_input_to_capacity"):
+        out.update(experts="padded", capacity_factor=float(a.get("moe_expert_capacity_factor")))
+    elif a.get("moe_expert_capacity_factor") is not None:
+        notes.append("--moe-expert-capacity-factor without padding (token dropping): not modelled, no token is dropped")
+    return out
+
+
+def _memory(a: _Args) -> dict[str, Any]:
+    gran = a.get("recompute_granularity") or "none"
+    out: dict[str, Any] = {"recompute": gran, "distributed_optimizer": bool(a.get("use_distributed_optimizer")),
+                           "optimizer": "sgd" if a.get("optimizer") == "sgd" else "adam",
+                           "moe_permute_fusion": bool(a.get("moe_permute_fusion")),
+                           "dropout": (a.get("attention_dropout") or 0) > 0 or (a.get("hidden_dropout") or 0) > 0,
+                           "account_for_embedding_in_pipeline_split": bool(a.get("account_for_embedding_in_pipeline_split")),
+                           "account_for_loss_in_pipeline_split": bool(a.get("account_for_loss_in_pipeline_split")),
+                           "param_dtype": "bf16" if a.get("bf16") else ("fp16" if a.get("fp16") else "fp32")}
+    if gran == "selective" and a.has("recompute_modules"):
+        out["recompute_modules"] = list(a.get("recompute_modules"))
+    if a.get("use_precision_aware_optimizer"):
+        out.update(precision_aware_optimizer=True, exp_avg_dtype=a.get("exp_avg_dtype"),
+                   exp_avg_sq_dtype=a.get("exp_avg_sq_dtype"), main_params_dtype=a.get("main_params_dtype"))
+    if a.get("expert_tensor_parallel_size") not in (None, 1):
+        out["expert_tp"] = a.get("expert_tensor_parallel_size")
+    return out
+
+
+def _overlap(a: _Args) -> dict[str, Any]:
+    out: dict[str, Any] = {k: bool(a.get(k)) for k in ("overlap_moe_expert_parallel_comm", "delay_wgrad_compute",
+                                                        "tp_comm_overlap", "overlap_param_gather")}
+    out["overlap_grad_reduce"] = bool(a.get("overlap_grad_reduce"))
+    if a.has("moe_shared_expert_overlap"):
+        out["moe_shared_expert_overlap"] = bool(a.get("moe_shared_expert_overlap"))
+    if a.has("moe_deepep_num_sms"):
+        out["deepep_num_sms"] = a.get("moe_deepep_num_sms")
+    return out
+
+
+def _account(given: list[str], a: _Args, model_used: set[str],
+             model_checked: bool) -> tuple[tuple, tuple, tuple[str, ...]]:
+    table = option_table()
+    used, not_modelled, no_cost = [], [], []
+    for flag in given:
+        dest = table[flag]["dest"]
+        if dest in MODELLED and (dest in model_used or not MODELLED[dest].startswith("model")):
+            checked = " (checked against --model)" if model_checked and MODELLED[dest].startswith("model") \
+                and dest not in _OVERRIDES else ""
+            used.append((flag, MODELLED[dest] + checked))
+        elif dest in MODELLED:
+            not_modelled.append((flag, f"{MODELLED[dest]}: the --model's own value is used"))
+        elif dest.startswith(NO_COST_PREFIXES):
+            no_cost.append(flag)
+        else:
+            not_modelled.append((flag, _why(dest)))
+    return tuple(used), tuple(not_modelled), tuple(no_cost)
+
+
+def _why(dest: str) -> str:
+    if dest == "recompute_num_layers":
+        return "the number of layers per recompute block: every layer is recomputed"
+    if dest.startswith(("cuda_graph", "enable_cuda_graph", "external_cuda_graph")):
+        return "CUDA graphs: simulated with an eager host (set host=graphs with --set to compare)"
+    if "fusion" in dest or dest.startswith(("use_", "no_")):
+        return "a kernel or implementation switch moesim does not price separately"
+    return "not modelled: the simulation runs as if the flag were absent"

@@ -1,0 +1,110 @@
+"""Megatron-LM arguments -> Scenario, on Megatron-LM's own example launch scripts
+(tests/data/megatron/) and on argument strings; the option table is Megatron's parser's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moesim.cli import app
+from moesim.errors import ConfigError
+from moesim.experiment.scenario_files import build_scenario
+from moesim.importers.megatron import option_table, read_megatron_args
+
+DATA = Path(__file__).parent / "data" / "megatron"
+MIXTRAL = DATA / "train_mixtral_8x7b_distributed.sh"
+LLAMA = DATA / "train_llama3_8b_h100_fp8.sh"
+QWEN_ARGS = ("--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --expert-model-parallel-size 4 "
+             "--sequence-parallel --num-layers 4 --hidden-size 2048 --num-attention-heads 32 --group-query-attention "
+             "--num-query-groups 4 --kv-channels 128 --ffn-hidden-size 6144 --swiglu --normalization RMSNorm "
+             "--untie-embeddings-and-output-weights --vocab-size 151936 --seq-length 4096 --bf16 --num-experts 128 "
+             "--moe-router-topk 8 --moe-ffn-hidden-size 768 --moe-grouped-gemm --moe-token-dispatcher-type alltoall "
+             "--moe-permute-fusion --micro-batch-size 1 --global-batch-size 64 --recompute-granularity selective "
+             "--recompute-modules core_attn moe_act --use-distributed-optimizer --overlap-grad-reduce --lr 1e-4")
+
+
+def test_option_table_is_megatrons() -> None:
+    table = option_table()
+    assert len(table) > 800
+    assert table["--moe-token-dispatcher-type"]["choices"] == ["allgather", "alltoall", "flex"]
+    assert table["--no-gradient-accumulation-fusion"] == {**table["--no-gradient-accumulation-fusion"],
+                                                          "dest": "gradient_accumulation_fusion", "kind": "false"}
+
+
+def test_mixtral_example_script() -> None:
+    report = read_megatron_args(MIXTRAL, model="mixtral-8x7b", gpus=32)
+    scn = build_scenario(report.scenario)
+    assert (scn.plan.tp, scn.plan.pp, scn.plan.ep, scn.plan.dp) == (1, 4, 8, 8)
+    assert scn.plan.num_microbatches == 256 // 8 and not scn.plan.sequence_parallel  # tp 1: SP off, as Megatron
+    assert (scn.moe.dispatcher, scn.moe.experts, scn.moe.token_movement) == ("alltoall", "grouped", "megatron")
+    assert scn.memory.distributed_optimizer and scn.overlap.overlap_param_gather and scn.model.dtype == "bf16"
+    assert "--lr" in report.no_cost and "--data-path" in report.no_cost
+    assert dict(report.not_modelled).keys() == {"--no-masked-softmax-fusion"}
+    assert any("MODEL_ARGS, MOE_ARGS" in n for n in report.notes)
+
+
+def test_llama_fp8_example_script_lists_its_appended_arrays() -> None:
+    report = read_megatron_args(LLAMA, model="llama3-8b", gpus=8)
+    assert any("appended arrays not read" in n and "DTYPE_ARGS" in n for n in report.notes)
+    assert not hasattr(build_scenario(report.scenario).model, "num_experts")
+
+
+def test_model_from_flags() -> None:
+    report = read_megatron_args(QWEN_ARGS, gpus=16)
+    scn = build_scenario(report.scenario)
+    m = scn.model
+    assert (m.num_layers, m.hidden, m.num_kv_heads, m.head_dim, m.num_experts, m.top_k, m.expert_ffn_hidden) == \
+        (4, 2048, 4, 128, 128, 8, 768)
+    assert scn.plan.sequence_parallel and scn.plan.num_microbatches == 64 // 4
+    assert scn.memory.recompute_modules == ("core_attn", "moe_act") and scn.moe.token_movement == "fused"
+    assert not report.not_modelled
+
+
+def test_unknown_conflicting_and_bad_flags() -> None:
+    with pytest.raises(ConfigError, match="--tensor-parallel-size \\(did you mean --tensor-model-parallel-size"):
+        read_megatron_args("--tensor-parallel-size 2", model="llama3-8b")
+    with pytest.raises(ConfigError, match="--bf16/--fp16"):
+        read_megatron_args("--bf16 --fp16", model="llama3-8b")
+    with pytest.raises(ConfigError, match="conflicts with --model"):
+        read_megatron_args("--num-layers 4", model="llama3-8b")
+    with pytest.raises(ConfigError, match="invalid choice"):
+        read_megatron_args("--moe-token-dispatcher-type all2all", model="mixtral-8x7b")
+    with pytest.raises(ConfigError, match="context parallelism is not modelled"):
+        read_megatron_args("--context-parallel-size 2", model="llama3-8b")
+    with pytest.raises(ConfigError, match="--vocab-size"):
+        read_megatron_args("--num-layers 2 --hidden-size 256 --num-attention-heads 4 --seq-length 128")
+    with pytest.raises(ConfigError, match="global-batch-size"):
+        read_megatron_args("--global-batch-size 10 --micro-batch-size 4", model="llama3-8b", gpus=8)
+    with pytest.raises(ConfigError, match="neither a file nor arguments"):
+        read_megatron_args("no_such_file.sh")
+
+
+def test_unmodelled_flags_are_listed() -> None:
+    report = read_megatron_args("--qk-layernorm --enable-cuda-graph --recompute-granularity full "
+                                "--recompute-method uniform --recompute-num-layers 2", model="llama3-8b")
+    listed = dict(report.not_modelled)
+    assert {"--qk-layernorm", "--enable-cuda-graph", "--recompute-num-layers"} <= set(listed)
+
+
+def test_layer_freq_expression() -> None:
+    report = read_megatron_args(QWEN_ARGS.replace("--num-layers 4", "--num-layers 4 --moe-layer-freq ([0]*1+[1]*3)"),
+                                gpus=16)
+    assert build_scenario(report.scenario).model.moe_layer_freq == (0, 1, 1, 1)
+
+
+def test_cli_import_only_and_run(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(app, ["run", "--megatron-args", str(MIXTRAL), "--model", "mixtral-8x7b", "--gpus", "32",
+                              "--import-only"])
+    assert out.exit_code == 0, out.output
+    assert "NOT MODELLED: --no-masked-softmax-fusion" in out.output and "plan:" in out.output
+    tiny = ("--num-layers 2 --hidden-size 512 --num-attention-heads 8 --seq-length 512 --vocab-size 32000 --swiglu "
+            "--bf16 --num-experts 8 --moe-router-topk 2 --moe-grouped-gemm --moe-token-dispatcher-type alltoall "
+            "--expert-model-parallel-size 2 --micro-batch-size 1 --global-batch-size 4")
+    run = runner.invoke(app, ["run", "--megatron-args", tiny, "--gpus", "2", "--out", str(tmp_path / "r"),
+                              "--set", "plan.num_microbatches=1"])
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "r.scenario.yaml").is_file() and (tmp_path / "r" / "results.json").is_file()
+    both = runner.invoke(app, ["run", "experiments/eager_host.py", "--megatron-args", tiny])
+    assert both.exit_code == 2 and "describe the run twice" in both.output
