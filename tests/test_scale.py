@@ -84,6 +84,24 @@ def test_reduced_run_matches_the_full_engine(nodes, dp, pp, ep, schedule, m, dis
     assert abs(red_ns / full_ns - 1) < 0.05, (full_ns, red_ns)
 
 
+@pytest.mark.parametrize("tp,dp,ep,schedule,dispatcher,host", [
+    (2, 8, 8, "1f1b", "alltoall", "graphs"),    # TP2 inside EP8: each EP group on every other GPU of 2 nodes
+    (2, 8, 8, "dualpipe", "deepep", "graphs"),  # with DualPipe's overlap and DeepEP's two hops
+    (4, 4, 4, "1f1b", "alltoall", "graphs"),    # TP4: four EP4 groups share the same 2 nodes
+    (2, 8, 8, "1f1b", "alltoall", "eager"),     # an eager host thread per lane GPU
+])
+def test_reduced_run_with_tp_matches_the_full_engine(tp, dp, ep, schedule, dispatcher, host) -> None:
+    scn = dataclasses.replace(_scenario(4, dp, 2, ep, schedule, 8), host=host)
+    scn = dataclasses.replace(scn, plan=dataclasses.replace(scn.plan, tp=tp),
+                              moe=dataclasses.replace(scn.moe, dispatcher=dispatcher))
+    _full, rec = run_scenario(scn, force=True)
+    built = build_reduced(scn, ReducedOptions(routing_samples=8))
+    red = built["sim"].run().recorder
+    full_ns, red_ns = _pipeline_ns(rec.spans), _pipeline_ns(red.spans)
+    assert abs(red_ns / full_ns - 1) < 0.03, (full_ns, red_ns)
+    assert {s.rank for s in red.spans if s.category == "all_reduce"} >= set(range(tp))   # the lane's TP collectives
+
+
 def test_reduced_run_is_deterministic_and_reports_what_it_reduced() -> None:
     scn = _scenario(4, 16, 2, 8, "dualpipe", 8)
     a, b = run_reduced(scn), run_reduced(scn)
@@ -103,7 +121,7 @@ def test_dualpipe_overlap_shortens_the_step() -> None:
 
 
 @pytest.mark.parametrize("change,field", [
-    ({"plan": ParallelPlan(tp=2, dp=8, pp=2, ep=8, num_microbatches=8)}, "plan.tp"),
+    ({"plan": ParallelPlan(tp=16, dp=2, pp=1, ep=2, num_microbatches=8)}, "plan.tp"),
     ({"plan": ParallelPlan(tp=1, dp=4, pp=8, ep=4, num_microbatches=16)}, "plan.dp"),
     ({"nodes": 6, "plan": ParallelPlan(tp=1, dp=24, pp=2, ep=12, num_microbatches=8)}, "plan.ep"),
     ({"plan": ParallelPlan(tp=1, dp=16, pp=4, ep=16, num_microbatches=8)}, "plan"),

@@ -141,7 +141,14 @@ class LaneExchangeLowering:
         return int(times[busiest]), float(np.mean(flops)), busiest, float(np.mean(times)), min(first, int(times[busiest]))
 
     def lower(self, sim: Simulation, seg: Exchange, a: Action, ctx: dict, p: int, grid: Grid, ready: dict) -> None:
-        key, lane = (0, 0), grid.gpu(0, 0, p)
+        """The exchange on each GPU of the lane's TP group: with TP every TP index has its own EP
+        group with the same routing (as in the full run), so each lane GPU runs the same phases."""
+        for t in range(grid.tp):
+            extra = {"tp": t} if grid.tp > 1 else {}
+            self._lower_lane(sim, seg, a, {**ctx, "args": {**ctx["args"], **extra}}, grid.gpu(t, 0, p), (0, t), ready)
+
+    def _lower_lane(self, sim: Simulation, seg: Exchange, a: Action, ctx: dict, lane: int, key: tuple[int, int],
+                    ready: dict) -> None:
         sample = a.microbatch % self.samples
         phase = "W" if seg.phase == "W" else ("F" if seg.phase == "F" else "B")
         busy_ns, mean_flops, busiest, mean_ns, first_region = self._experts(seg.layer, sample, phase)

@@ -45,9 +45,14 @@ class PhaseTime:
 
 
 class PhaseSolver:
-    """Load-bound phase times on ``gpus`` of ``topo`` (routes and incidence cached per group)."""
+    """Load-bound phase times on ``gpus`` of ``topo`` (routes and incidence cached per group).
 
-    def __init__(self, topo: Topology, gpus: Sequence[int], efficiency: Mapping[str, float]) -> None:
+    ``alike``: other groups of as many GPUs that run the same phase at the same time (the EP
+    groups of the other TP indices, on the same nodes); their flows load the links too, pair
+    (i, j) of each group carrying what pair (i, j) of ``gpus`` carries."""
+
+    def __init__(self, topo: Topology, gpus: Sequence[int], efficiency: Mapping[str, float],
+                 alike: Sequence[Sequence[int]] = ()) -> None:
         self.topo, self.gpus = topo, list(gpus)
         n = len(self.gpus)
         links = topo.links
@@ -58,17 +63,19 @@ class PhaseSolver:
         cols: list[int] = []
         vals: list[float] = []
         latency = np.zeros(n * n, dtype=np.int64)
-        for i, a in enumerate(self.gpus):
-            for j, b in enumerate(self.gpus):
-                if a == b:
-                    continue
-                paths = topo.num_paths(a, b)
-                for key in range(paths):
-                    ids = topo.route(a, b, key).link_ids
-                    rows += [i * n + j] * len(ids)
-                    cols += ids
-                    vals += [1.0 / paths] * len(ids)
-                latency[i * n + j] = topo.route(a, b).latency_ns
+        for group in [self.gpus, *map(list, alike)]:
+            assert len(group) == n, "alike groups have as many GPUs as the group"
+            for i, a in enumerate(group):
+                for j, b in enumerate(group):
+                    if a == b:
+                        continue
+                    paths = topo.num_paths(a, b)
+                    for key in range(paths):
+                        ids = topo.route(a, b, key).link_ids
+                        rows += [i * n + j] * len(ids)
+                        cols += ids
+                        vals += [1.0 / paths] * len(ids)
+                    latency[i * n + j] = max(latency[i * n + j], topo.route(a, b).latency_ns)
         # links x pairs, duplicates summed: the share of each pair's bytes crossing each link
         self.incidence = sparse.csr_matrix((vals, (cols, rows)), shape=(len(links), n * n))
         self.latency = latency

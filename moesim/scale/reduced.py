@@ -5,10 +5,14 @@ every microbatch, every MoE layer's dispatch and combine, the DP gradient and pa
 collectives) without lowering every GPU. What is reduced, and why it holds, is listed in the
 result's ``reductions``:
 
-1. **EP groups by symmetry.** With ``tp == 1`` the ``dp`` GPUs of a pipeline rank form
-   ``dp / ep`` expert-parallel groups. Every group sees the same routing sample (in moesim the
-   seed fixes expert popularity, a property of the model) and the same fabric (whole nodes of a
-   rail-optimised fabric, one NIC per GPU), so they run alike: one group is simulated.
+1. **EP groups by symmetry.** The ``tp * dp`` GPUs of a pipeline rank form ``tp * dp / ep``
+   expert-parallel groups (order 'tp-dp-pp': EP group k at TP index t holds DP ranks
+   ``k ep .. (k+1) ep - 1`` of that index). Every group sees the same routing sample (in moesim
+   the seed fixes expert popularity, a property of the model) and the same fabric (whole nodes of
+   a rail-optimised fabric, one NIC per GPU), so they run alike: one DP block is simulated. With
+   TP the lane is one TP group (``tp`` GPUs of one node, its TP collectives on the real NVSwitch)
+   and each of its GPUs runs its own EP group's phases; the phase solver loads the fabric with
+   all ``tp`` groups of the block at once, as they share its nodes.
 2. **Lanes.** Inside a group the GPUs do identical dense work and meet at every all-to-all; one
    lane per pipeline rank runs the dense work, each all-to-all as one phase event solved on the
    group's real fabric, and the busiest GPU's expert queue (:mod:`moesim.scale.lanes`). Nothing
@@ -45,6 +49,7 @@ from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.lowering.resolve import (eager_host_counts, group_link_kind, make_routing, make_schedule,
                                      resolve_cost_model, resolve_model, scenario_host, scenario_overlap)
 from moesim.lowering.overlap import compute_slowdown, grad_reduce_overlap, table_kwargs
+from moesim.lowering.sized_latency import sized_latency
 from moesim.lowering.stage_costs import ADAM_BYTES_PER_PARAM
 from moesim.ops import MemoryOp
 from moesim.scale.cache import ReducedCache
@@ -72,11 +77,15 @@ class ReducedOptions:
             raise ConfigError("routing_samples", f"must be a whole number >= 1, got {self.routing_samples!r}")
 
 
+@dataclass(frozen=True)
 class _GroupGrid:
-    """The routing generator's view of one EP group: EP rank d is GPU d of the group fabric."""
+    """The routing generator's view of one EP group: EP rank d at TP index t is GPU ``d * tp + t``
+    of the group fabric (TP innermost, as order 'tp-dp-pp' places it)."""
+
+    tp: int = 1
 
     def gpu(self, tp: int, dp: int, pp: int) -> int:
-        return dp
+        return dp * self.tp + tp
 
 
 # The reduced run lowers every (microbatch, layer, pass) of one lane per pipeline rank: ~170 us
@@ -99,9 +108,10 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if not isinstance(spec, MoESpec) or plan.ep < 2:
         raise ConfigError("plan.ep", "the reduced run simulates expert-parallel MoE models (ep >= 2)",
                           "use `moesim run` for dense models or ep=1")
-    if plan.tp != 1:
-        raise ConfigError("plan.tp", f"the reduced run needs tp=1 (EP groups of whole GPUs), got tp={plan.tp}",
-                          "use tp=1 (DeepSeek-V3 trains without TP) or the full run `moesim run`")
+    if gpus_per_node % plan.tp:
+        raise ConfigError("plan.tp", f"tp={plan.tp} does not divide the {gpus_per_node} GPUs of a node (the reduced "
+                          "run keeps each TP group inside one node)", f"use a divisor of {gpus_per_node}, or the full "
+                          "run `moesim run`")
     if plan.dp % plan.ep:
         raise ConfigError("plan.ep", f"ep={plan.ep} does not divide dp={plan.dp}", "choose ep dividing dp")
     if plan.order != "tp-dp-pp":
@@ -110,12 +120,14 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if plan.world_size != gpus_per_node * num_nodes:
         raise ConfigError("plan", f"tp*dp*pp = {plan.world_size} GPUs but topology {scn.topology!r} with "
                           f"{num_nodes} nodes has {gpus_per_node * num_nodes}", "change dp/pp or nodes")
-    if plan.ep > gpus_per_node and plan.ep % gpus_per_node:
-        raise ConfigError("plan.ep", f"ep={plan.ep} GPUs do not fill whole nodes of {gpus_per_node}",
-                          f"use a divisor or a multiple of {gpus_per_node} (symmetric groups need whole nodes)")
-    if plan.dp % gpus_per_node:
-        raise ConfigError("plan.dp", f"dp={plan.dp}: the GPUs of a pipeline rank do not fill whole nodes of "
-                          f"{gpus_per_node}", f"use a multiple of {gpus_per_node} (lanes stand for whole nodes)")
+    block = plan.ep * plan.tp   # the GPUs of the tp EP groups that share nodes
+    if block > gpus_per_node and block % gpus_per_node:
+        raise ConfigError("plan.ep", f"ep*tp={block} GPUs do not fill whole nodes of {gpus_per_node}",
+                          f"use ep*tp dividing or a multiple of {gpus_per_node} (symmetric groups need whole nodes)")
+    if (plan.dp * plan.tp) % gpus_per_node:
+        raise ConfigError("plan.dp", f"dp*tp={plan.dp * plan.tp}: the GPUs of a pipeline rank do not fill whole "
+                          f"nodes of {gpus_per_node}", f"use dp*tp a multiple of {gpus_per_node} (lanes stand for "
+                          "whole nodes)")
     routing = scn.moe.routing
     if routing is not None and getattr(routing, "capacity_factor", None) is not None:
         raise ConfigError("moe.routing.capacity_factor", "the reduced run models dropless routing only",
@@ -164,26 +176,30 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     kinds = {l.kind for l in probe.links} | {"ib", "ethernet", "pcie", "nvswitch", "nvlink"}
     efficiency = {k: cost.link_efficiency(k) for k in sorted(kinds)}
     sched = make_schedule(scn)
-    table = MoEStageTable(spec, sched, cost, tp=1, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
+    table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                           recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                           **table_kwargs(scenario_overlap(scn)))
-    # The EP group's own fabric: its nodes of the same topology (routing and phase solves).
-    group_nodes = _nodes(plan.ep, per_node)
+    # The EP groups' own fabric: the nodes the tp EP groups of one DP block share, of the same
+    # topology (routing and phase solves); group t holds GPUs t, t + tp, t + 2 tp, ...
+    tp = plan.tp
+    group_nodes = _nodes(plan.ep * tp, per_node)
     group_topo = load_topology(scn.topology, nodes=group_nodes)
-    fabric = (_topology_key(scn.topology), group_nodes, plan.ep)
+    groups = [[d * tp + t for d in range(plan.ep)] for t in range(tp)]
+    fabric = (_topology_key(scn.topology), group_nodes, plan.ep, tp)
     routing_key = (fabric, spec, scn.moe, scn.seed, table.tokens_per_rank, options.routing_samples,
                    plan.num_microbatches if _auto_sampler(scn) else None)
     routing = cache.get("routing", routing_key, lambda: _routing(scn, spec, table, group_topo, options))
     solver_key = (fabric, tuple(sorted(efficiency.items())))
-    solver = cache.get("solvers", solver_key, lambda: PhaseSolver(group_topo, range(plan.ep), efficiency))
+    solver = cache.get("solvers", solver_key, lambda: PhaseSolver(group_topo, groups[0], efficiency, groups[1:]))
     pricing_key = (type(cost).__name__, cost.name, repr(profile_identity(cost)), spec, table.ep, table.experts,
                    table.token_movement, table.capacity, table.region)
-    # Lanes: pipeline rank p on GPU 0 of node p; its mirror on node pp + p (no lane uses it).
+    # Lanes: pipeline rank p on GPUs 0..tp-1 of node p (one TP group); mirrors on node pp + p.
     lane_topo = load_topology(scn.topology, nodes=2 * plan.pp)
+    ranks = tuple(p * per_node + t for p in range(plan.pp) for t in range(tp))
     lanes = tuple(p * per_node for p in range(plan.pp))
-    link = LaneLink(lane_topo, efficiency, {g: (plan.pp * per_node + g) for g in lanes})
-    group_kind = group_link_kind(group_topo, list(range(plan.ep)))
+    link = LaneLink(lane_topo, efficiency, {g: (plan.pp * per_node + g) for g in ranks})
+    group_kind = group_link_kind(group_topo, groups[0])
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
                                     cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind),
                                     per_task=scn.host == "eager", cache=cache,
@@ -192,13 +208,18 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     slowdown = compute_slowdown(scenario_overlap(scn), scn.overlap_slowdown, cost, probe.gpu_kind)
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
-    grid = Grid(1, 1, plan.pp, lanes)
+    grid = Grid(tp, 1, plan.pp, ranks)
+    tp_kind = group_link_kind(lane_topo, grid.tp_group(0, 0))
     opts = LoweringOptions(p2p_latency_ns=cost.p2p_latency_ns(group_link_kind(lane_topo, [0, per_node])),
-                           p2p_overlap=plan.p2p_overlap, pair_overlap=plan.pair_overlap)
+                           tp_sized=sized_latency(cost, "all_reduce", grid.tp_group(0, 0), lane_topo, efficiency,
+                                                  getattr(cost, "measured_link_kinds", ())),
+                           tp_step_latency_ns=cost.collective_step_latency_ns("all_reduce", tp, tp_kind) if tp > 1 else 0,
+                           p2p_overlap=plan.p2p_overlap, pair_overlap=plan.pair_overlap,
+                           tp_overlap=scenario_overlap(scn).tp_comm_overlap)
     dp_info: dict[str, Any] = {"reduce_scatter_ms": {}, "all_gather_ms": {}, "all_reduce_ms": {}}
     nvswitch = min((l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in group_topo.links
                     if l.kind in ("nvswitch", "nvlink")), default=min(link.capacity.values()))
-    sync = _zero1(scn, spec, table, cost, link, lanes, per_node, nvswitch, dp_info)
+    sync = _zero1(scn, spec, table, cost, link, grid, per_node, nvswitch, dp_info)
     host = scenario_host(scn, cost)
     with gc_paused():
         counts = lower_pipeline(sim, sched, grid, table, opts, exchange, gradient_sync=sync)
@@ -237,22 +258,23 @@ def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: Red
         moe = dataclasses.replace(moe, routing=dataclasses.replace(moe.routing, sampler=sampler))
     small = dataclasses.replace(scn, moe=moe, plan=dataclasses.replace(
         scn.plan, dp=scn.plan.ep, pp=1, num_microbatches=options.routing_samples))
-    return make_routing(small, spec, table, group_topo, _GroupGrid())
+    return make_routing(small, spec, table, group_topo, _GroupGrid(scn.plan.tp))
 
 
-def _zero1(scn, spec, table, cost, link: LaneLink, lanes, per_node: int, nvswitch_gbps: float, info: dict):
+def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nvswitch_gbps: float, info: dict):
     """Data-parallel sync per lane, as a ``gradient_sync`` for :func:`lower_pipeline`. ZeRO-1 (the
     scenario's ``memory`` shards the optimizer: zero_stage >= 1 or a distributed optimizer): per
     model chunk after its last backward a reduce-scatter of its gradients (dense: hierarchical
     over dp GPUs; experts: over the dp/ep expert-data-parallel GPUs), then the optimizer on this
     GPU's shard and the all-gather of the updated bf16 parameters. Without ZeRO: an all-reduce of
     the gradients (reduce-scatter + all-gather of the same bytes) and the optimizer on every
-    parameter, as the full run does."""
+    parameter, as the full run does. With TP each GPU of the lane's TP group runs its own DP
+    group's phases (the dp GPUs of its TP index: ``per_node / tp`` of them per node)."""
     plan = scn.plan
     zero = scn.memory.effective_zero_stage >= 1
     passes = 1 if zero else 2   # an all-reduce is a reduce-scatter plus an all-gather
     dp, edp = plan.dp, plan.dp // plan.ep
-    inside = min(dp, per_node)
+    inside = min(dp, per_node // plan.tp)
     nodes = dp // inside
     nic = min(link.capacity.values())
     step_nvs = cost.collective_step_latency_ns("reduce_scatter", inside, "nvswitch") if inside > 1 else 0
@@ -274,7 +296,8 @@ def _zero1(scn, spec, table, cost, link: LaneLink, lanes, per_node: int, nvswitc
 
     def sync(sim, last_backward, finished) -> int:
         added = 0
-        for p, lane in enumerate(lanes):
+        for p, t in ((p, t) for p in range(grid.pp) for t in range(grid.tp)):
+            lane, record = grid.gpu(t, 0, p), t == 0
             tail = []
             # reduce-scatters queue on comm.dp in the order their chunks finish the backward
             chunks = sorted((c for (_d, q, c) in last_backward if q == p),
@@ -293,19 +316,21 @@ def _zero1(scn, spec, table, cost, link: LaneLink, lanes, per_node: int, nvswitc
                 deps = last_backward[(0, p, chunk)] if overlapped else finished.get((0, p, 0), [])
                 tail.append(link.phase(sim, lane, ns, nic_bytes, nic_bytes, f"dp:{op}.c{chunk}", stream="comm.dp",
                                        category=op, deps=deps, args={"chunk": chunk, "pp_rank": p, "bytes": grads}))
-                info[f"{op}_ms"][f"rank{p}.chunk{chunk}"] = round(ns / 1e6, 3)
+                if record:
+                    info[f"{op}_ms"][f"rank{p}.chunk{chunk}"] = round(ns / 1e6, 3)
                 added += 1
             shard = dense_params / dp + expert_params / edp if zero else dense_params + expert_params
             opt = sim.compute(lane, cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * shard, "adam")),
                               "optimizer", category="optimizer", deps=tail + finished.get((0, p, 0), []),
-                              args={"pp_rank": p})
+                              args={"pp_rank": p, **({"tp": t} if grid.tp > 1 else {})})
             if not zero:
                 continue
             (d_ns, d_nic), (e_ns, e_nic) = hier(dense_params * PARAM_BYTES), flat(expert_params * PARAM_BYTES)
             link.phase(sim, lane, d_ns + e_ns, d_nic + e_nic, d_nic + e_nic, "dp:all_gather.params",
                        stream="comm.dp", category="all_gather", deps=[opt],
                        args={"pp_rank": p, "bytes": (dense_params + expert_params) * PARAM_BYTES})
-            info["all_gather_ms"][f"rank{p}"] = round((d_ns + e_ns) / 1e6, 3)
+            if record:
+                info["all_gather_ms"][f"rank{p}"] = round((d_ns + e_ns) / 1e6, 3)
             added += 1
         return added
 
@@ -394,7 +419,9 @@ def reductions(built: dict) -> list[str]:
     groups = plan.dp // plan.ep
     return [
         f"EP-group symmetry: the {groups} EP group(s) of {plan.ep} GPUs per pipeline rank see the same routing "
-        "sample on alike whole-node fabrics; one is simulated and stands for all",
+        "sample on alike whole-node fabrics; one is simulated and stands for all"
+        + (f" (with TP{plan.tp}: one per TP index, {plan.tp} sharing nodes, all {plan.tp} simulated)"
+           if plan.tp > 1 else ""),
         f"lanes: each pipeline rank's {plan.ep} GPUs run identical dense work and meet at every all-to-all; "
         "one lane runs it, the all-to-alls as one phase each (load bound of the group's byte matrix on its "
         "real fabric), the busiest GPU's expert queue, the busiest NIC's bytes sharing the lane NIC",
