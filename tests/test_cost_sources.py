@@ -91,3 +91,16 @@ def test_borrowed_rows_index_the_donors_run_records() -> None:
         if r["op"] == "collective":
             run = merged["runs"][r["run"]]
             assert run["borrowed_from"] == r["borrowed_from"] and run["command"] == donor["runs"][r["run"] - 1]["command"]
+
+
+def test_merging_a_profile_with_borrowed_rows_keeps_its_borrowed_record() -> None:
+    from moesim.calibrate.merge import merge_profiles
+
+    donor = _h200()
+    one_gpu = {**donor, "runs": donor["runs"][:1], "samples": [r for r in donor["samples"] if r["op"] == "gemm"]}
+    borrowed = borrow_rows(one_gpu, donor, ("collective",), "same NVLink generation")
+    later = {**donor, "runs": [], "samples": [r for r in donor["samples"] if r["op"] == "attention"][:4]}
+    merged = merge_profiles([borrowed, later])
+    assert [b["op"] for b in merged["borrowed"]] == ["collective"]
+    remeasured = {**donor, "runs": [], "samples": [r for r in donor["samples"] if r["op"] == "collective"]}
+    assert "borrowed" not in merge_profiles([borrowed, remeasured])   # measured rows retire the record

@@ -27,7 +27,8 @@ from moesim.calibrate.jsonio import dump_profile
 
 SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch")
 STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run",
-             "dense_ns"}  # dense_ns: a grouped row's same-run dense reference, re-measured every run
+             "dense_ns", "borrowed_from"}  # dense_ns: a grouped row's same-run dense reference, re-measured every
+# run; borrowed_from: a row measured here replaces the same shape borrowed from another device
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
 RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -85,7 +86,22 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_ve
         "errors": [e for d in docs for e in d.get("errors", [])],
         "samples": [r for kept in rows.values() for _, _, r in kept],
     })
+    borrowed = _surviving_borrowed(docs, merged["samples"])
+    if borrowed:
+        merged["borrowed"] = borrowed
     return merged
+
+
+def _surviving_borrowed(docs: list[dict], samples: list[dict]) -> list[dict]:
+    """The inputs' ``borrowed`` records whose op still has borrowed rows in the merged samples (a
+    later input that measured those rows itself retires the record)."""
+    still = {r["op"] for r in samples if r.get("borrowed_from")}
+    out: list[dict] = []
+    for d in docs:
+        for rec in d.get("borrowed") or []:
+            if rec.get("op") in still and rec not in out:
+                out.append(rec)
+    return out
 
 
 def _run_records(doc: dict) -> list[dict]:

@@ -1,0 +1,33 @@
+#!/bin/bash
+# Second device run of the 2026-12-06 afternoon session (issues 13, 15). Whichever single GPU comes:
+# - H200: the sections its profile lacks (grouped_gemm_v, fp8_scaled, moe_kernels, host_classes,
+#   attention_gqa) and the layer validation workloads;
+# - H100: attention_gqa (SDPA enable_gqa=True) and the dense layer cases again.
+# Both: the memory probe (peak memory of one layer fwd+bwd per recompute option).
+# Everything is tarred into $OUT/run.tgz. Run from a snapshot holding moesim/ and lab/.
+export PYTHONUNBUFFERED=1
+W=$OUT/w; mkdir -p $W
+nvidia-smi -L | tee $W/gpu.txt
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader | tee -a $W/gpu.txt
+gpu=$(nvidia-smi -L | grep -q H200 && echo h200 || echo h100); echo "gpu=$gpu" | tee -a $W/gpu.txt
+m() { timeout $1 python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --preheat-s $2 --budget-s $3 \
+      --sections $4 --out $W/${gpu}_$5.json >> $W/sections_log.txt 2>&1; echo "$5 rc=$? $(date -u +%T)"; }
+date -u
+timeout 150 python3 -m moesim.calibrate.memory_probe --device cuda --out $W/memory_${gpu}.json > $W/memory_log.txt 2>&1
+echo "memory rc=$? $(date -u +%T)"; tail -3 $W/memory_log.txt
+if [ $gpu = h200 ]; then
+  m 80 5 60 grouped_gemm_v grouped
+  m 55 2 40 fp8_scaled fp8s
+  m 70 2 55 moe_kernels,host_classes moe_host
+  m 60 2 45 attention_gqa gqa
+  timeout 150 python3 -m moesim.calibrate.layer_workloads --device cuda --out $W/layers_${gpu}.json \
+      --budget-s 120 > $W/layers_log.txt 2>&1; echo "layers rc=$? $(date -u +%T)"
+else
+  m 100 5 80 attention_gqa gqa
+  timeout 60 python3 -m moesim.calibrate.layer_workloads --device cuda --out $W/layers_${gpu}_dense.json \
+      --only dense --budget-s 40 > $W/layers_log.txt 2>&1; echo "layers rc=$? $(date -u +%T)"
+fi
+grep -E "samples|errors|skipped|wrote|incomplete" $W/sections_log.txt | tail -12
+grep -v "^USDT" $W/layers_log.txt | tail -4
+tar czf $OUT/run.tgz -C $W .
+ls -la $OUT $W
