@@ -299,14 +299,20 @@ class Simulation:
         rec = self.recorder
         rec.meta.setdefault("mode", self.mode)
         rec.meta.setdefault("num_ranks", self.topology.num_gpus)
-        self._depended = set()
-        for t in self.tasks:
-            if t.deps:
-                rec.task_deps[t.id] = ids = tuple(d.id for d in t.deps)
-                self._depended.update(ids)
-        for key in sorted(self._streams):
-            self.env.process(self._stream_proc(key, self._streams[key]))
-        with gc_paused():
+        with gc_paused():  # setting up allocates per task too
+            self._depended = depended = set()
+            task_deps = rec.task_deps
+            for t in self.tasks:
+                deps = t.deps
+                if deps:
+                    if len(deps) == 1:
+                        task_deps[t.id] = (deps[0].id,)
+                        depended.add(deps[0].id)
+                    else:
+                        task_deps[t.id] = ids = tuple([d.id for d in deps])
+                        depended.update(ids)
+            for key in sorted(self._streams):
+                self.env.process(self._stream_proc(key, self._streams[key]))
             self.env.run(until=until_ns)
         unfinished = [t for t in self.tasks if not t.finished]
         if unfinished and until_ns is None:
@@ -341,12 +347,18 @@ class Simulation:
         n = len(tasks)
         i = 0
         last_end = -1  # when the previous task on this stream ended
+        slowdown = self.overlap_slowdown
         while i < n:
             t = tasks[i]
-            if t.deps:
-                waits = [self._done_event(d) for d in t.deps if not d.finished]
-                if waits:
-                    yield waits[0] if len(waits) == 1 else env.all_of(waits)
+            deps = t.deps
+            if deps:
+                if len(deps) == 1:
+                    if not deps[0].finished:
+                        yield deps[0].done or self._done_event(deps[0])
+                else:
+                    waits = [d.done or self._done_event(d) for d in deps if not d.finished]
+                    if waits:
+                        yield waits[0] if len(waits) == 1 else env.all_of(waits)
             if t.phases is None and len(t.streams) == 1:
                 j = i + 1
                 if not stretch:
@@ -354,6 +366,21 @@ class Simulation:
                            and tasks[j].phases is None and len(tasks[j].streams) == 1):
                         j += 1
                 start = env.now
+                if j == i + 1:  # one task (a chain link, or a stream of dependents): no lists
+                    d = t.duration_ns - (t.region_ns if start == last_end else 0)
+                    if stretch and comm_active[rank]:
+                        d = int(round(d * slowdown))
+                    if d:
+                        yield timeout(d)
+                    t.start_ns = start
+                    t.end_ns = last_end = start + d
+                    t.finished = True
+                    task_spans[t.id] = t.span_ids = [len(spans)]
+                    spans.append(new_span(Span, (t.id, rank, host, stream, t.name, t.category, start, last_end, t.args)))
+                    if t.done is not None:
+                        t.done.succeed()
+                    i = j
+                    continue
                 # a task queued behind the previous one on its stream (started the instant it
                 # ended, or after it in one chain) saves its region cost
                 durations = [tasks[k].duration_ns - (tasks[k].region_ns if k > i or start == last_end else 0)
