@@ -121,3 +121,18 @@ def test_compare_refuses_swapped_files(sim_traces: dict[str, Path]) -> None:
         load_sim_trace(LLAMA)
     with pytest.raises(ConfigError, match="does not exist"):
         load_sim_trace(DATA / "missing.trace.json")
+
+
+def test_unclassified_kernels_are_reported_with_their_share(sim_traces: dict[str, Path], tmp_path: Path) -> None:
+    doc = _doc(QWEN)
+    renamed = 0
+    for e in doc["traceEvents"]:
+        if e.get("cat") == "kernel" and "gatherTopK" in e["name"]:
+            e["name"] = "my_custom_router_kernel"
+            renamed += 1
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(doc))
+    result = compare(path, sim_traces["qwen"])
+    (name, ns, share), = result.unclassified
+    assert renamed and name == "my_custom_router_kernel" and 0 < share < 0.05
+    assert any(r.name == "unclassified" and r.measured_ns == ns / 2 for r in result.rows)
