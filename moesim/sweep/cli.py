@@ -28,7 +28,8 @@ def sweep(
     grid: List[str] = typer.Option([], "--grid", "-g", help="a swept scenario field and its values, e.g. "
                                    "plan.num_microbatches=8,16,32 (repeat for more axes)"),
     executor: str = typer.Option("local", "--executor", "-e", help="local (process pool) or ray"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray instance "
+                                          "listening on 127.0.0.1 only); refused within 10 s when nothing answers"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="processes (local; default: CPU count) or "
                                           "CPUs of the local Ray instance"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="sweep directory (default runs/<experiment>_sweep)"),
@@ -142,6 +143,10 @@ def _print_outcome(console: Console, outcome: SweepOutcome) -> None:
         console.print("no successful point fits in HBM: no Pareto front")
     for r in outcome.unexpected:
         console.print(f"[red]unexpected error (bug) in {escape(r['name'])}:[/red] {escape(r['error'])}", highlight=False)
+    if outcome.bad_lines:
+        shown = ", ".join(map(str, outcome.bad_lines[:10])) + (" ..." if len(outcome.bad_lines) > 10 else "")
+        console.print(f"skipped {len(outcome.bad_lines)} unreadable line(s) of {outcome.out_dir}/results.jsonl "
+                      f"(line {shown}): a torn or edited record; its point ran again", highlight=False)
     state = "interrupted: rerun the same command to resume. " if outcome.interrupted else ""
     console.print(f"{state}{outcome.num_points} points: {len(outcome.ok)} ok, {len(outcome.failed)} failed; "
                   f"ran {outcome.num_run} in {outcome.wall_s:.1f} s, skipped {outcome.num_skipped} already done",

@@ -7,9 +7,15 @@ names to factories taking ``(workers, address)``. Ray is imported only by the Ra
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pickle
+import signal
+import socket
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -52,7 +58,7 @@ class LocalExecutor:
                 yield run_point(point, base)
             return
         check_picklable(tasks)
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)))
+        pool = make_pool(min(self.workers, len(tasks)))
         try:
             futures = {pool.submit(run_point, point, base): point for point, base in tasks}
             for future in as_completed(futures):
@@ -64,6 +70,34 @@ class LocalExecutor:
                 yield record
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers end when this process ends, even by ``kill -9`` (the pool's
+    own shutdown never runs then, and the workers went on simulating for nobody)."""
+    return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
+PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: on Linux the kernel sends SIGKILL when the parent dies
+    (``PR_SET_PDEATHSIG``); everywhere a daemon thread also polls the parent pid and exits."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="moesim-parent-watch", daemon=True).start()
 
 
 def check_picklable(tasks: Sequence[Task]) -> None:
@@ -88,9 +122,12 @@ class RayExecutor:
     address: str | None = None
     num_cpus: int | None = None
     name: str = "ray"
+    connect_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         self._ray = import_ray()
+        if self.address:
+            check_reachable(self.address, self.connect_timeout_s)
 
     def run(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         ray = self._ray
@@ -116,15 +153,59 @@ class RayExecutor:
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
         if self.address:
             kwargs["address"] = self.address
-        else:
-            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
-        self._ray.init(**kwargs)
+        else:  # a private instance on the loopback address only, no dashboard (see loopback_only_ray)
+            loopback_only_ray()
+            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False, _node_ip_address=LOCAL_RAY_IP)
+        try:
+            self._ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+            raise ConfigError("--address" if self.address else "--executor",
+                              f"Ray did not start or connect ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
+                              "check the address (ray status on the head node), or use --executor local") from None
 
     def _get(self, ref: Any, point: SweepPoint) -> dict[str, Any]:
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as err:
             return error_record(point, f"Ray task failed: {err}", type(err).__name__)
+
+
+LOCAL_RAY_IP = "127.0.0.1"
+RAY_DEFAULT_PORT, RAY_CLIENT_PORT = 6379, 10001
+
+
+def loopback_only_ray() -> None:
+    """Make a Ray instance started here listen on 127.0.0.1 only. On Linux Ray treats a node as
+    part of a cluster and turns a 127.0.0.1 node address into the machine's external one, so its
+    GCS, raylet and workers listened on every interface (``ss -ltn``: ``*:port``); with
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (its single-machine mode) they bind to 127.0.0.1.
+    A value the user set is kept: that is how to tell moesim otherwise."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Refuse, within ``timeout_s``, a Ray address nothing answers at (``ray.init`` retried it for
+    ever). ``auto`` / ``local`` are Ray's to resolve; ``ray://host[:port]`` and ``host[:port]`` are
+    probed with one TCP connection."""
+    if address in ("auto", "local"):
+        return
+    rest = address.removeprefix("ray://")
+    default = RAY_CLIENT_PORT if address.startswith("ray://") else RAY_DEFAULT_PORT
+    host, sep, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    host = host.strip("[]") if sep else rest
+    try:
+        port = int(port_text) if sep else default
+        if not (host and 0 < port < 65536):
+            raise ValueError
+    except ValueError:
+        raise ConfigError("--address", f"{address!r} is not host:port", "write e.g. --address 10.0.0.5:6379 or "
+                          "ray://10.0.0.5:10001") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError("--address", f"nothing answers at {host}:{port} within {timeout_s:g} s "
+                          f"({err.strerror or type(err).__name__})",
+                          "start the cluster (ray start --head) or fix the address; or use --executor local") from None
 
 
 def import_ray() -> Any:

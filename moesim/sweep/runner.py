@@ -34,6 +34,7 @@ class SweepOutcome:
     interrupted: bool
     front: tuple[str, ...]
     wall_s: float
+    bad_lines: tuple[int, ...] = ()  # lines of results.jsonl that could not be read (their points ran again)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -94,7 +95,7 @@ def run_sweep(tasks: Sequence[Task], out_dir: str | Path, executor: Executor, *,
     records = tuple(latest[i] for i in ids if i in latest)
     front = tuple(write_outputs(out, title, records, len(tasks)))
     return SweepOutcome(out, records, len(tasks), len(fresh), len(skipped), interrupted, front,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, tuple(store.bad_lines))
 
 
 def write_outputs(out: Path, title: str, records: Sequence[dict[str, Any]], num_points: int) -> list[str]:

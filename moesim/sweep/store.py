@@ -25,28 +25,32 @@ class ResultsStore:
 
     def __init__(self, out_dir: str | Path) -> None:
         self.path = Path(out_dir) / RESULTS_FILE
-        self.num_bad_lines = 0
+        self.bad_lines: list[int] = []  # line numbers load() could not read (their points run again)
         self._file: IO[str] | None = None
+
+    @property
+    def num_bad_lines(self) -> int:
+        return len(self.bad_lines)
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Records by point id (the last one of each id); unreadable lines are counted and skipped."""
         records: dict[str, dict[str, Any]] = {}
-        self.num_bad_lines = 0
+        self.bad_lines = []
         if not self.path.is_file():
             return records
-        for lineno, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        for lineno, raw in enumerate(self.path.read_bytes().split(b"\n"), 1):
+            if not raw.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                self.num_bad_lines += 1
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # torn, edited, or not text
+                self.bad_lines.append(lineno)
                 continue
             if isinstance(rec, dict) and isinstance(rec.get("id"), str):
                 self._check(rec, lineno)
                 records[rec["id"]] = rec
             else:
-                self.num_bad_lines += 1
+                self.bad_lines.append(lineno)
         return records
 
     def _check(self, rec: dict[str, Any], lineno: int) -> None:
