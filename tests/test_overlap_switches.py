@@ -260,3 +260,31 @@ def test_switches_are_settable_by_their_names_from_the_command_line() -> None:
         "overlap.deepep_num_sms": "24"})
     assert scn.overlap == OverlapOptions(overlap_moe_expert_parallel_comm=True, delay_wgrad_compute=True,
                                          overlap_grad_reduce=False, moe_shared_expert_overlap=False, deepep_num_sms=24)
+
+
+@pytest.mark.parametrize("kind", ["F", "BW"])
+def test_shared_expert_and_wgrad_placement_moves_work_without_changing_it(kind: str) -> None:
+    """``moe_shared_expert_overlap=False`` moves the shared experts from the exchange (during the
+    dispatch) into the compute before it; no ``delay_wgrad_compute`` moves the experts' weight
+    gradients into the backward exchange (before the dispatch backward). The work is the same ns."""
+    import dataclasses as dc
+
+    from moesim.costs.roofline import make_cost_model
+    from moesim.lowering.moe_costs import MoEStageTable
+    from moesim.workload.presets import get_model
+
+    spec = dc.replace(get_model("deepseek-v3"), num_layers=4)   # layers 0-2 dense, 3 MoE with a shared expert
+
+    def split(**kw):
+        table = MoEStageTable(spec, generate("1f1b", 1, 2), make_cost_model("H100"), tp=1, ep=8,
+                              micro_batch_size=1, sequence_parallel=False, **kw)
+        segs = table.segments(Action(kind, 0, 0))
+        exchanges = [s for s in segs if isinstance(s, Exchange)]
+        return (sum(s.duration_ns for s in segs if isinstance(s, StageWork)),
+                sum(x.shared.duration_ns for x in exchanges), [(x.phase, x.wgrad) for x in exchanges])
+    during, before = split(shared_overlap=True), split(shared_overlap=False)
+    assert during[1] > 0 and before[1] == 0 and before[0] == during[0] + during[1]
+    fused = split(fused_wgrad=True)
+    assert fused[0] + fused[1] == during[0] + during[1]
+    assert fused[2] == ([("F", False)] if kind == "F" else [("B", True)])
+    assert during[2] == ([("F", False)] if kind == "F" else [("B", False), ("W", False)])
