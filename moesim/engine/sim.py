@@ -23,6 +23,7 @@ raises :class:`DeadlockError` naming each stuck task and what it waits on.
 from __future__ import annotations
 
 import gc
+import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,6 +106,13 @@ class SimResult:
     bytes_moved: float
     recorder: Recorder
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # Tasks not finished when ``run(until_ns=...)`` stopped; makespan_ns then covers finished ones only.
+    num_unfinished: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every task finished (always, unless ``run`` was given ``until_ns``)."""
+        return self.num_unfinished == 0
 
 
 class Simulation:
@@ -317,11 +325,16 @@ class Simulation:
         unfinished = [t for t in self.tasks if not t.finished]
         if unfinished and until_ns is None:
             raise DeadlockError(self._stuck_report())
+        if unfinished:  # stopped early: say so, the makespan is not the step's
+            rec.meta["unfinished_tasks"] = len(unfinished)
+            warnings.warn(f"run(until_ns={until_ns}) stopped with {len(unfinished)} of {len(self.tasks)} tasks "
+                          "unfinished; makespan_ns covers the finished ones (SimResult.complete is False)",
+                          RuntimeWarning, stacklevel=2)
         return SimResult(
             makespan_ns=max((t.end_ns for t in self.tasks), default=0),
             mode=self.mode, num_tasks=len(self.tasks), num_flows=self.net.num_flows,
             num_rate_solves=self.net.num_rate_solves, bytes_moved=self.net.bytes_delivered,
-            recorder=rec, meta=dict(rec.meta),
+            recorder=rec, meta=dict(rec.meta), num_unfinished=len(unfinished),
         )
 
     def _done_event(self, t: Task) -> simpy.Event:
