@@ -148,6 +148,8 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
             traffic=traffic, num_redundant=opts.num_redundant, num_groups=max(1, getattr(spec, "n_groups", 1) or 1),
             seed=scn.seed))
     sim_batch = draw(opts.step)
+    if cfg.kind == "trace" and opts.step != opts.stats_step:  # the simulated step is checked too
+        _check_trace_totals(sim_batch.routed, table.tokens_per_rank * spec.top_k, cfg.trace_path)
 
     def split(counts: np.ndarray, layer: int):
         placement = placements[layer]

@@ -24,6 +24,9 @@ FORMAT_VERSION = 1
 MAX_EXPERTS, MAX_RANKS, MAX_MICROBATCHES = 1 << 16, 1 << 17, 1 << 16
 MAX_ENTRY = 1 << 40
 MAX_CELLS = 1 << 28
+# Bytes the archive's arrays may take once decompressed, checked from the zip directory before
+# any array is read: a few-MB .npz of zeros can expand to tens of GB (a decompression bomb).
+MAX_ARRAY_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,14 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     """Every array of the archive; any failure to parse it is a ConfigError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            unpacked = sum(info.file_size for info in z.zip.infolist())
+            if unpacked > MAX_ARRAY_BYTES:
+                raise ConfigError("trace_path", f"its arrays take {unpacked:,} bytes once decompressed, more than "
+                                  f"{MAX_ARRAY_BYTES:,}", "record fewer steps or layers (the trace is replayed "
+                                  "cyclically)", source=path)
             return {k: z[k] for k in z.files}
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a corrupt archive fails in numpy, zipfile or zlib, in many types
         raise ConfigError("trace_path", f"cannot read the file as an .npz archive of plain arrays "
                           f"({type(exc).__name__}: {exc})", "write it with write_counts_trace or "
