@@ -46,13 +46,12 @@ import ast
 import difflib
 import functools
 import json
-import re
-import shlex
 from pathlib import Path
 from typing import Any
 
 from moesim.errors import ConfigError
 from moesim.importers.common import ImportReport, divide, world_size
+from moesim.importers.launch_text import argument_tokens
 
 FLAGS_FILE = Path(__file__).with_name("megatron_flags.json")
 # dest -> the scenario field it sets (for the report); the builder below reads them.
@@ -112,9 +111,6 @@ NO_COST_PREFIXES = (
     "use_mcore_models", "add_position_embedding", "tiktoken", "num_dataset_builder_threads", "object_storage",
     "deprecated", "decoupled", "calculate_per_token_loss", "layernorm_zero_centered_gamma",
 )
-LAUNCHERS = ("torchrun", "python", "python3", "-m", "srun", "deepspeed")
-
-
 @functools.cache
 def option_table() -> dict[str, dict[str, Any]]:
     """Megatron's option strings -> their description (see the module docstring)."""
@@ -124,10 +120,8 @@ def option_table() -> dict[str, dict[str, Any]]:
 def read_megatron_args(text_or_path: str | Path, *, topology: str = "dgx_h100", nodes: int | None = None,
                        gpus: int | None = None, model: str | None = None, name: str = "megatron") -> ImportReport:
     """The scenario Megatron's arguments describe, and the account of every flag."""
-    text = _text(text_or_path)
     notes: list[str] = []
-    script = _script_tokens(text, notes)
-    tokens = script if script is not None else _drop_launcher(_tokens(text), notes)
+    tokens = argument_tokens(text_or_path, notes)
     given = _given(tokens)
     ns = _parse(tokens)
     args = _Args(ns)
@@ -146,111 +140,6 @@ def read_megatron_args(text_or_path: str | Path, *, topology: str = "dgx_h100", 
     if not args.has("attention_dropout") and not args.has("hidden_dropout"):
         notes.append("no dropout flags: Megatron's default dropout 0.1 keeps dropout masks (memory.dropout)")
     return ImportReport("Megatron-LM", scenario, used, not_modelled, no_cost, tuple(notes))
-
-
-# -- reading -------------------------------------------------------------------------------------
-def _text(value: str | Path) -> str:
-    """The arguments: a file's text, or the text itself (anything holding a ``--flag``)."""
-    looks_like_args = isinstance(value, str) and str(value).lstrip().startswith("--")
-    p = Path(value) if not looks_like_args and "\n" not in str(value) and len(str(value)) < 1024 else None
-    if p is not None and p.is_file():
-        return p.read_text(encoding="utf-8", errors="replace")
-    if isinstance(value, Path) or "--" not in str(value):
-        raise ConfigError("--megatron-args", f"{str(value)!r} is neither a file nor arguments",
-                          "give a file of arguments, or the arguments in quotes")
-    return str(value)
-
-
-def _tokens(text: str) -> list[str]:
-    try:
-        return shlex.split(text.replace("\\\n", " "), comments=True)
-    except ValueError as err:
-        raise ConfigError("--megatron-args", f"cannot split the arguments ({err})", "close every quote") from None
-
-
-_ARRAY = re.compile(r"^[ \t]*([A-Za-z_]\w*)=\(", re.M)
-
-
-def _arrays(text: str) -> dict[str, str]:
-    """``NAME=( ... )`` bodies: on one line, or up to the line that starts with ``)``."""
-    out = {}
-    for m in _ARRAY.finditer(text):
-        rest = text[m.end():]
-        first = rest.split("\n", 1)[0]
-        if ")" in first:
-            out[m.group(1)] = first[:first.rindex(")")]
-            continue
-        end = re.search(r"^[ \t]*\)", rest, re.M)
-        out[m.group(1)] = rest[:end.start()] if end else rest
-    return out
-_ASSIGN = re.compile(r"^[ \t]*(?:export[ \t]+)?([A-Za-z_]\w*)=([^(\n][^\n]*)$", re.M)
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
-
-
-def _script_tokens(text: str, notes: list[str]) -> list[str] | None:
-    """The arguments of a launch script that keeps them in bash arrays (``MODEL_ARGS=( ... )``,
-    as Megatron-LM's examples do): the arrays expanded after the ``.py`` script, in order, with
-    plain ``NAME=value`` variables substituted (``${NAME:-default}`` takes the default). None when
-    the text has no arrays."""
-    arrays = _arrays(text)
-    if not arrays:
-        return None
-    env: dict[str, str] = {}
-    for m in _ASSIGN.finditer(text):
-        env[m.group(1)] = _substitute(m.group(2).strip().strip('"').strip("'"), env, set())
-    names = _launched_arrays(text, arrays)
-    unresolved: set[str] = set()
-    tokens = [part for n in names for t in _tokens(arrays[n]) for part in _split_pair(_substitute(t, env, unresolved))]
-    appended = sorted(set(re.findall(r"^[ \t]*([A-Za-z_]\w*)\+=\(", text, re.M)))
-    notes.append(f"launch script: read the argument arrays {', '.join(names)}"
-                 + (f"; appended arrays not read (often conditional): {', '.join(appended)}" if appended else "")
-                 + (f"; variables left as written: {', '.join(sorted(unresolved))}" if unresolved else ""))
-    return tokens
-
-
-def _launched_arrays(text: str, arrays: dict[str, str]) -> list[str]:
-    """The arrays the launch line expands after the script (those before it are the launcher's)."""
-    joined = text.replace("\\\n", " ")
-    launch = next((line for line in joined.splitlines() if "[@]" in line and ("torchrun" in line or ".py" in line
-                                                                             or "python" in line)), "")
-    words = launch.split()
-    refs: list[str] = []
-    script_seen = False
-    for w in words[1:]:
-        m = re.fullmatch(r"\"?\$\{(\w+)\[@\]\}\"?", w)
-        if m is None:
-            w = w.strip("\"'")
-            script_seen = script_seen or w.endswith(".py") or w.startswith("$")
-            continue
-        if script_seen and m.group(1) in arrays:
-            refs.append(m.group(1))
-    return refs or list(arrays)
-
-
-def _split_pair(token: str) -> list[str]:
-    """``"--flag value"`` quoted as one word -> ``["--flag", "value"]``."""
-    return token.split() if token.startswith("--") and " " in token else [token]
-
-
-def _substitute(token: str, env: dict[str, str], unresolved: set[str]) -> str:
-    def one(m: re.Match) -> str:
-        name = m.group(1) or m.group(3)
-        if name in env:
-            return env[name]
-        if m.group(2) is not None:
-            return m.group(2).strip('"').strip("'")
-        unresolved.add(name)
-        return m.group(0)
-    return _VAR.sub(one, token)
-
-
-def _drop_launcher(tokens: list[str], notes: list[str]) -> list[str]:
-    scripts = [i for i, t in enumerate(tokens) if t.endswith(".py")]
-    if scripts:
-        dropped = tokens[:scripts[-1] + 1]
-        notes.append(f"launcher dropped: {' '.join(dropped)}")
-        return tokens[scripts[-1] + 1:]
-    return tokens
 
 
 def _given(tokens: list[str]) -> list[str]:
