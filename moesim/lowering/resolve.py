@@ -108,7 +108,11 @@ def make_schedule(scn: Scenario) -> Schedule:
     if scn.mode == "forward":
         return forward_schedule(sched)
     overlap = scenario_overlap(scn)
-    return combined_1f1b(sched) if overlap.overlap_moe_expert_parallel_comm else sched
+    if not overlap.overlap_moe_expert_parallel_comm:
+        return sched
+    combined = combined_1f1b(sched)
+    validate(combined)
+    return combined
 
 
 def scenario_overlap(scn: Scenario) -> OverlapOptions:
