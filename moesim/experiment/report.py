@@ -174,7 +174,9 @@ def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) 
                   "datasheet peak)"]
         lines += [f"  {m['scenario']}: {100 * m['mfu_model']:.1f}% / {100 * m['mfu_executed']:.1f}% of "
                   f"{m['gemm_dtype']} {m['peak_tflops']:,.0f} TFLOP/s ({m['gpu']})" for m in mfu]
-    lines += [f"note: {n}" for n in exp.notes]
+    from rich.markup import escape
+
+    lines += [f"note: {escape(n)}" for n in exp.notes]
     return [t, *extra, ratios, Text("\n".join(lessons)), "\n".join(lines)]
 
 
