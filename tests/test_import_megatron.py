@@ -108,3 +108,7 @@ def test_cli_import_only_and_run(tmp_path: Path) -> None:
     assert (tmp_path / "r.scenario.yaml").is_file() and (tmp_path / "r" / "results.json").is_file()
     both = runner.invoke(app, ["run", "experiments/eager_host.py", "--megatron-args", tiny])
     assert both.exit_code == 2 and "describe the run twice" in both.output
+    stray = runner.invoke(app, ["run", "experiments/eager_host.py", "--gpus", "8"])
+    assert stray.exit_code == 2 and "apply only with --megatron-args or --torchtitan" in stray.output
+    nothing = runner.invoke(app, ["run"])
+    assert nothing.exit_code == 2 and "FILE: missing" in nothing.output

@@ -72,6 +72,8 @@ def from_hf(
     else:
         console.print("not modelled: none", highlight=False)
     console.print(f"no effect on time or memory: {', '.join(imp.no_cost) or 'none'}", highlight=False, soft_wrap=True)
+    console.print(f"in a scenario file: model: {{hf: {path}, seq_len: {imp.spec.seq_len}}}", highlight=False,
+                  soft_wrap=True)
 
 
 @trace_app.command("compare")
