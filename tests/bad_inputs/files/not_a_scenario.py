@@ -1,0 +1,2 @@
+from moesim.experiment import Experiment
+EXPERIMENT = Experiment(name='x', scenarios=('a',))
