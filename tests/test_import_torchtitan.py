@@ -47,6 +47,16 @@ def test_pipeline_and_batch(tmp_path: Path) -> None:
     assert (scn.plan.pp, scn.plan.dp, scn.plan.vpp, scn.schedule) == (4, 4, 2, "interleaved")
     assert scn.plan.num_microbatches == 8 * (64 // (8 * 4))
     assert any("2 stages per pipeline rank" in n for n in report.notes)
+    staged = tmp_path / "staged.toml"
+    for per_stage, vpp in ((3, 3), (2, None)):  # (32 layers + 1 + 1) / 3 -> 12 stages, 3 per rank; / 2 -> 17: refused
+        staged.write_text(text.replace("pipeline_parallel_microbatch_size = 1", "pipeline_parallel_microbatch_size = 1\n"
+                                       f"pipeline_parallel_layers_per_stage = {per_stage}"))
+        if vpp is None:
+            with pytest.raises(ConfigError, match="17 is not divisible by pipeline_parallel_degree"):
+                read_torchtitan(staged, gpus=16)
+        else:
+            assert build_scenario(read_torchtitan(staged, gpus=16).scenario).plan.vpp == vpp
+
 
 
 def test_unknown_flavor_section_and_key(tmp_path: Path) -> None:

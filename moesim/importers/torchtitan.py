@@ -209,16 +209,25 @@ def _plan(par: dict[str, Any], training: dict[str, Any], spec: dict[str, Any], t
 
 
 def _stages_per_rank(par: dict[str, Any], spec: dict[str, Any], pp: int, schedule: str, notes: list[str]) -> int:
+    """Virtual stages per rank as torchtitan's ``pipeline_parallel.py`` counts them: with
+    ``pipeline_parallel_layers_per_stage``, ceil((layers + first/last stage's layer allowances) / it)
+    stages over the ranks; else 1 for single-stage schedules and 2 for looped ones."""
     per_stage = par.get("pipeline_parallel_layers_per_stage")
-    if per_stage:
-        stages = divide("[parallelism] pipeline_parallel_layers_per_stage", spec["num_layers"], per_stage,
-                        "layers per stage", "give a divisor of the layer count")
-        return divide("pipeline stages", stages, pp, "pipeline_parallel_degree", "give layers per stage that split "
-                      "evenly over the ranks")
-    if schedule in MULTI_STAGE:
-        notes.append(f"{schedule}: 2 stages per pipeline rank (torchtitan's default for looped schedules, assumed)")
-        return 2
-    return 1
+    multi = schedule in MULTI_STAGE
+    if not per_stage:
+        if multi:
+            notes.append(f"{schedule}: 2 stages per pipeline rank (torchtitan's default for multi-stage schedules)")
+        return 2 if multi else 1
+    weights = par.get("pipeline_parallel_first_stage_less_layers", 1) + \
+        par.get("pipeline_parallel_last_stage_less_layers", 1)
+    stages = -(-(spec["num_layers"] + weights) // per_stage)
+    per_rank = divide("pipeline stages", stages, pp, "pipeline_parallel_degree",
+                      "give pipeline_parallel_layers_per_stage giving a stage count the ranks divide (as torchtitan asks)")
+    if per_rank != 1 and not multi or per_rank < 2 and multi:
+        raise ConfigError("[parallelism] pipeline_parallel_layers_per_stage", f"gives {per_rank} stage(s) per rank; "
+                          f"{schedule} needs {'at least 2' if multi else 'exactly 1'} (as torchtitan asserts)",
+                          "change pipeline_parallel_layers_per_stage")
+    return per_rank
 
 
 def _recompute(ac: dict[str, Any], notes: list[str]) -> dict[str, Any]:
