@@ -65,7 +65,8 @@ def safe_file_stem(name: str) -> str:
     """``name`` with path separators, control characters and leading dots replaced by ``_``;
     over :data:`MAX_NAME_BYTES`, cut and ended with a short hash of the whole name."""
     stem = _UNSAFE.sub("_", str(name)).encode("utf-8", "replace").decode("utf-8")
-    stem = re.sub(r"^\.+", lambda m: "_" * len(m.group()), stem) or "_"
+    stem = re.sub(r"^\.+", lambda m: "_" * len(m.group()), stem)
+    stem = stem if stem.strip() else "_" * max(1, len(stem))
     if len(stem.encode("utf-8")) > MAX_NAME_BYTES:
         digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:10]
         stem = stem.encode("utf-8")[:MAX_NAME_BYTES - 11].decode("utf-8", "ignore") + "-" + digest

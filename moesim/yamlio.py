@@ -102,8 +102,9 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     """The document in ``text`` as plain data, within the limits (module docstring); every
     problem is a ConfigError with ``source`` and the line."""
     fix_limits = "write the values out instead of nesting aliases; a moesim file needs no more"
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)  # the reader refuses control characters here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -127,7 +128,8 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
         raise ConfigError("yaml", f"nested too deeply (limit {MAX_DEPTH} levels)", "flatten the nesting",
                           source=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_text_file(path: str | Path, field: str = "file", max_bytes: int = MAX_YAML_BYTES) -> str:

@@ -1,0 +1,133 @@
+"""Fuzzers for the inputs the loader fuzzers did not generate: raw bytes and alias bombs as
+YAML, extreme floats (subnormal, 1e300, NaN) as link figures, path-like scenario names, and
+routing traces inconsistent with the model. Property everywhere: a valid value or a
+ConfigError naming its field, within a few seconds, and nothing written outside the directory."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fuzzing import time_limit
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from moesim.errors import ConfigError
+from moesim.lowering.moe_routing import _check_trace_totals
+from moesim.pathnames import MAX_NAME_BYTES, check_file_stem, name_problem, safe_file_stem
+from moesim.topology.loader import build_topology
+from moesim.topology.spec import MAX_BANDWIDTH_GBPS, MIN_BANDWIDTH_GBPS
+from moesim.yamlio import MAX_EXPANDED_NODES, parse_yaml
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LIMIT_S = 5.0
+
+
+def parsed_or_refused(text: str) -> object:
+    with time_limit(LIMIT_S):
+        try:
+            return parse_yaml(text, "fuzz")
+        except ConfigError as err:
+            assert err.field in str(err) and "fuzz" in str(err)
+            return None
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_raw_bytes_as_yaml_parse_or_name_the_problem(raw: bytes) -> None:
+    parsed_or_refused(raw.decode("utf-8", "surrogateescape"))
+
+
+def alias_bomb(width: int, depth: int) -> str:
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, depth + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@FUZZ
+@given(st.integers(1, 12), st.integers(1, 10))
+def test_alias_bombs_are_refused_before_they_expand(width: int, depth: int) -> None:
+    text = alias_bomb(width, depth)
+    expanded = sum(width ** (i + 1) for i in range(depth + 1))
+    data = parsed_or_refused(text)
+    if expanded > MAX_EXPANDED_NODES or depth + 1 > 64:
+        assert data is None
+    elif data is not None:
+        assert len(data) == depth + 1
+
+
+EXTREME = st.sampled_from([5e-324, 2.2e-308, 1e-300, 1e-9, 1e-3, 0.5, 1.0, 450.0, 1e5, 1e5 * (1 + 1e-15), 1e6,
+                           1e300, 1.7e308, float("inf"), float("nan"), -0.0, -1.0, 0.0])
+
+
+@FUZZ
+@given(bandwidth=st.one_of(EXTREME, st.floats()), latency=st.one_of(st.integers(-2, 10**40), EXTREME))
+def test_extreme_link_figures_build_inside_the_physical_range_or_are_refused(bandwidth: float, latency: object) -> None:
+    spec = {"name": "t", "gpu": {"kind": "H100"}, "gpus_per_node": 2,
+            "intra": {"type": "nvswitch", "bandwidth_gbps": bandwidth, "latency_ns": latency}}
+    with time_limit(LIMIT_S):
+        try:
+            topo = build_topology(spec, "fuzz")
+        except ConfigError as err:
+            assert err.field in str(err)
+            return
+    assert MIN_BANDWIDTH_GBPS <= bandwidth <= MAX_BANDWIDTH_GBPS
+    assert all(MIN_BANDWIDTH_GBPS <= link.bandwidth_gbps <= MAX_BANDWIDTH_GBPS for link in topo.links)
+
+
+PATHLIKE = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(["..", ".", "/", "\\", "a", "x.trace", "\x00", "\n", "~", "-", "é", "\udcff", " "]),
+             max_size=8).map("".join),
+    st.text(min_size=100, max_size=200),
+)
+
+
+@FUZZ
+@given(PATHLIKE)
+def test_path_like_names_are_refused_or_stay_inside_the_directory(name: str) -> None:
+    out = Path("/tmp/moesim-out")
+    try:
+        stem = check_file_stem(name, "scenario.name")
+    except ConfigError as err:
+        assert err.field == "scenario.name" and name_problem(name)
+    else:
+        target = (out / f"{stem}.utilization.png").resolve()
+        assert target.parent == out.resolve() and len(target.name.encode()) <= 255
+    safe = safe_file_stem(name)
+    assert name_problem(safe) is None and len(safe.encode()) <= MAX_NAME_BYTES
+    assert (out / f"{safe}.trace.json").resolve().parent == out.resolve()
+
+
+@FUZZ
+@given(layers=st.integers(1, 3), mbs=st.integers(1, 3), ranks=st.integers(1, 4), experts=st.integers(1, 8),
+       pairs=st.integers(1, 64), how=st.sampled_from(["exact", "scaled", "one_layer", "one_rank_silent", "random"]),
+       data=st.data())
+def test_traces_inconsistent_with_the_model_are_refused(layers: int, mbs: int, ranks: int, experts: int, pairs: int,
+                                                        how: str, data: st.DataObject) -> None:
+    """Per layer, microbatch and source rank a trace must route the model's tokens x top_k."""
+    routed = np.zeros((layers, mbs, ranks, experts), dtype=np.int64)
+    routed[..., 0] = pairs
+    if how == "scaled":
+        routed *= data.draw(st.sampled_from([0, 2, 1000]))
+    elif how == "one_layer" and layers > 1:
+        routed[-1, ..., 0] += 1
+    elif how == "one_rank_silent":
+        routed[:, :, -1] = 0
+    elif how == "random":
+        routed = np.asarray(data.draw(st.lists(st.integers(0, pairs), min_size=routed.size, max_size=routed.size)),
+                            dtype=np.int64).reshape(routed.shape)
+    consistent = bool((routed.sum(axis=-1) == pairs).all())
+    if consistent:
+        _check_trace_totals(routed, pairs, "fuzz.npz")
+    else:
+        with pytest.raises(ConfigError, match="moe.routing.trace_path"):
+            _check_trace_totals(routed, pairs, "fuzz.npz")
+
+
+def test_a_file_name_cannot_reach_outside_the_output_directory(tmp_path: Path) -> None:
+    for name in ("../x", "a/../../b", "..", "/etc/passwd", "a\\..\\b"):
+        with pytest.raises(ConfigError, match="scenario.name"):
+            check_file_stem(name, "scenario.name")
+        assert os.sep not in safe_file_stem(name) and safe_file_stem(name) not in (".", "..")
