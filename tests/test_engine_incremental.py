@@ -106,3 +106,25 @@ def test_independent_transfers_are_solved_apart():
     r = sim.run()
     assert (a.end_ns, b.end_ns) == (7_000, 35_000)
     assert r.num_rate_solves == 1  # one solve at t=0 for both groups, none when a group ends
+
+
+@SETTINGS
+@given(st.lists(flow_st, min_size=2, max_size=16), st.sampled_from(["star", "two_hosts"]))
+def test_every_flow_in_flight_has_one_label_on_all_its_links(flows, fabric):
+    """The invariant the incremental solve rests on, checked after every solve."""
+    topo = star(8, bw=50.0) if fabric == "star" else two_hosts(4)
+    sim = Simulation(topo)
+    net = sim.net = FluidNetwork(sim.env, sim.capacity, small_flows=0)
+    solve = net._solve
+
+    def checked(*args):
+        solve(*args)
+        alive = np.flatnonzero(net._alive[:net._size])
+        for row in net._links[alive]:
+            assert len(set(net._label[row[row >= 0]].tolist())) == 1
+    net._solve = checked
+    for i, (src, dst, nbytes, delay) in enumerate(flows):
+        deps = [sim.compute(src, delay, f"gate{i}", stream=f"gate{i}")] if delay else []
+        sim.comm([(src, f"f{i}")], [[(src, dst, nbytes), (dst, (src + 1) % 8, nbytes // 3 + 1)]], f"f{i}",
+                 category="send", deps=deps)
+    sim.run()

@@ -90,6 +90,7 @@ class FluidNetwork:
         self._new: list[tuple[tuple[int, ...], float, int, simpy.Event]] = []
         self._pending = False                               # a solve event is queued
         self._stale = False                                 # component labels out of date
+        self._ended_since = 0                               # flows ended since the last exact labelling
         self._version = 0                                   # the solve whose wake-up is current
         self._alive_count = 0
         self.num_rate_solves = 0
@@ -222,8 +223,8 @@ class FluidNetwork:
         links, label = self._links, self._label
         ended_links = links[ended][links[ended] >= 0]
         alive = np.flatnonzero(self._alive[:self._size])
-        if not self.incremental or alive.size <= self.small_flows or self._stale:
-            # few flows: solving them all costs less than finding what to solve
+        full = not self.incremental or alive.size <= self.small_flows or self._stale
+        if full:  # few flows: solving them all costs less than finding what to solve
             members, keep = alive, None
             self._stale = self.incremental and alive.size <= self.small_flows
         else:
@@ -239,10 +240,33 @@ class FluidNetwork:
         if members.size:
             self._resolve(now, members, rows, used, inc_link, keep)
         if self.incremental and not self._stale:
-            label[ended_links] = ended_links
-            self._label[used] = used[link_components(rows, inc_link, used.size)]
+            self._update_labels(full, members.size, ended.size, ended_links, used, rows, inc_link, started)
         if self._on_util is not None:
             self._report(now, members, rows, used, inc_link, ended_links)
+
+    def _update_labels(self, full: bool, num_members: int, num_ended: int, ended_links: np.ndarray,
+                       used: np.ndarray, rows: np.ndarray, inc_link: np.ndarray, started: np.ndarray) -> None:
+        """Keep every alive flow's links under one label. Started flows merge the labels they
+        join; the solved flows' components are recomputed exactly (splitting what ended flows
+        held together) once a quarter of them have ended since the last time, or after a solve
+        of everything. In between a label may cover several components, which costs solving
+        more flows but changes no rate (components solve independently)."""
+        label = self._label
+        self._ended_since += num_ended
+        if full or 4 * self._ended_since >= num_members:
+            label[ended_links] = ended_links
+            label[used] = used[link_components(rows, inc_link, used.size)]
+            self._ended_since = 0
+        elif started.size:
+            # components of the labels the started flows join, one label each (the smallest)
+            mat = self._links[started]
+            r, c = np.nonzero(mat >= 0)
+            groups, at = np.unique(label[mat[r, c]], return_inverse=True)
+            merged = groups[link_components(r, at, groups.size)]
+            if (merged != groups).any():
+                pos = np.minimum(np.searchsorted(groups, label), groups.size - 1)
+                hit = groups[pos] == label
+                label[hit] = merged[pos[hit]]
 
     def _kept(self, members: np.ndarray, ended: np.ndarray, started_links: np.ndarray) -> np.ndarray:
         """Mask over ``members``: flows that keep their rate, being slower than every flow that
