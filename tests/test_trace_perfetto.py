@@ -220,3 +220,29 @@ def test_validator_reports_what_perfetto_would_trip_on() -> None:
     assert "tid 0" in errors
     assert "only one end" in errors
     assert "(C)" in errors
+
+
+def _odd_recorder() -> Recorder:
+    """Spans sharing a task's args (a collective on three GPUs), args that need converting
+    (tuples, numpy scalars, inf, nested dicts, non-ASCII), one huge time."""
+    import numpy as np
+
+    rec = hand_recorder()
+    shared = {"bytes": 1.5, "peers": (1, 2), "n": np.int64(3), "bad": float("inf"), "nest": {"k": [1.0, "é"]}}
+    for rank in range(3):
+        _span(rec, 9, rank, rank // 2, "comm.ep", "a2a", "all_to_all", 7000, 9000 + rank)
+        rec.spans[-1] = rec.spans[-1]._replace(args=shared)
+    _span(rec, 10, 0, 0, "compute", "ünïcode", "expert", 9000, 9500, flops=2.5e12, note=None)
+    return rec
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), num_ranks=st.integers(1, 6), num_tasks=st.integers(0, 60))
+def test_the_writer_prints_what_the_trace_dict_dumps_to(tmp_path_factory, seed: int, num_ranks: int,
+                                                        num_tasks: int) -> None:
+    path = tmp_path_factory.mktemp("w") / "t.json"
+    for rec in (synthetic_recorder(seed, num_ranks, num_tasks), _odd_recorder()):
+        assert write_chrome_trace(rec, path).read_text() == dumps_chrome_trace(to_chrome_trace(rec))
+    huge = _odd_recorder()
+    huge.add_span(Span(11, 1, 0, "compute", "late", "compute", 10**17 + 1, 10**17 + 3, {"x": 1}))
+    assert write_chrome_trace(huge, path).read_text() == dumps_chrome_trace(to_chrome_trace(huge))
