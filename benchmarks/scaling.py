@@ -48,7 +48,7 @@ def moe(gpus: int, microbatches: int = 4) -> Scenario:
     spec = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4, seq_len=4096)
     return Scenario(name=f"moe_ep{gpus}", topology="dgx_h100", nodes=max(1, gpus // 8), model=spec,
                     plan=ParallelPlan(dp=gpus, ep=gpus, num_microbatches=microbatches),
-                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=1.0, tokens_per_rank=1)))
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=1.0)))
 
 
 def measure(scn: Scenario) -> tuple:
