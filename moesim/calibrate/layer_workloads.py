@@ -402,7 +402,7 @@ def write_traces(runner: Runner, cases: list[Case], out_dir: Path) -> list[str]:
         step, _ = runner.build(case)
         step()
         sync(runner.device)
-        with torch.profiler.profile(activities=acts) as prof:
+        with torch.profiler.profile(activities=acts, record_shapes=True) as prof:   # shapes: calibrate from-trace
             for _ in range(2):
                 step()
             sync(runner.device)
