@@ -63,3 +63,13 @@ def test_wrong_profile_and_cli(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "missing from the profile:" in out.output and "permute/index_put" in out.output
     assert json.loads((tmp_path / "f.json").read_text())["samples"] == []
+
+
+def test_a_real_trace_with_shapes_fits_the_missing_classes() -> None:
+    """An H100 trace taken with record_shapes=True (layer_workloads --profile-trace): every class
+    the profile lacks is fitted from the trace or says why not; fitted rows carry positive times."""
+    result = from_trace(DATA / "shapes.qwen3_30b_a3b.torchtitan.grouped.t4096.fwd_bwd.json.gz", "h100_sxm")
+    fitted = {(r["kind"], r["variant"]) for r in result.fitted_rows}
+    assert ("permute", "index_put") in fitted and ("softmax", "softmax_backward") in fitted
+    assert all(r["time_ns"] > 0 and r["nbytes"] > 0 for r in result.fitted_rows)
+    assert all(c.why_not for c in result.missing if not c.rows)
