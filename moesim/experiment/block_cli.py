@@ -74,6 +74,10 @@ def run_layer(*, out: Path | None, **flags: Any) -> None:
 
     console = Console()
     try:
+        if out is not None:  # an unwritable --out fails now, in one line, not after the run
+            from moesim.experiment.runner import prepare_out_dir
+
+            prepare_out_dir(out)
         scn = layer_scenario(**flags)
         result = simulate_block(scn)
     except ConfigError as err:

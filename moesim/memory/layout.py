@@ -58,6 +58,9 @@ def split_layers(num_layers: int, num_stages: int, leading: int = 0, trailing: i
     pipeline-split``): the slots are split evenly and those stages hold that many layers fewer.
     """
     slots = num_layers + leading + trailing
+    if num_stages > slots:  # 100,000 stages of an 8B model: empty stages, and a 100,000-row table
+        raise ConfigError("plan.pp", f"{num_stages:,} pipeline stages (pp x vpp) for {num_layers} layers: a stage "
+                          "would hold no layer", f"use at most {slots} stages")
     base, extra = divmod(slots, num_stages)
     sizes = [base + (1 if stage < extra else 0) for stage in range(num_stages)]
     sizes[0] -= leading
@@ -75,11 +78,11 @@ def split_layers(num_layers: int, num_stages: int, leading: int = 0, trailing: i
 def layout_from_schedule(schedule: Schedule, num_layers: int, leading: int = 0, trailing: int = 0) -> Layout:
     """The layout a training schedule implies (its stage-to-rank map); ``leading`` /
     ``trailing`` as :func:`split_layers`."""
-    held = tuple(
-        tuple((path, stage) for path in range(schedule.num_paths) for stage in range(schedule.num_stages)
-              if schedule.rank_of(path, stage) == rank)
-        for rank in range(schedule.num_ranks))
-    return Layout(split_layers(num_layers, schedule.num_stages, leading, trailing), held)
+    held: list[list[tuple[int, int]]] = [[] for _ in range(schedule.num_ranks)]
+    for path in range(schedule.num_paths):  # one pass: ranks x stages was 10^10 steps at pp=100,000
+        for stage in range(schedule.num_stages):
+            held[schedule.rank_of(path, stage)].append((path, stage))
+    return Layout(split_layers(num_layers, schedule.num_stages, leading, trailing), tuple(map(tuple, held)))
 
 
 def looped_layout(pp: int, vpp: int, num_layers: int) -> Layout:
