@@ -160,6 +160,7 @@ def resolve_profile_path(path_or_name: "str | Path") -> Path:
                       + (", ".join(available_profiles()) or "none found"))
 
 
+MAX_PROFILE_BYTES = 64 << 20  # checked before reading: a profile is a JSON list of measured rows
 _LOADED: dict[tuple[str, str], Profile] = {}
 """Profiles read so far, by (path, sha256 of the file's bytes): a Profile is immutable, and every
 scenario of a sweep or of ``moesim validate`` loads the same file again."""
@@ -169,14 +170,19 @@ def load_profile(path_or_name: "str | Path") -> Profile:
     """Read, validate and return a profile; ConfigError naming the first bad field. A file read
     before with the same bytes returns the Profile built then (parsing and checking are skipped)."""
     path = resolve_profile_path(path_or_name)
+    size = path.stat().st_size
+    if size > MAX_PROFILE_BYTES:
+        raise ConfigError("profile", f"the file is {size:,} bytes, more than {MAX_PROFILE_BYTES:,}",
+                          "give a calibration profile (the shipped ones are a few MB)", source=str(path))
     raw = path.read_bytes()
     key = (str(path.absolute()), hashlib.sha256(raw).hexdigest())
     if key in _LOADED:
         return _LOADED[key]
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, 10^5 nested lists
+        where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else \
+            " (nested too deeply)" if isinstance(exc, RecursionError) else f" ({str(exc)[:80]})"
         raise ConfigError("profile", f"not valid JSON{where}", "re-run the calibration",
                           source=str(path)) from None
     profile = profile_from_dict(data, name=path.stem, source=_shown_source(path))
