@@ -1,7 +1,8 @@
 """How far the reduced run (moesim.scale) is from the full per-GPU engine, and how much faster.
 
 Small expert-parallel clusters both engines can simulate: Qwen3-30B-A3B cut to 4 layers on
-H800 nodes (``h800_cluster``), Zipf 0.5 routing, tp=1, 8 microbatches. For each, the time to the
+H800 nodes (``h800_cluster``), Zipf 0.5 routing, tp=1 and TP2 / TP4 inside the EP groups, 8
+microbatches. For each, the time to the
 end of the last backward (the full engine all-reduces gradients, the reduced run does ZeRO-1,
 so the data-parallel tail is left out), both engines' wall time, and the phase solver's load
 bound against the per-flow fluid solve on one real dispatch.
@@ -22,20 +23,23 @@ from moesim.scale.reduced import ReducedOptions, build_reduced
 from moesim.workload.presets import get_model
 
 SPEC = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4)
-CASES = [  # nodes, dp, pp, ep, schedule
-    (2, 8, 2, 8, "1f1b"),
-    (4, 16, 2, 8, "1f1b"),
-    (4, 16, 2, 16, "1f1b"),
-    (4, 16, 2, 16, "dualpipe"),
-    (8, 32, 2, 16, "dualpipe"),
+CASES = [  # nodes, tp, dp, pp, ep, schedule
+    (2, 1, 8, 2, 8, "1f1b"),
+    (4, 1, 16, 2, 8, "1f1b"),
+    (4, 1, 16, 2, 16, "1f1b"),
+    (4, 1, 16, 2, 16, "dualpipe"),
+    (8, 1, 32, 2, 16, "dualpipe"),
+    (4, 2, 8, 2, 8, "1f1b"),
+    (4, 4, 4, 2, 4, "1f1b"),
+    (8, 2, 16, 2, 16, "dualpipe"),
 ]
 
 
-def scenario(nodes: int, dp: int, pp: int, ep: int, schedule: str, pair_overlap: bool = True) -> Scenario:
-    return Scenario(name=f"{schedule}-{nodes * 8}gpu-ep{ep}", topology="h800_cluster", nodes=nodes, model=SPEC,
+def scenario(nodes: int, tp: int, dp: int, pp: int, ep: int, schedule: str, pair_overlap: bool = True) -> Scenario:
+    return Scenario(name=f"{schedule}-{nodes * 8}gpu-tp{tp}-ep{ep}", topology="h800_cluster", nodes=nodes, model=SPEC,
                     schedule=schedule, memory=MemoryConfig(recompute="none"),
-                    plan=ParallelPlan(tp=1, dp=dp, pp=pp, ep=ep, num_microbatches=8, pair_overlap=pair_overlap),
-                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, tokens_per_rank=1, seed=3)))
+                    plan=ParallelPlan(tp=tp, dp=dp, pp=pp, ep=ep, num_microbatches=8, pair_overlap=pair_overlap),
+                    moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3)))
 
 
 def pipeline_ns(spans) -> int:
@@ -44,10 +48,10 @@ def pipeline_ns(spans) -> int:
 
 
 def main() -> None:
-    print(f"{'case':<24}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}")
-    for nodes, dp, pp, ep, schedule in CASES:
+    print(f"{'case':<30}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}")
+    for nodes, tp, dp, pp, ep, schedule in CASES:
         for overlap in ((True, False) if schedule == "dualpipe" else (True,)):
-            scn = scenario(nodes, dp, pp, ep, schedule, overlap)
+            scn = scenario(nodes, tp, dp, pp, ep, schedule, overlap)
             t0 = time.perf_counter()
             _res, rec = run_scenario(scn, force=True)
             t1 = time.perf_counter()
@@ -56,9 +60,9 @@ def main() -> None:
             t2 = time.perf_counter()
             full_ns, red_ns = pipeline_ns(rec.spans), pipeline_ns(red.spans)
             name = scn.name + ("" if overlap else "-nopair")
-            print(f"{name:<24}{nodes * 8:>5}{full_ns / 1e6:>10.2f}{red_ns / 1e6:>12.2f}{red_ns / full_ns - 1:>+8.1%}"
+            print(f"{name:<30}{nodes * 8:>5}{full_ns / 1e6:>10.2f}{red_ns / 1e6:>12.2f}{red_ns / full_ns - 1:>+8.1%}"
                   f"{t1 - t0:>8.1f}{t2 - t1:>8.1f}")
-    scn = scenario(8, 64, 1, 64, "1f1b")
+    scn = scenario(8, 1, 64, 1, 64, "1f1b")
     built = build_reduced(scn, ReducedOptions(routing_samples=1))
     ex = built["exchange"]
     plan = ex.routing.plan(0, 0, 0, 0)

@@ -197,7 +197,8 @@ def test_a_shared_cache_changes_no_result_and_is_hit() -> None:
         assert (a["step_time_ms"], a["moe"], a["dp"], a["bottlenecks"]) == \
             (b["step_time_ms"], b["moe"], b["dp"], b["bottlenecks"])
     stats = cache.summary()
-    assert stats["routing"] == {"hits": 1, "misses": 1} and stats["solvers"] == {"hits": 1, "misses": 1}
+    assert [stats[k]["hits"] for k in ("routing", "solvers")] == [1, 1]
+    assert [stats[k]["misses"] for k in ("routing", "solvers")] == [1, 1]
     assert stats["experts"]["hits"] > 0 and stats["phases"]["misses"] > 0
 
 

@@ -20,6 +20,7 @@ priced outside its profile, reported in ``cost_sources``), is replayed on a hit
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -34,6 +35,7 @@ class ReducedCache:
     experts: dict[Hashable, tuple[Any, frozenset[str]]] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
+    spent_s: dict[str, float] = field(default_factory=dict)   # wall seconds making each kind (misses)
 
     def get(self, kind: str, key: Hashable, make: Callable[[], Any]) -> Any:
         """The ``kind`` store's value for ``key``, made by ``make()`` on a miss."""
@@ -42,8 +44,14 @@ class ReducedCache:
             self.hits[kind] = self.hits.get(kind, 0) + 1
             return store[key]
         self.misses[kind] = self.misses.get(kind, 0) + 1
+        start = time.perf_counter()
         value = store[key] = make()
+        self.spend(kind, start)
         return value
+
+    def spend(self, kind: str, start: float) -> None:
+        """Add the wall time since ``start`` (``time.perf_counter()``) to ``kind``'s making."""
+        self.spent_s[kind] = self.spent_s.get(kind, 0.0) + time.perf_counter() - start
 
     def priced(self, cost: Any, key: Hashable, make: Callable[[], Any]) -> Any:
         """An ``experts`` value priced by ``cost``: on a miss ``make()`` runs with the cost model's
@@ -53,6 +61,7 @@ class ReducedCache:
         labels = getattr(cost, "fallback_ops", None)
         if entry is None:
             self.misses["experts"] = self.misses.get("experts", 0) + 1
+            start = time.perf_counter()
             if isinstance(labels, set):
                 cost.fallback_ops = set()
                 try:
@@ -63,13 +72,15 @@ class ReducedCache:
             else:
                 value, used = make(), set()
             entry = self.experts[key] = (value, frozenset(used))
+            self.spend("experts", start)
         else:
             self.hits["experts"] = self.hits.get("experts", 0) + 1
             if isinstance(labels, set):
                 labels.update(entry[1])
         return entry[0]
 
-    def summary(self) -> dict[str, dict[str, int]]:
-        """Hits and misses per store (for benchmarks)."""
-        return {k: {"hits": self.hits.get(k, 0), "misses": self.misses.get(k, 0)}
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Hits, misses and seconds spent making per store (for benchmarks)."""
+        return {k: {"hits": self.hits.get(k, 0), "misses": self.misses.get(k, 0),
+                    "seconds": round(self.spent_s.get(k, 0.0), 3)}
                 for k in ("routing", "solvers", "phases", "experts")}

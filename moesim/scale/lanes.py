@@ -21,6 +21,7 @@ number of tokens and meet at every all-to-all, so one lane carries:
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -102,12 +103,14 @@ class LaneExchangeLowering:
         return phases[key]
 
     def _solve_all(self, layer: int) -> None:
+        start = time.perf_counter()
         keys = [(lay, s, rev) for lay in (self.layers or (layer,)) for s in range(self.samples) for rev in (False, True)]
         units = [self._units(lay, s) for lay, s, _rev in keys]
         times = self.solver.solve_many([u.T if rev else u for u, (_l, _s, rev) in zip(units, keys)])
         for (lay, s, rev), ph in zip(keys, times):
             self.cache.phases.setdefault((self.solver_key, self.routing_key, lay, s, rev), ph)
         self.cache.misses["phases"] = self.cache.misses.get("phases", 0) + len(keys)
+        self.cache.spend("phases", start)
 
     def _solve(self, layer: int, sample: int, reverse: bool) -> PhaseTime:
         units = self._units(layer, sample)
