@@ -95,8 +95,8 @@ def load_layer_file(path: "str | Path", gpu: "str | None" = None) -> LayerFile:
                           "pass a file written by python3 -m moesim.calibrate.layer_workloads")
     try:
         doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError("--layers", f"not valid JSON ({exc.msg} at line {exc.lineno})", source=src) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, lists nested 10^5 deep
+        raise ConfigError("--layers", f"not valid JSON ({str(exc)[:120]})", source=src) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ConfigError("format", f"{got!r} is not {FORMAT!r}",

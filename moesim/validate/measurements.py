@@ -80,8 +80,8 @@ def load_measurements(path: "str | Path | None" = None) -> MeasurementSet:
         raise ConfigError("--kernels", f"no measurement file at {p}", f"pass an existing file, e.g. {DEFAULT_PATH}")
     try:
         doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError("--kernels", f"{p} is not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, lists nested 10^5 deep
+        raise ConfigError("--kernels", f"{p} is not valid JSON ({str(exc)[:120]})", source=str(p)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list) or not doc["samples"]:
         raise ConfigError("samples", "missing or empty", "use a file written by moesim calibrate workloads", source=str(p))
     cases = tuple(_measurement(entry, i, str(p)) for i, entry in enumerate(doc["samples"]))

@@ -164,8 +164,8 @@ def load_hf_config(path: str | Path, **kwargs: Any) -> HFImport:
         raise ConfigError("config.json", f"{str(p)!r} does not exist", "give a config.json or a directory holding one")
     try:
         raw = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError("config.json", f"not valid JSON ({err})", "give the model's Hugging Face config.json",
+    except (ValueError, RecursionError) as err:  # also a 5,000-digit number and lists nested 10^5 deep
+        raise ConfigError("config.json", f"not valid JSON ({str(err)[:160]})", "give the model's Hugging Face config.json",
                           source=str(p)) from None
     if kwargs.get("name") is None and isinstance(raw, dict) and not raw.get("_name_or_path"):
         kwargs["name"] = p.stem if p.stem != "config" else p.parent.name
