@@ -130,10 +130,14 @@ def _read(p: Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError("experiment file", f"{str(p)!r} does not exist", "give a .yaml, .yml or .toml scenario file")
     if p.suffix.lower() == ".toml":
+        from moesim.yamlio import read_text_file  # size-checked before reading, UTF-8 checked
+
+        text = read_text_file(p, "experiment file")
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError("experiment file", f"not valid TOML ({err})", "fix that line", source=str(p)) from None
+            data = tomllib.loads(text)
+        except (ValueError, RecursionError) as err:  # TOMLDecodeError, a 5,000-digit number, arrays nested 10^5 deep
+            raise ConfigError("experiment file", f"not valid TOML ({str(err)[:160]})", "fix that line",
+                              source=str(p)) from None
     else:
         data = _read_yaml(p)
     if not isinstance(data, dict):
