@@ -76,6 +76,7 @@ class Recorder:
     record_counters: bool = True
     link_tracks: list[str] = field(default_factory=list)   # counter track name of every link id
     _link_blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+    _counters_cache: tuple[tuple[int, int], list[CounterSample]] | None = field(default=None, repr=False, compare=False)
 
     def add_span(self, span: Span) -> int:
         """Append a span; return its index."""
@@ -103,12 +104,16 @@ class Recorder:
     @property
     def counters(self) -> list[CounterSample]:
         """Every counter sample: those added one by one, then the link samples, each in the order
-        recorded. Built on each read from the stored arrays."""
-        out = list(self.samples)
-        tracks = self.link_tracks
-        for t_ns, ids, values in self._link_blocks:
-            out.extend(CounterSample(tracks[i], t_ns, v) for i, v in zip(ids.tolist(), values.tolist()))
-        return out
+        recorded. Built from the stored arrays on the first read after a change (a shared list:
+        read it, do not change it)."""
+        key = (len(self.samples), len(self._link_blocks))
+        if self._counters_cache is None or self._counters_cache[0] != key:
+            out = list(self.samples)
+            tracks = self.link_tracks
+            for t_ns, ids, values in self._link_blocks:
+                out.extend([CounterSample(tracks[i], t_ns, v) for i, v in zip(ids.tolist(), values.tolist())])
+            self._counters_cache = (key, out)
+        return self._counters_cache[1]
 
     @property
     def end_ns(self) -> int:
