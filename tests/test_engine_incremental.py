@@ -128,3 +128,14 @@ def test_every_flow_in_flight_has_one_label_on_all_its_links(flows, fabric):
         sim.comm([(src, f"f{i}")], [[(src, dst, nbytes), (dst, (src + 1) % 8, nbytes // 3 + 1)]], f"f{i}",
                  category="send", deps=deps)
     sim.run()
+
+
+@SETTINGS
+@given(paths_st, caps_st)
+def test_padded_kernel_gives_the_compact_kernel_rates_bit_for_bit(paths, caps):
+    from moesim.engine.maxmin import solve_padded
+
+    cap = np.array(caps)
+    width = max(len(p) for p in paths)
+    padded = np.array([p + [cap.size] * (width - len(p)) for p in paths], dtype=np.int64)
+    assert np.array_equal(solve_padded(padded, cap), solve_compact(*incidence(paths), len(paths), cap))

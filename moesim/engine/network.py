@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import simpy
-from moesim.engine.maxmin import link_components, solve_compact
+from moesim.engine.maxmin import link_components, solve_padded
 
 # A flow is finished when what is left would drain in under this many ns at its rate.
 _FINISH_SLACK_NS = 1e-6
@@ -234,18 +234,16 @@ class FluidNetwork:
             touched[label[started_links]] = True
             members = alive[touched[label[links[alive, 0]]]]
             keep = self._kept(members, ended, started_links) if ended.size else None
-        mat = links[members]
-        rows, cols = np.nonzero(mat >= 0)  # incidence, sorted by flow
-        used, inc_link = self._compact_links(mat[rows, cols])
+        used, paths = self._compact_paths(links[members])
         if members.size:
-            self._resolve(now, members, rows, used, inc_link, keep)
+            self._resolve(now, members, paths, used, keep)
         if self.incremental and not self._stale:
-            self._update_labels(full, members.size, ended.size, ended_links, used, rows, inc_link, started)
+            self._update_labels(full, members.size, ended.size, ended_links, used, paths, started)
         if self._on_util is not None:
-            self._report(now, members, rows, used, inc_link, ended_links)
+            self._report(now, members, paths, used, ended_links)
 
     def _update_labels(self, full: bool, num_members: int, num_ended: int, ended_links: np.ndarray,
-                       used: np.ndarray, rows: np.ndarray, inc_link: np.ndarray, started: np.ndarray) -> None:
+                       used: np.ndarray, paths: np.ndarray, started: np.ndarray) -> None:
         """Keep every alive flow's links under one label. Started flows merge the labels they
         join; the solved flows' components are recomputed exactly (splitting what ended flows
         held together) once a quarter of them have ended since the last time, or after a solve
@@ -255,7 +253,8 @@ class FluidNetwork:
         self._ended_since += num_ended
         if full or 4 * self._ended_since >= num_members:
             label[ended_links] = ended_links
-            label[used] = used[link_components(rows, inc_link, used.size)]
+            rows, cols = np.nonzero(paths < used.size)  # incidence, sorted by flow
+            label[used] = used[link_components(rows, paths[rows, cols], used.size)]
             self._ended_since = 0
         elif started.size:
             # components of the labels the started flows join, one label each (the smallest)
@@ -278,41 +277,42 @@ class FluidNetwork:
         floor[label[started_links]] = -np.inf
         return self._rate[members] < floor[label[self._links[members, 0]]] * (1.0 - _KEEP_MARGIN)
 
-    def _resolve(self, now: int, members: np.ndarray, rows: np.ndarray, used: np.ndarray,
-                 inc_link: np.ndarray, keep: np.ndarray | None) -> None:
+    def _resolve(self, now: int, members: np.ndarray, paths: np.ndarray, used: np.ndarray,
+                 keep: np.ndarray | None) -> None:
         """New rates for the members not kept, on what the kept ones leave of shared links."""
         remaining = self.capacity[used]
         slots = members
         if keep is not None and keep.any():
-            kept_inc = keep[rows]
-            remaining = remaining - np.bincount(inc_link[kept_inc], weights=self._rate[members[rows[kept_inc]]],
-                                                minlength=used.size)
+            kept = np.repeat(self._rate[members[keep]], paths.shape[1])
+            remaining = remaining - np.bincount(paths[keep].ravel(), weights=kept, minlength=used.size + 1)[:-1]
             solve = ~keep
-            free_inc = solve[rows]
-            rows, inc_link = (np.cumsum(solve) - 1)[rows[free_inc]], inc_link[free_inc]
-            slots = members[solve]
+            paths, slots = paths[solve], members[solve]
             if not slots.size:
                 return
-        rates = solve_compact(rows, inc_link, slots.size, remaining)
+        rates = solve_padded(paths, remaining)
         self.num_rate_solves += 1
         self._rem[slots] -= self._rate[slots] * (now - self._t0[slots])
         self._t0[slots] = now
         self._rate[slots] = rates
         self._finish[slots] = now + self._rem[slots] / rates
 
-    def _compact_links(self, inc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The links in use (ascending) and each incidence's index among them."""
-        mark = np.zeros(self.capacity.shape[0], dtype=bool)
-        mark[inc] = True
+    def _compact_paths(self, mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The links in use (ascending) and the flows' paths as indices among them, padded with
+        ``used.size``."""
+        mark = np.zeros(self.capacity.shape[0] + 1, dtype=bool)
+        mark[mat] = True  # padding (-1) lands on the extra last slot
+        mark[-1] = False
         used = np.flatnonzero(mark)
         index = np.cumsum(mark) - 1
-        return used, index[inc]
+        index[-1] = used.size  # where padding points
+        return used, index[mat]
 
-    def _report(self, now: int, members: np.ndarray, rows: np.ndarray, used: np.ndarray, inc_link: np.ndarray,
+    def _report(self, now: int, members: np.ndarray, paths: np.ndarray, used: np.ndarray,
                 ended_links: np.ndarray) -> None:
         """Utilisation of the links whose load changed at this solve, in link order."""
         util = np.zeros(self.capacity.shape[0])
-        util[used] = np.bincount(inc_link, weights=self._rate[members[rows]], minlength=used.size) / self.capacity[used]
+        load = np.bincount(paths.ravel(), weights=np.repeat(self._rate[members], paths.shape[1]), minlength=used.size + 1)
+        util[used] = load[:-1] / self.capacity[used]
         mark = np.zeros(util.shape[0], dtype=bool)
         mark[used] = True
         mark[ended_links] = True
