@@ -5,6 +5,8 @@ line in this process and must get its outcome class.
   holds the expected words (what the user reads);
 * ``correct_result``: exit code 0 and no traceback.
 
+Either way nothing may appear outside the case's own directory (``--set name=../../x``).
+
 Every case runs under a 30 s alarm (a hang fails it). The files are in tests/bad_inputs/files;
 two are made here (a 2 MB YAML, a sweep directory whose results.jsonl has an ``ok`` line
 without its result). docs/robustness.md counts the cases per surface.
@@ -35,6 +37,13 @@ def _setup(name: str, tmp: Path) -> None:
         shutil.copy(CORPUS / "files" / "results_ok_without_result.jsonl", tmp / "sweep" / "results.jsonl")
 
 
+def _outside(tmp: Path) -> set[str]:
+    """Files a case could write to by escaping its output directory: the corpus, the working
+    directory and the temporary directory's parents (two levels up)."""
+    places = [CORPUS / "files", Path.cwd(), tmp.parent, tmp.parent.parent]
+    return {str(p) for place in places for p in place.iterdir()}
+
+
 def _args(case: dict[str, Any], tmp: Path) -> list[str]:
     return [a.replace("{files}", str(CORPUS / "files")).replace("{tmp}", str(tmp)) for a in case["args"]]
 
@@ -50,8 +59,10 @@ def test_the_corpus_covers_every_surface_with_both_outcome_classes() -> None:
 def test_bad_input_gets_its_outcome_class(case: dict[str, Any], tmp_path: Path) -> None:
     if case.get("setup"):
         _setup(case["setup"], tmp_path)
+    before = _outside(tmp_path)
     with time_limit(CASE_LIMIT_S):
         result = CliRunner().invoke(app, _args(case, tmp_path), catch_exceptions=True)
+    assert _outside(tmp_path) == before, f"{case['id']} wrote outside its directory"
     output = result.output
     crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
     assert not crashed and "Traceback" not in output, f"{case['id']}: {result.exception!r}\n{output[-2000:]}"
