@@ -105,6 +105,32 @@ def draw(file: FileArg,
     """A layered picture: spines, leaves, NICs, GPUs, switches, CPUs in rows; links coloured by kind."""
     from moesim.topology.draw import draw_topology  # matplotlib: only when drawing
 
+    _check_draw_size(file, nodes)
     topo = _load(file, nodes)
-    written = draw_topology(topo, output)
+    if topo.num_gpus > MAX_DRAW_GPUS:  # 128k GPUs drew for minutes; a picture of 8,192 is already a blur
+        _fail(ConfigError("--nodes", f"{topo.num_gpus:,} GPUs is more than the {MAX_DRAW_GPUS:,} 'topo draw' draws",
+                          "draw fewer nodes (--nodes): hosts and rails repeat"))
+    try:
+        written = draw_topology(topo, output)
+    except (OSError, ValueError) as err:  # a directory that does not exist, an image format matplotlib lacks
+        _fail(ConfigError("--output", f"cannot write {str(output)!r} ({getattr(err, 'strerror', None) or err})",
+                          "give a writable path ending in .png, .svg or .pdf"))
     _console().print(f"wrote {written}")
+
+
+MAX_DRAW_GPUS = 8192
+
+
+def _check_draw_size(file: str, nodes: int | None) -> None:
+    """Refuse from the file's fields, before building, a fabric too big to draw (building 128,000
+    GPUs alone takes ~20 s)."""
+    from moesim.topology.loader import read_spec, resolve_path
+
+    try:
+        spec, _source = read_spec(resolve_path(file))
+    except ConfigError as e:
+        _fail(e)
+    per_node, hosts = spec.get("gpus_per_node"), nodes if nodes is not None else spec.get("nodes", 1)
+    if isinstance(per_node, int) and isinstance(hosts, int) and per_node * hosts > MAX_DRAW_GPUS:
+        _fail(ConfigError("--nodes", f"{hosts:,} hosts x {per_node} GPUs = {per_node * hosts:,} GPUs is more than the "
+                          f"{MAX_DRAW_GPUS:,} 'topo draw' draws", "draw fewer nodes (--nodes): hosts and rails repeat"))
