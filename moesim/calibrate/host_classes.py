@@ -278,11 +278,38 @@ def measure_class(name: str, chain: Chain, s: Sizes, device: str) -> list[dict]:
     return rows
 
 
+# the rotation of the mixed chain: classes whose calls take and give [tokens, hidden] bf16
+MIX_CLASSES = ("linear", "rms_norm", "silu", "mul", "add", "gather", "index_select", "scatter_add")
+
+
+def mixed_chain(chains: dict[str, Chain]) -> Chain:
+    """One chain whose calls rotate through :data:`MIX_CLASSES` (call i is class i mod k, with that
+    class's parameters of index i // k): each call follows a call of another class, as in a model's
+    program, where a chain of one class repeats the same dispatch path back to back."""
+    k = len(MIX_CLASSES)
+    members = [chains[name] for name in MIX_CLASSES]
+
+    def step(y: Tensor, i: int) -> Tensor:
+        return members[i % k].step(y, i // k)
+    params = tuple(p for c in members for p in c.params)
+    return Chain(members[0].x0, step, params)
+
+
+def measure_mix(chains: dict[str, Chain], s: Sizes, device: str) -> list[dict]:
+    """``host_mix`` rows: host time per call of the mixed chain (:func:`mixed_chain`), per phase,
+    with the classes it rotates through; the cost model compares it with those classes' own
+    ``host_op`` rows of the same profile."""
+    rows = measure_class("mixed", mixed_chain(chains), s, device)
+    return [{**r, "op": "host_mix", "classes": list(MIX_CLASSES)} for r in rows]
+
+
 def measure_host_classes(timer: object, grid: object, device: str, budget: Budget) -> Section:
-    """Host time per call of every class in :data:`CLASSES`, three phases each."""
+    """Host time per call of every class in :data:`CLASSES`, three phases each, and of a chain
+    mixing several of them (:func:`measure_mix`)."""
     sec = Section("host_classes")
     s = GPU_SIZES if device == "cuda" else CPU_SIZES
     chains = classes(s, device)
     for name in CLASSES:
         sec.attempt(name, budget, lambda name=name: measure_class(name, chains[name], s, device))
+    sec.attempt("mixed", budget, lambda: measure_mix(chains, s, device))
     return sec

@@ -61,7 +61,7 @@ import torch
 from moesim.calibrate import provenance
 from moesim.calibrate.layer_programs import (DenseLayer, DenseShape, MoEShape, MoEWeights, _randn, check_routing,
                                              megatron_forward, titan_forward)
-from moesim.calibrate.timing import sync
+from moesim.calibrate.timing import BUSY_CYCLES_PER_NS, sync
 from moesim.moe.popularity import stream
 from moesim.moe.routing import _TAG_TOKENS, RoutingConfig, layer_popularity
 from moesim.moe.sampling import sample_topk
@@ -427,6 +427,37 @@ def _signature(case: Case) -> str:
     return ".".join((case.model, case.kind, case.movement, case.experts, case.combine, case.pass_))
 
 
+HOST_ROUNDS = 5
+
+
+def syncs_free(case: Case) -> bool:
+    """No device-to-host read inside an iteration (no ``.cpu()``, ``.tolist()``, ``masked_select``)."""
+    return case.kind == "dense_layer" or (case.experts == "grouped" and case.movement == "torchtitan")
+
+
+def host_issue_ns(step: Callable[[], None], device: str, gpu_ns: float) -> "float | None":
+    """Host time of issuing one iteration while the GPU is still busy with a queued wait (so the
+    thread never waits for it): the median of :data:`HOST_ROUNDS`; None on CPU or when the GPU ran
+    dry first in any round (the host then measured the GPU). Diagnostic: validates the host model
+    (``moesim validate`` compares it with the simulated host lane), feeds no prediction."""
+    if device != "cuda":
+        return None
+    samples = []
+    for _ in range(HOST_ROUNDS):
+        sync(device)
+        torch.cuda._sleep(int(max(4 * gpu_ns, 2e6) * BUSY_CYCLES_PER_NS))
+        busy_end = torch.cuda.Event()
+        busy_end.record()
+        t0 = time.perf_counter_ns()
+        step()
+        dt = time.perf_counter_ns() - t0
+        if busy_end.query():
+            return None
+        samples.append(dt)
+    sync(device)
+    return float(np.median(samples))
+
+
 def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str) -> dict:
     """One entry (``measured``) or one skipped record (``reason``)."""
     step, desc = runner.build(case)
@@ -437,6 +468,10 @@ def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device:
     if sig not in inventory:
         inventory[sig] = {"case": case.id, **kernel_inventory(step, device)}
     entry = {"id": case.id, "workload": desc, "measured": asdict(got)}
+    if syncs_free(case):
+        host_ns = host_issue_ns(step, device, got.time_ns)
+        if host_ns is not None:
+            entry["measured"]["host_issue_ns"] = round(host_ns, 1)
     if got.time_ns < SMALL_NS:
         entry["small"] = True
     return entry
@@ -469,6 +504,8 @@ PROTOCOL = {
     "preheat": "large bf16 GEMMs before the first case so the GPU is at its sustained clock",
     "not_recorded_per_case": "SM clock, host speed: nothing measured in the case feeds a prediction",
     "kernel_inventory": "one profiled iteration per (model, program, pass) signature; diagnostic only",
+    "host_issue_ns": "cases without a device-to-host read: host time of issuing one iteration behind a queued GPU "
+                     "wait (median of 5); diagnostic: compared with the simulated host lane, feeds no prediction",
 }
 
 
