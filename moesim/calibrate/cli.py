@@ -195,7 +195,13 @@ def show(profile: str = typer.Argument("h200_sxm", help="a shipped profile name 
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
 
-    figures = headline_figures(CalibratedCostModel(load_profile(profile)))
+    from moesim.errors import ConfigError
+
+    try:
+        figures = headline_figures(CalibratedCostModel(load_profile(profile)))
+    except ConfigError as err:  # a bad file or name: one line, not a traceback
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
     if as_json:
         typer.echo(json.dumps(figures, indent=1))
         return

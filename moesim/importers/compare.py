@@ -37,6 +37,7 @@ _COMM = {"all_reduce": "nccl: all_reduce", "all_gather": "nccl: all_gather", "re
          "all_to_all": "nccl: all_to_all", "send": "nccl: send_recv", "recv": "nccl: send_recv",
          "send_recv": "nccl: send_recv", "broadcast": "nccl: broadcast"}
 _OP_REPR = re.compile(r"^(GroupedGemm|Gemm|Attention|MemoryOp)\((.*)$")
+MAX_SIM_TRACE_BYTES = 2 << 30  # decompressed; checked while reading
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,14 @@ def load_sim_trace(path: str | Path) -> SimTrace:
         raise ConfigError("simulated trace", f"{str(p)!r} does not exist",
                           "give the *.trace.json that moesim layer -o or moesim run wrote")
     try:
-        raw = p.read_bytes()
-        doc = json.loads(gzip.decompress(raw) if p.suffix == ".gz" else raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as err:
-        raise ConfigError("simulated trace", f"not valid JSON ({err})", "give a trace moesim wrote", source=str(p)) from None
+        with (gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")) as handle:
+            raw = handle.read(MAX_SIM_TRACE_BYTES + 1)  # bounded: a small .gz can expand to many GB
+        if len(raw) > MAX_SIM_TRACE_BYTES:
+            raise ValueError(f"more than {MAX_SIM_TRACE_BYTES:,} bytes decompressed")
+        doc = json.loads(raw)
+    except (ValueError, RecursionError, OSError, EOFError) as err:  # also 5,000-digit numbers, 10^5-deep lists
+        raise ConfigError("simulated trace", f"not valid JSON ({str(err)[:160]})", "give a trace moesim wrote",
+                          source=str(p)) from None
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     if not isinstance(meta, dict) or meta.get("producer") != "moesim":
         raise ConfigError("simulated trace", "was not written by moesim (no metadata.producer 'moesim')",

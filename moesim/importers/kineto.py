@@ -121,7 +121,13 @@ def load_kineto(path: str | Path, *, salvage: bool = False) -> KinetoTrace:
     notes: list[str] = []
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as err:
+    except RecursionError:
+        raise ConfigError("trace", "nested too deeply to be a trace", "give a torch.profiler Chrome trace",
+                          source=str(p)) from None
+    except ValueError as err:  # a JSONDecodeError, or a number of more than 4,300 digits
+        if not isinstance(err, json.JSONDecodeError):
+            raise ConfigError("trace", f"not valid JSON ({str(err)[:120]})", "give a torch.profiler Chrome trace",
+                              source=str(p)) from None
         if not salvage:
             raise ConfigError("trace", f"not complete JSON: it stops or breaks at byte {err.pos} of {len(text)} "
                               f"({err.msg}); a truncated trace", "export the trace again, or pass --salvage to keep "
@@ -144,10 +150,17 @@ def load_kineto(path: str | Path, *, salvage: bool = False) -> KinetoTrace:
 
 def _read_text(p: Path) -> str:
     try:
-        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        with (gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")) as handle:
+            raw = handle.read(MAX_TRACE_BYTES + 1)  # bounded: a small .gz can expand to many GB
     except (OSError, EOFError) as err:
         raise ConfigError("trace", f"cannot read ({err})", "give an intact .json or .json.gz", source=str(p)) from None
+    if len(raw) > MAX_TRACE_BYTES:
+        raise ConfigError("trace", f"is more than {MAX_TRACE_BYTES:,} bytes (decompressed)",
+                          "profile fewer steps (a layer's fwd+bwd is a few MB)", source=str(p))
     return raw.decode("utf-8", errors="replace")
+
+
+MAX_TRACE_BYTES = 2 << 30
 
 
 def _salvage(text: str, src: str) -> tuple[dict[str, Any], int]:
