@@ -233,10 +233,19 @@ def _ray(workers: int | None, address: str | None) -> Executor:
 EXECUTORS: dict[str, Callable[[int | None, str | None], Executor]] = {"local": _local, "ray": _ray}
 
 
+def max_workers() -> int:
+    """The most worker processes a sweep starts: 4 per CPU (points are CPU-bound)."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def make_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
     """The executor called ``name`` (``--executor``), validated."""
     if name not in EXECUTORS:
         raise unknown_name("--executor", name, list(EXECUTORS))
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ConfigError("--workers", f"must be an integer >= 1, got {workers!r}", "e.g. --workers 4")
+    most = max_workers()
+    if workers is not None and workers > most:  # each worker holds a ~100 MB interpreter and a simulation
+        raise ConfigError("--workers", f"{workers:,} is more than {most} (4 per CPU of this machine)",
+                          f"give at most {most}; more processes than CPUs only share them")
     return EXECUTORS[name](workers, address)
