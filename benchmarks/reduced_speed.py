@@ -13,7 +13,7 @@ own cache: GPUs (dp, with EP64 and PP16), MoE layers kept (``num_layers``) and m
 
 Timings are of this machine; CPU seconds are the figure to compare when other work shares it.
 
-Run: python benchmarks/reduced_speed.py [--cold] [--growth] [--scenarios N]
+Run: python benchmarks/reduced_speed.py [--cold] [--growth [--factors gpus,microbatches,layers]] [--scenarios N]
 """
 from __future__ import annotations
 
@@ -75,20 +75,20 @@ def experiment(scenarios, cold: bool) -> None:
             print(f"{'':<28}  made (wall s): " + ", ".join(f"{k} {v}" for k, v in made.items()))
 
 
-def growth(base) -> None:
+def growth(base, factors: set[str]) -> None:
     print("\ngrowth: the dualpipe scenario, one factor at a time (each with a fresh cache)")
     print(HEADER)
     plan = base.plan
-    for dp in (64, 128, 256):
+    for dp in (64, 128, 256) if "gpus" in factors else ():
         scn = dataclasses.replace(base, nodes=dp * plan.pp // 8, plan=dataclasses.replace(plan, dp=dp))
         print(row(f"dp={dp}", scn.plan.world_size, timed(scn, ReducedCache())))
-    for m in (30, 60, 120):
+    for m in (32, 64, 128) if "microbatches" in factors else ():
         scn = dataclasses.replace(base, plan=dataclasses.replace(plan, num_microbatches=m))
         print(row(f"microbatches={m}", scn.plan.world_size, timed(scn, ReducedCache())))
     from moesim.lowering.resolve import resolve_model
 
     spec = resolve_model(base.model)
-    for layers in (16, 32, spec.num_layers):
+    for layers in (16, 32, spec.num_layers) if "layers" in factors else ():
         scn = dataclasses.replace(base, model=dataclasses.replace(spec, num_layers=layers))
         print(row(f"num_layers={layers}", scn.plan.world_size, timed(scn, ReducedCache())))
 
@@ -97,12 +97,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="a fresh cache for every scenario")
     parser.add_argument("--growth", action="store_true", help="also vary GPUs, microbatches and layers")
+    parser.add_argument("--factors", default="gpus,microbatches,layers", help="which factors --growth varies")
     parser.add_argument("--scenarios", type=int, default=None, help="run only the first N scenarios")
     args = parser.parse_args()
     scenarios = load_scenarios()[:args.scenarios]
-    experiment(scenarios, args.cold)
+    if scenarios:
+        experiment(scenarios, args.cold)
     if args.growth:
-        growth(scenarios[0])
+        growth(load_scenarios()[0], set(args.factors.split(",")))
 
 
 if __name__ == "__main__":

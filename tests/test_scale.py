@@ -96,10 +96,15 @@ def test_reduced_run_with_tp_matches_the_full_engine(tp, dp, ep, schedule, dispa
                               moe=dataclasses.replace(scn.moe, dispatcher=dispatcher))
     _full, rec = run_scenario(scn, force=True)
     built = build_reduced(scn, ReducedOptions(routing_samples=8))
-    red = built["sim"].run().recorder
+    res = built["sim"].run()
+    red = res.recorder
     full_ns, red_ns = _pipeline_ns(rec.spans), _pipeline_ns(red.spans)
     assert abs(red_ns / full_ns - 1) < 0.03, (full_ns, red_ns)
     assert {s.rank for s in red.spans if s.category == "all_reduce"} >= set(range(tp))   # the lane's TP collectives
+    if host == "eager":   # the report's path: figures, what was reduced, lane GPUs named by rank
+        result = run_reduced(scn, ReducedOptions(routing_samples=8))
+        assert result["step_time_ms"] == round(res.makespan_ns / 1e6, 3)
+        assert f"with TP{tp}" in result["reductions"][0] and 0 < result["mfu"] < 1
 
 
 def test_reduced_run_is_deterministic_and_reports_what_it_reduced() -> None:

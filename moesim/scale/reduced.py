@@ -226,7 +226,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
         if scn.host == "eager":   # a host thread per lane, as for every GPU of the full run
             counts.update(eager_host_counts(add_eager_host(sim, host)))
     return {"scenario": scn, "spec": spec, "cost": cost, "schedule": sched, "table": table, "sim": sim,
-            "exchange": exchange, "counts": counts, "dp": dp_info, "lanes": lanes, "slowdown": slowdown,
+            "exchange": exchange, "counts": counts, "dp": dp_info, "lanes": lanes, "grid": grid, "slowdown": slowdown,
             "efficiency": efficiency, "per_node": per_node, "options": options, "gpu_kind": probe.gpu_kind,
             "num_gpus": plan.world_size, "host": host}
 
@@ -362,7 +362,9 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     built = build_reduced(scn, options, cache)
     built_s = time.perf_counter() - wall0
     meta = built["sim"].recorder.meta
-    meta.update(num_ranks=0, ranks={lane: {"pipeline_rank": p} for p, lane in enumerate(built["lanes"])},
+    tp = built["grid"].tp
+    meta.update(num_ranks=0, ranks={gpu: {"pipeline_rank": p, **({"tp_rank": t} if tp > 1 else {})}
+                                    for (p, t), gpu in _lane_gpus(built).items()},
                 scenario=scn.name, reduced=True)
     res = built["sim"].run()
     wall = time.perf_counter() - wall0
@@ -402,6 +404,12 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
                    "build_s": round(built_s, 2), "peak_rss_mib": round(peak / 2**20, 1)},
         "analysis": summary,
     }, rec
+
+
+def _lane_gpus(built: dict) -> dict[tuple[int, int], int]:
+    """Every lane GPU by (pipeline rank, TP rank)."""
+    grid = built["grid"]
+    return {(p, t): grid.gpu(t, 0, p) for p in range(grid.pp) for t in range(grid.tp)}
 
 
 def _stats(values: dict[int, float]) -> dict[str, float]:
@@ -459,8 +467,9 @@ def bottleneck_list(summary: dict, stats, built: dict, issue: "dict | None" = No
                    f"{len(stats.busiest_gpu)} MoE layers")
     host_line = host_issue_message(issue or {})
     for msg in [b["message"] for b in summary["bottlenecks"][:3]] + ([host_line] if host_line else []):
-        for p, lane in enumerate(built["lanes"]):
-            msg = msg.replace(f"gpu{lane} ", f"pipeline rank {p} ").replace(f"GPU {lane} ", f"pipeline rank {p} ") \
-                .replace(f"GPU {lane}'s", f"pipeline rank {p}'s")
+        for (p, t), lane in _lane_gpus(built).items():
+            who = f"pipeline rank {p}" + (f" (TP rank {t})" if built["grid"].tp > 1 else "")
+            msg = msg.replace(f"gpu{lane} ", f"{who} ").replace(f"GPU {lane} ", f"{who} ") \
+                .replace(f"GPU {lane}'s", f"{who}'s")
         out.append(msg)
     return out
