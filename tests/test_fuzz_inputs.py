@@ -131,3 +131,35 @@ def test_a_file_name_cannot_reach_outside_the_output_directory(tmp_path: Path) -
         with pytest.raises(ConfigError, match="scenario.name"):
             check_file_stem(name, "scenario.name")
         assert os.sep not in safe_file_stem(name) and safe_file_stem(name) not in (".", "..")
+
+
+@FUZZ
+@given(slow=st.one_of(EXTREME, st.floats()), frac=st.one_of(EXTREME, st.floats()),
+       jitter=st.one_of(st.integers(-5, 10**30), EXTREME))
+def test_extreme_fault_figures_are_held_to_physical_ranges(slow: float, frac: float, jitter: object) -> None:
+    from moesim.experiment.faults import MAX_SLOWDOWN, Faults
+
+    for kwargs in ({"slow_gpus": {0: slow}}, {"slow_nics": {0: frac}}, {"degraded_links": (("a", "b", frac),)},
+                   {"jitter_ns": jitter}):
+        try:
+            faults = Faults(**kwargs)
+        except ConfigError as err:
+            assert err.field.startswith("faults.")
+            continue
+        assert all(1 <= f <= MAX_SLOWDOWN for f in faults.slow_gpus.values())
+        assert all(1 / MAX_SLOWDOWN <= f <= 1 for f in faults.slow_nics.values())
+        assert all(1 / MAX_SLOWDOWN <= d[2] <= 1 for d in faults.degraded_links)
+        assert isinstance(faults.jitter_ns, int) and 0 <= faults.jitter_ns <= 10**9
+
+
+def test_a_run_stopped_early_says_its_tasks_are_unfinished() -> None:
+    from moesim.engine.sim import Simulation
+    from moesim.topology.loader import load_topology
+
+    sim = Simulation(load_topology("dgx_h100"))
+    first = sim.compute(0, 1000, "first")
+    sim.compute(0, 1000, "second", deps=[first])
+    with pytest.warns(RuntimeWarning, match="1 of 2 tasks unfinished"):
+        result = sim.run(until_ns=1500)
+    assert not result.complete and result.num_unfinished == 1
+    assert result.recorder.meta["unfinished_tasks"] == 1

@@ -17,6 +17,8 @@ import networkx as nx
 from moesim.errors import ConfigError
 from moesim.topology.model import Topology
 
+MAX_SLOWDOWN = 1000.0  # a fault slows a GPU, link or NIC by at most this factor
+
 
 @dataclass(frozen=True)
 class Faults:
@@ -37,18 +39,20 @@ class Faults:
     jitter_ns: int = 0
 
     def __post_init__(self) -> None:
+        # Physical ranges: a GPU at most 1000x slower, a link or NIC at least 1/1000 of its speed,
+        # jitter at most 1 s (inf overflowed int conversion; 1e300 hung; 1e-300 bandwidth overflowed).
         for rank, factor in self.slow_gpus.items():
-            if not isinstance(rank, int) or rank < 0 or not factor >= 1.0:
-                raise ConfigError("faults.slow_gpus", f"{rank}: {factor} is not rank: multiplier >= 1",
+            if not isinstance(rank, int) or rank < 0 or not 1.0 <= factor <= MAX_SLOWDOWN:
+                raise ConfigError("faults.slow_gpus", f"{rank}: {factor} is not rank: multiplier in [1, {MAX_SLOWDOWN:g}]",
                                   "write e.g. {5: 1.3} for GPU 5 running 30% slower")
         for item in self.degraded_links:
-            if len(item) != 3 or not 0 < item[2] <= 1:
-                raise ConfigError("faults.degraded_links", f"{item!r} is not (node, node, fraction in (0, 1])")
+            if len(item) != 3 or not 1 / MAX_SLOWDOWN <= item[2] <= 1:
+                raise ConfigError("faults.degraded_links", f"{item!r} is not (node, node, fraction in [0.001, 1])")
         for rank, frac in self.slow_nics.items():
-            if not 0 < frac <= 1:
-                raise ConfigError("faults.slow_nics", f"rank {rank}: fraction {frac} not in (0, 1]")
-        if self.jitter_ns < 0:
-            raise ConfigError("faults.jitter_ns", f"must be >= 0, got {self.jitter_ns}")
+            if not 1 / MAX_SLOWDOWN <= frac <= 1:
+                raise ConfigError("faults.slow_nics", f"rank {rank}: fraction {frac} not in [0.001, 1]")
+        if isinstance(self.jitter_ns, bool) or not isinstance(self.jitter_ns, int) or not 0 <= self.jitter_ns <= 10**9:
+            raise ConfigError("faults.jitter_ns", f"must be a whole number of ns in [0, 10^9], got {self.jitter_ns!r}")
 
     @property
     def touches_topology(self) -> bool:
