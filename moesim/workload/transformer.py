@@ -46,6 +46,10 @@ NORMS = ("rmsnorm", "layernorm")
 RECOMPUTE = ("none", "selective", "full")
 LAYER_TYPES = ("full_attention", "sliding_attention")  # HF config.json layer_types
 VOCAB_DIVISOR = 128  # Megatron --make-vocab-size-divisible-by default; padded to 128 * tp.
+# Physical ranges of a model's sizes, far above published models (DeepSeek-V3: 61 layers, hidden
+# 7,168; Llama-3-405B: ffn 53,248; Gemma: vocab 262,144; Llama-4-Scout: 10M-token context).
+MAX_MODEL_SIZES = {"num_layers": 1 << 12, "hidden": 1 << 20, "num_heads": 1 << 14, "num_kv_heads": 1 << 14,
+                   "head_dim": 1 << 14, "ffn_hidden": 1 << 22, "vocab": 1 << 24, "seq_len": 1 << 24}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +106,9 @@ class TransformerSpec:
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
             check_positive(f, getattr(self, f))
+            if getattr(self, f) > MAX_MODEL_SIZES[f]:  # 10^6 layers or 10^12-token sequences hung the build or engine
+                raise ConfigError(f, f"{getattr(self, f):,} is more than {MAX_MODEL_SIZES[f]:,}",
+                                  "give the model's real size (the largest published models are well inside)")
         for f in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):
             check_positive(f, getattr(self, f), allow_zero=True)
         if self.activation not in ACTIVATIONS:
