@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from moesim.costs.regions import sequence
+from moesim.lowering.fp8_quantize import with_quantize
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.pipeline import StageWork
 from moesim.ops import DTYPE_BYTES, MemoryOp
@@ -166,8 +167,20 @@ class MoEStageTable(StageTable):
         """One GPU's expert work in phase F, B (input grad) or W (weight grad) for its local
         experts' token ``counts``, as the scenario's ``experts`` mode runs it
         (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
-        return moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
-                                     padded_rows=self.ep * self.capacity)
+        tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
+                                      padded_rows=self.ep * self.capacity)
+        return [self._quantized(task, phase) for task in tasks]
+
+    def _quantized(self, task: moe_exec.ExpertTask, phase: str) -> moe_exec.ExpertTask:
+        """``task`` with each FP8 GEMM preceded by its operand's quantize kernels
+        (:mod:`moesim.lowering.fp8_quantize`); an fp8 dispatch delivers the first forward
+        projection's input already quantized (the source casts before sending); torchtitan's w3
+        reads the input w1 quantized (each is its own task here, so by name)."""
+        fp8_dispatch = phase == "F" and self.spec.dispatch_dtype == "fp8"
+        skip = frozenset(name for name in ("expert.fc1", "expert.up", "expert.w1", "expert.w3")
+                         if fp8_dispatch or (phase == "F" and name == "expert.w3"))
+        ops = tuple(with_quantize(task.ops, DTYPE_BYTES[self.spec.dtype], skip))
+        return task if len(ops) == len(task.ops) else dataclasses.replace(task, ops=ops)
 
     def task_ns(self, task: moe_exec.ExpertTask) -> tuple[int, int]:
         """``(duration_ns, region_ns)`` of one expert task: its kernels back to back
@@ -209,7 +222,7 @@ class MoEStageTable(StageTable):
     @lru_cache(maxsize=None)
     def expert_kernels(self, phase: str) -> int:
         """Kernels one expert's chain launches in ``phase`` (independent of its token count)."""
-        return len(moe_exec.loop_chain_ops(self.spec, 1, phase, self.token_movement))
+        return len(self._loop_chain(phase, 1))
 
     def expert_region_ns(self, phase: str, num_tokens: int) -> int:
         """What that expert's task saves when queued behind another on its stream."""
@@ -217,7 +230,13 @@ class MoEStageTable(StageTable):
 
     @lru_cache(maxsize=None)
     def _expert(self, phase: str, num_tokens: int) -> tuple[int, int]:
-        return self._ops_ns(tuple(moe_exec.loop_chain_ops(self.spec, num_tokens, phase, self.token_movement)))
+        return self._ops_ns(self._loop_chain(phase, num_tokens))
+
+    def _loop_chain(self, phase: str, num_tokens: int) -> tuple:
+        """One expert's loop chain, FP8 GEMMs preceded by their quantize kernels."""
+        task = moe_exec.ExpertTask("expert", tuple(moe_exec.loop_chain_ops(self.spec, num_tokens, phase,
+                                                                           self.token_movement)), num_tokens)
+        return self._quantized(task, phase).ops
 
     @lru_cache(maxsize=None)
     def expert_flops(self, phase: str, num_tokens: int) -> float:

@@ -20,6 +20,7 @@ from typing import Sequence
 from moesim.costs.base import CostModel
 from moesim.costs.regions import kernel_region, sequence
 from moesim.errors import ConfigError
+from moesim.lowering.fp8_quantize import with_quantize
 from moesim.lowering.host import HostPricing, host_pricing
 from moesim.lowering.op_classes import class_times
 from moesim.lowering.pipeline import StageWork
@@ -98,7 +99,9 @@ class StageTable:
 
     # -- costing helpers -------------------------------------------------------------------
     def _cost(self, program: Sequence[ProgramItem]) -> StageWork:
-        return program_work(self.cost, program, self.region, self.host)
+        """One segment of ``program``, each FP8 GEMM preceded by its operand's quantize kernels
+        (:mod:`moesim.lowering.fp8_quantize`; nothing added without FP8 GEMMs)."""
+        return program_work(self.cost, with_quantize(program, DTYPE_BYTES[self.spec.dtype]), self.region, self.host)
 
     @staticmethod
     def _sum(*parts: StageWork) -> StageWork:

@@ -1,0 +1,92 @@
+"""Where a cluster scenario's time per layer per microbatch goes: compute by op class, communication,
+host and bubble, divided by (layers per GPU x microbatches).
+
+Runs each scenario of an experiment file as ``python -m moesim run`` does (same engine and costs),
+optionally with ``--set key=value`` overrides for every scenario (e.g. ``plan.num_microbatches=16``
+to keep the run short), then prints, per scenario, in ms per layer per microbatch (mean over the
+simulated GPUs): the step's parts (:func:`lab.published_breakdown.breakdown`) and the compute
+stream split by op class (each span split over its kernels by the cost model's times, as
+``moesim layer`` reports them) and by task category (forward, backward, weight_grad, expert,
+optimizer). The figures include embedding, head and optimizer work spread over the layers.
+
+Run: python -m lab.layer_gap experiments/published_qwen3_30b_a3b_h100.py --set plan.num_microbatches=16
+(``--no-fp8-quantize``: without the FP8 quantize kernels, for a before/after in one tree)
+"""
+from __future__ import annotations
+
+import argparse
+
+from lab.published_breakdown import breakdown
+from moesim.experiment import load_experiment
+from moesim.experiment.block import _span_classes
+from moesim.experiment.runner import run_scenario
+from moesim.lowering.resolve import resolve_cost_model
+from moesim.workload.presets import get_model
+
+
+def _per_layer_mb(scn) -> int:
+    spec = scn.model if not isinstance(scn.model, str) else get_model(scn.model)
+    return spec.num_layers // scn.plan.pp * scn.plan.num_microbatches
+
+
+def _compute_split(rec, cost) -> tuple[dict[str, float], dict[str, float]]:
+    classes: dict[str, float] = {}
+    categories: dict[str, float] = {}
+    ranks = {s.rank for s in rec.spans if s.stream == "compute"}
+    for s in rec.spans:
+        if s.stream != "compute":
+            continue
+        dur = s.end_ns - s.start_ns
+        categories[s.category] = categories.get(s.category, 0.0) + dur / len(ranks)
+        for name, ns in _span_classes(s, "host", dur, cost):
+            classes[name] = classes.get(name, 0.0) + ns / len(ranks)
+    return classes, categories
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("file")
+    ap.add_argument("--set", action="append", default=[], help="key=value override for every scenario")
+    ap.add_argument("--no-fp8-quantize", action="store_true",
+                    help="leave out the FP8 GEMMs' quantize kernels (moesim.lowering.fp8_quantize), for before/after")
+    args = ap.parse_args()
+    if args.no_fp8_quantize:
+        _without_quantize()
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    for scn in load_experiment(args.file).scenarios:
+        scn = scn.with_overrides(overrides) if overrides else scn
+        result, rec = run_scenario(scn, force=True)
+        cost = resolve_cost_model(scn.cost_model, _gpu_kind(scn), scn.profile)
+        n = _per_layer_mb(scn)
+        b = breakdown(rec, round(result.step_time_ms * 1e6))
+        classes, categories = _compute_split(rec, cost)
+        print(f"{scn.name}: {result.tokens_per_s_per_gpu:.0f} tokens/s/GPU, step {result.step_time_ms:.0f} ms; "
+              f"per layer per microbatch ({n} of them per GPU), ms:")
+        print("  step {:.3f} = compute {:.3f} + exposed comm {:.3f} + host-bound {:.3f} + bubble {:.3f}; "
+              "comm busy {:.3f}".format(result.step_time_ms / n, b["compute"] / n, b["exposed_comm"] / n,
+                                        b["host_bound"] / n, b["bubble"] / n, b["comm"] / n))
+        print("  compute by category: " + ", ".join(f"{k} {v / 1e6 / n:.3f}" for k, v in
+                                                     sorted(categories.items(), key=lambda kv: -kv[1])))
+        print("  compute by op class: " + ", ".join(f"{k} {v / 1e6 / n:.3f}" for k, v in
+                                                    sorted(classes.items(), key=lambda kv: -kv[1]) if v / 1e6 / n >= 0.005))
+
+
+def _without_quantize() -> None:
+    """Price FP8 GEMMs without their quantize kernels (as moesim did before fp8_quantize)."""
+    from moesim.lowering import moe_costs, stage_costs
+
+    def plain(program, act_bytes, skip=frozenset()):
+        return list(program)
+    stage_costs.with_quantize = plain
+    moe_costs.with_quantize = plain
+
+
+def _gpu_kind(scn) -> str:
+    from moesim.topology import load_topology
+
+    topo = load_topology(scn.topology)
+    return topo.gpu_kind if hasattr(topo, "gpu_kind") else "H100"
+
+
+if __name__ == "__main__":
+    main()
