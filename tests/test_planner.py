@@ -308,10 +308,11 @@ def test_a_candidate_too_big_for_the_engine_runs_full_size_on_the_reduced_engine
     assert sim.network == REDUCED_NETWORK and sim.reduced == "" and not sim.scaled
     direct, _ = run_scenario(dataclasses.replace(preset.scenario(), engine="reduced"))
     assert sim.step_ms == direct.step_time_ms > 0
-    # tp=2 breaks the EP-group symmetry: the planner falls back to a proxy (or nothing)
+    # tp=2 inside the EP groups: the reduced engine takes it too (one TP group per lane)
     wide = _ep_preset(tp=2)
-    fallback = simulate(PlanContext(wide), Candidate(wide.plan, "dualpipe"), max_tasks=2_000)
-    assert fallback is None or fallback.network != REDUCED_NETWORK
+    tp2 = simulate(PlanContext(wide), Candidate(wide.plan, "dualpipe"), max_tasks=2_000)
+    assert tp2.network == REDUCED_NETWORK and not tp2.scaled
+    assert tp2.step_ms == run_scenario(dataclasses.replace(wide.scenario(), engine="reduced"))[0].step_time_ms > 0
 
 
 # -- progress ------------------------------------------------------------------------------------------
