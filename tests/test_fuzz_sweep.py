@@ -3,6 +3,7 @@ fast, a resume names the results.jsonl lines it could not read."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -76,3 +77,20 @@ def test_a_resume_names_the_lines_it_could_not_read(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     assert list(store.load()) == ["a"]
     assert store.bad_lines == [2, 3, 4, 5] and store.num_bad_lines == 4
+
+
+def test_a_local_ray_instance_listens_on_the_loopback_address_only() -> None:
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    from moesim.sweep.executors import RayExecutor
+
+    RayExecutor(num_cpus=1)._init()
+    try:
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        if shutil.which("ss"):
+            listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+            ray_sockets = [line.split()[3] for line in listening if "gcs_server" in line or "raylet" in line]
+            assert ray_sockets and all("127.0.0.1" in addr for addr in ray_sockets), ray_sockets
+    finally:
+        ray.shutdown()

@@ -125,6 +125,8 @@ class RayExecutor:
     connect_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
+        if not self.address:
+            loopback_only_ray()  # before ray is imported, where it reads the setting
         self._ray = import_ray()
         if self.address:
             check_reachable(self.address, self.connect_timeout_s)
@@ -180,7 +182,13 @@ def loopback_only_ray() -> None:
     GCS, raylet and workers listened on every interface (``ss -ltn``: ``*:port``); with
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (its single-machine mode) they bind to 127.0.0.1.
     A value the user set is kept: that is how to tell moesim otherwise."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by the processes Ray starts
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        # The driver read the variable when ray was imported: set the constant it derived from it
+        # (ray._private.services.get_node_ip_address reads it on every call).
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+            constants.ENABLE_RAY_CLUSTER = False
 
 
 def check_reachable(address: str, timeout_s: float) -> None:
