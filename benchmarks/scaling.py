@@ -44,6 +44,13 @@ def dense(gpus: int, microbatches: int, layers: int) -> Scenario:
                     model=spec, plan=plan)
 
 
+def pipeline_only(microbatches: int) -> Scenario:
+    """Llama-3-8B on one DGX H100 as 8 pipeline stages (no DP, no TP): many tasks, few flows."""
+    spec = dataclasses.replace(get_model("llama3-8b"), num_layers=32, seq_len=4096)
+    return Scenario(name=f"pp8_{microbatches}m", topology="dgx_h100", nodes=1, model=spec,
+                    plan=ParallelPlan(tp=1, dp=1, pp=8, num_microbatches=microbatches))
+
+
 def moe(gpus: int, microbatches: int = 4) -> Scenario:
     spec = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4, seq_len=4096)
     return Scenario(name=f"moe_ep{gpus}", topology="dgx_h100", nodes=max(1, gpus // 8), model=spec,
@@ -179,10 +186,67 @@ def dense_section(quick: bool) -> None:
               f"{peak / 1e6:8.1f}  {res.step_time_ms:.1f} ms", flush=True)
 
 
+def estimate_cases(quick: bool) -> list[tuple[str, int, Scenario]]:
+    """The full-engine rows of the dense section, task-heavy pipeline-only rows (no DP flows) and
+    MoE up to EP64 (flows in flight up to 4,032)."""
+    gpus = [8] if quick else [8, 16, 32, 64]
+    mbs = [8] if quick else [8, 16, 32, 64]
+    layers = [8] if quick else [8, 16, 32]
+    return ([("GPUs", g, dense(g, 16, 32)) for g in gpus]
+            + [("microbatches", m, dense(16, m, 32)) for m in mbs]
+            + [("layers", n, dense(16, 16, n)) for n in layers]
+            + [("pipeline only", m, pipeline_only(m)) for m in ([64] if quick else [64, 256])]
+            + [("MoE EP GPUs", g, moe(g)) for g in ([8] if quick else [8, 16, 32, 64])]
+            + [("eager host", g, dataclasses.replace(dense(g, 16, 32), host="eager")) for g in ([8] if quick else [8, 16])])
+
+
+def estimate_section(quick: bool, fit: bool) -> None:
+    """The size estimate against the measurement: CPU seconds of build + run (the machine is
+    shared; CPU time is the engine's cost) and the tracemalloc peak of a second, traced pass.
+    ``fit``: refit the constants on these rows and print them with the refitted ratios."""
+    from moesim.experiment.estimate import CONSTANTS, CostConstants, estimate_run, exchange_flows, parts_of
+    from moesim.experiment.estimate_fit import fit_costs, measure
+
+    rows = []
+    measure(dense(8, 8, 8), trace_memory=False)  # warm-up: imports, profile and cost-model caches
+    print(f"{'sweep':14} {'value':>5} {'tasks':>8} {'flows':>8} {'in flight':>9} {'est s':>7} {'CPU s':>7} "
+          f"{'ratio':>6} {'est MB':>8} {'peak MB':>8} {'ratio':>6}", flush=True)
+    for sweep, value, scn in estimate_cases(quick):
+        est = estimate_run(scn)
+        timed = measure(scn, trace_memory=False)
+        traced = measure(scn, trace_memory=True)
+        rows.append((sweep, value, scn, est, timed, traced))
+        print(f"{sweep:14} {value:5d} {timed.tasks:8d} {timed.flows:8d} {est.flows_in_flight:9d} {est.wall_s:7.2f} "
+              f"{timed.cpu_s:7.2f} {est.wall_s / timed.cpu_s:6.2f} {est.memory_bytes / 1e6:8.1f} "
+              f"{traced.peak_bytes / 1e6:8.1f} {est.memory_bytes / traced.peak_bytes:6.2f}", flush=True)
+    if not fit:
+        return
+    fluid = [r for r in rows if r[4].network == "fluid"]
+    ex = {id(scn): exchange_flows(parts_of(scn)) for _, _, scn, *_ in fluid}
+    t_fix, t_task, t_flow, t_ex, t_ex_k = fit_costs([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, m.cpu_s)
+                                                     for _, _, scn, e, m, _ in fluid])
+    b_fix, b_task, b_flow, b_ex, b_ex_k = fit_costs([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, tr.peak_bytes)
+                                                     for _, _, scn, e, m, tr in fluid])
+    print(f"fitted: seconds fixed {t_fix:.3f}, per task {t_task * 1e6:.1f} us, per flow {t_flow * 1e6:.1f} us, "
+          f"per exchange flow {t_ex * 1e6:.1f} us + {t_ex_k * 1e9:.1f} ns per flow in flight; bytes fixed "
+          f"{b_fix / 1e6:.2f} MB, per task {b_task:.0f}, per flow {b_flow:.0f}, per exchange flow {b_ex:.0f} "
+          f"+ {b_ex_k:.2f} per flow in flight")
+    refit = CostConstants(
+        bytes_fixed=b_fix, bytes_per_task=b_task, seconds_per_task=t_task, events_per_task=CONSTANTS.events_per_task,
+        seconds_fixed=t_fix, bytes_per_flow={**CONSTANTS.bytes_per_flow, "fluid": b_flow},
+        seconds_per_flow={**CONSTANTS.seconds_per_flow, "fluid": t_flow}, events_per_flow=CONSTANTS.events_per_flow,
+        bytes_per_exchange_flow={"fluid": (b_ex, b_ex_k)}, seconds_per_exchange_flow={"fluid": (t_ex, t_ex_k)})
+    for sweep, value, scn, _, timed, traced in rows:
+        est = estimate_run(scn, refit)
+        print(f"refit {sweep:14} {value:5d} time {est.wall_s / timed.cpu_s:5.2f}x memory "
+              f"{est.memory_bytes / traced.peak_bytes:5.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the smallest rows of each sweep only")
-    ap.add_argument("--section", choices=("all", "dense", "reduced"), default="all",
+    ap.add_argument("--fit", action="store_true", help="with --section estimate: refit the estimate's constants")
+    ap.add_argument("--section", choices=("all", "dense", "reduced", "estimate"), default="all",
                     help="dense: full-engine dense and EP16 sweeps; reduced: DeepSeek-V3 at 64-2,048 GPUs")
     ap.add_argument("--one", nargs="+", type=int, metavar="N",
                     help="internal: GPUS MICROBATCHES [LAYERS]: one reduced run in this process, printed as JSON")
@@ -191,6 +255,9 @@ def main() -> None:
         if len(args.one) not in (2, 3) or args.one[0] not in REDUCED_PP:
             ap.error(f"--one takes GPUS MICROBATCHES [LAYERS], GPUS one of {sorted(REDUCED_PP)}")
         print(json.dumps(run_one(*args.one)))
+        return
+    if args.section == "estimate":
+        estimate_section(args.quick, args.fit)
         return
     if args.section in ("all", "dense"):
         dense_section(args.quick)

@@ -57,12 +57,15 @@ class FluidNetwork:
     components are solved, on incidence arrays compacted to the links they use; in a component
     where flows only ended, a flow slower than every ended flow keeps its rate (max-min: it was
     bottlenecked before the ended flows' level), so only the faster ones are solved again. The
-    components are recomputed from the solved flows, so they split when flows end.
+    labels of the links started flows join are merged; the components of the solved flows are
+    recomputed exactly once a quarter of them have ended since the last time (a label covering
+    several components only costs solving more flows). Event order is that of a from-scratch
+    solve: a solve event queued behind the first start of an instant, versioned wake-ups.
 
     Args:
         env: the SimPy environment.
         capacity_gbps: effective capacity of every link, indexed by link id.
-        on_utilization: called once per instant as ``(t_ns, link_ids, utilizations)`` with the
+        on_utilization: called once per solve as ``(t_ns, link_ids, utilizations)`` with the
             links whose load changed (ascending ids); ``None`` records nothing.
         incremental: ``False`` solves every flow in flight from scratch at every instant where a
             flow starts or ends (the reference the incremental solve is tested against).

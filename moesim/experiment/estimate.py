@@ -6,15 +6,18 @@ compute segments x TP x DP GPUs, one folded TP collective per segment and DP rep
 ``2(tp-1)tp`` flows), the MoE exchanges (dispatch, shared experts, one task per expert slot,
 combine; ``2 ep(ep-1)`` flows per exchange), the pipeline sends (one flow each), the DP gradient
 all-reduces (ring or hierarchical flows) and the optimizer steps. Memory and wall time follow
-from per-task and per-flow constants measured on small real runs (see :data:`CONSTANTS` and
-docs/robustness.md). :func:`check_budget` turns an estimate over the limits into a ConfigError
+from per-task and per-flow constants measured on real runs, with an extra cost per MoE exchange
+flow, a function of the flows in flight (each such flow ends alone and re-solves the rates it
+shares links with; see :class:`CostConstants`, refitted by ``python benchmarks/scaling.py
+--section estimate --fit``). :func:`check_budget` turns an estimate over the limits into a ConfigError
 with the figures and what to change, so a runaway scenario is refused in milliseconds instead of
 exhausting the machine.
 """
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping
 
 from moesim.errors import ConfigError
@@ -34,8 +37,16 @@ PROBE_ACTION_LIMIT = 20_000
 @dataclass(frozen=True)
 class CostConstants:
     """Per-item costs of a build + run, by network mode for flows (the fluid network records
-    link-utilisation counters and solves rates, the analytical one does neither). Measured with
-    :func:`moesim.experiment.estimate_fit.measure` and :func:`~moesim.experiment.estimate_fit.fit_per_item`; how and on what is in docs/robustness.md."""
+    link-utilisation counters and solves rates, the analytical one does neither).
+
+    In the fluid network a solve happens at every instant where flows start or end. A ring
+    step's flows end together (one solve for the step); the MoE all-to-all's flows, sized per
+    pair by the routing, end one by one, and each end re-solves the flows it shares links with,
+    up to the flows in flight (:func:`flows_in_flight`). So an exchange flow costs extra
+    ``exchange + exchange_in_flight * flows_in_flight`` on top of any flow's cost. Measured with
+    :func:`moesim.experiment.estimate_fit.measure`, fitted with
+    :func:`~moesim.experiment.estimate_fit.fit_costs`: ``python benchmarks/scaling.py --section
+    estimate --fit``."""
 
     bytes_per_task: float
     seconds_per_task: float
@@ -44,20 +55,32 @@ class CostConstants:
     bytes_per_flow: Mapping[str, float]
     seconds_per_flow: Mapping[str, float]
     events_per_flow: Mapping[str, float]
+    bytes_fixed: float = 0.0
+    bytes_per_exchange_flow: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    seconds_per_exchange_flow: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def per_flow(self, network: str) -> tuple[float, float, float]:
         """(bytes, seconds, events) per flow for a network mode (the costlier mode if unknown)."""
         mode = network if network in self.bytes_per_flow else "fluid"
         return self.bytes_per_flow[mode], self.seconds_per_flow[mode], self.events_per_flow[mode]
 
+    def per_exchange_flow(self, network: str, in_flight: float) -> tuple[float, float]:
+        """Extra (bytes, seconds) of an MoE exchange flow with ``in_flight`` flows in flight."""
+        mode = network if network in self.bytes_per_flow else "fluid"
+        b0, b1 = self.bytes_per_exchange_flow.get(mode, (0.0, 0.0))
+        s0, s1 = self.seconds_per_exchange_flow.get(mode, (0.0, 0.0))
+        return b0 + b1 * in_flight, s0 + s1 * in_flight
 
-# Fitted on 7 scenarios (1.7k-20k tasks, 3k-55k flows, dense and MoE, 1 and 4 hosts), peak RSS
-# growth and wall time of build + run on the 2-core development machine; see docs/robustness.md.
+
+# Fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
+# machine (CPU seconds of build + run; tracemalloc peak of a second, traced pass), 2026-12-06.
 CONSTANTS = CostConstants(
-    bytes_per_task=1100.0, seconds_per_task=25e-6, events_per_task=2.0, seconds_fixed=0.2,
-    bytes_per_flow={"fluid": 500.0, "analytical": 120.0},
-    seconds_per_flow={"fluid": 47e-6, "analytical": 16e-6},
+    bytes_fixed=0.55e6, bytes_per_task=1170.0, seconds_per_task=25e-6, events_per_task=2.0, seconds_fixed=0.066,
+    bytes_per_flow={"fluid": 900.0, "analytical": 120.0},
+    seconds_per_flow={"fluid": 89e-6, "analytical": 16e-6},
     events_per_flow={"fluid": 2.3, "analytical": 1.25},
+    bytes_per_exchange_flow={"fluid": (0.0, 0.0)},
+    seconds_per_exchange_flow={"fluid": (179e-6, 0.0)},
 )
 
 
@@ -84,6 +107,7 @@ class RunEstimate:
     events: int
     memory_bytes: float
     wall_s: float
+    flows_in_flight: int = 0
 
     def describe(self) -> str:
         return (f"~{self.tasks:,} tasks, ~{self.flows:,} flows, ~{self.memory_bytes / GIB:.1f} GiB, "
@@ -124,6 +148,7 @@ class _ScheduleShape:
     num_chunks: int
 
 
+@lru_cache(maxsize=64)
 def _schedule_shape(name: str, pp: int, vpp: int, num_microbatches: int) -> _ScheduleShape:
     chunks = vpp if name == "interleaved" else None
     sched = None
@@ -239,16 +264,44 @@ def count_run(parts: RunParts) -> tuple[int, int]:
     return int(round(tasks)), int(round(flows))
 
 
+def flows_in_flight(parts: RunParts) -> int:
+    """The most flows one collective puts in flight at once (they share links, so every start
+    or end re-solves up to this many rates): an EP group's all-to-all, ``ep (ep - 1)`` flows; a
+    ring step of TP or DP, one flow per rank. 0 when nothing crosses the network."""
+    plan = parts.plan
+    return max(plan.ep * (plan.ep - 1) if _has_exchange(parts) else 0, plan.tp if plan.tp > 1 else 0,
+               plan.dp if plan.dp > 1 else 0, 1 if plan.pp > 1 else 0)
+
+
+def _has_exchange(parts: RunParts) -> bool:
+    return bool(getattr(parts.model, "num_experts", 0)) and parts.plan.ep > 1
+
+
+def exchange_flows(parts: RunParts) -> int:
+    """The flows of the MoE all-to-alls (dispatch and combine, forward and backward)."""
+    if not _has_exchange(parts):
+        return 0
+    plan = parts.plan
+    shape = _schedule_shape(parts.schedule, plan.pp, plan.vpp, plan.num_microbatches)
+    moe = _moe_layers_per_stage(parts.model, shape.num_stages)
+    return int(round(sum(per_mb * plan.num_microbatches * moe[stage] * _exchange_counts(parts, kind)[1]
+                         for (kind, stage), per_mb in shape.passes.items())))
+
+
 def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants = CONSTANTS) -> RunEstimate:
     """Predict the size of a run before building it (see the module docstring)."""
     parts = parts_of(scn_or_parts) if isinstance(scn_or_parts, Scenario) else scn_or_parts
     tasks, flows = count_run(parts)
+    in_flight = flows_in_flight(parts)
+    exchanged = exchange_flows(parts)
     flow_bytes, flow_s, flow_events = constants.per_flow(parts.network)
+    ex_bytes, ex_s = constants.per_exchange_flow(parts.network, in_flight)
     return RunEstimate(
         tasks=tasks, flows=flows,
         events=int(constants.events_per_task * tasks + flow_events * flows),
-        memory_bytes=constants.bytes_per_task * tasks + flow_bytes * flows,
-        wall_s=constants.seconds_fixed + constants.seconds_per_task * tasks + flow_s * flows,
+        memory_bytes=constants.bytes_fixed + constants.bytes_per_task * tasks + flow_bytes * flows + ex_bytes * exchanged,
+        wall_s=constants.seconds_fixed + constants.seconds_per_task * tasks + flow_s * flows + ex_s * exchanged,
+        flows_in_flight=in_flight,
     )
 
 

@@ -22,6 +22,7 @@ class Measured:
     peak_bytes: float
     wall_s: float
     network: str
+    cpu_s: float = 0.0
 
 
 def measure(scn: Scenario, trace_memory: bool = True) -> Measured:
@@ -32,15 +33,15 @@ def measure(scn: Scenario, trace_memory: bool = True) -> Measured:
 
     if trace_memory:
         tracemalloc.start()
-    t0 = time.perf_counter()
-    built = build_scenario(scn)
+    t0, c0 = time.perf_counter(), time.process_time()
+    built = build_scenario(scn, force=True)
     result = built.sim.run()
-    wall_s = time.perf_counter() - t0
+    wall_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     peak = float(tracemalloc.get_traced_memory()[1]) if trace_memory else 0.0
     if trace_memory:
         tracemalloc.stop()
     events = next(built.sim.env._eid)  # SimPy's event-id counter: events scheduled so far
-    return Measured(result.num_tasks, result.num_flows, events, peak, wall_s, result.mode)
+    return Measured(result.num_tasks, result.num_flows, events, peak, wall_s, result.mode, cpu_s)
 
 
 def fit_per_item(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
@@ -55,3 +56,18 @@ def fit_per_item(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
         coef = np.zeros(2)
         coef[col] = float(x[:, col] @ y / (x[:, col] @ x[:, col]))
     return float(coef[0]), float(coef[1])
+
+
+def fit_costs(rows: list[tuple[float, float, float, float, float]]) -> tuple[float, ...]:
+    """Non-negative least squares ``(fixed, per_task, per_flow, per_exchange_flow,
+    per_exchange_flow_in_flight)`` with ``y ~ fixed + per_task * tasks + per_flow * flows +
+    exchange_flows * (per_exchange_flow + per_exchange_flow_in_flight * in_flight)`` from
+    ``(tasks, flows, exchange_flows, in_flight, y)`` rows, weighted by 1/y (relative error)."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    data = np.array(rows, dtype=float)
+    tasks, flows, exchanged, in_flight, y = data.T
+    x = np.column_stack([np.ones_like(y), tasks, flows, exchanged, exchanged * in_flight]) / y[:, None]
+    coef, _ = nnls(x, np.ones_like(y))
+    return tuple(float(c) for c in coef)
