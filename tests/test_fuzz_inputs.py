@@ -163,3 +163,63 @@ def test_a_run_stopped_early_says_its_tasks_are_unfinished() -> None:
         result = sim.run(until_ns=1500)
     assert not result.complete and result.num_unfinished == 1
     assert result.recorder.meta["unfinished_tasks"] == 1
+
+
+TRACE_MOE = dict(name="t-moe", num_layers=2, hidden=256, num_heads=8, num_kv_heads=8, head_dim=32, ffn_hidden=512,
+                 vocab=1000, seq_len=256, num_experts=16, top_k=2, expert_ffn_hidden=256)
+PAIRS = 256 * 2 * 2 // 16  # per (layer, rank, expert): seq_len x top_k x 2 microbatches over 16 experts
+
+
+def _counts(case: str) -> np.ndarray:
+    good = np.full((1, 2, 8, 16), PAIRS, dtype=np.int64)  # [steps, layers, ranks, experts]
+    return {"consistent": good, "1/64 of the tokens": good // 64, "1000x the tokens": good * 1000,
+            "layers with different totals": np.concatenate([good[:, :1], good[:, 1:] * 2], axis=1),
+            "a source rank sending nothing": np.where(np.arange(8)[None, None, :, None] == 3, 0, good),
+            "32 experts for a 16-expert model": np.concatenate([good, good], axis=3) // 2,
+            "4 ranks for ep 8": good[:, :, :4] * 2}[case]
+
+
+@pytest.mark.parametrize("case, field", [
+    ("consistent", None), ("1/64 of the tokens", "moe.routing.trace_path"), ("1000x the tokens", "moe.routing.trace_path"),
+    ("layers with different totals", "moe.routing.trace_path"), ("a source rank sending nothing", "moe.routing.trace_path"),
+    ("32 experts for a 16-expert model", "num_experts"), ("4 ranks for ep 8", "ep"),
+])
+def test_routing_traces_inconsistent_with_the_model_are_refused_by_a_run(case: str, field: str | None,
+                                                                         tmp_path: Path) -> None:
+    from moesim.experiment import MoEOptions, ParallelPlan, Scenario
+    from moesim.experiment.runner import run_scenario
+    from moesim.moe.routing import RoutingConfig
+    from moesim.moe.traces import write_counts_trace
+    from moesim.workload.moe import MoESpec
+
+    path = tmp_path / "trace.npz"
+    write_counts_trace(path, _counts(case))
+    scn = Scenario(name="t", topology="dgx_h100", model=MoESpec(**TRACE_MOE), cost_model="roofline",
+                   plan=ParallelPlan(tp=1, dp=8, pp=1, ep=8, num_microbatches=2),
+                   moe=MoEOptions(routing=RoutingConfig(kind="trace", trace_path=str(path))))
+    with time_limit(30):
+        if field is None:
+            result, _ = run_scenario(scn)
+            # ranks x microbatches x tokens x top_k x MoE layers: the trace's pairs, all of them
+            assert sum(result.moe["gpu_tokens"].values()) == 8 * 2 * 256 * 2 * 2 == int(_counts(case).sum())
+            return
+        with pytest.raises(ConfigError) as err:
+            run_scenario(scn)
+    assert err.value.field == field, str(err.value)
+
+
+def test_assignment_traces_with_bad_expert_ids_or_top_k_are_refused(tmp_path: Path) -> None:
+    from moesim.moe.traces import load_trace, write_assignments_trace
+
+    chosen = np.tile(np.array([[0, 1]]), (1, 2, 64, 1))  # [steps, layers, tokens, top_k]
+    src = np.repeat(np.arange(8), 8)[None, None, :]
+    bad_id = chosen.copy()
+    bad_id[0, 0, 0, 0] = 16
+    write_assignments_trace(tmp_path / "id.npz", bad_id, src, num_experts=16)
+    with pytest.raises(ConfigError, match="expert id >= num_experts"):
+        load_trace(tmp_path / "id.npz")
+    twice = chosen.copy()
+    twice[..., 1] = 0
+    write_assignments_trace(tmp_path / "twice.npz", twice, src, num_experts=16)
+    with pytest.raises(ConfigError, match="same expert twice"):
+        load_trace(tmp_path / "twice.npz")
