@@ -22,6 +22,7 @@ from scipy import sparse
 from moesim.topology.model import Topology
 
 SCALE_OUT_KINDS = ("ib", "ethernet")
+BATCH_ENTRIES = 1 << 22   # phase-matrix entries solved in one product (32 MiB of float64)
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,16 @@ class PhaseSolver:
         return self.solve_many([units])[0]
 
     def solve_many(self, phases: Sequence[np.ndarray]) -> list[PhaseTime]:
-        """:meth:`solve` for many phases at once: one sparse product for all their link loads."""
-        if not phases:
-            return []
+        """:meth:`solve` for many phases at once: one sparse product for all their link loads (in
+        batches of at most ``BATCH_ENTRIES`` matrix entries, to bound memory for large groups)."""
+        n = len(self.gpus)
+        per = max(1, BATCH_ENTRIES // (n * n))
+        out: list[PhaseTime] = []
+        for lo in range(0, len(phases), per):
+            out += self._solve_batch(phases[lo:lo + per])
+        return out
+
+    def _solve_batch(self, phases: Sequence[np.ndarray]) -> list[PhaseTime]:
         n = len(self.gpus)
         m = np.array(phases, dtype=float).reshape(len(phases), n, n)
         m[:, np.arange(n), np.arange(n)] = 0.0
