@@ -229,6 +229,9 @@ def bench_run(
         if fmt not in FORMATS:
             raise ConfigError("--format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
         names = resolve_targets(targets)
+        from moesim.experiment.runner import prepare_out_dir
+
+        prepare_out_dir(out)  # an unwritable --out fails now, in one line, not after the benches ran
         results = run_benches(names, out, network,
                               on_done=lambda r: console.print(f"done {r.target} ({r.wall_s:.1f} s)", highlight=False))
     except MoesimError as err:

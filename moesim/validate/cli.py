@@ -97,7 +97,11 @@ def run_validate(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bo
         typer.echo(f"error: {err}", err=True)
         return 2
     if out is not None:
-        out.write_text(text)
+        try:
+            out.write_text(text)
+        except OSError as err:  # a directory that does not exist, no permission: one line, not a traceback
+            typer.echo(f"error: --out: cannot write {str(out)!r} ({err.strerror or err})", err=True)
+            return 2
         typer.echo(f"wrote {out}")
     else:
         typer.echo(text, nl=False)
