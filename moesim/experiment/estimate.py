@@ -41,8 +41,9 @@ class CostConstants:
 
     In the fluid network a solve happens at every instant where flows start or end. A ring
     step's flows end together (one solve for the step); the MoE all-to-all's flows, sized per
-    pair by the routing, end one by one, and each end re-solves the flows it shares links with,
-    up to the flows in flight (:func:`flows_in_flight`). So an exchange flow costs extra
+    pair by the routing, and the pipeline sends end one by one (:func:`exchange_flows`), and
+    each end re-solves the flows it shares links with, up to the flows in flight
+    (:func:`flows_in_flight`). So such a flow costs extra
     ``exchange + exchange_in_flight * flows_in_flight`` on top of any flow's cost. Measured with
     :func:`moesim.experiment.estimate_fit.measure`, fitted with
     :func:`~moesim.experiment.estimate_fit.fit_costs`: ``python benchmarks/scaling.py --section
@@ -73,14 +74,17 @@ class CostConstants:
 
 
 # Fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
-# machine (CPU seconds of build + run; tracemalloc peak of a second, traced pass), 2026-12-06.
+# machine, 2026-12-06 (CPU seconds of build + run; tracemalloc peak of a second, traced pass; 19
+# rows: dense 8-64 GPUs, pipeline-only, eager host, MoE EP8-EP64 with 56-4,032 flows in flight):
+# every row within 0.54-1.44x in time and 0.84-1.19x in memory. Seconds per task and per fluid
+# flow are held at benchmarks/engine_speed.py's (a) and (c); the analytical figures are older.
 CONSTANTS = CostConstants(
-    bytes_fixed=0.55e6, bytes_per_task=1170.0, seconds_per_task=25e-6, events_per_task=2.0, seconds_fixed=0.066,
-    bytes_per_flow={"fluid": 900.0, "analytical": 120.0},
-    seconds_per_flow={"fluid": 89e-6, "analytical": 16e-6},
+    bytes_fixed=0.42e6, bytes_per_task=1300.0, seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.046,
+    bytes_per_flow={"fluid": 818.0, "analytical": 120.0},
+    seconds_per_flow={"fluid": 5e-6, "analytical": 16e-6},
     events_per_flow={"fluid": 2.3, "analytical": 1.25},
-    bytes_per_exchange_flow={"fluid": (0.0, 0.0)},
-    seconds_per_exchange_flow={"fluid": (179e-6, 0.0)},
+    bytes_per_exchange_flow={"fluid": (0.0, 0.1)},
+    seconds_per_exchange_flow={"fluid": (114e-6, 63e-9)},
 )
 
 
@@ -278,14 +282,16 @@ def _has_exchange(parts: RunParts) -> bool:
 
 
 def exchange_flows(parts: RunParts) -> int:
-    """The flows of the MoE all-to-alls (dispatch and combine, forward and backward)."""
-    if not _has_exchange(parts):
-        return 0
+    """The flows that start and end on their own, one rate solve each: the MoE all-to-alls'
+    (dispatch and combine, forward and backward; sized per pair) and the pipeline sends."""
     plan = parts.plan
     shape = _schedule_shape(parts.schedule, plan.pp, plan.vpp, plan.num_microbatches)
+    sends = shape.sends_per_microbatch * plan.num_microbatches * plan.dp * plan.tp
+    if not _has_exchange(parts):
+        return int(round(sends))
     moe = _moe_layers_per_stage(parts.model, shape.num_stages)
-    return int(round(sum(per_mb * plan.num_microbatches * moe[stage] * _exchange_counts(parts, kind)[1]
-                         for (kind, stage), per_mb in shape.passes.items())))
+    return int(round(sends + sum(per_mb * plan.num_microbatches * moe[stage] * _exchange_counts(parts, kind)[1]
+                                 for (kind, stage), per_mb in shape.passes.items())))
 
 
 def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants = CONSTANTS) -> RunEstimate:

@@ -58,16 +58,25 @@ def fit_per_item(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
     return float(coef[0]), float(coef[1])
 
 
-def fit_costs(rows: list[tuple[float, float, float, float, float]]) -> tuple[float, ...]:
+def fit_costs(rows: list[tuple[float, float, float, float, float]], per_task: float | None = None,
+              per_flow: float | None = None) -> tuple[float, ...]:
     """Non-negative least squares ``(fixed, per_task, per_flow, per_exchange_flow,
     per_exchange_flow_in_flight)`` with ``y ~ fixed + per_task * tasks + per_flow * flows +
     exchange_flows * (per_exchange_flow + per_exchange_flow_in_flight * in_flight)`` from
-    ``(tasks, flows, exchange_flows, in_flight, y)`` rows, weighted by 1/y (relative error)."""
+    ``(tasks, flows, exchange_flows, in_flight, y)`` rows, weighted by 1/y (relative error).
+    ``per_task`` / ``per_flow`` given: held at that value (measured apart, e.g. by
+    benchmarks/engine_speed.py, where the rows cannot tell tasks and flows apart)."""
     import numpy as np
     from scipy.optimize import nnls
 
     data = np.array(rows, dtype=float)
     tasks, flows, exchanged, in_flight, y = data.T
-    x = np.column_stack([np.ones_like(y), tasks, flows, exchanged, exchanged * in_flight]) / y[:, None]
-    coef, _ = nnls(x, np.ones_like(y))
-    return tuple(float(c) for c in coef)
+    columns = [np.ones_like(y), tasks, flows, exchanged, exchanged * in_flight]
+    pinned = {1: per_task, 2: per_flow}
+    rest = y - sum(columns[i] * v for i, v in pinned.items() if v is not None)
+    free = [i for i in range(5) if pinned.get(i) is None]
+    coef, _ = nnls(np.column_stack([columns[i] for i in free]) / y[:, None], rest / y)
+    out = [pinned.get(i) or 0.0 for i in range(5)]
+    for i, c in zip(free, coef):
+        out[i] = float(c)
+    return tuple(out)
