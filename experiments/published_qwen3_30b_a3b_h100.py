@@ -9,7 +9,8 @@ The H100 FP8 recipe of that family sets ``moe_a2a_overlap=False``.
 In moesim: 2 DGX H100 nodes, DP 8 x PP 2 with EP 8 inside each node, Megatron's interleaved 1F1B
 with 12 chunks per rank (2 layers per virtual stage) over 1024 / 8 = 128 microbatches of one 4K
 sequence, balanced routing, Megatron's token movement, FP8 GEMMs on bf16 activations
-(``gemm_dtype="fp8"``, priced by the profile's fp8 GEMM rows), ZeRO-1, eager host (the FP8 recipe
+(``gemm_dtype="fp8"``, priced by the profile's fp8 GEMM rows, each with its operand's quantize
+kernels, :mod:`moesim.lowering.fp8_quantize`), ZeRO-1, eager host (the FP8 recipe
 names no CUDA graphs), ``--overlap-grad-reduce``. Scenarios: ``published``; ``ep-a2a-overlap``
 (the same with ``--overlap-moe-expert-parallel-comm --delay-wgrad-compute``: what the switch
 buys here, not a published figure); ``bf16`` (GEMMs in bf16: how much of the prediction rests on

@@ -10,7 +10,8 @@ stream split by op class (each span split over its kernels by the cost model's t
 optimizer). The figures include embedding, head and optimizer work spread over the layers.
 
 Run: python -m lab.layer_gap experiments/published_qwen3_30b_a3b_h100.py --set plan.num_microbatches=16
-(``--no-fp8-quantize``: without the FP8 quantize kernels, for a before/after in one tree)
+(``--no-fp8-quantize``: without the FP8 quantize kernels, for a before/after in one tree;
+``--fp8-grouped-bwd-as-fwd``: fp8 grouped dgrad/wgrad priced as the measured fp8 grouped forward)
 """
 from __future__ import annotations
 
@@ -49,9 +50,14 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="key=value override for every scenario")
     ap.add_argument("--no-fp8-quantize", action="store_true",
                     help="leave out the FP8 GEMMs' quantize kernels (moesim.lowering.fp8_quantize), for before/after")
+    ap.add_argument("--fp8-grouped-bwd-as-fwd", action="store_true",
+                    help="what-if: price fp8 grouped dgrad/wgrad (no measured rows: roofline fallback) as the "
+                         "measured fp8 grouped forward of the same counts, n and k")
     args = ap.parse_args()
     if args.no_fp8_quantize:
         _without_quantize()
+    if args.fp8_grouped_bwd_as_fwd:
+        _grouped_bwd_as_fwd()
     overrides = dict(kv.split("=", 1) for kv in args.set)
     for scn in load_experiment(args.file).scenarios:
         scn = scn.with_overrides(overrides) if overrides else scn
@@ -65,6 +71,10 @@ def main() -> None:
         print("  step {:.3f} = compute {:.3f} + exposed comm {:.3f} + host-bound {:.3f} + bubble {:.3f}; "
               "comm busy {:.3f}".format(result.step_time_ms / n, b["compute"] / n, b["exposed_comm"] / n,
                                         b["host_bound"] / n, b["bubble"] / n, b["comm"] / n))
+        hosts = [s for s in rec.spans if s.stream == "host"]
+        host_ranks = max(1, len({s.rank for s in hosts}))
+        print(f"  host thread busy {sum(s.end_ns - s.start_ns for s in hosts) / host_ranks / 1e6 / n:.3f} "
+              "(eager host: issue time of what it launches plus the copy time after each sync)")
         print("  compute by category: " + ", ".join(f"{k} {v / 1e6 / n:.3f}" for k, v in
                                                      sorted(categories.items(), key=lambda kv: -kv[1])))
         print("  compute by op class: " + ", ".join(f"{k} {v / 1e6 / n:.3f}" for k, v in
@@ -79,6 +89,22 @@ def _without_quantize() -> None:
         return list(program)
     stage_costs.with_quantize = plain
     moe_costs.with_quantize = plain
+
+
+def _grouped_bwd_as_fwd() -> None:
+    """fp8 grouped dgrad / wgrad priced as the measured fp8 grouped forward of the same shape."""
+    import dataclasses
+
+    from moesim.costs import calibrated
+    from moesim.ops import GroupedGemm
+
+    original = calibrated.CalibratedCostModel._compute
+
+    def compute(self, op):
+        if isinstance(op, GroupedGemm) and op.dtype == "fp8" and op.layout != "fwd":
+            op = dataclasses.replace(op, layout="fwd")
+        return original(self, op)
+    calibrated.CalibratedCostModel._compute = compute
 
 
 def _gpu_kind(scn) -> str:
