@@ -63,7 +63,7 @@ def _chain_sim(tasks: list[tuple[int, list[str]]], pricing: HostPricing) -> Simu
 def test_host_bound_chain_is_the_sum_of_host_costs_plus_the_last_device_time() -> None:
     stub = StubHost({("a", "fwd"): 12_000, ("b", "fwd"): 8_000, ("c", "fwd"): 10_000})
     pricing = host_pricing(stub)
-    assert pricing.per_op and pricing.source == "stub: host time per op class"
+    assert pricing.per_op and pricing.source == "stub: host time per op class (chain times: no host_mix rows)"
     # issues end at 20, 50 and 60 us (a+b, c+a+b, c); each task is shorter than the next issue
     res = _chain_sim([(5_000, ["a", "b"]), (4_000, ["c", "a", "b"]), (7_000, ["c"])], pricing).run()
     assert res.makespan_ns == (20_000 + 30_000 + 10_000) + 7_000
@@ -198,7 +198,7 @@ def test_a_profile_without_host_op_rows_falls_back_per_counted_kernel_and_says_s
     assert not p.per_op and p.kernel_ns == model.eager_host_ns() > 0
     assert "fallback: no host_op rows" in p.source and "no sync rows" in p.sync_source
     measured = host_pricing(_profile_model(host_rows=True))
-    assert measured.per_op and measured.source.endswith("host time per op class")
+    assert measured.per_op and measured.source.endswith("host time per op class (chain times: no host_mix rows)")
     assert "measured device-to-host copy" in measured.sync_source
 
 
@@ -298,3 +298,31 @@ def test_forward_only_runs_issue_their_ops_without_autograd():
     assert recording.ops_ns([op], None) == cost.host_op_ns(op, "fwd")
     assert no_grad.ops_ns([op], None) == cost.host_op_ns(op, "plain") < recording.ops_ns([op], None)
     assert no_grad.ops_ns([op], "bwd") == cost.host_op_ns(op, "bwd")
+
+
+# -- the mixed-program factor (host_mix rows) ----------------------------------------------------
+def test_mix_factor_is_the_mixed_chain_over_its_classes_own_chains_of_the_same_run() -> None:
+    from moesim.costs.host_classes import HostClassTable, mix_factors
+
+    rows = [{"call": "linear", "phase": "plain", "time_ns": 10_000.0, "run": 1},
+            {"call": "silu", "phase": "plain", "time_ns": 6_000.0, "run": 1},
+            {"call": "linear", "phase": "plain", "time_ns": 40_000.0, "run": 0},   # another run: not compared
+            {"call": "silu", "phase": "plain", "time_ns": 20_000.0, "run": 0}]
+    mix = [{"op": "host_mix", "phase": "plain", "classes": ["linear", "silu"], "time_ns": 16_000.0, "run": 1}]
+    assert mix_factors(rows, mix) == pytest.approx({"plain": 2.0})   # 16 us / mean(10, 6) us
+    table = HostClassTable.from_rows(rows[:2], [], mix)
+    op = Gemm(m=64, n=64, k=64)
+    assert table.op_ns(op, "plain", 1.0)[0] == pytest.approx(20_000.0)          # chain 10 us x 2
+    assert table.op_ns(op, "plain", 1.0, mixed=False)[0] == pytest.approx(10_000.0)  # a loop body's repeat
+    assert table.op_ns(op, "fwd", 5.0) == (5.0, ["linear/fwd"])   # unmeasured: the fallback, no factor
+
+
+def test_a_loop_tasks_ops_are_priced_without_the_mix_factor() -> None:
+    class Model:
+        def host_op_ns(self, op, phase, mixed=True):
+            return 300 if mixed else 100
+
+    pricing = HostPricing(Model(), True, 1.0, "test")
+    ops = (Gemm(m=8, n=8, k=8), Gemm(m=8, n=8, k=8))
+    assert pricing.compute_ns({"ops": ops, "host_phase": "fwd"}, "expert") == (600, True)
+    assert pricing.compute_ns({"ops": ops, "host_phase": "fwd", "expert": 3}, "expert") == (200, True)

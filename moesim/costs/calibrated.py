@@ -164,7 +164,8 @@ class CalibratedCostModel:
             self._host_calls[r["call"]] = float(r["time_ns"])
         launch = self.profile.select("launch", variant="eager_back_to_back")
         self._launch_ns = int(round(launch[0]["time_ns"])) if launch else 0
-        self._host_classes = HostClassTable.from_rows(self.profile.select("host_op"), self.profile.select("sync"))
+        self._host_classes = HostClassTable.from_rows(self.profile.select("host_op"), self.profile.select("sync"),
+                                                      self.profile.select("host_mix"))
 
     def _build_collectives(self) -> None:
         self._coll: dict[tuple[str, int, str], Curve] = {}
@@ -481,18 +482,24 @@ class CalibratedCostModel:
         """The calls with a measured host time."""
         return sorted(self._host_calls)
 
-    def host_op_ns(self, op: ComputeOp, phase: str) -> int:
+    def host_op_ns(self, op: ComputeOp, phase: str, mixed: bool = True) -> int:
         """Host time of issuing ``op`` eagerly in ``phase`` (``"fwd"``: forward with autograd
         recording, ``"bwd"``: an op of a backward list, ``"plain"``: no autograd), from the
         profile's ``host_op`` rows by op class (:mod:`moesim.costs.host_classes`: how an op maps
         to its classes, and why a GEMM's dgrad and wgrad each carry half of its class's backward).
         A class the profile lacks costs the per-kernel eager figure (:meth:`eager_host_ns`, else
         the back-to-back launch), recorded in ``fallback_ops`` as ``host_op <call>/<phase>``.
-        Called by ``moesim.lowering.host`` for every op an eager host thread issues."""
-        ns, missing = self._host_classes.op_ns(op, phase, self.eager_host_ns() or float(self.launch_overhead_ns()))
+        Called by ``moesim.lowering.host`` for every op an eager host thread issues; ``mixed``
+        False for a per-expert loop's repeated body (no mixed-program factor: see that module)."""
+        ns, missing = self._host_classes.op_ns(op, phase, self.eager_host_ns() or float(self.launch_overhead_ns()),
+                                               mixed)
         for call in missing:
             self.fallback_ops.add(f"host_op {call} (not measured: the per-kernel eager figure)")
         return max(1, int(round(ns)))
+
+    def host_mix_factors(self) -> dict[str, float]:
+        """Mixed-program factor per phase (:mod:`moesim.costs.host_classes`); empty: not measured."""
+        return dict(self._host_classes.mix or {})
 
     def host_op_calls(self) -> list[tuple[str, str]]:
         """The (call, phase) pairs with a measured ``host_op`` time."""

@@ -106,10 +106,14 @@ class HostPricing:
         """A flat figure per counted kernel and ``call_ns(category)`` per call (tests, probes)."""
         return HostPricing(None, False, float(kernel_ns), source, source, call_ns or (lambda category: 0.0))
 
-    def ops_ns(self, ops: Iterable[Any], phase: "str | None") -> int:
+    def ops_ns(self, ops: Iterable[Any], phase: "str | None", repeated: bool = False) -> int:
         """Host time of issuing ``ops`` (compute ops; collectives are calls of their own) in
-        ``phase`` (None: each op's own form, :func:`op_phase`)."""
+        ``phase`` (None: each op's own form, :func:`op_phase`); ``repeated``: a per-expert loop's
+        body, issued back to back with the same neighbours (no mixed-program factor)."""
         model = self.model
+        if repeated:
+            return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)), mixed=False)) for op in ops
+                       if not isinstance(op, CommOp))
         return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)))) for op in ops
                    if not isinstance(op, CommOp))
 
@@ -155,7 +159,7 @@ class HostPricing:
                 return int(args["host_ns"]), True
             if "ops" in args:   # the ops it issues (none: nothing to issue)
                 phase = _phase_name(args.get("host_phase") or args.get("phase")) or PHASE_OF_CATEGORY.get(category)
-                return self.ops_ns(args["ops"], phase), True
+                return self.ops_ns(args["ops"], phase, repeated=args.get("expert") is not None), True
         return int(round(max(1, int(args.get("kernels", 1) or 1)) * self.kernel_ns)), False
 
 
@@ -172,9 +176,17 @@ def host_pricing(cost: Any, override_ns: "float | None" = None, autograd: bool =
         return HostPricing(model, False, float(override_ns),
                            "scenario.host_launch_us: flat per counted kernel (replaces per-op host costs)", sync)
     if has_host_ops(model):
-        return HostPricing(model, True, kernel_ns, f"{where}: host time per op class"
+        return HostPricing(model, True, kernel_ns, f"{where}: host time per op class" + _mix_note(model)
                            + ("" if autograd else " (forward without autograd)"), sync, autograd=autograd)
     return HostPricing(model, False, kernel_ns, f"{kernel_source} (fallback: no host_op rows)", sync)
+
+
+def _mix_note(model: Any) -> str:
+    """How the per-class chain times are scaled for a mixed program (``host_mix`` rows)."""
+    factors = model.host_mix_factors() if callable(getattr(model, "host_mix_factors", None)) else {}
+    if not factors:
+        return " (chain times: no host_mix rows)"
+    return " x mixed-program factor " + ", ".join(f"{p} {factors[p]:.2f}" for p in ("plain", "fwd", "bwd") if p in factors)
 
 
 def _kernel_figure(model: Any, where: str) -> tuple[float, str]:
