@@ -293,10 +293,17 @@ def _settable_field(obj: Any) -> str:
     return dataclasses.fields(obj)[0].name
 
 
-def _coerce(current: Any, raw: Any, key: str) -> Any:
+def _coerce(current: Any, raw: Any, key: str, hint: Any = None) -> Any:
     if isinstance(raw, str) and dataclasses.is_dataclass(current):
         raise ConfigError(key, f"cannot replace the whole {type(current).__name__} with the text {raw!r}",
                           f"set one of its fields, e.g. {key}.{_settable_field(current)}=...")
+    if current is None and isinstance(raw, str) and "float" in str(hint) and not raw.isdigit():
+        # an optional number left unset (e.g. moe.routing.capacity_factor=1.25): read it as a
+        # number; the text reached the config's check and was refused as "not a number > 0"
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(key, f"cannot read {raw!r} as a number") from None
     if not isinstance(raw, str) or isinstance(current, str) or current is None and not raw.isdigit():
         return raw
     try:
@@ -321,5 +328,6 @@ def _replace_dotted(obj: Any, path: list[str], raw: Any, key: str) -> Any:
     if head not in names:
         raise ConfigError(key, f"unknown field {head!r} of {type(obj).__name__}", f"use one of: {', '.join(names)}")
     current = getattr(obj, head)
-    value = _coerce(current, raw, key) if len(path) == 1 else _replace_dotted(current, path[1:], raw, key)
+    hint = next(f.type for f in dataclasses.fields(obj) if f.name == head)
+    value = _coerce(current, raw, key, hint) if len(path) == 1 else _replace_dotted(current, path[1:], raw, key)
     return dataclasses.replace(obj, **{head: value})
