@@ -7,11 +7,15 @@ end of the last backward (the full engine all-reduces gradients, the reduced run
 so the data-parallel tail is left out), both engines' wall time, and the phase solver's load
 bound against the per-flow fluid solve on one real dispatch.
 
-Run: python benchmarks/reduced_vs_full.py
+``--large`` adds 128-GPU cases (EP64 over 8 nodes; TP2 x EP32 DualPipe), the largest the full
+engine finishes here in minutes (about 12 minutes each on the shared 2-core machine).
+
+Run: python benchmarks/reduced_vs_full.py [--large]
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 from moesim.experiment.runner import run_scenario
@@ -33,6 +37,10 @@ CASES = [  # nodes, tp, dp, pp, ep, schedule
     (4, 4, 4, 2, 4, "1f1b"),
     (8, 2, 16, 2, 16, "dualpipe"),
 ]
+LARGE_CASES = [
+    (16, 1, 64, 2, 64, "1f1b"),
+    (16, 2, 32, 2, 32, "dualpipe"),
+]
 
 
 def scenario(nodes: int, tp: int, dp: int, pp: int, ep: int, schedule: str, pair_overlap: bool = True) -> Scenario:
@@ -49,7 +57,7 @@ def pipeline_ns(spans) -> int:
 
 def main() -> None:
     print(f"{'case':<30}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}")
-    for nodes, tp, dp, pp, ep, schedule in CASES:
+    for nodes, tp, dp, pp, ep, schedule in CASES + (LARGE_CASES if "--large" in sys.argv else []):
         for overlap in ((True, False) if schedule == "dualpipe" else (True,)):
             scn = scenario(nodes, tp, dp, pp, ep, schedule, overlap)
             t0 = time.perf_counter()
