@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -223,3 +224,21 @@ def test_assignment_traces_with_bad_expert_ids_or_top_k_are_refused(tmp_path: Pa
     write_assignments_trace(tmp_path / "twice.npz", twice, src, num_experts=16)
     with pytest.raises(ConfigError, match="same expert twice"):
         load_trace(tmp_path / "twice.npz")
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.compute(0, 1e300, "a"), lambda s: s.compute(0, float("nan"), "a"),
+    lambda s: s.send(0, 1, float("nan"), "x"), lambda s: s.send(0, 1, -1, "x"), lambda s: s.send(0, 1, float("inf"), "x"),
+    lambda s: s.collective("all_reduce", [0, 1], float("nan"), "x"),
+    lambda s: s.collective("all_to_all_v", [0, 1], [[0, float("nan")], [1, 0]], "x"),
+    lambda s: s.send(0, 1, 10, "x", latency_ns=10**30),
+], ids=["compute 1e300 ns", "compute NaN ns", "send NaN bytes", "send -1 bytes", "send inf bytes",
+        "all-reduce NaN bytes", "all-to-all-v NaN bytes", "latency 1e30 ns"])
+def test_the_engine_refuses_amounts_outside_physical_ranges(call: Any) -> None:
+    from moesim.engine.sim import Simulation
+    from moesim.topology.loader import load_topology
+
+    with time_limit(LIMIT_S), pytest.raises(ConfigError):
+        sim = Simulation(load_topology("dgx_h100"))
+        call(sim)
+        sim.run()

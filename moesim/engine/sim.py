@@ -40,6 +40,10 @@ from moesim.errors import ConfigError, DeadlockError
 StreamKey = tuple[int, str]
 MODES = ("fluid", "analytical")
 HOST_STREAM = "host"  # the stream of a GPU's host thread (Simulation.host)
+# Physical ranges of one task (~11.6 days) and one flow (a petabyte): NaN, inf or 1e300 made
+# int() overflow, durations beyond any step, or an event loop that never advanced (latency 10^30).
+MAX_TASK_NS = 10**15
+MAX_FLOW_BYTES = 1e15
 
 
 @contextmanager
@@ -194,8 +198,10 @@ class Simulation:
         previous task on its stream ends (queued behind it, as a kernel issued ahead is), the fixed
         cost of a kernel starting on an idle stream (:mod:`moesim.costs.regions`); at most
         ``duration_ns``."""
-        if duration_ns < 0:
-            raise ConfigError("duration_ns", f"negative duration {duration_ns} for task {name!r}")
+        if not 0 <= duration_ns <= MAX_TASK_NS:  # NaN fails both
+            problem = (f"negative duration {duration_ns}" if duration_ns < 0 else
+                       f"duration {duration_ns} is not a number of ns up to {MAX_TASK_NS:.0e}")
+            raise ConfigError("duration_ns", f"{problem} for task {name!r}")
         if not 0 <= region_ns <= duration_ns:
             raise ConfigError("region_ns", f"{region_ns} for task {name!r} must be in [0, duration_ns={duration_ns}]")
         if not 0 <= rank < self._num_gpus:
@@ -238,8 +244,11 @@ class Simulation:
             for src, dst, nbytes in phase:
                 self._check_rank(src, "flow src")
                 self._check_rank(dst, "flow dst")
-                if nbytes < 0:
-                    raise ConfigError("nbytes", f"negative size {nbytes} in {name!r}")
+                if not 0 <= nbytes <= MAX_FLOW_BYTES:  # NaN fails both
+                    raise ConfigError("nbytes", f"{'negative size' if nbytes < 0 else 'size'} {nbytes} in {name!r}"
+                                      f"{'' if nbytes < 0 else f' is not a number of bytes up to {MAX_FLOW_BYTES:.0e}'}")
+        if not 0 <= step_latency_ns <= MAX_TASK_NS:  # 10^30 ns hung the event loop
+            raise ConfigError("step_latency_ns", f"{step_latency_ns} for {name!r} is outside 0..{MAX_TASK_NS:.0e} ns")
         return self._add(name, category, streams, 0, phases, step_latency_ns, deps, args)
 
     def _check_arrays(self, phase: coll.FlowArrays, name: str) -> None:
@@ -250,11 +259,15 @@ class Simulation:
                 self._check_rank(int(ranks[np.argmax(bad)]), what)
         if (phase.nbytes < 0).any():
             raise ConfigError("nbytes", f"negative size {float(phase.nbytes.min())} in {name!r}")
+        if not (phase.nbytes <= MAX_FLOW_BYTES).all():  # NaN, inf or more than a petabyte
+            raise ConfigError("nbytes", f"a size in {name!r} is not a number of bytes up to {MAX_FLOW_BYTES:.0e}")
 
     def send(self, src: int, dst: int, nbytes: float, name: str, *, deps: Iterable[Task] = (),
              latency_ns: int = 0, send_stream: str = "comm.send", recv_stream: str = "comm.recv",
              args: Mapping[str, Any] | None = None) -> Task:
         """Point-to-point send/recv: occupies the sender's and receiver's streams (rendezvous)."""
+        if not 0 <= nbytes <= MAX_FLOW_BYTES:  # NaN and -1 made no flow at all: a send of nothing, silently
+            raise ConfigError("nbytes", f"send {name!r} of {nbytes} bytes is outside 0..{MAX_FLOW_BYTES:.0e}")
         a = {"bytes": nbytes, "src": src, "dst": dst, **(args or {})}
         streams = [(src, send_stream)] if src == dst else [(src, send_stream), (dst, recv_stream)]
         return self.comm(streams, coll.send_recv(src, dst, nbytes), name, category="send",
@@ -268,6 +281,9 @@ class Simulation:
         ranks = [self._check_rank(r, "collective ranks") for r in ranks]
         if len(set(ranks)) != len(ranks):
             raise ConfigError("ranks", f"duplicate ranks in collective {name!r}: {ranks}")
+        sizes = np.asarray(nbytes, dtype=float)
+        if not ((sizes >= 0) & (sizes <= MAX_FLOW_BYTES)).all():  # NaN, negative or inf sizes
+            raise ConfigError("nbytes", f"collective {name!r} has a size outside 0..{MAX_FLOW_BYTES:.0e} bytes")
         builder = self._phase_builder(op, algorithm)
         if op == "all_to_all_v":
             n = len(ranks)
