@@ -88,6 +88,10 @@ class MoESpec(TransformerSpec):
             check_positive(f, getattr(self, f))
         for f in ("num_shared_experts", "shared_expert_ffn_hidden", "first_k_dense", "max_nodes_per_token"):
             check_positive(f, getattr(self, f), allow_zero=True)
+        for f, most in (("num_experts", 1 << 16), ("expert_ffn_hidden", 1 << 22), ("shared_expert_ffn_hidden", 1 << 22),
+                        ("num_shared_experts", 1 << 10)):  # physical ranges (DeepSeek-V3: 256 experts of 2,048)
+            if getattr(self, f) > most:
+                raise ConfigError(f, f"{getattr(self, f):,} is more than {most:,}", "give the model's real size")
         if self.top_k > self.num_experts:
             raise ConfigError("top_k", f"{self.top_k} exceeds num_experts = {self.num_experts}",
                               "use top_k <= num_experts")
