@@ -243,3 +243,18 @@ def test_tile_law_on_the_measured_h200_equal_group_kernels() -> None:
               f"max {e[sel].max():.1%}, within 10%: {np.mean(e[sel] < 0.10):.0%}")
     assert np.median(e) < 0.03 and np.mean(e < 0.10) >= 0.9
     assert np.median(e[w > 1]) < 0.03 and e[w > 1].max() < 0.15
+
+
+def test_an_unmeasured_fp8_backward_layout_is_priced_by_the_measured_forward_law() -> None:
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.experiment.block import op_provenance
+
+    from moesim.costs.roofline import make_cost_model
+
+    model = CalibratedCostModel("h100_sxm", fallback=make_cost_model("H100"))
+    counts = (512,) * 16
+    fwd = model.compute_ns(GroupedGemm(counts, 2048, 768, "fp8", "fwd", "rowwise"))
+    dgrad = model.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "dgrad", "rowwise"))
+    assert dgrad == fwd   # dx[m, k] = dy[m, n] W^T: the forward of inner width n, output width k
+    assert any("fp8 rowwise dgrad] (not measured" in f for f in model.fallback_ops)
+    assert op_provenance(model, GroupedGemm(counts, 768, 2048, "fp8", "wgrad", "rowwise")) == "measured stand-in"

@@ -304,7 +304,8 @@ def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
 
 def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     """A grouped GEMM: the count-vector model where its (dtype, scaling, layout) was measured;
-    else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
+    else, for a backward layout whose forward was measured, that forward law at the same FLOPs
+    (labelled ``"GroupedGemm[<dtype> <scaling> <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
     labelled ``"GroupedGemm (equal-groups grid)"`` in ``model.fallback_ops``; else the fallback
     (roofline), labelled ``"GroupedGemm"`` and ``"GroupedGemm[<dtype> <scaling> <layout>]"``."""
     dtype = "bf16" if op.dtype == "fp16" else op.dtype
@@ -313,6 +314,13 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     if grouped is not None and grouped.covers(dtype, scaling, op.layout):
         return grouped.time_ns(op if dtype == op.dtype else GroupedGemm(op.counts, op.n, op.k, dtype, op.layout,
                                                                         op.scaling, op.name))
+    if grouped is not None and op.layout != "fwd" and grouped.covers(dtype, scaling, "fwd"):
+        # the same kernel family's measured forward at the same FLOPs stands in (dgrad: inner and
+        # output widths swap), named in fallback_ops: nearer than the datasheet roofline
+        model.fallback_ops.add(f"GroupedGemm[{dtype} {scaling or 'unscaled'} {op.layout}] (not measured: the "
+                               "measured fwd law at the same FLOPs)")
+        n, k = (op.k, op.n) if op.layout == "dgrad" else (op.n, op.k)
+        return grouped.time_ns(GroupedGemm(op.counts, n, k, dtype, "fwd", op.scaling, op.name))
     live = [c for c in op.counts if c > 0]
     if dtype == "bf16" and op.layout != "wgrad" and model._grouped is not None and ("bf16", "fwd") in model._gemm:
         model.fallback_ops.add("GroupedGemm (equal-groups grid)")

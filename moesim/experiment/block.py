@@ -266,7 +266,7 @@ def op_provenance(cost: Any, op: Any) -> str:
     name = type(op).__name__
     if name in probe.fallback_ops:
         return "roofline fallback"
-    if any(f.startswith(name + " ") for f in probe.fallback_ops):   # another measured kernel stands in
+    if any(f.startswith((name + " ", name + "[")) for f in probe.fallback_ops):   # a measured stand-in
         return "measured stand-in"
     return "measured"
 
