@@ -32,6 +32,7 @@ from moesim.memory.layout import (
     looped_layout,
     peak_inflight,
     peak_live_bytes,
+    split_layers,
 )
 from moesim.schedules import Schedule, generate
 from moesim.workload.moe import MoESpec, moe_input_tokens
@@ -146,7 +147,8 @@ def memory_budget(spec: Any, plan: "ParallelPlan", schedule_name: str = "1f1b",
         ranks = [_inference_rank(spec, plan, config, layout, r) for r in range(layout.num_ranks)]
         sched_label = "none"
     else:
-        schedule = make_schedule(schedule_name, plan)
+        split_layers(spec.num_layers, plan.pp, *config.split_slots(spec))  # more ranks than layers: refused before
+        schedule = make_schedule(schedule_name, plan)                      # generating (pp = 100,000 took seconds)
         layout = layout_from_schedule(schedule, spec.num_layers, *config.split_slots(spec))
         sharding = _sharding(spec, plan, config, layout)
         ranks = [_training_rank(spec, plan, config, sharding, layout, schedule, r) for r in range(layout.num_ranks)]
