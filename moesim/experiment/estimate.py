@@ -76,15 +76,16 @@ class CostConstants:
 # Fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
 # machine, 2026-12-06 (CPU seconds of build + run; tracemalloc peak of a second, traced pass; 19
 # rows: dense 8-64 GPUs, pipeline-only, eager host, MoE EP8-EP64 with 56-4,032 flows in flight):
-# every row within 0.54-1.44x in time and 0.84-1.19x in memory. Seconds per task and per fluid
-# flow are held at benchmarks/engine_speed.py's (a) and (c); the analytical figures are older.
+# every row within 0.63-1.60x in time (seconds: least worst ratio) and 0.84-1.19x in memory
+# (least squares). Seconds per task and per fluid flow are held at benchmarks/engine_speed.py's
+# (a) and (c); the analytical figures are older.
 CONSTANTS = CostConstants(
-    bytes_fixed=0.42e6, bytes_per_task=1300.0, seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.046,
+    bytes_fixed=0.42e6, bytes_per_task=1300.0, seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.012,
     bytes_per_flow={"fluid": 818.0, "analytical": 120.0},
     seconds_per_flow={"fluid": 5e-6, "analytical": 16e-6},
     events_per_flow={"fluid": 2.3, "analytical": 1.25},
     bytes_per_exchange_flow={"fluid": (0.0, 0.1)},
-    seconds_per_exchange_flow={"fluid": (114e-6, 63e-9)},
+    seconds_per_exchange_flow={"fluid": (175e-6, 46e-9)},
 )
 
 

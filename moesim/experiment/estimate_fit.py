@@ -80,3 +80,26 @@ def fit_costs(rows: list[tuple[float, float, float, float, float]], per_task: fl
     for i, c in zip(free, coef):
         out[i] = float(c)
     return tuple(out)
+
+
+def fit_minimax(rows: list[tuple[float, float, float, float, float]], per_task: float, per_flow: float,
+                start: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``(fixed, per_exchange_flow, per_exchange_flow_in_flight)`` minimising the largest
+    |log(estimate / measured)| over the rows (the estimate's promise is a ratio bound, and the
+    least-squares fit leaves the few MoE rows to the many dense ones); per-task and per-flow
+    costs held. Nelder-Mead from ``start`` (e.g. :func:`fit_costs`'s answer), on scaled terms."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    data = np.array(rows, dtype=float)
+    tasks, flows, exchanged, in_flight, y = data.T
+    scale = np.array([1.0, 1e-4, 1e-7])
+
+    def worst(p: np.ndarray) -> float:
+        fixed, a, b = np.abs(p) * scale
+        est = fixed + per_task * tasks + per_flow * flows + exchanged * (a + b * in_flight)
+        return float(np.max(np.abs(np.log(est / y))))
+    res = minimize(worst, np.asarray(start) / scale, method="Nelder-Mead",
+                   options={"xatol": 1e-6, "fatol": 1e-6, "maxiter": 20_000})
+    fixed, a, b = np.abs(res.x) * scale
+    return float(fixed), float(a), float(b)
