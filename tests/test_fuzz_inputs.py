@@ -242,3 +242,13 @@ def test_the_engine_refuses_amounts_outside_physical_ranges(call: Any) -> None:
         sim = Simulation(load_topology("dgx_h100"))
         call(sim)
         sim.run()
+
+
+def test_an_experiment_file_that_never_ends_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moesim.experiment import experiment
+
+    looping = tmp_path / "loop.py"
+    looping.write_text("try:\n    while True:\n        pass\nexcept Exception:\n    pass\n")
+    monkeypatch.setattr(experiment, "LOAD_LIMIT_S", 0.5)
+    with time_limit(10), pytest.raises(ConfigError, match="still running after 0.5 s"):
+        experiment.load_experiment(looping)

@@ -7,6 +7,9 @@ An experiment file (``experiments/*.py``) is plain Python that defines ``EXPERIM
 from __future__ import annotations
 
 import runpy
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +58,39 @@ class Experiment:
         return next(s for s in self.scenarios if s.name == name)
 
 
+LOAD_LIMIT_S = 20.0  # an experiment file defines scenarios; one that loops must not hang moesim run
+
+
+class _TooSlow(BaseException):
+    """Raised by the alarm; a BaseException so the file's own ``except Exception`` cannot swallow it."""
+
+
+def run_with_limit(path: str, limit_s: float) -> dict:
+    """``runpy.run_path`` stopped after ``limit_s`` (SIGALRM, main thread only; an outer alarm
+    is re-armed with what is left of it afterwards)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return runpy.run_path(path, run_name="moesim_experiment")
+
+    def alarm(_signum: int, _frame: object) -> None:
+        raise _TooSlow()
+
+    start = time.monotonic()
+    old_handler = signal.signal(signal.SIGALRM, alarm)
+    outer_left, _interval = signal.setitimer(signal.ITIMER_REAL, limit_s)
+    if outer_left and outer_left < limit_s:  # an outer alarm due sooner keeps its time
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        signal.setitimer(signal.ITIMER_REAL, outer_left)
+        return runpy.run_path(path, run_name="moesim_experiment")
+    try:
+        return runpy.run_path(path, run_name="moesim_experiment")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, outer_left - (time.monotonic() - start)))
+
+
 def _where(err: BaseException, path: Path) -> str:
     """``path:line`` of the last frame of ``err``'s traceback inside the experiment file."""
     line = None
@@ -87,7 +123,10 @@ def load_experiment(path: str | Path) -> Experiment:
                           "EXPERIMENT, or a YAML / TOML scenario file)",
                           "pass an experiment such as experiments/1f1b_vs_interleaved.py")
     try:
-        namespace = runpy.run_path(str(p), run_name="moesim_experiment")
+        namespace = run_with_limit(str(p), LOAD_LIMIT_S)
+    except _TooSlow:
+        raise ConfigError("experiment file", f"still running after {LOAD_LIMIT_S:g} s", "an experiment file only "
+                          "defines scenarios: move long computations out of it", source=str(p)) from None
     except SyntaxError as err:
         raise ConfigError("experiment file", f"Python syntax error: {err.msg}",
                           "fix that line (an experiment file is Python defining EXPERIMENT)",
