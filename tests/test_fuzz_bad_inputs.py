@@ -14,6 +14,7 @@ without its result). docs/robustness.md counts the cases per surface.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def _outside(tmp: Path) -> set[str]:
     """Files a case could write to by escaping its output directory: the corpus, the working
     directory and the temporary directory's parents (two levels up)."""
     places = [CORPUS / "files", Path.cwd(), tmp.parent, tmp.parent.parent]
-    return {str(p) for place in places for p in place.iterdir()}
+    other_sessions = re.compile(r"pytest-\d+$")   # basetemps of pytest runs beside this one
+    return {str(p) for place in places for p in place.iterdir()
+            if not (place == tmp.parent.parent and other_sessions.match(p.name))}
 
 
 def _args(case: dict[str, Any], tmp: Path) -> list[str]:
