@@ -201,24 +201,23 @@ def estimate_cases(quick: bool) -> list[tuple[str, int, Scenario]]:
 
 
 def estimate_section(quick: bool, fit: bool) -> None:
-    """The size estimate against the measurement: CPU seconds of build + run (the machine is
-    shared; CPU time is the engine's cost) and the tracemalloc peak of a second, traced pass.
-    ``fit``: refit the constants on these rows and print them with the refitted ratios."""
-    from moesim.experiment.estimate import CONSTANTS, CostConstants, estimate_run, exchange_flows, parts_of
+    """The size estimate's time against the measurement: CPU seconds of build + run (the machine
+    is shared; CPU time is the engine's cost). ``fit``: refit the time constants on these rows and
+    print them with the refitted ratios. The estimate's memory (peak RSS, with or without the
+    trace and plots) is measured and fitted by benchmarks/memory_estimate.py on these same rows."""
+    from moesim.experiment.estimate import CONSTANTS, estimate_run, exchange_flows, parts_of
     from moesim.experiment.estimate_fit import fit_costs, fit_minimax, measure
 
     rows = []
     measure(dense(8, 8, 8), trace_memory=False)  # warm-up: imports, profile and cost-model caches
     print(f"{'sweep':14} {'value':>5} {'tasks':>8} {'flows':>8} {'in flight':>9} {'est s':>7} {'CPU s':>7} "
-          f"{'ratio':>6} {'est MB':>8} {'peak MB':>8} {'ratio':>6}", flush=True)
+          f"{'ratio':>6}", flush=True)
     for sweep, value, scn in estimate_cases(quick):
         est = estimate_run(scn)
         timed = measure(scn, trace_memory=False)
-        traced = measure(scn, trace_memory=True)
-        rows.append((sweep, value, scn, est, timed, traced))
+        rows.append((sweep, value, scn, est, timed))
         print(f"{sweep:14} {value:5d} {timed.tasks:8d} {timed.flows:8d} {est.flows_in_flight:9d} {est.wall_s:7.2f} "
-              f"{timed.cpu_s:7.2f} {est.wall_s / timed.cpu_s:6.2f} {est.memory_bytes / 1e6:8.1f} "
-              f"{traced.peak_bytes / 1e6:8.1f} {est.memory_bytes / traced.peak_bytes:6.2f}", flush=True)
+              f"{timed.cpu_s:7.2f} {est.wall_s / timed.cpu_s:6.2f}", flush=True)
     if not fit:
         return
     fluid = [r for r in rows if r[4].network == "fluid"]
@@ -226,25 +225,19 @@ def estimate_section(quick: bool, fit: bool) -> None:
     # the rows cannot tell a task's or a ring flow's seconds apart from the fixed cost: held at
     # what benchmarks/engine_speed.py measures ((a) build + run per task, (c) per ring flow)
     t_fix, t_task, t_flow, t_ex, t_ex_k = fit_costs([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, m.cpu_s)
-                                                     for _, _, scn, e, m, _ in fluid], per_task=5e-6, per_flow=5e-6)
+                                                     for _, _, scn, e, m in fluid], per_task=5e-6, per_flow=5e-6)
     # then the worst ratio, not the squares, is what the estimate promises
     t_fix, t_ex, t_ex_k = fit_minimax([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, m.cpu_s)
-                                       for _, _, scn, e, m, _ in fluid], t_task, t_flow, (t_fix, t_ex, t_ex_k))
-    b_fix, b_task, b_flow, b_ex, b_ex_k = fit_costs([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, tr.peak_bytes)
-                                                     for _, _, scn, e, m, tr in fluid])
+                                       for _, _, scn, e, m in fluid], t_task, t_flow, (t_fix, t_ex, t_ex_k))
     print(f"fitted: seconds fixed {t_fix:.3f}, per task {t_task * 1e6:.1f} us, per flow {t_flow * 1e6:.1f} us, "
-          f"per exchange flow {t_ex * 1e6:.1f} us + {t_ex_k * 1e9:.1f} ns per flow in flight; bytes fixed "
-          f"{b_fix / 1e6:.2f} MB, per task {b_task:.0f}, per flow {b_flow:.0f}, per exchange flow {b_ex:.0f} "
-          f"+ {b_ex_k:.2f} per flow in flight")
-    refit = CostConstants(
-        bytes_fixed=b_fix, bytes_per_task=b_task, seconds_per_task=t_task, events_per_task=CONSTANTS.events_per_task,
-        seconds_fixed=t_fix, bytes_per_flow={**CONSTANTS.bytes_per_flow, "fluid": b_flow},
-        seconds_per_flow={**CONSTANTS.seconds_per_flow, "fluid": t_flow}, events_per_flow=CONSTANTS.events_per_flow,
-        bytes_per_exchange_flow={"fluid": (b_ex, b_ex_k)}, seconds_per_exchange_flow={"fluid": (t_ex, t_ex_k)})
-    for sweep, value, scn, _, timed, traced in rows:
+          f"per exchange flow {t_ex * 1e6:.1f} us + {t_ex_k * 1e9:.1f} ns per flow in flight")
+    refit = dataclasses.replace(
+        CONSTANTS, seconds_per_task=t_task, seconds_fixed=t_fix,
+        seconds_per_flow={**CONSTANTS.seconds_per_flow, "fluid": t_flow},
+        seconds_per_exchange_flow={"fluid": (t_ex, t_ex_k)})
+    for sweep, value, scn, _, timed in rows:
         est = estimate_run(scn, refit)
-        print(f"refit {sweep:14} {value:5d} time {est.wall_s / timed.cpu_s:5.2f}x memory "
-              f"{est.memory_bytes / traced.peak_bytes:5.2f}x")
+        print(f"refit {sweep:14} {value:5d} time {est.wall_s / timed.cpu_s:5.2f}x")
 
 
 def main() -> None:

@@ -51,11 +51,12 @@ class Built:
     host: "HostPricing | None" = None  # what an eager host charges (moesim.lowering.host): run or checked
 
 
-def build_scenario(scn: Scenario, force: bool = False) -> Built:
+def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, plots: bool = False) -> Built:
     """Topology + model + costs + schedule -> lowered Simulation.
 
-    A run estimated past the engine's budget (tasks or memory) is refused with the estimate and
-    a hint before anything is built, unless ``force``."""
+    A run estimated past the engine's budget (tasks, or memory against what the machine has
+    available, counting a Perfetto trace / plots when ``trace`` / ``plots`` will be written) is
+    refused with the estimate and a hint before anything is built, unless ``force``."""
     topo = load_topology(scn.topology, nodes=scn.nodes, gpus_per_node=scn.gpus_per_node)
     faults = scn.faults or Faults()
     topo = apply_to_topology(topo, faults)
@@ -63,7 +64,7 @@ def build_scenario(scn: Scenario, force: bool = False) -> Built:
     if plan.world_size != topo.num_gpus:
         raise ConfigError("plan", f"tp*dp*pp = {plan.tp}*{plan.dp}*{plan.pp} = {plan.world_size} GPUs but topology "
                           f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
-    check_budget(estimate_run(scn), force=force)
+    check_budget(estimate_run(scn, trace=trace, plots=plots), force=force)
     spec = resolve_model(scn.model)
     cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile)
     sched = make_schedule(scn)

@@ -16,7 +16,7 @@ exhausting the machine.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -28,16 +28,62 @@ from moesim.workload.transformer import TransformerSpec
 
 GIB = 2**30
 DEFAULT_MAX_TASKS = 5_000_000
-DEFAULT_MAX_MEMORY_BYTES = 8 * GIB
+DEFAULT_MAX_MEMORY_BYTES = 8 * GIB  # where the machine's available memory cannot be read
 # Generate the real schedule when it has at most this many actions; beyond, a small probe
 # schedule of the same shape gives the per-microbatch counts (generation is ~ms per 1000 actions).
 PROBE_ACTION_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
+class MemoryConstants:
+    """Peak resident memory (RSS) of ``moesim run`` as terms in the counts :func:`estimate_run`
+    predicts. ``baseline_bytes``: the interpreter with what ``moesim run`` imports, measured
+    (``ru_maxrss`` after the imports). The simulation adds ``sim_fixed`` (profiles, cost-model
+    caches, the schedule) + per task + per flow + per MoE exchange flow x flows in flight (a
+    flow that ends alone leaves link-rate and counter records on the links it shares). A Perfetto
+    trace adds ``trace_*`` (the trace's event dicts and text: per slice, per flow arrow, per
+    link-counter sample); plots add ``plots_*`` (matplotlib, the boxes of every span). Fitted by
+    :func:`moesim.experiment.estimate_fit.fit_memory` on peak RSS measured by ``python
+    benchmarks/memory_estimate.py --fit`` (data: benchmarks/memory_estimate.json)."""
+
+    baseline_bytes: float
+    sim_fixed: float
+    sim_per_task: float
+    sim_per_flow: float
+    sim_per_exchange_flow_in_flight: float
+    trace_fixed: float
+    trace_per_task: float
+    trace_per_flow: float
+    trace_per_exchange_flow_in_flight: float
+    plots_fixed: float
+    plots_per_task: float
+    plots_per_flow: float
+
+    def terms(self) -> tuple[float, ...]:
+        """The fitted coefficients in :func:`memory_columns`' order (all but the baseline)."""
+        return tuple(getattr(self, f.name) for f in fields(self)[1:])
+
+
+def memory_columns(tasks: float, flows: float, exchange_flows: float, in_flight: float, trace: bool,
+                   plots: bool) -> tuple[float, ...]:
+    """What each of :class:`MemoryConstants`' terms multiplies, in its field order after the baseline."""
+    ex = exchange_flows * in_flight
+    t, p = float(trace), float(plots)
+    return (1.0, tasks, flows, ex, t, t * tasks, t * flows, t * ex, p, p * tasks, p * flows)
+
+
+def memory_bytes(m: MemoryConstants, tasks: float, flows: float, exchange_flows: float, in_flight: float,
+                 trace: bool = False, plots: bool = False) -> float:
+    """Estimated peak RSS: baseline + simulation + the exports asked for (see :class:`MemoryConstants`)."""
+    cols = memory_columns(tasks, flows, exchange_flows, in_flight, trace, plots)
+    return m.baseline_bytes + sum(c * k for c, k in zip(cols, m.terms()))
+
+
+@dataclass(frozen=True)
 class CostConstants:
-    """Per-item costs of a build + run, by network mode for flows (the fluid network records
-    link-utilisation counters and solves rates, the analytical one does neither).
+    """Per-item costs of a build + run (seconds, events; memory: :class:`MemoryConstants`), by
+    network mode for flows (the fluid network records link-utilisation counters and solves rates,
+    the analytical one does neither).
 
     In the fluid network a solve happens at every instant where flows start or end. A ring
     step's flows end together (one solve for the step); the MoE all-to-all's flows, sized per
@@ -49,29 +95,30 @@ class CostConstants:
     :func:`~moesim.experiment.estimate_fit.fit_costs`: ``python benchmarks/scaling.py --section
     estimate --fit``."""
 
-    bytes_per_task: float
     seconds_per_task: float
     events_per_task: float
     seconds_fixed: float
-    bytes_per_flow: Mapping[str, float]
     seconds_per_flow: Mapping[str, float]
     events_per_flow: Mapping[str, float]
-    bytes_fixed: float = 0.0
-    bytes_per_exchange_flow: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    memory: MemoryConstants
     seconds_per_exchange_flow: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
-    def per_flow(self, network: str) -> tuple[float, float, float]:
-        """(bytes, seconds, events) per flow for a network mode (the costlier mode if unknown)."""
-        mode = network if network in self.bytes_per_flow else "fluid"
-        return self.bytes_per_flow[mode], self.seconds_per_flow[mode], self.events_per_flow[mode]
+    def per_flow(self, network: str) -> tuple[float, float]:
+        """(seconds, events) per flow for a network mode (the costlier mode if unknown)."""
+        mode = network if network in self.seconds_per_flow else "fluid"
+        return self.seconds_per_flow[mode], self.events_per_flow[mode]
 
-    def per_exchange_flow(self, network: str, in_flight: float) -> tuple[float, float]:
-        """Extra (bytes, seconds) of an MoE exchange flow with ``in_flight`` flows in flight."""
-        mode = network if network in self.bytes_per_flow else "fluid"
-        b0, b1 = self.bytes_per_exchange_flow.get(mode, (0.0, 0.0))
+    def per_exchange_flow(self, network: str, in_flight: float) -> float:
+        """Extra seconds of an MoE exchange flow with ``in_flight`` flows in flight."""
+        mode = network if network in self.seconds_per_flow else "fluid"
         s0, s1 = self.seconds_per_exchange_flow.get(mode, (0.0, 0.0))
-        return b0 + b1 * in_flight, s0 + s1 * in_flight
+        return s0 + s1 * in_flight
 
+
+MEMORY = MemoryConstants(
+    baseline_bytes=60e6, sim_fixed=20e6, sim_per_task=3000.0, sim_per_flow=2000.0, sim_per_exchange_flow_in_flight=1.0,
+    trace_fixed=0.0, trace_per_task=3000.0, trace_per_flow=1000.0, trace_per_exchange_flow_in_flight=1.0,
+    plots_fixed=30e6, plots_per_task=200.0, plots_per_flow=0.0)
 
 # Fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
 # machine, 2026-12-06 (CPU seconds of build + run; tracemalloc peak of a second, traced pass; 19
@@ -80,11 +127,10 @@ class CostConstants:
 # (least squares). Seconds per task and per fluid flow are held at benchmarks/engine_speed.py's
 # (a) and (c); the analytical figures are older.
 CONSTANTS = CostConstants(
-    bytes_fixed=0.42e6, bytes_per_task=1300.0, seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.012,
-    bytes_per_flow={"fluid": 818.0, "analytical": 120.0},
+    seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.012,
     seconds_per_flow={"fluid": 5e-6, "analytical": 16e-6},
     events_per_flow={"fluid": 2.3, "analytical": 1.25},
-    bytes_per_exchange_flow={"fluid": (0.0, 0.1)},
+    memory=MEMORY,
     seconds_per_exchange_flow={"fluid": (175e-6, 46e-9)},
 )
 
@@ -113,6 +159,8 @@ class RunEstimate:
     memory_bytes: float
     wall_s: float
     flows_in_flight: int = 0
+    trace_bytes: float = 0.0   # of memory_bytes: what writing the Perfetto trace adds
+    plots_bytes: float = 0.0   # of memory_bytes: what drawing the plots adds
 
     def describe(self) -> str:
         return (f"~{self.tasks:,} tasks, ~{self.flows:,} flows, ~{self.memory_bytes / GIB:.1f} GiB, "
@@ -295,36 +343,78 @@ def exchange_flows(parts: RunParts) -> int:
                                  for (kind, stage), per_mb in shape.passes.items())))
 
 
-def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants = CONSTANTS) -> RunEstimate:
-    """Predict the size of a run before building it (see the module docstring)."""
+def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants = CONSTANTS, *, trace: bool = False,
+                 plots: bool = False) -> RunEstimate:
+    """Predict the size of a run before building it (see the module docstring); its memory is
+    the peak RSS of the process, with a Perfetto trace / plots written when ``trace`` / ``plots``."""
     parts = parts_of(scn_or_parts) if isinstance(scn_or_parts, Scenario) else scn_or_parts
     tasks, flows = count_run(parts)
     in_flight = flows_in_flight(parts)
     exchanged = exchange_flows(parts)
-    flow_bytes, flow_s, flow_events = constants.per_flow(parts.network)
-    ex_bytes, ex_s = constants.per_exchange_flow(parts.network, in_flight)
+    flow_s, flow_events = constants.per_flow(parts.network)
+    ex_s = constants.per_exchange_flow(parts.network, in_flight)
+    sim = memory_bytes(constants.memory, tasks, flows, exchanged, in_flight)
+    with_trace = memory_bytes(constants.memory, tasks, flows, exchanged, in_flight, trace=trace)
+    mem = memory_bytes(constants.memory, tasks, flows, exchanged, in_flight, trace=trace, plots=plots)
     return RunEstimate(
         tasks=tasks, flows=flows,
         events=int(constants.events_per_task * tasks + flow_events * flows),
-        memory_bytes=constants.bytes_fixed + constants.bytes_per_task * tasks + flow_bytes * flows + ex_bytes * exchanged,
+        memory_bytes=mem,
         wall_s=constants.seconds_fixed + constants.seconds_per_task * tasks + flow_s * flows + ex_s * exchanged,
-        flows_in_flight=in_flight,
+        flows_in_flight=in_flight, trace_bytes=with_trace - sim, plots_bytes=mem - with_trace,
     )
 
 
+def available_memory_bytes() -> tuple[float, str]:
+    """(bytes this run may use, where the figure comes from): on Linux ``MemAvailable`` of
+    /proc/meminfo plus this process's own resident set (the estimate counts the process, which
+    already holds it); elsewhere the available physical pages (``os.sysconf``, where the system
+    has them); else the fixed :data:`DEFAULT_MAX_MEMORY_BYTES`."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        with open("/proc/self/statm", encoding="ascii") as f:
+            own = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return kib * 1024.0 + own, "available (MemAvailable + this process)"
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "available (free physical pages)"
+    except (AttributeError, ValueError, OSError):
+        return float(DEFAULT_MAX_MEMORY_BYTES), "the fixed limit (available memory unknown here)"
+
+
+def memory_refusal(estimate: RunEstimate, limit_bytes: float, limit_source: str) -> str:
+    """The one-line refusal of a run whose estimated peak memory exceeds ``limit_bytes``."""
+    parts = [f"simulation {(estimate.memory_bytes - estimate.trace_bytes - estimate.plots_bytes) / GIB:.1f} GiB"]
+    parts += [f"{name} {b / GIB:.1f} GiB" for name, b in (("trace", estimate.trace_bytes),
+                                                           ("plots", estimate.plots_bytes)) if b]
+    return (f"needs ~{estimate.memory_bytes / GIB:.1f} GiB of memory ({' + '.join(parts)}; ~{estimate.tasks:,} tasks, "
+            f"~{estimate.flows:,} flows) but this machine has {limit_bytes / GIB:.1f} GiB {limit_source}")
+
+
 def check_budget(estimate: RunEstimate, max_tasks: int = DEFAULT_MAX_TASKS,
-                 max_memory_bytes: float = DEFAULT_MAX_MEMORY_BYTES, force: bool = False) -> None:
-    """ConfigError when ``estimate`` exceeds ``max_tasks`` or ``max_memory_bytes`` (unless ``force``)."""
+                 max_memory_bytes: float | None = None, force: bool = False) -> None:
+    """ConfigError when ``estimate`` exceeds ``max_tasks`` or the memory limit (unless ``force``):
+    ``max_memory_bytes``, or by default what this machine has available
+    (:func:`available_memory_bytes`). One line: what it needs against what there is, and how to
+    lower it."""
     if force:
         return
-    over = []
+    limit, source = (max_memory_bytes, "allowed") if max_memory_bytes is not None else available_memory_bytes()
+    if estimate.memory_bytes > limit:
+        export = " --no-trace / --no-plots (a trace and plots take " \
+                 f"{(estimate.trace_bytes + estimate.plots_bytes) / GIB:.1f} GiB)," if estimate.trace_bytes or \
+            estimate.plots_bytes else ""
+        raise ConfigError("scenario", f"too large to simulate here: {memory_refusal(estimate, limit, source)}",
+                          f"lower it with{export} fewer microbatches (plan.num_microbatches), the reduced engine for "
+                          "an expert-parallel run with tp=1 (--set engine=reduced; docs/scale.md), "
+                          "network='analytical', fewer layers or fewer GPUs, or pass --force to run anyway")
     if estimate.tasks > max_tasks:
-        over.append(f"{estimate.tasks:,} tasks > {max_tasks:,}")
-    if estimate.memory_bytes > max_memory_bytes:
-        over.append(f"{estimate.memory_bytes / GIB:.1f} GiB > {max_memory_bytes / GIB:.1f} GiB")
-    if over:
-        raise ConfigError("scenario", f"too large to simulate here: {estimate.describe()} ({'; '.join(over)})",
-                          "for an expert-parallel run with tp=1 use the reduced engine (engine='reduced', "
-                          "--set engine=reduced; docs/scale.md); otherwise use fewer microbatches "
+        raise ConfigError("scenario", f"too large to simulate here: {estimate.describe()} ({estimate.tasks:,} tasks > "
+                          f"{max_tasks:,})", "for an expert-parallel run with tp=1 use the reduced engine "
+                          "(engine='reduced', --set engine=reduced; docs/scale.md); otherwise use fewer microbatches "
                           "(plan.num_microbatches), network='analytical', fewer layers or fewer GPUs (symmetric DP "
                           "replicas behave alike), or pass --force to run anyway")

@@ -7,6 +7,7 @@ Kept apart from ``estimate`` (which ``build`` uses to refuse oversized runs) bec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from moesim.experiment.build import build_scenario
 from moesim.experiment.scenario import Scenario
@@ -103,3 +104,20 @@ def fit_minimax(rows: list[tuple[float, float, float, float, float]], per_task: 
                    options={"xatol": 1e-6, "fatol": 1e-6, "maxiter": 20_000})
     fixed, a, b = np.abs(res.x) * scale
     return float(fixed), float(a), float(b)
+
+
+def fit_memory(rows: list[tuple[float, float, float, float, bool, bool, float]], baseline_bytes: float) -> Any:
+    """:class:`~moesim.experiment.estimate.MemoryConstants` fitted to measured peak RSS:
+    non-negative least squares on the relative error (each row weighted by 1 / its peak) of
+    ``peak - baseline_bytes ~ memory_columns(...) . terms`` from ``(tasks, flows, exchange_flows,
+    in_flight, trace, plots, peak_rss_bytes)`` rows (benchmarks/memory_estimate.py ``--fit``).
+    The baseline is measured, not fitted."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    from moesim.experiment.estimate import MemoryConstants, memory_columns
+
+    x = np.array([memory_columns(*r[:6]) for r in rows], dtype=float)
+    y = np.array([r[6] for r in rows], dtype=float)
+    coef, _ = nnls(x / y[:, None], (y - baseline_bytes) / y)
+    return MemoryConstants(baseline_bytes, *(float(c) for c in coef))

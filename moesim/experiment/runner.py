@@ -66,14 +66,16 @@ class ScenarioResult:
         return asdict(self)
 
 
-def run_scenario(scn: Scenario, force: bool = False, reduced_cache: Any = None) -> tuple[ScenarioResult, Any]:
+def run_scenario(scn: Scenario, force: bool = False, reduced_cache: Any = None, *, trace: bool = False,
+                 plots: bool = False) -> tuple[ScenarioResult, Any]:
     """Simulate one scenario; return its result and the Recorder (``force`` runs past the
-    size budget). ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU,
+    size budget; ``trace`` / ``plots``: the caller will export them, so the budget counts them).
+    ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU,
     sharing ``reduced_cache`` (a :class:`~moesim.scale.cache.ReducedCache`) with the other scenarios
     of the experiment."""
     if scn.engine == "reduced":
         return run_reduced_scenario(scn, reduced_cache)
-    return run_built(scn, build_scenario(scn, force=force))
+    return run_built(scn, build_scenario(scn, force=force, trace=trace, plots=plots))
 
 
 def run_built(scn: Scenario, built: Built) -> tuple[ScenarioResult, Any]:
@@ -225,7 +227,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
         if on_start:
             on_start(scn.name)
         t0 = time.perf_counter()
-        res, rec = run_scenario(scn, force=force, reduced_cache=cache)
+        res, rec = run_scenario(scn, force=force, reduced_cache=cache, trace=trace, plots=plots)
         walls[scn.name] = time.perf_counter() - t0
         write_outputs(out, scn.name, res, rec, trace=trace, plots=plots)
         results.append(res)
