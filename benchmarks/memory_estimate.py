@@ -39,27 +39,41 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def cases() -> list:
+    """benchmarks/scaling.py's estimate rows, then extra rows that pin how the trace grows with EP
+    size where the scaling row itself is too large to export here (EP64 with one microbatch)."""
+    import scaling
+
+    return scaling.estimate_cases(False) + [("MoE EP64 1 mb", 64, scaling.moe(64, 1))]
+
+
 def one(row: int, mode: str) -> dict:
-    """Run row ``row`` of ``scaling.estimate_cases`` with ``mode``'s exports in this process."""
+    """Run row ``row`` of ``scaling.estimate_cases`` with ``mode``'s exports in this process,
+    its address space capped at ``MEMORY_ESTIMATE_MAX_GIB`` (8 by default): a row past it ends in
+    MemoryError instead of pressing a shared machine (EP64 with a trace is estimated at tens of GiB)."""
+    import os
+
+    cap = int(float(os.environ.get("MEMORY_ESTIMATE_MAX_GIB", "8")) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     import moesim.cli  # noqa: F401  what `moesim run` loads before it reads the experiment
     import moesim.experiment.cli  # noqa: F401
-    from moesim.experiment.estimate import estimate_run, exchange_flows, parts_of
+    from moesim.experiment.estimate import estimate_run, exchange_flows, group_width, parts_of
     from moesim.experiment.experiment import Experiment
     from moesim.experiment.runner import run_experiment
 
-    import scaling
-
-    sweep, value, scn = scaling.estimate_cases(False)[row]
+    sweep, value, scn = cases()[row]
     trace, plots = MODES[mode]
     parts = parts_of(scn)
     est = estimate_run(parts, trace=trace, plots=plots)
     base = _peak_rss_bytes()
     t0 = time.process_time()
     with tempfile.TemporaryDirectory() as out:
-        results, _ = run_experiment(Experiment(name="rss", scenarios=(scn,)), out, trace=trace, plots=plots)
+        results, _ = run_experiment(Experiment(name="rss", scenarios=(scn,)), out, trace=trace, plots=plots,
+                                    force=True)  # the address-space cap guards this process, not the estimate
     return {"row": row, "sweep": sweep, "value": value, "mode": mode, "tasks": results[0].num_tasks,
             "flows": results[0].num_flows, "exchange_flows": exchange_flows(parts),
-            "in_flight": est.flows_in_flight, "estimate_bytes": est.memory_bytes, "baseline_bytes": base,
+            "width": group_width(parts), "in_flight": est.flows_in_flight, "estimate_bytes": est.memory_bytes,
+            "baseline_bytes": base,
             "peak_rss_bytes": _peak_rss_bytes(), "cpu_s": round(time.process_time() - t0, 2)}
 
 
@@ -88,19 +102,40 @@ HEADER = (f"{'row':>3} {'sweep':14} {'value':>5} {'mode':5} {'tasks':>8} {'flows
 
 
 def refit(rows: list[dict]) -> None:
-    from moesim.experiment.estimate import CONSTANTS, memory_bytes
+    import statistics
+
+    from moesim.experiment.estimate import memory_bytes
     from moesim.experiment.estimate_fit import fit_memory
 
-    mem = fit_memory([(r["tasks"], r["flows"], r["exchange_flows"], r["in_flight"], *MODES[r["mode"]],
-                       r["peak_rss_bytes"]) for r in rows], baseline_bytes=CONSTANTS.memory.baseline_bytes)
-    print(f"fitted: {mem}")
+    baseline = statistics.median(r["baseline_bytes"] for r in rows)  # measured: RSS after moesim run's imports
+    mem = fit_memory([(r["tasks"], r["flows"], r["exchange_flows"], r["width"], r["in_flight"], *MODES[r["mode"]],
+                       r["peak_rss_bytes"]) for r in rows], baseline_bytes=baseline)
+    print("fitted: MemoryConstants(" + ", ".join(f"{k}={v:.4g}" for k, v in dataclasses.asdict(mem).items()) + ")")
     print(HEADER)
     ratios = []
     for r in rows:
-        est = memory_bytes(mem, r["tasks"], r["flows"], r["exchange_flows"], r["in_flight"], *MODES[r["mode"]])
+        est = memory_bytes(mem, r["tasks"], r["flows"], r["exchange_flows"], r["width"], r["in_flight"],
+                           *MODES[r["mode"]])
         ratios.append(est / r["peak_rss_bytes"])
         print_row(r, est)
     print(f"refitted ratio estimate / peak RSS: min {min(ratios):.2f}, max {max(ratios):.2f} over {len(rows)} rows")
+
+
+def merge(paths: list[Path]) -> list[dict]:
+    """Rows of several ``--out`` files, ordered by row and mode (a later file's row replaces an earlier one)."""
+    from moesim.experiment.estimate import group_width, parts_of
+
+    by_key = {}
+    for path in paths:
+        for r in json.loads(path.read_text())["rows"]:
+            if "width" not in r:  # written before the link-sample term: the width of the row's scenario
+                r = {**r, "width": group_width(parts_of(cases()[r["row"]][2]))}
+            by_key[r["row"], r["mode"]] = r
+    return [by_key[k] for k in sorted(by_key, key=lambda k: (k[0], list(MODES).index(k[1])))]
+
+
+def commands(paths: list[Path]) -> list[str]:
+    return [json.loads(p.read_text()).get("command", "") for p in paths]
 
 
 def main() -> None:
@@ -111,18 +146,28 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="rows 0 (dense 8 GPUs) and 13 (MoE EP8), sim and both")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per (row, mode)")
     ap.add_argument("--out", type=Path, help="write the measured rows here as JSON")
-    ap.add_argument("--from", dest="source", type=Path, help="read rows from a JSON written by --out instead")
+    ap.add_argument("--from", dest="sources", type=Path, nargs="+",
+                    help="read rows from JSON files written by --out instead (merged; --out writes the merge)")
     ap.add_argument("--fit", action="store_true", help="refit the memory constants on the rows")
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(int(a.one[0]), a.one[1])))
         return
-    if a.source:
-        rows = json.loads(a.source.read_text())["rows"]
-    else:
-        import scaling
+    if a.sources:
+        from moesim.experiment.estimate import CONSTANTS, memory_bytes
 
-        indices = a.rows if a.rows is not None else range(len(scaling.estimate_cases(False)))
+        rows = merge(a.sources)
+        for r in rows:  # what the estimate now says (the files hold the estimate of the day they were measured)
+            r["estimate_bytes"] = memory_bytes(CONSTANTS.memory, r["tasks"], r["flows"], r["exchange_flows"],
+                                               r["width"], r["in_flight"], *MODES[r["mode"]])
+        print(HEADER)
+        for r in rows:
+            print_row(r)
+        if a.out:
+            a.out.write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "runs": commands(a.sources),
+                                        "rows": rows}, indent=1) + "\n")
+    else:
+        indices = a.rows if a.rows is not None else range(len(cases()))
         modes = ["sim", "both"] if a.quick else a.modes
         indices = [0, 13] if a.quick else indices
         print(HEADER, flush=True)

@@ -9,16 +9,17 @@ import pytest
 from moesim.errors import ConfigError
 from moesim.experiment import estimate
 from moesim.experiment.estimate import (CONSTANTS, GIB, MemoryConstants, RunEstimate, check_budget, count_run,
-                                        estimate_run, exchange_flows, flows_in_flight, memory_bytes, parts_of)
+                                        estimate_run, exchange_flows, flows_in_flight, group_width, link_samples,
+                                        memory_bytes, parts_of)
 from moesim.experiment.estimate_fit import fit_memory
 from moesim.experiment import MoEOptions, ParallelPlan, Scenario
 from moesim.moe.routing import RoutingConfig
 from moesim.workload.presets import get_model
 
 UNIT = MemoryConstants(baseline_bytes=100e6, sim_fixed=10e6, sim_per_task=1000.0, sim_per_flow=500.0,
-                       sim_per_exchange_flow_in_flight=2.0, trace_fixed=1e6, trace_per_task=3000.0,
-                       trace_per_flow=700.0, trace_per_exchange_flow_in_flight=5.0, plots_fixed=40e6,
-                       plots_per_task=100.0, plots_per_flow=10.0)
+                       sim_per_link_sample=30.0, sim_per_exchange_flow_in_flight=2.0, trace_fixed=1e6,
+                       trace_per_task=3000.0, trace_per_flow=700.0, trace_per_link_sample=900.0, plots_fixed=40e6,
+                       plots_per_task=100.0, plots_per_flow=10.0, plots_per_link_sample=20.0)
 
 
 def small_moe(ep: int = 8) -> Scenario:
@@ -29,25 +30,27 @@ def small_moe(ep: int = 8) -> Scenario:
 
 
 def test_memory_is_baseline_plus_simulation_plus_the_exports_asked_for() -> None:
-    counts = dict(tasks=1000, flows=2000, exchange_flows=100, in_flight=56)
-    sim = 100e6 + 10e6 + 1000 * 1000.0 + 2000 * 500.0 + 100 * 56 * 2.0              # 112,011,200
-    trace = 1e6 + 1000 * 3000.0 + 2000 * 700.0 + 100 * 56 * 5.0                     # 5,428,000
-    plots = 40e6 + 1000 * 100.0 + 2000 * 10.0                                       # 40,120,000
-    assert memory_bytes(UNIT, **counts) == 112_011_200.0 == sim
-    assert memory_bytes(UNIT, **counts, trace=True) == 117_439_200.0 == sim + trace
-    assert memory_bytes(UNIT, **counts, plots=True) == 152_131_200.0 == sim + plots
-    assert memory_bytes(UNIT, **counts, trace=True, plots=True) == 157_559_200.0
+    counts = dict(tasks=1000, flows=2000, exchange_flows=100, width=8, in_flight=56)
+    # link samples: 100 exchange flows x 8 ranks = 800
+    sim = 100e6 + 10e6 + 1000 * 1000.0 + 2000 * 500.0 + 800 * 30.0 + 100 * 56 * 2.0   # 112,035,200
+    trace = 1e6 + 1000 * 3000.0 + 2000 * 700.0 + 800 * 900.0                         # 6,120,000
+    plots = 40e6 + 1000 * 100.0 + 2000 * 10.0 + 800 * 20.0                           # 40,136,000
+    assert memory_bytes(UNIT, **counts) == 112_035_200.0 == sim
+    assert memory_bytes(UNIT, **counts, trace=True) == 118_155_200.0 == sim + trace
+    assert memory_bytes(UNIT, **counts, plots=True) == 152_171_200.0 == sim + plots
+    assert memory_bytes(UNIT, **counts, trace=True, plots=True) == 158_291_200.0
 
 
 def test_estimate_run_applies_the_formula_to_its_counts_and_splits_the_exports() -> None:
     parts = parts_of(small_moe())
     constants = dataclasses.replace(CONSTANTS, memory=UNIT)
     tasks, flows = count_run(parts)
-    ex, k = exchange_flows(parts), flows_in_flight(parts)
+    ex, w, k = exchange_flows(parts), group_width(parts), flows_in_flight(parts)
+    assert (w, k, link_samples(parts)) == (8, 56, ex * 8)
     est = estimate_run(parts, constants, trace=True, plots=True)
-    assert est.memory_bytes == memory_bytes(UNIT, tasks, flows, ex, k, trace=True, plots=True)
-    assert est.trace_bytes == pytest.approx(1e6 + 3000.0 * tasks + 700.0 * flows + 5.0 * ex * k, rel=1e-12)
-    assert est.plots_bytes == pytest.approx(40e6 + 100.0 * tasks + 10.0 * flows, rel=1e-12)
+    assert est.memory_bytes == memory_bytes(UNIT, tasks, flows, ex, w, k, trace=True, plots=True)
+    assert est.trace_bytes == pytest.approx(1e6 + 3000.0 * tasks + 700.0 * flows + 900.0 * ex * w, rel=1e-12)
+    assert est.plots_bytes == pytest.approx(40e6 + 100.0 * tasks + 10.0 * flows + 20.0 * ex * w, rel=1e-12)
     bare = estimate_run(parts, constants)
     assert bare.trace_bytes == bare.plots_bytes == 0.0
     assert bare.memory_bytes == pytest.approx(est.memory_bytes - est.trace_bytes - est.plots_bytes, rel=1e-12)
@@ -55,11 +58,13 @@ def test_estimate_run_applies_the_formula_to_its_counts_and_splits_the_exports()
 
 def test_fit_memory_recovers_the_constants_of_exact_rows() -> None:
     rows = []
-    for tasks, flows, ex, k in [(600, 200, 0, 2), (5000, 2500, 0, 16), (3000, 4000, 3000, 56), (20000, 9000, 0, 8),
-                                (9000, 60000, 55000, 240), (40000, 300000, 290000, 992), (1200, 100, 40, 1)]:
+    for tasks, flows, ex, w in [(600, 200, 0, 2), (5000, 2500, 0, 16), (3000, 4000, 3000, 8), (20000, 9000, 0, 8),
+                                (9000, 60000, 55000, 16), (40000, 300000, 290000, 32), (1200, 100, 40, 1)]:
+        k = w * (w - 1) if ex > 1000 else w
         for trace in (False, True):
             for plots in (False, True):
-                rows.append((tasks, flows, ex, k, trace, plots, memory_bytes(UNIT, tasks, flows, ex, k, trace, plots)))
+                rows.append((tasks, flows, ex, w, k, trace, plots,
+                             memory_bytes(UNIT, tasks, flows, ex, w, k, trace, plots)))
     fitted = fit_memory(rows, baseline_bytes=100e6)
     for name, value in dataclasses.asdict(UNIT).items():
         assert getattr(fitted, name) == pytest.approx(value, rel=1e-6, abs=1e-3), name
@@ -76,7 +81,7 @@ def test_a_refused_run_says_what_it_needs_against_what_the_machine_has(monkeypat
         check_budget(big())
     assert str(err.value) == (
         "scenario: too large to simulate here: needs ~6.0 GiB of memory (simulation 3.5 GiB + trace 2.0 GiB + plots "
-        "0.5 GiB; ~3,000,000 tasks, ~9,000,000 flows) but this machine has 4.0 GiB available (test) (fix: lower it "
+        "0.50 GiB; ~3,000,000 tasks, ~9,000,000 flows) but this machine has 4.0 GiB available (test) (fix: lower it "
         "with --no-trace / --no-plots (a trace and plots take 2.5 GiB), fewer microbatches (plan.num_microbatches), "
         "the reduced engine for an expert-parallel run with tp=1 (--set engine=reduced; docs/scale.md), "
         "network='analytical', fewer layers or fewer GPUs, or pass --force to run anyway)")

@@ -39,43 +39,50 @@ class MemoryConstants:
     """Peak resident memory (RSS) of ``moesim run`` as terms in the counts :func:`estimate_run`
     predicts. ``baseline_bytes``: the interpreter with what ``moesim run`` imports, measured
     (``ru_maxrss`` after the imports). The simulation adds ``sim_fixed`` (profiles, cost-model
-    caches, the schedule) + per task + per flow + per MoE exchange flow x flows in flight (a
-    flow that ends alone leaves link-rate and counter records on the links it shares). A Perfetto
-    trace adds ``trace_*`` (the trace's event dicts and text: per slice, per flow arrow, per
-    link-counter sample); plots add ``plots_*`` (matplotlib, the boxes of every span). Fitted by
-    :func:`moesim.experiment.estimate_fit.fit_memory` on peak RSS measured by ``python
-    benchmarks/memory_estimate.py --fit`` (data: benchmarks/memory_estimate.json)."""
+    caches, the schedule) + per task + per flow + per link sample + per exchange flow x flows in
+    flight. Link samples: a flow that ends alone (:func:`exchange_flows`) re-solves the rates of
+    its group and records a utilisation sample on each link whose rate changed, about one per
+    rank of the group (:func:`link_samples`; measured 0.53-0.58 per exchange flow and rank at
+    EP8 / EP16). A Perfetto trace adds ``trace_*`` (its event dicts and text: a slice per span, a
+    counter event per link sample), plots add ``plots_*`` (matplotlib, the boxes of every span,
+    the utilisation curves). Fitted by :func:`moesim.experiment.estimate_fit.fit_memory` on peak
+    RSS measured by ``python benchmarks/memory_estimate.py --fit`` (data:
+    benchmarks/memory_estimate.json)."""
 
     baseline_bytes: float
     sim_fixed: float
     sim_per_task: float
     sim_per_flow: float
+    sim_per_link_sample: float
     sim_per_exchange_flow_in_flight: float
     trace_fixed: float
     trace_per_task: float
     trace_per_flow: float
-    trace_per_exchange_flow_in_flight: float
+    trace_per_link_sample: float
     plots_fixed: float
     plots_per_task: float
     plots_per_flow: float
+    plots_per_link_sample: float
 
     def terms(self) -> tuple[float, ...]:
         """The fitted coefficients in :func:`memory_columns`' order (all but the baseline)."""
         return tuple(getattr(self, f.name) for f in fields(self)[1:])
 
 
-def memory_columns(tasks: float, flows: float, exchange_flows: float, in_flight: float, trace: bool,
+def memory_columns(tasks: float, flows: float, exchange_flows: float, width: float, in_flight: float, trace: bool,
                    plots: bool) -> tuple[float, ...]:
-    """What each of :class:`MemoryConstants`' terms multiplies, in its field order after the baseline."""
-    ex = exchange_flows * in_flight
+    """What each of :class:`MemoryConstants`' terms multiplies, in its field order after the
+    baseline; ``exchange_flows * width`` are the link samples (:func:`link_samples`)."""
+    samples = exchange_flows * width
     t, p = float(trace), float(plots)
-    return (1.0, tasks, flows, ex, t, t * tasks, t * flows, t * ex, p, p * tasks, p * flows)
+    return (1.0, tasks, flows, samples, exchange_flows * in_flight, t, t * tasks, t * flows, t * samples,
+            p, p * tasks, p * flows, p * samples)
 
 
-def memory_bytes(m: MemoryConstants, tasks: float, flows: float, exchange_flows: float, in_flight: float,
-                 trace: bool = False, plots: bool = False) -> float:
+def memory_bytes(m: MemoryConstants, tasks: float, flows: float, exchange_flows: float, width: float,
+                 in_flight: float, trace: bool = False, plots: bool = False) -> float:
     """Estimated peak RSS: baseline + simulation + the exports asked for (see :class:`MemoryConstants`)."""
-    cols = memory_columns(tasks, flows, exchange_flows, in_flight, trace, plots)
+    cols = memory_columns(tasks, flows, exchange_flows, width, in_flight, trace, plots)
     return m.baseline_bytes + sum(c * k for c, k in zip(cols, m.terms()))
 
 
@@ -115,16 +122,23 @@ class CostConstants:
         return s0 + s1 * in_flight
 
 
+# Fitted by ``python benchmarks/memory_estimate.py --from benchmarks/memory_estimate.json --fit``
+# (relative-error NNLS) on 77 rows measured on the 2-core development machine, 2026-12-06: the 19
+# scaling.py rows x {no export, trace, plots, both} (EP64's three export rows left out: ~14 GiB
+# estimated, more than the shared machine could spare) + EP64 with one microbatch x 4. Peak RSS
+# 106 MiB - 3.3 GiB; every row within 0.85-1.27x. Terms the fit put at zero are kept as fields so a
+# refit on another machine can use them. Baseline: ru_maxrss after importing moesim.cli,
+# moesim.experiment.cli and the runner (median of the 77 processes, 55.6-56.3 MiB).
 MEMORY = MemoryConstants(
-    baseline_bytes=60e6, sim_fixed=20e6, sim_per_task=3000.0, sim_per_flow=2000.0, sim_per_exchange_flow_in_flight=1.0,
-    trace_fixed=0.0, trace_per_task=3000.0, trace_per_flow=1000.0, trace_per_exchange_flow_in_flight=1.0,
-    plots_fixed=30e6, plots_per_task=200.0, plots_per_flow=0.0)
+    baseline_bytes=58.6e6, sim_fixed=51.9e6, sim_per_task=2650.0, sim_per_flow=0.0, sim_per_link_sample=185.0,
+    sim_per_exchange_flow_in_flight=0.09, trace_fixed=2.7e6, trace_per_task=400.0, trace_per_flow=0.0,
+    trace_per_link_sample=600.0, plots_fixed=46.7e6, plots_per_task=0.0, plots_per_flow=0.0,
+    plots_per_link_sample=0.0)
 
-# Fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
-# machine, 2026-12-06 (CPU seconds of build + run; tracemalloc peak of a second, traced pass; 19
-# rows: dense 8-64 GPUs, pipeline-only, eager host, MoE EP8-EP64 with 56-4,032 flows in flight):
-# every row within 0.63-1.60x in time (seconds: least worst ratio) and 0.84-1.19x in memory
-# (least squares). Seconds per task and per fluid flow are held at benchmarks/engine_speed.py's
+# Time fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
+# machine, 2026-12-06 (CPU seconds of build + run; 19 rows: dense 8-64 GPUs, pipeline-only, eager
+# host, MoE EP8-EP64 with 56-4,032 flows in flight): every row within 0.63-1.60x (least worst
+# ratio); memory: MEMORY above. Seconds per task and per fluid flow are held at benchmarks/engine_speed.py's
 # (a) and (c); the analytical figures are older.
 CONSTANTS = CostConstants(
     seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.012,
@@ -326,6 +340,20 @@ def flows_in_flight(parts: RunParts) -> int:
                plan.dp if plan.dp > 1 else 0, 1 if plan.pp > 1 else 0)
 
 
+def group_width(parts: RunParts) -> int:
+    """Ranks of the widest group whose flows share links: the EP group when there is an MoE
+    exchange, else the TP or DP ring; 1 when nothing but pipeline sends crosses the network."""
+    plan = parts.plan
+    return max(plan.ep if _has_exchange(parts) else 1, plan.tp, plan.dp)
+
+
+def link_samples(parts: RunParts) -> int:
+    """Link-utilisation samples the fluid network records, roughly: each flow that ends alone
+    (:func:`exchange_flows`) changes the rates on about one link per rank of its group
+    (:func:`group_width`). Measured 0.53 and 0.58 of this at EP8 and EP16 (Qwen3 MoE layers)."""
+    return exchange_flows(parts) * group_width(parts)
+
+
 def _has_exchange(parts: RunParts) -> bool:
     return bool(getattr(parts.model, "num_experts", 0)) and parts.plan.ep > 1
 
@@ -353,9 +381,12 @@ def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants =
     exchanged = exchange_flows(parts)
     flow_s, flow_events = constants.per_flow(parts.network)
     ex_s = constants.per_exchange_flow(parts.network, in_flight)
-    sim = memory_bytes(constants.memory, tasks, flows, exchanged, in_flight)
-    with_trace = memory_bytes(constants.memory, tasks, flows, exchanged, in_flight, trace=trace)
-    mem = memory_bytes(constants.memory, tasks, flows, exchanged, in_flight, trace=trace, plots=plots)
+    # the analytical network records no link samples and re-solves nothing
+    fluid = parts.network not in ("analytical",)
+    counts = (tasks, flows, exchanged, group_width(parts) if fluid else 0, in_flight if fluid else 0)
+    sim = memory_bytes(constants.memory, *counts)
+    with_trace = memory_bytes(constants.memory, *counts, trace=trace)
+    mem = memory_bytes(constants.memory, *counts, trace=trace, plots=plots)
     return RunEstimate(
         tasks=tasks, flows=flows,
         events=int(constants.events_per_task * tasks + flow_events * flows),
@@ -386,13 +417,17 @@ def available_memory_bytes() -> tuple[float, str]:
         return float(DEFAULT_MAX_MEMORY_BYTES), "the fixed limit (available memory unknown here)"
 
 
+def _size(nbytes: float) -> str:
+    return f"{nbytes / GIB:,.1f} GiB" if nbytes >= GIB else f"{nbytes / GIB:.2f} GiB"
+
+
 def memory_refusal(estimate: RunEstimate, limit_bytes: float, limit_source: str) -> str:
     """The one-line refusal of a run whose estimated peak memory exceeds ``limit_bytes``."""
-    parts = [f"simulation {(estimate.memory_bytes - estimate.trace_bytes - estimate.plots_bytes) / GIB:.1f} GiB"]
-    parts += [f"{name} {b / GIB:.1f} GiB" for name, b in (("trace", estimate.trace_bytes),
-                                                           ("plots", estimate.plots_bytes)) if b]
-    return (f"needs ~{estimate.memory_bytes / GIB:.1f} GiB of memory ({' + '.join(parts)}; ~{estimate.tasks:,} tasks, "
-            f"~{estimate.flows:,} flows) but this machine has {limit_bytes / GIB:.1f} GiB {limit_source}")
+    parts = [f"simulation {_size(estimate.memory_bytes - estimate.trace_bytes - estimate.plots_bytes)}"]
+    parts += [f"{name} {_size(b)}" for name, b in (("trace", estimate.trace_bytes), ("plots", estimate.plots_bytes))
+              if b]
+    return (f"needs ~{_size(estimate.memory_bytes)} of memory ({' + '.join(parts)}; ~{estimate.tasks:,} tasks, "
+            f"~{estimate.flows:,} flows) but this machine has {_size(limit_bytes)} {limit_source}")
 
 
 def check_budget(estimate: RunEstimate, max_tasks: int = DEFAULT_MAX_TASKS,
@@ -405,9 +440,8 @@ def check_budget(estimate: RunEstimate, max_tasks: int = DEFAULT_MAX_TASKS,
         return
     limit, source = (max_memory_bytes, "allowed") if max_memory_bytes is not None else available_memory_bytes()
     if estimate.memory_bytes > limit:
-        export = " --no-trace / --no-plots (a trace and plots take " \
-                 f"{(estimate.trace_bytes + estimate.plots_bytes) / GIB:.1f} GiB)," if estimate.trace_bytes or \
-            estimate.plots_bytes else ""
+        exports = estimate.trace_bytes + estimate.plots_bytes
+        export = f" --no-trace / --no-plots (a trace and plots take {_size(exports)})," if exports else ""
         raise ConfigError("scenario", f"too large to simulate here: {memory_refusal(estimate, limit, source)}",
                           f"lower it with{export} fewer microbatches (plan.num_microbatches), the reduced engine for "
                           "an expert-parallel run with tp=1 (--set engine=reduced; docs/scale.md), "

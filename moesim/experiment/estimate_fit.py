@@ -106,18 +106,18 @@ def fit_minimax(rows: list[tuple[float, float, float, float, float]], per_task: 
     return float(fixed), float(a), float(b)
 
 
-def fit_memory(rows: list[tuple[float, float, float, float, bool, bool, float]], baseline_bytes: float) -> Any:
+def fit_memory(rows: list[tuple[float, float, float, float, float, bool, bool, float]], baseline_bytes: float) -> Any:
     """:class:`~moesim.experiment.estimate.MemoryConstants` fitted to measured peak RSS:
     non-negative least squares on the relative error (each row weighted by 1 / its peak) of
     ``peak - baseline_bytes ~ memory_columns(...) . terms`` from ``(tasks, flows, exchange_flows,
-    in_flight, trace, plots, peak_rss_bytes)`` rows (benchmarks/memory_estimate.py ``--fit``).
+    width, in_flight, trace, plots, peak_rss_bytes)`` rows (benchmarks/memory_estimate.py ``--fit``).
     The baseline is measured, not fitted."""
     import numpy as np
     from scipy.optimize import nnls
 
     from moesim.experiment.estimate import MemoryConstants, memory_columns
 
-    x = np.array([memory_columns(*r[:6]) for r in rows], dtype=float)
-    y = np.array([r[6] for r in rows], dtype=float)
+    x = np.array([memory_columns(*r[:7]) for r in rows], dtype=float)
+    y = np.array([r[7] for r in rows], dtype=float)
     coef, _ = nnls(x / y[:, None], (y - baseline_bytes) / y)
     return MemoryConstants(baseline_bytes, *(float(c) for c in coef))
