@@ -41,10 +41,12 @@ def _peak_rss_bytes() -> int:
 
 def cases() -> list:
     """benchmarks/scaling.py's estimate rows, then extra rows that pin how the trace grows with EP
-    size where the scaling row itself is too large to export here (EP64 with one microbatch)."""
+    size where the scaling row itself is too large to export here (EP64 with one and two
+    microbatches: the EP64 row has four)."""
     import scaling
 
-    return scaling.estimate_cases(False) + [("MoE EP64 1 mb", 64, scaling.moe(64, 1))]
+    return scaling.estimate_cases(False) + [("MoE EP64 1 mb", 64, scaling.moe(64, 1)),
+                                            ("MoE EP64 2 mb", 64, scaling.moe(64, 2))]
 
 
 def one(row: int, mode: str) -> dict:

@@ -150,3 +150,35 @@ def test_the_run_budget_counts_the_exports_it_will_write(monkeypatch, tmp_path) 
         run_experiment(Experiment(name="e", scenarios=(scn,)), tmp_path / "a")
     results, _ = run_experiment(Experiment(name="e", scenarios=(scn,)), tmp_path / "b", trace=False, plots=False)
     assert results[0].num_tasks > 0
+
+
+def test_moesim_run_refuses_in_one_line_and_runs_without_the_exports(monkeypatch, tmp_path) -> None:
+    import textwrap
+
+    from typer.testing import CliRunner
+
+    from moesim.cli import app
+
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(textwrap.dedent("""
+        from moesim.experiment import Experiment, ParallelPlan, Scenario
+        from moesim.workload.transformer import TransformerSpec
+        TINY = TransformerSpec(name="tiny", num_layers=4, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
+                               ffn_hidden=2048, vocab=32000, seq_len=512)
+        SCENARIO = Scenario(name="only", topology="dgx_h100", model=TINY, plan=ParallelPlan(tp=2, pp=4, num_microbatches=4))
+        EXPERIMENT = Experiment(name="cli", scenarios=(SCENARIO,))
+    """))
+    scn = Scenario(name="only", topology="dgx_h100", plan=ParallelPlan(tp=2, pp=4, num_microbatches=4),
+                   model=dataclasses.replace(get_model("llama3-8b"), name="tiny", num_layers=4, hidden=512, num_heads=8,
+                                             num_kv_heads=8, head_dim=64, ffn_hidden=2048, vocab=32000, seq_len=512))
+    bare, full = estimate_run(scn), estimate_run(scn, trace=True, plots=True)
+    limit = (bare.memory_bytes + full.memory_bytes) / 2
+    monkeypatch.setattr(estimate, "available_memory_bytes", lambda: (limit, "available (test)"))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "a")])
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: scenario: too large to simulate here: needs ~"), lines
+    assert f"this machine has {limit / GIB:.2f} GiB available (test)" in lines[0] and "--no-trace" in lines[0]
+    ok = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "b"), "--no-trace", "--no-plots"])
+    assert ok.exit_code == 0, ok.output

@@ -5,13 +5,17 @@ and the fabric spec alone (no graph, no cost model, no task is built): per pipel
 compute segments x TP x DP GPUs, one folded TP collective per segment and DP replica (ring:
 ``2(tp-1)tp`` flows), the MoE exchanges (dispatch, shared experts, one task per expert slot,
 combine; ``2 ep(ep-1)`` flows per exchange), the pipeline sends (one flow each), the DP gradient
-all-reduces (ring or hierarchical flows) and the optimizer steps. Memory and wall time follow
-from per-task and per-flow constants measured on real runs, with an extra cost per MoE exchange
-flow, a function of the flows in flight (each such flow ends alone and re-solves the rates it
-shares links with; see :class:`CostConstants`, refitted by ``python benchmarks/scaling.py
---section estimate --fit``). :func:`check_budget` turns an estimate over the limits into a ConfigError
-with the figures and what to change, so a runaway scenario is refused in milliseconds instead of
-exhausting the machine.
+all-reduces (ring or hierarchical flows) and the optimizer steps. Wall time follows from per-task
+and per-flow constants measured on real runs, with an extra cost per MoE exchange flow, a
+function of the flows in flight (each such flow ends alone and re-solves the rates it shares
+links with; see :class:`CostConstants`, refitted by ``python benchmarks/scaling.py --section
+estimate --fit``). Memory is the process's peak RSS: the measured baseline of ``moesim run``'s
+imports, the simulation (per task, per link-utilisation sample) and, when they will be written,
+the Perfetto trace and the plots (:class:`MemoryConstants`, refitted by ``python
+benchmarks/memory_estimate.py --fit``). :func:`check_budget` turns an estimate over the task limit
+or the machine's available memory into a one-line ConfigError with what it needs, what there is
+and what to change, so a runaway scenario is refused in milliseconds instead of exhausting the
+machine.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Measuring the run-size estimate's constants (``moesim.experiment.estimate.CONSTANTS``).
 
-:func:`measure` builds and runs a scenario once and records what it cost; :func:`fit_per_item`
-fits per-task and per-flow costs to such records. How and on what scenarios: docs/robustness.md.
+:func:`measure` builds and runs a scenario once and records what it cost; :func:`fit_costs` /
+:func:`fit_minimax` fit the time constants to such records (benchmarks/scaling.py --section
+estimate --fit) and :func:`fit_memory` the memory constants to peak RSS measured per process
+(benchmarks/memory_estimate.py --fit). How and on what scenarios: docs/robustness.md.
 Kept apart from ``estimate`` (which ``build`` uses to refuse oversized runs) because it builds.
 """
 from __future__ import annotations
