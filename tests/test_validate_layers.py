@@ -263,3 +263,25 @@ def test_an_install_without_stored_data_reports_so(monkeypatch, tmp_path: Path) 
     assert not report.cases and "kernels not validated" in text and "layers and blocks are not validated" in text
     with pytest.raises(ConfigError, match="no measurement file"):
         vcli.validate(kernels=tmp_path / "absent.json")
+
+
+def test_a_timed_host_issue_gets_its_own_comparison_against_the_simulated_host_thread(
+        tmp_path: Path, smoke_doc: dict) -> None:
+    from moesim.engine.sim import HOST_STREAM
+    from moesim.experiment.block import simulate_block
+    from moesim.validate.layers import entry_scenario, predict_entry_cases
+
+    doc = json.loads(json.dumps(smoke_doc))
+    entry = next(e for e in doc["entries"] if e["workload"].get("experts") == "grouped"
+                 and e["workload"].get("token_movement") == "torchtitan")
+    entry["measured"]["host_issue_ns"] = 123_456.0
+    layer_file = load_layer_file(_write(tmp_path, dict(doc, entries=[entry])), gpu="H100")
+    main, host = predict_entry_cases(layer_file.entries[0], "H100")
+    assert main.workload_class == "torchtitan grouped" and host.workload_class == "host issue: torchtitan grouped"
+    assert host.measured_ns == 123_456.0
+    rec = simulate_block(entry_scenario(layer_file.entries[0], "H100")).recorder
+    issue = sum(s.end_ns - s.start_ns for s in rec.spans if s.stream == HOST_STREAM and s.name.startswith("issue "))
+    assert host.predicted_ns == pytest.approx(issue / layer_file.entries[0].iterations) and host.predicted_ns > 0
+    entry["measured"]["host_issue_ns"] = -1
+    with pytest.raises(ConfigError, match="host_issue_ns"):
+        load_layer_file(_write(tmp_path, dict(doc, entries=[entry]), "bad.json"), gpu="H100")

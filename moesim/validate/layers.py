@@ -52,6 +52,7 @@ class LayerEntry:
     measured_ns: float
     iterations: int
     small: bool
+    host_issue_ns: "float | None" = None   # host time of issuing one iteration (sync-free cases)
 
     @property
     def kind(self) -> str:
@@ -154,7 +155,11 @@ def _entry(e: Any, index: int, src: str) -> LayerEntry:
     iters = m.get("iterations")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"{where}.measured.iterations", f"must be an integer >= 1, got {iters!r}", source=src)
-    return LayerEntry(str(e["id"]), w, float(time_ns), iters, bool(e.get("small", time_ns < SMALL_NS)))
+    host_ns = m.get("host_issue_ns")
+    if host_ns is not None and (isinstance(host_ns, bool) or not isinstance(host_ns, (int, float)) or not host_ns > 0):
+        raise ConfigError(f"{where}.measured.host_issue_ns", f"must be a number > 0, got {host_ns!r}", source=src)
+    return LayerEntry(str(e["id"]), w, float(time_ns), iters, bool(e.get("small", time_ns < SMALL_NS)),
+                      None if host_ns is None else float(host_ns))
 
 
 # -- the scenario ----------------------------------------------------------------------------------
@@ -245,9 +250,35 @@ def unmodelled(entry: LayerEntry) -> str:
 
 def predict_entry(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Comparison:
     """Simulate the entry's block and compare its time per iteration with the measured one."""
+    return predict_entry_cases(entry, gpu, cost_model)[0]
+
+
+HOST_ISSUE_NOTE = "host time of issuing one iteration behind a queued GPU wait vs the simulated host thread's issue"
+
+
+def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> list[Comparison]:
+    """The entry's comparison, and where the file timed it (``host_issue_ns``, a program without a
+    device-to-host read) a second one of class ``host issue: <class>``: the measured host time of
+    issuing one iteration against the simulated host thread's issue time per iteration (its
+    ``issue`` tasks; no sync waits in such a program), the host model's own check."""
+    from moesim.engine.sim import HOST_STREAM
     from moesim.experiment.block import simulate_block
 
     result = simulate_block(entry_scenario(entry, gpu, cost_model))
+    main = _comparison(entry, gpu, result)
+    if entry.host_issue_ns is None or result.recorder is None:
+        return [main]
+    issue_ns = sum(sp.end_ns - sp.start_ns for sp in result.recorder.spans
+                   if sp.stream == HOST_STREAM and sp.name.startswith("issue ")) / max(1, entry.iterations)
+    if issue_ns <= 0:
+        return [main]
+    host = Comparison(case_id=entry.case_id, workload_class=f"host issue: {entry.workload_class}", passes=entry.passes,
+                      gpu=gpu, measured_ns=entry.host_issue_ns, predicted_ns=float(issue_ns), small=False,
+                      cost_model=result.cost_model, notes=HOST_ISSUE_NOTE)
+    return [main, host]
+
+
+def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
     fallbacks = tuple(c.name for c in result.op_classes
                       if "fallback" in c.provenance or "stand-in" in c.provenance or c.provenance == "mixed")
     return Comparison(case_id=entry.case_id, workload_class=entry.workload_class, passes=entry.passes, gpu=gpu,

@@ -93,7 +93,7 @@ def _layer_cases(path: Path, gpu: "str | None", cost_model: str, progress: Optio
                  ) -> tuple[list[Comparison], list[tuple[str, str]], Source]:
     """One file's comparisons; an entry the product cannot describe (its routing does not
     reproduce, a shape it refuses) is refused with the reason, the rest still run."""
-    from moesim.validate.layers import load_layer_file, predict_entry
+    from moesim.validate.layers import load_layer_file, predict_entry_cases
 
     layer_file = load_layer_file(path, gpu)
     got: list[Comparison] = []
@@ -102,7 +102,7 @@ def _layer_cases(path: Path, gpu: "str | None", cost_model: str, progress: Optio
         if progress is not None:
             progress(entry.case_id, i, len(layer_file.entries))
         try:
-            got.append(predict_entry(entry, layer_file.gpu, cost_model))
+            got.extend(predict_entry_cases(entry, layer_file.gpu, cost_model))
         except ConfigError as err:
             bad.append((entry.case_id, str(err)))
     note = f"measured on {layer_file.device or 'an unnamed device'}"
