@@ -32,6 +32,7 @@ def _stream_bars(ax: Axes, util: Utilization) -> None:
         values = [[u.fraction for u in util.streams if u.stream == n] for n in names]
         means = np.array([np.mean(v) for v in values])
         spread = np.array([[m - min(v) for m, v in zip(means, values)], [max(v) - m for m, v in zip(means, values)]])
+        spread = np.maximum(spread, 0.0)  # equal fractions: the mean can round a hair past min or max
         ax.bar(range(len(names)), means, yerr=spread, color="#4C72B0", capsize=3)
         labels = [f"{n} (x{len(v)})" for n, v in zip(names, values)]
         ax.set_title(f"busy fraction per stream name over {len({u.rank for u in util.streams})} GPUs (mean, min..max)")
