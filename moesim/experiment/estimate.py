@@ -127,16 +127,17 @@ class CostConstants:
 
 
 # Fitted by ``python benchmarks/memory_estimate.py --from benchmarks/memory_estimate.json --fit``
-# (relative-error NNLS) on 77 rows measured on the 2-core development machine, 2026-12-06: the 19
-# scaling.py rows x {no export, trace, plots, both} (EP64's three export rows left out: ~14 GiB
-# estimated, more than the shared machine could spare) + EP64 with one microbatch x 4. Peak RSS
-# 106 MiB - 3.3 GiB; every row within 0.85-1.27x. Terms the fit put at zero are kept as fields so a
-# refit on another machine can use them. Baseline: ru_maxrss after importing moesim.cli,
-# moesim.experiment.cli and the runner (median of the 77 processes, 55.6-56.3 MiB).
+# (relative-error NNLS) on 78 runs measured on the 2-core development machine, 2026-12-06: the 19
+# scaling.py rows x {no export, trace, plots, both} (EP64's three export rows left out: ~12 GiB
+# estimated, more than the shared machine could spare) + EP64 with one microbatch x 4 + EP64 with
+# two, trace and plots (7.1 GiB; 0.90x before it joined the fit). Peak RSS 106 MiB - 6.9 GiB;
+# every run within 0.85-1.28x. Terms the fit put at zero are kept so a refit elsewhere can use
+# them. Baseline: ru_maxrss after importing moesim.cli, moesim.experiment.cli and the runner
+# (median of the 78 processes, 55.6-56.3 MiB).
 MEMORY = MemoryConstants(
-    baseline_bytes=58.6e6, sim_fixed=51.9e6, sim_per_task=2650.0, sim_per_flow=0.0, sim_per_link_sample=185.0,
-    sim_per_exchange_flow_in_flight=0.09, trace_fixed=2.7e6, trace_per_task=400.0, trace_per_flow=0.0,
-    trace_per_link_sample=600.0, plots_fixed=46.7e6, plots_per_task=0.0, plots_per_flow=0.0,
+    baseline_bytes=58.6e6, sim_fixed=51.9e6, sim_per_task=2690.0, sim_per_flow=0.0, sim_per_link_sample=180.0,
+    sim_per_exchange_flow_in_flight=0.17, trace_fixed=2.8e6, trace_per_task=300.0, trace_per_flow=0.0,
+    trace_per_link_sample=615.0, plots_fixed=46.75e6, plots_per_task=0.0, plots_per_flow=0.0,
     plots_per_link_sample=0.0)
 
 # Time fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
