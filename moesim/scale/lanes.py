@@ -221,16 +221,18 @@ class LaneExchangeLowering:
         expert tasks are (:meth:`~moesim.lowering.host.HostPricing.compute_ns` on each task's
         ops): its kernels and, where the host is priced per op class, their host time."""
         if hasattr(self.table, "expert_tasks"):
-            programs = [(t.ops, t.host_sync) for t in self._busiest_tasks(layer, sample, phase)]
+            programs = [(t.ops, t.host_sync, t.expert) for t in self._busiest_tasks(layer, sample, phase)]
         else:
             experts = self.routing.plan(0, 0, layer, sample).experts[self._experts(layer, sample, phase)[2]]
             programs = _chain_programs(self.table, phase, [n for _e, n in experts if n > 0])
         host = getattr(self.table, "host", None)
         kernels = host_ns = 0
-        for ops, sync in programs:
+        for ops, sync, expert in programs:
             kernels += len(ops)
             if host is not None and host.per_op:
                 args = {"ops": ops, "host_phase": PHASE[phase], "kernels": len(ops), "host_sync": sync}
+                if expert is not None:   # a per-expert chain, as the full engine's args mark it
+                    args["expert"] = expert
                 host_ns += host.compute_ns(args, "expert")[0]
         return {"kernels": kernels, "host_ns": host_ns} if host is not None and host.per_op else {"kernels": kernels}
 
@@ -265,14 +267,14 @@ class LaneExchangeLowering:
         st.cross_node_bytes += cross * (out_b + back_b) / self.samples
 
 
-def _chain_programs(table, phase: str, tokens: list[int]) -> list[tuple[tuple, bool]]:
-    """(ops, no host sync) of the FFN chain of each expert with ``tokens`` (a table without
-    ``expert_tasks``, as tests' fakes)."""
+def _chain_programs(table, phase: str, tokens: list[int]) -> list[tuple[tuple, bool, int]]:
+    """(ops, no host sync, expert slot) of the FFN chain of each expert with ``tokens`` (a table
+    without ``expert_tasks``, as tests' fakes)."""
     from moesim.workload import moe as moe_ops
 
     build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
              "W": moe_ops.expert_backward_weight_ops}[phase]
-    return [(tuple(build(table.spec, n)), False) for n in tokens]
+    return [(tuple(build(table.spec, n)), False, i) for i, n in enumerate(tokens)]
 
 
 def _queue_ns(table, phase: str, tokens: list[int]) -> int:
