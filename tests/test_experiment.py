@@ -100,6 +100,11 @@ def test_run_directory_is_complete_and_deterministic(tmp_path):
     data = json.loads((tmp_path / "one" / "results.json").read_text())
     assert data["comparisons"][0]["baseline"] == "a"
     assert "| a | 1f1b |" in (tmp_path / "one" / "summary.md").read_text()
+    mfu = {row["scenario"]: row for row in data["mfu"]}   # MFU two ways, as summary.md prints them
+    assert set(mfu) == {"a", "b"} and all(0 < row["mfu_model"] < 1 and row["peak_tflops"] > 0 for row in mfu.values())
+    a = next(r for r in data["scenarios"] if r["name"] == "a")
+    assert mfu["a"]["gemm_dtype"] == "bf16" and mfu["a"]["gpu"] == "H100"   # bf16 GEMMs: the bf16 peak
+    assert mfu["a"]["mfu_executed"] == pytest.approx(a["mfu"], rel=1e-6)
 
 
 def test_run_command_writes_the_run_directory_and_rejects_bad_sets(tmp_path):

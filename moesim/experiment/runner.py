@@ -26,7 +26,7 @@ from moesim.costs.base import cost_sources, profile_identity
 from moesim.errors import ConfigError
 from moesim.experiment.build import Built, build_scenario
 from moesim.experiment.experiment import Experiment
-from moesim.experiment.report import RESULTS_SCHEMA_VERSION, comparisons
+from moesim.experiment.report import RESULTS_SCHEMA_VERSION, comparisons, mfu_rows
 from moesim.experiment.scenario import Scenario
 from moesim.pathnames import check_output_names
 
@@ -235,7 +235,8 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
             on_progress(scn.name)
     payload = {"moesim_version": __version__, "schema_version": RESULTS_SCHEMA_VERSION,
                "experiment": exp.name, "description": exp.description, "overrides": dict(overrides or {}),
-               "scenarios": [r.to_dict() for r in results], "comparisons": comparisons(exp, results)}
+               "scenarios": [r.to_dict() for r in results], "comparisons": comparisons(exp, results),
+               "mfu": mfu_rows(exp, results)}
     (out / "results.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     from moesim.experiment.report import summary_markdown
     (out / "summary.md").write_text(summary_markdown(exp, results))
