@@ -23,14 +23,13 @@ Breakdown: python -m lab.published_breakdown experiments/published_deepseek_v3_h
 import dataclasses
 
 from moesim.experiment import Comparison, Experiment, OverlapOptions
-from moesim.memory import MemoryConfig
+from moesim.memory.published import PUBLISHED_LAYOUTS
 from moesim.planner.presets import get_preset
 from moesim.workload.presets import get_model
 
 PUBLISHED_TOKENS_PER_S_PER_GPU = 1543
 PRESET = get_preset("deepseek-v3-h800")
-MEMORY = MemoryConfig(recompute="selective", recompute_modules=("layernorm", "mla_up_proj"), zero_stage=1,
-                      optimizer_state_dtype="bf16")
+MEMORY = PUBLISHED_LAYOUTS["deepseek-v3-2048-h800"].memory   # the report's options (moesim.memory.published)
 OVERLAP = OverlapOptions(deepep_num_sms=20, overlap_grad_reduce=True)
 
 
