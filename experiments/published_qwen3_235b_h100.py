@@ -20,7 +20,7 @@ rank over 128 microbatches of one 4K sequence, balanced routing (force-balanced)
 on 20 SMs, fused permute / router, the memory options of
 ``moesim.memory.published.PUBLISHED_LAYOUTS["qwen3-235b-256-h100"]``, eager host (the recipe graphs
 only the router and the preprocess). Differences from the run, stated: moesim carves EP out of DP
-(one EP group per TP index), so EP is 16 here (8 experts a GPU, expert-DP 2) where Megatron folds
+(one EP group per TP index), so EP is 16 here (8 experts a GPU, each held by both TP indices) where Megatron folds
 EP 32 over TP 2 x DP 16 (4 experts a GPU, expert-DP 1); each GPU's routed tokens (16 GPUs x 2,048
 sequence-parallel tokens x top-8 over 16 GPUs) and the share of all-to-all traffic leaving the
 node (3 of 4 peers' nodes) are the same, the grouped GEMM has 8 experts of ~2K rows instead of 4
