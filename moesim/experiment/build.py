@@ -75,7 +75,8 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
     if isinstance(spec, MoESpec):
         table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                               sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                              recompute=scn.memory.recompute, autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
+                              recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
+                           autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                               **table_kwargs(overlap))
         exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
     else:
@@ -83,7 +84,8 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
             raise ConfigError("plan.ep", f"ep={plan.ep} but model {spec.name!r} has no experts", "set ep=1")
         table = StageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
                            sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
-                           recompute=scn.memory.recompute, autograd=scn.mode != "forward")
+                           recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
+                           autograd=scn.mode != "forward")
     for rank in faults.slow_gpus:
         if rank >= topo.num_gpus:
             raise ConfigError("faults.slow_gpus", f"rank {rank} is not a GPU of {topo.name}",

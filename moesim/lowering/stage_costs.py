@@ -82,12 +82,14 @@ class StageTable:
 
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none",
-                 autograd: bool = True) -> None:
+                 autograd: bool = True, recompute_modules: "tuple[str, ...] | None" = None) -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
         self.region = kernel_region(cost)  # (region_ns, floor_ns): 0 for the roofline
         self.host = host_pricing(cost, autograd=autograd)  # host time per op class (segments' host_ns);
         # autograd=False: a forward-only run under torch.no_grad
         self.recompute = recompute
+        # --recompute-modules under "selective" (None: Megatron's default, the attention core)
+        self.recompute_modules = tuple(recompute_modules) if recompute_modules is not None else None
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
         stage_layer_ranges(spec.num_layers, schedule.num_stages)  # refuses stages with no layer
@@ -148,12 +150,33 @@ class StageTable:
             return []
         if not self.has_embedding:
             return self._program("F", layer) if self.recompute == "full" else []
+        if self.recompute == "selective" and self.recompute_modules is not None:
+            return self._recomputed_modules(layer)
         if s.is_moe_layer(layer):
             attention = tf.attention_forward_program(s, mbs, tp, sp)
             if self.recompute == "full":
                 return attention
             return [op for op in attention if isinstance(op, Attention)]
         return tf.recompute_forward_ops(s, mbs, tp, sp, self.recompute)
+
+    def _recomputed_modules(self, layer: int) -> list[ProgramItem]:
+        """The forward items of ``layer`` its ``--recompute-modules`` re-run before backward
+        (:func:`moesim.workload.layers.recompute_program`). Of an MoE layer, the attention part and
+        the pre-MoE norm: the MoE block's own modules (moe, moe_act, shared_experts) free memory
+        (:mod:`moesim.memory.activations`) but their re-run is not simulated (the expert exchange
+        is lowered apart); :attr:`unsimulated_recompute` names them."""
+        items = wl.recompute_program(self.spec, layer, self.mbs, self.tp, self.sp, self.ep, "selective",
+                                     self.recompute_modules, getattr(self, "token_movement", "torchtitan"))
+        if not self.spec.is_moe_layer(layer):
+            return items
+        return [i for i in items if i.name.startswith("attn.") or i.name == "moe.norm"]
+
+    @property
+    def unsimulated_recompute(self) -> tuple[str, ...]:
+        """Recompute modules whose memory saving is counted but whose re-run is not simulated."""
+        if self.recompute != "selective" or not self.recompute_modules or not getattr(self.spec, "num_experts", 0):
+            return ()
+        return tuple(m for m in self.recompute_modules if m in ("moe", "moe_act", "shared_experts"))
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         """Segments a layer closes (none for a dense layer) and the open compute after it."""
