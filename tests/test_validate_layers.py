@@ -285,3 +285,16 @@ def test_a_timed_host_issue_gets_its_own_comparison_against_the_simulated_host_t
     entry["measured"]["host_issue_ns"] = -1
     with pytest.raises(ConfigError, match="host_issue_ns"):
         load_layer_file(_write(tmp_path, dict(doc, entries=[entry]), "bad.json"), gpu="H100")
+
+
+def test_a_bad_kernels_file_is_refused_before_any_layer_is_predicted(monkeypatch, tmp_path: Path,
+                                                                      smoke_file: Path) -> None:
+    import moesim.validate.layers as layers_mod
+
+    def no_prediction(*_a, **_k):
+        raise AssertionError("a layer was predicted before the kernels file was checked")
+    monkeypatch.setattr(layers_mod, "predict_entry_cases", no_prediction)
+    bad = tmp_path / "kernels.json"
+    bad.write_text("not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        build_report([smoke_file], bad, gpu="H200")

@@ -65,19 +65,25 @@ def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: 
     sources: list[Source] = []
     refused: list[tuple[str, str]] = []
     notes: list[str] = []
+    from moesim.validate.layers import load_layer_file
+
     if not layer_files:
         notes.append(f"no layer-workloads files in {_short(LAYERS_DIR)} yet: layers and blocks are not validated")
-    for path in layer_files:
-        got, bad, source = _layer_cases(path, gpu, cost_model, progress)
+    measurements = None
+    if kernels_file is not None:   # every input is read and checked before the first prediction
+        from moesim.validate.measurements import load_measurements
+
+        measurements = load_measurements(kernels_file)
+    loaded = [load_layer_file(path, gpu) for path in layer_files]
+    for layer_file in loaded:
+        got, bad, source = _layer_cases(layer_file, cost_model, progress)
         cases += got
         refused += bad
         sources.append(source)
     left: dict[str, int] = {}
-    if kernels_file is not None:
+    if measurements is not None:
         from moesim.validate.kernels import gpu_of, left_out, predict_kernels
-        from moesim.validate.measurements import load_measurements
 
-        measurements = load_measurements(kernels_file)
         got = predict_kernels(measurements, cost_model)
         cases += got
         left = left_out(measurements)
@@ -89,13 +95,12 @@ def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: 
     return Report(tuple(cases), tuple(sources), tuple(refused), tuple(left.items()), tuple(notes), command)
 
 
-def _layer_cases(path: Path, gpu: "str | None", cost_model: str, progress: Optional[Progress] = None
+def _layer_cases(layer_file: Any, cost_model: str, progress: Optional[Progress] = None
                  ) -> tuple[list[Comparison], list[tuple[str, str]], Source]:
-    """One file's comparisons; an entry the product cannot describe (its routing does not
+    """One loaded file's comparisons; an entry the product cannot describe (its routing does not
     reproduce, a shape it refuses) is refused with the reason, the rest still run."""
-    from moesim.validate.layers import load_layer_file, predict_entry_cases
+    from moesim.validate.layers import predict_entry_cases
 
-    layer_file = load_layer_file(path, gpu)
     got: list[Comparison] = []
     bad: list[tuple[str, str]] = []
     for i, entry in enumerate(layer_file.entries):
