@@ -33,7 +33,8 @@ def run(
     file: Path = typer.Argument(..., help="experiment file, e.g. experiments/1f1b_vs_interleaved.py"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<experiment>)"),
     set_: List[str] = typer.Option([], "--set", help="override a scenario field for every scenario: key=value"),
-    force: bool = typer.Option(False, "--force", help="run even when the size estimate (tasks, or memory against what this machine has available) exceeds its limit"),
+    force: bool = typer.Option(False, "--force", help="run even when the size estimate (tasks, or memory "
+                               "against what this machine has available) exceeds its limit"),
     profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile for every scenario: a JSON path "
                                           "or a name in moesim/profiles, MOESIM_PROFILE_PATH or ~/.config/moesim/profiles "
                                           "(same as --set profile=...)"),
