@@ -110,11 +110,8 @@ class HostPricing:
         """Host time of issuing ``ops`` (compute ops; collectives are calls of their own) in
         ``phase`` (None: each op's own form, :func:`op_phase`); ``repeated``: a per-expert loop's
         body, issued back to back with the same neighbours (no mixed-program factor)."""
-        model = self.model
-        if repeated:
-            return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)), mixed=False)) for op in ops
-                       if not isinstance(op, CommOp))
-        return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)))) for op in ops
+        model, context = self.model, ({"mixed": False} if repeated else {})
+        return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)), **context)) for op in ops
                    if not isinstance(op, CommOp))
 
     def _phase(self, phase: str) -> str:
