@@ -12,7 +12,7 @@ nvidia-smi -L | tee $W/gpu.txt
 gpu=$(nvidia-smi -L | grep -q H200 && echo h200 || echo h100); echo "gpu=$gpu" | tee -a $W/gpu.txt
 lscpu | grep -E "Model name|MHz|^CPU\(s\)" | tee -a $W/gpu.txt
 date -u
-timeout 150 python3 lab/host_steady_probe.py --device cuda --out $OUT/probe.json > $W/probe_log.txt 2>&1
+PYTHONPATH=. timeout 150 python3 lab/host_steady_probe.py --device cuda --out $OUT/probe.json > $W/probe_log.txt 2>&1
 echo "probe rc=$? $(date -u +%T)"; cut -c1-400 $W/probe_log.txt
 if [ $gpu = h200 ]; then
   OUT=$W bash lab/runs/session_2026_12_06b_third.sh
