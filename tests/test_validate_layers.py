@@ -274,16 +274,23 @@ def test_a_timed_host_issue_gets_its_own_comparison_against_the_simulated_host_t
     doc = json.loads(json.dumps(smoke_doc))
     entry = next(e for e in doc["entries"] if e["workload"].get("experts") == "grouped"
                  and e["workload"].get("token_movement") == "torchtitan")
-    entry["measured"]["host_issue_ns"] = 123_456.0
+    entry["measured"]["host_steady_ns"] = 123_456.0
     layer_file = load_layer_file(_write(tmp_path, dict(doc, entries=[entry])), gpu="H100")
     main, host = predict_entry_cases(layer_file.entries[0], "H100")
     assert main.workload_class == "torchtitan grouped" and host.workload_class == "host issue: torchtitan grouped"
+    assert "steady state" in host.notes
     assert host.measured_ns == 123_456.0
     rec = simulate_block(entry_scenario(layer_file.entries[0], "H100")).recorder
     issue = sum(s.end_ns - s.start_ns for s in rec.spans if s.stream == HOST_STREAM and s.name.startswith("issue "))
     assert host.predicted_ns == pytest.approx(issue / layer_file.entries[0].iterations) and host.predicted_ns > 0
-    entry["measured"]["host_issue_ns"] = -1
-    with pytest.raises(ConfigError, match="host_issue_ns"):
+    older = dict(entry, measured={k: v for k, v in entry["measured"].items() if k != "host_steady_ns"})
+    older["measured"]["host_issue_ns"] = 150_000.0   # files before 2026-12-06c: the first iteration after a sync
+    _, host_old = predict_entry_cases(load_layer_file(_write(tmp_path, dict(doc, entries=[older]), "old.json"),
+                                                      gpu="H100").entries[0], "H100")
+    assert host_old.workload_class == "host issue after a sync: torchtitan grouped" and host_old.measured_ns == 150_000.0
+    assert host_old.predicted_ns == pytest.approx(host.predicted_ns)
+    entry["measured"]["host_steady_ns"] = -1
+    with pytest.raises(ConfigError, match="host_steady_ns"):
         load_layer_file(_write(tmp_path, dict(doc, entries=[entry]), "bad.json"), gpu="H100")
 
 

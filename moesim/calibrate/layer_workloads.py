@@ -427,33 +427,40 @@ def _signature(case: Case) -> str:
     return ".".join((case.model, case.kind, case.movement, case.experts, case.combine, case.pass_))
 
 
-HOST_ROUNDS = 5
-
-
 def syncs_free(case: Case) -> bool:
     """No device-to-host read inside an iteration (no ``.cpu()``, ``.tolist()``, ``masked_select``)."""
     return case.kind == "dense_layer" or (case.experts == "grouped" and case.movement == "torchtitan")
 
 
+HOST_ROUNDS = 3
+HOST_CHAIN = 6   # iterations issued behind one GPU wait; the first (right after a sync) is left out
+
+
 def host_issue_ns(step: Callable[[], None], device: str, gpu_ns: float) -> "float | None":
-    """Host time of issuing one iteration while the GPU is still busy with a queued wait (so the
-    thread never waits for it): the median of :data:`HOST_ROUNDS`; None on CPU or when the GPU ran
-    dry first in any round (the host then measured the GPU). Diagnostic: validates the host model
-    (``moesim validate`` compares it with the simulated host lane), feeds no prediction."""
+    """Host time of issuing one iteration in steady state: behind one long queued GPU wait (so the
+    thread never waits for the GPU), :data:`HOST_CHAIN` iterations are issued back to back and each
+    is timed alone; the median of iterations 2..N over :data:`HOST_ROUNDS` rounds. The first
+    iteration after a synchronize is left out: it reads up to 2x the steady time (H200, 2026-12-06,
+    lab/host_steady_probe.py), and a training step issues behind its previous iteration, not after
+    a sync. None on CPU or when the GPU ran dry first in any round (the host then measured the
+    GPU). Diagnostic: validates the host model (``moesim validate`` compares it with the simulated
+    host lane), feeds no prediction."""
     if device != "cuda":
         return None
     samples = []
     for _ in range(HOST_ROUNDS):
         sync(device)
-        torch.cuda._sleep(int(max(4 * gpu_ns, 2e6) * BUSY_CYCLES_PER_NS))
+        torch.cuda._sleep(int(max(3 * HOST_CHAIN * gpu_ns, 5e6) * BUSY_CYCLES_PER_NS))
         busy_end = torch.cuda.Event()
         busy_end.record()
-        t0 = time.perf_counter_ns()
-        step()
-        dt = time.perf_counter_ns() - t0
+        for i in range(HOST_CHAIN):
+            t0 = time.perf_counter_ns()
+            step()
+            dt = time.perf_counter_ns() - t0
+            if i:
+                samples.append(dt)
         if busy_end.query():
             return None
-        samples.append(dt)
     sync(device)
     return float(np.median(samples))
 
@@ -471,7 +478,7 @@ def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device:
     if syncs_free(case):
         host_ns = host_issue_ns(step, device, got.time_ns)
         if host_ns is not None:
-            entry["measured"]["host_issue_ns"] = round(host_ns, 1)
+            entry["measured"]["host_steady_ns"] = round(host_ns, 1)
     if got.time_ns < SMALL_NS:
         entry["small"] = True
     return entry
@@ -504,8 +511,11 @@ PROTOCOL = {
     "preheat": "large bf16 GEMMs before the first case so the GPU is at its sustained clock",
     "not_recorded_per_case": "SM clock, host speed: nothing measured in the case feeds a prediction",
     "kernel_inventory": "one profiled iteration per (model, program, pass) signature; diagnostic only",
-    "host_issue_ns": "cases without a device-to-host read: host time of issuing one iteration behind a queued GPU "
-                     "wait (median of 5); diagnostic: compared with the simulated host lane, feeds no prediction",
+    "host_steady_ns": f"cases without a device-to-host read: host time of issuing one iteration in steady state "
+                      f"({HOST_CHAIN} iterations behind one queued GPU wait, each timed alone, the first after the "
+                      f"sync left out; median over {HOST_ROUNDS} rounds); diagnostic: compared with the simulated "
+                      "host lane, feeds no prediction. Files before 2026-12-06c stored host_issue_ns instead: one "
+                      "iteration right after a sync (median of 5), up to 2x the steady time",
 }
 
 

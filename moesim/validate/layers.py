@@ -53,6 +53,7 @@ class LayerEntry:
     iterations: int
     small: bool
     host_issue_ns: "float | None" = None   # host time of issuing one iteration (sync-free cases)
+    host_protocol: str = "steady"           # "steady" (host_steady_ns) or "after_sync" (older host_issue_ns)
 
     @property
     def kind(self) -> str:
@@ -155,11 +156,13 @@ def _entry(e: Any, index: int, src: str) -> LayerEntry:
     iters = m.get("iterations")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"{where}.measured.iterations", f"must be an integer >= 1, got {iters!r}", source=src)
-    host_ns = m.get("host_issue_ns")
+    key = "host_steady_ns" if "host_steady_ns" in m else "host_issue_ns"
+    host_ns = m.get(key)
     if host_ns is not None and (isinstance(host_ns, bool) or not isinstance(host_ns, (int, float)) or not host_ns > 0):
-        raise ConfigError(f"{where}.measured.host_issue_ns", f"must be a number > 0, got {host_ns!r}", source=src)
+        raise ConfigError(f"{where}.measured.{key}", f"must be a number > 0, got {host_ns!r}", source=src)
     return LayerEntry(str(e["id"]), w, float(time_ns), iters, bool(e.get("small", time_ns < SMALL_NS)),
-                      None if host_ns is None else float(host_ns))
+                      None if host_ns is None else float(host_ns),
+                      "steady" if key == "host_steady_ns" else "after_sync")
 
 
 # -- the scenario ----------------------------------------------------------------------------------
@@ -253,14 +256,22 @@ def predict_entry(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Comp
     return predict_entry_cases(entry, gpu, cost_model)[0]
 
 
-HOST_ISSUE_NOTE = "host time of issuing one iteration behind a queued GPU wait vs the simulated host thread's issue"
+HOST_ISSUE_NOTES = {
+    "steady": "host time of issuing one iteration in steady state (behind queued GPU work) vs the simulated "
+              "host thread's issue",
+    "after_sync": "host time of issuing the first iteration after a sync (older protocol: up to 2x the steady "
+                  "time) vs the simulated host thread's issue",
+}
+HOST_ISSUE_CLASSES = {"steady": "host issue", "after_sync": "host issue after a sync"}
 
 
 def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> list[Comparison]:
-    """The entry's comparison, and where the file timed it (``host_issue_ns``, a program without a
+    """The entry's comparison, and where the file timed it (``host_steady_ns``, a program without a
     device-to-host read) a second one of class ``host issue: <class>``: the measured host time of
-    issuing one iteration against the simulated host thread's issue time per iteration (its
-    ``issue`` tasks; no sync waits in such a program), the host model's own check."""
+    issuing one iteration in steady state against the simulated host thread's issue time per
+    iteration (its ``issue`` tasks; no sync waits in such a program), the host model's own check.
+    Older files timed the first iteration after a sync (``host_issue_ns``): class ``host issue
+    after a sync: <class>``."""
     from moesim.engine.sim import HOST_STREAM
     from moesim.experiment.block import simulate_block
 
@@ -272,9 +283,10 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
                    if sp.stream == HOST_STREAM and sp.name.startswith("issue ")) / max(1, entry.iterations)
     if issue_ns <= 0:
         return [main]
-    host = Comparison(case_id=entry.case_id, workload_class=f"host issue: {entry.workload_class}", passes=entry.passes,
-                      gpu=gpu, measured_ns=entry.host_issue_ns, predicted_ns=float(issue_ns), small=False,
-                      cost_model=result.cost_model, notes=HOST_ISSUE_NOTE)
+    host = Comparison(case_id=entry.case_id, workload_class=f"{HOST_ISSUE_CLASSES[entry.host_protocol]}: "
+                      f"{entry.workload_class}", passes=entry.passes, gpu=gpu, measured_ns=entry.host_issue_ns,
+                      predicted_ns=float(issue_ns), small=False, cost_model=result.cost_model,
+                      notes=HOST_ISSUE_NOTES[entry.host_protocol])
     return [main, host]
 
 
