@@ -1,23 +1,36 @@
 """Qwen3-30B-A3B pre-training on 16 H100 as NVIDIA's Megatron-Bridge benchmark ran it, against moesim.
 
-Published (NVIDIA-NeMo/Megatron-Bridge ``docs/performance-summary-archive.md``, "26.02 NeMo
-Container", Model Qwen3_30B_a3B, row DGX-H100): 16 GPUs, FP8 (current scaling), GBS 1024, MBS 1,
-sequence 4096, FSDP 0, TP 1, PP 2, CP 1, VP 12, EP 8 -> **5,113 tokens/s/GPU, 118 model
-TFLOP/s/GPU**; force-balanced, token-dropless. (The 25.11 row, GBS 512, MBS 2, VP 24: 5,275.)
-The H100 FP8 recipe of that family sets ``moe_a2a_overlap=False``.
+Published (NVIDIA-NeMo/Megatron-Bridge ``docs/performance-summary-archive.md``, Model
+Qwen3_30B_a3B, row DGX-H100): 16 GPUs, FP8 (current scaling), GBS 1024, MBS 1, sequence 4096,
+FSDP 0, TP 1, PP 2, CP 1, VP 12, EP 8, force-balanced, token-dropless:
+"26.02 NeMo Container" -> **5,113 tokens/s/GPU, 118 model TFLOP/s/GPU**; "26.02.01 NeMo
+Container" (the patch release, same row, same layout columns) -> **9,058 tokens/s/GPU, 208**.
+(25.11: GBS 512, MBS 2, VP 24: 5,275; 25.09, token-drop: 10,494; 26.04: PP 1, EP 16: 8,901.)
+
+The recipe of that layout (Megatron-Bridge tag v0.3.0, 2026-02-26, the 26.02 release:
+``scripts/performance/configs/qwen/qwen3_workload_base_configs.py``
+``QWEN3_30B_A3B_PRETRAIN_CONFIG_H100_FP8_CS_V1`` and ``qwen3_llm_pretrain.py``): PP 2, VP 12,
+EP 8, ``moe_flex_dispatcher_backend="deepep"`` (flex dispatcher, Megatron's default 20 SMs),
+``moe_a2a_overlap=True`` (``overlap_moe_expert_parallel_comm`` + ``delay_wgrad_compute``), no
+recompute (``recompute_granularity=None``), router fusion, the provider's permute fusion, FP8
+current scaling with no bf16 first/last layers, distributed optimizer with
+``overlap_grad_reduce`` / ``overlap_param_gather``, no CUDA graphs. (On 2026-02-23 the H100
+config moved to PP 1, EP 16, HybridEP, no EP overlap: the 26.04 row; the 26.02.01 row still
+lists PP 2 VP 12 EP 8, so it is read here as the v0.3.0 recipe on the patched container.)
 
 In moesim: 2 DGX H100 nodes, DP 8 x PP 2 with EP 8 inside each node, Megatron's interleaved 1F1B
-with 12 chunks per rank (2 layers per virtual stage) over 1024 / 8 = 128 microbatches of one 4K
-sequence, balanced routing, Megatron's token movement, FP8 GEMMs on bf16 activations
+with 12 chunks per rank over 128 microbatches of one 4K sequence, balanced routing, DeepEP on 20
+SMs with fused permute / router, the EP overlap switches, FP8 GEMMs on bf16 activations
 (``gemm_dtype="fp8"``, priced by the profile's fp8 GEMM rows, each with its operand's quantize
-kernels, :mod:`moesim.lowering.fp8_quantize`), ZeRO-1, eager host (the FP8 recipe
-names no CUDA graphs), ``--overlap-grad-reduce``. Scenarios: ``published``; ``ep-a2a-overlap``
-(the same with ``--overlap-moe-expert-parallel-comm --delay-wgrad-compute``: what the switch
-buys here, not a published figure); ``bf16`` (GEMMs in bf16: how much of the prediction rests on
-the fp8 rows). Reduced engine (``moesim.scale``).
+kernels, :mod:`moesim.lowering.fp8_quantize`), ZeRO-1, no recompute, eager host,
+``--overlap-grad-reduce`` (the reduced engine refuses the overlapped parameter gather).
+Scenarios: ``published`` (the recipe above); ``alltoall-no-overlap`` (what-if: Megatron's
+alltoall dispatcher and unfused token movement without the EP overlap, the configuration this
+file simulated before 2026-12-06c); ``bf16`` (the published scenario with bf16 GEMMs: how much
+rests on the fp8 rows). Reduced engine (``moesim.scale``).
 
 Run: python -m moesim run experiments/published_qwen3_30b_a3b_h100.py --no-trace --no-plots
-Breakdown (compute / communication / exposed / bubble): python -m lab.published_breakdown runs/published_qwen3_30b_a3b_h100
+Breakdown (compute / communication / exposed / bubble): python -m lab.published_breakdown experiments/published_qwen3_30b_a3b_h100.py
 """
 import dataclasses
 
@@ -25,17 +38,21 @@ from moesim.experiment import Comparison, Experiment, MoEOptions, OverlapOptions
 from moesim.memory import MemoryConfig
 from moesim.workload.presets import get_model
 
-PUBLISHED_TOKENS_PER_S_PER_GPU = 5113
+PUBLISHED_TOKENS_PER_S_PER_GPU = 5113           # 26.02 container
 PUBLISHED_MODEL_TFLOPS_PER_GPU = 118
+PUBLISHED_PATCH_TOKENS_PER_S_PER_GPU = 9058     # 26.02.01 container, same layout
+PUBLISHED_PATCH_MODEL_TFLOPS_PER_GPU = 208
 MODEL = get_model("qwen3-30b-a3b")
-GRAD_OVERLAP = OverlapOptions(overlap_grad_reduce=True)
+OVERLAP = OverlapOptions(overlap_grad_reduce=True, overlap_moe_expert_parallel_comm=True,
+                         delay_wgrad_compute=True, deepep_num_sms=20)
 
 PUBLISHED = Scenario(
     name="published", topology="dgx_h100", nodes=2, model=dataclasses.replace(MODEL, gemm_dtype="fp8"),
     plan=ParallelPlan(tp=1, dp=8, pp=2, vpp=12, ep=8, micro_batch_size=1, num_microbatches=128),
     schedule="interleaved", engine="reduced", host="eager", memory=MemoryConfig(zero_stage=1),
-    moe=MoEOptions(token_movement="megatron"), overlap=GRAD_OVERLAP,
-    description=f"Megatron-Bridge 26.02 DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} tokens/s/GPU",
+    moe=MoEOptions(dispatcher="deepep", token_movement="fused"), overlap=OVERLAP,
+    description=f"Megatron-Bridge v0.3.0 recipe, DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} (26.02) "
+                f"and {PUBLISHED_PATCH_TOKENS_PER_S_PER_GPU} (26.02.01) tokens/s/GPU",
 )
 
 EXPERIMENT = Experiment(
@@ -43,14 +60,15 @@ EXPERIMENT = Experiment(
     description="Qwen3-30B-A3B, 16 H100, FP8, TP1 PP2 VP12 EP8, GBS 1024 x 4K: Megatron-Bridge's published run",
     scenarios=(
         PUBLISHED,
-        dataclasses.replace(PUBLISHED, name="ep-a2a-overlap", overlap=dataclasses.replace(
-            GRAD_OVERLAP, overlap_moe_expert_parallel_comm=True, delay_wgrad_compute=True),
-            description="what-if: Megatron's EP all-to-all overlap on (not the published setting)"),
+        dataclasses.replace(PUBLISHED, name="alltoall-no-overlap", moe=MoEOptions(token_movement="megatron"),
+                            overlap=OverlapOptions(overlap_grad_reduce=True),
+                            description="what-if: alltoall dispatcher, Megatron's unfused token movement, "
+                                        "no EP overlap (this file's scenario before 2026-12-06c)"),
         dataclasses.replace(PUBLISHED, name="bf16", model=MODEL,
                             description="what-if: the same in bf16 GEMMs (how much rests on the fp8 rows)"),
     ),
     comparisons=(
-        Comparison("published", "ep-a2a-overlap", "--overlap-moe-expert-parallel-comm --delay-wgrad-compute"),
+        Comparison("alltoall-no-overlap", "published", "DeepEP + EP overlap against alltoall without it"),
         Comparison("bf16", "published", "fp8 GEMMs against bf16"),
     ),
 )
