@@ -6,13 +6,19 @@ FSDP 0, TP 1, PP 4, CP 1, VP n/a, EP 8 -> **5,993 tokens/s/GPU, 163 model TFLOP/
 force-balance the token distribution among experts and all benchmarks are token-dropless".
 The recipe (``scripts/performance/configs/gpt_oss/gpt_oss_workload_base_configs.py``,
 ``GPT_OSS_120B_PRETRAIN_CONFIG_H100_BF16_V2``): EP 8, PP 4, MBS 1, GBS 1280,
-``recompute_modules=["layernorm", "moe_act"]``, no ``moe_a2a_overlap``, no CUDA graphs.
+``recompute_modules=["layernorm", "moe_act"]``, no ``moe_a2a_overlap``, no CUDA graphs (checked at
+Megatron-Bridge tag v0.3.0, the 26.02 release: ``gpt_oss_llm_pretrain.py`` adds
+``moe_router_fusion`` and force balancing; the model provider ``GPTOSSProvider`` keeps Megatron's
+``alltoall`` dispatcher with ``moe_permute_fusion=True``, ``moe_grouped_gemm``, biases, the
+quick-GELU GLU with clamp 7.0 and offset 1.0, sinks (``softmax_type="learnable"``), 128-token
+windows on alternate layers; ``overlap_grad_reduce`` / ``overlap_param_gather`` on).
 
 In moesim: 8 DGX H100 nodes (``dgx_h100``), DP 16 x PP 4 with EP 8 inside each node, 1F1B over
-1280 / 16 = 80 microbatches of one 4K sequence, balanced routing (forced balance), Megatron's
-token movement, distributed optimizer (ZeRO-1), selective recompute of layernorm and moe_act,
-the calibrated H100 profile. Assumed where the recipe is silent: Megatron-Bridge's default DP
-overlap (``--overlap-grad-reduce``) and an eager host (no CUDA graphs in this recipe).
+1280 / 16 = 80 microbatches of one 4K sequence, balanced routing (forced balance), fused router
+and permute (``token_movement="fused"``; before 2026-12-06c this file used Megatron's unfused
+movement, which the recipe does not run), distributed optimizer (ZeRO-1), selective recompute of
+layernorm and moe_act, ``--overlap-grad-reduce`` (the reduced engine refuses the overlapped
+parameter gather), the calibrated H100 profile, an eager host (no CUDA graphs in this recipe).
 Scenarios: ``published`` (as above) and ``graphs-host`` (the same with the host never behind,
 to show what the eager host costs). Reduced engine (``moesim.scale``; each result lists what it reduced).
 
@@ -32,7 +38,7 @@ PUBLISHED = Scenario(
     plan=ParallelPlan(tp=1, dp=16, pp=4, ep=8, micro_batch_size=1, num_microbatches=80),
     schedule="1f1b", engine="reduced", host="eager",
     memory=MemoryConfig(recompute="selective", recompute_modules=("layernorm", "moe_act"), zero_stage=1),
-    moe=MoEOptions(token_movement="megatron"), overlap=OverlapOptions(overlap_grad_reduce=True),
+    moe=MoEOptions(token_movement="fused"), overlap=OverlapOptions(overlap_grad_reduce=True),
     description=f"Megatron-Bridge 26.02 DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} tokens/s/GPU",
 )
 

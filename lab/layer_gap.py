@@ -11,7 +11,9 @@ optimizer). The figures include embedding, head and optimizer work spread over t
 
 Run: python -m lab.layer_gap experiments/published_qwen3_30b_a3b_h100.py --set plan.num_microbatches=16
 (``--no-fp8-quantize``: without the FP8 quantize kernels, for a before/after in one tree;
-``--fp8-grouped-bwd-as-fwd``: fp8 grouped dgrad/wgrad priced as the measured fp8 grouped forward)
+``--fp8-grouped-bwd-as-fwd``: fp8 grouped dgrad/wgrad priced as the measured fp8 grouped forward;
+``--window-attn-as-band``: a sliding-window attention priced from the measured causal grid at its
+query length, scaled by the key tiles a block-skipping kernel visits, see :func:`_window_as_band`)
 """
 from __future__ import annotations
 
@@ -53,7 +55,12 @@ def main() -> None:
     ap.add_argument("--fp8-grouped-bwd-as-fwd", action="store_true",
                     help="what-if: price fp8 grouped dgrad/wgrad (no measured rows: roofline fallback) as the "
                          "measured fp8 grouped forward of the same counts, n and k")
+    ap.add_argument("--window-attn-as-band", action="store_true",
+                    help="what-if: price a sliding-window attention (seq_kv = window < seq_q, non-causal) from the "
+                         "causal grid at seq_q, scaled by the 128-wide key tiles a block-skipping kernel visits")
     args = ap.parse_args()
+    if args.window_attn_as_band:
+        _window_as_band()
     if args.no_fp8_quantize:
         _without_quantize()
     if args.fp8_grouped_bwd_as_fwd:
@@ -105,6 +112,42 @@ def _grouped_bwd_as_fwd() -> None:
             op = dataclasses.replace(op, layout="fwd")
         return original(self, op)
     calibrated.CalibratedCostModel._compute = compute
+
+
+TILE = 128   # FlashAttention-style query / key tile on H100 (FA2/FA3 and cuDNN use 128-row tiles here)
+
+
+def _band_tiles(seq: int, window: int, tile: int = TILE) -> float:
+    """Key tiles a block-skipping kernel visits over all query tiles for a band of ``window`` keys
+    ending at each query (a tile partly inside the band is computed whole)."""
+    q_tiles = -(-seq // tile)
+    visited = 0
+    for qt in range(q_tiles):
+        first_key = max(0, qt * tile - (window - 1))
+        last_key = min(seq - 1, (qt + 1) * tile - 1)
+        visited += last_key // tile - first_key // tile + 1
+    return float(visited)
+
+
+def _window_as_band() -> None:
+    """A sliding-window attention op (``seq_kv`` = window < ``seq_q``, non-causal, as
+    moesim.workload.transformer builds it) priced as the measured causal kernel of the same batch,
+    heads and ``seq_q``, times (key tiles the band visits) / (key tiles the causal kernel visits).
+    The shipped pricing looks the op up at ``seq_kv`` (a 128-token causal kernel, launch-bound)
+    and scales that time by FLOPs to S x W, which is ~30x the causal S x S kernel's time per FLOP."""
+    import dataclasses
+
+    from moesim.costs import calibrated
+    from moesim.ops import Attention
+
+    original = calibrated.CalibratedCostModel._attention_ns
+
+    def attention_ns(self, op):
+        if isinstance(op, Attention) and not op.causal and op.seq_kv < op.seq_q:
+            full = dataclasses.replace(op, seq_kv=op.seq_q, causal=True)
+            return original(self, full) * _band_tiles(op.seq_q, op.seq_kv) / _band_tiles(op.seq_q, op.seq_q)
+        return original(self, op)
+    calibrated.CalibratedCostModel._attention_ns = attention_ns
 
 
 def _gpu_kind(scn) -> str:
