@@ -15,12 +15,18 @@ And a micro chain: 40 small ``F.linear`` calls, each call's host time, issued (a
 ``synchronize`` then a sleep, (b) right after another 40 calls (warm), (c) right after a
 ``.item()`` read (the Megatron ``.cpu()`` / loop ``.tolist()`` pattern: host waited on the GPU).
 
+``--harness N``: after that pass, run the first N layer-workload cases as
+``moesim.calibrate.layer_workloads`` does (preheat, ``run_case``), probe again, then
+``gc.collect()`` + ``torch.cuda.empty_cache()`` and probe a third time (does the harness process
+itself slow the host?).
+
 ``python3 lab/host_steady_probe.py --device cuda --out probe.json`` (``--device cpu``: a smoke run).
 Nothing here feeds a prediction.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -30,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from moesim.calibrate import layer_workloads as lw
 from moesim.calibrate.layer_workloads import Runner, plan_cases, sync
 from moesim.calibrate.timing import BUSY_CYCLES_PER_NS
 
@@ -164,10 +171,27 @@ def micro(device: str) -> dict:
     return {k: np.median(np.array(v, dtype=float), axis=0).round(1).tolist() for k, v in out.items()}
 
 
+def probe_cases(runner, cases: dict, ids, dev: str, smoke: bool) -> dict:
+    out = {}
+    for cid in ids:
+        step, _ = runner.build(cases[cid])
+        g = gpu_ns(step, dev)
+        rec = {"gpu_ns": round(g, 1), "wall_free_ns": round(wall_free_ns(step, dev), 1)}
+        if cid in CASES or smoke:
+            cold = cold_ns(step, dev, g)
+            rec["cold_ns"] = cold
+            rec["chain_ns"] = chain_ns(step, dev, g, max(cold))
+        out[cid] = rec
+        print(cid, json.dumps(rec), flush=True)
+        del step
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--harness", type=int, default=0, help="then run this many layer-workload cases and probe again")
     args = ap.parse_args()
     dev = args.device
     smoke = dev != "cuda"
@@ -179,19 +203,18 @@ def main() -> int:
                  "micro": micro(dev), "cases": {}}
     print("micro", json.dumps({k: [round(sum(v) / 1e3, 1), v[:5]] for k, v in doc["micro"].items()}), flush=True)
     ids = SMOKE if smoke else CASES + WALL_CASES
-    for cid in ids:
-        step, _ = runner.build(cases[cid])
-        g = gpu_ns(step, dev)
-        rec = {"gpu_ns": round(g, 1), "wall_free_ns": round(wall_free_ns(step, dev), 1)}
-        if cid in CASES or smoke:
-            cold = cold_ns(step, dev, g)
-            rec["cold_ns"] = cold
-            rec["chain_ns"] = chain_ns(step, dev, g, max(cold))
-        doc["cases"][cid] = rec
-        print(cid, json.dumps(rec), flush=True)
-        del step
+    doc["cases"] = probe_cases(runner, cases, ids, dev, smoke)
+    if args.harness:
+        lw.preheat(dev, 3.0)
+        inventory: dict = {}
+        t0 = time.monotonic()
+        ran = [lw.run_case(runner, c, 60.0, inventory, dev)["id"] for c in list(cases.values())[:args.harness]]
+        doc["harness"] = {"cases": ran, "wall_s": round(time.monotonic() - t0, 1)}
+        doc["after_harness"] = probe_cases(runner, cases, ids, dev, smoke)
+        gc.collect()
         if dev == "cuda":
             torch.cuda.empty_cache()
+        doc["after_cleanup"] = probe_cases(runner, cases, ids, dev, smoke)
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)
     return 0
