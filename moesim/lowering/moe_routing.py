@@ -112,7 +112,7 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
     from dataclasses import replace
 
     from moesim.moe.dispatch import split_to_gpus
-    from moesim.moe.placement import PlacementInputs, make_placement
+    from moesim.moe.placement import LOAD_FREE, PlacementInputs, make_placement
     from moesim.moe.routing import RoutingConfig, generate_routing
 
     opts, plan = scn.moe, scn.plan
@@ -137,14 +137,16 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
     def draw(step: int):
         return generate_routing(cfg, spec, ep, span, plan.num_microbatches, step, host_of, first_layer=first)
 
-    stats = draw(opts.stats_step)
+    # the stats step's draw feeds the placement only; a load-free one (contiguous, ...) needs none
+    stats = draw(opts.stats_step) if cfg.kind == "trace" or opts.placement not in LOAD_FREE else None
     if cfg.kind == "trace":
         _check_trace_totals(stats.routed, table.tokens_per_rank * spec.top_k, cfg.trace_path)
     placements = {}
     for layer in moe_layers:
-        traffic = stats.kept[layer - first].sum(axis=0)
+        traffic = stats.kept[layer - first].sum(axis=0) if stats is not None else None
         placements[layer] = make_placement(opts.placement, PlacementInputs(
-            num_experts=spec.num_experts, num_gpus=ep, host_of=tuple(host_of), expert_load=traffic.sum(axis=0),
+            num_experts=spec.num_experts, num_gpus=ep, host_of=tuple(host_of),
+            expert_load=traffic.sum(axis=0) if traffic is not None else None,
             traffic=traffic, num_redundant=opts.num_redundant, num_groups=max(1, getattr(spec, "n_groups", 1) or 1),
             seed=scn.seed))
     sim_batch = draw(opts.step)

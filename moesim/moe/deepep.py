@@ -64,9 +64,9 @@ def token_copies(config: RoutingConfig, spec: Any, host_of: Sequence[Any], place
 
 def _per_target(target: np.ndarray, size: int) -> np.ndarray:
     pairs = np.bincount(target.ravel(), minlength=size).astype(float)
-    rows = np.repeat(np.arange(target.shape[0]), target.shape[1])
-    distinct = np.unique(rows * size + target.ravel()) % size
-    hits = np.bincount(distinct, minlength=size).astype(float)
+    seen = np.zeros((target.shape[0], size), dtype=bool)   # token x target: some pick lands there
+    seen[np.arange(target.shape[0])[:, None], target] = True
+    hits = seen.sum(axis=0).astype(float)
     return np.where(hits > 0, pairs / np.maximum(hits, 1.0), 1.0)
 
 
@@ -85,20 +85,33 @@ def two_hop_units(pairs: np.ndarray, per_gpu: np.ndarray, per_node: np.ndarray, 
     for g, h in enumerate(hosts):
         local[g] = len(members.setdefault(int(h), []))
         members[int(h)].append(g)
+    pairs = np.asarray(pairs)
     gpu_units = np.asarray(pairs, dtype=float) / np.asarray(per_gpu, dtype=float)[None, :]
+    # every addition as (source i, row, column, value); applied in source order, so each entry
+    # sums its terms in the order of a loop over sources (the same floats as one by one)
+    src, row, col, val = [], [], [], []
+    for node, gpus in members.items():
+        gpus_a = np.array(gpus)
+        inside = np.flatnonzero(hosts == node)   # sources on this node: straight to each GPU
+        src.append(np.repeat(inside, len(gpus)))
+        row.append(np.repeat(inside, len(gpus)))
+        col.append(np.tile(gpus_a, len(inside)))
+        val.append(gpu_units[np.ix_(inside, gpus_a)].ravel())
+        into = (pairs[:, gpus].sum(axis=1).astype(float) if pairs.dtype.kind in "iub"   # exact: whole counts
+                else np.array([float(pairs[i, gpus].sum()) for i in range(n)]))   # each row summed as before
+        outside = np.flatnonzero((hosts != node) & (into > 0))   # one copy to the rail peer, forwarded
+        peers = gpus_a[np.minimum(local[outside], len(gpus) - 1)]
+        src.append(outside)
+        row.append(outside)
+        col.append(peers)
+        val.append(into[outside] / per_node[node])
+        fwd = np.tile(gpus_a, len(outside)) != np.repeat(peers, len(gpus))
+        src.append(np.repeat(outside, len(gpus))[fwd])
+        row.append(np.repeat(peers, len(gpus))[fwd])
+        col.append(np.tile(gpus_a, len(outside))[fwd])
+        val.append(gpu_units[np.ix_(outside, gpus_a)].ravel()[fwd])
+    order = np.argsort(np.concatenate(src), kind="stable")
     units = np.zeros((n, n))
-    for i in range(n):
-        for node, gpus in members.items():
-            if node == hosts[i]:
-                units[i, gpus] += gpu_units[i, gpus]
-                continue
-            into = float(np.asarray(pairs)[i, gpus].sum())
-            if into <= 0:
-                continue
-            peer = gpus[min(local[i], len(gpus) - 1)]
-            units[i, peer] += into / per_node[node]
-            for j in gpus:
-                if j != peer:
-                    units[peer, j] += gpu_units[i, j]
+    np.add.at(units, (np.concatenate(row)[order], np.concatenate(col)[order]), np.concatenate(val)[order])
     np.fill_diagonal(units, 0.0)
     return units

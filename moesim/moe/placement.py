@@ -244,6 +244,8 @@ PLACEMENTS: dict[str, Callable[[PlacementInputs], Placement]] = {
     "eplb": eplb,
     "load_balanced": load_balanced,
 }
+# strategies that read neither ``expert_load`` nor ``traffic``: no routing statistics needed
+LOAD_FREE = frozenset({"contiguous", "round_robin", "hash"})
 
 
 def make_placement(name: str, inputs: PlacementInputs) -> Placement:
