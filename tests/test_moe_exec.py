@@ -108,23 +108,72 @@ def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
     chain = tasks[1].ops
     assert [op.name for op in chain] == ["expert.w1", "expert.silu", "expert.w3", "expert.mul", "expert.w2"]
     assert [op.m for op in chain if isinstance(op, Gemm)] == [5, 5, 5]
+    # backward: autograd's order, the last expert first; no sync
     backward = moe_exec.expert_tasks(SPEC, (5, 0, 3), "B", "loop")
-    assert [t.name for t in backward] == ["expert0", "expert2", "experts.cat.bwd"]   # no sync in backward
-    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop")] == ["expert0", "expert2",
-                                                                                   "experts.select_bwd"]
-    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "megatron")] == ["expert0", "expert2"]
+    assert [t.name for t in backward] == ["expert2", "expert0", "experts.cat.bwd"]
+    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "megatron")] == \
+        ["expert2.wgrad", "expert0.wgrad"]
     assert [(op.m, op.k) for op in moe_exec.expert_tasks(SPEC, (5,), "W", "loop")[0].ops] == [(512, 5)] * 2 + [(256, 5)]
+
+
+def test_loop_backward_runs_each_expert_whole_before_the_previous_one():
+    """Autograd's ready queue (latest node first) finishes expert e's input and weight gradients
+    and its select-backward share before expert e - 1's; an expert without tokens still has its
+    weight gradients filled with zeros and its select share; split's backward (a cat) last."""
+    tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "BW", "loop", "torchtitan", experts_ids=(8, 9, 10))
+    assert [t.name for t in tasks] == ["expert10", "expert10.wgrad", "expert10.select_bwd",
+                                       "expert9.wgrad", "expert9.select_bwd",
+                                       "expert8", "expert8.wgrad", "expert8.select_bwd", "experts.cat.bwd"]
+    assert [t.expert for t in tasks] == [10, 10, 10, 9, 9, 8, 8, 8, None]   # host: each a repeated loop body
+    empty = tasks[3].ops
+    assert [op.name for op in empty] == ["expert.w2.wgrad.zeros", "expert.w3.wgrad.zeros", "expert.w1.wgrad.zeros"]
+    assert {op.bytes for op in empty} == {2.0 * 256 * 512} and all(op.flops == 0 for op in empty)
+    # the first contribution to each stacked gradient is stored, every later one added
+    adds = [sum(op.name.endswith("select_bwd.sum") for op in t.ops) for t in tasks if t.name.endswith("select_bwd")]
+    assert adds == [0, 3, 3]
+    # a split backward keeps the same order: B the chains, W the weight gradients and select shares
+    b, w = (moe_exec.expert_tasks(SPEC, (5, 0, 3), ph, "loop", experts_ids=(8, 9, 10)) for ph in ("B", "W"))
+    assert [t.name for t in b] == [t.name for t in tasks if "." not in t.name or t.name == "experts.cat.bwd"]
+    assert [t.name for t in w] == [t.name for t in tasks if t.name.endswith(("wgrad", "select_bwd"))]
+
+
+def _work(tasks) -> tuple[float, float, int]:
+    """Total FLOPs, bytes and kernel count of some expert tasks."""
+    ops = [op for t in tasks for op in t.ops]
+    return sum(op.flops for op in ops), sum(getattr(op, "bytes", 0.0) for op in ops), len(ops)
+
+
+@pytest.mark.parametrize("experts", ["loop", "grouped"])
+@pytest.mark.parametrize("movement", ["torchtitan", "megatron"])
+def test_interleaved_backward_does_the_same_gpu_work(experts, movement):
+    """BW reorders the backward, it adds no work: the same FLOPs, bytes and kernels as the B
+    chains, the W chains and (torchtitan's loop) the lumped select backward of all experts."""
+    counts = (5, 2, 3, 7)
+    bw = moe_exec.expert_tasks(SPEC, counts, "BW", experts, movement)
+    before = moe_exec.expert_tasks(SPEC, counts, "B", experts, movement)
+    before += [t for eid, n in enumerate(counts) for t in
+               [moe_exec.ExpertTask(f"e{eid}", tuple(moe_exec.loop_chain_ops(SPEC, n, "W", movement)), n)]] \
+        if experts == "loop" else moe_exec.expert_tasks(SPEC, counts, "W", experts, movement)
+    if experts == "loop" and movement == "torchtitan":
+        before.append(moe_exec.ExpertTask("select", tuple(moe_exec.stacked_select_backward_ops(SPEC, len(counts))), 0))
+    assert _work(bw) == pytest.approx(_work(before))
+    if experts == "grouped":
+        assert [t.name for t in bw] == [t.name for t in before]
 
 
 def test_stacked_weight_loop_backward_fills_the_whole_tensor_per_expert():
     """torchtitan's loop indexes [E, F, H] weights: each select's backward is a full-size zero
     tensor, and the E contributions are summed (E - 1 full-size adds), per projection."""
-    ops = moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "torchtitan")[-1].ops
+    ops = [op for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "torchtitan")
+           if t.name.endswith("select_bwd") for op in t.ops]
+    assert ops == moe_exec.stacked_select_backward_ops(SPEC, 3)
     full = 2.0 * 3 * 256 * 512  # bf16, 3 local experts, one [256, 512] projection
     zeros = [op for op in ops if op.name.endswith("select_bwd.zeros")]
     sums = [op for op in ops if op.name.endswith("select_bwd.sum")]
     assert len(zeros) == 3 * 3 and len(sums) == 3 * 2 and {op.bytes for op in zeros} == {full}
     assert {op.bytes for op in sums} == {3 * full} and {op.variant for op in sums} == {"add"}
+    with pytest.raises(ConfigError, match="BW"):
+        moe_exec.loop_chain_ops(SPEC, 5, "BW")
 
 
 def test_padded_runs_every_expert_at_capacity_and_refuses_more():
@@ -232,18 +281,25 @@ class FixedRouting:
         return self._plan
 
 
-def exchange_end(experts: str) -> dict[int, int]:
+def lower_exchange(experts: str, phase: str = "F", wgrad: bool = False):
     """GPU0 holds experts 0 (300 tokens) and 1 (none), GPU1 experts 2 and 3 (50 each); every
-    token is its own GPU's, so no bytes move and the ends are the expert work's."""
+    token is its own GPU's, so no bytes move. The table, the lowering's ready map, the run."""
     table = MoEStageTable(SPEC, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=2, micro_batch_size=1,
                           sequence_parallel=False, experts=experts)
     plan = ExchangePlan(np.array([[300, 0], [0, 100]]), (((0, 300), (1, 0)), ((2, 50), (3, 50))))
     sim = Simulation(star(2))
     ready = {(d, 0): [sim.compute(d, 0, "pre")] for d in range(2)}
     ex = MoEExchangeLowering(table, FixedRouting(plan), ep=2, host_of=lambda r: 0)
-    ctx = {"name": "F0.0", "args": {"stage": 0, "microbatch": 0}}
-    ex.lower(sim, Exchange(0, "F", StageWork(0, 0.0)), Action("F", 0, 0), ctx, 0, Grid(1, 2, 1, (0, 1)), ready)
-    res = sim.run()
+    kind = "F" if phase == "F" else "BW"
+    ctx = {"name": f"{kind}0.0", "args": {"stage": 0, "microbatch": 0}}
+    ex.lower(sim, Exchange(0, phase, StageWork(0, 0.0), wgrad=wgrad), Action(kind, 0, 0), ctx, 0,
+             Grid(1, 2, 1, (0, 1)), ready)
+    return table, ready, sim.run()
+
+
+def exchange_end(experts: str) -> dict[int, int]:
+    """The forward exchange's end on each GPU (the expert work's)."""
+    _table, ready, res = lower_exchange(experts)
     assert {s.name.split(".L")[0] for s in res.recorder.spans if s.args.get("host_sync")} == \
         ({"experts.counts_to_host"} if experts == "loop" else set())
     return {d: ready[(d, 0)][-1].end_ns for d in range(2)}
@@ -264,6 +320,40 @@ def test_reduced_engine_costs_a_gpu_as_the_full_engine_runs_it():
         ns, _region, flops = table.gpu_expert_ns("F", (300, 0))
         assert ns == gpu0 == exchange_end(experts)[0]
         assert flops == pytest.approx(2 * 300 * 3 * SPEC.hidden * SPEC.expert_ffn_hidden)
+
+
+@pytest.mark.parametrize("experts", ["grouped", "loop"])
+def test_backward_with_weight_gradients_runs_autograds_order_in_both_engines(experts):
+    """A backward exchange whose weight gradients are not split off (``wgrad``) lowers phase BW:
+    a loop's experts one by one from the last, each with its W chain and select share; the
+    reduced engine prices a GPU's queue (``gpu_expert_ns``) on the same tasks, to the ns."""
+    table, ready, res = lower_exchange(experts, "B", wgrad=True)
+    gpu0 = sorted((s for s in res.recorder.spans if s.category == "expert" and s.rank == 0), key=lambda s: s.start_ns)
+    names = [s.name.split(".L")[0] for s in gpu0]
+    assert names == [t.name for t in table.expert_tasks("BW", (300, 0), (0, 1))]
+    if experts == "loop":
+        assert names == ["expert1.wgrad", "expert1.select_bwd", "expert0", "expert0.wgrad", "expert0.select_bwd",
+                         "experts.cat.bwd"]
+        assert all(s.args["host_phase"] == "bwd" for s in gpu0)
+        assert [s.args.get("expert") for s in gpu0] == [1, 1, 0, 0, 0, None]
+    assert gpu0[-1].end_ns == table.gpu_expert_ns("BW", (300, 0))[0]
+
+
+def test_a_loop_backward_keeps_its_weight_gradients_in_the_layer_backward():
+    """An unsplit backward (BW) of a loop runs the experts' weight gradients inside the MoE
+    exchange (autograd computes them with the input gradients); grouped keeps its W pass, and a
+    split schedule's B and W stay apart for both."""
+    from moesim.experiment.build import resolve_cost_model
+
+    def exchanges(experts: str, kind: str) -> list:
+        table = MoEStageTable(SPEC, generate("1f1b", 1, 1), resolve_cost_model("roofline", "H200"), tp=1, ep=2,
+                              micro_batch_size=1, sequence_parallel=False, experts=experts)
+        return [(x.phase, x.wgrad) for x in table.segments(Action(kind, 0, 0)) if isinstance(x, Exchange)]
+
+    assert exchanges("loop", "BW") == [("B", True)] * SPEC.num_moe_layers
+    assert exchanges("grouped", "BW") == [("B", False)] * SPEC.num_moe_layers + [("W", False)] * SPEC.num_moe_layers
+    assert exchanges("loop", "W") == [("W", False)] * SPEC.num_moe_layers
+    assert exchanges("loop", "B") == [("B", False)] * SPEC.num_moe_layers
 
 
 def test_padded_run_drops_over_capacity_and_pads_every_expert_and_its_dispatch():

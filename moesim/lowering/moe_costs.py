@@ -106,15 +106,19 @@ class MoEStageTable(StageTable):
 
     @lru_cache(maxsize=None)
     def _segments(self, kind: str, stage: int) -> tuple:
-        if kind == "BW" and self.fused_wgrad:
+        if kind == "BW" and (self.fused_wgrad or self.experts == "loop"):
             return tuple(self._fused_backward(stage))
         return super()._segments(kind, stage)
 
     def _fused_backward(self, stage: int) -> list:
         """A BW whose weight gradients stay inside each layer's backward (Megatron without
-        ``--delay-wgrad-compute``): a layer's dense weight gradients follow its input gradients,
-        its experts' run in the exchange before the dispatch backward, the shared experts' with
-        the shared experts' input gradients."""
+        ``--delay-wgrad-compute``; a per-expert loop always: its ``torch.matmul`` chains run under
+        plain autograd, whose ``MmBackward`` computes an expert's input and weight gradient
+        together, and the stacked weights' select backward follows each expert, so the experts'
+        weight gradients cannot wait for the rest of the backward): a layer's dense weight
+        gradients follow its input gradients, its experts' run in the exchange before the
+        dispatch backward (phase BW, :meth:`expert_tasks`), the shared experts' with the shared
+        experts' input gradients. Split schedules (B and W actions) keep B and W apart."""
         before, after = self._edges("B", stage)
         w_before, w_after = self._edges("W", stage)
         out: list = []
@@ -164,8 +168,8 @@ class MoEStageTable(StageTable):
     # -- expert costs and payloads -----------------------------------------------------------
     def expert_tasks(self, phase: str, counts: tuple[int, ...],
                      expert_ids: "tuple[int, ...] | None" = None) -> list[moe_exec.ExpertTask]:
-        """One GPU's expert work in phase F, B (input grad) or W (weight grad) for its local
-        experts' token ``counts``, as the scenario's ``experts`` mode runs it
+        """One GPU's expert work in phase F, B (input grad), W (weight grad) or BW (both, in one
+        backward) for its local experts' token ``counts``, as the scenario's ``experts`` mode runs it
         (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
         tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
                                       padded_rows=self.ep * self.capacity)

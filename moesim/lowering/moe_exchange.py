@@ -11,7 +11,9 @@ EP rank ``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
    runs them (:meth:`~moesim.lowering.moe_costs.MoEStageTable.expert_tasks`): ``"grouped"`` /
    ``"padded"``, one task per kernel over all of ``dst``'s local experts, a grouped GEMM priced
    on the whole count vector (a hot expert shows through the kernel's tiles); ``"loop"``, the
-   counts' copy to the host, one task per expert with tokens, a ``cat``. A table without
+   counts' copy to the host, one task per expert with tokens, a ``cat``; its backward expert by
+   expert from the last, each expert's input and weight gradients and (torchtitan's stacked
+   weights) its select-backward share together, as autograd runs them. A table without
    ``expert_tasks`` (tests' fakes) gets one task per expert slot priced by ``expert_ns``;
 4. *combine*: GPU ``src`` receives its tokens back from every GPU that computed some, once
    those GPUs' experts are done; the rest of the layer on ``src`` waits for that.
@@ -23,8 +25,9 @@ sends each expert exactly its capacity (``tokens[i, j]`` = capacity x experts on
 Args of expert tasks (category ``"expert"``), read by the host model (:mod:`moesim.lowering.host`)
 and reports: ``"ops"`` the tuple of :mod:`moesim.ops` records the task issues, in order;
 ``"kernels"`` their count; ``"host_phase"`` ``"fwd"`` or ``"bwd"``; ``"flops"``; ``"tokens"``
-(rows computed: padded rows in padded mode); ``"expert"`` (loop: the expert; absent for grouped
-kernels); ``"experts_mode"``. The counts' device-to-host copy of a loop forward is a task with
+(rows computed: padded rows in padded mode); ``"expert"`` (loop: the expert of a chain or a
+select-backward share, priced by the host model as a repeated loop body; absent for grouped
+kernels and the ``cat``); ``"experts_mode"``. The counts' device-to-host copy of a loop forward is a task with
 ``"host_sync": True``, ``"sync_bytes"`` (4 per local expert), no ops and ``"kernels": 0``.
 """
 from __future__ import annotations
@@ -131,9 +134,7 @@ class MoEExchangeLowering:
                                   category="all_to_all", deps=deps, args={**args, "bytes": sum(f[2] for f in flows)})
             self._count_bytes(flows, seg.phase)
         _shared_experts(sim, seg, ctx, gpus, keys, ready, args)
-        phase = "F" if seg.phase == "F" else "B"
-        last = self._wgrad(sim, seg, ctx, gpus, plan, keys, ready,
-                           self._experts(sim, seg, phase, ctx, gpus, plan, keys, ready, after=inbound))
+        last = self._all_experts(sim, seg, ctx, gpus, plan, keys, ready, inbound)
         for i in range(n):
             flows = [(gpus[j], gpus[i], float(tok[i, j]) * back_b) for j in range(n) if j != i and tok[i, j] > 0]
             deps = [last[j] for j in range(n) if j == i or tok[i, j] > 0] + ready[keys[i]]
@@ -166,9 +167,7 @@ class MoEExchangeLowering:
                          deps=[ready[k][-1] for k in keys], args=args)
         inbound = {j: there for j in range(n)}
         _shared_experts(sim, seg, ctx, gpus, keys, ready, args)
-        last = self._wgrad(sim, seg, ctx, gpus, plan, keys, ready,
-                           self._experts(sim, seg, "F" if seg.phase == "F" else "B", ctx, gpus, plan, keys, ready,
-                                         after=inbound))
+        last = self._all_experts(sim, seg, ctx, gpus, plan, keys, ready, inbound)
         back = sim.comm(streams, phase(back_b, True), f"{second}.L{seg.layer}.{ctx['name']}", category="all_to_all",
                         deps=[last[j] for j in range(n)] + [ready[k][-1] for k in keys], args=args)
         for k in keys:
@@ -176,14 +175,20 @@ class MoEExchangeLowering:
         if seg.phase == "F":
             self.stats.dropped_tokens += plan.dropped
 
-    def _wgrad(self, sim, seg: Exchange, ctx: dict, gpus, plan: ExchangePlan, keys, ready,
-               last: dict[int, Task]) -> dict[int, Task]:
-        """With ``seg.wgrad`` (a backward whose weight gradients are not delayed:
-        :mod:`moesim.lowering.overlap`) the experts' weight gradients follow their input
-        gradients on each GPU, and the dispatch backward waits for them; else ``last`` as is."""
-        if not seg.wgrad:
-            return last
-        return self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after=last)
+    def _all_experts(self, sim, seg: Exchange, ctx: dict, gpus, plan: ExchangePlan, keys, ready,
+                     inbound: dict) -> dict[int, Task]:
+        """The expert tasks between the two all-to-alls: F's, B's, or with ``seg.wgrad`` (a
+        backward whose weight gradients are not split off: :mod:`moesim.lowering.overlap`, and a
+        loop's always, :class:`~moesim.lowering.moe_costs.MoEStageTable`) phase BW's, input and
+        weight gradients in the order autograd runs them (a loop: expert by expert, each with its
+        select-backward share, :func:`moesim.workload.moe_exec.expert_tasks`); the dispatch
+        backward waits for them. A table without ``expert_tasks`` (tests' fakes) runs W after B."""
+        if seg.phase == "F":
+            return self._experts(sim, seg, "F", ctx, gpus, plan, keys, ready, after=inbound)
+        if seg.wgrad and hasattr(self.table, "expert_tasks"):
+            return self._experts(sim, seg, "BW", ctx, gpus, plan, keys, ready, after=inbound)
+        last = self._experts(sim, seg, "B", ctx, gpus, plan, keys, ready, after=inbound)
+        return self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after=last) if seg.wgrad else last
 
     def _tokens(self, plan: ExchangePlan) -> np.ndarray:
         """Rows each source sends each GPU: the plan's, or every local expert's capacity when padded."""

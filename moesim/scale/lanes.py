@@ -154,6 +154,8 @@ class LaneExchangeLowering:
                     ready: dict) -> None:
         sample = a.microbatch % self.samples
         phase = "W" if seg.phase == "W" else ("F" if seg.phase == "F" else "B")
+        if phase == "B" and getattr(seg, "wgrad", False) and hasattr(self.table, "expert_tasks"):
+            phase = "BW"   # input and weight gradients in one queue, in autograd's order, as the full engine
         busy_ns, mean_flops, busiest, mean_ns, first_region = self._experts(seg.layer, sample, phase)
         args = {**ctx["args"], "layer": seg.layer, "busiest_ep_rank": busiest}
         expert_args = {**args, "flops": mean_flops, "mean_ns": mean_ns}
@@ -176,7 +178,7 @@ class LaneExchangeLowering:
                                       region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
         experts = self._queue(sim, lane, f"experts.{phase}.L{seg.layer}.{ctx['name']}", ready[key] + [disp],
                               expert_args, *queue)
-        if getattr(seg, "wgrad", False):   # weight gradients not delayed (moesim.lowering.overlap): before the dispatch
+        if getattr(seg, "wgrad", False) and phase == "B":   # wgrad not delayed (lowering.overlap): before the dispatch
             w_ns, w_flops, _busiest, w_mean, w_region = self._experts(seg.layer, sample, "W")
             experts = self._queue(sim, lane, f"experts.W.L{seg.layer}.{ctx['name']}", [experts],
                                   {**args, "flops": w_flops, "mean_ns": w_mean}, seg.layer, sample, "W", w_ns, w_region)
@@ -201,6 +203,8 @@ class LaneExchangeLowering:
             targs = {**args, "flops": t.flops * share, "kernels": len(t.ops), "ops": t.ops, "host_phase": PHASE[phase]}
             if t.host_sync:
                 targs.update(host_sync=True, sync_bytes=t.sync_bytes)
+            if t.expert is not None:   # a per-expert loop body: priced as the full engine prices it
+                targs["expert"] = t.expert
             prev = sim.compute(lane, ns, f"{name}:{t.name}", category="expert", deps=deps if prev is None else [prev],
                                args=targs, region_ns=min(region, ns))
         return prev

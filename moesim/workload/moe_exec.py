@@ -24,6 +24,7 @@ by :func:`check_exec`) decide which kernels one MoE layer launches:
     fuses gate and up into one fc1 and one SwiGLU kernel;
   - ``"loop"``: one kernel chain per expert with tokens (torchtitan's for-loop, Megatron's
     SequentialMLP), after the device-to-host copy of the counts (``.tolist()``), then a ``cat``;
+    its backward runs the experts as autograd does (:func:`expert_tasks`, phase ``"BW"``);
   - ``"padded"``: every expert padded to its capacity (Megatron's capacity factor with
     ``moe_pad_expert_input_to_capacity``; tokens over capacity are dropped by the routing),
     grouped kernels on the padded counts.
@@ -49,7 +50,7 @@ EXPERT_MODES = ("grouped", "loop", "padded")
 # tokens-per-expert ``.cpu()`` and its two ``masked_select`` (the output size is known on the GPU only)
 HOST_SYNC_OPS = frozenset({"router.counts", "moe.masked_select", "moe.probs.masked_select"})
 TOKEN_MOVEMENTS = ("torchtitan", "megatron", "fused")
-PHASES = ("F", "B", "W")
+PHASES = ("F", "B", "W", "BW")   # BW: input and weight gradients in one backward (not split)
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
 
 
@@ -343,6 +344,9 @@ GemmMaker = Callable[[str, int, int, str], ComputeOp]  # (name, n, k, layout) ->
 
 def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker) -> list[ComputeOp]:
     """One FFN's kernels over ``rows`` token rows in ``phase`` (F, B input grad, W weight grad)."""
+    if phase == "BW":
+        raise ConfigError("phase", "a kernel chain is one of F, B, W; BW is an order of B and W tasks",
+                          "ask expert_tasks for phase BW, or for B and W chains separately")
     e, f, h = float(DTYPE_BYTES[spec.dtype]), spec.expert_ffn_hidden, spec.hidden
     proj = _projections(spec, token_movement)
     if phase == "W":
@@ -394,15 +398,35 @@ def stacked_select_backward_ops(spec, num_experts: int) -> list[ComputeOp]:
     copied in, and the E contributions are summed into one buffer (E - 1 full-size adds) before
     ``.grad`` receives it. Per projection: E fills of the full tensor, E slice copies and E - 1
     adds of it; the experts' own wgrad GEMMs are in their chains. Zero-token experts take part too
-    (``torch.split`` yields empty chunks that still enter the graph)."""
+    (``torch.split`` yields empty chunks that still enter the graph). All E experts' shares
+    (:func:`select_backward_share`) in one list, the first without its add."""
+    return [op for i in range(num_experts) for op in select_backward_share(spec, num_experts, first=i == 0)]
+
+
+def select_backward_share(spec, num_experts: int, first: bool) -> list[ComputeOp]:
+    """One expert's share of :func:`stacked_select_backward_ops`, per projection in autograd's
+    order (w2, w3, w1: the reverse of the forward): the zeros of the whole stacked tensor, the
+    slice copy, and the add into the gradient buffer of that parameter (``first``: the first
+    contribution the buffer receives is stored, not added)."""
     e = float(DTYPE_BYTES[spec.dtype])
     ops: list[ComputeOp] = []
-    for name, n, k in _projections(spec, "torchtitan"):
+    for name, n, k in reversed(_projections(spec, "torchtitan")):
         full, one = e * num_experts * n * k, e * n * k
         ops += [_mem("copy", full, f"{name}.select_bwd.zeros", "zeros"),
-                _mem("copy", 2 * one, f"{name}.select_bwd.slice_copy")] * num_experts
-        ops += [_mem("elementwise", 3 * full, f"{name}.select_bwd.sum", "add")] * (num_experts - 1)
+                _mem("copy", 2 * one, f"{name}.select_bwd.slice_copy")]
+        if not first:
+            ops.append(_mem("elementwise", 3 * full, f"{name}.select_bwd.sum", "add"))
     return ops
+
+
+def empty_wgrad_ops(spec, token_movement: str = "torchtitan") -> list[ComputeOp]:
+    """The weight gradient of an expert with no tokens: ``x_e.t() @ dy_e`` with an inner
+    dimension of 0 launches no GEMM, but its ``[k, n]`` result is filled with zeros
+    (``result.zero_()`` in ATen's CUDA ``addmm``), one fill per projection. The empty input
+    gradient (an ``[0, h]`` result) and the empty activations launch nothing."""
+    e = float(DTYPE_BYTES[spec.dtype])
+    return [_mem("copy", e * n * k, f"{name}.wgrad.zeros", "zeros")
+            for name, n, k in reversed(_projections(spec, token_movement))]
 
 
 def padded_counts(counts: Sequence[int], rows_per_expert: int) -> tuple[int, ...]:
@@ -422,28 +446,81 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     """One GPU's expert work in ``phase`` as engine tasks, in stream order.
 
     ``counts``: tokens of each local expert (zeros included; ``experts_ids`` names them, default
-    0..n-1). grouped / padded: one task per kernel (each GEMM over all local experts);
-    padded uses ``padded_rows`` rows per expert. loop: forward starts with the counts' copy to
-    the host (a ``host_sync`` task), then one task per expert with tokens, then a ``cat`` of the
-    outputs (forward and input-gradient passes; ``torch.split``'s backward is a cat)."""
+    0..n-1). ``phase`` F (forward), B (input gradients), W (weight gradients) or BW (a backward
+    not split into B and W: both, in the order autograd runs them).
+
+    grouped / padded: one task per kernel (each GEMM over all local experts; BW is B's kernels
+    then W's); padded uses ``padded_rows`` rows per expert.
+
+    loop: forward starts with the counts' copy to the host (a ``host_sync`` task), then one task
+    per expert with tokens, then a ``cat`` of the outputs. The backward follows autograd's ready
+    queue, which runs the node created last first: expert by expert from the last one, each
+    expert's whole backward before the previous expert's (:func:`_loop_backward`); B and BW end
+    with the ``cat`` that is ``torch.split``'s backward."""
     check_exec(experts, token_movement, 1.0 if experts == "padded" else None)
     vec, phase = _counts(counts), _phase(phase)
     ids = list(experts_ids) if experts_ids is not None else list(range(len(vec)))
     if experts != "loop":
         rows = padded_counts(vec, padded_rows) if experts == "padded" else vec
-        return [ExpertTask(op.name, (op,), sum(rows)) for op in grouped_ops(spec, rows, phase, token_movement)]
+        phases = ("B", "W") if phase == "BW" else (phase,)
+        return [ExpertTask(op.name, (op,), sum(rows))
+                for ph in phases for op in grouped_ops(spec, rows, ph, token_movement)]
     tasks: list[ExpertTask] = []
     if phase == "F":
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
-    tasks += [ExpertTask(f"expert{eid}", tuple(loop_chain_ops(spec, n, phase, token_movement)), n, expert=eid)
-              for eid, n in zip(ids, vec) if n > 0]
-    if phase == "W" and token_movement == "torchtitan":
-        tasks.append(ExpertTask("experts.select_bwd", tuple(stacked_select_backward_ops(spec, len(vec))), sum(vec)))
+        tasks += [ExpertTask(f"expert{eid}", tuple(loop_chain_ops(spec, n, "F", token_movement)), n, expert=eid)
+                  for eid, n in zip(ids, vec) if n > 0]
+    else:
+        tasks += _loop_backward(spec, vec, ids, phase, token_movement)
     total = sum(vec)
     if phase != "W" and total:
         e = float(DTYPE_BYTES[spec.dtype])
         name = "experts.cat" if phase == "F" else "experts.cat.bwd"
         tasks.append(ExpertTask(name, (_mem("copy", 2 * e * total * spec.hidden, name),), total))
+    return tasks
+
+
+def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
+                   token_movement: str) -> list[ExpertTask]:
+    """A loop's backward tasks in autograd's order: the experts from the last to the first.
+
+    Each expert's nodes (its ``MmBackward``, ``Mul``/``Silu`` backward, and with torchtitan's
+    stacked weights its three ``SelectBackward`` and the add of their result into the stacked
+    parameter's gradient buffer) were created after every node of the experts before it, so the
+    ready queue (highest sequence number first) finishes expert e before it starts expert e - 1.
+    Per expert, as tasks: its B chain (``expert{e}``), its W chain (``expert{e}.wgrad``) and its
+    select-backward share (``expert{e}.select_bwd``: zeros of the whole stacked tensor, the slice
+    copy, the add except for the first contribution; torchtitan only, Megatron's SequentialMLP
+    holds one parameter per expert). Inside one expert autograd interleaves these per projection
+    (one ``MmBackward`` computes a projection's input and weight gradient, its select backward
+    follows); the tasks keep the same kernels on the same stream, grouped by kind.
+
+    An expert without tokens has an empty chunk that still enters the graph: no B kernels, its
+    weight gradients are zero fills (:func:`empty_wgrad_ops`), its select share as any expert's.
+    The host time of the kernel-less empty ops (the dispatch of an ``mm`` or ``silu`` on zero rows)
+    is not priced.
+
+    ``phase`` B (a split backward: input gradients only) keeps the B chains; W (the deferred weight
+    gradients: zero-bubble's W) the W chains and select shares, in the same expert order, which
+    assumes the deferred pass replays autograd's per-expert order."""
+    stacked = token_movement == "torchtitan"
+    num = len(vec)
+    tasks: list[ExpertTask] = []
+    first = True
+    for eid, n in reversed(list(zip(ids, vec))):
+        if phase in ("B", "BW") and n > 0:
+            tasks.append(ExpertTask(f"expert{eid}", tuple(loop_chain_ops(spec, n, "B", token_movement)), n, expert=eid))
+        if phase == "B":
+            continue
+        if n > 0:
+            tasks.append(ExpertTask(f"expert{eid}.wgrad", tuple(loop_chain_ops(spec, n, "W", token_movement)), n,
+                                    expert=eid))
+        elif stacked:
+            tasks.append(ExpertTask(f"expert{eid}.wgrad", tuple(empty_wgrad_ops(spec, token_movement)), 0, expert=eid))
+        if stacked:
+            tasks.append(ExpertTask(f"expert{eid}.select_bwd", tuple(select_backward_share(spec, num, first)), n,
+                                    expert=eid))
+            first = False
     return tasks
 
 
