@@ -89,6 +89,23 @@ def test_merge_average_keeps_rows_of_runs_with_the_same_heating() -> None:
     assert len(model_rows) == 2
 
 
+def test_merge_average_into_a_merged_profile_reads_each_rows_own_heating() -> None:
+    """A merged profile's header states no heat_ms; its rows answer for their own runs (the run
+    record's heat_ms, else the --heat-ms of its command), so a new run of the same protocol adds to
+    them instead of replacing them."""
+    attn = {"op": "attention", "dtype": "bf16", "direction": "fwd", "causal": True, "batch": 1, "heads": 8, "seq": 512,
+            "head_dim": 64, "repeats": 5}
+    one = {**_doc("measure --heat-ms 20 --sections attention", 1, [{**attn, "time_ns": 40.0}]), "heat_ms": 20.0}
+    two = {**_doc("measure --heat-ms 20 --sections attention", 1, [{**attn, "time_ns": 50.0}]), "heat_ms": 20.0}
+    merged = merge_profiles([one, two], average_ops=("attention",))
+    assert merged.get("heat_ms") is None
+    later = {**_doc("measure --heat-ms 20 --sections attention", 1, [{**attn, "time_ns": 60.0}]), "heat_ms": 20.0}
+    again = merge_profiles([merged, later], average_ops=("attention",))
+    assert sorted(r["time_ns"] for r in again["samples"] if r["op"] == "attention") == [40.0, 50.0, 60.0]
+    other = {**_doc("measure --heat-ms 60 --sections attention", 1, [{**attn, "time_ns": 70.0}]), "heat_ms": 60.0}
+    assert [r["time_ns"] for r in merge_profiles([merged, other], average_ops=("attention",))["samples"]] == [70.0]
+
+
 def test_merge_refuses_runs_from_different_software() -> None:
     a = _doc("run A", 2, [{**SHAPE, "time_ns": 10.0, "repeats": 5}])
     b = {**_doc("run B", 2, [{**SHAPE, "time_ns": 10.0, "repeats": 5}]), "nccl": "2.21"}

@@ -32,6 +32,7 @@ STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algb
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
 RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_HEAT = re.compile(r"--heat-ms[ =]([0-9.]+)")
 
 
 def sample_key(sample: dict) -> str:
@@ -55,10 +56,12 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_ve
     rows: dict[str, list[tuple[object, int, dict]]] = {}  # key -> (heating protocol, input, row) kept
     offset = 0
     for i, doc in enumerate(docs):
-        protocol = doc.get("heat_ms") or 0.0
         own_runs = bool(doc.get("runs"))
+        records = _run_records(doc)
         for s in doc["samples"]:  # a merged input's rows keep their run, shifted past earlier inputs' runs
-            full = {**DEFAULTS.get(s["op"], {}), **s, "run": offset + (int(s.get("run", 0)) if own_runs else 0)}
+            run = int(s.get("run", 0)) if own_runs else 0
+            protocol = _heat_protocol(records[run] if run < len(records) else doc, doc)
+            full = {**DEFAULTS.get(s["op"], {}), **s, "run": offset + run}
             key = sample_key(s)
             # rows of one input are all kept (a merged input may hold averaged repeats); a later input
             # replaces earlier ones, except averaged ops measured under the same heating protocol
@@ -90,6 +93,19 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_ve
     if borrowed:
         merged["borrowed"] = borrowed
     return merged
+
+
+def _heat_protocol(run: dict, doc: dict) -> float:
+    """The heating protocol (``heat_ms``) a row was measured under: its run record's, else the
+    ``--heat-ms`` of the run's command, else its input's header; 0 where none is stated. A merged
+    profile's header carries none of its own, so each row answers for its run."""
+    for source in (run, doc):
+        if source.get("heat_ms") is not None:
+            return float(source["heat_ms"])
+        found = _HEAT.search(str(source.get("command", "")))
+        if found:
+            return float(found.group(1))
+    return 0.0
 
 
 def _surviving_borrowed(docs: list[dict], samples: list[dict]) -> list[dict]:
