@@ -339,6 +339,25 @@ def test_backward_with_weight_gradients_runs_autograds_order_in_both_engines(exp
     assert gpu0[-1].end_ns == table.gpu_expert_ns("BW", (300, 0))[0]
 
 
+def test_the_reduced_engine_issues_a_loop_backward_as_the_full_one():
+    """Eager hosts priced per op class (the H100 profile): the reduced engine's lane runs the
+    busiest GPU's BW tasks one by one, its select shares priced as loop bodies (``expert`` in
+    their args) as the full engine prices them: host time within 1%, the step within 2%."""
+    import dataclasses
+
+    from moesim.experiment.runner import run_scenario
+
+    scn = Scenario(name="m", topology="dgx_h100", model=SPEC, cost_model="calibrated", host="eager",
+                   plan=ParallelPlan(tp=1, dp=8, pp=1, ep=4, num_microbatches=2),
+                   moe=MoEOptions(experts="loop", routing=RoutingConfig(kind="zipf", zipf_s=1.2, seed=3)))
+    full, _ = run_scenario(scn, force=True)
+    red, rec = run_scenario(dataclasses.replace(scn, engine="reduced"))
+    shares = [s for s in rec.spans if s.category == "expert" and s.name.endswith("select_bwd")]
+    assert shares and all(s.args.get("expert") is not None and s.args["host_phase"] == "bwd" for s in shares)
+    assert red.host_issue["host_busy_ms"] == pytest.approx(full.host_issue["host_busy_ms"], rel=0.01)
+    assert red.step_time_ms == pytest.approx(full.step_time_ms, rel=0.02)   # the busiest GPU stands for all
+
+
 def test_a_loop_backward_keeps_its_weight_gradients_in_the_layer_backward():
     """An unsplit backward (BW) of a loop runs the experts' weight gradients inside the MoE
     exchange (autograd computes them with the input gradients); grouped keeps its W pass, and a
