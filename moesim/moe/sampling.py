@@ -110,7 +110,7 @@ class _Sampler:
         out = self._draw(group)
         if chosen.shape[1] == 0:
             return out
-        todo = np.flatnonzero((chosen == out[:, None]).any(axis=1))
+        todo = np.flatnonzero(_any_equal(chosen, out))
         if todo.size:
             out[todo] = self._draw_skipping(group[todo], chosen[todo])
         return out
@@ -167,9 +167,9 @@ class _Sampler:
         """The ``length`` smallest exponential-race keys of each row's group, given the experts
         holding the first ``length - 1`` of them: key j adds Exp(1) / (mass not yet picked)."""
         p_pick = self.p[picks[:, :length - 1]]
-        used_before = np.concatenate([np.zeros((group.size, 1)), np.cumsum(p_pick, axis=1)], axis=1)
+        used_before = np.concatenate([np.zeros((group.size, 1)), _cumsum_columns(p_pick)], axis=1)
         remaining = np.maximum(self.mass[group][:, None] - used_before, _TINY_MASS)
-        return np.cumsum(self.rng.standard_exponential((group.size, length)) / remaining, axis=1)
+        return _cumsum_columns(self.rng.standard_exponential((group.size, length)) / remaining)
 
 
 def sample_topk(rng: np.random.Generator, popularity: np.ndarray, num_tokens: int, top_k: int,
@@ -210,7 +210,7 @@ def _limited_chunk(sampler: _Sampler, tokens: int, top_k: int, topk_groups: int)
     rows = np.tile(np.arange(num_groups), tokens)
     head = sampler.sequence(rows, width - 1)
     head_keys = sampler.race_keys(rows, head, width)
-    score = np.log(head_keys).sum(axis=1).reshape(tokens, num_groups)  # = -(sum of top scores)
+    score = _sum_columns(np.log(head_keys)).reshape(tokens, num_groups)  # = -(sum of top scores)
     best = np.argpartition(score, topk_groups - 1, axis=1)[:, :topk_groups]
     chosen = (np.arange(tokens)[:, None] * num_groups + best)
     return _merge(sampler, best, head[chosen], head_keys[chosen], top_k)
@@ -227,7 +227,7 @@ def _merge(sampler: _Sampler, group: np.ndarray, head: np.ndarray, head_keys: np
     head, head_keys = head.reshape(group.size, width - 1), head_keys.reshape(group.size, width)
     picks = np.empty((tokens, top_k), dtype=np.int64)
     for col in range(top_k):
-        at = row0 + np.argmin(next_key.reshape(tokens, chosen_groups), axis=1)
+        at = row0 + _argmin_columns(next_key.reshape(tokens, chosen_groups))
         n, grp = taken[at], group[at]
         known = n < width - 1
         ids = np.empty(tokens, dtype=np.int64)
@@ -240,6 +240,45 @@ def _merge(sampler: _Sampler, group: np.ndarray, head: np.ndarray, head_keys: np
         grown = np.where(n + 1 < sampler.layout.sizes[grp], next_key[at] + fresh, np.inf)
         next_key[at] = np.where(n + 1 < width, head_keys[at, np.minimum(n + 1, width - 1)], grown)
     return picks
+
+
+def _cumsum_columns(x: np.ndarray) -> np.ndarray:
+    """``np.cumsum(x, axis=1)`` for a few columns, a column at a time (cumsum adds in order, so
+    the same floats; numpy's cumsum along a short axis is slow)."""
+    out = np.empty_like(x)
+    if x.shape[1]:
+        out[:, 0] = x[:, 0]
+    for c in range(1, x.shape[1]):
+        out[:, c] = out[:, c - 1] + x[:, c]
+    return out
+
+
+def _sum_columns(x: np.ndarray) -> np.ndarray:
+    """``x.sum(axis=1)``: for fewer than 8 columns numpy adds them in order, as this loop does."""
+    if not 0 < x.shape[1] < 8:
+        return x.sum(axis=1)
+    out = x[:, 0].copy()
+    for c in range(1, x.shape[1]):
+        out += x[:, c]
+    return out
+
+
+def _argmin_columns(x: np.ndarray) -> np.ndarray:
+    """``np.argmin(x, axis=1)`` (first of equal minima) for a few columns; no NaNs in ``x``."""
+    best, at = x[:, 0].copy(), np.zeros(x.shape[0], dtype=np.int64)
+    for c in range(1, x.shape[1]):
+        lower = x[:, c] < best
+        best = np.where(lower, x[:, c], best)
+        at[lower] = c
+    return at
+
+
+def _any_equal(chosen: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``(chosen == values[:, None]).any(axis=1)``, a column at a time."""
+    hit = np.zeros(values.shape[0], dtype=bool)
+    for c in range(chosen.shape[1]):
+        hit |= chosen[:, c] == values
+    return hit
 
 
 def deepseek_gate(scores: np.ndarray, top_k: int, n_groups: int = 1, topk_groups: int = 1,

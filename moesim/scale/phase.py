@@ -64,19 +64,25 @@ class PhaseSolver:
         cols: list[int] = []
         vals: list[float] = []
         latency = np.zeros(n * n, dtype=np.int64)
+        # every equal-cost path's links, as Topology.route(a, b, key) for key in range(paths)
+        # gives them (the router's paths in order), without building a Route per path
+        link_id = {(l.src, l.dst): l.link_id for l in links}
+        link_latency = [l.latency_ns for l in links]
         for group in [self.gpus, *map(list, alike)]:
             assert len(group) == n, "alike groups have as many GPUs as the group"
             for i, a in enumerate(group):
                 for j, b in enumerate(group):
                     if a == b:
                         continue
-                    paths = topo.num_paths(a, b)
-                    for key in range(paths):
-                        ids = topo.route(a, b, key).link_ids
+                    paths = topo.router.paths(topo.gpus[a], topo.gpus[b])
+                    share = 1.0 / len(paths)
+                    for nodes in paths:
+                        ids = [link_id[u, v] for u, v in zip(nodes, nodes[1:])]
                         rows += [i * n + j] * len(ids)
                         cols += ids
-                        vals += [1.0 / paths] * len(ids)
-                    latency[i * n + j] = max(latency[i * n + j], topo.route(a, b).latency_ns)
+                        vals += [share] * len(ids)
+                    first = sum(link_latency[k] for k in (link_id[u, v] for u, v in zip(paths[0], paths[0][1:])))
+                    latency[i * n + j] = max(latency[i * n + j], first)
         # links x pairs, duplicates summed: the share of each pair's bytes crossing each link
         self.incidence = sparse.csr_matrix((vals, (cols, rows)), shape=(len(links), n * n))
         self.latency = latency
