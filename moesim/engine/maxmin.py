@@ -15,6 +15,9 @@ as the component's flows keep their relative order.
 """
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import numpy as np
 
 # Shares within this relative distance are one level (floating-point ties).
@@ -81,28 +84,91 @@ def solve_compact(inc_flow: np.ndarray, inc_link: np.ndarray, num_flows: int, re
 def solve_padded(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
     """:func:`solve_compact` on a padded path matrix: row ``f`` lists flow f's link indices into
     ``remaining``, padded with ``remaining.size`` (a link no flow is limited by). The same
-    rounds, in the same order of incidences, so the same rates bit for bit; a fixed row width
-    replaces the per-flow segment bookkeeping with row-wise minima (fewer numpy calls a round)."""
+    rounds, in the same order of incidences, so the same rates bit for bit (see
+    :func:`solve_rows`)."""
+    return solve_rows(paths, np.append(np.asarray(remaining, dtype=np.float64), np.inf))
+
+
+def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+    """The kernel of :func:`solve_padded` on ``remaining`` that already ends with the padding
+    link (``inf``): ``paths`` index into it, rows padded with ``remaining.size - 1``. A fixed
+    row width replaces the per-flow segment bookkeeping with row-wise minima, and the count of
+    unfrozen flows per link is kept up to date instead of recounted (integers: the same shares)."""
     num_flows, width = paths.shape
-    pad = remaining.shape[0]
-    rem = np.append(np.maximum(np.asarray(remaining, dtype=np.float64), 0.0), np.inf)
+    size = remaining.shape[0]
+    rem = np.maximum(remaining, 0.0)
+    cnt = np.bincount(paths.ravel(), minlength=size).astype(np.float64)
     rates = np.empty(num_flows)
     ids = np.arange(num_flows)
-    while ids.size:
-        flat = paths.ravel()
-        share = rem / np.maximum(np.bincount(flat, minlength=pad + 1), 1)
-        flow_min = share[paths].min(axis=1)
-        inc_min = np.repeat(flow_min, width)
-        link_min = np.full(pad + 1, np.inf)
-        np.minimum.at(link_min, flat, inc_min)
-        bottleneck = share <= link_min * (1.0 + _TIE)
-        bottleneck[pad] = False
-        frozen = bottleneck[paths].any(axis=1)
-        rates[ids[frozen]] = flow_min[frozen]
-        rem -= np.bincount(paths[frozen].ravel(), weights=np.repeat(flow_min[frozen], width), minlength=pad + 1)
-        np.maximum(rem, 0.0, out=rem)
-        keep = ~frozen
-        paths, ids = paths[keep], ids[keep]
+    link_min = np.empty(size)
+    scale = 1.0 + _TIE
+    with np.errstate(divide="ignore", invalid="ignore"):  # links no unfrozen flow crosses
+        while True:
+            share = rem / cnt
+            inc_share = share[paths]
+            flow_min = inc_share.min(axis=1)
+            link_min.fill(np.inf)
+            np.minimum.at(link_min, paths.ravel(), np.repeat(flow_min, width))
+            link_min *= scale
+            # a flow freezes where it crosses a link whose share is no larger than the share of
+            # any link its flows cross (the padding link, share inf, never qualifies)
+            frozen = (inc_share <= link_min[paths]).any(axis=1)
+            if frozen.all():
+                rates[ids] = flow_min
+                return rates
+            at = np.flatnonzero(frozen)
+            took = flow_min[at]
+            rates[ids[at]] = took
+            flat = paths[at].ravel()
+            rem -= np.bincount(flat, weights=np.repeat(took, width), minlength=size)
+            np.maximum(rem, 0.0, out=rem)
+            cnt -= np.bincount(flat, minlength=size)
+            keep = np.flatnonzero(~frozen)
+            paths, ids = paths[keep], ids[keep]
+
+
+def solve_lists(paths: list[list[int]], remaining: Sequence[float] | np.ndarray) -> list[float]:
+    """:func:`solve_rows` in plain Python for a few flows (numpy's per-call cost dominates
+    there): ``paths`` lists each flow's links (no padding) as indices into ``remaining``.
+    The same rounds and the same floating-point operations in the same order (a link's frozen
+    rates are summed in flow order before being taken off), so the same rates bit for bit."""
+    rem = {}
+    for path in paths:
+        for l in path:
+            r = float(remaining[l])
+            rem[l] = r if r > 0.0 else 0.0
+    num = len(paths)
+    rates = [0.0] * num
+    active = list(range(num))
+    scale = 1.0 + _TIE
+    inf = math.inf
+    while active:
+        cnt: dict[int, int] = {}
+        for f in active:
+            for l in paths[f]:
+                cnt[l] = cnt.get(l, 0) + 1
+        share = {l: rem[l] / c for l, c in cnt.items()}
+        flow_min = [min([share[l] for l in paths[f]]) for f in active]
+        link_min: dict[int, float] = {}
+        for f, m in zip(active, flow_min):
+            for l in paths[f]:
+                if m < link_min.get(l, inf):
+                    link_min[l] = m
+        bottleneck = {l for l, s in share.items() if s <= link_min[l] * scale}
+        took: dict[int, float] = {}
+        left = []
+        for f, m in zip(active, flow_min):
+            path = paths[f]
+            if any([l in bottleneck for l in path]):
+                rates[f] = m
+                for l in path:
+                    took[l] = took.get(l, 0.0) + m
+            else:
+                left.append(f)
+        for l, t in took.items():
+            v = rem[l] - t
+            rem[l] = v if v > 0.0 else 0.0
+        active = left
     return rates
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import simpy
-from moesim.engine.maxmin import link_components, solve_padded
+from moesim.engine.maxmin import link_components, solve_lists, solve_rows
 
 # A flow is finished when what is left would drain in under this many ns at its rate.
 _FINISH_SLACK_NS = 1e-6
@@ -27,6 +27,11 @@ _FINISH_SLACK_NS = 1e-6
 _KEEP_MARGIN = 1e-9
 # Up to this many flows in flight, every solve takes them all (components are not tracked).
 _SMALL = 64
+# Solves of up to this many flows run in plain Python (numpy's per-call cost dominates there).
+_PY_FLOWS = 8
+# Above this many links, a solve works on the links its flows use, not on every link.
+_COMPACT_LINKS = 4096
+_NONE = np.zeros(0, dtype=np.int64)
 UtilSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
@@ -50,17 +55,20 @@ def _fire_after(env: simpy.Environment, event: simpy.Event, delay_ns: int) -> No
 class FluidNetwork:
     """Flow-level network with max-min fair sharing, solved incrementally.
 
-    Flows live in slots of persistent numpy arrays (links as a padded matrix, bytes left at the
-    time of the last rate change, rate, finish time); ended slots are compacted away in bulk,
-    keeping start order. Every link carries a component label: links are in one component when
-    flows join them. At an instant where flows start or end, only the flows of the touched
-    components are solved, on incidence arrays compacted to the links they use; in a component
-    where flows only ended, a flow slower than every ended flow keeps its rate (max-min: it was
-    bottlenecked before the ended flows' level), so only the faster ones are solved again. The
-    labels of the links started flows join are merged; the components of the solved flows are
-    recomputed exactly once a quarter of them have ended since the last time (a label covering
-    several components only costs solving more flows). Event order is that of a from-scratch
-    solve: a solve event queued behind the first start of an instant, versioned wake-ups.
+    Flows live in slots of persistent numpy arrays (links as a matrix padded with a stand-in
+    link of infinite capacity, index ``num_links``; bytes left at the time of the last rate
+    change, rate, finish time, the time it counts as arrived, in one float block); ended slots
+    are compacted away in bulk, keeping start order. Every link carries a component label:
+    links are in one component when flows join them. At an instant where flows start or end,
+    only the flows of the touched components are solved; in a component where flows only
+    ended, a flow slower than every ended flow keeps its rate (max-min: it was bottlenecked
+    before the ended flows' level), so only the faster ones are solved again, on what the kept
+    ones leave of the links. A solve of a few flows runs in plain Python
+    (:func:`~moesim.engine.maxmin.solve_lists`, the same arithmetic). The labels of the links
+    started flows join are merged; the components of the solved flows are recomputed exactly
+    once a quarter of them have ended since the last time (a label covering several components
+    only costs solving more flows). Event order is that of a from-scratch solve: a solve event
+    queued behind the first start of an instant, versioned wake-ups.
 
     Args:
         env: the SimPy environment.
@@ -84,7 +92,9 @@ class FluidNetwork:
         self.small_flows = small_flows
         self.capacity = cap
         num_links = cap.shape[0]
-        self._label = np.arange(num_links, dtype=np.int64)  # component label of every link
+        self._pad = num_links                                # the stand-in link padding paths
+        self._cap = np.append(cap, np.inf)
+        self._label = np.arange(num_links + 1, dtype=np.int64)  # component label of every link
         self._util = np.zeros(num_links)
         self._on_util = on_utilization
         self._size = 0                                      # slots in use (alive or ended)
@@ -122,34 +132,44 @@ class FluidNetwork:
         return self._alive_count + len(self._new)
 
     # -- slots ----------------------------------------------------------------------------
+    # rows of the float block ``_state``
+    _REM, _T0, _RATE, _FINISH, _DUE, _NBYTES = range(6)
+
     def _alloc(self, slots: int, width: int) -> None:
         """(Re)allocate slot arrays for ``slots`` flows of up to ``width`` links, keeping contents."""
         old = getattr(self, "_links", None)
-        links = np.full((slots, width), -1, dtype=np.int64)
-        fields = {"_rem": 0.0, "_t0": 0.0, "_rate": 0.0, "_finish": np.inf, "_nbytes": 0.0}
-        arrays = {name: np.full(slots, fill) for name, fill in fields.items()}
+        links = np.full((slots, width), self._pad, dtype=np.int64)
+        state = np.zeros((6, slots))
+        state[self._FINISH] = state[self._DUE] = np.inf
         lat = np.zeros(slots, dtype=np.int64)
         alive = np.zeros(slots, dtype=bool)
         if old is not None:
             n = self._size
             links[:n, :old.shape[1]] = old[:n]
-            for name in fields:
-                arrays[name][:n] = getattr(self, name)[:n]
+            state[:, :n] = self._state[:, :n]
             lat[:n], alive[:n] = self._latency[:n], self._alive[:n]
-        self._links, self._latency, self._alive = links, lat, alive
-        for name, arr in arrays.items():
-            setattr(self, name, arr)
+        self._links, self._state, self._latency, self._alive = links, state, lat, alive
+        self._views()
+
+    def _views(self) -> None:
+        st = self._state
+        self._rem, self._t0, self._rate = st[self._REM], st[self._T0], st[self._RATE]
+        self._finish, self._due, self._nbytes = st[self._FINISH], st[self._DUE], st[self._NBYTES]
 
     def _compact(self) -> None:
         """Drop ended slots, keeping the alive ones in start order."""
         n = self._size
         keep = np.flatnonzero(self._alive[:n])
         k = keep.size
-        for name in ("_links", "_rem", "_t0", "_rate", "_finish", "_nbytes", "_latency", "_alive"):
-            arr = getattr(self, name)
-            arr[:k] = arr[keep]
-            arr[k:n] = -1 if name == "_links" else (np.inf if name == "_finish" else 0)
-        self._events = [self._events[i] for i in keep]
+        self._links[:k] = self._links[keep]
+        self._links[k:n] = self._pad
+        self._state[:, :k] = self._state[:, keep]
+        self._state[:, k:n] = 0.0
+        self._finish[k:n] = self._due[k:n] = np.inf
+        self._latency[:k] = self._latency[keep]
+        self._alive[:k] = True
+        self._alive[k:n] = False
+        self._events = [self._events[i] for i in keep.tolist()]
         self._size = k
 
     def _admit(self, now: int) -> np.ndarray:
@@ -162,10 +182,9 @@ class FluidNetwork:
         if need > self._links.shape[0] or width > self._links.shape[1]:
             self._alloc(max(need, 2 * self._links.shape[0]), max(width, self._links.shape[1]))
         slots = np.arange(self._size, need)
-        block = np.full((len(new), self._links.shape[1]), -1, dtype=np.int64)
+        block = self._links[self._size:need]
         for row, flow in zip(block, new):
             row[:len(flow[0])] = flow[0]
-        self._links[slots] = block
         nbytes = np.fromiter((f[1] for f in new), dtype=np.float64, count=len(new))
         self._rem[slots] = nbytes
         self._nbytes[slots] = nbytes
@@ -181,7 +200,7 @@ class FluidNetwork:
     # -- events: a solve after starts, a wake-up at the next end ----------------------------
     def _solve_cb(self, _event: simpy.Event) -> None:
         self._pending = False
-        self._step(self.env.now, np.zeros(0, dtype=np.int64))
+        self._step(self.env.now, _NONE)
 
     def _on_wake(self, version: int) -> None:
         if version != self._version:
@@ -192,7 +211,7 @@ class FluidNetwork:
     def _step(self, now: int, ended: np.ndarray) -> None:
         """Admit the flows started so far, solve what the starts and ends touched, and schedule
         the wake-up at the next end (superseding the previous one)."""
-        started = self._admit(now) if self._new else np.zeros(0, dtype=np.int64)
+        started = self._admit(now) if self._new else _NONE
         if ended.size or started.size:
             self._solve(now, ended, started)
         self._version += 1
@@ -203,18 +222,17 @@ class FluidNetwork:
             self.env.timeout(wake).callbacks.append(lambda _e: self._on_wake(version))
 
     def _end_finished(self, now: int) -> np.ndarray:
-        """Slots whose bytes have drained by ``now``; their events fire after their latency."""
-        n = self._size
+        """Slots whose bytes have drained by ``now`` (what is left would drain within
+        ``_FINISH_SLACK_NS``, or is under a billionth of the flow: ``_due``, set at each rate
+        change); their events fire after their latency."""
         if not self._alive_count:
-            return np.zeros(0, dtype=np.int64)
-        rate = self._rate[:n]
-        left = self._rem[:n] - rate * (now - self._t0[:n])
-        done = self._alive[:n] & (left <= rate * _FINISH_SLACK_NS + 1e-9 * self._nbytes[:n])
-        idx = np.flatnonzero(done)
+            return _NONE
+        idx = np.flatnonzero(self._due[:self._size] <= now)
         if idx.size:
             self.bytes_delivered += float(self._nbytes[idx].sum())
             self._alive[idx] = False
             self._finish[idx] = np.inf
+            self._due[idx] = np.inf
             self._alive_count -= idx.size
             env, events = self.env, self._events
             for i, lat in zip(idx.tolist(), self._latency[idx].tolist()):
@@ -224,45 +242,58 @@ class FluidNetwork:
 
     def _solve(self, now: int, ended: np.ndarray, started: np.ndarray) -> None:
         links, label = self._links, self._label
-        ended_links = links[ended][links[ended] >= 0]
-        alive = np.flatnonzero(self._alive[:self._size])
-        full = not self.incremental or alive.size <= self.small_flows or self._stale
+        alive = self._alive_count
+        full = not self.incremental or alive <= self.small_flows or self._stale
+        kept = None
         if full:  # few flows: solving them all costs less than finding what to solve
-            members, keep = alive, None
-            self._stale = self.incremental and alive.size <= self.small_flows
+            members = np.flatnonzero(self._alive[:self._size])
+            self._stale = self.incremental and alive <= self.small_flows
         else:
-            started_links = links[started][links[started] >= 0]
-            touched = np.zeros(self.capacity.shape[0], dtype=bool)
-            touched[label[ended_links]] = True
-            touched[label[started_links]] = True
-            members = alive[touched[label[links[alive, 0]]]]
-            keep = self._kept(members, ended, started_links) if ended.size else None
-        used, paths = self._compact_paths(links[members])
+            touched = np.zeros(self._pad + 1, dtype=bool)
+            touched[label[links[ended]]] = True
+            touched[label[links[started]]] = True
+            touched[self._pad] = False
+            n = self._size
+            members = np.flatnonzero(touched[label[links[:n, 0]]] & self._alive[:n])
+            if ended.size:
+                members, kept = self._kept(members, ended, started)
         if members.size:
-            self._resolve(now, members, paths, used, keep)
+            self._resolve(now, members, kept)
         if self.incremental and not self._stale:
-            self._update_labels(full, members.size, ended.size, ended_links, used, paths, started)
+            self._update_labels(full, members.size + (0 if kept is None else kept.size), ended, started)
         if self._on_util is not None:
-            self._report(now, members, paths, used, ended_links)
+            self._report(now, members, kept, ended)
 
-    def _update_labels(self, full: bool, num_members: int, num_ended: int, ended_links: np.ndarray,
-                       used: np.ndarray, paths: np.ndarray, started: np.ndarray) -> None:
+    def _update_labels(self, full: bool, num_members: int, ended: np.ndarray, started: np.ndarray) -> None:
         """Keep every alive flow's links under one label. Started flows merge the labels they
-        join; the solved flows' components are recomputed exactly (splitting what ended flows
-        held together) once a quarter of them have ended since the last time, or after a solve
-        of everything. In between a label may cover several components, which costs solving
-        more flows but changes no rate (components solve independently)."""
-        label = self._label
-        self._ended_since += num_ended
+        join; the components of the touched labels are recomputed exactly (splitting what ended
+        flows held together) once a quarter of their flows have ended since the last time, or
+        after a solve of everything. In between a label may cover several components, which
+        costs solving more flows but changes no rate (components solve independently)."""
+        label, links, pad = self._label, self._links, self._pad
+        self._ended_since += ended.size
         if full or 4 * self._ended_since >= num_members:
-            label[ended_links] = ended_links
-            rows, cols = np.nonzero(paths < used.size)  # incidence, sorted by flow
-            label[used] = used[link_components(rows, paths[rows, cols], used.size)]
+            n = self._size
+            if full:  # every label may be out of date
+                label[:] = np.arange(pad + 1)
+                flows = np.flatnonzero(self._alive[:n])
+            else:
+                touched = np.zeros(pad + 1, dtype=bool)
+                touched[label[links[ended]]] = True
+                touched[label[links[started]]] = True
+                touched[pad] = False
+                flows = np.flatnonzero(touched[label[links[:n, 0]]] & self._alive[:n])
+                reset = np.flatnonzero(touched[label[:pad]])
+                label[reset] = reset
+            mat = links[flows]
+            r, c = np.nonzero(mat < pad)  # incidence, sorted by flow
+            used, at = np.unique(mat[r, c], return_inverse=True)
+            label[used] = used[link_components(r, at, used.size)]
             self._ended_since = 0
         elif started.size:
             # components of the labels the started flows join, one label each (the smallest)
-            mat = self._links[started]
-            r, c = np.nonzero(mat >= 0)
+            mat = links[started]
+            r, c = np.nonzero(mat < pad)
             groups, at = np.unique(label[mat[r, c]], return_inverse=True)
             merged = groups[link_components(r, at, groups.size)]
             if (merged != groups).any():
@@ -270,60 +301,80 @@ class FluidNetwork:
                 hit = groups[pos] == label
                 label[hit] = merged[pos[hit]]
 
-    def _kept(self, members: np.ndarray, ended: np.ndarray, started_links: np.ndarray) -> np.ndarray:
-        """Mask over ``members``: flows that keep their rate, being slower than every flow that
-        ended in their component, where none started (max-min: they were bottlenecked below
-        the level where the ended flows' load could matter)."""
-        label = self._label
-        floor = np.full(self.capacity.shape[0], np.inf)
-        np.minimum.at(floor, label[self._links[ended, 0]], self._rate[ended])
-        floor[label[started_links]] = -np.inf
-        return self._rate[members] < floor[label[self._links[members, 0]]] * (1.0 - _KEEP_MARGIN)
+    def _kept(self, members: np.ndarray, ended: np.ndarray, started: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Split ``members`` into the flows to solve and those that keep their rate, being
+        slower than every flow that ended in their component, where none started (max-min:
+        they were bottlenecked below the level where the ended flows' load could matter)."""
+        label, links, rate = self._label, self._links, self._rate
+        ended_labels = label[links[ended, 0]]
+        lo = ended_labels.min()
+        if not started.size and lo == ended_labels.max():  # one component (the usual case)
+            keep = rate[members] < rate[ended].min() * (1.0 - _KEEP_MARGIN)
+        else:
+            floor = np.full(self._pad + 1, np.inf)
+            np.minimum.at(floor, ended_labels, rate[ended])
+            floor[label[links[started]]] = -np.inf
+            keep = rate[members] < floor[label[links[members, 0]]] * (1.0 - _KEEP_MARGIN)
+        if not keep.any():
+            return members, None
+        return members[~keep], members[keep]
 
-    def _resolve(self, now: int, members: np.ndarray, paths: np.ndarray, used: np.ndarray,
-                 keep: np.ndarray | None) -> None:
-        """New rates for the members not kept, on what the kept ones leave of shared links."""
-        remaining = self.capacity[used]
-        slots = members
-        if keep is not None and keep.any():
-            kept = np.repeat(self._rate[members[keep]], paths.shape[1])
-            remaining = remaining - np.bincount(paths[keep].ravel(), weights=kept, minlength=used.size + 1)[:-1]
-            solve = ~keep
-            paths, slots = paths[solve], members[solve]
-            if not slots.size:
-                return
-        rates = solve_padded(paths, remaining)
+    def _resolve(self, now: int, slots: np.ndarray, kept: np.ndarray | None) -> None:
+        """New rates for ``slots``, on what the ``kept`` flows leave of the links they share."""
+        paths = self._links[slots]
+        remaining = self._cap
+        if kept is not None:
+            width = paths.shape[1]
+            load = np.bincount(self._links[kept].ravel(), weights=np.repeat(self._rate[kept], width),
+                               minlength=self._pad + 1)
+            remaining = remaining - load
+        if slots.size <= _PY_FLOWS:
+            pad = self._pad
+            lists = [[l for l in row if l != pad] for row in paths.tolist()]
+            rates = np.array(solve_lists(lists, remaining))
+        elif remaining.shape[0] > _COMPACT_LINKS and remaining.shape[0] > 4 * paths.size:
+            used, compact = self._compact_paths(paths)
+            rates = solve_rows(compact, np.append(remaining[used], np.inf))
+        else:
+            rates = solve_rows(paths, remaining)
         self.num_rate_solves += 1
-        self._rem[slots] -= self._rate[slots] * (now - self._t0[slots])
-        self._t0[slots] = now
-        self._rate[slots] = rates
-        self._finish[slots] = now + self._rem[slots] / rates
+        block = self._state[:, slots]
+        rem, t0, rate, nbytes = block[self._REM], block[self._T0], block[self._RATE], block[self._NBYTES]
+        rem -= rate * (now - t0)
+        block[self._T0] = now
+        block[self._RATE] = rates
+        block[self._FINISH] = now + rem / rates
+        # counted as arrived once what is left would drain within the slack or is under a
+        # billionth of the flow (rem - rates * (t - now) <= rates * slack + 1e-9 * nbytes)
+        block[self._DUE] = now + (rem - 1e-9 * nbytes) / rates - _FINISH_SLACK_NS
+        self._state[:, slots] = block
 
     def _compact_paths(self, mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The links in use (ascending) and the flows' paths as indices among them, padded with
         ``used.size``."""
-        mark = np.zeros(self.capacity.shape[0] + 1, dtype=bool)
-        mark[mat] = True  # padding (-1) lands on the extra last slot
-        mark[-1] = False
+        pad = self._pad
+        mark = np.zeros(pad + 1, dtype=bool)
+        mark[mat] = True
+        mark[pad] = False
         used = np.flatnonzero(mark)
         index = np.cumsum(mark) - 1
-        index[-1] = used.size  # where padding points
+        index[pad] = used.size  # where padding points
         return used, index[mat]
 
-    def _report(self, now: int, members: np.ndarray, paths: np.ndarray, used: np.ndarray,
-                ended_links: np.ndarray) -> None:
+    def _report(self, now: int, members: np.ndarray, kept: np.ndarray | None, ended: np.ndarray) -> None:
         """Utilisation of the links whose load changed at this solve, in link order."""
-        util = np.zeros(self.capacity.shape[0])
-        load = np.bincount(paths.ravel(), weights=np.repeat(self._rate[members], paths.shape[1]), minlength=used.size + 1)
-        util[used] = load[:-1] / self.capacity[used]
-        mark = np.zeros(util.shape[0], dtype=bool)
-        mark[used] = True
-        mark[ended_links] = True
+        flows = members if kept is None else np.concatenate([members, kept])
+        mat = self._links[flows]
+        load = np.bincount(mat.ravel(), weights=np.repeat(self._rate[flows], mat.shape[1]), minlength=self._pad + 1)
+        mark = np.zeros(self._pad + 1, dtype=bool)
+        mark[mat] = True
+        mark[self._links[ended]] = True
+        mark[self._pad] = False
         links = np.flatnonzero(mark)
-        util = util[links]
+        util = load[links] / self.capacity[links]
         changed = np.abs(util - self._util[links]) > 1e-12
-        self._util[links] = util
         if changed.any():
+            self._util[links] = util
             self._on_util(now, links[changed], util[changed])
 
 

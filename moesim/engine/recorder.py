@@ -69,7 +69,7 @@ class Recorder:
     spans: list[Span] = field(default_factory=list)
     arrows: list[Arrow] = field(default_factory=list)
     samples: list[CounterSample] = field(default_factory=list)
-    task_deps: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    _task_deps: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False)
     task_names: dict[int, str] = field(default_factory=dict)
     task_spans: dict[int, list[int]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +77,24 @@ class Recorder:
     link_tracks: list[str] = field(default_factory=list)   # counter track name of every link id
     _link_blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
     _counters_cache: tuple[tuple[int, int], list[CounterSample]] | None = field(default=None, repr=False, compare=False)
+    _deps_of: list[Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def task_deps(self) -> dict[int, tuple[int, ...]]:
+        """Task id -> the ids of the tasks it waited on (tasks without dependencies absent).
+        The engine hands over its tasks (:meth:`deps_from`); the map is built on first read."""
+        if self._deps_of is not None:
+            tasks, self._deps_of = self._deps_of, None
+            deps = self._task_deps
+            for t in tasks:
+                if t.deps:
+                    deps[t.id] = tuple([d.id for d in t.deps])
+        return self._task_deps
+
+    def deps_from(self, tasks: list[Any]) -> None:
+        """Take ``task_deps`` from ``tasks`` (objects with ``id`` and ``deps``) when first read:
+        a run's bookkeeping for analysis, not work of the run itself."""
+        self._deps_of = tasks
 
     def add_span(self, span: Span) -> int:
         """Append a span; return its index."""

@@ -171,6 +171,8 @@ class Simulation:
         self._comm_active: dict[int, int] = defaultdict(int)
         self._route_key = 0
         self._ran = False
+        self._depended: set[int] = set()  # ids of the tasks some task waits on (kept as tasks are added)
+        self._stream_ends: list[int] = []  # the last end of each stream whose tasks all ran
 
     # -- building the graph ---------------------------------------------------------------
     def _check_rank(self, rank: int, what: str) -> int:
@@ -184,6 +186,7 @@ class Simulation:
         assert not self._ran, "cannot add tasks after run()"
         t = Task(len(self.tasks), name, category, tuple(streams), int(duration_ns), phases,
                  int(step_latency_ns), tuple(deps), dict(args or {}))
+        self._depended.update([d.id for d in t.deps])
         self.tasks.append(t)
         for key in t.streams:
             self._streams.setdefault(key, []).append(t)
@@ -212,8 +215,13 @@ class Simulation:
             region_ns = round(region_ns * self.compute_scale[rank])
         key = (rank, stream)
         tasks = self.tasks
+        if deps:
+            deps = tuple(deps)
+            depended = self._depended
+            for d in deps:
+                depended.add(d.id)
         t = Task(len(tasks), name, category, (key,), int(duration_ns), None, 0,
-                 tuple(deps) if deps else (), dict(args) if args else {})
+                 deps or (), dict(args) if args else {})
         if region_ns:
             t.region_ns = int(region_ns)
         tasks.append(t)
@@ -314,6 +322,7 @@ class Simulation:
         if on is task:
             raise ConfigError("deps", f"task {task.name!r} cannot depend on itself")
         task.deps = task.deps + (on,)
+        self._depended.add(on.id)
 
     # -- running --------------------------------------------------------------------------
     def run(self, until_ns: int | None = None) -> SimResult:
@@ -323,22 +332,14 @@ class Simulation:
         rec = self.recorder
         rec.meta.setdefault("mode", self.mode)
         rec.meta.setdefault("num_ranks", self.topology.num_gpus)
+        rec.deps_from(self.tasks)
         with gc_paused():  # setting up allocates per task too
-            self._depended = depended = set()
-            task_deps = rec.task_deps
-            for t in self.tasks:
-                deps = t.deps
-                if deps:
-                    if len(deps) == 1:
-                        task_deps[t.id] = (deps[0].id,)
-                        depended.add(deps[0].id)
-                    else:
-                        task_deps[t.id] = ids = tuple([d.id for d in deps])
-                        depended.update(ids)
             for key in sorted(self._streams):
                 self.env.process(self._stream_proc(key, self._streams[key]))
             self.env.run(until=until_ns)
-        unfinished = [t for t in self.tasks if not t.finished]
+        done_streams = self._stream_ends
+        # every stream ran to its end: every task finished, the last end of a stream is its latest
+        unfinished = [] if len(done_streams) == len(self._streams) else [t for t in self.tasks if not t.finished]
         if unfinished and until_ns is None:
             raise DeadlockError(self._stuck_report())
         if unfinished:  # stopped early: say so, the makespan is not the step's
@@ -347,7 +348,8 @@ class Simulation:
                           "unfinished; makespan_ns covers the finished ones (SimResult.complete is False)",
                           RuntimeWarning, stacklevel=2)
         return SimResult(
-            makespan_ns=max((t.end_ns for t in self.tasks), default=0),
+            makespan_ns=(max(done_streams, default=0) if not unfinished else
+                         max((t.end_ns for t in self.tasks), default=0)),
             mode=self.mode, num_tasks=len(self.tasks), num_flows=self.net.num_flows,
             num_rate_solves=self.net.num_rate_solves, bytes_moved=self.net.bytes_delivered,
             recorder=rec, meta=dict(rec.meta), num_unfinished=len(unfinished),
@@ -388,27 +390,31 @@ class Simulation:
                     waits = [d.done or self._done_event(d) for d in deps if not d.finished]
                     if waits:
                         yield waits[0] if len(waits) == 1 else env.all_of(waits)
-            if t.phases is None and len(t.streams) == 1:
-                j = i + 1
-                if not stretch:
-                    while (j < n and tasks[j - 1].id not in depended and not tasks[j].deps
-                           and tasks[j].phases is None and len(tasks[j].streams) == 1):
-                        j += 1
+            if t.phases is None:  # compute and host tasks (one stream each; comm tasks carry phases)
                 start = env.now
+                tid = t.id
+                j = i + 1
+                if not stretch and tid not in depended:
+                    while j < n and not tasks[j].deps and tasks[j].phases is None and tasks[j - 1].id not in depended:
+                        j += 1
                 if j == i + 1:  # one task (a chain link, or a stream of dependents): no lists
-                    d = t.duration_ns - (t.region_ns if start == last_end else 0)
+                    d = t.duration_ns
+                    if start == last_end:
+                        d -= t.region_ns
                     if stretch and comm_active[rank]:
                         d = int(round(d * slowdown))
                     if d:
                         yield timeout(d)
+                    last_end = start + d
                     t.start_ns = start
-                    t.end_ns = last_end = start + d
+                    t.end_ns = last_end
                     t.finished = True
-                    task_spans[t.id] = t.span_ids = [len(spans)]
-                    spans.append(new_span(Span, (t.id, rank, host, stream, t.name, t.category, start, last_end, t.args)))
-                    if t.done is not None:
-                        t.done.succeed()
-                    i = j
+                    task_spans[tid] = t.span_ids = [len(spans)]
+                    spans.append(new_span(Span, (tid, rank, host, stream, t.name, t.category, start, last_end, t.args)))
+                    done = t.done
+                    if done is not None:
+                        done.succeed()
+                    i += 1
                     continue
                 # a task queued behind the previous one on its stream (started the instant it
                 # ended, or after it in one chain) saves its region cost
@@ -439,6 +445,7 @@ class Simulation:
             yield self._done_event(t)
             last_end = env.now
             i += 1
+        self._stream_ends.append(last_end)
 
     def _run_comm(self, t: Task):
         env = self.env
