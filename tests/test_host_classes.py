@@ -179,7 +179,7 @@ def _profile_model(host_rows: bool, sync_rows: bool = True, call_ns: float = 20_
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import profile_from_dict
     doc = json.loads(PROFILE.read_text())
-    rows = [s for s in doc["samples"] if s["op"] not in ("host_op", "sync")]
+    rows = [s for s in doc["samples"] if s["op"] not in ("host_op", "host_mix", "sync")]
     calls = ("linear", "grouped_mm", "sdpa", "rms_norm", "silu", "mul", "add", "softmax", "sigmoid", "topk",
              "argsort", "histc", "index_select", "index_add", "scatter_add", "gather", "cast", "view", "zeros",
              "cumsum", "rope", "cat")
@@ -326,3 +326,38 @@ def test_a_loop_tasks_ops_are_priced_without_the_mix_factor() -> None:
     ops = (Gemm(m=8, n=8, k=8), Gemm(m=8, n=8, k=8))
     assert pricing.compute_ns({"ops": ops, "host_phase": "fwd"}, "expert") == (600, True)
     assert pricing.compute_ns({"ops": ops, "host_phase": "fwd", "expert": 3}, "expert") == (200, True)
+
+
+def test_a_torchtitan_loop_body_is_priced_by_its_measured_class_in_both_passes() -> None:
+    """A loop body's tasks share the measured ``expert_loop_body`` time of their pass (the
+    per-op classes miss its ``w[e]`` views): one forward chain costs the class's time; an
+    expert's backward tasks (B chain, W chain, select share) sum to the class's backward. A
+    Megatron loop (another body) keeps the per-op sum."""
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import load_profile
+    from moesim.lowering.host import expert_task_args
+    from moesim.workload.moe import MoESpec
+    from moesim.workload.moe_exec import expert_tasks
+
+    spec = MoESpec(name="tiny-moe", num_layers=1, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
+                   ffn_hidden=1024, vocab=32000, seq_len=512, num_experts=3, top_k=2, expert_ffn_hidden=256)
+    model = CalibratedCostModel(load_profile("h100_sxm"))
+    pricing = host_pricing(model)
+
+    def host_ns(task, phase: str) -> int:
+        return pricing.compute_ns({"ops": task.ops, "host_phase": phase, **expert_task_args(task)}, "expert")[0]
+
+    forward = [t for t in expert_tasks(spec, [64, 0, 32], "F", "loop", "torchtitan") if t.expert is not None]
+    assert [t.expert for t in forward] == [0, 2]
+    for task in forward:
+        assert host_ns(task, "fwd") == round(model.host_call_ns("expert_loop_body", "fwd"))
+        assert host_ns(task, "fwd") != pricing.ops_ns(task.ops, "fwd", repeated=True)
+    backward = expert_tasks(spec, [64, 0, 32], "BW", "loop", "torchtitan")
+    for expert in (0, 2):
+        mine = [t for t in backward if t.expert == expert]
+        assert {t.name.split(".", 1)[-1] for t in mine} == {f"expert{expert}", "wgrad", "select_bwd"}
+        assert sum(host_ns(t, "bwd") for t in mine) == pytest.approx(model.host_call_ns("expert_loop_body", "bwd"), abs=3)
+    empty = [t for t in backward if t.expert == 1]
+    assert empty and all(not t.body for t in empty)   # no tokens: not the measured body, per op
+    megatron = [t for t in expert_tasks(spec, [64, 32], "F", "loop", "megatron") if t.expert is not None]
+    assert all(not t.body and host_ns(t, "fwd") == pricing.ops_ns(t.ops, "fwd", repeated=True) for t in megatron)

@@ -36,7 +36,7 @@ from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, an
 from moesim.costs.profile import Profile, load_profile
 from moesim.errors import ConfigError
 from moesim.costs.grouped import build_pricing, gemm_scaling, grouped_gemm_ns, scaled_gemm_price
-from moesim.costs.host_classes import HostClassTable
+from moesim.costs.host_classes import HostClassTable, check_phase
 from moesim.costs.moe_kernels import LEGACY_STAND_INS, MOE_KERNEL_KINDS
 from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
@@ -496,6 +496,11 @@ class CalibratedCostModel:
         for call in missing:
             self.fallback_ops.add(f"host_op {call} (not measured: the per-kernel eager figure)")
         return max(1, int(round(ns)))
+
+    def host_call_ns(self, call: str, phase: str) -> "float | None":
+        """One measured host call of class ``call`` in ``phase`` as its chain timed it (no
+        mixed-program factor), or None where the profile did not measure it."""
+        return self._host_classes.call_ns(call, check_phase(phase))
 
     def host_mix_factors(self) -> dict[str, float]:
         """Mixed-program factor per phase (:mod:`moesim.costs.host_classes`); empty: not measured."""

@@ -184,7 +184,10 @@ class MoEStageTable(StageTable):
         skip = frozenset(name for name in ("expert.fc1", "expert.up", "expert.w1", "expert.w3")
                          if fp8_dispatch or (phase == "F" and name == "expert.w3"))
         ops = tuple(with_quantize(task.ops, DTYPE_BYTES[self.spec.dtype], skip))
-        return task if len(ops) == len(task.ops) else dataclasses.replace(task, ops=ops)
+        if len(ops) == len(task.ops):
+            return task
+        body = tuple(with_quantize(task.body, DTYPE_BYTES[self.spec.dtype], skip)) if task.body else ()
+        return dataclasses.replace(task, ops=ops, body=body)
 
     def task_ns(self, task: moe_exec.ExpertTask) -> tuple[int, int]:
         """``(duration_ns, region_ns)`` of one expert task: its kernels back to back

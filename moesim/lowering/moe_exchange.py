@@ -38,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from moesim.engine import Simulation, Task
+from moesim.lowering.host import expert_task_args
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
 from moesim.lowering.pipeline import Grid
 from moesim.schedules.model import Action
@@ -208,10 +209,7 @@ class MoEExchangeLowering:
         for task in self.table.expert_tasks(phase, counts, ids):
             ns, region = self.table.task_ns(task)
             args = {**base, "tokens": task.tokens, "flops": task.flops, "kernels": len(task.ops), "ops": task.ops}
-            if task.expert is not None:
-                args["expert"] = task.expert
-            if task.host_sync:
-                args.update(host_sync=True, sync_bytes=task.sync_bytes)
+            args.update(expert_task_args(task))
             prev = sim.compute(g, ns, f"{task.name}.L{seg.layer}.{ctx['name']}", category="expert",
                                deps=deps if prev is None else [prev], args=args, region_ns=region)
         return prev

@@ -30,7 +30,7 @@ import numpy as np
 
 from moesim.engine import Simulation, Task
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
-from moesim.lowering.host import PHASE_OF_KIND as PHASE
+from moesim.lowering.host import PHASE_OF_KIND as PHASE, expert_task_args
 from moesim.lowering.moe_exchange import ep_stream, exchange_units
 from moesim.lowering.pipeline import Grid
 from moesim.scale.cache import ReducedCache
@@ -201,10 +201,7 @@ class LaneExchangeLowering:
         for t in tasks:
             ns, region = self.table.task_ns(t)
             targs = {**args, "flops": t.flops * share, "kernels": len(t.ops), "ops": t.ops, "host_phase": PHASE[phase]}
-            if t.host_sync:
-                targs.update(host_sync=True, sync_bytes=t.sync_bytes)
-            if t.expert is not None:   # a per-expert loop body: priced as the full engine prices it
-                targs["expert"] = t.expert
+            targs.update(expert_task_args(t))   # as the full engine marks its expert tasks
             prev = sim.compute(lane, ns, f"{name}:{t.name}", category="expert", deps=deps if prev is None else [prev],
                                args=targs, region_ns=min(region, ns))
         return prev
@@ -225,18 +222,16 @@ class LaneExchangeLowering:
         expert tasks are (:meth:`~moesim.lowering.host.HostPricing.compute_ns` on each task's
         ops): its kernels and, where the host is priced per op class, their host time."""
         if hasattr(self.table, "expert_tasks"):
-            programs = [(t.ops, t.host_sync, t.expert) for t in self._busiest_tasks(layer, sample, phase)]
+            programs = [(t.ops, expert_task_args(t)) for t in self._busiest_tasks(layer, sample, phase)]
         else:
             experts = self.routing.plan(0, 0, layer, sample).experts[self._experts(layer, sample, phase)[2]]
             programs = _chain_programs(self.table, phase, [n for _e, n in experts if n > 0])
         host = getattr(self.table, "host", None)
         kernels = host_ns = 0
-        for ops, sync, expert in programs:
+        for ops, marks in programs:
             kernels += len(ops)
-            if host is not None and host.per_op:
-                args = {"ops": ops, "host_phase": PHASE[phase], "kernels": len(ops), "host_sync": sync}
-                if expert is not None:   # a per-expert chain, as the full engine's args mark it
-                    args["expert"] = expert
+            if host is not None and host.per_op:   # priced as the full engine's expert tasks are
+                args = {"ops": ops, "host_phase": PHASE[phase], "kernels": len(ops), **marks}
                 host_ns += host.compute_ns(args, "expert")[0]
         return {"kernels": kernels, "host_ns": host_ns} if host is not None and host.per_op else {"kernels": kernels}
 
@@ -271,14 +266,14 @@ class LaneExchangeLowering:
         st.cross_node_bytes += cross * (out_b + back_b) / self.samples
 
 
-def _chain_programs(table, phase: str, tokens: list[int]) -> list[tuple[tuple, bool, int]]:
-    """(ops, no host sync, expert slot) of the FFN chain of each expert with ``tokens`` (a table
+def _chain_programs(table, phase: str, tokens: list[int]) -> list[tuple[tuple, dict]]:
+    """(ops, host marks: its expert slot) of the FFN chain of each expert with ``tokens`` (a table
     without ``expert_tasks``, as tests' fakes)."""
     from moesim.workload import moe as moe_ops
 
     build = {"F": moe_ops.expert_forward_ops, "B": moe_ops.expert_backward_input_ops,
              "W": moe_ops.expert_backward_weight_ops}[phase]
-    return [(tuple(build(table.spec, n)), False, i) for i, n in enumerate(tokens)]
+    return [(tuple(build(table.spec, n)), {"expert": i}) for i, n in enumerate(tokens)]
 
 
 def _queue_ns(table, phase: str, tokens: list[int]) -> int:

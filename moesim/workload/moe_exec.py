@@ -310,7 +310,11 @@ class ExpertTask:
 
     ``expert`` is the expert of a loop chain (None for grouped kernels over all local experts);
     ``host_sync`` marks the device-to-host copy of ``sync_bytes`` of counts (no kernels: the
-    lowering prices the copy and the eager host waits for it)."""
+    lowering prices the copy and the eager host waits for it). ``body``: the ops of the whole
+    torchtitan loop body this task is part of, in its pass (the forward chain; or the backward's
+    B chain, W chain and select share together), so an eager host can price the body by its
+    measured class (``host_op`` ``expert_loop_body``) and this task by its per-op share of it
+    (:meth:`moesim.lowering.host.HostPricing.compute_ns`); empty where no such class applies."""
 
     name: str
     ops: tuple[ComputeOp, ...]
@@ -318,6 +322,7 @@ class ExpertTask:
     expert: "int | None" = None
     host_sync: bool = False
     sync_bytes: int = 0
+    body: tuple[ComputeOp, ...] = ()
 
     @property
     def flops(self) -> float:
@@ -468,8 +473,11 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     tasks: list[ExpertTask] = []
     if phase == "F":
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
-        tasks += [ExpertTask(f"expert{eid}", tuple(loop_chain_ops(spec, n, "F", token_movement)), n, expert=eid)
-                  for eid, n in zip(ids, vec) if n > 0]
+        for eid, n in zip(ids, vec):
+            if n > 0:
+                chain = tuple(loop_chain_ops(spec, n, "F", token_movement))
+                tasks.append(ExpertTask(f"expert{eid}", chain, n, expert=eid,
+                                        body=chain if token_movement == "torchtitan" else ()))
     else:
         tasks += _loop_backward(spec, vec, ids, phase, token_movement)
     total = sum(vec)
@@ -508,19 +516,17 @@ def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
     tasks: list[ExpertTask] = []
     first = True
     for eid, n in reversed(list(zip(ids, vec))):
-        if phase in ("B", "BW") and n > 0:
-            tasks.append(ExpertTask(f"expert{eid}", tuple(loop_chain_ops(spec, n, "B", token_movement)), n, expert=eid))
-        if phase == "B":
-            continue
-        if n > 0:
-            tasks.append(ExpertTask(f"expert{eid}.wgrad", tuple(loop_chain_ops(spec, n, "W", token_movement)), n,
-                                    expert=eid))
-        elif stacked:
-            tasks.append(ExpertTask(f"expert{eid}.wgrad", tuple(empty_wgrad_ops(spec, token_movement)), 0, expert=eid))
-        if stacked:
-            tasks.append(ExpertTask(f"expert{eid}.select_bwd", tuple(select_backward_share(spec, num, first)), n,
-                                    expert=eid))
-            first = False
+        grads = tuple(loop_chain_ops(spec, n, "B", token_movement)) if n > 0 else ()
+        wgrads = tuple(loop_chain_ops(spec, n, "W", token_movement) if n > 0
+                       else empty_wgrad_ops(spec, token_movement) if stacked else ())
+        share = tuple(select_backward_share(spec, num, first)) if stacked else ()
+        first = first and not (stacked and phase != "B")
+        parts = [(f"expert{eid}", grads) if phase in ("B", "BW") and grads else None,
+                 (f"expert{eid}.wgrad", wgrads) if phase != "B" and wgrads else None,
+                 (f"expert{eid}.select_bwd", share) if phase != "B" and share else None]
+        # the measured body (expert_loop_body) is a torchtitan expert with tokens, all of it
+        body = (*grads, *wgrads, *share) if stacked and n > 0 else ()
+        tasks += [ExpertTask(name, ops, n, expert=eid, body=body) for name, ops in filter(None, parts)]
     return tasks
 
 
