@@ -252,6 +252,7 @@ class Measured:
     iterations: int
     rounds: int
     warmup: int
+    round_ns: tuple[float, ...] = ()   # each round's per-iteration time, in order
 
 
 
@@ -271,9 +272,18 @@ def _timed(step: Callable[[], None], n: int, device: str) -> float:
     return s.elapsed_time(e) * 1e6
 
 
-def measure(step: Callable[[], None], device: str, left_s: float) -> Measured | str:
+def _gap_then_timed(step: Callable[[], None], iters: int, device: str, gap_s: float) -> float:
+    if gap_s > 0:
+        time.sleep(gap_s)
+        step()   # one untimed iteration: the queue and caches as in back-to-back running
+    return _timed(step, iters, device)
+
+
+def measure(step: Callable[[], None], device: str, left_s: float, gap_s: float = 0.0) -> Measured | str:
     """Warm up, size the rounds, time them; a reason string instead when the case cannot fit in
-    ``left_s``."""
+    ``left_s``. ``gap_s``: an idle pause before each round, so the rounds sample the host over
+    seconds (the lent machines' host speed switches between states lasting seconds; a host-bound
+    case timed in one burst reads whichever state it hit)."""
     plan = GPU_TIMING if device == "cuda" else SMOKE_TIMING
     for _ in range(plan.warmup):
         step()
@@ -281,13 +291,14 @@ def measure(step: Callable[[], None], device: str, left_s: float) -> Measured | 
     est_ns = _timed(step, 1, device)
     iters = max(1, min(plan.max_iters, round(plan.round_target_ms * 1e6 / est_ns)))
     rounds = plan.rounds
-    while rounds > min(3, plan.rounds) and rounds * iters * est_ns / 1e9 > left_s:
+    while rounds > min(3, plan.rounds) and rounds * (iters * est_ns / 1e9 + gap_s) > left_s:
         rounds -= 1
-    if rounds * iters * est_ns / 1e9 > left_s:
-        return f"budget: needs ~{rounds * iters * est_ns / 1e9:.1f} s, {left_s:.1f} s left"
-    per = np.array([_timed(step, iters, device) / iters for _ in range(rounds)])
+    if rounds * (iters * est_ns / 1e9 + gap_s) > left_s:
+        return f"budget: needs ~{rounds * (iters * est_ns / 1e9 + gap_s):.1f} s, {left_s:.1f} s left"
+    per = np.array([_gap_then_timed(step, iters, device, gap_s) / iters for _ in range(rounds)])
     p25, med, p75 = np.percentile(per, [25.0, 50.0, 75.0])
-    return Measured(round(float(med), 1), round(float(p25), 1), round(float(p75), 1), iters, rounds, plan.warmup)
+    return Measured(round(float(med), 1), round(float(p25), 1), round(float(p75), 1), iters, rounds, plan.warmup,
+                    tuple(round(float(v), 1) for v in per))
 
 
 # ---------------------------------------------------------------- building a case
@@ -465,10 +476,10 @@ def host_issue_ns(step: Callable[[], None], device: str, gpu_ns: float) -> "floa
     return float(np.median(samples))
 
 
-def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str) -> dict:
+def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str, gap_s: float = 0.0) -> dict:
     """One entry (``measured``) or one skipped record (``reason``)."""
     step, desc = runner.build(case)
-    got = measure(step, device, left_s)
+    got = measure(step, device, left_s, gap_s)
     if isinstance(got, str):
         return {"id": case.id, "workload": desc, "reason": got}
     sig = _signature(case)
@@ -520,21 +531,22 @@ PROTOCOL = {
 
 
 def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: str, inventory_on: bool,
-        preheat_s: float, trace_all: bool = False) -> dict:
+        preheat_s: float, trace_all: bool = False, gap_s: float = 0.0) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA GPU")
     start = time.monotonic()
     wanted = [part for part in only.split(",") if part] or [""]
     cases = [c for c in plan_cases(device != "cuda") if any(part in c.id for part in wanted)]
     runner = Runner(device)
-    doc: dict = {"format": FORMAT, "provenance": file_provenance(device, preheat_s), "protocol": PROTOCOL,
+    doc: dict = {"format": FORMAT, "provenance": file_provenance(device, preheat_s),
+                 "protocol": {**PROTOCOL, "round_gap_s": gap_s},
                  "gpu_state_before": provenance.gpu_state() if device == "cuda" else [],
                  "entries": [], "skipped": [], "kernel_inventory": {}}
     preheat(device, preheat_s)
     inventory = doc["kernel_inventory"] if inventory_on else {}
     for case in cases:
         left = budget_s - (time.monotonic() - start)
-        record = _safe_case(runner, case, left, inventory, device)
+        record = _safe_case(runner, case, left, inventory, device, gap_s)
         doc["skipped" if "reason" in record else "entries"].append(record)
         _report(record)
     doc["gpu_state_after"] = provenance.gpu_state() if device == "cuda" else []
@@ -548,11 +560,11 @@ def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: s
     return doc
 
 
-def _safe_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str) -> dict:
+def _safe_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str, gap_s: float = 0.0) -> dict:
     if left_s < 2.0:
         return {"id": case.id, "workload": {"kind": case.kind, "tier": case.tier}, "reason": "budget: spent"}
     try:
-        return run_case(runner, case, left_s - 1.0, inventory, device)
+        return run_case(runner, case, left_s - 1.0, inventory, device, gap_s)
     except (RuntimeError, torch.OutOfMemoryError) as exc:  # recorded, never silent
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -578,8 +590,13 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--only", default="", help="run only cases whose id contains this text (a comma list: any of them)")
     p.add_argument("--no-inventory", action="store_true", help="skip the per-signature kernel inventory")
     p.add_argument("--preheat-s", type=float, default=3.0)
+    p.add_argument("--round-gap-s", type=float, default=0.0,
+                   help="idle pause before each timed round, so host-bound cases sample the host over seconds")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s, a.trace_all)
+    if a.round_gap_s < 0:
+        p.error("--round-gap-s must be >= 0")
+    doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s, a.trace_all,
+              a.round_gap_s)
     print(f"{len(doc['entries'])} entries, {len(doc['skipped'])} skipped, {doc['wall_s']} s -> {a.out}", flush=True)
     return 0
 
