@@ -95,7 +95,10 @@ class FluidNetwork:
         self._pad = num_links                                # the stand-in link padding paths
         self._cap = np.append(cap, np.inf)
         self._label = np.arange(num_links + 1, dtype=np.int64)  # component label of every link
-        self._util = np.zeros(num_links)
+        self._util = np.zeros(num_links)                   # last reported utilisation
+        self._load = np.zeros(num_links + 1)               # bytes/ns on every link (when reporting)
+        self._dload = np.zeros(num_links + 1)              # its change since the last report
+        self._nflows = np.zeros(num_links + 1, dtype=np.int64)  # alive flows on every link
         self._on_util = on_utilization
         self._size = 0                                      # slots in use (alive or ended)
         self._alloc(64, 1)
@@ -195,6 +198,8 @@ class FluidNetwork:
         self._events.extend(f[3] for f in new)
         self._size = need
         self._alive_count += len(new)
+        if self._on_util is not None:
+            self._nflows += np.bincount(block.ravel(), minlength=self._pad + 1)
         return slots
 
     # -- events: a solve after starts, a wake-up at the next end ----------------------------
@@ -234,6 +239,11 @@ class FluidNetwork:
             self._finish[idx] = np.inf
             self._due[idx] = np.inf
             self._alive_count -= idx.size
+            if self._on_util is not None:
+                mat = self._links[idx]
+                self._dload -= np.bincount(mat.ravel(), weights=np.repeat(self._rate[idx], mat.shape[1]),
+                                           minlength=self._pad + 1)
+                self._nflows -= np.bincount(mat.ravel(), minlength=self._pad + 1)
             env, events = self.env, self._events
             for i, lat in zip(idx.tolist(), self._latency[idx].tolist()):
                 _fire_after(env, events[i], lat)
@@ -262,7 +272,7 @@ class FluidNetwork:
         if self.incremental and not self._stale:
             self._update_labels(full, members.size + (0 if kept is None else kept.size), ended, started)
         if self._on_util is not None:
-            self._report(now, members, kept, ended)
+            self._report(now)
 
     def _update_labels(self, full: bool, num_members: int, ended: np.ndarray, started: np.ndarray) -> None:
         """Keep every alive flow's links under one label. Started flows merge the labels they
@@ -342,6 +352,9 @@ class FluidNetwork:
         rem, t0, rate, nbytes = block[self._REM], block[self._T0], block[self._RATE], block[self._NBYTES]
         rem -= rate * (now - t0)
         block[self._T0] = now
+        if self._on_util is not None:
+            self._dload += np.bincount(paths.ravel(), weights=np.repeat(rates - rate, paths.shape[1]),
+                                       minlength=self._pad + 1)
         block[self._RATE] = rates
         block[self._FINISH] = now + rem / rates
         # counted as arrived once what is left would drain within the slack or is under a
@@ -361,16 +374,18 @@ class FluidNetwork:
         index[pad] = used.size  # where padding points
         return used, index[mat]
 
-    def _report(self, now: int, members: np.ndarray, kept: np.ndarray | None, ended: np.ndarray) -> None:
-        """Utilisation of the links whose load changed at this solve, in link order."""
-        flows = members if kept is None else np.concatenate([members, kept])
-        mat = self._links[flows]
-        load = np.bincount(mat.ravel(), weights=np.repeat(self._rate[flows], mat.shape[1]), minlength=self._pad + 1)
-        mark = np.zeros(self._pad + 1, dtype=bool)
-        mark[mat] = True
-        mark[self._links[ended]] = True
-        mark[self._pad] = False
-        links = np.flatnonzero(mark)
+    def _report(self, now: int) -> None:
+        """Utilisation of the links whose load changed at this instant, in link order. Loads are
+        kept up to date by the rate changes (a link no flow crosses is exactly 0)."""
+        dload = self._dload
+        dload[self._pad] = 0.0
+        links = np.flatnonzero(dload)
+        if not links.size:
+            return
+        load = self._load
+        load[links] += dload[links]
+        dload[links] = 0.0
+        load[links[self._nflows[links] == 0]] = 0.0
         util = load[links] / self.capacity[links]
         changed = np.abs(util - self._util[links]) > 1e-12
         if changed.any():

@@ -16,6 +16,8 @@ between them. All times are integer nanoseconds from the start of the simulation
 """
 from __future__ import annotations
 
+import gc
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -53,9 +55,9 @@ class Arrow:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class CounterSample:
-    """Value of counter ``track`` from ``t_ns`` on."""
+class CounterSample(NamedTuple):
+    """Value of counter ``track`` from ``t_ns`` on (a NamedTuple: built by the million from the
+    engine's arrays when ``Recorder.counters`` is read)."""
 
     track: str
     t_ns: int
@@ -127,9 +129,18 @@ class Recorder:
         key = (len(self.samples), len(self._link_blocks))
         if self._counters_cache is None or self._counters_cache[0] != key:
             out = list(self.samples)
-            tracks = self.link_tracks
-            for t_ns, ids, values in self._link_blocks:
-                out.extend([CounterSample(tracks[i], t_ns, v) for i, v in zip(ids.tolist(), values.tolist())])
+            blocks = self._link_blocks
+            if blocks:  # in bulk, the cyclic collector paused (it would rescan every live object)
+                was_enabled = gc.isenabled()
+                gc.disable()
+                ids = np.concatenate([b[1] for b in blocks])
+                times = np.repeat(np.array([b[0] for b in blocks], dtype=np.int64), [b[1].size for b in blocks])
+                values = np.concatenate([b[2] for b in blocks])
+                names = np.array(self.link_tracks + [""], dtype=object)[ids].tolist()
+                out.extend(map(tuple.__new__, itertools.repeat(CounterSample),
+                               zip(names, times.tolist(), values.tolist())))
+                if was_enabled:
+                    gc.enable()
             self._counters_cache = (key, out)
         return self._counters_cache[1]
 
