@@ -125,3 +125,29 @@ def test_column_helpers_equal_numpy(columns) -> None:
     values = rng.integers(0, 20, 5000)
     assert np.array_equal(_any_equal(picks, values), (picks == values[:, None]).any(axis=1))
     assert _any_equal(picks, values).any() and not _any_equal(picks, values).all()
+
+
+def test_cache_interns_keys_and_shares_topologies() -> None:
+    import dataclasses
+
+    from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
+    from moesim.memory import MemoryConfig
+    from moesim.moe.routing import RoutingConfig
+    from moesim.scale.cache import ReducedCache
+    from moesim.scale.reduced import build_reduced
+    from moesim.workload.presets import get_model
+
+    cache = ReducedCache()
+    spec = get_model("qwen3-30b-a3b")
+    assert cache.intern(("a", spec)) == cache.intern(("a", dataclasses.replace(spec))) == 0
+    assert cache.intern(("b", spec)) == 1
+    scn = Scenario(name="x", topology="h800_cluster", nodes=2, model=dataclasses.replace(spec, num_layers=2),
+                   schedule="1f1b", memory=MemoryConfig(recompute="none"),
+                   plan=ParallelPlan(tp=1, dp=8, pp=2, ep=8, num_microbatches=2),
+                   moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3)))
+    first = build_reduced(scn, cache=cache)
+    second = build_reduced(dataclasses.replace(scn, schedule="gpipe"), cache=cache)
+    assert second["sim"].topology is first["sim"].topology   # the lanes' fabric, loaded once
+    stats = cache.summary()["topologies"]
+    # one node (the probe, and the EP group of 8 GPUs) and the lanes' 4 nodes, loaded once each
+    assert stats["misses"] == 2 and stats["hits"] == 4

@@ -10,7 +10,14 @@ by exactly what each is a function of:
 * **solvers**: a :class:`~moesim.scale.phase.PhaseSolver` per (fabric, group, link efficiency);
 * **phases**: each solved all-to-all phase, keyed by solver, routing, layer, sample, direction;
 * **experts**: the busiest and mean expert queue of every (layer, sample, phase), keyed by the
-  expert pricing (cost model identity, model, ``ep``, expert mode, token movement) and routing.
+  expert pricing (cost model identity, model, ``ep``, expert mode, token movement) and routing;
+* **topologies**: the fabrics the run loads (one node, the EP group's nodes, the lanes' nodes),
+  keyed by topology choice and node count, so their route caches (shortest-path searches) serve
+  every scenario. A Topology is not changed by a run; its caches are functions of its graph.
+
+Keys of routing, solvers and pricing are long tuples of frozen dataclasses (the model, the MoE
+options); :meth:`ReducedCache.intern` gives each a small integer, so the many per-(layer, sample)
+lookups hash that instead.
 
 A scenario given no cache gets a fresh one (nothing shared). Cached values are the very objects
 or numbers a fresh build computes, so a scenario's results do not depend on which scenarios ran
@@ -33,6 +40,8 @@ class ReducedCache:
     solvers: dict[Hashable, Any] = field(default_factory=dict)
     phases: dict[Hashable, Any] = field(default_factory=dict)
     experts: dict[Hashable, tuple[Any, frozenset[str]]] = field(default_factory=dict)
+    topologies: dict[Hashable, Any] = field(default_factory=dict)
+    interned: dict[Hashable, int] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
     spent_s: dict[str, float] = field(default_factory=dict)   # wall seconds making each kind (misses)
@@ -48,6 +57,10 @@ class ReducedCache:
         value = store[key] = make()
         self.spend(kind, start)
         return value
+
+    def intern(self, key: Hashable) -> int:
+        """A small integer standing for ``key`` (equal keys, equal integers; distinct, distinct)."""
+        return self.interned.setdefault(key, len(self.interned))
 
     def spend(self, kind: str, start: float) -> None:
         """Add the wall time since ``start`` (``time.perf_counter()``) to ``kind``'s making."""
@@ -83,4 +96,4 @@ class ReducedCache:
         """Hits, misses and seconds spent making per store (for benchmarks)."""
         return {k: {"hits": self.hits.get(k, 0), "misses": self.misses.get(k, 0),
                     "seconds": round(self.spent_s.get(k, 0.0), 3)}
-                for k in ("routing", "solvers", "phases", "experts")}
+                for k in ("routing", "solvers", "phases", "experts", "topologies")}

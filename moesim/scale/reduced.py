@@ -168,7 +168,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     (:mod:`moesim.scale.cache`); None builds everything afresh."""
     cache = cache if cache is not None else ReducedCache()
     plan = scn.plan
-    probe = load_topology(scn.topology, nodes=1)
+    probe = _topology(cache, scn.topology, 1)
     per_node = probe.gpus_per_host
     spec = resolve_model(scn.model)
     _check(scn, spec, per_node, scn.nodes or load_topology(scn.topology).num_hosts)
@@ -185,7 +185,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     # topology (routing and phase solves); group t holds GPUs t, t + tp, t + 2 tp, ...
     tp = plan.tp
     group_nodes = _nodes(plan.ep * tp, per_node)
-    group_topo = load_topology(scn.topology, nodes=group_nodes)
+    group_topo = _topology(cache, scn.topology, group_nodes)
     groups = [[d * tp + t for d in range(plan.ep)] for t in range(tp)]
     fabric = (_topology_key(scn.topology), group_nodes, plan.ep, tp)
     routing_key = (fabric, spec, scn.moe, scn.seed, table.tokens_per_rank, options.routing_samples,
@@ -196,7 +196,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     pricing_key = (type(cost).__name__, cost.name, repr(profile_identity(cost)), spec, table.ep, table.experts,
                    table.token_movement, table.capacity, table.region)
     # Lanes: pipeline rank p on GPUs 0..tp-1 of node p (one TP group); mirrors on node pp + p.
-    lane_topo = load_topology(scn.topology, nodes=2 * plan.pp)
+    lane_topo = _topology(cache, scn.topology, 2 * plan.pp)
     ranks = tuple(p * per_node + t for p in range(plan.pp) for t in range(tp))
     lanes = tuple(p * per_node for p in range(plan.pp))
     link = LaneLink(lane_topo, efficiency, {g: (plan.pp * per_node + g) for g in ranks})
@@ -204,7 +204,8 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     exchange = LaneExchangeLowering(table, routing, solver, link, options.routing_samples,
                                     cost.collective_step_latency_ns("all_to_all", plan.ep, group_kind),
                                     per_task=scn.host == "eager", cache=cache,
-                                    keys=(routing_key, solver_key, pricing_key),
+                                    keys=(cache.intern(routing_key), cache.intern(solver_key),
+                                          cache.intern(pricing_key)),
                                     layers=[layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)])
     slowdown = compute_slowdown(scenario_overlap(scn), scn.overlap_slowdown, cost, probe.gpu_kind)
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
@@ -230,6 +231,11 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
             "exchange": exchange, "counts": counts, "dp": dp_info, "lanes": lanes, "grid": grid, "slowdown": slowdown,
             "efficiency": efficiency, "per_node": per_node, "options": options, "gpu_kind": probe.gpu_kind,
             "num_gpus": plan.world_size, "host": host}
+
+
+def _topology(cache: ReducedCache, topology: Any, nodes: int):
+    """``load_topology(topology, nodes=nodes)``, once per experiment (see ReducedCache.topologies)."""
+    return cache.get("topologies", (_topology_key(topology), nodes), lambda: load_topology(topology, nodes=nodes))
 
 
 def _topology_key(topology: Any) -> Any:
