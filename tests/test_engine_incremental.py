@@ -139,3 +139,15 @@ def test_padded_kernel_gives_the_compact_kernel_rates_bit_for_bit(paths, caps):
     width = max(len(p) for p in paths)
     padded = np.array([p + [cap.size] * (width - len(p)) for p in paths], dtype=np.int64)
     assert np.array_equal(solve_padded(padded, cap), solve_compact(*incidence(paths), len(paths), cap))
+
+
+@SETTINGS
+@given(paths_st, caps_st)
+def test_plain_python_kernel_gives_the_padded_kernel_rates_bit_for_bit(paths, caps):
+    """What the network runs for a solve of a few flows equals the numpy kernel exactly."""
+    from moesim.engine.maxmin import solve_lists, solve_padded
+
+    cap = np.array(caps)
+    width = max(len(p) for p in paths)
+    padded = np.array([p + [cap.size] * (width - len(p)) for p in paths], dtype=np.int64)
+    assert solve_lists(paths, cap.tolist()) == solve_padded(padded, cap).tolist()

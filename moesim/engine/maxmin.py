@@ -16,7 +16,7 @@ as the component's flows keep their relative order.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
             paths, ids = paths[keep], ids[keep]
 
 
-def solve_lists(paths: list[list[int]], remaining: Sequence[float] | np.ndarray) -> list[float]:
+def solve_lists(paths: list[list[int]], remaining: Mapping[int, float] | Sequence[float] | np.ndarray) -> list[float]:
     """:func:`solve_rows` in plain Python for a few flows (numpy's per-call cost dominates
     there): ``paths`` lists each flow's links (no padding) as indices into ``remaining``.
     The same rounds and the same floating-point operations in the same order (a link's frozen
@@ -135,8 +135,8 @@ def solve_lists(paths: list[list[int]], remaining: Sequence[float] | np.ndarray)
     rem = {}
     for path in paths:
         for l in path:
-            r = float(remaining[l])
-            rem[l] = r if r > 0.0 else 0.0
+            r = remaining[l]
+            rem[l] = float(r) if r > 0.0 else 0.0
     num = len(paths)
     rates = [0.0] * num
     active = list(range(num))

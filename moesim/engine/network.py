@@ -1,7 +1,8 @@
 """Moving bytes over links: the fluid (max-min fair) network and the analytical network.
 
-Both expose one call, ``transfer(route, nbytes) -> simpy.Event``, which fires when the last byte
-has arrived. Bandwidths are in GB/s, which is numerically bytes per ns.
+Both expose ``transfer(link_ids, nbytes, latency_ns) -> simpy.Event``, which fires when the
+last byte has arrived, and ``transfer_many(flows)`` for the flows of one phase (one event, fired
+when the last of them has arrived). Bandwidths are in GB/s, which is numerically bytes per ns.
 
 * :class:`FluidNetwork`: concurrent flows share every link they cross max-min fairly. A flow's
   time is its path latency plus its bytes drained at its (changing) rate. Rates change only
@@ -28,7 +29,7 @@ _KEEP_MARGIN = 1e-9
 # Up to this many flows in flight, every solve takes them all (components are not tracked).
 _SMALL = 64
 # Solves of up to this many flows run in plain Python (numpy's per-call cost dominates there).
-_PY_FLOWS = 8
+_PY_FLOWS = 4
 # Above this many links, a solve works on the links its flows use, not on every link.
 _COMPACT_LINKS = 4096
 _NONE = np.zeros(0, dtype=np.int64)
@@ -124,6 +125,30 @@ class FluidNetwork:
             return done
         self._new.append((link_ids, float(nbytes), int(latency_ns), done))
         if not self._pending:
+            self._pending = True
+            ev = self.env.event()
+            ev.callbacks.append(self._solve_cb)
+            ev.succeed()
+        return done
+
+    def transfer_many(self, flows: Sequence[tuple[tuple[int, ...], float, int]]) -> simpy.Event:
+        """Start several flows ``(link_ids, nbytes, latency_ns)`` at once; the event fires when
+        the last has arrived (one event for a collective phase instead of one per flow)."""
+        done = self.env.event()
+        now = self.env.now
+        group = _Group(done, now)
+        new = self._new
+        for link_ids, nbytes, latency_ns in flows:
+            if not link_ids or nbytes <= 0:
+                self.bytes_delivered += max(nbytes, 0.0)
+                group.latest = max(group.latest, now + int(latency_ns))
+            else:
+                group.pending += 1
+                new.append((link_ids, float(nbytes), int(latency_ns), group))
+        self.num_flows += len(flows)
+        if not group.pending:
+            _fire_after(self.env, done, group.latest - now)
+        elif not self._pending:
             self._pending = True
             ev = self.env.event()
             ev.callbacks.append(self._solve_cb)
@@ -246,8 +271,17 @@ class FluidNetwork:
                 self._nflows -= np.bincount(mat.ravel(), minlength=self._pad + 1)
             env, events = self.env, self._events
             for i, lat in zip(idx.tolist(), self._latency[idx].tolist()):
-                _fire_after(env, events[i], lat)
+                waiter = events[i]
                 events[i] = None
+                if waiter.__class__ is _Group:  # one of several flows: the last to end fires
+                    arrival = now + lat
+                    if arrival > waiter.latest:
+                        waiter.latest = arrival
+                    waiter.pending -= 1
+                    if not waiter.pending:
+                        _fire_after(env, waiter.done, waiter.latest - now)
+                else:
+                    _fire_after(env, waiter, lat)
         return idx
 
     def _solve(self, now: int, ended: np.ndarray, started: np.ndarray) -> None:
@@ -340,8 +374,9 @@ class FluidNetwork:
             remaining = remaining - load
         if slots.size <= _PY_FLOWS:
             pad = self._pad
+            flat = paths.ravel()
             lists = [[l for l in row if l != pad] for row in paths.tolist()]
-            rates = np.array(solve_lists(lists, remaining))
+            rates = np.array(solve_lists(lists, dict(zip(flat.tolist(), remaining[flat].tolist()))))
         elif remaining.shape[0] > _COMPACT_LINKS and remaining.shape[0] > 4 * paths.size:
             used, compact = self._compact_paths(paths)
             rates = solve_rows(compact, np.append(remaining[used], np.inf))
@@ -393,6 +428,18 @@ class FluidNetwork:
             self._on_util(now, links[changed], util[changed])
 
 
+class _Group:
+    """The flows of one :meth:`FluidNetwork.transfer_many` call: how many are still moving and
+    the latest arrival (end plus latency) of those that ended."""
+
+    __slots__ = ("done", "pending", "latest")
+
+    def __init__(self, done: simpy.Event, now: int) -> None:
+        self.done = done
+        self.pending = 0
+        self.latest = now
+
+
 class AnalyticalNetwork:
     """Contention-free network: each flow runs alone at its path's bottleneck bandwidth."""
 
@@ -416,3 +463,16 @@ class AnalyticalNetwork:
             bottleneck = min(self.capacity[l] for l in link_ids)
             drain = math.ceil(nbytes / bottleneck - _FINISH_SLACK_NS)
         return self.env.timeout(drain + latency_ns)
+
+    def transfer_many(self, flows: Sequence[tuple[tuple[int, ...], float, int]]) -> simpy.Event:
+        """Start several flows; the event fires when the slowest has arrived."""
+        self.num_flows += len(flows)
+        longest = 0
+        cap = self.capacity
+        for link_ids, nbytes, latency_ns in flows:
+            self.bytes_delivered += max(nbytes, 0.0)
+            drain = 0
+            if link_ids and nbytes > 0:
+                drain = math.ceil(nbytes / min(cap[l] for l in link_ids) - _FINISH_SLACK_NS)
+            longest = max(longest, drain + latency_ns)
+        return self.env.timeout(longest)

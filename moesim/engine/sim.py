@@ -456,16 +456,16 @@ class Simulation:
         for phase in phases:
             if t.step_latency_ns:
                 yield env.timeout(t.step_latency_ns)
-            events = []
+            flows = []
             for src, dst, nbytes in phase:
                 self._route_key += 1
                 route = topo.route(src, dst, self._route_key)
                 latency = route.latency_ns
                 if self._rng is not None:
                     latency += int(self._rng.integers(0, self.jitter_ns + 1))
-                events.append(self.net.transfer(route.link_ids, nbytes, latency))
-            if events:
-                yield events[0] if len(events) == 1 else env.all_of(events)
+                flows.append((route.link_ids, nbytes, latency))
+            if flows:
+                yield self.net.transfer_many(flows)
         if not phases and t.step_latency_ns:
             yield env.timeout(t.step_latency_ns)
         t.phases = ()  # the flows are gone; the task stays a communication task
