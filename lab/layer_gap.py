@@ -13,7 +13,9 @@ Run: python -m lab.layer_gap experiments/published_qwen3_30b_a3b_h100.py --set p
 (``--no-fp8-quantize``: without the FP8 quantize kernels, for a before/after in one tree;
 ``--fp8-grouped-bwd-as-fwd``: fp8 grouped dgrad/wgrad priced as the measured fp8 grouped forward;
 ``--window-attn-as-band``: a sliding-window attention priced from the measured causal grid at its
-query length, scaled by the key tiles a block-skipping kernel visits, see :func:`_window_as_band`)
+query length, scaled by the key tiles a block-skipping kernel visits, see :func:`_window_as_band`;
+``--host-scale X``: every eager host time (per-op issue, sync copies, calls, collectives) times X,
+e.g. the measured ratio of a harness's own host issue to the simulated host lane)
 """
 from __future__ import annotations
 
@@ -58,7 +60,11 @@ def main() -> None:
     ap.add_argument("--window-attn-as-band", action="store_true",
                     help="what-if: price a sliding-window attention (seq_kv = window < seq_q, non-causal) from the "
                          "causal grid at seq_q, scaled by the 128-wide key tiles a block-skipping kernel visits")
+    ap.add_argument("--host-scale", type=float, default=None,
+                    help="what-if: multiply every eager host time of the calibrated cost model by this factor")
     args = ap.parse_args()
+    if args.host_scale is not None:
+        _scale_host(args.host_scale)
     if args.window_attn_as_band:
         _window_as_band()
     if args.no_fp8_quantize:
@@ -112,6 +118,18 @@ def _grouped_bwd_as_fwd() -> None:
             op = dataclasses.replace(op, layout="fwd")
         return original(self, op)
     calibrated.CalibratedCostModel._compute = compute
+
+
+def _scale_host(factor: float) -> None:
+    """Every host figure of the calibrated cost model times ``factor`` (what-if, this process only)."""
+    from moesim.costs import calibrated
+
+    for name in ("host_op_ns", "sync_ns", "host_ns", "module_call_ns", "host_overhead_ns"):
+        original = getattr(calibrated.CalibratedCostModel, name)
+
+        def scaled(self, *a, _original=original, **k):
+            return max(1, int(round(_original(self, *a, **k) * factor)))
+        setattr(calibrated.CalibratedCostModel, name, scaled)
 
 
 TILE = 128   # FlashAttention-style query / key tile on H100 (FA2/FA3 and cuDNN use 128-row tiles here)
