@@ -10,7 +10,13 @@ bound against the per-flow fluid solve on one real dispatch.
 ``--large`` adds 128-GPU cases (EP64 over 8 nodes; TP2 x EP32 DualPipe), the largest the full
 engine finishes here in minutes (about 12 minutes each on the shared 2-core machine).
 
-Run: python benchmarks/reduced_vs_full.py [--large]
+``--ep64`` adds EP64 cases (the DeepSeek-V3 group: 64 GPUs on 8 nodes, every all-to-all 4,032
+flows) cut so the full engine finishes in minutes: 64 GPUs (one pipeline rank, 2 layers, 4
+microbatches) and 512 GPUs (PP8, one layer per stage, 2 or 4 microbatches); ``--ep64-only`` runs
+just those, ``--gpus 64,512`` / ``--microbatches 4`` only cases of those sizes. The full engine's CPU seconds are printed too (the
+machine is shared; wall time includes waiting for a core).
+
+Run: python benchmarks/reduced_vs_full.py [--large] [--ep64 | --ep64-only] [--gpus N,M] [--microbatches M]
 """
 from __future__ import annotations
 
@@ -41,12 +47,25 @@ LARGE_CASES = [
     (16, 1, 64, 2, 64, "1f1b"),
     (16, 2, 32, 2, 32, "dualpipe"),
 ]
+# EP64 (the DeepSeek-V3 group size: 64 GPUs on 8 nodes, one all-to-all of 4,032 flows), cut to
+# what the full engine finishes in minutes: few layers and microbatches. 512 GPUs: PP8 of EP64
+# groups, one layer per stage, 2 microbatches (mostly pipeline bubble; the comparison is of the
+# exchanges and the pipeline's P2P around them)
+EP64_CASES = [
+    (8, 1, 64, 1, 64, "1f1b", 2, 4),
+    (64, 1, 64, 8, 64, "1f1b", 8, 2),
+    (64, 1, 64, 8, 64, "1f1b", 8, 4),
+]
 
 
-def scenario(nodes: int, tp: int, dp: int, pp: int, ep: int, schedule: str, pair_overlap: bool = True) -> Scenario:
-    return Scenario(name=f"{schedule}-{nodes * 8}gpu-tp{tp}-ep{ep}", topology="h800_cluster", nodes=nodes, model=SPEC,
-                    schedule=schedule, memory=MemoryConfig(recompute="none"),
-                    plan=ParallelPlan(tp=tp, dp=dp, pp=pp, ep=ep, num_microbatches=8, pair_overlap=pair_overlap),
+def scenario(nodes: int, tp: int, dp: int, pp: int, ep: int, schedule: str, layers: int = 4, microbatches: int = 8,
+             pair_overlap: bool = True) -> Scenario:
+    spec = SPEC if layers == SPEC.num_layers else dataclasses.replace(SPEC, num_layers=layers)
+    suffix = "" if (layers, microbatches) == (SPEC.num_layers, 8) else f"-l{layers}m{microbatches}"
+    return Scenario(name=f"{schedule}-{nodes * 8}gpu-tp{tp}-ep{ep}{suffix}", topology="h800_cluster", nodes=nodes,
+                    model=spec, schedule=schedule, memory=MemoryConfig(recompute="none"),
+                    plan=ParallelPlan(tp=tp, dp=dp, pp=pp, ep=ep, num_microbatches=microbatches,
+                                      pair_overlap=pair_overlap),
                     moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3)))
 
 
@@ -56,20 +75,31 @@ def pipeline_ns(spans) -> int:
 
 
 def main() -> None:
-    print(f"{'case':<30}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}")
-    for nodes, tp, dp, pp, ep, schedule in CASES + (LARGE_CASES if "--large" in sys.argv else []):
+    cases = ([] if "--ep64-only" in sys.argv else CASES) + (LARGE_CASES if "--large" in sys.argv else []) \
+        + (EP64_CASES if "--ep64" in sys.argv or "--ep64-only" in sys.argv else [])
+    if "--gpus" in sys.argv:   # only cases of these sizes: --gpus 64,512
+        sizes = {int(g) for g in sys.argv[sys.argv.index("--gpus") + 1].split(",")}
+        cases = [c for c in cases if c[0] * 8 in sizes]
+    if "--microbatches" in sys.argv:   # only cases with this many microbatches (8 unless given)
+        wanted = int(sys.argv[sys.argv.index("--microbatches") + 1])
+        cases = [c for c in cases if (c[7] if len(c) > 7 else 8) == wanted]
+    print(f"{'case':<36}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}"
+          f"{'full cpu':>9}", flush=True)
+    for nodes, tp, dp, pp, ep, schedule, *shape in cases:
         for overlap in ((True, False) if schedule == "dualpipe" else (True,)):
-            scn = scenario(nodes, tp, dp, pp, ep, schedule, overlap)
-            t0 = time.perf_counter()
+            scn = scenario(nodes, tp, dp, pp, ep, schedule, *shape, pair_overlap=overlap)
+            t0, c0 = time.perf_counter(), time.process_time()
             _res, rec = run_scenario(scn, force=True)
-            t1 = time.perf_counter()
-            built = build_reduced(scn, ReducedOptions(routing_samples=8))
+            t1, c1 = time.perf_counter(), time.process_time()
+            built = build_reduced(scn, ReducedOptions(routing_samples=min(8, scn.plan.num_microbatches)))
             red = built["sim"].run().recorder
             t2 = time.perf_counter()
             full_ns, red_ns = pipeline_ns(rec.spans), pipeline_ns(red.spans)
             name = scn.name + ("" if overlap else "-nopair")
-            print(f"{name:<30}{nodes * 8:>5}{full_ns / 1e6:>10.2f}{red_ns / 1e6:>12.2f}{red_ns / full_ns - 1:>+8.1%}"
-                  f"{t1 - t0:>8.1f}{t2 - t1:>8.1f}")
+            print(f"{name:<36}{nodes * 8:>5}{full_ns / 1e6:>10.2f}{red_ns / 1e6:>12.2f}{red_ns / full_ns - 1:>+8.1%}"
+                  f"{t1 - t0:>8.1f}{t2 - t1:>8.1f}{c1 - c0:>9.1f}", flush=True)
+    if "--ep64-only" in sys.argv:
+        return
     scn = scenario(8, 1, 64, 1, 64, "1f1b")
     built = build_reduced(scn, ReducedOptions(routing_samples=1))
     ex = built["exchange"]
