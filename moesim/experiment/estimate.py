@@ -141,16 +141,19 @@ MEMORY = MemoryConstants(
     plots_per_link_sample=0.0)
 
 # Time fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
-# machine, 2026-12-06 (CPU seconds of build + run; 19 rows: dense 8-64 GPUs, pipeline-only, eager
-# host, MoE EP8-EP64 with 56-4,032 flows in flight): every row within 0.63-1.60x (least worst
-# ratio); memory: MEMORY above. Seconds per task and per fluid flow are held at benchmarks/engine_speed.py's
-# (a) and (c); the analytical figures are older.
+# machine (shared with other work), 2026-12-06, after the engine of issue 16 (one event per collective
+# phase, leaner solves): CPU seconds of build + run; 19 rows: dense 8-64 GPUs, pipeline-only, eager
+# host, MoE EP8-EP64 with 56-4,032 flows in flight: every row within 0.70-1.43x (least worst
+# ratio; the constants before it read 0.65-2.26x on the same rows). Memory: MEMORY above. Seconds
+# per task and per fluid flow are held at benchmarks/engine_speed.py's (a) and (c) (ring
+# all-reduce: 3.2-3.5 us a flow); SimPy events per fluid flow measured on moe(8) and moe(16)
+# (1.0-1.1 beyond two per task); the analytical figures are older.
 CONSTANTS = CostConstants(
-    seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.012,
-    seconds_per_flow={"fluid": 5e-6, "analytical": 16e-6},
-    events_per_flow={"fluid": 2.3, "analytical": 1.25},
+    seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.030,
+    seconds_per_flow={"fluid": 3.3e-6, "analytical": 16e-6},
+    events_per_flow={"fluid": 1.1, "analytical": 1.25},
     memory=MEMORY,
-    seconds_per_exchange_flow={"fluid": (175e-6, 46e-9)},
+    seconds_per_exchange_flow={"fluid": (115e-6, 17e-9)},
 )
 
 
