@@ -73,7 +73,8 @@ class Recorder:
     samples: list[CounterSample] = field(default_factory=list)
     _task_deps: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False)
     task_names: dict[int, str] = field(default_factory=dict)
-    task_spans: dict[int, list[int]] = field(default_factory=dict)
+    _task_spans: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    _spans_indexed: int = field(default=0, repr=False, compare=False)
     meta: dict[str, Any] = field(default_factory=dict)
     record_counters: bool = True
     link_tracks: list[str] = field(default_factory=list)   # counter track name of every link id
@@ -102,8 +103,24 @@ class Recorder:
         """Append a span; return its index."""
         idx = len(self.spans)
         self.spans.append(span)
-        self.task_spans.setdefault(span.task_id, []).append(idx)
         return idx
+
+    @property
+    def task_spans(self) -> dict[int, list[int]]:
+        """Task id -> the indices of its spans, in the order recorded; indexed from ``spans`` on
+        read (the engine appends spans only)."""
+        spans, start = self.spans, self._spans_indexed
+        if start < len(spans):
+            index = self._task_spans
+            for i in range(start, len(spans)):
+                tid = spans[i][0]
+                got = index.get(tid)
+                if got is None:
+                    index[tid] = [i]
+                else:
+                    got.append(i)
+            self._spans_indexed = len(spans)
+        return self._task_spans
 
     def add_arrow(self, src_span: int, dst_span: int, name: str) -> None:
         self.arrows.append(Arrow(src_span, dst_span, name))

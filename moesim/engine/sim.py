@@ -87,7 +87,7 @@ class Task:
         self.arrived = 0
         self.start_ns = -1
         self.end_ns = -1
-        self.span_ids: list[int] | None = None
+        self.span_ids: list[int] | None = None  # a communication task's spans (Recorder.task_spans: every task's)
         self.region_ns = 0  # what a compute task saves when it starts right behind another on its stream
 
     @property
@@ -370,7 +370,6 @@ class Simulation:
         rank, stream = key
         host = self._hosts[rank]
         spans = self.recorder.spans
-        task_spans = self.recorder.task_spans
         stretch = self.overlap_slowdown != 1.0 and stream != HOST_STREAM
         comm_active = self._comm_active
         depended = self._depended
@@ -409,7 +408,6 @@ class Simulation:
                     t.start_ns = start
                     t.end_ns = last_end
                     t.finished = True
-                    task_spans[tid] = t.span_ids = [len(spans)]
                     spans.append(new_span(Span, (tid, rank, host, stream, t.name, t.category, start, last_end, t.args)))
                     done = t.done
                     if done is not None:
@@ -431,7 +429,6 @@ class Simulation:
                     u.start_ns = start
                     u.end_ns = start = start + durations[k - i]
                     u.finished = True
-                    task_spans[u.id] = u.span_ids = [len(spans)]
                     spans.append(new_span(Span, (u.id, rank, host, stream, u.name, u.category, u.start_ns, u.end_ns, u.args)))
                     if u.done is not None:
                         u.done.succeed()
@@ -482,7 +479,6 @@ class Simulation:
         for rank, stream in t.streams:
             t.span_ids.append(len(spans))
             spans.append(Span(t.id, rank, hosts[rank], stream, t.name, t.category, t.start_ns, t.end_ns, t.args))
-        self.recorder.task_spans[t.id] = t.span_ids
         if t.category == "send" and len(t.span_ids) == 2:
             self.recorder.add_arrow(t.span_ids[0], t.span_ids[1], t.name)
         if t.done is not None:
