@@ -251,3 +251,23 @@ def test_layer_command_bad_input_is_one_line(args, text):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0]
+
+
+def test_an_expert_parallel_group_of_one_issues_no_all_to_all():
+    """One GPU: torchtitan and Megatron call no all-to-all, so the eager host issues nothing for
+    the dispatch and combine; two GPUs call it on each rank."""
+    from moesim.engine.sim import HOST_STREAM
+
+    def issue_ns(ranks: int) -> dict[str, int]:
+        scn = block_scenario("qwen3-30b-a3b", layer="moe_block", tokens=TOKENS, passes="fwd", host="eager",
+                             ranks=ranks)
+        rec = simulate_block(scn).recorder
+        out: dict[str, int] = {}
+        for s in rec.spans:
+            if s.stream == HOST_STREAM and s.name.startswith(("issue dispatch", "issue combine")):
+                out[s.name] = out.get(s.name, 0) + s.end_ns - s.start_ns
+        return out
+
+    assert sum(issue_ns(1).values()) == 0
+    two = issue_ns(2)
+    assert two and all(ns > 0 for ns in two.values())

@@ -44,13 +44,14 @@ def test_merge_keeps_a_merged_inputs_runs_and_rows() -> None:
     shipped = _h200()
     extra = {k: shipped[k] for k in ("schema_version", "device", "driver", "cuda", "nccl", "torch")}
     extra.update(date="2026-12-06T00:00:00Z", command="new section", gpu_count=1,
-                 samples=[{"op": "sync", "variant": "idle", "nbytes": 512, "time_ns": 20000.0, "repeats": 5}])
+                 samples=[{"op": "sync", "variant": "idle", "nbytes": 12345, "time_ns": 20000.0, "repeats": 5}])
     merged = merge_profiles([shipped, extra])
     assert len(merged["runs"]) == len(shipped["runs"]) + 1
     assert len(merged["samples"]) == len(shipped["samples"]) + 1
     before = sorted(r["run"] for r in shipped["samples"])
-    assert sorted(r["run"] for r in merged["samples"] if r["op"] != "sync") == before
-    assert [r["run"] for r in merged["samples"] if r["op"] == "sync"] == [len(shipped["runs"])]
+    new = [r for r in merged["samples"] if r["op"] == "sync" and r["nbytes"] == 12345]   # a shape no run measured
+    assert sorted(r["run"] for r in merged["samples"] if r not in new) == before
+    assert [r["run"] for r in new] == [len(shipped["runs"])]
     drifted = {**extra, "torch": "2.99"}
     import pytest
     with pytest.raises(SystemExit, match="--mixed-versions"):

@@ -28,7 +28,8 @@ Host time of a task (:class:`HostPricing`, one per run, the same in both engines
 
 A communication call costs its op's eager host time (eager minus CUDA-graph time of small
 collectives: 50-67 us for two ranks) per call it stands for (``args["calls"]``: a folded TP
-collective stands for several). A roofline cost model has no host figures: the shipped H200
+collective stands for several; an expert-parallel exchange over a group of one GPU, 0: no
+all-to-all is called). A roofline cost model has no host figures: the shipped H200
 profile's apply, labelled so.
 """
 from __future__ import annotations
@@ -171,7 +172,7 @@ class HostPricing:
     def task_ns(self, task: Task) -> tuple[int, bool]:
         """(host time of issuing ``task``, whether it was priced per op class)."""
         if task.phases is not None:
-            calls = max(1, int(task.args.get("calls", 1) or 1))
+            calls = max(0, int(task.args.get("calls", 1)))   # 0: a group of one calls nothing
             return int(round(self.call_ns(task.category) * calls)), self.per_op
         return self.compute_ns(task.args, task.category)
 

@@ -127,6 +127,8 @@ class MoEExchangeLowering:
         tok = self._tokens(plan)
         stream = ep_stream(seg.phase)
         args = {**ctx["args"], "layer": seg.layer}
+        if n == 1:   # an expert-parallel group of one: no all-to-all is called, nothing for a host to issue
+            args["calls"] = 0
         inbound = {}
         for j in range(n):
             flows = [(gpus[i], gpus[j], float(tok[i, j]) * out_b) for i in range(n) if i != j and tok[i, j] > 0]
