@@ -93,38 +93,43 @@ def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
     """The kernel of :func:`solve_padded` on ``remaining`` that already ends with the padding
     link (``inf``): ``paths`` index into it, rows padded with ``remaining.size - 1``. A fixed
     row width replaces the per-flow segment bookkeeping with row-wise minima, and the count of
-    unfrozen flows per link is kept up to date instead of recounted (integers: the same shares)."""
+    unfrozen flows per link is kept up to date instead of recounted (integers: the same shares).
+    Most solves of a simulation end in one round, so nothing a later round needs is set up
+    before it."""
     num_flows, width = paths.shape
     size = remaining.shape[0]
     rem = np.maximum(remaining, 0.0)
-    cnt = np.bincount(paths.ravel(), minlength=size).astype(np.float64)
-    rates = np.empty(num_flows)
-    ids = np.arange(num_flows)
-    link_min = np.empty(size)
+    flat = paths.ravel()
+    cnt = np.bincount(flat, minlength=size)
     scale = 1.0 + _TIE
-    with np.errstate(divide="ignore", invalid="ignore"):  # links no unfrozen flow crosses
-        while True:
-            share = rem / cnt
-            inc_share = share[paths]
-            flow_min = inc_share.min(axis=1)
-            link_min.fill(np.inf)
-            np.minimum.at(link_min, paths.ravel(), np.repeat(flow_min, width))
-            link_min *= scale
-            # a flow freezes where it crosses a link whose share is no larger than the share of
-            # any link its flows cross (the padding link, share inf, never qualifies)
-            frozen = (inc_share <= link_min[paths]).any(axis=1)
-            if frozen.all():
-                rates[ids] = flow_min
-                return rates
-            at = np.flatnonzero(frozen)
-            took = flow_min[at]
-            rates[ids[at]] = took
-            flat = paths[at].ravel()
-            rem -= np.bincount(flat, weights=np.repeat(took, width), minlength=size)
-            np.maximum(rem, 0.0, out=rem)
-            cnt -= np.bincount(flat, minlength=size)
-            keep = np.flatnonzero(~frozen)
-            paths, ids = paths[keep], ids[keep]
+    rates = ids = None
+    while True:
+        share = rem / np.maximum(cnt, 1)
+        inc_share = share[paths]
+        flow_min = inc_share.min(axis=1)
+        link_min = np.full(size, np.inf)
+        np.minimum.at(link_min, flat, np.repeat(flow_min, width))
+        link_min *= scale
+        # a flow freezes where it crosses a link whose share is no larger than the share of
+        # any link its flows cross (the padding link, share inf, never qualifies)
+        frozen = (inc_share <= link_min[paths]).any(axis=1)
+        at = np.flatnonzero(frozen)
+        if at.size == frozen.size:
+            if rates is None:
+                return flow_min
+            rates[ids] = flow_min
+            return rates
+        if rates is None:
+            rates, ids = np.empty(num_flows), np.arange(num_flows)
+        took = flow_min[at]
+        rates[ids[at]] = took
+        done = paths[at].ravel()
+        rem -= np.bincount(done, weights=np.repeat(took, width), minlength=size)
+        np.maximum(rem, 0.0, out=rem)
+        cnt -= np.bincount(done, minlength=size)
+        keep = ~frozen
+        paths, ids = paths[keep], ids[keep]
+        flat = paths.ravel()
 
 
 def solve_lists(paths: list[list[int]], remaining: Mapping[int, float] | Sequence[float] | np.ndarray) -> list[float]:

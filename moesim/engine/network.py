@@ -293,14 +293,27 @@ class FluidNetwork:
             members = np.flatnonzero(self._alive[:self._size])
             self._stale = self.incremental and alive <= self.small_flows
         else:
-            touched = np.zeros(self._pad + 1, dtype=bool)
-            touched[label[links[ended]]] = True
-            touched[label[links[started]]] = True
-            touched[self._pad] = False
             n = self._size
-            members = np.flatnonzero(touched[label[links[:n, 0]]] & self._alive[:n])
-            if ended.size:
-                members, kept = self._kept(members, ended, started)
+            first = label[links[:n, 0]]  # every link of a flow carries its component's label
+            ended_labels = first[ended]
+            lo = ended_labels.min() if ended.size else -1
+            if not started.size and (ended.size == 1 or lo == ended_labels.max()):
+                # the usual case: flows ended in one component, none started; the flows of the
+                # component slower than every ended flow keep their rate (see _kept)
+                inside = (first == lo) & self._alive[:n]
+                faster = self._rate[:n] >= self._rate[ended].min() * (1.0 - _KEEP_MARGIN)
+                members = np.flatnonzero(inside & faster)
+                kept = np.flatnonzero(inside & ~faster)
+                if not kept.size:
+                    kept = None
+            else:
+                touched = np.zeros(self._pad + 1, dtype=bool)
+                touched[label[links[ended]]] = True
+                touched[label[links[started]]] = True
+                touched[self._pad] = False
+                members = np.flatnonzero(touched[first] & self._alive[:n])
+                if ended.size:
+                    members, kept = self._kept(members, ended, started)
         if members.size:
             self._resolve(now, members, kept)
         if self.incremental and not self._stale:
