@@ -90,12 +90,13 @@ def assign_lanes(spans: list[Span]) -> list[int]:
     Spans are placed in start order on the lowest lane that is free; a well-formed stream
     (one task at a time) gets lane 0 for everything.
     """
-    order = sorted(range(len(spans)), key=lambda i: (spans[i].track, spans[i].start_ns, spans[i].end_ns, i))
+    tracks = [(s.rank, s.stream) for s in spans]   # Span.track, read once per span
+    order = sorted(range(len(spans)), key=lambda i: (tracks[i], spans[i].start_ns, spans[i].end_ns, i))
     lanes = [0] * len(spans)
     lane_free_at: dict[tuple[int, str], list[int]] = {}
     for i in order:
         span = spans[i]
-        free = lane_free_at.setdefault(span.track, [])
+        free = lane_free_at.setdefault(tracks[i], [])
         lane = next((k for k, t in enumerate(free) if t <= span.start_ns), len(free))
         if lane == len(free):
             free.append(span.end_ns)
@@ -118,7 +119,9 @@ class Layout:
 def build_layout(recorder: Recorder) -> Layout:
     """Number hosts and threads: pid = host + 1, tids 1.. per pid in display order."""
     lanes = assign_lanes(recorder.spans)
-    keys = tuple(ThreadKey(s.host, s.rank, s.stream, lane) for s, lane in zip(recorder.spans, lanes))
+    made: dict[tuple[int, int, str, int], ThreadKey] = {}   # one ThreadKey per thread, shared by its spans
+    keys = tuple(made.get(t) or made.setdefault(t, ThreadKey(*t))
+                 for t in ((s.host, s.rank, s.stream, lane) for s, lane in zip(recorder.spans, lanes)))
     hosts = sorted({k.host for k in keys} | _meta_hosts(recorder))
     assert all(h >= 0 for h in hosts), "hosts must be non-negative node indices"
     pids = {h: h + 1 for h in hosts}
@@ -147,10 +150,20 @@ def _plain(value: Any) -> bool:
 
 
 def _jsonable_args(args: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-safe copy of span args (fast path when every key is a str and value a plain scalar)."""
-    if all(type(k) is str and _plain(v) for k, v in args.items()):
-        return dict(args)
-    return _jsonable(dict(args))
+    """A JSON-safe copy of span args (fast path when every key is a str and every value a plain
+    scalar or a flat dict of them, as a segment's ``op_ns``; the same dict :func:`_jsonable` makes)."""
+    out: dict[str, Any] = {}
+    for k, v in args.items():
+        if type(k) is not str:
+            return _jsonable(dict(args))
+        kind = type(v)
+        if kind in _PLAIN_TYPES or (kind is float and math.isfinite(v)):   # _plain(v), inline
+            out[k] = v
+        elif type(v) is dict and all(type(a) is str and _plain(b) for a, b in v.items()):
+            out[k] = dict(v)
+        else:
+            return _jsonable(dict(args))
+    return out
 
 
 def _jsonable(value: Any) -> Any:
