@@ -6,7 +6,8 @@ Part 1 runs the scenarios of ``experiments/deepseek_v3_2048.py`` as ``moesim run
 build and engine time (wall and CPU seconds), the tasks, and what the shared cache served. The
 first scenario pays the routing draws, DeepEP copies, phase solves and expert costs; the later
 ones only what is their own (schedule, overlap, lowering, the engine run). ``--cold`` gives every
-scenario its own cache (the cost of one scenario alone).
+scenario its own cache (the cost of one scenario alone). "made" is the CPU seconds spent making
+each kind the cache missed (routing draws, phase solvers, solved phases, expert costs, fabrics).
 
 Part 2 (``--growth``) varies one factor of the ``dualpipe`` scenario at a time, each run with its
 own cache: GPUs (dp, with EP64 and PP16), MoE layers kept (``num_layers``) and microbatches.
@@ -72,7 +73,7 @@ def experiment(scenarios, cold: bool) -> None:
         print(row(scn.name, scn.plan.world_size, t, f"cache hits: {served}"))
         made = {k: round(after[k]["seconds"] - before[k]["seconds"], 2) for k in after}
         if any(made.values()):
-            print(f"{'':<28}  made (wall s): " + ", ".join(f"{k} {v}" for k, v in made.items()))
+            print(f"{'':<28}  made (CPU s): " + ", ".join(f"{k} {v}" for k, v in made.items()))
 
 
 def growth(base, factors: set[str]) -> None:
