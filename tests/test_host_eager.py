@@ -157,12 +157,15 @@ def test_a_bad_eager_host_record_is_refused() -> None:
         assert err.value.field == "eager_host.per_kernel_ns"
 
 
-def test_eager_mode_charges_the_profile_in_program_figure(small) -> None:
+def test_eager_mode_charges_the_profiles_per_op_class_figures(small) -> None:
+    """The H200 profile measured host_op rows (2026-12-06): eager issue is priced per op class,
+    its in-program per-kernel figure stays the fallback for ops without a class."""
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.experiment.runner import run_scenario
     r, _ = run_scenario(dataclasses.replace(small, host="eager", cost_model="calibrated", topology="dgx_h200"))
     assert r.host_issue["launch_us"] == round(CalibratedCostModel("h200_sxm").eager_host_ns() / 1e3, 2)
-    assert "eager layer host time per counted kernel" in r.host_issue["launch_source"]
+    assert "h200_sxm profile" in r.host_issue["launch_source"]
+    assert "host time per op class" in r.host_issue["launch_source"]
 
 
 def test_the_trace_shows_each_gpus_host_thread_and_is_deterministic(small) -> None:
