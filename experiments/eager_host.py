@@ -3,23 +3,24 @@
 Each pair runs the same step twice: ``host="ahead"`` (the default, also called "graphs": every
 kernel is issued before the GPU needs it, as CUDA graphs or a fast host do) and ``host="eager"``
 (one simulated host thread per GPU issues its work in program order; ``moesim.lowering.host``).
-Calibrated H200 costs throughout. The H200 profile has no host time per op class yet, so eager
-charges its labelled fallback: 74.5 us per counted kernel (from stacked eager Llama layers) and
-50-67 us per NCCL call, one call per collective a folded TP collective stands for.
+Calibrated H200 costs throughout, host time per op class included (``host_op`` rows measured on
+a fresh H200 on 2026-12-06: one eager call's host time per class, forward, backward and without
+autograd, times the measured mixed-program factor) and 50-67 us per NCCL call, one call per
+collective a folded TP collective stands for.
 
 * Llama-3-8B, TP8 on one DGX H200, 4 microbatches of 256 tokens: each GPU's kernels are short
   (TP8 splits every GEMM) and there are ~30 of them per layer plus two TP all-reduces: the host
-  thread cannot keep up: 83 ms ahead, 355 ms eager.
+  thread cannot keep up: 83 ms ahead, 214 ms eager.
 * The same at 4,096 tokens per microbatch: the kernels are 16x longer, the launches the same:
-  348 ms ahead, 385 ms eager (+11%).
+  348 ms ahead, 361 ms eager (+3.8%).
 * Llama-3-8B, TP1 x PP4 x DP2 with 16 microbatches of 2,048 tokens: large kernels per GPU; the
   host thread issues each pipeline send and receive where the program makes it: 955 ms ahead,
-  962 ms eager (+0.8%).
+  958 ms eager (+0.3%).
 * Qwen3-30B-A3B layers, EP8 at 4,096 tokens: 16 experts per GPU run as grouped GEMMs (one kernel
   per projection; ``moe.experts="grouped"``), two all-to-all calls per layer and microbatch:
-  216 ms ahead, 217 ms eager (+0.7%). With ``--set moe.experts=loop`` each expert is a chain of
-  small kernels after a read-back of the counts, and the host sets the pace: 275 ms ahead,
-  559 ms eager.
+  220 ms ahead, 220 ms eager (+0.3%). With ``--set moe.experts=loop`` each expert is a chain of
+  small kernels after a read-back of the counts (each body priced by its measured
+  ``expert_loop_body`` host time): 282 ms ahead, 297 ms eager.
 
 Run: python -m moesim run experiments/eager_host.py
 """
