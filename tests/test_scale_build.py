@@ -151,3 +151,19 @@ def test_cache_interns_keys_and_shares_topologies() -> None:
     stats = cache.summary()["topologies"]
     # one node (the probe, and the EP group of 8 GPUs) and the lanes' 4 nodes, loaded once each
     assert stats["misses"] == 2 and stats["hits"] == 4
+
+
+def test_trace_args_fast_path_equals_the_general_walk() -> None:
+    import json
+    import math
+
+    from moesim.trace.perfetto import _jsonable, _jsonable_args
+
+    rng = np.random.default_rng(0)
+    choices = [1, 2.5, "x", None, True, math.inf, (1, 2), {"GEMM": 3, "memory: copy": 4.5}, {"a": math.nan},
+               {1: 2}, np.int64(3), [1, {"b": 2}]]
+    for _ in range(300):
+        args = {f"k{i}": choices[int(rng.integers(len(choices)))] for i in range(int(rng.integers(0, 6)))}
+        got, want = _jsonable_args(args), _jsonable(dict(args))
+        assert json.dumps(got) == json.dumps(want)   # same keys, order and values
+        assert got is not args
