@@ -227,7 +227,7 @@ def _merge(sampler: _Sampler, group: np.ndarray, head: np.ndarray, head_keys: np
     head, head_keys = head.reshape(group.size, width - 1), head_keys.reshape(group.size, width)
     picks = np.empty((tokens, top_k), dtype=np.int64)
     for col in range(top_k):
-        at = row0 + _argmin_columns(next_key.reshape(tokens, chosen_groups))
+        at = row0 + np.argmin(next_key.reshape(tokens, chosen_groups), axis=1)
         n, grp = taken[at], group[at]
         known = n < width - 1
         ids = np.empty(tokens, dtype=np.int64)
@@ -261,16 +261,6 @@ def _sum_columns(x: np.ndarray) -> np.ndarray:
     for c in range(1, x.shape[1]):
         out += x[:, c]
     return out
-
-
-def _argmin_columns(x: np.ndarray) -> np.ndarray:
-    """``np.argmin(x, axis=1)`` (first of equal minima) for a few columns; no NaNs in ``x``."""
-    best, at = x[:, 0].copy(), np.zeros(x.shape[0], dtype=np.int64)
-    for c in range(1, x.shape[1]):
-        lower = x[:, c] < best
-        best = np.where(lower, x[:, c], best)
-        at[lower] = c
-    return at
 
 
 def _any_equal(chosen: np.ndarray, values: np.ndarray) -> np.ndarray:
