@@ -133,11 +133,11 @@ class _Sampler:
         p_ext = np.append(self.p, 0.0)
         edge = np.append(self.cdf0[:-1], np.inf)
         x = self.cdf0[start] + self.rng.random(group.size) * np.maximum(
-            self.mass[group] - p_ext[chosen].sum(axis=1), 0.0)
+            self.mass[group] - _sum_columns(p_ext[chosen]), 0.0)
         for c in range(chosen.shape[1]):
             x = np.where(x >= edge[chosen[:, c]], x + p_ext[chosen[:, c]], x)
         idx = np.clip(self.locate(x), start, start + size - 1)
-        stuck = np.flatnonzero((chosen == idx[:, None]).any(axis=1))  # float round-off at an edge
+        stuck = np.flatnonzero(_any_equal(chosen, idx))  # float round-off at an edge
         if stuck.size:
             idx[stuck] = self._draw_masked(group[stuck], chosen[stuck])
         return idx
