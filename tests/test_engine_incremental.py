@@ -81,7 +81,7 @@ def run(topo, flows, incremental: bool, small_flows: int = 0):
 
 @SETTINGS
 @given(st.lists(flow_st, min_size=1, max_size=16), st.sampled_from(["star", "chain", "ring", "two_hosts"]),
-       st.sampled_from([0, 3]))
+       st.sampled_from([0, 3, 64]))
 def test_incremental_network_ends_every_flow_as_the_from_scratch_solve(flows, fabric, small_flows):
     topo = {"star": lambda: star(8, bw=50.0), "chain": lambda: chain([10.0, 30.0, 20.0, 10.0, 40.0, 25.0, 15.0]),
             "ring": lambda: ring(8, bw=20.0), "two_hosts": lambda: two_hosts(4)}[fabric]()

@@ -292,6 +292,14 @@ class FluidNetwork:
         if full:  # few flows: solving them all costs less than finding what to solve
             members = np.flatnonzero(self._alive[:self._size])
             self._stale = self.incremental and alive <= self.small_flows
+            if self.incremental and ended.size and not started.size:
+                # a flow slower than every ended flow keeps its rate whatever its component
+                # (the slowest ended flow's rate is no larger than its component's floor)
+                faster = self._rate[members] >= self._rate[ended].min() * (1.0 - _KEEP_MARGIN)
+                kept = members[~faster]
+                members = members[faster]
+                if not kept.size:
+                    kept = None
         else:
             n = self._size
             first = label[links[:n, 0]]  # every link of a flow carries its component's label
