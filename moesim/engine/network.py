@@ -64,8 +64,10 @@ class FluidNetwork:
     only the flows of the touched components are solved; in a component where flows only
     ended, a flow slower than every ended flow keeps its rate (max-min: it was bottlenecked
     before the ended flows' level), so only the faster ones are solved again, on what the kept
-    ones leave of the links. A solve of a few flows runs in plain Python
-    (:func:`~moesim.engine.maxmin.solve_lists`, the same arithmetic). The labels of the links
+    ones leave of the links (with few flows in flight, components are not tracked and the
+    slowest ended flow's rate is the floor for all). A solve of a few flows runs in plain Python
+    (:func:`~moesim.engine.maxmin.solve_lists`, the same arithmetic). Link loads for the
+    utilisation samples follow the rate changes. The labels of the links
     started flows join are merged; the components of the solved flows are recomputed exactly
     once a quarter of them have ended since the last time (a label covering several components
     only costs solving more flows). Event order is that of a from-scratch solve: a solve event
@@ -103,8 +105,8 @@ class FluidNetwork:
         self._on_util = on_utilization
         self._size = 0                                      # slots in use (alive or ended)
         self._alloc(64, 1)
-        self._events: list[simpy.Event | None] = []
-        self._new: list[tuple[tuple[int, ...], float, int, simpy.Event]] = []
+        self._events: list[simpy.Event | _Group | None] = []   # what each slot's end fires
+        self._new: list[tuple[tuple[int, ...], float, int, simpy.Event | _Group]] = []
         self._pending = False                               # a solve event is queued
         self._stale = False                                 # component labels out of date
         self._ended_since = 0                               # flows ended since the last exact labelling
@@ -124,11 +126,7 @@ class FluidNetwork:
             _fire_after(self.env, done, latency_ns)
             return done
         self._new.append((link_ids, float(nbytes), int(latency_ns), done))
-        if not self._pending:
-            self._pending = True
-            ev = self.env.event()
-            ev.callbacks.append(self._solve_cb)
-            ev.succeed()
+        self._queue_solve()
         return done
 
     def transfer_many(self, flows: Sequence[tuple[tuple[int, ...], float, int]]) -> simpy.Event:
@@ -146,14 +144,19 @@ class FluidNetwork:
                 group.pending += 1
                 new.append((link_ids, float(nbytes), int(latency_ns), group))
         self.num_flows += len(flows)
-        if not group.pending:
+        if group.pending:
+            self._queue_solve()
+        else:
             _fire_after(self.env, done, group.latest - now)
-        elif not self._pending:
+        return done
+
+    def _queue_solve(self) -> None:
+        """Queue the solve of this instant's starts behind the first of them (once)."""
+        if not self._pending:
             self._pending = True
             ev = self.env.event()
             ev.callbacks.append(self._solve_cb)
             ev.succeed()
-        return done
 
     @property
     def active_flows(self) -> int:
