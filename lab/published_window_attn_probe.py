@@ -12,6 +12,9 @@ a real GPU, with whatever kernels the machine has (each optional, skipped with i
   profile's own kernel: the reference the band pricing scales);
 * ``sdpa_band_mask``: the same with an explicit boolean band mask (a kernel that masks the whole
   S x S without skipping tiles: the upper bound);
+* ``flex``: ``torch.nn.attention.flex_attention`` (compiled) with a causal / sliding-window
+  ``BlockMask``: a block-sparse kernel that ships with torch and skips the 128 x 128 tiles the
+  mask leaves empty, as FlashAttention's and cuDNN's window kernels do;
 * ``flash_attn``: ``flash_attn_func(causal=True, window_size=(127, 0))`` and ``(-1, 0)``;
 * ``te``: Transformer Engine ``DotProductAttention`` with ``window_size=(127, 0)`` / full causal
   and, where the installed version has it, ``softmax_type="learnable"`` (the sink kernel
@@ -113,6 +116,20 @@ def _sdpa(window: int, mask: bool):
     return (lambda: F.scaled_dot_product_attention(q, kr, vr, attn_mask=band)), [q, k, v]
 
 
+def _flex(window: int):
+    import torch
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    q, k, v = _tensors("bhsd")
+    width = window or SEQ
+
+    def band(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & (kv_idx > q_idx - width)
+    mask = create_block_mask(band, B=None, H=None, Q_LEN=SEQ, KV_LEN=SEQ, device="cuda")
+    attn = torch.compile(flex_attention)
+    return (lambda: attn(q, k, v, block_mask=mask, enable_gqa=True)), [q, k, v]
+
+
 def _flash(window: int):
     from flash_attn import flash_attn_func
 
@@ -136,6 +153,7 @@ def _te(window: int, sink: bool):
 BACKENDS: dict[str, Callable[[int], Any]] = {
     "sdpa": lambda w: _sdpa(w, mask=False),
     "sdpa_band_mask": lambda w: _sdpa(w, mask=True),
+    "flex": _flex,
     "flash_attn": _flash,
     "te": lambda w: _te(w, sink=False),
     "te_sink": lambda w: _te(w, sink=True),
