@@ -445,7 +445,8 @@ class FluidNetwork:
         load[links] += dload[links]
         dload[links] = 0.0
         load[links[self._nflows[links] == 0]] = 0.0
-        util = load[links] / self.capacity[links]
+        # a load summed up over rate changes can pass the capacity by a rounding error: clip it
+        util = np.minimum(load[links] / self.capacity[links], 1.0)
         changed = np.abs(util - self._util[links]) > 1e-12
         if changed.any():
             self._util[links] = util
