@@ -101,7 +101,9 @@ class Attention:
     ``call="enable_gqa"``: ``F.scaled_dot_product_attention(..., enable_gqa=True)`` with ``kv_heads``
     K/V heads, which PyTorch runs with another kernel than the equal-heads call (K/V repeated to
     the query heads, or multi-head attention); a calibrated profile prices it from its
-    ``attention_gqa`` rows.
+    ``attention_gqa`` rows. ``causal=False`` with ``seq_kv`` below ``seq_q`` is a sliding-window
+    layer (``seq_kv`` = the window): a calibrated profile prices it as a block-skipping window
+    kernel (:mod:`moesim.costs.attention_window`).
     """
 
     batch: int

@@ -292,3 +292,22 @@ def test_a_profile_without_collectives_defers_communication_to_the_fallback() ->
     assert mdl.compute_ns(Gemm(64, 1024, 1024)) == 1000 + round(64 * 1024 * 1024 / 1e6)
     with pytest.raises(ConfigError, match="not in the profile"):
         mdl.collective_ns("all_reduce", 8, 2**20)
+
+
+def test_a_sliding_window_is_priced_as_a_block_skipping_kernel(model: CalibratedCostModel) -> None:
+    """A window layer (causal=False, seq_kv = W < seq_q) costs the causal kernel at the query
+    length times the tile law of :mod:`moesim.costs.attention_window` (FlexAttention on an H100,
+    GPT-OSS's shape: window / causal 0.33 forward, 0.24 backward), and says it is a stand-in."""
+    from moesim.costs.attention_window import band_blocks, window_ratio
+
+    assert band_blocks(4096, 128) == 63 and band_blocks(4096, 4096) == 528 == 32 * 33 // 2
+    assert window_ratio(4096, 128, "fwd") == pytest.approx(0.166 / 0.503, rel=0.01)
+    assert window_ratio(4096, 128, "bwd") == pytest.approx(0.395 / 1.669, rel=0.01)
+    ratios = [window_ratio(4096, w, "fwd") for w in (128, 512, 1024, 2048, 4096)]
+    assert ratios == sorted(ratios) and ratios[-1] == 1.0
+    for backward in (False, True):
+        full = Attention(1, 64, 8, 4096, 4096, 64, causal=True, backward=backward)
+        window = Attention(1, 64, 8, 4096, 128, 64, causal=False, backward=backward)
+        ratio = window_ratio(4096, 128, "bwd" if backward else "fwd")
+        assert model.compute_ns(window) == pytest.approx(model.compute_ns(full) * ratio, abs=1.0)
+    assert any("Attention window 128" in f for f in model.fallback_ops)

@@ -23,6 +23,7 @@ one is given and raises ConfigError otherwise.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from moesim.costs.attention_window import window_ratio
 from moesim.costs.devices import DEVICES
 from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
                                   collective_steps, gemm_table, gemm_table_ns)
@@ -314,6 +316,11 @@ class CalibratedCostModel:
 
     def _attention_ns(self, op: Attention) -> float:
         direction = "bwd" if op.backward else "fwd"
+        if not op.causal and op.seq_kv < op.seq_q:   # a sliding window: the band of a causal kernel over seq_q
+            self.fallback_ops.add(f"Attention window {op.seq_kv} {direction} (not measured: the causal kernel at "
+                                  "the query length, times the blocks a window kernel visits)")
+            full = dataclasses.replace(op, seq_kv=op.seq_q, causal=True)
+            return self._attention_ns(full) * window_ratio(op.seq_q, op.seq_kv, direction)
         call = getattr(op, "call", "")
         if call and not any(dr == direction and c == call for dr, _, c in self._attn):
             self.fallback_ops.add(f"Attention call={call} {direction} (not measured: the equal-heads kernel's grid)")
