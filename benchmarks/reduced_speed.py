@@ -51,11 +51,11 @@ def timed(scn, cache: ReducedCache) -> dict:
 def row(name: str, gpus: int, t: dict, extra: str = "") -> str:
     total, cpu = t["build_s"] + t["run_s"], t["build_cpu_s"] + t["run_cpu_s"]
     return (f"{name:<28}{gpus:>6}{t['tasks']:>8}{t['step_ms']:>11.1f}{t['build_s']:>8.1f}{t['run_s']:>7.1f}"
-            f"{total:>8.1f}{cpu:>8.1f}  {extra}")
+            f"{total:>8.1f}{t['build_cpu_s']:>8.1f}{t['run_cpu_s']:>7.1f}{cpu:>8.1f}  {extra}")
 
 
-HEADER = (f"{'scenario':<28}{'GPUs':>6}{'tasks':>8}{'step ms':>11}{'build':>8}{'run':>7}{'wall s':>8}{'cpu s':>8}"
-          "  (build, run: wall s)")
+HEADER = (f"{'scenario':<28}{'GPUs':>6}{'tasks':>8}{'step ms':>11}{'build':>8}{'run':>7}{'wall s':>8}{'build':>8}"
+          f"{'run':>7}{'cpu s':>8}  (wall s: build, run, total; CPU s: build, run, total)")
 
 
 def experiment(scenarios, cold: bool) -> None:
