@@ -250,3 +250,17 @@ def test_region_cost_zero_changes_nothing_and_bad_values_are_refused():
         sim.compute(0, 1_000, "x", region_ns=2_000)
     with pytest.raises(ConfigError, match="region_ns"):
         sim.compute(0, 1_000, "x", region_ns=-1)
+
+
+@pytest.mark.parametrize("mode", ["fluid", "analytical"])
+def test_a_phase_ends_when_its_last_flow_has_arrived(mode):
+    """One event per phase (transfer_many): it fires at the latest end plus latency of the
+    phase's flows, a zero-byte flow (its latency only) included. Chain gpu0-gpu1-gpu2, 10 GB/s
+    and 100 ns a link: 1,000 B over one link arrive at 100 + 100 ns, nothing over two links at
+    200 ns, 2,000 B over the other link at 200 + 100 ns; the other phase, on links of its own,
+    ends with its zero-byte flow at 200 ns."""
+    sim = Simulation(chain([10.0, 10.0], lat=100), mode=mode)
+    phase = sim.comm([(0, "c")], [[(0, 1, 1000), (0, 2, 0), (1, 2, 2000)]], "p", category="send")
+    short = sim.comm([(2, "d")], [[(2, 1, 1000), (2, 0, 0)]], "q", category="send")
+    sim.run()
+    assert (phase.end_ns, short.end_ns) == (300, 200)
