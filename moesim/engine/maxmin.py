@@ -64,7 +64,7 @@ def solve_compact(inc_flow: np.ndarray, inc_link: np.ndarray, num_flows: int, re
         boundary = np.empty(f.size, dtype=bool)
         boundary[0] = True
         np.not_equal(f[1:], f[:-1], out=boundary[1:])
-        starts = np.flatnonzero(boundary)
+        starts = boundary.nonzero()[0]
         local = np.cumsum(boundary) - 1            # flow segment of each incidence
         share = remaining / np.maximum(np.bincount(l, minlength=num_links), 1)
         flow_min = np.minimum.reduceat(share[l], starts)
@@ -103,17 +103,19 @@ def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
     cnt = np.bincount(flat, minlength=size)
     scale = 1.0 + _TIE
     rates = ids = None
+    link_min = np.empty(size)
+    # (ufunc reductions called directly: the array methods add a Python layer per call)
     while True:
         share = rem / np.maximum(cnt, 1)
         inc_share = share[paths]
-        flow_min = inc_share.min(axis=1)
-        link_min = np.full(size, np.inf)
-        np.minimum.at(link_min, flat, np.repeat(flow_min, width))
+        flow_min = np.minimum.reduce(inc_share, axis=1)
+        link_min.fill(np.inf)
+        np.minimum.at(link_min, flat, flow_min.repeat(width))
         link_min *= scale
         # a flow freezes where it crosses a link whose share is no larger than the share of
         # any link its flows cross (the padding link, share inf, never qualifies)
-        frozen = (inc_share <= link_min[paths]).any(axis=1)
-        at = np.flatnonzero(frozen)
+        frozen = np.logical_or.reduce(inc_share <= link_min[paths], axis=1)
+        at = frozen.nonzero()[0]
         if at.size == frozen.size:
             if rates is None:
                 return flow_min
@@ -124,7 +126,7 @@ def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
         took = flow_min[at]
         rates[ids[at]] = took
         done = paths[at].ravel()
-        rem -= np.bincount(done, weights=np.repeat(took, width), minlength=size)
+        rem -= np.bincount(done, weights=took.repeat(width), minlength=size)
         np.maximum(rem, 0.0, out=rem)
         cnt -= np.bincount(done, minlength=size)
         keep = ~frozen
@@ -187,7 +189,7 @@ def link_components(inc_flow: np.ndarray, inc_link: np.ndarray, num_links: int) 
     boundary = np.empty(inc_flow.size, dtype=bool)
     boundary[0] = True
     np.not_equal(inc_flow[1:], inc_flow[:-1], out=boundary[1:])
-    starts = np.flatnonzero(boundary)
+    starts = boundary.nonzero()[0]
     local = np.cumsum(boundary) - 1
     while True:
         flow_label = np.minimum.reduceat(label[inc_link], starts)

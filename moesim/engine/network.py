@@ -190,7 +190,7 @@ class FluidNetwork:
     def _compact(self) -> None:
         """Drop ended slots, keeping the alive ones in start order."""
         n = self._size
-        keep = np.flatnonzero(self._alive[:n])
+        keep = self._alive[:n].nonzero()[0]
         k = keep.size
         self._links[:k] = self._links[keep]
         self._links[k:n] = self._pad
@@ -249,7 +249,7 @@ class FluidNetwork:
             self._solve(now, ended, started)
         self._version += 1
         if self._alive_count:
-            dt_min = float(self._finish[:self._size].min()) - now
+            dt_min = float(np.minimum.reduce(self._finish[:self._size])) - now
             version = self._version
             wake = max(1, math.ceil(dt_min - _FINISH_SLACK_NS))
             self.env.timeout(wake).callbacks.append(lambda _e: self._on_wake(version))
@@ -260,16 +260,16 @@ class FluidNetwork:
         change); their events fire after their latency."""
         if not self._alive_count:
             return _NONE
-        idx = np.flatnonzero(self._due[:self._size] <= now)
+        idx = (self._due[:self._size] <= now).nonzero()[0]
         if idx.size:
-            self.bytes_delivered += float(self._nbytes[idx].sum())
+            self.bytes_delivered += float(np.add.reduce(self._nbytes[idx]))
             self._alive[idx] = False
             self._finish[idx] = np.inf
             self._due[idx] = np.inf
             self._alive_count -= idx.size
             if self._on_util is not None:
                 mat = self._links[idx]
-                self._dload -= np.bincount(mat.ravel(), weights=np.repeat(self._rate[idx], mat.shape[1]),
+                self._dload -= np.bincount(mat.ravel(), weights=self._rate[idx].repeat(mat.shape[1]),
                                            minlength=self._pad + 1)
                 self._nflows -= np.bincount(mat.ravel(), minlength=self._pad + 1)
             env, events = self.env, self._events
@@ -293,12 +293,12 @@ class FluidNetwork:
         full = not self.incremental or alive <= self.small_flows or self._stale
         kept = None
         if full:  # few flows: solving them all costs less than finding what to solve
-            members = np.flatnonzero(self._alive[:self._size])
+            members = self._alive[:self._size].nonzero()[0]
             self._stale = self.incremental and alive <= self.small_flows
             if self.incremental and ended.size and not started.size:
                 # a flow slower than every ended flow keeps its rate whatever its component
                 # (the slowest ended flow's rate is no larger than its component's floor)
-                faster = self._rate[members] >= self._rate[ended].min() * (1.0 - _KEEP_MARGIN)
+                faster = self._rate[members] >= np.minimum.reduce(self._rate[ended]) * (1.0 - _KEEP_MARGIN)
                 kept = members[~faster]
                 members = members[faster]
                 if not kept.size:
@@ -307,14 +307,14 @@ class FluidNetwork:
             n = self._size
             first = label[links[:n, 0]]  # every link of a flow carries its component's label
             ended_labels = first[ended]
-            lo = ended_labels.min() if ended.size else -1
-            if not started.size and (ended.size == 1 or lo == ended_labels.max()):
+            lo = np.minimum.reduce(ended_labels) if ended.size else -1
+            if not started.size and (ended.size == 1 or lo == np.maximum.reduce(ended_labels)):
                 # the usual case: flows ended in one component, none started; the flows of the
                 # component slower than every ended flow keep their rate (see _kept)
                 inside = (first == lo) & self._alive[:n]
-                faster = self._rate[:n] >= self._rate[ended].min() * (1.0 - _KEEP_MARGIN)
-                members = np.flatnonzero(inside & faster)
-                kept = np.flatnonzero(inside & ~faster)
+                faster = self._rate[:n] >= np.minimum.reduce(self._rate[ended]) * (1.0 - _KEEP_MARGIN)
+                members = (inside & faster).nonzero()[0]
+                kept = (inside & ~faster).nonzero()[0]
                 if not kept.size:
                     kept = None
             else:
@@ -322,7 +322,7 @@ class FluidNetwork:
                 touched[label[links[ended]]] = True
                 touched[label[links[started]]] = True
                 touched[self._pad] = False
-                members = np.flatnonzero(touched[first] & self._alive[:n])
+                members = (touched[first] & self._alive[:n]).nonzero()[0]
                 if ended.size:
                     members, kept = self._kept(members, ended, started)
         if members.size:
@@ -344,14 +344,14 @@ class FluidNetwork:
             n = self._size
             if full:  # every label may be out of date
                 label[:] = np.arange(pad + 1)
-                flows = np.flatnonzero(self._alive[:n])
+                flows = self._alive[:n].nonzero()[0]
             else:
                 touched = np.zeros(pad + 1, dtype=bool)
                 touched[label[links[ended]]] = True
                 touched[label[links[started]]] = True
                 touched[pad] = False
-                flows = np.flatnonzero(touched[label[links[:n, 0]]] & self._alive[:n])
-                reset = np.flatnonzero(touched[label[:pad]])
+                flows = (touched[label[links[:n, 0]]] & self._alive[:n]).nonzero()[0]
+                reset = touched[label[:pad]].nonzero()[0]
                 label[reset] = reset
             mat = links[flows]
             r, c = np.nonzero(mat < pad)  # incidence, sorted by flow
@@ -393,7 +393,7 @@ class FluidNetwork:
         remaining = self._cap
         if kept is not None:
             width = paths.shape[1]
-            load = np.bincount(self._links[kept].ravel(), weights=np.repeat(self._rate[kept], width),
+            load = np.bincount(self._links[kept].ravel(), weights=self._rate[kept].repeat(width),
                                minlength=self._pad + 1)
             remaining = remaining - load
         if slots.size <= _PY_FLOWS:
@@ -412,7 +412,7 @@ class FluidNetwork:
         rem -= rate * (now - t0)
         block[self._T0] = now
         if self._on_util is not None:
-            self._dload += np.bincount(paths.ravel(), weights=np.repeat(rates - rate, paths.shape[1]),
+            self._dload += np.bincount(paths.ravel(), weights=(rates - rate).repeat(paths.shape[1]),
                                        minlength=self._pad + 1)
         block[self._RATE] = rates
         block[self._FINISH] = now + rem / rates
@@ -428,7 +428,7 @@ class FluidNetwork:
         mark = np.zeros(pad + 1, dtype=bool)
         mark[mat] = True
         mark[pad] = False
-        used = np.flatnonzero(mark)
+        used = mark.nonzero()[0]
         index = np.cumsum(mark) - 1
         index[pad] = used.size  # where padding points
         return used, index[mat]
@@ -438,7 +438,7 @@ class FluidNetwork:
         kept up to date by the rate changes (a link no flow crosses is exactly 0)."""
         dload = self._dload
         dload[self._pad] = 0.0
-        links = np.flatnonzero(dload)
+        links = dload.nonzero()[0]
         if not links.size:
             return
         load = self._load
@@ -448,7 +448,7 @@ class FluidNetwork:
         # a load summed up over rate changes can pass the capacity by a rounding error: clip it
         util = np.minimum(load[links] / self.capacity[links], 1.0)
         changed = np.abs(util - self._util[links]) > 1e-12
-        if changed.any():
+        if np.logical_or.reduce(changed):
             self._util[links] = util
             self._on_util(now, links[changed], util[changed])
 
