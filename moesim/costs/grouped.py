@@ -85,12 +85,12 @@ def tile_work(counts: Sequence[int], n: int, k: int, layout: str, dtype: str, ti
         per_group_tiles = -(-k // tile_rows) * n_tiles
         k_pad = [-(-c // WGRAD_K_TILE) * WGRAD_K_TILE for c in live]
         tile = 2.0 * tile_rows * N_TILE
-        padded = sum(per_group_tiles * tile * kp for kp in k_pad)
+        padded = per_group_tiles * tile * sum(k_pad)   # integer-valued floats: exact, as the per-group sum
         largest = tile * max(k_pad, default=0)
         nbytes = elem * rows * (k + n) + OUT_BYTES * len(counts) * k * n
     else:
         tile = 2.0 * tile_rows * N_TILE * k
-        padded = sum(-(-c // tile_rows) * n_tiles * tile for c in live)
+        padded = n_tiles * tile * sum(-(-c // tile_rows) for c in live)   # exact, as the per-group sum
         largest = tile if live else 0.0
         nbytes = elem * (rows * k + len(live) * k * n) + OUT_BYTES * rows * n
     return TileWork(padded, largest, nbytes, len(counts), len(live))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from moesim.costs.base import LINK_KINDS
 from moesim.costs.devices import DeviceSpec, get_device
 from moesim.errors import ConfigError
-from moesim.costs.grouped import tile_work
+from moesim.costs.grouped import TileWork, tile_work
 from moesim.ops import COLLECTIVE_OPS, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
 # Ring-style collectives advance in 2(n-1) or (n-1) steps; the others are pairwise exchanges.
@@ -179,10 +179,14 @@ def grouped_padded_flops(op: GroupedGemm, tile: int, sms: int) -> float:
     (fwd / dgrad: ``ceil(m_g / tile)`` row tiles of ``n``; wgrad: the ``[k, n]`` output of each
     non-empty group, its token reduction padded to 64), no tiles for empty groups, and the tiles of
     all groups sharing the SMs in waves (fewer tiles than SMs: one tile's time)."""
-    work = tile_work(op.counts, op.n, op.k, op.layout, op.dtype, tile)
+    return _waved_flops(tile_work(op.counts, op.n, op.k, op.layout, op.dtype, tile), op.layout, sms)
+
+
+def _waved_flops(work: TileWork, layout: str, sms: int) -> float:
+    """:func:`grouped_padded_flops` of an already computed tile work."""
     if work.tile_flops_max <= 0.0:
         return 0.0
-    if op.layout == "wgrad":  # unequal tiles: a persistent kernel's longest SM
+    if layout == "wgrad":  # unequal tiles: a persistent kernel's longest SM
         return work.occupied_flops(sms)
     tiles = round(work.padded_flops / work.tile_flops_max)
     return _ceil_div(tiles, sms) * sms * work.tile_flops_max
@@ -217,10 +221,10 @@ class RooflineCostModel:
             compute = self._flops_ns(flops, op.dtype, eff.gemm_efficiency)
             memory = self._bytes_ns(op.bytes, eff.gemm_memory_efficiency)
         elif isinstance(op, GroupedGemm):  # tile-padded FLOPs per group; weights of non-empty groups
-            compute = self._flops_ns(grouped_padded_flops(op, eff.gemm_tile, self.device_spec.sms), op.dtype,
+            work = tile_work(op.counts, op.n, op.k, op.layout, op.dtype, eff.gemm_tile)
+            compute = self._flops_ns(_waved_flops(work, op.layout, self.device_spec.sms), op.dtype,
                                      eff.gemm_efficiency)
-            memory = self._bytes_ns(tile_work(op.counts, op.n, op.k, op.layout, op.dtype, eff.gemm_tile).nbytes,
-                                    eff.gemm_memory_efficiency)
+            memory = self._bytes_ns(work.nbytes, eff.gemm_memory_efficiency)
         elif isinstance(op, Attention):
             frac = eff.attention_backward_efficiency if op.backward else eff.attention_forward_efficiency
             compute = self._flops_ns(op.flops, op.dtype, frac)
