@@ -169,3 +169,16 @@ def test_solving_on_the_links_in_use_ends_flows_as_solving_on_every_link(flows, 
         network._COMPACT_LINKS = kept
     ends, _ = run(topo, flows, incremental=True, small_flows=0)
     assert compact_ends == ends
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 11), min_size=1, max_size=4, unique=True), min_size=65, max_size=120),
+       caps_st)
+def test_padded_kernel_on_many_flows_gives_the_compact_kernel_rates_bit_for_bit(paths, caps):
+    """Above 64 flows the padded kernel reduces transposed copies; the rates stay the same."""
+    from moesim.engine.maxmin import solve_padded
+
+    cap = np.array(caps)
+    width = max(len(p) for p in paths)
+    padded = np.array([p + [cap.size] * (width - len(p)) for p in paths], dtype=np.int64)
+    assert np.array_equal(solve_padded(padded, cap), solve_compact(*incidence(paths), len(paths), cap))

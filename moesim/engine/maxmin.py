@@ -108,13 +108,17 @@ def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
     while True:
         share = rem / np.maximum(cnt, 1)
         inc_share = share[paths]
-        flow_min = np.minimum.reduce(inc_share, axis=1)
+        # row-wise reductions over a few columns are numpy's slow case: on many rows, reduce a
+        # transposed copy along its first axis instead (the same minima)
+        wide = paths.shape[0] > 64
+        flow_min = np.minimum.reduce(inc_share.T.copy() if wide else inc_share, axis=int(not wide))
         link_min.fill(np.inf)
         np.minimum.at(link_min, flat, flow_min.repeat(width))
         link_min *= scale
         # a flow freezes where it crosses a link whose share is no larger than the share of
         # any link its flows cross (the padding link, share inf, never qualifies)
-        frozen = np.logical_or.reduce(inc_share <= link_min[paths], axis=1)
+        bottleneck = inc_share <= link_min[paths]
+        frozen = np.logical_or.reduce(bottleneck.T.copy() if wide else bottleneck, axis=int(not wide))
         at = frozen.nonzero()[0]
         if at.size == frozen.size:
             if rates is None:
