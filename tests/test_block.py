@@ -271,3 +271,33 @@ def test_an_expert_parallel_group_of_one_issues_no_all_to_all():
     assert sum(issue_ns(1).values()) == 0
     two = issue_ns(2)
     assert two and all(ns > 0 for ns in two.values())
+
+
+@pytest.mark.parametrize("experts,movement,fp8", [("grouped", "torchtitan", False), ("grouped", "megatron", True),
+                                                 ("padded", "torchtitan", True), ("grouped", "fused", False)])
+def test_a_gpus_expert_time_without_task_objects_equals_the_tasks(experts, movement, fp8):
+    """gpu_expert_ns prices grouped / padded kernels without building ExpertTasks: the same time,
+    region and FLOPs as pricing expert_tasks' tasks one by one, FP8 quantize kernels included."""
+    import random
+
+    from moesim.experiment.scenario import MoEOptions
+    from moesim.moe.routing import RoutingConfig
+
+    moe = MoEOptions(routing=RoutingConfig(kind="uniform"), experts=experts, token_movement=movement,
+                     capacity_factor=2.0 if experts == "padded" else None)
+    spec = "qwen3-30b-a3b"
+    scn = block_scenario(spec, layer="moe_block", tokens=TOKENS, host="graphs", cost_model="calibrated", ranks=2,
+                         gpu="H100", moe=moe)
+    if fp8:
+        import dataclasses as dc
+        scn = dc.replace(scn, model=dc.replace(scn.model, gemm_dtype="fp8"))
+    table = build_scenario(scn).table
+    rng = random.Random(3)
+    for phase in ("F", "B", "W", "BW"):
+        for _ in range(5):
+            counts = tuple(rng.choice([0, rng.randint(1, 64)]) for _ in range(table.spec.num_experts // 2))
+            tasks = table.expert_tasks(phase, counts)
+            times = [table.task_ns(t) for t in tasks]
+            want = (times[0][0] + sum(ns - r for ns, r in times[1:]), times[0][1], sum(t.flops for t in tasks))
+            assert table.gpu_expert_ns(phase, counts) == want
+            assert not fp8 or phase == "W" or any(len(t.ops) > 1 for t in tasks)   # quantize kernels ride along

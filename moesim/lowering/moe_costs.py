@@ -180,9 +180,7 @@ class MoEStageTable(StageTable):
         (:mod:`moesim.lowering.fp8_quantize`); an fp8 dispatch delivers the first forward
         projection's input already quantized (the source casts before sending); torchtitan's w3
         reads the input w1 quantized (each is its own task here, so by name)."""
-        fp8_dispatch = phase == "F" and self.spec.dispatch_dtype == "fp8"
-        skip = frozenset(name for name in ("expert.fc1", "expert.up", "expert.w1", "expert.w3")
-                         if fp8_dispatch or (phase == "F" and name == "expert.w3"))
+        skip = self._skip(phase)
         ops = tuple(with_quantize(task.ops, DTYPE_BYTES[self.spec.dtype], skip))
         if len(ops) == len(task.ops):
             return task
@@ -214,12 +212,35 @@ class MoEStageTable(StageTable):
         """``(ns, region_ns, flops)`` of one GPU's whole expert work for ``counts``: its tasks back
         to back on one stream, as the full engine runs them (every task after the first queued
         behind the previous one, saving its region cost); ``region_ns`` is the first task's."""
-        tasks = self.expert_tasks(phase, counts)
-        times = [self.task_ns(t) for t in tasks]
+        if self.experts == "loop":
+            tasks = self.expert_tasks(phase, counts)
+            programs = [t.ops for t in tasks]
+            times = [self.task_ns(t) for t in tasks]
+        else:   # one task per kernel, each its quantize kernels and the kernel: priced without the task objects
+            programs = self._kernel_programs(phase, counts)
+            times = [sequence([self.cost.compute_ns(op) for op in ops], *self.region) for ops in programs]
         if not times:
             return 0, 0, 0.0
         total = times[0][0] + sum(ns - region for ns, region in times[1:])
-        return total, times[0][1], sum(t.flops for t in tasks)
+        return total, times[0][1], sum(op.flops for ops in programs for op in ops)
+
+    def _kernel_programs(self, phase: str, counts: tuple[int, ...]) -> list[tuple]:
+        """The ops of each task :meth:`expert_tasks` makes in grouped / padded mode (one kernel
+        per task, with its quantize kernels), as tuples."""
+        moe_exec.check_exec(self.experts, self.token_movement, 1.0 if self.experts == "padded" else None)
+        vec = tuple(int(c) for c in counts)
+        rows = moe_exec.padded_counts(vec, self.ep * self.capacity) if self.experts == "padded" else vec
+        skip = self._skip(phase)
+        act = DTYPE_BYTES[self.spec.dtype]
+        return [tuple(with_quantize((op,), act, skip))
+                for ph in (("B", "W") if phase == "BW" else (phase,))
+                for op in moe_exec.grouped_ops(self.spec, rows, ph, self.token_movement)]
+
+    def _skip(self, phase: str) -> frozenset:
+        """GEMMs whose input arrives quantized (:meth:`_quantized`)."""
+        fp8_dispatch = phase == "F" and self.spec.dispatch_dtype == "fp8"
+        return frozenset(name for name in ("expert.fc1", "expert.up", "expert.w1", "expert.w3")
+                         if fp8_dispatch or (phase == "F" and name == "expert.w3"))
 
     def expert_ns(self, phase: str, num_tokens: int) -> int:
         """One expert's kernel chain (the loop mode's, of the scenario's framework) on
