@@ -142,18 +142,6 @@ def test_padded_kernel_gives_the_compact_kernel_rates_bit_for_bit(paths, caps):
 
 
 @SETTINGS
-@given(paths_st, caps_st)
-def test_plain_python_kernel_gives_the_padded_kernel_rates_bit_for_bit(paths, caps):
-    """What the network runs for a solve of a few flows equals the numpy kernel exactly."""
-    from moesim.engine.maxmin import solve_lists, solve_padded
-
-    cap = np.array(caps)
-    width = max(len(p) for p in paths)
-    padded = np.array([p + [cap.size] * (width - len(p)) for p in paths], dtype=np.int64)
-    assert solve_lists(paths, cap.tolist()) == solve_padded(padded, cap).tolist()
-
-
-@SETTINGS
 @given(st.lists(flow_st, min_size=1, max_size=16), st.sampled_from(["star", "two_hosts"]))
 def test_solving_on_the_links_in_use_ends_flows_as_solving_on_every_link(flows, fabric):
     """Above ``_COMPACT_LINKS`` links a solve works on the links its flows use; forced on a small

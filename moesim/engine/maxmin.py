@@ -15,9 +15,6 @@ as the component's flows keep their relative order.
 """
 from __future__ import annotations
 
-import math
-from typing import Mapping, Sequence
-
 import numpy as np
 
 # Shares within this relative distance are one level (floating-point ties).
@@ -136,51 +133,6 @@ def solve_rows(paths: np.ndarray, remaining: np.ndarray) -> np.ndarray:
         keep = (~frozen).nonzero()[0]
         paths, ids = paths.take(keep, axis=0), ids.take(keep)
         flat = paths.ravel()
-
-
-def solve_lists(paths: list[list[int]], remaining: Mapping[int, float] | Sequence[float] | np.ndarray) -> list[float]:
-    """:func:`solve_rows` in plain Python for a few flows (numpy's per-call cost dominates
-    there): ``paths`` lists each flow's links (no padding) as indices into ``remaining``.
-    The same rounds and the same floating-point operations in the same order (a link's frozen
-    rates are summed in flow order before being taken off), so the same rates bit for bit."""
-    rem = {}
-    for path in paths:
-        for l in path:
-            r = remaining[l]
-            rem[l] = float(r) if r > 0.0 else 0.0
-    num = len(paths)
-    rates = [0.0] * num
-    active = list(range(num))
-    scale = 1.0 + _TIE
-    inf = math.inf
-    while active:
-        cnt: dict[int, int] = {}
-        for f in active:
-            for l in paths[f]:
-                cnt[l] = cnt.get(l, 0) + 1
-        share = {l: rem[l] / c for l, c in cnt.items()}
-        flow_min = [min([share[l] for l in paths[f]]) for f in active]
-        link_min: dict[int, float] = {}
-        for f, m in zip(active, flow_min):
-            for l in paths[f]:
-                if m < link_min.get(l, inf):
-                    link_min[l] = m
-        bottleneck = {l for l, s in share.items() if s <= link_min[l] * scale}
-        took: dict[int, float] = {}
-        left = []
-        for f, m in zip(active, flow_min):
-            path = paths[f]
-            if any([l in bottleneck for l in path]):
-                rates[f] = m
-                for l in path:
-                    took[l] = took.get(l, 0.0) + m
-            else:
-                left.append(f)
-        for l, t in took.items():
-            v = rem[l] - t
-            rem[l] = v if v > 0.0 else 0.0
-        active = left
-    return rates
 
 
 def link_components(inc_flow: np.ndarray, inc_link: np.ndarray, num_links: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import simpy
-from moesim.engine.maxmin import link_components, solve_lists, solve_rows
+from moesim.engine.maxmin import link_components, solve_rows
 
 # A flow is finished when what is left would drain in under this many ns at its rate.
 _FINISH_SLACK_NS = 1e-6
@@ -28,8 +28,6 @@ _FINISH_SLACK_NS = 1e-6
 _KEEP_MARGIN = 1e-9
 # Up to this many flows in flight, every solve takes them all (components are not tracked).
 _SMALL = 64
-# Solves of up to this many flows run in plain Python (numpy's per-call cost dominates there).
-_PY_FLOWS = 4
 # Above this many links, a solve works on the links its flows use, not on every link.
 _COMPACT_LINKS = 4096
 _NONE = np.zeros(0, dtype=np.int64)
@@ -65,8 +63,7 @@ class FluidNetwork:
     ended, a flow slower than every ended flow keeps its rate (max-min: it was bottlenecked
     before the ended flows' level), so only the faster ones are solved again, on what the kept
     ones leave of the links (with few flows in flight, components are not tracked and the
-    slowest ended flow's rate is the floor for all). A solve of a few flows runs in plain Python
-    (:func:`~moesim.engine.maxmin.solve_lists`, the same arithmetic). Link loads for the
+    slowest ended flow's rate is the floor for all). Link loads for the
     utilisation samples follow the rate changes. The labels of the links
     started flows join are merged; the components of the solved flows are recomputed exactly
     once a quarter of them have ended since the last time (a label covering several components
@@ -389,25 +386,22 @@ class FluidNetwork:
 
     def _resolve(self, now: int, slots: np.ndarray, kept: np.ndarray | None) -> None:
         """New rates for ``slots``, on what the ``kept`` flows leave of the links they share."""
-        paths = self._links[slots]
+        paths = self._links.take(slots, axis=0)  # (take: faster than fancy indexing on rows)
         remaining = self._cap
         if kept is not None:
             width = paths.shape[1]
-            load = np.bincount(self._links[kept].ravel(), weights=self._rate[kept].repeat(width),
+            load = np.bincount(self._links.take(kept, axis=0).ravel(), weights=self._rate.take(kept).repeat(width),
                                minlength=self._pad + 1)
             remaining = remaining - load
-        if slots.size <= _PY_FLOWS:
-            pad = self._pad
-            flat = paths.ravel()
-            lists = [[l for l in row if l != pad] for row in paths.tolist()]
-            rates = np.array(solve_lists(lists, dict(zip(flat.tolist(), remaining[flat].tolist()))))
+        if slots.size == 1:  # alone: what is left of its narrowest link (the kernel's one round)
+            rates = np.maximum(np.minimum.reduce(remaining.take(paths[0]), keepdims=True), 0.0)
         elif remaining.shape[0] > _COMPACT_LINKS and remaining.shape[0] > 4 * paths.size:
             used, compact = self._compact_paths(paths)
             rates = solve_rows(compact, np.append(remaining[used], np.inf))
         else:
             rates = solve_rows(paths, remaining)
         self.num_rate_solves += 1
-        block = self._state[:, slots]
+        block = self._state.take(slots, axis=1)
         rem, t0, rate, nbytes = block[self._REM], block[self._T0], block[self._RATE], block[self._NBYTES]
         rem -= rate * (now - t0)
         block[self._T0] = now
