@@ -261,11 +261,10 @@ class FluidNetwork:
         if idx.size:
             self.bytes_delivered += float(np.add.reduce(self._nbytes[idx]))
             self._alive[idx] = False
-            self._finish[idx] = np.inf
-            self._due[idx] = np.inf
+            self._state[self._FINISH:self._DUE + 1, idx] = np.inf
             self._alive_count -= idx.size
             if self._on_util is not None:
-                mat = self._links[idx]
+                mat = self._links.take(idx, axis=0)
                 self._dload -= np.bincount(mat.ravel(), weights=self._rate[idx].repeat(mat.shape[1]),
                                            minlength=self._pad + 1)
                 self._nflows -= np.bincount(mat.ravel(), minlength=self._pad + 1)
