@@ -225,7 +225,7 @@ def estimate_section(quick: bool, fit: bool) -> None:
     # the rows cannot tell a task's or a ring flow's seconds apart from the fixed cost: held at
     # what benchmarks/engine_speed.py measures ((a) build + run per task, (c) per ring flow)
     t_fix, t_task, t_flow, t_ex, t_ex_k = fit_costs([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, m.cpu_s)
-                                                     for _, _, scn, e, m in fluid], per_task=5e-6, per_flow=3.3e-6)
+                                                     for _, _, scn, e, m in fluid], per_task=3e-6, per_flow=2e-6)
     # then the worst ratio, not the squares, is what the estimate promises
     t_fix, t_ex, t_ex_k = fit_minimax([(m.tasks, m.flows, ex[id(scn)], e.flows_in_flight, m.cpu_s)
                                        for _, _, scn, e, m in fluid], t_task, t_flow, (t_fix, t_ex, t_ex_k))

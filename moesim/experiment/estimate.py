@@ -143,17 +143,18 @@ MEMORY = MemoryConstants(
 # Time fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
 # machine (shared with other work), 2026-12-06, after the engine of issue 16 (one event per collective
 # phase, leaner solves): CPU seconds of build + run; 19 rows: dense 8-64 GPUs, pipeline-only, eager
-# host, MoE EP8-EP64 with 56-4,032 flows in flight: every row within 0.70-1.43x (least worst
-# ratio; the constants before it read 0.65-2.26x on the same rows). Memory: MEMORY above. Seconds
-# per task and per fluid flow are held at benchmarks/engine_speed.py's (a) and (c) (ring
-# all-reduce: 3.2-3.5 us a flow); SimPy events per fluid flow measured on moe(8) and moe(16)
-# (1.0-1.1 beyond two per task); the analytical figures are older.
+# host, MoE EP8-EP64 with 56-4,032 flows in flight: every row within 0.75-1.33x (least worst
+# ratio; the constants of the morning read 0.65-2.26x on the engine of then, up to 3.4x (EP64) on
+# this one). Memory: MEMORY above. Seconds per task and per fluid flow are held at
+# benchmarks/engine_speed.py's (a) (100k tasks built and run: 2.9 us a task) and (c) (512-GPU ring
+# all-reduce: 2.0 us a flow); SimPy events per fluid flow measured on moe(8) and moe(16) (1.0-1.1
+# beyond two per task); the analytical figures are older.
 CONSTANTS = CostConstants(
-    seconds_per_task=5e-6, events_per_task=2.0, seconds_fixed=0.030,
-    seconds_per_flow={"fluid": 3.3e-6, "analytical": 16e-6},
+    seconds_per_task=3e-6, events_per_task=2.0, seconds_fixed=0.033,
+    seconds_per_flow={"fluid": 2e-6, "analytical": 16e-6},
     events_per_flow={"fluid": 1.1, "analytical": 1.25},
     memory=MEMORY,
-    seconds_per_exchange_flow={"fluid": (115e-6, 17e-9)},
+    seconds_per_exchange_flow={"fluid": (111e-6, 1.4e-9)},
 )
 
 
