@@ -365,7 +365,8 @@ class FluidNetwork:
                 hit = groups[pos] == label
                 label[hit] = merged[pos[hit]]
 
-    def _kept(self, members: np.ndarray, ended: np.ndarray, started: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _kept(self, members: np.ndarray, ended: np.ndarray,
+              started: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Split ``members`` into the flows to solve and those that keep their rate, being
         slower than every flow that ended in their component, where none started (max-min:
         they were bottlenecked below the level where the ended flows' load could matter)."""
@@ -389,8 +390,8 @@ class FluidNetwork:
         remaining = self._cap
         if kept is not None:
             width = paths.shape[1]
-            load = np.bincount(self._links.take(kept, axis=0).ravel(), weights=self._rate.take(kept).repeat(width),
-                               minlength=self._pad + 1)
+            load = np.bincount(self._links.take(kept, axis=0).ravel(),
+                               weights=self._rate.take(kept).repeat(width), minlength=self._pad + 1)
             remaining = remaining - load
         if slots.size == 1:  # alone: what is left of its narrowest link (the kernel's one round)
             rates = np.maximum(np.minimum.reduce(remaining.take(paths[0]), keepdims=True), 0.0)
