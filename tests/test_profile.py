@@ -94,6 +94,10 @@ def _broken(raw: dict, mutate) -> dict:
         (lambda d: d["samples"][0].pop("repeats"), "samples[0].repeats"),
         (lambda d: d["samples"][0].update(op="fft"), "samples[0].op"),
         (lambda d: d["samples"][0].update(p25_ns=-1.0), "samples[0].p25_ns"),
+        (lambda d: d["samples"].__setitem__(0, {"op": "host_mix", "phase": "fwd", "time_ns": 9.0, "repeats": 3}),
+         "samples[0].classes"),
+        (lambda d: d["samples"].__setitem__(0, {"op": "host_mix", "phase": "fwd", "classes": [],
+                                                "time_ns": 9.0, "repeats": 3}), "samples[0].classes"),
     ],
 )
 def test_bad_profiles_name_the_field(raw: dict, mutate, field: str) -> None:

@@ -41,6 +41,7 @@ MEMORY_CACHES = ("cold", "warm")  # L2 evicted before each repeat, or not
 
 _STR, _INT, _POS, _BOOL = "str", "int", "pos", "bool"  # field kinds; tuples are enumerations
 _COUNTS = "counts"  # a non-empty list of integers >= 0 (tokens per expert of a grouped GEMM)
+_NAMES = "names"    # a non-empty list of strings (the op classes a host_mix chain rotates through)
 MAX_TIME_NS = 1e13  # ~2.8 hours: no single measured op takes longer
 MIN_TIME_NS = 1.0   # no measured kernel, copy or host call takes under a nanosecond (1e-300 divided by zero)
 
@@ -62,7 +63,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "launch": {"variant": _STR},
     "host": {"call": _STR},  # host (CPU issue) time of one eager call, GPU kept busy
     "host_op": {"call": _STR, "phase": ("fwd", "bwd", "plain")},  # per op class (calibrate/host_classes.py)
-    "host_mix": {"phase": ("fwd", "bwd", "plain")},  # a chain mixing classes (calibrate/host_classes.py)
+    "host_mix": {"phase": ("fwd", "bwd", "plain"), "classes": _NAMES},  # a chain mixing classes (calibrate/host_classes.py)
     "sync": {"nbytes": _INT},  # device-to-host copy of a small tensor (.tolist(); calibrate/moe_kernels.py)
     "collective": {"collective": PROFILE_COLLECTIVES, "num_ranks": _INT, "nbytes": _INT},
     "overlap": {"collective": _STR, "victim": ("gemm", "collective"), "num_ranks": _INT, "nbytes": _INT,
@@ -298,6 +299,8 @@ def _check_value(row: Mapping[str, Any], key: str, kind: Any, where: str, source
     elif kind == _COUNTS and (not isinstance(value, list) or not value or any(
             not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in value)):
         raise ConfigError(where, f"must be a non-empty list of integers >= 0, got {value!r:.80}", source=source)
+    elif kind == _NAMES and (not isinstance(value, list) or not value or any(not isinstance(c, str) for c in value)):
+        raise ConfigError(where, f"must be a non-empty list of names, got {value!r:.80}", source=source)
     elif kind == _POS and not _is_number(value, allow_zero=False):
         raise ConfigError(where, f"must be a finite number > 0, got {value!r}", source=source)
 
