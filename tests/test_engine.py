@@ -264,3 +264,25 @@ def test_a_phase_ends_when_its_last_flow_has_arrived(mode):
     short = sim.comm([(2, "d")], [[(2, 1, 1000), (2, 0, 0)]], "q", category="send")
     sim.run()
     assert (phase.end_ns, short.end_ns) == (300, 200)
+
+
+def test_link_steps_from_the_arrays_equal_the_counter_samples_steps():
+    """analysis.timeline.link_steps reads the recorder's link sample arrays (no sample objects)
+    and gives counter_steps' answer for every link track: sorted by time, the last sample of an
+    instant winning, on a recorder with repeated instants."""
+    import numpy as np
+
+    from moesim.analysis.timeline import LINK_PREFIX, counter_steps, link_steps
+    from moesim.engine.recorder import Recorder
+
+    rec = Recorder()
+    rec.link_tracks = [f"{LINK_PREFIX}a->b", f"{LINK_PREFIX}b->c", f"{LINK_PREFIX}c->d"]
+    rng = np.random.default_rng(5)
+    for t in sorted(rng.integers(0, 50, size=40).tolist()):   # repeated instants
+        ids = rng.choice(3, size=rng.integers(1, 4), replace=False)
+        rec.add_link_samples(int(t), ids, rng.random(ids.size))
+    rec.add_counter("other", 3, 1.0)
+    want = {k: v for k, v in counter_steps(rec).items() if k.startswith(LINK_PREFIX)}
+    assert link_steps(rec) == want and len(want) == 3
+    rec.add_counter(f"{LINK_PREFIX}a->b", 7, 0.5)   # a link sample added one by one: the general path
+    assert link_steps(rec) is None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
+
 from moesim.engine.recorder import Recorder, Span
 from moesim.engine.sim import HOST_STREAM  # a GPU's simulated host thread (Scenario.host = "eager")
 
@@ -120,6 +122,29 @@ def counter_steps(recorder: Recorder) -> dict[str, list[tuple[int, float]]]:
     for sample in recorder.counters:
         raw.setdefault(sample.track, {})[int(sample.t_ns)] = float(sample.value)
     return {track: sorted(points.items()) for track, points in sorted(raw.items())}
+
+
+def link_steps(recorder: Recorder) -> "dict[str, list[tuple[int, float]]] | None":
+    """:func:`counter_steps` of the ``link:`` tracks, read from the recorder's sample arrays
+    without building a sample object each (the same steps: sorted by time, the last sample
+    recorded at a time wins); None where the recorder has no arrays or some link sample was
+    added one by one (then :func:`counter_steps` answers)."""
+    arrays = getattr(recorder, "link_sample_arrays", None)
+    if not callable(arrays) or any(s.track.startswith(LINK_PREFIX) for s in recorder.samples):
+        return None
+    names, ids, times, values = arrays()
+    if ids.size == 0:
+        return {}
+    order = np.lexsort((np.arange(ids.size), times, ids))   # by link, then time, then recording order
+    ids, times, values = ids[order], times[order], values[order]
+    last = np.ones(ids.size, dtype=bool)                      # the last sample of each (link, time)
+    last[:-1] = (ids[1:] != ids[:-1]) | (times[1:] != times[:-1])
+    ids, times, values = ids[last], times[last], values[last]
+    cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    out: dict[str, list[tuple[int, float]]] = {}
+    for a, b in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [ids.size])).tolist()):
+        out[names[int(ids[a])]] = list(zip(times[a:b].tolist(), values[a:b].tolist()))
+    return dict(sorted(out.items()))
 
 
 def step_integral(steps: list[tuple[int, float]], horizon_ns: int) -> tuple[float, int, float]:

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from moesim.analysis.timeline import (COMPUTE_STREAM, LINK_PREFIX, all_ranks, counter_steps, gaps, link_label,
-                                      makespan_ns, merge_intervals, overlap_ns, resource_name, step_integral, tracks,
-                                      union_length_ns)
+                                      link_steps, makespan_ns, merge_intervals, overlap_ns, resource_name,
+                                      step_integral, tracks, union_length_ns)
 from moesim.engine.recorder import Recorder
 from moesim.errors import ConfigError
 
@@ -85,7 +85,9 @@ def utilization(recorder: Recorder) -> Utilization:
     for (rank, stream), ids in tracks(recorder).items():
         busy = union_length_ns((spans[i].start_ns, spans[i].end_ns) for i in ids)
         streams.append(StreamUse(rank, stream, busy, _fraction(busy, horizon)))
-    steps = counter_steps(recorder)
+    steps = link_steps(recorder)
+    if steps is None:
+        steps = counter_steps(recorder)
     names = sorted({t for t in steps if t.startswith(LINK_PREFIX)}
                    | {t for t in (recorder.meta.get("links") or {}) if t.startswith(LINK_PREFIX)})
     links = []

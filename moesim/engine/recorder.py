@@ -134,6 +134,16 @@ class Recorder:
         if self.record_counters:
             self._link_blocks.append((t_ns, link_ids, values))
 
+    def link_sample_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """The link samples as arrays in recording order: (track names by link id, link ids,
+        times in ns, values); an id past the names (none today) reads as the track ``""``."""
+        blocks = self._link_blocks
+        if not blocks:
+            return list(self.link_tracks), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, float)
+        ids = np.concatenate([b[1] for b in blocks]).astype(np.int64, copy=False)
+        times = np.repeat(np.array([b[0] for b in blocks], dtype=np.int64), [b[1].size for b in blocks])
+        return list(self.link_tracks) + [""], ids, times, np.concatenate([b[2] for b in blocks])
+
     @property
     def num_link_samples(self) -> int:
         return sum(ids.size for _, ids, _ in self._link_blocks)
