@@ -233,8 +233,7 @@ class MoEStageTable(StageTable):
         skip = self._skip(phase)
         act = DTYPE_BYTES[self.spec.dtype]
         return [tuple(with_quantize((op,), act, skip))
-                for ph in (("B", "W") if phase == "BW" else (phase,))
-                for op in moe_exec.grouped_ops(self.spec, rows, ph, self.token_movement)]
+                for op in moe_exec.kernel_ops(self.spec, rows, phase, self.token_movement)]
 
     def _skip(self, phase: str) -> frozenset:
         """GEMMs whose input arrives quantized (:meth:`_quantized`)."""

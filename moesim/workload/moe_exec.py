@@ -391,6 +391,12 @@ def grouped_ops(spec, counts: Sequence[int], phase: str, token_movement: str = "
     return _chain(spec, sum(vec), token_movement, _phase(phase), _grouped_maker(spec, vec))
 
 
+def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "torchtitan") -> list[ComputeOp]:
+    """The grouped kernels of one GPU's experts in ``phase``, one task each in grouped / padded
+    mode (``rows``: the counts, or the padded counts); BW is B's kernels then W's."""
+    return [op for ph in (("B", "W") if phase == "BW" else (phase,)) for op in grouped_ops(spec, rows, ph, token_movement)]
+
+
 def loop_chain_ops(spec, rows: int, phase: str, token_movement: str = "torchtitan") -> list[ComputeOp]:
     """One expert's kernel chain on ``rows`` tokens (``torch.matmul`` per projection)."""
     return _chain(spec, rows, token_movement, _phase(phase), _dense_maker(spec, rows))
@@ -467,9 +473,7 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     ids = list(experts_ids) if experts_ids is not None else list(range(len(vec)))
     if experts != "loop":
         rows = padded_counts(vec, padded_rows) if experts == "padded" else vec
-        phases = ("B", "W") if phase == "BW" else (phase,)
-        return [ExpertTask(op.name, (op,), sum(rows))
-                for ph in phases for op in grouped_ops(spec, rows, ph, token_movement)]
+        return [ExpertTask(op.name, (op,), sum(rows)) for op in kernel_ops(spec, rows, phase, token_movement)]
     tasks: list[ExpertTask] = []
     if phase == "F":
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
