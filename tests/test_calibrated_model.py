@@ -311,3 +311,5 @@ def test_a_sliding_window_is_priced_as_a_block_skipping_kernel(model: Calibrated
         ratio = window_ratio(4096, 128, "bwd" if backward else "fwd")
         assert model.compute_ns(window) == pytest.approx(model.compute_ns(full) * ratio, abs=1.0)
     assert any("Attention window 128" in f for f in model.fallback_ops)
+    with pytest.raises(ConfigError, match="seq_kv"):
+        model.compute_ns(Attention(1, 64, 8, 4096, 0, 64, causal=False))

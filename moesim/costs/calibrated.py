@@ -316,6 +316,9 @@ class CalibratedCostModel:
 
     def _attention_ns(self, op: Attention) -> float:
         direction = "bwd" if op.backward else "fwd"
+        if op.seq_q < 1 or op.seq_kv < 1:
+            raise ConfigError("Attention.seq_q/seq_kv", f"need >= 1 query and key, got {op.seq_q} and {op.seq_kv}",
+                              "give the sequence length (and a sliding window's width) in tokens")
         if not op.causal and op.seq_kv < op.seq_q:   # a sliding window: the band of a causal kernel over seq_q
             self.fallback_ops.add(f"Attention window {op.seq_kv} {direction} (not measured: the causal kernel at "
                                   "the query length, times the blocks a window kernel visits)")
