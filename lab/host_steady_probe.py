@@ -75,25 +75,11 @@ def still_busy(ev) -> bool:
 
 
 def gpu_ns(step, device: str, n: int = 10) -> float:
+    """Per-iteration time of back-to-back iterations, median of 3 rounds (the harness's timer)."""
     for _ in range(3):
         step()
     sync(device)
-    per = []
-    for _ in range(3):
-        if device == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            for _ in range(n):
-                step()
-            e.record()
-            torch.cuda.synchronize()
-            per.append(s.elapsed_time(e) * 1e6 / n)
-        else:
-            t0 = time.perf_counter_ns()
-            for _ in range(n):
-                step()
-            per.append((time.perf_counter_ns() - t0) / n)
-    return float(np.median(per))
+    return float(np.median([lw._timed(step, n, device) / n for _ in range(3)]))
 
 
 def wall_free_ns(step, device: str, n: int = 10) -> float:
