@@ -3,6 +3,7 @@ simulate_block, single kernels priced by the cost model, the summary arithmetic,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -305,3 +306,16 @@ def test_a_bad_kernels_file_is_refused_before_any_layer_is_predicted(monkeypatch
     bad.write_text("not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         build_report([smoke_file], bad, gpu="H200")
+
+
+def test_a_dense_entry_that_forced_flash_is_priced_as_that_backend(smoke_file: Path) -> None:
+    """A harness record saying SDPA was held to FlashAttention-2 becomes model.attention_backend='flash'
+    (its own kernel rows), and the case's notes say so."""
+    from moesim.validate.layers import unmodelled
+
+    dense = next(e for e in load_layer_file(smoke_file, gpu="H100").entries if e.kind == "dense_layer")
+    assert model_spec(dense).attention_backend == "default"
+    forced = dataclasses.replace(dense, workload={**dense.workload, "attention": {
+        **(dense.workload.get("attention") or {}), "backend": "flash (sdpa_kernel FLASH_ATTENTION on cuda)"}})
+    assert model_spec(forced).attention_backend == "flash"
+    assert "attention_backend='flash'" in unmodelled(forced)

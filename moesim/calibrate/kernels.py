@@ -8,6 +8,7 @@ axes); its backward is timed with ``torch.autograd.grad`` so no gradient accumul
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 
@@ -166,10 +167,28 @@ def measure_attention_gqa(timer: Timer, grid: Grid, device: str, budget: Budget)
     """Causal attention with grouped KV heads as plain PyTorch writes it:
     ``F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)`` with ``heads /
     GQA_GROUP`` KV heads (k, v not repeated). SDPA runs another kernel for it than for the
-    ``attention`` section's equal-heads call (on H100 with torch 2.11: the FA2 flash kernel rather
-    than cuDNN's), so these rows carry ``kv_heads`` and ``call: "enable_gqa"``; the grid's largest
-    head_dim only, its batch x heads x seq cells with at least 2 heads."""
-    sec = Section("attention_gqa")
+    ``attention`` section's equal-heads call, so these rows carry ``kv_heads`` and
+    ``call: "enable_gqa"``; the grid's largest head_dim only, its batch x heads x seq cells with at
+    least 2 heads."""
+    return _gqa_section("attention_gqa", "enable_gqa", False, timer, grid, device, budget)
+
+
+def measure_attention_flash(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """The same grouped-KV call with SDPA held to its FlashAttention-2 backend
+    (``with torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)``, as a user who forces the
+    backend runs it): rows ``call: "enable_gqa_flash"``, the :func:`measure_attention_gqa` grid."""
+    return _gqa_section("attention_flash", "enable_gqa_flash", True, timer, grid, device, budget)
+
+
+def _backend(flash: bool):
+    if not flash:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+
+
+def _gqa_section(name: str, call: str, flash: bool, timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    sec = Section(name)
     shapes = [(d, b, h, s) for d, b, h, s in attention_shapes(grid) if h >= 2 and d == max(grid.attn_head_dim)]
     if not shapes:
         return sec
@@ -184,16 +203,17 @@ def measure_attention_gqa(timer: Timer, grid: Grid, device: str, budget: Budget)
                 q = bufs[0][:n].view(b, h, s, d).detach().requires_grad_()
                 k, v = (buf[:nk].view(b, kvh, s, d).detach().requires_grad_() for buf in bufs[1:3])
                 def attn() -> torch.Tensor:
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                    with _backend(flash):
+                        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
                 if direction == "fwd":
                     st = timer.time(attn)
                 else:
                     out, dout = attn(), bufs[3][:n].view(b, h, s, d)
                     st = timer.time(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
                     del out
-                return {"op": "attention", "dtype": "bf16", "direction": direction, "causal": True, "call": "enable_gqa",
+                return {"op": "attention", "dtype": "bf16", "direction": direction, "causal": True, "call": call,
                         "batch": b, "heads": h, "kv_heads": kvh, "seq": s, "head_dim": d, **st.fields()}
-            sec.attempt(f"gqa {direction} d={d} b={b} h={h} s={s}", budget, one)
+            sec.attempt(f"{call} {direction} d={d} b={b} h={h} s={s}", budget, one)
     return sec
 
 

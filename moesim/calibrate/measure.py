@@ -49,6 +49,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "gemm_bwd": (0.35, kernels.measure_gemm_bwd_layouts),
     "attention": (0.12, kernels.measure_attention),
     "attention_gqa": (0.06, kernels.measure_attention_gqa),  # SDPA enable_gqa=True (another kernel)
+    "attention_flash": (0.04, kernels.measure_attention_flash),  # the same, SDPA held to FlashAttention-2
     "memory": (0.1, memops.measure_memory),
     "swiglu": (0.08, kernels.measure_swiglu),
     "fp8": (0.05, kernels.measure_gemm_fp8),

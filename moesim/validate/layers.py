@@ -166,6 +166,13 @@ def _entry(e: Any, index: int, src: str) -> LayerEntry:
 
 
 # -- the scenario ----------------------------------------------------------------------------------
+
+def _attention_backend(workload: dict) -> str:
+    """The SDPA backend a dense entry's program used: ``"flash"`` where it forced
+    FlashAttention-2 (its record says ``backend: "flash (sdpa_kernel ...)"``), else ``"default"``."""
+    backend = str((workload.get("attention") or {}).get("backend", ""))
+    return "flash" if backend.startswith("flash") else "default"
+
 def model_spec(entry: LayerEntry) -> Any:
     """The one-layer model the entry ran, as a spec (no preset: the entry's own shape fields)."""
     from moesim.workload.moe import MoESpec
@@ -176,7 +183,8 @@ def model_spec(entry: LayerEntry) -> Any:
         return TransformerSpec(name=str(m["name"]), num_layers=1, hidden=int(m["hidden"]), num_heads=int(m["heads"]),
                                num_kv_heads=int(m["kv_heads"]), head_dim=int(m["head_dim"]), ffn_hidden=int(m["ffn"]),
                                vocab=PLACEHOLDER_VOCAB, seq_len=seq, dtype=entry.workload.get("dtype", "bf16"),
-                               attention_enable_gqa=bool((entry.workload.get("attention") or {}).get("enable_gqa")))
+                               attention_enable_gqa=bool((entry.workload.get("attention") or {}).get("enable_gqa")),
+                               attention_backend=_attention_backend(entry.workload))
     router = entry.workload.get("router") or {}
     return MoESpec(name=str(m["name"]), num_layers=1, hidden=int(m["hidden"]), num_heads=1, num_kv_heads=1,
                    head_dim=int(m["hidden"]), ffn_hidden=int(m["expert_ffn"]), vocab=PLACEHOLDER_VOCAB, seq_len=seq,
@@ -243,9 +251,8 @@ def unmodelled(entry: LayerEntry) -> str:
     if entry.kind == "moe_block" and w.get("token_movement") == "megatron":
         if "fc1" not in program:   # harness files written before it ran Megatron's fused fc1
             notes.append("harness runs 3 grouped GEMMs (w1, w3, w2); moe.token_movement='megatron' prices a fused fc1")
-    backend = str((w.get("attention") or {}).get("backend", ""))
-    if backend.startswith("flash"):   # files before the harness left SDPA its default backend
-        notes.append("SDPA forced to the FA2 flash backend (sdpa_kernel FLASH_ATTENTION): priced as SDPA's default")
+    if _attention_backend(w) == "flash":   # files before the harness left SDPA its default backend
+        notes.append("SDPA held to FlashAttention-2 (sdpa_kernel FLASH_ATTENTION): model.attention_backend='flash'")
     if w.get("smoke_substitutions"):
         notes.append("CPU smoke stand-ins")
     return "; ".join(notes)

@@ -45,6 +45,7 @@ from moesim.workload.common import (
 NORMS = ("rmsnorm", "layernorm")
 RECOMPUTE = ("none", "selective", "full")
 LAYER_TYPES = ("full_attention", "sliding_attention")  # HF config.json layer_types
+ATTENTION_BACKENDS = ("default", "flash")  # SDPA left to choose, or held to FlashAttention-2
 VOCAB_DIVISOR = 128  # Megatron --make-vocab-size-divisible-by default; padded to 128 * tp.
 # Physical ranges of a model's sizes, far above published models (DeepSeek-V3: 61 layers, hidden
 # 7,168; Llama-3-405B: ffn 53,248; Gemma: vocab 262,144; Llama-4-Scout: 10M-token context).
@@ -73,7 +74,10 @@ class TransformerSpec:
     excludes it): see ``mtp_params``. For MLA, ``head_dim`` is HF's ``qk_nope_head_dim``.
     ``attention_enable_gqa``: the program calls SDPA with the grouped K/V heads
     (``enable_gqa=True``, plain PyTorch's usual form), priced as that kernel; False: K/V repeated
-    to the query heads (or MHA), the equal-heads kernel.
+    to the query heads (or MHA), the equal-heads kernel. ``attention_backend``: ``"default"``
+    (SDPA picks its kernel) or ``"flash"`` (the program holds SDPA to FlashAttention-2 with
+    ``sdpa_kernel(SDPBackend.FLASH_ATTENTION)``, another kernel with other times), priced from
+    the profile's rows of that call.
     """
 
     name: str
@@ -102,6 +106,7 @@ class TransformerSpec:
     attention_sinks: bool = False
     num_nextn_predict_layers: int = 0
     attention_enable_gqa: bool = False
+    attention_backend: str = "default"
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -138,6 +143,9 @@ class TransformerSpec:
             check_positive(f, getattr(self, f), allow_zero=True)
         if not isinstance(self.attention_enable_gqa, bool):
             raise ConfigError("attention_enable_gqa", f"must be true or false, got {self.attention_enable_gqa!r}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ConfigError("attention_backend", f"unknown SDPA backend {self.attention_backend!r}",
+                              f"use one of: {', '.join(ATTENTION_BACKENDS)}")
         if not isinstance(self.attention_sinks, bool):
             raise ConfigError("attention_sinks", f"must be true or false, got {self.attention_sinks!r}")
         if not isinstance(self.layer_types, tuple) or any(t not in LAYER_TYPES for t in self.layer_types):
@@ -413,7 +421,9 @@ def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local, layer_index: i
                      seq_kv=window if windowed else spec.seq_len,
                      head_dim=int(head_dim) if head_dim.is_integer() else head_dim,  # type: ignore[arg-type]
                      causal=not windowed, dtype=spec.dtype, name="attn.core",
-                     call="enable_gqa" if grouped_call else "")
+                     call=("enable_gqa" if grouped_call else "")
+                     + ("_flash" if grouped_call and spec.attention_backend == "flash" else
+                        "flash" if spec.attention_backend == "flash" else ""))
 
 
 def _attention_out(spec: TransformerSpec, loc: _Local) -> Gemm:
