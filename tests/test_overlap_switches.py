@@ -273,7 +273,8 @@ def test_shared_expert_and_wgrad_placement_moves_work_without_changing_it(kind: 
     from moesim.lowering.moe_costs import MoEStageTable
     from moesim.workload.presets import get_model
 
-    spec = dc.replace(get_model("deepseek-v3"), num_layers=4)   # layers 0-2 dense, 3 MoE with a shared expert
+    # layers 0-2 dense, 3 MoE with a shared expert (no MTP module: one exchange per pass)
+    spec = dc.replace(get_model("deepseek-v3"), num_layers=4, num_nextn_predict_layers=0)
 
     def split(**kw):
         table = MoEStageTable(spec, generate("1f1b", 1, 2), make_cost_model("H100"), tp=1, ep=8,

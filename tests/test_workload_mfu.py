@@ -1,4 +1,5 @@
 """MFU two ways in every result: model FLOPs and executed FLOPs against the GEMM precision's peak."""
+import dataclasses
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +29,9 @@ def test_model_and_executed_mfu_against_the_gemm_peak():
     assert row["mfu_executed"] == pytest.approx(0.30 * h800.peak_flops["bf16"] / h800.peak_flops["fp8"])
     spec = resolve_model(scn.model)
     assert row["mfu_model"] == pytest.approx(model_flops_per_token(spec) * 1500.0 / h800.peak_flops["fp8"])
+    assert row["note"] == ""   # the training step runs the MTP module its model FLOPs count
+    fwd = Experiment(name=exp.name, description=exp.description, scenarios=[dataclasses.replace(scn, mode="forward")])
+    (row,) = mfu_rows(fwd, [_result(scn.name, 0.30, 1500.0)])
     assert "MTP" in row["note"]
 
 

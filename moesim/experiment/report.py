@@ -117,7 +117,8 @@ def mfu_rows(exp: Experiment, results: Sequence) -> list[dict[str, Any]]:
         rows.append({"scenario": r.name, "gpu": device.name, "gemm_dtype": dtype if dtype in device.peak_flops else "bf16",
                      "peak_tflops": peak / 1e12, "mfu_model": model_flops_per_token(spec) * r.tokens_per_s_per_gpu / peak,
                      "mfu_executed": executed / peak,
-                     "note": f"model FLOPs count {mtp} MTP module(s) the simulated step does not run" if mtp else ""})
+                     "note": f"model FLOPs count {mtp} MTP module(s) a forward-only run does not run"
+                     if mtp and scn.mode == "forward" else ""})
     return rows
 
 

@@ -52,7 +52,7 @@ def _split(params: float, size: float) -> list[float]:
 def layer_tensors(table: Any, layer: int, per_expert: bool) -> list[float]:
     """Element counts of the parameter tensors one GPU holds for ``layer`` (see the module docstring)."""
     spec = table.spec
-    ops = wl.backward_weight_ops(spec, layer, table.mbs, table.tp, table.sp, table.ep)
+    ops = wl.backward_weight_ops(spec, table.kind_of(layer), table.mbs, table.tp, table.sp, table.ep)
     experts: dict[str, float] = {}
     tensors: list[float] = []
     for op in ops:
@@ -72,7 +72,7 @@ def layer_tensors(table: Any, layer: int, per_expert: bool) -> list[float]:
 
 def stage_tensors(table: Any, stage: int, per_expert: bool = False) -> list[float]:
     """Element counts of every parameter tensor of virtual ``stage`` on one GPU (sum: ``chunk_params``)."""
-    layers = list(table.layout.stage_layers[stage])
+    layers = list(table._layer_range(stage))   # an MTP module's decoder layer included
     tensors = [size for layer in layers for size in layer_tensors(table, layer, per_expert)]
     edges = table.chunk_params(stage) - sum(table.layer_params(layer) for layer in layers)
     if edges >= 0.5:

@@ -131,7 +131,7 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
     if getattr(opts, "experts", "grouped") == "padded":   # padding drops tokens over capacity at the source
         cfg = replace(cfg, capacity_factor=opts.capacity_factor)
     host_of = [topo.host_of(grid.gpu(0, d, 0)) for d in range(ep)]
-    moe_layers = [layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)]
+    moe_layers = table.moe_layers   # the MTP modules' MoE layers included (numbered after the model's)
     first, span = moe_layers[0], moe_layers[-1] - moe_layers[0] + 1   # sample only the MoE layer range
 
     def draw(step: int):

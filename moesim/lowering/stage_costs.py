@@ -95,6 +95,8 @@ class StageTable:
         stage_layer_ranges(spec.num_layers, schedule.num_stages)  # refuses stages with no layer
         self.layout = layout_from_schedule(schedule, spec.num_layers)
         self.has_embedding = isinstance(spec, tf.TransformerSpec)
+        # DeepSeek-V3's MTP modules train on the last stage (a forward-only run has no MTP loss)
+        self.mtp_depth = spec.num_nextn_predict_layers if self.has_embedding and autograd else 0
         if self.has_embedding and spec.num_heads % tp:
             raise ConfigError("plan.tp", f"tp={tp} does not divide num_heads={spec.num_heads}",
                               "choose a tp that divides the attention heads")
@@ -112,16 +114,39 @@ class StageTable:
                          region_ns=parts[0].region_ns if parts else 0, kernels=sum(p.kernels for p in parts),
                          host_ns=sum(p.host_ns for p in parts), tp_calls=sum(p.tp_calls for p in parts))
 
-    def _layer_range(self, stage: int) -> range:
-        return self.layout.stage_layers[stage]
+    def _layer_range(self, stage: int) -> "range | tuple[int, ...]":
+        """The layers one pass of ``stage`` runs; on the last stage of a training run of a model
+        with MTP, the MTP modules' decoder layers follow as layers ``num_layers + d``."""
+        layers = self.layout.stage_layers[stage]
+        if self.mtp_depth and self.schedule.is_last_stage(stage):
+            return (*layers, *range(self.spec.num_layers, self.spec.num_layers + self.mtp_depth))
+        return layers
+
+    def kind_of(self, layer: int) -> int:
+        """The model layer whose shapes ``layer`` has (an MTP decoder layer: the last one's)."""
+        return self.spec.kind_of_layer(layer) if layer >= self.spec.num_layers else layer
+
+    @property
+    def moe_layers(self) -> list[int]:
+        """Every MoE layer a step runs, the MTP modules' included (the routing draws one per layer)."""
+        if not getattr(self.spec, "num_experts", 0):
+            return []
+        return [layer for layer in range(self.spec.num_layers + self.mtp_depth) if self.spec.is_moe_layer(layer)]
 
     def _program(self, kind: str, layer: int) -> list[ProgramItem]:
+        """A pass of ``layer``; an MTP decoder layer (``layer >= num_layers``) carries its module's
+        embedding, norms and projection (:func:`moesim.workload.layers.mtp_pre_forward`)."""
         s, mbs, tp, sp, ep = self.spec, self.mbs, self.tp, self.sp, self.ep
+        mtp = layer >= s.num_layers
+        kind_layer = self.kind_of(layer)
         if kind == "F":
-            return wl.forward_program(s, layer, mbs, tp, sp, ep, self.token_movement)
+            pre = wl.mtp_pre_forward(s, mbs, tp, sp) if mtp else []
+            return pre + wl.forward_program(s, kind_layer, mbs, tp, sp, ep, self.token_movement)
         if kind == "B":
-            return wl.backward_input_program(s, layer, mbs, tp, sp, ep, self.token_movement)
-        return list(wl.backward_weight_ops(s, layer, mbs, tp, sp, ep))
+            post = wl.mtp_pre_backward_input(s, mbs) if mtp else []
+            return wl.backward_input_program(s, kind_layer, mbs, tp, sp, ep, self.token_movement) + post
+        extra = wl.mtp_pre_weight_ops(s, mbs, tp, sp) if mtp else []
+        return list(wl.backward_weight_ops(s, kind_layer, mbs, tp, sp, ep)) + extra
 
     def _edges(self, kind: str, stage: int) -> tuple[list[ProgramItem], list[ProgramItem]]:
         """Embedding / head work before and after the layers of a pass on this stage."""
@@ -131,13 +156,14 @@ class StageTable:
         first, last = stage == 0, self.schedule.is_last_stage(stage)
         before: list[ProgramItem] = []
         after: list[ProgramItem] = []
+        heads = 1 + self.mtp_depth if last else 0   # the model's head, then each MTP module's (shared weights)
         if kind == "F":
             before = tf.embedding_forward_program(s, mbs, tp, sp) if first else []
-            after = tf.head_forward_program(s, mbs, tp, sp) if last else []
+            after = tf.head_forward_program(s, mbs, tp, sp) * heads
         elif kind == "B":
-            before = tf.head_backward_input_program(s, mbs, tp, sp) if last else []
+            before = tf.head_backward_input_program(s, mbs, tp, sp) * heads
         else:
-            before = list(tf.head_backward_weight_ops(s, mbs, tp, sp)) if last else []
+            before = list(tf.head_backward_weight_ops(s, mbs, tp, sp)) * heads
             after = tf.embedding_backward_program(s, mbs, tp, sp) if first else []
         return before, after
 
@@ -165,7 +191,7 @@ class StageTable:
         the pre-MoE norm: the MoE block's own modules (moe, moe_act, shared_experts) free memory
         (:mod:`moesim.memory.activations`) but their re-run is not simulated (the expert exchange
         is lowered apart); :attr:`unsimulated_recompute` names them."""
-        items = wl.recompute_program(self.spec, layer, self.mbs, self.tp, self.sp, self.ep, "selective",
+        items = wl.recompute_program(self.spec, self.kind_of(layer), self.mbs, self.tp, self.sp, self.ep, "selective",
                                      self.recompute_modules, getattr(self, "token_movement", "torchtitan"))
         if not self.spec.is_moe_layer(layer):
             return items
@@ -218,7 +244,7 @@ class StageTable:
 
     def layer_params(self, layer: int) -> float:
         """Parameters of one layer held by one GPU."""
-        return wl.weight_bytes(self.spec, layer, self.tp, self.ep) / DTYPE_BYTES[self.spec.dtype]
+        return wl.weight_bytes(self.spec, self.kind_of(layer), self.tp, self.ep) / DTYPE_BYTES[self.spec.dtype]
 
     def chunk_params(self, stage: int) -> float:
         """Parameters of one virtual stage on one GPU (embedding and head included)."""
@@ -227,6 +253,8 @@ class StageTable:
             params += self.spec.embedding_params / self.tp
         if self.has_embedding and self.schedule.is_last_stage(stage):
             params += self.spec.head_params / self.tp
+            if self.mtp_depth:   # MTP norms and projections (replicated over TP, as Megatron's MTP)
+                params += self.spec.mtp_extra_params
         return params
 
     def grad_bytes(self, rank: int, chunk: int) -> float:
@@ -254,5 +282,6 @@ class StageTable:
 
     def activation_bytes(self, stage: int) -> float:
         """Activation bytes one microbatch keeps on one GPU for one virtual stage."""
-        return sum(wl.activation_bytes(self.spec, layer, self.mbs, self.tp, self.sp, self.ep, self.recompute)
+        return sum(wl.activation_bytes(self.spec, self.kind_of(layer), self.mbs, self.tp, self.sp, self.ep,
+                                       self.recompute)
                    for layer in self._layer_range(stage))

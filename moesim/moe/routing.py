@@ -248,7 +248,10 @@ def _from_trace(config: RoutingConfig, spec: Any, ep: int, layers: range, num_mi
         if have != want:
             raise ConfigError(field, f"the trace has {have}, the run {want}", "record a matching trace",
                               source=config.trace_path)
-    return np.stack([trace.step_counts(step, layer, num_microbatches) for layer in layers])
+    # an MTP module's MoE layer (numbered after the model's) replays the trace of the layer it copies
+    main, mtp = getattr(spec, "num_layers", 0), getattr(spec, "num_nextn_predict_layers", 0)
+    return np.stack([trace.step_counts(step, spec.kind_of_layer(layer) if main <= layer < main + mtp else layer,
+                                       num_microbatches) for layer in layers])
 
 
 def generate_routing(config: RoutingConfig, spec: Any, ep: int, num_layers: int, num_microbatches: int,

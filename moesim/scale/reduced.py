@@ -206,7 +206,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
                                     per_task=scn.host == "eager", cache=cache,
                                     keys=(cache.intern(routing_key), cache.intern(solver_key),
                                           cache.intern(pricing_key)),
-                                    layers=[layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)])
+                                    layers=table.moe_layers)
     slowdown = compute_slowdown(scenario_overlap(scn), scn.overlap_slowdown, cost, probe.gpu_kind)
     sim = Simulation(lane_topo, mode="fluid", link_efficiency=efficiency, overlap_slowdown=slowdown, seed=scn.seed,
                      record_link_counters=False)   # lane links are stand-ins: their counters would mislead
@@ -258,7 +258,7 @@ def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: Red
 
     moe = scn.moe
     if moe.routing is not None and moe.routing.kind != "trace" and moe.routing.sampler == "auto":
-        moe_layers = [layer for layer in range(spec.num_layers) if spec.is_moe_layer(layer)]
+        moe_layers = table.moe_layers
         span = moe_layers[-1] - moe_layers[0] + 1
         total = span * scn.plan.num_microbatches * scn.plan.ep * table.tokens_per_rank
         sampler = "exact" if total <= EXACT_TOKEN_LIMIT else "fast"

@@ -112,17 +112,34 @@ def _mtp_projection(spec: TransformerSpec, mbs: int) -> Gemm:
     return Gemm(m=spec.tokens(mbs), n=spec.hidden, k=2 * spec.hidden, dtype=spec.dtype, name="mtp.proj")
 
 
+def mtp_pre_forward(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """What one MTP module runs before its decoder layer: the embedding of the shifted tokens
+    (the shared table), the two RMSNorms and the ``2h -> h`` projection."""
+    e = DTYPE_BYTES[spec.dtype] * spec.tokens(mbs) * spec.hidden
+    return [*tf.embedding_forward_program(spec, mbs, tp, sp), MemoryOp("norm", 4.0 * e, "mtp.norms"),
+            _mtp_projection(spec, mbs)]
+
+
+def mtp_pre_backward_input(spec: TransformerSpec, mbs: int) -> list[ProgramItem]:
+    """Activation-gradient backward of :func:`mtp_pre_forward` (after the decoder layer's)."""
+    e = DTYPE_BYTES[spec.dtype] * spec.tokens(mbs) * spec.hidden
+    return [dgrad(_mtp_projection(spec, mbs)), MemoryOp("norm", 6.0 * e, "mtp.norms.bwd")]
+
+
+def mtp_pre_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False) -> list[ProgramItem]:
+    """Weight-gradient work of :func:`mtp_pre_forward`: the projection's, the embedding's scatter."""
+    return [wgrad(_mtp_projection(spec, mbs)), *tf.embedding_backward_program(spec, mbs, tp, sp)]
+
+
 def mtp_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool = False, ep: int = 1,
                         token_movement: str = "torchtitan") -> list[ProgramItem]:
-    """Forward of the MTP modules on the last stage (arXiv:2412.19437 §2.2): per depth, the
-    embedding of the shifted tokens (shared table), two RMSNorms, the projection, one decoder
-    layer of the last layer's kind and the shared output head with its cross entropy. Empty
-    without MTP."""
+    """Forward of the MTP modules on the last stage (arXiv:2412.19437 §2.2): per depth,
+    :func:`mtp_pre_forward`, one decoder layer of the last layer's kind and the shared output
+    head with its cross entropy. Empty without MTP. (A training step lowers depth d's decoder
+    layer as layer ``num_layers + d`` of the last stage: ``TransformerSpec.kind_of_layer``.)"""
     out: list[ProgramItem] = []
-    e = DTYPE_BYTES[spec.dtype] * spec.tokens(mbs) * spec.hidden
     for _ in range(spec.num_nextn_predict_layers):
-        out += [*tf.embedding_forward_program(spec, mbs, tp, sp), MemoryOp("norm", 4.0 * e, "mtp.norms"),
-                _mtp_projection(spec, mbs),
+        out += [*mtp_pre_forward(spec, mbs, tp, sp),
                 *forward_program(spec, spec.mtp_layer_index, mbs, tp, sp, ep, token_movement),
                 *tf.head_forward_program(spec, mbs, tp, sp)]
     return out
@@ -132,11 +149,10 @@ def mtp_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp:
                                token_movement: str = "torchtitan") -> list[ProgramItem]:
     """Activation-gradient backward of :func:`mtp_forward_program`, in execution order."""
     out: list[ProgramItem] = []
-    e = DTYPE_BYTES[spec.dtype] * spec.tokens(mbs) * spec.hidden
     for _ in range(spec.num_nextn_predict_layers):
         out += [*tf.head_backward_input_program(spec, mbs, tp, sp),
                 *backward_input_program(spec, spec.mtp_layer_index, mbs, tp, sp, ep, token_movement),
-                dgrad(_mtp_projection(spec, mbs)), MemoryOp("norm", 6.0 * e, "mtp.norms.bwd")]
+                *mtp_pre_backward_input(spec, mbs)]
     return out
 
 
@@ -147,7 +163,7 @@ def mtp_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bo
     for _ in range(spec.num_nextn_predict_layers):
         out += [*tf.head_backward_weight_ops(spec, mbs, tp, sp),
                 *backward_weight_ops(spec, spec.mtp_layer_index, mbs, tp, sp, ep),
-                wgrad(_mtp_projection(spec, mbs)), *tf.embedding_backward_ops(spec, mbs, tp, sp)]
+                *compute_only(mtp_pre_weight_ops(spec, mbs, tp, sp))]
     return out
 
 

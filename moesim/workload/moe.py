@@ -126,6 +126,8 @@ class MoESpec(TransformerSpec):
 
     # -- layout ---------------------------------------------------------------------------
     def is_moe_layer(self, layer_index: int) -> bool:
+        """Whether layer ``layer_index`` (an MTP module's decoder layer: its kind's) routes to experts."""
+        layer_index = self.kind_of_layer(layer_index)
         if layer_index < self.first_k_dense:
             return False
         if isinstance(self.moe_layer_freq, tuple):

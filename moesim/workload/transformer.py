@@ -163,7 +163,7 @@ class TransformerSpec:
         ``None`` asks for a full-attention layer."""
         if not self.sliding_window or layer_index is None:
             return 0
-        if self.layer_types and self.layer_types[layer_index] != "sliding_attention":
+        if self.layer_types and self.layer_types[self.kind_of_layer(layer_index)] != "sliding_attention":
             return 0
         return self.sliding_window
 
@@ -259,6 +259,23 @@ class TransformerSpec:
         """The model layer whose kind (dense or MoE, attention) each MTP module's block copies: the last."""
         return self.num_layers - 1
 
+    def kind_of_layer(self, layer_index: int) -> int:
+        """The model layer whose kind layer ``layer_index`` has: itself, or for the decoder layer
+        of MTP depth d (index ``num_layers + d``, as a training step runs it after the model's
+        layers) :attr:`mtp_layer_index`."""
+        if layer_index < self.num_layers:
+            return layer_index
+        if layer_index < self.num_layers + self.num_nextn_predict_layers:
+            return self.mtp_layer_index
+        raise ConfigError("layer", f"layer {layer_index} is beyond the {self.num_layers} layers and "
+                          f"{self.num_nextn_predict_layers} MTP module(s)", "give a layer index below the model's")
+
+    @property
+    def mtp_extra_params(self) -> int:
+        """MTP weights besides its decoder layers: per depth two RMSNorms in, the ``2h -> h``
+        projection and the shared head's norm."""
+        return self.num_nextn_predict_layers * (3 * self.norm_params + 2 * self.hidden * self.hidden)
+
     @property
     def mtp_params(self) -> int:
         """Weights of the MTP modules (0 without them): per depth two RMSNorms (hidden state,
@@ -266,8 +283,7 @@ class TransformerSpec:
         DeepSeek-V3: 11.7B besides the embedding and head it shares (HF lists 14B with them)."""
         if not self.num_nextn_predict_layers:
             return 0
-        per_depth = 3 * self.norm_params + 2 * self.hidden * self.hidden + self.layer_params(self.mtp_layer_index)
-        return self.num_nextn_predict_layers * per_depth
+        return self.mtp_extra_params + self.num_nextn_predict_layers * self.layer_params(self.mtp_layer_index)
 
     @property
     def total_params(self) -> int:
