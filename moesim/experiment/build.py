@@ -76,7 +76,8 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
         table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                               sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                               recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
-                           autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
+                              split_slots=scn.memory.split_slots(spec),
+                              autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                               **table_kwargs(overlap))
         exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
     else:
@@ -85,6 +86,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
         table = StageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
                            sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                            recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
+                           split_slots=scn.memory.split_slots(spec),
                            autograd=scn.mode != "forward")
     for rank in faults.slow_gpus:
         if rank >= topo.num_gpus:

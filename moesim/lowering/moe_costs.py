@@ -78,10 +78,12 @@ class MoEStageTable(StageTable):
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, recompute: str = "none",
                  experts: str = "grouped", token_movement: str = "torchtitan",
                  capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
-                 fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None) -> None:
+                 fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None,
+                 split_slots: tuple[int, int] = (0, 0)) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
-                         recompute=recompute, autograd=autograd, recompute_modules=recompute_modules)
+                         recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
+                         split_slots=split_slots)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
         moe_exec.check_exec(experts, token_movement, capacity_factor)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor

@@ -37,15 +37,22 @@ ADAM_BYTES_PER_PARAM = 32.0
 AR_EQUIVALENT = {"all_reduce": 1.0, "all_gather": 0.5, "reduce_scatter": 0.5}
 
 
-def stage_layer_ranges(num_layers: int, num_stages: int) -> tuple[range, ...]:
+def stage_layer_ranges(num_layers: int, num_stages: int, leading: int = 0, trailing: int = 0) -> tuple[range, ...]:
     """The layers of each virtual stage, split as the memory budget splits them
-    (:func:`moesim.memory.layout.split_layers`: the first ``num_layers % num_stages`` stages take
-    one layer more, as Megatron's uneven split; DeepSeek-V3's 61 layers over 16 stages). A stage
-    with no layer cannot be simulated and is an error here."""
+    (:func:`moesim.memory.layout.split_layers`: the first stages take one slot more, as Megatron's
+    uneven split; ``leading`` / ``trailing`` slots for the embedding and the loss and MTP modules
+    where ``memory.account_for_*_in_pipeline_split`` asks, as ``MemoryConfig.split_slots`` gives
+    them). A stage with no layer cannot be simulated and is an error here."""
     if num_layers < num_stages:
         raise ConfigError("plan", f"the model's {num_layers} layers cannot fill {num_stages} virtual pipeline "
                           "stages (a stage would hold no layer)", "use fewer stages (pp x vpp <= layers)")
-    return split_layers(num_layers, num_stages)
+    ranges = split_layers(num_layers, num_stages, leading, trailing)
+    if (leading or trailing) and min(len(r) for r in ranges) == 0:
+        raise ConfigError("memory.account_for_embedding_in_pipeline_split",
+                          f"counting {leading} embedding and {trailing} loss/MTP slots in the split of {num_layers} "
+                          f"layers over {num_stages} stages leaves a stage with no layer",
+                          "turn the account_for_* options off or use fewer stages")
+    return ranges
 
 
 def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[float, float],
@@ -82,7 +89,8 @@ class StageTable:
 
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none",
-                 autograd: bool = True, recompute_modules: "tuple[str, ...] | None" = None) -> None:
+                 autograd: bool = True, recompute_modules: "tuple[str, ...] | None" = None,
+                 split_slots: tuple[int, int] = (0, 0)) -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
         self.region = kernel_region(cost)  # (region_ns, floor_ns): 0 for the roofline
         self.host = host_pricing(cost, autograd=autograd)  # host time per op class (segments' host_ns);
@@ -92,8 +100,9 @@ class StageTable:
         self.recompute_modules = tuple(recompute_modules) if recompute_modules is not None else None
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
         self.grad_dtype_bytes = grad_dtype_bytes
-        stage_layer_ranges(spec.num_layers, schedule.num_stages)  # refuses stages with no layer
-        self.layout = layout_from_schedule(schedule, spec.num_layers)
+        # the split the memory budget uses (MemoryConfig.split_slots); refuses stages with no layer
+        stage_layer_ranges(spec.num_layers, schedule.num_stages, *split_slots)
+        self.layout = layout_from_schedule(schedule, spec.num_layers, *split_slots)
         self.has_embedding = isinstance(spec, tf.TransformerSpec)
         # DeepSeek-V3's MTP modules train on the last stage (a forward-only run has no MTP loss)
         self.mtp_depth = spec.num_nextn_predict_layers if self.has_embedding and autograd else 0

@@ -179,7 +179,8 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                           recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
-                           autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
+                          split_slots=scn.memory.split_slots(spec),
+                          autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                           **table_kwargs(scenario_overlap(scn)))
     # The EP groups' own fabric: the nodes the tp EP groups of one DP block share, of the same
     # topology (routing and phase solves); group t holds GPUs t, t + tp, t + 2 tp, ...
