@@ -73,3 +73,25 @@ def test_layer_kinds_beyond_the_model_are_refused() -> None:
     with pytest.raises(ConfigError) as e:
         MTP.is_moe_layer(5)
     assert e.value.field == "layer"
+
+
+def test_the_step_splits_layers_as_the_memory_budget_does() -> None:
+    """Megatron's account_for_*_in_pipeline_split: the simulated stages hold the layers the memory
+    budget counts (embedding and loss + MTP as slots), down to a last stage of MTP and loss alone."""
+    from moesim.experiment.build import build_scenario
+    from moesim.lowering.resolve import make_schedule
+    from moesim.memory.layout import layout_from_schedule
+
+    spec = dataclasses.replace(MTP, num_layers=5)          # 5 layers + embedding + loss + MTP = 8 slots
+    memory = MemoryConfig(recompute="none", account_for_embedding_in_pipeline_split=True,
+                          account_for_loss_in_pipeline_split=True)
+    scn = dataclasses.replace(_scenario(spec), memory=memory,
+                              plan=dataclasses.replace(_scenario(spec).plan, pp=2))
+    slots = memory.split_slots(spec)
+    assert slots == (1, 2)
+    want = layout_from_schedule(make_schedule(scn), spec.num_layers, *slots).stage_layers
+    assert want == (range(0, 3), range(3, 5))
+    built = build_scenario(scn, force=True)
+    assert built.table.layout.stage_layers == want
+    res, rec = run_scenario(scn, force=True)
+    assert _layers_of(rec, lambda r: r >= 8) == {3, 4, 5} and res.step_time_ms > 0

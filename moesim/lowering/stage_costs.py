@@ -42,17 +42,12 @@ def stage_layer_ranges(num_layers: int, num_stages: int, leading: int = 0, trail
     (:func:`moesim.memory.layout.split_layers`: the first stages take one slot more, as Megatron's
     uneven split; ``leading`` / ``trailing`` slots for the embedding and the loss and MTP modules
     where ``memory.account_for_*_in_pipeline_split`` asks, as ``MemoryConfig.split_slots`` gives
-    them). A stage with no layer cannot be simulated and is an error here."""
+    them: then the first or last stage may hold the embedding or the loss and MTP modules alone,
+    as Megatron's ``Et|(tt|)*30mL`` layout does). Without them fewer layers than stages is an error."""
     if num_layers < num_stages:
         raise ConfigError("plan", f"the model's {num_layers} layers cannot fill {num_stages} virtual pipeline "
                           "stages (a stage would hold no layer)", "use fewer stages (pp x vpp <= layers)")
-    ranges = split_layers(num_layers, num_stages, leading, trailing)
-    if (leading or trailing) and min(len(r) for r in ranges) == 0:
-        raise ConfigError("memory.account_for_embedding_in_pipeline_split",
-                          f"counting {leading} embedding and {trailing} loss/MTP slots in the split of {num_layers} "
-                          f"layers over {num_stages} stages leaves a stage with no layer",
-                          "turn the account_for_* options off or use fewer stages")
-    return ranges
+    return split_layers(num_layers, num_stages, leading, trailing)
 
 
 def program_work(cost: CostModel, program: Sequence[ProgramItem], region: tuple[float, float],
