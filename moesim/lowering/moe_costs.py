@@ -90,6 +90,9 @@ class MoEStageTable(StageTable):
         # moesim.lowering.overlap: shared experts during the dispatch (else before it); a BW's
         # weight gradients inside each layer's backward (else after the whole input backward)
         self.shared_overlap, self.fused_wgrad = shared_overlap, fused_wgrad
+        # --recompute-modules moe_act / shared_experts: re-run before the backward that needs them
+        modules = (self.recompute_modules or ()) if recompute == "selective" else ()
+        self.recompute_act, self.recompute_shared = "moe_act" in modules, "shared_experts" in modules
         # padded: each source rank sends every expert exactly its capacity (Megatron pads before the all-to-all)
         self.capacity = (moe_exec.capacity(capacity_factor, self.tokens_per_rank, spec.top_k, spec.num_experts)
                          if experts == "padded" else 0)
@@ -102,6 +105,8 @@ class MoEStageTable(StageTable):
             rest = [x for x in program if not _is_expert(x)]
             return [self._cost(acc + rest), Exchange(layer, "W", StageWork(0, 0.0))], []
         pre, post, shared = split_moe_program(program)
+        if kind == "B":
+            shared = self._shared_again(layer) + shared
         if not self.shared_overlap:   # shared experts before the router: the dispatch waits for them
             return [*self._synced(acc + shared + pre), Exchange(layer, kind, StageWork(0, 0.0))], list(post)
         return [*self._synced(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
@@ -132,7 +137,7 @@ class MoEStageTable(StageTable):
                 acc = acc + program + weights
                 continue
             pre, post, shared = split_moe_program(program)
-            shared = shared + [x for x in weights if _is_shared(x)]
+            shared = self._shared_again(layer) + shared + [x for x in weights if _is_shared(x)]
             dense_w = [x for x in weights if not _is_shared(x) and not _is_expert(x)]
             if not self.shared_overlap:
                 out += [*self._synced(acc + shared + pre), Exchange(layer, "B", StageWork(0, 0.0), wgrad=True)]
@@ -141,6 +146,11 @@ class MoEStageTable(StageTable):
             acc = list(post) + dense_w
         out.append(self._cost(acc + after + w_after))
         return out
+
+    def _shared_again(self, layer: int) -> list[ProgramItem]:
+        """The shared experts' forward, re-run before their backward under ``shared_experts``
+        recompute (their activations were not kept); nothing otherwise."""
+        return split_moe_program(self._program("F", layer))[2] if self.recompute_shared else []
 
     def _synced(self, program: list[ProgramItem]) -> list[StageWork]:
         """``program`` as compute segments cut after each op whose result the host must read
@@ -174,7 +184,7 @@ class MoEStageTable(StageTable):
         backward) for its local experts' token ``counts``, as the scenario's ``experts`` mode runs it
         (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
         tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
-                                      padded_rows=self.ep * self.capacity)
+                                      padded_rows=self.ep * self.capacity, recompute_act=self.recompute_act)
         return [self._quantized(task, phase) for task in tasks]
 
     def _quantized(self, task: moe_exec.ExpertTask, phase: str) -> moe_exec.ExpertTask:
@@ -235,7 +245,7 @@ class MoEStageTable(StageTable):
         skip = self._skip(phase)
         act = DTYPE_BYTES[self.spec.dtype]
         return [tuple(with_quantize((op,), act, skip))
-                for op in moe_exec.kernel_ops(self.spec, rows, phase, self.token_movement)]
+                for op in moe_exec.kernel_ops(self.spec, rows, phase, self.token_movement, self.recompute_act)]
 
     def _skip(self, phase: str) -> frozenset:
         """GEMMs whose input arrives quantized (:meth:`_quantized`)."""
@@ -264,7 +274,8 @@ class MoEStageTable(StageTable):
     def _loop_chain(self, phase: str, num_tokens: int) -> tuple:
         """One expert's loop chain, FP8 GEMMs preceded by their quantize kernels."""
         task = moe_exec.ExpertTask("expert", tuple(moe_exec.loop_chain_ops(self.spec, num_tokens, phase,
-                                                                           self.token_movement)), num_tokens)
+                                                                           self.token_movement, self.recompute_act)),
+                                   num_tokens)
         return self._quantized(task, phase).ops
 
     @lru_cache(maxsize=None)

@@ -192,9 +192,10 @@ class StageTable:
     def _recomputed_modules(self, layer: int) -> list[ProgramItem]:
         """The forward items of ``layer`` its ``--recompute-modules`` re-run before backward
         (:func:`moesim.workload.layers.recompute_program`). Of an MoE layer, the attention part and
-        the pre-MoE norm: the MoE block's own modules (moe, moe_act, shared_experts) free memory
-        (:mod:`moesim.memory.activations`) but their re-run is not simulated (the expert exchange
-        is lowered apart); :attr:`unsimulated_recompute` names them."""
+        the pre-MoE norm; the MoE block's ``moe_act`` and ``shared_experts`` re-run inside the
+        expert exchange (:class:`moesim.lowering.moe_costs.MoEStageTable`); ``moe`` (the whole
+        block, dispatch included) frees memory (:mod:`moesim.memory.activations`) but its re-run is
+        not simulated: :attr:`unsimulated_recompute` names it."""
         items = wl.recompute_program(self.spec, self.kind_of(layer), self.mbs, self.tp, self.sp, self.ep, "selective",
                                      self.recompute_modules, getattr(self, "token_movement", "torchtitan"))
         if not self.spec.is_moe_layer(layer):
@@ -206,7 +207,7 @@ class StageTable:
         """Recompute modules whose memory saving is counted but whose re-run is not simulated."""
         if self.recompute != "selective" or not self.recompute_modules or not getattr(self.spec, "num_experts", 0):
             return ()
-        return tuple(m for m in self.recompute_modules if m in ("moe", "moe_act", "shared_experts"))
+        return tuple(m for m in self.recompute_modules if m == "moe")
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         """Segments a layer closes (none for a dense layer) and the open compute after it."""

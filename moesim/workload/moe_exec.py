@@ -347,8 +347,11 @@ def _projections(spec, token_movement: str) -> list[tuple[str, int, int]]:
 GemmMaker = Callable[[str, int, int, str], ComputeOp]  # (name, n, k, layout) -> one GEMM kernel
 
 
-def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker) -> list[ComputeOp]:
-    """One FFN's kernels over ``rows`` token rows in ``phase`` (F, B input grad, W weight grad)."""
+def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
+           recompute_act: bool = False) -> list[ComputeOp]:
+    """One FFN's kernels over ``rows`` token rows in ``phase`` (F, B input grad, W weight grad);
+    ``recompute_act`` (Megatron's ``--recompute-modules moe_act``): B first re-runs the forward's
+    activation kernels, whose output the forward did not keep."""
     if phase == "BW":
         raise ConfigError("phase", "a kernel chain is one of F, B, W; BW is an order of B and W tasks",
                           "ask expert_tasks for phase BW, or for B and W chains separately")
@@ -365,12 +368,14 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker) ->
         act_bytes = (3 if act == "swiglu" else 2) * e * rows * f
         return [fwd[0], _mem("elementwise", act_bytes, f"expert.{act}"), fwd[1]]
     dg = [gemm(f"{name}.dgrad", k, n, "dgrad") for name, n, k in reversed(proj)]
+    again = [_mem(op.kind, op.bytes, f"{op.name}.recompute", op.variant)
+             for op in _chain(spec, rows, token_movement, "F", gemm) if isinstance(op, MemoryOp)] if recompute_act else []
     if len(proj) == 3:
-        return [dg[0], _mem("elementwise", 5 * e * rows * f, "expert.mul.bwd"),
+        return [*again, dg[0], _mem("elementwise", 5 * e * rows * f, "expert.mul.bwd"),
                 _mem("elementwise", 3 * e * rows * f, "expert.silu.bwd"), dg[1], dg[2],
                 _mem("elementwise", 3 * e * rows * h, "expert.dx_add.bwd")]
     act_bytes = (5 if act == "swiglu" else 3) * e * rows * f
-    return [dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
+    return [*again, dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
 
 
 def _grouped_maker(spec, counts: tuple[int, ...]) -> GemmMaker:
@@ -385,21 +390,25 @@ def _dense_maker(spec, rows: int) -> GemmMaker:
     return make
 
 
-def grouped_ops(spec, counts: Sequence[int], phase: str, token_movement: str = "torchtitan") -> list[ComputeOp]:
+def grouped_ops(spec, counts: Sequence[int], phase: str, token_movement: str = "torchtitan",
+                recompute_act: bool = False) -> list[ComputeOp]:
     """The grouped kernels of one GPU's local experts (``counts[g]`` rows for expert g)."""
     vec = _counts(counts)
-    return _chain(spec, sum(vec), token_movement, _phase(phase), _grouped_maker(spec, vec))
+    return _chain(spec, sum(vec), token_movement, _phase(phase), _grouped_maker(spec, vec), recompute_act)
 
 
-def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "torchtitan") -> list[ComputeOp]:
+def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "torchtitan",
+               recompute_act: bool = False) -> list[ComputeOp]:
     """The grouped kernels of one GPU's experts in ``phase``, one task each in grouped / padded
     mode (``rows``: the counts, or the padded counts); BW is B's kernels then W's."""
-    return [op for ph in (("B", "W") if phase == "BW" else (phase,)) for op in grouped_ops(spec, rows, ph, token_movement)]
+    return [op for ph in (("B", "W") if phase == "BW" else (phase,))
+            for op in grouped_ops(spec, rows, ph, token_movement, recompute_act)]
 
 
-def loop_chain_ops(spec, rows: int, phase: str, token_movement: str = "torchtitan") -> list[ComputeOp]:
+def loop_chain_ops(spec, rows: int, phase: str, token_movement: str = "torchtitan",
+                   recompute_act: bool = False) -> list[ComputeOp]:
     """One expert's kernel chain on ``rows`` tokens (``torch.matmul`` per projection)."""
-    return _chain(spec, rows, token_movement, _phase(phase), _dense_maker(spec, rows))
+    return _chain(spec, rows, token_movement, _phase(phase), _dense_maker(spec, rows), recompute_act)
 
 
 def stacked_select_backward_ops(spec, num_experts: int) -> list[ComputeOp]:
@@ -453,7 +462,7 @@ def padded_counts(counts: Sequence[int], rows_per_expert: int) -> tuple[int, ...
 
 def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "grouped",
                  token_movement: str = "torchtitan", experts_ids: "Sequence[int] | None" = None,
-                 padded_rows: int = 0) -> list[ExpertTask]:
+                 padded_rows: int = 0, recompute_act: bool = False) -> list[ExpertTask]:
     """One GPU's expert work in ``phase`` as engine tasks, in stream order.
 
     ``counts``: tokens of each local expert (zeros included; ``experts_ids`` names them, default
@@ -467,13 +476,15 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     per expert with tokens, then a ``cat`` of the outputs. The backward follows autograd's ready
     queue, which runs the node created last first: expert by expert from the last one, each
     expert's whole backward before the previous expert's (:func:`_loop_backward`); B and BW end
-    with the ``cat`` that is ``torch.split``'s backward."""
+    with the ``cat`` that is ``torch.split``'s backward. ``recompute_act``: each B chain starts
+    by re-running its forward activation (``moe_act`` recompute)."""
     check_exec(experts, token_movement, 1.0 if experts == "padded" else None)
     vec, phase = _counts(counts), _phase(phase)
     ids = list(experts_ids) if experts_ids is not None else list(range(len(vec)))
     if experts != "loop":
         rows = padded_counts(vec, padded_rows) if experts == "padded" else vec
-        return [ExpertTask(op.name, (op,), sum(rows)) for op in kernel_ops(spec, rows, phase, token_movement)]
+        return [ExpertTask(op.name, (op,), sum(rows))
+                for op in kernel_ops(spec, rows, phase, token_movement, recompute_act)]
     tasks: list[ExpertTask] = []
     if phase == "F":
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
@@ -483,7 +494,7 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
                 tasks.append(ExpertTask(f"expert{eid}", chain, n, expert=eid,
                                         body=chain if token_movement == "torchtitan" else ()))
     else:
-        tasks += _loop_backward(spec, vec, ids, phase, token_movement)
+        tasks += _loop_backward(spec, vec, ids, phase, token_movement, recompute_act)
     total = sum(vec)
     if phase != "W" and total:
         e = float(DTYPE_BYTES[spec.dtype])
@@ -493,7 +504,7 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
 
 
 def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
-                   token_movement: str) -> list[ExpertTask]:
+                   token_movement: str, recompute_act: bool = False) -> list[ExpertTask]:
     """A loop's backward tasks in autograd's order: the experts from the last to the first.
 
     Each expert's nodes (its ``MmBackward``, ``Mul``/``Silu`` backward, and with torchtitan's
@@ -520,7 +531,7 @@ def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
     tasks: list[ExpertTask] = []
     first = True
     for eid, n in reversed(list(zip(ids, vec))):
-        grads = tuple(loop_chain_ops(spec, n, "B", token_movement)) if n > 0 else ()
+        grads = tuple(loop_chain_ops(spec, n, "B", token_movement, recompute_act)) if n > 0 else ()
         wgrads = tuple(loop_chain_ops(spec, n, "W", token_movement) if n > 0
                        else empty_wgrad_ops(spec, token_movement) if stacked else ())
         share = tuple(select_backward_share(spec, num, first)) if stacked else ()
