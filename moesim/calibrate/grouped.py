@@ -22,7 +22,8 @@ rounded up to 16 and the row says so (``aligned``).
 ``fp8_scaled``: ``torch._scaled_mm`` with rowwise scales (fp32 per row of A and per column of B,
 as torchao / torchtitan rowwise float8) and blockwise scales (1x128 activation, 128x128 weight
 blocks, where the installed torch and GPU accept them; otherwise an ``errors`` entry says so),
-``torch._scaled_grouped_mm`` (rowwise, counts padded to 16) where present, and the quantize
+``torch._scaled_grouped_mm`` (rowwise, counts padded to 16; forward, dgrad and wgrad layouts, each
+where the build runs it) where present, and the quantize
 kernels a torchao-style eager rowwise/tensorwise cast launches, as ``memory`` rows of kind
 ``cast`` (``nbytes`` = bf16 read + fp8 written). ``--device cpu`` runs both sections on tiny
 shapes in seconds; what CPU torch lacks is recorded in the section's errors.
@@ -324,41 +325,81 @@ def _fp8_gemms(sec: Section, timer: Timer, grid: Grid, device: str, budget: Budg
         sec.attempt(f"{scaling} m={m} n={n} k={k}", budget, one)
 
 
+FP8_GROUPED_LAYOUTS = ("fwd", "dgrad", "wgrad")
+
+
+def fp8_grouped_call(layout: str, bufs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], counts: list[int],
+                     n: int, k: int, device: str, scales_2d: int = 0) -> Callable[[], torch.Tensor]:
+    """One rowwise ``torch._scaled_grouped_mm`` of ``layout`` for a projection ``[n, k]`` (forward
+    ``y = x w^T``) on views of (activation, grad, weight) fp8 buffers, operands in the layouts the
+    kernel takes (A K-contiguous, B column-major: the transposed fp8 copies a framework keeps):
+    fwd ``x[rows,k] @ w^T`` (3-D weights), dgrad ``dy[rows,n] @ w`` (3-D), wgrad ``x^T @ dy`` with
+    the groups along the token dimension (2-D x 2-D, one ``[k, n]`` result per group).
+    ``scales_2d`` picks the wgrad scale shapes (:data:`_WGRAD_SCALES`)."""
+    a_buf, g_buf, w_buf = bufs
+    rows, groups, offs = sum(counts), len(counts), _offs(counts, device)
+    ones = lambda *shape: torch.ones(*shape, device=device)  # noqa: E731
+    if layout == "fwd":
+        a, b = a_buf[: rows * k].view(rows, k), w_buf[: groups * n * k].view(groups, n, k).transpose(-2, -1)
+        sa, sb = ones(rows), ones(groups, n)
+    elif layout == "dgrad":
+        a, b = g_buf[: rows * n].view(rows, n), w_buf[: groups * n * k].view(groups, k, n).transpose(-2, -1)
+        sa, sb = ones(rows), ones(groups, k)
+    else:
+        a, b = a_buf[: k * rows].view(k, rows), g_buf[: n * rows].view(n, rows).t()
+        sa, sb = _WGRAD_SCALES[scales_2d](k, n, groups, ones)
+    return lambda: torch._scaled_grouped_mm(a, b, sa, sb, offs=offs, out_dtype=torch.bfloat16, use_fast_accum=True)
+
+
+# 2-D x 2-D rowwise scale shapes torch builds have taken: per (group, row of A) and (group, column of B)
+_WGRAD_SCALES = (lambda k, n, g, ones: (ones(k * g), ones(n * g)),
+                 lambda k, n, g, ones: (ones(g, k), ones(g, n)))
+
+
+def _probe_fp8_grouped(layout: str, device: str) -> tuple["int | None", str]:
+    """(wgrad scale-shape choice, or 0; None where the layout does not run here, with the error)."""
+    bufs = (_fp8(32 * 128, device, 97), _fp8(32 * 128, device, 96), _fp8(2 * 128 * 128, device, 98))
+    err = ""
+    for choice in range(len(_WGRAD_SCALES) if layout == "wgrad" else 1):
+        try:
+            fp8_grouped_call(layout, bufs, [16, 16], 128, 128, device, choice)()
+            return choice, ""
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+            err = error_line(exc, 160)
+    return None, err
+
+
 def _fp8_grouped(sec: Section, timer: Timer, device: str, budget: Budget) -> None:
     if not hasattr(torch, "_scaled_grouped_mm"):
         sec.errors.append(f"fp8_scaled: torch {torch.__version__} has no torch._scaled_grouped_mm")
         return
-    try:  # one tiny call: CPU builds have no kernel, and one error line says so
-        a, w = _fp8(32 * 128, device, 97).view(32, 128), _fp8(2 * 128 * 128, device, 98).view(2, 128, 128)
-        torch._scaled_grouped_mm(a, w.transpose(-2, -1), torch.ones(32, device=device),
-                                 torch.ones(2, 128, device=device), offs=_offs([16, 16], device),
-                                 out_dtype=torch.bfloat16)
-    except (RuntimeError, NotImplementedError) as exc:
-        sec.errors.append(f"fp8_scaled: torch._scaled_grouped_mm not runnable with torch {torch.__version__} on "
-                          f"{device}: {error_line(exc, 160)}")
+    layouts = {}
+    for layout in FP8_GROUPED_LAYOUTS:  # one tiny call each: what the build and GPU run, and why not
+        choice, err = _probe_fp8_grouped(layout, device)
+        if choice is None:
+            sec.errors.append(f"fp8_scaled: torch._scaled_grouped_mm ({layout}) not runnable with torch "
+                              f"{torch.__version__} on {device}: {err}")
+        else:
+            layouts[layout] = choice
+    if not layouts:
         return
     plan, rng = plan_for(device), np.random.default_rng(17)
     avgs = plan.avg_tokens[1:3]
     kmax = max(max(nk) for nk in plan.fp8_shapes)
     rows_max = max(plan.fp8_experts) * (max(avgs) + ALIGN_ROWS)
-    a_buf = _fp8(rows_max * kmax, device, 94)
-    w_buf = _fp8(max(plan.fp8_experts) * max(n * k for n, k in plan.fp8_shapes), device, 95)
+    bufs = (_fp8(rows_max * kmax, device, 94), _fp8(rows_max * kmax, device, 96),
+            _fp8(max(plan.fp8_experts) * max(n * k for n, k in plan.fp8_shapes), device, 95))
     kinds = ("uniform", "zipf1.2")
     for (n, k), experts, avg, kind in itertools.product(plan.fp8_shapes, plan.fp8_experts, avgs, kinds):
         counts = _aligned(count_vector(kind, experts, experts * avg, rng))
         if 2.0 * sum(counts) * n * k > plan.max_flops:
             continue
-
-        def one(n=n, k=k, counts=counts, kind=kind) -> dict:
-            rows, groups = sum(counts), len(counts)
-            a, w = a_buf[: rows * k].view(rows, k), w_buf[: groups * n * k].view(groups, n, k).transpose(-2, -1)
-            sa, sb = torch.ones(rows, device=device), torch.ones(groups, n, device=device)
-            offs = _offs(counts, device)
-            st = timer.time(lambda: torch._scaled_grouped_mm(a, w, sa, sb, offs=offs, out_dtype=torch.bfloat16,
-                                                             use_fast_accum=True))
-            return {"op": "grouped_gemm_v", "dtype": "fp8", "layout": "fwd", "scaling": "rowwise", "n": n, "k": k,
-                    "counts": counts, "aligned": ALIGN_ROWS, "vector": kind, **st.fields()}
-        sec.attempt(f"scaled_grouped n={n} k={k} {kind} G={experts} rows={sum(counts)}", budget, one)
+        for layout, choice in layouts.items():
+            def one(layout=layout, choice=choice, n=n, k=k, counts=counts, kind=kind) -> dict:
+                st = timer.time(fp8_grouped_call(layout, bufs, counts, n, k, device, choice))
+                return {"op": "grouped_gemm_v", "dtype": "fp8", "layout": layout, "scaling": "rowwise", "n": n,
+                        "k": k, "counts": counts, "aligned": ALIGN_ROWS, "vector": kind, **st.fields()}
+            sec.attempt(f"scaled_grouped {layout} n={n} k={k} {kind} G={experts} rows={sum(counts)}", budget, one)
 
 
 def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
