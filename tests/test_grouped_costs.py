@@ -251,10 +251,33 @@ def test_an_unmeasured_fp8_backward_layout_is_priced_by_the_measured_forward_law
 
     from moesim.costs.roofline import make_cost_model
 
-    model = CalibratedCostModel("h100_sxm", fallback=make_cost_model("H100"))
+    import json
+
+    from moesim.costs.profile import profile_from_dict, resolve_profile_path
+
+    doc = json.loads(resolve_profile_path("h100_sxm").read_text())
+    doc["samples"] = [r for r in doc["samples"] if not (
+        r.get("op") == "grouped_gemm_v" and r.get("dtype") == "fp8" and r.get("layout") != "fwd")]
+    model = CalibratedCostModel(profile_from_dict(doc, name="h100 without fp8 backward rows"),
+                                fallback=make_cost_model("H100"))
     counts = (512,) * 16
     fwd = model.compute_ns(GroupedGemm(counts, 2048, 768, "fp8", "fwd", "rowwise"))
     dgrad = model.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "dgrad", "rowwise"))
     assert dgrad == fwd   # dx[m, k] = dy[m, n] W^T: the forward of inner width n, output width k
     assert any("fp8 rowwise dgrad] (not measured" in f for f in model.fallback_ops)
     assert op_provenance(model, GroupedGemm(counts, 768, 2048, "fp8", "wgrad", "rowwise")) == "measured stand-in"
+
+
+def test_the_h100_profile_measures_the_fp8_grouped_backward_layouts() -> None:
+    """dgrad and wgrad of torch._scaled_grouped_mm (rowwise) are rows of the shipped H100 profile:
+    priced from them (no stand-in label), at the measured time at a measured vector."""
+    from moesim.costs.calibrated import CalibratedCostModel
+
+    model = CalibratedCostModel("h100_sxm")
+    for layout in ("dgrad", "wgrad"):
+        rows = model.profile.select("grouped_gemm_v", dtype="fp8", layout=layout)
+        assert len(rows) >= 20
+        r = rows[len(rows) // 2]
+        t = model.compute_ns(GroupedGemm(tuple(r["counts"]), r["n"], r["k"], "fp8", layout, "rowwise"))
+        assert t == pytest.approx(r["time_ns"], rel=0.15)
+    assert not any("fp8 rowwise" in f for f in model.fallback_ops)
