@@ -155,9 +155,11 @@ class MoEStageTable(StageTable):
     def _synced(self, program: list[ProgramItem]) -> list[StageWork]:
         """``program`` as compute segments cut after each op whose result the host must read
         (``moe_exec.HOST_SYNC_OPS``: Megatron's counts ``.cpu()`` and ``masked_select``, whose
-        output size lives on the GPU); each such segment is marked ``host_sync``, so an eager host
-        thread waits for it before issuing on."""
-        cuts = [i + 1 for i, item in enumerate(program) if getattr(item, "name", "") in moe_exec.HOST_SYNC_OPS]
+        output size lives on the GPU, torchtitan's expert-parallel split sizes; a padded dispatch
+        knows its splits and reads no counts); each such segment is marked ``host_sync``, so an
+        eager host thread waits for it before issuing on."""
+        syncs = moe_exec.HOST_SYNC_OPS - (moe_exec.COUNT_SYNC_OPS if self.experts == "padded" else frozenset())
+        cuts = [i + 1 for i, item in enumerate(program) if getattr(item, "name", "") in syncs]
         if not cuts:
             return [self._cost(program)]
         bounds = [0, *cuts, *([len(program)] if cuts[-1] < len(program) else [])]

@@ -368,7 +368,7 @@ def moe_block_forward_program(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = F
     shared_tokens = T if tp > 1 else T_in
     norm, residual = _layer_edges(spec, e * T_in * spec.hidden)
     return [*norm,
-            *moe_exec.dispatch_side_forward(spec, T_in, token_movement),
+            *moe_exec.dispatch_side_forward(spec, T_in, token_movement, ep),
             CommOp("all_to_all", pairs * dispatch_bytes_per_token(spec), "moe.dispatch", "ep"),
             *_experts_balanced(spec, pairs, ep, "forward"),
             CommOp("all_to_all", pairs * combine_bytes_per_token(spec), "moe.combine", "ep"),

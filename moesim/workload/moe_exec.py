@@ -47,8 +47,11 @@ from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
 EXPERT_MODES = ("grouped", "loop", "padded")
 # ops whose result an eager host reads back (it waits for the GPU to reach them): Megatron's
-# tokens-per-expert ``.cpu()`` and its two ``masked_select`` (the output size is known on the GPU only)
-HOST_SYNC_OPS = frozenset({"router.counts", "moe.masked_select", "moe.probs.masked_select"})
+# tokens-per-expert ``.cpu()`` and its two ``masked_select`` (the output size is known on the GPU
+# only), torchtitan's expert-parallel split sizes (``output_splits`` copied with non_blocking=False)
+HOST_SYNC_OPS = frozenset({"router.counts", "moe.masked_select", "moe.probs.masked_select", "moe.splits_to_host"})
+# of those, the reads of the routed counts, which a padded dispatch (static splits) does not make
+COUNT_SYNC_OPS = frozenset({"router.counts", "moe.splits_to_host"})
 TOKEN_MOVEMENTS = ("torchtitan", "megatron", "fused")
 PHASES = ("F", "B", "W", "BW")   # BW: input and weight gradients in one backward (not split)
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
@@ -276,11 +279,15 @@ def _movement(token_movement: str) -> str:
     return token_movement
 
 
-def dispatch_side_forward(spec, tokens: int, token_movement: str = "torchtitan") -> list[ComputeOp]:
-    """Router and permute before the dispatch all-to-all (forward), in launch order."""
+def dispatch_side_forward(spec, tokens: int, token_movement: str = "torchtitan", ep: int = 1) -> list[ComputeOp]:
+    """Router and permute before the dispatch all-to-all (forward), in launch order. torchtitan
+    with an all-to-all (``ep`` > 1) then copies the send and receive split sizes to the host
+    (``moe.splits_to_host``, ``2 ep`` int64; the small all-to-all of the counts before it is not
+    priced); Megatron's and the fused router read their counts already (``router.counts``)."""
     router, permute, _ = _FORWARD[_movement(token_movement)]
     s = _shape(spec, tokens)
-    return [_gate(spec, s), *router(s), *permute(s)]
+    splits = [_mem("copy", 16.0 * ep, "moe.splits_to_host")] if token_movement == "torchtitan" and ep > 1 else []
+    return [_gate(spec, s), *router(s), *permute(s), *splits]
 
 
 def combine_side_forward(spec, tokens: int, token_movement: str = "torchtitan") -> list[ComputeOp]:
