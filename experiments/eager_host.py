@@ -17,10 +17,11 @@ collective a folded TP collective stands for.
   host thread issues each pipeline send and receive where the program makes it: 955 ms ahead,
   958 ms eager (+0.3%).
 * Qwen3-30B-A3B layers, EP8 at 4,096 tokens: 16 experts per GPU run as grouped GEMMs (one kernel
-  per projection; ``moe.experts="grouped"``), two all-to-all calls per layer and microbatch:
-  220 ms ahead, 220 ms eager (+0.3%). With ``--set moe.experts=loop`` each expert is a chain of
-  small kernels after a read-back of the counts (each body priced by its measured
-  ``expert_loop_body`` host time): 282 ms ahead, 297 ms eager.
+  per projection; ``moe.experts="grouped"``), two all-to-all calls per layer and microbatch, and
+  torchtitan's read-back of the split sizes before each dispatch: 220 ms ahead, 221 ms eager
+  (+0.6%). With ``--set moe.experts=loop`` each expert is a chain of small kernels after a
+  read-back of the counts (each body priced by its measured ``expert_loop_body`` host time):
+  282 ms ahead, 298 ms eager.
 
 Run: python -m moesim run experiments/eager_host.py
 """
