@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from moesim.costs.attention_window import window_ratio
+from moesim.costs.clock import boost_factors, check_clock
 from moesim.costs.devices import DEVICES
 from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
                                   collective_steps, gemm_table, gemm_table_ns)
@@ -58,13 +59,21 @@ class CalibratedCostModel:
 
     calibrated = True
 
-    def __init__(self, profile: "Profile | str | Path", fallback: Any = None) -> None:
+    def __init__(self, profile: "Profile | str | Path", fallback: Any = None, gpu_clock: str = "sustained") -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.fallback = fallback
         self.device = self.profile.device_kind
         self.name = f"{self.profile.name} profile (calibrated, {self.profile.date[:10]})"
         spec = DEVICES.get(self.device)
         self.datasheet = spec
+        # gpu_clock "boost": compute-bound classes at the maximum SM clock (moesim.costs.clock)
+        self.gpu_clock = check_clock(gpu_clock)
+        self._clock = (boost_factors(self.profile.extra.get("sustained_clock"), spec.max_sm_mhz if spec else 0.0,
+                                     f"the {self.profile.name} profile ({self.device})")
+                       if gpu_clock == "boost" else {})
+        if self._clock:
+            self.name += (f" at the boost clock (GEMMs x{self._clock['gemm']:.3f}, attention "
+                          f"x{self._clock['attention']:.3f} of the profile's sustained-clock times)")
         self.hbm_bytes = float(self.profile.extra.get("gpu_memory_bytes") or (spec.hbm_bytes if spec else 0.0)
                                or getattr(fallback, "hbm_bytes", 0.0))
         self.fallback_ops: set[str] = set()
@@ -224,6 +233,8 @@ class CalibratedCostModel:
         """Time of one compute op on one GPU in integer nanoseconds (>= 1)."""
         if op not in self._cache:
             t = self._compute(op)
+            if self._clock and isinstance(op, (Gemm, GroupedGemm, Attention)):
+                t *= self._clock["attention" if isinstance(op, Attention) else "gemm"]
             if not math.isfinite(t):
                 raise ConfigError("profile", f"{self.name} prices {op!r} at {t} ns",
                                   "the profile's samples for this op are out of range; re-run the calibration",

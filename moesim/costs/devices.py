@@ -33,6 +33,8 @@ class DeviceSpec:
         nvlink_gbps_per_direction: NVLink bandwidth per GPU per direction, GB/s.
         sms: streaming multiprocessors.
         source: where the numbers come from.
+        max_sm_mhz: the SM clock a short burst on a cool GPU runs at (``nvidia-smi
+            --query-gpu=clocks.max.sm``); 0 where not known. ``gpu_clock="boost"`` prices against it.
     """
 
     name: str
@@ -42,6 +44,7 @@ class DeviceSpec:
     nvlink_gbps_per_direction: float
     sms: int
     source: str
+    max_sm_mhz: float = 0.0
 
     def __post_init__(self) -> None:
         for attr in ("hbm_bytes", "hbm_bandwidth_gbps", "nvlink_gbps_per_direction", "sms"):
@@ -75,6 +78,8 @@ def _peaks(bf16_tflops: float, fp8_tflops: float = 0.0, fp4_tflops: float = 0.0)
 
 
 _REF = "reference moe_and_hardware.md §6.1"
+# clocks.max.sm that nvidia-smi reported on every lent H100 and H200 (data/validation/runs/*/gpu.txt)
+_LENT_MAX_MHZ = 1980.0
 
 DEVICES: dict[str, DeviceSpec] = {
     "A100": DeviceSpec(
@@ -86,6 +91,7 @@ DEVICES: dict[str, DeviceSpec] = {
         name="H100", hbm_bytes=80 * GIB, hbm_bandwidth_gbps=3350.0, peak_flops=_peaks(989.4, 1978.9),
         nvlink_gbps_per_direction=450.0, sms=132,
         source=f"{_REF}: H100 SXM5, glennklockwood.com/garden/processors/h100; hpctech H100 table",
+        max_sm_mhz=_LENT_MAX_MHZ,
     ),
     "H100-PCIE": DeviceSpec(
         name="H100-PCIE", hbm_bytes=80 * GIB, hbm_bandwidth_gbps=2000.0, peak_flops=_peaks(756.0, 1513.0),
@@ -103,6 +109,7 @@ DEVICES: dict[str, DeviceSpec] = {
         name="H200", hbm_bytes=141 * GIB, hbm_bandwidth_gbps=4800.0, peak_flops=_peaks(989.0, 1979.0),
         nvlink_gbps_per_direction=450.0, sms=132,
         source=f"{_REF}: H200 SXM, lzwjava H200 spec page; aiminingco.com/gpu/h200/specs; SMs = H100",
+        max_sm_mhz=_LENT_MAX_MHZ,
     ),
     "B200": DeviceSpec(
         name="B200", hbm_bytes=180 * GIB, hbm_bandwidth_gbps=7700.0,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Mapping
 
+from moesim.costs.clock import GPU_CLOCKS
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults
 from moesim.lowering.host import host_mode
@@ -132,7 +133,11 @@ class Scenario:
     :mod:`moesim.lowering.grad_accumulation`) or ``"add_every"`` (the same, with ``.grad`` kept
     from before the step, as a loop without ``zero_grad`` does: every microbatch adds). ``gpus_per_node`` replaces the topology file's
     GPUs per node (e.g. one GPU of a DGX H200). ``overlap`` holds the frameworks' communication-overlap
-    switches under their Megatron names (:class:`moesim.lowering.overlap.OverlapOptions`)."""
+    switches under their Megatron names (:class:`moesim.lowering.overlap.OverlapOptions`).
+    ``gpu_clock`` is ``"sustained"`` (the clock a GPU holds under training load, the calibrated
+    profile's protocol) or ``"boost"`` (its maximum, as a short benchmark on a cool GPU sees:
+    compute-bound kernels priced at that clock, :mod:`moesim.costs.clock`; the roofline, a
+    datasheet peak, is the same in both)."""
 
     name: str
     topology: str
@@ -158,6 +163,7 @@ class Scenario:
     gpus_per_node: int | None = None
     profile: str | None = None
     overlap: OverlapOptions = field(default_factory=OverlapOptions)
+    gpu_clock: str = "sustained"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -175,6 +181,10 @@ class Scenario:
                               "MOESIM_PROFILE_PATH, ~/.config/moesim/profiles), or leave it out")
         if self.profile is not None:
             object.__setattr__(self, "profile", str(self.profile))
+        if not isinstance(self.gpu_clock, str) or self.gpu_clock not in GPU_CLOCKS:
+            raise ConfigError("scenario.gpu_clock", f"unknown GPU clock {self.gpu_clock!r}",
+                              f"use one of: {', '.join(GPU_CLOCKS)} (sustained: the clock of a training run, "
+                              "the profile's protocol; boost: a short burst on a cool GPU)")
         self._check_types()
 
     def _check_types(self) -> None:

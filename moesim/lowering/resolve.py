@@ -42,18 +42,19 @@ def profile_scope(profile: str | None) -> Iterator[None]:
         _DEFAULT_PROFILE.reset(token)
 
 
-def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None) -> CostModel:
+def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, gpu_clock: str = "sustained") -> CostModel:
     """The cost model of a GPU kind: the named ``profile`` (a path or a name on the profile search
     path, :func:`moesim.costs.profile.resolve_profile_path`; else the one of an enclosing
     :func:`profile_scope`), or the calibrated profile shipped for this GPU (``auto``/``calibrated``),
     else the roofline. A profile measured on another device is refused unless ``choice`` is
-    ``"calibrated"`` (the user's explicit override)."""
+    ``"calibrated"`` (the user's explicit override). ``gpu_clock`` (:mod:`moesim.costs.clock`)
+    applies to calibrated profiles; the roofline's datasheet peaks are the same in both."""
     from moesim.costs.roofline import make_cost_model
 
     if not profile and choice != "roofline":  # an explicit roofline choice ignores the scope's profile
         profile = _DEFAULT_PROFILE.get()
     if profile:
-        return _named_profile_model(choice, gpu_kind, profile)
+        return _named_profile_model(choice, gpu_kind, profile, gpu_clock)
     shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
     has_profile = shipped is not None and (PROFILE_DIR / f"{shipped}.json").is_file()
     if choice == "roofline" or (choice == "auto" and not has_profile):
@@ -65,10 +66,11 @@ def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None) -
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
 
-    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{shipped}.json"), fallback=make_cost_model(gpu_kind))
+    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{shipped}.json"), fallback=make_cost_model(gpu_kind),
+                               gpu_clock=gpu_clock)
 
 
-def _named_profile_model(choice: str, gpu_kind: str, name: str) -> CostModel:
+def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str = "sustained") -> CostModel:
     """A calibrated model of the profile ``name``, checked against the topology's GPU kind."""
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
@@ -84,7 +86,7 @@ def _named_profile_model(choice: str, gpu_kind: str, name: str) -> CostModel:
                           f"use a profile measured on {gpu_kind} (moesim calibrate run on one), a topology of "
                           f"{prof.device_kind} GPUs, or set cost_model='calibrated' (--set cost_model=calibrated) "
                           f"to price {gpu_kind} GPUs with it anyway")
-    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind))
+    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind), gpu_clock=gpu_clock)
 
 
 def resolve_model(model: Any):

@@ -6,20 +6,28 @@ flash attention and memory ops. Each is described as the product's op
 (:class:`~moesim.ops.Gemm`, :class:`~moesim.ops.Attention`, :class:`~moesim.ops.MemoryOp`; a
 SwiGLU FFN as :func:`moesim.workload.common.ffn_forward_ops`, its kernels back to back by
 :func:`moesim.costs.regions.sequence_ns`) and priced by the cost model ``moesim run`` builds for
-the GPU (:func:`moesim.experiment.build.resolve_cost_model`). No clock, thermal state or host
-figure recorded with a case is read: its ``thermal`` field is ignored.
+the GPU (:func:`moesim.experiment.build.resolve_cost_model`). No clock or host figure recorded
+with a case is read. Its ``thermal`` field names the protocol it ran under, which is a setting a
+user chooses: ``as_found`` (a short burst on a cool GPU) is predicted with ``gpu_clock="boost"``,
+``hot`` and ``steady`` (after GEMM load) with ``"sustained"`` (:mod:`moesim.costs.clock`); a
+profile without a clock record prices every case at its own sustained clock and says so.
 
 Multi-GPU entries (collectives, pipelines, expert-parallel MoE layers) belong to the multi-GPU
 issue and are counted, not predicted (:func:`left_out`).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
+
+from moesim.errors import ConfigError
 
 from moesim.validate.compare import Comparison
 from moesim.validate.measurements import Measurement, MeasurementSet
 
 SMALL_KERNEL_NS = 50_000   # single kernels below 50 us are reported apart
+# the clock setting each stored thermal protocol corresponds to
+PROTOCOL_CLOCK = {"as_found": "boost", "hot": "sustained", "steady": "sustained"}
 KERNEL_KINDS = ("gemm", "swiglu_ffn", "attention", "memory")
 MULTI_GPU_KINDS = ("collective", "pipeline", "moe_layer")
 
@@ -106,8 +114,24 @@ def predict_kernels(measurements: MeasurementSet, cost_model: str = "auto") -> l
     from moesim.experiment.build import resolve_cost_model
 
     gpu = gpu_of(measurements)
-    cost = resolve_cost_model(cost_model, gpu)
-    return [predict_kernel(c, cost, gpu) for c in measurements.cases if c.kind in KERNEL_KINDS]
+    costs = {"sustained": resolve_cost_model(cost_model, gpu)}
+    out = []
+    for c in measurements.cases:
+        if c.kind not in KERNEL_KINDS:
+            continue
+        clock = PROTOCOL_CLOCK.get(c.thermal, "sustained")
+        if clock not in costs:
+            try:
+                costs[clock] = resolve_cost_model(cost_model, gpu, gpu_clock=clock)
+            except ConfigError:   # no clock record: the sustained model, named in the case's notes
+                costs[clock] = None
+        cost = costs[clock] or costs["sustained"]
+        comparison = predict_kernel(c, cost, gpu)
+        if costs[clock] is None:
+            comparison = dataclasses.replace(comparison, notes=(comparison.notes + "; " if comparison.notes else "")
+                                             + f"{c.thermal} case at the profile's sustained clock (no clock record)")
+        out.append(comparison)
+    return out
 
 
 def left_out(measurements: MeasurementSet) -> dict[str, int]:

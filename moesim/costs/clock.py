@@ -1,0 +1,42 @@
+"""The GPU clock a run's kernels see: ``gpu_clock = "sustained"`` (default) or ``"boost"``.
+
+A calibrated profile times each shape after seconds of GEMM load (``--heat-ms``, ``--preheat-s``):
+its rows hold the clock a GPU sustains in training, which power-limits large GEMMs well below
+the maximum (H200 with the profile's protocol: 1,494-1,620 MHz for GEMMs, median 1,516; attention
+1,506-1,989, median 1,750; ``python -m moesim.calibrate.clock_reference``). A short benchmark on
+a cool GPU runs at the maximum SM clock instead (``nvidia-smi clocks.max.sm``: 1,980 MHz on the
+lent H100s and H200s). ``"boost"`` prices compute-bound kernels (GEMMs, grouped GEMMs, attention)
+at that clock: time x (sustained MHz of the class / maximum MHz); memory-bound kernels and
+collectives are unchanged (HBM and links do not follow the SM clock).
+
+The sustained clocks are the profile's own record (its ``sustained_clock`` field: per class, with
+the source file and command); a profile without one, or a device with no known maximum clock,
+refuses ``"boost"``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from moesim.errors import ConfigError
+
+GPU_CLOCKS = ("sustained", "boost")
+CLOCK_CLASSES = ("gemm", "attention")   # the compute-bound classes a clock record covers
+
+
+def check_clock(gpu_clock: Any) -> str:
+    if not isinstance(gpu_clock, str) or gpu_clock not in GPU_CLOCKS:
+        raise ConfigError("gpu_clock", f"unknown GPU clock {gpu_clock!r}", f"use one of: {', '.join(GPU_CLOCKS)}")
+    return gpu_clock
+
+
+def boost_factors(record: "Mapping[str, Any] | None", max_sm_mhz: float, where: str) -> dict[str, float]:
+    """Per compute-bound class, time at the maximum clock over time at the profile's sustained one."""
+    if not record or not all(isinstance(record.get(f"{c}_sm_mhz"), (int, float)) for c in CLOCK_CLASSES):
+        raise ConfigError("gpu_clock", f"'boost' needs the sustained SM clock of each class ({', '.join(CLOCK_CLASSES)}) "
+                          f"recorded in the profile, and {where} has none",
+                          "use gpu_clock='sustained' (the profile's own protocol), or record the clocks with "
+                          "python -m moesim.calibrate.clock_reference and add them as the profile's sustained_clock")
+    if max_sm_mhz <= 0:
+        raise ConfigError("gpu_clock", f"'boost' needs the device's maximum SM clock, unknown for {where}",
+                          "use gpu_clock='sustained'")
+    return {c: min(1.0, float(record[f"{c}_sm_mhz"]) / max_sm_mhz) for c in CLOCK_CLASSES}
