@@ -1,11 +1,12 @@
 """``gpu_clock = "boost"``: compute-bound kernels at the maximum SM clock, from the profile's own
-sustained-clock record; refused, naming the field, where that record or the maximum is missing."""
+``clock`` rows; refused, naming the field, where they or the maximum are missing. The ``clock``
+section itself needs a GPU: on CPU it records why it measured nothing."""
 from __future__ import annotations
 
 import pytest
 
 from moesim.costs.calibrated import CalibratedCostModel
-from moesim.costs.clock import boost_factors
+from moesim.costs.clock import boost_factors, sustained_clocks
 from moesim.errors import ConfigError
 from moesim.experiment.scenario import Scenario
 from moesim.ops import Attention, Gemm, GroupedGemm, MemoryOp
@@ -13,8 +14,9 @@ from moesim.ops import Attention, Gemm, GroupedGemm, MemoryOp
 
 def test_boost_scales_compute_bound_kernels_by_the_recorded_clock_ratio() -> None:
     sustained, boost = CalibratedCostModel("h200_sxm"), CalibratedCostModel("h200_sxm", gpu_clock="boost")
-    record = sustained.profile.extra["sustained_clock"]
-    gemm_f, attn_f = record["gemm_sm_mhz"] / 1980.0, record["attention_sm_mhz"] / 1980.0
+    clocks = sustained_clocks(sustained.profile.select("clock"))   # the profile's clock rows, median per class
+    assert 1400 < clocks["gemm"] < clocks["attention"] < 1980
+    gemm_f, attn_f = clocks["gemm"] / 1980.0, clocks["attention"] / 1980.0
     for op, f in ((Gemm(4096, 4096, 4096), gemm_f), (GroupedGemm((512,) * 8, 2048, 1024), gemm_f),
                   (Attention(1, 32, 8, 4096, 4096, 128), attn_f)):
         assert boost.compute_ns(op) == pytest.approx(sustained.compute_ns(op) * f, abs=1)
@@ -25,10 +27,10 @@ def test_boost_scales_compute_bound_kernels_by_the_recorded_clock_ratio() -> Non
 
 def test_boost_is_refused_without_a_clock_record_or_a_known_maximum() -> None:
     with pytest.raises(ConfigError) as e:
-        CalibratedCostModel("h100_sxm", gpu_clock="boost")   # no sustained_clock record
-    assert e.value.field == "gpu_clock" and "sustained" in str(e.value)
+        CalibratedCostModel("h100_sxm", gpu_clock="boost")   # no clock rows
+    assert e.value.field == "gpu_clock" and "--sections clock" in str(e.value)
     with pytest.raises(ConfigError):
-        boost_factors({"gemm_sm_mhz": 1500.0, "attention_sm_mhz": 1700.0}, 0.0, "a device")
+        boost_factors({"gemm": 1500.0, "attention": 1700.0}, 0.0, "a device")
     with pytest.raises(ConfigError) as e:
         CalibratedCostModel("h200_sxm", gpu_clock="turbo")
     assert e.value.field == "gpu_clock"
@@ -44,3 +46,11 @@ def test_the_scenario_field_is_checked_and_reaches_the_cost_model() -> None:
     fast = Scenario(name="s", topology="dgx_h200", model="llama3-8b", gpus_per_node=1, gpu_clock="boost")
     assert "boost clock" in build_scenario(fast, force=True).cost_model.name
     assert "boost clock" not in build_scenario(base, force=True).cost_model.name
+
+
+def test_the_clock_section_says_why_it_measures_nothing_on_cpu() -> None:
+    from moesim.calibrate.clock_section import measure_clock
+    from moesim.calibrate.timing import Budget, Timer
+
+    sec = measure_clock(Timer("cpu"), None, "cpu", Budget(5.0))
+    assert not sec.samples and "needs a CUDA GPU" in sec.errors[0]

@@ -38,6 +38,7 @@ from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.moe_kernels import measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
 from moesim.calibrate.regions import measure_kernel_region
+from moesim.calibrate.clock_section import measure_clock
 from moesim.calibrate.section import Section, notify, progress_hook
 from moesim.calibrate.timing import Budget, Timer
 
@@ -58,6 +59,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "fp8_scaled": (0.05, measure_fp8_scaled),  # rowwise/blockwise fp8, fp8 grouped, quantize casts
     "moe_kernels": (0.1, measure_moe_kernels),  # router / permute / unpermute kernels, counts sync
     "host_classes": (0.03, measure_host_classes),  # host time per op class: plain, fwd, bwd
+    "clock": (0.02, measure_clock),  # the SM clock this protocol holds GEMMs and attention at
 }
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from moesim.costs.attention_window import window_ratio
-from moesim.costs.clock import boost_factors, check_clock
+from moesim.costs.clock import boost_factors, check_clock, sustained_clocks
 from moesim.costs.devices import DEVICES
 from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
                                   collective_steps, gemm_table, gemm_table_ns)
@@ -68,7 +68,7 @@ class CalibratedCostModel:
         self.datasheet = spec
         # gpu_clock "boost": compute-bound classes at the maximum SM clock (moesim.costs.clock)
         self.gpu_clock = check_clock(gpu_clock)
-        self._clock = (boost_factors(self.profile.extra.get("sustained_clock"), spec.max_sm_mhz if spec else 0.0,
+        self._clock = (boost_factors(sustained_clocks(self.profile.select("clock")), spec.max_sm_mhz if spec else 0.0,
                                      f"the {self.profile.name} profile ({self.device})")
                        if gpu_clock == "boost" else {})
         if self._clock:

@@ -9,13 +9,14 @@ lent H100s and H200s). ``"boost"`` prices compute-bound kernels (GEMMs, grouped 
 at that clock: time x (sustained MHz of the class / maximum MHz); memory-bound kernels and
 collectives are unchanged (HBM and links do not follow the SM clock).
 
-The sustained clocks are the profile's own record (its ``sustained_clock`` field: per class, with
-the source file and command); a profile without one, or a device with no known maximum clock,
-refuses ``"boost"``.
+The sustained clocks are the profile's own measurement (its ``clock`` rows, section ``clock`` of
+``moesim calibrate``: each a shape's time and the SM clock it ran at; the median per class); a
+profile without them, or a device with no known maximum clock, refuses ``"boost"``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from statistics import median
+from typing import Any, Iterable, Mapping
 
 from moesim.errors import ConfigError
 
@@ -29,14 +30,23 @@ def check_clock(gpu_clock: Any) -> str:
     return gpu_clock
 
 
-def boost_factors(record: "Mapping[str, Any] | None", max_sm_mhz: float, where: str) -> dict[str, float]:
+def sustained_clocks(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Median SM clock per class of a profile's ``clock`` rows (classes without rows left out)."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        by.setdefault(str(r["class"]), []).append(float(r["sm_mhz"]))
+    return {c: float(median(v)) for c, v in by.items()}
+
+
+def boost_factors(clocks: Mapping[str, float], max_sm_mhz: float, where: str) -> dict[str, float]:
     """Per compute-bound class, time at the maximum clock over time at the profile's sustained one."""
-    if not record or not all(isinstance(record.get(f"{c}_sm_mhz"), (int, float)) for c in CLOCK_CLASSES):
-        raise ConfigError("gpu_clock", f"'boost' needs the sustained SM clock of each class ({', '.join(CLOCK_CLASSES)}) "
-                          f"recorded in the profile, and {where} has none",
-                          "use gpu_clock='sustained' (the profile's own protocol), or record the clocks with "
-                          "python -m moesim.calibrate.clock_reference and add them as the profile's sustained_clock")
+    missing = [c for c in CLOCK_CLASSES if c not in clocks]
+    if missing:
+        raise ConfigError("gpu_clock", f"'boost' needs the sustained SM clock of {', '.join(missing)} measured in the "
+                          f"profile, and {where} has no such clock rows",
+                          "use gpu_clock='sustained' (the profile's own protocol), or measure them with "
+                          "moesim calibrate run --sections clock and merge that run into the profile")
     if max_sm_mhz <= 0:
         raise ConfigError("gpu_clock", f"'boost' needs the device's maximum SM clock, unknown for {where}",
                           "use gpu_clock='sustained'")
-    return {c: min(1.0, float(record[f"{c}_sm_mhz"]) / max_sm_mhz) for c in CLOCK_CLASSES}
+    return {c: min(1.0, float(clocks[c]) / max_sm_mhz) for c in CLOCK_CLASSES}

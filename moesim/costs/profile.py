@@ -68,6 +68,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "collective": {"collective": PROFILE_COLLECTIVES, "num_ranks": _INT, "nbytes": _INT},
     "overlap": {"collective": _STR, "victim": ("gemm", "collective"), "num_ranks": _INT, "nbytes": _INT,
                 "alone_ns": _POS},
+    "clock": {"class": ("gemm", "attention"), "sm_mhz": _POS},  # a shape's time and its SM clock (calibrate/clock_section.py)
 }
 # optional fields with a fixed vocabulary, and the value assumed when absent
 OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
