@@ -150,7 +150,8 @@ def test_host_rows_and_memory_cache_state_are_validated(raw: dict) -> None:
 def test_shipped_profile_keeps_every_runs_provenance() -> None:
     p = load_profile("h200_sxm")
     runs = p.extra["runs"]
-    assert len(runs) == 9 and all(r["date"] and r["command"] for r in runs)
+    assert len(runs) == 10 and all(r["date"] and r["command"] for r in runs)
+    assert "clock_reference" in runs[9]["command"] and {s["run"] for s in p.select("clock")} == {9}
     assert "--sections host_ops,attention,memory,collectives,collectives_graph" in runs[3]["command"]
     assert "moesim.calibrate.probes" in runs[4]["command"]
     for i, section in enumerate(("grouped_gemm_v", "fp8_scaled", "moe_kernels,host_classes", "attention_gqa"), 5):
