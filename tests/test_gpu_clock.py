@@ -49,6 +49,7 @@ def test_the_scenario_field_is_checked_and_reaches_the_cost_model() -> None:
 
 
 def test_the_clock_section_says_why_it_measures_nothing_on_cpu() -> None:
+    pytest.importorskip("torch")   # calibration needs the optional torch extra
     from moesim.calibrate.clock_section import measure_clock
     from moesim.calibrate.timing import Budget, Timer
 
