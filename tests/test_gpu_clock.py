@@ -26,9 +26,16 @@ def test_boost_scales_compute_bound_kernels_by_the_recorded_clock_ratio() -> Non
 
 
 def test_boost_is_refused_without_a_clock_record_or_a_known_maximum() -> None:
+    import json
+
+    from moesim.costs.profile import profile_from_dict, resolve_profile_path
+
+    doc = json.loads(resolve_profile_path("h100_sxm").read_text())
+    doc["samples"] = [r for r in doc["samples"] if r["op"] != "clock"]
     with pytest.raises(ConfigError) as e:
-        CalibratedCostModel("h100_sxm", gpu_clock="boost")   # no clock rows
+        CalibratedCostModel(profile_from_dict(doc, name="no clock rows"), gpu_clock="boost")
     assert e.value.field == "gpu_clock" and "--sections clock" in str(e.value)
+    assert "boost clock" in CalibratedCostModel("h100_sxm", gpu_clock="boost").name   # its clock rows (H100)
     with pytest.raises(ConfigError):
         boost_factors({"gemm": 1500.0, "attention": 1700.0}, 0.0, "a device")
     with pytest.raises(ConfigError) as e:
