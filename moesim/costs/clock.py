@@ -3,7 +3,7 @@
 A calibrated profile times each shape after seconds of GEMM load (``--heat-ms``, ``--preheat-s``):
 its rows hold the clock a GPU sustains in training, which power-limits large GEMMs well below
 the maximum (H200 with the profile's protocol: 1,494-1,620 MHz for GEMMs, median 1,516; attention
-1,506-1,989, median 1,750; ``python -m moesim.calibrate.clock_reference``). A short benchmark on
+1,506-1,989, median 1,750; section ``clock``). A short benchmark on
 a cool GPU runs at the maximum SM clock instead (``nvidia-smi clocks.max.sm``: 1,980 MHz on the
 lent H100s and H200s). ``"boost"`` prices compute-bound kernels (GEMMs, grouped GEMMs, attention)
 at that clock: time x (sustained MHz of the class / maximum MHz); memory-bound kernels and

@@ -21,7 +21,6 @@ import dataclasses
 from typing import Any, Callable
 
 from moesim.errors import ConfigError
-
 from moesim.validate.compare import Comparison
 from moesim.validate.measurements import Measurement, MeasurementSet
 
