@@ -160,14 +160,14 @@ class StageTable:
         first, last = stage == 0, self.schedule.is_last_stage(stage)
         before: list[ProgramItem] = []
         after: list[ProgramItem] = []
-        heads = 1 + self.mtp_depth if last else 0   # the model's head, then each MTP module's (shared weights)
+        heads = 1 + self.mtp_depth   # on the last stage: the model's head, then each MTP module's (shared weights)
         if kind == "F":
             before = tf.embedding_forward_program(s, mbs, tp, sp) if first else []
-            after = tf.head_forward_program(s, mbs, tp, sp) * heads
+            after = tf.head_forward_program(s, mbs, tp, sp) * heads if last else []
         elif kind == "B":
-            before = tf.head_backward_input_program(s, mbs, tp, sp) * heads
+            before = tf.head_backward_input_program(s, mbs, tp, sp) * heads if last else []
         else:
-            before = list(tf.head_backward_weight_ops(s, mbs, tp, sp)) * heads
+            before = list(tf.head_backward_weight_ops(s, mbs, tp, sp)) * heads if last else []
             after = tf.embedding_backward_program(s, mbs, tp, sp) if first else []
         return before, after
 
