@@ -24,9 +24,12 @@ GPU_CLOCKS = ("sustained", "boost")
 CLOCK_CLASSES = ("gemm", "attention")   # the compute-bound classes a clock record covers
 
 
-def check_clock(gpu_clock: Any) -> str:
+def check_clock(gpu_clock: Any, field: str = "gpu_clock") -> str:
+    """``gpu_clock`` if it is one of :data:`GPU_CLOCKS`, else a ConfigError naming ``field``."""
     if not isinstance(gpu_clock, str) or gpu_clock not in GPU_CLOCKS:
-        raise ConfigError("gpu_clock", f"unknown GPU clock {gpu_clock!r}", f"use one of: {', '.join(GPU_CLOCKS)}")
+        raise ConfigError(field, f"unknown GPU clock {gpu_clock!r}",
+                          f"use one of: {', '.join(GPU_CLOCKS)} (sustained: the clock of a training run, the "
+                          "profile's protocol; boost: a short burst on a cool GPU)")
     return gpu_clock
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Mapping
 
-from moesim.costs.clock import GPU_CLOCKS
+from moesim.costs.clock import check_clock
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults
 from moesim.lowering.host import host_mode
@@ -181,10 +181,7 @@ class Scenario:
                               "MOESIM_PROFILE_PATH, ~/.config/moesim/profiles), or leave it out")
         if self.profile is not None:
             object.__setattr__(self, "profile", str(self.profile))
-        if not isinstance(self.gpu_clock, str) or self.gpu_clock not in GPU_CLOCKS:
-            raise ConfigError("scenario.gpu_clock", f"unknown GPU clock {self.gpu_clock!r}",
-                              f"use one of: {', '.join(GPU_CLOCKS)} (sustained: the clock of a training run, "
-                              "the profile's protocol; boost: a short burst on a cool GPU)")
+        check_clock(self.gpu_clock, "scenario.gpu_clock")
         self._check_types()
 
     def _check_types(self) -> None:
