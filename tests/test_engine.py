@@ -272,7 +272,7 @@ def test_link_steps_from_the_arrays_equal_the_counter_samples_steps():
     instant winning, on a recorder with repeated instants."""
     import numpy as np
 
-    from moesim.analysis.timeline import LINK_PREFIX, counter_steps, link_steps
+    from moesim.analysis.timeline import LINK_PREFIX, counter_steps, link_integrals, link_steps, step_integral
     from moesim.engine.recorder import Recorder
 
     rec = Recorder()
@@ -280,9 +280,13 @@ def test_link_steps_from_the_arrays_equal_the_counter_samples_steps():
     rng = np.random.default_rng(5)
     for t in sorted(rng.integers(0, 50, size=40).tolist()):   # repeated instants
         ids = rng.choice(3, size=rng.integers(1, 4), replace=False)
-        rec.add_link_samples(int(t), ids, rng.random(ids.size))
+        rec.add_link_samples(int(t), ids, rng.random(ids.size) * (rng.random(ids.size) > 0.2))
     rec.add_counter("other", 3, 1.0)
     want = {k: v for k, v in counter_steps(rec).items() if k.startswith(LINK_PREFIX)}
     assert link_steps(rec) == want and len(want) == 3
+    # the integrals from the arrays are step_integral's, bit for bit, at horizons inside,
+    # at the end of and past the samples (zero values included: time with value > 0)
+    for horizon in (0, 23, 49, 80):
+        assert link_integrals(rec, horizon) == {k: step_integral(v, horizon) for k, v in want.items()}
     rec.add_counter(f"{LINK_PREFIX}a->b", 7, 0.5)   # a link sample added one by one: the general path
-    assert link_steps(rec) is None
+    assert link_steps(rec) is None and link_integrals(rec, 10) is None

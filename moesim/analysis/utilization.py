@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from moesim.analysis.timeline import (COMPUTE_STREAM, LINK_PREFIX, all_ranks, counter_steps, gaps, link_label,
-                                      link_steps, makespan_ns, merge_intervals, overlap_ns, resource_name,
+from moesim.analysis.timeline import (COMPUTE_STREAM, LINK_PREFIX, all_ranks, counter_steps, gaps, link_integrals,
+                                      link_label, makespan_ns, merge_intervals, overlap_ns, resource_name,
                                       step_integral, tracks, union_length_ns)
 from moesim.engine.recorder import Recorder
 from moesim.errors import ConfigError
@@ -85,14 +85,14 @@ def utilization(recorder: Recorder) -> Utilization:
     for (rank, stream), ids in tracks(recorder).items():
         busy = union_length_ns((spans[i].start_ns, spans[i].end_ns) for i in ids)
         streams.append(StreamUse(rank, stream, busy, _fraction(busy, horizon)))
-    steps = link_steps(recorder)
-    if steps is None:
+    integrals = link_integrals(recorder, horizon)
+    if integrals is None:
         steps = counter_steps(recorder)
-    names = sorted({t for t in steps if t.startswith(LINK_PREFIX)}
-                   | {t for t in (recorder.meta.get("links") or {}) if t.startswith(LINK_PREFIX)})
+        integrals = {t: step_integral(s, horizon) for t, s in steps.items() if t.startswith(LINK_PREFIX)}
+    names = sorted(set(integrals) | {t for t in (recorder.meta.get("links") or {}) if t.startswith(LINK_PREFIX)})
     links = []
     for track in names:
-        area, positive_ns, peak = step_integral(steps.get(track, []), horizon)
+        area, positive_ns, peak = integrals.get(track, (0.0, 0, 0.0))
         links.append(LinkUse(track, link_label(track, recorder), _fraction(area, horizon),
                              _fraction(positive_ns, horizon), peak))
     return Utilization(horizon, tuple(streams), tuple(links))
