@@ -59,6 +59,24 @@ SWIGLU = {"cuda": [(777, 5120, 1536), (3333, 2880, 2880), (12000, 4096, 1408), (
 ATTENTION = {"cuda": [(1, 24, 3000, 128), (2, 40, 6144, 64), (4, 32, 1536, 128)], "cpu": [(1, 2, 24, 8)]}
 MEMORY = {"cuda": [("copy", 100_000_000), ("rmsnorm", 30_000_000), ("gather", 300_000_000), ("silu", 5_000_000)],
           "cpu": [("copy", 40_000)]}
+# ``--shape-set holdout``: shapes of public models' layers (Qwen2.5-7B, Llama-3-70B, Qwen3-30B-A3B,
+# GPT-OSS, DeepSeek-V3, Mixtral) at token counts and head counts off the calibration grids (heads
+# 20-96, sequences 1,000-12,288, dimensions 768-28,672), none of them a grid point, chosen before
+# any was measured; some sit past a grid's edge (K 768, N 768, 36 heads x 8,192)
+HOLDOUT = {
+    "gemm": [(6144, 3584, 3584), (8192, 18944, 3584), (8192, 3584, 18944), (2048, 28672, 8192),
+             (2048, 8192, 28672), (3000, 2880, 2880), (12000, 768, 2048), (5000, 7168, 2048),
+             (5000, 4096, 7168), (24576, 6144, 4096), (1000, 10240, 5120), (384, 5120, 13824),
+             (9000, 2560, 10240), (6000, 2048, 768)],
+    "swiglu": [(4096, 2880, 2880), (6144, 3584, 18944), (1500, 5120, 1536), (8192, 4096, 14336),
+               (3000, 7168, 2048), (10000, 2048, 768)],
+    "attention": [(1, 40, 4096, 128), (1, 48, 2500, 128), (2, 28, 3584, 128), (1, 56, 6144, 128),
+                  (1, 96, 1000, 128), (3, 20, 5000, 64), (1, 64, 12288, 64), (2, 24, 2048, 128),
+                  (1, 36, 8192, 128), (4, 12, 3000, 64)],
+    "memory": [("copy", 37_000_000), ("rmsnorm", 80_000_000), ("gather", 120_000_000), ("silu", 250_000_000),
+               ("add", 60_000_000), ("mul", 9_000_000), ("copy", 700_000_000)],
+}
+SHAPE_SETS = ("standard", "holdout")
 PIN_CORES = (2, 4, 6, 8, 10, 12, 14, 16)  # --pin-cores: rank r on PIN_CORES[r] (core 0 left to the system)
 COLLECTIVE_SIZES = {"cuda": [700_000, 3_000_000, 48_000_000, 300_000_000], "cpu": [40_000]}
 PIPELINES = {
@@ -98,9 +116,20 @@ def _fields(timer: Timer, st) -> dict:
     return fields
 
 
+def shape_lists(device: str, shape_set: str = "standard") -> tuple[list, list, list, list]:
+    """(GEMMs, SwiGLU FFNs, attention, memory ops) of one shape set (``holdout``: CUDA only)."""
+    if shape_set not in SHAPE_SETS:
+        raise ValueError(f"unknown shape set {shape_set!r}: use one of {', '.join(SHAPE_SETS)}")
+    if shape_set == "holdout" and device == "cuda":
+        return HOLDOUT["gemm"], HOLDOUT["swiglu"], HOLDOUT["attention"], HOLDOUT["memory"]
+    return GEMMS[device], SWIGLU[device], ATTENTION[device], MEMORY[device]
+
+
 def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s: float = 0.0,
-                       nvml: object = None, clock_probe: bool = False, lead_us: float = 0.0) -> Section:
-    """(a) GEMMs, SwiGLU experts, attention and memory ops at off-grid shapes.
+                       nvml: object = None, clock_probe: bool = False, lead_us: float = 0.0,
+                       shape_set: str = "standard") -> Section:
+    """(a) GEMMs, SwiGLU experts, attention and memory ops at off-grid shapes (``shape_set``:
+    :func:`shape_lists`).
 
     ``warm_s`` seconds of GEMM load first, then ``heat_ms`` before every entry, keep the GPU at
     the steady, power-limited state the calibration grid was measured in (see ``_tag_thermal``).
@@ -112,14 +141,15 @@ def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s
     timer = (ClockedTimer(device, nvml, heat_ms=heat_ms, lead_us=lead_us) if clock_probe and device == "cuda"
              else Timer(device, heat_ms=heat_ms, lead_us=lead_us))
     timer.preheat(warm_s)
-    for m, n, k in GEMMS[device]:
+    gemms, swiglus, attentions, memories = shape_lists(device, shape_set)
+    for m, n, k in gemms:
         def gemm(m: int = m, n: int = n, k: int = k) -> dict:
             a, w = kernels.randn(m * k, device, 1).view(m, k), kernels.randn(n * k, device, 2).view(n, k)
             st = timer.time(lambda: torch.mm(a, w.t()))
             return _entry("gemm", f"gemm_{m}x{n}x{k}", {"m": m, "n": n, "k": k, "dtype": "bf16",
                                                          "layout": "y[m,n] = x[m,k] @ w[n,k]^T"}, _fields(timer, st))
         sec.attempt(f"gemm {m}x{n}x{k}", budget, gemm)
-    for t, h, f in SWIGLU[device]:
+    for t, h, f in swiglus:
         def ffn(t: int = t, h: int = h, f: int = f) -> dict:
             x = kernels.randn(t * h, device, 3).view(t, h)
             wg, wu = (kernels.randn(f * h, device, 4 + i).view(f, h) for i in range(2))
@@ -128,11 +158,11 @@ def single_gpu_entries(device: str, budget: Budget, heat_ms: float = 0.0, warm_s
             return _entry("swiglu_ffn", f"swiglu_t{t}_h{h}_f{f}", {"tokens": t, "hidden": h, "ffn": f, "dtype": "bf16",
                           "ops": "3 GEMMs (gate, up: [t,h]x[h,f]; down: [t,f]x[f,h]) + silu + mul"}, _fields(timer, st))
         sec.attempt(f"swiglu {t} {h} {f}", budget, ffn)
-    for b, hd, s, d in ATTENTION[device]:
+    for b, hd, s, d in attentions:
         for direction in ("fwd", "bwd"):
             sec.attempt(f"attention {b} {hd} {s} {d} {direction}", budget,
                         lambda b=b, hd=hd, s=s, d=d, direction=direction: _attention(timer, device, b, hd, s, d, direction))
-    for variant, nbytes in MEMORY[device]:
+    for variant, nbytes in memories:
         def mem(variant: str = variant, nbytes: int = nbytes) -> dict:
             numel = memops._numel_for(variant, nbytes)
             bufs = [kernels.randn(numel, device, 20 + i) for i in range(3)]
@@ -289,7 +319,7 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
                    heat_ms: float = 0.0, parts: tuple[str, ...] = ("single", "distributed"),
                    warm_s: float = 0.0, clock_probe: bool = False, lead_us: float = 0.0,
                    collective_rounds: int = 1, host_cal_sizes: tuple[int, ...] = (), moe_repeats: int = 10,
-                   moe_telemetry: bool = False, pin_cores: bool = False) -> dict:
+                   moe_telemetry: bool = False, pin_cores: bool = False, shape_set: str = "standard") -> dict:
     """Measure the validation workloads in ``parts`` and write ``out``; returns the document."""
     if device == "cpu":
         torch.set_num_threads(1)
@@ -298,7 +328,7 @@ def run_validation(device: str, out: Path, budget_s: float = 200.0, cpu_ranks: i
     budget = Budget(budget_s)
     nvml = _nvml() if clock_probe and device == "cuda" else None
     try:
-        sec = (single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s, nvml, clock_probe, lead_us)
+        sec = (single_gpu_entries(device, budget.sub(0.3), heat_ms, warm_s, nvml, clock_probe, lead_us, shape_set)
                if "single" in parts else Section("single_gpu"))
     finally:
         if nvml is not None:
@@ -352,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="pin each distributed rank's process to a core of its own (cores 2, 4, ...)")
     p.add_argument("--moe-telemetry", action="store_true",
                    help="record per MoE repeat and rank the SM clock as the layer ends and the host issue time")
+    p.add_argument("--shape-set", choices=SHAPE_SETS, default="standard",
+                   help="single-GPU shapes: the standard off-grid set, or held-out shapes of public models")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
     if args.moe_repeats < 1:
@@ -366,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--host-cal-sizes must be > 0 and not a validation size")
     doc = run_validation(args.device, args.out, args.budget_s, args.cpu_ranks, args.heat_ms, parts, args.warm_s,
                          args.clock_probe, args.lead_us, args.collective_rounds, cal, args.moe_repeats,
-                         args.moe_telemetry, args.pin_cores)
+                         args.moe_telemetry, args.pin_cores, args.shape_set)
     print(f"wrote {args.out}: {len(doc['samples'])} workloads, {len(doc['errors'])} errors", flush=True)
     print("checks:", doc.get("checks"), "errors:", doc["errors"], flush=True)
     for rec in doc.get("host_probe") or []:
