@@ -14,7 +14,7 @@ from setuptools.command.build_py import build_py
 
 SHIPPED_DATA = {  # source glob (relative to this file) -> folder inside the installed package
     "topologies/*.yaml": "moesim/_data/topologies",
-    "data/validation/h200_measurements.json": "moesim/_data/data/validation",  # moesim validate's inputs
+    "data/validation/h[12]00_measurements.json": "moesim/_data/data/validation",  # moesim validate's inputs
     "data/validation/layers/*.json": "moesim/_data/data/validation/layers",
 }
 

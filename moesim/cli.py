@@ -159,7 +159,7 @@ def layer(
 @app.command("validate")
 def validate(
     layers: List[Path] = typer.Option([], "--layers", help="layer-workloads file (repeatable; default data/validation/layers/*.json)"),
-    kernels: Optional[Path] = typer.Option(None, "--kernels", help="single-kernel file (default data/validation/h200_measurements.json)"),
+    kernels: List[Path] = typer.Option([], "--kernels", help="single-kernel file (repeatable; default data/validation/h200_measurements.json and h100_measurements.json)"),
     no_kernels: bool = typer.Option(False, "--no-kernels", help="leave the single-kernel cases out"),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="H200 or H100 for layer files not measured on one (e.g. a CPU smoke)"),
     cost_model: str = typer.Option("auto", "--cost-model", help="auto, calibrated or roofline"),

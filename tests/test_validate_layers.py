@@ -259,7 +259,7 @@ def test_an_install_without_stored_data_reports_so(monkeypatch, tmp_path: Path) 
     import moesim.validate.cli as vcli
     import moesim.validate.report as vreport
 
-    monkeypatch.setattr(vcli, "KERNELS_FILE", tmp_path / "absent.json")
+    monkeypatch.setattr(vcli, "KERNELS_FILES", (tmp_path / "absent.json",))
     monkeypatch.setattr(vreport, "LAYERS_DIR", tmp_path / "layers")
     report, text = vcli.validate()
     assert not report.cases and "kernels not validated" in text and "layers and blocks are not validated" in text

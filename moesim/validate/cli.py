@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from moesim.errors import ConfigError
-from moesim.validate.report import (KERNELS_FILE, Progress, Report, build_report, case_rows, default_layer_files,
+from moesim.validate.report import (KERNELS_FILES, Progress, Report, build_report, case_rows, default_layer_files,
                                     footer_lines, summary_rows, to_json, to_markdown)
 
 FORMATS = ("table", "markdown", "json")
 COST_MODELS = ("auto", "calibrated", "roofline")
 
 
-def command_line(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bool, gpu: Optional[str],
+def command_line(layers: Sequence[Path], kernels: Sequence[Path], no_kernels: bool, gpu: Optional[str],
                  cost_model: str, fmt: str) -> str:
     """The command that reproduces a report (options that differ from the defaults)."""
     parts = ["moesim validate"]
     parts += [f"--layers {p}" for p in layers]
-    parts += [f"--kernels {kernels}"] if kernels is not None else []
+    parts += [f"--kernels {p}" for p in kernels]
     parts += ["--no-kernels"] if no_kernels else []
     parts += [f"--gpu {gpu}"] if gpu else []
     parts += [f"--cost-model {cost_model}"] if cost_model != "auto" else []
@@ -33,7 +33,7 @@ def command_line(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bo
     return " ".join(parts)
 
 
-def validate(layers: Sequence[Path] = (), kernels: Optional[Path] = None, no_kernels: bool = False,
+def validate(layers: Sequence[Path] = (), kernels: "Sequence[Path] | Path | None" = None, no_kernels: bool = False,
              gpu: Optional[str] = None, cost_model: str = "auto", fmt: str = "table",
              progress: Optional[Progress] = None) -> tuple[Report, str]:
     """Build the report and render it (``fmt``: table, markdown or json)."""
@@ -41,13 +41,16 @@ def validate(layers: Sequence[Path] = (), kernels: Optional[Path] = None, no_ker
         raise ConfigError("--format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
     if cost_model not in COST_MODELS:
         raise ConfigError("--cost-model", f"unknown cost model {cost_model!r}", f"use one of: {', '.join(COST_MODELS)}")
-    command = command_line(layers, kernels, no_kernels, gpu, cost_model, fmt)
+    named = [Path(kernels)] if isinstance(kernels, (str, Path)) else list(kernels or ())
+    command = command_line(layers, named, no_kernels, gpu, cost_model, fmt)
     layer_files = list(layers) or default_layer_files()
-    kernel_file = None if no_kernels else (kernels or KERNELS_FILE)
-    missing = kernels is None and kernel_file is not None and not kernel_file.is_file()
-    report = build_report(layer_files, None if missing else kernel_file, gpu, cost_model, command, progress)
+    # named files must exist (load_measurements says so); of the defaults, those stored
+    kernel_files = [] if no_kernels else (named or [p for p in KERNELS_FILES if p.is_file()])
+    missing = not no_kernels and not named and not kernel_files
+    report = build_report(layer_files, kernel_files, gpu, cost_model, command, progress)
     if missing:  # an install without the stored data: say so, never fail on a default
-        report = replace(report, notes=report.notes + (f"no single-kernel file at {kernel_file}: kernels not validated",))
+        where = ", ".join(str(p) for p in KERNELS_FILES)
+        report = replace(report, notes=report.notes + (f"no single-kernel file at {where}: kernels not validated",))
     if fmt == "json":
         return report, json.dumps(to_json(report), indent=1) + "\n"
     if fmt == "markdown":
@@ -84,7 +87,7 @@ def _table(title: str, rows: list[list[str]], right: set[int], table_cls) -> obj
     return table
 
 
-def run_validate(layers: Sequence[Path], kernels: Optional[Path], no_kernels: bool, gpu: Optional[str],
+def run_validate(layers: Sequence[Path], kernels: Sequence[Path], no_kernels: bool, gpu: Optional[str],
                  cost_model: str, fmt: str, out: Optional[Path]) -> int:
     """The command: print (or write ``out``) the report; a one-line error and exit status 2 on bad input."""
     import typer

@@ -18,7 +18,7 @@ from moesim.validate.compare import MEDIAN_TARGET, OVER, ClassSummary, Compariso
 
 DATA_DIR = data_path("data", "validation")  # installed with the package, or the checkout's
 LAYERS_DIR = DATA_DIR / "layers"
-KERNELS_FILE = DATA_DIR / "h200_measurements.json"
+KERNELS_FILES = (DATA_DIR / "h200_measurements.json", DATA_DIR / "h100_measurements.json")
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,11 @@ def default_layer_files() -> list[Path]:
 Progress = Callable[[str, int, int], None]   # (case id, cases done, cases in the file)
 
 
-def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: "str | None" = None,
+def build_report(layer_files: Sequence[Path], kernels_files: "Sequence[Path] | Path | None", gpu: "str | None" = None,
                  cost_model: str = "auto", command: str = "moesim validate",
                  progress: Optional[Progress] = None) -> Report:
-    """Predict every entry of ``layer_files`` and the single kernels of ``kernels_file`` (None: none);
-    ``progress`` is told each layer case before it runs."""
+    """Predict every entry of ``layer_files`` and the single kernels of each of ``kernels_files``
+    (None or empty: none); ``progress`` is told each layer case before it runs."""
     cases: list[Comparison] = []
     sources: list[Source] = []
     refused: list[tuple[str, str]] = []
@@ -69,11 +69,12 @@ def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: 
 
     if not layer_files:
         notes.append(f"no layer-workloads files in {_short(LAYERS_DIR)} yet: layers and blocks are not validated")
-    measurements = None
-    if kernels_file is not None:   # every input is read and checked before the first prediction
-        from moesim.validate.measurements import load_measurements
+    if isinstance(kernels_files, (str, Path)):
+        kernels_files = [Path(kernels_files)]
+    from moesim.validate.measurements import load_measurements
 
-        measurements = load_measurements(kernels_file)
+    # every input is read and checked before the first prediction
+    measured = [load_measurements(path) for path in (kernels_files or ())]
     loaded = [load_layer_file(path, gpu) for path in layer_files]
     for layer_file in loaded:
         got, bad, source = _layer_cases(layer_file, cost_model, progress)
@@ -81,12 +82,13 @@ def build_report(layer_files: Sequence[Path], kernels_file: "Path | None", gpu: 
         refused += bad
         sources.append(source)
     left: dict[str, int] = {}
-    if measurements is not None:
+    for measurements in measured:
         from moesim.validate.kernels import gpu_of, left_out, predict_kernels
 
         got = predict_kernels(measurements, cost_model)
         cases += got
-        left = left_out(measurements)
+        for kind, n in left_out(measurements).items():
+            left[kind] = left.get(kind, 0) + n
         sources.append(Source(_short(measurements.path), "kernels", gpu_of(measurements), len(got),
                               "single-GPU kernels, the cost model alone; each case's thermal state and clock ignored"))
     if left:
