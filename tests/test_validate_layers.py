@@ -198,6 +198,34 @@ def test_default_report_says_what_it_left_out() -> None:
     assert all(c.workload_class.startswith("kernel: ") for c in report.cases)
 
 
+def test_the_default_kernels_are_both_gpus_files() -> None:
+    """The stored H200 and H100 single-kernel files are both predicted by default, each with its
+    GPU's cost model."""
+    from moesim.validate.report import KERNELS_FILES
+
+    report = build_report([], [p for p in KERNELS_FILES if p.is_file()])
+    kernels = [s for s in report.sources if s.kind == "kernels"]
+    assert sorted(s.gpu for s in kernels) == ["H100", "H200"] and all(s.predicted > 200 for s in kernels)
+    assert {c.gpu for c in report.cases} == {"H100", "H200"}
+
+
+def test_the_held_out_shapes_are_off_every_calibration_grid() -> None:
+    """``validate_workloads --shape-set holdout``: no GEMM is a point of a profile's GEMM grid and
+    no attention shape a point of its attention grid (on the H100 and H200 profiles)."""
+    pytest.importorskip("torch")
+    from moesim.calibrate.validate_workloads import HOLDOUT, shape_lists
+
+    assert shape_lists("cuda", "holdout") == (HOLDOUT["gemm"], HOLDOUT["swiglu"], HOLDOUT["attention"], HOLDOUT["memory"])
+    with pytest.raises(ValueError, match="shape set"):
+        shape_lists("cuda", "mine")
+    for name in ("h100_sxm", "h200_sxm"):
+        rows = json.loads((ROOT / "moesim" / "profiles" / f"{name}.json").read_text())["samples"]
+        gemms = {(r["m"], r["n"], r["k"]) for r in rows if r.get("op") == "gemm"}
+        attn = {(r["batch"], r["heads"], r["seq"], r["head_dim"]) for r in rows if r.get("op") == "attention"}
+        assert gemms and attn
+        assert not gemms & set(HOLDOUT["gemm"]) and not attn & set(HOLDOUT["attention"])
+
+
 # -- the command ---------------------------------------------------------------------------------------
 def test_cli_renders_table_markdown_and_json(smoke_file: Path) -> None:
     from moesim.cli import app
