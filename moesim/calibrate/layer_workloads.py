@@ -117,15 +117,32 @@ MOE_SHAPES = {
     "deepseek_v2_lite": MoEShape("deepseek_v2_lite", 2048, 64, 6, 1408, 2, None),
 }
 DENSE_SHAPES = {"llama3_8b": DenseShape("llama3_8b", 4096, 32, 8, 128, 14336, "llama3-8b")}
+# ``--models holdout``: shapes of public models no stored case has (chosen before any was timed)
+HOLDOUT_MOE = {
+    "gpt_oss_20b": MoEShape("gpt_oss_20b", 2880, 32, 4, 2880, 0, None),
+    "qwen2_57b_a14b": MoEShape("qwen2_57b_a14b", 3584, 64, 8, 2560, 0, None),
+    "dsv3_ep4_slice": MoEShape("dsv3_ep4_slice", 7168, 64, 8, 2048, 1, None),
+}
+HOLDOUT_DENSE = {"qwen2_5_7b": DenseShape("qwen2_5_7b", 3584, 28, 4, 128, 18944, None),
+                 "mistral_nemo_12b": DenseShape("mistral_nemo_12b", 5120, 32, 8, 128, 14336, None)}
+MODEL_SETS = ("standard", "holdout")
 SMOKE_MOE = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
 SMOKE_DENSE = {"tiny_dense": DenseShape("tiny_dense", 64, 4, 2, 16, 128, None)}
 SKEWS = (("uniform", 0.0), ("zipf", 0.5), ("zipf", 1.0))
 PASSES = ("fwd", "fwd_bwd")
 
 
-def plan_cases(smoke: bool) -> list[Case]:
-    """Every case in run order: cheaper-to-lose tiers last, so a short budget drops those first."""
-    moe, dense = (SMOKE_MOE, SMOKE_DENSE) if smoke else (MOE_SHAPES, DENSE_SHAPES)
+ALL_MOE = SMOKE_MOE | MOE_SHAPES | HOLDOUT_MOE
+ALL_DENSE = SMOKE_DENSE | DENSE_SHAPES | HOLDOUT_DENSE
+
+
+def plan_cases(smoke: bool, models: str = "standard") -> list[Case]:
+    """Every case in run order: cheaper-to-lose tiers last, so a short budget drops those first.
+    ``models``: the standard shapes, or ``holdout`` (public models' shapes no stored case has)."""
+    if models not in MODEL_SETS:
+        raise ValueError(f"unknown model set {models!r}: use one of {', '.join(MODEL_SETS)}")
+    moe, dense = ((SMOKE_MOE, SMOKE_DENSE) if smoke else
+                  (HOLDOUT_MOE, HOLDOUT_DENSE) if models == "holdout" else (MOE_SHAPES, DENSE_SHAPES))
     tokens = (32, 64) if smoke else (1024, 4096, 8192, 16384)
     seqs = (32,) if smoke else (2048, 4096, 8192)
     few_tokens = tokens if smoke else (1024, 4096, 16384)
@@ -221,11 +238,11 @@ def describe(case: Case, routing: dict | None, params: list[torch.Tensor], smoke
                "dtype": "bf16", "eager": True, "torch_compile": False, "cuda_graphs": False, "stream": "default",
                "program": _program(case), "grad": _grad_desc(case, params), "tier": case.tier}
     if case.kind == "dense_layer":
-        d["model"] = asdict((SMOKE_DENSE | DENSE_SHAPES)[case.model])
+        d["model"] = asdict(ALL_DENSE[case.model])
         d["attention"] = {"sdpa": "causal", "backend": "default (SDPA's own choice)", "enable_gqa": True,
                           "rope": "rotate-half (chunk/cat), cos/sin bf16 [T, head_dim/2]"}
     else:
-        shape = (SMOKE_MOE | MOE_SHAPES)[case.model]
+        shape = ALL_MOE[case.model]
         d["model"] = {**asdict(shape), "shared_ffn": shape.expert_ffn * shape.shared_experts}
         d.update({"experts": case.experts, "token_movement": case.movement, "combine": case.combine,
                   "routing": routing, "syncs_per_forward": int(case.experts == "loop" or case.movement == "megatron")})
@@ -316,9 +333,9 @@ class Runner:
     def weights(self, case: Case):
         if case.model not in self._weights:
             if case.kind == "dense_layer":
-                self._weights[case.model] = DenseLayer((SMOKE_DENSE | DENSE_SHAPES)[case.model], self.device)
+                self._weights[case.model] = DenseLayer(ALL_DENSE[case.model], self.device)
             else:
-                self._weights[case.model] = MoEWeights((SMOKE_MOE | MOE_SHAPES)[case.model], self.device)
+                self._weights[case.model] = MoEWeights(ALL_MOE[case.model], self.device)
         return self._weights[case.model]
 
     def routing(self, shape: MoEShape, case: Case) -> tuple[np.ndarray, dict]:
@@ -346,7 +363,7 @@ class Runner:
         return lambda x: w.forward(x, cos, sin)   # SDPA picks its backend, as a user's call does
 
     def _moe(self, case: Case, w: MoEWeights):
-        shape = (SMOKE_MOE | MOE_SHAPES)[case.model]
+        shape = ALL_MOE[case.model]
         chosen, routing = self.routing(shape, case)
         x = _randn((case.tokens, shape.hidden), self.device, 7, 1.0)
         titan = case.movement == "torchtitan"
@@ -531,12 +548,12 @@ PROTOCOL = {
 
 
 def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: str, inventory_on: bool,
-        preheat_s: float, trace_all: bool = False, gap_s: float = 0.0) -> dict:
+        preheat_s: float, trace_all: bool = False, gap_s: float = 0.0, models: str = "standard") -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA GPU")
     start = time.monotonic()
     wanted = [part for part in only.split(",") if part] or [""]
-    cases = [c for c in plan_cases(device != "cuda") if any(part in c.id for part in wanted)]
+    cases = [c for c in plan_cases(device != "cuda", models) if any(part in c.id for part in wanted)]
     runner = Runner(device)
     doc: dict = {"format": FORMAT, "provenance": file_provenance(device, preheat_s),
                  "protocol": {**PROTOCOL, "round_gap_s": gap_s},
@@ -592,11 +609,13 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--preheat-s", type=float, default=3.0)
     p.add_argument("--round-gap-s", type=float, default=0.0,
                    help="idle pause before each timed round, so host-bound cases sample the host over seconds")
+    p.add_argument("--models", choices=MODEL_SETS, default="standard",
+                   help="the standard shapes, or held-out shapes of public models no stored case has")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if a.round_gap_s < 0:
         p.error("--round-gap-s must be >= 0")
     doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s, a.trace_all,
-              a.round_gap_s)
+              a.round_gap_s, a.models)
     print(f"{len(doc['entries'])} entries, {len(doc['skipped'])} skipped, {doc['wall_s']} s -> {a.out}", flush=True)
     return 0
 
