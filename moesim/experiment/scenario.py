@@ -258,7 +258,13 @@ class Scenario:
             if not isinstance(key, str) or not key.strip():
                 raise ConfigError(repr(key), "is not a field name",
                                   "write a dotted field path, e.g. plan.num_microbatches=16")
-            scn = _replace_dotted(scn, key.split("."), raw, key)
+            try:
+                scn = _replace_dotted(scn, key.split("."), raw, key)
+            except ConfigError as err:
+                if err.field != key.split(".")[-1]:
+                    raise
+                # a config's own check names its field alone: name the whole path that was set
+                raise ConfigError(key, err.problem, err.fix, source=err.source) from None
         return scn
 
 

@@ -66,7 +66,7 @@ def check_positive(field: str, value: int | float, *, allow_zero: bool = False) 
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(field, f"must be {bound}, got {value}")
+        raise ConfigError(field, f"must be {bound}, got {value}", f"give a number {bound}")
 
 
 def check_dtype(field: str, dtype: str) -> None:
