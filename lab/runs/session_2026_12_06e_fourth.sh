@@ -8,6 +8,6 @@ W=$OUT/w; mkdir -p $W
 nvidia-smi -L | tee $W/gpu.txt
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader | tee -a $W/gpu.txt
 gpu=$(nvidia-smi -L | grep -q H200 && echo h200 || echo h100); echo "gpu=$gpu" | tee -a $W/gpu.txt
-timeout 230 python3 -m moesim.calibrate.layer_workloads --device cuda --models holdout --no-inventory \
-    --out $W/layers_${gpu}_holdout.json --budget-s 200 > $W/layers_log.txt 2>&1
+timeout 75 python3 -m moesim.calibrate.layer_workloads --device cuda --models holdout --no-inventory --only t4096,t16384,dense \
+    --out $W/layers_${gpu}_holdout.json --budget-s 55 > $W/layers_log.txt 2>&1
 echo "rc=$? $(date -u +%T)"; tail -4 $W/layers_log.txt
