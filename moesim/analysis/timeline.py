@@ -139,27 +139,11 @@ def _link_arrays(recorder: Recorder) -> "tuple[list[str], np.ndarray, np.ndarray
     return names, ids[last], times[last], values[last]
 
 
-def link_steps(recorder: Recorder) -> "dict[str, list[tuple[int, float]]] | None":
-    """:func:`counter_steps` of the ``link:`` tracks, read from the recorder's sample arrays
-    without building a sample object each (the same steps: sorted by time, the last sample
-    recorded at a time wins); None where the recorder has no arrays or some link sample was
-    added one by one (then :func:`counter_steps` answers)."""
-    got = _link_arrays(recorder)
-    if got is None:
-        return None
-    names, ids, times, values = got
-    if ids.size == 0:
-        return {}
-    cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-    out: dict[str, list[tuple[int, float]]] = {}
-    for a, b in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [ids.size])).tolist()):
-        out[names[int(ids[a])]] = list(zip(times[a:b].tolist(), values[a:b].tolist()))
-    return dict(sorted(out.items()))
-
-
 def link_integrals(recorder: Recorder, horizon_ns: int) -> "dict[str, tuple[float, int, float]] | None":
-    """:func:`step_integral` of every ``link:`` track, computed on the recorder's sample arrays
-    at once (the same sums, term by term in time order); None where :func:`link_steps` is."""
+    """:func:`step_integral` of every ``link:`` track's :func:`counter_steps`, computed on the
+    recorder's sample arrays at once, without a sample object each (the same sums, term by term
+    in time order); None where the recorder has no arrays or some link sample was added one by
+    one (then :func:`counter_steps` answers)."""
     got = _link_arrays(recorder)
     if got is None:
         return None
