@@ -2,7 +2,8 @@
 
 By default the layer-workloads files in ``data/validation/layers/`` (layers and MoE blocks as
 torchtitan, Megatron and Llama code runs them, predicted by :func:`moesim.experiment.block.simulate_block`)
-and the single-GPU kernels of ``data/validation/h200_measurements.json`` (the cost model alone).
+and the single-GPU kernels of ``data/validation/h200_measurements.json`` and
+``h100_measurements.json`` (the cost model alone).
 ``moesim.cli`` imports this module only when the command runs.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Stored single-GPU kernel measurements predicted by the product's cost model alone.
 
-``data/validation/h200_measurements.json`` (written by ``moesim.calibrate.validate_workloads``)
-holds, besides multi-GPU cases, single kernels timed one at a time: GEMMs, SwiGLU FFNs,
-flash attention and memory ops. Each is described as the product's op
+``data/validation/h200_measurements.json`` and ``h100_measurements.json`` (written by
+``moesim.calibrate.validate_workloads``) hold, besides multi-GPU cases, single kernels timed
+one at a time: GEMMs, SwiGLU FFNs, flash attention and memory ops. Each is described as the product's op
 (:class:`~moesim.ops.Gemm`, :class:`~moesim.ops.Attention`, :class:`~moesim.ops.MemoryOp`; a
 SwiGLU FFN as :func:`moesim.workload.common.ffn_forward_ops`, its kernels back to back by
 :func:`moesim.costs.regions.sequence_ns`) and priced by the cost model ``moesim run`` builds for
