@@ -129,12 +129,14 @@ def workloads(
     warm_s: float = typer.Option(0.0, help="seconds of GEMM load before the single-GPU entries"),
     parts: str = typer.Option("single,distributed", help="comma list of single, distributed"),
     cpu_ranks: int = typer.Option(0, help="gloo processes in cpu mode"),
+    shape_set: str = typer.Option("standard", "--shape-set",
+                                  help="single-GPU shapes: standard, or holdout (public models' shapes off every grid)"),
 ) -> None:
     """Measure whole workloads (off-grid ops, collectives, pipelines, MoE layers) for validation."""
     validate = _torch_module("validate_workloads")
     raise typer.Exit(validate.main(["--device", device, "--out", str(out), "--budget-s", str(budget_s),
                                     "--heat-ms", str(heat_ms), "--warm-s", str(warm_s), "--parts", parts,
-                                    "--cpu-ranks", str(cpu_ranks)]))
+                                    "--cpu-ranks", str(cpu_ranks), "--shape-set", shape_set]))
 
 
 @app.command("merge")
