@@ -61,8 +61,8 @@ MEMORY = {"cuda": [("copy", 100_000_000), ("rmsnorm", 30_000_000), ("gather", 30
           "cpu": [("copy", 40_000)]}
 # ``--shape-set holdout``: shapes of public models' layers (Qwen2.5-7B, Llama-3-70B, Qwen3-30B-A3B,
 # GPT-OSS, DeepSeek-V3, Mixtral) at token counts and head counts off the calibration grids (heads
-# 20-96, sequences 1,000-12,288, dimensions 768-28,672), none of them a grid point, chosen before
-# any was measured; some sit past a grid's edge (K 768, N 768, 36 heads x 8,192)
+# 12-96, sequences 1,000-12,288, dimensions 768-28,672), none of them a grid point, chosen before
+# any was measured; some sit past the GEMM grid's edges (N or K of 768 below it, 28,672 above)
 HOLDOUT = {
     "gemm": [(6144, 3584, 3584), (8192, 18944, 3584), (8192, 3584, 18944), (2048, 28672, 8192),
              (2048, 8192, 28672), (3000, 2880, 2880), (12000, 768, 2048), (5000, 7168, 2048),
