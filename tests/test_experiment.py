@@ -74,6 +74,9 @@ def test_plan_and_scenario_validation():
     with pytest.raises(ConfigError, match="unknown field 'microbatches'"):
         scn().with_overrides({"plan.microbatches": "3"})
     assert scn().with_overrides({"plan.num_microbatches": "16", "schedule": "gpipe"}).plan.num_microbatches == 16
+    # a config's own check names its field alone; --set names the whole path it was given
+    with pytest.raises(ConfigError, match=r"^model\.hidden: must be > 0, got -1 \(fix: give a number > 0\)$"):
+        scn().with_overrides({"model.hidden": "-1"})
 
 
 def test_rank_order_puts_tp_innermost():
