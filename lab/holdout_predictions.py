@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 
 from moesim.calibrate.validate_workloads import HOLDOUT
-from moesim.costs.regions import kernel_region, sequence_ns
 from moesim.experiment.build import resolve_cost_model
-from moesim.validate.kernels import OPS
+from moesim.validate.kernels import OPS, ops_ns
 
 
 def descriptions() -> list[tuple[str, str, dict]]:
@@ -41,10 +40,7 @@ def main() -> None:
     rows = {}
     for ident, kind, d in descriptions():
         ops = OPS[kind](d)
-        rows[ident] = {}
-        for clock, model in models.items():
-            times = [float(model.compute_ns(op)) for op in ops]
-            rows[ident][clock] = sequence_ns(times, *kernel_region(model)) if len(times) > 1 else times[0]
+        rows[ident] = {clock: ops_ns(model, ops) for clock, model in models.items()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     a.out.write_text(json.dumps({"gpu": a.gpu, "commit": commit, "predicted_ns": rows}, indent=1) + "\n")
     print(f"wrote {a.out}: {len(rows)} cases")

@@ -83,14 +83,20 @@ def _pass_of(case: Measurement) -> str:
     return "fwd"
 
 
+def ops_ns(cost: Any, ops: list[Any]) -> float:
+    """The cost model's time of ``ops`` issued back to back (a single kernel keeps its own time)."""
+    from moesim.costs.regions import kernel_region, sequence_ns
+
+    times = [float(cost.compute_ns(op)) for op in ops]
+    return sequence_ns(times, *kernel_region(cost)) if len(times) > 1 else times[0]
+
+
 def predict_kernel(case: Measurement, cost: Any, gpu: str) -> Comparison:
     """The cost model's time of the case's ops (back to back when more than one)."""
-    from moesim.costs.regions import kernel_region, sequence_ns
     from moesim.experiment.block import op_provenance
 
     ops = case_ops(case)
-    times = [float(cost.compute_ns(op)) for op in ops]
-    predicted = sequence_ns(times, *kernel_region(cost)) if len(times) > 1 else times[0]
+    predicted = ops_ns(cost, ops)
     fallbacks = tuple(dict.fromkeys(f"{op.name or type(op).__name__}: {how}" for op in ops
                                     if (how := op_provenance(cost, op)) != "measured"))
     return Comparison(case_id=case.case_id, workload_class=f"kernel: {case.kind}", passes=_pass_of(case), gpu=gpu,

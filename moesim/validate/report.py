@@ -81,10 +81,10 @@ def build_report(layer_files: Sequence[Path], kernels_files: "Sequence[Path] | P
         cases += got
         refused += bad
         sources.append(source)
+    from moesim.validate.kernels import gpu_of, left_out, predict_kernels
+
     left: dict[str, int] = {}
     for measurements in measured:
-        from moesim.validate.kernels import gpu_of, left_out, predict_kernels
-
         got = predict_kernels(measurements, cost_model)
         cases += got
         for kind, n in left_out(measurements).items():
