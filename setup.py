@@ -4,12 +4,13 @@ The topology files live at the top level (``topologies/*.yaml``) where users rea
 them, the validation measurements under ``data/validation/``; a plain (non-editable)
 ``pip install .`` copies them under ``moesim/_data/`` so an installed moesim finds them
 (:mod:`moesim.shipped`).
-Everything else is declared in setup.cfg.
+It also declares the optional C extension of the fluid network. Everything else is declared in
+setup.cfg.
 """
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 SHIPPED_DATA = {  # source glob (relative to this file) -> folder inside the installed package
@@ -37,4 +38,10 @@ class BuildPyWithData(build_py):
                 self.copy_file(str(src), str(target / src.name))
 
 
-setup(cmdclass={"build_py": BuildPyWithData})
+# The fluid network's compiled event step (moesim.engine.compiled). Optional: where no C compiler
+# is at hand the build goes on without it and moesim runs the numpy network, the same mechanism.
+# No FMA contraction, so a machine's compiler cannot change the bits of a rate.
+FLUID_CORE = Extension("moesim.engine._fluidcore", ["moesim/engine/_fluidcore.c"], optional=True,
+                       extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"])
+
+setup(cmdclass={"build_py": BuildPyWithData}, ext_modules=[FLUID_CORE])

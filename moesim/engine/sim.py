@@ -33,6 +33,7 @@ import numpy as np
 import simpy
 
 from moesim.engine import collectives as coll
+from moesim.engine.compiled import CompiledFluidNetwork, fluid_network
 from moesim.engine.network import AnalyticalNetwork, FluidNetwork
 from moesim.engine.recorder import Recorder, Span
 from moesim.errors import ConfigError, DeadlockError
@@ -157,7 +158,7 @@ class Simulation:
             cb = self.recorder.add_link_samples if record_link_counters else None
             if record_link_counters:
                 self.recorder.link_tracks = [f"link:{link.src}->{link.dst}" for link in topology.links]
-            self.net: FluidNetwork | AnalyticalNetwork = FluidNetwork(self.env, self.capacity, cb)
+            self.net: CompiledFluidNetwork | FluidNetwork | AnalyticalNetwork = fluid_network(self.env, self.capacity, cb)
         else:
             self.net = AnalyticalNetwork(self.env, self.capacity)
         self.overlap_slowdown = overlap_slowdown

@@ -1,0 +1,120 @@
+"""The compiled fluid network (moesim.engine._fluidcore) against the numpy one.
+
+The same mechanism in C: a simulation ends every flow within 1 ns of the numpy network solving
+every flow in flight at every instant, moves the same bytes, records the same utilisation
+samples (values to rounding) and solves no more often; rates after a solve are the max-min
+rates of the flows in flight; bad paths are refused; the backend switch names its variable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fabrics import chain, ring, star, two_hosts
+from moesim.engine import Simulation
+from moesim.engine.compiled import BACKEND_ENV, CompiledFluidNetwork, compiled_available, fluid_network
+from moesim.engine.maxmin import maxmin_rates
+from moesim.engine.network import FluidNetwork
+from moesim.errors import ConfigError
+
+pytestmark = pytest.mark.skipif(not compiled_available(), reason="moesim.engine._fluidcore not built")
+SETTINGS = settings(max_examples=80, deadline=None)
+flow_st = st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(1, 3_000_000), st.integers(0, 40_000))
+FABRICS = {"star": lambda: star(8, bw=50.0), "chain": lambda: chain([10.0, 30.0, 20.0, 10.0, 40.0, 25.0, 15.0]),
+           "ring": lambda: ring(8, bw=20.0), "two_hosts": lambda: two_hosts(4)}
+
+
+def run(topo, flows, compiled: bool):
+    sim = Simulation(topo)
+    sink = sim.recorder.add_link_samples
+    sim.net = (CompiledFluidNetwork(sim.env, sim.capacity, sink) if compiled
+               else FluidNetwork(sim.env, sim.capacity, sink, incremental=False))
+    tasks = []
+    for i, (src, dst, nbytes, delay) in enumerate(flows):
+        deps = [sim.compute(src, delay, f"gate{i}", stream=f"gate{i}")] if delay else []
+        tasks.append(sim.comm([(src, f"f{i}")], [[(src, dst, nbytes)], [(dst, src, nbytes // 2 + 1)]], f"f{i}",
+                              category="send", deps=deps))
+    result = sim.run()
+    return [t.end_ns for t in tasks], result
+
+
+@SETTINGS
+@given(st.lists(flow_st, min_size=1, max_size=24), st.sampled_from(sorted(FABRICS)))
+def test_compiled_network_ends_every_flow_as_the_from_scratch_numpy_solve(flows, fabric):
+    topo = FABRICS[fabric]()
+    ends, res = run(topo, flows, compiled=True)
+    ref_ends, ref = run(topo, flows, compiled=False)
+    assert all(abs(a - b) <= 1 for a, b in zip(ends, ref_ends))
+    assert res.bytes_moved == ref.bytes_moved
+    assert res.num_rate_solves <= ref.num_rate_solves
+    if ends == ref_ends:
+        a = [(c.track, c.t_ns) for c in res.recorder.counters]
+        assert a == [(c.track, c.t_ns) for c in ref.recorder.counters]
+        assert np.allclose([c.value for c in res.recorder.counters], [c.value for c in ref.recorder.counters],
+                           rtol=1e-9, atol=1e-12)
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.integers(0, 11), min_size=1, max_size=4, unique=True), min_size=1, max_size=40),
+       st.lists(st.floats(0.5, 100.0), min_size=12, max_size=12))
+def test_rates_are_the_max_min_rates_of_the_flows_in_flight(paths, caps):
+    """Flows started at once, then some ended: after each step the rates are those of a fresh
+    max-min solve of the flows left (the kept slower flows included)."""
+    from moesim.engine._fluidcore import Core
+
+    cap = np.array(caps)
+    core = Core(cap)
+    slots = [core.add(p, 1e6 * (i + 1), 0) for i, p in enumerate(paths)]
+
+    def check(alive):
+        inc_flow = np.repeat(np.arange(len(alive)), [len(paths[i]) for i in alive])
+        inc_link = np.array([l for i in alive for l in paths[i]], dtype=np.int64)
+        want = maxmin_rates(inc_flow, inc_link, len(alive), cap)
+        got = dict(core.rates())
+        assert np.allclose([got[slots[i]] for i in alive], want, rtol=1e-9, atol=0)
+    # end flows by stepping at the earliest finish, one instant after another
+    alive = list(range(len(paths)))
+    _, nxt, _ = core.step(0, False)
+    check(alive)
+    while core.alive:
+        now = int(np.ceil(nxt))
+        ended, nxt, _ = core.step(now, True)
+        gone = {slots.index(s) for s in ended}
+        assert gone, "a step at the earliest finish ends a flow"
+        alive = [i for i in alive if i not in gone]
+        if alive:  # what the flows left get from scratch (rates do not depend on the bytes left)
+            check(alive)
+
+
+def test_independent_transfers_are_solved_apart():
+    sim = Simulation(star(4, bw=10.0))
+    assert isinstance(sim.net, CompiledFluidNetwork)
+    a = sim.comm([(0, "a")], [[(0, 1, 1_000)] * 70], "a", category="send")
+    b = sim.comm([(2, "b")], [[(2, 3, 5_000)] * 70], "b", category="send")
+    r = sim.run()
+    assert (a.end_ns, b.end_ns) == (7_000, 35_000)
+    assert r.num_rate_solves == 1
+
+
+def test_a_path_past_the_limit_or_an_unknown_link_is_refused():
+    from moesim.engine._fluidcore import Core
+
+    core = Core(np.ones(4))
+    with pytest.raises(ValueError, match="link id 7"):
+        core.add((0, 7), 10.0, 0)
+    with pytest.raises(ValueError, match="64 links"):
+        core.add(tuple([0] * 64), 10.0, 0)
+
+
+def test_the_backend_switch(monkeypatch):
+    import simpy
+
+    env = simpy.Environment()
+    monkeypatch.setenv(BACKEND_ENV, "numpy")
+    assert isinstance(fluid_network(env, [1.0]), FluidNetwork)
+    monkeypatch.setenv(BACKEND_ENV, "compiled")
+    assert isinstance(fluid_network(env, [1.0]), CompiledFluidNetwork)
+    monkeypatch.setenv(BACKEND_ENV, "fortran")
+    with pytest.raises(ConfigError, match=BACKEND_ENV):
+        fluid_network(env, [1.0])
