@@ -25,10 +25,10 @@ FABRICS = {"star": lambda: star(8, bw=50.0), "chain": lambda: chain([10.0, 30.0,
            "ring": lambda: ring(8, bw=20.0), "two_hosts": lambda: two_hosts(4)}
 
 
-def run(topo, flows, compiled: bool):
+def run(topo, flows, compiled: bool, relabel_after: int = 64):
     sim = Simulation(topo)
     sink = sim.recorder.add_link_samples
-    sim.net = (CompiledFluidNetwork(sim.env, sim.capacity, sink) if compiled
+    sim.net = (CompiledFluidNetwork(sim.env, sim.capacity, sink, relabel_after) if compiled
                else FluidNetwork(sim.env, sim.capacity, sink, incremental=False))
     tasks = []
     for i, (src, dst, nbytes, delay) in enumerate(flows):
@@ -40,10 +40,11 @@ def run(topo, flows, compiled: bool):
 
 
 @SETTINGS
-@given(st.lists(flow_st, min_size=1, max_size=24), st.sampled_from(sorted(FABRICS)))
-def test_compiled_network_ends_every_flow_as_the_from_scratch_numpy_solve(flows, fabric):
+@given(st.lists(flow_st, min_size=1, max_size=24), st.sampled_from(sorted(FABRICS)), st.sampled_from([1, 3, 64]))
+def test_compiled_network_ends_every_flow_as_the_from_scratch_numpy_solve(flows, fabric, relabel_after):
+    """Labels recomputed exactly after every end (1), now and then (3), or never here (64)."""
     topo = FABRICS[fabric]()
-    ends, res = run(topo, flows, compiled=True)
+    ends, res = run(topo, flows, compiled=True, relabel_after=relabel_after)
     ref_ends, ref = run(topo, flows, compiled=False)
     assert all(abs(a - b) <= 1 for a, b in zip(ends, ref_ends))
     assert res.bytes_moved == ref.bytes_moved
@@ -57,14 +58,14 @@ def test_compiled_network_ends_every_flow_as_the_from_scratch_numpy_solve(flows,
 
 @SETTINGS
 @given(st.lists(st.lists(st.integers(0, 11), min_size=1, max_size=4, unique=True), min_size=1, max_size=40),
-       st.lists(st.floats(0.5, 100.0), min_size=12, max_size=12))
-def test_rates_are_the_max_min_rates_of_the_flows_in_flight(paths, caps):
+       st.lists(st.floats(0.5, 100.0), min_size=12, max_size=12), st.sampled_from([1, 64]))
+def test_rates_are_the_max_min_rates_of_the_flows_in_flight(paths, caps, relabel_after):
     """Flows started at once, then some ended: after each step the rates are those of a fresh
     max-min solve of the flows left (the kept slower flows included)."""
     from moesim.engine._fluidcore import Core
 
     cap = np.array(caps)
-    core = Core(cap)
+    core = Core(cap, None, None, relabel_after)
     slots = [core.add(p, 1e6 * (i + 1), 0) for i, p in enumerate(paths)]
 
     def check(alive):

@@ -9,10 +9,15 @@
  *     its rate (max-min: removing flows faster than it cannot lower any link's saturation level
  *     below its own), the others are solved on what the kept ones leave of the links;
  *   - the solve freezes, in rounds, every flow crossing a locally bottlenecked link (a link whose
- *     fair share is no larger than that of any link its flows cross), as moesim.engine.maxmin does.
- * Components are found exactly at every step (a search over the touched links' flow lists), so no
- * label bookkeeping is needed. Every loop runs in an order fixed by the history of starts and
- * ends (slots and link lists), so the same inputs give the same bits. The numpy network is the fallback and the reference this one is tested against.
+ *     fair share is no larger than that of any link its flows cross), as moesim.engine.maxmin does;
+ *   - components are tracked as labels: a flow that starts joins the labels of its links into one;
+ *     a label may cover several components once flows have ended (solving more flows than needed,
+ *     changing no rate), and the labels are recomputed exactly once a quarter of the flows in
+ *     flight have ended since the last time.
+ * Per link the alive flows' rates are kept summed, so a step costs what its solved flows cross,
+ * not what the component holds. Every loop runs in an order fixed by the history of starts and
+ * ends (slots, link and label lists), so the same inputs give the same bits. The numpy network is
+ * the fallback and the reference this one is tested against.
  *
  * Pure C against the Python C API and the buffer protocol: no numpy headers at build time.
  */
@@ -51,29 +56,34 @@ typedef struct {
     /* links: alive flows crossing each, as packed (slot << 6 | position in path) */
     int64_t **lflows;
     int32_t *lcount, *lcapac;
+    /* component labels: a union-find over links; each root lists the alive flows under it. A
+       label may cover several components once flows have ended (solving more flows than needed,
+       changing no rate) until the labels are recomputed exactly. */
+    int32_t *parent;
+    int32_t **gfl;
+    int32_t *gcount, *gcapac;
+    int32_t *flab, *gpos;   /* per slot: its label, its place in the label's list */
+    int64_t ended_since;    /* flows ended since the labels were last exact */
+    int64_t relabel_after;  /* ... and at least this many (tests set 1) */
+    double *lload;          /* per link: the alive flows' rates summed */
     /* scratch */
     int64_t epoch;
-    int64_t *lmark, *fmark; /* visit stamps */
-    int32_t *lcomp;         /* component of a visited link */
-    double *lrem, *lshare, *lmin;
-    int32_t *lcnt;
-    int32_t *qlinks;        /* links of the components, in visit order */
-    int32_t *members;       /* flows of the components, in visit order; capslots */
+    int64_t *lmark, *fmark, *rmark, *umark; /* visit stamps */
+    double *lrem, *lshare, *lmin, *lkept, *rfloor;
+    int32_t *lcnt, *lcntk;
+    char *rstart;
+    int32_t *qlinks;        /* links of the flows solved (or of the search when relabelling) */
+    int32_t *roots;         /* labels touched by a step */
     int32_t *todo;          /* flows to solve; capslots */
     double *fmin, *fcur;     /* a flow's rate, its share this round */
     char *frozen;
-    int32_t *ended;
+    int32_t *ended, *eroot;
     int32_t nended;
-    /* components of one step */
-    int32_t ncomp, capcomp;
-    int32_t *cm0, *cm1, *cl0, *cl1; /* member and link ranges */
-    char *cstarted;
-    double *cfloor;
     /* utilisation */
     int record;
     Py_buffer out_links, out_vals; /* int64 and float64, at least L each */
     double *lastutil;
-    int32_t *uchanged;
+    int32_t *uchanged, *ulist;
     /* counters */
     int64_t num_rate_solves;
     double bytes_delivered;
@@ -99,8 +109,8 @@ static int grow_slots(Core *c, int32_t want, int32_t width) {
         if (!p_) { PyErr_NoMemory(); return -1; } c->field = p_; } while (0)
         GROW(plen, int32_t); GROW(rem, double); GROW(t0, double); GROW(rate, double);
         GROW(finish, double); GROW(due, double); GROW(nbytes, double); GROW(seq, int64_t);
-        GROW(alive, char); GROW(freeslots, int32_t); GROW(fmark, int64_t); GROW(members, int32_t);
-        GROW(todo, int32_t); GROW(fmin, double); GROW(fcur, double); GROW(frozen, char); GROW(ended, int32_t);
+        GROW(alive, char); GROW(freeslots, int32_t); GROW(fmark, int64_t); GROW(flab, int32_t); GROW(gpos, int32_t);
+        GROW(todo, int32_t); GROW(fmin, double); GROW(fcur, double); GROW(frozen, char); GROW(ended, int32_t); GROW(eroot, int32_t);
 #undef GROW
         for (int32_t s = n; s < nn; s++) c->fmark[s] = 0;
         c->capslots = nn;
@@ -130,24 +140,100 @@ static void link_remove(Core *c, int32_t s) {
     }
 }
 
+static int32_t find(Core *c, int32_t l) {
+    while (c->parent[l] != l) { c->parent[l] = c->parent[c->parent[l]]; l = c->parent[l]; }
+    return l;
+}
+
+static int group_push(Core *c, int32_t r, int32_t s) {
+    if (c->gcount[r] == c->gcapac[r]) {
+        int32_t nc = c->gcapac[r] ? 2 * c->gcapac[r] : 4;
+        int32_t *p = realloc(c->gfl[r], sizeof(int32_t) * nc);
+        if (!p) { PyErr_NoMemory(); return -1; }
+        c->gfl[r] = p; c->gcapac[r] = nc;
+    }
+    c->gpos[s] = c->gcount[r];
+    c->gfl[r][c->gcount[r]++] = s;
+    c->flab[s] = r;
+    return 0;
+}
+
+static void group_remove(Core *c, int32_t s) {
+    int32_t r = c->flab[s], p = c->gpos[s];
+    int32_t last = c->gfl[r][--c->gcount[r]];
+    c->gfl[r][p] = last;
+    c->gpos[last] = p;
+}
+
+/* One label for the labels a and b (roots): the smaller list moves into the larger. */
+static int32_t group_union(Core *c, int32_t a, int32_t b) {
+    if (a == b) return a;
+    if (c->gcount[a] < c->gcount[b]) { int32_t t = a; a = b; b = t; }
+    for (int32_t j = 0; j < c->gcount[b]; j++) if (group_push(c, a, c->gfl[b][j]) < 0) return -1;
+    c->gcount[b] = 0;
+    c->parent[b] = a;
+    return a;
+}
+
+/* Exact labels (one per connected component of the alive flows) and exact link loads. */
+static int relabel(Core *c) {
+    int32_t W = c->W;
+    for (int32_t l = 0; l < c->L; l++) { c->parent[l] = l; c->gcount[l] = 0; }
+    int64_t ep = ++c->epoch;
+    for (int32_t s0 = 0; s0 < c->nslots; s0++) {
+        if (!c->alive[s0] || c->fmark[s0] == ep) continue;
+        int32_t root = c->path[(size_t)s0 * W];
+        int32_t nq = 0;
+        c->lmark[root] = ep; c->qlinks[nq++] = root;
+        for (int32_t qi = 0; qi < nq; qi++) {
+            int32_t l = c->qlinks[qi];
+            c->parent[l] = root;
+            int64_t *fl = c->lflows[l];
+            for (int32_t j = 0; j < c->lcount[l]; j++) {
+                int32_t s = (int32_t)(fl[j] >> 6);
+                if (c->fmark[s] == ep) continue;
+                c->fmark[s] = ep;
+                if (group_push(c, root, s) < 0) return -1;
+                for (int32_t k = 0; k < c->plen[s]; k++) {
+                    int32_t l2 = c->path[(size_t)s * W + k];
+                    if (c->lmark[l2] != ep) { c->lmark[l2] = ep; c->qlinks[nq++] = l2; }
+                }
+            }
+        }
+    }
+    for (int32_t l = 0; l < c->L; l++) {
+        double load = 0.0;
+        int64_t *fl = c->lflows[l];
+        for (int32_t j = 0; j < c->lcount[l]; j++) load += c->rate[fl[j] >> 6];
+        c->lload[l] = load;
+    }
+    c->ended_since = 0;
+    return 0;
+}
+
 static void Core_dealloc(Core *c) {
     free(c->cap); free(c->path); free(c->ppos); free(c->plen); free(c->rem); free(c->t0);
     free(c->rate); free(c->finish); free(c->due); free(c->nbytes); free(c->seq); free(c->alive);
-    free(c->freeslots); free(c->started);
+    free(c->freeslots); free(c->started); free(c->flab); free(c->gpos);
     if (c->lflows) for (int32_t l = 0; l < c->L; l++) free(c->lflows[l]);
-    free(c->lflows); free(c->lcount); free(c->lcapac); free(c->lmark); free(c->fmark); free(c->lcomp);
-    free(c->lrem); free(c->lshare); free(c->lmin); free(c->lcnt); free(c->qlinks); free(c->members);
-    free(c->todo); free(c->fmin); free(c->fcur); free(c->frozen); free(c->ended); free(c->cm0); free(c->cm1);
-    free(c->cl0); free(c->cl1); free(c->cstarted); free(c->cfloor); free(c->lastutil); free(c->uchanged);
+    if (c->gfl) for (int32_t l = 0; l < c->L; l++) free(c->gfl[l]);
+    free(c->lflows); free(c->lcount); free(c->lcapac); free(c->gfl); free(c->gcount); free(c->gcapac);
+    free(c->parent); free(c->lload); free(c->lmark); free(c->fmark); free(c->rmark); free(c->umark);
+    free(c->lrem); free(c->lshare); free(c->lmin); free(c->lkept); free(c->rfloor); free(c->lcnt);
+    free(c->lcntk); free(c->rstart); free(c->qlinks); free(c->roots); free(c->todo); free(c->fmin);
+    free(c->fcur); free(c->frozen); free(c->ended); free(c->eroot); free(c->lastutil); free(c->uchanged);
+    free(c->ulist);
     if (c->record) { PyBuffer_Release(&c->out_links); PyBuffer_Release(&c->out_vals); }
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
 static int Core_init(Core *c, PyObject *args, PyObject *kw) {
-    static char *names[] = {"capacity", "out_links", "out_vals", NULL};
+    static char *names[] = {"capacity", "out_links", "out_vals", "relabel_after", NULL};
     Py_buffer capbuf;
     PyObject *ol = Py_None, *ov = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OO", names, &capbuf, &ol, &ov)) return -1;
+    long long relabel_after = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOL", names, &capbuf, &ol, &ov, &relabel_after)) return -1;
+    c->relabel_after = relabel_after > 1 ? relabel_after : 1;
     if (capbuf.len % sizeof(double)) { PyBuffer_Release(&capbuf); PyErr_SetString(PyExc_ValueError, "capacity: float64 buffer"); return -1; }
     int32_t L = (int32_t)(capbuf.len / sizeof(double));
     c->L = L;
@@ -158,12 +244,20 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw) {
     size_t n = L ? (size_t)L : 1;
     c->lflows = calloc(n, sizeof(int64_t *));
     c->lcount = calloc(n, sizeof(int32_t)); c->lcapac = calloc(n, sizeof(int32_t));
-    c->lmark = calloc(n, sizeof(int64_t)); c->lcomp = calloc(n, sizeof(int32_t));
+    c->gfl = calloc(n, sizeof(int32_t *));
+    c->gcount = calloc(n, sizeof(int32_t)); c->gcapac = calloc(n, sizeof(int32_t));
+    c->parent = calloc(n, sizeof(int32_t)); c->lload = calloc(n, sizeof(double));
+    c->lmark = calloc(n, sizeof(int64_t)); c->rmark = calloc(n, sizeof(int64_t)); c->umark = calloc(n, sizeof(int64_t));
     c->lrem = calloc(n, sizeof(double)); c->lshare = calloc(n, sizeof(double)); c->lmin = calloc(n, sizeof(double));
-    c->lcnt = calloc(n, sizeof(int32_t)); c->qlinks = calloc(n, sizeof(int32_t));
-    c->lastutil = calloc(n, sizeof(double)); c->uchanged = calloc(n, sizeof(int32_t));
-    if (!c->lflows || !c->lcount || !c->lcapac || !c->lmark || !c->lcomp || !c->lrem || !c->lshare
-        || !c->lmin || !c->lcnt || !c->qlinks || !c->lastutil || !c->uchanged) { PyErr_NoMemory(); return -1; }
+    c->lkept = calloc(n, sizeof(double)); c->rfloor = calloc(n, sizeof(double));
+    c->lcnt = calloc(n, sizeof(int32_t)); c->lcntk = calloc(n, sizeof(int32_t)); c->rstart = calloc(n, 1);
+    c->qlinks = calloc(n, sizeof(int32_t)); c->roots = calloc(n, sizeof(int32_t));
+    c->lastutil = calloc(n, sizeof(double)); c->uchanged = calloc(n, sizeof(int32_t)); c->ulist = calloc(n, sizeof(int32_t));
+    if (!c->lflows || !c->lcount || !c->lcapac || !c->gfl || !c->gcount || !c->gcapac || !c->parent || !c->lload
+        || !c->lmark || !c->rmark || !c->umark || !c->lrem || !c->lshare || !c->lmin || !c->lkept || !c->rfloor
+        || !c->lcnt || !c->lcntk || !c->rstart || !c->qlinks || !c->roots || !c->lastutil || !c->uchanged
+        || !c->ulist) { PyErr_NoMemory(); return -1; }
+    for (int32_t l = 0; l < L; l++) c->parent[l] = l;
     c->W = 1;
     c->path = calloc(1, sizeof(int32_t)); c->ppos = calloc(1, sizeof(int32_t));
     if (grow_slots(c, 64, 4) < 0) return -1;
@@ -212,6 +306,12 @@ static PyObject *Core_add(Core *c, PyObject *args) {
         c->ppos[(size_t)s * W + i] = c->lcount[l];
         if (link_push(c, l, ((int64_t)s << 6) | i) < 0) return NULL;
     }
+    int32_t r = find(c, c->path[(size_t)s * W]);
+    for (Py_ssize_t i = 1; i < k; i++) {
+        r = group_union(c, r, find(c, c->path[(size_t)s * W + i]));
+        if (r < 0) return NULL;
+    }
+    if (group_push(c, r, s) < 0) return NULL;
     c->rem[s] = c->nbytes[s] = nbytes;
     c->t0[s] = (double)now;
     c->rate[s] = 0.0;
@@ -237,18 +337,6 @@ static int cmp_seq(const void *a, const void *b) {
 static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
-}
-
-static int add_comp(Core *c) {
-    if (c->ncomp == c->capcomp) {
-        int32_t nc = c->capcomp ? 2 * c->capcomp : 16;
-#define GROWC(f, t) do { void *p_ = realloc(c->f, sizeof(t) * nc); if (!p_) { PyErr_NoMemory(); return -1; } c->f = p_; } while (0)
-        GROWC(cm0, int32_t); GROWC(cm1, int32_t); GROWC(cl0, int32_t); GROWC(cl1, int32_t);
-        GROWC(cstarted, char); GROWC(cfloor, double);
-#undef GROWC
-        c->capcomp = nc;
-    }
-    return c->ncomp++;
 }
 
 /* Max-min rates of flows todo[0..m) on the component's links (lrem holds what is left of each). */
@@ -336,83 +424,74 @@ static PyObject *Core_step(Core *c, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Lp", &now_i, &do_end)) return NULL;
     double now = (double)now_i;
     int32_t W = c->W;
+    int32_t nchanged = 0;
     c->nended = 0;
     if (do_end && c->nalive) {
         for (int32_t s = 0; s < c->nslots; s++) {
             if (c->alive[s] && c->due[s] <= now) c->ended[c->nended++] = s;
         }
         if (c->nended > 1) { g_seq = c->seq; qsort(c->ended, c->nended, sizeof(int32_t), cmp_seq); }
+        int64_t ep0 = ++c->epoch;
         for (int32_t i = 0; i < c->nended; i++) {
             int32_t s = c->ended[i];
             c->bytes_delivered += c->nbytes[s];
             c->alive[s] = 0;
             c->finish[s] = c->due[s] = INFINITY;
             c->nalive--;
+            c->eroot[i] = c->flab[s];
+            group_remove(c, s);
             link_remove(c, s);
-        }
-    }
-    /* components of the links the ended and started flows cross */
-    c->epoch++;
-    int64_t ep = c->epoch;
-    c->ncomp = 0;
-    int32_t nq = 0, nm = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        int32_t *list = pass ? c->started : c->ended;
-        int32_t cnt = pass ? c->nstarted : c->nended;
-        for (int32_t i = 0; i < cnt; i++) {
-            int32_t s0 = list[i];
-            for (int32_t k0 = 0; k0 < c->plen[s0]; k0++) {
-                int32_t root = c->path[(size_t)s0 * W + k0];
-                if (c->lmark[root] == ep) continue;
-                int ci = add_comp(c);
-                if (ci < 0) return NULL;
-                c->cm0[ci] = nm; c->cl0[ci] = nq; c->cstarted[ci] = 0; c->cfloor[ci] = INFINITY;
-                c->lmark[root] = ep; c->lcomp[root] = ci; c->qlinks[nq++] = root;
-                for (int32_t qi = c->cl0[ci]; qi < nq; qi++) {
-                    int32_t l = c->qlinks[qi];
-                    int64_t *fl = c->lflows[l];
-                    for (int32_t j = 0; j < c->lcount[l]; j++) {
-                        int32_t s = (int32_t)(fl[j] >> 6);
-                        if (c->fmark[s] == ep) continue;
-                        c->fmark[s] = ep;
-                        c->members[nm++] = s;
-                        for (int32_t k = 0; k < c->plen[s]; k++) {
-                            int32_t l2 = c->path[(size_t)s * W + k];
-                            if (c->lmark[l2] != ep) { c->lmark[l2] = ep; c->lcomp[l2] = ci; c->qlinks[nq++] = l2; }
-                        }
-                    }
-                }
-                c->cm1[ci] = nm; c->cl1[ci] = nq;
+            for (int32_t k = 0; k < c->plen[s]; k++) {
+                int32_t l = c->path[(size_t)s * W + k];
+                c->lload[l] = c->lcount[l] ? c->lload[l] - c->rate[s] : 0.0;
+                if (c->umark[l] != ep0) { c->umark[l] = ep0; c->ulist[nchanged++] = l; }
             }
         }
     }
-    for (int32_t i = 0; i < c->nstarted; i++) c->cstarted[c->lcomp[c->path[(size_t)c->started[i] * W]]] = 1;
+    /* the labels the ended and started flows belong to: where flows only ended, the floor is the
+       slowest ended flow's rate; where a flow started, every flow of the label is solved */
+    int64_t ep = ++c->epoch;
+    int32_t nroots = 0;
     for (int32_t i = 0; i < c->nended; i++) {
-        int32_t s = c->ended[i];
-        for (int32_t k = 0; k < c->plen[s]; k++) {
-            int32_t ci = c->lcomp[c->path[(size_t)s * W + k]];
-            if (c->rate[s] < c->cfloor[ci]) c->cfloor[ci] = c->rate[s];
+        int32_t r = c->eroot[i];
+        if (c->rmark[r] != ep) { c->rmark[r] = ep; c->rfloor[r] = INFINITY; c->rstart[r] = 0; c->roots[nroots++] = r; }
+        if (c->rate[c->ended[i]] < c->rfloor[r]) c->rfloor[r] = c->rate[c->ended[i]];
+    }
+    for (int32_t i = 0; i < c->nstarted; i++) {
+        int32_t r = c->flab[c->started[i]];
+        if (c->rmark[r] != ep) { c->rmark[r] = ep; c->rfloor[r] = INFINITY; c->roots[nroots++] = r; }
+        c->rstart[r] = 1;
+    }
+    int32_t m = 0, nq = 0;
+    for (int32_t i = 0; i < nroots; i++) {
+        int32_t r = c->roots[i];
+        int32_t *g = c->gfl[r];
+        if (c->rstart[r]) {
+            for (int32_t j = 0; j < c->gcount[r]; j++) c->todo[m++] = g[j];
+        } else {
+            double thr = c->rfloor[r] * (1.0 - KEEP_MARGIN);
+            for (int32_t j = 0; j < c->gcount[r]; j++) if (c->rate[g[j]] >= thr) c->todo[m++] = g[j];
         }
     }
-    int solved = 0;
-    for (int32_t ci = 0; ci < c->ncomp; ci++) {
-        int32_t m0 = c->cm0[ci], m1 = c->cm1[ci];
-        if (m0 == m1) continue;
-        int32_t l0 = c->cl0[ci], l1 = c->cl1[ci];
-        for (int32_t i = l0; i < l1; i++) { int32_t l = c->qlinks[i]; c->lrem[l] = c->cap[l]; }
-        int32_t m = 0;
-        double thr = c->cstarted[ci] ? INFINITY : c->cfloor[ci] * (1.0 - KEEP_MARGIN);
-        for (int32_t i = m0; i < m1; i++) {
-            int32_t s = c->members[i];
-            if (!c->cstarted[ci] && c->rate[s] < thr) {  /* kept: takes its rate off its links */
-                for (int32_t k = 0; k < c->plen[s]; k++) c->lrem[c->path[(size_t)s * W + k]] -= c->rate[s];
-            } else {
-                c->todo[m++] = s;
+    if (m) {
+        /* what the kept flows (the others) leave of the links the solved ones cross */
+        for (int32_t i = 0; i < m; i++) {
+            int32_t s = c->todo[i];
+            for (int32_t k = 0; k < c->plen[s]; k++) {
+                int32_t l = c->path[(size_t)s * W + k];
+                if (c->lmark[l] != ep) { c->lmark[l] = ep; c->qlinks[nq++] = l; c->lkept[l] = c->lload[l]; c->lcntk[l] = 0; }
+                c->lkept[l] -= c->rate[s];
+                c->lcntk[l]++;
             }
         }
-        if (!m) continue;
-        solve(c, m, l0, l1);
-        solved = 1;
+        for (int32_t i = 0; i < nq; i++) {
+            int32_t l = c->qlinks[i];
+            if (c->lcntk[l] == c->lcount[l]) c->lkept[l] = 0.0;  /* no kept flow: exactly nothing */
+            c->lrem[l] = c->cap[l] - c->lkept[l];
+        }
+        solve(c, m, 0, nq);
+        c->num_rate_solves++;
+        for (int32_t i = 0; i < nq; i++) { int32_t l = c->qlinks[i]; c->lload[l] = c->lkept[l]; }
         for (int32_t i = 0; i < m; i++) {
             int32_t s = c->todo[i];
             double r = c->fmin[i];
@@ -422,27 +501,31 @@ static PyObject *Core_step(Core *c, PyObject *args) {
             c->rate[s] = r;
             c->finish[s] = now + rem / r;
             c->due[s] = now + (rem - 1e-9 * c->nbytes[s]) / r - FINISH_SLACK_NS;
+            for (int32_t k = 0; k < c->plen[s]; k++) c->lload[c->path[(size_t)s * W + k]] += r;
         }
     }
-    if (solved) c->num_rate_solves++;
-    /* utilisation of the links of the touched components whose load changed */
+    /* utilisation of the links whose load changed */
     int32_t nu = 0;
     if (c->record) {
-        int64_t *ol = (int64_t *)c->out_links.buf;
-        double *ov = (double *)c->out_vals.buf;
+        int64_t ep1 = ++c->epoch;
+        for (int32_t i = 0; i < nchanged; i++) c->umark[c->ulist[i]] = ep1;
         for (int32_t i = 0; i < nq; i++) {
             int32_t l = c->qlinks[i];
-            double load = 0.0;
-            int64_t *fl = c->lflows[l];
-            int32_t n = c->lcount[l];
-            for (int32_t j = 0; j < n; j++) load += c->rate[fl[j] >> 6];
-            double u = n ? load / c->cap[l] : 0.0;
+            if (c->umark[l] != ep1) { c->umark[l] = ep1; c->ulist[nchanged++] = l; }
+        }
+        int64_t *ol = (int64_t *)c->out_links.buf;
+        double *ov = (double *)c->out_vals.buf;
+        for (int32_t i = 0; i < nchanged; i++) {
+            int32_t l = c->ulist[i];
+            double u = c->lcount[l] ? c->lload[l] / c->cap[l] : 0.0;
             if (u > 1.0) u = 1.0;
             if (fabs(u - c->lastutil[l]) > 1e-12) { c->lastutil[l] = u; c->uchanged[nu++] = l; }
         }
         if (nu > 1) qsort(c->uchanged, nu, sizeof(int32_t), cmp_i32);
         for (int32_t i = 0; i < nu; i++) { ol[i] = c->uchanged[i]; ov[i] = c->lastutil[c->uchanged[i]]; }
     }
+    c->ended_since += c->nended;
+    if (c->ended_since >= c->relabel_after && 4 * c->ended_since >= c->nalive && relabel(c) < 0) return NULL;
     c->nstarted = 0;
     PyObject *ended = PyList_New(c->nended);
     if (!ended) return NULL;

@@ -54,13 +54,15 @@ class CompiledFluidNetwork:
         capacity_gbps: effective capacity of every link, indexed by link id.
         on_utilization: called once per instant as ``(t_ns, link_ids, utilizations)`` with the
             links whose utilisation changed (ascending ids); ``None`` records nothing.
+        relabel_after: the component labels are recomputed exactly once a quarter of the flows
+            in flight, and at least this many, have ended since the last time.
     """
 
     mode = "fluid"
     backend = "compiled"
 
     def __init__(self, env: simpy.Environment, capacity_gbps: Sequence[float],
-                 on_utilization: UtilSink | None = None) -> None:
+                 on_utilization: UtilSink | None = None, relabel_after: int = 64) -> None:
         if Core is None:
             raise RuntimeError("moesim.engine._fluidcore was not built (no C compiler at install)")
         cap = np.ascontiguousarray(_capacities(capacity_gbps), dtype=np.float64)
@@ -70,9 +72,9 @@ class CompiledFluidNetwork:
         if on_utilization is not None:
             self._ulinks = np.zeros(cap.size, dtype=np.int64)
             self._uvals = np.zeros(cap.size)
-            self._core = Core(cap, self._ulinks, self._uvals)
+            self._core = Core(cap, self._ulinks, self._uvals, relabel_after)
         else:
-            self._core = Core(cap)
+            self._core = Core(cap, None, None, relabel_after)
         self._events: list[simpy.Event | _Group | None] = []   # what each slot's end fires
         self._latency: list[int] = []
         self._pending = False
