@@ -34,14 +34,20 @@ def compiled_available() -> bool:
     return Core is not None
 
 
-def fluid_network(env: simpy.Environment, capacity_gbps: Sequence[float],
-                  on_utilization: UtilSink | None = None) -> "CompiledFluidNetwork | FluidNetwork":
-    """The compiled fluid network where it was built and not switched off, else the numpy one."""
+def fluid_backend() -> str:
+    """``"compiled"`` where the extension was built and ``MOESIM_FLUID`` does not say numpy, else
+    ``"numpy"``."""
     choice = os.environ.get(BACKEND_ENV, "").strip().lower()
     if choice not in ("", "compiled", "numpy"):
         from moesim.errors import ConfigError
         raise ConfigError(BACKEND_ENV, f"unknown fluid network {choice!r}", "use compiled or numpy")
-    if Core is not None and choice != "numpy":
+    return "compiled" if Core is not None and choice != "numpy" else "numpy"
+
+
+def fluid_network(env: simpy.Environment, capacity_gbps: Sequence[float],
+                  on_utilization: UtilSink | None = None) -> "CompiledFluidNetwork | FluidNetwork":
+    """The fluid network of :func:`fluid_backend`."""
+    if fluid_backend() == "compiled":
         return CompiledFluidNetwork(env, capacity_gbps, on_utilization)
     return FluidNetwork(env, capacity_gbps, on_utilization)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Mapping
 
+from moesim.engine.compiled import fluid_backend
 from moesim.errors import ConfigError
 from moesim.experiment.scenario import ParallelPlan, Scenario
 from moesim.schedules import actions_of, cross_deps, generate
@@ -120,8 +121,11 @@ class CostConstants:
         return self.seconds_per_flow[mode], self.events_per_flow[mode]
 
     def per_exchange_flow(self, network: str, in_flight: float) -> float:
-        """Extra seconds of an MoE exchange flow with ``in_flight`` flows in flight."""
+        """Extra seconds of an MoE exchange flow with ``in_flight`` flows in flight (the fluid
+        network's figures are those of the backend this process runs, :func:`fluid_backend`)."""
         mode = network if network in self.seconds_per_flow else "fluid"
+        if mode == "fluid" and fluid_backend() == "numpy" and "fluid-numpy" in self.seconds_per_exchange_flow:
+            mode = "fluid-numpy"
         s0, s1 = self.seconds_per_exchange_flow.get(mode, (0.0, 0.0))
         return s0 + s1 * in_flight
 
@@ -141,20 +145,20 @@ MEMORY = MemoryConstants(
     plots_per_link_sample=0.0)
 
 # Time fitted by ``python benchmarks/scaling.py --section estimate --fit`` on the 2-core development
-# machine (shared with other work), 2026-12-06, after the engine of issue 16 (one event per collective
-# phase, leaner solves): CPU seconds of build + run; 19 rows: dense 8-64 GPUs, pipeline-only, eager
-# host, MoE EP8-EP64 with 56-4,032 flows in flight: every row within 0.75-1.33x (least worst
-# ratio; the constants of the morning read 0.65-2.26x on the engine of then, up to 3.4x (EP64) on
-# this one). Memory: MEMORY above. Seconds per task and per fluid flow are held at
-# benchmarks/engine_speed.py's (a) (100k tasks built and run: 2.9 us a task) and (c) (512-GPU ring
-# all-reduce: 2.0 us a flow); SimPy events per fluid flow measured on moe(8) and moe(16) (1.0-1.1
-# beyond two per task); the analytical figures are older.
+# machine (shared with other work), 2026-12-06, on the compiled fluid network
+# (moesim.engine._fluidcore): CPU seconds of build + run; 19 rows: dense 8-64 GPUs, pipeline-only,
+# eager host, MoE EP8-EP64 with 56-4,032 flows in flight: every row within 0.55-1.81x (least worst
+# ratio). Seconds per task and per fluid flow are held at benchmarks/engine_speed.py's (a) (100k
+# tasks built and run: 2.9 us a task) and (c) (512-GPU ring all-reduce: 2.0 us a flow); SimPy events
+# per fluid flow measured on moe(8) and moe(16) (1.0-1.1 beyond two per task); the analytical figures
+# are older. ``fluid-numpy``: the exchange-flow cost of the numpy network (where the extension was
+# not built), fitted the same way on it earlier that day (every row within 0.75-1.33x).
 CONSTANTS = CostConstants(
-    seconds_per_task=3e-6, events_per_task=2.0, seconds_fixed=0.033,
+    seconds_per_task=3e-6, events_per_task=2.0, seconds_fixed=0.107,
     seconds_per_flow={"fluid": 2e-6, "analytical": 16e-6},
     events_per_flow={"fluid": 1.1, "analytical": 1.25},
     memory=MEMORY,
-    seconds_per_exchange_flow={"fluid": (111e-6, 1.4e-9)},
+    seconds_per_exchange_flow={"fluid": (35.2e-6, 0.1e-9), "fluid-numpy": (111e-6, 1.4e-9)},
 )
 
 
