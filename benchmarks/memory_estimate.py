@@ -66,7 +66,7 @@ def one(row: int, mode: str) -> dict:
     sweep, value, scn = cases()[row]
     trace, plots = MODES[mode]
     parts = parts_of(scn)
-    est = estimate_run(parts, trace=trace, plots=plots)
+    est = estimate_run(parts, trace=trace, plots=plots, link_series=trace)
     base = _peak_rss_bytes()
     t0 = time.process_time()
     with tempfile.TemporaryDirectory() as out:

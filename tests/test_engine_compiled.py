@@ -119,3 +119,56 @@ def test_the_backend_switch(monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "fortran")
     with pytest.raises(ConfigError, match=BACKEND_ENV):
         fluid_network(env, [1.0])
+
+
+def _flows_sim(topo, flows, link_series: bool):
+    sim = Simulation(topo, link_series=link_series)
+    for i, (src, dst, nbytes, delay) in enumerate(flows):
+        deps = [sim.compute(src, delay, f"gate{i}", stream=f"gate{i}")] if delay else []
+        sim.comm([(src, f"f{i}")], [[(src, dst, nbytes), (dst, (src + 3) % 8, nbytes // 3 + 1)]], f"f{i}",
+                 category="send", deps=deps)
+    return sim.run()
+
+
+@SETTINGS
+@given(st.lists(flow_st, min_size=1, max_size=20), st.sampled_from(sorted(FABRICS)), st.integers(0, 5))
+def test_integrals_kept_without_samples_equal_the_integrals_of_the_samples(flows, fabric, past_end):
+    """link_series=False stores no sample; each link's (integral, time above 0, peak) is what
+    step_integral gives from the samples of the same run, bit for bit, for a horizon at or past
+    the end; one before a link's last change is refused."""
+    from moesim.analysis.timeline import LINK_PREFIX, counter_steps, link_integrals, step_integral
+
+    topo = FABRICS[fabric]()
+    with_samples = _flows_sim(topo, flows, True)
+    without = _flows_sim(topo, flows, False)
+    assert without.makespan_ns == with_samples.makespan_ns
+    assert without.recorder.num_link_samples == 0 and with_samples.recorder.num_link_samples > 0
+    horizon = with_samples.makespan_ns + past_end * 997
+    steps = counter_steps(with_samples.recorder)
+    want = {t: step_integral(s, horizon) for t, s in steps.items() if t.startswith(LINK_PREFIX)}
+    assert link_integrals(without.recorder, horizon) == want
+    last = max(t for s in steps.values() for t, _ in s)
+    if last > 0:
+        with pytest.raises(ValueError, match="before link"):
+            link_integrals(without.recorder, last - 1)
+
+
+def test_a_scenario_without_link_samples_reports_the_same_utilisation():
+    import dataclasses
+
+    from moesim.analysis.utilization import utilization
+    from moesim.experiment import MoEOptions, ParallelPlan, Scenario
+    from moesim.experiment.runner import run_scenario
+    from moesim.moe.routing import RoutingConfig
+
+    from moesim.workload.presets import get_model
+
+    spec = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=2, seq_len=1024)
+    scn = Scenario(name="moe_ep8", topology="dgx_h100", nodes=2, model=spec,
+                   plan=ParallelPlan(dp=16, ep=16, num_microbatches=2),
+                   moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=1.0)))
+    a, rec_a = run_scenario(scn, force=True)
+    b, rec_b = run_scenario(scn, force=True, link_series=False)
+    assert rec_b.num_link_samples == 0 < rec_a.num_link_samples
+    assert utilization(rec_a) == utilization(rec_b)
+    assert a.step_time_ms == b.step_time_ms and a.analysis == b.analysis

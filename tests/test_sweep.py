@@ -196,7 +196,7 @@ def test_retry_failed_reruns_only_the_failures(tmp_path, monkeypatch):
     run_sweep(tasks, tmp_path, LocalExecutor(workers=1))
     calls = []
     real = experiment_runner.run_scenario
-    monkeypatch.setattr(experiment_runner, "run_scenario", lambda scn: calls.append(scn.name) or real(scn))
+    monkeypatch.setattr(experiment_runner, "run_scenario", lambda scn, **kw: calls.append(scn.name) or real(scn, **kw))
     plain = run_sweep(tasks, tmp_path, LocalExecutor(workers=1))
     assert (plain.num_run, plain.num_skipped, calls) == (0, 2, [])
     retried = run_sweep(tasks, tmp_path, LocalExecutor(workers=1), retry_failed=True)
@@ -215,7 +215,7 @@ def test_interrupted_sweep_resumes_from_the_lines_already_written(tmp_path, monk
     (resumed_dir / "results.jsonl").write_text("\n".join(done) + "\n" + torn)
     calls = []
     real = experiment_runner.run_scenario
-    monkeypatch.setattr(experiment_runner, "run_scenario", lambda scn: calls.append(scn.name) or real(scn))
+    monkeypatch.setattr(experiment_runner, "run_scenario", lambda scn, **kw: calls.append(scn.name) or real(scn, **kw))
     resumed = run_sweep(tasks, resumed_dir, LocalExecutor(workers=1))
     assert (resumed.num_run, resumed.num_skipped, len(calls)) == (2, 2, 2)
     assert stripped(resumed.records) == stripped(reference.records)
@@ -234,7 +234,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_finishes_the_rest(tmp_path):
 
 
 def test_a_bug_in_one_point_is_recorded_with_its_traceback(monkeypatch):
-    def broken(scn):
+    def broken(scn, **_kw):
         raise ZeroDivisionError("division by zero")
     monkeypatch.setattr(experiment_runner, "run_scenario", broken)
     record = run_point(SweepPoint("tiny"), BASE)

@@ -143,7 +143,14 @@ def link_integrals(recorder: Recorder, horizon_ns: int) -> "dict[str, tuple[floa
     """:func:`step_integral` of every ``link:`` track's :func:`counter_steps`, computed on the
     recorder's sample arrays at once, without a sample object each (the same sums, term by term
     in time order); None where the recorder has no arrays or some link sample was added one by
-    one (then :func:`counter_steps` answers)."""
+    one (then :func:`counter_steps` answers). Where the network kept each link's integral
+    instead of samples (``recorder.link_totals``), those are the answer: the same sums, added in
+    the same order as :func:`step_integral` adds them."""
+    totals = getattr(recorder, "link_totals", None)
+    if callable(totals) and not getattr(recorder, "_link_blocks", True) \
+            and not any(s.track.startswith(LINK_PREFIX) for s in recorder.samples):
+        names = recorder.link_tracks
+        return {names[l]: (area, busy, peak) for l, area, busy, peak in totals(horizon_ns)}
     got = _link_arrays(recorder)
     if got is None:
         return None

@@ -84,6 +84,11 @@ typedef struct {
     Py_buffer out_links, out_vals; /* int64 and float64, at least L each */
     double *lastutil;
     int32_t *uchanged, *ulist;
+    /* per link, the utilisation's integral so far: value x time held, time held above 0, the
+       largest value held for some time, the time of the last change, whether it changed once */
+    double *uarea, *upeak;
+    int64_t *ubusy, *ulast;
+    char *useen;
     /* counters */
     int64_t num_rate_solves;
     double bytes_delivered;
@@ -222,6 +227,7 @@ static void Core_dealloc(Core *c) {
     free(c->lrem); free(c->lshare); free(c->lmin); free(c->lkept); free(c->rfloor); free(c->lcnt);
     free(c->lcntk); free(c->rstart); free(c->qlinks); free(c->roots); free(c->todo); free(c->fmin);
     free(c->fcur); free(c->frozen); free(c->ended); free(c->eroot); free(c->lastutil); free(c->uchanged);
+    free(c->uarea); free(c->upeak); free(c->ubusy); free(c->ulast); free(c->useen);
     free(c->ulist);
     if (c->record) { PyBuffer_Release(&c->out_links); PyBuffer_Release(&c->out_vals); }
     Py_TYPE(c)->tp_free((PyObject *)c);
@@ -253,10 +259,12 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw) {
     c->lcnt = calloc(n, sizeof(int32_t)); c->lcntk = calloc(n, sizeof(int32_t)); c->rstart = calloc(n, 1);
     c->qlinks = calloc(n, sizeof(int32_t)); c->roots = calloc(n, sizeof(int32_t));
     c->lastutil = calloc(n, sizeof(double)); c->uchanged = calloc(n, sizeof(int32_t)); c->ulist = calloc(n, sizeof(int32_t));
+    c->uarea = calloc(n, sizeof(double)); c->upeak = calloc(n, sizeof(double));
+    c->ubusy = calloc(n, sizeof(int64_t)); c->ulast = calloc(n, sizeof(int64_t)); c->useen = calloc(n, 1);
     if (!c->lflows || !c->lcount || !c->lcapac || !c->gfl || !c->gcount || !c->gcapac || !c->parent || !c->lload
         || !c->lmark || !c->rmark || !c->umark || !c->lrem || !c->lshare || !c->lmin || !c->lkept || !c->rfloor
         || !c->lcnt || !c->lcntk || !c->rstart || !c->qlinks || !c->roots || !c->lastutil || !c->uchanged
-        || !c->ulist) { PyErr_NoMemory(); return -1; }
+        || !c->ulist || !c->uarea || !c->upeak || !c->ubusy || !c->ulast || !c->useen) { PyErr_NoMemory(); return -1; }
     for (int32_t l = 0; l < L; l++) c->parent[l] = l;
     c->W = 1;
     c->path = calloc(1, sizeof(int32_t)); c->ppos = calloc(1, sizeof(int32_t));
@@ -416,6 +424,17 @@ static void solve(Core *c, int32_t m, int32_t l0, int32_t l1) {
     }
 }
 
+/* The value link l held since its last change, up to t, joins its integral (a value replaced
+   at the instant it was set held for no time and counts nowhere). */
+static void hold(Core *c, int32_t l, int64_t t) {
+    int64_t dt = t - c->ulast[l];
+    if (dt <= 0) return;
+    double v = c->lastutil[l];
+    c->uarea[l] += v * (double)dt;
+    if (v > 0.0) c->ubusy[l] += dt;
+    if (v > c->upeak[l]) c->upeak[l] = v;
+}
+
 /* step(now, end) -> (ended slots in start order, earliest finish of the alive flows or inf,
  * number of utilisation changes written to out_links / out_vals). */
 static PyObject *Core_step(Core *c, PyObject *args) {
@@ -519,7 +538,13 @@ static PyObject *Core_step(Core *c, PyObject *args) {
             int32_t l = c->ulist[i];
             double u = c->lcount[l] ? c->lload[l] / c->cap[l] : 0.0;
             if (u > 1.0) u = 1.0;
-            if (fabs(u - c->lastutil[l]) > 1e-12) { c->lastutil[l] = u; c->uchanged[nu++] = l; }
+            if (fabs(u - c->lastutil[l]) > 1e-12) {
+                if (c->useen[l]) hold(c, l, now_i);
+                c->useen[l] = 1;
+                c->ulast[l] = now_i;
+                c->lastutil[l] = u;
+                c->uchanged[nu++] = l;
+            }
         }
         if (nu > 1) qsort(c->uchanged, nu, sizeof(int32_t), cmp_i32);
         for (int32_t i = 0; i < nu; i++) { ol[i] = c->uchanged[i]; ov[i] = c->lastutil[c->uchanged[i]]; }
@@ -554,7 +579,43 @@ static PyObject *Core_rates(Core *c, PyObject *noargs) {
     return out;
 }
 
+/* totals(horizon) -> list of (link, area, busy_ns, peak) of every link whose utilisation ever
+   changed, in link order: the integral of its utilisation over [0, horizon) (the last value held
+   up to the horizon), as moesim.analysis.timeline.step_integral computes it from the samples.
+   The horizon may not fall before a link's last change (the sums so far cannot be cut back). */
+static PyObject *Core_totals(Core *c, PyObject *args) {
+    long long horizon;
+    if (!PyArg_ParseTuple(args, "L", &horizon)) return NULL;
+    if (!c->record) { PyErr_SetString(PyExc_ValueError, "totals: the core records no utilisation"); return NULL; }
+    for (int32_t l = 0; l < c->L; l++) {
+        if (c->useen[l] && c->ulast[l] > horizon) {
+            PyErr_Format(PyExc_ValueError, "totals: horizon %lld ns is before link %d's last utilisation change "
+                         "(%lld ns); the integrals cover the run to its end", horizon, l, (long long)c->ulast[l]);
+            return NULL;
+        }
+    }
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (int32_t l = 0; l < c->L; l++) {
+        if (!c->useen[l]) continue;
+        double area = c->uarea[l], peak = c->upeak[l];
+        int64_t busy = c->ubusy[l];
+        int64_t dt = horizon - c->ulast[l];
+        if (dt > 0) {
+            double v = c->lastutil[l];
+            area += v * (double)dt;
+            if (v > 0.0) busy += dt;
+            if (v > peak) peak = v;
+        }
+        PyObject *row = Py_BuildValue("(idLd)", l, area, (long long)busy, peak);
+        if (!row || PyList_Append(out, row) < 0) { Py_XDECREF(row); Py_DECREF(out); return NULL; }
+        Py_DECREF(row);
+    }
+    return out;
+}
+
 static PyMethodDef Core_methods[] = {
+    {"totals", (PyCFunction)Core_totals, METH_VARARGS, "totals(horizon) -> [(link, area, busy_ns, peak)]"},
     {"add", (PyCFunction)Core_add, METH_VARARGS, "add(links, nbytes, now) -> slot"},
     {"step", (PyCFunction)Core_step, METH_VARARGS, "step(now, end) -> (ended, next_finish, n_util)"},
     {"rates", (PyCFunction)Core_rates, METH_NOARGS, "alive flows' (slot, rate), in start order"},

@@ -45,10 +45,11 @@ def fluid_backend() -> str:
 
 
 def fluid_network(env: simpy.Environment, capacity_gbps: Sequence[float],
-                  on_utilization: UtilSink | None = None) -> "CompiledFluidNetwork | FluidNetwork":
-    """The fluid network of :func:`fluid_backend`."""
+                  on_utilization: UtilSink | None = None, series: bool = True) -> "CompiledFluidNetwork | FluidNetwork":
+    """The fluid network of :func:`fluid_backend` (``series``: see :class:`CompiledFluidNetwork`;
+    the numpy network always hands over every change)."""
     if fluid_backend() == "compiled":
-        return CompiledFluidNetwork(env, capacity_gbps, on_utilization)
+        return CompiledFluidNetwork(env, capacity_gbps, on_utilization, series=series)
     return FluidNetwork(env, capacity_gbps, on_utilization)
 
 
@@ -62,20 +63,24 @@ class CompiledFluidNetwork:
             links whose utilisation changed (ascending ids); ``None`` records nothing.
         relabel_after: the component labels are recomputed exactly once a quarter of the flows
             in flight, and at least this many, have ended since the last time.
+        series: hand every change to ``on_utilization`` (a trace draws the time series); with
+            ``False`` only each link's integral is kept (:meth:`link_totals`, all an analysis
+            needs), so no sample is stored.
     """
 
     mode = "fluid"
     backend = "compiled"
 
     def __init__(self, env: simpy.Environment, capacity_gbps: Sequence[float],
-                 on_utilization: UtilSink | None = None, relabel_after: int = 64) -> None:
+                 on_utilization: UtilSink | None = None, relabel_after: int = 64, series: bool = True) -> None:
         if Core is None:
             raise RuntimeError("moesim.engine._fluidcore was not built (no C compiler at install)")
         cap = np.ascontiguousarray(_capacities(capacity_gbps), dtype=np.float64)
         self.env = env
         self.capacity = cap
-        self._on_util = on_utilization
-        if on_utilization is not None:
+        self._on_util = on_utilization if series else None
+        self._record = on_utilization is not None
+        if self._record:
             self._ulinks = np.zeros(cap.size, dtype=np.int64)
             self._uvals = np.zeros(cap.size)
             self._core = Core(cap, self._ulinks, self._uvals, relabel_after)
@@ -100,6 +105,14 @@ class CompiledFluidNetwork:
     @property
     def active_flows(self) -> int:
         return self._core.alive
+
+    def link_totals(self, horizon_ns: int) -> list[tuple[int, float, int, float]]:
+        """``(link id, integral of utilisation x ns, ns above 0, peak)`` over ``[0, horizon_ns)``
+        of every link whose utilisation ever changed, in link order: what
+        :func:`moesim.analysis.timeline.step_integral` gives from the samples."""
+        if not self._record:
+            raise ValueError("link_totals: this network records no utilisation")
+        return self._core.totals(int(horizon_ns))
 
     def transfer(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int) -> simpy.Event:
         """Start a flow of ``nbytes`` over ``link_ids``; the event fires when it has arrived."""
@@ -179,7 +192,7 @@ class CompiledFluidNetwork:
                         _fire_after(env, waiter.done, waiter.latest - now)
                 else:
                     _fire_after(env, waiter, lat)
-        if changed:
+        if changed and self._on_util is not None:
             self._on_util(now, self._ulinks[:changed].copy(), self._uvals[:changed].copy())
         self._version += 1
         if self._core.alive:

@@ -10,7 +10,8 @@ between them. All times are integer nanoseconds from the start of the simulation
 * A :class:`CounterSample` is a step function value on a named counter track (link utilisation
   in [0, 1], bytes in flight...). The value holds from ``t_ns`` until the next sample. The
   engine's link-utilisation samples are kept as numpy arrays (one block per instant) and become
-  ``CounterSample`` objects only when ``counters`` is read (a trace or a utilisation plot).
+  ``CounterSample`` objects only when ``counters`` is read (a trace). A run that writes no trace
+  may keep each link's integral only (``link_totals``), storing no sample.
 * ``task_deps`` keeps, for every task id, the ids it waited on, and ``task_spans`` the spans it
   produced, so analysis can walk the critical path.
 """
@@ -79,6 +80,9 @@ class Recorder:
     record_counters: bool = True
     link_tracks: list[str] = field(default_factory=list)   # counter track name of every link id
     _link_blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+    # where the network kept each link's utilisation integral instead of samples: horizon_ns ->
+    # [(link id, integral x ns, ns above 0, peak)] (moesim.analysis.timeline.link_integrals)
+    link_totals: Any = field(default=None, repr=False, compare=False)
     _counters_cache: tuple[tuple[int, int], list[CounterSample]] | None = field(default=None, repr=False, compare=False)
     _deps_of: list[Any] | None = field(default=None, repr=False, compare=False)
 

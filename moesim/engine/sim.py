@@ -131,6 +131,9 @@ class Simulation:
         overlap_slowdown: compute stretch factor while a collective runs on the same GPU.
         recorder: where spans go (a fresh one by default).
         record_link_counters: record link utilisation counters (costly on huge fabrics).
+        link_series: keep every utilisation change as a sample (a trace draws them); with
+            ``False`` the compiled fluid network keeps each link's integral only
+            (``recorder.link_totals``: what the analysis reads), storing no sample.
         compute_scale: rank -> multiplier of every compute duration on that GPU (a straggler).
         jitter_ns: extra latency per flow, uniform in [0, jitter_ns], drawn from ``seed`` in
             flow-creation order (deterministic).
@@ -139,7 +142,7 @@ class Simulation:
     def __init__(self, topology: Any, mode: str = "fluid", link_efficiency: Mapping[str, float] | None = None,
                  overlap_slowdown: float = 1.0, recorder: Recorder | None = None,
                  record_link_counters: bool = True, compute_scale: Mapping[int, float] | None = None,
-                 jitter_ns: int = 0, seed: int = 0) -> None:
+                 jitter_ns: int = 0, seed: int = 0, link_series: bool = True) -> None:
         if mode not in MODES:
             raise ConfigError("mode", f"unknown network mode {mode!r}", f"use one of: {', '.join(MODES)}")
         if overlap_slowdown < 1.0:
@@ -158,7 +161,10 @@ class Simulation:
             cb = self.recorder.add_link_samples if record_link_counters else None
             if record_link_counters:
                 self.recorder.link_tracks = [f"link:{link.src}->{link.dst}" for link in topology.links]
-            self.net: CompiledFluidNetwork | FluidNetwork | AnalyticalNetwork = fluid_network(self.env, self.capacity, cb)
+            self.net: CompiledFluidNetwork | FluidNetwork | AnalyticalNetwork = fluid_network(
+                self.env, self.capacity, cb, series=link_series)
+            if record_link_counters and not link_series and isinstance(self.net, CompiledFluidNetwork):
+                self.recorder.link_totals = self.net.link_totals
         else:
             self.net = AnalyticalNetwork(self.env, self.capacity)
         self.overlap_slowdown = overlap_slowdown

@@ -51,8 +51,12 @@ class Built:
     host: "HostPricing | None" = None  # what an eager host charges (moesim.lowering.host): run or checked
 
 
-def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, plots: bool = False) -> Built:
+def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, plots: bool = False,
+                   link_series: bool = True) -> Built:
     """Topology + model + costs + schedule -> lowered Simulation.
+
+    ``link_series=False``: keep each link's utilisation integral only, no sample per change
+    (what a run writing no Perfetto trace needs; :class:`~moesim.engine.Simulation`).
 
     A run estimated past the engine's budget (tasks, or memory against what the machine has
     available, counting a Perfetto trace / plots when ``trace`` / ``plots`` will be written) is
@@ -64,7 +68,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
     if plan.world_size != topo.num_gpus:
         raise ConfigError("plan", f"tp*dp*pp = {plan.tp}*{plan.dp}*{plan.pp} = {plan.world_size} GPUs but topology "
                           f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
-    check_budget(estimate_run(scn, trace=trace, plots=plots), force=force)
+    check_budget(estimate_run(scn, trace=trace, plots=plots, link_series=link_series), force=force)
     spec = resolve_model(scn.model)
     cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile, scn.gpu_clock)
     sched = make_schedule(scn)
@@ -95,7 +99,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
     sim = Simulation(topo, mode=scn.network, link_efficiency={k: cost.link_efficiency(k) for k in _kinds(topo)},
                      overlap_slowdown=compute_slowdown(overlap, scn.overlap_slowdown, cost, topo.gpu_kind),
                      compute_scale=faults.slow_gpus,
-                     jitter_ns=faults.jitter_ns, seed=scn.seed)
+                     jitter_ns=faults.jitter_ns, seed=scn.seed, link_series=link_series)
     tp_kind = group_link_kind(topo, grid.tp_group(0, 0))
     dp_kind = group_link_kind(topo, grid.dp_group(0, 0))
     efficiency = {k: cost.link_efficiency(k) for k in _kinds(topo)}

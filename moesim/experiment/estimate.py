@@ -52,7 +52,10 @@ class MemoryConstants:
     counter event per link sample), plots add ``plots_*`` (matplotlib, the boxes of every span,
     the utilisation curves). Fitted by :func:`moesim.experiment.estimate_fit.fit_memory` on peak
     RSS measured by ``python benchmarks/memory_estimate.py --fit`` (data:
-    benchmarks/memory_estimate.json)."""
+    benchmarks/memory_estimate.json) on the numpy network. The compiled network holds no
+    per-flow-in-flight working set and stores link samples only for a trace (``link_series``):
+    :func:`estimate_run` drops those terms there (measured on it: 0.83-1.25x of peak RSS on the
+    MoE rows EP8-EP64, every export mode but EP64's trace, docs/robustness.md)."""
 
     baseline_bytes: float
     sim_fixed: float
@@ -385,9 +388,11 @@ def exchange_flows(parts: RunParts) -> int:
 
 
 def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants = CONSTANTS, *, trace: bool = False,
-                 plots: bool = False) -> RunEstimate:
+                 plots: bool = False, link_series: bool = True) -> RunEstimate:
     """Predict the size of a run before building it (see the module docstring); its memory is
-    the peak RSS of the process, with a Perfetto trace / plots written when ``trace`` / ``plots``."""
+    the peak RSS of the process, with a Perfetto trace / plots written when ``trace`` / ``plots``.
+    ``link_series=False`` (a run that keeps each link's utilisation integral, not its samples;
+    the compiled fluid network only) stores no link sample."""
     parts = parts_of(scn_or_parts) if isinstance(scn_or_parts, Scenario) else scn_or_parts
     tasks, flows = count_run(parts)
     in_flight = flows_in_flight(parts)
@@ -396,7 +401,11 @@ def estimate_run(scn_or_parts: "Scenario | RunParts", constants: CostConstants =
     ex_s = constants.per_exchange_flow(parts.network, in_flight)
     # the analytical network records no link samples and re-solves nothing
     fluid = parts.network not in ("analytical",)
-    counts = (tasks, flows, exchanged, group_width(parts) if fluid else 0, in_flight if fluid else 0)
+    # the numpy network stores every sample and holds a working set per flow in flight; the
+    # compiled one keeps its state per link and per flow alive, and samples only for a trace
+    numpy_net = fluid and fluid_backend() == "numpy"
+    samples = fluid and (link_series or trace or numpy_net)
+    counts = (tasks, flows, exchanged, group_width(parts) if samples else 0, in_flight if numpy_net else 0)
     sim = memory_bytes(constants.memory, *counts)
     with_trace = memory_bytes(constants.memory, *counts, trace=trace)
     mem = memory_bytes(constants.memory, *counts, trace=trace, plots=plots)

@@ -67,15 +67,17 @@ class ScenarioResult:
 
 
 def run_scenario(scn: Scenario, force: bool = False, reduced_cache: Any = None, *, trace: bool = False,
-                 plots: bool = False) -> tuple[ScenarioResult, Any]:
+                 plots: bool = False, link_series: bool = True) -> tuple[ScenarioResult, Any]:
     """Simulate one scenario; return its result and the Recorder (``force`` runs past the
-    size budget; ``trace`` / ``plots``: the caller will export them, so the budget counts them).
+    size budget; ``trace`` / ``plots``: the caller will export them, so the budget counts them;
+    ``link_series=False``: the Recorder keeps each link's utilisation integral, not its samples,
+    for a caller that draws no trace from it).
     ``scn.engine == "reduced"`` runs :mod:`moesim.scale` instead of lowering every GPU,
     sharing ``reduced_cache`` (a :class:`~moesim.scale.cache.ReducedCache`) with the other scenarios
     of the experiment."""
     if scn.engine == "reduced":
         return run_reduced_scenario(scn, reduced_cache)
-    return run_built(scn, build_scenario(scn, force=force, trace=trace, plots=plots))
+    return run_built(scn, build_scenario(scn, force=force, trace=trace, plots=plots, link_series=link_series))
 
 
 def run_built(scn: Scenario, built: Built) -> tuple[ScenarioResult, Any]:
@@ -227,7 +229,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, overrides: Mapping[str,
         if on_start:
             on_start(scn.name)
         t0 = time.perf_counter()
-        res, rec = run_scenario(scn, force=force, reduced_cache=cache, trace=trace, plots=plots)
+        res, rec = run_scenario(scn, force=force, reduced_cache=cache, trace=trace, plots=plots, link_series=trace)
         walls[scn.name] = time.perf_counter() - t0
         write_outputs(out, scn.name, res, rec, trace=trace, plots=plots)
         results.append(res)

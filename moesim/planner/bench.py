@@ -88,7 +88,7 @@ def simulated_side(preset: ScenarioPreset, cand: Candidate, network: str, layers
     spec = shapes.with_layers(preset.spec, layers) if layers else preset.spec
     scn = preset.scenario(plan=cand.plan, schedule=cand.schedule, placement=cand.placement,
                           num_redundant=cand.num_redundant, network=network, spec=spec, memory=memory)
-    res, _ = run_scenario(scn)
+    res, _ = run_scenario(scn, link_series=False)
     full = scenario_budget(dataclasses.replace(scn, model=preset.spec), preset.spec, preset.topo.gpu_kind)
     metrics = {"step_time_ms": res.step_time_ms, "tokens_per_s": res.tokens_per_s, "mfu": res.mfu,
                "bubble_fraction": res.bubble_fraction, "memory_gib": full.total_bytes / 2**30}

@@ -96,7 +96,7 @@ def simulate(ctx: PlanContext, cand: Candidate, network: str = "analytical",
                               num_redundant=cand.num_redundant, network=network, spec=spec,
                               name=_name(cand))
     t0 = time.perf_counter()
-    result, _ = run_scenario(scn)
+    result, _ = run_scenario(scn, link_series=False)
     wall = time.perf_counter() - t0
     reduced = _reduction_note(cand, ctx.spec, m, layers)
     if not reduced:
@@ -114,7 +114,7 @@ def _reduced_engine(ctx: PlanContext, cand: Candidate) -> Simulated | None:
     if not isinstance(ctx.spec, MoESpec) or reducible(scn) is not None:
         return None
     t0 = time.perf_counter()
-    result, _ = run_scenario(scn)
+    result, _ = run_scenario(scn, link_series=False)
     return Simulated(cand, result, result.step_time_ms, result.tokens_per_s, result.mfu, "",
                      time.perf_counter() - t0, REDUCED_NETWORK)
 

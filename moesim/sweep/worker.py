@@ -31,7 +31,7 @@ def run_point(point: SweepPoint, base: Scenario) -> dict[str, Any]:
     record = point.record()
     try:
         scn = dataclasses.replace(base.with_overrides(dict(point.overrides)), name=point.name)
-        result, _recorder = runner.run_scenario(scn)
+        result, _recorder = runner.run_scenario(scn, link_series=False)
     except MoesimError as err:
         record.update(status="error", error=str(err), error_type=type(err).__name__)
     except Exception as err:  # noqa: BLE001 - a bug in one point must not end a long sweep
