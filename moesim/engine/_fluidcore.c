@@ -76,6 +76,7 @@ typedef struct {
     int32_t *roots;         /* labels touched by a step */
     int32_t *todo;          /* flows to solve; capslots */
     double *fmin, *fcur;     /* a flow's rate, its share this round */
+    int32_t *act, *alinks;  /* the solve's unfrozen flows and the links they cross */
     char *frozen;
     int32_t *ended, *eroot;
     int32_t nended;
@@ -90,7 +91,7 @@ typedef struct {
     int64_t *ubusy, *ulast;
     char *useen;
     /* counters */
-    int64_t num_rate_solves;
+    int64_t num_rate_solves, num_rounds, num_solved;
     double bytes_delivered;
 } Core;
 
@@ -115,7 +116,7 @@ static int grow_slots(Core *c, int32_t want, int32_t width) {
         GROW(plen, int32_t); GROW(rem, double); GROW(t0, double); GROW(rate, double);
         GROW(finish, double); GROW(due, double); GROW(nbytes, double); GROW(seq, int64_t);
         GROW(alive, char); GROW(freeslots, int32_t); GROW(fmark, int64_t); GROW(flab, int32_t); GROW(gpos, int32_t);
-        GROW(todo, int32_t); GROW(fmin, double); GROW(fcur, double); GROW(frozen, char); GROW(ended, int32_t); GROW(eroot, int32_t);
+        GROW(todo, int32_t); GROW(fmin, double); GROW(fcur, double); GROW(act, int32_t); GROW(frozen, char); GROW(ended, int32_t); GROW(eroot, int32_t);
 #undef GROW
         for (int32_t s = n; s < nn; s++) c->fmark[s] = 0;
         c->capslots = nn;
@@ -225,7 +226,7 @@ static void Core_dealloc(Core *c) {
     free(c->lflows); free(c->lcount); free(c->lcapac); free(c->gfl); free(c->gcount); free(c->gcapac);
     free(c->parent); free(c->lload); free(c->lmark); free(c->fmark); free(c->rmark); free(c->umark);
     free(c->lrem); free(c->lshare); free(c->lmin); free(c->lkept); free(c->rfloor); free(c->lcnt);
-    free(c->lcntk); free(c->rstart); free(c->qlinks); free(c->roots); free(c->todo); free(c->fmin);
+    free(c->lcntk); free(c->rstart); free(c->qlinks); free(c->roots); free(c->todo); free(c->act); free(c->alinks); free(c->fmin);
     free(c->fcur); free(c->frozen); free(c->ended); free(c->eroot); free(c->lastutil); free(c->uchanged);
     free(c->uarea); free(c->upeak); free(c->ubusy); free(c->ulast); free(c->useen);
     free(c->ulist);
@@ -257,13 +258,13 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw) {
     c->lrem = calloc(n, sizeof(double)); c->lshare = calloc(n, sizeof(double)); c->lmin = calloc(n, sizeof(double));
     c->lkept = calloc(n, sizeof(double)); c->rfloor = calloc(n, sizeof(double));
     c->lcnt = calloc(n, sizeof(int32_t)); c->lcntk = calloc(n, sizeof(int32_t)); c->rstart = calloc(n, 1);
-    c->qlinks = calloc(n, sizeof(int32_t)); c->roots = calloc(n, sizeof(int32_t));
+    c->qlinks = calloc(n, sizeof(int32_t)); c->roots = calloc(n, sizeof(int32_t)); c->alinks = calloc(n, sizeof(int32_t));
     c->lastutil = calloc(n, sizeof(double)); c->uchanged = calloc(n, sizeof(int32_t)); c->ulist = calloc(n, sizeof(int32_t));
     c->uarea = calloc(n, sizeof(double)); c->upeak = calloc(n, sizeof(double));
     c->ubusy = calloc(n, sizeof(int64_t)); c->ulast = calloc(n, sizeof(int64_t)); c->useen = calloc(n, 1);
     if (!c->lflows || !c->lcount || !c->lcapac || !c->gfl || !c->gcount || !c->gcapac || !c->parent || !c->lload
         || !c->lmark || !c->rmark || !c->umark || !c->lrem || !c->lshare || !c->lmin || !c->lkept || !c->rfloor
-        || !c->lcnt || !c->lcntk || !c->rstart || !c->qlinks || !c->roots || !c->lastutil || !c->uchanged
+        || !c->lcnt || !c->lcntk || !c->rstart || !c->qlinks || !c->roots || !c->alinks || !c->lastutil || !c->uchanged
         || !c->ulist || !c->uarea || !c->upeak || !c->ubusy || !c->ulast || !c->useen) { PyErr_NoMemory(); return -1; }
     for (int32_t l = 0; l < L; l++) c->parent[l] = l;
     c->W = 1;
@@ -366,61 +367,66 @@ static void solve(Core *c, int32_t m, int32_t l0, int32_t l1) {
         c->fmin[0] = r > 0.0 ? r : 0.0;
         return;
     }
-    /* rates land in fmin[i] for todo[i]; unfrozen flows are todo[i] with !frozen[i] */
-    for (int32_t i = 0; i < m; i++) c->frozen[i] = 0;
-    int32_t left = m;
-    for (int32_t i = l0; i < l1; i++) { int32_t l = c->qlinks[i]; if (c->lrem[l] < 0.0) c->lrem[l] = 0.0; }
+    /* rates land in fmin[i] for todo[i]; act lists the unfrozen i and alinks the links some
+       unfrozen flow crosses, both compacted after every round */
+    int32_t *act = c->act, *alinks = c->alinks;
+    int32_t na = m, nl = 0;
+    for (int32_t i = 0; i < m; i++) { act[i] = i; c->frozen[i] = 0; }
+    for (int32_t i = l0; i < l1; i++) {
+        int32_t l = c->qlinks[i];
+        if (c->lrem[l] < 0.0) c->lrem[l] = 0.0;
+        if (c->lcnt[l]) alinks[nl++] = l;
+    }
     double *fm = c->fmin, *cur = c->fcur;
-    while (left) {
-        for (int32_t i = l0; i < l1; i++) {
-            int32_t l = c->qlinks[i];
-            int32_t n = c->lcnt[l];
-            c->lshare[l] = c->lrem[l] / (double)(n > 1 ? n : 1);
+    while (na) {
+        c->num_rounds++;
+        for (int32_t j = 0; j < nl; j++) {
+            int32_t l = alinks[j];
+            c->lshare[l] = c->lrem[l] / (double)c->lcnt[l];
             c->lmin[l] = INFINITY;
         }
-        for (int32_t i = 0; i < m; i++) {
-            if (c->frozen[i]) continue;
-            int32_t s = todo[i];
+        for (int32_t j = 0; j < na; j++) {
+            int32_t i = act[j];
+            const int32_t *p = c->path + (size_t)todo[i] * W;
+            int32_t n = c->plen[todo[i]];
             double v = INFINITY;
-            for (int32_t k = 0; k < c->plen[s]; k++) {
-                double x = c->lshare[c->path[(size_t)s * W + k]];
-                if (x < v) v = x;
-            }
+            for (int32_t k = 0; k < n; k++) { double x = c->lshare[p[k]]; if (x < v) v = x; }
             cur[i] = v;
-            for (int32_t k = 0; k < c->plen[s]; k++) {
-                int32_t l = c->path[(size_t)s * W + k];
-                if (v < c->lmin[l]) c->lmin[l] = v;
-            }
+            for (int32_t k = 0; k < n; k++) if (v < c->lmin[p[k]]) c->lmin[p[k]] = v;
         }
-        for (int32_t i = l0; i < l1; i++) { int32_t l = c->qlinks[i]; c->lmin[l] *= (1.0 + TIE); }
+        for (int32_t j = 0; j < nl; j++) c->lmin[alinks[j]] *= (1.0 + TIE);
         /* freeze every flow crossing a link whose share is no larger than the share of any link
            its flows cross; then take what they hold off their links */
         int32_t nfro = 0;
-        for (int32_t i = 0; i < m; i++) {
-            if (c->frozen[i]) continue;
-            int32_t s = todo[i];
-            for (int32_t k = 0; k < c->plen[s]; k++) {
-                int32_t l = c->path[(size_t)s * W + k];
-                if (c->lshare[l] <= c->lmin[l]) { c->frozen[i] = 2; nfro++; break; }
+        for (int32_t j = 0; j < na; j++) {
+            int32_t i = act[j];
+            const int32_t *p = c->path + (size_t)todo[i] * W;
+            int32_t n = c->plen[todo[i]];
+            for (int32_t k = 0; k < n; k++) {
+                if (c->lshare[p[k]] <= c->lmin[p[k]]) { c->frozen[i] = 1; nfro++; break; }
             }
         }
         if (!nfro) {  /* cannot happen (the smallest share is a bottleneck); guard against a hang */
-            for (int32_t i = 0; i < m; i++) if (!c->frozen[i]) { fm[i] = cur[i]; c->frozen[i] = 1; }
+            for (int32_t j = 0; j < na; j++) fm[act[j]] = cur[act[j]];
             break;
         }
-        for (int32_t i = 0; i < m; i++) {
-            if (c->frozen[i] != 2) continue;
-            int32_t s = todo[i];
+        int32_t keep = 0;
+        for (int32_t j = 0; j < na; j++) {
+            int32_t i = act[j];
+            if (!c->frozen[i]) { act[keep++] = i; continue; }
+            const int32_t *p = c->path + (size_t)todo[i] * W;
+            int32_t n = c->plen[todo[i]];
             fm[i] = cur[i];
-            c->frozen[i] = 1;
-            for (int32_t k = 0; k < c->plen[s]; k++) {
-                int32_t l = c->path[(size_t)s * W + k];
-                double r = c->lrem[l] - cur[i];
-                c->lrem[l] = r > 0.0 ? r : 0.0;
-                c->lcnt[l]--;
+            for (int32_t k = 0; k < n; k++) {
+                double r = c->lrem[p[k]] - cur[i];
+                c->lrem[p[k]] = r > 0.0 ? r : 0.0;
+                c->lcnt[p[k]]--;
             }
         }
-        left -= nfro;
+        na = keep;
+        int32_t kl = 0;
+        for (int32_t j = 0; j < nl; j++) if (c->lcnt[alinks[j]]) alinks[kl++] = alinks[j];
+        nl = kl;
     }
 }
 
@@ -510,6 +516,7 @@ static PyObject *Core_step(Core *c, PyObject *args) {
         }
         solve(c, m, 0, nq);
         c->num_rate_solves++;
+        c->num_solved += m;
         for (int32_t i = 0; i < nq; i++) { int32_t l = c->qlinks[i]; c->lload[l] = c->lkept[l]; }
         for (int32_t i = 0; i < m; i++) {
             int32_t s = c->todo[i];
@@ -566,6 +573,8 @@ static PyObject *Core_step(Core *c, PyObject *args) {
 static PyObject *Core_get_alive(Core *c, void *closure) { return PyLong_FromLong(c->nalive); }
 static PyObject *Core_get_solves(Core *c, void *closure) { return PyLong_FromLongLong(c->num_rate_solves); }
 static PyObject *Core_get_bytes(Core *c, void *closure) { return PyFloat_FromDouble(c->bytes_delivered); }
+static PyObject *Core_get_rounds(Core *c, void *closure) { return PyLong_FromLongLong(c->num_rounds); }
+static PyObject *Core_get_solved(Core *c, void *closure) { return PyLong_FromLongLong(c->num_solved); }
 
 /* rates() -> list of (slot, rate) of the alive flows, in start order (for tests) */
 static PyObject *Core_rates(Core *c, PyObject *noargs) {
@@ -626,6 +635,8 @@ static PyGetSetDef Core_getset[] = {
     {"alive", (getter)Core_get_alive, NULL, "flows in flight", NULL},
     {"num_rate_solves", (getter)Core_get_solves, NULL, "steps that solved rates", NULL},
     {"bytes_delivered", (getter)Core_get_bytes, NULL, "bytes of the flows that ended", NULL},
+    {"num_rounds", (getter)Core_get_rounds, NULL, "rounds of the solves (a lone flow's solve has none)", NULL},
+    {"num_solved", (getter)Core_get_solved, NULL, "flows solved, summed over the solves", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

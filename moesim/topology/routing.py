@@ -19,6 +19,7 @@ import functools
 import heapq
 import itertools
 import re
+from collections.abc import Sequence
 from typing import Hashable
 
 import networkx as nx
@@ -44,6 +45,7 @@ class Router:
         self._fabric: dict[Node, tuple[dict, dict]] = {}
         self._egress_cache: dict[Node, dict[Node, int]] = {}
         self._middles: dict[tuple[Node, Node], list[NodePath]] = {}
+        self._attach: dict[tuple[Node, Node, int, bool], list[NodePath]] = {}
         self._ingress_cache: dict[Node, dict[Node, int]] = {}
         self.hierarchical = self._hosts_carry_no_transit()
 
@@ -67,7 +69,7 @@ class Router:
                    for u, v in self.graph.edges)
 
     # -- public ---------------------------------------------------------------------------------
-    def paths(self, src: Node, dst: Node) -> list[NodePath]:
+    def paths(self, src: Node, dst: Node) -> "Sequence[NodePath]":
         """All equal-cost node paths from GPU ``src`` to GPU ``dst``, sorted; [] if unreachable."""
         if self.hierarchical:
             found = self._split_paths(src, dst)
@@ -85,7 +87,7 @@ class Router:
             return []
 
     # -- hierarchical search --------------------------------------------------------------------
-    def _split_paths(self, src: Node, dst: Node) -> list[NodePath]:
+    def _split_paths(self, src: Node, dst: Node) -> "Sequence[NodePath]":
         best, pieces = None, []
         if self._host[src] == self._host[dst]:
             dist, _ = self._local(src, forward=True)
@@ -146,11 +148,20 @@ class Router:
         if middles is None:
             middles = sorted(_unwind(self._fabric_tree(f1)[1], f1, f2), key=_path_order)
             self._middles[f1, f2] = middles
-        paths = [h + m + t for h, m, t in itertools.product(heads, middles, tails)]
-        return paths, len(heads) == 1 and len(tails) == 1
+        if len(heads) == 1 and len(tails) == 1:  # the usual case: sorted as the middles are
+            return _Joined(heads[0], middles, tails[0]), True
+        return [h + m + t for h, m, t in itertools.product(heads, middles, tails)], False
 
     def _attachments(self, gpu: Node, f: Node, cost: int, forward: bool) -> list[NodePath]:
-        """Cheapest local paths gpu->p with p->f (forward), or f->q with q->gpu paths (reverse)."""
+        """Cheapest local paths gpu->p with p->f (forward), or f->q with q->gpu paths (reverse);
+        cached (every pair of GPUs on two hosts asks for the same ones)."""
+        key = (gpu, f, cost, forward)
+        got = self._attach.get(key)
+        if got is None:
+            got = self._attach[key] = self._find_attachments(gpu, f, cost, forward)
+        return got
+
+    def _find_attachments(self, gpu: Node, f: Node, cost: int, forward: bool) -> list[NodePath]:
         dist, preds = self._local(gpu, forward)
         out: list[NodePath] = []
         for p, dp in dist.items():
@@ -176,6 +187,29 @@ class Router:
         if f not in self._fabric:
             self._fabric[f] = _dijkstra(f, self._succ, lambda n: self._host[n] is None, lambda n: True)
         return self._fabric[f]
+
+
+class _Joined(Sequence):
+    """``head + middle + tail`` for every middle, in the middles' order, each built when asked
+    for (a fat-tree pair has many equal-cost middles; a flow takes one)."""
+
+    __slots__ = ("head", "middles", "tail")
+
+    def __init__(self, head: NodePath, middles: list[NodePath], tail: NodePath) -> None:
+        self.head, self.middles, self.tail = head, middles, tail
+
+    def __len__(self) -> int:
+        return len(self.middles)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.head + m + self.tail for m in self.middles[i]]
+        return self.head + self.middles[i] + self.tail
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, tuple, _Joined)) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _path_order(path: NodePath) -> tuple:
