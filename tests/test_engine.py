@@ -289,3 +289,32 @@ def test_link_integrals_from_the_arrays_equal_those_of_the_counter_samples_steps
         assert link_integrals(rec, horizon) == {k: step_integral(v, horizon) for k, v in want.items()}
     rec.add_counter(f"{LINK_PREFIX}a->b", 7, 0.5)   # a link sample added one by one: the general path
     assert link_integrals(rec, 10) is None
+
+
+def test_hierarchical_reduce_scatter_and_all_gather_cross_nic_with_local_share_only():
+    """The lowering asks for hierarchical DP reduce-scatters and all-gathers (ZeRO-1): rings
+    inside each host over NVSwitch, then one ring per local index across hosts."""
+    sim = Simulation(two_hosts(4, nvl_bw=400.0, nic_bw=50.0))
+    sim.collective("reduce_scatter", list(range(8)), 8_000_000, "rs", algorithm="hierarchical")
+    r = sim.run()
+    # intra RS: 3 steps of 2 MB at 400 -> 15 us; inter: 4 rings of 2 ranks, one step of 1 MB, the
+    # 4 flows per direction share one 50 GB/s NIC path -> 80 us
+    assert r.makespan_ns == 15_000 + 80_000
+    sim = Simulation(two_hosts(4, nvl_bw=400.0, nic_bw=50.0))
+    sim.collective("all_gather", list(range(8)), 8_000_000, "ag", algorithm="hierarchical")
+    assert sim.run().makespan_ns == 80_000 + 15_000
+    flat = Simulation(two_hosts(4, nvl_bw=400.0, nic_bw=50.0))
+    flat.collective("reduce_scatter", list(range(8)), 8_000_000, "rs")
+    # flat ring: 7 steps of 1 MB, each limited by the ring's two NIC crossings at 50 GB/s
+    assert flat.run().makespan_ns == 7 * 20_000
+
+
+def test_hierarchical_builders_fall_back_to_a_flat_ring_on_one_host_or_uneven_hosts():
+    from moesim.engine import collectives as coll
+
+    def host(r):
+        return 0 if r < 3 else 1
+    for ranks in ([0, 1, 2], [0, 1, 2, 3]):
+        hosts = host if len(ranks) == 4 else (lambda r: 0)
+        assert coll.hierarchical_reduce_scatter(ranks, 1e6, hosts) == coll.ring_reduce_scatter(ranks, 1e6)
+        assert coll.hierarchical_all_gather(ranks, 1e6, hosts) == coll.ring_all_gather(ranks, 1e6)

@@ -105,15 +105,49 @@ def hierarchical_all_reduce(ranks: Sequence[int], nbytes: float, host_of: Callab
 
     Falls back to a flat ring when hosts hold unequal numbers of ranks or there is one host.
     """
-    groups = group_by_host(ranks, host_of)
-    sizes = {len(g) for g in groups}
-    if len(groups) == 1 or len(sizes) != 1:
+    groups = _host_groups(ranks, host_of)
+    if groups is None:
         return ring_all_reduce(ranks, nbytes)
-    local = sizes.pop()
+    local = len(groups[0])
     intra_rs = _merge([ring_reduce_scatter(g, nbytes) for g in groups])
     inter = _merge([ring_all_reduce([g[i] for g in groups], nbytes / local) for i in range(local)])
     intra_ag = _merge([ring_all_gather(g, nbytes) for g in groups])
     return intra_rs + inter + intra_ag
+
+
+def _host_groups(ranks: Sequence[int], host_of: Callable[[int], int]) -> list[list[int]] | None:
+    """Ranks by host where every host holds as many and there are several hosts, else None
+    (the hierarchical builders then fall back to a flat ring)."""
+    groups = group_by_host(ranks, host_of)
+    if len(groups) == 1 or len({len(g) for g in groups}) != 1:
+        return None
+    return groups
+
+
+def hierarchical_reduce_scatter(ranks: Sequence[int], nbytes: float, host_of: Callable[[int], int]) -> Phases:
+    """Intra-host ring reduce-scatter of the nbytes input, then one inter-host ring
+    reduce-scatter per local index of the 1/local share each rank holds (one ring per rail, as
+    the all-reduce's middle part): every rank ends with nbytes/n reduced over all ranks."""
+    groups = _host_groups(ranks, host_of)
+    if groups is None:
+        return ring_reduce_scatter(ranks, nbytes)
+    local = len(groups[0])
+    intra = _merge([ring_reduce_scatter(g, nbytes) for g in groups])
+    inter = _merge([ring_reduce_scatter([g[i] for g in groups], nbytes / local) for i in range(local)])
+    return intra + inter
+
+
+def hierarchical_all_gather(ranks: Sequence[int], nbytes: float, host_of: Callable[[int], int]) -> Phases:
+    """The reverse of :func:`hierarchical_reduce_scatter`: one inter-host ring all-gather per local
+    index (each rank's nbytes/n into the nbytes/local its host holds), then an intra-host ring
+    all-gather of the nbytes output."""
+    groups = _host_groups(ranks, host_of)
+    if groups is None:
+        return ring_all_gather(ranks, nbytes)
+    local = len(groups[0])
+    inter = _merge([ring_all_gather([g[i] for g in groups], nbytes / local) for i in range(local)])
+    intra = _merge([ring_all_gather(g, nbytes) for g in groups])
+    return inter + intra
 
 
 def direct_all_to_all(ranks: Sequence[int], nbytes: float) -> Phases:

@@ -292,7 +292,9 @@ class Simulation:
                    stream: str = "comm", algorithm: str = "ring", step_latency_ns: int = 0,
                    deps: Iterable[Task] = (), args: Mapping[str, Any] | None = None) -> Task:
         """A collective over ``ranks`` (see :mod:`moesim.engine.collectives` for byte conventions).
-        Its flows are built when it starts (:class:`~moesim.engine.collectives.LazyPhases`)."""
+        Its flows are built when it starts (:class:`~moesim.engine.collectives.LazyPhases`).
+        ``algorithm="hierarchical"`` lowers an all-reduce, reduce-scatter or all-gather as rings
+        inside each host and one ring per local index across hosts; other ops ignore it."""
         ranks = [self._check_rank(r, "collective ranks") for r in ranks]
         if len(set(ranks)) != len(ranks):
             raise ConfigError("ranks", f"duplicate ranks in collective {name!r}: {ranks}")
@@ -312,9 +314,12 @@ class Simulation:
                          coll.LazyPhases(builder, ranks, nbytes), step_latency_ns, deps, a)
 
     def _phase_builder(self, op: str, algorithm: str):
+        hierarchical = {"all_reduce": coll.hierarchical_all_reduce, "reduce_scatter": coll.hierarchical_reduce_scatter,
+                        "all_gather": coll.hierarchical_all_gather}
+        if algorithm == "hierarchical" and op in hierarchical:
+            build, host_of = hierarchical[op], self.topology.host_of
+            return lambda ranks, nbytes: build(ranks, nbytes, host_of)
         if op == "all_reduce":
-            if algorithm == "hierarchical":
-                return lambda ranks, nbytes: coll.hierarchical_all_reduce(ranks, nbytes, self.topology.host_of)
             return coll.ring_all_reduce
         builders = {"all_gather": coll.ring_all_gather, "reduce_scatter": coll.ring_reduce_scatter,
                     "all_to_all": coll.direct_all_to_all, "all_to_all_v": coll.direct_all_to_all_v,
