@@ -37,3 +37,16 @@ def test_exchange_flows_cost_their_in_flight_term():
     assert more.wall_s - base.wall_s == pytest.approx(exchange_flows(parts) * 56 * 1e-6, rel=1e-12)
     dense = dataclasses.replace(parts, model=get_model("llama3-8b"), plan=ParallelPlan(dp=8))
     assert exchange_flows(dense) == 0 and flows_in_flight(dense) == 8  # no MoE, no pipeline sends
+
+
+def test_deepep_exchange_flows_are_the_two_hop_pairs_of_the_run():
+    """DeepEP across nodes sends to the rail peer only: 16 GPUs on 2 nodes exchange over 16 x 7
+    NVLink pairs and 16 x 1 rail pairs per dispatch, not 16 x 15."""
+    scn = dataclasses.replace(small_moe(16), nodes=2, moe=MoEOptions(routing=RoutingConfig(kind="uniform"),
+                                                                   dispatcher="deepep"))
+    parts = parts_of(scn)
+    res, _ = run_scenario(scn, force=True)
+    plan = parts.plan
+    dp_flows = plan.pp * plan.tp * _dp_flows(parts)
+    assert flows_in_flight(parts) == 16 * 7 + 16 * 1
+    assert exchange_flows(parts) == res.num_flows - dp_flows == count_run(parts)[1] - dp_flows

@@ -177,6 +177,7 @@ class RunParts:
     num_redundant: int = 0
     host: str = "ahead"
     experts: str = "grouped"
+    dispatcher: str = "alltoall"
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def parts_of(scn: Scenario) -> RunParts:
     if not isinstance(getattr(model, "num_layers", None), int):
         raise ConfigError("scenario.model", f"{model!r} is not a model", "give a preset name or a model spec")
     return RunParts(scn.plan, scn.schedule, model, fabric.gpus_per_node, scn.network, scn.moe.num_redundant, scn.host,
-                    scn.moe.experts)
+                    scn.moe.experts, scn.moe.dispatcher)
 
 
 # -- the schedule, per microbatch ----------------------------------------------------------------
@@ -276,7 +277,18 @@ def _exchange_counts(parts: RunParts, kind: str) -> tuple[float, float]:
     if kind == "W":
         return groups * experts, 0.0
     shared = plan.ep if getattr(model, "num_shared_experts", 0) else 0
-    return groups * (2 * plan.ep + shared + experts), groups * 2.0 * plan.ep * (plan.ep - 1)
+    return groups * (2 * plan.ep + shared + experts), groups * 2.0 * _exchange_pairs(parts)
+
+
+def _exchange_pairs(parts: RunParts) -> int:
+    """Flows of one dispatch (or combine) in one EP group: every ordered pair, ``ep (ep - 1)``;
+    DeepEP over several nodes sends across nodes only to the rail peer (same index inside the
+    node) and forwards over NVLink, so its pairs are those inside a node plus one per other
+    node and GPU (:func:`moesim.moe.deepep.two_hop_units`)."""
+    ep, local = parts.plan.ep, max(1, parts.gpus_per_node)
+    if parts.dispatcher == "deepep" and ep > local and ep % local == 0:
+        return ep * (local - 1) + ep * (ep // local - 1)
+    return ep * (ep - 1)
 
 
 def _expert_tasks(parts: RunParts, kind: str) -> float:
@@ -349,10 +361,10 @@ def count_run(parts: RunParts) -> tuple[int, int]:
 
 def flows_in_flight(parts: RunParts) -> int:
     """The most flows one collective puts in flight at once (they share links, so every start
-    or end re-solves up to this many rates): an EP group's all-to-all, ``ep (ep - 1)`` flows; a
+    or end re-solves up to this many rates): an EP group's all-to-all (:func:`_exchange_pairs`); a
     ring step of TP or DP, one flow per rank. 0 when nothing crosses the network."""
     plan = parts.plan
-    return max(plan.ep * (plan.ep - 1) if _has_exchange(parts) else 0, plan.tp if plan.tp > 1 else 0,
+    return max(_exchange_pairs(parts) if _has_exchange(parts) else 0, plan.tp if plan.tp > 1 else 0,
                plan.dp if plan.dp > 1 else 0, 1 if plan.pp > 1 else 0)
 
 
