@@ -168,8 +168,8 @@ class CompiledFluidNetwork:
         self._pending = False
         self._step(self.env.now, False)
 
-    def _on_wake(self, version: int) -> None:
-        if version == self._version:  # else superseded by a later solve
+    def _on_wake(self, event: simpy.Event) -> None:
+        if event.value == self._version:  # else superseded by a later solve
             self._step(self.env.now, True)
 
     def _step(self, now: int, end: bool) -> None:
@@ -195,7 +195,6 @@ class CompiledFluidNetwork:
         if changed and self._on_util is not None:
             self._on_util(now, self._ulinks[:changed].copy(), self._uvals[:changed].copy())
         self._version += 1
-        if self._core.alive:
-            version = self._version
+        if self._core.alive:  # the wake-up carries the version it belongs to
             wake = max(1, math.ceil(next_finish - now - _FINISH_SLACK_NS))
-            self.env.timeout(wake).callbacks.append(lambda _e: self._on_wake(version))
+            self.env.timeout(wake, self._version).callbacks.append(self._on_wake)
