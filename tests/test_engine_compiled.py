@@ -172,3 +172,13 @@ def test_a_scenario_without_link_samples_reports_the_same_utilisation():
     assert rec_b.num_link_samples == 0 < rec_a.num_link_samples
     assert utilization(rec_a) == utilization(rec_b)
     assert a.step_time_ms == b.step_time_ms and a.analysis == b.analysis
+
+
+def test_a_route_past_the_compiled_limit_is_a_clear_error():
+    import simpy
+
+    from moesim.engine.compiled import MAX_PATH_LINKS
+
+    net = CompiledFluidNetwork(simpy.Environment(), [10.0] * (MAX_PATH_LINKS + 1))
+    with pytest.raises(ConfigError, match="MOESIM_FLUID=numpy"):
+        net.transfer(tuple(range(MAX_PATH_LINKS + 1)), 100.0, 0)

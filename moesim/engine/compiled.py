@@ -28,6 +28,8 @@ except ImportError:  # built without a C compiler: the numpy network serves
 
 # MOESIM_FLUID=numpy selects the numpy network even where the compiled one exists.
 BACKEND_ENV = "MOESIM_FLUID"
+# The longest route the compiled core takes (a list entry packs a flow's slot and its position).
+MAX_PATH_LINKS = 63
 
 
 def compiled_available() -> bool:
@@ -148,6 +150,10 @@ class CompiledFluidNetwork:
 
     # -- internals ------------------------------------------------------------------------
     def _start(self, link_ids, nbytes, latency_ns, waiter) -> None:
+        if len(link_ids) > MAX_PATH_LINKS:
+            from moesim.errors import ConfigError
+            raise ConfigError("topology", f"a route of {len(link_ids)} links; the compiled fluid network takes up to "
+                              f"{MAX_PATH_LINKS}", f"shorten the fabric's paths, or set {BACKEND_ENV}=numpy")
         slot = self._core.add(link_ids, float(nbytes), self.env.now)
         if slot == len(self._events):
             self._events.append(waiter)
