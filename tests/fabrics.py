@@ -55,3 +55,16 @@ def two_hosts(per_host: int, nvl_bw: float = 400.0, nic_bw: float = 50.0) -> Top
             g.add_node(name, type="gpu", host=h, local=i)
             _link(g, name, f"n{h}.sw", nvl_bw, 0, "nvswitch")
     return Topology("two_hosts", g, "H100")
+
+
+def run_gated_round_trips(sim, flows) -> tuple[list[int], object]:
+    """For each ``(src, dst, nbytes, delay)``: after a ``delay`` ns gate on its own stream, send
+    ``nbytes`` src -> dst, then ``nbytes // 2 + 1`` back. Runs ``sim``; returns each exchange's
+    end and the result (the networks' equivalence tests run the same flows on each network)."""
+    tasks = []
+    for i, (src, dst, nbytes, delay) in enumerate(flows):
+        deps = [sim.compute(src, delay, f"gate{i}", stream=f"gate{i}")] if delay else []
+        tasks.append(sim.comm([(src, f"f{i}")], [[(src, dst, nbytes)], [(dst, src, nbytes // 2 + 1)]], f"f{i}",
+                              category="send", deps=deps))
+    result = sim.run()
+    return [t.end_ns for t in tasks], result

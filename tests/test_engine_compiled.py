@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fabrics import chain, ring, star, two_hosts
+from fabrics import chain, ring, run_gated_round_trips, star, two_hosts
 from moesim.engine import Simulation
 from moesim.engine.compiled import BACKEND_ENV, CompiledFluidNetwork, compiled_available, fluid_network
 from moesim.engine.maxmin import maxmin_rates
@@ -30,13 +30,7 @@ def run(topo, flows, compiled: bool, relabel_after: int = 64):
     sink = sim.recorder.add_link_samples
     sim.net = (CompiledFluidNetwork(sim.env, sim.capacity, sink, relabel_after) if compiled
                else FluidNetwork(sim.env, sim.capacity, sink, incremental=False))
-    tasks = []
-    for i, (src, dst, nbytes, delay) in enumerate(flows):
-        deps = [sim.compute(src, delay, f"gate{i}", stream=f"gate{i}")] if delay else []
-        tasks.append(sim.comm([(src, f"f{i}")], [[(src, dst, nbytes)], [(dst, src, nbytes // 2 + 1)]], f"f{i}",
-                              category="send", deps=deps))
-    result = sim.run()
-    return [t.end_ns for t in tasks], result
+    return run_gated_round_trips(sim, flows)
 
 
 @SETTINGS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from fabrics import chain, ring, star, two_hosts
+from fabrics import chain, ring, run_gated_round_trips, star, two_hosts
 from moesim.engine import Simulation
 from moesim.engine.maxmin import link_components, maxmin_rates, solve_compact
 from moesim.engine.network import FluidNetwork
@@ -70,13 +70,7 @@ def run(topo, flows, incremental: bool, small_flows: int = 0):
     sim = Simulation(topo)
     sim.net = FluidNetwork(sim.env, sim.capacity, sim.recorder.add_link_samples, incremental=incremental,
                            small_flows=small_flows)
-    tasks = []
-    for i, (src, dst, nbytes, delay) in enumerate(flows):
-        deps = [sim.compute(src, delay, f"gate{i}", stream=f"gate{i}")] if delay else []
-        tasks.append(sim.comm([(src, f"f{i}")], [[(src, dst, nbytes)], [(dst, src, nbytes // 2 + 1)]], f"f{i}",
-                              category="send", deps=deps))
-    result = sim.run()
-    return [t.end_ns for t in tasks], result
+    return run_gated_round_trips(sim, flows)
 
 
 @SETTINGS

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import simpy
 
-from moesim.engine.network import _FINISH_SLACK_NS, FluidNetwork, UtilSink, _capacities, _fire_after, _Group
+from moesim.engine.network import _FINISH_SLACK_NS, FlowStarts, FluidNetwork, UtilSink, _capacities, _Group, fire_ended
 
 try:
     from moesim.engine._fluidcore import Core
@@ -55,7 +55,7 @@ def fluid_network(env: simpy.Environment, capacity_gbps: Sequence[float],
     return FluidNetwork(env, capacity_gbps, on_utilization)
 
 
-class CompiledFluidNetwork:
+class CompiledFluidNetwork(FlowStarts):
     """Flow-level network with max-min fair sharing; the event step in C (see the module).
 
     Args:
@@ -116,40 +116,11 @@ class CompiledFluidNetwork:
             raise ValueError("link_totals: this network records no utilisation")
         return self._core.totals(int(horizon_ns))
 
-    def transfer(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int) -> simpy.Event:
-        """Start a flow of ``nbytes`` over ``link_ids``; the event fires when it has arrived."""
-        done = self.env.event()
-        self.num_flows += 1
-        if not link_ids or nbytes <= 0:
-            self._bytes_direct += max(nbytes, 0.0)
-            _fire_after(self.env, done, latency_ns)
-            return done
-        self._start(link_ids, nbytes, latency_ns, done)
-        self._queue_solve()
-        return done
-
-    def transfer_many(self, flows: Sequence[tuple[tuple[int, ...], float, int]]) -> simpy.Event:
-        """Start several flows ``(link_ids, nbytes, latency_ns)`` at once; the event fires when
-        the last has arrived."""
-        done = self.env.event()
-        now = self.env.now
-        group = _Group(done, now)
-        for link_ids, nbytes, latency_ns in flows:
-            if not link_ids or nbytes <= 0:
-                self._bytes_direct += max(nbytes, 0.0)
-                group.latest = max(group.latest, now + int(latency_ns))
-            else:
-                group.pending += 1
-                self._start(link_ids, nbytes, latency_ns, group)
-        self.num_flows += len(flows)
-        if group.pending:
-            self._queue_solve()
-        else:
-            _fire_after(self.env, done, group.latest - now)
-        return done
-
     # -- internals ------------------------------------------------------------------------
-    def _start(self, link_ids, nbytes, latency_ns, waiter) -> None:
+    def _deliver_direct(self, nbytes: float) -> None:
+        self._bytes_direct += nbytes
+
+    def _begin(self, link_ids, nbytes, latency_ns, waiter) -> None:
         if len(link_ids) > MAX_PATH_LINKS:
             from moesim.errors import ConfigError
             raise ConfigError("topology", f"a route of {len(link_ids)} links; the compiled fluid network takes up to "
@@ -161,14 +132,6 @@ class CompiledFluidNetwork:
         else:
             self._events[slot] = waiter
             self._latency[slot] = int(latency_ns)
-
-    def _queue_solve(self) -> None:
-        """Queue the solve of this instant's starts behind the first of them (once)."""
-        if not self._pending:
-            self._pending = True
-            ev = self.env.event()
-            ev.callbacks.append(self._solve_cb)
-            ev.succeed()
 
     def _solve_cb(self, _event: simpy.Event) -> None:
         self._pending = False
@@ -184,20 +147,8 @@ class CompiledFluidNetwork:
         the next end (superseding the previous one)."""
         ended, next_finish, changed = self._core.step(now, end)
         if ended:
-            env, events, latency = self.env, self._events, self._latency
-            for i in ended:
-                waiter = events[i]
-                events[i] = None
-                lat = latency[i]
-                if waiter.__class__ is _Group:  # one of several flows: the last to end fires
-                    arrival = now + lat
-                    if arrival > waiter.latest:
-                        waiter.latest = arrival
-                    waiter.pending -= 1
-                    if not waiter.pending:
-                        _fire_after(env, waiter.done, waiter.latest - now)
-                else:
-                    _fire_after(env, waiter, lat)
+            latency = self._latency
+            fire_ended(self.env, now, self._events, ended, [latency[i] for i in ended])
         if changed and self._on_util is not None:
             self._on_util(now, self._ulinks[:changed].copy(), self._uvals[:changed].copy())
         self._version += 1

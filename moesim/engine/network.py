@@ -51,7 +51,85 @@ def _fire_after(env: simpy.Environment, event: simpy.Event, delay_ns: int) -> No
         env.timeout(delay_ns).callbacks.append(lambda _e, ev=event: ev.succeed())
 
 
-class FluidNetwork:
+def fire_ended(env: simpy.Environment, now: int, events: list, slots: Sequence[int], latencies: Sequence[int]) -> None:
+    """The flows in ``slots`` drained at ``now``: each fires its event after its latency, or, one of
+    a :class:`_Group`, counts down its group, whose event fires after the latest arrival once the
+    last has ended. Clears their entries of ``events``."""
+    for i, lat in zip(slots, latencies):
+        waiter = events[i]
+        events[i] = None
+        if waiter.__class__ is _Group:
+            arrival = now + lat
+            if arrival > waiter.latest:
+                waiter.latest = arrival
+            waiter.pending -= 1
+            if not waiter.pending:
+                _fire_after(env, waiter.done, waiter.latest - now)
+        else:
+            _fire_after(env, waiter, lat)
+
+
+class FlowStarts:
+    """``transfer`` and ``transfer_many`` of a fluid network: a flow with no link or no bytes
+    arrives after its latency; the others start now (``_begin``) and are solved together, by an
+    event queued behind the first start of the instant (``_queue_solve`` -> ``_solve_cb``)."""
+
+    env: simpy.Environment
+    num_flows: int
+    _pending: bool
+
+    def _begin(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int, waiter: "simpy.Event | _Group") -> None:
+        raise NotImplementedError
+
+    def _deliver_direct(self, nbytes: float) -> None:
+        raise NotImplementedError
+
+    def _solve_cb(self, _event: simpy.Event) -> None:
+        raise NotImplementedError
+
+    def transfer(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int) -> simpy.Event:
+        """Start a flow of ``nbytes`` over ``link_ids``; the event fires when it has arrived."""
+        done = self.env.event()
+        self.num_flows += 1
+        if not link_ids or nbytes <= 0:
+            self._deliver_direct(max(nbytes, 0.0))
+            _fire_after(self.env, done, latency_ns)
+            return done
+        self._begin(link_ids, nbytes, latency_ns, done)
+        self._queue_solve()
+        return done
+
+    def transfer_many(self, flows: Sequence[tuple[tuple[int, ...], float, int]]) -> simpy.Event:
+        """Start several flows ``(link_ids, nbytes, latency_ns)`` at once; the event fires when
+        the last has arrived (one event for a collective phase instead of one per flow)."""
+        done = self.env.event()
+        now = self.env.now
+        group = _Group(done, now)
+        begin = self._begin
+        for link_ids, nbytes, latency_ns in flows:
+            if not link_ids or nbytes <= 0:
+                self._deliver_direct(max(nbytes, 0.0))
+                group.latest = max(group.latest, now + int(latency_ns))
+            else:
+                group.pending += 1
+                begin(link_ids, nbytes, latency_ns, group)
+        self.num_flows += len(flows)
+        if group.pending:
+            self._queue_solve()
+        else:
+            _fire_after(self.env, done, group.latest - now)
+        return done
+
+    def _queue_solve(self) -> None:
+        """Queue the solve of this instant's starts behind the first of them (once)."""
+        if not self._pending:
+            self._pending = True
+            ev = self.env.event()
+            ev.callbacks.append(self._solve_cb)
+            ev.succeed()
+
+
+class FluidNetwork(FlowStarts):
     """Flow-level network with max-min fair sharing, solved incrementally.
 
     Flows live in slots of persistent numpy arrays (links as a matrix padded with a stand-in
@@ -113,47 +191,11 @@ class FluidNetwork:
         self.num_flows = 0
         self.bytes_delivered = 0.0
 
-    # -- public ---------------------------------------------------------------------------
-    def transfer(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int) -> simpy.Event:
-        """Start a flow of ``nbytes`` over ``link_ids``; the event fires when it has arrived."""
-        done = self.env.event()
-        self.num_flows += 1
-        if not link_ids or nbytes <= 0:
-            self.bytes_delivered += max(nbytes, 0.0)
-            _fire_after(self.env, done, latency_ns)
-            return done
-        self._new.append((link_ids, float(nbytes), int(latency_ns), done))
-        self._queue_solve()
-        return done
+    def _begin(self, link_ids: tuple[int, ...], nbytes: float, latency_ns: int, waiter: "simpy.Event | _Group") -> None:
+        self._new.append((link_ids, float(nbytes), int(latency_ns), waiter))
 
-    def transfer_many(self, flows: Sequence[tuple[tuple[int, ...], float, int]]) -> simpy.Event:
-        """Start several flows ``(link_ids, nbytes, latency_ns)`` at once; the event fires when
-        the last has arrived (one event for a collective phase instead of one per flow)."""
-        done = self.env.event()
-        now = self.env.now
-        group = _Group(done, now)
-        new = self._new
-        for link_ids, nbytes, latency_ns in flows:
-            if not link_ids or nbytes <= 0:
-                self.bytes_delivered += max(nbytes, 0.0)
-                group.latest = max(group.latest, now + int(latency_ns))
-            else:
-                group.pending += 1
-                new.append((link_ids, float(nbytes), int(latency_ns), group))
-        self.num_flows += len(flows)
-        if group.pending:
-            self._queue_solve()
-        else:
-            _fire_after(self.env, done, group.latest - now)
-        return done
-
-    def _queue_solve(self) -> None:
-        """Queue the solve of this instant's starts behind the first of them (once)."""
-        if not self._pending:
-            self._pending = True
-            ev = self.env.event()
-            ev.callbacks.append(self._solve_cb)
-            ev.succeed()
+    def _deliver_direct(self, nbytes: float) -> None:
+        self.bytes_delivered += nbytes
 
     @property
     def active_flows(self) -> int:
@@ -268,19 +310,7 @@ class FluidNetwork:
                 self._dload -= np.bincount(mat.ravel(), weights=self._rate[idx].repeat(mat.shape[1]),
                                            minlength=self._pad + 1)
                 self._nflows -= np.bincount(mat.ravel(), minlength=self._pad + 1)
-            env, events = self.env, self._events
-            for i, lat in zip(idx.tolist(), self._latency[idx].tolist()):
-                waiter = events[i]
-                events[i] = None
-                if waiter.__class__ is _Group:  # one of several flows: the last to end fires
-                    arrival = now + lat
-                    if arrival > waiter.latest:
-                        waiter.latest = arrival
-                    waiter.pending -= 1
-                    if not waiter.pending:
-                        _fire_after(env, waiter.done, waiter.latest - now)
-                else:
-                    _fire_after(env, waiter, lat)
+            fire_ended(self.env, now, self._events, idx.tolist(), self._latency[idx].tolist())
         return idx
 
     def _solve(self, now: int, ended: np.ndarray, started: np.ndarray) -> None:
