@@ -176,3 +176,12 @@ def test_a_route_past_the_compiled_limit_is_a_clear_error():
     net = CompiledFluidNetwork(simpy.Environment(), [10.0] * (MAX_PATH_LINKS + 1))
     with pytest.raises(ConfigError, match="MOESIM_FLUID=numpy"):
         net.transfer(tuple(range(MAX_PATH_LINKS + 1)), 100.0, 0)
+
+
+def test_a_trace_of_a_run_without_link_samples_is_refused():
+    from moesim.trace.perfetto import to_chrome_trace
+
+    result = _flows_sim(star(8, bw=50.0), [(0, 1, 10_000, 0)], link_series=False)
+    with pytest.raises(ValueError, match="link_series=True"):
+        to_chrome_trace(result.recorder)
+    assert to_chrome_trace(_flows_sim(star(8, bw=50.0), [(0, 1, 10_000, 0)], link_series=True).recorder)

@@ -287,8 +287,13 @@ def to_chrome_trace(recorder: Recorder) -> dict[str, Any]:
     """Build the Chrome Trace Event JSON object for ``recorder``.
 
     ``ts``/``dur`` values are :class:`Micros` (floats that keep their exact ns); write with
-    :func:`write_chrome_trace` or :func:`dumps_chrome_trace` to print them exactly.
+    :func:`write_chrome_trace` or :func:`dumps_chrome_trace` to print them exactly. A run that
+    kept each link's utilisation integral instead of its samples (``link_series=False``) has no
+    link counters to draw: refused rather than written without them.
     """
+    if getattr(recorder, "link_totals", None) is not None and not recorder.num_link_samples:
+        raise ValueError("this run kept each link's utilisation integral, not its samples (link_series=False), so "
+                         "a trace would lack its link counters: run it with link_series=True to export a trace")
     layout = build_layout(recorder)
     events = (_metadata_events(recorder, layout) + _slice_events(recorder, layout)
               + _flow_events(recorder, layout) + _counter_events(recorder, layout))
