@@ -19,6 +19,12 @@ from moesim.engine.network import FluidNetwork
 from moesim.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(not compiled_available(), reason="moesim.engine._fluidcore not built")
+
+
+@pytest.fixture(autouse=True)
+def _compiled_default(monkeypatch):
+    """Simulations built here run the compiled network whatever MOESIM_FLUID says outside."""
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
 SETTINGS = settings(max_examples=80, deadline=None)
 flow_st = st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(1, 3_000_000), st.integers(0, 40_000))
 FABRICS = {"star": lambda: star(8, bw=50.0), "chain": lambda: chain([10.0, 30.0, 20.0, 10.0, 40.0, 25.0, 15.0]),
