@@ -16,11 +16,11 @@ microbatches) and 512 GPUs (PP8, one layer per stage, 2 or 4 microbatches); ``--
 just those, ``--gpus 64,512`` / ``--microbatches 4`` only cases of those sizes. The full engine's CPU seconds are printed too (the
 machine is shared; wall time includes waiting for a core).
 
-Measured on the shared 2-core machine (2026-12-06; full engine CPU s, which grows about linearly
-in flows here, ~0.44-0.49 ms a flow): 64 GPUs EP64 full 365.92 ms, reduced 369.45 ms (+1.0%), full
-56.6 CPU s (engine of b7d9b43); 512 GPUs EP64 x PP8, 2 microbatches: 380.33 vs 384.02 ms (+1.0%),
-135 CPU s (b7d9b43); 4 microbatches: 481.71 vs 486.72 ms (+1.0%), 239 CPU s (b2009f2). The reduced
-run took 0.4-0.8 s.
+Measured on the shared 2-core machine (2026-12-06, compiled fluid network; full engine CPU s):
+64 GPUs EP64 full 365.94 ms, reduced 369.47 ms (+1.0%), 7.0 CPU s; 512 GPUs EP64 x PP8, 4
+microbatches: 481.73 vs 486.74 ms (+1.0%), 44.2 CPU s (the numpy network took 56.6 and 239 s).
+The reduced run took 0.4-0.7 s. The whole DeepSeek-V3 step at 512 GPUs: ``python -m
+lab.full_engine_512``.
 
 Run: python benchmarks/reduced_vs_full.py [--large] [--ep64 | --ep64-only] [--gpus N,M] [--microbatches M]
 """
