@@ -54,3 +54,23 @@ def test_zero1_reduce_scatters_shards_the_optimizer_and_gathers() -> None:
     opt_zero = [t.duration_ns for t in zero.sim.tasks if t.name == "optimizer"]
     assert len(opt_plain) == len(opt_zero) == 8
     assert max(opt_zero) < max(opt_plain) / 2          # dense / 8 and experts / 2 of the parameters
+
+
+def test_dp_gradient_collectives_queue_in_the_order_chunks_finish_their_backward():
+    """Interleaved 1F1B finishes its last chunk's backward first (the backward walks the virtual
+    stages down): its gradient all-reduce is issued first, as Megatron's overlapped grad reduce
+    does, instead of waiting on the comm stream behind chunk 0, which finishes last."""
+    from moesim.lowering.pipeline import _ready_order
+    from moesim.schedules import generate
+
+    assert [_ready_order(generate("interleaved", 4, 8, num_chunks=4), p) for p in range(4)] == [[3, 2, 1, 0]] * 4
+    assert _ready_order(generate("1f1b", 4, 8), 0) == [0]
+    scn = Scenario(name="il", model=dataclasses.replace(get_model("llama3-8b"), num_layers=8, seq_len=1024),
+                   topology="hgx_h100_pcie", schedule="interleaved",
+                   plan=ParallelPlan(dp=2, pp=4, vpp=2, num_microbatches=8))
+    rec = build_scenario(scn).sim.run().recorder
+    grads = sorted((s for s in rec.spans if s.rank == 0 and s.name.startswith("dp:grad")), key=lambda s: s.start_ns)
+    assert [s.name for s in grads] == ["dp:grad.c1", "dp:grad.c0"]
+    last_backward_c1 = max(s.end_ns for s in rec.spans if s.rank == 0 and s.stream == "compute"
+                           and s.args.get("chunk") == 1 and s.category != "optimizer")
+    assert grads[0].start_ns >= last_backward_c1

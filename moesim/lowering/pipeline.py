@@ -382,6 +382,18 @@ def _chunks(schedule: Schedule) -> range:
     return range(2 if schedule.layout == "dual" else schedule.num_chunks)
 
 
+def _ready_order(schedule: Schedule, p: int) -> list[int]:
+    """Pipeline rank ``p``'s model chunks in the order their weight gradients are complete (the
+    step of each chunk's last gradient-producing action): a framework reduces a chunk's gradients
+    as soon as they are ready, so its DP collectives queue in that order, not by chunk index."""
+    last: dict[int, int] = {}
+    for index, step in enumerate(schedule.steps[p]):
+        for a in actions_of(step):
+            if _produces_weight_grads(schedule, a):
+                last[schedule.chunk_of(a.path, a.stage)] = index
+    return sorted(_chunks(schedule), key=lambda c: (last.get(c, -1), c))
+
+
 def _finished(done: dict) -> dict[tuple[int, int, int], list[Task]]:
     """Every action's last task per GPU coordinate (d, p, t)."""
     finished: dict[tuple[int, int, int], list[Task]] = {}
@@ -422,7 +434,7 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
     if grid.dp > 1 and opts.grad_sync:
         for p in range(grid.pp):
             for t in range(grid.tp):
-                for chunk in _chunks(schedule):
+                for chunk in _ready_order(schedule, p):
                     def deps_of(members: list[int]) -> list[Task]:
                         if opts.dp_overlap:
                             return [last_backward[(d, p, chunk)][t] for d in members if (d, p, chunk) in last_backward]
