@@ -106,6 +106,9 @@ def test_a_path_past_the_limit_or_an_unknown_link_is_refused():
         core.add((0, 7), 10.0, 0)
     with pytest.raises(ValueError, match="64 links"):
         core.add(tuple([0] * 64), 10.0, 0)
+    assert core.add((0, 1), 10.0, 0) == 0 and core.alive == 1   # a refused flow took no slot
+    _, finish, _ = core.step(0, False)
+    assert finish == 10.0 and core.step(10, True)[0] == [0] and core.alive == 0
 
 
 def test_the_backend_switch(monkeypatch):

@@ -293,22 +293,26 @@ static PyObject *Core_add(Core *c, PyObject *args) {
     if (!seqo) return NULL;
     Py_ssize_t k = PySequence_Fast_GET_SIZE(seqo);
     if (k < 1 || k > MAXW) { Py_DECREF(seqo); PyErr_Format(PyExc_ValueError, "a path of %zd links (1 to %d)", k, MAXW); return NULL; }
-    int32_t s;
-    if (c->nfree) s = c->freeslots[--c->nfree];
-    else {
-        if (grow_slots(c, c->nslots + 1, (int32_t)k) < 0) { Py_DECREF(seqo); return NULL; }
-        s = c->nslots++;
-    }
-    if (k > c->W && grow_slots(c, c->nslots, (int32_t)k) < 0) { Py_DECREF(seqo); return NULL; }
+    /* the path first, checked, so a refused flow takes no slot */
+    int32_t ids[MAXW];
     PyObject **items = PySequence_Fast_ITEMS(seqo);
-    int32_t W = c->W;
     for (Py_ssize_t i = 0; i < k; i++) {
         long l = PyLong_AsLong(items[i]);
         if (l == -1 && PyErr_Occurred()) { Py_DECREF(seqo); return NULL; }
         if (l < 0 || l >= c->L) { Py_DECREF(seqo); PyErr_Format(PyExc_ValueError, "link id %ld out of range", l); return NULL; }
-        c->path[(size_t)s * W + i] = (int32_t)l;
+        ids[i] = (int32_t)l;
     }
     Py_DECREF(seqo);
+    int32_t s;
+    if (c->nfree) s = c->freeslots[--c->nfree];
+    else {
+        if (grow_slots(c, c->nslots + 1, (int32_t)k) < 0) return NULL;
+        s = c->nslots++;
+        c->alive[s] = 0;
+    }
+    if (k > c->W && grow_slots(c, c->nslots, (int32_t)k) < 0) return NULL;
+    int32_t W = c->W;
+    for (Py_ssize_t i = 0; i < k; i++) c->path[(size_t)s * W + i] = ids[i];
     c->plen[s] = (int32_t)k;
     for (Py_ssize_t i = 0; i < k; i++) {
         int32_t l = c->path[(size_t)s * W + i];
