@@ -20,6 +20,7 @@ import numpy as np
 import simpy
 
 from moesim.engine.network import _FINISH_SLACK_NS, FlowStarts, FluidNetwork, UtilSink, _capacities, _Group, fire_ended
+from moesim.errors import ConfigError
 
 try:
     from moesim.engine._fluidcore import Core
@@ -41,7 +42,6 @@ def fluid_backend() -> str:
     ``"numpy"``."""
     choice = os.environ.get(BACKEND_ENV, "").strip().lower()
     if choice not in ("", "compiled", "numpy"):
-        from moesim.errors import ConfigError
         raise ConfigError(BACKEND_ENV, f"unknown fluid network {choice!r}", "use compiled or numpy")
     return "compiled" if Core is not None and choice != "numpy" else "numpy"
 
@@ -122,7 +122,6 @@ class CompiledFluidNetwork(FlowStarts):
 
     def _begin(self, link_ids, nbytes, latency_ns, waiter) -> None:
         if len(link_ids) > MAX_PATH_LINKS:
-            from moesim.errors import ConfigError
             raise ConfigError("topology", f"a route of {len(link_ids)} links; the compiled fluid network takes up to "
                               f"{MAX_PATH_LINKS}", f"shorten the fabric's paths, or set {BACKEND_ENV}=numpy")
         slot = self._core.add(link_ids, float(nbytes), self.env.now)
