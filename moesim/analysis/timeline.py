@@ -124,12 +124,17 @@ def counter_steps(recorder: Recorder) -> dict[str, list[tuple[int, float]]]:
     return {track: sorted(points.items()) for track, points in sorted(raw.items())}
 
 
+def _links_added_one_by_one(recorder: Recorder) -> bool:
+    """Whether some ``link:`` sample was added as a single counter sample (not by the network)."""
+    return any(s.track.startswith(LINK_PREFIX) for s in recorder.samples)
+
+
 def _link_arrays(recorder: Recorder) -> "tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None":
     """The recorder's link samples as arrays sorted by link then time, the last sample recorded
     at a time kept: (names, link ids, times, values); None where the recorder has no arrays or
     some link sample was added one by one."""
     arrays = getattr(recorder, "link_sample_arrays", None)
-    if not callable(arrays) or any(s.track.startswith(LINK_PREFIX) for s in recorder.samples):
+    if not callable(arrays) or _links_added_one_by_one(recorder):
         return None
     names, ids, times, values = arrays()
     order = np.lexsort((np.arange(ids.size), times, ids))   # by link, then time, then recording order
@@ -147,8 +152,7 @@ def link_integrals(recorder: Recorder, horizon_ns: int) -> "dict[str, tuple[floa
     instead of samples (``recorder.link_totals``), those are the answer: the same sums, added in
     the same order as :func:`step_integral` adds them."""
     totals = getattr(recorder, "link_totals", None)
-    if callable(totals) and not getattr(recorder, "_link_blocks", True) \
-            and not any(s.track.startswith(LINK_PREFIX) for s in recorder.samples):
+    if callable(totals) and not getattr(recorder, "_link_blocks", True) and not _links_added_one_by_one(recorder):
         names = recorder.link_tracks
         return {names[l]: (area, busy, peak) for l, area, busy, peak in totals(horizon_ns)}
     got = _link_arrays(recorder)

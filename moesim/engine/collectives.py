@@ -108,11 +108,8 @@ def hierarchical_all_reduce(ranks: Sequence[int], nbytes: float, host_of: Callab
     groups = _host_groups(ranks, host_of)
     if groups is None:
         return ring_all_reduce(ranks, nbytes)
-    local = len(groups[0])
-    intra_rs = _merge([ring_reduce_scatter(g, nbytes) for g in groups])
-    inter = _merge([ring_all_reduce([g[i] for g in groups], nbytes / local) for i in range(local)])
-    intra_ag = _merge([ring_all_gather(g, nbytes) for g in groups])
-    return intra_rs + inter + intra_ag
+    return (_per_host(groups, ring_reduce_scatter, nbytes) + _per_rail(groups, ring_all_reduce, nbytes)
+            + _per_host(groups, ring_all_gather, nbytes))
 
 
 def _host_groups(ranks: Sequence[int], host_of: Callable[[int], int]) -> list[list[int]] | None:
@@ -124,6 +121,18 @@ def _host_groups(ranks: Sequence[int], host_of: Callable[[int], int]) -> list[li
     return groups
 
 
+def _per_host(groups: list[list[int]], ring: Callable[[Sequence[int], float], Phases], nbytes: float) -> Phases:
+    """``ring`` of ``nbytes`` inside every host, side by side."""
+    return _merge([ring(g, nbytes) for g in groups])
+
+
+def _per_rail(groups: list[list[int]], ring: Callable[[Sequence[int], float], Phases], nbytes: float) -> Phases:
+    """``ring`` across hosts, one per local index (a rail), each over the ``1/local`` share of
+    ``nbytes`` a rank holds after the intra-host part, side by side."""
+    local = len(groups[0])
+    return _merge([ring([g[i] for g in groups], nbytes / local) for i in range(local)])
+
+
 def hierarchical_reduce_scatter(ranks: Sequence[int], nbytes: float, host_of: Callable[[int], int]) -> Phases:
     """Intra-host ring reduce-scatter of the nbytes input, then one inter-host ring
     reduce-scatter per local index of the 1/local share each rank holds (one ring per rail, as
@@ -131,10 +140,7 @@ def hierarchical_reduce_scatter(ranks: Sequence[int], nbytes: float, host_of: Ca
     groups = _host_groups(ranks, host_of)
     if groups is None:
         return ring_reduce_scatter(ranks, nbytes)
-    local = len(groups[0])
-    intra = _merge([ring_reduce_scatter(g, nbytes) for g in groups])
-    inter = _merge([ring_reduce_scatter([g[i] for g in groups], nbytes / local) for i in range(local)])
-    return intra + inter
+    return _per_host(groups, ring_reduce_scatter, nbytes) + _per_rail(groups, ring_reduce_scatter, nbytes)
 
 
 def hierarchical_all_gather(ranks: Sequence[int], nbytes: float, host_of: Callable[[int], int]) -> Phases:
@@ -144,10 +150,7 @@ def hierarchical_all_gather(ranks: Sequence[int], nbytes: float, host_of: Callab
     groups = _host_groups(ranks, host_of)
     if groups is None:
         return ring_all_gather(ranks, nbytes)
-    local = len(groups[0])
-    inter = _merge([ring_all_gather([g[i] for g in groups], nbytes / local) for i in range(local)])
-    intra = _merge([ring_all_gather(g, nbytes) for g in groups])
-    return inter + intra
+    return _per_rail(groups, ring_all_gather, nbytes) + _per_host(groups, ring_all_gather, nbytes)
 
 
 def direct_all_to_all(ranks: Sequence[int], nbytes: float) -> Phases:

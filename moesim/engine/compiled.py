@@ -71,7 +71,6 @@ class CompiledFluidNetwork(FlowStarts):
     """
 
     mode = "fluid"
-    backend = "compiled"
 
     def __init__(self, env: simpy.Environment, capacity_gbps: Sequence[float],
                  on_utilization: UtilSink | None = None, relabel_after: int = 64, series: bool = True) -> None:

@@ -433,8 +433,9 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
 
     if grid.dp > 1 and opts.grad_sync:
         for p in range(grid.pp):
+            order = _ready_order(schedule, p)
             for t in range(grid.tp):
-                for chunk in _ready_order(schedule, p):
+                for chunk in order:
                     def deps_of(members: list[int]) -> list[Task]:
                         if opts.dp_overlap:
                             return [last_backward[(d, p, chunk)][t] for d in members if (d, p, chunk) in last_backward]
