@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 import simpy
 
-from moesim.engine.network import _FINISH_SLACK_NS, FlowStarts, FluidNetwork, UtilSink, _capacities, _Group, fire_ended
+from moesim.engine.flows import _FINISH_SLACK_NS, FlowStarts, UtilSink, _capacities, _Group, fire_ended
+from moesim.engine.network import FluidNetwork
 from moesim.errors import ConfigError
 
 try:
