@@ -64,6 +64,9 @@ def _init_megatron(device: str) -> None:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=0, world_size=1)
     from megatron.core import parallel_state as ps
+    from megatron.core.transformer.moe import moe_utils
+    if not hasattr(moe_utils, "te_general_gemm"):   # 0.16.1 tests this name, defined only with TE
+        moe_utils.te_general_gemm = None
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
     ps.initialize_model_parallel(1, 1, expert_model_parallel_size=1)
     if device == "cuda":
