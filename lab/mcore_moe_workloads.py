@@ -5,8 +5,9 @@ written after Megatron's and torchtitan's code. This probe runs the framework it
 ``megatron.core.transformer.moe.moe_layer.MoELayer`` of megatron-core (the installed wheel,
 version recorded), built from ``get_moe_module_spec(use_te=False)`` (the local spec: no Transformer
 Engine on the lent machines), the ``alltoall`` token dispatcher (expert-parallel group of one),
-the default ``TopKRouter`` (softmax after top-k, ``moe_router_load_balancing_type="none"``), no
-permute or router fusion (those need Transformer Engine), bf16 params, eager, one process with a
+the default ``TopKRouter`` (softmax after top-k, ``moe_router_load_balancing_type="none"``), the
+weighted SwiGLU fused as Megatron-LM's default ``--bias-swiglu-fusion`` runs it (``torch.compile``;
+``SWIGLU_FUSION``; the first run of 2026-12-06g had it off), no permute or router fusion (those need Transformer Engine), bf16 params, eager, one process with a
 world of one. Expert modules:
 
 * ``loop``: ``SequentialMLP`` (one local MLP per expert after ``tokens_per_expert.tolist()``);
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import types
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from moesim.calibrate import framework_host as fh
 from moesim.calibrate import layer_workloads as lw
 from moesim.calibrate.layer_programs import MoEShape
 
@@ -45,6 +46,7 @@ SHAPES = {name: lw.MOE_SHAPES[name] for name in ("qwen3_30b_a3b", "deepseek_v2_l
 SMOKE_SHAPES = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
 TOKENS = (4096, 16384)
 SKEWS = (("uniform", 0.0), ("zipf", 1.0))
+SWIGLU_FUSION = True   # Megatron-LM's --bias-swiglu-fusion default (the weighted SwiGLU by torch.compile)
 
 
 def _install_gmm_stand_in() -> None:
@@ -57,38 +59,14 @@ def _install_gmm_stand_in() -> None:
     sys.modules["grouped_gemm"] = mod
 
 
-def _init_megatron(device: str) -> None:
-    import torch.distributed as dist
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29517")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=0, world_size=1)
-    from megatron.core import parallel_state as ps
-    from megatron.core.transformer.moe import moe_utils
-    if not hasattr(moe_utils, "te_general_gemm"):   # 0.16.1 tests this name, defined only with TE
-        moe_utils.te_general_gemm = None
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
-    ps.initialize_model_parallel(1, 1, expert_model_parallel_size=1)
-    if device == "cuda":
-        model_parallel_cuda_manual_seed(1234)
-
-
 def build_layer(shape: MoEShape, experts: str, device: str):
     """``MoELayer`` of ``shape`` with ``experts`` = loop (SequentialMLP) or grouped (GroupedMLP)."""
-    import torch.nn.functional as F
     from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
     from megatron.core.transformer.moe.moe_layer import MoELayer
-    from megatron.core.transformer.transformer_config import TransformerConfig
     grouped = experts == "grouped"
-    cfg = TransformerConfig(
-        num_layers=1, hidden_size=shape.hidden, num_attention_heads=16, ffn_hidden_size=4 * shape.hidden,
-        num_moe_experts=shape.num_experts, moe_router_topk=shape.top_k, moe_ffn_hidden_size=shape.expert_ffn,
-        moe_shared_expert_intermediate_size=(shape.expert_ffn * shape.shared_experts) or None,
-        moe_token_dispatcher_type="alltoall" if device == "cuda" else "allgather", moe_router_load_balancing_type="none", moe_aux_loss_coeff=0.0,
-        moe_grouped_gemm=grouped, moe_permute_fusion=False, moe_router_fusion=False,
-        add_bias_linear=False, gated_linear_unit=True, activation_func=F.silu, bias_activation_fusion=False,
-        bf16=True, params_dtype=torch.bfloat16, use_cpu_initialization=device != "cuda",
-        gradient_accumulation_fusion=False, sequence_parallel=False)
+    cfg = fh.megatron_config(shape.hidden, shape.num_experts, shape.top_k, shape.expert_ffn, device, grouped=grouped,
+                             swiglu_fusion=SWIGLU_FUSION, shared_ffn=shape.expert_ffn * shape.shared_experts,
+                             dispatcher="alltoall" if device == "cuda" else "allgather")
     spec = get_moe_module_spec(use_te=False, num_experts=shape.num_experts, moe_grouped_gemm=grouped)
     layer = MoELayer(cfg, spec.submodules, layer_number=1)
     return layer.to(device=device, dtype=torch.bfloat16).train(), cfg
@@ -100,13 +78,14 @@ def _program(experts: str, shared: bool) -> list[str]:
            "MoEAlltoAllTokenDispatcher (ep 1): routing_map.sum(0) counts; tokens_per_expert to host on a side stream",
            "permute (moe_utils, unfused): map.T.contiguous, arange+expand+masked_select, probs.T masked_select, index_select",
            ]
+    act = "weighted SwiGLU fused (torch.compile)" if SWIGLU_FUSION else "glu: chunk, silu, mul; * probs"
     if experts == "grouped":
-        ops += ["GroupedMLP: probs applied in activation_func_with_probs",
-                "gmm fc1 (gate+up) = torch._grouped_mm (H2D int32 offsets)", "glu: chunk, silu, mul; * probs",
+        ops += ["GroupedMLP: gmm fc1 (gate+up) = torch._grouped_mm (H2D int32 offsets)",
+                "activation_func_with_probs (torch.compile): silu(gate) * up * probs",
                 "gmm fc2 = torch._grouped_mm (H2D int32 offsets)"]
     else:
-        ops += ["SequentialMLP: tokens_per_expert.tolist(), split; per expert: linear_fc1 (gate+up), glu, * probs, "
-                "linear_fc2; cat"]
+        ops += ["SequentialMLP: tokens_per_expert.tolist(), split; per expert (all local experts, empty ones too): "
+                f"MLP linear_fc1 (gate+up), {act}, linear_fc2; cat"]
     ops += ["unpermute (moe_utils, unfused): zeros [T,H], scatter_add"]
     if shared:
         ops += ["SharedExpertMLP: linear_fc1, glu, linear_fc2", "add shared"]
@@ -122,6 +101,7 @@ def _framework(experts: str) -> dict:
             "experts": ("GroupedMLP, torch._grouped_mm standing in for grouped_gemm.ops.gmm" if experts == "grouped"
                         else "SequentialMLP"),
             "router": "TopKRouter, softmax after top-k, load balancing none, no fusion",
+            "bias_activation_fusion": SWIGLU_FUSION,
             "permute_fusion": False}
 
 
@@ -137,7 +117,7 @@ def _cases(smoke: bool) -> list[tuple]:
 def run(device: str, budget_s: float, out: Path, preheat_s: float) -> dict:
     smoke = device != "cuda"
     _install_gmm_stand_in()
-    _init_megatron(device)
+    fh.init_megatron_single_rank(device)
     start = time.monotonic()
     shapes = SMOKE_SHAPES if smoke else SHAPES
     doc: dict = {"format": lw.FORMAT, "provenance": lw.file_provenance(device, preheat_s),

@@ -32,6 +32,7 @@ from moesim.calibrate import grids, hostops, kernels, memops, provenance
 from moesim.calibrate.collectives import COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples
 from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
+from moesim.calibrate.framework_host import measure_host_megatron
 from moesim.calibrate.host_classes import measure_host_classes
 from moesim.calibrate.grouped import measure_fp8_scaled, measure_grouped_gemm_v
 from moesim.calibrate.jsonio import dump_profile
@@ -60,9 +61,13 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "moe_kernels": (0.1, measure_moe_kernels),  # router / permute / unpermute kernels, counts sync
     "host_classes": (0.03, measure_host_classes),  # host time per op class: plain, fwd, bwd
     "clock": (0.02, measure_clock),  # the SM clock this protocol holds GEMMs and attention at
+    # Megatron-Core's per-expert MLP call (needs megatron-core; asked for by name only)
+    "host_megatron": (0.03, measure_host_megatron),
 }
+OPTIONAL_SECTIONS = ("host_megatron",)   # not in the default list: they need a framework installed
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)
+DEFAULT_SECTIONS = tuple(s for s in ALL_SECTIONS if s not in OPTIONAL_SECTIONS)
 COLLECTIVE_SHARE = 0.35
 DEFAULT_HEAT_MS = 60.0  # keeps the GPU at sustained clocks between shapes (docs/calibration.md)
 
@@ -146,7 +151,7 @@ def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total
 
 
 def run_calibration(device: str, out: Path, mode: str = "full", budget_s: float = 480.0,
-                    sections: tuple[str, ...] = ALL_SECTIONS, cpu_ranks: int = 0,
+                    sections: tuple[str, ...] = DEFAULT_SECTIONS, cpu_ranks: int = 0,
                     rank_counts: tuple[int, ...] = (), heat_ms: float = 0.0, preheat_s: float = 0.0,
                     progress: Callable[[str, str], None] | None = None) -> dict:
     """Measure, write ``out`` after every section, and return the profile dict.
@@ -247,7 +252,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mode", choices=tuple(grids.GRIDS), default=None, help="grid (default: full on cuda, smoke on cpu)")
     p.add_argument("--quick", action="store_true", help="same as --mode quick")
     p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for the whole run")
-    p.add_argument("--sections", default=",".join(ALL_SECTIONS), help=f"comma list of {', '.join(ALL_SECTIONS)}")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma list of {', '.join(ALL_SECTIONS)} (default: all but {', '.join(OPTIONAL_SECTIONS)})")
     p.add_argument("--cpu-ranks", type=int, default=0, help="gloo processes for collectives in cpu mode")
     p.add_argument("--heat-ms", type=float, default=None,
                    help="ms of GEMM load before each single-GPU shape, for sustained clocks (default: 60 on cuda)")

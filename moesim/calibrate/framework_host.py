@@ -1,0 +1,111 @@
+"""Host time of a framework's own per-expert module call, measured where the framework is installed.
+
+Section ``host_megatron`` (asked for by name; not in the default sections). A per-expert loop's
+host time is mostly the framework's Python around its kernels: Megatron-Core's ``SequentialMLP``
+calls one ``MLP`` module per local expert (``linear_fc1`` and ``linear_fc2`` through Megatron's
+``LinearWithGradAccumulationAndAsyncCommunication`` autograd function, the weighted SwiGLU with
+the routing probabilities, NVTX range calls), where torchtitan's body is three ``matmul`` on
+weight views (class ``expert_loop_body`` of :mod:`moesim.calibrate.host_classes`). This section
+times a chain of Megatron expert MLP calls exactly as :func:`moesim.calibrate.host_classes.measure_class`
+times every class (GPU kept busy behind a queued sleep, chains of two lengths, three phases:
+``plain`` no autograd, ``fwd`` recording, ``bwd`` the backward of one call), giving ``host_op``
+rows of class ``megatron_expert_mlp``.
+
+The module is built as Megatron-LM trains by default: ``get_moe_module_spec(use_te=False)``'s
+expert MLP (local linears: no Transformer Engine on the machines this was written for), SwiGLU
+with ``bias_activation_fusion`` (Megatron-LM's ``--bias-swiglu-fusion`` default: the weighted
+SwiGLU fused by ``torch.compile``), no bias, bf16. It needs ``megatron-core`` importable and a
+one-rank ``torch.distributed`` group (initialised here where none is); without megatron-core the
+section records why and measures nothing. The megatron-core version is part of every row.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from moesim.calibrate.host_classes import CPU_SIZES, GPU_SIZES, Chain, Sizes, _x, measure_class
+from moesim.calibrate.section import Section
+from moesim.calibrate.timing import Budget
+
+MEGATRON_CLASS = "megatron_expert_mlp"
+
+
+def megatron_version() -> "str | None":
+    """The installed megatron-core version, None where it does not import."""
+    try:
+        import megatron.core as mc
+    except ImportError:
+        return None
+    return str(getattr(mc, "__version__", "unknown"))
+
+
+def init_megatron_single_rank(device: str) -> None:
+    """A world of one (``torch.distributed``) and Megatron's parallel state over it (TP = PP = EP = 1)."""
+    import torch.distributed as dist
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=0, world_size=1)
+    from megatron.core import parallel_state as ps
+    from megatron.core.transformer.moe import moe_utils
+    if not hasattr(moe_utils, "te_general_gemm"):   # 0.16.1 reads this name, defined only with TE
+        moe_utils.te_general_gemm = None
+    if not ps.model_parallel_is_initialized():
+        ps.initialize_model_parallel(1, 1, expert_model_parallel_size=1)
+    if device == "cuda":
+        from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+        model_parallel_cuda_manual_seed(1234)
+
+
+def megatron_config(hidden: int, num_experts: int, top_k: int, expert_ffn: int, device: str, *,
+                    grouped: bool = False, swiglu_fusion: bool = True, shared_ffn: int = 0,
+                    dispatcher: str = "alltoall"):
+    """Megatron-Core's ``TransformerConfig`` of one MoE layer as this module and the lab probe build it."""
+    import torch.nn.functional as F
+    from megatron.core.transformer.transformer_config import TransformerConfig
+    return TransformerConfig(
+        num_layers=1, hidden_size=hidden, num_attention_heads=8, ffn_hidden_size=4 * hidden,
+        num_moe_experts=num_experts, moe_router_topk=top_k, moe_ffn_hidden_size=expert_ffn,
+        moe_shared_expert_intermediate_size=shared_ffn or None, moe_token_dispatcher_type=dispatcher,
+        moe_router_load_balancing_type="none", moe_aux_loss_coeff=0.0, moe_grouped_gemm=grouped,
+        moe_permute_fusion=False, moe_router_fusion=False, add_bias_linear=False, gated_linear_unit=True,
+        activation_func=F.silu, bias_activation_fusion=swiglu_fusion, bf16=True, params_dtype=torch.bfloat16,
+        use_cpu_initialization=device != "cuda", gradient_accumulation_fusion=False, sequence_parallel=False)
+
+
+def megatron_expert_chain(s: Sizes, n: int, device: str) -> Chain:
+    """A chain of ``n`` Megatron expert MLP calls (``SequentialMLP.local_experts``), each on
+    ``tokens / groups`` rows with its routing probabilities, output feeding the next call."""
+    from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
+    from megatron.core.transformer.moe.experts import SequentialMLP
+    from megatron.core.transformer.moe.moe_layer import get_default_pg_collection
+    cfg = megatron_config(s.hidden, n, 2, s.hidden // 2, device)   # top-k unused by the MLP (1 needs pre-softmax)
+    spec = get_moe_module_spec(use_te=False, num_experts=n, moe_grouped_gemm=False)
+    mlp = SequentialMLP(n, cfg, spec.submodules.experts.submodules, pg_collection=get_default_pg_collection()).to(device=device, dtype=torch.bfloat16)
+    rows = s.tokens // s.groups
+    probs = torch.full((rows,), 0.5, device=device, dtype=torch.bfloat16)
+    experts = list(mlp.local_experts)
+
+    def step(y: torch.Tensor, i: int) -> torch.Tensor:
+        return experts[i](y, probs)[0]
+    return Chain(_x((rows, s.hidden), device, torch.bfloat16), step, tuple(mlp.parameters()), multi=True)
+
+
+def measure_host_megatron(timer: object, grid: object, device: str, budget: Budget) -> Section:
+    """``host_op`` rows of class ``megatron_expert_mlp`` (plain, fwd, bwd), tagged with the
+    megatron-core version; nothing (and the reason) where megatron-core is not installed."""
+    sec = Section("host_megatron")
+    version = megatron_version()
+    if version is None:
+        sec.errors.append(f"host_megatron {MEGATRON_CLASS}: megatron-core is not installed (pip install megatron-core)")
+        return sec
+    s = GPU_SIZES if device == "cuda" else CPU_SIZES
+
+    def rows() -> list[dict]:
+        init_megatron_single_rank(device)
+        chain = megatron_expert_chain(s, max(s.long, s.long_multi), device)
+        return [{**r, "framework": f"megatron-core {version}", "module": "SequentialMLP expert MLP (local spec, "
+                 "fused weighted SwiGLU)"} for r in measure_class(MEGATRON_CLASS, chain, s, device)]
+    sec.attempt(MEGATRON_CLASS, budget, rows)
+    return sec
