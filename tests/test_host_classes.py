@@ -334,7 +334,7 @@ def test_a_torchtitan_loop_body_is_priced_by_its_measured_class_in_both_passes()
     """A loop body's tasks share the measured ``expert_loop_body`` time of their pass (the
     per-op classes miss its ``w[e]`` views): one forward chain costs the class's time; an
     expert's backward tasks (B chain, W chain, select share) sum to the class's backward. A
-    Megatron loop (another body) keeps the per-op sum."""
+    Megatron loop names its own class (``megatron_expert_mlp``)."""
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
     from moesim.lowering.host import expert_task_args
@@ -362,4 +362,45 @@ def test_a_torchtitan_loop_body_is_priced_by_its_measured_class_in_both_passes()
     empty = [t for t in backward if t.expert == 1]
     assert empty and all(not t.body for t in empty)   # no tokens: not the measured body, per op
     megatron = [t for t in expert_tasks(spec, [64, 32], "F", "loop", "megatron") if t.expert is not None]
-    assert all(not t.body and host_ns(t, "fwd") == pricing.ops_ns(t.ops, "fwd", repeated=True) for t in megatron)
+    assert all(t.body == t.ops and t.body_class == "megatron_expert_mlp" for t in megatron)
+
+
+def test_megatron_loop_prices_every_expert_module_call_by_its_class_empty_ones_too() -> None:
+    """Megatron's SequentialMLP calls every local expert's module: an expert with tokens costs the
+    measured ``megatron_expert_mlp`` call (its tasks' shares sum to it, forward and backward), an
+    expert without tokens the whole call, launching only its weight gradients' zero fills in the
+    backward; without the class's rows, the per-op sum (and nothing for an empty expert)."""
+    from moesim.lowering.host import expert_task_args
+    from moesim.workload.moe import MoESpec
+    from moesim.workload.moe_exec import empty_wgrad_ops, expert_tasks
+
+    class Model:
+        def __init__(self, calls):
+            self.calls = calls
+
+        def host_op_ns(self, op, phase, mixed=True):
+            return 1_000
+
+        def host_call_ns(self, call, phase):
+            return self.calls.get((call, phase))
+
+    spec = MoESpec(name="tiny-moe", num_layers=1, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
+                   ffn_hidden=1024, vocab=32000, seq_len=512, num_experts=3, top_k=2, expert_ffn_hidden=256)
+    measured = HostPricing(Model({("megatron_expert_mlp", "fwd"): 200_000.0, ("megatron_expert_mlp", "bwd"): 350_000.0}),
+                           True, 1.0, "test")
+    unmeasured = HostPricing(Model({}), True, 1.0, "test")
+
+    def host_ns(pricing, task, phase: str) -> int:
+        return pricing.compute_ns({"ops": task.ops, "host_phase": phase, **expert_task_args(task)}, "expert")[0]
+
+    forward = [t for t in expert_tasks(spec, [64, 0, 32], "F", "loop", "megatron") if t.expert is not None]
+    assert [(t.expert, len(t.ops) > 0) for t in forward] == [(0, True), (1, False), (2, True)]
+    assert [host_ns(measured, t, "fwd") for t in forward] == [200_000] * 3
+    assert [host_ns(unmeasured, t, "fwd") for t in forward] == [3_000, 0, 3_000]   # fc1, swiglu, fc2
+    backward = expert_tasks(spec, [64, 0, 32], "BW", "loop", "megatron")
+    for expert in (0, 1, 2):
+        assert sum(host_ns(measured, t, "bwd") for t in backward if t.expert == expert) == pytest.approx(350_000, abs=2)
+    empty = [t for t in backward if t.expert == 1]
+    assert len(empty) == 1 and empty[0].ops == tuple(empty_wgrad_ops(spec, "megatron"))
+    deferred = [t for t in expert_tasks(spec, [64, 0, 32], "W", "loop", "megatron") if t.expert == 1]
+    assert host_ns(measured, deferred[0], "bwd") == 2_000   # W of a split backward: its fills, per op

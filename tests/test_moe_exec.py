@@ -112,7 +112,9 @@ def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
     backward = moe_exec.expert_tasks(SPEC, (5, 0, 3), "B", "loop")
     assert [t.name for t in backward] == ["expert2", "expert0", "experts.cat.bwd"]
     assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "loop", "megatron")] == \
-        ["expert2.wgrad", "expert0.wgrad"]
+        ["expert2.wgrad", "expert1.empty", "expert0.wgrad"]   # SequentialMLP's empty expert: zero fills
+    assert [t.name for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "loop", "megatron")] == \
+        ["experts.counts_to_host", "expert0", "expert1.empty", "expert2", "experts.cat"]
     assert [(op.m, op.k) for op in moe_exec.expert_tasks(SPEC, (5,), "W", "loop")[0].ops] == [(512, 5)] * 2 + [(256, 5)]
 
 

@@ -50,7 +50,6 @@ PHASE_OF_CATEGORY = {"forward": "fwd", "backward": "bwd", "weight_grad": "bwd"}
 CALL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
             "all_to_all": "all_to_all", "send": "send_recv"}  # task category -> profile collective
 SYNC_BYTES = 8   # a device-to-host copy without a stated size: one int64
-LOOP_BODY_CLASS = "expert_loop_body"   # host_op class: one torchtitan per-expert loop body
 
 
 def expert_task_args(task: Any) -> dict[str, Any]:
@@ -62,6 +61,8 @@ def expert_task_args(task: Any) -> dict[str, Any]:
         args["expert"] = task.expert
     if task.body:
         args["host_body"] = task.body
+    if task.body_class:
+        args["host_body_class"] = task.body_class
     if task.host_sync:
         args.update(host_sync=True, sync_bytes=task.sync_bytes)
     return args
@@ -130,20 +131,27 @@ class HostPricing:
         return sum(int(model.host_op_ns(op, self._phase(phase or op_phase(op)), **context)) for op in ops
                    if not isinstance(op, CommOp))
 
-    def _body_share(self, ns: int, body: Any, phase: "str | None") -> int:
-        """A task that is part of a torchtitan loop body (``host_body``: the body's ops in this
-        pass): its per-op share of the body's measured host time (class ``expert_loop_body``:
-        the body as torchtitan writes it, ``w[e]`` selects and transposes, three ``matmul``,
-        ``silu``, ``mul``, and in its backward the select backward, timed as one call), where the
-        profile measured it in this phase; else ``ns`` (the per-op sum). The per-op classes miss
-        the body's views and price ``matmul`` as ``linear``: H100, no autograd, 65 us per body by
-        classes against 90 us measured."""
+    def _body_share(self, ns: int, body: Any, phase: "str | None", body_class: "str | None") -> int:
+        """A task that is part of a per-expert loop body (``host_body``: the body's ops in this
+        pass; ``body_class``: its measured class): its per-op share of the body's measured host
+        time, where the profile measured that class in this phase; else ``ns`` (the per-op sum).
+        ``expert_loop_body`` is the body as torchtitan writes it (``w[e]`` selects and transposes,
+        three ``matmul``, ``silu``, ``mul``, and in its backward the select backward, timed as one
+        call): the per-op classes miss its views and price ``matmul`` as ``linear`` (H100, no
+        autograd, 65 us per body by classes against 90 us measured). ``megatron_expert_mlp`` is
+        Megatron-Core's expert module call (its linear layers' autograd functions, the fused
+        weighted SwiGLU, NVTX ranges): several times its kernels' per-op sum. A class without a
+        body (an expert module called on no tokens) costs the class's whole time."""
         measured = getattr(self.model, "host_call_ns", None)
-        if not body or phase is None or not callable(measured):
+        if not body_class or phase is None or not callable(measured):
             return ns
-        whole_ns = measured(LOOP_BODY_CLASS, self._phase(phase))
+        whole_ns = measured(body_class, self._phase(phase))
+        if whole_ns is None:
+            return ns
+        if not body:
+            return int(round(whole_ns))
         per_op = self.ops_ns(body, phase, repeated=True)
-        return ns if whole_ns is None or per_op <= 0 else int(round(ns * whole_ns / per_op))
+        return ns if per_op <= 0 else int(round(ns * whole_ns / per_op))
 
     def _phase(self, phase: str) -> str:
         """A forward op without autograd recording (``torch.no_grad``) is a ``plain`` call."""
@@ -188,7 +196,7 @@ class HostPricing:
             if "ops" in args:   # the ops it issues (none: nothing to issue)
                 phase = _phase_name(args.get("host_phase") or args.get("phase")) or PHASE_OF_CATEGORY.get(category)
                 ns = self.ops_ns(args["ops"], phase, repeated=args.get("expert") is not None)
-                return self._body_share(ns, args.get("host_body"), phase), True
+                return self._body_share(ns, args.get("host_body"), phase, args.get("host_body_class")), True
         return int(round(max(1, int(args.get("kernels", 1) or 1)) * self.kernel_ns)), False
 
 

@@ -318,10 +318,13 @@ class ExpertTask:
     ``expert`` is the expert of a loop chain (None for grouped kernels over all local experts);
     ``host_sync`` marks the device-to-host copy of ``sync_bytes`` of counts (no kernels: the
     lowering prices the copy and the eager host waits for it). ``body``: the ops of the whole
-    torchtitan loop body this task is part of, in its pass (the forward chain; or the backward's
-    B chain, W chain and select share together), so an eager host can price the body by its
-    measured class (``host_op`` ``expert_loop_body``) and this task by its per-op share of it
-    (:meth:`moesim.lowering.host.HostPricing.compute_ns`); empty where no such class applies."""
+    loop body this task is part of, in its pass (the forward chain; or the backward's B chain,
+    W chain and torchtitan's select share together), and ``body_class`` the measured host class of
+    such a body (``host_op`` ``expert_loop_body``: torchtitan's; ``megatron_expert_mlp``:
+    Megatron's ``SequentialMLP`` expert call), so an eager host can price the body by that class
+    and this task by its per-op share of it (:meth:`moesim.lowering.host.HostPricing.compute_ns`);
+    a ``body_class`` without ``body`` is an expert called on no tokens (Megatron calls every
+    local expert's module): the class's whole time, launching nothing."""
 
     name: str
     ops: tuple[ComputeOp, ...]
@@ -330,10 +333,18 @@ class ExpertTask:
     host_sync: bool = False
     sync_bytes: int = 0
     body: tuple[ComputeOp, ...] = ()
+    body_class: str = ""
 
     @property
     def flops(self) -> float:
         return sum(op.flops for op in self.ops)
+
+
+def loop_body_class(token_movement: str) -> str:
+    """The measured host class of one per-expert loop body: torchtitan's ``_run_experts_for_loop``
+    body, or Megatron-Core's ``SequentialMLP`` expert module call (the fused movement is Megatron's
+    with Transformer Engine's permute: the same ``SequentialMLP``)."""
+    return "expert_loop_body" if token_movement == "torchtitan" else "megatron_expert_mlp"
 
 
 def _fused_fc1(token_movement: str, activation: str) -> bool:
@@ -480,7 +491,9 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     then W's); padded uses ``padded_rows`` rows per expert.
 
     loop: forward starts with the counts' copy to the host (a ``host_sync`` task), then one task
-    per expert with tokens, then a ``cat`` of the outputs. The backward follows autograd's ready
+    per expert with tokens, then a ``cat`` of the outputs. Megatron's ``SequentialMLP`` calls the
+    module of every local expert, those without tokens too: a kernel-less task each (its host
+    time, class ``megatron_expert_mlp``; in the backward, its weight gradients' zero fills). The backward follows autograd's ready
     queue, which runs the node created last first: expert by expert from the last one, each
     expert's whole backward before the previous expert's (:func:`_loop_backward`); B and BW end
     with the ``cat`` that is ``torch.split``'s backward. ``recompute_act``: each B chain starts
@@ -493,13 +506,15 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
         return [ExpertTask(op.name, (op,), sum(rows))
                 for op in kernel_ops(spec, rows, phase, token_movement, recompute_act)]
     tasks: list[ExpertTask] = []
+    cls = loop_body_class(token_movement)
     if phase == "F":
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
         for eid, n in zip(ids, vec):
             if n > 0:
                 chain = tuple(loop_chain_ops(spec, n, "F", token_movement))
-                tasks.append(ExpertTask(f"expert{eid}", chain, n, expert=eid,
-                                        body=chain if token_movement == "torchtitan" else ()))
+                tasks.append(ExpertTask(f"expert{eid}", chain, n, expert=eid, body=chain, body_class=cls))
+            elif token_movement != "torchtitan":
+                tasks.append(ExpertTask(f"expert{eid}.empty", (), 0, expert=eid, body_class=cls))
     else:
         tasks += _loop_backward(spec, vec, ids, phase, token_movement, recompute_act)
     total = sum(vec)
@@ -527,28 +542,35 @@ def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
 
     An expert without tokens has an empty chunk that still enters the graph: no B kernels, its
     weight gradients are zero fills (:func:`empty_wgrad_ops`), its select share as any expert's.
-    The host time of the kernel-less empty ops (the dispatch of an ``mm`` or ``silu`` on zero rows)
-    is not priced.
+    The host time of torchtitan's kernel-less empty ops (the dispatch of an ``mm`` or ``silu`` on
+    zero rows) is not priced; Megatron's empty expert module costs its measured backward call
+    (``megatron_expert_mlp``, in B or BW, not again in a deferred W).
 
     ``phase`` B (a split backward: input gradients only) keeps the B chains; W (the deferred weight
     gradients: zero-bubble's W) the W chains and select shares, in the same expert order, which
     assumes the deferred pass replays autograd's per-expert order."""
     stacked = token_movement == "torchtitan"
+    cls = loop_body_class(token_movement)
     num = len(vec)
     tasks: list[ExpertTask] = []
     first = True
     for eid, n in reversed(list(zip(ids, vec))):
         grads = tuple(loop_chain_ops(spec, n, "B", token_movement, recompute_act)) if n > 0 else ()
-        wgrads = tuple(loop_chain_ops(spec, n, "W", token_movement) if n > 0
-                       else empty_wgrad_ops(spec, token_movement) if stacked else ())
+        wgrads = tuple(loop_chain_ops(spec, n, "W", token_movement) if n > 0 else empty_wgrad_ops(spec, token_movement))
+        if n == 0 and not stacked:   # Megatron: the empty module's backward call, its zero fills
+            ops = wgrads if phase != "B" else ()
+            tasks.append(ExpertTask(f"expert{eid}.empty", ops, 0, expert=eid,
+                                    body_class=cls if phase != "W" else ""))
+            continue
         share = tuple(select_backward_share(spec, num, first)) if stacked else ()
         first = first and not (stacked and phase != "B")
         parts = [(f"expert{eid}", grads) if phase in ("B", "BW") and grads else None,
                  (f"expert{eid}.wgrad", wgrads) if phase != "B" and wgrads else None,
                  (f"expert{eid}.select_bwd", share) if phase != "B" and share else None]
-        # the measured body (expert_loop_body) is a torchtitan expert with tokens, all of it
-        body = (*grads, *wgrads, *share) if stacked and n > 0 else ()
-        tasks += [ExpertTask(name, ops, n, expert=eid, body=body) for name, ops in filter(None, parts)]
+        # the measured body is an expert with tokens, all of it
+        body = (*grads, *wgrads, *share) if n > 0 else ()
+        tasks += [ExpertTask(name, ops, n, expert=eid, body=body, body_class=cls if body else "")
+                  for name, ops in filter(None, parts)]
     return tasks
 
 
