@@ -44,7 +44,7 @@ from moesim.calibrate.layer_programs import MoEShape
 
 SHAPES = {name: lw.MOE_SHAPES[name] for name in ("qwen3_30b_a3b", "deepseek_v2_lite", "mixtral_8x7b")}
 SMOKE_SHAPES = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
-TOKENS = (4096, 16384)
+TOKENS = (1024, 4096, 16384)
 SKEWS = (("uniform", 0.0), ("zipf", 1.0))
 SWIGLU_FUSION = True   # Megatron-LM's --bias-swiglu-fusion default (the weighted SwiGLU by torch.compile)
 
@@ -199,6 +199,8 @@ def _case(layer, shape: MoEShape, experts: str, tokens: int, kind: str, s: float
     sig = f"{shape.name}.mcore.{experts}.{pass_}"
     if sig not in doc["kernel_inventory"]:
         doc["kernel_inventory"][sig] = {"case": case_id, **lw.kernel_inventory(step, device)}
+    if kind == "uniform" and tokens >= 4096:
+        doc.setdefault("kernel_times", {})[case_id] = kernel_times(step)
     desc = {"kind": "moe_block", "tokens": tokens, "batch": 1, "seq": tokens, "pass": pass_, "dtype": "bf16",
             "eager": True, "torch_compile": False, "cuda_graphs": False, "stream": "default",
             "program": _program(experts, bool(shape.shared_experts)), "grad": grad, "tier": 1,
@@ -212,6 +214,18 @@ def _case(layer, shape: MoEShape, experts: str, tokens: int, kind: str, s: float
     if got_m.time_ns < lw.SMALL_NS:
         entry["small"] = True
     return entry
+
+
+def kernel_times(step) -> dict:
+    """One profiled iteration's CUDA kernels in launch order, ``[name, device us]`` each, and their
+    sum (diagnostic: where the GPU time of a case goes, against moesim's op list)."""
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    kernels = [[ev.name[:120], round(ev.device_time, 2)] for ev in prof.events()
+               if ev.device_type == torch.autograd.DeviceType.CUDA]
+    return {"kernels": kernels, "sum_us": round(sum(k[1] for k in kernels), 1)}
 
 
 def main(argv: "list[str] | None" = None) -> int:

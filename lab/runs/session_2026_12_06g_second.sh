@@ -8,8 +8,8 @@ W=$OUT/w; mkdir -p $W
 nvidia-smi -L | tee $W/gpu.txt
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader | tee -a $W/gpu.txt
 GPU=h100; nvidia-smi -L | grep -q H200 && GPU=h200
-timeout 200 python3 -m moesim.calibrate.measure --device cuda --sections host_megatron,host_classes --budget-s 170 \
+timeout 190 python3 -m moesim.calibrate.measure --device cuda --sections host_megatron,host_classes --budget-s 160 \
     --out $W/${GPU}_host_megatron.json > $W/host_log.txt 2>&1
 echo "host rc=$? $(date -u +%T)"; grep -v -i warn $W/host_log.txt | tail -8
-timeout 300 python3 -m lab.mcore_moe_workloads --device cuda --budget-s 270 --out $W/${GPU}_mcore.json > $W/mcore_log.txt 2>&1
+timeout 330 python3 -m lab.mcore_moe_workloads --device cuda --budget-s 300 --out $W/${GPU}_mcore.json > $W/mcore_log.txt 2>&1
 echo "mcore rc=$? $(date -u +%T)"; grep -v -i warn $W/mcore_log.txt | tail -52
