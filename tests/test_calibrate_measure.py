@@ -62,3 +62,17 @@ def test_distributed_workloads_match_a_one_rank_reference() -> None:
     assert not errors and max(max(r.values()) for r in pipes) < 1e-2
     moes, errors = run_workers(moe_check_worker, 2, "gloo", cfg, timeout_s=90)
     assert not errors and max(max(r.values()) for r in moes) < 1e-2
+
+
+def test_the_megatron_host_section_is_asked_for_by_name_and_says_why_it_measured_nothing() -> None:
+    """``host_megatron`` needs megatron-core: not in the default sections; where megatron-core is
+    missing it records why and yields no rows (with it installed, its rows carry the version)."""
+    from moesim.calibrate import framework_host
+    from moesim.calibrate.measure import ALL_SECTIONS, DEFAULT_SECTIONS
+    from moesim.calibrate.timing import Budget
+
+    assert "host_megatron" in ALL_SECTIONS and "host_megatron" not in DEFAULT_SECTIONS
+    if framework_host.megatron_version() is not None:
+        pytest.skip("megatron-core is installed here")
+    sec = framework_host.measure_host_megatron(None, None, "cpu", Budget(10))
+    assert sec.samples == [] and len(sec.errors) == 1 and "pip install megatron-core" in sec.errors[0]

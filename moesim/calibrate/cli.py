@@ -45,7 +45,8 @@ def run(
     out: Path = typer.Option(Path("profile.json"), help="profile JSON to write"),
     quick: bool = typer.Option(False, help="a small grid (minutes less, coarser interpolation)"),
     budget_s: float = typer.Option(480.0, help="wall-clock budget; sections over budget skip shapes"),
-    sections: str = typer.Option("", help="comma list of sections (default: all)"),
+    sections: str = typer.Option("", help="comma list of sections (default: all but host_megatron, which needs "
+                                               "megatron-core)"),
     heat_ms: float = typer.Option(-1.0, help="GEMM load before each shape, ms (default 60 on cuda, 0 on cpu)"),
     preheat_s: float = typer.Option(0.0, help="seconds of GEMM load once before the first kernel section"),
     ranks: str = typer.Option("", help="comma list of rank counts for the collectives (default: all GPUs)"),
