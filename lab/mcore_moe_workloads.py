@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,16 +45,6 @@ SMOKE_SHAPES = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
 TOKENS = (1024, 4096, 16384)
 SKEWS = (("uniform", 0.0), ("zipf", 1.0))
 SWIGLU_FUSION = True   # Megatron-LM's --bias-swiglu-fusion default (the weighted SwiGLU by torch.compile)
-
-
-def _install_gmm_stand_in() -> None:
-    """A ``grouped_gemm`` module whose ``ops.gmm`` is ``torch._grouped_mm`` (before megatron imports it)."""
-    def gmm(a: torch.Tensor, b: torch.Tensor, batch_sizes: torch.Tensor, trans_b: bool = False) -> torch.Tensor:
-        offs = torch.cumsum(batch_sizes, 0).to(device=a.device, dtype=torch.int32)
-        return torch._grouped_mm(a, b.transpose(-2, -1) if trans_b else b, offs=offs)
-    mod = types.ModuleType("grouped_gemm")
-    mod.ops = types.SimpleNamespace(gmm=gmm)
-    sys.modules["grouped_gemm"] = mod
 
 
 def build_layer(shape: MoEShape, experts: str, device: str):
@@ -116,7 +104,7 @@ def _cases(smoke: bool) -> list[tuple]:
 
 def run(device: str, budget_s: float, out: Path, preheat_s: float) -> dict:
     smoke = device != "cuda"
-    _install_gmm_stand_in()
+    fh.install_gmm_stand_in()
     fh.init_megatron_single_rank(device)
     start = time.monotonic()
     shapes = SMOKE_SHAPES if smoke else SHAPES

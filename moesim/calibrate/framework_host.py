@@ -11,6 +11,16 @@ times every class (GPU kept busy behind a queued sleep, chains of two lengths, t
 ``plain`` no autograd, ``fwd`` recording, ``bwd`` the backward of one call), giving ``host_op``
 rows of class ``megatron_expert_mlp``.
 
+It also times the Python that Megatron-Core's ``MoELayer`` runs around its kernels (class
+``megatron_moe_layer``): one MoE layer (``alltoall`` dispatcher over a group of one, unfused
+permute, ``GroupedMLP`` with ``torch._grouped_mm`` standing in for the ``grouped_gemm`` package) and
+the same kernels issued by plain torch calls (:func:`moesim.calibrate.layer_programs.megatron_forward`),
+alternated round by round on a shape whose kernels are far shorter than their issue, so each
+iteration's wall time is its host time (its reads of the counts included, in both). The row is the
+difference per layer call: ``plain`` (no autograd), ``fwd`` (recording), ``bwd`` (the backward's
+difference). Both programs read the counts back; the difference holds Megatron's module calls,
+config checks, router and dispatcher bookkeeping, autograd functions written in Python.
+
 The module is built as Megatron-LM trains by default: ``get_moe_module_spec(use_te=False)``'s
 expert MLP (local linears: no Transformer Engine on the machines this was written for), SwiGLU
 with ``bias_activation_fusion`` (Megatron-LM's ``--bias-swiglu-fusion`` default: the weighted
@@ -21,7 +31,11 @@ section records why and measures nothing. The megatron-core version is part of e
 from __future__ import annotations
 
 import os
+import sys
+import time
+import types
 
+import numpy as np
 import torch
 
 from moesim.calibrate.host_classes import CPU_SIZES, GPU_SIZES, Chain, Sizes, _x, measure_class
@@ -29,6 +43,9 @@ from moesim.calibrate.section import Section
 from moesim.calibrate.timing import Budget
 
 MEGATRON_CLASS = "megatron_expert_mlp"
+LAYER_CLASS = "megatron_moe_layer"
+LAYER_PROBE = {"hidden": 512, "num_experts": 8, "top_k": 2, "expert_ffn": 256, "tokens": 256}
+LAYER_ROUNDS, LAYER_ITERS = 9, 20
 
 
 def megatron_version() -> "str | None":
@@ -56,6 +73,20 @@ def init_megatron_single_rank(device: str) -> None:
     if device == "cuda":
         from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
         model_parallel_cuda_manual_seed(1234)
+
+
+def install_gmm_stand_in() -> None:
+    """A ``grouped_gemm`` module whose ``ops.gmm`` is ``torch._grouped_mm`` (the package has no
+    wheel; Megatron's ``GroupedMLP`` imports it): the host's counts become int32 offsets on the GPU."""
+    if "grouped_gemm" in sys.modules and not getattr(sys.modules["grouped_gemm"], "moesim_stand_in", False):
+        return   # the real package
+    def gmm(a: torch.Tensor, b: torch.Tensor, batch_sizes: torch.Tensor, trans_b: bool = False) -> torch.Tensor:
+        offs = torch.cumsum(batch_sizes, 0).to(device=a.device, dtype=torch.int32)
+        return torch._grouped_mm(a, b.transpose(-2, -1) if trans_b else b, offs=offs)
+    mod = types.ModuleType("grouped_gemm")
+    mod.ops = types.SimpleNamespace(gmm=gmm)
+    mod.moesim_stand_in = True
+    sys.modules["grouped_gemm"] = mod
 
 
 def megatron_config(hidden: int, num_experts: int, top_k: int, expert_ffn: int, device: str, *,
@@ -92,9 +123,80 @@ def megatron_expert_chain(s: Sizes, n: int, device: str) -> Chain:
     return Chain(_x((rows, s.hidden), device, torch.bfloat16), step, tuple(mlp.parameters()), multi=True)
 
 
+def _per_iter_ns(step, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter_ns()
+    for _ in range(LAYER_ITERS):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter_ns() - t0) / LAYER_ITERS
+
+
+def megatron_layer_overhead(device: str, version: str) -> list[dict]:
+    """``host_op`` rows of class ``megatron_moe_layer`` (see the module docstring)."""
+    from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
+    from megatron.core.transformer.moe.moe_layer import MoELayer
+
+    from moesim.calibrate.layer_programs import MoEShape, MoEWeights, megatron_forward
+    p = LAYER_PROBE
+    install_gmm_stand_in()
+    init_megatron_single_rank(device)
+    cfg = megatron_config(p["hidden"], p["num_experts"], p["top_k"], p["expert_ffn"], device, grouped=True,
+                          dispatcher="alltoall" if device == "cuda" else "allgather")
+    spec = get_moe_module_spec(use_te=False, num_experts=p["num_experts"], moe_grouped_gemm=True)
+    layer = MoELayer(cfg, spec.submodules, layer_number=1).to(device=device, dtype=torch.bfloat16).train()
+    weights = MoEWeights(MoEShape("megatron_probe", p["hidden"], p["num_experts"], p["top_k"], p["expert_ffn"]), device)
+    t, h = p["tokens"], p["hidden"]
+    bias = torch.zeros(t, p["num_experts"], device=device, dtype=torch.bfloat16)
+    gen = torch.Generator(device=device).manual_seed(3)
+    x = torch.randn(t, h, generator=gen, device=device, dtype=torch.bfloat16).requires_grad_()
+    dy = torch.randn(t, h, generator=gen, device=device, dtype=torch.bfloat16)
+    programs = {"megatron": lambda: layer(x.view(t, 1, h))[0].view(t, h),
+                "plain": lambda: megatron_forward(weights, x, bias, p["top_k"], None, device != "cuda")}
+    times: dict[tuple[str, str], list[float]] = {}
+
+    def steps(fwd):
+        def plain() -> None:
+            with torch.no_grad():
+                fwd()
+
+        def fwd_bwd() -> None:
+            x.grad = None
+            fwd().backward(dy)
+        return {"plain": plain, "fwd": lambda: fwd(), "fwd_bwd": fwd_bwd}
+    built = {name: steps(fwd) for name, fwd in programs.items()}
+    for name in built:   # warm-up: first calls (torch.compile of the weighted SwiGLU, allocator)
+        for step in built[name].values():
+            step()
+            step()
+    for _ in range(LAYER_ROUNDS):   # alternated, so both programs see the same host states
+        for name, phases in built.items():
+            for phase, step in phases.items():
+                times.setdefault((name, phase), []).append(_per_iter_ns(step, device))
+    med = {key: float(np.median(v)) for key, v in times.items()}
+    over = {"plain": med["megatron", "plain"] - med["plain", "plain"],
+            "fwd": med["megatron", "fwd"] - med["plain", "fwd"],
+            "bwd": (med["megatron", "fwd_bwd"] - med["megatron", "fwd"]) - (med["plain", "fwd_bwd"] - med["plain", "fwd"])}
+    rows = []
+    for phase, ns in over.items():
+        if ns <= 0:
+            raise RuntimeError(f"{LAYER_CLASS} {phase}: Megatron's layer no slower than its plain kernels ({ns:.0f} ns)")
+        rows.append({"op": "host_op", "call": LAYER_CLASS, "phase": phase, "gpu_busy": False, "time_ns": round(ns, 1),
+                     "framework": f"megatron-core {version}", "probe": dict(p), "rounds": LAYER_ROUNDS,
+                     "iterations": LAYER_ITERS,
+                     "megatron_ns": {k: round(med["megatron", k], 1) for k in ("plain", "fwd", "fwd_bwd")},
+                     "plain_ns": {k: round(med["plain", k], 1) for k in ("plain", "fwd", "fwd_bwd")},
+                     "module": "MoELayer (local spec, alltoall dispatcher, GroupedMLP with torch._grouped_mm) minus "
+                               "the same kernels by plain torch calls (layer_programs.megatron_forward)"})
+    return rows
+
+
 def measure_host_megatron(timer: object, grid: object, device: str, budget: Budget) -> Section:
-    """``host_op`` rows of class ``megatron_expert_mlp`` (plain, fwd, bwd), tagged with the
-    megatron-core version; nothing (and the reason) where megatron-core is not installed."""
+    """``host_op`` rows of classes ``megatron_expert_mlp`` and (on CUDA) ``megatron_moe_layer``
+    (plain, fwd, bwd), tagged with the megatron-core version; nothing (and the reason) where
+    megatron-core is not installed."""
     sec = Section("host_megatron")
     version = megatron_version()
     if version is None:
@@ -108,4 +210,6 @@ def measure_host_megatron(timer: object, grid: object, device: str, budget: Budg
         return [{**r, "framework": f"megatron-core {version}", "module": "SequentialMLP expert MLP (local spec, "
                  "fused weighted SwiGLU)"} for r in measure_class(MEGATRON_CLASS, chain, s, device)]
     sec.attempt(MEGATRON_CLASS, budget, rows)
+    if device == "cuda":   # Megatron's router and alltoall dispatcher call CUDA
+        sec.attempt(LAYER_CLASS, budget, lambda: megatron_layer_overhead(device, version))
     return sec
