@@ -108,8 +108,29 @@ class MoEStageTable(StageTable):
         if kind == "B":
             shared = self._shared_again(layer) + shared
         if not self.shared_overlap:   # shared experts before the router: the dispatch waits for them
-            return [*self._synced(acc + shared + pre), Exchange(layer, kind, StageWork(0, 0.0))], list(post)
-        return [*self._synced(acc + pre), Exchange(layer, kind, self._cost(shared))], list(post)
+            return [*self._framework(kind, self._synced(acc + shared + pre)), Exchange(layer, kind, StageWork(0, 0.0))], list(post)
+        return [*self._framework(kind, self._synced(acc + pre)), Exchange(layer, kind, self._cost(shared))], list(post)
+
+    def _framework(self, kind: str, segments: list[StageWork]) -> list[StageWork]:
+        """``segments`` (an MoE layer's, up to its dispatch) with the host time Megatron-Core's
+        ``MoELayer`` spends beyond its kernels' calls (``host_op`` class ``megatron_moe_layer``:
+        module calls, router and dispatcher bookkeeping, autograd functions in Python; measured
+        as Megatron's layer minus the same kernels by plain torch calls) added to the last one
+        before the dispatch, where the token movement is Megatron's (``megatron``, or ``fused``:
+        the same layer with Transformer Engine's permute) and the profile measured the class in
+        this pass; unchanged otherwise."""
+        ns = self._framework_ns(kind)
+        if not ns or not segments:
+            return segments
+        return [*segments[:-1], dataclasses.replace(segments[-1], host_ns=segments[-1].host_ns + ns)]
+
+    @lru_cache(maxsize=None)
+    def _framework_ns(self, kind: str) -> int:
+        measured = getattr(self.host.model, "host_call_ns", None)
+        if self.token_movement == "torchtitan" or not self.host.per_op or not callable(measured):
+            return 0
+        ns = measured(moe_exec.FRAMEWORK_LAYER_CLASS, self.host._phase("fwd" if kind == "F" else "bwd"))
+        return int(round(ns)) if ns else 0
 
     @lru_cache(maxsize=None)
     def _segments(self, kind: str, stage: int) -> tuple:
@@ -140,9 +161,10 @@ class MoEStageTable(StageTable):
             shared = self._shared_again(layer) + shared + [x for x in weights if _is_shared(x)]
             dense_w = [x for x in weights if not _is_shared(x) and not _is_expert(x)]
             if not self.shared_overlap:
-                out += [*self._synced(acc + shared + pre), Exchange(layer, "B", StageWork(0, 0.0), wgrad=True)]
+                out += [*self._framework("B", self._synced(acc + shared + pre)),
+                        Exchange(layer, "B", StageWork(0, 0.0), wgrad=True)]
             else:
-                out += [*self._synced(acc + pre), Exchange(layer, "B", self._cost(shared), wgrad=True)]
+                out += [*self._framework("B", self._synced(acc + pre)), Exchange(layer, "B", self._cost(shared), wgrad=True)]
             acc = list(post) + dense_w
         out.append(self._cost(acc + after + w_after))
         return out

@@ -54,6 +54,7 @@ HOST_SYNC_OPS = frozenset({"router.counts", "moe.masked_select", "moe.probs.mask
 COUNT_SYNC_OPS = frozenset({"router.counts", "moe.splits_to_host"})
 TOKEN_MOVEMENTS = ("torchtitan", "megatron", "fused")
 PHASES = ("F", "B", "W", "BW")   # BW: input and weight gradients in one backward (not split)
+FRAMEWORK_LAYER_CLASS = "megatron_moe_layer"   # host_op class: Megatron's MoELayer beyond its kernels' calls
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
 
 
