@@ -214,7 +214,8 @@ def host_pricing(cost: Any, override_ns: "float | None" = None, autograd: bool =
                            "scenario.host_launch_us: flat per counted kernel (replaces per-op host costs)", sync)
     if has_host_ops(model):
         return HostPricing(model, True, kernel_ns, f"{where}: host time per op class" + _mix_note(model)
-                           + ("" if autograd else " (forward without autograd)"), sync, autograd=autograd)
+                           + ("" if autograd else " (forward without autograd)") + _framework_note(model),
+                           sync, autograd=autograd)
     return HostPricing(model, False, kernel_ns, f"{kernel_source} (fallback: no host_op rows)", sync)
 
 
@@ -224,6 +225,16 @@ def _mix_note(model: Any) -> str:
     if not factors:
         return " (chain times: no host_mix rows)"
     return " x mixed-program factor " + ", ".join(f"{p} {factors[p]:.2f}" for p in ("plain", "fwd", "bwd") if p in factors)
+
+
+FRAMEWORK_CLASSES = ("megatron_moe_layer", "megatron_expert_mlp")   # measured with megatron-core installed
+
+
+def _framework_note(model: Any) -> str:
+    """Which framework host classes the profile measured (used by Megatron's token movements)."""
+    measured = getattr(model, "host_call_ns", None)
+    have = [c for c in FRAMEWORK_CLASSES if callable(measured) and measured(c, "fwd") is not None]
+    return f"; Megatron-Core classes {', '.join(have)} for Megatron's token movements" if have else ""
 
 
 def _kernel_figure(model: Any, where: str) -> tuple[float, str]:
