@@ -66,11 +66,13 @@ class LayerEntry:
     @property
     def workload_class(self) -> str:
         """``dense``, ``torchtitan grouped``, ``torchtitan loop``, ``megatron grouped``; a combine other
-        than scatter_add is named (``torchtitan grouped, index_put_sum``)."""
+        than scatter_add is named (``torchtitan grouped, index_put_sum``); a framework's own module
+        (``workload.framework``) is named by it (``megatron-core grouped``)."""
         w = self.workload
         if self.kind == "dense_layer":
             return "dense"
-        name = f"{w['token_movement']} {w['experts']}"
+        framework = (w.get("framework") or {}).get("name") if isinstance(w.get("framework"), Mapping) else None
+        name = f"{framework or w['token_movement']} {w['experts']}"
         return name if w.get("combine", "scatter_add") == "scatter_add" else f"{name}, {w['combine']}"
 
 
@@ -251,6 +253,11 @@ def unmodelled(entry: LayerEntry) -> str:
     if entry.kind == "moe_block" and w.get("token_movement") == "megatron":
         if "fc1" not in program:   # harness files written before it ran Megatron's fused fc1
             notes.append("harness runs 3 grouped GEMMs (w1, w3, w2); moe.token_movement='megatron' prices a fused fc1")
+    framework = w.get("framework") if isinstance(w.get("framework"), Mapping) else {}
+    if framework.get("name") == "megatron-core" and w.get("experts") == "loop" \
+            and not framework.get("bias_activation_fusion", False):
+        notes.append("Megatron's expert MLP ran its GLU and probs multiply unfused (bias_activation_fusion off); "
+                     "moesim prices the fused weighted SwiGLU")
     if _attention_backend(w) == "flash":   # files before the harness left SDPA its default backend
         notes.append("SDPA held to FlashAttention-2 (sdpa_kernel FLASH_ATTENTION): model.attention_backend='flash'")
     if w.get("smoke_substitutions"):
