@@ -481,7 +481,7 @@ def padded_counts(counts: Sequence[int], rows_per_expert: int) -> tuple[int, ...
 
 def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "grouped",
                  token_movement: str = "torchtitan", experts_ids: "Sequence[int] | None" = None,
-                 padded_rows: int = 0, recompute_act: bool = False) -> list[ExpertTask]:
+                 padded_rows: int = 0, recompute_act: bool = False, framework: bool = True) -> list[ExpertTask]:
     """One GPU's expert work in ``phase`` as engine tasks, in stream order.
 
     ``counts``: tokens of each local expert (zeros included; ``experts_ids`` names them, default
@@ -494,7 +494,9 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     loop: forward starts with the counts' copy to the host (a ``host_sync`` task), then one task
     per expert with tokens, then a ``cat`` of the outputs. Megatron's ``SequentialMLP`` calls the
     module of every local expert, those without tokens too: a kernel-less task each (its host
-    time, class ``megatron_expert_mlp``; in the backward, its weight gradients' zero fills). The backward follows autograd's ready
+    time, class ``megatron_expert_mlp``; in the backward, its weight gradients' zero fills).
+    ``framework=False`` (Megatron's kernels issued by plain torch calls, ``MoEOptions.framework_host``):
+    no module class, no calls of empty experts; the per-op host costs. The backward follows autograd's ready
     queue, which runs the node created last first: expert by expert from the last one, each
     expert's whole backward before the previous expert's (:func:`_loop_backward`); B and BW end
     with the ``cat`` that is ``torch.split``'s backward. ``recompute_act``: each B chain starts
@@ -507,17 +509,17 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
         return [ExpertTask(op.name, (op,), sum(rows))
                 for op in kernel_ops(spec, rows, phase, token_movement, recompute_act)]
     tasks: list[ExpertTask] = []
-    cls = loop_body_class(token_movement)
+    cls = loop_body_class(token_movement) if framework or token_movement == "torchtitan" else ""
     if phase == "F":
         tasks.append(ExpertTask("experts.counts_to_host", (), 0, host_sync=True, sync_bytes=COUNT_BYTES * len(vec)))
         for eid, n in zip(ids, vec):
             if n > 0:
                 chain = tuple(loop_chain_ops(spec, n, "F", token_movement))
                 tasks.append(ExpertTask(f"expert{eid}", chain, n, expert=eid, body=chain, body_class=cls))
-            elif token_movement != "torchtitan":
+            elif token_movement != "torchtitan" and cls:
                 tasks.append(ExpertTask(f"expert{eid}.empty", (), 0, expert=eid, body_class=cls))
     else:
-        tasks += _loop_backward(spec, vec, ids, phase, token_movement, recompute_act)
+        tasks += _loop_backward(spec, vec, ids, phase, token_movement, recompute_act, cls)
     total = sum(vec)
     if phase != "W" and total:
         e = float(DTYPE_BYTES[spec.dtype])
@@ -527,7 +529,7 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
 
 
 def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
-                   token_movement: str, recompute_act: bool = False) -> list[ExpertTask]:
+                   token_movement: str, recompute_act: bool = False, cls: str = "") -> list[ExpertTask]:
     """A loop's backward tasks in autograd's order: the experts from the last to the first.
 
     Each expert's nodes (its ``MmBackward``, ``Mul``/``Silu`` backward, and with torchtitan's
@@ -551,7 +553,6 @@ def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
     gradients: zero-bubble's W) the W chains and select shares, in the same expert order, which
     assumes the deferred pass replays autograd's per-expert order."""
     stacked = token_movement == "torchtitan"
-    cls = loop_body_class(token_movement)
     num = len(vec)
     tasks: list[ExpertTask] = []
     first = True
@@ -560,8 +561,9 @@ def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
         wgrads = tuple(loop_chain_ops(spec, n, "W", token_movement) if n > 0 else empty_wgrad_ops(spec, token_movement))
         if n == 0 and not stacked:   # Megatron: the empty module's backward call, its zero fills
             ops = wgrads if phase != "B" else ()
-            tasks.append(ExpertTask(f"expert{eid}.empty", ops, 0, expert=eid,
-                                    body_class=cls if phase != "W" else ""))
+            if ops or cls:
+                tasks.append(ExpertTask(f"expert{eid}.empty", ops, 0, expert=eid,
+                                        body_class=cls if phase != "W" else ""))
             continue
         share = tuple(select_backward_share(spec, num, first)) if stacked else ()
         first = first and not (stacked and phase != "B")
