@@ -141,6 +141,8 @@ def run(device: str, budget_s: float, out: Path, preheat_s: float) -> dict:
             rec = {"id": case_id, "reason": f"error: {type(exc).__name__}: {exc}"[:400]}
         doc["skipped" if "reason" in rec else "entries"].append(rec)
         print(rec["id"], rec.get("reason") or f"{rec['measured']['time_ns'] / 1e3:.1f} us", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1))   # what is measured survives a cut-off run
     doc["gpu_state_after"] = lw.provenance.gpu_state() if device == "cuda" else []
     doc["wall_s"] = round(time.monotonic() - start, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
