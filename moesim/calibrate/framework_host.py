@@ -203,6 +203,7 @@ def measure_host_megatron(timer: object, grid: object, device: str, budget: Budg
         sec.errors.append(f"host_megatron {MEGATRON_CLASS}: megatron-core is not installed (pip install megatron-core)")
         return sec
     s = GPU_SIZES if device == "cuda" else CPU_SIZES
+    install_gmm_stand_in()   # before megatron's grouped_gemm_util reads whether the package exists
 
     def rows() -> list[dict]:
         init_megatron_single_rank(device)
