@@ -40,7 +40,7 @@ import torch
 
 from moesim.calibrate.host_classes import CPU_SIZES, GPU_SIZES, Chain, Sizes, _x, measure_class
 from moesim.calibrate.section import Section
-from moesim.calibrate.timing import Budget
+from moesim.calibrate.timing import Budget, stats_from_ns
 
 MEGATRON_CLASS = "megatron_expert_mlp"
 LAYER_CLASS = "megatron_moe_layer"
@@ -176,6 +176,9 @@ def megatron_layer_overhead(device: str, version: str) -> list[dict]:
             for phase, step in phases.items():
                 times.setdefault((name, phase), []).append(_per_iter_ns(step, device))
     med = {key: float(np.median(v)) for key, v in times.items()}
+    t = {key: np.array(v) for key, v in times.items()}
+    rounds = {"plain": t["megatron", "plain"] - t["plain", "plain"], "fwd": t["megatron", "fwd"] - t["plain", "fwd"],
+              "bwd": (t["megatron", "fwd_bwd"] - t["megatron", "fwd"]) - (t["plain", "fwd_bwd"] - t["plain", "fwd"])}
     over = {"plain": med["megatron", "plain"] - med["plain", "plain"],
             "fwd": med["megatron", "fwd"] - med["plain", "fwd"],
             "bwd": (med["megatron", "fwd_bwd"] - med["megatron", "fwd"]) - (med["plain", "fwd_bwd"] - med["plain", "fwd"])}
@@ -183,7 +186,9 @@ def megatron_layer_overhead(device: str, version: str) -> list[dict]:
     for phase, ns in over.items():
         if ns <= 0:
             raise RuntimeError(f"{LAYER_CLASS} {phase}: Megatron's layer no slower than its plain kernels ({ns:.0f} ns)")
-        rows.append({"op": "host_op", "call": LAYER_CLASS, "phase": phase, "gpu_busy": False, "time_ns": round(ns, 1),
+        spread = stats_from_ns([max(0.0, float(v)) for v in rounds[phase]]).fields()   # per-round differences
+        rows.append({"op": "host_op", "call": LAYER_CLASS, "phase": phase, "gpu_busy": False, **spread,
+                     "time_ns": round(ns, 1),
                      "framework": f"megatron-core {version}", "probe": dict(p), "rounds": LAYER_ROUNDS,
                      "iterations": LAYER_ITERS,
                      "megatron_ns": {k: round(med["megatron", k], 1) for k in ("plain", "fwd", "fwd_bwd")},

@@ -118,14 +118,18 @@ class MoEStageTable(StageTable):
         """``segments`` (an MoE layer's, up to its dispatch) with the host time Megatron-Core's
         ``MoELayer`` spends beyond its kernels' calls (``host_op`` class ``megatron_moe_layer``:
         module calls, router and dispatcher bookkeeping, autograd functions in Python; measured
-        as Megatron's layer minus the same kernels by plain torch calls) added to the last one
-        before the dispatch, where the token movement is Megatron's (``megatron``, or ``fused``:
-        the same layer with Transformer Engine's permute) and the profile measured the class in
-        this pass; unchanged otherwise."""
+        as Megatron's layer minus the same kernels by plain torch calls) added to the first one,
+        issued before the layer's first read-back of GPU results, where the token movement is
+        Megatron's (``megatron``, or ``fused``: the same layer with Transformer Engine's permute)
+        and the profile measured the class in this pass; unchanged otherwise. Where in the layer
+        that Python runs is not measured apart: placed after the last read-back instead, it
+        would be exposed in full on GPU-bound layers, which Megatron's own layer does not show
+        (Qwen3-30B-A3B block, 16,384 tokens, one H100: 4.97 ms measured, 5.04 without the class,
+        5.71 with it after the read-backs, 5.17 before them; data/validation/layers)."""
         ns = self._framework_ns(kind)
         if not ns or not segments:
             return segments
-        return [*segments[:-1], dataclasses.replace(segments[-1], host_ns=segments[-1].host_ns + ns)]
+        return [dataclasses.replace(segments[0], host_ns=segments[0].host_ns + ns), *segments[1:]]
 
     @lru_cache(maxsize=None)
     def _framework_ns(self, kind: str) -> int:
