@@ -41,9 +41,10 @@ import torch
 from moesim.calibrate.host_classes import CPU_SIZES, GPU_SIZES, Chain, Sizes, _x, measure_class
 from moesim.calibrate.section import Section
 from moesim.calibrate.timing import Budget, stats_from_ns
+from moesim.workload.moe_exec import FRAMEWORK_LAYER_CLASS, MEGATRON_BODY_CLASS
 
-MEGATRON_CLASS = "megatron_expert_mlp"
-LAYER_CLASS = "megatron_moe_layer"
+MEGATRON_CLASS = MEGATRON_BODY_CLASS   # the host_op class names the lowering reads
+LAYER_CLASS = FRAMEWORK_LAYER_CLASS
 LAYER_PROBE = {"hidden": 512, "num_experts": 8, "top_k": 2, "expert_ffn": 256, "tokens": 256}
 LAYER_ROUNDS, LAYER_ITERS = 9, 20
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from moesim.engine.sim import Simulation, Task
 from moesim.workload.common import CommOp
+from moesim.workload.moe_exec import FRAMEWORK_LAYER_CLASS, MEGATRON_BODY_CLASS
 
 HOST_MODES = ("graphs", "eager")
 HOST_SYNONYMS = {"ahead": "graphs"}   # accepted older names -> the mode they mean
@@ -227,7 +228,7 @@ def _mix_note(model: Any) -> str:
     return " x mixed-program factor " + ", ".join(f"{p} {factors[p]:.2f}" for p in ("plain", "fwd", "bwd") if p in factors)
 
 
-FRAMEWORK_CLASSES = ("megatron_moe_layer", "megatron_expert_mlp")   # measured with megatron-core installed
+FRAMEWORK_CLASSES = (FRAMEWORK_LAYER_CLASS, MEGATRON_BODY_CLASS)   # measured with megatron-core installed
 
 
 def _framework_note(model: Any) -> str:

@@ -55,6 +55,8 @@ COUNT_SYNC_OPS = frozenset({"router.counts", "moe.splits_to_host"})
 TOKEN_MOVEMENTS = ("torchtitan", "megatron", "fused")
 PHASES = ("F", "B", "W", "BW")   # BW: input and weight gradients in one backward (not split)
 FRAMEWORK_LAYER_CLASS = "megatron_moe_layer"   # host_op class: Megatron's MoELayer beyond its kernels' calls
+MEGATRON_BODY_CLASS = "megatron_expert_mlp"    # host_op class: one SequentialMLP expert module call
+TITAN_BODY_CLASS = "expert_loop_body"          # host_op class: one torchtitan per-expert loop body
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
 
 
@@ -345,7 +347,7 @@ def loop_body_class(token_movement: str) -> str:
     """The measured host class of one per-expert loop body: torchtitan's ``_run_experts_for_loop``
     body, or Megatron-Core's ``SequentialMLP`` expert module call (the fused movement is Megatron's
     with Transformer Engine's permute: the same ``SequentialMLP``)."""
-    return "expert_loop_body" if token_movement == "torchtitan" else "megatron_expert_mlp"
+    return TITAN_BODY_CLASS if token_movement == "torchtitan" else MEGATRON_BODY_CLASS
 
 
 def _fused_fc1(token_movement: str, activation: str) -> bool:
