@@ -438,7 +438,7 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
 
     def host_ns(cost, movement: str, kind: str, framework: bool = True) -> tuple[int, list[int]]:
         table = MoEStageTable(SPEC, generate("1f1b", 1, 1), cost, tp=1, ep=1, micro_batch_size=1,
-                              sequence_parallel=False, token_movement=movement, framework_host=framework)
+                              sequence_parallel=False, token_movement=movement, framework_modules=framework)
         segs = table._segments(kind, 0)
         return sum(s.host_ns for s in segs if isinstance(s, StageWork)), \
             [i for i, s in enumerate(segs) if isinstance(s, Exchange) and s.phase != "W"]
@@ -450,6 +450,6 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
             assert same_cuts == cuts and len(cuts) == 2   # two MoE layers: two exchanges (W's apart)
             assert more - base == (2 * extra if per_layer else 0)
             assert host_ns(WithLayerClass(profile), movement, kind, framework=False)[0] == base   # plain torch calls
-    with pytest.raises(ConfigError, match="moe.framework_host"):
-        MoEOptions(framework_host="sometimes")
-    assert MoEOptions(framework_host="false").framework_host is False   # as --set passes it
+    with pytest.raises(ConfigError, match="moe.framework_modules"):
+        MoEOptions(framework_modules="sometimes")
+    assert MoEOptions(framework_modules="false").framework_modules is False   # as --set passes it

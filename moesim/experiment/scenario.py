@@ -48,11 +48,13 @@ class MoEOptions:
     all of them; ``"loop"``: a kernel chain per expert after the counts' copy to the host;
     ``"padded"``: every expert padded to ``capacity_factor``'s capacity, tokens over it dropped),
     ``token_movement`` whose router and permute / unpermute kernels run (``"torchtitan"``,
-    ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`. ``framework_host`` (Megatron's
-    token movements, eager host): the layer runs through Megatron-Core's modules, whose Python
-    beyond the kernels' calls costs host time where the profile measured it (``host_op`` classes
-    ``megatron_moe_layer``, ``megatron_expert_mlp``); False: the same kernels issued by plain torch
-    calls (per-op host costs only, as moesim's own harness programs issue them).
+    ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`. ``framework_modules`` (Megatron's
+    token movements): the layer runs through Megatron-Core's modules: with an eager host their
+    Python beyond the kernels' calls costs host time where the profile measured it (``host_op``
+    classes ``megatron_moe_layer``, ``megatron_expert_mlp``), and the alltoall dispatcher sorts the
+    received tokens by local expert and back (two copies; :mod:`moesim.workload.moe_exec`); False:
+    Megatron's router and permute kernels issued by plain torch calls, as moesim's own harness
+    programs issue them (per-op host costs only, no sort).
     """
 
     routing: Any = None
@@ -65,7 +67,7 @@ class MoEOptions:
     experts: str = "grouped"
     token_movement: str = "torchtitan"
     capacity_factor: float | None = None
-    framework_host: bool = True
+    framework_modules: bool = True
 
     def __post_init__(self) -> None:
         from moesim.moe.deepep import DISPATCHERS
@@ -83,10 +85,10 @@ class MoEOptions:
                                   f"give a name such as {_DEFAULT_NAMES[name]!r}")
         for name in ("num_redundant", "stats_step", "step"):
             _check_count(f"moe.{name}", getattr(self, name))
-        if isinstance(self.framework_host, str) and self.framework_host.lower() in ("true", "false"):
-            object.__setattr__(self, "framework_host", self.framework_host.lower() == "true")
-        if not isinstance(self.framework_host, bool):
-            raise ConfigError("moe.framework_host", f"must be true or false, got {self.framework_host!r}",
+        if isinstance(self.framework_modules, str) and self.framework_modules.lower() in ("true", "false"):
+            object.__setattr__(self, "framework_modules", self.framework_modules.lower() == "true")
+        if not isinstance(self.framework_modules, bool):
+            raise ConfigError("moe.framework_modules", f"must be true or false, got {self.framework_modules!r}",
                               "true: Megatron-Core's modules run the layer; false: plain torch calls")
         self._check_exec()
 

@@ -68,7 +68,7 @@ def exec_kwargs(moe_options) -> dict:
     movement, capacity factor; the defaults for an object without them)."""
     return {"experts": getattr(moe_options, "experts", "grouped"),
             "token_movement": getattr(moe_options, "token_movement", "torchtitan"),
-            "framework_host": getattr(moe_options, "framework_host", True),
+            "framework_modules": getattr(moe_options, "framework_modules", True),
             "capacity_factor": getattr(moe_options, "capacity_factor", None)}
 
 
@@ -80,7 +80,7 @@ class MoEStageTable(StageTable):
                  experts: str = "grouped", token_movement: str = "torchtitan",
                  capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
                  fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None,
-                 split_slots: tuple[int, int] = (0, 0), framework_host: bool = True) -> None:
+                 split_slots: tuple[int, int] = (0, 0), framework_modules: bool = True) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
@@ -89,7 +89,7 @@ class MoEStageTable(StageTable):
         moe_exec.check_exec(experts, token_movement, capacity_factor)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
         # Megatron's modules around the kernels (host classes megatron_moe_layer / megatron_expert_mlp)
-        self.framework_host = framework_host and token_movement != "torchtitan"
+        self.framework_modules = framework_modules and token_movement != "torchtitan"
         # moesim.lowering.overlap: shared experts during the dispatch (else before it); a BW's
         # weight gradients inside each layer's backward (else after the whole input backward)
         self.shared_overlap, self.fused_wgrad = shared_overlap, fused_wgrad
@@ -134,7 +134,7 @@ class MoEStageTable(StageTable):
     @lru_cache(maxsize=None)
     def _framework_ns(self, kind: str) -> int:
         measured = getattr(self.host.model, "host_call_ns", None)
-        if not self.framework_host or not self.host.per_op or not callable(measured):
+        if not self.framework_modules or not self.host.per_op or not callable(measured):
             return 0
         ns = measured(moe_exec.FRAMEWORK_LAYER_CLASS, self.host._phase("fwd" if kind == "F" else "bwd"))
         return int(round(ns)) if ns else 0
@@ -216,7 +216,7 @@ class MoEStageTable(StageTable):
         (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
         tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
                                       padded_rows=self.ep * self.capacity, recompute_act=self.recompute_act,
-                                      framework=self.framework_host or self.token_movement == "torchtitan")
+                                      framework=self.framework_modules or self.token_movement == "torchtitan")
         return [self._quantized(task, phase) for task in tasks]
 
     def _quantized(self, task: moe_exec.ExpertTask, phase: str) -> moe_exec.ExpertTask:

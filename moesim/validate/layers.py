@@ -14,7 +14,7 @@ A layer-workloads file (format ``moesim.layer_workloads/1``, written by
 * routing is the entry's own :class:`~moesim.moe.routing.RoutingConfig` at step 0 (the harness
   drew its counts with that generator); :func:`routing_config` refuses an entry whose stored
   counts that config does not reproduce;
-* ``experts`` and ``token_movement`` come from the entry (``framework_host`` where the entry ran a
+* ``experts`` and ``token_movement`` come from the entry (``framework_modules`` where the entry ran a
   framework's own module, ``workload.framework``; moesim's harness programs issue the same kernels by
   plain torch calls), ``host="eager"`` (the harness runs eager
   PyTorch), the GPU from the file's provenance device, and ``iterations`` equal to the
@@ -241,7 +241,7 @@ def entry_scenario(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Any
         # (``workload.framework``) runs its Python around them
         moe = MoEOptions(routing=routing_config(entry, spec), experts=str(w["experts"]),
                          token_movement=str(w["token_movement"]), stats_step=0, step=0,
-                         framework_host=isinstance(w.get("framework"), Mapping))
+                         framework_modules=isinstance(w.get("framework"), Mapping))
     return block_scenario(spec, layer="decoder" if entry.kind == "dense_layer" else "moe_block", tokens=tokens,
                           seq_len=seq, passes=entry.passes, ranks=1, gpu=gpu, host="eager",
                           iterations=entry.iterations, moe=moe, cost_model=cost_model, name=entry.case_id,

@@ -497,7 +497,7 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     per expert with tokens, then a ``cat`` of the outputs. Megatron's ``SequentialMLP`` calls the
     module of every local expert, those without tokens too: a kernel-less task each (its host
     time, class ``megatron_expert_mlp``; in the backward, its weight gradients' zero fills).
-    ``framework=False`` (Megatron's kernels issued by plain torch calls, ``MoEOptions.framework_host``):
+    ``framework=False`` (Megatron's kernels issued by plain torch calls, ``MoEOptions.framework_modules``):
     no module class, no calls of empty experts; the per-op host costs. The backward follows autograd's ready
     queue, which runs the node created last first: expert by expert from the last one, each
     expert's whole backward before the previous expert's (:func:`_loop_backward`); B and BW end
