@@ -49,12 +49,10 @@ class MoEOptions:
     ``"padded"``: every expert padded to ``capacity_factor``'s capacity, tokens over it dropped),
     ``token_movement`` whose router and permute / unpermute kernels run (``"torchtitan"``,
     ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`. ``framework_modules`` (Megatron's
-    token movements): the layer runs through Megatron-Core's modules: with an eager host their
-    Python beyond the kernels' calls costs host time where the profile measured it (``host_op``
-    classes ``megatron_moe_layer``, ``megatron_expert_mlp``), and the alltoall dispatcher sorts the
-    received tokens by local expert and back (two copies; :mod:`moesim.workload.moe_exec`); False:
-    Megatron's router and permute kernels issued by plain torch calls, as moesim's own harness
-    programs issue them (per-op host costs only, no sort).
+    token movements): the layer runs through Megatron-Core's modules, whose Python beyond the
+    kernels' calls costs an eager host time where the profile measured it (``host_op`` classes
+    ``megatron_moe_layer``, ``megatron_expert_mlp``); False: Megatron's router and permute kernels
+    issued by plain torch calls, as moesim's own harness programs issue them (per-op host costs).
     """
 
     routing: Any = None
