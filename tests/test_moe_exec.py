@@ -449,7 +449,39 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
             more, same_cuts = host_ns(WithLayerClass(profile), movement, kind)
             assert same_cuts == cuts and len(cuts) == 2   # two MoE layers: two exchanges (W's apart)
             assert more - base == (2 * extra if per_layer else 0)
-            assert host_ns(WithLayerClass(profile), movement, kind, framework=False)[0] == base   # plain torch calls
+            assert host_ns(WithLayerClass(profile), movement, kind, framework=False)[0] == \
+                host_ns(WithoutLayerClass(profile), movement, kind, framework=False)[0]   # plain torch calls
     with pytest.raises(ConfigError, match="moe.framework_modules"):
         MoEOptions(framework_modules="sometimes")
     assert MoEOptions(framework_modules="false").framework_modules is False   # as --set passes it
+
+
+def test_megatrons_alltoall_dispatcher_regroups_tokens_by_local_expert_and_fuses_the_probs():
+    """With Megatron-Core's own modules the alltoall dispatcher copies a GPU's received tokens
+    into local-expert order before its experts and back after them (two ``[rows, h]`` copies and
+    the probabilities' in the forward, the same copies in reverse in the backward, none in W, none
+    with one local expert, with DeepEP or with plain torch calls); the ``megatron`` movement's
+    unpermute carries no probabilities multiply (the fused SwiGLU applies them)."""
+    def table(movement="megatron", framework=True, dispatcher="alltoall", ep=2):
+        return MoEStageTable(SPEC, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=ep, micro_batch_size=1,
+                             sequence_parallel=False, token_movement=movement, framework_modules=framework,
+                             dispatcher=dispatcher)
+
+    e, h = 2, SPEC.hidden
+    tasks = table().expert_tasks("F", (30, 10))
+    assert [t.name for t in tasks[:2]] == ["moe.sort_chunks", "moe.sort_chunks.probs"]
+    assert tasks[-1].name == "moe.unsort_chunks" and tasks[0].ops[0].bytes == 2 * e * 40 * h
+    back = table().expert_tasks("BW", (30, 10))
+    assert back[0].name == "moe.unsort_chunks.bwd" and [t.name for t in back[-2:]] == \
+        ["moe.sort_chunks.bwd", "moe.sort_chunks.probs.bwd"]
+    assert not any("sort" in t.name for t in table().expert_tasks("W", (30, 10)))
+    for t in (table(framework=False), table(dispatcher="deepep"), table(movement="torchtitan")):
+        assert not any("sort" in x.name for x in t.expert_tasks("F", (30, 10)))
+    assert not any("sort" in x.name for x in table().expert_tasks("F", (40,)))   # one local expert
+    assert table().gpu_expert_ns("F", (30, 10))[0] > table(framework=False).gpu_expert_ns("F", (30, 10))[0]
+
+    def names(t, kind):
+        return {getattr(x, "name", "") for x in t._program(kind, 0)}
+    assert "moe.probs_mul" in names(table(framework=False), "F") and "moe.probs_mul" not in names(table(), "F")
+    assert not names(table(), "B") & moe_exec.PROBS_AFTER_EXPERTS
+    assert "moe.probs_mul" not in names(table(movement="fused"), "F")   # TE's fused unpermute merges them

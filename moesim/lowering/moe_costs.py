@@ -69,6 +69,7 @@ def exec_kwargs(moe_options) -> dict:
     return {"experts": getattr(moe_options, "experts", "grouped"),
             "token_movement": getattr(moe_options, "token_movement", "torchtitan"),
             "framework_modules": getattr(moe_options, "framework_modules", True),
+            "dispatcher": getattr(moe_options, "dispatcher", "alltoall"),
             "capacity_factor": getattr(moe_options, "capacity_factor", None)}
 
 
@@ -80,7 +81,8 @@ class MoEStageTable(StageTable):
                  experts: str = "grouped", token_movement: str = "torchtitan",
                  capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
                  fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None,
-                 split_slots: tuple[int, int] = (0, 0), framework_modules: bool = True) -> None:
+                 split_slots: tuple[int, int] = (0, 0), framework_modules: bool = True,
+                 dispatcher: str = "alltoall") -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
@@ -90,6 +92,11 @@ class MoEStageTable(StageTable):
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
         # Megatron's modules around the kernels (host classes megatron_moe_layer / megatron_expert_mlp)
         self.framework_modules = framework_modules and token_movement != "torchtitan"
+        # Megatron's alltoall dispatcher regroups a GPU's received tokens by local expert and back
+        self.sort_chunks = self.framework_modules and dispatcher == "alltoall"
+        # Megatron-Core's own modules with the "megatron" movement: the routing probabilities are
+        # applied inside the experts' fused SwiGLU, not after them
+        self.megatron_local = self.framework_modules and token_movement == "megatron"
         # moesim.lowering.overlap: shared experts during the dispatch (else before it); a BW's
         # weight gradients inside each layer's backward (else after the whole input backward)
         self.shared_overlap, self.fused_wgrad = shared_overlap, fused_wgrad
@@ -99,6 +106,17 @@ class MoEStageTable(StageTable):
         # padded: each source rank sends every expert exactly its capacity (Megatron pads before the all-to-all)
         self.capacity = (moe_exec.capacity(capacity_factor, self.tokens_per_rank, spec.top_k, spec.num_experts)
                          if experts == "padded" else 0)
+
+    def _program(self, kind: str, layer: int) -> list[ProgramItem]:
+        """A pass of ``layer``; with Megatron-Core's own modules (``megatron`` movement), the
+        unpermute carries no probabilities multiply: Megatron-Core 0.13+ applies the routing
+        probabilities inside the experts' fused weighted SwiGLU (``MLP(per_token_scale=...)``,
+        ``GroupedMLP.activation_func_with_probs``) and unpermutes without them (the alltoall
+        dispatcher's ``unpermute(..., probs=None)``)."""
+        program = super()._program(kind, layer)
+        if not self.megatron_local:
+            return program
+        return [x for x in program if getattr(x, "name", "") not in moe_exec.PROBS_AFTER_EXPERTS]
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         program = self._program(kind, layer)
@@ -217,7 +235,21 @@ class MoEStageTable(StageTable):
         tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
                                       padded_rows=self.ep * self.capacity, recompute_act=self.recompute_act,
                                       framework=self.framework_modules or self.token_movement == "torchtitan")
-        return [self._quantized(task, phase) for task in tasks]
+        tasks = [self._quantized(task, phase) for task in tasks]
+        before, after = self._sort_ops(phase, counts)
+        rows = self._rows(counts)
+        return ([moe_exec.ExpertTask(op.name, (op,), rows) for op in before] + tasks
+                + [moe_exec.ExpertTask(op.name, (op,), rows) for op in after])
+
+    def _rows(self, counts: tuple[int, ...]) -> int:
+        return self.ep * self.capacity * len(counts) if self.experts == "padded" else sum(int(c) for c in counts)
+
+    def _sort_ops(self, phase: str, counts: tuple[int, ...]) -> tuple[list, list]:
+        """Megatron's alltoall dispatcher's regrouping copies around this GPU's experts
+        (:func:`moesim.workload.moe_exec.sort_chunk_ops`; none without Megatron's modules)."""
+        if not self.sort_chunks or len(counts) < 2:   # one local expert: nothing to regroup
+            return [], []
+        return moe_exec.sort_chunk_ops(self.spec, self._rows(counts), phase)
 
     def _quantized(self, task: moe_exec.ExpertTask, phase: str) -> moe_exec.ExpertTask:
         """``task`` with each FP8 GEMM preceded by its operand's quantize kernels
@@ -276,8 +308,10 @@ class MoEStageTable(StageTable):
         rows = moe_exec.padded_counts(vec, self.ep * self.capacity) if self.experts == "padded" else vec
         skip = self._skip(phase)
         act = DTYPE_BYTES[self.spec.dtype]
-        return [tuple(with_quantize((op,), act, skip))
-                for op in moe_exec.kernel_ops(self.spec, rows, phase, self.token_movement, self.recompute_act)]
+        before, after = self._sort_ops(phase, vec)
+        return [(op,) for op in before] + [tuple(with_quantize((op,), act, skip))
+                for op in moe_exec.kernel_ops(self.spec, rows, phase, self.token_movement, self.recompute_act)] \
+            + [(op,) for op in after]
 
     def _skip(self, phase: str) -> frozenset:
         """GEMMs whose input arrives quantized (:meth:`_quantized`)."""
