@@ -98,8 +98,8 @@ def test_fp8_dispatch_delivers_the_first_projection_quantized():
     spec = dataclasses.replace(TINY, dispatch_dtype="fp8")
     table = MoEStageTable(spec, generate("1f1b", 1, 1), CastBytes(), tp=1, ep=2, micro_batch_size=1,
                           sequence_parallel=False, token_movement="megatron")
-    fwd = {t.name: table.task_ns(t)[0] for t in table.expert_tasks("F", (64, 64))}
-    assert fwd == {"expert.fc1": 0, "expert.swiglu": 0, "expert.fc2": 6 * 128 * 256}
+    fwd = {t.name: table.task_ns(t)[0] for t in table.expert_tasks("F", (64, 64)) if t.name.startswith("expert.")}
+    assert fwd == {"expert.fc1": 0, "expert.swiglu": 0, "expert.fc2": 6 * 128 * 256}   # (the dispatcher's copies apart)
 
 
 def test_torchtitan_w3_reuses_w1s_quantized_input():
