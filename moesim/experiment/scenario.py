@@ -49,10 +49,13 @@ class MoEOptions:
     ``"padded"``: every expert padded to ``capacity_factor``'s capacity, tokens over it dropped),
     ``token_movement`` whose router and permute / unpermute kernels run (``"torchtitan"``,
     ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`. ``framework_modules`` (Megatron's
-    token movements): the layer runs through Megatron-Core's modules, whose Python beyond the
+    token movements): the layer runs through Megatron-Core's modules: their Python beyond the
     kernels' calls costs an eager host time where the profile measured it (``host_op`` classes
-    ``megatron_moe_layer``, ``megatron_expert_mlp``); False: Megatron's router and permute kernels
-    issued by plain torch calls, as moesim's own harness programs issue them (per-op host costs).
+    ``megatron_moe_layer``, ``megatron_expert_mlp``), the alltoall dispatcher regroups each GPU's
+    received tokens by local expert and back (two copies), and the ``megatron`` movement applies
+    the probabilities inside the fused SwiGLU; False: Megatron's router and permute kernels issued
+    by plain torch calls, as moesim's own harness programs issue them (per-op host costs, no
+    regrouping, probabilities multiplied after the experts).
     """
 
     routing: Any = None
