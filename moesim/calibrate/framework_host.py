@@ -43,8 +43,6 @@ from moesim.calibrate.section import Section
 from moesim.calibrate.timing import Budget, stats_from_ns
 from moesim.workload.moe_exec import FRAMEWORK_LAYER_CLASS, MEGATRON_BODY_CLASS
 
-MEGATRON_CLASS = MEGATRON_BODY_CLASS   # the host_op class names the lowering reads
-LAYER_CLASS = FRAMEWORK_LAYER_CLASS
 LAYER_PROBE = {"hidden": 512, "num_experts": 8, "top_k": 2, "expert_ffn": 256, "tokens": 256}
 LAYER_ROUNDS, LAYER_ITERS = 9, 20
 
@@ -114,7 +112,8 @@ def megatron_expert_chain(s: Sizes, n: int, device: str) -> Chain:
     from megatron.core.transformer.moe.moe_layer import get_default_pg_collection
     cfg = megatron_config(s.hidden, n, 2, s.hidden // 2, device)   # top-k unused by the MLP (1 needs pre-softmax)
     spec = get_moe_module_spec(use_te=False, num_experts=n, moe_grouped_gemm=False)
-    mlp = SequentialMLP(n, cfg, spec.submodules.experts.submodules, pg_collection=get_default_pg_collection()).to(device=device, dtype=torch.bfloat16)
+    mlp = SequentialMLP(n, cfg, spec.submodules.experts.submodules, pg_collection=get_default_pg_collection())
+    mlp = mlp.to(device=device, dtype=torch.bfloat16)
     rows = s.tokens // s.groups
     probs = torch.full((rows,), 0.5, device=device, dtype=torch.bfloat16)
     experts = list(mlp.local_experts)
@@ -144,8 +143,7 @@ def megatron_layer_overhead(device: str, version: str) -> list[dict]:
     p = LAYER_PROBE
     install_gmm_stand_in()
     init_megatron_single_rank(device)
-    cfg = megatron_config(p["hidden"], p["num_experts"], p["top_k"], p["expert_ffn"], device, grouped=True,
-                          dispatcher="alltoall" if device == "cuda" else "allgather")
+    cfg = megatron_config(p["hidden"], p["num_experts"], p["top_k"], p["expert_ffn"], device, grouped=True)
     spec = get_moe_module_spec(use_te=False, num_experts=p["num_experts"], moe_grouped_gemm=True)
     layer = MoELayer(cfg, spec.submodules, layer_number=1).to(device=device, dtype=torch.bfloat16).train()
     weights = MoEWeights(MoEShape("megatron_probe", p["hidden"], p["num_experts"], p["top_k"], p["expert_ffn"]), device)
@@ -177,18 +175,19 @@ def megatron_layer_overhead(device: str, version: str) -> list[dict]:
             for phase, step in phases.items():
                 times.setdefault((name, phase), []).append(_per_iter_ns(step, device))
     med = {key: float(np.median(v)) for key, v in times.items()}
-    t = {key: np.array(v) for key, v in times.items()}
-    rounds = {"plain": t["megatron", "plain"] - t["plain", "plain"], "fwd": t["megatron", "fwd"] - t["plain", "fwd"],
-              "bwd": (t["megatron", "fwd_bwd"] - t["megatron", "fwd"]) - (t["plain", "fwd_bwd"] - t["plain", "fwd"])}
-    over = {"plain": med["megatron", "plain"] - med["plain", "plain"],
-            "fwd": med["megatron", "fwd"] - med["plain", "fwd"],
-            "bwd": (med["megatron", "fwd_bwd"] - med["megatron", "fwd"]) - (med["plain", "fwd_bwd"] - med["plain", "fwd"])}
+
+    def overhead(v: dict) -> dict:   # Megatron's layer minus the plain calls, per phase
+        return {"plain": v["megatron", "plain"] - v["plain", "plain"], "fwd": v["megatron", "fwd"] - v["plain", "fwd"],
+                "bwd": (v["megatron", "fwd_bwd"] - v["megatron", "fwd"]) - (v["plain", "fwd_bwd"] - v["plain", "fwd"])}
+    over = overhead(med)   # of the medians; the spread from each round's own difference
+    rounds = overhead({key: np.array(v) for key, v in times.items()})
     rows = []
     for phase, ns in over.items():
         if ns <= 0:
-            raise RuntimeError(f"{LAYER_CLASS} {phase}: Megatron's layer no slower than its plain kernels ({ns:.0f} ns)")
+            raise RuntimeError(f"{FRAMEWORK_LAYER_CLASS} {phase}: Megatron's layer no slower than its plain "
+                               f"kernels ({ns:.0f} ns)")
         spread = stats_from_ns([max(0.0, float(v)) for v in rounds[phase]]).fields()   # per-round differences
-        rows.append({"op": "host_op", "call": LAYER_CLASS, "phase": phase, "gpu_busy": False, **spread,
+        rows.append({"op": "host_op", "call": FRAMEWORK_LAYER_CLASS, "phase": phase, "gpu_busy": False, **spread,
                      "time_ns": round(ns, 1),
                      "framework": f"megatron-core {version}", "probe": dict(p), "rounds": LAYER_ROUNDS,
                      "iterations": LAYER_ITERS,
@@ -206,7 +205,7 @@ def measure_host_megatron(timer: object, grid: object, device: str, budget: Budg
     sec = Section("host_megatron")
     version = megatron_version()
     if version is None:
-        sec.errors.append(f"host_megatron {MEGATRON_CLASS}: megatron-core is not installed (pip install megatron-core)")
+        sec.errors.append(f"host_megatron {MEGATRON_BODY_CLASS}: megatron-core is not installed (pip install megatron-core)")
         return sec
     s = GPU_SIZES if device == "cuda" else CPU_SIZES
     install_gmm_stand_in()   # before megatron's grouped_gemm_util reads whether the package exists
@@ -215,8 +214,8 @@ def measure_host_megatron(timer: object, grid: object, device: str, budget: Budg
         init_megatron_single_rank(device)
         chain = megatron_expert_chain(s, max(s.long, s.long_multi), device)
         return [{**r, "framework": f"megatron-core {version}", "module": "SequentialMLP expert MLP (local spec, "
-                 "fused weighted SwiGLU)"} for r in measure_class(MEGATRON_CLASS, chain, s, device)]
-    sec.attempt(MEGATRON_CLASS, budget, rows)
+                 "fused weighted SwiGLU)"} for r in measure_class(MEGATRON_BODY_CLASS, chain, s, device)]
+    sec.attempt(MEGATRON_BODY_CLASS, budget, rows)
     if device == "cuda":   # Megatron's router and alltoall dispatcher call CUDA
-        sec.attempt(LAYER_CLASS, budget, lambda: megatron_layer_overhead(device, version))
+        sec.attempt(FRAMEWORK_LAYER_CLASS, budget, lambda: megatron_layer_overhead(device, version))
     return sec

@@ -234,7 +234,7 @@ class MoEStageTable(StageTable):
         (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
         tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
                                       padded_rows=self.ep * self.capacity, recompute_act=self.recompute_act,
-                                      framework=self.framework_modules or self.token_movement == "torchtitan")
+                                      framework=self.framework_modules)
         tasks = [self._quantized(task, phase) for task in tasks]
         before, after = self._sort_ops(phase, counts)
         rows = self._rows(counts)

@@ -73,8 +73,7 @@ class LayerEntry:
         w = self.workload
         if self.kind == "dense_layer":
             return "dense"
-        framework = (w.get("framework") or {}).get("name") if isinstance(w.get("framework"), Mapping) else None
-        name = f"{framework or w['token_movement']} {w['experts']}"
+        name = f"{_framework(w).get('name') or w['token_movement']} {w['experts']}"
         return name if w.get("combine", "scatter_add") == "scatter_add" else f"{name}, {w['combine']}"
 
 
@@ -248,6 +247,12 @@ def entry_scenario(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Any
                           grads="kept" if (w.get("grad") or {}).get("mode") == "accumulate" else "fresh")
 
 
+def _framework(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a framework's own module ran (``workload.framework``; empty for moesim's harness)."""
+    framework = workload.get("framework")
+    return framework if isinstance(framework, Mapping) else {}
+
+
 def unmodelled(entry: LayerEntry) -> str:
     """What the entry ran that the product's vocabulary does not describe (empty when all of it is)."""
     w = entry.workload
@@ -258,7 +263,7 @@ def unmodelled(entry: LayerEntry) -> str:
     if entry.kind == "moe_block" and w.get("token_movement") == "megatron":
         if "fc1" not in program:   # harness files written before it ran Megatron's fused fc1
             notes.append("harness runs 3 grouped GEMMs (w1, w3, w2); moe.token_movement='megatron' prices a fused fc1")
-    framework = w.get("framework") if isinstance(w.get("framework"), Mapping) else {}
+    framework = _framework(w)
     if framework.get("name") == "megatron-core" and w.get("experts") == "loop" \
             and not framework.get("bias_activation_fusion", False):
         notes.append("Megatron's expert MLP ran its GLU and probs multiply unfused (bias_activation_fusion off); "
