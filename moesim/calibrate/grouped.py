@@ -56,6 +56,13 @@ class ExpertShape:
     hidden: int
     ffn: int
     experts: tuple[int, ...]
+    fused_fc1: bool = True  # also gate and up as one 2 * ffn wide projection (Megatron-Core, TE)
+
+    def projections(self) -> tuple[tuple[int, int], ...]:
+        """(n, k) of every expert GEMM this shape measures: up (or gate) and down, and with
+        ``fused_fc1`` the fused fc1 and its transpose (what its input gradient multiplies)."""
+        pairs = ((self.ffn, self.hidden), (self.hidden, self.ffn))
+        return pairs + (((2 * self.ffn, self.hidden), (self.hidden, 2 * self.ffn)) if self.fused_fc1 else ())
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ GPU_PLAN = GroupedPlan(
     cast_numel=tuple(2**p for p in range(18, 30, 1)),  # 256k .. 512M elements (bf16 512 KiB .. 1 GiB)
 )
 CPU_PLAN = GroupedPlan(
-    shapes=(ExpertShape("tiny", 64, 32, (8, 4)),),
+    shapes=(ExpertShape("tiny", 64, 32, (8, 4), fused_fc1=False),),
     avg_tokens=(2, 8, 32, 64),
     max_rows=512,
     max_flops=1e8,
@@ -156,14 +163,24 @@ def grouped_specs(plan: GroupedPlan) -> Iterator[tuple[int, str, int, int, str, 
     rng = np.random.default_rng(13)
     mid, ends = plan.avg_tokens[1:3], plan.avg_tokens[::3]
     rounds = ((0, mid), (1, mid), (2, ends), (3, mid))
+    seen: set[tuple] = set()
     for round_, avgs in rounds:
         for s, layout in itertools.product(plan.shapes, ("fwd", "dgrad", "wgrad")):
-            for (n, k), experts, avg in itertools.product(((s.ffn, s.hidden), (s.hidden, s.ffn)), s.experts, avgs):
-                total = experts * avg
-                if total > plan.max_rows or 2.0 * total * n * k > plan.max_flops:
-                    continue
+            for (n, k), experts, avg in itertools.product(s.projections(), s.experts, avgs):
+                total = capped_total(plan, experts, avg, n, k)
                 for kind in vector_kinds(round_, plan.zipf):
+                    if total < experts or (layout, n, k, experts, total, kind) in seen:
+                        continue
+                    seen.add((layout, n, k, experts, total, kind))
                     yield round_, layout, n, k, s.model, count_vector(kind, experts, total, rng), kind
+
+
+def capped_total(plan: GroupedPlan, experts: int, avg: int, n: int, k: int) -> int:
+    """``experts * avg`` rows, cut to the plan's row and FLOP caps (a whole number of rows per
+    expert), so that many-expert shapes are still measured at their largest per-expert counts
+    instead of dropped; 0 where not even one row per expert fits."""
+    cap = min(plan.max_rows, int(plan.max_flops / (2.0 * n * k)))
+    return min(experts * avg, cap // experts * experts)
 
 
 # -- calls ---------------------------------------------------------------------------------------
@@ -211,8 +228,8 @@ def measure_grouped_gemm_v(timer: Timer, grid: Grid, device: str, budget: Budget
     plan = plan_for(device)
     specs = list(grouped_specs(plan))
     rows_max = max(-(-sum(s[5]) // ALIGN_ROWS) * ALIGN_ROWS + ALIGN_ROWS * len(s[5]) for s in specs)
-    kmax = max(max(s.hidden, s.ffn) for s in plan.shapes)
-    wmax = max(max(s.experts) * s.hidden * s.ffn for s in plan.shapes)
+    kmax = max(max(n, k) for s in plan.shapes for n, k in s.projections())
+    wmax = max(max(s.experts) * n * k for s in plan.shapes for n, k in s.projections())
     bufs = (randn_big(rows_max * kmax, device, 80), randn_big(rows_max * kmax, device, 81), randn_big(wmax, device, 82))
     dense_done: set[tuple] = set()
     for round_, layout, n, k, model, counts, kind in specs:

@@ -30,7 +30,8 @@ STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algb
              "dense_ns", "borrowed_from", "sm_mhz"}  # dense_ns: a grouped row's same-run dense reference, re-measured every
 # run; borrowed_from: a row measured here replaces the same shape borrowed from another device
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
-RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch")
+RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch",
+            "host_cpu")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HEAT = re.compile(r"--heat-ms[ =]([0-9.]+)")
 

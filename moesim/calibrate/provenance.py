@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -81,4 +82,18 @@ def collect(device: str, gpu_count: int) -> dict[str, object]:
         "sm_count": int(props.multi_processor_count) if props else 0,
         "environment": {k: os.environ[k] for k in NCCL_ENV_KEYS if k in os.environ},
         "gpu_topology": gpu_topology() if on_gpu and gpu_count > 1 else "",
+        "host_cpu": host_cpu(),
     }
+
+
+def host_cpu() -> dict[str, object]:
+    """The host CPU the run issued from (its model name and the logical CPUs this process may use):
+    host-issue rows depend on it, and the lent machines' containers share one hostname."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+    return {"model": model, "logical_cpus": usable}
