@@ -76,3 +76,24 @@ def test_the_megatron_host_section_is_asked_for_by_name_and_says_why_it_measured
         pytest.skip("megatron-core is installed here")
     sec = framework_host.measure_host_megatron(None, None, "cpu", Budget(10))
     assert sec.samples == [] and len(sec.errors) == 1 and "pip install megatron-core" in sec.errors[0]
+
+
+def test_the_grouped_grid_measures_fused_fc1_and_many_expert_shapes_at_their_largest_counts() -> None:
+    from moesim.calibrate.grouped import GPU_PLAN, ExpertShape, capped_total, grouped_specs
+
+    qwen = ExpertShape("q", 2048, 768, (128,))
+    assert qwen.projections() == ((768, 2048), (2048, 768), (1536, 2048), (2048, 1536))
+    assert ExpertShape("q", 2048, 768, (128,), fused_fc1=False).projections() == ((768, 2048), (2048, 768))
+    # 128 experts x 2048 rows is over the 131072-row cap: cut to 1024 per expert, not dropped
+    assert capped_total(GPU_PLAN, 128, 2048, 768, 2048) == 131072
+    assert capped_total(GPU_PLAN, 8, 2048, 768, 2048) == 16384          # under the caps: as asked
+    n, k = 28672, 4096                                                   # the FLOP cap binds
+    total = capped_total(GPU_PLAN, 8, 8192, n, k)
+    assert total % 8 == 0 and 2.0 * total * n * k <= GPU_PLAN.max_flops < 2.0 * (total + 8) * n * k
+    specs = list(grouped_specs(GPU_PLAN))
+    keys = [(layout, n, k, len(c), sum(c), kind) for _, layout, n, k, _, c, kind in specs if kind != "equal"]
+    assert len({(l, n, k, g, kind) for l, n, k, g, t, kind in keys if (n, k, g) == (1536, 2048, 128)}) > 1
+    assert max(t for l, n, k, g, t, kind in keys if (n, k, g) == (1536, 2048, 128)) == 131072
+    rounds = [r for r, *_ in specs]
+    assert rounds == sorted(rounds)                                      # a budget cut drops whole rounds
+    assert all(sum(c) <= GPU_PLAN.max_rows + 16 * len(c) for *_, c, _ in specs)

@@ -3,8 +3,11 @@
 ``grouped_gemm_v``: ``torch._grouped_mm`` (bf16, one kernel for all local experts) over count
 vectors of 8..256 experts with 0..32k tokens each, drawn uniform, Zipf-skewed, with half the
 experts empty, with one hot expert, or split exactly equally, on MoE expert shapes (Qwen3-30B-A3B,
-DeepSeek-V2-Lite, Qwen3-235B, DeepSeek-V3, Mixtral) in both projection directions and the three
-layouts autograd runs:
+DeepSeek-V2-Lite, Qwen3-235B, DeepSeek-V3, Mixtral) in both projection directions, and as the
+fused fc1 (gate and up as one ``2 * ffn`` wide projection, as Megatron-Core and Transformer Engine
+run it) and its transpose, in the three layouts autograd runs. A total over the row or FLOP cap
+is cut to it (whole rows per expert), so that many-expert shapes are measured at their largest
+per-expert counts too:
 
 * ``fwd``:   ``y[M, n] = x[M, k] @ W[G, k, n]`` with ``W`` the transposed view of a ``[G, n, k]``
   parameter (torchtitan's ``w.transpose(-2, -1)``), groups split by ``offs`` over M;
