@@ -157,3 +157,23 @@ def test_cli_show_prints_the_headline_figures() -> None:
     assert figures["device"] == "NVIDIA H200"
     assert 600 < figures["bf16 GEMM best achieved TFLOP/s"] < 989
     assert 0 < figures["NVLink efficiency (all_reduce busbw / datasheet)"] <= 1
+
+
+def test_merge_reads_a_run_without_heat_ms_by_its_command_not_by_the_merged_header() -> None:
+    """A run record keeps its heat_ms; one without (older profiles) answers by its own command: its
+    --heat-ms, else the measure command's cuda default (60 ms). The merged header's command joins
+    every run's, so a '--heat-ms 20' of another run must not decide the protocol of this one."""
+    attn = {"op": "attention", "dtype": "bf16", "direction": "fwd", "causal": True, "batch": 1, "heads": 8, "seq": 512,
+            "head_dim": 64, "repeats": 5}
+    hot20 = {**_doc("python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --sections gemm", 1,
+                    [{**SHAPE, "time_ns": 9.0, "repeats": 5}]), "heat_ms": 20.0}
+    dflt = {**_doc("python3 -m moesim.calibrate.measure --device cuda --sections attention", 1,
+                   [{**attn, "time_ns": 40.0}]), "heat_ms": 60.0}
+    merged = merge_profiles([hot20, dflt], average_ops=("attention",))
+    assert [r.get("heat_ms") for r in merged["runs"]] == [20.0, 60.0]
+    legacy = {**merged, "runs": [{k: v for k, v in r.items() if k != "heat_ms"} for r in merged["runs"]]}
+    later = {**_doc("python3 -m moesim.calibrate.measure --device cuda --sections attention", 1,
+                    [{**attn, "time_ns": 50.0}]), "heat_ms": 60.0}
+    for base in (merged, legacy):
+        again = merge_profiles([base, later], average_ops=("attention",))
+        assert sorted(r["time_ns"] for r in again["samples"] if r["op"] == "attention") == [40.0, 50.0]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
+DEFAULT_HEAT_MS = 60.0  # GEMM load before each shape on cuda: keeps the GPU at sustained clocks (docs/calibration.md)
 
 
 @dataclass(frozen=True)

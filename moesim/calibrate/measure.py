@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from moesim.calibrate import grids, hostops, kernels, memops, provenance
+from moesim.calibrate.grids import DEFAULT_HEAT_MS
 from moesim.calibrate.collectives import COLLECTIVES, GRAPH_COLLECTIVES, GRAPH_TOP_NBYTES, collective_samples
 from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
@@ -69,7 +70,6 @@ DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)
 DEFAULT_SECTIONS = tuple(s for s in ALL_SECTIONS if s not in OPTIONAL_SECTIONS)
 COLLECTIVE_SHARE = 0.35
-DEFAULT_HEAT_MS = 60.0  # keeps the GPU at sustained clocks between shapes (docs/calibration.md)
 
 NOTES = (
     "Medians of repeated runs timed with CUDA events; each repeat starts after a 256 MiB write that "

@@ -23,6 +23,7 @@ import re
 import sys
 from pathlib import Path
 
+from moesim.calibrate.grids import DEFAULT_HEAT_MS
 from moesim.calibrate.jsonio import dump_profile
 
 SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch")
@@ -31,7 +32,7 @@ STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algb
 # run; borrowed_from: a row measured here replaces the same shape borrowed from another device
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
 RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch",
-            "host_cpu")
+            "host_cpu", "heat_ms")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HEAT = re.compile(r"--heat-ms[ =]([0-9.]+)")
 
@@ -98,14 +99,19 @@ def merge_profiles(docs: list[dict], average_ops: tuple[str, ...] = (), mixed_ve
 
 def _heat_protocol(run: dict, doc: dict) -> float:
     """The heating protocol (``heat_ms``) a row was measured under: its run record's, else the
-    ``--heat-ms`` of the run's command, else its input's header; 0 where none is stated. A merged
-    profile's header carries none of its own, so each row answers for its run."""
-    for source in (run, doc):
+    ``--heat-ms`` of the run's command, else that command's default (``moesim.calibrate.measure``
+    on cuda heats by default); an unmerged input's header answers for its one run. A merged
+    profile's header (its command joins every run's) answers for none: each row answers for its
+    run. 0 where nothing says."""
+    for source in (run,) if doc.get("runs") else (run, doc):
         if source.get("heat_ms") is not None:
             return float(source["heat_ms"])
         found = _HEAT.search(str(source.get("command", "")))
         if found:
             return float(found.group(1))
+    command = str(run.get("command", ""))
+    if "moesim.calibrate.measure" in command and "--device cuda" in command:
+        return DEFAULT_HEAT_MS
     return 0.0
 
 
