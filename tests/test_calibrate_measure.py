@@ -31,6 +31,8 @@ def test_cpu_smoke_run_writes_a_valid_profile(tmp_path: Path) -> None:
     assert {"mm", "index_add_", "swiglu_ffn", "empty"} <= {s["call"] for s in profile.select("host")}
     assert len(profile.select("gemm")) == 8 and profile.device == "cpu"
     assert any("collectives: skipped" in e for e in profile.extra["errors"])  # no ranks asked for
+    cpu = profile.extra["host_cpu"]   # host rows depend on the CPU: the run names it
+    assert cpu["model"] and cpu["logical_cpus"] >= 1
     model = CalibratedCostModel(profile)
     row = profile.select("gemm")[0]
     assert model.gemm_ns(row["m"], row["n"], row["k"], "bf16", "fwd") == pytest.approx(row["time_ns"])
