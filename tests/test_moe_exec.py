@@ -17,6 +17,7 @@ from moesim.moe.routing import RoutingConfig
 from moesim.ops import Gemm, GroupedGemm, MemoryOp
 from moesim.schedules import Action, generate
 from moesim.workload import moe_exec
+from moesim.workload import token_movement as tokmove
 from moesim.workload.moe import MoESpec, moe_block_forward_program
 
 SPEC = MoESpec(name="tiny-moe", num_layers=2, hidden=512, num_heads=8, num_kv_heads=8, head_dim=64,
@@ -29,46 +30,46 @@ def kernels(ops) -> list[tuple[str, str]]:
 
 # -- router and token movement per framework ------------------------------------------------
 def test_torchtitan_forward_kernels_in_launch_order():
-    assert kernels(moe_exec.dispatch_side_forward(SPEC, 64, "torchtitan")) == [
+    assert kernels(tokmove.dispatch_side_forward(SPEC, 64, "torchtitan")) == [
         ("router.gate", ""), ("router.to_fp32", "cast_fp32"), ("router.softmax", "softmax_fp32"), ("router.topk", "topk"),
         ("router.histc", "histc"), ("moe.argsort", "argsort"), ("moe.sort_scores", "gather"),
         ("moe.token_index", ""), ("moe.permute", "gather"), ("moe.probs.to_fp32", "cast_fp32"), ("moe.probs_mul", ""),
         ("moe.probs.to_dtype", "cast_bf16")]
-    assert kernels(moe_exec.combine_side_forward(SPEC, 64, "torchtitan")) == [
+    assert kernels(tokmove.combine_side_forward(SPEC, 64, "torchtitan")) == [
         ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
 
 
 def test_megatron_forward_kernels_in_launch_order():
-    assert kernels(moe_exec.dispatch_side_forward(SPEC, 64, "megatron")) == [
+    assert kernels(tokmove.dispatch_side_forward(SPEC, 64, "megatron")) == [
         ("router.gate", ""), ("router.topk", "topk"), ("router.softmax", "softmax_fp32"), ("router.probs.zeros", "zeros"),
         ("router.probs.scatter", ""), ("router.map.zeros", "zeros"), ("router.map.to_int", ""),
         ("router.map.scatter", ""), ("router.map.to_bool", ""), ("router.counts", ""), ("moe.map.transpose", ""),
         ("moe.arange", ""), ("moe.masked_select", ""), ("moe.probs.transpose", ""), ("moe.probs.masked_select", ""),
         ("moe.permute", "index_select")]
-    assert kernels(moe_exec.combine_side_forward(SPEC, 64, "megatron")) == [
+    assert kernels(tokmove.combine_side_forward(SPEC, 64, "megatron")) == [
         ("moe.probs_mul", ""), ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
 
 
 def test_fused_movement_is_one_kernel_each_way_of_the_moved_bytes():
     T, P, h = 64, 64 * SPEC.top_k, SPEC.hidden
-    fwd = moe_exec.dispatch_side_forward(SPEC, T, "fused")
+    fwd = tokmove.dispatch_side_forward(SPEC, T, "fused")
     assert kernels(fwd) == [("router.gate", ""), ("router.fused_topk", ""), ("router.counts", ""),
                             ("moe.permute", "fused_permute")]
-    (unpermute,) = moe_exec.combine_side_forward(SPEC, T, "fused")
+    (unpermute,) = tokmove.combine_side_forward(SPEC, T, "fused")
     assert (unpermute.kind, unpermute.variant) == ("permute", "fused_unpermute")
     assert fwd[-1].bytes == 2 * 2 * P * h + 4 * P   # bf16 rows read and written, fp32 probs read
 
 
 def test_backward_ends_with_the_router_input_gradient_and_names_every_kernel_backward():
-    for movement in moe_exec.TOKEN_MOVEMENTS:
-        ops = moe_exec.combine_side_backward(SPEC, 64, movement) + moe_exec.dispatch_side_backward(SPEC, 64, movement)
+    for movement in tokmove.TOKEN_MOVEMENTS:
+        ops = tokmove.combine_side_backward(SPEC, 64, movement) + tokmove.dispatch_side_backward(SPEC, 64, movement)
         assert ops[-1] == Gemm(m=64, n=SPEC.hidden, k=SPEC.num_experts, name="router.gate.dgrad")
         assert all({"bwd", "dgrad"} & set(op.name.split(".")) for op in ops), movement
 
 
 def test_torchtitan_permute_and_unpermute_sizes_are_read_plus_written_bytes():
     T, P, h = 64, 128, SPEC.hidden
-    ops = {op.name: op for op in moe_exec.dispatch_side_forward(SPEC, T) + moe_exec.combine_side_forward(SPEC, T)}
+    ops = {op.name: op for op in tokmove.dispatch_side_forward(SPEC, T) + tokmove.combine_side_forward(SPEC, T)}
     assert ops["moe.permute"].bytes == 2 * 2 * P * h           # P bf16 rows gathered and written
     assert ops["moe.unpermute"].bytes == 2 * 2 * P * h         # P rows read, added into T rows
     assert ops["moe.zeros"].bytes == 2 * T * h                 # a fill writes only
@@ -77,7 +78,7 @@ def test_torchtitan_permute_and_unpermute_sizes_are_read_plus_written_bytes():
 
 def test_block_program_keeps_flops_and_follows_the_framework():
     base = moe_block_forward_program(SPEC, 1)
-    for movement in moe_exec.TOKEN_MOVEMENTS:
+    for movement in tokmove.TOKEN_MOVEMENTS:
         prog = moe_block_forward_program(SPEC, 1, token_movement=movement)
         assert sum(getattr(x, "flops", 0.0) for x in prog) == sum(getattr(x, "flops", 0.0) for x in base)
     names = [x.name for x in moe_block_forward_program(SPEC, 1, token_movement="megatron")]
@@ -483,5 +484,5 @@ def test_megatrons_alltoall_dispatcher_regroups_tokens_by_local_expert_and_fuses
     def names(t, kind):
         return {getattr(x, "name", "") for x in t._program(kind, 0)}
     assert "moe.probs_mul" in names(table(framework=False), "F") and "moe.probs_mul" not in names(table(), "F")
-    assert not names(table(), "B") & moe_exec.PROBS_AFTER_EXPERTS
+    assert not names(table(), "B") & tokmove.PROBS_AFTER_EXPERTS
     assert "moe.probs_mul" not in names(table(movement="fused"), "F")   # TE's fused unpermute merges them

@@ -11,7 +11,7 @@ from moesim.experiment.build import build_scenario
 from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
 from moesim.memory import MemoryConfig
 from moesim.workload import moe as moe_ops
-from moesim.workload import moe_exec
+from moesim.workload import token_movement as tokmove
 from moesim.workload.presets import get_model
 
 SPEC = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=2)
@@ -28,7 +28,7 @@ def test_the_forward_program_reads_the_splits_only_with_an_all_to_all() -> None:
     for movement in ("megatron", "fused"):   # their router already reads the counts (router.counts)
         assert "moe.splits_to_host" not in _names(moe_ops.moe_block_forward_program(SPEC, 1, ep=8,
                                                                                        token_movement=movement))
-    assert "moe.splits_to_host" in moe_exec.HOST_SYNC_OPS
+    assert "moe.splits_to_host" in tokmove.HOST_SYNC_OPS
 
 
 def _syncs(ep: int, experts: str = "grouped", host: str = "eager") -> int:

@@ -28,6 +28,7 @@ from moesim.lowering.pipeline import StageWork
 from moesim.ops import DTYPE_BYTES, MemoryOp
 from moesim.workload import moe as moe_ops
 from moesim.workload import moe_exec
+from moesim.workload import token_movement as movement
 from moesim.workload.common import CommOp, ProgramItem
 
 
@@ -116,7 +117,7 @@ class MoEStageTable(StageTable):
         program = super()._program(kind, layer)
         if not self.megatron_local:
             return program
-        return [x for x in program if getattr(x, "name", "") not in moe_exec.PROBS_AFTER_EXPERTS]
+        return [x for x in program if getattr(x, "name", "") not in movement.PROBS_AFTER_EXPERTS]
 
     def _layer_segments(self, kind: str, layer: int, acc: list[ProgramItem]) -> tuple[list, list[ProgramItem]]:
         program = self._program(kind, layer)
@@ -201,11 +202,11 @@ class MoEStageTable(StageTable):
 
     def _synced(self, program: list[ProgramItem]) -> list[StageWork]:
         """``program`` as compute segments cut after each op whose result the host must read
-        (``moe_exec.HOST_SYNC_OPS``: Megatron's counts ``.cpu()`` and ``masked_select``, whose
+        (``token_movement.HOST_SYNC_OPS``: Megatron's counts ``.cpu()`` and ``masked_select``, whose
         output size lives on the GPU, torchtitan's expert-parallel split sizes; a padded dispatch
         knows its splits and reads no counts); each such segment is marked ``host_sync``, so an
         eager host thread waits for it before issuing on."""
-        syncs = moe_exec.HOST_SYNC_OPS - (moe_exec.COUNT_SYNC_OPS if self.experts == "padded" else frozenset())
+        syncs = movement.HOST_SYNC_OPS - (movement.COUNT_SYNC_OPS if self.experts == "padded" else frozenset())
         cuts = [i + 1 for i, item in enumerate(program) if getattr(item, "name", "") in syncs]
         if not cuts:
             return [self._cost(program)]
@@ -246,10 +247,10 @@ class MoEStageTable(StageTable):
 
     def _sort_ops(self, phase: str, counts: tuple[int, ...]) -> tuple[list, list]:
         """Megatron's alltoall dispatcher's regrouping copies around this GPU's experts
-        (:func:`moesim.workload.moe_exec.sort_chunk_ops`; none without Megatron's modules)."""
+        (:func:`moesim.workload.token_movement.sort_chunk_ops`; none without Megatron's modules)."""
         if not self.sort_chunks or len(counts) < 2:   # one local expert: nothing to regroup
             return [], []
-        return moe_exec.sort_chunk_ops(self.spec, self._rows(counts), phase)
+        return movement.sort_chunk_ops(self.spec, self._rows(counts), phase)
 
     def _quantized(self, task: moe_exec.ExpertTask, phase: str) -> moe_exec.ExpertTask:
         """``task`` with each FP8 GEMM preceded by its operand's quantize kernels

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, MemoryOp
-from moesim.workload import moe_exec
+from moesim.workload import token_movement as movement
 from moesim.workload.common import (
     CommOp,
     ProgramItem,
@@ -368,11 +368,11 @@ def moe_block_forward_program(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = F
     shared_tokens = T if tp > 1 else T_in
     norm, residual = _layer_edges(spec, e * T_in * spec.hidden)
     return [*norm,
-            *moe_exec.dispatch_side_forward(spec, T_in, token_movement, ep),
+            *movement.dispatch_side_forward(spec, T_in, token_movement, ep),
             CommOp("all_to_all", pairs * dispatch_bytes_per_token(spec), "moe.dispatch", "ep"),
             *_experts_balanced(spec, pairs, ep, "forward"),
             CommOp("all_to_all", pairs * combine_bytes_per_token(spec), "moe.combine", "ep"),
-            *moe_exec.combine_side_forward(spec, T_in, token_movement),
+            *movement.combine_side_forward(spec, T_in, token_movement),
             *gather, *shared_expert_forward_ops(spec, shared_tokens, tp), *scatter, *residual]
 
 
@@ -386,11 +386,11 @@ def moe_block_backward_input_program(spec: MoESpec, mbs: int, tp: int = 1, sp: b
     shared_tokens = T if tp > 1 else T_in
     grad_bytes = pairs * e * spec.hidden
     return [*gather, *shared_expert_backward_input_ops(spec, shared_tokens, tp), *scatter,
-            *moe_exec.combine_side_backward(spec, T_in, token_movement),
+            *movement.combine_side_backward(spec, T_in, token_movement),
             CommOp("all_to_all", grad_bytes, "moe.combine.bwd", "ep"),
             *_experts_balanced(spec, pairs, ep, "backward_input"),
             CommOp("all_to_all", grad_bytes, "moe.dispatch.bwd", "ep"),
-            *moe_exec.dispatch_side_backward(spec, T_in, token_movement), *_bwd_edges(spec, e * T_in * spec.hidden)]
+            *movement.dispatch_side_backward(spec, T_in, token_movement), *_bwd_edges(spec, e * T_in * spec.hidden)]
 
 
 def moe_block_backward_weight_ops(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = False,

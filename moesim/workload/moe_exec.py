@@ -3,20 +3,8 @@
 Two choices of a scenario (``MoEOptions.experts`` and ``MoEOptions.token_movement``, checked
 by :func:`check_exec`) decide which kernels one MoE layer launches:
 
-* ``token_movement`` -- the router and the permute / unpermute around the experts:
-
-  - ``"torchtitan"``: fp32 cast + softmax (or sigmoid), ``topk``, ``histc`` counts,
-    ``argsort(stable)`` + ``gather`` permute, probabilities multiplied into the permuted tokens
-    (cast, mul, cast), ``scatter_add`` unpermute (bf16 atomics) into zeros (or the shared
-    experts' output);
-  - ``"megatron"``: top-k on the logits then softmax over the k (``moe_router_pre_softmax``
-    off), probabilities and routing map scattered into zeros, counts by ``routing_map.sum``,
-    ``masked_select`` + ``index_select`` permute, probabilities multiplied after the experts
-    (moesim's harness program; Megatron-Core 0.13+'s own modules fuse them into the SwiGLU and
-    its alltoall dispatcher regroups tokens by local expert, :func:`sort_chunk_ops`),
-    ``scatter_add_`` unpermute into zeros;
-  - ``"fused"``: a fused top-k router and one fused permute and one fused unpermute kernel
-    (Transformer Engine / DeepEP style), each priced as one memory op of the moved bytes.
+* ``token_movement`` -- the router and the permute / unpermute around the experts
+  (:mod:`moesim.workload.token_movement`);
 
 * ``experts`` -- how the local experts of one GPU run:
 
@@ -46,21 +34,12 @@ from typing import Callable, Sequence
 
 from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, GroupedGemm, MemoryOp
+from moesim.workload.token_movement import check_movement, mem_op as _mem
 
 EXPERT_MODES = ("grouped", "loop", "padded")
-# ops whose result an eager host reads back (it waits for the GPU to reach them): Megatron's
-# tokens-per-expert ``.cpu()`` and its two ``masked_select`` (the output size is known on the GPU
-# only), torchtitan's expert-parallel split sizes (``output_splits`` copied with non_blocking=False)
-HOST_SYNC_OPS = frozenset({"router.counts", "moe.masked_select", "moe.probs.masked_select", "moe.splits_to_host"})
-# of those, the reads of the routed counts, which a padded dispatch (static splits) does not make
-COUNT_SYNC_OPS = frozenset({"router.counts", "moe.splits_to_host"})
-TOKEN_MOVEMENTS = ("torchtitan", "megatron", "fused")
 PHASES = ("F", "B", "W", "BW")   # BW: input and weight gradients in one backward (not split)
 FRAMEWORK_LAYER_CLASS = "megatron_moe_layer"   # host_op class: Megatron's MoELayer beyond its kernels' calls
 MEGATRON_BODY_CLASS = "megatron_expert_mlp"    # host_op class: one SequentialMLP expert module call
-# the ``megatron`` movement's probabilities multiply after the experts (moesim's harness program;
-# Megatron-Core 0.13+ fuses it into the SwiGLU: moesim.lowering.moe_costs drops these for its modules)
-PROBS_AFTER_EXPERTS = frozenset({"moe.probs_mul", "moe.probs_mul.bwd.probs", "moe.probs_mul.bwd"})
 TITAN_BODY_CLASS = "expert_loop_body"          # host_op class: one torchtitan per-expert loop body
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
 
@@ -72,9 +51,7 @@ def check_exec(experts: str, token_movement: str, capacity_factor: "float | None
     by field, ``--set moe.experts=padded --set moe.capacity_factor=1.25``); the build needs it."""
     if not isinstance(experts, str) or experts not in EXPERT_MODES:
         raise ConfigError("moe.experts", f"unknown expert mode {experts!r}", f"use one of: {', '.join(EXPERT_MODES)}")
-    if not isinstance(token_movement, str) or token_movement not in TOKEN_MOVEMENTS:
-        raise ConfigError("moe.token_movement", f"unknown token movement {token_movement!r}",
-                          f"use one of: {', '.join(TOKEN_MOVEMENTS)}")
+    check_movement(token_movement)
     if experts == "padded":
         if capacity_factor is None and not need_capacity:
             return
@@ -97,225 +74,6 @@ def capacity(capacity_factor: float, tokens: int, top_k: int, num_experts: int) 
     from moesim.moe.routing import expert_capacity
 
     return int(expert_capacity(tokens * top_k / num_experts, capacity_factor))
-
-
-# -- router and token movement ------------------------------------------------------------
-@dataclass(frozen=True)
-class _Shape:
-    """T tokens routed on this rank, E experts, k per token, P = T k pairs, h hidden, e bytes."""
-
-    T: int
-    E: int
-    k: int
-    h: int
-    e: float
-    P: int
-    score: str
-    shared: bool
-
-
-def _shape(spec, tokens: int) -> _Shape:
-    return _Shape(tokens, spec.num_experts, spec.top_k, spec.hidden, float(DTYPE_BYTES[spec.dtype]),
-                  tokens * spec.top_k, spec.score_func, bool(spec.num_shared_experts))
-
-
-def _mem(kind: str, nbytes: float, name: str, variant: str = "") -> MemoryOp:
-    return MemoryOp(kind, float(nbytes), name, variant)
-
-
-def _gate(spec, s: _Shape) -> Gemm:
-    return Gemm(m=s.T, n=s.E, k=s.h, dtype=spec.dtype, name="router.gate")
-
-
-def _titan_router(s: _Shape) -> list[ComputeOp]:
-    T, E, P = s.T, s.E, s.P
-    score = (_mem("softmax", 8 * T * E, "router.softmax", "softmax_fp32") if s.score == "softmax"
-             else _mem("elementwise", 8 * T * E, "router.sigmoid", "sigmoid_fp32"))
-    return [_mem("cast", (s.e + 4) * T * E, "router.to_fp32", "cast_fp32"), score,
-            _mem("topk", 4 * T * E + 12 * P, "router.topk", "topk"),
-            _mem("histogram", 8 * P + 4 * E, "router.histc", "histc")]
-
-
-def _titan_permute(s: _Shape) -> list[ComputeOp]:
-    P, h, e = s.P, s.h, s.e
-    return [_mem("sort", 16 * P, "moe.argsort", "argsort"),
-            _mem("permute", 16 * P, "moe.sort_scores", "gather"),
-            _mem("elementwise", 16 * P, "moe.token_index"),
-            _mem("permute", 2 * e * P * h, "moe.permute", "gather"),
-            _mem("cast", (e + 4) * P * h, "moe.probs.to_fp32", "cast_fp32"),
-            _mem("elementwise", 8 * P * h + 4 * P, "moe.probs_mul"),
-            _mem("cast", (4 + e) * P * h, "moe.probs.to_dtype", "cast_bf16")]
-
-
-def _base(s: _Shape) -> list[ComputeOp]:
-    """The zeros the unpermute adds into (the shared experts' output when there is one)."""
-    return [] if s.shared else [_mem("copy", s.e * s.T * s.h, "moe.zeros", "zeros")]
-
-
-def _titan_unpermute(s: _Shape) -> list[ComputeOp]:
-    return _base(s) + [_mem("permute", 2 * s.e * s.P * s.h, "moe.unpermute", "scatter_add")]
-
-
-def _titan_unpermute_bwd(s: _Shape) -> list[ComputeOp]:
-    return [_mem("permute", 2 * s.e * s.P * s.h, "moe.unpermute.bwd", "gather")]
-
-
-def _titan_permute_bwd(s: _Shape) -> list[ComputeOp]:
-    P, h, e, T = s.P, s.h, s.e, s.T
-    return [_mem("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd.scores"),
-            _mem("cast", (e + 4) * P * h, "moe.probs.to_dtype.bwd", "cast_fp32"),
-            _mem("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd"),
-            _mem("cast", (4 + e) * P * h, "moe.probs.to_fp32.bwd", "cast_bf16"),
-            _mem("copy", e * T * h, "moe.permute.bwd.zeros", "zeros"),
-            _mem("permute", 2 * e * P * h, "moe.permute.bwd", "scatter_add"),
-            _mem("copy", 4 * P, "moe.sort_scores.bwd.zeros", "zeros"),
-            _mem("permute", 16 * P, "moe.sort_scores.bwd", "scatter_add")]
-
-
-def _titan_router_bwd(s: _Shape) -> list[ComputeOp]:
-    T, E, P = s.T, s.E, s.P
-    score = (_mem("softmax", 12 * T * E, "router.softmax.bwd") if s.score == "softmax"
-             else _mem("elementwise", 12 * T * E, "router.sigmoid.bwd"))
-    return [_mem("copy", 4 * T * E, "router.topk.bwd.zeros", "zeros"), _mem("permute", 16 * P, "router.topk.bwd"),
-            score, _mem("cast", (4 + s.e) * T * E, "router.to_fp32.bwd", "cast_bf16")]
-
-
-def _megatron_router(s: _Shape) -> list[ComputeOp]:
-    T, E, P, e = s.T, s.E, s.P, s.e
-    if s.score == "softmax":
-        scores = [_mem("topk", e * T * E + (e + 8) * P, "router.topk", "topk"),
-                  _mem("softmax", (e + 4) * P, "router.softmax", "softmax_fp32")]
-    else:
-        scores = [_mem("elementwise", (e + 4) * T * E, "router.sigmoid", "sigmoid_fp32"),
-                  _mem("topk", 4 * T * E + 12 * P, "router.topk", "topk"),
-                  _mem("elementwise", 8 * P, "router.normalize")]
-    return scores + [_mem("copy", 4 * T * E, "router.probs.zeros", "zeros"),
-                     _mem("permute", 16 * P, "router.probs.scatter"),
-                     _mem("copy", e * T * E, "router.map.zeros", "zeros"),
-                     _mem("cast", (e + 4) * T * E, "router.map.to_int"),
-                     _mem("permute", 12 * P, "router.map.scatter"),
-                     _mem("cast", 5 * T * E, "router.map.to_bool"),
-                     _mem("histogram", T * E + 8 * E, "router.counts")]
-
-
-def _megatron_permute(s: _Shape) -> list[ComputeOp]:
-    T, E, P, h, e = s.T, s.E, s.P, s.h, s.e
-    return [_mem("copy", 2 * T * E, "moe.map.transpose"),
-            _mem("copy", 8 * T, "moe.arange"),
-            _mem("permute", 9 * T * E + 8 * P, "moe.masked_select"),
-            _mem("copy", 8 * T * E, "moe.probs.transpose"),
-            _mem("permute", 5 * T * E + 4 * P, "moe.probs.masked_select"),
-            _mem("permute", 2 * e * P * h, "moe.permute", "index_select")]
-
-
-def _megatron_unpermute(s: _Shape) -> list[ComputeOp]:
-    P, h, e, T = s.P, s.h, s.e, s.T
-    return [_mem("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul"),
-            _mem("copy", e * T * h, "moe.zeros", "zeros"),
-            _mem("permute", 2 * e * P * h, "moe.unpermute", "scatter_add")]
-
-
-def _megatron_unpermute_bwd(s: _Shape) -> list[ComputeOp]:
-    P, h, e = s.P, s.h, s.e
-    return [_mem("permute", 2 * e * P * h, "moe.unpermute.bwd", "gather"),
-            _mem("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul.bwd.probs"),
-            _mem("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul.bwd")]
-
-
-def _megatron_permute_bwd(s: _Shape) -> list[ComputeOp]:
-    T, E, P, h, e = s.T, s.E, s.P, s.h, s.e
-    return [_mem("copy", e * T * h, "moe.permute.bwd.zeros", "zeros"),
-            _mem("permute", 2 * e * P * h, "moe.permute.bwd", "index_add"),
-            _mem("copy", 4 * T * E, "moe.probs.masked_select.bwd.zeros", "zeros"),
-            _mem("permute", 5 * T * E + 4 * P, "moe.probs.masked_select.bwd"),
-            _mem("copy", 8 * T * E, "moe.probs.transpose.bwd")]
-
-
-def _megatron_router_bwd(s: _Shape) -> list[ComputeOp]:
-    T, E, P, e = s.T, s.E, s.P, s.e
-    ops = [_mem("permute", 16 * P, "router.probs.scatter.bwd")]
-    if s.score == "softmax":
-        return ops + [_mem("softmax", 12 * P, "router.softmax.bwd"),
-                      _mem("copy", e * T * E, "router.topk.bwd.zeros", "zeros"),
-                      _mem("permute", (e + 8) * P, "router.topk.bwd")]
-    return ops + [_mem("elementwise", 12 * P, "router.normalize.bwd"),
-                  _mem("copy", 4 * T * E, "router.topk.bwd.zeros", "zeros"),
-                  _mem("permute", 12 * P, "router.topk.bwd"),
-                  _mem("elementwise", (e + 8) * T * E, "router.sigmoid.bwd")]
-
-
-def _fused_router(s: _Shape) -> list[ComputeOp]:
-    T, E = s.T, s.E
-    return [_mem("topk", s.e * T * E + 5 * T * E, "router.fused_topk"),
-            _mem("histogram", T * E + 8 * E, "router.counts")]
-
-
-def _fused_permute(s: _Shape) -> list[ComputeOp]:
-    return [_mem("permute", 2 * s.e * s.P * s.h + 4 * s.P, "moe.permute", "fused_permute")]
-
-
-def _fused_unpermute(s: _Shape) -> list[ComputeOp]:
-    return [_mem("permute", 2 * s.e * s.P * s.h + 4 * s.P, "moe.unpermute", "fused_unpermute")]
-
-
-def _fused_unpermute_bwd(s: _Shape) -> list[ComputeOp]:
-    return [_mem("permute", 2 * s.e * s.P * s.h + 8 * s.P, "moe.unpermute.bwd", "fused_permute")]
-
-
-def _fused_permute_bwd(s: _Shape) -> list[ComputeOp]:
-    return [_mem("permute", 2 * s.e * s.P * s.h, "moe.permute.bwd", "fused_unpermute")]
-
-
-def _fused_router_bwd(s: _Shape) -> list[ComputeOp]:
-    return [_mem("topk", 8 * s.T * s.E + s.T * s.E, "router.fused_topk.bwd")]
-
-
-_FORWARD: dict[str, tuple[Callable, Callable, Callable]] = {  # router, permute, unpermute
-    "torchtitan": (_titan_router, _titan_permute, _titan_unpermute),
-    "megatron": (_megatron_router, _megatron_permute, _megatron_unpermute),
-    "fused": (_fused_router, _fused_permute, _fused_unpermute),
-}
-_BACKWARD: dict[str, tuple[Callable, Callable, Callable]] = {  # unpermute, permute, router
-    "torchtitan": (_titan_unpermute_bwd, _titan_permute_bwd, _titan_router_bwd),
-    "megatron": (_megatron_unpermute_bwd, _megatron_permute_bwd, _megatron_router_bwd),
-    "fused": (_fused_unpermute_bwd, _fused_permute_bwd, _fused_router_bwd),
-}
-
-
-def _movement(token_movement: str) -> str:
-    check_exec("grouped", token_movement, None)
-    return token_movement
-
-
-def dispatch_side_forward(spec, tokens: int, token_movement: str = "torchtitan", ep: int = 1) -> list[ComputeOp]:
-    """Router and permute before the dispatch all-to-all (forward), in launch order. torchtitan
-    with an all-to-all (``ep`` > 1) then copies the send and receive split sizes to the host
-    (``moe.splits_to_host``, ``2 ep`` int64; the small all-to-all of the counts before it is not
-    priced); Megatron's and the fused router read their counts already (``router.counts``)."""
-    router, permute, _ = _FORWARD[_movement(token_movement)]
-    s = _shape(spec, tokens)
-    splits = [_mem("copy", 16.0 * ep, "moe.splits_to_host")] if token_movement == "torchtitan" and ep > 1 else []
-    return [_gate(spec, s), *router(s), *permute(s), *splits]
-
-
-def combine_side_forward(spec, tokens: int, token_movement: str = "torchtitan") -> list[ComputeOp]:
-    """Unpermute after the combine all-to-all (forward): back to token order, weighted sum."""
-    return _FORWARD[_movement(token_movement)][2](_shape(spec, tokens))
-
-
-def combine_side_backward(spec, tokens: int, token_movement: str = "torchtitan") -> list[ComputeOp]:
-    """Backward of the unpermute, before the combine's backward all-to-all."""
-    return _BACKWARD[_movement(token_movement)][0](_shape(spec, tokens))
-
-
-def dispatch_side_backward(spec, tokens: int, token_movement: str = "torchtitan") -> list[ComputeOp]:
-    """Backward of permute and router after the dispatch's backward all-to-all; ends with the
-    router gate's input gradient (its weight gradient is W's)."""
-    _, permute, router = _BACKWARD[_movement(token_movement)]
-    s = _shape(spec, tokens)
-    gate = _gate(spec, s)
-    dgrad = Gemm(m=gate.m, n=gate.k, k=gate.n, dtype=gate.dtype, name="router.gate.dgrad")
-    return [*permute(s), *router(s), dgrad]
 
 
 # -- experts --------------------------------------------------------------------------------
@@ -582,26 +340,6 @@ def _loop_backward(spec, vec: tuple[int, ...], ids: list[int], phase: str,
         tasks += [ExpertTask(name, ops, n, expert=eid, body=body, body_class=cls if body else "")
                   for name, ops in filter(None, parts)]
     return tasks
-
-
-def sort_chunk_ops(spec, rows: int, phase: str) -> tuple[list[ComputeOp], list[ComputeOp]]:
-    """(before, after) one GPU's experts in ``phase``: Megatron's alltoall dispatcher regroups the
-    received tokens by local expert (``sort_chunks_by_idxs``: ``split`` + ``torch.cat``, a copy of
-    the ``[rows, h]`` tokens and of their ``[rows]`` probabilities) before the experts and back
-    after them, whenever a GPU holds more than one expert (over an expert-parallel group of one
-    too: Megatron-Core 0.16.1, ``MoEAlltoAllTokenDispatcher``). The backward of each ``cat`` is a
-    view; the backward of each ``split`` is a ``cat`` of the gradients: the same copies in reverse
-    order. W (deferred weight gradients) has none. Measured with Megatron-Core's own layer (one
-    H100, Qwen3-30B-A3B, 16,384 tokens): 356 + 31 us before the experts, 353 us after."""
-    if phase == "W" or rows <= 0:
-        return [], []
-    e, h = float(DTYPE_BYTES[spec.dtype]), spec.hidden
-    tokens, probs = 2 * e * rows * h, 2 * e * rows
-    if phase == "F":
-        return ([_mem("copy", tokens, "moe.sort_chunks"), _mem("copy", probs, "moe.sort_chunks.probs")],
-                [_mem("copy", tokens, "moe.unsort_chunks")])
-    return ([_mem("copy", tokens, "moe.unsort_chunks.bwd")],
-            [_mem("copy", tokens, "moe.sort_chunks.bwd"), _mem("copy", probs, "moe.sort_chunks.probs.bwd")])
 
 
 def _counts(counts: Sequence[int]) -> tuple[int, ...]:
