@@ -3,6 +3,7 @@
 # clock: lab/duty_clock_probe.py), then Megatron-Core's MoELayer cases again with kernel_times
 # taken from the last of five back-to-back iterations (the steady clock, not an idle GPU's boost),
 # after Megatron's layer overhead probe at 8, 32 and 128 experts (lab/mcore_overhead_vs_experts.py).
+# Not run in its session: twelve tries on nvidia-h100-x1 / nvidia-h200 got no machine.
 export PYTHONUNBUFFERED=1
 W=$OUT/w; mkdir -p $W
 nvidia-smi -L | tee $W/gpu.txt; grep -m1 "model name" /proc/cpuinfo | tee -a $W/gpu.txt
