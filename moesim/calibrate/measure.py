@@ -35,7 +35,8 @@ from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
 from moesim.calibrate.framework_host import measure_host_megatron
 from moesim.calibrate.host_classes import measure_host_classes
-from moesim.calibrate.grouped import measure_fp8_scaled, measure_grouped_gemm_v
+from moesim.calibrate.fp8 import measure_fp8_scaled
+from moesim.calibrate.grouped import measure_grouped_gemm_v
 from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.moe_kernels import measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
