@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--experts", default="8,32,128")
     args = p.parse_args()
+    framework_host.install_gmm_stand_in()  # GroupedMLP needs grouped_gemm; the section's stand-in
     version = framework_host.megatron_version()
     base = dict(framework_host.LAYER_PROBE)
     rows = []
