@@ -25,15 +25,12 @@ def main() -> None:
     args = p.parse_args()
     framework_host.install_gmm_stand_in()  # GroupedMLP needs grouped_gemm; the section's stand-in
     version = framework_host.megatron_version()
-    base = dict(framework_host.LAYER_PROBE)
     rows = []
     for e in (int(x) for x in args.experts.split(",")):
-        framework_host.LAYER_PROBE = {**base, "num_experts": e}
-        got = framework_host.megatron_layer_overhead("cuda", version)
+        got = framework_host.megatron_layer_overhead("cuda", version, e)
         for r in got:
             print(e, r["phase"], r["time_ns"], r["megatron_ns"], r["plain_ns"], flush=True)
         rows += got
-    framework_host.LAYER_PROBE = base
     args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "megatron_core": version,
                                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, indent=1))
 

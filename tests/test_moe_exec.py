@@ -426,14 +426,15 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
     from moesim.costs.profile import load_profile
 
     class WithLayerClass(CalibratedCostModel):
-        def host_call_ns(self, call, phase):
+        def host_call_ns(self, call, phase, local_experts=None):
             if call == moe_exec.FRAMEWORK_LAYER_CLASS:
                 return {"fwd": 300_000.0, "bwd": 500_000.0}.get(phase)
-            return super().host_call_ns(call, phase)
+            return super().host_call_ns(call, phase, local_experts)
 
     class WithoutLayerClass(CalibratedCostModel):
-        def host_call_ns(self, call, phase):
-            return None if call == moe_exec.FRAMEWORK_LAYER_CLASS else super().host_call_ns(call, phase)
+        def host_call_ns(self, call, phase, local_experts=None):
+            return (None if call == moe_exec.FRAMEWORK_LAYER_CLASS
+                    else super().host_call_ns(call, phase, local_experts))
 
     profile = load_profile("h100_sxm")
 

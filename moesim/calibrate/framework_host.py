@@ -18,7 +18,8 @@ the same kernels issued by plain torch calls (:func:`moesim.calibrate.layer_prog
 alternated round by round on a shape whose kernels are far shorter than their issue, so each
 iteration's wall time is its host time (its reads of the counts included, in both). The row is the
 difference per layer call: ``plain`` (no autograd), ``fwd`` (recording), ``bwd`` (the backward's
-difference). Both programs read the counts back; the difference holds Megatron's module calls,
+difference), at each of :data:`LAYER_EXPERTS` local experts (the dispatcher regroups tokens and
+probabilities per local expert in Python; the cost model reads the class at a GPU's own count). Both programs read the counts back; the difference holds Megatron's module calls,
 config checks, router and dispatcher bookkeeping, autograd functions written in Python.
 
 The module is built as Megatron-LM trains by default: ``get_moe_module_spec(use_te=False)``'s
@@ -44,6 +45,9 @@ from moesim.calibrate.timing import Budget, stats_from_ns
 from moesim.workload.moe_exec import FRAMEWORK_LAYER_CLASS, MEGATRON_BODY_CLASS
 
 LAYER_PROBE = {"hidden": 512, "num_experts": 8, "top_k": 2, "expert_ffn": 256, "tokens": 256}
+# The probe's layer at several local expert counts: the alltoall dispatcher's Python runs per
+# local expert chunk (H100, megatron-core 0.16.1: fwd 773 / 890 / 1,246 us at 8 / 32 / 128)
+LAYER_EXPERTS = (8, 32, 128)
 LAYER_ROUNDS, LAYER_ITERS = 9, 20
 
 
@@ -134,13 +138,14 @@ def _per_iter_ns(step, device: str) -> float:
     return (time.perf_counter_ns() - t0) / LAYER_ITERS
 
 
-def megatron_layer_overhead(device: str, version: str) -> list[dict]:
-    """``host_op`` rows of class ``megatron_moe_layer`` (see the module docstring)."""
+def megatron_layer_overhead(device: str, version: str, num_experts: "int | None" = None) -> list[dict]:
+    """``host_op`` rows of class ``megatron_moe_layer`` (see the module docstring), the probe's
+    layer with ``num_experts`` experts (default the probe's)."""
     from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
     from megatron.core.transformer.moe.moe_layer import MoELayer
 
     from moesim.calibrate.layer_programs import MoEShape, MoEWeights, megatron_forward
-    p = LAYER_PROBE
+    p = LAYER_PROBE if num_experts is None else {**LAYER_PROBE, "num_experts": int(num_experts)}
     install_gmm_stand_in()
     init_megatron_single_rank(device)
     cfg = megatron_config(p["hidden"], p["num_experts"], p["top_k"], p["expert_ffn"], device, grouped=True)
@@ -217,5 +222,7 @@ def measure_host_megatron(timer: object, grid: object, device: str, budget: Budg
                  "fused weighted SwiGLU)"} for r in measure_class(MEGATRON_BODY_CLASS, chain, s, device)]
     sec.attempt(MEGATRON_BODY_CLASS, budget, rows)
     if device == "cuda":   # Megatron's router and alltoall dispatcher call CUDA
-        sec.attempt(FRAMEWORK_LAYER_CLASS, budget, lambda: megatron_layer_overhead(device, version))
+        for e in LAYER_EXPERTS:
+            sec.attempt(f"{FRAMEWORK_LAYER_CLASS} ({e} experts)", budget,
+                        lambda e=e: megatron_layer_overhead(device, version, e))
     return sec

@@ -518,10 +518,11 @@ class CalibratedCostModel:
             self.fallback_ops.add(f"host_op {call} (not measured: the per-kernel eager figure)")
         return max(1, int(round(ns)))
 
-    def host_call_ns(self, call: str, phase: str) -> "float | None":
+    def host_call_ns(self, call: str, phase: str, local_experts: "int | None" = None) -> "float | None":
         """One measured host call of class ``call`` in ``phase`` as its chain timed it (no
-        mixed-program factor), or None where the profile did not measure it."""
-        return self._host_classes.call_ns(call, check_phase(phase))
+        mixed-program factor), or None where the profile did not measure it; a class measured at
+        several expert counts is read at ``local_experts`` (:meth:`HostClassTable.call_ns`)."""
+        return self._host_classes.call_ns(call, check_phase(phase), local_experts)
 
     def host_mix_factors(self) -> dict[str, float]:
         """Mixed-program factor per phase (:mod:`moesim.costs.host_classes`); empty: not measured."""

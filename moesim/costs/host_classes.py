@@ -112,6 +112,33 @@ def check_phase(phase: str) -> str:
     return phase
 
 
+def _probe_experts(row: Mapping[str, Any]) -> "int | None":
+    probe = row.get("probe")
+    e = probe.get("num_experts") if isinstance(probe, Mapping) else None
+    return int(e) if e is not None else None
+
+
+def expert_growth(rows: list[Mapping[str, Any]]) -> tuple[tuple[int, float], ...]:
+    """((expert count, ns added over the smallest count), ...) of one (call, phase)'s rows: within
+    each run (``run``) that measured the smallest count and another, the difference of the two,
+    averaged over such runs per count; the smallest count adds 0. Differences are taken within a
+    run, so a run measured on a faster or slower host moves the level (averaged over every run at
+    the smallest count), not the slope."""
+    least = min(_probe_experts(r) for r in rows)
+    runs: dict[Any, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        runs[r.get("run")][_probe_experts(r)].append(float(r["time_ns"]))
+    diffs: dict[int, list[float]] = defaultdict(list)
+    for counts in runs.values():
+        if least not in counts:
+            continue
+        ref = float(np.mean(counts[least]))
+        for e, v in counts.items():
+            if e != least:
+                diffs[e].append(float(np.mean(v)) - ref)
+    return ((least, 0.0), *sorted((e, float(np.mean(d))) for e, d in diffs.items()))
+
+
 @dataclass(frozen=True)
 class HostClassTable:
     """Measured host ns per (call, phase) and the sync curves of one profile."""
@@ -119,19 +146,36 @@ class HostClassTable:
     times: Mapping[tuple[str, str], float]
     sync: Mapping[str, Curve]
     mix: Mapping[str, float] = None  # type: ignore[assignment]  # phase -> mixed-program factor
+    # (call, phase) -> ((local experts, ns added over the smallest count), ...): classes measured
+    # at several expert counts (``probe.num_experts``; class ``megatron_moe_layer``)
+    growth: Mapping[tuple[str, str], tuple[tuple[int, float], ...]] = None  # type: ignore[assignment]
 
     @classmethod
     def from_rows(cls, host_rows: list[Mapping[str, Any]], sync_rows: list[Mapping[str, Any]],
                   mix_rows: "list[Mapping[str, Any]] | None" = None) -> "HostClassTable":
-        """Repeated (call, phase) rows (several runs) average in log space."""
+        """Repeated (call, phase) rows (several runs) average in log space. A class whose rows
+        name their probe's expert count (``probe.num_experts``) at several counts keeps its time
+        at the smallest count, and its growth with the count (:func:`expert_growth`)."""
         logs: dict[tuple[str, str], list[float]] = defaultdict(list)
+        by_experts: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
         for r in host_rows:
-            logs[(r["call"], r["phase"])].append(float(np.log(r["time_ns"])))
+            e = _probe_experts(r)
+            if e is not None:
+                by_experts[(r["call"], r["phase"])].append(r)
+            else:
+                logs[(r["call"], r["phase"])].append(float(np.log(r["time_ns"])))
+        growth = {}
+        for key, rows in by_experts.items():
+            least = min(_probe_experts(r) for r in rows)
+            logs[key] += [float(np.log(r["time_ns"])) for r in rows if _probe_experts(r) == least]
+            points = expert_growth(rows)
+            if len(points) > 1:
+                growth[key] = points
         by_variant: dict[str, list] = defaultdict(list)
         for r in sync_rows:
             by_variant[r["variant"]].append(r)
         return cls({k: float(np.exp(np.mean(v))) for k, v in logs.items()},
-                   {v: Curve(rows) for v, rows in by_variant.items()}, mix_factors(host_rows, mix_rows or []))
+                   {v: Curve(rows) for v, rows in by_variant.items()}, mix_factors(host_rows, mix_rows or []), growth)
 
     def mix_factor(self, phase: str) -> float:
         return (self.mix or {}).get(phase, 1.0)
@@ -139,11 +183,23 @@ class HostClassTable:
     def calls(self) -> list[tuple[str, str]]:
         return sorted(self.times)
 
-    def call_ns(self, call: str, phase: str) -> "float | None":
-        """One call's host ns in ``phase``; a class with no backward costs its forward issue."""
+    def call_ns(self, call: str, phase: str, local_experts: "int | None" = None) -> "float | None":
+        """One call's host ns in ``phase``; a class with no backward costs its forward issue. A
+        class measured at several expert counts, given the GPU's ``local_experts``: its time at
+        the smallest count plus the growth, linear between the measured counts and past the
+        largest along the last segment (the growth is Python per expert chunk), and the
+        smallest count's time below it (not extrapolated down: nothing measured there)."""
         if call in NO_BACKWARD_CALLS and phase == "bwd":
             phase = "fwd"
-        return self.times.get((call, phase))
+        base = self.times.get((call, phase))
+        points = (self.growth or {}).get((call, phase))
+        if base is None or local_experts is None or not points:
+            return base
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        if local_experts <= xs[-1]:
+            return base + float(np.interp(local_experts, xs, ys))
+        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        return base + ys[-1] + slope * (local_experts - xs[-1])
 
     def op_ns(self, op: ComputeOp, phase: str, fallback_ns: float, mixed: bool = True) -> tuple[float, list[str]]:
         """(host ns of issuing ``op`` in ``phase``, the calls priced by ``fallback_ns``); ``mixed``

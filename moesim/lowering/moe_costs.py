@@ -137,7 +137,9 @@ class MoEStageTable(StageTable):
         """``segments`` (an MoE layer's, up to its dispatch) with the host time Megatron-Core's
         ``MoELayer`` spends beyond its kernels' calls (``host_op`` class ``megatron_moe_layer``:
         module calls, router and dispatcher bookkeeping, autograd functions in Python; measured
-        as Megatron's layer minus the same kernels by plain torch calls) added to the first one,
+        as Megatron's layer minus the same kernels by plain torch calls, at the GPU's local
+        expert count where the profile measured several: the dispatcher's Python runs per local
+        expert chunk) added to the first one,
         issued before the layer's first read-back of GPU results, where the token movement is
         Megatron's (``megatron``, or ``fused``: the same layer with Transformer Engine's permute)
         and the profile measured the class in this pass; unchanged otherwise. Where in the layer
@@ -155,7 +157,8 @@ class MoEStageTable(StageTable):
         measured = getattr(self.host.model, "host_call_ns", None)
         if not self.framework_modules or not self.host.per_op or not callable(measured):
             return 0
-        ns = measured(moe_exec.FRAMEWORK_LAYER_CLASS, self.host._phase("fwd" if kind == "F" else "bwd"))
+        ns = measured(moe_exec.FRAMEWORK_LAYER_CLASS, self.host._phase("fwd" if kind == "F" else "bwd"),
+                      local_experts=self.spec.num_experts // self.ep)
         return int(round(ns)) if ns else 0
 
     @lru_cache(maxsize=None)
