@@ -319,6 +319,30 @@ def test_mix_factor_is_the_mixed_chain_over_its_classes_own_chains_of_the_same_r
     assert table.op_ns(op, "fwd", 5.0) == (5.0, ["linear/fwd"])   # unmeasured: the fallback, no factor
 
 
+def test_a_class_measured_at_several_expert_counts_grows_within_each_run() -> None:
+    """The level is the smallest count's time over every run; the growth is each run's own
+    difference, averaged; linear between counts, along the last segment past the largest, the
+    smallest count's time below it."""
+    from moesim.costs.host_classes import HostClassTable, expert_growth
+
+    def row(e, ns, run):
+        return {"call": "megatron_moe_layer", "phase": "fwd", "time_ns": ns, "run": run,
+                "probe": {"num_experts": e, "hidden": 512}}
+    rows = [row(8, 600_000.0, 0), row(8, 800_000.0, 1), row(32, 900_000.0, 1), row(128, 1_200_000.0, 1),
+            row(8, 700_000.0, 2), row(32, 900_000.0, 2)]
+    assert expert_growth(rows) == ((8, 0.0), (32, 150_000.0), (128, 400_000.0))   # run 1: +100k, run 2: +200k
+    table = HostClassTable.from_rows(rows, [])
+    level = (600_000.0 * 800_000.0 * 700_000.0) ** (1 / 3)   # log-mean at 8 experts
+    assert table.call_ns("megatron_moe_layer", "fwd") == pytest.approx(level)
+    assert table.call_ns("megatron_moe_layer", "fwd", 8) == pytest.approx(level)
+    assert table.call_ns("megatron_moe_layer", "fwd", 2) == pytest.approx(level)
+    assert table.call_ns("megatron_moe_layer", "fwd", 20) == pytest.approx(level + 75_000.0)
+    assert table.call_ns("megatron_moe_layer", "fwd", 80) == pytest.approx(level + 275_000.0)
+    assert table.call_ns("megatron_moe_layer", "fwd", 256) == pytest.approx(level + 400_000.0 + 128 * 250_000.0 / 96)
+    one = HostClassTable.from_rows([row(8, 600_000.0, 0)], [])   # one count: the same at any count
+    assert one.call_ns("megatron_moe_layer", "fwd", 128) == pytest.approx(600_000.0)
+
+
 def test_a_loop_tasks_ops_are_priced_without_the_mix_factor() -> None:
     class Model:
         def host_op_ns(self, op, phase, mixed=True):

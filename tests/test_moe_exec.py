@@ -425,9 +425,12 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
 
+    asked = set()
+
     class WithLayerClass(CalibratedCostModel):
         def host_call_ns(self, call, phase, local_experts=None):
             if call == moe_exec.FRAMEWORK_LAYER_CLASS:
+                asked.add(local_experts)
                 return {"fwd": 300_000.0, "bwd": 500_000.0}.get(phase)
             return super().host_call_ns(call, phase, local_experts)
 
@@ -438,8 +441,8 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
 
     profile = load_profile("h100_sxm")
 
-    def host_ns(cost, movement: str, kind: str, framework: bool = True) -> tuple[int, list[int]]:
-        table = MoEStageTable(SPEC, generate("1f1b", 1, 1), cost, tp=1, ep=1, micro_batch_size=1,
+    def host_ns(cost, movement: str, kind: str, framework: bool = True, ep: int = 1) -> tuple[int, list[int]]:
+        table = MoEStageTable(SPEC, generate("1f1b", 1, 1), cost, tp=1, ep=ep, micro_batch_size=1,
                               sequence_parallel=False, token_movement=movement, framework_modules=framework)
         segs = table._segments(kind, 0)
         return sum(s.host_ns for s in segs if isinstance(s, StageWork)), \
@@ -453,6 +456,10 @@ def test_megatrons_layer_overhead_is_added_once_per_moe_layer_and_pass_before_th
             assert more - base == (2 * extra if per_layer else 0)
             assert host_ns(WithLayerClass(profile), movement, kind, framework=False)[0] == \
                 host_ns(WithoutLayerClass(profile), movement, kind, framework=False)[0]   # plain torch calls
+    assert asked - {None} == {SPEC.num_experts}   # priced at the GPU's local expert count (None: a presence check)
+    asked.clear()
+    host_ns(WithLayerClass(profile), "megatron", "F", ep=2)
+    assert asked - {None} == {SPEC.num_experts // 2}
     with pytest.raises(ConfigError, match="moe.framework_modules"):
         MoEOptions(framework_modules="sometimes")
     assert MoEOptions(framework_modules="false").framework_modules is False   # as --set passes it
