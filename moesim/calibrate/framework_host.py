@@ -48,6 +48,8 @@ LAYER_PROBE = {"hidden": 512, "num_experts": 8, "top_k": 2, "expert_ffn": 256, "
 # The probe's layer at several local expert counts: the alltoall dispatcher's Python runs per
 # local expert chunk (H100, megatron-core 0.16.1: fwd 773 / 890 / 1,246 us at 8 / 32 / 128)
 LAYER_EXPERTS = (8, 32, 128)
+# The expert MLP chain runs after one expert call on rows / 2 and one on rows / 4 (fwd and bwd)
+WARM_ROW_FRACTIONS = (2, 4)
 LAYER_ROUNDS, LAYER_ITERS = 9, 20
 
 
@@ -122,7 +124,7 @@ def megatron_expert_chain(s: Sizes, n: int, device: str) -> Chain:
     probs = torch.full((rows,), 0.5, device=device, dtype=torch.bfloat16)
     experts = list(mlp.local_experts)
     x0 = _x((rows, s.hidden), device, torch.bfloat16)
-    for r in (rows // 2, rows // 4):   # as in training, where routing gives every expert call its own
+    for r in (rows // f for f in WARM_ROW_FRACTIONS):   # as in training, where routing gives each call its own
         y = experts[0](x0[:r], probs[:r])[0]   # row count: the compiled weighted SwiGLU (fwd and bwd)
         y.float().sum().backward()            # has seen more than one shape before the chain is timed
     mlp.zero_grad(set_to_none=True)
@@ -225,7 +227,8 @@ def measure_host_megatron(timer: object, grid: object, device: str, budget: Budg
         init_megatron_single_rank(device)
         chain = megatron_expert_chain(s, max(s.long, s.long_multi), device)
         return [{**r, "framework": f"megatron-core {version}", "module": "SequentialMLP expert MLP (local spec, "
-                 "fused weighted SwiGLU)"} for r in measure_class(MEGATRON_BODY_CLASS, chain, s, device)]
+                 "fused weighted SwiGLU)", "warm_row_fractions": list(WARM_ROW_FRACTIONS)}
+                for r in measure_class(MEGATRON_BODY_CLASS, chain, s, device)]
     sec.attempt(MEGATRON_BODY_CLASS, budget, rows)
     if device == "cuda":   # Megatron's router and alltoall dispatcher call CUDA
         for e in LAYER_EXPERTS:
