@@ -339,6 +339,8 @@ def test_a_class_measured_at_several_expert_counts_grows_within_each_run() -> No
     assert table.call_ns("megatron_moe_layer", "fwd", 20) == pytest.approx(level + 75_000.0)
     assert table.call_ns("megatron_moe_layer", "fwd", 80) == pytest.approx(level + 275_000.0)
     assert table.call_ns("megatron_moe_layer", "fwd", 256) == pytest.approx(level + 400_000.0 + 128 * 250_000.0 / 96)
+    falling = HostClassTable.from_rows([row(8, 600_000.0, 0), row(32, 700_000.0, 0), row(128, 650_000.0, 0)], [])
+    assert falling.call_ns("megatron_moe_layer", "fwd", 512) == pytest.approx(650_000.0)   # held flat past 128
     one = HostClassTable.from_rows([row(8, 600_000.0, 0)], [])   # one count: the same at any count
     assert one.call_ns("megatron_moe_layer", "fwd", 128) == pytest.approx(600_000.0)
 

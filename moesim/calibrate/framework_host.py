@@ -19,8 +19,9 @@ alternated round by round on a shape whose kernels are far shorter than their is
 iteration's wall time is its host time (its reads of the counts included, in both). The row is the
 difference per layer call: ``plain`` (no autograd), ``fwd`` (recording), ``bwd`` (the backward's
 difference), at each of :data:`LAYER_EXPERTS` local experts (the dispatcher regroups tokens and
-probabilities per local expert in Python; the cost model reads the class at a GPU's own count). Both programs read the counts back; the difference holds Megatron's module calls,
-config checks, router and dispatcher bookkeeping, autograd functions written in Python.
+probabilities per local expert in Python; the cost model reads the class at a GPU's own count).
+Both programs read the counts back; the difference holds Megatron's module calls, config checks,
+router and dispatcher bookkeeping, autograd functions written in Python.
 
 The module is built as Megatron-LM trains by default: ``get_moe_module_spec(use_te=False)``'s
 expert MLP (local linears: no Transformer Engine on the machines this was written for), SwiGLU

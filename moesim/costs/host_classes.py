@@ -187,8 +187,9 @@ class HostClassTable:
         """One call's host ns in ``phase``; a class with no backward costs its forward issue. A
         class measured at several expert counts, given the GPU's ``local_experts``: its time at
         the smallest count plus the growth, linear between the measured counts and past the
-        largest along the last segment (the growth is Python per expert chunk), and the
-        smallest count's time below it (not extrapolated down: nothing measured there)."""
+        largest along the last segment (the growth is Python per expert chunk; a falling last
+        segment, run-to-run noise, is held flat there), and the smallest count's time below it
+        (not extrapolated down: nothing measured there)."""
         if call in NO_BACKWARD_CALLS and phase == "bwd":
             phase = "fwd"
         base = self.times.get((call, phase))
@@ -198,7 +199,7 @@ class HostClassTable:
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         if local_experts <= xs[-1]:
             return base + float(np.interp(local_experts, xs, ys))
-        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
         return base + ys[-1] + slope * (local_experts - xs[-1])
 
     def op_ns(self, op: ComputeOp, phase: str, fallback_ns: float, mixed: bool = True) -> tuple[float, list[str]]:
