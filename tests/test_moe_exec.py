@@ -494,3 +494,38 @@ def test_megatrons_alltoall_dispatcher_regroups_tokens_by_local_expert_and_fuses
     assert "moe.probs_mul" in names(table(framework=False), "F") and "moe.probs_mul" not in names(table(), "F")
     assert not names(table(), "B") & tokmove.PROBS_AFTER_EXPERTS
     assert "moe.probs_mul" not in names(table(movement="fused"), "F")   # TE's fused unpermute merges them
+
+
+def test_megatrons_shared_expert_module_is_priced_by_its_measured_mlp_class():
+    """With Megatron-Core's own modules a layer's shared experts (``SharedExpertMLP``, Megatron's
+    ``MLP``) cost the measured ``megatron_expert_mlp`` call in place of their per-op host sum: the
+    forward call for the forward ops, the backward for the backward ops; plain torch calls keep the
+    per-op sum, and the exchange's shared-experts task carries that host time."""
+    import dataclasses as dc
+
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import load_profile
+    from moesim.lowering import host as host_mod
+    from moesim.lowering.moe_costs import split_moe_program
+
+    class WithMlpClass(CalibratedCostModel):
+        def host_call_ns(self, call, phase, local_experts=None):
+            if call == moe_exec.MEGATRON_BODY_CLASS:
+                return {"fwd": 250_000.0, "bwd": 400_000.0}.get(phase)
+            return super().host_call_ns(call, phase, local_experts)
+
+    spec = dc.replace(SPEC, num_shared_experts=1)
+    cost = WithMlpClass(load_profile("h100_sxm"))
+
+    def table(framework: bool) -> MoEStageTable:
+        return MoEStageTable(spec, generate("1f1b", 1, 1), cost, tp=1, ep=1, micro_batch_size=1,
+                             sequence_parallel=False, token_movement="megatron", framework_modules=framework)
+    for kind, phase, want in (("F", "fwd", 250_000), ("B", "bwd", 400_000)):
+        _, _, shared = split_moe_program(table(True)._program(kind, 0))
+        assert shared and all(host_mod.op_phase(x) == phase for x in shared)
+        per_op = table(False)._shared_work(shared).host_ns
+        assert per_op == table(True).host.ops_ns(shared, phase) > 0
+        assert table(True)._shared_work(shared).host_ns == want
+        segs = table(True)._segments(kind, 0)
+        shared_work = [s.shared for s in segs if isinstance(s, Exchange) and s.phase == kind]
+        assert shared_work and all(w.host_ns == want for w in shared_work)

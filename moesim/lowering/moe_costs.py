@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from moesim.costs.regions import sequence
+from moesim.lowering import host as host_mod
 from moesim.lowering.fp8_quantize import with_quantize
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.pipeline import StageWork
@@ -130,10 +131,43 @@ class MoEStageTable(StageTable):
         if kind == "B":
             shared = self._shared_again(layer) + shared
         if not self.shared_overlap:   # shared experts before the router: the dispatch waits for them
-            return [*self._framework(kind, self._synced(acc + shared + pre)), Exchange(layer, kind, StageWork(0, 0.0))], list(post)
-        return [*self._framework(kind, self._synced(acc + pre)), Exchange(layer, kind, self._cost(shared))], list(post)
+            return [*self._framework(kind, self._synced(acc + shared + pre), self._shared_module_extra(shared)),
+                    Exchange(layer, kind, StageWork(0, 0.0))], list(post)
+        return [*self._framework(kind, self._synced(acc + pre)), Exchange(layer, kind, self._shared_work(shared))], list(post)
 
-    def _framework(self, kind: str, segments: list[StageWork]) -> list[StageWork]:
+    def _shared_work(self, shared: list[ProgramItem]) -> StageWork:
+        """The shared experts' segment; with Megatron-Core's own modules its host time is that of
+        the module calls (:meth:`_shared_module_extra`)."""
+        work = self._cost(shared)
+        extra = self._shared_module_extra(shared)
+        return dataclasses.replace(work, host_ns=work.host_ns + extra) if extra else work
+
+    def _shared_module_extra(self, shared: list[ProgramItem]) -> int:
+        """Host ns to add to the per-op host sum of ``shared`` (a layer's shared-expert ops in a
+        pass) where Megatron-Core's own modules run them: ``SharedExpertMLP`` is Megatron's
+        ``MLP`` module, the module ``SequentialMLP`` calls per expert, so each of its calls costs
+        the measured ``megatron_expert_mlp`` class (its forward call for the forward ops, a
+        recomputed forward included, its backward for the backward ops) in place of the per-op
+        sum; 0 without Megatron's modules, without shared experts or where the profile lacks
+        the class. In split schedules (B and W apart) the class's backward stands for the B
+        pass's ops and the W pass prices the shared weight gradients per op again (their per-op
+        issue counted twice: tens of us per layer)."""
+        measured = getattr(self.host.model, "host_call_ns", None)
+        if not shared or not self.framework_modules or not self.host.per_op or not callable(measured):
+            return 0
+        ops = [x for x in shared if not isinstance(x, CommOp)]
+        total = 0
+        for phase in ("fwd", "bwd"):
+            mine = [x for x in ops if host_mod.op_phase(x) == phase]
+            if not mine:
+                continue
+            whole = measured(moe_exec.MEGATRON_BODY_CLASS, self.host._phase(phase))
+            if whole is None:
+                return 0
+            total += int(round(whole)) - self.host.ops_ns(mine, phase)
+        return max(0, total)
+
+    def _framework(self, kind: str, segments: list[StageWork], extra_ns: int = 0) -> list[StageWork]:
         """``segments`` (an MoE layer's, up to its dispatch) with the host time Megatron-Core's
         ``MoELayer`` spends beyond its kernels' calls (``host_op`` class ``megatron_moe_layer``:
         module calls, router and dispatcher bookkeeping, autograd functions in Python; measured
@@ -147,7 +181,7 @@ class MoEStageTable(StageTable):
         would be exposed in full on GPU-bound layers, which Megatron's own layer does not show
         (Qwen3-30B-A3B block, 16,384 tokens, one H100: 4.97 ms measured, 5.04 without the class,
         5.71 with it after the read-backs, 5.17 before them; data/validation/layers)."""
-        ns = self._framework_ns(kind)
+        ns = self._framework_ns(kind) + extra_ns   # extra_ns: the shared experts' module calls
         if not ns or not segments:
             return segments
         return [dataclasses.replace(segments[0], host_ns=segments[0].host_ns + ns), *segments[1:]]
@@ -190,10 +224,11 @@ class MoEStageTable(StageTable):
             shared = self._shared_again(layer) + shared + [x for x in weights if _is_shared(x)]
             dense_w = [x for x in weights if not _is_shared(x) and not _is_expert(x)]
             if not self.shared_overlap:
-                out += [*self._framework("B", self._synced(acc + shared + pre)),
+                out += [*self._framework("B", self._synced(acc + shared + pre), self._shared_module_extra(shared)),
                         Exchange(layer, "B", StageWork(0, 0.0), wgrad=True)]
             else:
-                out += [*self._framework("B", self._synced(acc + pre)), Exchange(layer, "B", self._cost(shared), wgrad=True)]
+                out += [*self._framework("B", self._synced(acc + pre)),
+                        Exchange(layer, "B", self._shared_work(shared), wgrad=True)]
             acc = list(post) + dense_w
         out.append(self._cost(acc + after + w_after))
         return out

@@ -279,5 +279,6 @@ def _shared_experts(sim, seg: Exchange, ctx: dict, gpus: list[int], keys, ready:
     for i, g in enumerate(gpus):
         ready[keys[i]] = [sim.compute(g, seg.shared.duration_ns, f"shared.L{seg.layer}.{ctx['name']}",
                                       category="expert", deps=ready[keys[i]],
-                                      args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels},
+                                      args={**args, "flops": seg.shared.flops, "kernels": seg.shared.kernels,
+                                            **({"host_ns": seg.shared.host_ns} if seg.shared.host_ns else {})},
                                       region_ns=min(seg.shared.region_ns, seg.shared.duration_ns))]
