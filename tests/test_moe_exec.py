@@ -529,3 +529,27 @@ def test_megatrons_shared_expert_module_is_priced_by_its_measured_mlp_class():
         segs = table(True)._segments(kind, 0)
         shared_work = [s.shared for s in segs if isinstance(s, Exchange) and s.phase == kind]
         assert shared_work and all(w.host_ns == want for w in shared_work)
+
+
+def test_the_shared_experts_task_carries_its_segments_host_time():
+    """The exchange's shared-experts compute task is issued with its segment's host time (its ops
+    priced per class), not the per-kernel eager figure; a segment not priced per op (host_ns 0)
+    leaves the task to the per-kernel figure as before."""
+    from moesim.lowering import moe_exchange
+    from moesim.lowering.moe_costs import Exchange as Ex
+
+    class FakeSim:
+        def __init__(self):
+            self.calls = []
+
+        def compute(self, gpu, duration, name, category, deps, args, region_ns):
+            self.calls.append(args)
+            return name
+
+    for host_ns, want in ((123_456, {"host_ns": 123_456}), (0, {})):
+        sim = FakeSim()
+        seg = Ex(0, "F", StageWork(5_000, 1.0, kernels=4, host_ns=host_ns))
+        ready = {"a": [], "b": []}
+        moe_exchange._shared_experts(sim, seg, {"name": "mb0"}, [0, 1], ["a", "b"], ready, {"stage": 0})
+        assert len(sim.calls) == 2 and all(c["kernels"] == 4 for c in sim.calls)
+        assert all({k: c[k] for k in c if k == "host_ns"} == want for c in sim.calls)
