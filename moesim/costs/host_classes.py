@@ -166,9 +166,8 @@ class HostClassTable:
                 logs[(r["call"], r["phase"])].append(float(np.log(r["time_ns"])))
         growth = {}
         for key, rows in by_experts.items():
-            least = min(_probe_experts(r) for r in rows)
-            logs[key] += [float(np.log(r["time_ns"])) for r in rows if _probe_experts(r) == least]
-            points = expert_growth(rows)
+            points = expert_growth(rows)   # starts at the smallest count
+            logs[key] += [float(np.log(r["time_ns"])) for r in rows if _probe_experts(r) == points[0][0]]
             if len(points) > 1:
                 growth[key] = points
         by_variant: dict[str, list] = defaultdict(list)

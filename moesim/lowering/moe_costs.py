@@ -151,21 +151,27 @@ class MoEStageTable(StageTable):
         sum; 0 without Megatron's modules, without shared experts or where the profile lacks
         the class. In split schedules (B and W apart) the class's backward stands for the B
         pass's ops and the W pass prices the shared weight gradients per op again (their per-op
-        issue counted twice: tens of us per layer)."""
-        measured = getattr(self.host.model, "host_call_ns", None)
-        if not shared or not self.framework_modules or not self.host.per_op or not callable(measured):
-            return 0
+        issue counted twice: tens of us per layer). Never below the per-op sum (0 extra where
+        the class measured less)."""
         ops = [x for x in shared if not isinstance(x, CommOp)]
         total = 0
         for phase in ("fwd", "bwd"):
             mine = [x for x in ops if host_mod.op_phase(x) == phase]
             if not mine:
                 continue
-            whole = measured(moe_exec.MEGATRON_BODY_CLASS, self.host._phase(phase))
+            whole = self._module_ns(moe_exec.MEGATRON_BODY_CLASS, phase)
             if whole is None:
                 return 0
             total += int(round(whole)) - self.host.ops_ns(mine, phase)
         return max(0, total)
+
+    def _module_ns(self, call: str, phase: str, local_experts: "int | None" = None) -> "float | None":
+        """The profile's measured host class ``call`` in ``phase`` (the pass's own autograd mode)
+        where Megatron-Core's modules run and the host is priced per op class; else None."""
+        measured = getattr(self.host.model, "host_call_ns", None)
+        if not self.framework_modules or not self.host.per_op or not callable(measured):
+            return None
+        return measured(call, self.host._phase(phase), local_experts=local_experts)
 
     def _framework(self, kind: str, segments: list[StageWork], extra_ns: int = 0) -> list[StageWork]:
         """``segments`` (an MoE layer's, up to its dispatch) with the host time Megatron-Core's
@@ -188,11 +194,8 @@ class MoEStageTable(StageTable):
 
     @lru_cache(maxsize=None)
     def _framework_ns(self, kind: str) -> int:
-        measured = getattr(self.host.model, "host_call_ns", None)
-        if not self.framework_modules or not self.host.per_op or not callable(measured):
-            return 0
-        ns = measured(moe_exec.FRAMEWORK_LAYER_CLASS, self.host._phase("fwd" if kind == "F" else "bwd"),
-                      local_experts=self.spec.num_experts // self.ep)
+        ns = self._module_ns(moe_exec.FRAMEWORK_LAYER_CLASS, "fwd" if kind == "F" else "bwd",
+                             self.spec.num_experts // self.ep)
         return int(round(ns)) if ns else 0
 
     @lru_cache(maxsize=None)
