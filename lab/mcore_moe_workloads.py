@@ -190,7 +190,7 @@ def _case(layer, shape: MoEShape, experts: str, tokens: int, kind: str, s: float
     if sig not in doc["kernel_inventory"]:
         doc["kernel_inventory"][sig] = {"case": case_id, **lw.kernel_inventory(step, device)}
     if kind == "uniform" and tokens >= 4096:
-        doc.setdefault("kernel_times", {})[case_id] = kernel_times(step)
+        doc.setdefault("kernel_times", {})[case_id] = lw.kernel_times(step)
     desc = {"kind": "moe_block", "tokens": tokens, "batch": 1, "seq": tokens, "pass": pass_, "dtype": "bf16",
             "eager": True, "torch_compile": False, "cuda_graphs": False, "stream": "default",
             "program": _program(experts, bool(shape.shared_experts)), "grad": grad, "tier": 1,
@@ -204,29 +204,6 @@ def _case(layer, shape: MoEShape, experts: str, tokens: int, kind: str, s: float
     if got_m.time_ns < lw.SMALL_NS:
         entry["small"] = True
     return entry
-
-
-STEADY_ITERATIONS = 5  # kernel_times profiles this many back-to-back iterations and keeps the last
-
-
-def kernel_times(step) -> dict:
-    """The CUDA kernels of the last of ``STEADY_ITERATIONS`` back-to-back profiled iterations, in
-    launch order, ``[name, device us]`` each, and their sum (diagnostic: where the GPU time of a
-    case goes, against moesim's op list). The last one runs at the clock of the timed rounds; a
-    single iteration after a sync ran its GEMMs at the idle GPU's boost clock (files before
-    2026-12-06h)."""
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(STEADY_ITERATIONS):
-            step()
-        torch.cuda.synchronize()
-    kernels = [[ev.name[:120], round(ev.device_time, 2)] for ev in prof.events()
-               if ev.device_type == torch.autograd.DeviceType.CUDA]
-    per = len(kernels) // STEADY_ITERATIONS
-    last = kernels[-per:] if per * STEADY_ITERATIONS == len(kernels) else kernels
-    return {"kernels": last, "sum_us": round(sum(k[1] for k in last), 1),
-            "iteration": f"last of {STEADY_ITERATIONS} back-to-back" if last is not kernels else
-                         f"all {STEADY_ITERATIONS} (kernel count not a multiple)"}
 
 
 def main(argv: "list[str] | None" = None) -> int:

@@ -413,6 +413,29 @@ def kernel_inventory(step: Callable[[], None], device: str) -> dict:
             "what": "cuda kernels" if device == "cuda" else "outermost aten ops (cpu smoke)"}
 
 
+STEADY_ITERATIONS = 5  # kernel_times profiles this many back-to-back iterations and keeps the last
+
+
+def kernel_times(step: Callable[[], None]) -> dict:
+    """The CUDA kernels of the last of ``STEADY_ITERATIONS`` back-to-back profiled iterations, in
+    launch order, ``[name, device us]`` each, and their sum (diagnostic: where the GPU time of a
+    case goes, against moesim's op list; feeds no prediction). The last one runs at the clock of
+    the timed rounds; a single iteration after a sync ran its GEMMs at the idle GPU's boost clock
+    (files before 2026-12-06h)."""
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(STEADY_ITERATIONS):
+            step()
+        torch.cuda.synchronize()
+    kernels = [[ev.name[:120], round(ev.device_time, 2)] for ev in prof.events()
+               if ev.device_type == torch.autograd.DeviceType.CUDA]
+    per = len(kernels) // STEADY_ITERATIONS
+    last = kernels[-per:] if per * STEADY_ITERATIONS == len(kernels) else kernels
+    return {"kernels": last, "sum_us": round(sum(k[1] for k in last), 1),
+            "iteration": f"last of {STEADY_ITERATIONS} back-to-back" if last is not kernels else
+                         f"all {STEADY_ITERATIONS} (kernel count not a multiple)"}
+
+
 def _top_aten(ev) -> bool:
     """An aten op not called from inside another aten op (the calls the program or autograd makes)."""
     parent = ev.cpu_parent
@@ -493,8 +516,10 @@ def host_issue_ns(step: Callable[[], None], device: str, gpu_ns: float) -> "floa
     return float(np.median(samples))
 
 
-def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str, gap_s: float = 0.0) -> dict:
-    """One entry (``measured``) or one skipped record (``reason``)."""
+def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str, gap_s: float = 0.0,
+             times: "dict | None" = None) -> dict:
+    """One entry (``measured``) or one skipped record (``reason``); with ``times`` (a dict, on
+    cuda) the case's :func:`kernel_times` go into it under its id."""
     step, desc = runner.build(case)
     got = measure(step, device, left_s, gap_s)
     if isinstance(got, str):
@@ -502,6 +527,8 @@ def run_case(runner: Runner, case: Case, left_s: float, inventory: dict, device:
     sig = _signature(case)
     if sig not in inventory:
         inventory[sig] = {"case": case.id, **kernel_inventory(step, device)}
+    if times is not None and device == "cuda":
+        times[case.id] = kernel_times(step)
     entry = {"id": case.id, "workload": desc, "measured": asdict(got)}
     if syncs_free(case):
         host_ns = host_issue_ns(step, device, got.time_ns)
@@ -548,7 +575,8 @@ PROTOCOL = {
 
 
 def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: str, inventory_on: bool,
-        preheat_s: float, trace_all: bool = False, gap_s: float = 0.0, models: str = "standard") -> dict:
+        preheat_s: float, trace_all: bool = False, gap_s: float = 0.0, models: str = "standard",
+        with_kernel_times: bool = False) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA GPU")
     start = time.monotonic()
@@ -561,9 +589,13 @@ def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: s
                  "entries": [], "skipped": [], "kernel_inventory": {}}
     preheat(device, preheat_s)
     inventory = doc["kernel_inventory"] if inventory_on else {}
+    times = doc.setdefault("kernel_times", {}) if with_kernel_times else None
+    if with_kernel_times:
+        doc["protocol"]["kernel_times"] = (f"each case's CUDA kernels in launch order with device times, the last of "
+                                           f"{STEADY_ITERATIONS} back-to-back profiled iterations; diagnostic only")
     for case in cases:
         left = budget_s - (time.monotonic() - start)
-        record = _safe_case(runner, case, left, inventory, device, gap_s)
+        record = _safe_case(runner, case, left, inventory, device, gap_s, times)
         doc["skipped" if "reason" in record else "entries"].append(record)
         _report(record)
     doc["gpu_state_after"] = provenance.gpu_state() if device == "cuda" else []
@@ -577,11 +609,12 @@ def run(device: str, budget_s: float, out: Path, trace_dir: Path | None, only: s
     return doc
 
 
-def _safe_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str, gap_s: float = 0.0) -> dict:
+def _safe_case(runner: Runner, case: Case, left_s: float, inventory: dict, device: str, gap_s: float = 0.0,
+               times: "dict | None" = None) -> dict:
     if left_s < 2.0:
         return {"id": case.id, "workload": {"kind": case.kind, "tier": case.tier}, "reason": "budget: spent"}
     try:
-        return run_case(runner, case, left_s - 1.0, inventory, device, gap_s)
+        return run_case(runner, case, left_s - 1.0, inventory, device, gap_s, times)
     except (RuntimeError, torch.OutOfMemoryError) as exc:  # recorded, never silent
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -611,11 +644,13 @@ def main(argv: "list[str] | None" = None) -> int:
                    help="idle pause before each timed round, so host-bound cases sample the host over seconds")
     p.add_argument("--models", choices=MODEL_SETS, default="standard",
                    help="the standard shapes, or held-out shapes of public models no stored case has")
+    p.add_argument("--kernel-times", action="store_true",
+                   help="also store each case's CUDA kernels and their device times (kernel_times; diagnostic)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if a.round_gap_s < 0:
         p.error("--round-gap-s must be >= 0")
     doc = run(a.device, a.budget_s, a.out, a.profile_trace, a.only, not a.no_inventory, a.preheat_s, a.trace_all,
-              a.round_gap_s, a.models)
+              a.round_gap_s, a.models, a.kernel_times)
     print(f"{len(doc['entries'])} entries, {len(doc['skipped'])} skipped, {doc['wall_s']} s -> {a.out}", flush=True)
     return 0
 
