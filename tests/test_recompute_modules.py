@@ -38,7 +38,8 @@ def test_moe_layer_re_runs_its_attention_modules_and_names_the_rest() -> None:
                           sequence_parallel=False, recompute="selective",
                           recompute_modules=("layernorm", "mla_up_proj", "moe_act"))
     moe_layer = next(i for i in range(spec.num_layers) if spec.is_moe_layer(i))
-    assert _names(table._recomputed(moe_layer)) == ["attn.norm", "attn.q_up", "attn.kv_up", "attn.rope", "moe.norm"]
+    assert _names(table._recomputed(moe_layer)) == ["attn.norm", "attn.q_up", "attn.kv_up", "attn.rope.q", "attn.rope.k",
+                                                      "moe.norm"]
     assert table.unsimulated_recompute == ()   # moe_act re-runs in the expert exchange (test_moe_recompute)
     whole = MoEStageTable(spec, sched, make_cost_model("H100"), tp=1, ep=1, micro_batch_size=1,
                           sequence_parallel=False, recompute="selective", recompute_modules=("moe",))

@@ -84,7 +84,7 @@ def test_recompute_program_reruns_what_each_megatron_module_frees():
 
     assert names(("core_attn",)) == ["attn.core"]
     assert names(("layernorm",)) == ["attn.norm", "moe.norm"]
-    assert names(("mla_up_proj",)) == ["attn.q_up", "attn.kv_up", "attn.rope"]
+    assert names(("mla_up_proj",)) == ["attn.q_up", "attn.kv_up", "attn.rope.q", "attn.rope.k"]
     assert names(("moe_act",)) == ["expert.swiglu"]
     moe = layers.recompute_program(spec, moe_layer, 1, 2, True, 8, "selective", ("moe",))
     assert [c.name for c in moe if isinstance(c, CommOp) and c.group == "ep"] == ["moe.dispatch", "moe.combine"]

@@ -196,7 +196,7 @@ def _recomputed_by(module: str, name: str) -> bool:
                 and name not in ("moe.norm", "moe.residual"))
     return {"core_attn": name == "attn.core",
             "layernorm": name in ("attn.norm", "mlp.norm", "moe.norm"),
-            "mla_up_proj": name in ("attn.q_up", "attn.kv_up", "attn.rope"),
+            "mla_up_proj": name in ("attn.q_up", "attn.kv_up", "attn.rope.q", "attn.rope.k"),
             "mlp": mlp_body,
             "moe": moe_body,
             "moe_act": name == "expert.swiglu",

@@ -402,13 +402,21 @@ def _residual(loc: _Local, name: str) -> MemoryOp:
     return MemoryOp("elementwise", float(3 * loc.elem_bytes * loc.tokens_local * loc.hidden), name)
 
 
-def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[ComputeOp], ComputeOp]:
-    """Forward input projections (with MLA latent norms) and the RoPE op."""
+def _rope(loc: _Local, q_heads: int, k_heads: int, dim: int) -> list[MemoryOp]:
+    """RoPE as frameworks call it: once on the queries and once on the keys (two calls of the
+    rotary expression, fused or not: Megatron's ``apply_rotary_pos_emb``, torchtitan's
+    ``apply_rotary_emb`` and Hugging Face's each rotate q and k apart), each reading and writing
+    its tensor."""
+    return [MemoryOp("elementwise", 2.0 * loc.elem_bytes * loc.tokens * heads * dim, f"attn.rope.{which}")
+            for which, heads in (("q", q_heads), ("k", k_heads))]
+
+
+def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[ComputeOp], list[MemoryOp]]:
+    """Forward input projections (with MLA latent norms) and the RoPE ops (q, k)."""
     T, d, dt = loc.tokens, spec.head_dim, spec.linear_dtype
     if not spec.is_mla:
         qkv = Gemm(m=T, n=(loc.heads + 2 * loc.kv_heads) * d, k=spec.hidden, dtype=dt, name="attn.qkv")
-        rope = MemoryOp("elementwise", 2.0 * loc.elem_bytes * T * (loc.heads + loc.kv_heads) * d, "attn.rope")
-        return [qkv], rope
+        return [qkv], _rope(loc, loc.heads, loc.kv_heads, d)
     ops: list[ComputeOp] = []
     q_out = loc.heads * spec.qk_head_dim
     if spec.q_lora_rank:
@@ -421,8 +429,7 @@ def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[Com
     ops += [Gemm(m=T, n=spec.kv_lora_rank + spec.qk_rope_head_dim, k=spec.hidden, dtype=dt, name="attn.kv_down"),
             MemoryOp("norm", 2.0 * loc.elem_bytes * T * spec.kv_lora_rank, "attn.kv_norm"),
             Gemm(m=T, n=loc.heads * (spec.head_dim + spec.v_dim), k=spec.kv_lora_rank, dtype=dt, name="attn.kv_up")]
-    rope = MemoryOp("elementwise", 2.0 * loc.elem_bytes * T * (loc.heads + 1) * spec.qk_rope_head_dim, "attn.rope")
-    return ops, rope
+    return ops, _rope(loc, loc.heads, 1, spec.qk_rope_head_dim)
 
 
 def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local, layer_index: int | None = None) -> Attention:
@@ -454,7 +461,7 @@ def attention_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: 
         return []
     loc = _loc(spec, mbs, tp, sp)
     proj, rope = _attention_projections(spec, loc)
-    return [_norm(loc, spec.hidden, "attn.norm"), *_enter_block(loc, "attn"), *proj, rope,
+    return [_norm(loc, spec.hidden, "attn.norm"), *_enter_block(loc, "attn"), *proj, *rope,
             _attention_core(spec, mbs, loc, layer_index), _attention_out(spec, loc), *_leave_block(loc, "attn"),
             _residual(loc, "attn.residual")]
 
@@ -474,7 +481,8 @@ def attention_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 
     back_proj = [dgrad(op) if isinstance(op, Gemm) else _norm_bwd(op) for op in reversed(proj)]
     reduce = _input_grad_reduce(loc, "attn")
     return [*_backward_entry(loc, "attn"), dgrad(_attention_out(spec, loc)),
-            attention_backward(_attention_core(spec, mbs, loc, layer_index)), MemoryOp("elementwise", rope.bytes, "attn.rope.bwd"),
+            attention_backward(_attention_core(spec, mbs, loc, layer_index)),
+            *[MemoryOp("elementwise", op.bytes, f"{op.name}.bwd") for op in rope],
             *_regather(loc, "attn"), *back_proj, *reduce,
             _norm(loc, spec.hidden, "attn.norm.bwd", backward=True), _residual(loc, "attn.residual.bwd")]
 
