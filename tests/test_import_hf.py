@@ -103,3 +103,12 @@ def test_cli_from_hf() -> None:
     assert json.loads(js.output)["spec"]["seq_len"] == 2048
     bad = runner.invoke(app, ["model", "from-hf", "/nonexistent/config.json"])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_deepseek_topk_method_sets_the_expert_bias() -> None:
+    assert shipped_config("deepseek-v3").spec.expert_bias            # noaux_tc
+    assert not shipped_config("qwen3-30b-a3b").spec.expert_bias
+    raw = {**_raw("deepseek-v3"), "topk_method": "group_limited_greedy"}
+    assert not read_hf_config(raw, name="dsv3-greedy").spec.expert_bias
+    with pytest.raises(ConfigError, match="topk_method"):
+        read_hf_config({**_raw("deepseek-v3"), "topk_method": "magic"}, name="dsv3-bad")

@@ -59,6 +59,9 @@ def test_model_from_flags() -> None:
     assert scn.plan.sequence_parallel and scn.plan.num_microbatches == 64 // 4
     assert scn.memory.recompute_modules == ("core_attn", "moe_act") and scn.moe.token_movement == "fused"
     assert not report.not_modelled
+    assert not m.expert_bias
+    biased = build_scenario(read_megatron_args(QWEN_ARGS + " --moe-router-enable-expert-bias", gpus=16).scenario)
+    assert biased.model.expert_bias
 
 
 def test_unknown_conflicting_and_bad_flags() -> None:

@@ -1,6 +1,8 @@
 """The MoE layer as frameworks run it: kernel sequences, expert modes, padding, exact engine times."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,38 @@ def test_megatron_forward_kernels_in_launch_order():
         ("moe.probs_mul", ""), ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
 
 
+def test_expert_bias_adds_its_kernels_where_each_framework_runs_them():
+    biased = dataclasses.replace(SPEC, expert_bias=True)
+    titan = kernels(tokmove.dispatch_side_forward(biased, 64, "torchtitan"))
+    assert titan[:8] == [("router.gate", ""), ("router.to_fp32", "cast_fp32"), ("router.softmax", "softmax_fp32"),
+                         ("router.expert_bias", "add"), ("router.topk", "topk"), ("router.gather_scores", "gather"),
+                         ("router.histc", "histc"), ("router.tokens_per_expert", "add")]
+    assert titan[8:] == kernels(tokmove.dispatch_side_forward(SPEC, 64, "torchtitan"))[5:]
+    mega = kernels(tokmove.dispatch_side_forward(biased, 64, "megatron"))
+    assert mega[1:4] == [("router.expert_bias", "add"), ("router.topk", "topk"), ("router.gather_scores", "gather")]
+    assert mega[mega.index(("router.counts", "")) + 1] == ("router.tokens_per_expert", "add")
+    sig = kernels(tokmove.dispatch_side_forward(dataclasses.replace(biased, score_func="sigmoid"), 64, "megatron"))
+    assert sig[1:5] == [("router.sigmoid", "sigmoid_fp32"), ("router.expert_bias", "add"), ("router.topk", "topk"),
+                        ("router.gather_scores", "gather")]
+    # the fused router applies the bias in its kernel; the backward is unchanged (topk's gather's)
+    assert tokmove.dispatch_side_forward(biased, 64, "fused") == tokmove.dispatch_side_forward(SPEC, 64, "fused")
+    for movement in tokmove.TOKEN_MOVEMENTS:
+        assert tokmove.dispatch_side_backward(biased, 64, movement) == tokmove.dispatch_side_backward(SPEC, 64, movement)
+    with pytest.raises(ConfigError, match="expert_bias"):
+        dataclasses.replace(SPEC, expert_bias="yes")
+
+
+def test_grouped_experts_compute_their_offsets_once_a_forward():
+    counts = [5, 0, 7, 4, 0, 0, 9, 3]
+    fwd = moe_exec.expert_tasks(SPEC, counts, "F")
+    assert fwd[0].name == "experts.offsets" and fwd[0].ops[0].variant == "cumsum"
+    assert [t.name for t in fwd[1:]] == ["expert.w1", "expert.silu", "expert.w3", "expert.mul", "expert.w2"]
+    for phase in ("B", "W", "BW"):
+        assert all(t.name != "experts.offsets" for t in moe_exec.expert_tasks(SPEC, counts, phase))
+    loop = moe_exec.expert_tasks(SPEC, counts, "F", experts="loop")
+    assert loop[0].name == "experts.counts_to_host"   # the loop reads the counts on the host instead
+
+
 def test_fused_movement_is_one_kernel_each_way_of_the_moved_bytes():
     T, P, h = 64, 64 * SPEC.top_k, SPEC.hidden
     fwd = tokmove.dispatch_side_forward(SPEC, T, "fused")
@@ -88,13 +122,14 @@ def test_block_program_keeps_flops_and_follows_the_framework():
 # -- experts -------------------------------------------------------------------------------
 def test_grouped_is_one_kernel_per_projection_over_the_whole_count_vector():
     tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "grouped", "torchtitan")
-    assert [t.name for t in tasks] == ["expert.w1", "expert.silu", "expert.w3", "expert.mul", "expert.w2"]
+    assert [t.name for t in tasks] == ["experts.offsets", "expert.w1", "expert.silu", "expert.w3", "expert.mul",
+                                       "expert.w2"]
     gemms = [t.ops[0] for t in tasks if isinstance(t.ops[0], GroupedGemm)]
     assert [(g.counts, g.n, g.k, g.layout) for g in gemms] == [((5, 0, 3), 256, 512, "fwd"), ((5, 0, 3), 256, 512, "fwd"),
                                                                 ((5, 0, 3), 512, 256, "fwd")]
     megatron = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "grouped", "megatron")
-    assert [t.name for t in megatron] == ["expert.fc1", "expert.swiglu", "expert.fc2"]
-    assert megatron[0].ops[0].n == 2 * SPEC.expert_ffn_hidden     # TE fuses gate and up into fc1
+    assert [t.name for t in megatron] == ["experts.offsets", "expert.fc1", "expert.swiglu", "expert.fc2"]
+    assert megatron[1].ops[0].n == 2 * SPEC.expert_ffn_hidden     # TE fuses gate and up into fc1
     wgrad = moe_exec.expert_tasks(SPEC, (5, 0, 3), "W", "grouped", "megatron")
     assert [(t.ops[0].layout, t.ops[0].n, t.ops[0].k) for t in wgrad] == [("wgrad", 512, 512), ("wgrad", 512, 256)]
     flops = sum(t.flops for t in moe_exec.expert_tasks(SPEC, (5, 0, 3), "F"))
@@ -309,15 +344,15 @@ def exchange_end(experts: str) -> dict[int, int]:
 
 
 def test_grouped_and_loop_take_exactly_their_kernels_time():
-    # grouped: w1, w3, w2 at 1000 + 10 x rows, silu and mul at 100 each
-    assert exchange_end("grouped") == {0: 3 * (1000 + 3000) + 200, 1: 3 * (1000 + 1000) + 200}
+    # grouped: the offsets' cumsum, silu and mul at 100 each, w1, w3, w2 at 1000 + 10 x rows
+    assert exchange_end("grouped") == {0: 3 * (1000 + 3000) + 300, 1: 3 * (1000 + 1000) + 300}
     # loop: the counts' copy, a chain per expert with tokens (3 GEMMs at 500 + 10 m, silu, mul), the cat
     assert exchange_end("loop") == {0: 2000 + 3 * (500 + 3000) + 200 + 100,
                                     1: 2000 + 2 * (3 * (500 + 500) + 200) + 100}
 
 
 def test_reduced_engine_costs_a_gpu_as_the_full_engine_runs_it():
-    for experts, gpu0 in (("grouped", 12200), ("loop", 12800)):
+    for experts, gpu0 in (("grouped", 12300), ("loop", 12800)):
         table = MoEStageTable(SPEC, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=2, micro_batch_size=1,
                               sequence_parallel=False, experts=experts)
         ns, _region, flops = table.gpu_expert_ns("F", (300, 0))

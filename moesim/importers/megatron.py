@@ -73,6 +73,7 @@ MODELLED = {
     "moe_shared_expert_intermediate_size": "model.num_shared_experts, shared_expert_ffn_hidden",
     "moe_layer_freq": "model.moe_layer_freq", "moe_router_num_groups": "model.n_groups",
     "moe_router_group_topk": "model.topk_groups", "moe_router_score_function": "model.score_func",
+    "moe_router_enable_expert_bias": "model.expert_bias",
     "bf16": "model.dtype, memory.param_dtype", "fp16": "model.dtype, memory.param_dtype", "fp8": "model.gemm_dtype",
     "add_bias_linear": "(no biases, as moesim's spec)",
     "moe_token_dispatcher_type": "moe.dispatcher", "moe_enable_deepep": "moe.dispatcher",
@@ -102,7 +103,7 @@ NO_COST_PREFIXES = (
     "wandb", "timing", "profile", "use_pytorch_profiler", "distributed_backend", "distributed_timeout",
     "num_workers", "mock_data", "train_iters", "train_samples", "ckpt", "async_save", "rotary", "rope",
     "position_embedding_type", "max_position_embeddings", "norm_epsilon", "moe_aux_loss_coeff", "moe_z_loss_coeff",
-    "moe_router_load_balancing_type", "moe_router_bias_update_rate", "moe_router_enable_expert_bias",
+    "moe_router_load_balancing_type", "moe_router_bias_update_rate",
     "moe_router_topk_scaling_factor", "moe_router_dtype", "moe_token_drop_policy", "moe_input_jitter_eps",
     "use_flash_attn", "attention_backend", "transformer_impl", "make_vocab_size_divisible_by", "dataloader",
     "use_mcore_models", "no_create_attention_mask", "manual_gc", "check_for_nan", "bias_swiglu_fusion",
@@ -319,7 +320,8 @@ def _moe_fields(a: _Args, ffn: int) -> dict[str, Any]:
     f = {"spec": "MoESpec", "num_experts": a.get("num_experts"), "top_k": a.get("moe_router_topk"),
          "expert_ffn_hidden": expert, "score_func": score,
          "moe_layer_freq": _layer_freq(a.get("moe_layer_freq"), a.get("num_layers")),
-         "n_groups": a.get("moe_router_num_groups") or 1, "topk_groups": a.get("moe_router_group_topk") or 1}
+         "n_groups": a.get("moe_router_num_groups") or 1, "topk_groups": a.get("moe_router_group_topk") or 1,
+         "expert_bias": bool(a.get("moe_router_enable_expert_bias"))}
     if shared:
         f.update(num_shared_experts=1, shared_expert_ffn_hidden=shared)
     return f

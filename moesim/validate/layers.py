@@ -189,11 +189,15 @@ def model_spec(entry: LayerEntry) -> Any:
                                attention_enable_gqa=bool((entry.workload.get("attention") or {}).get("enable_gqa")),
                                attention_backend=_attention_backend(entry.workload))
     router = entry.workload.get("router") or {}
+    # the torchtitan harness's [T, E] routing bias stands where torchtitan's expert_bias [E] does
+    # (add before top-k, gather of the unbiased scores, tokens_per_expert.add_): the same calls
+    titan_bias = bool(router.get("routing_bias")) and entry.workload.get("token_movement") == "torchtitan"
     return MoESpec(name=str(m["name"]), num_layers=1, hidden=int(m["hidden"]), num_heads=1, num_kv_heads=1,
                    head_dim=int(m["hidden"]), ffn_hidden=int(m["expert_ffn"]), vocab=PLACEHOLDER_VOCAB, seq_len=seq,
                    dtype=entry.workload.get("dtype", "bf16"), num_experts=int(m["num_experts"]), top_k=int(m["top_k"]),
                    expert_ffn_hidden=int(m["expert_ffn"]), num_shared_experts=int(m["shared_experts"]),
-                   shared_expert_ffn_hidden=int(m["expert_ffn"]), score_func=router.get("score_func", "softmax"))
+                   shared_expert_ffn_hidden=int(m["expert_ffn"]), score_func=router.get("score_func", "softmax"),
+                   expert_bias=titan_bias)
 
 
 def routing_config(entry: LayerEntry, spec: Any) -> Any:
@@ -263,6 +267,8 @@ def unmodelled(entry: LayerEntry) -> str:
     if entry.kind == "moe_block" and w.get("token_movement") == "megatron":
         if "fc1" not in program:   # harness files written before it ran Megatron's fused fc1
             notes.append("harness runs 3 grouped GEMMs (w1, w3, w2); moe.token_movement='megatron' prices a fused fc1")
+    if entry.kind == "moe_block" and w.get("token_movement") == "megatron" and (w.get("router") or {}).get("routing_bias"):
+        notes.append("the routing-forcing bias added to the logits (one add over [T, E]) is not priced")
     framework = _framework(w)
     if framework.get("name") == "megatron-core" and w.get("experts") == "loop" \
             and not framework.get("bias_activation_fusion", False):

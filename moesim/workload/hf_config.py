@@ -52,7 +52,7 @@ NO_COST = {
     "mixtral": frozenset({"router_jitter_noise"}),
     "qwen3_moe": frozenset({"norm_topk_prob", "max_window_layers", "use_sliding_window", "sliding_window"}),
     "gpt_oss": frozenset({"swiglu_limit", "experts_per_token"}),
-    "deepseek_v3": frozenset({"norm_topk_prob", "routed_scaling_factor", "topk_method", "ep_size", "aux_loss_alpha",
+    "deepseek_v3": frozenset({"norm_topk_prob", "routed_scaling_factor", "ep_size", "aux_loss_alpha",
                               "seq_aux"}),
 }
 NOT_MODELLED = {
@@ -299,6 +299,11 @@ def _deepseek_v3(f: _Fields) -> dict[str, Any]:
     if score not in ("softmax", "sigmoid"):
         raise ConfigError("config.json: scoring_func", f"unknown {score!r}", "moesim models 'softmax' or 'sigmoid'")
     kw["score_func"] = score
+    method = f.value("topk_method", "expert_bias (noaux_tc: a bias per expert before top-k)", "greedy")
+    if method not in ("greedy", "group_limited_greedy", "noaux_tc"):
+        raise ConfigError("config.json: topk_method", f"unknown {method!r}",
+                          "use greedy, group_limited_greedy or noaux_tc (DeepSeek's values)")
+    kw["expert_bias"] = method == "noaux_tc"
     kw["_optional"] = {"num_nextn_predict_layers": (("num_nextn_predict_layers",),
                                                     f.raw.get("num_nextn_predict_layers") or None)}
     return kw

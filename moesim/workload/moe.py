@@ -66,6 +66,11 @@ class MoESpec(TransformerSpec):
         n_groups, topk_groups: group-limited routing (DeepSeek-V3: 8 groups, top-4 groups).
         max_nodes_per_token: node-limited routing (DeepSeek-V3: 4); 0 means unlimited.
         score_func: router affinity, "softmax" or "sigmoid".
+        expert_bias: auxiliary-loss-free load balancing (DeepSeek-V3's ``noaux_tc``; torchtitan's
+            ``load_balance_coeff``, Megatron's ``--moe-router-enable-expert-bias``): a bias per
+            expert added to the scores before top-k, the unbiased scores of the chosen experts
+            gathered after it, and the tokens per expert accumulated for the bias update, each
+            forward (kernels and host calls of their own; the bias update itself runs once a step).
         dispatch_dtype: precision of dispatched tokens, "bf16" or "fp8" (combine is bf16).
     """
 
@@ -80,6 +85,7 @@ class MoESpec(TransformerSpec):
     topk_groups: int = 1
     max_nodes_per_token: int = 0
     score_func: str = "softmax"
+    expert_bias: bool = False
     dispatch_dtype: str = "bf16"
 
     def __post_init__(self) -> None:
@@ -108,6 +114,8 @@ class MoESpec(TransformerSpec):
         self._check_pattern()
         if self.score_func not in SCORE_FUNCS:
             raise ConfigError("score_func", f"unknown {self.score_func!r}", f"use one of: {', '.join(SCORE_FUNCS)}")
+        if not isinstance(self.expert_bias, bool):
+            raise ConfigError("expert_bias", f"must be true or false, got {self.expert_bias!r}")
         if self.dispatch_dtype not in DISPATCH_DTYPES:
             raise ConfigError("dispatch_dtype", f"unknown {self.dispatch_dtype!r}",
                               f"use one of: {', '.join(DISPATCH_DTYPES)}")

@@ -184,9 +184,12 @@ def grouped_ops(spec, counts: Sequence[int], phase: str, token_movement: str = "
 def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "torchtitan",
                recompute_act: bool = False) -> list[ComputeOp]:
     """The grouped kernels of one GPU's experts in ``phase``, one task each in grouped / padded
-    mode (``rows``: the counts, or the padded counts); BW is B's kernels then W's."""
-    return [op for ph in (("B", "W") if phase == "BW" else (phase,))
-            for op in grouped_ops(spec, rows, ph, token_movement, recompute_act)]
+    mode (``rows``: the counts, or the padded counts); BW is B's kernels then W's. The forward
+    starts with the groups' end rows, ``torch.cumsum`` of the counts (torchtitan's
+    ``_run_experts_grouped_mm``, Megatron's ``GroupedMLP``); the backward reuses them."""
+    offsets = [_mem("elementwise", 16.0 * len(rows), "experts.offsets", "cumsum")] if _phase(phase) == "F" else []
+    return offsets + [op for ph in (("B", "W") if phase == "BW" else (phase,))
+                      for op in grouped_ops(spec, rows, ph, token_movement, recompute_act)]
 
 
 def loop_chain_ops(spec, rows: int, phase: str, token_movement: str = "torchtitan",

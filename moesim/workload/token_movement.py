@@ -17,6 +17,11 @@ run before the dispatch all-to-all, after the combine, and in their backward
   - ``"fused"``: a fused top-k router and one fused permute and one fused unpermute kernel
     (Transformer Engine / DeepEP style), each priced as one memory op of the moved bytes.
 
+With ``spec.expert_bias`` (auxiliary-loss-free balancing) the torchtitan and Megatron routers add
+the bias to the scores before top-k (``router.expert_bias``), gather the unbiased scores of the
+chosen experts (``router.gather_scores``) and add the tokens per expert into the count the bias
+update reads (``router.tokens_per_expert``); the fused router applies the bias inside its kernel.
+
 Sizes: every :class:`~moesim.ops.MemoryOp` here carries ``bytes`` = bytes read plus bytes
 written by that kernel (each input read once, each output written once; index tensors are
 counted where the kernel reads them per row, not per element), the axis a measured curve of the
@@ -61,11 +66,30 @@ class _Shape:
     P: int
     score: str
     shared: bool
+    bias: bool = False
 
 
 def _shape(spec, tokens: int) -> _Shape:
     return _Shape(tokens, spec.num_experts, spec.top_k, spec.hidden, float(DTYPE_BYTES[spec.dtype]),
-                  tokens * spec.top_k, spec.score_func, bool(spec.num_shared_experts))
+                  tokens * spec.top_k, spec.score_func, bool(spec.num_shared_experts),
+                  bool(getattr(spec, "expert_bias", False)))
+
+
+def _bias_add(s: _Shape, score_bytes: float) -> list[ComputeOp]:
+    """``scores + expert_bias`` over [T, E] before top-k (``spec.expert_bias``)."""
+    return [mem_op("elementwise", 2 * score_bytes * s.T * s.E + 4 * s.E, "router.expert_bias", "add")] if s.bias else []
+
+
+def _bias_after_topk(s: _Shape) -> list[ComputeOp]:
+    """With an expert bias: the unbiased scores of the chosen experts (``scores.gather``) and the
+    tokens per expert added into the running count the bias update reads (an ``add_`` on [E])."""
+    if not s.bias:
+        return []
+    return [mem_op("permute", 16 * s.P, "router.gather_scores", "gather")]
+
+
+def _bias_count(s: _Shape) -> list[ComputeOp]:
+    return [mem_op("elementwise", 12 * s.E, "router.tokens_per_expert", "add")] if s.bias else []
 
 
 def mem_op(kind: str, nbytes: float, name: str, variant: str = "") -> MemoryOp:
@@ -81,9 +105,9 @@ def _titan_router(s: _Shape) -> list[ComputeOp]:
     T, E, P = s.T, s.E, s.P
     score = (mem_op("softmax", 8 * T * E, "router.softmax", "softmax_fp32") if s.score == "softmax"
              else mem_op("elementwise", 8 * T * E, "router.sigmoid", "sigmoid_fp32"))
-    return [mem_op("cast", (s.e + 4) * T * E, "router.to_fp32", "cast_fp32"), score,
-            mem_op("topk", 4 * T * E + 12 * P, "router.topk", "topk"),
-            mem_op("histogram", 8 * P + 4 * E, "router.histc", "histc")]
+    return [mem_op("cast", (s.e + 4) * T * E, "router.to_fp32", "cast_fp32"), score, *_bias_add(s, 4),
+            mem_op("topk", 4 * T * E + 12 * P, "router.topk", "topk"), *_bias_after_topk(s),
+            mem_op("histogram", 8 * P + 4 * E, "router.histc", "histc"), *_bias_count(s)]
 
 
 def _titan_permute(s: _Shape) -> list[ComputeOp]:
@@ -133,11 +157,11 @@ def _titan_router_bwd(s: _Shape) -> list[ComputeOp]:
 def _megatron_router(s: _Shape) -> list[ComputeOp]:
     T, E, P, e = s.T, s.E, s.P, s.e
     if s.score == "softmax":
-        scores = [mem_op("topk", e * T * E + (e + 8) * P, "router.topk", "topk"),
-                  mem_op("softmax", (e + 4) * P, "router.softmax", "softmax_fp32")]
+        scores = [*_bias_add(s, e), mem_op("topk", e * T * E + (e + 8) * P, "router.topk", "topk"),
+                  *_bias_after_topk(s), mem_op("softmax", (e + 4) * P, "router.softmax", "softmax_fp32")]
     else:
-        scores = [mem_op("elementwise", (e + 4) * T * E, "router.sigmoid", "sigmoid_fp32"),
-                  mem_op("topk", 4 * T * E + 12 * P, "router.topk", "topk"),
+        scores = [mem_op("elementwise", (e + 4) * T * E, "router.sigmoid", "sigmoid_fp32"), *_bias_add(s, 4),
+                  mem_op("topk", 4 * T * E + 12 * P, "router.topk", "topk"), *_bias_after_topk(s),
                   mem_op("elementwise", 8 * P, "router.normalize")]
     return scores + [mem_op("copy", 4 * T * E, "router.probs.zeros", "zeros"),
                      mem_op("permute", 16 * P, "router.probs.scatter"),
@@ -145,7 +169,7 @@ def _megatron_router(s: _Shape) -> list[ComputeOp]:
                      mem_op("cast", (e + 4) * T * E, "router.map.to_int"),
                      mem_op("permute", 12 * P, "router.map.scatter"),
                      mem_op("cast", 5 * T * E, "router.map.to_bool"),
-                     mem_op("histogram", T * E + 8 * E, "router.counts")]
+                     mem_op("histogram", T * E + 8 * E, "router.counts"), *_bias_count(s)]
 
 
 def _megatron_permute(s: _Shape) -> list[ComputeOp]:
