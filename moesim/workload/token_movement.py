@@ -81,14 +81,15 @@ def _bias_add(s: _Shape, score_bytes: float) -> list[ComputeOp]:
 
 
 def _bias_after_topk(s: _Shape) -> list[ComputeOp]:
-    """With an expert bias: the unbiased scores of the chosen experts (``scores.gather``) and the
-    tokens per expert added into the running count the bias update reads (an ``add_`` on [E])."""
+    """With an expert bias: the unbiased scores of the chosen experts (``scores.gather``)."""
     if not s.bias:
         return []
     return [mem_op("permute", 16 * s.P, "router.gather_scores", "gather")]
 
 
 def _bias_count(s: _Shape) -> list[ComputeOp]:
+    """With an expert bias: the tokens per expert added into the running count the bias update
+    reads (an ``add_`` on [E])."""
     return [mem_op("elementwise", 12 * s.E, "router.tokens_per_expert", "add")] if s.bias else []
 
 
