@@ -12,6 +12,7 @@ from moesim.errors import ConfigError
 from moesim.experiment.scenario_files import build_scenario
 from moesim.importers.torchtitan import known_keys, read_torchtitan
 from moesim.workload.hf_config import shipped_config
+from moesim.workload.presets import MODELS
 
 DATA = Path(__file__).parent / "data" / "torchtitan"
 
@@ -33,6 +34,9 @@ def test_deepseek_v3_671b_is_the_hf_config_in_bf16() -> None:
     assert scn.model.gemm_dtype is None and scn.model.dispatch_dtype == "bf16"
     assert scn.moe.token_movement == "torchtitan" and scn.moe.experts == "grouped"
     assert scn.plan.micro_batch_size == 4 and scn.overlap.tp_comm_overlap is False
+    assert scn.model.expert_bias and any("load_balance_coeff" in n for n in report.notes)
+    qwen = build_scenario(read_torchtitan(DATA / "qwen3_moe_debug.toml", gpus=8, model="qwen3-30b-a3b").scenario)
+    assert qwen.model.expert_bias and not MODELS["qwen3-30b-a3b"].expert_bias   # torchtitan's default, not HF's
 
 
 def test_pipeline_and_batch(tmp_path: Path) -> None:

@@ -23,8 +23,9 @@ model is listed. Read with ``tomllib``.
 * ``[activation_checkpoint]``: ``mode`` none / selective / full; ``selective_ac_option`` "op"
   (selective) or a layer interval (not modelled: every layer is recomputed).
 
-MoE layers run torchtitan's token movement with grouped experts (``torch._grouped_mm``), as
-torchtitan does; the host is eager (no CUDA graphs).
+MoE layers run torchtitan's token movement with grouped experts (``torch._grouped_mm``) and the
+expert bias its ``load_balance_coeff`` default keeps, as torchtitan does; the host is eager (no
+CUDA graphs).
 """
 from __future__ import annotations
 
@@ -154,6 +155,9 @@ def _model(model_sec: dict[str, Any], training: dict[str, Any], model: str | Non
                           f"{', '.join(f'{n} {f}' for n, f in FLAVORS)}")
     fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
     fields.update(spec=type(spec).__name__, seq_len=seq)
+    if "expert_bias" in fields:   # torchtitan's MoE default load_balance_coeff = 1e-3: the expert bias is on
+        fields["expert_bias"] = True
+        notes.append("MoE: torchtitan's load_balance_coeff default (1e-3) keeps an expert bias (model.expert_bias)")
     dtype = training.get("mixed_precision_param", training.get("dtype", "bfloat16"))
     if dtype not in DTYPES:
         raise ConfigError("[training] mixed_precision_param", f"unknown dtype {dtype!r}", f"use {', '.join(DTYPES)}")
