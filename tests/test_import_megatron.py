@@ -62,6 +62,9 @@ def test_model_from_flags() -> None:
     assert not m.expert_bias
     biased = build_scenario(read_megatron_args(QWEN_ARGS + " --moe-router-enable-expert-bias", gpus=16).scenario)
     assert biased.model.expert_bias
+    assert m.activation_fusion   # Megatron's default bias_swiglu_fusion
+    unfused = build_scenario(read_megatron_args(QWEN_ARGS + " --no-bias-swiglu-fusion", gpus=16).scenario)
+    assert not unfused.model.activation_fusion
 
 
 def test_unknown_conflicting_and_bad_flags() -> None:

@@ -173,3 +173,22 @@ def test_bad_parallel_arguments_name_the_field():
     with pytest.raises(ConfigError) as err:
         tf.activation_bytes_per_layer(GPT, 1, recompute="some")
     assert err.value.field == "recompute"
+
+
+def test_unfused_swiglu_is_silu_then_mul_and_two_backward_kernels_plus_the_input_grad_add():
+    eager = replace(TINY, activation_fusion=False)
+    T, F, h, e = 4, 16, 8, 2
+    fwd = [(op.name, op.bytes) for op in tf.mlp_forward_program(eager, 1) if isinstance(op, MemoryOp)]
+    assert ("mlp.silu", 2 * e * T * F) in fwd and ("mlp.mul", 3 * e * T * F) in fwd
+    assert all(name != "mlp.swiglu" for name, _ in fwd)
+    bwd = [op.name for op in tf.mlp_backward_input_program(eager, 1)]
+    assert bwd[bwd.index("mlp.down.dgrad"):bwd.index("mlp.dx_add.bwd") + 1] == [
+        "mlp.down.dgrad", "mlp.mul.bwd", "mlp.silu.bwd", "mlp.gate.dgrad", "mlp.up.dgrad", "mlp.dx_add.bwd"]
+    add = next(op for op in tf.mlp_backward_input_program(eager, 1) if op.name == "mlp.dx_add.bwd")
+    assert add.bytes == 3 * e * T * h
+    # the GEMMs and the weight gradients do not change; the fused default keeps one kernel each way
+    assert gemm_flops(tf.mlp_forward_program(eager, 1)) == gemm_flops(tf.mlp_forward_program(TINY, 1))
+    assert tf.mlp_backward_weight_ops(eager, 1) == tf.mlp_backward_weight_ops(TINY, 1)
+    assert [op.name for op in tf.mlp_forward_program(TINY, 1) if isinstance(op, MemoryOp)].count("mlp.swiglu") == 1
+    with pytest.raises(ConfigError, match="activation_fusion"):
+        replace(TINY, activation_fusion="no")

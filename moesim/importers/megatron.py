@@ -73,7 +73,7 @@ MODELLED = {
     "moe_shared_expert_intermediate_size": "model.num_shared_experts, shared_expert_ffn_hidden",
     "moe_layer_freq": "model.moe_layer_freq", "moe_router_num_groups": "model.n_groups",
     "moe_router_group_topk": "model.topk_groups", "moe_router_score_function": "model.score_func",
-    "moe_router_enable_expert_bias": "model.expert_bias",
+    "moe_router_enable_expert_bias": "model.expert_bias", "bias_swiglu_fusion": "model.activation_fusion",
     "bf16": "model.dtype, memory.param_dtype", "fp16": "model.dtype, memory.param_dtype", "fp8": "model.gemm_dtype",
     "add_bias_linear": "(no biases, as moesim's spec)",
     "moe_token_dispatcher_type": "moe.dispatcher", "moe_enable_deepep": "moe.dispatcher",
@@ -106,7 +106,7 @@ NO_COST_PREFIXES = (
     "moe_router_load_balancing_type", "moe_router_bias_update_rate",
     "moe_router_topk_scaling_factor", "moe_router_dtype", "moe_token_drop_policy", "moe_input_jitter_eps",
     "use_flash_attn", "attention_backend", "transformer_impl", "make_vocab_size_divisible_by", "dataloader",
-    "use_mcore_models", "no_create_attention_mask", "manual_gc", "check_for_nan", "bias_swiglu_fusion",
+    "use_mcore_models", "no_create_attention_mask", "manual_gc", "check_for_nan",
     "bias_gelu_fusion", "no_bias_dropout_fusion", "apply_layernorm_1p", "init_model_with_meta_device", "dist_ckpt",
     "auto_detect_ckpt_format", "use_dist_ckpt", "result_rejected", "no_persist_layer_norm", "empty_unused_memory",
     "use_mcore_models", "add_position_embedding", "tiktoken", "num_dataset_builder_threads", "object_storage",
@@ -268,10 +268,14 @@ def _model(a: _Args, given: list[str], model: str | None, notes: list[str]) -> t
                      "priced by the profile's FP8 rows")
     if a.has("mtp_num_layers"):
         fields["num_nextn_predict_layers"] = a.get("mtp_num_layers") or 0
+    fields["activation_fusion"] = bool(a.get("bias_swiglu_fusion"))   # --no-bias-swiglu-fusion: silu, then mul
+    if "num_experts" in fields:
+        fields["expert_bias"] = bool(a.get("moe_router_enable_expert_bias"))
     return fields, used | set(_OVERRIDES)
 
 
-_OVERRIDES = ("seq_length", "bf16", "fp16", "fp8", "mtp_num_layers")  # set on a --model, not checked
+_OVERRIDES = ("seq_length", "bf16", "fp16", "fp8", "mtp_num_layers", "bias_swiglu_fusion",
+              "moe_router_enable_expert_bias")  # set on a --model, not checked
 
 
 def _resolve_model(model: str) -> Any:
@@ -320,8 +324,7 @@ def _moe_fields(a: _Args, ffn: int) -> dict[str, Any]:
     f = {"spec": "MoESpec", "num_experts": a.get("num_experts"), "top_k": a.get("moe_router_topk"),
          "expert_ffn_hidden": expert, "score_func": score,
          "moe_layer_freq": _layer_freq(a.get("moe_layer_freq"), a.get("num_layers")),
-         "n_groups": a.get("moe_router_num_groups") or 1, "topk_groups": a.get("moe_router_group_topk") or 1,
-         "expert_bias": bool(a.get("moe_router_enable_expert_bias"))}
+         "n_groups": a.get("moe_router_num_groups") or 1, "topk_groups": a.get("moe_router_group_topk") or 1}
     if shared:
         f.update(num_shared_experts=1, shared_expert_ffn_hidden=shared)
     return f

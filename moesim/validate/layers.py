@@ -187,7 +187,8 @@ def model_spec(entry: LayerEntry) -> Any:
                                num_kv_heads=int(m["kv_heads"]), head_dim=int(m["head_dim"]), ffn_hidden=int(m["ffn"]),
                                vocab=PLACEHOLDER_VOCAB, seq_len=seq, dtype=entry.workload.get("dtype", "bf16"),
                                attention_enable_gqa=bool((entry.workload.get("attention") or {}).get("enable_gqa")),
-                               attention_backend=_attention_backend(entry.workload))
+                               attention_backend=_attention_backend(entry.workload),
+                               activation_fusion=False)   # the harness's MLP: F.silu(gate(x)) * up(x)
     router = entry.workload.get("router") or {}
     # the torchtitan harness's [T, E] routing bias stands where torchtitan's expert_bias [E] does
     # (add before top-k, gather of the unbiased scores, tokens_per_expert.add_): the same calls
@@ -197,7 +198,9 @@ def model_spec(entry: LayerEntry) -> Any:
                    dtype=entry.workload.get("dtype", "bf16"), num_experts=int(m["num_experts"]), top_k=int(m["top_k"]),
                    expert_ffn_hidden=int(m["expert_ffn"]), num_shared_experts=int(m["shared_experts"]),
                    shared_expert_ffn_hidden=int(m["expert_ffn"]), score_func=router.get("score_func", "softmax"),
-                   expert_bias=titan_bias)
+                   expert_bias=titan_bias,
+                   # shared experts: the harness's F.silu * mul, or Megatron-Core's own fusion setting
+                   activation_fusion=bool(_framework(entry.workload).get("bias_activation_fusion", False)))
 
 
 def routing_config(entry: LayerEntry, spec: Any) -> Any:

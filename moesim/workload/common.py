@@ -85,40 +85,56 @@ def check_divides(field: str, divisor: int, value: int, what: str) -> None:
 
 
 def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
-                    prefix: str, groups: int = 1, gemm_dtype: str | None = None) -> list[ComputeOp]:
+                    prefix: str, groups: int = 1, gemm_dtype: str | None = None,
+                    fused_activation: bool = True) -> list[ComputeOp]:
     """Forward ops of one feed-forward block on ``num_tokens`` tokens.
 
     ``ffn_hidden`` is the (already sharded) intermediate width on this rank. ``groups > 1`` means
     ``groups`` identical experts run as one grouped GEMM, each on ``num_tokens`` tokens.
     ``gemm_dtype`` is the GEMMs' precision when it differs from the activations' ``dtype``
-    (FP8 training: fp8 GEMMs on bf16 activations).
+    (FP8 training: fp8 GEMMs on bf16 activations). ``fused_activation`` False: SwiGLU as eager
+    PyTorch writes it (``F.silu(gate(x)) * up(x)``: a ``silu`` kernel, then a ``mul``), not one
+    fused kernel (Megatron's ``bias_swiglu_fusion``).
     """
     e = DTYPE_BYTES[dtype]
     g = gemm_dtype or dtype
     down_in = Gemm(m=num_tokens, n=hidden, k=ffn_hidden, dtype=g, groups=groups, name=f"{prefix}.down")
+    elems = float(num_tokens * ffn_hidden * groups)
     if activation == "swiglu":
         ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.gate"),
                Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
-        act_bytes = 3 * e * num_tokens * ffn_hidden * groups  # read gate and up, write product
+        if not fused_activation:   # silu reads gate, writes a; mul reads a and up, writes the product
+            return [*ups, MemoryOp("elementwise", 2 * e * elems, f"{prefix}.silu"),
+                    MemoryOp("elementwise", 3 * e * elems, f"{prefix}.mul"), down_in]
+        act_bytes = 3 * e * elems  # read gate and up, write product
     else:
         ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
-        act_bytes = 2 * e * num_tokens * ffn_hidden * groups  # read, write
+        act_bytes = 2 * e * elems  # read, write
     act = MemoryOp("elementwise", float(act_bytes), f"{prefix}.{activation}")
     return [*ups, act, down_in]
 
 
 def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
-                           prefix: str, groups: int = 1, gemm_dtype: str | None = None) -> list[ComputeOp]:
-    """Input-gradient ops of :func:`ffn_forward_ops`, in backward order."""
+                           prefix: str, groups: int = 1, gemm_dtype: str | None = None,
+                           fused_activation: bool = True) -> list[ComputeOp]:
+    """Input-gradient ops of :func:`ffn_forward_ops`, in backward order: the down projection's
+    input gradient, the activation's backward kernels, the up-side input gradients (and, for an
+    unfused SwiGLU, the add of the gate's and the up's input gradients that autograd makes)."""
     fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups, gemm_dtype)
     e = DTYPE_BYTES[dtype]
+    elems = float(num_tokens * ffn_hidden * groups)
+    gemms = [op for op in fwd if isinstance(op, Gemm)]
+    down, ups = gemms[-1], gemms[:-1]
+    if activation == "swiglu" and not fused_activation:
+        # mul's backward reads the grad, a and up, writes both grads; silu's reads the grad and
+        # gate, writes one; the two input gradients of x are added
+        return [dgrad(down), MemoryOp("elementwise", 5 * e * elems, f"{prefix}.mul.bwd"),
+                MemoryOp("elementwise", 3 * e * elems, f"{prefix}.silu.bwd"), *[dgrad(g) for g in ups],
+                MemoryOp("elementwise", float(3 * e * num_tokens * hidden * groups), f"{prefix}.dx_add.bwd")]
     # SwiGLU backward reads gate, up and the incoming grad and writes two grads; GELU reads
     # input and grad and writes one grad.
     per_elem = 5 if activation == "swiglu" else 3
-    act_bwd = MemoryOp("elementwise", float(per_elem * e * num_tokens * ffn_hidden * groups),
-                       f"{prefix}.{activation}.bwd")
-    gemms = [op for op in fwd if isinstance(op, Gemm)]
-    down, ups = gemms[-1], gemms[:-1]
+    act_bwd = MemoryOp("elementwise", float(per_elem * e * elems), f"{prefix}.{activation}.bwd")
     return [dgrad(down), act_bwd, *[dgrad(g) for g in ups]]
 
 

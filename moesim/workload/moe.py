@@ -286,12 +286,14 @@ def _shared_shape(spec: MoESpec, num_tokens: int, tp: int) -> tuple[int, int, in
 def shared_expert_forward_ops(spec: MoESpec, num_tokens: int, tp: int = 1) -> list[ComputeOp]:
     """Forward of the fused shared experts on ``num_tokens`` (all-gathered) tokens, its width
     sharded over ``tp``. Empty when the model has no shared expert."""
-    return ffn_forward_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype) if spec.num_shared_experts \
+    return ffn_forward_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype,
+                           fused_activation=spec.activation_fusion) if spec.num_shared_experts \
         else []
 
 
 def shared_expert_backward_input_ops(spec: MoESpec, num_tokens: int, tp: int = 1) -> list[ComputeOp]:
-    return ffn_backward_input_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype) if spec.num_shared_experts \
+    return ffn_backward_input_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype,
+                                  fused_activation=spec.activation_fusion) if spec.num_shared_experts \
         else []
 
 

@@ -77,7 +77,11 @@ class TransformerSpec:
     to the query heads (or MHA), the equal-heads kernel. ``attention_backend``: ``"default"``
     (SDPA picks its kernel) or ``"flash"`` (the program holds SDPA to FlashAttention-2 with
     ``sdpa_kernel(SDPBackend.FLASH_ATTENTION)``, another kernel with other times), priced from
-    the profile's rows of that call.
+    the profile's rows of that call. ``activation_fusion``: SwiGLU's silu and multiply as one fused
+    kernel (Megatron's ``bias_swiglu_fusion``, the default) or, False, as eager PyTorch writes it
+    (``F.silu(gate(x)) * up(x)``: Hugging Face, torchtitan), two kernels forward and two backward
+    plus the add of the two input gradients; in the dense FFN and the shared experts (routed
+    experts follow ``moe.token_movement``).
     """
 
     name: str
@@ -107,6 +111,7 @@ class TransformerSpec:
     num_nextn_predict_layers: int = 0
     attention_enable_gqa: bool = False
     attention_backend: str = "default"
+    activation_fusion: bool = True
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -122,7 +127,7 @@ class TransformerSpec:
         if self.norm not in NORMS:
             raise ConfigError("norm", f"unknown norm {self.norm!r}", f"use one of: {', '.join(NORMS)}")
         check_dtype("dtype", self.dtype)
-        for flag in ("attention", "edges"):
+        for flag in ("attention", "edges", "activation_fusion"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(flag, f"must be true or false, got {getattr(self, flag)!r}")
         if self.gemm_dtype is not None:
@@ -511,7 +516,7 @@ def mlp_forward_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool =
     """Forward of the dense FFN block (norm, FFN, residual) on one rank."""
     loc = _loc(spec, mbs, tp, sp)
     ffn = ffn_forward_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp",
-                          gemm_dtype=spec.linear_dtype)
+                          gemm_dtype=spec.linear_dtype, fused_activation=spec.activation_fusion)
     return [_norm(loc, spec.hidden, "mlp.norm"), *_enter_block(loc, "mlp"), *ffn, *_leave_block(loc, "mlp"),
             _residual(loc, "mlp.residual")]
 
@@ -520,9 +525,11 @@ def mlp_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 1, sp:
     """Activation-gradient part of the dense FFN block's backward, in execution order."""
     loc = _loc(spec, mbs, tp, sp)
     ffn = ffn_backward_input_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype, "mlp",
-                                 gemm_dtype=spec.linear_dtype)
-    # ffn = [dgrad(down), activation backward, dgrad(up-side GEMMs)...]
-    return [*_backward_entry(loc, "mlp"), *ffn[:2], *_regather(loc, "mlp"), *ffn[2:], *_input_grad_reduce(loc, "mlp"),
+                                 gemm_dtype=spec.linear_dtype, fused_activation=spec.activation_fusion)
+    # ffn = [dgrad(down), activation backward kernel(s), dgrad(up-side GEMMs)...]
+    split = next(i for i in range(1, len(ffn)) if isinstance(ffn[i], Gemm))
+    return [*_backward_entry(loc, "mlp"), *ffn[:split], *_regather(loc, "mlp"), *ffn[split:],
+            *_input_grad_reduce(loc, "mlp"),
             _norm(loc, spec.hidden, "mlp.norm.bwd", backward=True), _residual(loc, "mlp.residual.bwd")]
 
 
