@@ -192,3 +192,11 @@ def test_unfused_swiglu_is_silu_then_mul_and_two_backward_kernels_plus_the_input
     assert [op.name for op in tf.mlp_forward_program(TINY, 1) if isinstance(op, MemoryOp)].count("mlp.swiglu") == 1
     with pytest.raises(ConfigError, match="activation_fusion"):
         replace(TINY, activation_fusion="no")
+
+
+def test_rope_is_one_op_on_the_queries_and_one_on_the_keys():
+    T, d, e = 4, 4, 2
+    ropes = {op.name: op.bytes for op in tf.attention_forward_program(TINY, 1) if "rope" in op.name}
+    assert ropes == {"attn.rope.q": 2 * e * T * TINY.num_heads * d, "attn.rope.k": 2 * e * T * TINY.num_kv_heads * d}
+    back = [op.name for op in tf.attention_backward_input_program(TINY, 1) if "rope" in op.name]
+    assert back == ["attn.rope.q.bwd", "attn.rope.k.bwd"]
