@@ -17,7 +17,7 @@ FAMILIES = (   # (family, pattern on the kernel name), first match wins
     ("GEMM", r"nvjet|gemm|xmma|cublas|cutlass"),
     ("scatter_add", r"scatter_gather_internal_kernel|scatter_add|index_add|indexFuncLargeIndex"),
     ("scatter (fill)", r"scatter_fill"),
-    ("gather / index_select", r"vectorized_gather|index_elementwise|indexSelect|gatherTopK(?!)"),
+    ("gather / index_select", r"vectorized_gather|index_elementwise|indexSelect"),
     ("topk / sort", r"gatherTopK|bitonicSort|radixSort|RadixSort|sort"),
     ("masked_select / nonzero", r"DeviceReduce|DeviceSelect|DeviceCompact|write_indices|DeviceScan"),
     ("cat / copy", r"CatArray|direct_copy|copy_kernel|Memcpy DtoD"),

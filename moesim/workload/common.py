@@ -84,6 +84,19 @@ def check_divides(field: str, divisor: int, value: int, what: str) -> None:
                           f"choose {field} among the divisors of {value}")
 
 
+def eager_swiglu_ops(elem_bytes: float, elems: float, prefix: str, backward: bool = False) -> list[MemoryOp]:
+    """SwiGLU's elementwise kernels as eager PyTorch writes it (``F.silu(gate) * up`` over
+    ``elems`` elements): forward ``silu`` (reads gate, writes a) and ``mul`` (reads a and up,
+    writes the product); backward ``mul``'s (reads the grad, a and up, writes both grads) then
+    ``silu``'s (reads the grad and gate, writes one). The dense FFN, the shared experts and a
+    torchtitan expert chain all issue these."""
+    if backward:
+        return [MemoryOp("elementwise", 5 * elem_bytes * elems, f"{prefix}.mul.bwd"),
+                MemoryOp("elementwise", 3 * elem_bytes * elems, f"{prefix}.silu.bwd")]
+    return [MemoryOp("elementwise", 2 * elem_bytes * elems, f"{prefix}.silu"),
+            MemoryOp("elementwise", 3 * elem_bytes * elems, f"{prefix}.mul")]
+
+
 def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
                     prefix: str, groups: int = 1, gemm_dtype: str | None = None,
                     fused_activation: bool = True) -> list[ComputeOp]:
@@ -103,9 +116,8 @@ def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: s
     if activation == "swiglu":
         ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.gate"),
                Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
-        if not fused_activation:   # silu reads gate, writes a; mul reads a and up, writes the product
-            return [*ups, MemoryOp("elementwise", 2 * e * elems, f"{prefix}.silu"),
-                    MemoryOp("elementwise", 3 * e * elems, f"{prefix}.mul"), down_in]
+        if not fused_activation:
+            return [*ups, *eager_swiglu_ops(e, elems, prefix), down_in]
         act_bytes = 3 * e * elems  # read gate and up, write product
     else:
         ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
@@ -126,10 +138,8 @@ def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activa
     gemms = [op for op in fwd if isinstance(op, Gemm)]
     down, ups = gemms[-1], gemms[:-1]
     if activation == "swiglu" and not fused_activation:
-        # mul's backward reads the grad, a and up, writes both grads; silu's reads the grad and
-        # gate, writes one; the two input gradients of x are added
-        return [dgrad(down), MemoryOp("elementwise", 5 * e * elems, f"{prefix}.mul.bwd"),
-                MemoryOp("elementwise", 3 * e * elems, f"{prefix}.silu.bwd"), *[dgrad(g) for g in ups],
+        # the two input gradients of x are added
+        return [dgrad(down), *eager_swiglu_ops(e, elems, prefix, backward=True), *[dgrad(g) for g in ups],
                 MemoryOp("elementwise", float(3 * e * num_tokens * hidden * groups), f"{prefix}.dx_add.bwd")]
     # SwiGLU backward reads gate, up and the incoming grad and writes two grads; GELU reads
     # input and grad and writes one grad.

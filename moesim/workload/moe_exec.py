@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 from moesim.errors import ConfigError
 from moesim.ops import DTYPE_BYTES, ComputeOp, Gemm, GroupedGemm, MemoryOp
+from moesim.workload.common import eager_swiglu_ops
 from moesim.workload.token_movement import check_movement, mem_op as _mem
 
 EXPERT_MODES = ("grouped", "loop", "padded")
@@ -147,16 +148,15 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
     if phase == "F":
         fwd = [gemm(name, n, k, "fwd") for name, n, k in proj]
         if len(proj) == 3:   # torchtitan: silu(w1 x) * (w3 x)
-            return [fwd[0], _mem("elementwise", 2 * e * rows * f, "expert.silu"), fwd[1],
-                    _mem("elementwise", 3 * e * rows * f, "expert.mul"), fwd[2]]
+            silu, mul = eager_swiglu_ops(e, rows * f, "expert")
+            return [fwd[0], silu, fwd[1], mul, fwd[2]]
         act_bytes = (3 if act == "swiglu" else 2) * e * rows * f
         return [fwd[0], _mem("elementwise", act_bytes, f"expert.{act}"), fwd[1]]
     dg = [gemm(f"{name}.dgrad", k, n, "dgrad") for name, n, k in reversed(proj)]
     again = [_mem(op.kind, op.bytes, f"{op.name}.recompute", op.variant)
              for op in _chain(spec, rows, token_movement, "F", gemm) if isinstance(op, MemoryOp)] if recompute_act else []
     if len(proj) == 3:
-        return [*again, dg[0], _mem("elementwise", 5 * e * rows * f, "expert.mul.bwd"),
-                _mem("elementwise", 3 * e * rows * f, "expert.silu.bwd"), dg[1], dg[2],
+        return [*again, dg[0], *eager_swiglu_ops(e, rows * f, "expert", backward=True), dg[1], dg[2],
                 _mem("elementwise", 3 * e * rows * h, "expert.dx_add.bwd")]
     act_bytes = (5 if act == "swiglu" else 3) * e * rows * f
     return [*again, dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
