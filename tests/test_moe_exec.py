@@ -136,6 +136,41 @@ def test_grouped_is_one_kernel_per_projection_over_the_whole_count_vector():
     assert flops == pytest.approx(2 * 8 * 3 * SPEC.hidden * SPEC.expert_ffn_hidden)
 
 
+def test_unfused_glu_of_a_fused_fc1_is_chunk_silu_mul_and_its_backward_cats_the_halves():
+    """Megatron without bias_activation_fusion (``glu``: chunk, silu of the gate half, mul by the
+    up half): two kernels forward; backward mul's and silu's kernels, then chunk's cat of the
+    two halves' grads into [rows, 2F] before the one fc1 dgrad."""
+    eager = dataclasses.replace(SPEC, activation_fusion=False)
+    rows, f, e = 8, SPEC.expert_ffn_hidden, 2
+    fwd = moe_exec.kernel_ops(eager, (5, 0, 3), "F", "megatron")
+    assert [op.name for op in fwd] == ["experts.offsets", "expert.fc1", "expert.silu", "expert.mul", "expert.fc2"]
+    assert [op.bytes for op in fwd[2:4]] == [2 * e * rows * f, 3 * e * rows * f]
+    bwd = moe_exec.kernel_ops(eager, (5, 0, 3), "B", "megatron")
+    assert [op.name for op in bwd] == ["expert.fc2.dgrad", "expert.mul.bwd", "expert.silu.bwd", "expert.glu_cat.bwd",
+                                       "expert.fc1.dgrad"]
+    assert [op.bytes for op in bwd[1:4]] == [5 * e * rows * f, 3 * e * rows * f, 4 * e * rows * f]
+    assert bwd[3].kind == "copy" and bwd[4].k == 2 * f          # one dgrad over both halves
+    # the fused default: one kernel each way; torchtitan's three GEMMs do not depend on the flag
+    assert [op.name for op in moe_exec.kernel_ops(SPEC, (5, 0, 3), "F", "megatron")][2] == "expert.swiglu"
+    assert kernels(moe_exec.kernel_ops(eager, (5, 0, 3), "F")) == kernels(moe_exec.kernel_ops(SPEC, (5, 0, 3), "F"))
+    # a loop's chain (SequentialMLP's MLP, or plain torch calls) follows the same flag
+    assert [op.name for op in moe_exec.loop_chain_ops(eager, 5, "F", "megatron")] == \
+        ["expert.fc1", "expert.silu", "expert.mul", "expert.fc2"]
+
+
+@pytest.mark.parametrize(("framework", "experts", "eager"), [(True, "grouped", False), (True, "loop", True),
+                                                             (False, "grouped", True), (False, "loop", True)])
+def test_megatron_core_grouped_mlp_jit_fuses_its_glu_whatever_the_fusion_flag(framework, experts, eager):
+    """GroupedMLP's ``activation_func_with_probs`` is ``@jit_fuser``: one kernel even with
+    ``activation_fusion`` False; SequentialMLP's MLP and plain torch calls run it eager."""
+    spec = dataclasses.replace(SPEC, activation_fusion=False)
+    table = MoEStageTable(spec, generate("1f1b", 1, 1), SyntheticCost(), tp=1, ep=2, micro_batch_size=1,
+                          sequence_parallel=False, experts=experts, token_movement="megatron",
+                          framework_modules=framework)
+    names = {op.name for task in table.expert_tasks("F", (5, 3)) for op in task.ops}
+    assert ("expert.silu" in names) is eager and ("expert.swiglu" in names) is not eager
+
+
 def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
     tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "loop", "torchtitan", experts_ids=(8, 9, 10))
     assert [t.name for t in tasks] == ["experts.counts_to_host", "expert8", "expert10", "experts.cat"]

@@ -17,7 +17,6 @@ The router and token movement follow ``token_movement``'s framework and the expe
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -99,6 +98,11 @@ class MoEStageTable(StageTable):
         # Megatron-Core's own modules with the "megatron" movement: the routing probabilities are
         # applied inside the experts' fused SwiGLU, not after them
         self.megatron_local = self.framework_modules and token_movement == "megatron"
+        # the experts' SwiGLU: Megatron-Core's GroupedMLP jit-fuses it (``activation_func_with_probs``)
+        # whatever ``bias_activation_fusion`` says; its SequentialMLP and plain torch calls follow
+        # the spec's ``activation_fusion`` (eager: chunk, silu, mul; moesim.workload.moe_exec._eager_glu)
+        self.expert_spec = (dataclasses.replace(spec, activation_fusion=True)
+                            if self.framework_modules and experts != "loop" and not spec.activation_fusion else spec)
         # moesim.lowering.overlap: shared experts during the dispatch (else before it); a BW's
         # weight gradients inside each layer's backward (else after the whole input backward)
         self.shared_overlap, self.fused_wgrad = shared_overlap, fused_wgrad
@@ -274,7 +278,7 @@ class MoEStageTable(StageTable):
         """One GPU's expert work in phase F, B (input grad), W (weight grad) or BW (both, in one
         backward) for its local experts' token ``counts``, as the scenario's ``experts`` mode runs it
         (:func:`moesim.workload.moe_exec.expert_tasks`; padded: ``ep * capacity`` rows each)."""
-        tasks = moe_exec.expert_tasks(self.spec, counts, phase, self.experts, self.token_movement, expert_ids,
+        tasks = moe_exec.expert_tasks(self.expert_spec, counts, phase, self.experts, self.token_movement, expert_ids,
                                       padded_rows=self.ep * self.capacity, recompute_act=self.recompute_act,
                                       framework=self.framework_modules)
         tasks = [self._quantized(task, phase) for task in tasks]
@@ -352,7 +356,7 @@ class MoEStageTable(StageTable):
         act = DTYPE_BYTES[self.spec.dtype]
         before, after = self._sort_ops(phase, vec)
         return [(op,) for op in before] + [tuple(with_quantize((op,), act, skip))
-                for op in moe_exec.kernel_ops(self.spec, rows, phase, self.token_movement, self.recompute_act)] \
+                for op in moe_exec.kernel_ops(self.expert_spec, rows, phase, self.token_movement, self.recompute_act)] \
             + [(op,) for op in after]
 
     def _skip(self, phase: str) -> frozenset:
@@ -381,14 +385,14 @@ class MoEStageTable(StageTable):
 
     def _loop_chain(self, phase: str, num_tokens: int) -> tuple:
         """One expert's loop chain, FP8 GEMMs preceded by their quantize kernels."""
-        task = moe_exec.ExpertTask("expert", tuple(moe_exec.loop_chain_ops(self.spec, num_tokens, phase,
+        task = moe_exec.ExpertTask("expert", tuple(moe_exec.loop_chain_ops(self.expert_spec, num_tokens, phase,
                                                                            self.token_movement, self.recompute_act)),
                                    num_tokens)
         return self._quantized(task, phase).ops
 
     @lru_cache(maxsize=None)
     def expert_flops(self, phase: str, num_tokens: int) -> float:
-        return sum(op.flops for op in moe_exec.loop_chain_ops(self.spec, num_tokens, phase, self.token_movement))
+        return sum(op.flops for op in moe_exec.loop_chain_ops(self.expert_spec, num_tokens, phase, self.token_movement))
 
     def bytes_per_token(self, phase: str) -> tuple[float, float]:
         """(outbound, return) bytes per routed token: dispatch/combine forward, gradients backward."""

@@ -129,6 +129,14 @@ def _projections(spec, token_movement: str) -> list[tuple[str, int, int]]:
     return [("expert.w1", f, h), ("expert.w3", f, h), ("expert.w2", h, f)]
 
 
+def _eager_glu(spec) -> bool:
+    """A fused fc1's SwiGLU as Megatron runs it without ``bias_activation_fusion``
+    (``--no-bias-swiglu-fusion``: ``glu`` = ``chunk``, ``F.silu`` of the gate half, ``*`` the up
+    half: two kernels each way plus the ``cat`` of the halves' grads), the spec's
+    ``activation_fusion`` False; True keeps the one fused (weighted) SwiGLU kernel."""
+    return spec.activation == "swiglu" and not getattr(spec, "activation_fusion", True)
+
+
 GemmMaker = Callable[[str, int, int, str], ComputeOp]  # (name, n, k, layout) -> one GEMM kernel
 
 
@@ -150,6 +158,8 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
         if len(proj) == 3:   # torchtitan: silu(w1 x) * (w3 x)
             silu, mul = eager_swiglu_ops(e, rows * f, "expert")
             return [fwd[0], silu, fwd[1], mul, fwd[2]]
+        if _eager_glu(spec):
+            return [fwd[0], *eager_swiglu_ops(e, rows * f, "expert"), fwd[1]]
         act_bytes = (3 if act == "swiglu" else 2) * e * rows * f
         return [fwd[0], _mem("elementwise", act_bytes, f"expert.{act}"), fwd[1]]
     dg = [gemm(f"{name}.dgrad", k, n, "dgrad") for name, n, k in reversed(proj)]
@@ -158,6 +168,9 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
     if len(proj) == 3:
         return [*again, dg[0], *eager_swiglu_ops(e, rows * f, "expert", backward=True), dg[1], dg[2],
                 _mem("elementwise", 3 * e * rows * h, "expert.dx_add.bwd")]
+    if _eager_glu(spec):   # chunk's backward concatenates the two halves' grads into [rows, 2F]
+        return [*again, dg[0], *eager_swiglu_ops(e, rows * f, "expert", backward=True),
+                _mem("copy", 4 * e * rows * f, "expert.glu_cat.bwd"), dg[1]]
     act_bytes = (5 if act == "swiglu" else 3) * e * rows * f
     return [*again, dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
 
