@@ -41,6 +41,18 @@ def test_each_recompute_module_frees_its_tensors() -> None:
     assert _names(MemoryConfig(), dense).keys() - mlp.keys() == {"mlp.fc1_out", "mlp.fc2_in"}
 
 
+def test_an_unfused_swiglu_also_keeps_silu_of_the_gate_until_its_module_is_recomputed() -> None:
+    eager = dataclasses.replace(TINY_MOE, activation_fusion=False)
+    base, unfused = _names(MemoryConfig()), _names(MemoryConfig(), eager)
+    assert unfused.keys() - base.keys() == {"moe.silu_out"}
+    assert unfused["moe.silu_out"] == unfused["moe.fc2_in"] == 2 * 32 * 2 * 32   # one more [pairs, F] in bf16
+    dense = get_model("llama3-8b")
+    assert _names(MemoryConfig(), dataclasses.replace(dense, activation_fusion=False))["mlp.silu_out"] == \
+        2 * 8192 * 14336   # the preset's 8,192-token sequence
+    moe_act = _names(MemoryConfig(recompute="selective", recompute_modules=("moe_act",)), eager)
+    assert unfused.keys() - moe_act.keys() == {"moe.fc2_in", "moe.silu_out"}
+
+
 def test_mla_up_proj_frees_the_up_projected_heads() -> None:
     v3 = get_model("deepseek-v3")
     base = _names(MemoryConfig(fp8_linear_inputs=False), v3, 10)

@@ -33,7 +33,8 @@ heads and FFN widths per TP rank; the names of :func:`layer_tensors`:
   (softmax output, dropout mask and output; ``core_attn``); ``attn.out_in`` (the core's output,
   the out-projection input); ``attn.dropout_mask``;
 * ``mlp.norm_in``, ``mlp.norm_out`` (``layernorm``); dense FFN ``mlp.fc1_out`` (activation
-  input), ``mlp.fc2_in`` (activation output; both ``mlp``);
+  input), ``mlp.fc2_in`` (activation output; both ``mlp``); with an unfused SwiGLU
+  (``activation_fusion`` False) each FFN also keeps ``*silu_out`` (``silu(gate)``);
 * MoE: ``moe.router_probs`` (fp32 T*E), ``moe.expert_in`` (received, permuted tokens: the
   grouped GEMM input), ``moe.fc1_out``, ``moe.fc2_in`` (``moe_act``), ``moe.pair_probs`` (fp32 per
   pair), ``moe.expert_out`` (only with ``probs_on_expert_output``), ``moe.shared_fc1_out``,
@@ -141,11 +142,16 @@ def _attention(spec: TransformerSpec, s: _Shape, config: Any) -> list[Kept]:
 
 def _ffn(spec: TransformerSpec, tokens: float, width: float, config: Any, fp8_act_input: bool,
          prefix: str, freed_by: tuple[str, ...], act_freed_by: tuple[str, ...]) -> list[Kept]:
-    """The activation's input (gate and up for SwiGLU) and its output (the down-projection input)."""
+    """The activation's input (gate and up for SwiGLU) and its output (the down-projection input);
+    an unfused SwiGLU (``activation_fusion`` False: ``F.silu(gate) * up``) also keeps ``silu(gate)``,
+    which autograd saves for the multiply's backward."""
     widths = 2 if spec.activation == "swiglu" else 1
     act_in = fp8_bytes(tokens * widths * width) if fp8_act_input else DTYPE_BYTES[spec.dtype] * tokens * widths * width
-    return [Kept(f"{prefix}fc1_out", act_in, freed_by),
+    kept = [Kept(f"{prefix}fc1_out", act_in, freed_by),
             Kept(f"{prefix}fc2_in", _linear_in(config, spec, tokens * width), freed_by + act_freed_by)]
+    if spec.activation == "swiglu" and not spec.activation_fusion:
+        kept.append(Kept(f"{prefix}silu_out", DTYPE_BYTES[spec.dtype] * tokens * width, freed_by + act_freed_by))
+    return kept
 
 
 def _mlp_block(spec: TransformerSpec, s: _Shape, config: Any, moe_layer: bool) -> list[Kept]:
