@@ -284,9 +284,3 @@ class StageTable:
         experts = self.expert_params(rank)
         params = (self.local_params(rank) - experts) / dense_shards + experts / expert_shards
         return self.cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * params, "adam"))
-
-    def activation_bytes(self, stage: int) -> float:
-        """Activation bytes one microbatch keeps on one GPU for one virtual stage."""
-        return sum(wl.activation_bytes(self.spec, self.kind_of(layer), self.mbs, self.tp, self.sp, self.ep,
-                                       self.recompute)
-                   for layer in self._layer_range(stage))

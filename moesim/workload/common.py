@@ -160,11 +160,13 @@ def ffn_params(hidden: int, ffn_hidden: int, activation: str) -> int:
     return (3 if activation == "swiglu" else 2) * hidden * ffn_hidden
 
 
-def ffn_internal_activation_bytes(num_tokens: int, ffn_hidden: int, activation: str, dtype: str) -> float:
+def ffn_internal_activation_bytes(num_tokens: int, ffn_hidden: int, activation: str, dtype: str,
+                                  fused_activation: bool = True) -> float:
     """Bytes a feed-forward block keeps for backward *inside* the block: the activation's inputs
     and output (Korthikanti et al. 2022 §4.1: GeLU input + output = 16sbh for ffn = 4h;
-    SwiGLU keeps gate, up and their product). The block input is the caller's to count."""
-    widths = 3 if activation == "swiglu" else 2
+    SwiGLU keeps gate, up and their product, unfused also ``silu(gate)``). The block input is
+    the caller's to count."""
+    widths = (3 if fused_activation else 4) if activation == "swiglu" else 2
     return DTYPE_BYTES[dtype] * num_tokens * widths * ffn_hidden
 
 

@@ -421,11 +421,13 @@ def moe_block_activation_bytes(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = 
     pairs = T_in * spec.top_k  # balanced: every rank receives as many pairs as it sends
     kept = 2 * e * T_in * spec.hidden + 4.0 * T_in * spec.num_experts
     kept += 2 * e * pairs * spec.hidden
-    kept += ffn_internal_activation_bytes(pairs, spec.expert_ffn_hidden, spec.activation, spec.dtype)
+    kept += ffn_internal_activation_bytes(pairs, spec.expert_ffn_hidden, spec.activation, spec.dtype,
+                                           spec.activation_fusion)
     if spec.num_shared_experts:
         shared_tokens = T if tp > 1 else T_in
         kept += e * shared_tokens * spec.hidden * (1 if tp > 1 else 0)
-        kept += ffn_internal_activation_bytes(shared_tokens, _shared_local(spec, tp), spec.activation, spec.dtype)
+        kept += ffn_internal_activation_bytes(shared_tokens, _shared_local(spec, tp), spec.activation, spec.dtype,
+                                               spec.activation_fusion)
     return kept
 
 

@@ -737,7 +737,8 @@ def mlp_activation_bytes(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bool 
     loc = _loc(spec, mbs, tp, sp)
     e, T = loc.elem_bytes, loc.tokens
     replicated = 2 * e * T * spec.hidden + (T * spec.hidden if dropout else 0)
-    sharded = ffn_internal_activation_bytes(T, _ffn_local(spec, tp), spec.activation, spec.dtype)
+    sharded = ffn_internal_activation_bytes(T, _ffn_local(spec, tp), spec.activation, spec.dtype,
+                                            spec.activation_fusion)
     return replicated / (tp if loc.sp else 1) + sharded
 
 
