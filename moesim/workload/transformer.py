@@ -80,8 +80,10 @@ class TransformerSpec:
     the profile's rows of that call. ``activation_fusion``: SwiGLU's silu and multiply as one fused
     kernel (Megatron's ``bias_swiglu_fusion``, the default) or, False, as eager PyTorch writes it
     (``F.silu(gate(x)) * up(x)``: Hugging Face, torchtitan), two kernels forward and two backward
-    plus the add of the two input gradients; in the dense FFN and the shared experts (routed
-    experts follow ``moe.token_movement``).
+    plus the add of the two input gradients; in the dense FFN and the shared experts. Routed
+    experts: torchtitan's are always eager (w1, w3 as two GEMMs); Megatron's fused fc1 runs its
+    ``glu`` eager (chunk, silu, mul) when this is False, except in Megatron-Core's ``GroupedMLP``,
+    which jit-fuses it (``moe.framework_modules``).
     """
 
     name: str
