@@ -54,11 +54,18 @@ def test_grouped_gemm_quantizes_all_its_rows_rowwise_in_two_passes():
 
 
 def test_swiglu_up_projection_reuses_the_gate_projections_quantized_input():
-    program = ffn_forward_ops(64, 32, 48, "swiglu", "bf16", "mlp", gemm_dtype="fp8")  # gate, up, act, down
+    program = ffn_forward_ops(64, 32, 48, "swiglu", "bf16", "mlp", gemm_dtype="fp8",
+                              fused_activation=False)  # gate, up, silu, mul, down
     out = with_quantize(program, 2)
     assert [op.name for op in out] == ["mlp.gate.fp8_amax", "mlp.gate.fp8_cast_transpose", "mlp.gate", "mlp.up",
-                                       "mlp.swiglu", "mlp.down.fp8_amax", "mlp.down.fp8_cast_transpose", "mlp.down"]
+                                       "mlp.silu", "mlp.mul", "mlp.down.fp8_amax", "mlp.down.fp8_cast_transpose",
+                                       "mlp.down"]
     assert sum(op.bytes for op in out if isinstance(op, MemoryOp) and op.kind == "cast") == 6 * 64 * 32 + 6 * 64 * 48
+    # fused (Megatron): gate and up are one fc1 GEMM, its input quantized once all the same
+    fused = with_quantize(ffn_forward_ops(64, 32, 48, "swiglu", "bf16", "mlp", gemm_dtype="fp8"), 2)
+    assert [op.name for op in fused] == ["mlp.fc1.fp8_amax", "mlp.fc1.fp8_cast_transpose", "mlp.fc1", "mlp.swiglu",
+                                         "mlp.down.fp8_amax", "mlp.down.fp8_cast_transpose", "mlp.down"]
+    assert sum(op.bytes for op in fused if isinstance(op, MemoryOp) and op.kind == "cast") == 6 * 64 * 32 + 6 * 64 * 48
 
 
 def test_dense_stage_pays_six_bytes_per_quantized_element():

@@ -28,7 +28,7 @@ def test_dense_layer_re_runs_what_its_modules_name() -> None:
     assert _names(table(None)._recomputed(0)) == ["attn.core"]            # Megatron's selective default
     assert _names(table(("core_attn",))._recomputed(0)) == ["attn.core"]
     assert _names(table(("layernorm", "mlp"))._recomputed(0)) == [
-        "attn.norm", "mlp.norm", "mlp.gate", "mlp.up", "mlp.swiglu", "mlp.down"]
+        "attn.norm", "mlp.norm", "mlp.fc1", "mlp.swiglu", "mlp.down"]
 
 
 def test_moe_layer_re_runs_its_attention_modules_and_names_the_rest() -> None:

@@ -88,7 +88,7 @@ def test_recompute_program_reruns_what_each_megatron_module_frees():
     assert names(("moe_act",)) == ["expert.swiglu"]
     moe = layers.recompute_program(spec, moe_layer, 1, 2, True, 8, "selective", ("moe",))
     assert [c.name for c in moe if isinstance(c, CommOp) and c.group == "ep"] == ["moe.dispatch", "moe.combine"]
-    assert names(("mlp",), dense_layer) == ["mlp.sp_all_gather", "mlp.gate", "mlp.up", "mlp.swiglu", "mlp.down",
+    assert names(("mlp",), dense_layer) == ["mlp.sp_all_gather", "mlp.fc1", "mlp.swiglu", "mlp.down",
                                             "mlp.sp_reduce_scatter"]
     assert names(("mlp",)) == []  # Megatron's "mlp" is the dense MLP only
     assert layers.recompute_program(spec, moe_layer, 1, 2, True, 8, "none") == []

@@ -30,7 +30,7 @@ def test_tiny_forward_ops_by_hand():
     ops = {op.name: op for op in tf.layer_forward_ops(TINY, 1)}
     assert ops["attn.qkv"] == Gemm(m=4, n=16, k=8, name="attn.qkv")      # (2 + 2*1) heads x 4
     assert ops["attn.out"] == Gemm(m=4, n=8, k=8, name="attn.out")
-    assert ops["mlp.gate"] == Gemm(m=4, n=16, k=8, name="mlp.gate")
+    assert ops["mlp.fc1"] == Gemm(m=4, n=32, k=8, name="mlp.fc1")       # gate and up, 2F wide
     assert ops["mlp.down"] == Gemm(m=4, n=8, k=16, name="mlp.down")
     assert ops["attn.core"].flops == 4 * 1 * 2 * 4 * 4 * 4 / 2           # causal
     assert ops["attn.norm"] == MemoryOp("norm", 2 * 2 * 4 * 8, "attn.norm")
@@ -73,7 +73,7 @@ def test_tp_divides_gemm_work_exactly(tp, mbs, sp, act):
     one = gemm_flops(tf.layer_forward_ops(spec, mbs))
     shard = tf.layer_forward_ops(spec, mbs, tp, sp)
     assert gemm_flops(shard) * tp == one
-    for name in ("attn.qkv", "mlp.up"):
+    for name in ("attn.qkv", "mlp.fc1" if act == "swiglu" else "mlp.up"):
         op = next(o for o in shard if o.name == name)
         full = next(o for o in tf.layer_forward_ops(spec, mbs) if o.name == name)
         assert op.n * tp == full.n and op.m == full.m
@@ -186,9 +186,13 @@ def test_unfused_swiglu_is_silu_then_mul_and_two_backward_kernels_plus_the_input
         "mlp.down.dgrad", "mlp.mul.bwd", "mlp.silu.bwd", "mlp.gate.dgrad", "mlp.up.dgrad", "mlp.dx_add.bwd"]
     add = next(op for op in tf.mlp_backward_input_program(eager, 1) if op.name == "mlp.dx_add.bwd")
     assert add.bytes == 3 * e * T * h
-    # the GEMMs and the weight gradients do not change; the fused default keeps one kernel each way
+    # the same GEMM work; the fused default (Megatron) runs gate and up as one fc1 GEMM of width 2F
+    # and keeps one activation kernel each way
     assert gemm_flops(tf.mlp_forward_program(eager, 1)) == gemm_flops(tf.mlp_forward_program(TINY, 1))
-    assert tf.mlp_backward_weight_ops(eager, 1) == tf.mlp_backward_weight_ops(TINY, 1)
+    assert [op.name for op in tf.mlp_backward_weight_ops(eager, 1)] == ["mlp.gate.wgrad", "mlp.up.wgrad",
+                                                                         "mlp.down.wgrad"]
+    assert [(op.name, op.n) for op in tf.mlp_backward_weight_ops(TINY, 1)][0] == ("mlp.fc1.wgrad", 2 * TINY.ffn_hidden)
+    assert gemm_flops(tf.mlp_backward_weight_ops(eager, 1)) == gemm_flops(tf.mlp_backward_weight_ops(TINY, 1))
     assert [op.name for op in tf.mlp_forward_program(TINY, 1) if isinstance(op, MemoryOp)].count("mlp.swiglu") == 1
     with pytest.raises(ConfigError, match="activation_fusion"):
         replace(TINY, activation_fusion="no")

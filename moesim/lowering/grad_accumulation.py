@@ -53,14 +53,19 @@ def layer_tensors(table: Any, layer: int, per_expert: bool) -> list[float]:
     """Element counts of the parameter tensors one GPU holds for ``layer`` (see the module docstring)."""
     spec = table.spec
     ops = wl.backward_weight_ops(spec, table.kind_of(layer), table.mbs, table.tp, table.sp, table.ep)
+    titan = getattr(table, "token_movement", "torchtitan") == "torchtitan"
     experts: dict[str, float] = {}
     tensors: list[float] = []
     for op in ops:
         size = _weight_elements(op)
         if not size:
             continue
-        if getattr(op, "name", "").startswith("expert"):
-            experts[op.name] = experts.get(op.name, 0.0) + size
+        name = getattr(op, "name", "")
+        if name.startswith("expert"):
+            # torchtitan stores gate and up as two stacked weights (w1, w3) where Megatron has one fc1
+            halves = 2 if name.startswith("expert.fc1") and titan else 1
+            for half in range(halves):
+                experts[f"{name}/{half}"] = experts.get(f"{name}/{half}", 0.0) + size / halves
         else:
             tensors.append(size)
     local = max(1, getattr(spec, "num_experts", 1) // max(1, table.ep))

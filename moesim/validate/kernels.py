@@ -40,7 +40,9 @@ def _gemm(d: dict) -> list[Any]:
 def _swiglu(d: dict) -> list[Any]:
     from moesim.workload.common import ffn_forward_ops
 
-    return ffn_forward_ops(int(d["tokens"]), int(d["hidden"]), int(d["ffn"]), "swiglu", d.get("dtype", "bf16"), "swiglu")
+    # moesim.calibrate.kernels.swiglu_ffn: three torch.mm, F.silu and a multiply (eager)
+    return ffn_forward_ops(int(d["tokens"]), int(d["hidden"]), int(d["ffn"]), "swiglu", d.get("dtype", "bf16"), "swiglu",
+                           fused_activation=False)
 
 
 def _attention(d: dict) -> list[Any]:

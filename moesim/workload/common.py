@@ -97,6 +97,20 @@ def eager_swiglu_ops(elem_bytes: float, elems: float, prefix: str, backward: boo
             MemoryOp("elementwise", 3 * elem_bytes * elems, f"{prefix}.mul")]
 
 
+def _ffn_gemms(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, g: str, groups: int,
+               prefix: str, fused_activation: bool) -> tuple[list[Gemm], Gemm]:
+    """(up-side GEMMs, down GEMM) of one FFN: a fused SwiGLU's gate and up are one ``fc1`` GEMM
+    of width 2F (Megatron's ``linear_fc1``, which the fused kernel splits); unfused, two GEMMs
+    (``gate``, ``up``: Hugging Face, torchtitan)."""
+    down = Gemm(m=num_tokens, n=hidden, k=ffn_hidden, dtype=g, groups=groups, name=f"{prefix}.down")
+    if activation != "swiglu":
+        return [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")], down
+    if fused_activation:
+        return [Gemm(m=num_tokens, n=2 * ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.fc1")], down
+    return [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.gate"),
+            Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")], down
+
+
 def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
                     prefix: str, groups: int = 1, gemm_dtype: str | None = None,
                     fused_activation: bool = True) -> list[ComputeOp]:
@@ -105,38 +119,31 @@ def ffn_forward_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: s
     ``ffn_hidden`` is the (already sharded) intermediate width on this rank. ``groups > 1`` means
     ``groups`` identical experts run as one grouped GEMM, each on ``num_tokens`` tokens.
     ``gemm_dtype`` is the GEMMs' precision when it differs from the activations' ``dtype``
-    (FP8 training: fp8 GEMMs on bf16 activations). ``fused_activation`` False: SwiGLU as eager
-    PyTorch writes it (``F.silu(gate(x)) * up(x)``: a ``silu`` kernel, then a ``mul``), not one
-    fused kernel (Megatron's ``bias_swiglu_fusion``).
+    (FP8 training: fp8 GEMMs on bf16 activations). A fused SwiGLU (Megatron's
+    ``bias_swiglu_fusion``) runs after one ``fc1`` GEMM of width 2F; ``fused_activation`` False:
+    SwiGLU as eager PyTorch writes it (``F.silu(gate(x)) * up(x)``: two GEMMs, a ``silu``
+    kernel, then a ``mul``).
     """
     e = DTYPE_BYTES[dtype]
-    g = gemm_dtype or dtype
-    down_in = Gemm(m=num_tokens, n=hidden, k=ffn_hidden, dtype=g, groups=groups, name=f"{prefix}.down")
+    ups, down = _ffn_gemms(num_tokens, hidden, ffn_hidden, activation, gemm_dtype or dtype, groups, prefix,
+                           fused_activation)
     elems = float(num_tokens * ffn_hidden * groups)
-    if activation == "swiglu":
-        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.gate"),
-               Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
-        if not fused_activation:
-            return [*ups, *eager_swiglu_ops(e, elems, prefix), down_in]
-        act_bytes = 3 * e * elems  # read gate and up, write product
-    else:
-        ups = [Gemm(m=num_tokens, n=ffn_hidden, k=hidden, dtype=g, groups=groups, name=f"{prefix}.up")]
-        act_bytes = 2 * e * elems  # read, write
-    act = MemoryOp("elementwise", float(act_bytes), f"{prefix}.{activation}")
-    return [*ups, act, down_in]
+    if activation == "swiglu" and not fused_activation:
+        return [*ups, *eager_swiglu_ops(e, elems, prefix), down]
+    act_bytes = (3 if activation == "swiglu" else 2) * e * elems  # read gate and up (or the input), write
+    return [*ups, MemoryOp("elementwise", float(act_bytes), f"{prefix}.{activation}"), down]
 
 
 def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
                            prefix: str, groups: int = 1, gemm_dtype: str | None = None,
                            fused_activation: bool = True) -> list[ComputeOp]:
     """Input-gradient ops of :func:`ffn_forward_ops`, in backward order: the down projection's
-    input gradient, the activation's backward kernels, the up-side input gradients (and, for an
+    input gradient, the activation's backward kernels, the up-side input gradient(s) (and, for an
     unfused SwiGLU, the add of the gate's and the up's input gradients that autograd makes)."""
-    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups, gemm_dtype)
     e = DTYPE_BYTES[dtype]
     elems = float(num_tokens * ffn_hidden * groups)
-    gemms = [op for op in fwd if isinstance(op, Gemm)]
-    down, ups = gemms[-1], gemms[:-1]
+    ups, down = _ffn_gemms(num_tokens, hidden, ffn_hidden, activation, gemm_dtype or dtype, groups, prefix,
+                           fused_activation)
     if activation == "swiglu" and not fused_activation:
         # the two input gradients of x are added
         return [dgrad(down), *eager_swiglu_ops(e, elems, prefix, backward=True), *[dgrad(g) for g in ups],
@@ -149,10 +156,12 @@ def ffn_backward_input_ops(num_tokens: int, hidden: int, ffn_hidden: int, activa
 
 
 def ffn_backward_weight_ops(num_tokens: int, hidden: int, ffn_hidden: int, activation: str, dtype: str,
-                            prefix: str, groups: int = 1, gemm_dtype: str | None = None) -> list[ComputeOp]:
+                            prefix: str, groups: int = 1, gemm_dtype: str | None = None,
+                            fused_activation: bool = True) -> list[ComputeOp]:
     """Weight-gradient GEMMs of :func:`ffn_forward_ops`."""
-    fwd = ffn_forward_ops(num_tokens, hidden, ffn_hidden, activation, dtype, prefix, groups, gemm_dtype)
-    return [wgrad(op) for op in fwd if isinstance(op, Gemm)]
+    ups, down = _ffn_gemms(num_tokens, hidden, ffn_hidden, activation, gemm_dtype or dtype, groups, prefix,
+                           fused_activation)
+    return [wgrad(op) for op in (*ups, down)]
 
 
 def ffn_params(hidden: int, ffn_hidden: int, activation: str) -> int:

@@ -260,7 +260,8 @@ def _expert_shape(spec: MoESpec, num_tokens: int) -> tuple[int, int, int, str, s
 
 def expert_forward_ops(spec: MoESpec, num_tokens: int, groups: int = 1) -> list[ComputeOp]:
     """Forward of ``groups`` routed experts each receiving ``num_tokens`` tokens (grouped GEMM
-    when groups > 1). SwiGLU: gate, up, activation, down."""
+    when groups > 1). SwiGLU: fc1 (gate and up, 2F wide), the fused activation, down; the
+    lowering replaces these with :mod:`moesim.workload.moe_exec`'s framework-specific chains."""
     return ffn_forward_ops(*_expert_shape(spec, num_tokens), groups, spec.linear_dtype)
 
 
@@ -298,8 +299,8 @@ def shared_expert_backward_input_ops(spec: MoESpec, num_tokens: int, tp: int = 1
 
 
 def shared_expert_backward_weight_ops(spec: MoESpec, num_tokens: int, tp: int = 1) -> list[ComputeOp]:
-    return ffn_backward_weight_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype) if spec.num_shared_experts \
-        else []
+    return ffn_backward_weight_ops(*_shared_shape(spec, num_tokens, tp), 1, spec.linear_dtype,
+                                   fused_activation=spec.activation_fusion) if spec.num_shared_experts else []
 
 
 # -- all-to-all payloads ------------------------------------------------------------------

@@ -539,7 +539,7 @@ def mlp_backward_weight_ops(spec: TransformerSpec, mbs: int, tp: int = 1, sp: bo
     """Weight-gradient GEMMs of the dense FFN block."""
     loc = _loc(spec, mbs, tp, sp)
     return ffn_backward_weight_ops(loc.tokens, spec.hidden, _ffn_local(spec, tp), spec.activation, spec.dtype,
-                                   "mlp", gemm_dtype=spec.linear_dtype)
+                                   "mlp", gemm_dtype=spec.linear_dtype, fused_activation=spec.activation_fusion)
 
 
 # -- whole dense layer --------------------------------------------------------------------
