@@ -105,6 +105,11 @@ def test_cli_from_hf() -> None:
     assert bad.exit_code == 2 and "does not exist" in bad.output
 
 
+def test_gpt_oss_experts_carry_biases() -> None:
+    assert shipped_config("gpt-oss-120b").spec.expert_linear_bias      # GptOssExperts' gate_up / down biases
+    assert not shipped_config("qwen3-30b-a3b").spec.expert_linear_bias
+
+
 def test_deepseek_topk_method_sets_the_expert_bias() -> None:
     assert shipped_config("deepseek-v3").spec.expert_bias            # noaux_tc
     assert not shipped_config("qwen3-30b-a3b").spec.expert_bias

@@ -65,6 +65,10 @@ def test_model_from_flags() -> None:
     assert m.activation_fusion   # Megatron's default bias_swiglu_fusion
     unfused = build_scenario(read_megatron_args(QWEN_ARGS + " --no-bias-swiglu-fusion", gpus=16).scenario)
     assert not unfused.model.activation_fusion
+    # Megatron's linear layers carry biases unless --disable-bias-linear (QWEN_ARGS leaves them on)
+    assert m.expert_linear_bias
+    no_bias = build_scenario(read_megatron_args(QWEN_ARGS + " --disable-bias-linear", gpus=16).scenario)
+    assert not no_bias.model.expert_linear_bias
 
 
 def test_unknown_conflicting_and_bad_flags() -> None:

@@ -171,6 +171,29 @@ def test_megatron_core_grouped_mlp_jit_fuses_its_glu_whatever_the_fusion_flag(fr
     assert ("expert.silu" in names) is eager and ("expert.swiglu" in names) is not eager
 
 
+def test_megatron_core_adds_fc2_bias_per_local_expert_outside_the_grouped_gemm():
+    """TEGroupedMLP._apply_bias: torch.cat([t + b * p ...]) per local expert with rows; its
+    backward the gradients of b and p (a multiply and a reduction each), last expert first."""
+    biased = dataclasses.replace(SPEC, expert_linear_bias=True)
+    e, h = 2, SPEC.hidden
+    fwd = moe_exec.kernel_ops(biased, (5, 0, 3), "F", "megatron", framework=True)
+    assert [op.name for op in fwd[4:]] == ["expert.fc2_bias0.mul", "expert.fc2_bias0.add", "expert.fc2_bias2.mul",
+                                           "expert.fc2_bias2.add", "expert.fc2_bias.cat"]
+    assert [op.bytes for op in fwd[4:]] == [e * 5 * h, 3 * e * 5 * h, e * 3 * h, 3 * e * 3 * h, 2 * e * 8 * h]
+    bwd = moe_exec.kernel_ops(biased, (5, 0, 3), "BW", "megatron", framework=True)
+    assert [op.name for op in bwd[:4]] == ["expert.fc2_bias2.bwd.grad_b", "expert.fc2_bias2.bwd.grad_b.sum",
+                                           "expert.fc2_bias2.bwd.grad_p", "expert.fc2_bias2.bwd.grad_p.sum"]
+    assert len(bwd) == 8 + len(moe_exec.kernel_ops(SPEC, (5, 0, 3), "BW", "megatron"))
+    assert moe_exec.kernel_ops(biased, (5, 0, 3), "W", "megatron", framework=True) == \
+        moe_exec.kernel_ops(SPEC, (5, 0, 3), "W", "megatron")
+    # plain torch calls (the harness) and torchtitan: the biases ride in the GEMMs
+    assert moe_exec.kernel_ops(biased, (5, 0, 3), "F", "megatron") == moe_exec.kernel_ops(SPEC, (5, 0, 3), "F", "megatron")
+    assert moe_exec.kernel_ops(biased, (5, 0, 3), "F", "torchtitan", framework=True) == \
+        moe_exec.kernel_ops(SPEC, (5, 0, 3), "F", "torchtitan")
+    tasks = moe_exec.expert_tasks(biased, (5, 0, 3), "F", "grouped", "fused", framework=True)
+    assert tasks[-1].name == "expert.fc2_bias.cat"
+
+
 def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
     tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "loop", "torchtitan", experts_ids=(8, 9, 10))
     assert [t.name for t in tasks] == ["experts.counts_to_host", "expert8", "expert10", "experts.cat"]

@@ -356,7 +356,8 @@ class MoEStageTable(StageTable):
         act = DTYPE_BYTES[self.spec.dtype]
         before, after = self._sort_ops(phase, vec)
         return [(op,) for op in before] + [tuple(with_quantize((op,), act, skip))
-                for op in moe_exec.kernel_ops(self.expert_spec, rows, phase, self.token_movement, self.recompute_act)] \
+                for op in moe_exec.kernel_ops(self.expert_spec, rows, phase, self.token_movement, self.recompute_act,
+                                              self.framework_modules)] \
             + [(op,) for op in after]
 
     def _skip(self, phase: str) -> frozenset:

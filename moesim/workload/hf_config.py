@@ -272,8 +272,9 @@ def _gpt_oss(f: _Fields) -> dict[str, Any]:
     kw["_optional"] = {"sliding_window": (("sliding_window",), window),
                        "layer_types": (("layer_types",), tuple(kinds) or None),
                        "attention_sinks": (("model_type",), True)}
+    # GptOssExperts carries gate_up_proj_bias and down_proj_bias whatever the config says
     return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn, "num_experts": f.int_("num_local_experts", "num_experts"),
-            "top_k": top_k}
+            "top_k": top_k, "expert_linear_bias": True}
 
 
 def _deepseek_v3(f: _Fields) -> dict[str, Any]:

@@ -72,6 +72,10 @@ class MoESpec(TransformerSpec):
             gathered after it, and the tokens per expert accumulated for the bias update, each
             forward (kernels and host calls of their own; the bias update itself runs once a step).
         dispatch_dtype: precision of dispatched tokens, "bf16" or "fp8" (combine is bf16).
+        expert_linear_bias: the routed experts' projections carry biases (GPT-OSS; Megatron's
+            ``--add-bias-linear``). fc1's bias rides in its GEMM's epilogue; Megatron-Core's
+            ``TEGroupedMLP`` adds fc2's bias outside the GEMM, weighted by each token's routing
+            probability, one local expert at a time (:func:`moesim.workload.moe_exec.fc2_bias_ops`).
     """
 
     num_experts: int
@@ -87,6 +91,7 @@ class MoESpec(TransformerSpec):
     score_func: str = "softmax"
     expert_bias: bool = False
     dispatch_dtype: str = "bf16"
+    expert_linear_bias: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,8 +119,9 @@ class MoESpec(TransformerSpec):
         self._check_pattern()
         if self.score_func not in SCORE_FUNCS:
             raise ConfigError("score_func", f"unknown {self.score_func!r}", f"use one of: {', '.join(SCORE_FUNCS)}")
-        if not isinstance(self.expert_bias, bool):
-            raise ConfigError("expert_bias", f"must be true or false, got {self.expert_bias!r}")
+        for flag in ("expert_bias", "expert_linear_bias"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(flag, f"must be true or false, got {getattr(self, flag)!r}")
         if self.dispatch_dtype not in DISPATCH_DTYPES:
             raise ConfigError("dispatch_dtype", f"unknown {self.dispatch_dtype!r}",
                               f"use one of: {', '.join(DISPATCH_DTYPES)}")

@@ -195,14 +195,44 @@ def grouped_ops(spec, counts: Sequence[int], phase: str, token_movement: str = "
 
 
 def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "torchtitan",
-               recompute_act: bool = False) -> list[ComputeOp]:
+               recompute_act: bool = False, framework: bool = False) -> list[ComputeOp]:
     """The grouped kernels of one GPU's experts in ``phase``, one task each in grouped / padded
     mode (``rows``: the counts, or the padded counts); BW is B's kernels then W's. The forward
     starts with the groups' end rows, ``torch.cumsum`` of the counts (torchtitan's
-    ``_run_experts_grouped_mm``, Megatron's ``GroupedMLP``); the backward reuses them."""
-    offsets = [_mem("elementwise", 16.0 * len(rows), "experts.offsets", "cumsum")] if _phase(phase) == "F" else []
-    return offsets + [op for ph in (("B", "W") if phase == "BW" else (phase,))
-                      for op in grouped_ops(spec, rows, ph, token_movement, recompute_act)]
+    ``_run_experts_grouped_mm``, Megatron's ``GroupedMLP``); the backward reuses them. With
+    Megatron-Core's modules (``framework``) and ``spec.expert_linear_bias``, fc2's bias
+    (:func:`fc2_bias_ops`) follows the forward and leads the backward."""
+    ph = _phase(phase)
+    offsets = [_mem("elementwise", 16.0 * len(rows), "experts.offsets", "cumsum")] if ph == "F" else []
+    ops = offsets + [op for p in (("B", "W") if phase == "BW" else (ph,))
+                     for op in grouped_ops(spec, rows, p, token_movement, recompute_act)]
+    if not (framework and token_movement != "torchtitan" and getattr(spec, "expert_linear_bias", False)):
+        return ops
+    if ph == "F":
+        return ops + fc2_bias_ops(spec, rows, "F")
+    return (fc2_bias_ops(spec, rows, "B") if phase in ("B", "BW") else []) + ops
+
+
+def fc2_bias_ops(spec, rows: Sequence[int], phase: str) -> list[MemoryOp]:
+    """Megatron-Core ``TEGroupedMLP._apply_bias``: fc2's bias (returned apart, ``skip_bias_add``)
+    added per local expert and weighted by each row's routing probability,
+    ``torch.cat([t + b * p for t, b, p in zip(split(out), biases, split(probs))])``, in the
+    activations' dtype (a bf16 router's probabilities). Forward, per expert with rows: ``b * p``
+    (writes [n, h]) and the add (reads two [n, h], writes one); then the ``cat`` of all rows.
+    Backward (input gradients; ``cat``'s and the add's are views): per expert, from the last,
+    ``b``'s gradient (``g * p`` summed over rows) and ``p``'s (``g * b`` summed over h), each a
+    multiply and a reduction. Experts without rows contribute empty kernels, not priced."""
+    e, h = float(DTYPE_BYTES[spec.dtype]), spec.hidden
+    if phase == "F":
+        ops = [op for i, n in enumerate(rows) if n > 0
+               for op in (_mem("elementwise", e * n * h, f"expert.fc2_bias{i}.mul", "mul"),
+                          _mem("elementwise", 3 * e * n * h, f"expert.fc2_bias{i}.add", "add"))]
+        return ops + [_mem("copy", 2 * e * sum(rows) * h, "expert.fc2_bias.cat")]
+    return [op for i, n in reversed(list(enumerate(rows))) if n > 0
+            for op in (_mem("elementwise", 2 * e * n * h, f"expert.fc2_bias{i}.bwd.grad_b", "mul"),
+                       _mem("elementwise", e * n * h, f"expert.fc2_bias{i}.bwd.grad_b.sum"),
+                       _mem("elementwise", 2 * e * n * h, f"expert.fc2_bias{i}.bwd.grad_p", "mul"),
+                       _mem("elementwise", e * n * h, f"expert.fc2_bias{i}.bwd.grad_p.sum"))]
 
 
 def loop_chain_ops(spec, rows: int, phase: str, token_movement: str = "torchtitan",
@@ -288,7 +318,7 @@ def expert_tasks(spec, counts: Sequence[int], phase: str, experts: str = "groupe
     if experts != "loop":
         rows = padded_counts(vec, padded_rows) if experts == "padded" else vec
         return [ExpertTask(op.name, (op,), sum(rows))
-                for op in kernel_ops(spec, rows, phase, token_movement, recompute_act)]
+                for op in kernel_ops(spec, rows, phase, token_movement, recompute_act, framework)]
     tasks: list[ExpertTask] = []
     cls = loop_body_class(token_movement) if framework or token_movement == "torchtitan" else ""
     if phase == "F":
