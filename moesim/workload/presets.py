@@ -95,7 +95,9 @@ MODELS: dict[str, TransformerSpec] = {
     # top-4, 64 heads of 64, 8 KV heads; vocab 201088, initial context 4096); model card
     # (arXiv:2508.10925): 116.8B total, 5.1B active excluding the embedding table. Layers
     # alternate a 128-token sliding window (even layers, config layer_types) and full causal
-    # attention; every head has a learned attention sink. Biases are omitted (<0.1%).
+    # attention; every head has a learned attention sink. The experts' biases are kept
+    # (expert_linear_bias: Megatron-Core adds fc2's outside the GEMM); the attention biases'
+    # parameters (<0.1%) are left out.
     "gpt-oss-120b": _hf("gpt-oss-120b", "openai/gpt-oss-120b config.json; arXiv:2508.10925"),
     "lab-gpt-oss-120b": _lab_model("lab-gpt-oss-120b", 120, hidden=10240, seq_len=4096, layers=96,
                                    moe_layers=32, experts=256),
