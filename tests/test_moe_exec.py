@@ -194,6 +194,25 @@ def test_megatron_core_adds_fc2_bias_per_local_expert_outside_the_grouped_gemm()
     assert tasks[-1].name == "expert.fc2_bias.cat"
 
 
+def test_te_pads_fp8_grouped_rows_to_16_and_unpads_the_output():
+    """TEGroupedMLP's Fp8Padding / Fp8Unpadding: copies in and out when a count is not a multiple
+    of 16, their gradients' copies the other way round; none when aligned, in bf16 or outside
+    Megatron-Core's modules."""
+    fp8 = dataclasses.replace(SPEC, gemm_dtype="fp8")
+    h = SPEC.hidden
+    fwd = moe_exec.kernel_ops(fp8, (5, 0, 16), "F", "fused", framework=True)
+    assert [op.name for op in fwd] == ["experts.fp8_pad", "experts.fp8_pad.probs", "experts.offsets", "expert.fc1",
+                                       "expert.swiglu", "expert.fc2", "experts.fp8_unpad"]
+    assert fwd[0].bytes == 2 * (21 + 32) * h and fwd[-1].bytes == 2 * (21 + 32) * h   # read 21 rows, write 32
+    bwd = [op.name for op in moe_exec.kernel_ops(fp8, (5, 0, 16), "BW", "fused", framework=True)]
+    assert bwd[0] == "experts.fp8_unpad.bwd" and bwd[-1] == "experts.fp8_pad.bwd"
+    assert "experts.fp8_pad" not in [op.name for op in moe_exec.kernel_ops(fp8, (16, 0, 32), "F", "fused", True)]
+    assert moe_exec.kernel_ops(fp8, (5, 0, 16), "F", "fused") == \
+        [op for op in fwd if not op.name.startswith("experts.fp8_")]
+    assert moe_exec.kernel_ops(SPEC, (5, 0, 16), "F", "fused", framework=True) == \
+        moe_exec.kernel_ops(SPEC, (5, 0, 16), "F", "fused")
+
+
 def test_loop_syncs_the_counts_then_one_chain_per_expert_with_tokens_then_cat():
     tasks = moe_exec.expert_tasks(SPEC, (5, 0, 3), "F", "loop", "torchtitan", experts_ids=(8, 9, 10))
     assert [t.name for t in tasks] == ["experts.counts_to_host", "expert8", "expert10", "experts.cat"]

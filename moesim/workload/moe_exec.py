@@ -206,11 +206,42 @@ def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "tor
     offsets = [_mem("elementwise", 16.0 * len(rows), "experts.offsets", "cumsum")] if ph == "F" else []
     ops = offsets + [op for p in (("B", "W") if phase == "BW" else (ph,))
                      for op in grouped_ops(spec, rows, p, token_movement, recompute_act)]
-    if not (framework and token_movement != "torchtitan" and getattr(spec, "expert_linear_bias", False)):
-        return ops
+    megatron = framework and token_movement != "torchtitan"
+    bias = megatron and getattr(spec, "expert_linear_bias", False)
+    pad_in, pad_out = fp8_padding_ops(spec, rows, ph) if megatron else ([], [])
     if ph == "F":
-        return ops + fc2_bias_ops(spec, rows, "F")
-    return (fc2_bias_ops(spec, rows, "B") if phase in ("B", "BW") else []) + ops
+        return pad_in + ops + (fc2_bias_ops(spec, rows, "F") if bias else []) + pad_out
+    if phase == "W":
+        return ops
+    # backward: the unpadding's gradient, fc2's bias, the GEMMs, the padding's gradient
+    return pad_out + (fc2_bias_ops(spec, rows, "B") if bias else []) + ops + pad_in
+
+
+FP8_ALIGN = 16   # Transformer Engine's row alignment for FP8 grouped GEMMs (32 only for MXFP8 / NVFP4)
+
+
+def fp8_padding_ops(spec, rows: Sequence[int], phase: str) -> tuple[list[MemoryOp], list[MemoryOp]]:
+    """Megatron-Core ``TEGroupedMLP`` in FP8 (``Fp8Padding`` / ``Fp8Unpadding``): when a local
+    expert's row count is not a multiple of 16, the input rows (and their probabilities) are copied
+    into a padded buffer before fc1 (``tex.fused_multi_row_padding``) and the output copied back
+    after fc2; each copy's backward is the reverse copy of the gradient. Returns (the input
+    padding's ops, the output unpadding's ops) of ``phase``: :func:`kernel_ops` runs them before
+    and after the experts forward, in reverse backward. Nothing when every count is aligned
+    (Megatron's ``--moe-router-padding-for-quantization`` pads the routing map instead) or the
+    GEMMs are not FP8. The padded rows' GEMM work (under 16 rows per expert) is not added."""
+    if getattr(spec, "linear_dtype", spec.dtype) != "fp8" or not any(int(n) % FP8_ALIGN for n in rows):
+        return [], []
+    e, h = float(DTYPE_BYTES[spec.dtype]), spec.hidden
+    rows_in = float(sum(rows))
+    rows_pad = float(sum(-(-int(n) // FP8_ALIGN) * FP8_ALIGN for n in rows))
+    moved = rows_in + rows_pad   # read one layout, write the other
+    if phase == "F":
+        e_in = float(DTYPE_BYTES["fp8"]) if getattr(spec, "dispatch_dtype", "bf16") == "fp8" else e
+        return ([_mem("copy", e_in * moved * h, "experts.fp8_pad"), _mem("copy", 4 * moved, "experts.fp8_pad.probs")],
+                [_mem("copy", e * moved * h, "experts.fp8_unpad")])
+    # backward: the output's unpadding first (its gradient padded), the input's padding last
+    return ([_mem("copy", e * moved * h, "experts.fp8_pad.bwd")],
+            [_mem("copy", e * moved * h, "experts.fp8_unpad.bwd")])
 
 
 def fc2_bias_ops(spec, rows: Sequence[int], phase: str) -> list[MemoryOp]:
