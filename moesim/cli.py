@@ -141,6 +141,8 @@ def layer(
     host: str = typer.Option("eager", "--host", help="eager (PyTorch host thread) or graphs (CUDA graphs)"),
     iterations: int = typer.Option(1, "--iterations", help="iterations back to back (grad adds after the first)"),
     seq_len: int = typer.Option(0, "--seq-len", help="sequence length (0: the model's where it divides tokens)"),
+    layer_index: int = typer.Option(0, "--layer-index", help="the model layer whose attention kind the block takes "
+                                    "(models whose layers differ, e.g. GPT-OSS's window / full)"),
     experts: str = typer.Option("", "--experts", help="grouped, loop or padded (moe.experts)"),
     routing: str = typer.Option("balanced", "--routing", help="balanced, uniform, zipf:S or dirichlet:A"),
     cost_model: str = typer.Option("auto", "--cost-model", help="auto, calibrated or roofline"),
@@ -153,7 +155,7 @@ def layer(
 
     run_layer(model=model, block=block, tokens=tokens, passes=passes, gpus=gpus, gpu=gpu, host=host,
               iterations=iterations, seq_len=seq_len or None, experts=experts, routing=routing,
-              cost_model=cost_model, sets=set_, out=out)
+              cost_model=cost_model, sets=set_, out=out, layer_index=layer_index)
 
 
 @app.command("validate")

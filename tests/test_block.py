@@ -301,3 +301,16 @@ def test_a_gpus_expert_time_without_task_objects_equals_the_tasks(experts, movem
             want = (times[0][0] + sum(ns - r for ns, r in times[1:]), times[0][1], sum(t.flops for t in tasks))
             assert table.gpu_expert_ns(phase, counts) == want
             assert not fp8 or phase == "W" or any(len(t.ops) > 1 for t in tasks)   # quantize kernels ride along
+
+
+def test_a_block_of_a_model_whose_layers_differ_takes_one_layers_attention_kind():
+    """GPT-OSS alternates 128-token windows (layer 0) and full attention (layer 1): one block takes
+    the kind of the layer asked for; a layer the model lacks is a clear error."""
+    window, full = (block_scenario("gpt-oss-120b", tokens=4096, gpu="H100", layer_index=i).model for i in (0, 1))
+    assert (window.layer_types, full.layer_types) == (("sliding_attention",), ("full_attention",))
+    assert window.num_layers == full.num_layers == 1
+    with pytest.raises(ConfigError, match="layer_index"):
+        block_scenario("gpt-oss-120b", tokens=4096, layer_index=36)
+    result = CliRunner().invoke(app, ["layer", "--model", "gpt-oss-120b", "--block", "moe", "--tokens", "1024",
+                                      "--pass", "fwd", "--gpu", "H100", "--layer-index", "1"])
+    assert result.exit_code == 0, result.output

@@ -357,3 +357,17 @@ def test_the_cli_draws_nothing_when_stderr_is_not_a_terminal(monkeypatch):
     with cli._search_progress() as show:
         show(SearchStep("simulating TP2 PP1 DP2 EP2 mbs1 m4 1f1b", 1, 3))
     assert buf.getvalue() == ""
+
+
+def test_proxy_and_padded_shapes_keep_per_layer_attention_kinds() -> None:
+    """A model whose layers alternate window and full attention (GPT-OSS) keeps that alternation
+    when the planner pads its 36 layers to a stage multiple or shrinks it to a proxy."""
+    from moesim.planner.shapes import padded_to_stages, with_layers
+    from moesim.workload.presets import get_model
+
+    spec = get_model("gpt-oss-120b")
+    proxy = with_layers(spec, 8)
+    assert proxy.layer_types == ("sliding_attention", "full_attention") * 4
+    padded, note = padded_to_stages(spec, 5)
+    assert padded.num_layers == 40 and len(padded.layer_types) == 40 and "40" in note
+    assert padded.layer_types.count("sliding_attention") == 20

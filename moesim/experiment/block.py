@@ -74,13 +74,15 @@ class BlockResult:
 def block_scenario(model: Any, *, layer: str = "decoder", tokens: int, seq_len: int | None = None,
                    passes: str = "fwd_bwd", ranks: int = 1, gpu: str = "H200", host: str = "eager",
                    iterations: int = 1, moe: MoEOptions | None = None, cost_model: str = "auto",
-                   name: str | None = None, grads: str = "fresh") -> Scenario:
+                   name: str | None = None, grads: str = "fresh", layer_index: int = 0) -> Scenario:
     """The Scenario of one block (see the module docstring). ``tokens`` per GPU and microbatch;
     ``seq_len`` None keeps the model's sequence length where it divides ``tokens`` (else one
     sequence of ``tokens``); ``gpu`` is ``"H200"``, ``"H100"`` or a topology name/path.
     ``grads="fresh"``: the first iteration stores its weight gradients and later ones add into
     them; ``"kept"``: ``.grad`` exists before the first iteration (a benchmark loop without
-    ``zero_grad``), so every iteration adds."""
+    ``zero_grad``), so every iteration adds. ``layer_index``: the model layer whose attention kind
+    the block takes where layers differ (``layer_types``: GPT-OSS alternates 128-token windows,
+    layer 0, and full attention, layer 1)."""
     from moesim.experiment.build import resolve_model
     from moesim.workload.moe import MoESpec
 
@@ -98,8 +100,12 @@ def block_scenario(model: Any, *, layer: str = "decoder", tokens: int, seq_len: 
     if layer == "moe_block" and not is_moe:
         raise ConfigError("layer", f"model {spec.name!r} has no MoE layer", "use layer='decoder', or an MoE model")
     seq = _seq_len(spec, tokens, seq_len)
+    if not isinstance(layer_index, int) or isinstance(layer_index, bool) or not 0 <= layer_index < spec.num_layers:
+        raise ConfigError("layer_index", f"must be a layer of {spec.name!r} (0 to {spec.num_layers - 1}), "
+                          f"got {layer_index!r}", "give e.g. layer_index=0")
+    kinds = {"layer_types": (spec.layer_types[layer_index],)} if getattr(spec, "layer_types", ()) else {}
     one = dataclasses.replace(spec, num_layers=1, seq_len=seq, edges=False, attention=layer == "decoder",
-                              **({"first_k_dense": 0, "moe_layer_freq": 1} if is_moe else {}))
+                              **kinds, **({"first_k_dense": 0, "moe_layer_freq": 1} if is_moe else {}))
     topology, gpus_per_node, nodes = _fabric(gpu, ranks)
     plan = ParallelPlan(tp=1, dp=ranks, pp=1, ep=ranks if is_moe else 1, micro_batch_size=tokens // seq,
                         num_microbatches=iterations, grad_dtype_bytes=_grad_bytes(spec.dtype))

@@ -43,7 +43,7 @@ def parse_routing(text: str, tokens: int = 1) -> Any:
 
 def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: int, gpu: str, host: str,
                    iterations: int, seq_len: int | None, experts: str, routing: str, cost_model: str,
-                   sets: Sequence[str]) -> Any:
+                   sets: Sequence[str], layer_index: int = 0) -> Any:
     """The command's Scenario: :func:`~moesim.experiment.block.block_scenario` plus the flags."""
     import dataclasses
 
@@ -56,7 +56,8 @@ def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: in
     rout = parse_routing(routing, tokens if isinstance(tokens, int) else 1)
     moe = dataclasses.replace(MoEOptions(), routing=rout) if rout is not None else None
     scn = block_scenario(model, layer=BLOCKS[block], tokens=tokens, seq_len=seq_len, passes=passes, ranks=gpus,
-                         gpu=gpu, host=host, iterations=iterations, moe=moe, cost_model=cost_model)
+                         gpu=gpu, host=host, iterations=iterations, moe=moe, cost_model=cost_model,
+                         layer_index=layer_index)
     if (experts or rout is not None) and not hasattr(scn.model, "num_experts"):
         raise ConfigError("--experts/--routing" if experts and rout is not None else ("--experts" if experts else "--routing"),
                           f"model {scn.model.name!r} has no experts", "leave the flag out for a dense model")

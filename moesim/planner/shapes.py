@@ -20,17 +20,23 @@ def moe_pattern(num_layers: int, num_moe: int) -> tuple[int, ...]:
 
 
 def with_layers(spec: Any, num_layers: int) -> Any:
-    """``spec`` with ``num_layers`` layers and (for MoE) the same share of MoE layers."""
+    """``spec`` with ``num_layers`` layers and (for MoE) the same share of MoE layers; per-layer
+    attention kinds (``layer_types``) repeat their pattern from the first layer (GPT-OSS's
+    alternation of window and full layers stays an alternation)."""
     if num_layers == spec.num_layers:
         return spec
-    if not isinstance(spec, MoESpec):
-        return dataclasses.replace(spec, num_layers=num_layers)
-    if isinstance(spec.moe_layer_freq, int):
-        dense = min(num_layers - 1, round(spec.first_k_dense * num_layers / spec.num_layers))
-        return dataclasses.replace(spec, num_layers=num_layers, first_k_dense=max(0, dense))
-    num_moe = max(1, round(num_layers * spec.num_moe_layers / spec.num_layers))
-    return dataclasses.replace(spec, num_layers=num_layers, moe_layer_freq=moe_pattern(num_layers, num_moe),
-                               first_k_dense=0)
+    changes: dict[str, Any] = {"num_layers": num_layers}
+    kinds = getattr(spec, "layer_types", ())
+    if kinds:
+        changes["layer_types"] = tuple(kinds[i % len(kinds)] for i in range(num_layers))
+    if isinstance(spec, MoESpec):
+        if isinstance(spec.moe_layer_freq, int):
+            dense = min(num_layers - 1, round(spec.first_k_dense * num_layers / spec.num_layers))
+            changes["first_k_dense"] = max(0, dense)
+        else:
+            num_moe = max(1, round(num_layers * spec.num_moe_layers / spec.num_layers))
+            changes.update(moe_layer_freq=moe_pattern(num_layers, num_moe), first_k_dense=0)
+    return dataclasses.replace(spec, **changes)
 
 
 def padded_to_stages(spec: Any, num_stages: int) -> tuple[Any, str]:
