@@ -200,8 +200,9 @@ def kernel_ops(spec, rows: Sequence[int], phase: str, token_movement: str = "tor
     mode (``rows``: the counts, or the padded counts); BW is B's kernels then W's. The forward
     starts with the groups' end rows, ``torch.cumsum`` of the counts (torchtitan's
     ``_run_experts_grouped_mm``, Megatron's ``GroupedMLP``); the backward reuses them. With
-    Megatron-Core's modules (``framework``) and ``spec.expert_linear_bias``, fc2's bias
-    (:func:`fc2_bias_ops`) follows the forward and leads the backward."""
+    Megatron-Core's modules (``framework``): fc2's bias where ``spec.expert_linear_bias``
+    (:func:`fc2_bias_ops`), after the forward's GEMMs and before the backward's; in FP8, TE's row
+    padding around them (:func:`fp8_padding_ops`)."""
     ph = _phase(phase)
     offsets = [_mem("elementwise", 16.0 * len(rows), "experts.offsets", "cumsum")] if ph == "F" else []
     ops = offsets + [op for p in (("B", "W") if phase == "BW" else (ph,))
