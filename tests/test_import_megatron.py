@@ -94,7 +94,9 @@ def test_unmodelled_flags_are_listed() -> None:
     report = read_megatron_args("--qk-layernorm --enable-cuda-graph --recompute-granularity full "
                                 "--recompute-method uniform --recompute-num-layers 2", model="llama3-8b")
     listed = dict(report.not_modelled)
-    assert {"--qk-layernorm", "--enable-cuda-graph", "--recompute-num-layers"} <= set(listed)
+    assert {"--enable-cuda-graph", "--recompute-num-layers"} <= set(listed)
+    assert "--qk-layernorm" not in listed and build_scenario(report.scenario).model.qk_norm   # modelled since
+    assert not build_scenario(read_megatron_args("--bf16", model="llama3-8b").scenario).model.qk_norm
 
 
 def test_layer_freq_expression() -> None:

@@ -53,6 +53,13 @@ def test_an_unfused_swiglu_also_keeps_silu_of_the_gate_until_its_module_is_recom
     assert unfused.keys() - moe_act.keys() == {"moe.fc2_in", "moe.silu_out"}
 
 
+def test_qk_norm_keeps_the_query_and_key_heads_before_their_norms() -> None:
+    qwen = get_model("qwen3-30b-a3b")            # Qwen3: q_norm / k_norm
+    kept = _names(MemoryConfig(), qwen)
+    assert kept["attn.qk_norm_in"] == 2 * 4096 * (32 + 4) * 128
+    assert "attn.qk_norm_in" not in _names(MemoryConfig(), dataclasses.replace(qwen, qk_norm=False))
+
+
 def test_mla_up_proj_frees_the_up_projected_heads() -> None:
     v3 = get_model("deepseek-v3")
     base = _names(MemoryConfig(fp8_linear_inputs=False), v3, 10)

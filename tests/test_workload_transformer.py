@@ -204,3 +204,17 @@ def test_rope_is_one_op_on_the_queries_and_one_on_the_keys():
     assert ropes == {"attn.rope.q": 2 * e * T * TINY.num_heads * d, "attn.rope.k": 2 * e * T * TINY.num_kv_heads * d}
     back = [op.name for op in tf.attention_backward_input_program(TINY, 1) if "rope" in op.name]
     assert back == ["attn.rope.q.bwd", "attn.rope.k.bwd"]
+
+
+def test_qk_norm_is_one_norm_per_query_and_key_tensor_each_way():
+    """Qwen3's q_norm / k_norm (Megatron's --qk-layernorm): after the QKV GEMM, before RoPE."""
+    spec = replace(TINY, qk_norm=True)
+    fwd = [op.name for op in tf.attention_forward_program(spec, 1)]
+    assert fwd[fwd.index("attn.qkv"):fwd.index("attn.rope.q")] == ["attn.qkv", "attn.q_layernorm", "attn.k_layernorm"]
+    ops = {op.name: op for op in tf.attention_forward_program(spec, 1) if isinstance(op, MemoryOp)}
+    T, e = spec.seq_len, 2
+    assert ops["attn.q_layernorm"].bytes == 2 * e * T * spec.num_heads * spec.head_dim
+    assert ops["attn.k_layernorm"].bytes == 2 * e * T * spec.num_kv_heads * spec.head_dim
+    bwd = [op.name for op in tf.attention_backward_input_program(spec, 1)]
+    assert bwd.index("attn.k_layernorm.bwd") < bwd.index("attn.q_layernorm.bwd") < bwd.index("attn.qkv.dgrad")
+    assert "attn.q_layernorm" not in [op.name for op in tf.attention_forward_program(TINY, 1)]

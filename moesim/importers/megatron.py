@@ -76,6 +76,7 @@ MODELLED = {
     "moe_router_enable_expert_bias": "model.expert_bias", "bias_swiglu_fusion": "model.activation_fusion",
     "bf16": "model.dtype, memory.param_dtype", "fp16": "model.dtype, memory.param_dtype", "fp8": "model.gemm_dtype",
     "add_bias_linear": "model.expert_linear_bias (MoE; other biases ride in GEMM epilogues)",
+    "qk_layernorm": "model.qk_norm",
     "moe_token_dispatcher_type": "moe.dispatcher", "moe_enable_deepep": "moe.dispatcher",
     "moe_flex_dispatcher_backend": "moe.dispatcher", "moe_grouped_gemm": "moe.experts",
     "moe_expert_capacity_factor": "moe.capacity_factor", "moe_pad_expert_input_to_capacity": "moe.experts",
@@ -269,6 +270,7 @@ def _model(a: _Args, given: list[str], model: str | None, notes: list[str]) -> t
     if a.has("mtp_num_layers"):
         fields["num_nextn_predict_layers"] = a.get("mtp_num_layers") or 0
     fields["activation_fusion"] = bool(a.get("bias_swiglu_fusion"))   # --no-bias-swiglu-fusion: silu, then mul
+    fields["qk_norm"] = bool(a.get("qk_layernorm"))   # as Megatron builds it: off unless --qk-layernorm
     if "num_experts" in fields:
         fields["expert_bias"] = bool(a.get("moe_router_enable_expert_bias"))
         fields["expert_linear_bias"] = bool(a.get("add_bias_linear"))   # Megatron's default: on
@@ -276,7 +278,7 @@ def _model(a: _Args, given: list[str], model: str | None, notes: list[str]) -> t
 
 
 _OVERRIDES = ("seq_length", "bf16", "fp16", "fp8", "mtp_num_layers", "bias_swiglu_fusion",
-              "moe_router_enable_expert_bias", "add_bias_linear")  # set on a --model, not checked
+              "moe_router_enable_expert_bias", "add_bias_linear", "qk_layernorm")  # set on a --model, not checked
 
 
 def _resolve_model(model: str) -> Any:

@@ -25,7 +25,8 @@ heads and FFN widths per TP rank; the names of :func:`layer_tensors`:
 
 * ``attn.norm_in`` (residual, Ts*h), ``attn.norm_out`` (QKV / down-projection input, Ts*h;
   ``layernorm``);
-* GQA: ``attn.qkv`` (Q, K, V after RoPE, the FlashAttention inputs). MLA: ``attn.q_norm_in``,
+* GQA: ``attn.qkv`` (Q, K, V after RoPE, the FlashAttention inputs), ``attn.qk_norm_in`` (with
+  ``qk_norm``: Q and K before their norms). MLA: ``attn.q_norm_in``,
   ``attn.kv_norm_in`` (latents before their RMSNorms), ``attn.q_up_in``, ``attn.kv_up_in`` (the
   normed latents, GEMM inputs), ``attn.k_rope`` and ``attn.qkv`` (the up-projected Q, K, V;
   ``mla_up_proj``);
@@ -129,6 +130,8 @@ def _attention(spec: TransformerSpec, s: _Shape, config: Any) -> list[Kept]:
                 Kept("attn.qkv", e * s.T * s.heads * (2 * spec.qk_head_dim + spec.v_dim), ("mla_up_proj",))]
     else:
         out.append(Kept("attn.qkv", e * s.T * (s.heads + s.kv_heads) * spec.qk_head_dim + e * s.T * s.kv_heads * spec.v_dim))
+        if spec.qk_norm:   # the QK-norms' inputs (their outputs, roped, are attn.qkv)
+            out.append(Kept("attn.qk_norm_in", e * s.T * (s.heads + s.kv_heads) * spec.head_dim))
     if config.flash_attention:
         out.append(Kept("attn.lse", 4.0 * s.T * s.heads, ("core_attn",)))
     else:

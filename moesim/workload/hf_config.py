@@ -256,7 +256,8 @@ def _qwen3_moe(f: _Fields) -> dict[str, Any]:
     return {**kw, "ffn_hidden": f.int_("intermediate_size", "ffn_hidden"),
             "expert_ffn_hidden": f.int_("moe_intermediate_size", "expert_ffn_hidden"),
             "num_experts": f.int_("num_experts", "num_experts"), "top_k": f.int_("num_experts_per_tok", "top_k"),
-            "moe_layer_freq": 1 if all(pattern) else pattern}
+            "moe_layer_freq": 1 if all(pattern) else pattern,
+            "qk_norm": True}   # Qwen3MoeAttention's q_norm / k_norm, whatever the config says
 
 
 def _gpt_oss(f: _Fields) -> dict[str, Any]:

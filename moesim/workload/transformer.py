@@ -83,7 +83,9 @@ class TransformerSpec:
     plus the add of the two input gradients; in the dense FFN and the shared experts. Routed
     experts: torchtitan's are always eager (w1, w3 as two GEMMs); Megatron's fused fc1 runs its
     ``glu`` eager (chunk, silu, mul) when this is False, except in Megatron-Core's ``GroupedMLP``,
-    which jit-fuses it (``moe.framework_modules``).
+    which jit-fuses it (``moe.framework_modules``). ``qk_norm``: an RMSNorm over every query and
+    key head before RoPE (Qwen3's ``q_norm`` / ``k_norm``; Megatron's ``--qk-layernorm``), a norm
+    kernel each way per tensor, and its inputs kept for the backward.
     """
 
     name: str
@@ -114,6 +116,7 @@ class TransformerSpec:
     attention_enable_gqa: bool = False
     attention_backend: str = "default"
     activation_fusion: bool = True
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -129,7 +132,7 @@ class TransformerSpec:
         if self.norm not in NORMS:
             raise ConfigError("norm", f"unknown norm {self.norm!r}", f"use one of: {', '.join(NORMS)}")
         check_dtype("dtype", self.dtype)
-        for flag in ("attention", "edges", "activation_fusion"):
+        for flag in ("attention", "edges", "activation_fusion", "qk_norm"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(flag, f"must be true or false, got {getattr(self, flag)!r}")
         if self.gemm_dtype is not None:
@@ -423,7 +426,11 @@ def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[Com
     T, d, dt = loc.tokens, spec.head_dim, spec.linear_dtype
     if not spec.is_mla:
         qkv = Gemm(m=T, n=(loc.heads + 2 * loc.kv_heads) * d, k=spec.hidden, dtype=dt, name="attn.qkv")
-        return [qkv], _rope(loc, loc.heads, loc.kv_heads, d)
+        # QK-norm (Qwen3; Megatron's --qk-layernorm): an RMSNorm over each query and key head
+        # before RoPE, read and written once each
+        norms = [MemoryOp("norm", 2.0 * loc.elem_bytes * T * heads * d, f"attn.{which}_layernorm")
+                 for which, heads in (("q", loc.heads), ("k", loc.kv_heads))] if spec.qk_norm else []
+        return [qkv, *norms], _rope(loc, loc.heads, loc.kv_heads, d)
     ops: list[ComputeOp] = []
     q_out = loc.heads * spec.qk_head_dim
     if spec.q_lora_rank:
