@@ -49,7 +49,11 @@ def test_megatron_forward_kernels_in_launch_order():
         ("moe.arange", ""), ("moe.masked_select", ""), ("moe.probs.transpose", ""), ("moe.probs.masked_select", ""),
         ("moe.permute", "index_select")]
     assert kernels(tokmove.combine_side_forward(SPEC, 64, "megatron")) == [
-        ("moe.probs_mul", ""), ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
+        ("moe.probs_mul", "prob_mul"), ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
+    # y * probs.unsqueeze(-1) and its input gradient g * probs broadcast (PyTorch's non-vectorized
+    # kernel, the profile's measured prob_mul); the probabilities' gradient g * y does not
+    assert [k for k in kernels(tokmove.combine_side_backward(SPEC, 64, "megatron")) if k[0].startswith("moe.probs_mul")] \
+        == [("moe.probs_mul.bwd.probs", ""), ("moe.probs_mul.bwd", "prob_mul")]
 
 
 def test_expert_bias_adds_its_kernels_where_each_framework_runs_them():

@@ -185,7 +185,9 @@ def _megatron_permute(s: _Shape) -> list[ComputeOp]:
 
 def _megatron_unpermute(s: _Shape) -> list[ComputeOp]:
     P, h, e, T = s.P, s.h, s.e, s.T
-    return [mem_op("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul"),
+    # y * probs.unsqueeze(-1): a broadcast operand keeps PyTorch off its vectorized kernel; the
+    # profile's prob_mul rows time exactly this multiply
+    return [mem_op("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul", "prob_mul"),
             mem_op("copy", e * T * h, "moe.zeros", "zeros"),
             mem_op("permute", 2 * e * P * h, "moe.unpermute", "scatter_add")]
 
@@ -194,7 +196,7 @@ def _megatron_unpermute_bwd(s: _Shape) -> list[ComputeOp]:
     P, h, e = s.P, s.h, s.e
     return [mem_op("permute", 2 * e * P * h, "moe.unpermute.bwd", "gather"),
             mem_op("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul.bwd.probs"),
-            mem_op("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul.bwd")]
+            mem_op("elementwise", 2 * e * P * h + 4 * P, "moe.probs_mul.bwd", "prob_mul")]   # g * probs
 
 
 def _megatron_permute_bwd(s: _Shape) -> list[ComputeOp]:
