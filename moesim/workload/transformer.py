@@ -731,6 +731,8 @@ def attention_activation_bytes(spec: TransformerSpec, mbs: int, tp: int = 1, sp:
     q_k = (loc.heads + loc.kv_heads) * spec.qk_head_dim
     v_out = (loc.kv_heads + loc.heads) * spec.v_dim  # V, and the attention output fed to attn.out
     sharded = e * T * (q_k + v_out)
+    if spec.qk_norm and not spec.is_mla:   # Q and K before their norms
+        sharded += e * T * (loc.heads + loc.kv_heads) * spec.head_dim
     if flash_attention:
         sharded += 4 * T * loc.heads
     elif recompute == "none":
