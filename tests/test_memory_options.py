@@ -51,6 +51,26 @@ def test_an_unfused_swiglu_also_keeps_silu_of_the_gate_until_its_module_is_recom
         2 * 8192 * 14336   # the preset's 8,192-token sequence
     moe_act = _names(MemoryConfig(recompute="selective", recompute_modules=("moe_act",)), eager)
     assert unfused.keys() - moe_act.keys() == {"moe.fc2_in", "moe.silu_out"}
+    # the routed experts as they run: Megatron-Core's grouped MLP fuses the SwiGLU whatever the flag
+    assert "moe.silu_out" not in _names(MemoryConfig(expert_activation_fusion=True), eager)
+    assert "moe.silu_out" in _names(MemoryConfig(expert_activation_fusion=False))
+
+
+def test_a_scenarios_memory_keeps_silu_of_the_gate_only_where_its_experts_run_eager() -> None:
+    from moesim.experiment import MoEOptions, Scenario
+    from moesim.experiment.build import scenario_budget
+
+    eager = dataclasses.replace(TINY_MOE, activation_fusion=False)
+    plan = ParallelPlan(tp=1, dp=1, pp=1, ep=1, micro_batch_size=1, num_microbatches=1)
+
+    def silu_out(**moe) -> float:
+        scn = Scenario(name="s", topology="dgx_h100", model="llama3-8b", plan=plan, moe=MoEOptions(**moe))
+        return scenario_budget(scn, eager, "H100").parts["activations"]
+
+    grouped = silu_out(token_movement="megatron", experts="grouped")
+    loop = silu_out(token_movement="megatron", experts="loop")
+    plain = silu_out(token_movement="megatron", experts="grouped", framework_modules=False)
+    assert loop - grouped == plain - grouped == pytest.approx(2 * 2 * 32 * 2 * 32)   # two layers' [pairs, F]
 
 
 def test_qk_norm_keeps_the_query_and_key_heads_before_their_norms() -> None:

@@ -35,7 +35,7 @@ def test_torchtitan_forward_kernels_in_launch_order():
     assert kernels(tokmove.dispatch_side_forward(SPEC, 64, "torchtitan")) == [
         ("router.gate", ""), ("router.to_fp32", "cast_fp32"), ("router.softmax", "softmax_fp32"), ("router.topk", "topk"),
         ("router.histc", "histc"), ("moe.argsort", "argsort"), ("moe.sort_scores", "gather"),
-        ("moe.token_index", ""), ("moe.permute", "gather"), ("moe.probs.to_fp32", "cast_fp32"), ("moe.probs_mul", ""),
+        ("moe.token_index", ""), ("moe.permute", "gather"), ("moe.probs.to_fp32", "cast_fp32"), ("moe.probs_mul", "prob_mul_fp32"),
         ("moe.probs.to_dtype", "cast_bf16")]
     assert kernels(tokmove.combine_side_forward(SPEC, 64, "torchtitan")) == [
         ("moe.zeros", "zeros"), ("moe.unpermute", "scatter_add")]
@@ -149,11 +149,14 @@ def test_unfused_glu_of_a_fused_fc1_is_chunk_silu_mul_and_its_backward_cats_the_
     fwd = moe_exec.kernel_ops(eager, (5, 0, 3), "F", "megatron")
     assert [op.name for op in fwd] == ["experts.offsets", "expert.fc1", "expert.silu", "expert.mul", "expert.fc2"]
     assert [op.bytes for op in fwd[2:4]] == [2 * e * rows * f, 3 * e * rows * f]
+    # chunk's halves are strided views: their kernels are the measured glu_* variants
+    assert [op.variant for op in fwd[2:4]] == ["glu_silu", "glu_mul"]
     bwd = moe_exec.kernel_ops(eager, (5, 0, 3), "B", "megatron")
-    assert [op.name for op in bwd] == ["expert.fc2.dgrad", "expert.mul.bwd", "expert.silu.bwd", "expert.glu_cat.bwd",
-                                       "expert.fc1.dgrad"]
-    assert [op.bytes for op in bwd[1:4]] == [5 * e * rows * f, 3 * e * rows * f, 4 * e * rows * f]
-    assert bwd[3].kind == "copy" and bwd[4].k == 2 * f          # one dgrad over both halves
+    assert [op.name for op in bwd] == ["expert.fc2.dgrad", "expert.mul.bwd", "expert.mul.bwd.a", "expert.silu.bwd",
+                                       "expert.glu_cat.bwd", "expert.fc1.dgrad"]
+    assert [op.bytes for op in bwd[1:5]] == [3 * e * rows * f, 3 * e * rows * f, 3 * e * rows * f, 4 * e * rows * f]
+    assert [op.variant for op in bwd[1:4]] == ["glu_mul", "", "glu_silu_bwd"]   # g * up strided, g * a contiguous
+    assert bwd[4].kind == "copy" and bwd[5].k == 2 * f          # one dgrad over both halves
     # the fused default: one kernel each way; torchtitan's three GEMMs do not depend on the flag
     assert [op.name for op in moe_exec.kernel_ops(SPEC, (5, 0, 3), "F", "megatron")][2] == "expert.swiglu"
     assert kernels(moe_exec.kernel_ops(eager, (5, 0, 3), "F")) == kernels(moe_exec.kernel_ops(SPEC, (5, 0, 3), "F"))

@@ -106,6 +106,10 @@ def test_moe_kernel_bytes_follow_the_documented_formulas() -> None:
     assert moe_kernel_bytes("argsort", t, e, k, h) == 16 * t * k
     assert moe_kernel_bytes("softmax_fp32", t, e, k, h) == 8 * t * e
     assert moe_kernel_bytes("cast_fp32", t, e, k, h) == 6 * t * h
+    assert moe_kernel_bytes("prob_mul_fp32", t, e, k, h) == 8 * t * k * h + 4 * t * k
+    f = 768   # the glu variants' width is the expert FFN's half of fc1
+    assert [moe_kernel_bytes(v, t, e, k, f) for v in ("glu_silu", "glu_mul", "glu_silu_bwd")] == \
+        [4 * t * k * f, 6 * t * k * f, 6 * t * k * f]
     op = moe_kernel_op("histc", t, e, k, h)
     assert (op.kind, op.variant, op.bytes) == ("histogram", "histc", 8 * t * k + 8 * e)
     with pytest.raises(ConfigError) as err:
@@ -188,4 +192,21 @@ def test_both_sections_run_on_the_cpu_and_price(tmp_path: Path) -> None:
     assert model.compute_ns(moe_kernel_op("index_add", 256, 8, 2, 64)) > 0
     assert model.host_op_ns(Gemm(m=64, n=64, k=64), "bwd") > 0
     assert model.sync_ns(64) > 0
+    assert model.fallback_ops == set()
+
+
+def test_the_strided_section_measures_only_the_non_vectorized_variants(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from moesim.calibrate.measure import run_calibration
+    from moesim.calibrate.moe_kernels import STRIDED_VARIANTS
+
+    out = tmp_path / "strided.json"
+    run_calibration("cpu", out, "smoke", budget_s=30.0, sections=("moe_strided",))
+    data = json.loads(out.read_text())
+    assert not data["errors"], data["errors"]
+    assert {r["variant"] for r in data["samples"]} == set(STRIDED_VARIANTS)
+    assert {r["dtype"] for r in data["samples"] if r["variant"] == "prob_mul_fp32"} == {"fp32"}
+    model = CalibratedCostModel(out)
+    op = moe_kernel_op("glu_silu", 256, 1, 2, 64)
+    assert op.kind == "elementwise" and model.compute_ns(op) > 0
     assert model.fallback_ops == set()

@@ -56,6 +56,9 @@ GRIDS: dict[str, dict[str, tuple[tuple[int, ...], ...]]] = {
     # casts: row widths of router logits (8..256) and of hidden rows (1024..7168), 256..524288 rows
     "cast": {"cuda": ((256, 4096, 65536, 524288), (0,), (0,), (8, 256, 1024, 4096)),
              "cpu": ((64, 256), (0,), (0,), (8, 64))},
+    # eager GLU on fc1's halves: rows T k, half width h = the expert FFN width F (x is [T k, 2F])
+    "glu": {"cuda": ((256, 2048, 16384, 65536), (0,), (1, 8), (768, 1536, 2048, 4096)),
+            "cpu": ((64, 256), (0,), (1, 2), (64,))},
 }
 # variants in measuring order (the unpermute and permute first: they cost the most), and their grid
 PLAN: tuple[tuple[str, str], ...] = (
@@ -63,8 +66,12 @@ PLAN: tuple[tuple[str, str], ...] = (
     ("prob_mul", "permute"), ("softmax_fp32", "score"), ("topk", "topk"), ("argsort", "ids"),
     ("histc", "hist"), ("bincount", "hist"), ("cumsum", "counts"), ("zeros", "fill"),
     ("cast_fp32", "cast"), ("cast_bf16", "cast"), ("sigmoid_fp32", "score"), ("routing_map", "map"),
-    ("masked_select", "map"),
+    ("masked_select", "map"), ("prob_mul_fp32", "permute"), ("glu_silu", "glu"), ("glu_mul", "glu"),
+    ("glu_silu_bwd", "glu"),
 )
+STRIDED_VARIANTS = ("prob_mul", "prob_mul_fp32", "glu_silu", "glu_mul", "glu_silu_bwd")
+"""The variants PyTorch runs on its non-vectorized elementwise kernel (a broadcast or strided
+operand); section ``moe_strided`` measures only these."""
 
 
 def _ids(tokens: int, experts: int, top_k: int, device: str) -> torch.Tensor:
@@ -92,11 +99,26 @@ def _permute_kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -
     if variant == "prob_mul":
         probs = torch.rand(t * k, device=device).to(torch.bfloat16)
         return lambda: y * probs.unsqueeze(-1)
+    if variant == "prob_mul_fp32":   # torchtitan: routed.to(float32) * top_scores.reshape(-1, 1)
+        y32, p32 = y.float(), torch.rand(t * k, device=device)
+        return lambda: y32 * p32.reshape(-1, 1)
     out = torch.zeros(t, h, device=device, dtype=torch.bfloat16)
     if variant == "index_add":
         return lambda: out.index_add_(0, token_of_row, y)
     expanded = token_of_row.view(-1, 1).expand(-1, h)
     return lambda: out.scatter_add_(0, expanded, y)
+
+
+def _glu_kernel(variant: str, t: int, k: int, f: int, device: str) -> Callable[[], object]:
+    """Megatron's eager ``glu`` over ``t * k`` rows: ``torch.chunk`` of a bf16 [rows, 2f] fc1 output
+    into strided halves, then ``F.silu(gate)``, ``a * up`` or ``silu``'s backward of the gate."""
+    gate, up = torch.chunk(_rand((t * k, 2 * f), device, torch.bfloat16, 8), 2, dim=-1)
+    other = _rand((t * k, f), device, torch.bfloat16, 9)   # the contiguous operand: silu(gate) or a grad
+    if variant == "glu_silu":
+        return lambda: F.silu(gate)
+    if variant == "glu_mul":
+        return lambda: other * up
+    return lambda: torch.ops.aten.silu_backward(other, gate)
 
 
 def _router_kernel(variant: str, t: int, e: int, k: int, device: str) -> Callable[[], object]:
@@ -130,8 +152,10 @@ def _router_kernel(variant: str, t: int, e: int, k: int, device: str) -> Callabl
 
 
 def _kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -> Callable[[], object]:
-    if variant in ("gather", "index_select", "scatter_add", "index_add", "prob_mul"):
+    if variant in ("gather", "index_select", "scatter_add", "index_add", "prob_mul", "prob_mul_fp32"):
         return _permute_kernel(variant, t, e, k, h, device)
+    if variant.startswith("glu_"):
+        return _glu_kernel(variant, t, k, h, device)
     if variant == "zeros":
         out = torch.empty(t, h, device=device, dtype=torch.bfloat16)
         return lambda: torch.zeros_like(out)
@@ -146,12 +170,13 @@ def _kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -> Callab
 
 def _shapes(family: str, device: str) -> list[tuple[int, int, int, int]]:
     tokens, experts, top_ks, hiddens = GRIDS[family]["cuda" if device == "cuda" else "cpu"]
+    width = 2 if family == "glu" else 1   # the glu family's input is [rows, 2h]
     out = []
     for t in tokens:
         for e in experts:
             for k in top_ks:
                 for h in hiddens:
-                    if (e and k > e) or t * max(k, 1) * max(h, 1) > MAX_ROW_ELEMS:
+                    if (e and k > e) or t * max(k, 1) * max(h, 1) * width > MAX_ROW_ELEMS:
                         continue
                     out.append((t, e, k, h))
     return out
@@ -159,7 +184,8 @@ def _shapes(family: str, device: str) -> list[tuple[int, int, int, int]]:
 
 def _row(variant: str, t: int, e: int, k: int, h: int, stats: dict) -> dict:
     nbytes = moe_kernel_bytes(variant, max(t, 1), max(e, 1), max(k, 1), max(h, 1))
-    return {"op": "memory", "kind": MOE_KERNEL_KINDS[variant], "variant": variant, "dtype": "bf16", "cache": "cold",
+    dtype = "fp32" if variant == "prob_mul_fp32" else "bf16"
+    return {"op": "memory", "kind": MOE_KERNEL_KINDS[variant], "variant": variant, "dtype": dtype, "cache": "cold",
             "nbytes": nbytes, "tokens": t, "experts": e, "top_k": k, "hidden": h, **stats}
 
 
@@ -169,7 +195,18 @@ def measure_moe_kernels(timer: Timer, grid: object, device: str, budget: Budget)
     sec = Section("moe_kernels")
     for numel in SYNC_NUMELS:
         sec.attempt(f"sync {numel}", budget, lambda numel=numel: sync_rows(numel, device))
-    for variant, family in PLAN:
+    return _measure_variants(sec, timer, device, budget, PLAN)
+
+
+def measure_moe_strided(timer: Timer, grid: object, device: str, budget: Budget) -> Section:
+    """Section ``moe_strided``: only the :data:`STRIDED_VARIANTS` (rows as ``moe_kernels`` writes them)."""
+    plan = tuple((v, f) for v, f in PLAN if v in STRIDED_VARIANTS)
+    return _measure_variants(Section("moe_strided"), timer, device, budget, plan)
+
+
+def _measure_variants(sec: Section, timer: Timer, device: str, budget: Budget,
+                      plan: tuple[tuple[str, str], ...]) -> Section:
+    for variant, family in plan:
         for t, e, k, h in _shapes(family, device):
             def one(variant: str = variant, t: int = t, e: int = e, k: int = k, h: int = h) -> dict:
                 fn = _kernel(variant, t, e, k, h, device)

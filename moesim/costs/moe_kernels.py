@@ -26,6 +26,17 @@ T tokens, E experts, k top-k, h the row width; variant (kind): expression -> nby
 - ``index_add`` (permute): ``out.index_add_(0, idx, y)``, bf16 atomics -> 4 T k h + 8 T k
 - ``prob_mul`` (elementwise): ``y * probs.unsqueeze(-1)``, bf16 [T k, h] -> 4 T k h + 2 T k
 - ``zeros`` (copy): ``torch.zeros_like(out)``, bf16 [T, h] -> 2 T h (written only)
+- ``prob_mul_fp32`` (elementwise): ``y_fp32 * probs_fp32.reshape(-1, 1)`` (torchtitan weights its
+  routed rows in fp32) -> 8 T k h + 4 T k
+- ``glu_silu`` (elementwise): ``F.silu(gate)`` where ``gate, up = torch.chunk(x, 2, -1)`` of a bf16
+  [T k, 2h] fc1 output (Megatron's eager ``glu``: strided halves) -> 4 T k h
+- ``glu_mul`` (elementwise): ``a * up``, ``a`` contiguous, ``up`` the strided half -> 6 T k h (also the
+  multiply's input gradient ``g * up``)
+- ``glu_silu_bwd`` (elementwise): ``silu_backward(g, gate)`` of the strided gate half -> 6 T k h
+
+A strided or broadcast operand keeps PyTorch off its vectorized elementwise kernel (the
+``prob_mul``, ``prob_mul_fp32`` and ``glu_*`` variants run ``elementwise_kernel``, at about half the
+bandwidth of the contiguous kernels the memory section's curves time).
 
 Where the time depends on more than these bytes the curve averages over the measured rest:
 ``topk`` over k (1-8) at a given T x E, ``histc``/``bincount`` over E (atomic contention on few
@@ -51,6 +62,7 @@ MOE_KERNEL_KINDS: dict[str, str] = {
     "histc": "histogram", "bincount": "histogram", "cumsum": "elementwise", "gather": "permute",
     "index_select": "permute", "routing_map": "permute", "masked_select": "permute",
     "scatter_add": "permute", "index_add": "permute", "prob_mul": "elementwise", "zeros": "copy",
+    "prob_mul_fp32": "elementwise", "glu_silu": "elementwise", "glu_mul": "elementwise", "glu_silu_bwd": "elementwise",
 }
 LEGACY_STAND_INS = {"index_select": "gather", "index_add": "index_add", "zeros": "zeros", "topk": "topk"}
 """Where a profile has no ``moe_kernels`` rows, the memory section's variant that timed the same
@@ -77,6 +89,8 @@ def moe_kernel_bytes(variant: str, tokens: int, experts: int, top_k: int, hidden
         "routing_map": 25 * t * e + 12 * rows, "masked_select": 3 * t * e + 16 * rows,
         "scatter_add": 4 * rows * h + 8 * rows, "index_add": 4 * rows * h + 8 * rows,
         "prob_mul": 4 * rows * h + 2 * rows, "zeros": 2 * t * h,
+        "prob_mul_fp32": 8 * rows * h + 4 * rows, "glu_silu": 4 * rows * h, "glu_mul": 6 * rows * h,
+        "glu_silu_bwd": 6 * rows * h,
     }
     return int(formulas[variant])
 

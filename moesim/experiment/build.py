@@ -150,6 +150,11 @@ def scenario_budget(scn: Scenario, spec, gpu_kind: str):
     ep = scn.plan.ep
     redundant = -(-scn.moe.num_redundant // ep) if scn.moe.num_redundant else 0
     cfg = dataclasses.replace(cfg, ep=ep, num_redundant_experts=max(cfg.num_redundant_experts, redundant))
+    if cfg.expert_activation_fusion is None and getattr(spec, "num_experts", 0):
+        from moesim.workload.moe_exec import experts_fuse_activation, framework_modules_run
+
+        framework = framework_modules_run(scn.moe.framework_modules, scn.moe.token_movement)
+        cfg = dataclasses.replace(cfg, expert_activation_fusion=experts_fuse_activation(spec, framework, scn.moe.experts))
     return memory_budget(spec, scn.plan, scn.schedule, cfg, gpu_kind)
 
 

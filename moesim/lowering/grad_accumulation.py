@@ -28,6 +28,7 @@ from moesim.lowering.pipeline import StageWork
 from moesim.ops import Gemm, GroupedGemm, MemoryOp
 from moesim.schedules.model import Action
 from moesim.workload import layers as wl
+from moesim.workload import moe_exec
 
 CATEGORY = "grad_accum"
 
@@ -53,24 +54,14 @@ def layer_tensors(table: Any, layer: int, per_expert: bool) -> list[float]:
     """Element counts of the parameter tensors one GPU holds for ``layer`` (see the module docstring)."""
     spec = table.spec
     ops = wl.backward_weight_ops(spec, table.kind_of(layer), table.mbs, table.tp, table.sp, table.ep)
-    titan = getattr(table, "token_movement", "torchtitan") == "torchtitan"
-    experts: dict[str, float] = {}
-    tensors: list[float] = []
-    for op in ops:
-        size = _weight_elements(op)
-        if not size:
-            continue
-        name = getattr(op, "name", "")
-        if name.startswith("expert"):
-            # torchtitan stores gate and up as two stacked weights (w1, w3) where Megatron has one fc1
-            halves = 2 if name.startswith("expert.fc1") and titan else 1
-            for half in range(halves):
-                experts[f"{name}/{half}"] = experts.get(f"{name}/{half}", 0.0) + size / halves
-        else:
-            tensors.append(size)
-    local = max(1, getattr(spec, "num_experts", 1) // max(1, table.ep))
-    for total in experts.values():
-        tensors += [total / local] * local if per_expert else [total]
+    tensors = [size for op in ops if (size := _weight_elements(op)) and not getattr(op, "name", "").startswith("expert")]
+    if any(getattr(op, "name", "").startswith("expert") for op in ops):
+        # the routed experts' weights as the framework stores them (torchtitan w1 / w3 / w2, Megatron
+        # fc1 / fc2): one stacked tensor per projection, or one per local expert
+        local = max(1, getattr(spec, "num_experts", 1) // max(1, table.ep))
+        movement = getattr(table, "token_movement", "torchtitan")
+        for _, n, k in moe_exec.expert_projections(spec, movement):
+            tensors += [float(n * k)] * local if per_expert else [float(n * k * local)]
     rest = table.layer_params(layer) - sum(tensors)
     return tensors + _split(rest, float(spec.hidden))
 

@@ -92,17 +92,14 @@ class MoEStageTable(StageTable):
         moe_exec.check_exec(experts, token_movement, capacity_factor)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
         # Megatron's modules around the kernels (host classes megatron_moe_layer / megatron_expert_mlp)
-        self.framework_modules = framework_modules and token_movement != "torchtitan"
+        self.framework_modules = moe_exec.framework_modules_run(framework_modules, token_movement)
         # Megatron's alltoall dispatcher regroups a GPU's received tokens by local expert and back
         self.sort_chunks = self.framework_modules and dispatcher == "alltoall"
         # Megatron-Core's own modules with the "megatron" movement: the routing probabilities are
         # applied inside the experts' fused SwiGLU, not after them
         self.megatron_local = self.framework_modules and token_movement == "megatron"
-        # the experts' SwiGLU: Megatron-Core's GroupedMLP jit-fuses it (``activation_func_with_probs``)
-        # whatever ``bias_activation_fusion`` says; its SequentialMLP and plain torch calls follow
-        # the spec's ``activation_fusion`` (eager: chunk, silu, mul; moesim.workload.moe_exec._eager_glu)
-        self.expert_spec = (dataclasses.replace(spec, activation_fusion=True)
-                            if self.framework_modules and experts != "loop" and not spec.activation_fusion else spec)
+        # the routed experts' SwiGLU, fused or eager as the framework runs it (moe_exec.experts_fuse_activation)
+        self.expert_spec = moe_exec.expert_spec(spec, self.framework_modules, experts)
         # moesim.lowering.overlap: shared experts during the dispatch (else before it); a BW's
         # weight gradients inside each layer's backward (else after the whole input backward)
         self.shared_overlap, self.fused_wgrad = shared_overlap, fused_wgrad

@@ -35,7 +35,8 @@ heads and FFN widths per TP rank; the names of :func:`layer_tensors`:
   the out-projection input); ``attn.dropout_mask``;
 * ``mlp.norm_in``, ``mlp.norm_out`` (``layernorm``); dense FFN ``mlp.fc1_out`` (activation
   input), ``mlp.fc2_in`` (activation output; both ``mlp``); with an unfused SwiGLU
-  (``activation_fusion`` False) each FFN also keeps ``*silu_out`` (``silu(gate)``);
+  (``activation_fusion`` False; the routed experts: ``MemoryConfig.expert_activation_fusion``)
+  each FFN also keeps ``*silu_out`` (``silu(gate)``);
 * MoE: ``moe.router_probs`` (fp32 T*E), ``moe.expert_in`` (received, permuted tokens: the
   grouped GEMM input), ``moe.fc1_out``, ``moe.fc2_in`` (``moe_act``), ``moe.pair_probs`` (fp32 per
   pair), ``moe.expert_out`` (only with ``probs_on_expert_output``), ``moe.shared_fc1_out``,
@@ -144,15 +145,15 @@ def _attention(spec: TransformerSpec, s: _Shape, config: Any) -> list[Kept]:
 
 
 def _ffn(spec: TransformerSpec, tokens: float, width: float, config: Any, fp8_act_input: bool,
-         prefix: str, freed_by: tuple[str, ...], act_freed_by: tuple[str, ...]) -> list[Kept]:
+         prefix: str, freed_by: tuple[str, ...], act_freed_by: tuple[str, ...], fused: bool) -> list[Kept]:
     """The activation's input (gate and up for SwiGLU) and its output (the down-projection input);
-    an unfused SwiGLU (``activation_fusion`` False: ``F.silu(gate) * up``) also keeps ``silu(gate)``,
+    an unfused SwiGLU (``fused`` False: ``F.silu(gate) * up``) also keeps ``silu(gate)``,
     which autograd saves for the multiply's backward."""
     widths = 2 if spec.activation == "swiglu" else 1
     act_in = fp8_bytes(tokens * widths * width) if fp8_act_input else DTYPE_BYTES[spec.dtype] * tokens * widths * width
     kept = [Kept(f"{prefix}fc1_out", act_in, freed_by),
             Kept(f"{prefix}fc2_in", _linear_in(config, spec, tokens * width), freed_by + act_freed_by)]
-    if spec.activation == "swiglu" and not spec.activation_fusion:
+    if spec.activation == "swiglu" and not fused:
         kept.append(Kept(f"{prefix}silu_out", DTYPE_BYTES[spec.dtype] * tokens * width, freed_by + act_freed_by))
     return kept
 
@@ -164,20 +165,21 @@ def _mlp_block(spec: TransformerSpec, s: _Shape, config: Any, moe_layer: bool) -
     if config.dropout:
         out.append(Kept("mlp.dropout_mask", 1.0 * s.Ts * h))
     if not moe_layer:
-        return out + _ffn(spec, s.T, spec.ffn_hidden / s.tp, config, False, "mlp.", ("mlp",), ())
+        return out + _ffn(spec, s.T, spec.ffn_hidden / s.tp, config, False, "mlp.", ("mlp",), (), spec.activation_fusion)
     assert isinstance(spec, MoESpec)
     pairs = s.Ts * spec.top_k
     moe = ("moe",)
     out += [Kept("moe.router_probs", 4.0 * s.Ts * spec.num_experts, moe),
             Kept("moe.expert_in", _linear_in(config, spec, pairs * h), moe),
-            *_ffn(spec, pairs, spec.expert_ffn_hidden, config, config.fp8_swiglu_inputs, "moe.", moe, ("moe_act",)),
+            *_ffn(spec, pairs, spec.expert_ffn_hidden, config, config.fp8_swiglu_inputs, "moe.", moe, ("moe_act",),
+                  spec.activation_fusion if config.expert_activation_fusion is None else config.expert_activation_fusion),
             Kept("moe.pair_probs", 4.0 * pairs, moe)]
     if config.probs_on_expert_output:  # torchtitan: (out.float() * scores).to(dtype) keeps the fp32 copy
         out.append(Kept("moe.expert_out", 4.0 * pairs * h, moe))
     if spec.num_shared_experts:
         shared_tokens = s.T if s.tp > 1 else s.Ts
         out += _ffn(spec, shared_tokens, spec.shared_ffn_hidden / s.tp, config, config.fp8_swiglu_inputs,
-                    "moe.shared_", ("shared_experts", "moe"), ())
+                    "moe.shared_", ("shared_experts", "moe"), (), spec.activation_fusion)
     return out
 
 

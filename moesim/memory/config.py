@@ -64,6 +64,11 @@ class MemoryConfig:
         fp8_swiglu_inputs: MoE SwiGLU inputs cached in FP8 too (DeepSeek-V3 §3.3.3).
         probs_on_expert_output: the router scores multiply the expert outputs, so backward keeps
             them (torchtitan); False: applied inside the activation (Megatron's grouped MLP).
+        expert_activation_fusion: the routed experts' SwiGLU is one fused kernel (nothing kept
+            beyond its input); False: eager ``silu(gate) * up``, which also keeps ``silu(gate)``;
+            None = the model's ``activation_fusion``. A scenario sets it as its experts run
+            (:func:`moesim.workload.moe_exec.experts_fuse_activation`: Megatron-Core's grouped MLP
+            fuses it whatever the flag says).
         moe_permute_fusion: ``--moe-permute-fusion``: the received tokens are permuted in place
             of a second copy; without it the dispatch holds both (``a2a_buffers``).
         precision_aware_optimizer: ``--use-precision-aware-optimizer`` (needs the distributed
@@ -101,6 +106,7 @@ class MemoryConfig:
     fp8_linear_inputs: bool | None = None
     fp8_swiglu_inputs: bool = False
     probs_on_expert_output: bool = False
+    expert_activation_fusion: bool | None = None
     moe_permute_fusion: bool = True
     precision_aware_optimizer: bool = False
     exp_avg_dtype: str = "fp32"
@@ -150,8 +156,9 @@ class MemoryConfig:
                       "account_for_embedding_in_pipeline_split", "account_for_loss_in_pipeline_split"):
             if not isinstance(getattr(self, field), bool):
                 raise ConfigError(field, f"must be true or false, got {getattr(self, field)!r}")
-        if self.fp8_linear_inputs is not None and not isinstance(self.fp8_linear_inputs, bool):
-            raise ConfigError("fp8_linear_inputs", f"must be true, false or None, got {self.fp8_linear_inputs!r}")
+        for field in ("fp8_linear_inputs", "expert_activation_fusion"):
+            if getattr(self, field) is not None and not isinstance(getattr(self, field), bool):
+                raise ConfigError(field, f"must be true, false or None, got {getattr(self, field)!r}")
         self._check_recompute_modules()
         self._check_optimizer_precision()
         self._check_bytes()

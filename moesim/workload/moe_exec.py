@@ -28,6 +28,7 @@ Programs are lists in launch order; the lowering (:mod:`moesim.lowering.moe_exch
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -119,8 +120,9 @@ def _fused_fc1(token_movement: str, activation: str) -> bool:
     return activation == "swiglu" and token_movement != "torchtitan"
 
 
-def _projections(spec, token_movement: str) -> list[tuple[str, int, int]]:
-    """(name, n, k) of each forward GEMM of one expert, in launch order; activations between."""
+def expert_projections(spec, token_movement: str) -> list[tuple[str, int, int]]:
+    """(name, n, k) of each forward GEMM of one expert, in launch order; activations between (one
+    weight tensor each: torchtitan's w1 / w3 / w2, Megatron's fc1 / fc2)."""
     h, f = spec.hidden, spec.expert_ffn_hidden
     if spec.activation != "swiglu":
         return [("expert.up", f, h), ("expert.down", h, f)]
@@ -137,6 +139,41 @@ def _eager_glu(spec) -> bool:
     return spec.activation == "swiglu" and not getattr(spec, "activation_fusion", True)
 
 
+def framework_modules_run(framework_modules: bool, token_movement: str) -> bool:
+    """Whether Megatron-Core's modules run around the kernels (``MoEOptions.framework_modules``):
+    never with torchtitan's movement, which is plain torch calls."""
+    return bool(framework_modules) and token_movement != "torchtitan"
+
+
+def experts_fuse_activation(spec, framework_modules: bool, experts: str) -> bool:
+    """Whether the routed experts' SwiGLU is one fused kernel: Megatron-Core's GroupedMLP (its
+    modules, ``experts`` grouped or padded) jit-fuses it (``activation_func_with_probs``) whatever
+    ``bias_activation_fusion`` says; its SequentialMLP and plain torch calls follow the spec's
+    ``activation_fusion`` (eager: :func:`eager_glu_ops`)."""
+    return bool(getattr(spec, "activation_fusion", True)) or (framework_modules and experts != "loop")
+
+
+def expert_spec(spec, framework_modules: bool, experts: str):
+    """``spec`` as the routed experts' kernel chains read it (:func:`experts_fuse_activation`)."""
+    fused = experts_fuse_activation(spec, framework_modules, experts)
+    return spec if fused == getattr(spec, "activation_fusion", True) else dataclasses.replace(spec, activation_fusion=fused)
+
+
+def eager_glu_ops(elem_bytes: float, elems: float, prefix: str, backward: bool = False) -> list[MemoryOp]:
+    """Megatron's eager ``glu`` on a fused fc1's output: ``torch.chunk`` leaves the gate and up halves
+    strided, so PyTorch runs its non-vectorized elementwise kernel (the ``glu_*`` variants of
+    :mod:`moesim.costs.moe_kernels`, measured on exactly these views): forward ``silu(gate)``
+    then ``a * up``; backward the multiply's two gradients (``g * up`` strided, ``g * a``
+    contiguous) and ``silu``'s backward of the strided gate."""
+    b = elem_bytes * elems
+    if backward:
+        return [MemoryOp("elementwise", 3 * b, f"{prefix}.mul.bwd", "glu_mul"),
+                MemoryOp("elementwise", 3 * b, f"{prefix}.mul.bwd.a"),
+                MemoryOp("elementwise", 3 * b, f"{prefix}.silu.bwd", "glu_silu_bwd")]
+    return [MemoryOp("elementwise", 2 * b, f"{prefix}.silu", "glu_silu"),
+            MemoryOp("elementwise", 3 * b, f"{prefix}.mul", "glu_mul")]
+
+
 GemmMaker = Callable[[str, int, int, str], ComputeOp]  # (name, n, k, layout) -> one GEMM kernel
 
 
@@ -149,7 +186,7 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
         raise ConfigError("phase", "a kernel chain is one of F, B, W; BW is an order of B and W tasks",
                           "ask expert_tasks for phase BW, or for B and W chains separately")
     e, f, h = float(DTYPE_BYTES[spec.dtype]), spec.expert_ffn_hidden, spec.hidden
-    proj = _projections(spec, token_movement)
+    proj = expert_projections(spec, token_movement)
     if phase == "W":
         return [gemm(f"{name}.wgrad", n, k, "wgrad") for name, n, k in proj]
     act = spec.activation
@@ -159,7 +196,7 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
             silu, mul = eager_swiglu_ops(e, rows * f, "expert")
             return [fwd[0], silu, fwd[1], mul, fwd[2]]
         if _eager_glu(spec):
-            return [fwd[0], *eager_swiglu_ops(e, rows * f, "expert"), fwd[1]]
+            return [fwd[0], *eager_glu_ops(e, rows * f, "expert"), fwd[1]]
         act_bytes = (3 if act == "swiglu" else 2) * e * rows * f
         return [fwd[0], _mem("elementwise", act_bytes, f"expert.{act}"), fwd[1]]
     dg = [gemm(f"{name}.dgrad", k, n, "dgrad") for name, n, k in reversed(proj)]
@@ -169,7 +206,7 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
         return [*again, dg[0], *eager_swiglu_ops(e, rows * f, "expert", backward=True), dg[1], dg[2],
                 _mem("elementwise", 3 * e * rows * h, "expert.dx_add.bwd")]
     if _eager_glu(spec):   # chunk's backward concatenates the two halves' grads into [rows, 2F]
-        return [*again, dg[0], *eager_swiglu_ops(e, rows * f, "expert", backward=True),
+        return [*again, dg[0], *eager_glu_ops(e, rows * f, "expert", backward=True),
                 _mem("copy", 4 * e * rows * f, "expert.glu_cat.bwd"), dg[1]]
     act_bytes = (5 if act == "swiglu" else 3) * e * rows * f
     return [*again, dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
@@ -292,7 +329,7 @@ def select_backward_share(spec, num_experts: int, first: bool) -> list[ComputeOp
     contribution the buffer receives is stored, not added)."""
     e = float(DTYPE_BYTES[spec.dtype])
     ops: list[ComputeOp] = []
-    for name, n, k in reversed(_projections(spec, "torchtitan")):
+    for name, n, k in reversed(expert_projections(spec, "torchtitan")):
         full, one = e * num_experts * n * k, e * n * k
         ops += [_mem("copy", full, f"{name}.select_bwd.zeros", "zeros"),
                 _mem("copy", 2 * one, f"{name}.select_bwd.slice_copy")]
@@ -308,7 +345,7 @@ def empty_wgrad_ops(spec, token_movement: str = "torchtitan") -> list[ComputeOp]
     gradient (an ``[0, h]`` result) and the empty activations launch nothing."""
     e = float(DTYPE_BYTES[spec.dtype])
     return [_mem("copy", e * n * k, f"{name}.wgrad.zeros", "zeros")
-            for name, n, k in reversed(_projections(spec, token_movement))]
+            for name, n, k in reversed(expert_projections(spec, token_movement))]
 
 
 def padded_counts(counts: Sequence[int], rows_per_expert: int) -> tuple[int, ...]:

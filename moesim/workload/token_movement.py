@@ -118,7 +118,8 @@ def _titan_permute(s: _Shape) -> list[ComputeOp]:
             mem_op("elementwise", 16 * P, "moe.token_index"),
             mem_op("permute", 2 * e * P * h, "moe.permute", "gather"),
             mem_op("cast", (e + 4) * P * h, "moe.probs.to_fp32", "cast_fp32"),
-            mem_op("elementwise", 8 * P * h + 4 * P, "moe.probs_mul"),
+            # fp32 rows times a broadcast fp32 column: PyTorch's non-vectorized kernel (prob_mul_fp32)
+            mem_op("elementwise", 8 * P * h + 4 * P, "moe.probs_mul", "prob_mul_fp32"),
             mem_op("cast", (4 + e) * P * h, "moe.probs.to_dtype", "cast_bf16")]
 
 
@@ -139,7 +140,7 @@ def _titan_permute_bwd(s: _Shape) -> list[ComputeOp]:
     P, h, e, T = s.P, s.h, s.e, s.T
     return [mem_op("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd.scores"),
             mem_op("cast", (e + 4) * P * h, "moe.probs.to_dtype.bwd", "cast_fp32"),
-            mem_op("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd"),
+            mem_op("elementwise", 8 * P * h + 4 * P, "moe.probs_mul.bwd", "prob_mul_fp32"),   # g * probs
             mem_op("cast", (4 + e) * P * h, "moe.probs.to_fp32.bwd", "cast_bf16"),
             mem_op("copy", e * T * h, "moe.permute.bwd.zeros", "zeros"),
             mem_op("permute", 2 * e * P * h, "moe.permute.bwd", "scatter_add"),
