@@ -226,3 +226,30 @@ def test_no_trace_and_no_plots_write_only_the_results(tmp_path) -> None:
     assert "t.timeline.png" in names and "t.trace.json" not in names
     run_experiment(exp, tmp_path / "all")
     assert (tmp_path / "all" / "results.json").read_bytes() == (tmp_path / "bare" / "results.json").read_bytes()
+
+
+def test_overlapped_param_gather_in_the_reduced_run_as_in_the_full_one() -> None:
+    """--overlap-param-gather: ZeRO-1's all-gather leaves the end of the step; each chunk's gather
+    is issued at the start on comm.dp and the chunk's first forward waits for it, in both engines."""
+    from moesim.lowering.overlap import OverlapOptions
+
+    base = dataclasses.replace(_scenario(2, 8, 2, 8, "interleaved", 8, vpp=2),
+                               memory=MemoryConfig(recompute="none", zero_stage=1))
+    on = dataclasses.replace(base, overlap=OverlapOptions(overlap_grad_reduce=True, overlap_param_gather=True))
+    off = dataclasses.replace(base, overlap=OverlapOptions(overlap_grad_reduce=True))
+    runs = {}
+    for name, scn in (("on", on), ("off", off)):
+        red = build_reduced(scn, ReducedOptions(routing_samples=8))["sim"].run()
+        _full, rec = run_scenario(scn, force=True)
+        runs[name] = (red, rec)
+    red_on, full_on = runs["on"][0].recorder, runs["on"][1]
+    gathers = [s for s in red_on.spans if s.name.startswith("dp:all_gather.params")]
+    assert {s.name for s in gathers} == {"dp:all_gather.params.c0", "dp:all_gather.params.c1"}
+    optimizer_end = max(s.end_ns for s in red_on.spans if s.category == "optimizer")
+    assert all(s.start_ns < optimizer_end for s in gathers)           # at the start, not after the optimizer
+    first_fwd = min(s.start_ns for s in red_on.spans if s.rank == 0 and s.category == "forward"
+                    and s.args.get("chunk") == 1 and s.name.startswith("F"))
+    assert first_fwd >= min(s.end_ns for s in gathers if s.rank == 0 and s.name.endswith("c1"))
+    assert runs["on"][0].makespan_ns < runs["off"][0].makespan_ns     # the exposed gather is gone
+    full_ns, red_ns = _pipeline_ns(full_on.spans), _pipeline_ns(red_on.spans)
+    assert abs(red_ns / full_ns - 1) < 0.03, (full_ns, red_ns)

@@ -138,13 +138,16 @@ class LoweringOptions:
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
                    opts: LoweringOptions, exchange: "ExchangeLowering | None" = None,
-                   gradient_sync=None) -> dict[str, int]:
+                   gradient_sync=None, param_gather=None) -> dict[str, int]:
     """Add the whole training step to ``sim``; return counts of what was created.
 
     ``exchange`` lowers the :class:`Exchange` segments (MoE dispatch/experts/combine) a table may
     return; dense tables return none. ``gradient_sync(sim, last_backward, finished)`` replaces
     the DP all-reduce and optimizer step (``last_backward[(d, p, chunk)]`` and
-    ``finished[(d, p, t)]`` hold tasks) and returns how many collectives it added.
+    ``finished[(d, p, t)]`` hold tasks) and returns how many collectives it added; with it,
+    ``param_gather(sim, firsts)`` replaces the ``--overlap-param-gather`` prologue when
+    ``opts.param_gather_overlap`` (``firsts[(d, p, chunk)]``: the chunk's first forward's compute
+    tasks, one per TP rank, each to wait for its chunk's gather) and returns how many it added.
     """
     done: dict[tuple[int, int, Action], list[Task]] = {}
     compute: dict[tuple[int, int, Action], list[Task]] = {}
@@ -160,14 +163,19 @@ def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: Stage
                 for d in range(grid.dp):
                     slot_head[(d, p, step.second)] = compute[(d, p, step.first)]
     sends = _wire_pipeline(sim, schedule, grid, table, opts, done, slot_head)
+    gathers = 0
     if has_backward(schedule) and gradient_sync is None and _gathers_params(opts, grid) and opts.param_gather_overlap:
-        _param_gather_prologue(sim, schedule, grid, table, opts, compute)
+        gathers = _param_gather_prologue(sim, schedule, grid, table, opts, compute)
+    elif has_backward(schedule) and param_gather is not None and opts.param_gather_overlap:
+        firsts = {(d, p, chunk): compute[(d, p, first)] for p in range(grid.pp)
+                  for chunk, first in _first_forwards(schedule, p).items() for d in range(grid.dp)}
+        gathers = param_gather(sim, firsts)
     if not has_backward(schedule):   # forward-only: no gradients to sync, no optimizer step
         return {"actions": len(done), "sends": sends, "dp_collectives": 0}
     if gradient_sync is not None:
-        dp_tasks = gradient_sync(sim, last_backward, _finished(done))
+        dp_tasks = gathers + gradient_sync(sim, last_backward, _finished(done))
     else:
-        dp_tasks = _gradient_sync(sim, schedule, grid, table, opts, last_backward, done)
+        dp_tasks = gathers + _gradient_sync(sim, schedule, grid, table, opts, last_backward, done)
     return {"actions": len(done), "sends": sends, "dp_collectives": dp_tasks}
 
 

@@ -132,10 +132,6 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if routing is not None and getattr(routing, "capacity_factor", None) is not None:
         raise ConfigError("moe.routing.capacity_factor", "the reduced run models dropless routing only",
                           "set capacity_factor=None or use the full run `moesim run` on a smaller cluster")
-    if scn.overlap.overlap_param_gather:
-        raise ConfigError("overlap.overlap_param_gather", "the reduced run gathers ZeRO-1's parameters after the "
-                          "optimizer (its own DP phases); the overlapped gather is lowered by the full run only",
-                          "set overlap.overlap_param_gather=false, or use the full run `moesim run`")
     if scn.moe.experts == "padded":
         raise ConfigError("moe.experts", "the reduced run models dropless routing only; experts='padded' drops "
                           "and pads to capacity", "use experts='grouped' or 'loop', or the full run `moesim run`")
@@ -222,10 +218,11 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     dp_info: dict[str, Any] = {"reduce_scatter_ms": {}, "all_gather_ms": {}, "all_reduce_ms": {}}
     nvswitch = min((l.bandwidth_gbps * efficiency.get(l.kind, 1.0) for l in group_topo.links
                     if l.kind in ("nvswitch", "nvlink")), default=min(link.capacity.values()))
-    sync = _zero1(scn, spec, table, cost, link, grid, per_node, nvswitch, dp_info)
+    sync, gather = _zero1(scn, spec, table, cost, link, grid, per_node, nvswitch, dp_info)
+    opts = dataclasses.replace(opts, param_gather_overlap=gather is not None)
     host = scenario_host(scn, cost)
     with gc_paused():
-        counts = lower_pipeline(sim, sched, grid, table, opts, exchange, gradient_sync=sync)
+        counts = lower_pipeline(sim, sched, grid, table, opts, exchange, gradient_sync=sync, param_gather=gather)
         if scn.host == "eager":   # a host thread per lane, as for every GPU of the full run
             counts.update(eager_host_counts(add_eager_host(sim, host)))
     return {"scenario": scn, "spec": spec, "cost": cost, "schedule": sched, "table": table, "sim": sim,
@@ -274,10 +271,14 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
     scenario's ``memory`` shards the optimizer: zero_stage >= 1 or a distributed optimizer): per
     model chunk after its last backward a reduce-scatter of its gradients (dense: hierarchical
     over dp GPUs; experts: over the dp/ep expert-data-parallel GPUs), then the optimizer on this
-    GPU's shard and the all-gather of the updated bf16 parameters. Without ZeRO: an all-reduce of
-    the gradients (reduce-scatter + all-gather of the same bytes) and the optimizer on every
-    parameter, as the full run does. With TP each GPU of the lane's TP group runs its own DP
-    group's phases (the dp GPUs of its TP index: ``per_node / tp`` of them per node)."""
+    GPU's shard and the all-gather of the updated bf16 parameters; with ``--overlap-param-gather``
+    that all-gather is the previous step's, issued per model chunk at the start of the step on
+    ``comm.dp``, and the chunk's first forward waits for its own (as the full run lowers it).
+    Without ZeRO: an all-reduce of the gradients (reduce-scatter + all-gather of the same bytes)
+    and the optimizer on every parameter, as the full run does. With TP each GPU of the lane's TP
+    group runs its own DP group's phases (the dp GPUs of its TP index: ``per_node / tp`` of them
+    per node). Returns ``(gradient_sync, param_gather)``, the second None unless the gather is
+    overlapped (:func:`moesim.lowering.pipeline.lower_pipeline`)."""
     plan = scn.plan
     zero = scn.memory.effective_zero_stage >= 1
     passes = 1 if zero else 2   # an all-reduce is a reduce-scatter plus an all-gather
@@ -302,6 +303,30 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
         cross = (edp - 1) / edp * nbytes
         return int(cross / nic + (edp - 1) * step_edp), cross
 
+    def chunk_params(p: int, chunk: int) -> tuple[float, float]:
+        """(dense, routed-expert) parameters of one model chunk on one GPU of pipeline rank p."""
+        grads = table.grad_bytes(p, chunk)
+        experts = _expert_params(spec, table, p, chunk, plan.ep) * plan.grad_dtype_bytes
+        return max(0.0, grads - experts) / plan.grad_dtype_bytes, experts / plan.grad_dtype_bytes
+
+    overlap_gather = zero and bool(scn.overlap.overlap_param_gather)
+
+    def gather(sim, firsts) -> int:
+        added = 0
+        for (_d, p, chunk), tasks in sorted(firsts.items(), key=lambda kv: kv[0]):
+            dense, experts = chunk_params(p, chunk)
+            (d_ns, d_nic), (e_ns, e_nic) = hier(dense * PARAM_BYTES), flat(experts * PARAM_BYTES)
+            for t, first in enumerate(tasks):
+                task = link.phase(sim, grid.gpu(t, 0, p), d_ns + e_ns, d_nic + e_nic, d_nic + e_nic,
+                                  f"dp:all_gather.params.c{chunk}", stream="comm.dp", category="all_gather", deps=[],
+                                  args={"pp_rank": p, "chunk": chunk, "overlapped": True,
+                                        "bytes": (dense + experts) * PARAM_BYTES})
+                sim.add_dep(first, task)
+                if t == 0:
+                    info["all_gather_ms"][f"rank{p}.chunk{chunk}"] = round((d_ns + e_ns) / 1e6, 3)
+                added += 1
+        return added
+
     def sync(sim, last_backward, finished) -> int:
         added = 0
         for p, t in ((p, t) for p in range(grid.pp) for t in range(grid.tp)):
@@ -313,11 +338,10 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
             dense_params = expert_params = 0.0
             for chunk in chunks:
                 grads = table.grad_bytes(p, chunk)
-                experts = _expert_params(spec, table, p, chunk, plan.ep) * plan.grad_dtype_bytes
-                dense = max(0.0, grads - experts)
-                dense_params += dense / plan.grad_dtype_bytes
-                expert_params += experts / plan.grad_dtype_bytes
-                (d_ns, d_nic), (e_ns, e_nic) = hier(dense), flat(experts)
+                dense, experts = chunk_params(p, chunk)
+                dense_params += dense
+                expert_params += experts
+                (d_ns, d_nic), (e_ns, e_nic) = hier(dense * plan.grad_dtype_bytes), flat(experts * plan.grad_dtype_bytes)
                 ns, nic_bytes = passes * (d_ns + e_ns), passes * (d_nic + e_nic)
                 op = "reduce_scatter" if zero else "all_reduce"
                 overlapped = grad_reduce_overlap(scn.overlap, plan.dp_overlap)   # --overlap-grad-reduce
@@ -331,7 +355,7 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
             opt = sim.compute(lane, cost.compute_ns(MemoryOp("elementwise", ADAM_BYTES_PER_PARAM * shard, "adam")),
                               "optimizer", category="optimizer", deps=tail + finished.get((0, p, 0), []),
                               args={"pp_rank": p, **({"tp": t} if grid.tp > 1 else {})})
-            if not zero:
+            if not zero or overlap_gather:   # overlapped: the next step's prologue gathers them
                 continue
             (d_ns, d_nic), (e_ns, e_nic) = hier(dense_params * PARAM_BYTES), flat(expert_params * PARAM_BYTES)
             link.phase(sim, lane, d_ns + e_ns, d_nic + e_nic, d_nic + e_nic, "dp:all_gather.params",
@@ -342,7 +366,7 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
             added += 1
         return added
 
-    return sync
+    return sync, (gather if overlap_gather else None)
 
 
 def _expert_params(spec, table: MoEStageTable, rank: int, chunk: int, ep: int) -> float:
