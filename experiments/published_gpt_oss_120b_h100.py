@@ -17,8 +17,7 @@ In moesim: 8 DGX H100 nodes (``dgx_h100``), DP 16 x PP 4 with EP 8 inside each n
 1280 / 16 = 80 microbatches of one 4K sequence, balanced routing (forced balance), fused router
 and permute (``token_movement="fused"``; before 2026-12-06c this file used Megatron's unfused
 movement, which the recipe does not run), distributed optimizer (ZeRO-1), selective recompute of
-layernorm and moe_act, ``--overlap-grad-reduce`` (the reduced engine refuses the overlapped
-parameter gather), the calibrated H100 profile, an eager host (no CUDA graphs in this recipe).
+layernorm and moe_act, ``--overlap-grad-reduce`` and ``--overlap-param-gather``, the calibrated H100 profile, an eager host (no CUDA graphs in this recipe).
 Scenarios: ``published`` (as above) and ``graphs-host`` (the same with the host never behind,
 to show what the eager host costs). Reduced engine (``moesim.scale``; each result lists what it reduced).
 
@@ -38,7 +37,7 @@ PUBLISHED = Scenario(
     plan=ParallelPlan(tp=1, dp=16, pp=4, ep=8, micro_batch_size=1, num_microbatches=80),
     schedule="1f1b", engine="reduced", host="eager",
     memory=MemoryConfig(recompute="selective", recompute_modules=("layernorm", "moe_act"), zero_stage=1),
-    moe=MoEOptions(token_movement="fused"), overlap=OverlapOptions(overlap_grad_reduce=True),
+    moe=MoEOptions(token_movement="fused"), overlap=OverlapOptions(overlap_grad_reduce=True, overlap_param_gather=True),
     description=f"Megatron-Bridge 26.02 DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} tokens/s/GPU",
 )
 

@@ -23,7 +23,7 @@ with 12 chunks per rank over 128 microbatches of one 4K sequence, balanced routi
 SMs with fused permute / router, the EP overlap switches, FP8 GEMMs on bf16 activations
 (``gemm_dtype="fp8"``, priced by the profile's fp8 GEMM rows, each with its operand's quantize
 kernels, :mod:`moesim.lowering.fp8_quantize`), ZeRO-1, no recompute, eager host,
-``--overlap-grad-reduce`` (the reduced engine refuses the overlapped parameter gather).
+``--overlap-grad-reduce`` and ``--overlap-param-gather``.
 Scenarios: ``published`` (the recipe above); ``tokendrop-25.09`` (the "25.09 NeMo Container"
 H100 row, token-drop: **10,494 tokens/s/GPU**, GBS 512, MBS 2, PP 2, VP 24, EP 8; its
 ``scripts/performance/run_script.py`` at tag v0.1.0rc4 applies ``apply_moe_token_drop``, capacity
@@ -51,7 +51,7 @@ PUBLISHED_PATCH_TOKENS_PER_S_PER_GPU = 9058     # 26.02.01 container, same layou
 PUBLISHED_PATCH_MODEL_TFLOPS_PER_GPU = 208
 PUBLISHED_TOKENDROP_TOKENS_PER_S_PER_GPU = 10494  # 25.09 container, token-drop, MBS 2
 MODEL = get_model("qwen3-30b-a3b")
-OVERLAP = OverlapOptions(overlap_grad_reduce=True, overlap_moe_expert_parallel_comm=True,
+OVERLAP = OverlapOptions(overlap_grad_reduce=True, overlap_param_gather=True, overlap_moe_expert_parallel_comm=True,
                          delay_wgrad_compute=True, deepep_num_sms=20)
 
 PUBLISHED = Scenario(
