@@ -62,3 +62,35 @@ def test_the_clock_section_says_why_it_measures_nothing_on_cpu() -> None:
 
     sec = measure_clock(Timer("cpu"), None, "cpu", Budget(5.0))
     assert not sec.samples and "needs a CUDA GPU" in sec.errors[0]
+
+
+def test_boost_with_burst_rows_scales_by_the_measured_time_ratio() -> None:
+    """Clock rows that hold ``cool_time_ns`` (a short burst on a cool GPU) set the factor: the median
+    over a class's rows of burst time / the profile's price of the same shape, at most 1."""
+    import json
+
+    from moesim.costs.profile import profile_from_dict, resolve_profile_path
+
+    doc = json.loads(resolve_profile_path("h100_sxm").read_text())
+    sustained = CalibratedCostModel(profile_from_dict(doc, name="h100"))
+    rows = [r for r in doc["samples"] if r["op"] == "clock"]
+    shares = {"gemm": (0.80, 0.85, 0.90), "attention": (0.95, 1.2)}   # a burst slower than the profile: capped at 1
+    for cls, fs in shares.items():
+        for r, f in zip([r for r in rows if r["class"] == cls], fs * 10):
+            op = (Gemm(r["m"], r["n"], r["k"]) if cls == "gemm" else
+                  Attention(r["batch"], r["heads"], r["heads"], r["seq"], r["seq"], r["head_dim"], causal=True,
+                            backward=r["direction"] == "bwd"))
+            r["cool_time_ns"] = f * sustained.compute_ns(op)
+    boost = CalibratedCostModel(profile_from_dict(doc, name="h100 burst"), gpu_clock="boost")
+    gemm_f = sorted([0.80, 0.85, 0.90, 0.80, 0.85])[2]   # the five GEMM rows' ratios
+    op = Gemm(8192, 8192, 4096)
+    assert boost.compute_ns(op) == pytest.approx(sustained.compute_ns(op) * gemm_f, rel=1e-3)
+    attn = Attention(1, 32, 8, 4096, 4096, 128)
+    assert boost.compute_ns(attn) == sustained.compute_ns(attn)   # median of 0.95 / 1.2 alternating: 1.0 capped
+    assert "x0.850" in boost.name
+    for r in rows:   # burst times of one class only: refused, naming the field
+        if r["class"] == "attention":
+            r.pop("cool_time_ns")
+    with pytest.raises(ConfigError) as e:
+        CalibratedCostModel(profile_from_dict(doc, name="h100 half"), gpu_clock="boost")
+    assert e.value.field == "gpu_clock" and "attention" in str(e.value)

@@ -69,6 +69,10 @@ def test_model_from_flags() -> None:
     assert m.expert_linear_bias
     no_bias = build_scenario(read_megatron_args(QWEN_ARGS + " --disable-bias-linear", gpus=16).scenario)
     assert not no_bias.model.expert_linear_bias
+    # RoPE: fused unless --no-rope-fusion (then Megatron-Core's rotate-half expression)
+    assert m.rope_impl == "fused"
+    assert build_scenario(read_megatron_args(QWEN_ARGS + " --no-rope-fusion", gpus=16).scenario).model.rope_impl == \
+        "rotate_half"
 
 
 def test_unknown_conflicting_and_bad_flags() -> None:

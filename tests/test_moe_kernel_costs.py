@@ -195,18 +195,37 @@ def test_both_sections_run_on_the_cpu_and_price(tmp_path: Path) -> None:
     assert model.fallback_ops == set()
 
 
-def test_the_strided_section_measures_only_the_non_vectorized_variants(tmp_path: Path) -> None:
+def test_the_eager_section_measures_only_the_non_vectorized_variants_and_rope_programs(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from moesim.calibrate.measure import run_calibration
-    from moesim.calibrate.moe_kernels import STRIDED_VARIANTS
+    from moesim.calibrate.moe_kernels import EAGER_VARIANTS
 
-    out = tmp_path / "strided.json"
-    run_calibration("cpu", out, "smoke", budget_s=30.0, sections=("moe_strided",))
+    out = tmp_path / "eager.json"
+    run_calibration("cpu", out, "smoke", budget_s=30.0, sections=("eager_kernels",))
     data = json.loads(out.read_text())
     assert not data["errors"], data["errors"]
-    assert {r["variant"] for r in data["samples"]} == set(STRIDED_VARIANTS)
+    assert {r["variant"] for r in data["samples"]} == set(EAGER_VARIANTS)
+    assert {"rope_halves", "rope_rotate_half_bwd", "rope_complex"} <= set(EAGER_VARIANTS)
     assert {r["dtype"] for r in data["samples"] if r["variant"] == "prob_mul_fp32"} == {"fp32"}
     model = CalibratedCostModel(out)
     op = moe_kernel_op("glu_silu", 256, 1, 2, 64)
     assert op.kind == "elementwise" and model.compute_ns(op) > 0
     assert model.fallback_ops == set()
+
+
+def test_the_measured_rope_programs_rotate() -> None:
+    """The eager RoPE forms the eager_kernels section times are RoPE: the halves and rotate-half
+    forms give the same result, and every form keeps each token's norm (a rotation)."""
+    torch = pytest.importorskip("torch")
+    from moesim.calibrate.moe_kernels import _rand, _rope_program
+
+    t, heads, d = 16, 2, 8
+    outs = {form: _rope_program(f"rope_{form}", t, heads, d, "cpu")().float() for form in ("halves", "rotate_half",
+                                                                                         "complex")}
+    assert torch.allclose(outs["halves"], outs["rotate_half"], atol=1e-2)
+    q = _rand((t, 2 * heads * d), "cpu", torch.bfloat16, 12)[:, :heads * d].view(1, t, heads, d).transpose(1, 2)
+    x = _rand((1, t, heads, d), "cpu", torch.bfloat16, 11)   # the inputs the programs draw
+    assert torch.allclose(outs["halves"].norm(dim=-1), q.float().norm(dim=-1), rtol=2e-2)
+    assert torch.allclose(outs["complex"].norm(dim=-1), x.float().norm(dim=-1), rtol=2e-2)
+    grads = _rope_program("rope_complex_bwd", t, heads, d, "cpu")()
+    assert grads[0].shape == (1, t, heads, d)

@@ -155,7 +155,7 @@ def test_recompute_ops():
 
 @pytest.mark.parametrize("field, value", [
     ("num_layers", 0), ("hidden", -1), ("activation", "relu"), ("norm", "batchnorm"), ("dtype", "int3"),
-    ("num_kv_heads", 3),
+    ("num_kv_heads", 3), ("rope_impl", "yarn"),
 ])
 def test_validation_names_the_field(field, value):
     with pytest.raises(ConfigError) as err:
@@ -204,6 +204,14 @@ def test_rope_is_one_op_on_the_queries_and_one_on_the_keys():
     assert ropes == {"attn.rope.q": 2 * e * T * TINY.num_heads * d, "attn.rope.k": 2 * e * T * TINY.num_kv_heads * d}
     back = [op.name for op in tf.attention_backward_input_program(TINY, 1) if "rope" in op.name]
     assert back == ["attn.rope.q.bwd", "attn.rope.k.bwd"]
+    assert {op.variant for op in tf.attention_forward_program(TINY, 1) if "rope" in op.name} == {""}   # one fused kernel
+    # an eager form is its measured program each way, on the same bytes
+    eager = replace(TINY, rope_impl="rotate_half")
+    fwd = {op.name: (op.bytes, op.variant) for op in tf.attention_forward_program(eager, 1) if "rope" in op.name}
+    assert fwd == {"attn.rope.q": (ropes["attn.rope.q"], "rope_rotate_half"),
+                   "attn.rope.k": (ropes["attn.rope.k"], "rope_rotate_half")}
+    assert {op.variant for op in tf.attention_backward_input_program(eager, 1) if "rope" in op.name} == \
+        {"rope_rotate_half_bwd"}
 
 
 def test_qk_norm_is_one_norm_per_query_and_key_tensor_each_way():

@@ -38,7 +38,7 @@ from moesim.calibrate.host_classes import measure_host_classes
 from moesim.calibrate.fp8 import measure_fp8_scaled
 from moesim.calibrate.grouped import measure_grouped_gemm_v
 from moesim.calibrate.jsonio import dump_profile
-from moesim.calibrate.moe_kernels import measure_moe_kernels, measure_moe_strided
+from moesim.calibrate.moe_kernels import measure_eager_kernels, measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
 from moesim.calibrate.regions import measure_kernel_region
 from moesim.calibrate.clock_section import measure_clock
@@ -61,13 +61,13 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "grouped_gemm_v": (0.09, measure_grouped_gemm_v),  # count-vector grouped GEMMs (calibrate/grouped.py)
     "fp8_scaled": (0.05, measure_fp8_scaled),  # rowwise/blockwise fp8, fp8 grouped, quantize casts
     "moe_kernels": (0.1, measure_moe_kernels),  # router / permute / unpermute kernels, counts sync
-    "moe_strided": (0.03, measure_moe_strided),  # moe_kernels' broadcast / strided-operand variants only
+    "eager_kernels": (0.03, measure_eager_kernels),  # moe_kernels' strided / broadcast variants and eager RoPE
     "host_classes": (0.03, measure_host_classes),  # host time per op class: plain, fwd, bwd
     "clock": (0.02, measure_clock),  # the SM clock this protocol holds GEMMs and attention at
     # Megatron-Core's per-expert MLP call (needs megatron-core; asked for by name only)
     "host_megatron": (0.03, measure_host_megatron),
 }
-OPTIONAL_SECTIONS = ("host_megatron", "moe_strided")   # asked for by name only: a framework; a subset of moe_kernels
+OPTIONAL_SECTIONS = ("host_megatron", "eager_kernels")   # asked for by name only: a framework; a subset of moe_kernels
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)
 DEFAULT_SECTIONS = tuple(s for s in ALL_SECTIONS if s not in OPTIONAL_SECTIONS)

@@ -56,6 +56,9 @@ GRIDS: dict[str, dict[str, tuple[tuple[int, ...], ...]]] = {
     # casts: row widths of router logits (8..256) and of hidden rows (1024..7168), 256..524288 rows
     "cast": {"cuda": ((256, 4096, 65536, 524288), (0,), (0,), (8, 256, 1024, 4096)),
              "cpu": ((64, 256), (0,), (0,), (8, 64))},
+    # eager RoPE programs: T tokens, "experts" = heads, "hidden" = head dim
+    "rope": {"cuda": ((1024, 4096, 16384, 65536), (8, 32, 64), (1,), (64, 128)),
+             "cpu": ((64,), (2,), (1,), (16,))},
     # eager GLU on fc1's halves: rows T k, half width h = the expert FFN width F (x is [T k, 2F])
     "glu": {"cuda": ((256, 2048, 16384, 65536), (0,), (1, 8), (768, 1536, 2048, 4096)),
             "cpu": ((64, 256), (0,), (1, 2), (64,))},
@@ -68,10 +71,12 @@ PLAN: tuple[tuple[str, str], ...] = (
     ("cast_fp32", "cast"), ("cast_bf16", "cast"), ("sigmoid_fp32", "score"), ("routing_map", "map"),
     ("masked_select", "map"), ("prob_mul_fp32", "permute"), ("glu_silu", "glu"), ("glu_mul", "glu"),
     ("glu_silu_bwd", "glu"),
+    *((f"rope_{form}{bwd}", "rope") for form in ("halves", "rotate_half", "complex") for bwd in ("", "_bwd")),
 )
-STRIDED_VARIANTS = ("prob_mul", "prob_mul_fp32", "glu_silu", "glu_mul", "glu_silu_bwd")
+EAGER_VARIANTS = ("prob_mul", "prob_mul_fp32", "glu_silu", "glu_mul", "glu_silu_bwd",
+                  *(v for v, family in PLAN if family == "rope"))
 """The variants PyTorch runs on its non-vectorized elementwise kernel (a broadcast or strided
-operand); section ``moe_strided`` measures only these."""
+operand) and the eager RoPE programs; section ``eager_kernels`` measures only these."""
 
 
 def _ids(tokens: int, experts: int, top_k: int, device: str) -> torch.Tensor:
@@ -121,6 +126,47 @@ def _glu_kernel(variant: str, t: int, k: int, f: int, device: str) -> Callable[[
     return lambda: torch.ops.aten.silu_backward(other, gate)
 
 
+def _rope_program(variant: str, t: int, heads: int, d: int, device: str) -> Callable[[], object]:
+    """One eager RoPE form (``rope_<form>[_bwd]``) on a query tensor of ``heads`` heads: the
+    strided [1, heads, t, d] view of a fused QKV output (``complex``: [1, t, heads, d], torchtitan's
+    layout before the transpose); ``_bwd`` times autograd's backward of one stored forward."""
+    form = variant[len("rope_"):].removesuffix("_bwd")
+    backward = variant.endswith("_bwd")
+    angles = torch.outer(torch.arange(t, device=device, dtype=torch.float32),
+                         1.0 / 10000.0 ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d))
+    if form == "complex":
+        x = _rand((1, t, heads, d), device, torch.bfloat16, 11).requires_grad_(backward)
+        freqs = torch.polar(torch.ones_like(angles), angles).view(1, t, 1, d // 2)
+        leaf = x
+
+        def fwd() -> torch.Tensor:
+            xc = torch.view_as_complex(x.float().reshape(1, t, heads, d // 2, 2))
+            return torch.view_as_real(xc * freqs).flatten(3).type_as(x)
+    else:
+        qkv = _rand((t, 2 * heads * d), device, torch.bfloat16, 12).requires_grad_(backward)
+        leaf = qkv
+        cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)   # [t, d/2]
+
+        def q() -> torch.Tensor:
+            return qkv[:, :heads * d].view(1, t, heads, d).transpose(1, 2)
+
+        if form == "halves":
+            def fwd() -> torch.Tensor:
+                a, b = q().chunk(2, dim=-1)
+                return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+        else:   # Hugging Face: q * cos + rotate_half(q) * sin, cos / sin [1, 1, t, d]
+            cos2, sin2 = torch.cat((cos, cos), -1)[None, None], torch.cat((sin, sin), -1)[None, None]
+
+            def fwd() -> torch.Tensor:
+                x = q()
+                return x * cos2 + torch.cat((-x[..., d // 2:], x[..., :d // 2]), dim=-1) * sin2
+    if not backward:
+        return fwd
+    out = fwd()
+    grad = torch.randn_like(out)
+    return lambda: torch.autograd.grad(out, leaf, grad, retain_graph=True)
+
+
 def _router_kernel(variant: str, t: int, e: int, k: int, device: str) -> Callable[[], object]:
     """Router scores, top-k, and the integer work on expert ids."""
     if variant in ("softmax_fp32", "sigmoid_fp32"):
@@ -156,6 +202,8 @@ def _kernel(variant: str, t: int, e: int, k: int, h: int, device: str) -> Callab
         return _permute_kernel(variant, t, e, k, h, device)
     if variant.startswith("glu_"):
         return _glu_kernel(variant, t, k, h, device)
+    if variant.startswith("rope_"):
+        return _rope_program(variant, t, e, h, device)
     if variant == "zeros":
         out = torch.empty(t, h, device=device, dtype=torch.bfloat16)
         return lambda: torch.zeros_like(out)
@@ -198,10 +246,10 @@ def measure_moe_kernels(timer: Timer, grid: object, device: str, budget: Budget)
     return _measure_variants(sec, timer, device, budget, PLAN)
 
 
-def measure_moe_strided(timer: Timer, grid: object, device: str, budget: Budget) -> Section:
-    """Section ``moe_strided``: only the :data:`STRIDED_VARIANTS` (rows as ``moe_kernels`` writes them)."""
-    plan = tuple((v, f) for v, f in PLAN if v in STRIDED_VARIANTS)
-    return _measure_variants(Section("moe_strided"), timer, device, budget, plan)
+def measure_eager_kernels(timer: Timer, grid: object, device: str, budget: Budget) -> Section:
+    """Section ``eager_kernels``: only the :data:`EAGER_VARIANTS` (rows as ``moe_kernels`` writes them)."""
+    plan = tuple((v, f) for v, f in PLAN if v in EAGER_VARIANTS)
+    return _measure_variants(Section("eager_kernels"), timer, device, budget, plan)
 
 
 def _measure_variants(sec: Section, timer: Timer, device: str, budget: Budget,

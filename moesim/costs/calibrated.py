@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from moesim.costs.attention_window import window_ratio
-from moesim.costs.clock import boost_factors, check_clock, sustained_clocks
+from moesim.costs.clock import boost_factors, burst_factors, check_clock, sustained_clocks
 from moesim.costs.devices import DEVICES
 from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
                                   collective_steps, gemm_table, gemm_table_ns)
@@ -68,12 +68,7 @@ class CalibratedCostModel:
         self.datasheet = spec
         # gpu_clock "boost": compute-bound classes at the maximum SM clock (moesim.costs.clock)
         self.gpu_clock = check_clock(gpu_clock)
-        self._clock = (boost_factors(sustained_clocks(self.profile.select("clock")), spec.max_sm_mhz if spec else 0.0,
-                                     f"the {self.profile.name} profile ({self.device})")
-                       if gpu_clock == "boost" else {})
-        if self._clock:
-            self.name += (f" at the boost clock (GEMMs x{self._clock['gemm']:.3f}, attention "
-                          f"x{self._clock['attention']:.3f} of the profile's sustained-clock times)")
+        self._clock: dict[str, float] = {}
         self.hbm_bytes = float(self.profile.extra.get("gpu_memory_bytes") or (spec.hbm_bytes if spec else 0.0)
                                or getattr(fallback, "hbm_bytes", 0.0))
         self.fallback_ops: set[str] = set()
@@ -86,6 +81,29 @@ class CalibratedCostModel:
         self._build_collectives()
         self.peak_flops = float(spec.peak_flops_for("bf16") if spec else getattr(fallback, "peak_flops", 0.0)
                                 or self.measured_peak_flops("bf16"))
+        if gpu_clock == "boost":
+            self._clock = self._boost_factors(spec.max_sm_mhz if spec else 0.0)
+            self.name += (f" at the boost clock (GEMMs x{self._clock['gemm']:.3f}, attention "
+                          f"x{self._clock['attention']:.3f} of the profile's sustained-clock times)")
+
+    def _boost_factors(self, max_sm_mhz: float) -> dict[str, float]:
+        """``gpu_clock="boost"``: burst over profile time per class where the clock rows hold burst
+        times, else the sustained clock over the maximum (:mod:`moesim.costs.clock`)."""
+        rows = self.profile.select("clock")
+        where = f"the {self.profile.name} profile ({self.device})"
+        burst = [r for r in rows if r.get("cool_time_ns")]
+        if not burst:
+            return boost_factors(sustained_clocks(rows), max_sm_mhz, where)
+        ratios: dict[str, list[float]] = defaultdict(list)
+        for r in burst:
+            if r["class"] == "gemm":
+                op: ComputeOp = Gemm(m=int(r["m"]), n=int(r["n"]), k=int(r["k"]), dtype="bf16")
+            else:
+                op = Attention(batch=int(r["batch"]), heads=int(r["heads"]), kv_heads=int(r["heads"]), seq_q=int(r["seq"]),
+                               seq_kv=int(r["seq"]), head_dim=int(r["head_dim"]), causal=True,
+                               backward=r.get("direction") == "bwd")
+            ratios[str(r["class"])].append(float(r["cool_time_ns"]) / self._compute(op))
+        return burst_factors(ratios, where)
 
     def __repr__(self) -> str:
         return f"CalibratedCostModel({self.name!r})"

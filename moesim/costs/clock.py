@@ -9,6 +9,12 @@ lent H100s and H200s). ``"boost"`` prices compute-bound kernels (GEMMs, grouped 
 at that clock: time x (sustained MHz of the class / maximum MHz); memory-bound kernels and
 collectives are unchanged (HBM and links do not follow the SM clock).
 
+Where the profile's ``clock`` rows also hold ``cool_time_ns`` (the same shape timed as a short
+burst after seconds of idle GPU), ``"boost"`` scales each class by the median ratio of those burst
+times to the profile's own prices of the same shapes (:func:`burst_factors`): a measured time
+ratio, which a clock ratio is not (a GEMM's time follows the SM clock less than in proportion, and
+the grid rows may have run hotter than the clock rows). Otherwise by the clock ratio below.
+
 The sustained clocks are the profile's own measurement (its ``clock`` rows, section ``clock`` of
 ``moesim calibrate``: each a shape's time and the SM clock it ran at; the median per class); a
 profile without them, or a device with no known maximum clock, refuses ``"boost"``.
@@ -53,3 +59,15 @@ def boost_factors(clocks: Mapping[str, float], max_sm_mhz: float, where: str) ->
         raise ConfigError("gpu_clock", f"'boost' needs the device's maximum SM clock, unknown for {where}",
                           "use gpu_clock='sustained'")
     return {c: min(1.0, float(clocks[c]) / max_sm_mhz) for c in CLOCK_CLASSES}
+
+
+def burst_factors(ratios: Mapping[str, Iterable[float]], where: str) -> dict[str, float]:
+    """Per compute-bound class, the median over the profile's ``clock`` rows of (time as a short
+    burst on a cool GPU) / (the profile's price of the same shape), at most 1."""
+    by = {c: [float(x) for x in ratios.get(c, ()) if x > 0] for c in CLOCK_CLASSES}
+    missing = [c for c, v in by.items() if not v]
+    if missing:
+        raise ConfigError("gpu_clock", f"'boost' needs burst times of {', '.join(missing)} in the profile's clock rows, "
+                          f"and {where} has none", "use gpu_clock='sustained', or measure them with "
+                          "moesim calibrate run --sections clock and merge that run into the profile")
+    return {c: min(1.0, float(median(v))) for c, v in by.items()}

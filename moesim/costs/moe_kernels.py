@@ -34,6 +34,13 @@ T tokens, E experts, k top-k, h the row width; variant (kind): expression -> nby
   multiply's input gradient ``g * up``)
 - ``glu_silu_bwd`` (elementwise): ``silu_backward(g, gate)`` of the strided gate half -> 6 T k h
 
+- ``rope_rotate_half`` / ``rope_halves`` / ``rope_complex`` (elementwise): one eager RoPE program on a
+  query or key tensor as :class:`~moesim.workload.transformer.TransformerSpec` ``rope_impl`` names
+  it, timed whole (its kernels), on the strided [1, heads, T, d] view a fused QKV projection leaves
+  (torchtitan's ``complex``: [1, T, heads, d] in fp32); here ``experts`` is the heads and ``hidden``
+  the head dim -> 4 T heads d (the tensor read and written once in bf16); ``*_bwd``: its autograd
+  backward, the same bytes.
+
 A strided or broadcast operand keeps PyTorch off its vectorized elementwise kernel (the
 ``prob_mul``, ``prob_mul_fp32`` and ``glu_*`` variants run ``elementwise_kernel``, at about half the
 bandwidth of the contiguous kernels the memory section's curves time).
@@ -63,6 +70,7 @@ MOE_KERNEL_KINDS: dict[str, str] = {
     "index_select": "permute", "routing_map": "permute", "masked_select": "permute",
     "scatter_add": "permute", "index_add": "permute", "prob_mul": "elementwise", "zeros": "copy",
     "prob_mul_fp32": "elementwise", "glu_silu": "elementwise", "glu_mul": "elementwise", "glu_silu_bwd": "elementwise",
+    **{f"rope_{form}{bwd}": "elementwise" for form in ("rotate_half", "halves", "complex") for bwd in ("", "_bwd")},
 }
 LEGACY_STAND_INS = {"index_select": "gather", "index_add": "index_add", "zeros": "zeros", "topk": "topk"}
 """Where a profile has no ``moe_kernels`` rows, the memory section's variant that timed the same
@@ -91,6 +99,7 @@ def moe_kernel_bytes(variant: str, tokens: int, experts: int, top_k: int, hidden
         "prob_mul": 4 * rows * h + 2 * rows, "zeros": 2 * t * h,
         "prob_mul_fp32": 8 * rows * h + 4 * rows, "glu_silu": 4 * rows * h, "glu_mul": 6 * rows * h,
         "glu_silu_bwd": 6 * rows * h,
+        **{v: 4 * t * e * h for v in MOE_KERNEL_KINDS if v.startswith("rope_")},
     }
     return int(formulas[variant])
 

@@ -76,7 +76,7 @@ MODELLED = {
     "moe_router_enable_expert_bias": "model.expert_bias", "bias_swiglu_fusion": "model.activation_fusion",
     "bf16": "model.dtype, memory.param_dtype", "fp16": "model.dtype, memory.param_dtype", "fp8": "model.gemm_dtype",
     "add_bias_linear": "model.expert_linear_bias (MoE; other biases ride in GEMM epilogues)",
-    "qk_layernorm": "model.qk_norm",
+    "qk_layernorm": "model.qk_norm", "apply_rope_fusion": "model.rope_impl",
     "moe_token_dispatcher_type": "moe.dispatcher", "moe_enable_deepep": "moe.dispatcher",
     "moe_flex_dispatcher_backend": "moe.dispatcher", "moe_grouped_gemm": "moe.experts",
     "moe_expert_capacity_factor": "moe.capacity_factor", "moe_pad_expert_input_to_capacity": "moe.experts",
@@ -271,6 +271,8 @@ def _model(a: _Args, given: list[str], model: str | None, notes: list[str]) -> t
         fields["num_nextn_predict_layers"] = a.get("mtp_num_layers") or 0
     fields["activation_fusion"] = bool(a.get("bias_swiglu_fusion"))   # --no-bias-swiglu-fusion: silu, then mul
     fields["qk_norm"] = bool(a.get("qk_layernorm"))   # as Megatron builds it: off unless --qk-layernorm
+    # --no-rope-fusion: Megatron-Core's _apply_rotary_pos_emb_bshd, t * cos + _rotate_half(t) * sin
+    fields["rope_impl"] = "fused" if a.get("apply_rope_fusion") else "rotate_half"
     if "num_experts" in fields:
         fields["expert_bias"] = bool(a.get("moe_router_enable_expert_bias"))
         fields["expert_linear_bias"] = bool(a.get("add_bias_linear"))   # Megatron's default: on

@@ -156,6 +156,7 @@ def _model(model_sec: dict[str, Any], training: dict[str, Any], model: str | Non
     fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
     fields.update(spec=type(spec).__name__, seq_len=seq)
     fields["activation_fusion"] = False   # torchtitan's FeedForward: w2(F.silu(w1(x)) * w3(x)), two kernels
+    fields["rope_impl"] = "complex"       # apply_rotary_emb: view_as_complex(xq.float()) * freqs_cis
     if "expert_bias" in fields:   # torchtitan's MoE default load_balance_coeff = 1e-3: the expert bias is on
         fields["expert_bias"] = True
         notes.append("MoE: torchtitan's load_balance_coeff default (1e-3) keeps an expert bias (model.expert_bias)")

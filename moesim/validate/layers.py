@@ -188,7 +188,8 @@ def model_spec(entry: LayerEntry) -> Any:
                                vocab=PLACEHOLDER_VOCAB, seq_len=seq, dtype=entry.workload.get("dtype", "bf16"),
                                attention_enable_gqa=bool((entry.workload.get("attention") or {}).get("enable_gqa")),
                                attention_backend=_attention_backend(entry.workload),
-                               activation_fusion=False)   # the harness's MLP: F.silu(gate(x)) * up(x)
+                               activation_fusion=False,   # the harness's MLP: F.silu(gate(x)) * up(x)
+                               rope_impl="halves")        # its RoPE: chunk, 4 mul, sub, add, cat
     router = entry.workload.get("router") or {}
     # the torchtitan harness's [T, E] routing bias stands where torchtitan's expert_bias [E] does
     # (add before top-k, gather of the unbiased scores, tokens_per_expert.add_): the same calls

@@ -46,6 +46,7 @@ NORMS = ("rmsnorm", "layernorm")
 RECOMPUTE = ("none", "selective", "full")
 LAYER_TYPES = ("full_attention", "sliding_attention")  # HF config.json layer_types
 ATTENTION_BACKENDS = ("default", "flash")  # SDPA left to choose, or held to FlashAttention-2
+ROPE_IMPLS = ("fused", "rotate_half", "halves", "complex")  # one fused kernel, or an eager PyTorch form
 VOCAB_DIVISOR = 128  # Megatron --make-vocab-size-divisible-by default; padded to 128 * tp.
 # Physical ranges of a model's sizes, far above published models (DeepSeek-V3: 61 layers, hidden
 # 7,168; Llama-3-405B: ffn 53,248; Gemma: vocab 262,144; Llama-4-Scout: 10M-token context).
@@ -85,7 +86,13 @@ class TransformerSpec:
     ``glu`` eager (chunk, silu, mul) when this is False, except in Megatron-Core's ``GroupedMLP``,
     which jit-fuses it (``moe.framework_modules``). ``qk_norm``: an RMSNorm over every query and
     key head before RoPE (Qwen3's ``q_norm`` / ``k_norm``; Megatron's ``--qk-layernorm``), a norm
-    kernel each way per tensor, and its inputs kept for the backward.
+    kernel each way per tensor, and its inputs kept for the backward. ``rope_impl``: how RoPE is
+    written, per query and key tensor: ``"fused"`` (one kernel: Megatron's ``--apply-rope-fusion``,
+    Transformer Engine, a fused Triton kernel), or eager PyTorch, several kernels on strided views
+    with broadcast cos / sin, priced by the profile's measured program of that form (the ``rope_*``
+    variants of :mod:`moesim.costs.moe_kernels`): ``"rotate_half"`` (Hugging Face's
+    ``q * cos + rotate_half(q) * sin``), ``"halves"`` (``cat(a * cos - b * sin, a * sin + b * cos)``
+    of the two halves), ``"complex"`` (torchtitan / Meta's ``view_as_complex`` product in fp32).
     """
 
     name: str
@@ -117,6 +124,7 @@ class TransformerSpec:
     attention_backend: str = "default"
     activation_fusion: bool = True
     qk_norm: bool = False
+    rope_impl: str = "fused"
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
@@ -156,6 +164,8 @@ class TransformerSpec:
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ConfigError("attention_backend", f"unknown SDPA backend {self.attention_backend!r}",
                               f"use one of: {', '.join(ATTENTION_BACKENDS)}")
+        if self.rope_impl not in ROPE_IMPLS:
+            raise ConfigError("rope_impl", f"unknown RoPE form {self.rope_impl!r}", f"use one of: {', '.join(ROPE_IMPLS)}")
         if not isinstance(self.attention_sinks, bool):
             raise ConfigError("attention_sinks", f"must be true or false, got {self.attention_sinks!r}")
         if not isinstance(self.layer_types, tuple) or any(t not in LAYER_TYPES for t in self.layer_types):
@@ -412,12 +422,13 @@ def _residual(loc: _Local, name: str) -> MemoryOp:
     return MemoryOp("elementwise", float(3 * loc.elem_bytes * loc.tokens_local * loc.hidden), name)
 
 
-def _rope(loc: _Local, q_heads: int, k_heads: int, dim: int) -> list[MemoryOp]:
+def _rope(loc: _Local, q_heads: int, k_heads: int, dim: int, impl: str = "fused") -> list[MemoryOp]:
     """RoPE as frameworks call it: once on the queries and once on the keys (two calls of the
     rotary expression, fused or not: Megatron's ``apply_rotary_pos_emb``, torchtitan's
     ``apply_rotary_emb`` and Hugging Face's each rotate q and k apart), each reading and writing
-    its tensor."""
-    return [MemoryOp("elementwise", 2.0 * loc.elem_bytes * loc.tokens * heads * dim, f"attn.rope.{which}")
+    its tensor; an eager form (``TransformerSpec.rope_impl``) is its measured program."""
+    variant = "" if impl == "fused" else f"rope_{impl}"
+    return [MemoryOp("elementwise", 2.0 * loc.elem_bytes * loc.tokens * heads * dim, f"attn.rope.{which}", variant)
             for which, heads in (("q", q_heads), ("k", k_heads))]
 
 
@@ -430,7 +441,7 @@ def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[Com
         # before RoPE, read and written once each
         norms = [MemoryOp("norm", 2.0 * loc.elem_bytes * T * heads * d, f"attn.{which}_layernorm")
                  for which, heads in (("q", loc.heads), ("k", loc.kv_heads))] if spec.qk_norm else []
-        return [qkv, *norms], _rope(loc, loc.heads, loc.kv_heads, d)
+        return [qkv, *norms], _rope(loc, loc.heads, loc.kv_heads, d, spec.rope_impl)
     ops: list[ComputeOp] = []
     q_out = loc.heads * spec.qk_head_dim
     if spec.q_lora_rank:
@@ -443,7 +454,7 @@ def _attention_projections(spec: TransformerSpec, loc: _Local) -> tuple[list[Com
     ops += [Gemm(m=T, n=spec.kv_lora_rank + spec.qk_rope_head_dim, k=spec.hidden, dtype=dt, name="attn.kv_down"),
             MemoryOp("norm", 2.0 * loc.elem_bytes * T * spec.kv_lora_rank, "attn.kv_norm"),
             Gemm(m=T, n=loc.heads * (spec.head_dim + spec.v_dim), k=spec.kv_lora_rank, dtype=dt, name="attn.kv_up")]
-    return ops, _rope(loc, loc.heads, 1, spec.qk_rope_head_dim)
+    return ops, _rope(loc, loc.heads, 1, spec.qk_rope_head_dim, spec.rope_impl)
 
 
 def _attention_core(spec: TransformerSpec, mbs: int, loc: _Local, layer_index: int | None = None) -> Attention:
@@ -496,7 +507,8 @@ def attention_backward_input_program(spec: TransformerSpec, mbs: int, tp: int = 
     reduce = _input_grad_reduce(loc, "attn")
     return [*_backward_entry(loc, "attn"), dgrad(_attention_out(spec, loc)),
             attention_backward(_attention_core(spec, mbs, loc, layer_index)),
-            *[MemoryOp("elementwise", op.bytes, f"{op.name}.bwd") for op in rope],
+            *[MemoryOp("elementwise", op.bytes, f"{op.name}.bwd", f"{op.variant}_bwd" if op.variant else "")
+              for op in rope],
             *_regather(loc, "attn"), *back_proj, *reduce,
             _norm(loc, spec.hidden, "attn.norm.bwd", backward=True), _residual(loc, "attn.residual.bwd")]
 
