@@ -28,7 +28,7 @@ from moesim.calibrate.jsonio import dump_profile
 
 SAME_ACROSS_RUNS = ("schema_version", "device", "driver", "cuda", "nccl", "torch")
 STAT_KEYS = {"time_ns", "repeats", "p25_ns", "p75_ns", "min_ns", "max_ns", "algbw_gbps", "busbw_gbps", "alone_ns", "run",
-             "dense_ns", "borrowed_from", "sm_mhz"}  # dense_ns: a grouped row's same-run dense reference, re-measured every
+             "dense_ns", "borrowed_from", "sm_mhz", "cool_time_ns"}  # dense_ns: a grouped row's same-run dense reference, re-measured every
 # run; borrowed_from: a row measured here replaces the same shape borrowed from another device
 DEFAULTS = {"gemm": {"layout": "fwd"}, "collective": {"mode": "eager"}, "memory": {"cache": "cold"}}
 RUN_KEYS = ("date", "command", "gpu_count", "gpu_topology", "mode", "environment", "driver", "cuda", "nccl", "torch",
