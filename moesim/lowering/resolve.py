@@ -70,6 +70,21 @@ def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, g
                                gpu_clock=gpu_clock)
 
 
+def resolved_profile(choice: str, gpu_kind: str, profile: str | None = None):
+    """The calibration profile :func:`resolve_cost_model` would price ``gpu_kind`` with (None where it
+    would use the roofline), read without building the cost model."""
+    from moesim.costs.profile import load_profile
+
+    if not profile and choice != "roofline":
+        profile = _DEFAULT_PROFILE.get()
+    if profile:
+        return load_profile(profile)
+    shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
+    if choice == "roofline" or shipped is None or not (PROFILE_DIR / f"{shipped}.json").is_file():
+        return None
+    return load_profile(PROFILE_DIR / f"{shipped}.json")
+
+
 def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str = "sustained") -> CostModel:
     """A calibrated model of the profile ``name``, checked against the topology's GPU kind."""
     from moesim.costs.calibrated import CalibratedCostModel
