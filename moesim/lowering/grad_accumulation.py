@@ -54,14 +54,17 @@ def layer_tensors(table: Any, layer: int, per_expert: bool) -> list[float]:
     """Element counts of the parameter tensors one GPU holds for ``layer`` (see the module docstring)."""
     spec = table.spec
     ops = wl.backward_weight_ops(spec, table.kind_of(layer), table.mbs, table.tp, table.sp, table.ep)
-    tensors = [size for op in ops if (size := _weight_elements(op)) and not getattr(op, "name", "").startswith("expert")]
-    if any(getattr(op, "name", "").startswith("expert") for op in ops):
-        # the routed experts' weights as the framework stores them (torchtitan w1 / w3 / w2, Megatron
-        # fc1 / fc2): one stacked tensor per projection, or one per local expert
+    is_expert = [getattr(op, "name", "").startswith("expert") for op in ops]
+    tensors = [size for op, expert in zip(ops, is_expert) if not expert and (size := _weight_elements(op))]
+    expert_total = sum(_weight_elements(op) for op, expert in zip(ops, is_expert) if expert)
+    if expert_total:
+        # the routed experts' weights (this GPU's share, as the workload shards them) split as the
+        # framework stores them (torchtitan w1 / w3 / w2, Megatron fc1 / fc2): one stacked tensor
+        # per projection, or one per local expert
         local = max(1, getattr(spec, "num_experts", 1) // max(1, table.ep))
-        movement = getattr(table, "token_movement", "torchtitan")
-        for _, n, k in moe_exec.expert_projections(spec, movement):
-            tensors += [float(n * k)] * local if per_expert else [float(n * k * local)]
+        shapes = [n * k for _, n, k in moe_exec.expert_projections(spec, getattr(table, "token_movement", "torchtitan"))]
+        for part in (expert_total * w / sum(shapes) for w in shapes):
+            tensors += [part / local] * local if per_expert else [part]
     rest = table.layer_params(layer) - sum(tensors)
     return tensors + _split(rest, float(spec.hidden))
 
