@@ -8,7 +8,7 @@ import pytest
 from moesim.costs.calibrated import CalibratedCostModel
 from moesim.costs.clock import boost_factors, sustained_clocks
 from moesim.errors import ConfigError
-from moesim.experiment.scenario import Scenario
+from moesim.experiment.scenario import ParallelPlan, Scenario
 from moesim.ops import Attention, Gemm, GroupedGemm, MemoryOp
 
 
@@ -94,3 +94,53 @@ def test_boost_with_burst_rows_scales_by_the_measured_time_ratio() -> None:
     with pytest.raises(ConfigError) as e:
         CalibratedCostModel(profile_from_dict(doc, name="h100 half"), gpu_clock="boost")
     assert e.value.field == "gpu_clock" and "attention" in str(e.value)
+
+
+def test_the_duty_curve_interpolates_the_measured_rows_and_never_beats_a_cool_gpu() -> None:
+    from moesim.costs.clock import duty_curve, duty_multiplier
+
+    rows = [{"duty": d, "time_ns": t, "cool_time_ns": 100.0} for d, t in ((0.25, 98.0), (0.7, 110.0), (1.0, 120.0),
+                                                                       (1.0, 116.0))]
+    curve = duty_curve(rows, "a profile")
+    assert curve == [(0.25, 0.98), (0.7, 1.1), (1.0, 1.18)]
+    assert duty_multiplier(curve, 0.0) == duty_multiplier(curve, 0.25) == 1.0     # held at a cool GPU's time
+    assert duty_multiplier(curve, 0.85) == pytest.approx(1.14)
+    assert duty_multiplier(curve, 1.0) == pytest.approx(1.18)
+    with pytest.raises(ConfigError) as e:
+        duty_curve([], "a profile")
+    assert e.value.field == "gpu_clock"
+    with pytest.raises(ConfigError) as e:
+        duty_multiplier(curve, 1.5)
+    assert e.value.field == "gemm_duty"
+
+
+def test_duty_prices_gemms_at_the_burst_clock_times_the_held_multiplier() -> None:
+    boost = CalibratedCostModel("h100_sxm", gpu_clock="boost")
+    low, high = (CalibratedCostModel("h100_sxm", gpu_clock="duty", gemm_duty=d) for d in (0.2, 0.95))
+    op, attn = Gemm(8192, 8192, 4096), Attention(1, 32, 8, 4096, 4096, 128)
+    assert low.compute_ns(op) == boost.compute_ns(op) < high.compute_ns(op)
+    assert high.compute_ns(op) == pytest.approx(1.16 * boost.compute_ns(op), rel=0.02)
+    assert low.compute_ns(attn) == high.compute_ns(attn) == boost.compute_ns(attn)
+    with pytest.raises(ConfigError) as e:   # the H200 profile has no burst times
+        CalibratedCostModel("h200_sxm", gpu_clock="duty")
+    assert e.value.field == "gpu_clock"
+
+
+def test_a_duty_run_reads_its_gemm_share_from_a_first_run_and_is_deterministic() -> None:
+    import dataclasses
+
+    from moesim.experiment.block import block_scenario, simulate_block
+    from moesim.scale.reduced import build_reduced
+
+    dense = dataclasses.replace(block_scenario("llama3-8b", tokens=8192, passes="fwd", gpu="H100"), gpu_clock="duty")
+    a, b = simulate_block(dense), simulate_block(dense)
+    assert a.time_per_iteration_ns == b.time_per_iteration_ns
+    duty = float(a.cost_model.split("GEMM duty ")[1].split(" ")[0])
+    assert 0.5 < duty < 0.95                                   # a dense layer is mostly GEMMs
+    burst = simulate_block(dataclasses.replace(dense, gpu_clock="boost"))
+    assert burst.time_per_iteration_ns < a.time_per_iteration_ns   # its own GEMM share slows its clock
+    scn = Scenario(name="r", topology="dgx_h100", nodes=2, model="qwen3-30b-a3b", engine="reduced", gpu_clock="duty",
+                   plan=ParallelPlan(tp=1, dp=8, pp=2, ep=8, num_microbatches=4))
+    with pytest.raises(ConfigError) as e:
+        build_reduced(scn)
+    assert e.value.field == "gpu_clock"

@@ -85,19 +85,19 @@ def test_each_entry_becomes_the_block_scenario_it_describes(smoke_file: Path) ->
             assert spec.rope_impl == "halves"   # the harness's RoPE: chunk, 4 mul, sub, add, cat
 
 
-def test_a_timed_burst_is_priced_at_the_burst_clock_where_the_profile_measured_one(smoke_file: Path) -> None:
-    """The harness times a burst after an idle GPU: gpu_clock='boost' where the profile's clock rows
-    hold burst times (the H100's), else its sustained rows, said in each case's notes (the H200's)."""
-    from moesim.validate.layers import BURST_NOTE, burst_clock
+def test_a_timed_burst_is_priced_at_the_clock_its_own_gemm_share_holds(smoke_file: Path) -> None:
+    """The harness times a burst after an idle GPU: gpu_clock='duty' where the profile holds burst
+    times and GEMM-duty rows (the H100's), else its sustained rows, said in each case's notes (the H200's)."""
+    from moesim.validate.layers import BURST_NOTE, protocol_clock
 
     entry = load_layer_file(smoke_file, gpu="H100").entries[0]
-    assert burst_clock("H100") and not burst_clock("H200")
-    assert entry_scenario(entry, "H100").gpu_clock == "boost"
+    assert protocol_clock("H100") == "duty" and protocol_clock("H200") == "sustained"
+    assert entry_scenario(entry, "H100").gpu_clock == "duty"
     assert entry_scenario(entry, "H200").gpu_clock == "sustained"
     h100, h200 = predict_entry(entry, "H100"), predict_entry(entry, "H200")
-    assert "boost clock" in h100.cost_model and BURST_NOTE not in h100.notes
-    assert "boost clock" not in h200.cost_model and BURST_NOTE in h200.notes
-    assert not burst_clock("H100", "roofline")
+    assert "clock of GEMM duty" in h100.cost_model and BURST_NOTE not in h100.notes
+    assert " at the " not in h200.cost_model and BURST_NOTE in h200.notes
+    assert protocol_clock("H100", "roofline") == "sustained"
 
 
 def test_the_prediction_reads_nothing_measured(smoke_file: Path) -> None:

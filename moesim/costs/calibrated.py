@@ -32,7 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from moesim.costs.attention_window import window_ratio
-from moesim.costs.clock import boost_factors, burst_factors, check_clock, sustained_clocks
+from moesim.costs.clock import (boost_factors, burst_factors, check_clock, duty_curve, duty_multiplier,
+                                 sustained_clocks)
 from moesim.costs.devices import DEVICES
 from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
                                   collective_steps, gemm_table, gemm_table_ns)
@@ -59,7 +60,8 @@ class CalibratedCostModel:
 
     calibrated = True
 
-    def __init__(self, profile: "Profile | str | Path", fallback: Any = None, gpu_clock: str = "sustained") -> None:
+    def __init__(self, profile: "Profile | str | Path", fallback: Any = None, gpu_clock: str = "sustained",
+                 gemm_duty: float = 0.0) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.fallback = fallback
         self.device = self.profile.device_kind
@@ -85,6 +87,17 @@ class CalibratedCostModel:
             self._clock = self._boost_factors(spec.max_sm_mhz if spec else 0.0)
             self.name += (f" at the boost clock (GEMMs x{self._clock['gemm']:.3f}, attention "
                           f"x{self._clock['attention']:.3f} of the profile's sustained-clock times)")
+        elif gpu_clock == "duty":
+            where = f"the {self.profile.name} profile ({self.device})"
+            if not any(r.get("cool_time_ns") for r in self.profile.select("clock")):
+                raise ConfigError("gpu_clock", f"'duty' needs burst times in the clock rows, and {where} has none",
+                                  "use gpu_clock='sustained', or measure them with moesim calibrate run --sections "
+                                  "clock and merge that run into the profile")
+            burst = self._boost_factors(spec.max_sm_mhz if spec else 0.0)
+            held = duty_multiplier(duty_curve(self.profile.select("duty"), where), gemm_duty)
+            self._clock = {"gemm": burst["gemm"] * held, "attention": burst["attention"]}
+            self.name += (f" at the clock of GEMM duty {gemm_duty:.2f} (GEMMs x{burst['gemm']:.3f} x{held:.3f}, "
+                          f"attention x{burst['attention']:.3f} of the profile's sustained-clock times)")
 
     def _boost_factors(self, max_sm_mhz: float) -> dict[str, float]:
         """``gpu_clock="boost"``: burst over profile time per class where the clock rows hold burst

@@ -15,6 +15,14 @@ times to the profile's own prices of the same shapes (:func:`burst_factors`): a 
 ratio, which a clock ratio is not (a GEMM's time follows the SM clock less than in proportion, and
 the grid rows may have run hotter than the clock rows). Otherwise by the clock ratio below.
 
+``"duty"`` follows the GPU's power limit: a GEMM's time depends on the share of the GPU's time
+spent in GEMMs (``duty``). The profile's ``duty`` rows time a GEMM with that share of copies in
+between, after seconds of it, and on a cool GPU (one H100 at 700 W: cool up to 40% GEMM time,
+1.09x at 70%, 1.17x at 100%); the GEMMs of a run with GEMM duty d are priced at the burst time
+times the measured multiplier at d (:func:`duty_multiplier`), d taken from a first simulation of
+the same run at the burst clock (:func:`moesim.experiment.runner.run_scenario`). Attention keeps
+its burst factor.
+
 The sustained clocks are the profile's own measurement (its ``clock`` rows, section ``clock`` of
 ``moesim calibrate``: each a shape's time and the SM clock it ran at; the median per class); a
 profile without them, or a device with no known maximum clock, refuses ``"boost"``.
@@ -26,7 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from moesim.errors import ConfigError
 
-GPU_CLOCKS = ("sustained", "boost")
+GPU_CLOCKS = ("sustained", "boost", "duty")
 CLOCK_CLASSES = ("gemm", "attention")   # the compute-bound classes a clock record covers
 
 
@@ -34,8 +42,8 @@ def check_clock(gpu_clock: Any, field: str = "gpu_clock") -> str:
     """``gpu_clock`` if it is one of :data:`GPU_CLOCKS`, else a ConfigError naming ``field``."""
     if not isinstance(gpu_clock, str) or gpu_clock not in GPU_CLOCKS:
         raise ConfigError(field, f"unknown GPU clock {gpu_clock!r}",
-                          f"use one of: {', '.join(GPU_CLOCKS)} (sustained: the clock of a training run, the "
-                          "profile's protocol; boost: a short burst on a cool GPU)")
+                          f"use one of: {', '.join(GPU_CLOCKS)} (sustained: the profile's protocol, GEMMs under full "
+                          "load; boost: a short burst on a cool GPU; duty: the clock the run's own GEMM share holds)")
     return gpu_clock
 
 
@@ -71,3 +79,29 @@ def burst_factors(ratios: Mapping[str, Iterable[float]], where: str) -> dict[str
                           f"and {where} has none", "use gpu_clock='sustained', or measure them with "
                           "moesim calibrate run --sections clock and merge that run into the profile")
     return {c: min(1.0, float(median(v))) for c, v in by.items()}
+
+
+def duty_curve(rows: Iterable[Mapping[str, Any]], where: str) -> list[tuple[float, float]]:
+    """(GEMM duty, time over the cool time) from a profile's ``duty`` rows: the median per duty
+    (rounded to 0.05) over the shapes measured, sorted by duty; ConfigError where there are none."""
+    by: dict[float, list[float]] = {}
+    for r in rows:
+        by.setdefault(round(float(r["duty"]) * 20) / 20, []).append(float(r["time_ns"]) / float(r["cool_time_ns"]))
+    if not by:
+        raise ConfigError("gpu_clock", f"'duty' needs the GEMM-duty rows of the profile, and {where} has none",
+                          "use gpu_clock='boost' or 'sustained', or merge a duty measurement (lab/duty_clock_probe.py) "
+                          "into the profile")
+    return sorted((d, float(median(v))) for d, v in by.items())
+
+
+def duty_multiplier(curve: list[tuple[float, float]], duty: float) -> float:
+    """A GEMM's time at GEMM duty ``duty`` over its cool time: the curve interpolated linearly,
+    held flat beyond its ends, and never below 1 (a cool GPU is the fastest it runs)."""
+    if not 0.0 <= duty <= 1.0:
+        raise ConfigError("gemm_duty", f"must be a share in [0, 1], got {duty!r}")
+    if duty <= curve[0][0]:
+        return max(1.0, curve[0][1])
+    for (d0, m0), (d1, m1) in zip(curve, curve[1:]):
+        if duty <= d1:
+            return max(1.0, m0 + (m1 - m0) * (duty - d0) / (d1 - d0))
+    return max(1.0, curve[-1][1])

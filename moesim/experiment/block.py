@@ -171,10 +171,9 @@ def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
     """Run the block as :func:`~moesim.experiment.runner.run_scenario` runs it (a block is always
     the full engine: the reduced one refuses its optimizer and grad_sync) and condense it, its op
     classes weighed and judged by the cost model the run priced with."""
-    from moesim.experiment.build import build_scenario
-    from moesim.experiment.runner import run_built
+    from moesim.experiment.runner import build_at_duty, run_built
 
-    built = build_scenario(scn, force=force)
+    built = build_at_duty(scn, force=force)
     result, rec = run_built(scn, built)
     iterations = scn.plan.num_microbatches
     step_ns = int(rec.end_ns)
@@ -207,26 +206,10 @@ def class_times_per_iteration(rec: Any, iterations: int, cost: Any = None) -> di
 
 
 def _span_classes(s: Any, host_stream: str, duration: float, cost: Any = None) -> list[tuple[str, float]]:
-    """A span's time by op class: split by its segment's ``op_ns``, or by the cost-model times of
-    the ops it lists (``args["ops"]``: MoE expert and token-movement tasks), else named by its
-    stream and category."""
-    from moesim.lowering.op_classes import op_class
+    """A span's time by op class (:func:`moesim.lowering.op_classes.span_op_classes`)."""
+    from moesim.lowering.op_classes import span_op_classes
 
-    if s.stream == host_stream:
-        return [(HOST_CLASS, duration)]
-    if s.stream != "compute":
-        return [(f"comm: {s.category}", duration)]
-    args = s.args or {}
-    parts = dict(args.get("op_ns") or {})
-    if not parts and args.get("ops") and cost is not None:
-        for op in args["ops"]:
-            parts[op_class(op)] = parts.get(op_class(op), 0) + cost.compute_ns(op)
-    total = sum(parts.values())
-    if total > 0:
-        return [(k, duration * v / total) for k, v in parts.items()]
-    if args.get("host_sync"):
-        return [("sync: counts to host", duration)]
-    return [(f"compute: {s.category}", duration)]
+    return span_op_classes(s, duration, cost, host_stream, HOST_CLASS)
 
 
 # -- provenance ----------------------------------------------------------------------------------

@@ -52,8 +52,11 @@ class Built:
 
 
 def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, plots: bool = False,
-                   link_series: bool = True) -> Built:
+                   link_series: bool = True, gemm_duty: float = 0.0) -> Built:
     """Topology + model + costs + schedule -> lowered Simulation.
+
+    ``gemm_duty``: with ``gpu_clock="duty"``, the share of GPU time in GEMMs the cost model prices
+    the clock at (:func:`moesim.experiment.runner.build_at_duty` measures it by a first run).
 
     ``link_series=False``: keep each link's utilisation integral only, no sample per change
     (what a run writing no Perfetto trace needs; :class:`~moesim.engine.Simulation`).
@@ -70,7 +73,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
                           f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
     check_budget(estimate_run(scn, trace=trace, plots=plots, link_series=link_series), force=force)
     spec = resolve_model(scn.model)
-    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile, scn.gpu_clock)
+    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile, scn.gpu_clock, gemm_duty)
     sched = make_schedule(scn)
     overlap = scenario_overlap(scn)
     ranks = tuple(plan.rank(t, d, p) for p in range(plan.pp) for d in range(plan.dp) for t in range(plan.tp))

@@ -35,3 +35,25 @@ def class_times(ops: Iterable[object], times_ns: Iterable[int]) -> tuple[tuple[s
         key = op_class(op)
         totals[key] = totals.get(key, 0) + int(ns)
     return tuple(totals.items())
+
+
+def span_op_classes(span: object, duration: float, cost: object = None, host_stream: str = "host",
+                    host_class: str = "host") -> list[tuple[str, float]]:
+    """A recorded span's time by op class: split by its segment's ``op_ns`` (:func:`class_times`),
+    or by ``cost``'s times of the ops it lists (``args["ops"]``: MoE expert and token-movement
+    tasks), else named by its stream and category."""
+    stream, args = getattr(span, "stream", ""), getattr(span, "args", None) or {}
+    if stream == host_stream:
+        return [(host_class, duration)]
+    if stream != "compute":
+        return [(f"comm: {getattr(span, 'category', '')}", duration)]
+    parts = dict(args.get("op_ns") or {})
+    if not parts and args.get("ops") and cost is not None:
+        for op in args["ops"]:
+            parts[op_class(op)] = parts.get(op_class(op), 0) + cost.compute_ns(op)   # type: ignore[attr-defined]
+    total = sum(parts.values())
+    if total > 0:
+        return [(k, duration * v / total) for k, v in parts.items()]
+    if args.get("host_sync"):
+        return [("sync: counts to host", duration)]
+    return [(f"compute: {getattr(span, 'category', '')}", duration)]

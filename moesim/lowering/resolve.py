@@ -42,7 +42,8 @@ def profile_scope(profile: str | None) -> Iterator[None]:
         _DEFAULT_PROFILE.reset(token)
 
 
-def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, gpu_clock: str = "sustained") -> CostModel:
+def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, gpu_clock: str = "sustained",
+                       gemm_duty: float = 0.0) -> CostModel:
     """The cost model of a GPU kind: the named ``profile`` (a path or a name on the profile search
     path, :func:`moesim.costs.profile.resolve_profile_path`; else the one of an enclosing
     :func:`profile_scope`), or the calibrated profile shipped for this GPU (``auto``/``calibrated``),
@@ -54,7 +55,7 @@ def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, g
     if not profile and choice != "roofline":  # an explicit roofline choice ignores the scope's profile
         profile = _DEFAULT_PROFILE.get()
     if profile:
-        return _named_profile_model(choice, gpu_kind, profile, gpu_clock)
+        return _named_profile_model(choice, gpu_kind, profile, gpu_clock, gemm_duty)
     shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
     has_profile = shipped is not None and (PROFILE_DIR / f"{shipped}.json").is_file()
     if choice == "roofline" or (choice == "auto" and not has_profile):
@@ -67,7 +68,7 @@ def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, g
     from moesim.costs.profile import load_profile
 
     return CalibratedCostModel(load_profile(PROFILE_DIR / f"{shipped}.json"), fallback=make_cost_model(gpu_kind),
-                               gpu_clock=gpu_clock)
+                               gpu_clock=gpu_clock, gemm_duty=gemm_duty)
 
 
 def resolved_profile(choice: str, gpu_kind: str, profile: str | None = None):
@@ -85,7 +86,8 @@ def resolved_profile(choice: str, gpu_kind: str, profile: str | None = None):
     return load_profile(PROFILE_DIR / f"{shipped}.json")
 
 
-def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str = "sustained") -> CostModel:
+def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str = "sustained",
+                         gemm_duty: float = 0.0) -> CostModel:
     """A calibrated model of the profile ``name``, checked against the topology's GPU kind."""
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
@@ -101,7 +103,7 @@ def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str =
                           f"use a profile measured on {gpu_kind} (moesim calibrate run on one), a topology of "
                           f"{prof.device_kind} GPUs, or set cost_model='calibrated' (--set cost_model=calibrated) "
                           f"to price {gpu_kind} GPUs with it anyway")
-    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind), gpu_clock=gpu_clock)
+    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind), gpu_clock=gpu_clock, gemm_duty=gemm_duty)
 
 
 def resolve_model(model: Any):

@@ -132,6 +132,9 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if routing is not None and getattr(routing, "capacity_factor", None) is not None:
         raise ConfigError("moe.routing.capacity_factor", "the reduced run models dropless routing only",
                           "set capacity_factor=None or use the full run `moesim run` on a smaller cluster")
+    if scn.gpu_clock == "duty":
+        raise ConfigError("gpu_clock", "'duty' reads the GEMM duty from a first run, which the reduced run does not make",
+                          "use gpu_clock='sustained' or 'boost' with the reduced engine, or the full run `moesim run`")
     if scn.moe.experts == "padded":
         raise ConfigError("moe.experts", "the reduced run models dropless routing only; experts='padded' drops "
                           "and pads to capacity", "use experts='grouped' or 'loop', or the full run `moesim run`")

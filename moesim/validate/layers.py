@@ -19,10 +19,11 @@ A layer-workloads file (format ``moesim.layer_workloads/1``, written by
   plain torch calls), ``host="eager"`` (the harness runs eager
   PyTorch), the GPU from the file's provenance device, and ``iterations`` equal to the
   iterations the harness ran back to back between its two CUDA events (the timed region, which
-  starts on an idle GPU). The timed region is a burst of a few iterations after an idle GPU, so
-  compute-bound kernels are priced with ``gpu_clock="boost"`` where the profile measured what a
-  burst runs at (its ``clock`` rows' burst times, :mod:`moesim.costs.clock`); a profile without
-  them prices the profile's sustained rows and each case says so. Iterations after the first are the block's later microbatches, fresh
+  starts on an idle GPU). The GPU's clock under the program's own load is a setting: compute-bound
+  kernels are priced with ``gpu_clock="duty"`` where the profile measured what a burst runs at and
+  how GEMM time grows with the share of time in GEMMs (its ``clock`` rows' burst times and its
+  ``duty`` rows, :mod:`moesim.costs.clock`), ``"boost"`` where it has only the burst times, and
+  at the profile's sustained rows otherwise (each case says so). Iterations after the first are the block's later microbatches, fresh
   draws of the same routing distribution where the harness repeats one draw: on four shapes
   (qwen3 1024/4096 tokens, mixtral, deepseek-v2-lite loop; zipf 1.0) replaying the entry's counts
   in every microbatch through a routing trace changed the time per iteration by at most 0.01%.
@@ -257,20 +258,23 @@ def entry_scenario(entry: LayerEntry, gpu: str, cost_model: str = "auto") -> Any
                          seq_len=seq, passes=entry.passes, ranks=1, gpu=gpu, host="eager",
                          iterations=entry.iterations, moe=moe, cost_model=cost_model, name=entry.case_id,
                          grads="kept" if (w.get("grad") or {}).get("mode") == "accumulate" else "fresh")
-    return dataclasses.replace(scn, gpu_clock="boost") if burst_clock(gpu, cost_model) else scn
+    return dataclasses.replace(scn, gpu_clock=protocol_clock(gpu, cost_model))
 
 
 BURST_NOTE = ("a burst on a cool GPU priced at the profile's sustained rows (its clock rows hold no burst times: "
               "moesim calibrate run --sections clock)")
 
 
-def burst_clock(gpu: str, cost_model: str = "auto") -> bool:
-    """Whether the cost model of ``gpu`` knows what a short burst runs at (calibrated, with burst
-    times in its clock rows): then the harness's timed bursts are priced with ``gpu_clock="boost"``."""
+def protocol_clock(gpu: str, cost_model: str = "auto") -> str:
+    """The ``gpu_clock`` the harness's timed bursts are priced with on ``gpu``'s cost model:
+    ``"duty"`` where its profile holds burst times and GEMM-duty rows, ``"boost"`` with burst times
+    only, else ``"sustained"`` (the roofline or a profile without them)."""
     from moesim.lowering.resolve import resolved_profile
 
     profile = resolved_profile(cost_model, gpu)
-    return profile is not None and any(r.get("cool_time_ns") for r in profile.select("clock"))
+    if profile is None or not any(r.get("cool_time_ns") for r in profile.select("clock")):
+        return "sustained"
+    return "duty" if profile.select("duty") else "boost"
 
 
 def _framework(workload: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -346,8 +350,8 @@ def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
     fallbacks = tuple(c.name for c in result.op_classes
                       if "fallback" in c.provenance or "stand-in" in c.provenance or c.provenance == "mixed")
     calibrated = "calibrated" in result.cost_model
-    notes = "; ".join(n for n in (unmodelled(entry), "" if "boost clock" in result.cost_model or not calibrated
-                                  else BURST_NOTE) if n)
+    priced_sustained = calibrated and " at the " not in result.cost_model   # no boost / duty clock named
+    notes = "; ".join(n for n in (unmodelled(entry), BURST_NOTE if priced_sustained else "") if n)
     return Comparison(case_id=entry.case_id, workload_class=entry.workload_class, passes=entry.passes, gpu=gpu,
                       measured_ns=entry.measured_ns, predicted_ns=float(result.time_per_iteration_ns),
                       small=entry.small, cost_model=result.cost_model, notes=notes, fallbacks=fallbacks)
