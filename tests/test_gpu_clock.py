@@ -130,7 +130,9 @@ def test_a_duty_run_reads_its_gemm_share_from_a_first_run_and_is_deterministic()
     import dataclasses
 
     from moesim.experiment.block import block_scenario, simulate_block
+    from moesim.experiment.runner import build_at_duty
     from moesim.scale.reduced import build_reduced
+    from moesim.workload.presets import get_model
 
     dense = dataclasses.replace(block_scenario("llama3-8b", tokens=8192, passes="fwd", gpu="H100"), gpu_clock="duty")
     a, b = simulate_block(dense), simulate_block(dense)
@@ -139,8 +141,12 @@ def test_a_duty_run_reads_its_gemm_share_from_a_first_run_and_is_deterministic()
     assert 0.5 < duty < 0.95                                   # a dense layer is mostly GEMMs
     burst = simulate_block(dataclasses.replace(dense, gpu_clock="boost"))
     assert burst.time_per_iteration_ns < a.time_per_iteration_ns   # its own GEMM share slows its clock
-    scn = Scenario(name="r", topology="dgx_h100", nodes=2, model="qwen3-30b-a3b", engine="reduced", gpu_clock="duty",
+    # the reduced engine reads its lanes' GEMM duty the same way, as the full engine does its GPUs'
+    spec = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=4)
+    scn = Scenario(name="r", topology="dgx_h100", nodes=2, model=spec, gpu_clock="duty",
                    plan=ParallelPlan(tp=1, dp=8, pp=2, ep=8, num_microbatches=4))
-    with pytest.raises(ConfigError) as e:
-        build_reduced(scn)
-    assert e.value.field == "gpu_clock"
+    red = build_reduced(scn)
+    red_duty = float(red["cost"].name.split("GEMM duty ")[1].split(" ")[0])
+    full_duty = float(build_at_duty(scn, force=True).cost_model.name.split("GEMM duty ")[1].split(" ")[0])
+    assert 0 < red_duty < 0.6 and abs(red_duty - full_duty) < 0.05
+    assert build_reduced(scn)["cost"].name == red["cost"].name    # deterministic

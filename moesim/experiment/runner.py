@@ -83,26 +83,16 @@ def run_scenario(scn: Scenario, force: bool = False, reduced_cache: Any = None, 
 def build_at_duty(scn: Scenario, **build: Any) -> Built:
     """:func:`~moesim.experiment.build.build_scenario`; with ``gpu_clock="duty"`` the scenario is
     first built and run at the burst clock (GEMM duty 0), its GEMM duty read from that run (the
-    GEMM kernels' share of the makespan, mean over GPUs: :func:`gemm_duty`), and the run built again
+    GEMM kernels' share of the makespan, mean over GPUs:
+    :func:`moesim.lowering.op_classes.gemm_duty`), and the run built again
     at that duty (:mod:`moesim.costs.clock`). Deterministic: both runs are."""
     built = build_scenario(scn, **build)
     if scn.gpu_clock != "duty":
         return built
+    from moesim.lowering.op_classes import gemm_duty
+
     first = built.sim.run().recorder
     return build_scenario(scn, **build, gemm_duty=gemm_duty(first, built.cost_model))
-
-
-def gemm_duty(rec: Any, cost: Any) -> float:
-    """The share of a run's time its GPUs spend in GEMM kernels (dense and grouped; mean over GPUs)."""
-    from moesim.lowering.op_classes import span_op_classes
-
-    end = float(rec.end_ns)
-    ranks = {s.rank for s in rec.spans if s.rank is not None}
-    if end <= 0 or not ranks:
-        return 0.0
-    gemm = sum(ns for s in rec.spans if s.rank is not None and s.stream == "compute"
-               for name, ns in span_op_classes(s, s.end_ns - s.start_ns, cost) if "GEMM" in name)
-    return min(1.0, gemm / (end * len(ranks)))
 
 
 def run_built(scn: Scenario, built: Built) -> tuple[ScenarioResult, Any]:

@@ -57,3 +57,16 @@ def span_op_classes(span: object, duration: float, cost: object = None, host_str
     if args.get("host_sync"):
         return [("sync: counts to host", duration)]
     return [(f"compute: {getattr(span, 'category', '')}", duration)]
+
+
+def gemm_duty(rec: object, cost: object = None) -> float:
+    """The share of a recorded run's time its GPUs spend in GEMM kernels (dense and grouped; mean
+    over the GPUs that ran compute): what ``gpu_clock="duty"`` prices the clock at."""
+    spans = getattr(rec, "spans", ())
+    end = float(getattr(rec, "end_ns", 0))
+    ranks = {s.rank for s in spans if s.rank is not None and s.stream == "compute"}
+    if end <= 0 or not ranks:
+        return 0.0
+    gemm = sum(ns for s in spans if s.rank is not None and s.stream == "compute"
+               for name, ns in span_op_classes(s, s.end_ns - s.start_ns, cost) if "GEMM" in name)
+    return min(1.0, gemm / (end * len(ranks)))

@@ -30,6 +30,7 @@ import numpy as np
 
 from moesim.engine import Simulation, Task
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
+from moesim.lowering.op_classes import class_times
 from moesim.lowering.host import PHASE_OF_KIND as PHASE, expert_task_args
 from moesim.lowering.moe_exchange import ep_stream, exchange_units
 from moesim.lowering.pipeline import Grid
@@ -194,7 +195,8 @@ class LaneExchangeLowering:
         tasks = self._busiest_tasks(layer, sample, phase) if self.per_task else []
         if not tasks:
             return sim.compute(lane, busy_ns, name, category="expert", deps=deps,
-                               args={**args, **self._expert_issue(layer, sample, phase)}, region_ns=first_region)
+                               args={**args, **self._expert_issue(layer, sample, phase),
+                                     **self._expert_classes(layer, sample, phase)}, region_ns=first_region)
         total = sum(t.flops for t in tasks)
         share = args["flops"] / total if total else 0.0
         prev = None
@@ -214,6 +216,18 @@ class LaneExchangeLowering:
         if not counts or not hasattr(self.table, "expert_tasks"):
             return ()
         return tuple(self.table.expert_tasks(phase, counts, tuple(int(e) for e, _n in experts)))
+
+    @cache
+    def _expert_classes(self, layer: int, sample: int, phase: str) -> dict[str, dict[str, int]]:
+        """``op_ns`` of the busiest GPU's expert work (its tasks' kernels by op class, as the full
+        engine's segments carry them), for per-class reports and the GEMM duty; empty for a table
+        without ``expert_tasks``."""
+        cost = getattr(self.table, "cost", None)
+        tasks = self._busiest_tasks(layer, sample, phase)
+        if cost is None or not tasks:
+            return {}
+        ops = [op for t in tasks for op in t.ops]
+        return {"op_ns": dict(class_times(ops, (cost.compute_ns(op) for op in ops)))}
 
     @cache
     def _expert_issue(self, layer: int, sample: int, phase: str) -> dict[str, int]:

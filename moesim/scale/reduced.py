@@ -45,6 +45,7 @@ from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
 from moesim.lowering.host import add_eager_host
 from moesim.lowering.moe_costs import MoEStageTable, exec_kwargs
+from moesim.lowering.op_classes import gemm_duty as duty_of
 from moesim.lowering.pipeline import Grid, LoweringOptions, lower_pipeline
 from moesim.lowering.resolve import (eager_host_counts, group_link_kind, make_routing, make_schedule,
                                      resolve_cost_model, resolve_model, scenario_host, scenario_overlap)
@@ -132,9 +133,6 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     if routing is not None and getattr(routing, "capacity_factor", None) is not None:
         raise ConfigError("moe.routing.capacity_factor", "the reduced run models dropless routing only",
                           "set capacity_factor=None or use the full run `moesim run` on a smaller cluster")
-    if scn.gpu_clock == "duty":
-        raise ConfigError("gpu_clock", "'duty' reads the GEMM duty from a first run, which the reduced run does not make",
-                          "use gpu_clock='sustained' or 'boost' with the reduced engine, or the full run `moesim run`")
     if scn.moe.experts == "padded":
         raise ConfigError("moe.experts", "the reduced run models dropless routing only; experts='padded' drops "
                           "and pads to capacity", "use experts='grouped' or 'loop', or the full run `moesim run`")
@@ -161,17 +159,23 @@ def _nodes(gpus: int, per_node: int) -> int:
 
 
 def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
-                  cache: ReducedCache | None = None) -> dict[str, Any]:
+                  cache: ReducedCache | None = None, gemm_duty: float | None = None) -> dict[str, Any]:
     """Everything the reduced run needs, lowered into a lane Simulation (see the module docstring).
     ``cache`` shares routing, phase solves and expert costs with the experiment's other scenarios
-    (:mod:`moesim.scale.cache`); None builds everything afresh."""
+    (:mod:`moesim.scale.cache`); None builds everything afresh. With ``gpu_clock="duty"`` the lanes
+    are first built and run at the burst clock and their GEMM duty read from that run
+    (:func:`moesim.lowering.op_classes.gemm_duty`), unless ``gemm_duty`` gives it."""
     cache = cache if cache is not None else ReducedCache()
+    if scn.gpu_clock == "duty" and gemm_duty is None:
+        first = build_reduced(scn, options, cache, gemm_duty=0.0)
+        gemm_duty = duty_of(first["sim"].run().recorder, first["cost"])
+    gemm_duty = gemm_duty or 0.0
     plan = scn.plan
     probe = _topology(cache, scn.topology, 1)
     per_node = probe.gpus_per_host
     spec = resolve_model(scn.model)
     _check(scn, spec, per_node, scn.nodes or load_topology(scn.topology).num_hosts)
-    cost = resolve_cost_model(scn.cost_model, probe.gpu_kind, scn.profile, scn.gpu_clock)
+    cost = resolve_cost_model(scn.cost_model, probe.gpu_kind, scn.profile, scn.gpu_clock, gemm_duty)
     kinds = {l.kind for l in probe.links} | {"ib", "ethernet", "pcie", "nvswitch", "nvlink"}
     efficiency = {k: cost.link_efficiency(k) for k in sorted(kinds)}
     sched = make_schedule(scn)
