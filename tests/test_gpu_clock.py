@@ -150,3 +150,12 @@ def test_a_duty_run_reads_its_gemm_share_from_a_first_run_and_is_deterministic()
     full_duty = float(build_at_duty(scn, force=True).cost_model.name.split("GEMM duty ")[1].split(" ")[0])
     assert 0 < red_duty < 0.6 and abs(red_duty - full_duty) < 0.05
     assert build_reduced(scn)["cost"].name == red["cost"].name    # deterministic
+
+
+def test_the_duty_section_says_why_it_measures_nothing_on_cpu() -> None:
+    pytest.importorskip("torch")
+    from moesim.calibrate.duty_section import measure_duty
+    from moesim.calibrate.timing import Budget, Timer
+
+    sec = measure_duty(Timer("cpu"), None, "cpu", Budget(5.0))
+    assert not sec.samples and "needs a CUDA GPU" in sec.errors[0]

@@ -42,6 +42,7 @@ from moesim.calibrate.moe_kernels import measure_eager_kernels, measure_moe_kern
 from moesim.calibrate.overlap import overlap_samples
 from moesim.calibrate.regions import measure_kernel_region
 from moesim.calibrate.clock_section import measure_clock
+from moesim.calibrate.duty_section import measure_duty
 from moesim.calibrate.section import Section, notify, progress_hook
 from moesim.calibrate.timing import Budget, Timer
 
@@ -64,6 +65,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "eager_kernels": (0.03, measure_eager_kernels),  # moe_kernels' strided / broadcast variants and eager RoPE
     "host_classes": (0.03, measure_host_classes),  # host time per op class: plain, fwd, bwd
     "clock": (0.02, measure_clock),  # the SM clock this protocol holds GEMMs and attention at
+    "duty": (0.03, measure_duty),  # a GEMM's time against the share of GPU time in GEMMs (power limit)
     # Megatron-Core's per-expert MLP call (needs megatron-core; asked for by name only)
     "host_megatron": (0.03, measure_host_megatron),
 }
