@@ -99,11 +99,13 @@ def test_boost_with_burst_rows_scales_by_the_measured_time_ratio() -> None:
 def test_the_duty_curve_interpolates_the_measured_rows_and_never_beats_a_cool_gpu() -> None:
     from moesim.costs.clock import duty_curve, duty_multiplier
 
-    rows = [{"duty": d, "time_ns": t, "cool_time_ns": 100.0} for d, t in ((0.25, 98.0), (0.7, 110.0), (1.0, 120.0),
-                                                                       (1.0, 116.0))]
+    rows = [{"shape": "a", "run": 0, "duty": d, "time_ns": t, "cool_time_ns": 100.0}
+            for d, t in ((0.25, 100.0), (0.7, 110.0), (1.0, 120.0))]
+    rows += [{"shape": "b", "run": 0, "duty": d, "time_ns": t, "cool_time_ns": 100.0}   # another shape: its own base
+             for d, t in ((0.4, 50.0), (1.0, 58.0))]
     curve = duty_curve(rows, "a profile")
-    assert curve == [(0.25, 0.98), (0.7, 1.1), (1.0, 1.18)]
-    assert duty_multiplier(curve, 0.0) == duty_multiplier(curve, 0.25) == 1.0     # held at a cool GPU's time
+    assert curve == [(0.25, 1.0), (0.4, 1.0), (0.7, 1.1), (1.0, pytest.approx(1.18))]
+    assert duty_multiplier(curve, 0.0) == duty_multiplier(curve, 0.3) == 1.0     # held at a cool GPU's time
     assert duty_multiplier(curve, 0.85) == pytest.approx(1.14)
     assert duty_multiplier(curve, 1.0) == pytest.approx(1.18)
     with pytest.raises(ConfigError) as e:

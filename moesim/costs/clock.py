@@ -17,8 +17,8 @@ the grid rows may have run hotter than the clock rows). Otherwise by the clock r
 
 ``"duty"`` follows the GPU's power limit: a GEMM's time depends on the share of the GPU's time
 spent in GEMMs (``duty``). The profile's ``duty`` rows time a GEMM with that share of copies in
-between, after seconds of it, and on a cool GPU (one H100 at 700 W: cool up to 40% GEMM time,
-1.09x at 70%, 1.17x at 100%); the GEMMs of a run with GEMM duty d are priced at the burst time
+between, after seconds of it (section ``duty``; H100s at 700 W: flat up to 40% GEMM time, then
+up to about 1.17x at 100%); the GEMMs of a run with GEMM duty d are priced at the burst time
 times the measured multiplier at d (:func:`duty_multiplier`), d taken from a first simulation of
 the same run at the burst clock (:func:`moesim.experiment.runner.run_scenario`). Attention keeps
 its burst factor.
@@ -82,15 +82,22 @@ def burst_factors(ratios: Mapping[str, Iterable[float]], where: str) -> dict[str
 
 
 def duty_curve(rows: Iterable[Mapping[str, Any]], where: str) -> list[tuple[float, float]]:
-    """(GEMM duty, time over the cool time) from a profile's ``duty`` rows: the median per duty
-    (rounded to 0.05) over the shapes measured, sorted by duty; ConfigError where there are none."""
-    by: dict[float, list[float]] = {}
+    """(GEMM duty, time over the time at the lowest duty measured) from a profile's ``duty`` rows:
+    each shape of each run against its own lowest-duty row (a GEMM at <= 40% duty runs at the
+    clock a burst on a cool GPU does), the median per duty (rounded to 0.05) over shapes and runs,
+    sorted by duty; ConfigError where there are none."""
+    groups: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
     for r in rows:
-        by.setdefault(round(float(r["duty"]) * 20) / 20, []).append(float(r["time_ns"]) / float(r["cool_time_ns"]))
+        groups.setdefault((r.get("shape", ""), r.get("run")), []).append(r)
+    by: dict[float, list[float]] = {}
+    for group in groups.values():
+        base = float(min(group, key=lambda r: float(r["duty"]))["time_ns"])
+        for r in group:
+            by.setdefault(round(float(r["duty"]) * 20) / 20, []).append(float(r["time_ns"]) / base)
     if not by:
         raise ConfigError("gpu_clock", f"'duty' needs the GEMM-duty rows of the profile, and {where} has none",
-                          "use gpu_clock='boost' or 'sustained', or merge a duty measurement (lab/duty_clock_probe.py) "
-                          "into the profile")
+                          "use gpu_clock='boost' or 'sustained', or measure them with moesim calibrate run "
+                          "--sections duty and merge that run into the profile")
     return sorted((d, float(median(v))) for d, v in by.items())
 
 
