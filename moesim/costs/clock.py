@@ -20,8 +20,8 @@ spent in GEMMs (``duty``). The profile's ``duty`` rows time a GEMM with that sha
 between, after seconds of it (section ``duty``; H100s at 700 W: flat up to 40% GEMM time, then
 up to about 1.17x at 100%); the GEMMs of a run with GEMM duty d are priced at the burst time
 times the measured multiplier at d (:func:`duty_multiplier`), d taken from a first simulation of
-the same run at the burst clock (:func:`moesim.experiment.runner.run_scenario`). Attention keeps
-its burst factor.
+the same run at the burst clock (:func:`moesim.experiment.runner.build_at_duty`; the reduced
+engine's :func:`moesim.scale.reduced.build_reduced`). Attention keeps its burst factor.
 
 The sustained clocks are the profile's own measurement (its ``clock`` rows, section ``clock`` of
 ``moesim calibrate``: each a shape's time and the SM clock it ran at; the median per class); a
@@ -102,8 +102,8 @@ def duty_curve(rows: Iterable[Mapping[str, Any]], where: str) -> list[tuple[floa
 
 
 def duty_multiplier(curve: list[tuple[float, float]], duty: float) -> float:
-    """A GEMM's time at GEMM duty ``duty`` over its cool time: the curve interpolated linearly,
-    held flat beyond its ends, and never below 1 (a cool GPU is the fastest it runs)."""
+    """A GEMM's time at GEMM duty ``duty`` over its time at low duty (the burst clock): the curve
+    interpolated linearly, held flat beyond its ends, and never below 1."""
     if not 0.0 <= duty <= 1.0:
         raise ConfigError("gemm_duty", f"must be a share in [0, 1], got {duty!r}")
     if duty <= curve[0][0]:
