@@ -1,5 +1,8 @@
 """Does a GEMM's time depend on how much of the GPU's time GEMMs fill (power-limited clock vs duty)?
 
+Superseded by the calibrate section ``duty`` (``moesim/calibrate/duty_section.py``), which makes
+the same measurement into profile rows; kept as the record of the 2026-12-06 run.
+
 The calibration grid times each shape right after ``--heat-ms`` of 8192^3 GEMMs, back to back with
 L2 flushes: a GEMM duty near 100%, so its rows hold the clock of a GPU at its power cap. A layer
 mixes GEMMs with memory-bound kernels (permutes, copies, scatter-adds, activations), which draw
@@ -49,14 +52,9 @@ def _read(p: subprocess.Popen) -> dict:
 
 
 def _gemm_ops() -> dict:
-    g = torch.Generator(device="cuda").manual_seed(5)
-    a = torch.randn(16384, 4096, device="cuda", dtype=torch.bfloat16, generator=g)
-    b = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16, generator=g)
-    x = torch.randn(131072, 2048, device="cuda", dtype=torch.bfloat16, generator=g)
-    w = torch.randn(128, 1536, 2048, device="cuda", dtype=torch.bfloat16, generator=g)
-    offs = torch.arange(1, 129, device="cuda", dtype=torch.int32) * 1024
-    return {"dense_16384x4096x4096": lambda: torch.mm(a, b),
-            "grouped_qwen3_fc1_128x1024": lambda: torch._grouped_mm(x, w.transpose(-2, -1), offs=offs)}
+    from moesim.calibrate.duty_section import _gemms   # the calibrate section's two GEMMs
+
+    return _gemms()
 
 
 def _median_event_ms(fn, n: int = 20) -> float:

@@ -41,17 +41,23 @@ def _gemms() -> dict[str, Callable[[], object]]:
             "grouped_qwen3_fc1_128x1024": lambda: torch._grouped_mm(x, w.transpose(-2, -1), offs=offs)}
 
 
-def _events_ms(fn: Callable[[], object], n: int) -> list[float]:
+def _timed(fn: Callable[[], object]) -> tuple[object, object]:
+    """``fn`` issued between two timing events (read them after a synchronize)."""
     import torch
 
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    fn()
+    e.record()
+    return s, e
+
+
+def _events_ms(fn: Callable[[], object], n: int) -> list[float]:
     out = []
     for _ in range(n):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        out.append(s.elapsed_time(e))
+        s, e = _timed(fn)
+        e.synchronize()   # type: ignore[attr-defined]
+        out.append(s.elapsed_time(e))   # type: ignore[attr-defined]
     return out
 
 
@@ -76,13 +82,9 @@ def _one(shape: str, fn: Callable[[], object], duty: float, copy: Callable[[], o
     w0 = time.monotonic()
     marks = []
     for _ in range(REPEATS):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
+        marks.append(_timed(fn))
         for _ in range(copies):
             copy()
-        marks.append((s, e))
     torch.cuda.synchronize()
     state = nvml.window(w0, time.monotonic()) if nvml is not None else {}   # type: ignore[attr-defined]
     times = [s.elapsed_time(e) * 1e6 for s, e in marks]
