@@ -18,13 +18,13 @@ import statistics
 import time
 from typing import Callable
 
+from moesim.calibrate.clock_section import COOL_IDLE_S
 from moesim.calibrate.section import Section
 from moesim.calibrate.timing import Budget, Timer
 
 DUTIES = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)
 COPY_BYTES = 64 * 2**20
 SETTLE_S = 3.0
-COOL_IDLE_S = 2.0
 REPEATS = 40
 
 

@@ -32,8 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from moesim.costs.attention_window import window_ratio
-from moesim.costs.clock import (boost_factors, burst_factors, check_clock, duty_curve, duty_multiplier,
-                                 sustained_clocks)
+from moesim.costs.clock import check_clock, clock_factors
 from moesim.costs.devices import DEVICES
 from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, anchored, bus_factor,
                                   collective_steps, gemm_table, gemm_table_ns)
@@ -83,40 +82,11 @@ class CalibratedCostModel:
         self._build_collectives()
         self.peak_flops = float(spec.peak_flops_for("bf16") if spec else getattr(fallback, "peak_flops", 0.0)
                                 or self.measured_peak_flops("bf16"))
-        if gpu_clock == "boost":
-            self._clock = self._boost_factors(spec.max_sm_mhz if spec else 0.0)
-            self.name += (f" at the boost clock (GEMMs x{self._clock['gemm']:.3f}, attention "
-                          f"x{self._clock['attention']:.3f} of the profile's sustained-clock times)")
-        elif gpu_clock == "duty":
-            where = f"the {self.profile.name} profile ({self.device})"
-            if not any(r.get("cool_time_ns") for r in self.profile.select("clock")):
-                raise ConfigError("gpu_clock", f"'duty' needs burst times in the clock rows, and {where} has none",
-                                  "use gpu_clock='sustained', or measure them with moesim calibrate run --sections "
-                                  "clock and merge that run into the profile")
-            burst = self._boost_factors(spec.max_sm_mhz if spec else 0.0)
-            held = duty_multiplier(duty_curve(self.profile.select("duty"), where), gemm_duty)
-            self._clock = {"gemm": burst["gemm"] * held, "attention": burst["attention"]}
-            self.name += (f" at the clock of GEMM duty {gemm_duty:.2f} (GEMMs x{burst['gemm']:.3f} x{held:.3f}, "
-                          f"attention x{burst['attention']:.3f} of the profile's sustained-clock times)")
-
-    def _boost_factors(self, max_sm_mhz: float) -> dict[str, float]:
-        """``gpu_clock="boost"``: burst over profile time per class where the clock rows hold burst
-        times, else the sustained clock over the maximum (:mod:`moesim.costs.clock`)."""
-        rows = self.profile.select("clock")
-        where = f"the {self.profile.name} profile ({self.device})"
-        burst = [r for r in rows if r.get("cool_time_ns")]
-        if not burst:
-            return boost_factors(sustained_clocks(rows), max_sm_mhz, where)
-        ratios: dict[str, list[float]] = defaultdict(list)
-        for r in burst:
-            if r["class"] == "gemm":
-                op: ComputeOp = Gemm(m=int(r["m"]), n=int(r["n"]), k=int(r["k"]), dtype="bf16")
-            else:
-                op = Attention(batch=int(r["batch"]), heads=int(r["heads"]), kv_heads=int(r["heads"]), seq_q=int(r["seq"]),
-                               seq_kv=int(r["seq"]), head_dim=int(r["head_dim"]), causal=True,
-                               backward=r.get("direction") == "bwd")
-            ratios[str(r["class"])].append(float(r["cool_time_ns"]) / self._compute(op))
-        return burst_factors(ratios, where)
+        if gpu_clock != "sustained":   # moesim.costs.clock: the profile's burst / duty rows priced by this model
+            self._clock, clock_name = clock_factors(gpu_clock, self.profile.select("clock"), self.profile.select("duty"),
+                                                    self._compute, spec.max_sm_mhz if spec else 0.0, gemm_duty,
+                                                    f"the {self.profile.name} profile ({self.device})")
+            self.name += clock_name
 
     def __repr__(self) -> str:
         return f"CalibratedCostModel({self.name!r})"

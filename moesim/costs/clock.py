@@ -30,9 +30,10 @@ profile without them, or a device with no known maximum clock, refuses ``"boost"
 from __future__ import annotations
 
 from statistics import median
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from moesim.errors import ConfigError
+from moesim.ops import Attention, ComputeOp, Gemm
 
 GPU_CLOCKS = ("sustained", "boost", "duty")
 CLOCK_CLASSES = ("gemm", "attention")   # the compute-bound classes a clock record covers
@@ -67,6 +68,11 @@ def boost_factors(clocks: Mapping[str, float], max_sm_mhz: float, where: str) ->
         raise ConfigError("gpu_clock", f"'boost' needs the device's maximum SM clock, unknown for {where}",
                           "use gpu_clock='sustained'")
     return {c: min(1.0, float(clocks[c]) / max_sm_mhz) for c in CLOCK_CLASSES}
+
+
+def burst_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The ``clock`` rows that hold a burst time (``cool_time_ns``)."""
+    return [r for r in rows if r.get("cool_time_ns")]
 
 
 def burst_factors(ratios: Mapping[str, Iterable[float]], where: str) -> dict[str, float]:
@@ -112,3 +118,43 @@ def duty_multiplier(curve: list[tuple[float, float]], duty: float) -> float:
         if duty <= d1:
             return max(1.0, m0 + (m1 - m0) * (duty - d0) / (d1 - d0))
     return max(1.0, curve[-1][1])
+
+
+def clock_factors(gpu_clock: str, clock_rows: Iterable[Mapping[str, Any]], duty_rows: Iterable[Mapping[str, Any]],
+                  price: Callable[[ComputeOp], float], max_sm_mhz: float, gemm_duty: float,
+                  where: str) -> tuple[dict[str, float], str]:
+    """The factors on a profile's sustained-clock GEMM and attention times for ``gpu_clock``
+    (``"boost"`` or ``"duty"``), and the phrase the cost model's name gains; ``price`` is the
+    cost model's own sustained-clock time of an op (the burst rows are ratios to it)."""
+    clock_rows = list(clock_rows)
+    if gpu_clock == "duty" and not burst_rows(clock_rows):
+        raise ConfigError("gpu_clock", f"'duty' needs burst times in the clock rows, and {where} has none",
+                          "use gpu_clock='sustained', or measure them with moesim calibrate run --sections "
+                          "clock and merge that run into the profile")
+    burst = _boost_factors(clock_rows, price, max_sm_mhz, where)
+    if gpu_clock == "boost":
+        return burst, (f" at the boost clock (GEMMs x{burst['gemm']:.3f}, attention "
+                       f"x{burst['attention']:.3f} of the profile's sustained-clock times)")
+    held = duty_multiplier(duty_curve(duty_rows, where), gemm_duty)
+    return ({"gemm": burst["gemm"] * held, "attention": burst["attention"]},
+            f" at the clock of GEMM duty {gemm_duty:.2f} (GEMMs x{burst['gemm']:.3f} x{held:.3f}, "
+            f"attention x{burst['attention']:.3f} of the profile's sustained-clock times)")
+
+
+def _boost_factors(rows: list[Mapping[str, Any]], price: Callable[[ComputeOp], float], max_sm_mhz: float,
+                   where: str) -> dict[str, float]:
+    """``"boost"``: burst over profile time per class where the clock rows hold burst times, else
+    the sustained clock over the maximum."""
+    burst = burst_rows(rows)
+    if not burst:
+        return boost_factors(sustained_clocks(rows), max_sm_mhz, where)
+    ratios: dict[str, list[float]] = {}
+    for r in burst:
+        if r["class"] == "gemm":
+            op: ComputeOp = Gemm(m=int(r["m"]), n=int(r["n"]), k=int(r["k"]), dtype="bf16")
+        else:
+            op = Attention(batch=int(r["batch"]), heads=int(r["heads"]), kv_heads=int(r["heads"]), seq_q=int(r["seq"]),
+                           seq_kv=int(r["seq"]), head_dim=int(r["head_dim"]), causal=True,
+                           backward=r.get("direction") == "bwd")
+        ratios.setdefault(str(r["class"]), []).append(float(r["cool_time_ns"]) / price(op))
+    return burst_factors(ratios, where)

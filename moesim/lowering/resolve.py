@@ -52,38 +52,46 @@ def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, g
     applies to calibrated profiles; the roofline's datasheet peaks are the same in both."""
     from moesim.costs.roofline import make_cost_model
 
-    if not profile and choice != "roofline":  # an explicit roofline choice ignores the scope's profile
-        profile = _DEFAULT_PROFILE.get()
+    profile = _named_profile(choice, profile)
     if profile:
         return _named_profile_model(choice, gpu_kind, profile, gpu_clock, gemm_duty)
-    shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
-    has_profile = shipped is not None and (PROFILE_DIR / f"{shipped}.json").is_file()
-    if choice == "roofline" or (choice == "auto" and not has_profile):
+    shipped = _shipped_profile(gpu_kind)
+    if choice == "roofline" or (choice == "auto" and shipped is None):
         return make_cost_model(gpu_kind)
-    if not has_profile:
+    if shipped is None:
         raise ConfigError("scenario.cost_model", f"no calibrated profile ships for {gpu_kind}",
                           f"use cost_model='roofline' or 'auto', or name your own with profile=PATH|NAME (profiles "
                           f"ship for: {', '.join(PROFILE_FOR_GPU)})")
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
 
-    return CalibratedCostModel(load_profile(PROFILE_DIR / f"{shipped}.json"), fallback=make_cost_model(gpu_kind),
+    return CalibratedCostModel(load_profile(shipped), fallback=make_cost_model(gpu_kind),
                                gpu_clock=gpu_clock, gemm_duty=gemm_duty)
+
+
+def _named_profile(choice: str, profile: str | None) -> str | None:
+    """The profile named for a run, or the enclosing :func:`profile_scope`'s (an explicit roofline
+    choice ignores the scope's)."""
+    return profile or (_DEFAULT_PROFILE.get() if choice != "roofline" else None)
+
+
+def _shipped_profile(gpu_kind: str) -> Path | None:
+    """The calibrated profile shipped for this GPU kind, where one is installed."""
+    shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
+    path = PROFILE_DIR / f"{shipped}.json" if shipped is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def resolved_profile(choice: str, gpu_kind: str, profile: str | None = None):
     """The calibration profile :func:`resolve_cost_model` would price ``gpu_kind`` with (None where it
-    would use the roofline), read without building the cost model."""
+    would use the roofline or refuse), read without building the cost model."""
     from moesim.costs.profile import load_profile
 
-    if not profile and choice != "roofline":
-        profile = _DEFAULT_PROFILE.get()
-    if profile:
-        return load_profile(profile)
-    shipped = PROFILE_FOR_GPU.get(gpu_kind.upper())
-    if choice == "roofline" or shipped is None or not (PROFILE_DIR / f"{shipped}.json").is_file():
-        return None
-    return load_profile(PROFILE_DIR / f"{shipped}.json")
+    named = _named_profile(choice, profile)
+    if named:
+        return load_profile(named)
+    shipped = _shipped_profile(gpu_kind)
+    return load_profile(shipped) if shipped is not None and choice != "roofline" else None
 
 
 def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str = "sustained",

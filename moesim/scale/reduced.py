@@ -318,19 +318,24 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
 
     overlap_gather = zero and bool(scn.overlap.overlap_param_gather)
 
+    def all_gather(sim, lane: int, dense: float, experts: float, name: str, deps: list, args: dict,
+                   record_as: str | None):
+        """The all-gather of ``dense`` and ``experts`` updated bf16 parameters on ``lane``'s comm.dp
+        (its time recorded under ``record_as`` in the DP figures, where given)."""
+        (d_ns, d_nic), (e_ns, e_nic) = hier(dense * PARAM_BYTES), flat(experts * PARAM_BYTES)
+        if record_as is not None:
+            info["all_gather_ms"][record_as] = round((d_ns + e_ns) / 1e6, 3)
+        return link.phase(sim, lane, d_ns + e_ns, d_nic + e_nic, d_nic + e_nic, name, stream="comm.dp",
+                          category="all_gather", deps=deps, args={**args, "bytes": (dense + experts) * PARAM_BYTES})
+
     def gather(sim, firsts) -> int:
         added = 0
         for (_d, p, chunk), tasks in sorted(firsts.items(), key=lambda kv: kv[0]):
             dense, experts = chunk_params(p, chunk)
-            (d_ns, d_nic), (e_ns, e_nic) = hier(dense * PARAM_BYTES), flat(experts * PARAM_BYTES)
             for t, first in enumerate(tasks):
-                task = link.phase(sim, grid.gpu(t, 0, p), d_ns + e_ns, d_nic + e_nic, d_nic + e_nic,
-                                  f"dp:all_gather.params.c{chunk}", stream="comm.dp", category="all_gather", deps=[],
-                                  args={"pp_rank": p, "chunk": chunk, "overlapped": True,
-                                        "bytes": (dense + experts) * PARAM_BYTES})
-                sim.add_dep(first, task)
-                if t == 0:
-                    info["all_gather_ms"][f"rank{p}.chunk{chunk}"] = round((d_ns + e_ns) / 1e6, 3)
+                sim.add_dep(first, all_gather(sim, grid.gpu(t, 0, p), dense, experts, f"dp:all_gather.params.c{chunk}",
+                                              [], {"pp_rank": p, "chunk": chunk, "overlapped": True},
+                                              f"rank{p}.chunk{chunk}" if t == 0 else None))
                 added += 1
         return added
 
@@ -364,12 +369,8 @@ def _zero1(scn, spec, table, cost, link: LaneLink, grid: Grid, per_node: int, nv
                               args={"pp_rank": p, **({"tp": t} if grid.tp > 1 else {})})
             if not zero or overlap_gather:   # overlapped: the next step's prologue gathers them
                 continue
-            (d_ns, d_nic), (e_ns, e_nic) = hier(dense_params * PARAM_BYTES), flat(expert_params * PARAM_BYTES)
-            link.phase(sim, lane, d_ns + e_ns, d_nic + e_nic, d_nic + e_nic, "dp:all_gather.params",
-                       stream="comm.dp", category="all_gather", deps=[opt],
-                       args={"pp_rank": p, "bytes": (dense_params + expert_params) * PARAM_BYTES})
-            if record:
-                info["all_gather_ms"][f"rank{p}"] = round((d_ns + e_ns) / 1e6, 3)
+            all_gather(sim, lane, dense_params, expert_params, "dp:all_gather.params", [opt], {"pp_rank": p},
+                       f"rank{p}" if record else None)
             added += 1
         return added
 

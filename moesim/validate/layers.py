@@ -269,10 +269,11 @@ def protocol_clock(gpu: str, cost_model: str = "auto") -> str:
     """The ``gpu_clock`` the harness's timed bursts are priced with on ``gpu``'s cost model:
     ``"duty"`` where its profile holds burst times and GEMM-duty rows, ``"boost"`` with burst times
     only, else ``"sustained"`` (the roofline or a profile without them)."""
+    from moesim.costs.clock import burst_rows
     from moesim.lowering.resolve import resolved_profile
 
     profile = resolved_profile(cost_model, gpu)
-    if profile is None or not any(r.get("cool_time_ns") for r in profile.select("clock")):
+    if profile is None or not burst_rows(profile.select("clock")):
         return "sustained"
     return "duty" if profile.select("duty") else "boost"
 
@@ -349,8 +350,7 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
 def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
     fallbacks = tuple(c.name for c in result.op_classes
                       if "fallback" in c.provenance or "stand-in" in c.provenance or c.provenance == "mixed")
-    calibrated = "calibrated" in result.cost_model
-    priced_sustained = calibrated and " at the " not in result.cost_model   # no boost / duty clock named
+    priced_sustained = result.calibrated and result.scenario.gpu_clock == "sustained"
     notes = "; ".join(n for n in (unmodelled(entry), BURST_NOTE if priced_sustained else "") if n)
     return Comparison(case_id=entry.case_id, workload_class=entry.workload_class, passes=entry.passes, gpu=gpu,
                       measured_ns=entry.measured_ns, predicted_ns=float(result.time_per_iteration_ns),
