@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from moesim.calibrate import memory_probe as mp  # noqa: E402
+from lab import memory_probe as mp  # noqa: E402
 from moesim.validate.memory import compare, config_of, predict, report_lines  # noqa: E402
 
 SMOKE = Path(__file__).resolve().parents[1] / "data" / "validation" / "memory" / "cpu_smoke.json"

@@ -1,6 +1,6 @@
 """Memory model against the GPU memory probe: one decoder layer's kept bytes per recompute option.
 
-Reads a ``moesim.calibrate.memory_probe`` JSON and predicts each case through
+Reads a ``lab.memory_probe`` JSON (the probe lives in lab/, with the other device probes) and predicts each case through
 :mod:`moesim.memory.activations`: the layer's shape as a one-layer spec, the case's Megatron
 recompute modules, bf16 (no FP8 caching) and torchtitan's MoE (router scores applied to the
 fp32 expert outputs, ``probs_on_expert_output``). The measured figure is the probe's

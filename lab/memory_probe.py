@@ -27,7 +27,7 @@ the measure is the bytes of the distinct tensors autograd saves
 
 Run on a GPU (about a minute)::
 
-    python3 -m moesim.calibrate.memory_probe --device cuda --out data/validation/memory/h100_layers.json
+    python3 -m lab.memory_probe --device cuda --out data/validation/memory/h100_layers.json
 
 Compare with moesim: ``moesim.validate.memory`` (``python -m moesim.validate.memory FILE``).
 Imports only torch and the standard library (the measurement machine has no simulator deps).
