@@ -125,24 +125,36 @@ HOLDOUT_MOE = {
 }
 HOLDOUT_DENSE = {"qwen2_5_7b": DenseShape("qwen2_5_7b", 3584, 28, 4, 128, 18944, None),
                  "mistral_nemo_12b": DenseShape("mistral_nemo_12b", 5120, 32, 8, 128, 14336, None)}
-MODEL_SETS = ("standard", "holdout")
+# ``--models holdout2``: a second set, chosen 2026-12-07 before any was timed: OLMoE-1B-7B (64 experts,
+# top-8, FFN 1,024), Phi-3.5-MoE (16, top-2, 6,400), a Llama-4-Scout-shaped block (16, top-1, 8,192,
+# one shared expert); the decoder layers of Llama-3.2-3B and Qwen2.5-14B
+HOLDOUT2_MOE = {
+    "olmoe_1b_7b": MoEShape("olmoe_1b_7b", 2048, 64, 8, 1024, 0, None),
+    "phi3_5_moe": MoEShape("phi3_5_moe", 4096, 16, 2, 6400, 0, None),
+    "llama4_scout": MoEShape("llama4_scout", 5120, 16, 1, 8192, 1, None),
+}
+HOLDOUT2_DENSE = {"llama3_2_3b": DenseShape("llama3_2_3b", 3072, 24, 8, 128, 8192, None),
+                  "qwen2_5_14b": DenseShape("qwen2_5_14b", 5120, 40, 8, 128, 13824, None)}
+MODEL_SETS = ("standard", "holdout", "holdout2")
 SMOKE_MOE = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
 SMOKE_DENSE = {"tiny_dense": DenseShape("tiny_dense", 64, 4, 2, 16, 128, None)}
 SKEWS = (("uniform", 0.0), ("zipf", 0.5), ("zipf", 1.0))
 PASSES = ("fwd", "fwd_bwd")
 
 
-ALL_MOE = SMOKE_MOE | MOE_SHAPES | HOLDOUT_MOE
-ALL_DENSE = SMOKE_DENSE | DENSE_SHAPES | HOLDOUT_DENSE
+ALL_MOE = SMOKE_MOE | MOE_SHAPES | HOLDOUT_MOE | HOLDOUT2_MOE
+ALL_DENSE = SMOKE_DENSE | DENSE_SHAPES | HOLDOUT_DENSE | HOLDOUT2_DENSE
 
 
 def plan_cases(smoke: bool, models: str = "standard") -> list[Case]:
     """Every case in run order: cheaper-to-lose tiers last, so a short budget drops those first.
-    ``models``: the standard shapes, or ``holdout`` (public models' shapes no stored case has)."""
+    ``models``: the standard shapes, or ``holdout`` / ``holdout2`` (public models' shapes no stored
+    case had when the set was chosen)."""
     if models not in MODEL_SETS:
         raise ValueError(f"unknown model set {models!r}: use one of {', '.join(MODEL_SETS)}")
-    moe, dense = ((SMOKE_MOE, SMOKE_DENSE) if smoke else
-                  (HOLDOUT_MOE, HOLDOUT_DENSE) if models == "holdout" else (MOE_SHAPES, DENSE_SHAPES))
+    sets = {"standard": (MOE_SHAPES, DENSE_SHAPES), "holdout": (HOLDOUT_MOE, HOLDOUT_DENSE),
+            "holdout2": (HOLDOUT2_MOE, HOLDOUT2_DENSE)}
+    moe, dense = (SMOKE_MOE, SMOKE_DENSE) if smoke else sets[models]
     tokens = (32, 64) if smoke else (1024, 4096, 8192, 16384)
     seqs = (32,) if smoke else (2048, 4096, 8192)
     few_tokens = tokens if smoke else (1024, 4096, 16384)
