@@ -112,6 +112,24 @@ def test_measured_shape_ratio_corrects_a_shape_the_law_misses() -> None:
     assert held_out_errors(model, held).max() < 0.05
 
 
+def test_an_unmeasured_shape_borrows_the_nearest_measured_shapes_ratio() -> None:
+    """A shape 1.2x away from a measured one that runs 20% slower than the law takes that shape's
+    ratio; one more than 2x away from every measured shape takes the law alone."""
+    def slow(rows: list[dict]) -> list[dict]:
+        return [{**r, "time_ns": r["time_ns"] * (1.2 if (r["n"], r["k"]) == SHAPES[0] else 1.0)} for r in rows]
+    model = model_of(dense_rows() + slow(grouped_rows(seed=3, count=60, noise=0.0)))
+    grouped = model._grouped_v
+    counts = (512,) * 16
+    near, far = GroupedGemm(counts, 896, 2048), GroupedGemm(counts, 256, 2048)   # 768 x 7/6; 768 / 3
+    slow_curve = grouped.ratios[("bf16", "", "fwd", 768, 2048)]
+    assert grouped.ratio_curve("bf16", "", "fwd", 896, 2048) is slow_curve
+    law = grouped.law_ns(near)
+    assert slow_curve(law) > 1.05   # the slow shape's ratio (shrunk towards 1, the law fitted with it)
+    assert grouped.time_ns(near) == pytest.approx(law * slow_curve(law))
+    assert grouped.ratio_curve("bf16", "", "fwd", 256, 2048) is None
+    assert grouped.time_ns(far) == grouped.law_ns(far)
+
+
 # -- properties ----------------------------------------------------------------------------------
 def test_time_is_monotone_in_tokens(fitted: CalibratedCostModel) -> None:
     rng = np.random.default_rng(5)
