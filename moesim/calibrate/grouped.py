@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -88,6 +88,16 @@ GPU_PLAN = GroupedPlan(
     fp8_experts=(8, 32, 128),
     cast_numel=tuple(2**p for p in range(18, 30, 1)),  # 256k .. 512M elements (bf16 512 KiB .. 1 GiB)
 )
+# Section ``grouped_gemm_v_more`` (asked for by name): more public MoE expert shapes, so that a
+# model's shape lies nearer a measured one (an unmeasured shape borrows its nearest measured
+# shape's ratio; moesim/costs/grouped.py): GLM-4.5, Qwen3-Coder-480B-A35B, Qwen3-Next-80B-A3B, DBRX.
+# None of them is a shape of the held-out layer sets (calibrate/layer_workloads.py).
+MORE_PLAN = replace(
+    GPU_PLAN,
+    shapes=(ExpertShape("glm4_5", 5120, 1536, (160, 32, 8)),
+            ExpertShape("qwen3_coder_480b", 6144, 2560, (160, 16)),
+            ExpertShape("qwen3_next_80b", 2048, 512, (512, 64)),
+            ExpertShape("dbrx", 6144, 10752, (16, 4))))
 CPU_PLAN = GroupedPlan(
     shapes=(ExpertShape("tiny", 64, 32, (8, 4), fused_fc1=False),),
     avg_tokens=(2, 8, 32, 64),
@@ -216,13 +226,15 @@ def aligned_counts(counts: list[int]) -> list[int]:
     return [-(-c // ALIGN_ROWS) * ALIGN_ROWS for c in counts]
 
 
-def measure_grouped_gemm_v(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
-    """bf16 ``torch._grouped_mm`` over skewed count vectors (see the module docstring)."""
+def measure_grouped_gemm_v(timer: Timer, grid: Grid, device: str, budget: Budget,
+                           plan: "GroupedPlan | None" = None) -> Section:
+    """bf16 ``torch._grouped_mm`` over skewed count vectors (see the module docstring); ``plan``:
+    the shapes and caps (default: the device's standard plan)."""
     sec = Section("grouped_gemm_v")
     if not hasattr(torch, "_grouped_mm"):
         sec.errors.append(f"grouped_gemm_v: torch {torch.__version__} has no torch._grouped_mm")
         return sec
-    plan = plan_for(device)
+    plan = plan or plan_for(device)
     specs = list(grouped_specs(plan))
     rows_max = max(-(-sum(s[5]) // ALIGN_ROWS) * ALIGN_ROWS + ALIGN_ROWS * len(s[5]) for s in specs)
     kmax = max(max(n, k) for s in plan.shapes for n, k in s.projections())
@@ -239,6 +251,11 @@ def measure_grouped_gemm_v(timer: Timer, grid: Grid, device: str, budget: Budget
             return {**row, "vector": kind, "model": model, "round": round_}
         sec.attempt(f"{layout} n={n} k={k} {kind} G={len(counts)} rows={sum(counts)}", budget, one)
     return sec
+
+
+def measure_grouped_gemm_v_more(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """The ``grouped_gemm_v`` rows of :data:`MORE_PLAN`'s shapes (the CPU smoke plan on a CPU)."""
+    return measure_grouped_gemm_v(timer, grid, device, budget, MORE_PLAN if device == "cuda" else CPU_PLAN)
 
 
 def _time_grouped(timer: Timer, bufs: tuple, layout: str, counts: list[int], n: int, k: int, device: str) -> dict:
