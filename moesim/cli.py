@@ -132,7 +132,8 @@ app = typer.Typer(
 
 @app.command("layer")
 def layer(
-    model: str = typer.Option(..., "--model", help="preset name, e.g. qwen3-30b-a3b or llama3-8b"),
+    model: str = typer.Option(..., "--model", help="preset name (e.g. qwen3-30b-a3b, llama3-8b) or a Hugging "
+                              "Face config.json (or its directory)"),
     block: str = typer.Option("decoder", "--block", help="decoder (attention + FFN/MoE) or moe (the MoE block alone)"),
     tokens: int = typer.Option(..., "--tokens", help="tokens per GPU in one iteration"),
     passes: str = typer.Option("fwd_bwd", "--pass", help="fwd or fwd_bwd"),

@@ -253,6 +253,29 @@ def test_layer_command_bad_input_is_one_line(args, text):
     assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0]
 
 
+def test_layer_command_reads_a_hugging_face_config(tmp_path):
+    """``--model PATH``: the config.json read by the HF importer gives the same block as the preset
+    built from the same shipped file; a path that does not exist is one line naming --model."""
+    from moesim.experiment.block_cli import layer_scenario
+    from moesim.workload.hf_config import CONFIG_DIR
+
+    cfg = tmp_path / "qwen3" / "config.json"
+    cfg.parent.mkdir()
+    cfg.write_text((CONFIG_DIR / "qwen3-30b-a3b.json").read_text())
+    flags = dict(block="moe", tokens=1024, passes="fwd", gpus=1, gpu="H100", host="eager", iterations=1,
+                 seq_len=None, experts="", routing="balanced", cost_model="roofline", sets=())
+    spec = layer_scenario(model=str(cfg.parent), **flags).model
+    preset = layer_scenario(model="qwen3-30b-a3b", **flags).model
+    assert (spec.hidden, spec.num_experts, spec.top_k, spec.expert_ffn_hidden) == \
+        (preset.hidden, preset.num_experts, preset.top_k, preset.expert_ffn_hidden)
+    result = runner.invoke(app, ["layer", "--model", str(cfg), "--block", "moe", "--tokens", "1024", "--pass",
+                                 "fwd", "--cost-model", "roofline"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["layer", "--model", str(tmp_path / "missing.json"), "--tokens", "1024"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "--model" in lines[0]
+
+
 def test_an_expert_parallel_group_of_one_issues_no_all_to_all():
     """One GPU: torchtitan and Megatron call no all-to-all, so the eager host issues nothing for
     the dispatch and combine; two GPUs call it on each rank."""

@@ -41,6 +41,22 @@ def parse_routing(text: str, tokens: int = 1) -> Any:
                       "write balanced, uniform, zipf:S (e.g. zipf:1.2) or dirichlet:A (e.g. dirichlet:0.5)")
 
 
+def model_arg(text: str, seq_len: "int | None") -> Any:
+    """``--model``: a preset name, or a Hugging Face ``config.json`` (or the directory holding one)
+    read by :func:`moesim.workload.hf_config.load_hf_config` at ``seq_len`` (None: the context the
+    config records). A name with a path separator or a ``.json`` suffix is a path."""
+    from moesim.workload.hf_config import load_hf_config
+
+    path = Path(text)
+    if text.endswith(".json") or "/" in text or "\\" in text or path.is_dir():
+        if not path.exists():
+            raise ConfigError("--model", f"{text!r} is neither a preset name nor an existing file",
+                              "give a preset name (e.g. qwen3-30b-a3b) or the path of a Hugging Face config.json "
+                              "(or of the directory holding one)")
+        return load_hf_config(path, seq_len=seq_len).spec
+    return text
+
+
 def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: int, gpu: str, host: str,
                    iterations: int, seq_len: int | None, experts: str, routing: str, cost_model: str,
                    sets: Sequence[str], layer_index: int = 0) -> Any:
@@ -55,7 +71,7 @@ def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: in
         raise ConfigError("--block", f"unknown block {block!r}", "use decoder or moe")
     rout = parse_routing(routing, tokens if isinstance(tokens, int) else 1)
     moe = dataclasses.replace(MoEOptions(), routing=rout) if rout is not None else None
-    scn = block_scenario(model, layer=BLOCKS[block], tokens=tokens, seq_len=seq_len, passes=passes, ranks=gpus,
+    scn = block_scenario(model_arg(model, seq_len), layer=BLOCKS[block], tokens=tokens, seq_len=seq_len, passes=passes, ranks=gpus,
                          gpu=gpu, host=host, iterations=iterations, moe=moe, cost_model=cost_model,
                          layer_index=layer_index)
     if (experts or rout is not None) and not hasattr(scn.model, "num_experts"):
