@@ -42,19 +42,11 @@ def parse_routing(text: str, tokens: int = 1) -> Any:
 
 
 def model_arg(text: str, seq_len: "int | None") -> Any:
-    """``--model``: a preset name, or a Hugging Face ``config.json`` (or the directory holding one)
-    read by :func:`moesim.workload.hf_config.load_hf_config` at ``seq_len`` (None: the context the
-    config records). A name with a path separator or a ``.json`` suffix is a path."""
-    from moesim.workload.hf_config import load_hf_config
+    """``--model``: a preset name or a Hugging Face config.json
+    (:func:`moesim.workload.presets.model_by_name_or_path`)."""
+    from moesim.workload.presets import model_by_name_or_path
 
-    path = Path(text)
-    if text.endswith(".json") or "/" in text or "\\" in text or path.is_dir():
-        if not path.exists():
-            raise ConfigError("--model", f"{text!r} is neither a preset name nor an existing file",
-                              "give a preset name (e.g. qwen3-30b-a3b) or the path of a Hugging Face config.json "
-                              "(or of the directory holding one)")
-        return load_hf_config(path, seq_len=seq_len).spec
-    return text
+    return model_by_name_or_path(text, seq_len, field="--model")
 
 
 def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: int, gpu: str, host: str,

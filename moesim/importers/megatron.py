@@ -284,12 +284,9 @@ _OVERRIDES = ("seq_length", "bf16", "fp16", "fp8", "mtp_num_layers", "bias_swigl
 
 
 def _resolve_model(model: str) -> Any:
-    from moesim.workload.hf_config import load_hf_config
-    from moesim.workload.presets import get_model
+    from moesim.workload.presets import model_by_name_or_path
 
-    if model.endswith(".json") or Path(model).is_dir():
-        return load_hf_config(model).spec
-    return get_model(model)
+    return model_by_name_or_path(model, field="--model")
 
 
 def _spec_from_flags(a: _Args) -> dict[str, Any]:

@@ -136,13 +136,13 @@ def _flatten(doc: dict[str, Any], p: Path) -> list[tuple[str, str]]:
 
 
 def _model(model_sec: dict[str, Any], training: dict[str, Any], model: str | None, notes: list[str]) -> dict[str, Any]:
-    from moesim.workload.hf_config import load_hf_config, shipped_config
-    from moesim.workload.presets import get_model
+    from moesim.workload.hf_config import shipped_config
+    from moesim.workload.presets import model_by_name_or_path
 
     seq = training.get("seq_len", 2048)
     key = (model_sec.get("name"), str(model_sec.get("flavor")))
     if model is not None:
-        spec = load_hf_config(model, seq_len=seq).spec if model.endswith(".json") else get_model(model)
+        spec = model_by_name_or_path(model, seq_len=seq, field="--model")
         notes.append(f"model from --model {model} ([model] {key[0]} {key[1]} not checked)")
     elif key in FLAVORS:
         spec = shipped_config(FLAVORS[key], seq_len=seq).spec

@@ -26,7 +26,7 @@ from moesim.memory.render import parts_table, ranks_table
 from moesim.memory.validate import validate_budget
 from moesim.schedules import SCHEDULES
 from moesim.workload.parallel import ParallelPlan
-from moesim.workload.presets import MODELS, get_model
+from moesim.workload.presets import MODELS, model_by_name_or_path
 
 app = typer.Typer(help="Per-GPU memory budget: weights, gradients, optimizer, activations, buffers, KV cache.",
                   no_args_is_help=True)
@@ -44,7 +44,8 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def show(
-    model: str = typer.Option("", "--model", help=f"model preset: {', '.join(MODELS)}"),
+    model: str = typer.Option("", "--model", help=f"model preset ({', '.join(MODELS)}) or a Hugging Face "
+                              "config.json (or its directory)"),
     gpu: str = typer.Option("H100", "--gpu", help=f"GPU kind: {', '.join(DEVICES)}"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
     dp: int = typer.Option(1, "--dp", help="data-parallel degree"),
@@ -97,7 +98,7 @@ def show(
             return
         if not model:
             raise ConfigError("--model", "is required (or give --published)")
-        spec = get_model(model)
+        spec = model_by_name_or_path(model, field="--model")
         if seq_len is not None:
             spec = _with_seq_len(spec, seq_len)
         plan = ParallelPlan(tp=tp, dp=dp, pp=pp, vpp=vpp, sequence_parallel=not no_sp, micro_batch_size=mbs,

@@ -23,7 +23,7 @@ import dataclasses
 
 from moesim.errors import unknown_name
 from moesim.workload.common import ffn_params
-from moesim.workload.hf_config import shipped_config
+from moesim.workload.hf_config import load_hf_config, shipped_config
 from moesim.workload.moe import MoESpec
 from moesim.workload.transformer import TransformerSpec
 
@@ -113,3 +113,22 @@ def get_model(name: str) -> TransformerSpec:
     if name not in MODELS:
         raise unknown_name("model", name, list(MODELS))
     return MODELS[name]
+
+
+def model_by_name_or_path(text: str, seq_len: "int | None" = None, field: str = "model") -> TransformerSpec:
+    """A preset called ``text``, or the model of a Hugging Face ``config.json`` (or of the directory
+    holding one) at ``seq_len`` (None: the context the config records). ``text`` is a path when it
+    ends in ``.json``, holds a path separator or names a directory; ``field`` names the setting in
+    the error for a path that does not exist."""
+    from pathlib import Path
+
+    from moesim.errors import ConfigError
+
+    path = Path(text)
+    if text.endswith(".json") or "/" in text or "\\" in text or path.is_dir():
+        if not path.exists():
+            raise ConfigError(field, f"{text!r} is neither a preset name nor an existing file",
+                              "give a preset name (e.g. qwen3-30b-a3b) or the path of a Hugging Face config.json "
+                              "(or of the directory holding one)")
+        return load_hf_config(path, seq_len=seq_len).spec
+    return get_model(text)
