@@ -35,6 +35,7 @@ from moesim.calibrate.comm_worker import collectives_worker
 from moesim.calibrate.dist import run_workers
 from moesim.calibrate.framework_host import measure_host_megatron
 from moesim.calibrate.host_classes import measure_host_classes
+from moesim.calibrate.host_sync import measure_host_after_sync
 from moesim.calibrate.fp8 import measure_fp8_scaled
 from moesim.calibrate.grouped import measure_grouped_gemm_v, measure_grouped_gemm_v_more
 from moesim.calibrate.jsonio import dump_profile
@@ -65,6 +66,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "moe_kernels": (0.1, measure_moe_kernels),  # router / permute / unpermute kernels, counts sync
     "eager_kernels": (0.03, measure_eager_kernels),  # moe_kernels' strided / broadcast variants and eager RoPE
     "host_classes": (0.03, measure_host_classes),  # host time per op class: plain, fwd, bwd
+    "host_after_sync": (0.02, measure_host_after_sync),  # host issue right after a GPU read, against steady
     "clock": (0.02, measure_clock),  # the SM clock this protocol holds GEMMs and attention at
     "duty": (0.03, measure_duty),  # a GEMM's time against the share of GPU time in GEMMs (power limit)
     # Megatron-Core's per-expert MLP call (needs megatron-core; asked for by name only)

@@ -64,6 +64,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "host": {"call": _STR},  # host (CPU issue) time of one eager call, GPU kept busy
     "host_op": {"call": _STR, "phase": ("fwd", "bwd", "plain")},  # per op class (calibrate/host_classes.py)
     "host_mix": {"phase": ("fwd", "bwd", "plain"), "classes": _NAMES},  # a chain mixing classes (calibrate/host_classes.py)
+    "host_after_sync": {"calls": _INT, "steady_ns": _POS},  # issue right after a GPU read (calibrate/host_sync.py)
     "sync": {"nbytes": _INT},  # device-to-host copy of a small tensor (.tolist(); calibrate/moe_kernels.py)
     "collective": {"collective": PROFILE_COLLECTIVES, "num_ranks": _INT, "nbytes": _INT},
     "overlap": {"collective": _STR, "victim": ("gemm", "collective"), "num_ranks": _INT, "nbytes": _INT,
