@@ -105,6 +105,50 @@ def test_a_sync_longer_than_its_copy_task_adds_nothing_after_it() -> None:
     assert a.end_ns == 8_000 and b.start_ns == 8_000 + 1_000   # the host resumes as the copy ends
 
 
+class StubAfterSync(StubHost):
+    """StubHost whose host issues slower after a read: +5 us over the first 10 us of steady issue,
+    +3 us more over the next 30 us, then the steady rate."""
+
+    def host_after_sync_curve(self):
+        return ((0.0, 0.0), (10_000.0, 5_000.0), (40_000.0, 8_000.0))
+
+
+def test_the_issue_after_a_sync_follows_the_measured_curve() -> None:
+    """After the counts copy, B1..B5 (10 us steady each) issue in 15, 11, 11, 11 and 10 us: the
+    curve's rise over each one's span of steady issue since the read; C before the read is steady."""
+    stub = StubAfterSync({("c", "fwd"): 10_000, ("b", "fwd"): 10_000}, sync_ns=3_000)
+    pricing = host_pricing(stub)
+    assert pricing.after_sync and "8 us slower over its first 40 us" in pricing.sync_source
+    sim = Simulation(chain([100.0]))
+    c = sim.compute(0, 50_000, "C", args={"ops": (_op("c"),), "kernels": 1})
+    prev = sim.compute(0, 2_000, "copy", deps=[c], args={"ops": (), "kernels": 0, "host_sync": True})
+    for i in range(5):
+        prev = sim.compute(0, 1_000, f"B{i}", deps=[prev], args={"ops": (_op("b"),), "kernels": 1})
+    add_eager_host(sim, pricing)
+    res = sim.run()
+    issue = [s.end_ns - s.start_ns for s in res.recorder.spans if s.stream == HOST_STREAM and s.name.startswith("issue B")]
+    assert issue == [15_000, 11_000, 11_000, 11_000, 10_000]
+    assert pricing.after_sync_extra(0.0, 0.0) == 0 and pricing.after_sync_extra(40_000.0, 1e6) == 0
+
+
+def test_the_after_sync_curve_averages_runs_and_never_falls() -> None:
+    """Two runs' rows per mark are averaged; an extra that dips at a later mark is held."""
+    from moesim.costs.calibrated import CalibratedCostModel
+    from moesim.costs.profile import profile_from_dict
+
+    head = {"schema_version": 1, "device": "NVIDIA H100", "gpu_count": 1, "driver": "d", "cuda": "c", "nccl": "n",
+            "torch": "t", "date": "2026-12-07T00:00:00Z", "command": "synthetic", "notes": "test"}
+    rows = [{"op": "host_after_sync", "calls": k, "steady_ns": s, "time_ns": t, "repeats": 30, "run": r}
+            for r, table in ((0, ((1, 40e3, 120e3), (8, 200e3, 400e3), (64, 1e6, 1.1e6))),
+                             (1, ((1, 60e3, 100e3), (8, 200e3, 300e3), (64, 1.2e6, 1.3e6))))
+            for k, s, t in table]
+    model = CalibratedCostModel(profile_from_dict({**head, "samples": rows}, name="synthetic"))
+    assert model.host_after_sync_curve() == ((0.0, 0.0), (50e3, 60e3), (200e3, 150e3), (1.1e6, 150e3))
+    assert CalibratedCostModel(profile_from_dict({**head, "samples": [{"op": "launch", "variant": "x", "time_ns": 5e3,
+                                                                        "repeats": 3}]}, name="s")
+                               ).host_after_sync_curve() is None
+
+
 def test_without_a_sync_the_host_runs_ahead() -> None:
     stub = StubHost({("c", "fwd"): 10_000, ("b", "fwd"): 10_000})
     sim = Simulation(chain([100.0]))

@@ -533,6 +533,28 @@ class CalibratedCostModel:
         """The (call, phase) pairs with a measured ``host_op`` time."""
         return self._host_classes.calls()
 
+    def host_after_sync_curve(self) -> "tuple[tuple[float, float], ...] | None":
+        """How much longer a host thread takes to issue its calls right after it waited for the GPU
+        (``host_after_sync`` rows, :mod:`moesim.calibrate.host_sync`): points ``(S, E)``, ``E`` the
+        extra host ns once ``S`` ns of steady-state issue have followed the read, from ``(0, 0)``;
+        per measured mark the mean over the profile's runs, ``E`` held non-decreasing (the calls
+        after a read are never faster than steady ones). None where the profile has no rows."""
+        by_calls: dict[int, list[tuple[float, float]]] = {}
+        for r in self.profile.select("host_after_sync"):
+            by_calls.setdefault(int(r["calls"]), []).append((float(r["steady_ns"]), float(r["time_ns"])))
+        if not by_calls:
+            return None
+        points, extra, last_s = [(0.0, 0.0)], 0.0, 0.0
+        for calls in sorted(by_calls):
+            rows = by_calls[calls]
+            steady = sum(a for a, _ in rows) / len(rows)
+            after = sum(b for _, b in rows) / len(rows)
+            if steady <= last_s:
+                continue
+            extra, last_s = max(extra, after - steady), steady
+            points.append((steady, extra))
+        return tuple(points)
+
     def sync_ns(self, nbytes: float, variant: str = "queued") -> int:
         """Host time of the device-to-host copy of ``nbytes`` that ``.tolist()`` forces:
         ``"queued"`` (default) from the end of the GPU work queued before it until the host holds

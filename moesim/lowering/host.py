@@ -9,7 +9,11 @@ issue is done. The host thread runs ahead whenever it can; where the GPU's kerne
 than their issue, the GPU waits for it and the step is host-bound. A task marked
 ``args["host_sync"]`` (a device-to-host copy, e.g. the expert counts ``.tolist()`` of a loop-mode
 MoE layer) makes its host thread wait until the task has finished on the GPU, plus the copy's
-host time (``sync_ns``), before it issues anything after it.
+host time (``sync_ns``), before it issues anything after it. Right after such a wait the thread
+issues slower than in steady state (a measured curve of extra host time against the steady issue
+time since the read, ``host_after_sync`` rows: on the H100 +93 us over the first 61 us of steady
+issue, +221 us over the first 350 us, then the steady rate); every task's issue time after a read
+is its steady time plus the curve's rise over its span (:meth:`HostPricing.after_sync_extra`).
 
 Host time of a task (:class:`HostPricing`, one per run, the same in both engines):
 
@@ -38,6 +42,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 from moesim.engine.sim import Simulation, Task
 from moesim.workload.common import CommOp
@@ -118,6 +124,20 @@ class HostPricing:
     sync_source: str = ""
     calls: "Callable[[str], float] | None" = None   # host ns per call by task category, replacing the model's
     autograd: bool = True   # False: forward passes under torch.no_grad (their ops in the "plain" phase)
+    after_sync: "tuple[tuple[float, float], ...] | None" = None   # (steady ns since a read, extra ns) points
+
+    def after_sync_extra(self, since_ns: float, ns: float) -> int:
+        """Extra host ns of issuing ``ns`` (steady-state time) that starts ``since_ns`` (steady)
+        after the thread's last device-to-host read: the measured curve's rise over that span
+        (:meth:`moesim.costs.calibrated.CalibratedCostModel.host_after_sync_curve`), 0 without one."""
+        if not self.after_sync or ns <= 0:
+            return 0
+        xs, es = [p[0] for p in self.after_sync], [p[1] for p in self.after_sync]
+        return int(round(float(np.interp(since_ns + ns, xs, es)) - float(np.interp(since_ns, xs, es))))
+
+    def after_sync_span(self) -> float:
+        """Steady ns after a read past which issue runs at the steady rate again (0: no curve)."""
+        return self.after_sync[-1][0] if self.after_sync else 0.0
 
     @staticmethod
     def flat(kernel_ns: float, call_ns: "Callable[[str], float] | None" = None, source: str = "flat") -> "HostPricing":
@@ -209,6 +229,9 @@ def host_pricing(cost: Any, override_ns: "float | None" = None, autograd: bool =
     model, where = host_model(cost)
     sync = f"{where}: measured device-to-host copy" if _has_rows(model, "sync", "sync_ns") \
         else f"{where}: no sync rows (one launch per copy, a lower bound)"
+    curve = model.host_after_sync_curve() if callable(getattr(model, "host_after_sync_curve", None)) else None
+    sync += (f"; the issue after it {curve[-1][1] / 1e3:.0f} us slower over its first {curve[-1][0] / 1e3:.0f} us"
+             " (measured host_after_sync curve)") if curve else "; the issue after it at the steady rate (no host_after_sync rows)"
     kernel_ns, kernel_source = _kernel_figure(model, where)
     if override_ns is not None:
         return HostPricing(model, False, float(override_ns),
@@ -216,7 +239,7 @@ def host_pricing(cost: Any, override_ns: "float | None" = None, autograd: bool =
     if has_host_ops(model):
         return HostPricing(model, True, kernel_ns, f"{where}: host time per op class" + _mix_note(model)
                            + ("" if autograd else " (forward without autograd)") + _framework_note(model),
-                           sync, autograd=autograd)
+                           sync, autograd=autograd, after_sync=curve)
     return HostPricing(model, False, kernel_ns, f"{kernel_source} (fallback: no host_op rows)", sync)
 
 
@@ -298,9 +321,15 @@ def add_eager_host(sim: Simulation, pricing: "HostPricing | float",
     if not isinstance(pricing, HostPricing):
         pricing = HostPricing.flat(pricing, call_ns)
     added = syncs = per_op = per_kernel = 0
+    span = pricing.after_sync_span()
     for rank, tasks in program_order(sim.tasks).items():
+        since: "float | None" = None   # steady host ns issued since this thread's last read (None: none near)
         for task in tasks:
             ns, priced = pricing.task_ns(task)
+            if since is not None:   # right after a device-to-host read the host issues slower
+                extra = pricing.after_sync_extra(since, ns)
+                since = since + ns if since + ns < span else None
+                ns += extra
             if task.phases is None:
                 per_op += priced
                 per_kernel += not priced
@@ -312,6 +341,7 @@ def add_eager_host(sim: Simulation, pricing: "HostPricing | float",
                 wait = sim.host(rank, sync_tail_ns(pricing, task), f"sync {task.name}", args={"syncs": task.id})
                 sim.add_dep(wait, task)
                 syncs += 1
+                since = 0.0 if span > 0 else None
     return HostIssue(added + syncs, syncs, per_op, per_kernel)
 
 
