@@ -63,9 +63,9 @@ def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: in
         raise ConfigError("--block", f"unknown block {block!r}", "use decoder or moe")
     rout = parse_routing(routing, tokens if isinstance(tokens, int) else 1)
     moe = dataclasses.replace(MoEOptions(), routing=rout) if rout is not None else None
-    scn = block_scenario(model_arg(model, seq_len), layer=BLOCKS[block], tokens=tokens, seq_len=seq_len, passes=passes, ranks=gpus,
-                         gpu=gpu, host=host, iterations=iterations, moe=moe, cost_model=cost_model,
-                         layer_index=layer_index)
+    scn = block_scenario(model_arg(model, seq_len), layer=BLOCKS[block], tokens=tokens, seq_len=seq_len,
+                         passes=passes, ranks=gpus, gpu=gpu, host=host, iterations=iterations, moe=moe,
+                         cost_model=cost_model, layer_index=layer_index)
     if (experts or rout is not None) and not hasattr(scn.model, "num_experts"):
         raise ConfigError("--experts/--routing" if experts and rout is not None else ("--experts" if experts else "--routing"),
                           f"model {scn.model.name!r} has no experts", "leave the flag out for a dense model")

@@ -20,8 +20,9 @@ its memory arithmetic.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from moesim.errors import unknown_name
+from moesim.errors import ConfigError, unknown_name
 from moesim.workload.common import ffn_params
 from moesim.workload.hf_config import load_hf_config, shipped_config
 from moesim.workload.moe import MoESpec
@@ -120,10 +121,6 @@ def model_by_name_or_path(text: str, seq_len: "int | None" = None, field: str = 
     holding one) at ``seq_len`` (None: the context the config records). ``text`` is a path when it
     ends in ``.json``, holds a path separator or names a directory; ``field`` names the setting in
     the error for a path that does not exist."""
-    from pathlib import Path
-
-    from moesim.errors import ConfigError
-
     path = Path(text)
     if text.endswith(".json") or "/" in text or "\\" in text or path.is_dir():
         if not path.exists():
