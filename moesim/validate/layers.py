@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -317,7 +318,7 @@ HOST_ISSUE_NOTES = {
     "steady": "host time of issuing one iteration in steady state (behind queued GPU work) vs the simulated "
               "host thread's issue",
     "after_sync": "host time of issuing the first iteration after a sync (older protocol: up to 2x the steady "
-                  "time) vs the simulated host thread's issue",
+                  "time) vs the simulated host thread's issue plus the host model's after-sync curve",
 }
 HOST_ISSUE_CLASSES = {"steady": "host issue", "after_sync": "host issue after a sync"}
 
@@ -340,11 +341,28 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
                    if sp.stream == HOST_STREAM and sp.name.startswith("issue ")) / max(1, entry.iterations)
     if issue_ns <= 0:
         return [main]
+    if entry.host_protocol == "after_sync":   # the iteration follows a read: the host model's after-sync curve
+        issue_ns += _after_sync_pricing(gpu, result.scenario).after_sync_extra(0.0, issue_ns)
     host = Comparison(case_id=entry.case_id, workload_class=f"{HOST_ISSUE_CLASSES[entry.host_protocol]}: "
                       f"{entry.workload_class}", passes=entry.passes, gpu=gpu, measured_ns=entry.host_issue_ns,
                       predicted_ns=float(issue_ns), small=False, cost_model=result.cost_model,
                       notes=HOST_ISSUE_NOTES[entry.host_protocol])
     return [main, host]
+
+
+def _after_sync_pricing(gpu: str, scn: Any) -> Any:
+    """The host pricing ``moesim run`` builds for the block's scenario (its after-sync curve),
+    one per (GPU, cost model, profile, host mode)."""
+    return _host_pricing_of(gpu, scn.cost_model, scn.profile, scn.host_launch_us, scn.mode)
+
+
+@lru_cache(maxsize=None)
+def _host_pricing_of(gpu: str, cost_model: str, profile: "str | None", launch_us: "float | None", mode: str) -> Any:
+    from moesim.lowering.host import host_pricing
+    from moesim.lowering.resolve import resolve_cost_model
+
+    return host_pricing(resolve_cost_model(cost_model, gpu, profile),
+                        launch_us * 1e3 if launch_us is not None else None, autograd=mode != "forward")
 
 
 def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
