@@ -334,7 +334,10 @@ def test_a_timed_host_issue_gets_its_own_comparison_against_the_simulated_host_t
     _, host_old = predict_entry_cases(load_layer_file(_write(tmp_path, dict(doc, entries=[older]), "old.json"),
                                                       gpu="H100").entries[0], "H100")
     assert host_old.workload_class == "host issue after a sync: torchtitan grouped" and host_old.measured_ns == 150_000.0
-    assert host_old.predicted_ns == pytest.approx(host.predicted_ns)
+    from moesim.lowering.host import host_pricing
+    from moesim.lowering.resolve import resolve_cost_model
+    after = host_pricing(resolve_cost_model("auto", "H100")).after_sync_extra(0.0, host.predicted_ns)
+    assert after > 0 and host_old.predicted_ns == pytest.approx(host.predicted_ns + after)   # the after-sync curve
     entry["measured"]["host_steady_ns"] = -1
     with pytest.raises(ConfigError, match="host_steady_ns"):
         load_layer_file(_write(tmp_path, dict(doc, entries=[entry]), "bad.json"), gpu="H100")
