@@ -23,21 +23,10 @@ import numpy as np
 import torch
 
 from moesim.calibrate.host_classes import GPU_SIZES, classes, mixed_chain
+from moesim.calibrate.host_sync import issue_stamps as issue
 from moesim.calibrate.timing import BUSY_CYCLES_PER_NS
 
 MARKS = (1, 2, 4, 8, 16, 32, 64)
-
-
-def issue(chain, n: int) -> list[int]:
-    """Host ns from the start to the end of each call of the chain (no autograd)."""
-    stamps = []
-    y = chain.x0
-    t0 = time.perf_counter_ns()
-    with torch.no_grad():
-        for i in range(n):
-            y = chain.step(y, i)
-            stamps.append(time.perf_counter_ns() - t0)
-    return stamps
 
 
 def main() -> None:

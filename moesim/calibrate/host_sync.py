@@ -36,7 +36,7 @@ GPU_WAIT_NS = 5e6     # GPU work queued before the read (the host waits for it)
 STEADY_SLEEP_NS = 40e6  # queued before a steady chain: longer than any chain's issue
 
 
-def _issue(chain, n: int) -> list[int]:
+def issue_stamps(chain, n: int) -> list[int]:
     """Host ns from the chain's start to the end of each call (no autograd)."""
     stamps = []
     y = chain.x0
@@ -55,7 +55,7 @@ def after_sync_rows(device: str, calls: int = CALLS, rounds: int = ROUNDS) -> li
     cuda = device == "cuda"
     probe = torch.zeros(1, device=device)
     for _ in range(3):
-        _issue(chain, calls)
+        issue_stamps(chain, calls)
     if cuda:
         torch.cuda.synchronize()
     stamps: dict[str, list[list[int]]] = {"steady": [], "after_sync": []}
@@ -66,13 +66,13 @@ def after_sync_rows(device: str, calls: int = CALLS, rounds: int = ROUNDS) -> li
             if state == "steady":
                 if cuda:
                     torch.cuda._sleep(int(STEADY_SLEEP_NS * BUSY_CYCLES_PER_NS))
-                stamps[state].append(_issue(chain, calls))
+                stamps[state].append(issue_stamps(chain, calls))
             else:
                 if cuda:
                     torch.cuda._sleep(int(GPU_WAIT_NS * BUSY_CYCLES_PER_NS))
                 probe.add_(1.0)
                 probe.item()
-                stamps[state].append(_issue(chain, calls))
+                stamps[state].append(issue_stamps(chain, calls))
     if cuda:
         torch.cuda.synchronize()
     steady, after = np.array(stamps["steady"], dtype=float), np.array(stamps["after_sync"], dtype=float)
