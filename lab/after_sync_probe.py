@@ -34,13 +34,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--calls", type=int, default=64)
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--autograd", action="store_true", help="issue with autograd recording (a training forward)")
     args = p.parse_args()
     chains = classes(GPU_SIZES, "cuda")
     chain = mixed_chain(chains)
     n = args.calls
     probe = torch.zeros(1, device="cuda")
     for _ in range(3):
-        issue(chain, n)
+        issue(chain, n, args.autograd)
     torch.cuda.synchronize()
     res: dict[str, list[list[int]]] = {"steady": [], "after_sync": [], "after_sleep": []}
     for r in range(args.rounds):
@@ -49,16 +50,16 @@ def main() -> None:
             torch.cuda.synchronize()
             if state == "steady":
                 torch.cuda._sleep(int(20e6 * BUSY_CYCLES_PER_NS))   # 20 ms of queued GPU wait
-                res[state].append(issue(chain, n))
+                res[state].append(issue(chain, n, args.autograd))
             elif state == "after_sync":
                 torch.cuda._sleep(int(5e6 * BUSY_CYCLES_PER_NS))    # 5 ms of GPU work, then wait for it
                 probe.add_(1.0)
                 probe.item()
-                res[state].append(issue(chain, n))
+                res[state].append(issue(chain, n, args.autograd))
             else:
                 torch.cuda._sleep(int(5e6 * BUSY_CYCLES_PER_NS))
                 time.sleep(0.006)                                    # the GPU is done; no CUDA call blocked
-                res[state].append(issue(chain, n))
+                res[state].append(issue(chain, n, args.autograd))
             torch.cuda.synchronize()
     summary = {}
     for state, runs in res.items():
@@ -71,7 +72,8 @@ def main() -> None:
     print(f"after_sync - steady, whole chain: {extra:.1f} us (median of round pairs)")
     args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
                                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                    "command": f"python3 -m lab.after_sync_probe --calls {n} --rounds {args.rounds}",
+                                    "command": f"python3 -m lab.after_sync_probe --calls {n} --rounds {args.rounds}"
+                                               + (" --autograd" if args.autograd else ""),
                                     "summary": summary, "stamps_ns": res}, indent=1))
 
 

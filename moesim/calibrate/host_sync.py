@@ -36,12 +36,13 @@ GPU_WAIT_NS = 5e6     # GPU work queued before the read (the host waits for it)
 STEADY_SLEEP_NS = 40e6  # queued before a steady chain: longer than any chain's issue
 
 
-def issue_stamps(chain, n: int) -> list[int]:
-    """Host ns from the chain's start to the end of each call (no autograd)."""
+def issue_stamps(chain, n: int, autograd: bool = False) -> list[int]:
+    """Host ns from the chain's start to the end of each call (``autograd``: recording a graph, as
+    a training forward does; else under ``torch.no_grad``)."""
     stamps = []
     y = chain.x0
-    t0 = time.perf_counter_ns()
-    with torch.no_grad():
+    with torch.set_grad_enabled(autograd):
+        t0 = time.perf_counter_ns()
         for i in range(n):
             y = chain.step(y, i)
             stamps.append(time.perf_counter_ns() - t0)
