@@ -128,6 +128,15 @@ def test_an_unmeasured_shape_borrows_the_nearest_measured_shapes_ratio() -> None
     assert grouped.time_ns(near) == pytest.approx(law * slow_curve(law))
     assert grouped.ratio_curve("bf16", "", "fwd", 256, 2048) is None
     assert grouped.time_ns(far) == grouped.law_ns(far)
+    # a result says so: each unmeasured shape is a labelled measured stand-in, a measured one is not
+    model.fallback_ops.clear()
+    model.compute_ns(GroupedGemm(counts, 768, 2048))
+    assert not model.fallback_ops
+    model.compute_ns(near)
+    model.compute_ns(far)
+    assert model.fallback_ops == {"GroupedGemm[bf16 unscaled fwd] (896x2048 not measured: the tile law with the ratio "
+                                  "of measured 768x2048)",
+                                  "GroupedGemm[bf16 unscaled fwd] (256x2048 not measured: the tile law alone)"}
 
 
 # -- properties ----------------------------------------------------------------------------------

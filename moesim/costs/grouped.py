@@ -217,19 +217,23 @@ class GroupedModel:
         return self._law_ns(self.laws[(op.dtype, scaling, op.layout)], op.counts, op.n, op.k, op.layout, op.dtype,
                             scaling)
 
-    def ratio_curve(self, dtype: str, scaling: str, layout: str, n: int, k: int) -> "RatioCurve | None":
-        """The measured ratio curve of the shape, else that of the nearest measured shape of the same
-        (dtype, scaling, layout) in (log n, log k) within ``NEAREST_SHAPE_MAX`` (ties: the smaller
-        (n, k)), else None (the law alone)."""
-        own = self.ratios.get((dtype, scaling, layout, n, k))
-        if own is not None:
-            return own
+    def measured_shape(self, dtype: str, scaling: str, layout: str, n: int, k: int) -> "tuple[int, int] | None":
+        """The (n, k) whose ratio curve prices this shape: itself where measured, else the nearest
+        measured shape of the same (dtype, scaling, layout) in (log n, log k) within
+        ``NEAREST_SHAPE_MAX`` (ties: the smaller (n, k)), else None (the law alone)."""
+        if (dtype, scaling, layout, n, k) in self.ratios:
+            return n, k
         near = [(math.hypot(math.log(n_ / n), math.log(k_ / k)), n_, k_)
                 for (d, s, lay, n_, k_) in self.ratios if (d, s, lay) == (dtype, scaling, layout)]
         if not near:
             return None
         dist, n_, k_ = min(near)
-        return self.ratios[(dtype, scaling, layout, n_, k_)] if dist <= NEAREST_SHAPE_MAX else None
+        return (n_, k_) if dist <= NEAREST_SHAPE_MAX else None
+
+    def ratio_curve(self, dtype: str, scaling: str, layout: str, n: int, k: int) -> "RatioCurve | None":
+        """The ratio curve :meth:`measured_shape` names (None: the law alone)."""
+        shape = self.measured_shape(dtype, scaling, layout, n, k)
+        return None if shape is None else self.ratios[(dtype, scaling, layout, *shape)]
 
     def time_ns(self, op: GroupedGemm) -> float:
         """The law times the measured ratio of the op's shape, or of the nearest measured shape
@@ -326,8 +330,9 @@ def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
 
 
 def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
-    """A grouped GEMM: the count-vector model where its (dtype, scaling, layout) was measured;
-    else, for a backward layout whose forward was measured, that forward law at the same FLOPs
+    """A grouped GEMM: the count-vector model where its (dtype, scaling, layout) was measured (an
+    (n, k) the grid lacks labelled ``"GroupedGemm[...] (NxK not measured: ...)"`` in
+    ``model.fallback_ops``: a measured stand-in); else, for a backward layout whose forward was measured, that forward law at the same FLOPs
     (labelled ``"GroupedGemm[<dtype> <scaling> <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
     labelled ``"GroupedGemm (equal-groups grid)"`` in ``model.fallback_ops``; else the fallback
     (roofline), labelled ``"GroupedGemm"`` and ``"GroupedGemm[<dtype> <scaling> <layout>]"``."""
@@ -335,6 +340,11 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     scaling = op.scaling or _default_scaling(dtype)
     grouped: GroupedModel | None = model._grouped_v
     if grouped is not None and grouped.covers(dtype, scaling, op.layout):
+        shape = grouped.measured_shape(dtype, scaling, op.layout, op.n, op.k)
+        if shape != (op.n, op.k):   # an unmeasured expert shape: said in the result, as a measured stand-in
+            model.fallback_ops.add(f"GroupedGemm[{dtype} {scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} not "
+                                   "measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
+                                                                if shape else "alone)"))
         return grouped.time_ns(op if dtype == op.dtype else GroupedGemm(op.counts, op.n, op.k, dtype, op.layout,
                                                                         op.scaling, op.name))
     if grouped is not None and op.layout != "fwd" and grouped.covers(dtype, scaling, "fwd"):
