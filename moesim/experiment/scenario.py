@@ -347,6 +347,11 @@ def _coerce(current: Any, raw: Any, key: str, hint: Any = None) -> Any:
 
 
 def _replace_dotted(obj: Any, path: list[str], raw: Any, key: str) -> Any:
+    if obj is None:
+        parent = key[: len(key) - len(".".join(path)) - 1]
+        raise ConfigError(key, f"{parent} is not set (None: its default), so it has no field {path[0]!r}",
+                          f"set {parent} itself first (e.g. --routing uniform or zipf:1.2 for moe.routing), "
+                          f"then {key}")
     if not dataclasses.is_dataclass(obj):
         raise ConfigError(key, f"cannot set {'.'.join(path)} inside a {type(obj).__name__}")
     names = [f.name for f in dataclasses.fields(obj)]
