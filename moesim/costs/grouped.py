@@ -332,8 +332,8 @@ def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
 def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     """A grouped GEMM: the count-vector model where its (dtype, scaling, layout) was measured (an
     (n, k) the grid lacks labelled ``"GroupedGemm[...] (NxK not measured: ...)"`` in
-    ``model.fallback_ops``: a measured stand-in); else, for a backward layout whose forward was measured, that forward law at the same FLOPs
-    (labelled ``"GroupedGemm[<dtype> <scaling> <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
+    ``model.fallback_ops``: a measured stand-in); else, for a backward layout whose forward was
+    measured, that forward law at the same FLOPs (labelled ``"GroupedGemm[<dtype> <scaling> <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
     labelled ``"GroupedGemm (equal-groups grid)"`` in ``model.fallback_ops``; else the fallback
     (roofline), labelled ``"GroupedGemm"`` and ``"GroupedGemm[<dtype> <scaling> <layout>]"``."""
     dtype = "bf16" if op.dtype == "fp16" else op.dtype

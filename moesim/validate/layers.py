@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -351,18 +350,11 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
 
 
 def _after_sync_pricing(gpu: str, scn: Any) -> Any:
-    """The host pricing ``moesim run`` builds for the block's scenario (its after-sync curve),
-    one per (GPU, cost model, profile, host mode)."""
-    return _host_pricing_of(gpu, scn.cost_model, scn.profile, scn.host_launch_us, scn.mode)
+    """The host pricing ``moesim run`` builds for the block's scenario (its after-sync curve);
+    built afresh (~30 ms), so a profile scope of the caller's applies."""
+    from moesim.lowering.resolve import resolve_cost_model, scenario_host
 
-
-@lru_cache(maxsize=None)
-def _host_pricing_of(gpu: str, cost_model: str, profile: "str | None", launch_us: "float | None", mode: str) -> Any:
-    from moesim.lowering.host import host_pricing
-    from moesim.lowering.resolve import resolve_cost_model
-
-    return host_pricing(resolve_cost_model(cost_model, gpu, profile),
-                        launch_us * 1e3 if launch_us is not None else None, autograd=mode != "forward")
+    return scenario_host(scn, resolve_cost_model(scn.cost_model, gpu, scn.profile))
 
 
 def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
