@@ -15,7 +15,9 @@ host never waits) and ``after_sync`` (GPU work queued, then ``.item()`` of a val
 the chain at once). One row per mark ``k`` (calls 1, 2, 4, ... ``CALLS``): ``steady_ns`` the median
 steady time from the chain's start to the end of call ``k``, ``time_ns`` the same right after the
 read. The cost model reads the rows as a curve of after-sync issue time against steady issue time
-(:meth:`moesim.costs.calibrated.CalibratedCostModel.host_after_sync_curve`).
+(:meth:`moesim.costs.calibrated.CalibratedCostModel.host_after_sync_curve`). The read waits
+``GPU_WAIT_NS`` (5 ms); how the slowness depends on the length of the wait is not measured (a
+host-bound program's reads wait less).
 Rows: ``{"op": "host_after_sync", "calls", "steady_ns", "time_ns", "repeats", ...}``.
 """
 from __future__ import annotations
