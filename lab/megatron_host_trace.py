@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from moesim.calibrate.layer_programs import MoEWeights, _histc, shared_ffn
-from moesim.calibrate.layer_workloads import MOE_SHAPES, ROUTE_BIAS_BF16, SMOKE_MOE, ROUTE_BIAS_FP32, Case, \
-    draw_routing, plan_cases, route_bias, sync
+from moesim.calibrate.layer_cases import MOE_SHAPES, SMOKE_MOE, Case, plan_cases
+from moesim.calibrate.layer_workloads import ROUTE_BIAS_BF16, ROUTE_BIAS_FP32, draw_routing, route_bias, sync
 
 CASES = (
     "deepseek_v2_lite.megatron.grouped.scatter_add.t1024.uniform.fwd",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 torch = pytest.importorskip("torch")
 
+from moesim.calibrate import layer_cases as lc
 from moesim.calibrate import layer_workloads as lw
 from moesim.moe.routing import RoutingConfig, generate_counts
 
@@ -46,7 +47,7 @@ def test_descriptions_are_complete(smoke):
     for e in smoke[0]["entries"]:
         w = e["workload"]
         assert (MOE_KEYS if w["kind"] == "moe_block" else DENSE_KEYS) <= set(w), e["id"]
-        assert w["pass"] in lw.PASSES and w["dtype"] == "bf16" and w["program"]
+        assert w["pass"] in lc.PASSES and w["dtype"] == "bf16" and w["program"]
         assert w["grad"]["mode"] == ("accumulate" if w["pass"] == "fwd_bwd" else "none")
         if w["kind"] == "moe_block":
             assert w["experts"] in ("grouped", "loop") and w["token_movement"] in ("torchtitan", "megatron")
@@ -88,7 +89,7 @@ def test_inventory_and_traces(smoke):
 
 
 def test_zipf_draw_is_skewed():
-    shape = lw.MOE_SHAPES["qwen3_30b_a3b"]
+    shape = lc.MOE_SHAPES["qwen3_30b_a3b"]
     _, uni = lw.draw_routing(shape, 4096, "uniform", 0.0)
     _, zipf = lw.draw_routing(shape, 4096, "zipf", 1.0)
     assert zipf["max_count"] > 2 * uni["max_count"]
@@ -96,8 +97,8 @@ def test_zipf_draw_is_skewed():
 
 
 def test_routing_bias_mismatch_is_caught():
-    shape = lw.SMOKE_MOE["tiny_moe"]
-    case = lw.Case("moe_block", "tiny_moe", 32, "fwd", "grouped", "torchtitan", "scatter_add", "uniform", 0.0, 1)
+    shape = lc.SMOKE_MOE["tiny_moe"]
+    case = lc.Case("moe_block", "tiny_moe", 32, "fwd", "grouped", "torchtitan", "scatter_add", "uniform", 0.0, 1)
     chosen, r = lw.draw_routing(shape, 32, "uniform", 0.0)
     w = lw.MoEWeights(shape, "cpu")
     x = torch.randn(32, shape.hidden, dtype=torch.bfloat16)
@@ -113,7 +114,7 @@ def test_gpu_plan_covers_the_brief():
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids))
     moe = [c for c in cases if c.kind == "moe_block"]
-    assert {c.model for c in moe} == set(lw.MOE_SHAPES)
+    assert {c.model for c in moe} == set(lc.MOE_SHAPES)
     assert {c.tokens for c in moe} == {1024, 4096, 8192, 16384}
     assert {(c.experts, c.movement) for c in moe} == {("grouped", "torchtitan"), ("loop", "torchtitan"),
                                                      ("grouped", "megatron")}

@@ -126,7 +126,8 @@ def test_the_harness_draw_is_moesim_routing_at_full_size() -> None:
     """The harness's draw (torch-free numpy) for the shipped shapes equals generate_counts of the
     config it stores, so a GPU file's entries are described exactly."""
     pytest.importorskip("torch")
-    from moesim.calibrate.layer_workloads import MOE_SHAPES, draw_routing
+    from moesim.calibrate.layer_cases import MOE_SHAPES
+    from moesim.calibrate.layer_workloads import draw_routing
 
     for shape, tokens, kind, s in ((MOE_SHAPES["qwen3_30b_a3b"], 4096, "zipf", 1.0),
                                    (MOE_SHAPES["deepseek_v2_lite"], 1024, "zipf", 0.5),

@@ -91,7 +91,7 @@ GPU_PLAN = GroupedPlan(
 # Section ``grouped_gemm_v_more`` (asked for by name): more public MoE expert shapes, so that a
 # model's shape lies nearer a measured one (an unmeasured shape borrows its nearest measured
 # shape's ratio; moesim/costs/grouped.py): GLM-4.5, Qwen3-Coder-480B-A35B, Qwen3-Next-80B-A3B, DBRX.
-# None of them is a shape of the held-out layer sets (calibrate/layer_workloads.py).
+# None of them is a shape of the held-out layer sets (calibrate/layer_cases.py).
 MORE_PLAN = replace(
     GPU_PLAN,
     shapes=(ExpertShape("glm4_5", 5120, 1536, (160, 32, 8)),

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from moesim.calibrate.kernels import rms_norm, rope
 
 if TYPE_CHECKING:
-    from moesim.calibrate.layer_workloads import Case
+    from moesim.calibrate.layer_cases import Case
 
 
 # ---------------------------------------------------------------- shapes
