@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lab.megatron_host_trace import Ticks, loop_ticked, megatron_ticked
+from moesim.calibrate import layer_cases as lc
 from moesim.calibrate import layer_workloads as lw
 from moesim.calibrate.layer_programs import MoEWeights
 
@@ -26,7 +27,7 @@ CASES = ("deepseek_v2_lite.megatron.grouped.scatter_add.t1024.uniform.fwd",
 
 
 def probe_wall(case, device: str, iters: int = 20) -> float:
-    shape = lw.MOE_SHAPES[case.model]
+    shape = lc.MOE_SHAPES[case.model]
     w = MoEWeights(shape, device)
     chosen, _ = lw.draw_routing(shape, case.tokens, case.routing, case.zipf_s)
     titan = case.movement == "torchtitan"

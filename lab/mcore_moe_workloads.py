@@ -37,10 +37,11 @@ from pathlib import Path
 import torch
 
 from moesim.calibrate import framework_host as fh
+from moesim.calibrate import layer_cases as lc
 from moesim.calibrate import layer_workloads as lw
 from moesim.calibrate.layer_programs import MoEShape
 
-SHAPES = {name: lw.MOE_SHAPES[name] for name in ("qwen3_30b_a3b", "deepseek_v2_lite", "mixtral_8x7b")}
+SHAPES = {name: lc.MOE_SHAPES[name] for name in ("qwen3_30b_a3b", "deepseek_v2_lite", "mixtral_8x7b")}
 SMOKE_SHAPES = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
 TOKENS = (1024, 4096, 16384)
 SKEWS = (("uniform", 0.0), ("zipf", 1.0))
@@ -97,7 +98,7 @@ def _cases(smoke: bool) -> list[tuple]:
     shapes = SMOKE_SHAPES if smoke else SHAPES
     tokens = (64,) if smoke else TOKENS
     skews = SKEWS[:1] if smoke else SKEWS
-    passes = ("fwd",) if smoke else lw.PASSES
+    passes = ("fwd",) if smoke else lc.PASSES
     return [(name, experts, t, kind, s, p) for name in shapes for experts in ("grouped", "loop")
             for t in tokens for kind, s in skews for p in passes]
 
