@@ -62,6 +62,7 @@ class BlockResult:
     host_issue: dict[str, Any]
     result: Any = field(repr=False, default=None)
     recorder: Any = field(repr=False, default=None)
+    host_pricing: Any = field(repr=False, default=None)   # what the eager host charged (lowering.host.HostPricing)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario.name, "iterations": self.iterations, "step_time_ns": self.step_time_ns,
@@ -184,7 +185,7 @@ def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
                        for k, v in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
     path = result.analysis.get("critical_path", {})
     return BlockResult(scn, iterations, step_ns, step_ns / iterations, op_classes, path, result.cost_model,
-                       result.calibrated, result.host_issue, result, rec)
+                       result.calibrated, result.host_issue, result, rec, built.host)
 
 
 def class_times_per_iteration(rec: Any, iterations: int, cost: Any = None) -> dict[str, float]:

@@ -41,14 +41,6 @@ def parse_routing(text: str, tokens: int = 1) -> Any:
                       "write balanced, uniform, zipf:S (e.g. zipf:1.2) or dirichlet:A (e.g. dirichlet:0.5)")
 
 
-def model_arg(text: str, seq_len: "int | None") -> Any:
-    """``--model``: a preset name or a Hugging Face config.json
-    (:func:`moesim.workload.presets.model_by_name_or_path`)."""
-    from moesim.workload.presets import model_by_name_or_path
-
-    return model_by_name_or_path(text, seq_len, field="--model")
-
-
 def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: int, gpu: str, host: str,
                    iterations: int, seq_len: int | None, experts: str, routing: str, cost_model: str,
                    sets: Sequence[str], layer_index: int = 0) -> Any:
@@ -58,13 +50,14 @@ def layer_scenario(*, model: str, block: str, tokens: int, passes: str, gpus: in
     from moesim.experiment.block import block_scenario
     from moesim.experiment.cli import parse_sets
     from moesim.experiment.scenario import MoEOptions
+    from moesim.workload.presets import model_by_name_or_path
 
     if block not in BLOCKS:
         raise ConfigError("--block", f"unknown block {block!r}", "use decoder or moe")
     rout = parse_routing(routing, tokens if isinstance(tokens, int) else 1)
     moe = dataclasses.replace(MoEOptions(), routing=rout) if rout is not None else None
-    scn = block_scenario(model_arg(model, seq_len), layer=BLOCKS[block], tokens=tokens, seq_len=seq_len,
-                         passes=passes, ranks=gpus, gpu=gpu, host=host, iterations=iterations, moe=moe,
+    scn = block_scenario(model_by_name_or_path(model, seq_len, field="--model"), layer=BLOCKS[block], tokens=tokens,
+                         seq_len=seq_len, passes=passes, ranks=gpus, gpu=gpu, host=host, iterations=iterations, moe=moe,
                          cost_model=cost_model, layer_index=layer_index)
     if (experts or rout is not None) and not hasattr(scn.model, "num_experts"):
         raise ConfigError("--experts/--routing" if experts and rout is not None else ("--experts" if experts else "--routing"),

@@ -229,14 +229,15 @@ def host_pricing(cost: Any, override_ns: "float | None" = None, autograd: bool =
     model, where = host_model(cost)
     sync = f"{where}: measured device-to-host copy" if _has_rows(model, "sync", "sync_ns") \
         else f"{where}: no sync rows (one launch per copy, a lower bound)"
-    curve = model.host_after_sync_curve() if callable(getattr(model, "host_after_sync_curve", None)) else None
-    sync += (f"; the issue after it {curve[-1][1] / 1e3:.0f} us slower over its first {curve[-1][0] / 1e3:.0f} us"
-             " (measured host_after_sync curve)") if curve else "; the issue after it at the steady rate (no host_after_sync rows)"
     kernel_ns, kernel_source = _kernel_figure(model, where)
     if override_ns is not None:
         return HostPricing(model, False, float(override_ns),
                            "scenario.host_launch_us: flat per counted kernel (replaces per-op host costs)", sync)
-    if has_host_ops(model):
+    if has_host_ops(model):   # the only pricing in steady-state issue time, which the after-sync curve extends
+        curve = model.host_after_sync_curve() if callable(getattr(model, "host_after_sync_curve", None)) else None
+        sync += (f"; the issue after it {curve[-1][1] / 1e3:.0f} us slower over its first {curve[-1][0] / 1e3:.0f} us"
+                 " (measured host_after_sync curve)") if curve else \
+            "; the issue after it at the steady rate (no host_after_sync rows)"
         return HostPricing(model, True, kernel_ns, f"{where}: host time per op class" + _mix_note(model)
                            + ("" if autograd else " (forward without autograd)") + _framework_note(model),
                            sync, autograd=autograd, after_sync=curve)

@@ -340,21 +340,13 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
                    if sp.stream == HOST_STREAM and sp.name.startswith("issue ")) / max(1, entry.iterations)
     if issue_ns <= 0:
         return [main]
-    if entry.host_protocol == "after_sync":   # the iteration follows a read: the host model's after-sync curve
-        issue_ns += _after_sync_pricing(gpu, result.scenario).after_sync_extra(0.0, issue_ns)
+    if entry.host_protocol == "after_sync" and result.host_pricing is not None:   # the iteration follows a
+        issue_ns += result.host_pricing.after_sync_extra(0.0, issue_ns)            # read: the run's after-sync curve
     host = Comparison(case_id=entry.case_id, workload_class=f"{HOST_ISSUE_CLASSES[entry.host_protocol]}: "
                       f"{entry.workload_class}", passes=entry.passes, gpu=gpu, measured_ns=entry.host_issue_ns,
                       predicted_ns=float(issue_ns), small=False, cost_model=result.cost_model,
                       notes=HOST_ISSUE_NOTES[entry.host_protocol])
     return [main, host]
-
-
-def _after_sync_pricing(gpu: str, scn: Any) -> Any:
-    """The host pricing ``moesim run`` builds for the block's scenario (its after-sync curve);
-    built afresh (~30 ms), so a profile scope of the caller's applies."""
-    from moesim.lowering.resolve import resolve_cost_model, scenario_host
-
-    return scenario_host(scn, resolve_cost_model(scn.cost_model, gpu, scn.profile))
 
 
 def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
