@@ -128,6 +128,27 @@ def test_duty_prices_gemms_at_the_burst_clock_times_the_held_multiplier() -> Non
     assert e.value.field == "gpu_clock"
 
 
+def test_duty_prices_attention_at_the_clock_the_gemms_hold_where_attention_duty_rows_exist() -> None:
+    """One SM clock per GPU: attention ``duty`` rows (flash attention timed between the GEMMs) give
+    attention its own measured multiplier at the run's GEMM duty; the GEMM curve ignores them."""
+    import json
+
+    from moesim.costs.profile import profile_from_dict, resolve_profile_path
+
+    doc = json.loads(resolve_profile_path("h100_sxm").read_text())
+    doc["samples"] = [r for r in doc["samples"] if not (r["op"] == "duty" and r.get("class") == "attention")]
+    plain = profile_from_dict(json.loads(json.dumps(doc)), name="no attention duty rows")
+    doc["samples"] += [{"op": "duty", "class": "attention", "shape": "sdpa_fwd", "run": 99, "duty": d,
+                        "time_ns": t, "cool_time_ns": 200.0, "repeats": 40} for d, t in ((0.25, 200.0), (0.55, 220.0), (0.8, 240.0))]
+    rows = profile_from_dict(doc, name="with attention duty rows")
+    attn, op = Attention(1, 32, 8, 4096, 4096, 128), Gemm(8192, 8192, 4096)
+    for duty, mult in ((0.2, 1.0), (0.55, 1.1), (0.95, 1.2)):
+        a, b = (CalibratedCostModel(p, gpu_clock="duty", gemm_duty=duty) for p in (plain, rows))
+        assert b.compute_ns(op) == a.compute_ns(op)                 # GEMMs: their own curve only
+        assert b.compute_ns(attn) == pytest.approx(mult * a.compute_ns(attn), rel=1e-3)
+        assert "no attention duty rows" in a.name and f"x{mult:.3f}" in b.name
+
+
 def test_a_duty_run_reads_its_gemm_share_from_a_first_run_and_is_deterministic() -> None:
     import dataclasses
 

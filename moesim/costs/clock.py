@@ -21,7 +21,11 @@ between, after seconds of it (section ``duty``; H100s at 700 W: flat up to 40% G
 up to about 1.17x at 100%); the GEMMs of a run with GEMM duty d are priced at the burst time
 times the measured multiplier at d (:func:`duty_multiplier`), d taken from a first simulation of
 the same run at the burst clock (:func:`moesim.experiment.runner.build_at_duty`; the reduced
-engine's :func:`moesim.scale.reduced.build_reduced`). Attention keeps its burst factor.
+engine's :func:`moesim.scale.reduced.build_reduced`). The SM clock is one per GPU, so attention
+between those GEMMs runs at the clock they hold: where the profile has ``duty`` rows of class
+``attention`` (flash attention timed inside the GEMM pattern, section ``duty``), attention is
+priced at its burst time times their measured multiplier at d; without them at its burst time,
+which the cost model's name says.
 
 The sustained clocks are the profile's own measurement (its ``clock`` rows, section ``clock`` of
 ``moesim calibrate``: each a shape's time and the SM clock it ran at; the median per class); a
@@ -88,7 +92,7 @@ def burst_factors(ratios: Mapping[str, Iterable[float]], where: str) -> dict[str
 
 
 def duty_curve(rows: Iterable[Mapping[str, Any]], where: str) -> list[tuple[float, float]]:
-    """(GEMM duty, time over the time at the lowest duty measured) from a profile's ``duty`` rows:
+    """(GEMM duty, time over the time at the lowest duty measured) from ``duty`` rows of one class:
     each shape of each run against its own lowest-duty row (a GEMM at <= 40% duty runs at the
     clock a burst on a cool GPU does), the median per duty (rounded to 0.05) over shapes and runs,
     sorted by duty; ConfigError where there are none."""
@@ -135,10 +139,15 @@ def clock_factors(gpu_clock: str, clock_rows: Iterable[Mapping[str, Any]], duty_
     if gpu_clock == "boost":
         return burst, (f" at the boost clock (GEMMs x{burst['gemm']:.3f}, attention "
                        f"x{burst['attention']:.3f} of the profile's sustained-clock times)")
-    held = duty_multiplier(duty_curve(duty_rows, where), gemm_duty)
-    return ({"gemm": burst["gemm"] * held, "attention": burst["attention"]},
+    duty_rows = list(duty_rows)
+    held = duty_multiplier(duty_curve([r for r in duty_rows if r.get("class", "gemm") == "gemm"], where), gemm_duty)
+    attention_rows = [r for r in duty_rows if r.get("class") == "attention"]
+    attention_held = duty_multiplier(duty_curve(attention_rows, where), gemm_duty) if attention_rows else 1.0
+    attention = (f"attention x{burst['attention']:.3f} x{attention_held:.3f}" if attention_rows else
+                 f"attention x{burst['attention']:.3f}, at the burst clock: no attention duty rows")
+    return ({"gemm": burst["gemm"] * held, "attention": burst["attention"] * attention_held},
             f" at the clock of GEMM duty {gemm_duty:.2f} (GEMMs x{burst['gemm']:.3f} x{held:.3f}, "
-            f"attention x{burst['attention']:.3f} of the profile's sustained-clock times)")
+            f"{attention} of the profile's sustained-clock times)")
 
 
 def _boost_factors(rows: list[Mapping[str, Any]], price: Callable[[ComputeOp], float], max_sm_mhz: float,

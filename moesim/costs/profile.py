@@ -71,7 +71,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
                 "alone_ns": _POS},
     "clock": {"class": ("gemm", "attention"), "sm_mhz": _POS},  # a shape's time and its SM clock (calibrate/clock_section.py)
     # a GEMM's time with that share of the GPU's time in GEMMs for seconds, and on a cool GPU (lab/duty_clock_probe.py)
-    "duty": {"class": ("gemm",), "duty": _POS, "cool_time_ns": _POS},
+    "duty": {"class": ("gemm", "attention"), "duty": _POS, "cool_time_ns": _POS},
 }
 # optional fields with a fixed vocabulary, and the value assumed when absent
 OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
