@@ -1,6 +1,7 @@
 #!/bin/bash
 # Fourteenth session (2026-12-07d), on a lent H100: section duty with its new attention rows (flash
-# attention timed between GEMMs at a set GEMM share), and lab/host_state_probe.py twice.
+# attention timed between GEMMs at a set GEMM share), lab/expert_count_probe.py (host time per expert call against the number of
+# distinct experts cycled) and lab/host_state_probe.py.
 export PYTHONUNBUFFERED=1
 W=$OUT/w; mkdir -p $W
 { nvidia-smi -L; grep -m1 "model name" /proc/cpuinfo; nproc; } | tee $W/gpu.txt
@@ -12,6 +13,5 @@ d = json.load(open(os.environ["OUT"] + "/w/h100_duty_attention.json"))
 for r in d["samples"]:
     print(r["class"], r["shape"], r["duty"], round(r["time_ns"] / r["cool_time_ns"], 3), r.get("sm_mhz"), r.get("power_w"))
 PY
-for i in 1 2; do
-  timeout 70 python3 -m lab.host_state_probe --seconds 40 --window-ms 200 --out $W/host_state_$i.json 2>&1 | grep -v -i warn | tail -4
-done
+timeout 120 python3 -m lab.expert_count_probe --out $W/expert_count.json 2>&1 | grep -v -i warn | tail -22
+timeout 60 python3 -m lab.host_state_probe --seconds 30 --window-ms 200 --out $W/host_state.json 2>&1 | grep -v -i warn | tail -4
