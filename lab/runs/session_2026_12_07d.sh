@@ -2,7 +2,7 @@
 # Fourteenth session (2026-12-07d). On an H200: the H200 profile's missing sections (PART=A: eager
 # kernels, FlashAttention rows, MoE kernel variants; PART=B: the grouped grid's fused fc1 and
 # many-expert shapes, three host_after_sync runs; PART=C: burst clock, duty curve, host classes).
-# On an H100: lab/host_state_probe.py (what moves with the host's slow states), twice.
+# On an H100: lab/runs/session_2026_12_07d_h100.sh.
 export PYTHONUNBUFFERED=1
 W=$OUT/w; mkdir -p $W
 { nvidia-smi -L; grep -m1 "model name" /proc/cpuinfo; nproc; grep -m1 "cpu MHz" /proc/cpuinfo; } | tee $W/gpu_${PART}.txt
@@ -22,7 +22,5 @@ if nvidia-smi -L | grep -q H200; then
   esac
   for f in $W/*_log*.txt; do echo "== $f"; grep -v -i warn $f | tail -3; done
 else
-  for i in 1 2; do
-    timeout 70 python3 -m lab.host_state_probe --seconds 45 --window-ms 200 --out $W/host_state_$i.json 2>&1 | grep -v -i warn | tail -4
-  done
+  bash lab/runs/session_2026_12_07d_h100.sh
 fi
