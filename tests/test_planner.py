@@ -371,3 +371,20 @@ def test_proxy_and_padded_shapes_keep_per_layer_attention_kinds() -> None:
     padded, note = padded_to_stages(spec, 5)
     assert padded.num_layers == 40 and len(padded.layer_types) == 40 and "40" in note
     assert padded.layer_types.count("sliding_attention") == 20
+
+
+def test_plan_model_override_reads_a_hugging_face_config(tmp_path) -> None:
+    """``moesim plan --model`` takes a config.json as every ``--model`` does: the preset's model is
+    the imported spec (same shapes as the shipped preset of that file); a missing path names --model."""
+    from moesim.planner.cli import _preset
+    from moesim.workload.hf_config import CONFIG_DIR
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text((CONFIG_DIR / "qwen3-30b-a3b.json").read_text())
+    by_path = _preset("qwen3-30b-a3b-dgx-h200", None, None, str(cfg)).spec
+    by_name = _preset("qwen3-30b-a3b-dgx-h200", None, None, "qwen3-30b-a3b").spec
+    assert (by_path.hidden, by_path.num_experts, by_path.top_k, by_path.num_layers, by_path.seq_len) == \
+        (by_name.hidden, by_name.num_experts, by_name.top_k, by_name.num_layers, by_name.seq_len)
+    with pytest.raises(ConfigError) as e:
+        _preset("qwen3-30b-a3b-dgx-h200", None, None, str(tmp_path / "missing.json"))
+    assert e.value.field == "--model"

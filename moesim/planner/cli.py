@@ -60,10 +60,10 @@ def _preset(name: str, nodes: Optional[int], global_batch: Optional[int], model:
         if nodes < 1:
             raise ConfigError("--nodes", f"must be an integer >= 1, got {nodes}")
         changes["nodes"] = nodes
-    if model is not None:
-        from moesim.workload.presets import get_model
+    if model is not None:   # a preset name or a Hugging Face config.json (its directory)
+        from moesim.workload.presets import model_by_name_or_path
 
-        changes["model"] = get_model(model).name
+        changes["model"] = model_by_name_or_path(model, field="--model")
     if global_batch is not None:
         changes["global_batch"] = global_batch
     if not changes:
@@ -82,7 +82,7 @@ def plan(
                                 "(link contention, slower)"),
     nodes: Optional[int] = typer.Option(None, "--nodes", help="override the preset's node count"),
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="override sequences per step"),
-    model: Optional[str] = typer.Option(None, "--model", help="override the preset's model (a model preset name)"),
+    model: Optional[str] = typer.Option(None, "--model", help="override the preset's model: a model preset name or a Hugging Face config.json (or its directory)"),
     max_tasks: int = typer.Option(120_000, "--max-tasks", help="largest simulation (engine tasks) before proxies"),
     breakdown: bool = typer.Option(False, "--breakdown", help="no search: break down one layout (the preset's, or "
                                    "the one given with --tp/--pp/--dp/--ep/--vpp/--mbs/--schedule/--placement)"),
