@@ -143,11 +143,11 @@ def clock_factors(gpu_clock: str, clock_rows: Iterable[Mapping[str, Any]], duty_
     held = duty_multiplier(duty_curve([r for r in duty_rows if r.get("class", "gemm") == "gemm"], where), gemm_duty)
     attention_rows = [r for r in duty_rows if r.get("class") == "attention"]
     attention_held = duty_multiplier(duty_curve(attention_rows, where), gemm_duty) if attention_rows else 1.0
-    attention = (f"attention x{burst['attention']:.3f} x{attention_held:.3f}" if attention_rows else
-                 f"attention x{burst['attention']:.3f}, at the burst clock: no attention duty rows")
+    attention = f"attention x{burst['attention']:.3f}" + (f" x{attention_held:.3f}" if attention_rows else "")
     return ({"gemm": burst["gemm"] * held, "attention": burst["attention"] * attention_held},
             f" at the clock of GEMM duty {gemm_duty:.2f} (GEMMs x{burst['gemm']:.3f} x{held:.3f}, "
-            f"{attention} of the profile's sustained-clock times)")
+            f"{attention} of the profile's sustained-clock times"
+            + ("" if attention_rows else "; attention at the burst clock: no attention duty rows") + ")")
 
 
 def _boost_factors(rows: list[Mapping[str, Any]], price: Callable[[ComputeOp], float], max_sm_mhz: float,
