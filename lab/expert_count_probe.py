@@ -7,7 +7,7 @@ and about right at 8 (lab/notes/accuracy_history.md). The classes are timed on c
 through 16 experts. Hypothesis: the host's time per call grows with the working set the loop walks
 (128 experts' parameters, autograd metadata and Python objects against 16). This probe issues 128
 calls of an expert body cycling through N distinct experts (N = 1, 8, 16, 64, 128) with the GPU
-kept busy (``torch.cuda._sleep`` first; a sample where the GPU went idle is refused), for two
+kept busy (host_classes' timing: ``torch.cuda._sleep`` first, a sample where the GPU went idle refused), for two
 bodies, with and without autograd recording:
 
 - ``torchtitan``: ``matmul(x, w1[e].T)``, ``silu``, ``matmul(x, w3[e].T)``, ``mul``, ``matmul(h, w2[e].T)``
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moesim.calibrate.timing import BUSY_CYCLES_PER_NS
+from moesim.calibrate.host_classes import _timed as host_timed
 
 CALLS = 128
 COUNTS = (1, 8, 16, 64, 128)
@@ -50,15 +49,11 @@ class Expert(nn.Module):
 
 
 def _timed(fn, estimate_ns: float) -> "float | None":
-    torch.cuda._sleep(int(4.0 * max(estimate_ns, 2e6) * BUSY_CYCLES_PER_NS))
-    busy = torch.cuda.Event()
-    busy.record()
-    t0 = time.perf_counter_ns()
-    fn()
-    dt = time.perf_counter_ns() - t0
-    idle = busy.query()
-    torch.cuda.synchronize()
-    return None if idle else float(dt)
+    """Host ns of ``fn`` behind queued GPU work (host_classes' timing), None where refused."""
+    try:
+        return host_timed(fn, "cuda", estimate_ns)
+    except RuntimeError:   # the GPU went idle before the host finished: the sample measured the GPU
+        return None
 
 
 def main() -> None:
