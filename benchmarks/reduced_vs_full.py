@@ -2,7 +2,7 @@
 
 Small expert-parallel clusters both engines can simulate: Qwen3-30B-A3B cut to 4 layers on
 H800 nodes (``h800_cluster``), Zipf 0.5 routing, tp=1 and TP2 / TP4 inside the EP groups, 8
-microbatches. For each, the time to the
+microbatches, and EP folded over TP x DP (``ep_layout="folded"``). For each, the time to the
 end of the last backward (the full engine all-reduces gradients, the reduced run does ZeRO-1,
 so the data-parallel tail is left out), both engines' wall time, and the phase solver's load
 bound against the per-flow fluid solve on one real dispatch.
@@ -49,6 +49,12 @@ CASES = [  # nodes, tp, dp, pp, ep, schedule
     (4, 4, 4, 2, 4, "1f1b"),
     (8, 2, 16, 2, 16, "dualpipe"),
 ]
+# EP folded over TP x DP (Megatron's expert TP 1: each EP group whole TP groups on consecutive GPUs)
+FOLDED_CASES = [
+    (4, 2, 8, 2, 16, "1f1b"),
+    (4, 2, 8, 2, 8, "1f1b"),
+    (4, 4, 4, 2, 16, "dualpipe"),
+]
 LARGE_CASES = [
     (16, 1, 64, 2, 64, "1f1b"),
     (16, 2, 32, 2, 32, "dualpipe"),
@@ -65,13 +71,14 @@ EP64_CASES = [
 
 
 def scenario(nodes: int, tp: int, dp: int, pp: int, ep: int, schedule: str, layers: int = 4, microbatches: int = 8,
-             pair_overlap: bool = True) -> Scenario:
+             pair_overlap: bool = True, layout: str = "strided") -> Scenario:
     spec = SPEC if layers == SPEC.num_layers else dataclasses.replace(SPEC, num_layers=layers)
     suffix = "" if (layers, microbatches) == (SPEC.num_layers, 8) else f"-l{layers}m{microbatches}"
+    suffix += "-folded" if layout == "folded" else ""
     return Scenario(name=f"{schedule}-{nodes * 8}gpu-tp{tp}-ep{ep}{suffix}", topology="h800_cluster", nodes=nodes,
                     model=spec, schedule=schedule, memory=MemoryConfig(recompute="none"),
                     plan=ParallelPlan(tp=tp, dp=dp, pp=pp, ep=ep, num_microbatches=microbatches,
-                                      pair_overlap=pair_overlap),
+                                      pair_overlap=pair_overlap, ep_layout=layout),
                     moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=0.5, seed=3)))
 
 
@@ -83,17 +90,18 @@ def pipeline_ns(spans) -> int:
 def main() -> None:
     cases = ([] if "--ep64-only" in sys.argv else CASES) + (LARGE_CASES if "--large" in sys.argv else []) \
         + (EP64_CASES if "--ep64" in sys.argv or "--ep64-only" in sys.argv else [])
+    cases = [(*c, "strided") for c in cases] + ([] if "--ep64-only" in sys.argv else [(*c, "folded") for c in FOLDED_CASES])
     if "--gpus" in sys.argv:   # only cases of these sizes: --gpus 64,512
         sizes = {int(g) for g in sys.argv[sys.argv.index("--gpus") + 1].split(",")}
         cases = [c for c in cases if c[0] * 8 in sizes]
     if "--microbatches" in sys.argv:   # only cases with this many microbatches (8 unless given)
         wanted = int(sys.argv[sys.argv.index("--microbatches") + 1])
-        cases = [c for c in cases if (c[7] if len(c) > 7 else 8) == wanted]
+        cases = [c for c in cases if (c[7] if len(c) > 8 else 8) == wanted]
     print(f"{'case':<36}{'GPUs':>5}{'full ms':>10}{'reduced ms':>12}{'diff':>8}{'full s':>8}{'red. s':>8}"
           f"{'full cpu':>9}", flush=True)
-    for nodes, tp, dp, pp, ep, schedule, *shape in cases:
+    for nodes, tp, dp, pp, ep, schedule, *shape, layout in cases:
         for overlap in ((True, False) if schedule == "dualpipe" else (True,)):
-            scn = scenario(nodes, tp, dp, pp, ep, schedule, *shape, pair_overlap=overlap)
+            scn = scenario(nodes, tp, dp, pp, ep, schedule, *shape, pair_overlap=overlap, layout=layout)
             t0, c0 = time.perf_counter(), time.process_time()
             _res, rec = run_scenario(scn, force=True)
             t1, c1 = time.perf_counter(), time.process_time()

@@ -19,19 +19,24 @@ sets the same for H100: DeepEP with forced balance, ``overlap_moe_expert_paralle
 ``delay_wgrad_compute`` on, shared-expert overlap off, recompute ``mla_up_proj mlp``,
 ``overlap_grad_reduce`` off, layout ``Et|(tt|)*30mL``, no CUDA graphs.
 
-In moesim: 128 DGX H100 nodes, TP 2 x DP 64 x PP 8, interleaved 1F1B with 4 chunks per rank over
-128 microbatches of one 4K sequence, the ``deepseek-v3`` preset (MLA, 3 dense + 58 MoE layers, 256
+In moesim: 128 DGX H100 nodes, TP 2 x DP 64 x PP 8, interleaved 1F1B with 4 chunks per rank over 128
+microbatches of one 4K sequence, the ``deepseek-v3`` preset (MLA, 3 dense + 58 MoE layers, 256
 experts top-8 + 1 shared, one MTP module), GEMMs in fp8 (``gemm_dtype="fp8"``, the profile's fp8
-rows with their quantize kernels), balanced routing (force-balanced), DeepEP dispatch on 20 SMs,
-fused permute / router, EP all-to-all overlap on (the published setting), the memory options of
-``moesim.memory.published.PUBLISHED_LAYOUTS["deepseek-v3-1024-h100"]``, eager host (no CUDA
-graphs). Differences from the run, stated: moesim's EP 64 is one group per TP index over 64 DP
-replicas (16 nodes, 4 GPUs a node) where Megatron folds EP 64 over TP 2 x DP 32 (8 nodes); experts
-a GPU (4) and routed tokens a GPU are the same, DeepEP's node fan-out is over 16 nodes, not 8.
-The 61 layers + MTP split over 32 virtual stages as moesim does, not by the "Et|(tt|)*30mL"
-layout; ``--overlap-param-gather`` (ModelZoo yaml) is off: the reduced engine refuses it.
-Scenarios: ``published``; ``no-ep-a2a-overlap`` (what-if: the same without the EP overlap; no
-published figure). Reduced engine (``moesim.scale``).
+rows with their quantize kernels), uniform random routing through DeepSeek-V3's group-limited gate
+(``--moe-router-force-load-balancing`` draws random logits, then Megatron's router keeps 4 of 8
+expert groups per token: ``moe_router_num_groups=8``, ``moe_router_group_topk=4`` in Bridge's
+DeepSeek-V3 provider; with EP 64 folded over 8 nodes a group is one node's 32 experts, so a token
+reaches at most 4 nodes), DeepEP dispatch on 20 SMs, fused permute / router, EP all-to-all overlap
+on (the published setting), the memory options of
+``moesim.memory.published.PUBLISHED_LAYOUTS["deepseek-v3-1024-h100"]``, eager host (no CUDA graphs).
+EP 64 is folded over TP 2 x DP 32 as Megatron does with expert TP 1 (``ep_layout="folded"``: each EP
+group 32 whole TP groups on 8 consecutive nodes, 4 experts a GPU, expert-DP 2). Differences from the
+run, stated: the 61 layers + MTP split over 32 virtual stages as moesim does, not by the
+"Et|(tt|)*30mL" layout; ``--overlap-param-gather`` (ModelZoo yaml) is off as in the Bridge run:
+Megatron requires ``--overlap-grad-reduce`` for it, which the Bridge H100 script turns off.
+Gradients are reduced in bf16 (the Bridge config's ``grad_reduce_in_fp32: false``,
+``plan.grad_dtype_bytes=2``). Scenarios: ``published``; ``no-ep-a2a-overlap`` (what-if: the same
+without the EP overlap; no published figure). Reduced engine (``moesim.scale``).
 
 Run: python -m moesim run experiments/published_deepseek_v3_h100.py --no-trace --no-plots
 Breakdown (compute / communication / exposed / bubble): python -m lab.published_breakdown experiments/published_deepseek_v3_h100.py
@@ -40,6 +45,7 @@ import dataclasses
 
 from moesim.experiment import Comparison, Experiment, MoEOptions, OverlapOptions, ParallelPlan, Scenario
 from moesim.memory.published import PUBLISHED_LAYOUTS
+from moesim.moe.routing import RoutingConfig
 from moesim.workload.presets import get_model
 
 PUBLISHED_TOKENS_PER_S_PER_GPU = 1297
@@ -52,9 +58,11 @@ OVERLAP = OverlapOptions(overlap_moe_expert_parallel_comm=True, delay_wgrad_comp
 PUBLISHED = Scenario(
     name="published", topology="dgx_h100", nodes=128,
     model=dataclasses.replace(get_model(LAYOUT.model), gemm_dtype="fp8"),
-    plan=ParallelPlan(tp=2, dp=64, pp=8, vpp=4, ep=64, micro_batch_size=1, num_microbatches=128),
+    plan=ParallelPlan(tp=2, dp=64, pp=8, vpp=4, ep=64, ep_layout="folded", micro_batch_size=1, num_microbatches=128,
+                      grad_dtype_bytes=2),
     schedule="interleaved", engine="reduced", host="eager", memory=LAYOUT.memory,
-    moe=MoEOptions(dispatcher="deepep", token_movement="fused"), overlap=OVERLAP,
+    moe=MoEOptions(dispatcher="deepep", token_movement="fused",
+                   routing=RoutingConfig(kind="uniform", gating="group_limited")), overlap=OVERLAP,
     description=f"Megatron-Bridge 25.09 DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} tokens/s/GPU "
                 f"({PUBLISHED_STEP_S:.1f} s)",
 )

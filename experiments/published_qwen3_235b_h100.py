@@ -16,18 +16,15 @@ SMs), PR=bf16 adds ``--tp-comm-overlap``, ``--sequence-parallel``, ``--use-distr
 ``--overlap-moe-expert-parallel-comm --delay-wgrad-compute`` (the "+1f1b overlap" row).
 
 In moesim: 32 DGX H100 nodes, TP 2 x DP 16 x PP 8, Megatron's interleaved 1F1B with 4 chunks per
-rank over 128 microbatches of one 4K sequence, balanced routing (force-balanced), DeepEP dispatch
-on 20 SMs, fused permute / router, the memory options of
+rank over 128 microbatches of one 4K sequence, balanced routing (force-balanced), DeepEP dispatch on
+20 SMs, fused permute / router, the memory options of
 ``moesim.memory.published.PUBLISHED_LAYOUTS["qwen3-235b-256-h100"]``, eager host (the recipe graphs
-only the router and the preprocess). Differences from the run, stated: moesim carves EP out of DP
-(one EP group per TP index), so EP is 16 here (8 experts a GPU, each held by both TP indices) where Megatron folds
-EP 32 over TP 2 x DP 16 (4 experts a GPU, expert-DP 1); each GPU's routed tokens (16 GPUs x 2,048
-sequence-parallel tokens x top-8 over 16 GPUs) and the share of all-to-all traffic leaving the
-node (3 of 4 peers' nodes) are the same, the grouped GEMM has 8 experts of ~2K rows instead of 4
-of ~4K. The 94 layers split over 32 virtual stages as moesim does (first 30 stages 3 layers, the
-last 2 stages 2), not with Megatron's embedding and loss counted as layers; the memory budget
-counts them Megatron's way. Scenarios: ``published`` (the 19.7 s row) and ``ep-a2a-overlap`` (the
-17.6 s row). Reduced engine (``moesim.scale``).
+only the router and the preprocess). EP 32 is folded over TP 2 x DP 16 as Megatron does with expert
+TP 1 (``ep_layout="folded"``: each EP group 16 whole TP groups on 4 consecutive nodes, 4 experts a
+GPU, expert-DP 1). The 94 layers split over 32 virtual stages as moesim does (first 30 stages 3
+layers, the last 2 stages 2), not with Megatron's embedding and loss counted as layers; the memory
+budget counts them Megatron's way. Scenarios: ``published`` (the 19.7 s row) and ``ep-a2a-overlap``
+(the 17.6 s row). Reduced engine (``moesim.scale``).
 
 Run: python -m moesim run experiments/published_qwen3_235b_h100.py --no-trace --no-plots
 Breakdown (compute / communication / exposed / bubble): python -m lab.published_breakdown experiments/published_qwen3_235b_h100.py
@@ -44,13 +41,11 @@ GLOBAL_BATCH, SEQ_LEN, GPUS = 2048, 4096, 256
 PUBLISHED_TOKENS_PER_S_PER_GPU = round(GLOBAL_BATCH * SEQ_LEN / (PUBLISHED_STEP_S * GPUS))
 PUBLISHED_TOKENS_PER_S_PER_GPU_OVERLAP = round(GLOBAL_BATCH * SEQ_LEN / (PUBLISHED_STEP_OVERLAP_S * GPUS))
 LAYOUT = PUBLISHED_LAYOUTS["qwen3-235b-256-h100"]
-# --overlap-param-gather is left off: the reduced engine gathers the parameters after the optimizer
-# (its own DP phase) and refuses the overlapped gather, so the gather is exposed here where the run hid it.
-OVERLAP = OverlapOptions(tp_comm_overlap=True, overlap_grad_reduce=True, deepep_num_sms=20)
+OVERLAP = OverlapOptions(tp_comm_overlap=True, overlap_grad_reduce=True, overlap_param_gather=True, deepep_num_sms=20)
 
 PUBLISHED = Scenario(
     name="published", topology="dgx_h100", nodes=32, model=get_model(LAYOUT.model),
-    plan=ParallelPlan(tp=2, dp=16, pp=8, vpp=4, ep=16, micro_batch_size=1, num_microbatches=128),
+    plan=ParallelPlan(tp=2, dp=16, pp=8, vpp=4, ep=32, ep_layout="folded", micro_batch_size=1, num_microbatches=128),
     schedule="interleaved", engine="reduced", host="eager", memory=LAYOUT.memory,
     moe=MoEOptions(dispatcher="deepep", token_movement="fused"), overlap=OVERLAP,
     description=f"Megatron-MoE-ModelZoo H100 row: published {PUBLISHED_STEP_S} s, "

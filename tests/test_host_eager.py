@@ -187,7 +187,7 @@ def test_program_order_issues_a_send_after_its_producer_and_before_its_consumer(
     from moesim.lowering.host import program_order
     sim = Simulation(chain([100.0]))
     a = sim.compute(0, 1_000, "A")
-    b = sim.compute(0, 1_000, "B")
+    sim.compute(0, 1_000, "B")
     c = sim.compute(1, 1_000, "C")
     send = sim.send(0, 1, 1e6, "A->1", deps=[a])   # made last, as the pipeline lowering wires sends
     sim.add_dep(c, send)

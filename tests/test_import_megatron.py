@@ -128,3 +128,24 @@ def test_cli_import_only_and_run(tmp_path: Path) -> None:
     assert stray.exit_code == 2 and "apply only with --megatron-args or --torchtitan" in stray.output
     nothing = runner.invoke(app, ["run"])
     assert nothing.exit_code == 2 and "FILE: missing" in nothing.output
+
+
+def test_expert_tensor_parallel_1_folds_ep_over_tp_and_dp() -> None:
+    """Qwen3-235B-A22B's ModelZoo layout in small: TP 2, EP 8 with expert TP 1 on 16 GPUs, PP 2
+    (dp 4): EP 8 > dp, legal only folded over TP x DP as Megatron-Core does."""
+    folded = QWEN_ARGS.replace("--expert-model-parallel-size 4", "--expert-model-parallel-size 8") \
+        + " --expert-tensor-parallel-size 1"
+    report = read_megatron_args(folded, gpus=16)
+    plan = build_scenario(report.scenario).plan
+    assert (plan.tp, plan.dp, plan.ep, plan.ep_layout, plan.expert_dp) == (2, 4, 8, "folded", 1)
+    assert any("folded over tp x dp" in n for n in report.notes)
+    default = read_megatron_args(QWEN_ARGS, gpus=16)   # expert TP = TP (Megatron's default): strided
+    assert build_scenario(default.scenario).plan.ep_layout == "strided"
+    assert any("expert TP 2" in n for n in default.notes)
+    with pytest.raises(ConfigError) as err:   # EP 3 cannot hold whole TP2 groups
+        read_megatron_args(folded.replace("--expert-model-parallel-size 8", "--expert-model-parallel-size 3"), gpus=16)
+    assert err.value.field == "--expert-model-parallel-size" and "multiple of tp 2" in str(err.value)
+    with pytest.raises(ConfigError) as err:   # without folding EP 8 does not fit dp 4
+        read_megatron_args(QWEN_ARGS.replace("--expert-model-parallel-size 4", "--expert-model-parallel-size 8"),
+                           gpus=16)
+    assert "--expert-tensor-parallel-size 1" in str(err.value)

@@ -253,3 +253,23 @@ def test_overlapped_param_gather_in_the_reduced_run_as_in_the_full_one() -> None
     assert runs["on"][0].makespan_ns < runs["off"][0].makespan_ns     # the exposed gather is gone
     full_ns, red_ns = _pipeline_ns(full_on.spans), _pipeline_ns(red_on.spans)
     assert abs(red_ns / full_ns - 1) < 0.03, (full_ns, red_ns)
+
+
+@pytest.mark.parametrize("tp,dp,ep,schedule,dispatcher", [
+    (2, 8, 16, "1f1b", "alltoall"),    # folded EP16 over TP2 x DP8: one group of 2 whole nodes per stage
+    (2, 8, 8, "1f1b", "alltoall"),     # folded EP8: two one-node groups per stage, expert-DP 2
+    (4, 4, 16, "dualpipe", "deepep"),  # TP4 inside EP16 with DualPipe's overlap and DeepEP's two hops
+])
+def test_reduced_run_with_folded_ep_matches_the_full_engine(tp, dp, ep, schedule, dispatcher) -> None:
+    scn = _scenario(4, dp, 2, 1, schedule, 8)
+    scn = dataclasses.replace(scn, plan=ParallelPlan(tp=tp, dp=dp, pp=2, ep=ep, num_microbatches=8, ep_layout="folded"),
+                              moe=dataclasses.replace(scn.moe, dispatcher=dispatcher))
+    _full, rec = run_scenario(scn, force=True)
+    red = build_reduced(scn, ReducedOptions(routing_samples=8))["sim"].run().recorder
+    full_ns, red_ns = _pipeline_ns(rec.spans), _pipeline_ns(red.spans)
+    assert abs(red_ns / full_ns - 1) < 0.03, (full_ns, red_ns)
+    # the full run's EP groups are consecutive GPUs of the stage (whole TP groups): EP rank r % ep
+    # computes GPU r's experts, every group routing alike; one node of 8 holds a whole EP8 group
+    tokens = _full.moe["gpu_tokens"]
+    assert all(tokens[str(r)] == tokens[str(r % ep)] for r in range(tp * dp))
+    assert (_full.moe["cross_node_fraction"] == 0.0) == (ep == 8)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from moesim.experiment.build import build_scenario
 from moesim.experiment.scenario import MoEOptions, ParallelPlan, Scenario
 from moesim.memory import MemoryConfig

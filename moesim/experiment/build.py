@@ -86,7 +86,8 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
                               split_slots=scn.memory.split_slots(spec),
                               autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                               **table_kwargs(overlap))
-        exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of)
+        exchange = MoEExchangeLowering(table, make_routing(scn, spec, table, topo, grid), plan.ep, topo.host_of,
+                                       plan.ep_layout)
     else:
         if plan.ep > 1:
             raise ConfigError("plan.ep", f"ep={plan.ep} but model {spec.name!r} has no experts", "set ep=1")
@@ -120,6 +121,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
         grad_sync=scn.grad_sync,
         optimizer=scn.optimizer,
         accumulate=_accumulation(scn, table), accumulate_first=scn.grad_accumulation == "add_every",
+        ep_dp_span=plan.ep_dp_span,
         **lowering_kwargs(overlap, plan.dp_overlap),
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)

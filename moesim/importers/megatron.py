@@ -59,7 +59,8 @@ MODELLED = {
     "tensor_model_parallel_size": "plan.tp", "pipeline_model_parallel_size": "plan.pp",
     "expert_model_parallel_size": "plan.ep", "sequence_parallel": "plan.sequence_parallel",
     "num_layers_per_virtual_pipeline_stage": "plan.vpp, schedule", "num_virtual_stages_per_pipeline_rank":
-    "plan.vpp, schedule", "context_parallel_size": "(1 only)", "expert_tensor_parallel_size": "memory.expert_tp",
+    "plan.vpp, schedule", "context_parallel_size": "(1 only)",
+    "expert_tensor_parallel_size": "plan.ep_layout (1 with tp > 1: folded), memory.expert_tp",
     "micro_batch_size": "plan.micro_batch_size", "global_batch_size": "plan.num_microbatches",
     "seq_length": "model.seq_len", "num_layers": "model.num_layers", "hidden_size": "model.hidden",
     "ffn_hidden_size": "model.ffn_hidden", "num_attention_heads": "model.num_heads",
@@ -369,11 +370,25 @@ def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: di
           notes: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
     tp, pp, ep = a.get("tensor_model_parallel_size"), a.get("pipeline_model_parallel_size"), \
         a.get("expert_model_parallel_size")
-    world, fields = world_size(topology, nodes, gpus, tp * pp * ep, notes, "Megatron's arguments")
+    etp = a.get("expert_tensor_parallel_size")
+    folded = tp > 1 and etp == 1   # MoE parallel folding: EP groups over tp x dp, whole experts
+    smallest = pp * max(tp, ep) if folded and ep % tp == 0 else tp * pp * ep
+    world, fields = world_size(topology, nodes, gpus, smallest, notes, "Megatron's arguments")
     dp = divide("world size", world, tp * pp, "tp x pp", "give a GPU count that tp x pp divides")
-    if dp % ep:
-        raise ConfigError("--expert-model-parallel-size", f"{ep} does not divide data parallelism {dp} (moesim carves "
-                          "expert parallelism out of data parallelism)", "use an ep dividing dp")
+    if folded:
+        if ep % tp or (tp * dp) % ep:
+            raise ConfigError("--expert-model-parallel-size", f"{ep} with --expert-tensor-parallel-size 1 must be a "
+                              f"multiple of tp {tp} dividing tp x dp = {tp * dp} (moesim folds whole TP groups "
+                              "into an EP group)", f"use an ep among the multiples of {tp} dividing {tp * dp}")
+        notes.append(f"--expert-tensor-parallel-size 1 with tp {tp}: EP {ep} folded over tp x dp "
+                     "(plan.ep_layout='folded', each EP group whole TP groups on consecutive GPUs)")
+    elif dp % ep:
+        raise ConfigError("--expert-model-parallel-size", f"{ep} does not divide data parallelism {dp} (with expert "
+                          "TP equal to TP moesim carves expert parallelism out of data parallelism)",
+                          "use an ep dividing dp, or --expert-tensor-parallel-size 1 (MoE parallel folding)")
+    elif tp > 1:
+        notes.append(f"expert TP {etp or tp} (Megatron's default: tp): EP groups strided by tp as Megatron places "
+                     "them, but moesim runs whole experts on each GPU's own tokens (expert TP 1's kernels)")
     mbs = a.get("micro_batch_size") or 1
     gbs = a.get("global_batch_size") or mbs * dp
     micro = divide("--global-batch-size", gbs, mbs * dp, "micro batch x dp", "give a multiple of micro x dp")
@@ -388,7 +403,8 @@ def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: di
     if a.get("sequence_parallel") and tp == 1:
         notes.append("--sequence-parallel with tp 1: Megatron turns it off, and so does the simulation")
     plan = {"tp": tp, "pp": pp, "dp": dp, "ep": ep, "vpp": vpp, "sequence_parallel": sp, "micro_batch_size": mbs,
-            "num_microbatches": micro, "grad_dtype_bytes": 2 if a.get("grad_reduce_in_bf16") else 4}
+            "num_microbatches": micro, "grad_dtype_bytes": 2 if a.get("grad_reduce_in_bf16") else 4,
+            **({"ep_layout": "folded"} if folded else {})}
     return plan, fields, "interleaved" if vpp > 1 else "1f1b"
 
 

@@ -1,7 +1,7 @@
 """Lower one MoE exchange (dispatch, expert queues, combine) into engine tasks.
 
-For one EP group (``ep`` GPUs of the same TP index and pipeline rank, consecutive DP replicas)
-and one (layer, microbatch), given the routed token counts ``tokens[src, dst]`` (tokens that
+For one EP group (``ep`` GPUs of one pipeline rank: consecutive DP replicas of one TP index, or
+whole TP groups with the folded layout, :func:`~moesim.workload.parallel.ep_group_members`) and one (layer, microbatch), given the routed token counts ``tokens[src, dst]`` (tokens that
 EP rank ``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
 
 1. *dispatch*: GPU ``dst`` receives on its ``comm.ep`` stream (``comm.ep.bwd`` backward), one task whose flows come from
@@ -42,6 +42,7 @@ from moesim.lowering.host import expert_task_args
 from moesim.lowering.moe_costs import Exchange, MoEStageTable
 from moesim.lowering.pipeline import Grid
 from moesim.schedules.model import Action
+from moesim.workload.parallel import ep_group_members
 
 
 def exchange_units(routing, plan: "ExchangePlan", layer: int) -> np.ndarray:
@@ -102,23 +103,21 @@ class ExchangeStats:
 class MoEExchangeLowering:
     """The :class:`~moesim.lowering.pipeline.ExchangeLowering` for MoE layers."""
 
-    def __init__(self, table: MoEStageTable, routing: RoutingSource, ep: int, host_of) -> None:
-        self.table, self.routing, self.ep, self.host_of = table, routing, ep, host_of
+    def __init__(self, table: MoEStageTable, routing: RoutingSource, ep: int, host_of,
+                 layout: str = "strided") -> None:
+        self.table, self.routing, self.ep, self.host_of, self.layout = table, routing, ep, host_of, layout
         self.stats = ExchangeStats()
 
     def lower(self, sim: Simulation, seg: Exchange, a: Action, ctx: dict, p: int, grid: Grid, ready: dict) -> None:
-        for t in range(grid.tp):
-            for k in range(grid.dp // self.ep):
-                members = list(range(k * self.ep, (k + 1) * self.ep))
-                gpus = [grid.gpu(t, d, p) for d in members]
-                plan = self.routing.plan(t, k, seg.layer, a.microbatch)
-                keys = [(d, t) for d in members]
-                if seg.phase == "W":
-                    self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after={})
-                elif seg.layer in (getattr(self.routing, "copies", None) or {}):
-                    self._two_hop(sim, seg, ctx, gpus, plan, keys, ready)
-                else:
-                    self._exchange(sim, seg, ctx, gpus, plan, keys, ready)
+        for t, k, keys in ep_group_members(grid.tp, grid.dp, self.ep, self.layout):
+            gpus = [grid.gpu(tt, d, p) for d, tt in keys]
+            plan = self.routing.plan(t, k, seg.layer, a.microbatch)
+            if seg.phase == "W":
+                self._experts(sim, seg, "W", ctx, gpus, plan, keys, ready, after={})
+            elif seg.layer in (getattr(self.routing, "copies", None) or {}):
+                self._two_hop(sim, seg, ctx, gpus, plan, keys, ready)
+            else:
+                self._exchange(sim, seg, ctx, gpus, plan, keys, ready)
 
     def _exchange(self, sim, seg: Exchange, ctx: dict, gpus: list[int], plan: ExchangePlan, keys, ready) -> None:
         out_b, back_b = self.table.bytes_per_token(seg.phase)

@@ -14,6 +14,7 @@ import numpy as np
 
 from moesim.errors import ConfigError
 from moesim.lowering.moe_exchange import ExchangePlan
+from moesim.workload.parallel import ep_group_members
 
 # Replica slots beyond this many per expert are refused: the placement search grows with them (10^9 hung
 # the EPLB search), and no deployment replicates every expert eight times over.
@@ -130,7 +131,8 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
         cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)
     if getattr(opts, "experts", "grouped") == "padded":   # padding drops tokens over capacity at the source
         cfg = replace(cfg, capacity_factor=opts.capacity_factor)
-    host_of = [topo.host_of(grid.gpu(0, d, 0)) for d in range(ep)]
+    first_group = ep_group_members(plan.tp, plan.dp, ep, plan.ep_layout)[0][2]   # the groups route alike
+    host_of = [topo.host_of(grid.gpu(t, d, 0)) for d, t in first_group]
     moe_layers = table.moe_layers   # the MTP modules' MoE layers included (numbered after the model's)
     first, span = moe_layers[0], moe_layers[-1] - moe_layers[0] + 1   # sample only the MoE layer range
 

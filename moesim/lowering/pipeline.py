@@ -134,6 +134,7 @@ class LoweringOptions:
     tp_overlap: bool = False  # --tp-comm-overlap: a segment's TP collective runs alongside its GEMMs
     param_gather_overlap: bool = False  # --overlap-param-gather: ZeRO-1's all-gather at the step's start,
     #                                     each chunk's first forward waits for its own
+    ep_dp_span: int = 0       # DP indices an EP group spans at one TP index (ParallelPlan.ep_dp_span); 0: the table's ep
 
 
 def lower_pipeline(sim: Simulation, schedule: Schedule, grid: Grid, table: StageWorkTable,
@@ -416,12 +417,12 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
 
     Dense gradients reduce over the whole DP group. Routed-expert gradients (tables with
     ``expert_grad_bytes``) reduce over their expert-data-parallel group: the GPUs that hold the
-    same experts, one per EP group (``dp / ep`` of them; none when the DP group is one EP group).
-    Without ZeRO that is an all-reduce and the optimizer updates every parameter; with ZeRO-1
-    (``opts.zero``) a reduce-scatter, the optimizer on this GPU's shard (dense / dp, experts /
-    (dp / ep)) and an all-gather of the updated parameters over the same groups."""
+    same experts, one per EP group (``dp / span`` of them at each TP index, ``span`` =
+    ``opts.ep_dp_span`` or the table's ep; none when the DP group is one EP group). Without ZeRO
+    that is an all-reduce and the optimizer updates every parameter; with ZeRO-1 (``opts.zero``) a
+    reduce-scatter, the optimizer on this GPU's shard (dense / dp, experts / (dp / span)) and an all-gather of the updated parameters over the same groups."""
     finished = _finished(done)
-    ep = int(getattr(table, "ep", 1) or 1)
+    ep = _ep_span(table, opts)
     edp = grid.dp // ep if ep > 1 and grid.dp % ep == 0 else grid.dp
     expert_bytes = getattr(table, "expert_grad_bytes", None)
     op = "reduce_scatter" if opts.zero else "all_reduce"
@@ -498,6 +499,12 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
     return added
 
 
+def _ep_span(table, opts: LoweringOptions) -> int:
+    """DP indices one EP group spans at a TP index: the GPUs of an expert-data-parallel group are
+    the DP indices ``k * span + e`` of one TP index (both layouts; folded: ``ep / tp``)."""
+    return opts.ep_dp_span or int(getattr(table, "ep", 1) or 1)
+
+
 def _gathers_params(opts: LoweringOptions, grid: Grid) -> bool:
     """Whether the step ends its ZeRO-1 optimizer with a parameter all-gather."""
     return opts.zero and grid.dp > 1 and opts.grad_sync and opts.optimizer
@@ -509,7 +516,7 @@ def _param_gather_prologue(sim, schedule, grid, table, opts, compute) -> int:
     chunk's first forward on each GPU waits for its own (Megatron's forward pre-hook waits for
     the bucket's all-gather). Sizes are the end-of-step gathers' (dense over the DP group,
     routed experts over their expert-data-parallel group)."""
-    ep = int(getattr(table, "ep", 1) or 1)
+    ep = _ep_span(table, opts)
     edp = grid.dp // ep if ep > 1 and grid.dp % ep == 0 else grid.dp
     expert_bytes = getattr(table, "expert_grad_bytes", None)
     grad_b = float(getattr(table, "grad_dtype_bytes", 4))

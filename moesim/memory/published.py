@@ -56,16 +56,15 @@ PUBLISHED_LAYOUTS: dict[str, PublishedLayout] = {p.name: p for p in (
         "arXiv:2412.19437 §3.2.3, §3.3.2-3.3.3, §4.2"),
     PublishedLayout(
         "deepseek-v3-1024-h100", "deepseek-v3",
-        ParallelPlan(tp=2, pp=8, vpp=4, dp=64, ep=64, num_microbatches=128), "interleaved", "H100",
+        ParallelPlan(tp=2, pp=8, vpp=4, dp=64, ep=64, ep_layout="folded", num_microbatches=128), "interleaved", "H100",
         MemoryConfig(recompute="selective", recompute_modules=("mla_up_proj", "mlp"), distributed_optimizer=True,
                      precision_aware_optimizer=True, exp_avg_dtype="bf16", exp_avg_sq_dtype="bf16",
                      param_dtype="fp8", fp8_linear_inputs=True, ep=64, **_SPLIT),
         "github.com/yanring/Megatron-MoE-ModelZoo best_practice/DeepSeekV3/run.sh + sbatch_benchmarking.sh (PR=fp8)"),
-    # EP32 spans TP2 x DP16 (Megatron parallel folding); moesim's plan carves ep out of dp, so
-    # the plan says ep=1 and the memory config carries the expert layout (expert-DP 1).
+    # EP32 spans TP2 x DP16 (Megatron parallel folding, expert-DP 1)
     PublishedLayout(
         "qwen3-235b-256-h100", "qwen3-235b-a22b",
-        ParallelPlan(tp=2, pp=8, vpp=4, dp=16, ep=1, num_microbatches=128), "interleaved", "H100",
+        ParallelPlan(tp=2, pp=8, vpp=4, dp=16, ep=32, ep_layout="folded", num_microbatches=128), "interleaved", "H100",
         MemoryConfig(recompute="selective", recompute_modules=("moe_act", "layernorm"), distributed_optimizer=True,
                      ep=32, **_SPLIT),
         "github.com/yanring/Megatron-MoE-ModelZoo best_practice/qwen3/run_h100_235b.sh, "

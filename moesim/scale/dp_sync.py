@@ -1,9 +1,10 @@
 """The reduced engine's data-parallel phases (:mod:`moesim.scale.reduced`, reduction 4): per lane,
 ZeRO-1's reduce-scatter of each model chunk's gradients after its last backward (dense:
 hierarchical over the dp GPUs, NVSwitch inside the node then one ring per rail; routed experts:
-a ring over the dp / ep expert-data-parallel GPUs), the optimizer on the GPU's shard and the
-all-gather of the updated bf16 parameters, each one phase event on the lane's NIC; without ZeRO
-an all-reduce of the same bytes and the optimizer on every parameter.
+a ring over the expert-data-parallel GPUs, ``ParallelPlan.expert_dp``: dp / ep, folded tp dp /
+ep), the optimizer on the GPU's shard and the all-gather of the updated bf16 parameters, each
+one phase event on the lane's NIC; without ZeRO an all-reduce of the same bytes and the optimizer
+on every parameter.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def zero1_sync(scn: Any, table: MoEStageTable, cost: Any, link: LaneLink, grid: 
     """Data-parallel sync per lane, as a ``gradient_sync`` for :func:`lower_pipeline`. ZeRO-1 (the
     scenario's ``memory`` shards the optimizer: zero_stage >= 1 or a distributed optimizer): per
     model chunk after its last backward a reduce-scatter of its gradients (dense: hierarchical
-    over dp GPUs; experts: over the dp/ep expert-data-parallel GPUs), then the optimizer on this
+    over dp GPUs; experts: over the ``plan.expert_dp`` expert-data-parallel GPUs), then the optimizer on this
     GPU's shard and the all-gather of the updated bf16 parameters; with ``--overlap-param-gather``
     that all-gather is the previous step's, issued per model chunk at the start of the step on
     ``comm.dp``, and the chunk's first forward waits for its own (as the full run lowers it).
@@ -37,7 +38,7 @@ def zero1_sync(scn: Any, table: MoEStageTable, cost: Any, link: LaneLink, grid: 
     plan = scn.plan
     zero = scn.memory.effective_zero_stage >= 1
     passes = 1 if zero else 2   # an all-reduce is a reduce-scatter plus an all-gather
-    dp, edp = plan.dp, plan.dp // plan.ep
+    dp, edp = plan.dp, plan.expert_dp
     inside = min(dp, per_node // plan.tp)
     nodes = dp // inside
     nic = min(link.capacity.values())

@@ -7,7 +7,8 @@ result's ``reductions``:
 
 1. **EP groups by symmetry.** The ``tp * dp`` GPUs of a pipeline rank form ``tp * dp / ep``
    expert-parallel groups (order 'tp-dp-pp': EP group k at TP index t holds DP ranks
-   ``k ep .. (k+1) ep - 1`` of that index). Every group sees the same routing sample (in moesim
+   ``k ep .. (k+1) ep - 1`` of that index; folded, ``ep / tp`` consecutive DP ranks' whole TP
+   groups, :class:`~moesim.workload.parallel.ParallelPlan`). Every group sees the same routing sample (in moesim
    the seed fixes expert popularity, a property of the model) and the same fabric (whole nodes of
    a rail-optimised fabric, one NIC per GPU), so they run alike: one DP block is simulated. With
    TP the lane is one TP group (``tp`` GPUs of one node, its TP collectives on the real NVSwitch)
@@ -110,18 +111,17 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
         raise ConfigError("plan.tp", f"tp={plan.tp} does not divide the {gpus_per_node} GPUs of a node (the reduced "
                           "run keeps each TP group inside one node)", f"use a divisor of {gpus_per_node}, or the full "
                           "run `moesim run`")
-    if plan.dp % plan.ep:
-        raise ConfigError("plan.ep", f"ep={plan.ep} does not divide dp={plan.dp}", "choose ep dividing dp")
     if plan.order != "tp-dp-pp":
         raise ConfigError("plan.order", f"the reduced run places DP innermost (order 'tp-dp-pp'), got {plan.order!r}",
                           "use order='tp-dp-pp'")
     if plan.world_size != gpus_per_node * num_nodes:
         raise ConfigError("plan", f"tp*dp*pp = {plan.world_size} GPUs but topology {scn.topology!r} with "
                           f"{num_nodes} nodes has {gpus_per_node * num_nodes}", "change dp/pp or nodes")
-    block = plan.ep * plan.tp   # the GPUs of the tp EP groups that share nodes
+    block = _block(plan)
+    what = "ep" if plan.ep_layout == "folded" else "ep*tp"
     if block > gpus_per_node and block % gpus_per_node:
-        raise ConfigError("plan.ep", f"ep*tp={block} GPUs do not fill whole nodes of {gpus_per_node}",
-                          f"use ep*tp dividing or a multiple of {gpus_per_node} (symmetric groups need whole nodes)")
+        raise ConfigError("plan.ep", f"{what}={block} GPUs do not fill whole nodes of {gpus_per_node}",
+                          f"use {what} dividing or a multiple of {gpus_per_node} (symmetric groups need whole nodes)")
     if (plan.dp * plan.tp) % gpus_per_node:
         raise ConfigError("plan.dp", f"dp*tp={plan.dp * plan.tp}: the GPUs of a pipeline rank do not fill whole "
                           f"nodes of {gpus_per_node}", f"use dp*tp a multiple of {gpus_per_node} (lanes stand for "
@@ -149,6 +149,20 @@ def reducible(scn: Scenario) -> str | None:
     except ConfigError as err:
         return str(err)
     return None
+
+
+def _block(plan) -> int:
+    """GPUs of the EP groups that share nodes: the tp strided groups of a DP block (``ep * tp``),
+    or one folded group (``ep``, whole TP groups)."""
+    return plan.ep if plan.ep_layout == "folded" else plan.ep * plan.tp
+
+
+def _groups(plan) -> list[list[int]]:
+    """The EP groups on the group fabric (:func:`_block` GPUs, TP innermost): strided, group t
+    holds GPUs t, t + tp, t + 2 tp, ...; folded, one group of all of them."""
+    if plan.ep_layout == "folded":
+        return [list(range(plan.ep))]
+    return [[d * plan.tp + t for d in range(plan.ep)] for t in range(plan.tp)]
 
 
 def _nodes(gpus: int, per_node: int) -> int:
@@ -182,13 +196,13 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
                           split_slots=scn.memory.split_slots(spec),
                           autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                           **table_kwargs(scenario_overlap(scn)))
-    # The EP groups' own fabric: the nodes the tp EP groups of one DP block share, of the same
-    # topology (routing and phase solves); group t holds GPUs t, t + tp, t + 2 tp, ...
+    # The EP groups' own fabric: the nodes the EP groups of one DP block share, of the same
+    # topology (routing and phase solves; :func:`_groups`)
     tp = plan.tp
-    group_nodes = _nodes(plan.ep * tp, per_node)
+    group_nodes = _nodes(_block(plan), per_node)
     group_topo = _topology(cache, scn.topology, group_nodes)
-    groups = [[d * tp + t for d in range(plan.ep)] for t in range(tp)]
-    fabric = (_topology_key(scn.topology), group_nodes, plan.ep, tp)
+    groups = _groups(plan)
+    fabric = (_topology_key(scn.topology), group_nodes, plan.ep, tp, plan.ep_layout)
     routing_key = (fabric, spec, scn.moe, scn.seed, table.tokens_per_rank, options.routing_samples,
                    plan.num_microbatches if _auto_sampler(scn) else None)
     routing = cache.get("routing", routing_key, lambda: _routing(scn, spec, table, group_topo, options))
@@ -266,7 +280,7 @@ def _routing(scn: Scenario, spec, table: MoEStageTable, group_topo, options: Red
         sampler = "exact" if total <= EXACT_TOKEN_LIMIT else "fast"
         moe = dataclasses.replace(moe, routing=dataclasses.replace(moe.routing, sampler=sampler))
     small = dataclasses.replace(scn, moe=moe, plan=dataclasses.replace(
-        scn.plan, dp=scn.plan.ep, pp=1, num_microbatches=options.routing_samples))
+        scn.plan, dp=scn.plan.ep_dp_span, pp=1, num_microbatches=options.routing_samples))
     return make_routing(small, spec, table, group_topo, _GroupGrid(scn.plan.tp))
 
 
@@ -350,12 +364,13 @@ def reductions(built: dict) -> list[str]:
     """What the reduced run did not simulate one by one, each with why it is exact or bounded."""
     scn, opts = built["scenario"], built["options"]
     plan = scn.plan
-    groups = plan.dp // plan.ep
+    groups, folded = plan.tp * plan.dp // plan.ep, plan.ep_layout == "folded"
     return [
         f"EP-group symmetry: the {groups} EP group(s) of {plan.ep} GPUs per pipeline rank see the same routing "
         "sample on alike whole-node fabrics; one is simulated and stands for all"
         + (f" (with TP{plan.tp}: one per TP index, {plan.tp} sharing nodes, all {plan.tp} simulated)"
-           if plan.tp > 1 else ""),
+           if plan.tp > 1 and not folded else "")
+        + (f" (folded: each holds {plan.ep // plan.tp} whole TP{plan.tp} groups)" if plan.tp > 1 and folded else ""),
         f"lanes: each pipeline rank's {plan.ep} GPUs run identical dense work and meet at every all-to-all; "
         "one lane runs it, the all-to-alls as one phase each (load bound of the group's byte matrix on its "
         "real fabric), the busiest GPU's expert queue, the busiest NIC's bytes sharing the lane NIC",
@@ -364,7 +379,7 @@ def reductions(built: dict) -> list[str]:
         (f"DP (ZeRO-1): gradient reduce-scatter and parameter all-gather over {plan.dp} GPUs"
          if scn.memory.effective_zero_stage >= 1 else f"DP: gradient all-reduce over {plan.dp} GPUs")
         + " as hierarchical ring phases (NVSwitch, then one ring per rail), expert gradients over "
-        f"{groups} expert-DP GPUs",
+        f"{plan.expert_dp} expert-DP GPUs",
     ]
 
 

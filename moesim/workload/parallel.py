@@ -11,15 +11,28 @@ from dataclasses import dataclass
 from moesim.errors import ConfigError
 
 DIMENSIONS = ("tp", "dp", "pp")
+EP_LAYOUTS = ("strided", "folded")
 
 
 @dataclass(frozen=True)
 class ParallelPlan:
     """How the model is split over GPUs.
 
-    ``ep`` groups that many consecutive DP replicas (same TP index and stage) into one
-    expert-parallel group: the MoE layers' experts are spread over it and tokens cross it by
-    all-to-all. ``order`` lists the parallel dimensions innermost first: ``"tp-dp-pp"`` puts the TP group
+    ``ep`` GPUs of a stage form one expert-parallel group: the MoE layers' experts are spread
+    over it (whole experts, ``num_experts / ep`` a GPU) and tokens cross it by all-to-all. Which
+    GPUs, ``ep_layout``:
+
+    * ``"strided"`` (default): one set of EP groups per TP index, each ``ep`` consecutive DP
+      replicas of that index (``ep`` divides ``dp``): EP ranks strided by ``tp``, where
+      Megatron-Core places them when expert TP equals TP.
+    * ``"folded"``: MoE parallel folding, Megatron-Core's ``--expert-tensor-parallel-size 1``: the
+      stage's ``tp * dp`` GPUs numbered TP innermost (``dp_index * tp + tp_index``) and EP group
+      ``k`` is numbers ``k ep .. (k+1) ep - 1``, so it holds whole TP groups (``ep`` a multiple
+      of ``tp`` dividing ``tp * dp``). The GPUs holding the same experts (expert data
+      parallelism) are then ``tp * dp / ep``, one per EP group.
+
+    Either way each GPU routes its own ``micro_batch_size * seq_len / tp`` tokens (sequence
+    parallel). ``order`` lists the parallel dimensions innermost first: ``"tp-dp-pp"`` puts the TP group
     on consecutive ranks (one NVLink island) and pipeline stages on different nodes.
     ``dp_overlap`` overlaps the data-parallel gradient reduction with the backward pass;
     ``p2p_overlap`` lets a stage compute while its pipeline sends are in flight (otherwise its
@@ -42,6 +55,7 @@ class ParallelPlan:
     p2p_overlap: bool = True
     grad_dtype_bytes: int = 4
     pair_overlap: bool = True
+    ep_layout: str = "strided"
 
     def __post_init__(self) -> None:
         for name in ("tp", "dp", "pp", "vpp", "ep", "micro_batch_size", "num_microbatches"):
@@ -60,11 +74,32 @@ class ParallelPlan:
         if sorted(dims) != sorted(DIMENSIONS):
             raise ConfigError("plan.order", f"{self.order!r} is not an ordering of tp, dp, pp",
                               "write the three dimensions innermost first, e.g. 'tp-dp-pp'")
-        if self.dp % self.ep:
-            raise ConfigError("plan.ep", f"ep={self.ep} must divide dp={self.dp} (expert parallelism is carved "
-                              "out of data parallelism)", f"use an ep among the divisors of {self.dp}")
+        if self.ep_layout not in EP_LAYOUTS:
+            raise ConfigError("plan.ep_layout", f"unknown EP layout {self.ep_layout!r}",
+                              f"use one of {', '.join(EP_LAYOUTS)}")
+        if self.ep_layout == "folded":
+            if self.ep % self.tp or (self.tp * self.dp) % self.ep:
+                raise ConfigError("plan.ep", f"ep={self.ep} with ep_layout='folded' must be a multiple of tp={self.tp} "
+                                  f"dividing tp*dp={self.tp * self.dp} (an EP group holds whole TP groups)",
+                                  f"use an ep among the multiples of {self.tp} that divide {self.tp * self.dp}")
+        elif self.dp % self.ep:
+            raise ConfigError("plan.ep", f"ep={self.ep} must divide dp={self.dp} (with ep_layout='strided' expert "
+                              "parallelism is carved out of each TP index's data parallelism)",
+                              f"use an ep among the divisors of {self.dp}, or ep_layout='folded' (EP groups "
+                              f"over tp*dp = {self.tp * self.dp} GPUs, Megatron's expert TP 1)")
         if self.grad_dtype_bytes not in (2, 4):
             raise ConfigError("plan.grad_dtype_bytes", f"must be 2 (bf16) or 4 (fp32), got {self.grad_dtype_bytes}")
+
+    @property
+    def ep_dp_span(self) -> int:
+        """DP indices one EP group spans (at every TP index it covers): ``ep`` strided,
+        ``ep / tp`` folded."""
+        return self.ep // self.tp if self.ep_layout == "folded" else self.ep
+
+    @property
+    def expert_dp(self) -> int:
+        """GPUs holding the same experts (one per EP group): ``dp / ep_dp_span``."""
+        return self.dp // self.ep_dp_span
 
     @property
     def world_size(self) -> int:
@@ -79,3 +114,15 @@ class ParallelPlan:
             rank += coords[dim] * stride
             stride *= sizes[dim]
         return rank
+
+
+def ep_group_members(tp: int, dp: int, ep: int, layout: str = "strided") -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Every EP group of one pipeline stage as ``(tp key, group index, members)``, members as
+    ``(dp index, tp index)`` in EP-rank order (see :class:`ParallelPlan`). The tp key is the TP
+    index of a strided group and 0 for a folded one (it spans every TP index); the group index
+    counts groups of that key."""
+    if layout == "folded":
+        span = ep // tp
+        return [(0, k, [(d, t) for d in range(k * span, (k + 1) * span) for t in range(tp)])
+                for k in range(dp // span)]
+    return [(t, k, [(d, t) for d in range(k * ep, (k + 1) * ep)]) for t in range(tp) for k in range(dp // ep)]
