@@ -22,5 +22,5 @@ if nvidia-smi -L | grep -q H200; then
   esac
   for f in $W/*_log*.txt; do echo "== $f"; grep -v -i warn $f | tail -3; done
 else
-  bash lab/runs/session_2026_12_07e_h100.sh
+  bash lab/runs/session_2026_12_07e_h100b.sh
 fi
