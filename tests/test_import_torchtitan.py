@@ -89,3 +89,26 @@ def test_cli_torchtitan_import_only() -> None:
                                    "--import-only"])
     assert out.exit_code == 0, out.output
     assert "torchtitan:" in out.output and "spec: MoESpec" in out.output
+
+
+def test_expert_tp_1_with_tp_folds_ep_over_the_tp_groups(tmp_path: Path) -> None:
+    """torchtitan's [partial dp + all tp -> ep] (expert_tensor_parallel_degree 1, its default): EP 8
+    over TP 2 x dp_shard 4 on 8 GPUs is legal there, and folded here; etp = tp keeps EP inside dp."""
+    text = (DATA / "deepseek_v3_16b.toml").read_text().replace("\ntensor_parallel_degree = 1",
+                                                               "\ntensor_parallel_degree = 2")
+    path = tmp_path / "tp2.toml"
+    path.write_text(text)
+    report = read_torchtitan(path, gpus=8, model="qwen3-30b-a3b")
+    plan = build_scenario(report.scenario).plan
+    assert (plan.tp, plan.dp, plan.ep, plan.ep_layout, plan.expert_dp) == (2, 4, 8, "folded", 1)
+    assert any("spans the TP groups" in n for n in report.notes)
+    path.write_text(text.replace("expert_tensor_parallel_degree = 1", "expert_tensor_parallel_degree = 2"))
+    with pytest.raises(ConfigError, match="does not divide data parallelism 4"):   # strided: EP 8 > dp 4
+        read_torchtitan(path, gpus=8, model="qwen3-30b-a3b")
+    path.write_text(text.replace("expert_tensor_parallel_degree = 1", "expert_tensor_parallel_degree = 3"))
+    with pytest.raises(ConfigError) as err:
+        read_torchtitan(path, gpus=8, model="qwen3-30b-a3b")
+    assert err.value.field == "[parallelism] expert_tensor_parallel_degree"
+    path.write_text(text.replace("expert_parallel_degree = 8", "expert_parallel_degree = 3"))
+    with pytest.raises(ConfigError, match="multiple of tensor_parallel_degree 2"):
+        read_torchtitan(path, gpus=8, model="qwen3-30b-a3b")

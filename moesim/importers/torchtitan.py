@@ -61,7 +61,7 @@ USED = {
     ("parallelism", "expert_parallel_degree"): "plan.ep", ("parallelism", "context_parallel_degree"): "(1 only)",
     ("parallelism", "expert_parallel_comm_backend"): "moe.dispatcher",
     ("parallelism", "enable_async_tensor_parallel"): "overlap.tp_comm_overlap",
-    ("parallelism", "expert_tensor_parallel_degree"): "memory.expert_tp",
+    ("parallelism", "expert_tensor_parallel_degree"): "plan.ep_layout (1 with tp > 1: folded), memory.expert_tp",
     ("activation_checkpoint", "mode"): "memory.recompute",
     ("activation_checkpoint", "selective_ac_option"): "memory.recompute",
 }
@@ -181,14 +181,28 @@ def _plan(par: dict[str, Any], training: dict[str, Any], spec: dict[str, Any], t
         raise ConfigError("[parallelism] context_parallel_degree", "context parallelism is not modelled",
                           "simulate with context_parallel_degree = 1")
     fixed = tp * pp * rep * (shard if shard > 0 else 1)
-    world, fields = world_size(topology, nodes, gpus, fixed if shard > 0 else max(fixed, tp * pp * rep * ep), notes,
+    etp = par.get("expert_tensor_parallel_degree", 1)
+    smallest_ep = pp * rep * max(ep, tp) if tp > 1 and etp == 1 and ep % tp == 0 else tp * pp * rep * ep
+    world, fields = world_size(topology, nodes, gpus, fixed if shard > 0 else max(fixed, smallest_ep), notes,
                                "the TOML")
     dp = divide("world size", world, tp * pp, "tensor x pipeline degrees", "give a GPU count they divide")
     if shard > 0 and rep * shard != dp:
         raise ConfigError("[parallelism] data_parallel_shard_degree", f"replicate {rep} x shard {shard} = {rep * shard} "
                           f"but the world leaves {dp} data-parallel ranks", "use -1 (the rest) or match the GPU count")
     shard = dp // rep
-    if dp % ep:
+    if ep > 1 and tp > 1 and etp not in (1, tp):
+        raise ConfigError("[parallelism] expert_tensor_parallel_degree", f"{etp} with tensor_parallel_degree {tp}: "
+                          "torchtitan supports expert TP 1 or equal to TP", f"use 1 or {tp}")
+    folded = ep > 1 and tp > 1 and etp == 1   # torchtitan's [partial dp + all tp -> ep]
+    if folded:
+        if ep % tp or (shard * tp) % ep:
+            raise ConfigError("[parallelism] expert_parallel_degree", f"{ep} with expert_tensor_parallel_degree 1 must "
+                              f"be a multiple of tensor_parallel_degree {tp} dividing data_parallel_shard_degree x "
+                              f"tp = {shard * tp} (torchtitan's constraint)", f"use a multiple of {tp} dividing "
+                              f"{shard * tp}, or expert_tensor_parallel_degree = {tp}")
+        notes.append(f"expert_tensor_parallel_degree 1 with tp {tp}: EP {ep} spans the TP groups as torchtitan "
+                     "builds it (plan.ep_layout='folded')")
+    elif dp % ep:
         raise ConfigError("[parallelism] expert_parallel_degree", f"{ep} does not divide data parallelism {dp}",
                           "use an ep dividing dp")
     local = training.get("local_batch_size", 8)
@@ -210,7 +224,8 @@ def _plan(par: dict[str, Any], training: dict[str, Any], spec: dict[str, Any], t
         schedule = "1f1b"
     plan = {"tp": tp, "pp": pp, "dp": dp, "ep": ep, "vpp": vpp, "sequence_parallel": tp > 1,
             "micro_batch_size": mbs, "num_microbatches": micro,
-            "grad_dtype_bytes": 2 if training.get("mixed_precision_reduce", "float32") == "bfloat16" else 4}
+            "grad_dtype_bytes": 2 if training.get("mixed_precision_reduce", "float32") == "bfloat16" else 4,
+            **({"ep_layout": "folded"} if folded else {})}
     return plan, fields, schedule, 3 if shard > 1 else 0
 
 
