@@ -84,10 +84,14 @@ def test_enumeration_obeys_every_rule(tiny_fabric):
     for c in cands:
         p = c.plan
         assert p.world_size == 4 and p.tp <= 4 and HIDDEN // 64 % p.tp == 0
-        assert p.dp % p.ep == 0 and 4 % p.ep == 0
+        if p.ep_layout == "folded":   # EP over whole TP groups: a multiple of tp dividing tp x dp
+            assert p.tp > 1 and p.ep % p.tp == 0 and (p.tp * p.dp) % p.ep == 0 and 4 % p.ep == 0
+        else:
+            assert p.dp % p.ep == 0 and 4 % p.ep == 0
         assert p.dp * p.micro_batch_size * p.num_microbatches == 8
         check_candidate(preset, c)
     assert any(r.field == "plan.pp" for r in rejected)  # interleaved needs more stages than 2 layers give
+    assert any(c.plan.ep_layout == "folded" and c.plan.ep > c.plan.dp for c in cands)   # EP past DP, folded
 
 
 _SCHEDULES = ("1f1b", "zb-h1", "interleaved", "dualpipe", "zb-v", "dualpipev")

@@ -147,7 +147,7 @@ def step_multiplier(ctx: PlanContext, cand: Candidate) -> int:
 def evaluate_mapping(ctx: PlanContext, cand: Candidate, name: str) -> AffinityResult:
     """One mapping's :class:`AffinityResult`."""
     plan, spec = cand.plan, ctx.spec
-    ranks = mapping.ep_group(mapping.grid_of(plan), plan.ep)
+    ranks = mapping.plan_ep_group(plan)
     tokens, gamma = pair_tokens(ctx, plan, cand.placement, cand.num_redundant, ranks)
     grad = spec.hidden * DTYPE_BYTES[spec.dtype]  # backward: the combine's and the dispatch's gradients
     out_b, back_b = dispatch_bytes_per_token(spec) + grad, combine_bytes_per_token(spec) + grad
@@ -185,14 +185,14 @@ def mapping_options(ctx: PlanContext, cand: Candidate) -> list[tuple[str, Candid
     seen: set[tuple[int, ...]] = set()
     for order in dict.fromkeys((plan.order, *ORDERS, "pp-tp-dp", "dp-tp-pp")):
         p = dataclasses.replace(plan, order=order)
-        ranks = tuple(mapping.ep_group(mapping.grid_of(p), p.ep))
+        ranks = tuple(mapping.plan_ep_group(p))
         if ranks in seen:
             continue
         seen.add(ranks)
         hosts = len({ctx.topo.host_of(r) for r in ranks})
         where = "inside one host" if hosts == 1 else f"across {hosts} hosts"
         out.append((f"EP{p.ep} {where} (order {order}), contiguous", Candidate(p, cand.schedule, "contiguous", 0)))
-    local = min(out, key=lambda o: len({ctx.topo.host_of(r) for r in mapping.ep_group(mapping.grid_of(o[1].plan), plan.ep)}))
+    local = min(out, key=lambda o: len({ctx.topo.host_of(r) for r in mapping.plan_ep_group(o[1].plan)}))
     for placement in PLACEMENTS_COMPARED[1:]:
         red = plan.ep if placement == "load_balanced" else 0
         base = local[1]

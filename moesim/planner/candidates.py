@@ -8,7 +8,8 @@ rejection naming the field it violates:
 * tp divides the attention heads and fits in one host (tensor parallelism needs NVLink);
   under sequence parallelism it also divides the tokens of a microbatch;
 * pp (x vpp, x 2 for V schedules) divides the layers (unless the preset allows uneven splits);
-* ep divides dp and the routed experts; dense models have ep = 1;
+* ep divides dp (or, folded over TP x DP with tp > 1, is a multiple of tp dividing tp x dp) and the
+  routed experts; dense models have ep = 1;
 * microbatches = global batch / (dp * micro-batch size), a whole number;
 * the schedule's own rules (:func:`moesim.schedules.generate` raises ConfigError);
 * placements other than contiguous only where routing is skewed (they cannot help balanced
@@ -50,7 +51,7 @@ class Candidate:
     @property
     def label(self) -> str:
         p = self.plan
-        parts = [f"TP{p.tp}", f"PP{p.pp}", f"DP{p.dp}", f"EP{p.ep}"]
+        parts = [f"TP{p.tp}", f"PP{p.pp}", f"DP{p.dp}", f"EP{p.ep}" + (" folded" if p.ep_layout == "folded" else "")]
         if p.vpp > 1:
             parts.append(f"vpp{p.vpp}")
         parts += [f"mbs{p.micro_batch_size}", f"m{p.num_microbatches}", self.schedule]
@@ -64,7 +65,8 @@ class Candidate:
     def shape_key(self) -> tuple:
         """What the memory budget depends on (not the rank order or, without replicas, the placement)."""
         p = self.plan
-        return (p.tp, p.dp, p.pp, p.vpp, p.ep, p.micro_batch_size, p.num_microbatches, self.schedule, self.num_redundant)
+        return (p.tp, p.dp, p.pp, p.vpp, p.ep, p.ep_layout, p.micro_batch_size, p.num_microbatches, self.schedule,
+                self.num_redundant)
 
     def schedule_obj(self, num_microbatches: int | None = None) -> Schedule:
         """The generated schedule (ConfigError when the schedule's rules reject the plan), with
@@ -159,15 +161,16 @@ def enumerate_candidates(preset: ScenarioPreset, orders: tuple[str, ...] | None 
     out: list[Candidate] = []
     rejected: list[Rejection] = []
     for shape in _shapes(preset, world, per_host, mbs_choices, rejected):
-        tp, pp, dp, ep, mbs, m = shape
+        tp, pp, dp, ep, layout, mbs, m = shape
         for sched, vpp in _schedules(pp, preset.schedule):
-            label = f"TP{tp} PP{pp} DP{dp} EP{ep} mbs{mbs} {sched}" + (f" vpp{vpp}" if vpp > 1 else "")
+            label = f"TP{tp} PP{pp} DP{dp} EP{ep}{' folded' if layout == 'folded' else ''} mbs{mbs} {sched}" \
+                + (f" vpp{vpp}" if vpp > 1 else "")
             problem = stage_problem(spec.num_layers, stages_of(sched, pp, vpp), preset.uneven_layers)
             if problem:
                 rejected.append(Rejection(label, "plan.pp", problem))
                 continue
             base = ParallelPlan(tp=tp, dp=dp, pp=pp, vpp=vpp, ep=ep, micro_batch_size=mbs, num_microbatches=m,
-                                order=preset.plan.order)
+                                order=preset.plan.order, ep_layout=layout)
             try:
                 _check_schedule(Candidate(base, sched))
             except ConfigError as err:
@@ -238,8 +241,10 @@ def _fields(plan: ParallelPlan) -> dict:
 
 
 def _shapes(preset: ScenarioPreset, world: int, per_host: int, mbs_choices: tuple[int, ...],
-            rejected: list[Rejection]) -> Iterator[tuple[int, int, int, int, int, int]]:
-    """(tp, pp, dp, ep, mbs, microbatches) satisfying the divisibility rules."""
+            rejected: list[Rejection]) -> Iterator[tuple[int, int, int, int, str, int, int]]:
+    """(tp, pp, dp, ep, ep layout, mbs, microbatches) satisfying the divisibility rules: EP inside
+    each TP index's DP (strided, ep dividing dp) and, with tp > 1, folded over TP x DP (ep a
+    multiple of tp dividing tp x dp, Megatron's expert TP 1)."""
     spec = preset.spec
     moe = isinstance(spec, MoESpec)
     for tp in divisors(world):
@@ -259,9 +264,13 @@ def _shapes(preset: ScenarioPreset, world: int, per_host: int, mbs_choices: tupl
                                               f"global batch {preset.global_batch} is not a multiple of dp*mbs = {dp * mbs}"))
                     continue
                 m = preset.global_batch // (dp * mbs)
-                for ep in (divisors(dp) if moe else [1]):
+                layouts = [(ep, "strided") for ep in (divisors(dp) if moe else [1])]
+                if moe and tp > 1:
+                    layouts += [(tp * k, "folded") for k in divisors(dp)]
+                for ep, layout in layouts:
                     if moe and spec.num_experts % ep:
-                        rejected.append(Rejection(f"TP{tp} PP{pp} DP{dp} EP{ep}", "plan.ep",
+                        rejected.append(Rejection(f"TP{tp} PP{pp} DP{dp} EP{ep}" + (" folded" if layout == "folded"
+                                                                                     else ""), "plan.ep",
                                                   f"ep={ep} does not divide the {spec.num_experts} experts"))
                         continue
-                    yield tp, pp, dp, ep, mbs, m
+                    yield tp, pp, dp, ep, layout, mbs, m

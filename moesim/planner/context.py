@@ -148,7 +148,7 @@ class PlanContext:
         plan, routing = cand.plan, self.preset.routing
         if not self.is_moe or plan.ep < 2 or routing is None:
             return 1.0
-        hosts = tuple(self.topo.host_of(r) for r in mapping.ep_group(mapping.grid_of(plan), plan.ep))
+        hosts = tuple(self.topo.host_of(r) for r in mapping.plan_ep_group(plan))
         key = (plan.ep, cand.placement, cand.num_redundant, tokens_per_rank, hosts)
         if key not in self._imbalance:
             self._imbalance[key] = sampled_imbalance(self.spec, routing, plan.ep, cand.placement, cand.num_redundant,

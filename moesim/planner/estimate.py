@@ -98,7 +98,7 @@ def exchange_ns(ctx: PlanContext, plan: ParallelPlan, phase: str) -> float:
     nbytes = traffic.ep_bytes_per_exchange(ctx.spec, plan, phase)
     if nbytes <= 0:
         return 0.0
-    group = mapping.ep_group(mapping.grid_of(plan), plan.ep)
+    group = mapping.plan_ep_group(plan)
     home = ctx.topo.host_of(group[0])
     same = [r for r in group[1:] if ctx.topo.host_of(r) == home]
     other = [r for r in group[1:] if ctx.topo.host_of(r) != home]
@@ -247,7 +247,7 @@ def _dp_ns(ctx: PlanContext, plan: ParallelPlan, params: list[tuple[float, float
         return 0.0
     grid = mapping.grid_of(plan)
     dense_a, dense_b = allreduce_coefficients(ctx, tuple(grid.dp_group(0, 0)))
-    expert_a, expert_b = allreduce_coefficients(ctx, tuple(grid.gpu(0, d, 0) for d in range(0, plan.dp, plan.ep)))
+    expert_a, expert_b = allreduce_coefficients(ctx, tuple(grid.gpu(0, d, 0) for d in range(0, plan.dp, plan.ep_dp_span)))
     g = plan.grad_dtype_bytes
     return max((dense_a * (total - expert) + expert_a * expert) * g + (dense_b if total > expert else 0.0)
                + (expert_b if expert else 0.0) for total, expert in params)

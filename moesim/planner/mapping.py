@@ -2,7 +2,7 @@
 
 A :class:`~moesim.experiment.ParallelPlan` places GPU (tp, dp, pp) at rank
 ``plan.rank(tp, dp, pp)`` (``order`` innermost first); an EP group is ``ep`` consecutive DP
-replicas of one (tp, stage). This module lists representative groups of each parallel
+replicas of one (tp, stage), or folded ``ep / tp`` consecutive replicas' whole TP groups. This module lists representative groups of each parallel
 dimension, which hosts they span and which link kinds their traffic crosses (from the
 topology's own routes), and spreads a group's per-GPU bytes over the link kinds on the routes to
 its peers. It is the one place the planner, the breakdown and the affinity report ask "which
@@ -31,9 +31,19 @@ def grid_of(plan: ParallelPlan) -> Grid:
     return Grid(plan.tp, plan.dp, plan.pp, ranks)
 
 
-def ep_group(grid: Grid, ep: int, tp: int = 0, pp: int = 0, index: int = 0) -> list[int]:
-    """Ranks of EP group ``index`` (DP replicas ``index*ep .. +ep``) at TP index ``tp``, stage ``pp``."""
+def ep_group(grid: Grid, ep: int, tp: int = 0, pp: int = 0, index: int = 0, layout: str = "strided") -> list[int]:
+    """Ranks of EP group ``index`` at stage ``pp``: strided, DP replicas ``index*ep .. +ep`` at TP
+    index ``tp``; folded (``ParallelPlan.ep_layout``), the whole TP groups of DP replicas
+    ``index*ep/tp .. +ep/tp`` in EP-rank order (``tp`` unused)."""
+    if layout == "folded":
+        span = ep // grid.tp
+        return [grid.gpu(t, d, pp) for d in range(index * span, (index + 1) * span) for t in range(grid.tp)]
     return [grid.gpu(tp, d, pp) for d in range(index * ep, (index + 1) * ep)]
+
+
+def plan_ep_group(plan: ParallelPlan) -> list[int]:
+    """The first EP group of ``plan`` (the one holding rank of coordinate (0, 0, 0))."""
+    return ep_group(grid_of(plan), plan.ep, layout=plan.ep_layout)
 
 
 def representative_group(plan: ParallelPlan, dim: str) -> list[int]:
@@ -45,7 +55,7 @@ def representative_group(plan: ParallelPlan, dim: str) -> list[int]:
     if dim == "dp":
         return grid.dp_group(0, 0)
     if dim == "ep":
-        return ep_group(grid, plan.ep)
+        return plan_ep_group(plan)
     if dim == "pp":
         return [grid.gpu(0, 0, p) for p in range(plan.pp)]
     raise ValueError(f"unknown dimension {dim!r}")

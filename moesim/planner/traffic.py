@@ -7,7 +7,7 @@ For one plan and schedule, per GPU and per step (the busiest pipeline rank):
 * PP: one activation (forward) or gradient (backward) per stage boundary an action crosses to
   another rank: ``micro_batch_size * seq_len * hidden * dtype / tp`` bytes each.
 * DP: one ring all-reduce of the gradients per step: dense gradients over the ``dp`` group,
-  routed-expert gradients over the expert-data-parallel group ``dp / ep`` (Megatron); each GPU
+  routed-expert gradients over the expert-data-parallel group ``plan.expert_dp`` (Megatron); each GPU
   sends ``2(n-1)/n`` of its gradient bytes.
 * EP: per MoE layer and microbatch a GPU routes ``tokens_per_rank * top_k`` token copies, of
   which ``(ep-1)/ep`` leave it under balanced routing: dispatch and combine forward (dispatch
@@ -82,7 +82,7 @@ def dp_bytes(view: StageView, plan: ParallelPlan, rank: int) -> tuple[float, flo
     """(dense, expert) gradient bytes one GPU of pipeline rank ``rank`` sends in the DP reduction."""
     total, expert = view.rank_params(rank)
     g = plan.grad_dtype_bytes
-    return (total - expert) * g * ring_factor(plan.dp), expert * g * ring_factor(plan.dp // plan.ep)
+    return (total - expert) * g * ring_factor(plan.dp), expert * g * ring_factor(plan.expert_dp)
 
 
 def tokens_per_rank(spec: MoESpec, plan: ParallelPlan) -> int:
