@@ -20,6 +20,7 @@ if nvidia-smi -L | grep -q H200; then
      timeout 180 $M --budget-s 150 --sections duty --out $W/h200_duty.json > $W/duty_log.txt 2>&1; echo "duty rc=$? $(date -u +%T)"
      timeout 120 $M --heat-ms 20 --preheat-s 1 --budget-s 95 --sections host_classes --out $W/h200_host_classes.json > $W/host_log.txt 2>&1; echo "host rc=$? $(date -u +%T)";;
   esac
+  timeout 120 python3 -m lab.te_multistream_probe --out $W/te_multistream_h200.json 2>&1 | grep -v -i warn | tail -32
   for f in $W/*_log*.txt; do echo "== $f"; grep -v -i warn $f | tail -3; done
 else
   bash lab/runs/session_2026_12_07e_h100b.sh

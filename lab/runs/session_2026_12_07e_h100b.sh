@@ -7,3 +7,4 @@ W=$OUT/w; mkdir -p $W
 for s in 0.7 0.5; do
   timeout 150 python3 -m lab.burst_length_probe --share $s --out $W/burst_share$s.json 2>&1 | grep -v -i warn
 done
+timeout 120 python3 -m lab.te_multistream_probe --out $W/te_multistream.json 2>&1 | grep -v -i warn
