@@ -54,3 +54,9 @@ def test_bad_layouts_are_refused_naming_the_field(kwargs, field, text) -> None:
     with pytest.raises(ConfigError) as err:
         ParallelPlan(**kwargs)
     assert err.value.field == field and text in str(err.value)
+
+
+def test_ep_1_has_nothing_to_fold() -> None:
+    plan = ParallelPlan(tp=4, dp=2, ep=1, ep_layout="folded")
+    assert (plan.ep_dp_span, plan.expert_dp) == (1, 2)
+    assert ep_group_members(4, 2, 1, "folded") == ep_group_members(4, 2, 1, "strided")

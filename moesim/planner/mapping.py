@@ -35,7 +35,7 @@ def ep_group(grid: Grid, ep: int, tp: int = 0, pp: int = 0, index: int = 0, layo
     """Ranks of EP group ``index`` at stage ``pp``: strided, DP replicas ``index*ep .. +ep`` at TP
     index ``tp``; folded (``ParallelPlan.ep_layout``), the whole TP groups of DP replicas
     ``index*ep/tp .. +ep/tp`` in EP-rank order (``tp`` unused)."""
-    if layout == "folded":
+    if layout == "folded" and ep > 1:
         span = ep // grid.tp
         return [grid.gpu(t, d, pp) for d in range(index * span, (index + 1) * span) for t in range(grid.tp)]
     return [grid.gpu(tp, d, pp) for d in range(index * ep, (index + 1) * ep)]

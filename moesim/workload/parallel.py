@@ -77,7 +77,7 @@ class ParallelPlan:
         if self.ep_layout not in EP_LAYOUTS:
             raise ConfigError("plan.ep_layout", f"unknown EP layout {self.ep_layout!r}",
                               f"use one of {', '.join(EP_LAYOUTS)}")
-        if self.ep_layout == "folded":
+        if self.ep_layout == "folded" and self.ep > 1:   # ep 1: no groups to fold, either layout
             if self.ep % self.tp or (self.tp * self.dp) % self.ep:
                 raise ConfigError("plan.ep", f"ep={self.ep} with ep_layout='folded' must be a multiple of tp={self.tp} "
                                   f"dividing tp*dp={self.tp * self.dp} (an EP group holds whole TP groups)",
@@ -94,7 +94,7 @@ class ParallelPlan:
     def ep_dp_span(self) -> int:
         """DP indices one EP group spans (at every TP index it covers): ``ep`` strided,
         ``ep / tp`` folded."""
-        return self.ep // self.tp if self.ep_layout == "folded" else self.ep
+        return self.ep // self.tp if self.ep_layout == "folded" and self.ep > 1 else self.ep
 
     @property
     def expert_dp(self) -> int:
@@ -121,7 +121,7 @@ def ep_group_members(tp: int, dp: int, ep: int, layout: str = "strided") -> list
     ``(dp index, tp index)`` in EP-rank order (see :class:`ParallelPlan`). The tp key is the TP
     index of a strided group and 0 for a folded one (it spans every TP index); the group index
     counts groups of that key."""
-    if layout == "folded":
+    if layout == "folded" and ep > 1:
         span = ep // tp
         return [(0, k, [(d, t) for d in range(k * span, (k + 1) * span) for t in range(tp)])
                 for k in range(dp // span)]
