@@ -27,20 +27,13 @@ from pathlib import Path
 import torch
 
 from moesim.calibrate.clock_timer import Nvml
+from moesim.calibrate.duty_section import _events_ms
 
 COPY_BYTES = 64 * 2**20
 
 
 def _ms(fn, n: int) -> float:
-    out = []
-    for _ in range(n):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        out.append(s.elapsed_time(e))
-    return statistics.median(out)
+    return statistics.median(_events_ms(fn, n))
 
 
 def main(argv: "list[str] | None" = None) -> int:
