@@ -154,7 +154,7 @@ def run_reduced_scenario(scn: Scenario, cache: Any = None) -> tuple[ScenarioResu
 def _reduced_moe(scn: Scenario, r: dict[str, Any]) -> dict[str, Any]:
     """The reduced run's MoE figures in the report's terms (forward, whole step, all EP groups)."""
     m, plan = r["moe"], scn.plan
-    groups = plan.tp * plan.dp // plan.ep   # EP groups per pipeline rank (one set per TP index)
+    groups = plan.tp * plan.dp // plan.ep   # EP groups per pipeline rank (strided: one set per TP index)
     per_step = m["a2a_bytes_per_group_microbatch"] * plan.num_microbatches * groups
     return {**m, "placement": scn.moe.placement, "num_redundant": scn.moe.num_redundant,
             "routing": repr(scn.moe.routing) if scn.moe.routing else "balanced",
