@@ -276,6 +276,9 @@ def _cli():
     (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--tp", "1", "--pp", "1", "--dp", "4"],
      "4 GPUs but"),
     (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--network", "wires"], "--network"),
+    (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--tp", "2", "--ep", "3", "--ep-layout",
+      "folded"], "plan.ep: ep=3 with ep_layout='folded' must be a multiple of tp=2"),
+    (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--ep-layout", "fold"], "plan.ep_layout"),
 ])
 def test_cli_bad_input_exits_2_naming_the_field(args, needle):
     result = CliRunner().invoke(_cli(), args)
@@ -287,6 +290,14 @@ def test_cli_breakdown_prints_bytes_bandwidth_and_where_experts_live():
     result = CliRunner().invoke(_cli(), ["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--no-simulate"])
     assert result.exit_code == 0, result.output
     for needle in ("experts per GPU per MoE layer: 16", "all-to-all", "needed GB/s", "where experts should live"):
+        assert needle in result.output
+
+
+def test_cli_breakdown_of_a_folded_layout_puts_whole_tp_groups_in_the_ep_group():
+    result = CliRunner().invoke(_cli(), ["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--tp", "2",
+                                         "--ep", "8", "--ep-layout", "folded", "--no-simulate"])
+    assert result.exit_code == 0, result.output
+    for needle in ("TP2 PP1 DP4 EP8 folded", "EP8: ranks [0, 1, 2, 3, 4, 5, 6, 7]", "experts per GPU per MoE layer: 16"):
         assert needle in result.output
 
 

@@ -85,11 +85,13 @@ def plan(
     model: Optional[str] = typer.Option(None, "--model", help="override the preset's model: a model preset name or a Hugging Face config.json (or its directory)"),
     max_tasks: int = typer.Option(120_000, "--max-tasks", help="largest simulation (engine tasks) before proxies"),
     breakdown: bool = typer.Option(False, "--breakdown", help="no search: break down one layout (the preset's, or "
-                                   "the one given with --tp/--pp/--dp/--ep/--vpp/--mbs/--schedule/--placement)"),
+                                   "the one given with --tp/--pp/--dp/--ep/--ep-layout/--vpp/--mbs/--schedule/--placement)"),
     tp: Optional[int] = typer.Option(None, "--tp"), pp: Optional[int] = typer.Option(None, "--pp"),
     dp: Optional[int] = typer.Option(None, "--dp"), ep: Optional[int] = typer.Option(None, "--ep"),
     vpp: Optional[int] = typer.Option(None, "--vpp"), mbs: Optional[int] = typer.Option(None, "--mbs"),
     order: Optional[str] = typer.Option(None, "--order", help="rank order, innermost first, e.g. tp-dp-pp"),
+    ep_layout: Optional[str] = typer.Option(None, "--ep-layout", help="strided (EP inside each TP index's DP) or "
+                                            "folded (EP over TP x DP, Megatron's expert TP 1)"),
     schedule: Optional[str] = typer.Option(None, "--schedule"),
     placement: Optional[str] = typer.Option(None, "--placement"),
     redundant: Optional[int] = typer.Option(None, "--redundant", help="redundant expert slots per EP group"),
@@ -106,7 +108,7 @@ def plan(
         check_plan_sizes(top, max_candidates, max_tasks, global_batch)
         preset = _preset(scenario, nodes, global_batch, model)
         if breakdown:
-            layout = dict(tp=tp, pp=pp, dp=dp, ep=ep, vpp=vpp, micro_batch_size=mbs, order=order)
+            layout = dict(tp=tp, pp=pp, dp=dp, ep=ep, vpp=vpp, micro_batch_size=mbs, order=order, ep_layout=ep_layout)
             _print_breakdown(console, preset, layout, schedule, placement, redundant, simulate, network, max_tasks,
                              as_json)
             return
@@ -168,7 +170,7 @@ def _layout(preset, layout: dict, schedule, placement, redundant):
             raise ConfigError("--dp/--mbs", f"dp*mbs = {dp * mbs} does not divide the global batch {preset.global_batch}",
                               "choose dp and mbs dividing the global batch, or set --global-batch")
         given["num_microbatches"] = preset.global_batch // (dp * mbs)
-        if "ep" not in given and dp % base.ep:
+        if "ep" not in given and base.ep_layout != "folded" and given.get("ep_layout") != "folded" and dp % base.ep:
             given["ep"] = 1
     plan = dataclasses.replace(base, **given)
     return Candidate(plan, schedule or preset.schedule, placement or preset.placement,
