@@ -54,7 +54,7 @@ PUBLISHED = Scenario(
 
 EXPERIMENT = Experiment(
     name="published_qwen3_235b_h100",
-    description="Qwen3-235B-A22B, 256 H100, BF16, TP2 PP8 VP4 EP32 (moesim EP16 per TP index), GBS 2048 x 4K: "
+    description="Qwen3-235B-A22B, 256 H100, BF16, TP2 PP8 VP4 EP32 (folded over TP x DP), GBS 2048 x 4K: "
                 "Megatron-MoE-ModelZoo's published run",
     scenarios=(
         PUBLISHED,
