@@ -50,3 +50,12 @@ def test_deepep_exchange_flows_are_the_two_hop_pairs_of_the_run():
     dp_flows = plan.pp * plan.tp * _dp_flows(parts)
     assert flows_in_flight(parts) == 16 * 7 + 16 * 1
     assert exchange_flows(parts) == res.num_flows - dp_flows == count_run(parts)[1] - dp_flows
+
+
+def test_folded_ep_groups_are_counted_when_ep_exceeds_dp():
+    """EP 8 folded over TP 2 x DP 4: one group of 8 per stage (tp * dp / ep), not tp * (dp // ep) = 0."""
+    scn = dataclasses.replace(small_moe(), plan=ParallelPlan(tp=2, dp=4, ep=8, ep_layout="folded",
+                                                             num_microbatches=2))
+    parts = parts_of(scn)
+    res, _ = run_scenario(scn, force=True)
+    assert count_run(parts)[1] == res.num_flows == 1168 and exchange_flows(parts) == 2 * 2 * 2 * 2 * 8 * 7

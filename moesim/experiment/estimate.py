@@ -272,7 +272,7 @@ def _moe_layers_per_stage(model: Any, num_stages: int) -> list[int]:
 def _exchange_counts(parts: RunParts, kind: str) -> tuple[float, float]:
     """(tasks, flows) of one MoE exchange of one pass, over every TP index and EP group."""
     plan, model = parts.plan, parts.model
-    groups = plan.tp * (plan.dp // plan.ep)
+    groups = plan.tp * plan.dp // plan.ep   # EP groups of a stage, either layout
     experts = _expert_tasks(parts, kind)
     if kind == "W":
         return groups * experts, 0.0

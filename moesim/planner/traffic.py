@@ -153,7 +153,7 @@ def step_traffic(view: StageView, plan: ParallelPlan, topo: Topology) -> list[Di
     dense, expert = max((dp_bytes(view, plan, r) for r in ranks), key=sum) if plan.dp > 1 else (0.0, 0.0)
     values["dp"] = dense + expert
     details = {"dp": f"dense {dense / 1e9:.3f} GB over DP{plan.dp} + experts {expert / 1e9:.3f} GB over "
-                     f"expert-DP{max(1, plan.dp // plan.ep)}",
+                     f"expert-DP{plan.expert_dp}",
                "pp": f"{sends:.0f} sends of "
                      f"{send_bytes(view.layer_spec, plan.micro_batch_size, plan.tp) / 1e6:.1f} MB",
                "ep": "balanced routing: (ep-1)/ep of routed tokens leave the GPU"}
