@@ -35,7 +35,7 @@ SHAPES = [
 ]
 
 
-def _time(fn, reps: int = 20) -> float:
+def _time(fn, reps: int = 12) -> float:
     out = []
     for _ in range(reps):
         torch.cuda._sleep(2_000_000)   # ~1 ms of GPU spin: the host queues fn behind it
@@ -51,11 +51,15 @@ def _time(fn, reps: int = 20) -> float:
 def main(argv: "list[str] | None" = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--grid", action="store_true", help="a grid of expert counts x rows x (K, N) instead")
     a = ap.parse_args(argv)
+    shapes = SHAPES if not a.grid else [
+        (f"grid.e{e}.r{r}.k{k}.n{n}", e, r, k, n) for (k, n) in ((2048, 1536), (768, 2048), (4096, 3072))
+        for e in (8, 16, 32, 64) for r in (64, 256, 1024, 2048)]
     streams = [torch.cuda.Stream() for _ in range(STREAMS)]
     rows = []
     g = torch.Generator(device="cuda").manual_seed(7)
-    for name, experts, rows_per, k, n in SHAPES:
+    for name, experts, rows_per, k, n in shapes:
         t = experts * rows_per
         x = torch.randn(t, k, device="cuda", dtype=torch.bfloat16, generator=g)
         w = torch.randn(experts, n, k, device="cuda", dtype=torch.bfloat16, generator=g)
