@@ -25,6 +25,7 @@ if nvidia-smi -L | grep -q H200; then
   esac
   timeout 120 python3 -m lab.te_multistream_probe --out $W/te_multistream_h200.json 2>&1 | grep -v -i warn | tail -32
   for f in $W/*_log*.txt; do echo "== $f"; grep -v -i warn $f | tail -3; done
+  bash lab/runs/session_2026_12_07e_history.sh
 else
-  bash lab/runs/session_2026_12_07e_h100b.sh
+  bash lab/runs/session_2026_12_07e_history.sh
 fi
