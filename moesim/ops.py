@@ -38,6 +38,9 @@ class Gemm:
 
 FP8_SCALINGS = ("tensorwise", "rowwise", "blockwise")  # torch._scaled_mm scale layouts (Gemm.scaling)
 GROUPED_LAYOUTS = ("fwd", "dgrad", "wgrad")
+# How a framework issues a grouped GEMM: "" one kernel over all groups (torch._grouped_mm, CUTLASS);
+# "te": Transformer Engine's Hopper default, one cuBLAS GEMM per group over 4 streams
+GROUPED_IMPLS = ("", "te")
 
 
 def check_scaling(owner: str, scaling: str) -> None:
@@ -56,7 +59,9 @@ class GroupedGemm:
     ``dW_g[k, n] = x_g[m_g, k]^T @ dy_g[m_g, n]``, the token rows being the reduction dimension.
     Its cost depends on the whole count vector (tiles per group, empty groups), not only on the
     sum, so the vector is part of the op. ``scaling`` is the FP8 scale layout where
-    ``dtype="fp8"``.
+    ``dtype="fp8"``. ``impl`` is how it is issued (:data:`GROUPED_IMPLS`): ``"te"`` is Transformer
+    Engine's grouped GEMM as Megatron-Core's ``TEGroupedMLP`` runs it on Hopper (one cuBLAS GEMM per
+    group, round-robin over 4 streams), priced from its own measured rows.
     """
 
     counts: tuple[int, ...]
@@ -66,12 +71,15 @@ class GroupedGemm:
     layout: str = "fwd"
     scaling: str = ""
     name: str = "grouped_gemm"
+    impl: str = ""
 
     def __post_init__(self) -> None:
         if not self.counts or any((not isinstance(c, int)) or c < 0 for c in self.counts):
             raise ValueError(f"GroupedGemm.counts must be a non-empty tuple of integers >= 0, got {self.counts!r}")
         if self.layout not in GROUPED_LAYOUTS:
             raise ValueError(f"GroupedGemm.layout {self.layout!r}: use one of {GROUPED_LAYOUTS}")
+        if self.impl not in GROUPED_IMPLS:
+            raise ValueError(f"GroupedGemm.impl {self.impl!r}: use one of {GROUPED_IMPLS}")
         check_scaling("GroupedGemm", self.scaling)
 
     @property

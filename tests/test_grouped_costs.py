@@ -308,3 +308,58 @@ def test_the_h100_profile_measures_the_fp8_grouped_backward_layouts() -> None:
         t = model.compute_ns(GroupedGemm(tuple(r["counts"]), r["n"], r["k"], "fp8", layout, "rowwise"))
         assert t == pytest.approx(r["time_ns"], rel=0.15)
     assert not any("fp8 rowwise" in f for f in model.fallback_ops)
+
+
+# -- Transformer Engine's grouped GEMM (GroupedGemm.impl "te") ---------------------------------------
+def te_rows(seed: int, count: int, factor: float) -> list[dict]:
+    """TE-pattern rows: the same generating law, ``factor`` slower (per-expert cuBLAS over streams)."""
+    return [{**r, "op": "grouped_gemm_te", "time_ns": r["time_ns"] * factor} for r in grouped_rows(seed, count, 0.0)]
+
+
+def test_te_grouped_gemm_is_priced_from_its_own_rows_and_labelled_where_absent() -> None:
+    both = model_of(dense_rows() + grouped_rows(seed=1, count=60, noise=0.0) + te_rows(seed=1, count=60, factor=1.5))
+    plain = model_of(dense_rows() + grouped_rows(seed=1, count=60, noise=0.0))
+    for counts, n, k, layout in (((300, 200, 0, 1000, 50, 700, 900, 400), 768, 2048, "fwd"),
+                                 ((2048,) * 16, 2048, 7168, "dgrad"), ((64,) * 32, 7168, 2048, "wgrad")):
+        torch_op = GroupedGemm(counts, n, k, layout=layout)
+        te_op = GroupedGemm(counts, n, k, layout=layout, impl="te")
+        assert both.compute_ns(te_op) == pytest.approx(1.5 * both.compute_ns(torch_op), rel=0.05)
+        assert plain.compute_ns(te_op) == plain.compute_ns(torch_op)   # no TE rows: the one-kernel price ...
+    assert not both.fallback_ops
+    assert any("GroupedGemm[te bf16 unscaled fwd] (not measured: torch._grouped_mm stands in)" in f
+               for f in plain.fallback_ops)   # ... said in the result
+    assert both.sources()["grouped gemm (TE streams)"].startswith("measured")
+    with pytest.raises(ValueError, match="GroupedGemm.impl"):
+        GroupedGemm((4, 4), 8, 8, impl="cutlass")
+
+
+def test_te_section_runs_on_the_cpu(tmp_path: Path) -> None:
+    from moesim.calibrate.measure import run_calibration
+
+    out = tmp_path / "te.json"
+    run_calibration("cpu", out, mode="smoke", budget_s=30, sections=("grouped_gemm_te",))
+    rows = [s for s in json.loads(out.read_text())["samples"] if s["op"] == "grouped_gemm_te"]
+    assert rows and {r["layout"] for r in rows} == {"fwd", "dgrad", "wgrad"}
+    assert all(r["time_ns"] > 0 and sum(r["counts"]) > 0 and r["streams"] == 1 for r in rows)
+    model = model_of(dense_rows() + [{**r, "op": "grouped_gemm_v"} for r in rows] + rows)
+    assert model._grouped_te is not None and model._grouped_te.covers("bf16", "", "wgrad")
+
+
+def test_moe_grouped_gemm_te_issues_every_grouped_kernel_as_te() -> None:
+    import dataclasses
+
+    from moesim.experiment import MoEOptions, ParallelPlan, Scenario
+    from moesim.experiment.build import build_scenario
+    from moesim.workload.presets import get_model
+
+    spec = dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=2, seq_len=1024)
+    impls = {}
+    for gg in ("torch", "te"):
+        scn = Scenario(name="t", topology="dgx_h100", nodes=1, model=spec, plan=ParallelPlan(dp=8, ep=8, num_microbatches=2),
+                       moe=MoEOptions(grouped_gemm=gg))
+        built = build_scenario(scn, force=True)
+        impls[gg] = {op.impl for t in built.sim.tasks for op in (t.args or {}).get("ops", ()) if isinstance(op, GroupedGemm)}
+    assert impls == {"torch": {""}, "te": {"te"}}
+    with pytest.raises(ConfigError) as err:
+        MoEOptions(grouped_gemm="cutlass")
+    assert err.value.field == "moe.grouped_gemm"

@@ -268,3 +268,104 @@ def _time_grouped(timer: Timer, bufs: tuple, layout: str, counts: list[int], n: 
         st = timer.time(grouped_call(layout, bufs, counts, n, k, device))
     return {"op": "grouped_gemm_v", "dtype": "bf16", "layout": layout, "scaling": "", "n": n, "k": k,
             "counts": counts, **extra, **st.fields()}
+
+
+# -- Transformer Engine's grouped GEMM (section ``grouped_gemm_te``) ---------------------------
+TE_STREAMS = 4   # TE's compute streams (transformer_engine/common/util/multi_stream.cpp)
+TE_REPEATS = 8
+# Megatron-Core's expert-parallel layouts leave few experts a GPU: TE's per-group loop is measured
+# at 4-32 local experts of the same expert shapes (fused fc1 included, as TEGroupedMLP runs it)
+TE_PLAN = replace(GPU_PLAN, shapes=tuple(replace(s, experts=(32, 16, 8, 4)) for s in GPU_PLAN.shapes[:4]),
+                  avg_tokens=(64, 256, 1024, 4096))
+
+
+def te_grouped_call(layout: str, bufs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], counts: list[int],
+                    n: int, k: int, device: str) -> Callable[[], None]:
+    """Transformer Engine's grouped GEMM on Hopper as ``nvte_multi_tensor_gemm`` takes its default
+    cuBLAS path (``multi_stream_cublas_gemm``): the caller's stream records an event, ``TE_STREAMS``
+    streams wait for it, group ``i``'s GEMM (``torch.mm``, cuBLAS) runs on stream ``i % TE_STREAMS``
+    and the caller's stream waits for all of them; one stream on a CPU."""
+    a_buf, b_buf, w_buf = bufs
+    rows, groups = sum(counts), len(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    x = a_buf[: rows * k].view(rows, k)
+    if layout == "fwd":
+        w = w_buf[: groups * n * k].view(groups, n, k)
+        calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]], w[i].t())) for i in range(groups)]
+    elif layout == "dgrad":
+        w = w_buf[: groups * k * n].view(groups, k, n)
+        calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]], w[i])) for i in range(groups)]
+    else:
+        dy = b_buf[: rows * n].view(rows, n)
+        calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]].t(), dy[starts[i]:starts[i + 1]]))
+                 for i in range(groups)]
+    if device != "cuda":
+        return lambda: [c() for c in calls] and None
+    streams = [torch.cuda.Stream() for _ in range(min(TE_STREAMS, groups))]
+
+    def run() -> None:
+        main = torch.cuda.current_stream()
+        start = torch.cuda.Event()
+        start.record(main)
+        for s in streams:
+            s.wait_event(start)
+        for i, c in enumerate(calls):
+            with torch.cuda.stream(streams[i % len(streams)]):
+                c()
+        for s in streams:
+            done = torch.cuda.Event()
+            done.record(s)
+            main.wait_event(done)
+    return run
+
+
+def _te_time_ns(fn: Callable[[], None], groups: int, device: str) -> dict:
+    """GPU time of one TE-pattern call: the host is kept ahead of the GPU by a queued spin, so the
+    per-group launches do not show (TE issues them from C++); median of ``TE_REPEATS``."""
+    import statistics
+    import time
+
+    for _ in range(2):
+        fn()
+    if device != "cuda":
+        times = []
+        for _ in range(TE_REPEATS):
+            t0 = time.perf_counter_ns()
+            fn()
+            times.append(time.perf_counter_ns() - t0)
+        return {"time_ns": float(statistics.median(times)), "repeats": TE_REPEATS}
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(TE_REPEATS):
+        torch.cuda._sleep(1_000_000 + 40_000 * groups)   # ~0.5 ms + ~20 us a group of GPU spin
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e6)
+    times.sort()
+    return {"time_ns": round(statistics.median(times), 1), "repeats": TE_REPEATS,
+            "p25_ns": round(times[len(times) // 4], 1), "p75_ns": round(times[3 * len(times) // 4], 1)}
+
+
+def measure_grouped_gemm_te(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
+    """Transformer Engine's grouped GEMM (:func:`te_grouped_call`) over :data:`TE_PLAN`'s count
+    vectors (the CPU smoke plan on a CPU), bf16, the three layouts; rows
+    ``{"op": "grouped_gemm_te", "dtype", "layout", "scaling": "", "n", "k", "counts", "time_ns", ...}``
+    priced by :mod:`moesim.costs.grouped` for ``GroupedGemm(impl="te")``."""
+    sec = Section("grouped_gemm_te")
+    plan = TE_PLAN if device == "cuda" else CPU_PLAN
+    specs = list(grouped_specs(plan))
+    rows_max = max(sum(s[5]) for s in specs)
+    kmax = max(max(n, k) for s in plan.shapes for n, k in s.projections())
+    wmax = max(max(s.experts) * n * k for s in plan.shapes for n, k in s.projections())
+    bufs = (randn_big(rows_max * kmax, device, 83), randn_big(rows_max * kmax, device, 84), randn_big(wmax, device, 85))
+    for round_, layout, n, k, model, counts, kind in specs:
+        def one(layout=layout, n=n, k=k, model=model, counts=counts, kind=kind, round_=round_) -> dict:
+            st = _te_time_ns(te_grouped_call(layout, bufs, counts, n, k, device), len(counts), device)
+            return {"op": "grouped_gemm_te", "dtype": "bf16", "layout": layout, "scaling": "", "n": n, "k": k,
+                    "counts": counts, "streams": TE_STREAMS if device == "cuda" else 1, **st, "vector": kind,
+                    "model": model, "round": round_}
+        sec.attempt(f"te {layout} n={n} k={k} {kind} G={len(counts)} rows={sum(counts)}", budget, one)
+    return sec

@@ -37,7 +37,7 @@ from moesim.calibrate.framework_host import measure_host_megatron
 from moesim.calibrate.host_classes import measure_host_classes
 from moesim.calibrate.host_sync import measure_host_after_sync
 from moesim.calibrate.fp8 import measure_fp8_scaled
-from moesim.calibrate.grouped import measure_grouped_gemm_v, measure_grouped_gemm_v_more
+from moesim.calibrate.grouped import measure_grouped_gemm_te, measure_grouped_gemm_v, measure_grouped_gemm_v_more
 from moesim.calibrate.jsonio import dump_profile
 from moesim.calibrate.moe_kernels import measure_eager_kernels, measure_moe_kernels
 from moesim.calibrate.overlap import overlap_samples
@@ -62,6 +62,7 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     "grouped_gemm": (0.06, kernels.measure_grouped_gemm),
     "grouped_gemm_v": (0.09, measure_grouped_gemm_v),  # count-vector grouped GEMMs (calibrate/grouped.py)
     "grouped_gemm_v_more": (0.09, measure_grouped_gemm_v_more),  # the same, more expert shapes (by name)
+    "grouped_gemm_te": (0.09, measure_grouped_gemm_te),  # Transformer Engine's per-group streams (by name)
     "fp8_scaled": (0.05, measure_fp8_scaled),  # rowwise/blockwise fp8, fp8 grouped, quantize casts
     "moe_kernels": (0.1, measure_moe_kernels),  # router / permute / unpermute kernels, counts sync
     "eager_kernels": (0.03, measure_eager_kernels),  # moe_kernels' strided / broadcast variants and eager RoPE
@@ -72,8 +73,8 @@ SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
     # Megatron-Core's per-expert MLP call (needs megatron-core; asked for by name only)
     "host_megatron": (0.03, measure_host_megatron),
 }
-OPTIONAL_SECTIONS = ("host_megatron", "eager_kernels", "grouped_gemm_v_more")   # asked for by name only: a
-# framework; a subset of moe_kernels; more grouped shapes
+# asked for by name only: a framework; a subset of moe_kernels; more grouped shapes; TE's grouped GEMM
+OPTIONAL_SECTIONS = ("host_megatron", "eager_kernels", "grouped_gemm_v_more", "grouped_gemm_te")
 DIST_SECTIONS = ("collectives", "collectives_graph", "overlap")
 ALL_SECTIONS = ("launch", "kernel_region", *SINGLE_SECTIONS, *DIST_SECTIONS)
 DEFAULT_SECTIONS = tuple(s for s in ALL_SECTIONS if s not in OPTIONAL_SECTIONS)

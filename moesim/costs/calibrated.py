@@ -75,7 +75,8 @@ class CalibratedCostModel:
         self.fallback_ops: set[str] = set()
         self._cache: dict[ComputeOp, int] = {}
         self._build_gemm()
-        self._scaled, self._grouped_v = build_pricing(self)  # fp8 by scaling; count-vector grouped GEMMs
+        # fp8 by scaling; count-vector grouped GEMMs: one kernel, and Transformer Engine's per-group streams
+        self._scaled, self._grouped_v, self._grouped_te = build_pricing(self)
         self._build_attention()
         self._build_memory()
         self._build_host()
@@ -603,6 +604,8 @@ class CalibratedCostModel:
                "attention": source("attention"), "memory-bound": source("memory"),
                "collectives": source("collective"), "compute/comm overlap": source("overlap"),
                "eager host": source("host_op") if "host_op" in have else "per-kernel figure"}
+        if "grouped_gemm_te" in have:
+            out["grouped gemm (TE streams)"] = source("grouped_gemm_te")
         if self.fallback_ops:
             out["outside the profile"] = "; ".join(sorted(self.fallback_ops))
         return out

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -278,7 +278,7 @@ DEFAULT_SMS = 132  # H100 / H200 SXM, when the profile's device has no datasheet
 DATASHEET_GEMM_EFFICIENCY = 0.75  # dense rate assumed from the datasheet peak when no GEMM was measured
 
 
-Pricing = tuple[dict[str, GemmTable], "GroupedModel | None"]
+Pricing = tuple[dict[str, GemmTable], "GroupedModel | None", "GroupedModel | None"]
 _PRICING: dict[tuple[str, str], Pricing] = {}
 """build_pricing's result per profile file (source, sha256 of its bytes): every scenario builds its
 own cost model from the same file, and the grouped fit (least squares) is most of that build."""
@@ -294,8 +294,11 @@ def build_pricing(model: Any) -> Pricing:
         return _PRICING[key]
     scaled = scaled_gemm_grids(model.profile.select("gemm"))
     rows = model.profile.select("grouped_gemm_v")
+    te_rows = model.profile.select("grouped_gemm_te")
     sms = int(model.datasheet.sms) if model.datasheet else DEFAULT_SMS
-    pricing: Pricing = (scaled, GroupedModel(rows, _dense_rate(model, scaled), sms) if rows else None)
+    rate = _dense_rate(model, scaled)
+    pricing: Pricing = (scaled, GroupedModel(rows, rate, sms) if rows else None,
+                        GroupedModel(te_rows, rate, sms) if te_rows else None)
     if model.profile.sha256:
         _PRICING[key] = pricing
     return pricing
@@ -330,7 +333,10 @@ def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
 
 
 def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
-    """A grouped GEMM: the count-vector model where its (dtype, scaling, layout) was measured (an
+    """A grouped GEMM. Transformer Engine's (``op.impl == "te"``): the count-vector model of the
+    profile's ``grouped_gemm_te`` rows where its (dtype, scaling, layout) was measured (an unmeasured
+    (n, k) labelled as below), else priced as the one-kernel grouped GEMM and labelled
+    ``"GroupedGemm[te ...] (not measured: torch._grouped_mm stands in)"``. One kernel (``impl ""``): the count-vector model where its (dtype, scaling, layout) was measured (an
     (n, k) the grid lacks labelled ``"GroupedGemm[...] (NxK not measured: ...)"`` in
     ``model.fallback_ops``: a measured stand-in); else, for a backward layout whose forward was
     measured, that forward law at the same FLOPs (labelled ``"GroupedGemm[<dtype> <scaling> <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
@@ -338,6 +344,19 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     (roofline), labelled ``"GroupedGemm"`` and ``"GroupedGemm[<dtype> <scaling> <layout>]"``."""
     dtype = "bf16" if op.dtype == "fp16" else op.dtype
     scaling = op.scaling or _default_scaling(dtype)
+    if op.impl == "te":
+        te: GroupedModel | None = model._grouped_te
+        plain = replace(op, impl="", dtype=dtype)
+        if te is not None and te.covers(dtype, scaling, op.layout):
+            shape = te.measured_shape(dtype, scaling, op.layout, op.n, op.k)
+            if shape != (op.n, op.k):
+                model.fallback_ops.add(f"GroupedGemm[te {dtype} {scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} not "
+                                       "measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
+                                                                    if shape else "alone)"))
+            return te.time_ns(plain)
+        model.fallback_ops.add(f"GroupedGemm[te {dtype} {scaling or 'unscaled'} {op.layout}] (not measured: "
+                               "torch._grouped_mm stands in)")
+        return grouped_gemm_ns(model, plain)
     grouped: GroupedModel | None = model._grouped_v
     if grouped is not None and grouped.covers(dtype, scaling, op.layout):
         shape = grouped.measured_shape(dtype, scaling, op.layout, op.n, op.k)

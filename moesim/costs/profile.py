@@ -56,6 +56,9 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "grouped_gemm": {"dtype": tuple(DTYPE_BYTES), "groups": _INT, "m": _INT, "n": _INT, "k": _INT},
     "grouped_gemm_v": {"dtype": tuple(DTYPE_BYTES), "layout": GROUPED_LAYOUTS, "n": _INT, "k": _INT,
                        "counts": _COUNTS},  # one grouped kernel over a token-count vector
+    # Transformer Engine's grouped GEMM: one cuBLAS GEMM per group over 4 streams (calibrate/grouped.py)
+    "grouped_gemm_te": {"dtype": tuple(DTYPE_BYTES), "layout": GROUPED_LAYOUTS, "n": _INT, "k": _INT,
+                        "counts": _COUNTS},
     "swiglu_ffn": {"dtype": tuple(DTYPE_BYTES), "tokens": _INT, "hidden": _INT, "ffn": _INT},
     "attention": {"dtype": tuple(DTYPE_BYTES), "direction": ("fwd", "bwd"), "causal": _BOOL,
                   "batch": _INT, "heads": _INT, "seq": _INT, "head_dim": _INT},
@@ -77,6 +80,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
 OPTIONAL_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "gemm": {"layout": (GEMM_LAYOUTS, "fwd"), "scaling": (("", *FP8_SCALINGS), "")},  # "": bf16, or fp8 tensorwise
     "grouped_gemm_v": {"scaling": (("", *FP8_SCALINGS), "")},
+    "grouped_gemm_te": {"scaling": (("", *FP8_SCALINGS), "")},
     "collective": {"mode": (COLLECTIVE_MODES, "eager")},
     "memory": {"cache": (MEMORY_CACHES, "cold")},
     "sync": {"variant": (("idle", "queued"), "idle")},

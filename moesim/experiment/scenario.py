@@ -48,7 +48,10 @@ class MoEOptions:
     all of them; ``"loop"``: a kernel chain per expert after the counts' copy to the host;
     ``"padded"``: every expert padded to ``capacity_factor``'s capacity, tokens over it dropped),
     ``token_movement`` whose router and permute / unpermute kernels run (``"torchtitan"``,
-    ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`. ``framework_modules`` (Megatron's
+    ``"megatron"``, ``"fused"``): :mod:`moesim.workload.moe_exec`. ``grouped_gemm`` is how the
+    grouped experts' GEMMs are issued: ``"torch"`` (one ``torch._grouped_mm`` kernel over all local
+    experts) or ``"te"`` (Transformer Engine's, as Megatron-Core's ``TEGroupedMLP`` runs it on Hopper:
+    one cuBLAS GEMM per expert over 4 streams), each priced from its own measured rows. ``framework_modules`` (Megatron's
     token movements): the layer runs through Megatron-Core's modules: their Python beyond the
     kernels' calls costs an eager host time where the profile measured it (``host_op`` classes
     ``megatron_moe_layer``, ``megatron_expert_mlp``), the alltoall dispatcher regroups each GPU's
@@ -69,9 +72,15 @@ class MoEOptions:
     token_movement: str = "torchtitan"
     capacity_factor: float | None = None
     framework_modules: bool = True
+    grouped_gemm: str = "torch"
 
     def __post_init__(self) -> None:
         from moesim.moe.deepep import DISPATCHERS
+        from moesim.workload.moe_exec import GROUPED_GEMMS
+
+        if not isinstance(self.grouped_gemm, str) or self.grouped_gemm not in GROUPED_GEMMS:
+            raise ConfigError("moe.grouped_gemm", f"unknown grouped GEMM {self.grouped_gemm!r}",
+                              f"use one of: {', '.join(GROUPED_GEMMS)} (te: Transformer Engine's, Megatron-Core)")
 
         if not isinstance(self.dispatcher, str) or self.dispatcher not in DISPATCHERS:
             raise ConfigError("moe.dispatcher", f"unknown dispatcher {self.dispatcher!r}",

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from moesim.costs.regions import sequence
+from moesim.errors import ConfigError
 from moesim.lowering import host as host_mod
 from moesim.lowering.fp8_quantize import with_quantize
 from moesim.lowering.stage_costs import StageTable
 from moesim.lowering.pipeline import StageWork
-from moesim.ops import DTYPE_BYTES, MemoryOp
+from moesim.ops import DTYPE_BYTES, GroupedGemm, MemoryOp
 from moesim.workload import moe as moe_ops
 from moesim.workload import moe_exec
 from moesim.workload import token_movement as movement
@@ -71,7 +72,8 @@ def exec_kwargs(moe_options) -> dict:
             "token_movement": getattr(moe_options, "token_movement", "torchtitan"),
             "framework_modules": getattr(moe_options, "framework_modules", True),
             "dispatcher": getattr(moe_options, "dispatcher", "alltoall"),
-            "capacity_factor": getattr(moe_options, "capacity_factor", None)}
+            "capacity_factor": getattr(moe_options, "capacity_factor", None),
+            "grouped_gemm": getattr(moe_options, "grouped_gemm", "torch")}
 
 
 class MoEStageTable(StageTable):
@@ -83,7 +85,7 @@ class MoEStageTable(StageTable):
                  capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
                  fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None,
                  split_slots: tuple[int, int] = (0, 0), framework_modules: bool = True,
-                 dispatcher: str = "alltoall") -> None:
+                 dispatcher: str = "alltoall", grouped_gemm: str = "torch") -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
@@ -91,6 +93,10 @@ class MoEStageTable(StageTable):
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
         moe_exec.check_exec(experts, token_movement, capacity_factor)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
+        if grouped_gemm not in moe_exec.GROUPED_GEMMS:
+            raise ConfigError("moe.grouped_gemm", f"unknown grouped GEMM {grouped_gemm!r}",
+                              f"use one of: {', '.join(moe_exec.GROUPED_GEMMS)}")
+        self.grouped_gemm = grouped_gemm   # "te": the grouped GEMMs issued as Transformer Engine's (GroupedGemm.impl)
         # Megatron's modules around the kernels (host classes megatron_moe_layer / megatron_expert_mlp)
         self.framework_modules = moe_exec.framework_modules_run(framework_modules, token_movement)
         # Megatron's alltoall dispatcher regroups a GPU's received tokens by local expert and back
@@ -299,12 +305,25 @@ class MoEStageTable(StageTable):
         (:mod:`moesim.lowering.fp8_quantize`); an fp8 dispatch delivers the first forward
         projection's input already quantized (the source casts before sending); torchtitan's w3
         reads the input w1 quantized (each is its own task here, so by name)."""
+        task = self._issued_task(task)
         skip = self._skip(phase)
         ops = tuple(with_quantize(task.ops, DTYPE_BYTES[self.spec.dtype], skip))
         if len(ops) == len(task.ops):
             return task
         body = tuple(with_quantize(task.body, DTYPE_BYTES[self.spec.dtype], skip)) if task.body else ()
         return dataclasses.replace(task, ops=ops, body=body)
+
+    def _issued(self, ops) -> tuple:
+        """``ops`` with the grouped GEMMs issued as ``grouped_gemm`` says (``"te"``: Transformer
+        Engine's per-expert streams, priced from its own rows: :func:`moesim.costs.grouped.grouped_gemm_ns`)."""
+        if self.grouped_gemm != "te":
+            return tuple(ops)
+        return tuple(dataclasses.replace(op, impl="te") if isinstance(op, GroupedGemm) else op for op in ops)
+
+    def _issued_task(self, task: moe_exec.ExpertTask) -> moe_exec.ExpertTask:
+        if self.grouped_gemm != "te" or not any(isinstance(op, GroupedGemm) for op in task.ops):
+            return task
+        return dataclasses.replace(task, ops=self._issued(task.ops))
 
     def task_ns(self, task: moe_exec.ExpertTask) -> tuple[int, int]:
         """``(duration_ns, region_ns)`` of one expert task: its kernels back to back
@@ -353,8 +372,8 @@ class MoEStageTable(StageTable):
         act = DTYPE_BYTES[self.spec.dtype]
         before, after = self._sort_ops(phase, vec)
         return [(op,) for op in before] + [tuple(with_quantize((op,), act, skip))
-                for op in moe_exec.kernel_ops(self.expert_spec, rows, phase, self.token_movement, self.recompute_act,
-                                              self.framework_modules)] \
+                for op in self._issued(moe_exec.kernel_ops(self.expert_spec, rows, phase, self.token_movement,
+                                                           self.recompute_act, self.framework_modules))] \
             + [(op,) for op in after]
 
     def _skip(self, phase: str) -> frozenset:

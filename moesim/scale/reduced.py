@@ -209,7 +209,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     solver_key = (fabric, tuple(sorted(efficiency.items())))
     solver = cache.get("solvers", solver_key, lambda: PhaseSolver(group_topo, groups[0], efficiency, groups[1:]))
     pricing_key = (type(cost).__name__, cost.name, repr(profile_identity(cost)), spec, table.ep, table.experts,
-                   table.token_movement, table.capacity, table.region)
+                   table.token_movement, table.capacity, table.region, table.grouped_gemm)
     # Lanes: pipeline rank p on GPUs 0..tp-1 of node p (one TP group); mirrors on node pp + p.
     lane_topo = _topology(cache, scn.topology, 2 * plan.pp)
     ranks = tuple(p * per_node + t for p in range(plan.pp) for t in range(tp))

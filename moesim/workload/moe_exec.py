@@ -212,6 +212,11 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
     return [*again, dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
 
 
+# How grouped experts' GEMMs are issued (MoEOptions.grouped_gemm): one torch._grouped_mm kernel, or
+# Transformer Engine's per-expert cuBLAS GEMMs over 4 streams (GroupedGemm.impl "te")
+GROUPED_GEMMS = ("torch", "te")
+
+
 def _grouped_maker(spec, counts: tuple[int, ...]) -> GemmMaker:
     return lambda name, n, k, layout: GroupedGemm(counts, n, k, dtype=spec.linear_dtype, layout=layout, name=name)
 
