@@ -149,3 +149,9 @@ def test_expert_tensor_parallel_1_folds_ep_over_tp_and_dp() -> None:
         read_megatron_args(QWEN_ARGS.replace("--expert-model-parallel-size 4", "--expert-model-parallel-size 8"),
                            gpus=16)
     assert "--expert-tensor-parallel-size 1" in str(err.value)
+
+
+def test_grouped_gemm_with_transformer_engine_is_te_and_local_is_torch() -> None:
+    te = build_scenario(read_megatron_args(QWEN_ARGS, gpus=16).scenario)
+    local = build_scenario(read_megatron_args(QWEN_ARGS + " --transformer-impl local", gpus=16).scenario)
+    assert (te.moe.grouped_gemm, local.moe.grouped_gemm) == ("te", "torch")

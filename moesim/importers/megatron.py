@@ -79,7 +79,8 @@ MODELLED = {
     "add_bias_linear": "model.expert_linear_bias (MoE; other biases ride in GEMM epilogues)",
     "qk_layernorm": "model.qk_norm", "apply_rope_fusion": "model.rope_impl",
     "moe_token_dispatcher_type": "moe.dispatcher", "moe_enable_deepep": "moe.dispatcher",
-    "moe_flex_dispatcher_backend": "moe.dispatcher", "moe_grouped_gemm": "moe.experts",
+    "moe_flex_dispatcher_backend": "moe.dispatcher", "moe_grouped_gemm": "moe.experts, moe.grouped_gemm",
+    "transformer_impl": "moe.grouped_gemm (transformer_engine: te)",
     "moe_expert_capacity_factor": "moe.capacity_factor", "moe_pad_expert_input_to_capacity": "moe.experts",
     "moe_permute_fusion": "moe.token_movement, memory.moe_permute_fusion", "moe_router_fusion": "moe.token_movement",
     "moe_deepep_num_sms": "overlap.deepep_num_sms",
@@ -107,7 +108,7 @@ NO_COST_PREFIXES = (
     "position_embedding_type", "max_position_embeddings", "norm_epsilon", "moe_aux_loss_coeff", "moe_z_loss_coeff",
     "moe_router_load_balancing_type", "moe_router_bias_update_rate",
     "moe_router_topk_scaling_factor", "moe_router_dtype", "moe_token_drop_policy", "moe_input_jitter_eps",
-    "use_flash_attn", "attention_backend", "transformer_impl", "make_vocab_size_divisible_by", "dataloader",
+    "use_flash_attn", "attention_backend", "make_vocab_size_divisible_by", "dataloader",
     "use_mcore_models", "no_create_attention_mask", "manual_gc", "check_for_nan",
     "bias_gelu_fusion", "no_bias_dropout_fusion", "apply_layernorm_1p", "init_model_with_meta_device", "dist_ckpt",
     "auto_detect_ckpt_format", "use_dist_ckpt", "result_rejected", "no_persist_layer_norm", "empty_unused_memory",
@@ -425,6 +426,10 @@ def _moe(a: _Args, notes: list[str]) -> dict[str, Any]:
         out.update(experts="padded", capacity_factor=float(a.get("moe_expert_capacity_factor")))
     elif a.get("moe_expert_capacity_factor") is not None:
         notes.append("--moe-expert-capacity-factor without padding (token dropping): not modelled, no token is dropped")
+    if out["experts"] != "loop" and (a.get("transformer_impl") or "transformer_engine") == "transformer_engine":
+        out["grouped_gemm"] = "te"   # TEGroupedMLP: TE's grouped GEMM (per-expert cuBLAS over 4 streams on Hopper)
+        notes.append("--moe-grouped-gemm with Transformer Engine: moe.grouped_gemm='te' (priced from the profile's "
+                     "grouped_gemm_te rows; without them as torch._grouped_mm, said in the result)")
     return out
 
 
