@@ -37,7 +37,8 @@ PUBLISHED = Scenario(
     plan=ParallelPlan(tp=1, dp=16, pp=4, ep=8, micro_batch_size=1, num_microbatches=80),
     schedule="1f1b", engine="reduced", host="eager",
     memory=MemoryConfig(recompute="selective", recompute_modules=("layernorm", "moe_act"), zero_stage=1),
-    moe=MoEOptions(token_movement="fused"), overlap=OverlapOptions(overlap_grad_reduce=True, overlap_param_gather=True),
+    moe=MoEOptions(token_movement="fused", grouped_gemm="te"),
+    overlap=OverlapOptions(overlap_grad_reduce=True, overlap_param_gather=True),
     description=f"Megatron-Bridge 26.02 DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} tokens/s/GPU",
 )
 

@@ -58,7 +58,7 @@ PUBLISHED = Scenario(
     name="published", topology="dgx_h100", nodes=2, model=dataclasses.replace(MODEL, gemm_dtype="fp8"),
     plan=ParallelPlan(tp=1, dp=8, pp=2, vpp=12, ep=8, micro_batch_size=1, num_microbatches=128),
     schedule="interleaved", engine="reduced", host="eager", memory=MemoryConfig(zero_stage=1),
-    moe=MoEOptions(dispatcher="deepep", token_movement="fused"), overlap=OVERLAP,
+    moe=MoEOptions(dispatcher="deepep", token_movement="fused", grouped_gemm="te"), overlap=OVERLAP,
     description=f"Megatron-Bridge v0.3.0 recipe, DGX-H100 row: published {PUBLISHED_TOKENS_PER_S_PER_GPU} (26.02) "
                 f"and {PUBLISHED_PATCH_TOKENS_PER_S_PER_GPU} (26.02.01) tokens/s/GPU",
 )
@@ -70,10 +70,12 @@ EXPERIMENT = Experiment(
         PUBLISHED,
         dataclasses.replace(PUBLISHED, name="tokendrop-25.09",
                             plan=dataclasses.replace(PUBLISHED.plan, micro_batch_size=2, num_microbatches=32, vpp=24),
-                            moe=MoEOptions(token_movement="fused"), overlap=OverlapOptions(overlap_grad_reduce=True),
+                            moe=MoEOptions(token_movement="fused", grouped_gemm="te"),
+                            overlap=OverlapOptions(overlap_grad_reduce=True),
                             description=f"25.09 token-drop row (capacity 1.0, padded; balanced routing gives the "
                                         f"same shapes): published {PUBLISHED_TOKENDROP_TOKENS_PER_S_PER_GPU} tokens/s/GPU"),
-        dataclasses.replace(PUBLISHED, name="alltoall-no-overlap", moe=MoEOptions(token_movement="megatron"),
+        dataclasses.replace(PUBLISHED, name="alltoall-no-overlap",
+                            moe=MoEOptions(token_movement="megatron", grouped_gemm="te"),
                             overlap=OverlapOptions(overlap_grad_reduce=True),
                             description="what-if: alltoall dispatcher, Megatron's unfused token movement, "
                                         "no EP overlap (this file's scenario before 2026-12-06c)"),
