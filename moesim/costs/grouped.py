@@ -334,14 +334,17 @@ def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
 
 def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     """A grouped GEMM. Transformer Engine's (``op.impl == "te"``): the count-vector model of the
-    profile's ``grouped_gemm_te`` rows where its (dtype, scaling, layout) was measured (an unmeasured
-    (n, k) labelled as below), else priced as the one-kernel grouped GEMM and labelled
-    ``"GroupedGemm[te ...] (not measured: torch._grouped_mm stands in)"``. One kernel (``impl ""``): the count-vector model where its (dtype, scaling, layout) was measured (an
+    profile's ``grouped_gemm_te`` rows where its (dtype, scaling, layout) was measured (an
+    unmeasured (n, k) labelled as below), else priced as the one-kernel grouped GEMM and
+    labelled ``"GroupedGemm[te ...] (not measured: torch._grouped_mm stands in)"``. One kernel
+    (``impl ""``): the count-vector model where its (dtype, scaling, layout) was measured (an
     (n, k) the grid lacks labelled ``"GroupedGemm[...] (NxK not measured: ...)"`` in
     ``model.fallback_ops``: a measured stand-in); else, for a backward layout whose forward was
-    measured, that forward law at the same FLOPs (labelled ``"GroupedGemm[<dtype> <scaling> <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of the non-empty groups,
-    labelled ``"GroupedGemm (equal-groups grid)"`` in ``model.fallback_ops``; else the fallback
-    (roofline), labelled ``"GroupedGemm"`` and ``"GroupedGemm[<dtype> <scaling> <layout>]"``."""
+    measured, that forward law at the same FLOPs (labelled ``"GroupedGemm[<dtype> <scaling>
+    <layout>] (...)"``); else (bf16 fwd / dgrad) the older equal-groups grid at the mean rows of
+    the non-empty groups, labelled ``"GroupedGemm (equal-groups grid)"`` in
+    ``model.fallback_ops``; else the fallback (roofline), labelled ``"GroupedGemm"`` and
+    ``"GroupedGemm[<dtype> <scaling> <layout>]"``."""
     dtype = "bf16" if op.dtype == "fp16" else op.dtype
     scaling = op.scaling or _default_scaling(dtype)
     if op.impl == "te":

@@ -1,8 +1,9 @@
 """Lower one MoE exchange (dispatch, expert queues, combine) into engine tasks.
 
 For one EP group (``ep`` GPUs of one pipeline rank: consecutive DP replicas of one TP index, or
-whole TP groups with the folded layout, :func:`~moesim.workload.parallel.ep_group_members`) and one (layer, microbatch), given the routed token counts ``tokens[src, dst]`` (tokens that
-EP rank ``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
+whole TP groups with the folded layout, :func:`~moesim.workload.parallel.ep_group_members`) and
+one (layer, microbatch), given the routed token counts ``tokens[src, dst]`` (tokens that EP rank
+``src`` sends to GPU ``dst``) and each GPU's per-expert token counts:
 
 1. *dispatch*: GPU ``dst`` receives on its ``comm.ep`` stream (``comm.ep.bwd`` backward), one task whose flows come from
    every source with tokens for it; it starts once those sources have routed their tokens;

@@ -420,7 +420,8 @@ def _gradient_sync(sim, schedule, grid, table, opts, last_backward, done) -> int
     same experts, one per EP group (``dp / span`` of them at each TP index, ``span`` =
     ``opts.ep_dp_span`` or the table's ep; none when the DP group is one EP group). Without ZeRO
     that is an all-reduce and the optimizer updates every parameter; with ZeRO-1 (``opts.zero``) a
-    reduce-scatter, the optimizer on this GPU's shard (dense / dp, experts / (dp / span)) and an all-gather of the updated parameters over the same groups."""
+    reduce-scatter, the optimizer on this GPU's shard (dense / dp, experts / (dp / span)) and an
+    all-gather of the updated parameters over the same groups."""
     finished = _finished(done)
     ep = _ep_span(table, opts)
     edp = grid.dp // ep if ep > 1 and grid.dp % ep == 0 else grid.dp

@@ -85,7 +85,8 @@ def plan(
     model: Optional[str] = typer.Option(None, "--model", help="override the preset's model: a model preset name or a Hugging Face config.json (or its directory)"),
     max_tasks: int = typer.Option(120_000, "--max-tasks", help="largest simulation (engine tasks) before proxies"),
     breakdown: bool = typer.Option(False, "--breakdown", help="no search: break down one layout (the preset's, or "
-                                   "the one given with --tp/--pp/--dp/--ep/--ep-layout/--vpp/--mbs/--schedule/--placement)"),
+                                   "the one given with --tp/--pp/--dp/--ep/--ep-layout/--vpp/--mbs/--schedule/"
+                                   "--placement)"),
     tp: Optional[int] = typer.Option(None, "--tp"), pp: Optional[int] = typer.Option(None, "--pp"),
     dp: Optional[int] = typer.Option(None, "--dp"), ep: Optional[int] = typer.Option(None, "--ep"),
     vpp: Optional[int] = typer.Option(None, "--vpp"), mbs: Optional[int] = typer.Option(None, "--mbs"),

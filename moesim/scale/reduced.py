@@ -8,8 +8,8 @@ result's ``reductions``:
 1. **EP groups by symmetry.** The ``tp * dp`` GPUs of a pipeline rank form ``tp * dp / ep``
    expert-parallel groups (order 'tp-dp-pp': EP group k at TP index t holds DP ranks
    ``k ep .. (k+1) ep - 1`` of that index; folded, ``ep / tp`` consecutive DP ranks' whole TP
-   groups, :class:`~moesim.workload.parallel.ParallelPlan`). Every group sees the same routing sample (in moesim
-   the seed fixes expert popularity, a property of the model) and the same fabric (whole nodes of
+   groups, :class:`~moesim.workload.parallel.ParallelPlan`). Every group sees the same routing
+   sample (in moesim the seed fixes expert popularity, a property of the model) and the same fabric (whole nodes of
    a rail-optimised fabric, one NIC per GPU), so they run alike: one DP block is simulated. With
    TP the lane is one TP group (``tp`` GPUs of one node, its TP collectives on the real NVSwitch)
    and each of its GPUs runs its own EP group's phases; the phase solver loads the fabric with
