@@ -5,8 +5,8 @@ A :class:`~moesim.experiment.ParallelPlan` places GPU (tp, dp, pp) at rank
 replicas of one (tp, stage), or folded ``ep / tp`` consecutive replicas' whole TP groups. This
 module lists representative groups of each parallel dimension, which hosts they span and which
 link kinds their traffic crosses (from the topology's own routes), and spreads a group's per-GPU
-bytes over the link kinds on the routes to its peers. It is the one place the planner, the breakdown and the affinity report ask "which
-wire does this traffic use".
+bytes over the link kinds on the routes to its peers. It is the one place the planner, the
+breakdown and the affinity report ask "which wire does this traffic use".
 """
 from __future__ import annotations
 
