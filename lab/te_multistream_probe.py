@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
+
+from moesim.calibrate.grouped import _te_time_ns
 
 STREAMS = 4
 # (name, local experts, rows per expert, hidden K, expert width N per projection): fc1 is K -> 2F
@@ -35,17 +36,9 @@ SHAPES = [
 ]
 
 
-def _time(fn, reps: int = 12) -> float:
-    out = []
-    for _ in range(reps):
-        torch.cuda._sleep(2_000_000)   # ~1 ms of GPU spin: the host queues fn behind it
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        out.append(s.elapsed_time(e) * 1e3)
-    return statistics.median(out)
+def _time(fn, groups: int = 16) -> float:
+    """Median GPU time of ``fn`` in us, the host kept ahead (the calibrate section's timing)."""
+    return _te_time_ns(fn, groups, "cuda")["time_ns"] / 1e3
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -100,8 +93,8 @@ def main(argv: "list[str] | None" = None) -> int:
                 for _ in range(3):
                     fn()
             torch.cuda.synchronize()
-            us = {"grouped_mm": _time(grouped[direction]), "te_4_streams": _time(te_pattern),
-                  "one_stream": _time(serial)}
+            us = {"grouped_mm": _time(grouped[direction], experts), "te_4_streams": _time(te_pattern, experts),
+                  "one_stream": _time(serial, experts)}
             flops = 2.0 * t * k * n
             rows.append({"shape": name, "direction": direction, "experts": experts, "rows_per_expert": rows_per,
                          "k": k, "n": n, **{f"{key}_us": round(v, 2) for key, v in us.items()},
