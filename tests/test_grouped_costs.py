@@ -334,6 +334,7 @@ def test_te_grouped_gemm_is_priced_from_its_own_rows_and_labelled_where_absent()
 
 
 def test_te_section_runs_on_the_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     from moesim.calibrate.measure import run_calibration
 
     out = tmp_path / "te.json"
