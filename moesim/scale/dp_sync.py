@@ -26,10 +26,11 @@ def zero1_sync(scn: Any, table: MoEStageTable, cost: Any, link: LaneLink, grid: 
     """Data-parallel sync per lane, as a ``gradient_sync`` for :func:`lower_pipeline`. ZeRO-1 (the
     scenario's ``memory`` shards the optimizer: zero_stage >= 1 or a distributed optimizer): per
     model chunk after its last backward a reduce-scatter of its gradients (dense: hierarchical
-    over dp GPUs; experts: over the ``plan.expert_dp`` expert-data-parallel GPUs), then the optimizer on this
-    GPU's shard and the all-gather of the updated bf16 parameters; with ``--overlap-param-gather``
-    that all-gather is the previous step's, issued per model chunk at the start of the step on
-    ``comm.dp``, and the chunk's first forward waits for its own (as the full run lowers it).
+    over dp GPUs; experts: over the ``plan.expert_dp`` expert-data-parallel GPUs), then the
+    optimizer on this GPU's shard and the all-gather of the updated bf16 parameters; with
+    ``--overlap-param-gather`` that all-gather is the previous step's, issued per model chunk at
+    the start of the step on ``comm.dp``, and the chunk's first forward waits for its own (as the
+    full run lowers it).
     Without ZeRO: an all-reduce of the gradients (reduce-scatter + all-gather of the same bytes)
     and the optimizer on every parameter, as the full run does. With TP each GPU of the lane's TP
     group runs its own DP group's phases (the dp GPUs of its TP index: ``per_node / tp`` of them

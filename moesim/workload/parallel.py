@@ -27,8 +27,8 @@ class ParallelPlan:
       Megatron-Core places them when expert TP equals TP.
     * ``"folded"``: MoE parallel folding, Megatron-Core's ``--expert-tensor-parallel-size 1``: the
       stage's ``tp * dp`` GPUs numbered TP innermost (``dp_index * tp + tp_index``) and EP group
-      ``k`` is numbers ``k ep .. (k+1) ep - 1``, so it holds whole TP groups (``ep`` a multiple
-      of ``tp`` dividing ``tp * dp``). The GPUs holding the same experts (expert data
+      ``k`` holds numbers ``k ep .. (k+1) ep - 1``, so whole TP groups (``ep`` a multiple of
+      ``tp`` dividing ``tp * dp``). The GPUs holding the same experts (expert data
       parallelism) are then ``tp * dp / ep``, one per EP group.
 
     Either way each GPU routes its own ``micro_batch_size * seq_len / tp`` tokens (sequence
@@ -98,7 +98,8 @@ class ParallelPlan:
 
     @property
     def expert_dp(self) -> int:
-        """GPUs holding the same experts (one per EP group): ``dp / ep_dp_span``."""
+        """The expert-data-parallel group: the GPUs of one TP index holding the same experts, one per
+        EP group, whose expert gradients reduce together (``dp / ep_dp_span``)."""
         return self.dp // self.ep_dp_span
 
     @property
@@ -116,7 +117,8 @@ class ParallelPlan:
         return rank
 
 
-def ep_group_members(tp: int, dp: int, ep: int, layout: str = "strided") -> list[tuple[int, int, list[tuple[int, int]]]]:
+def ep_group_members(tp: int, dp: int, ep: int,
+                     layout: str = "strided") -> list[tuple[int, int, list[tuple[int, int]]]]:
     """Every EP group of one pipeline stage as ``(tp key, group index, members)``, members as
     ``(dp index, tp index)`` in EP-rank order (see :class:`ParallelPlan`). The tp key is the TP
     index of a strided group and 0 for a folded one (it spans every TP index); the group index
