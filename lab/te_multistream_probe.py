@@ -38,7 +38,7 @@ SHAPES = [
 
 def _time(fn, groups: int = 16) -> float:
     """Median GPU time of ``fn`` in us, the host kept ahead (the calibrate section's timing)."""
-    return _te_time_ns(fn, groups, "cuda")["time_ns"] / 1e3
+    return _te_time_ns(fn, groups)["time_ns"] / 1e3
 
 
 def main(argv: "list[str] | None" = None) -> int:

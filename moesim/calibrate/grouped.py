@@ -319,21 +319,14 @@ def te_grouped_call(layout: str, bufs: tuple[torch.Tensor, torch.Tensor, torch.T
     return run
 
 
-def _te_time_ns(fn: Callable[[], None], groups: int, device: str) -> dict:
-    """GPU time of one TE-pattern call: the host is kept ahead of the GPU by a queued spin, so the
-    per-group launches do not show (TE issues them from C++); median of ``TE_REPEATS``."""
+def _te_time_ns(fn: Callable[[], None], groups: int) -> dict:
+    """GPU time of one TE-pattern call on a GPU: the host is kept ahead of the GPU by a queued spin,
+    so the per-group launches do not show (TE issues them from C++; the section's Timer would
+    time the Python issue loop); median of ``TE_REPEATS``."""
     import statistics
-    import time
 
     for _ in range(2):
         fn()
-    if device != "cuda":
-        times = []
-        for _ in range(TE_REPEATS):
-            t0 = time.perf_counter_ns()
-            fn()
-            times.append(time.perf_counter_ns() - t0)
-        return {"time_ns": float(statistics.median(times)), "repeats": TE_REPEATS}
     torch.cuda.synchronize()
     times = []
     for _ in range(TE_REPEATS):
@@ -363,7 +356,8 @@ def measure_grouped_gemm_te(timer: Timer, grid: Grid, device: str, budget: Budge
     bufs = (randn_big(rows_max * kmax, device, 83), randn_big(rows_max * kmax, device, 84), randn_big(wmax, device, 85))
     for round_, layout, n, k, model, counts, kind in specs:
         def one(layout=layout, n=n, k=k, model=model, counts=counts, kind=kind, round_=round_) -> dict:
-            st = _te_time_ns(te_grouped_call(layout, bufs, counts, n, k, device), len(counts), device)
+            call = te_grouped_call(layout, bufs, counts, n, k, device)
+            st = _te_time_ns(call, len(counts)) if device == "cuda" else timer.time(call).fields()
             return {"op": "grouped_gemm_te", "dtype": "bf16", "layout": layout, "scaling": "", "n": n, "k": k,
                     "counts": counts, "streams": TE_STREAMS if device == "cuda" else 1, **st, "vector": kind,
                     "model": model, "round": round_}

@@ -76,11 +76,6 @@ class MoEOptions:
 
     def __post_init__(self) -> None:
         from moesim.moe.deepep import DISPATCHERS
-        from moesim.workload.moe_exec import GROUPED_GEMMS
-
-        if not isinstance(self.grouped_gemm, str) or self.grouped_gemm not in GROUPED_GEMMS:
-            raise ConfigError("moe.grouped_gemm", f"unknown grouped GEMM {self.grouped_gemm!r}",
-                              f"use one of: {', '.join(GROUPED_GEMMS)} (te: Transformer Engine's, Megatron-Core)")
 
         if not isinstance(self.dispatcher, str) or self.dispatcher not in DISPATCHERS:
             raise ConfigError("moe.dispatcher", f"unknown dispatcher {self.dispatcher!r}",
@@ -103,9 +98,10 @@ class MoEOptions:
         self._check_exec()
 
     def _check_exec(self) -> None:
-        """``experts``, ``token_movement`` and ``capacity_factor`` (text from ``--set`` read as a
-        number); padding needs the plain all-to-all, no replicas and one capacity factor (its
-        absence is refused when the scenario is built, so fields can be set one at a time)."""
+        """``experts``, ``token_movement``, ``grouped_gemm`` and ``capacity_factor`` (text from
+        ``--set`` read as a number); padding needs the plain all-to-all, no replicas and one
+        capacity factor (its absence is refused when the scenario is built, so fields can be set
+        one at a time)."""
         from moesim.workload.moe_exec import check_exec
 
         if isinstance(self.capacity_factor, str):
@@ -114,7 +110,8 @@ class MoEOptions:
             except ValueError:
                 raise ConfigError("moe.capacity_factor", f"cannot read {self.capacity_factor!r} as a number",
                                   "give e.g. 1.25") from None
-        check_exec(self.experts, self.token_movement, self.capacity_factor, need_capacity=False)
+        check_exec(self.experts, self.token_movement, self.capacity_factor, need_capacity=False,
+                   grouped_gemm=self.grouped_gemm)
         if self.experts != "padded":
             return
         if self.dispatcher != "alltoall" or self.num_redundant:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from moesim.costs.regions import sequence
-from moesim.errors import ConfigError
 from moesim.lowering import host as host_mod
 from moesim.lowering.fp8_quantize import with_quantize
 from moesim.lowering.stage_costs import StageTable
@@ -91,11 +90,8 @@ class MoEStageTable(StageTable):
                          recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
                          split_slots=split_slots)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
-        moe_exec.check_exec(experts, token_movement, capacity_factor)
+        moe_exec.check_exec(experts, token_movement, capacity_factor, grouped_gemm=grouped_gemm)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
-        if grouped_gemm not in moe_exec.GROUPED_GEMMS:
-            raise ConfigError("moe.grouped_gemm", f"unknown grouped GEMM {grouped_gemm!r}",
-                              f"use one of: {', '.join(moe_exec.GROUPED_GEMMS)}")
         self.grouped_gemm = grouped_gemm   # "te": the grouped GEMMs issued as Transformer Engine's (GroupedGemm.impl)
         # Megatron's modules around the kernels (host classes megatron_moe_layer / megatron_expert_mlp)
         self.framework_modules = moe_exec.framework_modules_run(framework_modules, token_movement)

@@ -14,7 +14,7 @@ import numpy as np
 
 from moesim.errors import ConfigError
 from moesim.lowering.moe_exchange import ExchangePlan
-from moesim.workload.parallel import ep_group_members
+from moesim.workload.parallel import ep_group
 
 # Replica slots beyond this many per expert are refused: the placement search grows with them (10^9 hung
 # the EPLB search), and no deployment replicates every expert eight times over.
@@ -131,8 +131,8 @@ def routing_from_options(scn, spec, table, topo, grid) -> CountsRouting:
         cfg = replace(cfg, tokens_per_rank=table.tokens_per_rank)
     if getattr(opts, "experts", "grouped") == "padded":   # padding drops tokens over capacity at the source
         cfg = replace(cfg, capacity_factor=opts.capacity_factor)
-    first_group = ep_group_members(plan.tp, plan.dp, ep, plan.ep_layout)[0][2]   # the groups route alike
-    host_of = [topo.host_of(grid.gpu(t, d, 0)) for d, t in first_group]
+    # the first EP group's hosts: every group routes alike
+    host_of = [topo.host_of(grid.gpu(t, d, 0)) for d, t in ep_group(plan.tp, ep, plan.ep_layout)]
     moe_layers = table.moe_layers   # the MTP modules' MoE layers included (numbered after the model's)
     first, span = moe_layers[0], moe_layers[-1] - moe_layers[0] + 1   # sample only the MoE layer range
 

@@ -39,6 +39,11 @@ PLACEMENT_CHOICES = ("contiguous", "load_balanced")
 MAX_PP = 32
 
 
+def ep_label(ep: int, layout: str) -> str:
+    """``EP<n>``, with `` folded`` for EP folded over TP x DP."""
+    return f"EP{ep}" + (" folded" if layout == "folded" else "")
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One point of the search: a plan, its schedule and the expert placement."""
@@ -51,7 +56,7 @@ class Candidate:
     @property
     def label(self) -> str:
         p = self.plan
-        parts = [f"TP{p.tp}", f"PP{p.pp}", f"DP{p.dp}", f"EP{p.ep}" + (" folded" if p.ep_layout == "folded" else "")]
+        parts = [f"TP{p.tp}", f"PP{p.pp}", f"DP{p.dp}", ep_label(p.ep, p.ep_layout)]
         if p.vpp > 1:
             parts.append(f"vpp{p.vpp}")
         parts += [f"mbs{p.micro_batch_size}", f"m{p.num_microbatches}", self.schedule]
@@ -163,8 +168,7 @@ def enumerate_candidates(preset: ScenarioPreset, orders: tuple[str, ...] | None 
     for shape in _shapes(preset, world, per_host, mbs_choices, rejected):
         tp, pp, dp, ep, layout, mbs, m = shape
         for sched, vpp in _schedules(pp, preset.schedule):
-            label = f"TP{tp} PP{pp} DP{dp} EP{ep}{' folded' if layout == 'folded' else ''} mbs{mbs} {sched}" \
-                + (f" vpp{vpp}" if vpp > 1 else "")
+            label = f"TP{tp} PP{pp} DP{dp} {ep_label(ep, layout)} mbs{mbs} {sched}" + (f" vpp{vpp}" if vpp > 1 else "")
             problem = stage_problem(spec.num_layers, stages_of(sched, pp, vpp), preset.uneven_layers)
             if problem:
                 rejected.append(Rejection(label, "plan.pp", problem))
@@ -269,8 +273,7 @@ def _shapes(preset: ScenarioPreset, world: int, per_host: int, mbs_choices: tupl
                     layouts += [(tp * k, "folded") for k in divisors(dp)]
                 for ep, layout in layouts:
                     if moe and spec.num_experts % ep:
-                        rejected.append(Rejection(f"TP{tp} PP{pp} DP{dp} EP{ep}" + (" folded" if layout == "folded"
-                                                                                     else ""), "plan.ep",
+                        rejected.append(Rejection(f"TP{tp} PP{pp} DP{dp} {ep_label(ep, layout)}", "plan.ep",
                                                   f"ep={ep} does not divide the {spec.num_experts} experts"))
                         continue
                     yield tp, pp, dp, ep, layout, mbs, m

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 from moesim.experiment.scenario import ParallelPlan
 from moesim.lowering.pipeline import Grid
 from moesim.topology.model import Topology
+from moesim.workload.parallel import ep_group as members_of
 
 # Slowest first: the tier a transfer is named after is the first of these its route crosses.
 TIER_ORDER = ("ethernet", "ib", "pcie", "c2c", "nvlink", "nvswitch")
@@ -32,13 +33,10 @@ def grid_of(plan: ParallelPlan) -> Grid:
 
 
 def ep_group(grid: Grid, ep: int, tp: int = 0, pp: int = 0, index: int = 0, layout: str = "strided") -> list[int]:
-    """Ranks of EP group ``index`` at stage ``pp``: strided, DP replicas ``index*ep .. +ep`` at TP
-    index ``tp``; folded (``ParallelPlan.ep_layout``), the whole TP groups of DP replicas
-    ``index*ep/tp .. +ep/tp`` in EP-rank order (``tp`` unused)."""
-    if layout == "folded" and ep > 1:
-        span = ep // grid.tp
-        return [grid.gpu(t, d, pp) for d in range(index * span, (index + 1) * span) for t in range(grid.tp)]
-    return [grid.gpu(tp, d, pp) for d in range(index * ep, (index + 1) * ep)]
+    """Ranks of EP group ``index`` at stage ``pp`` (:func:`moesim.workload.parallel.ep_group`):
+    strided, DP replicas ``index*ep .. +ep`` at TP index ``tp``; folded, the whole TP groups of DP
+    replicas ``index*ep/tp .. +ep/tp`` in EP-rank order (``tp`` unused)."""
+    return [grid.gpu(t, d, pp) for d, t in members_of(grid.tp, ep, layout, tp, index)]
 
 
 def plan_ep_group(plan: ParallelPlan) -> list[int]:

@@ -46,11 +46,20 @@ TITAN_BODY_CLASS = "expert_loop_body"          # host_op class: one torchtitan p
 COUNT_BYTES = 4  # one int32 count per local expert copied to the host (``tokens_per_expert.tolist()``)
 
 
+# How grouped experts' GEMMs are issued (MoEOptions.grouped_gemm): one torch._grouped_mm kernel, or
+# Transformer Engine's per-expert cuBLAS GEMMs over 4 streams (GroupedGemm.impl "te")
+GROUPED_GEMMS = ("torch", "te")
+
+
 def check_exec(experts: str, token_movement: str, capacity_factor: "float | None", *,
-               need_capacity: bool = True) -> None:
-    """ConfigError (naming the ``moe.`` field and the valid values) unless the three agree.
-    ``need_capacity=False`` lets ``"padded"`` wait for its capacity factor (a scenario set field
-    by field, ``--set moe.experts=padded --set moe.capacity_factor=1.25``); the build needs it."""
+               need_capacity: bool = True, grouped_gemm: str = "torch") -> None:
+    """ConfigError (naming the ``moe.`` field and the valid values) unless the three agree and
+    ``grouped_gemm`` is one of :data:`GROUPED_GEMMS`. ``need_capacity=False`` lets ``"padded"``
+    wait for its capacity factor (a scenario set field by field, ``--set moe.experts=padded --set
+    moe.capacity_factor=1.25``); the build needs it."""
+    if not isinstance(grouped_gemm, str) or grouped_gemm not in GROUPED_GEMMS:
+        raise ConfigError("moe.grouped_gemm", f"unknown grouped GEMM {grouped_gemm!r}",
+                          f"use one of: {', '.join(GROUPED_GEMMS)} (te: Transformer Engine's, Megatron-Core)")
     if not isinstance(experts, str) or experts not in EXPERT_MODES:
         raise ConfigError("moe.experts", f"unknown expert mode {experts!r}", f"use one of: {', '.join(EXPERT_MODES)}")
     check_movement(token_movement)
@@ -210,11 +219,6 @@ def _chain(spec, rows: int, token_movement: str, phase: str, gemm: GemmMaker,
                 _mem("copy", 4 * e * rows * f, "expert.glu_cat.bwd"), dg[1]]
     act_bytes = (5 if act == "swiglu" else 3) * e * rows * f
     return [*again, dg[0], _mem("elementwise", act_bytes, f"expert.{act}.bwd"), dg[1]]
-
-
-# How grouped experts' GEMMs are issued (MoEOptions.grouped_gemm): one torch._grouped_mm kernel, or
-# Transformer Engine's per-expert cuBLAS GEMMs over 4 streams (GroupedGemm.impl "te")
-GROUPED_GEMMS = ("torch", "te")
 
 
 def _grouped_maker(spec, counts: tuple[int, ...]) -> GemmMaker:

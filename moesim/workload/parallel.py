@@ -94,7 +94,7 @@ class ParallelPlan:
     def ep_dp_span(self) -> int:
         """DP indices one EP group spans (at every TP index it covers): ``ep`` strided,
         ``ep / tp`` folded."""
-        return self.ep // self.tp if self.ep_layout == "folded" and self.ep > 1 else self.ep
+        return ep_dp_span(self.tp, self.ep, self.ep_layout)
 
     @property
     def expert_dp(self) -> int:
@@ -117,14 +117,26 @@ class ParallelPlan:
         return rank
 
 
+def ep_dp_span(tp: int, ep: int, layout: str = "strided") -> int:
+    """DP indices one EP group spans: ``ep`` strided, ``ep / tp`` folded (``ep`` 1: nothing to fold)."""
+    return ep // tp if layout == "folded" and ep > 1 else ep
+
+
+def ep_group(tp: int, ep: int, layout: str = "strided", tp_index: int = 0, index: int = 0) -> list[tuple[int, int]]:
+    """EP group ``index`` of one pipeline stage as ``(dp index, tp index)`` members in EP-rank
+    order (see :class:`ParallelPlan`): strided, the group at TP index ``tp_index``; folded, whole
+    TP groups (``tp_index`` unused)."""
+    span = ep_dp_span(tp, ep, layout)
+    dps = range(index * span, (index + 1) * span)
+    if layout == "folded" and ep > 1:
+        return [(d, t) for d in dps for t in range(tp)]
+    return [(d, tp_index) for d in dps]
+
+
 def ep_group_members(tp: int, dp: int, ep: int,
                      layout: str = "strided") -> list[tuple[int, int, list[tuple[int, int]]]]:
-    """Every EP group of one pipeline stage as ``(tp key, group index, members)``, members as
-    ``(dp index, tp index)`` in EP-rank order (see :class:`ParallelPlan`). The tp key is the TP
-    index of a strided group and 0 for a folded one (it spans every TP index); the group index
-    counts groups of that key."""
-    if layout == "folded" and ep > 1:
-        span = ep // tp
-        return [(0, k, [(d, t) for d in range(k * span, (k + 1) * span) for t in range(tp)])
-                for k in range(dp // span)]
-    return [(t, k, [(d, t) for d in range(k * ep, (k + 1) * ep)]) for t in range(tp) for k in range(dp // ep)]
+    """Every EP group of one pipeline stage as ``(tp key, group index, members)``
+    (:func:`ep_group`). The tp key is the TP index of a strided group and 0 for a folded one (it
+    spans every TP index); the group index counts groups of that key."""
+    keys = [0] if layout == "folded" and ep > 1 else range(tp)
+    return [(t, k, ep_group(tp, ep, layout, t, k)) for t in keys for k in range(dp // ep_dp_span(tp, ep, layout))]
