@@ -58,6 +58,7 @@ from moesim.scale.lanes import LaneExchangeLowering, LaneLink
 from moesim.scale.phase import PhaseSolver
 from moesim.topology.loader import load_topology
 from moesim.workload.moe import MoESpec
+from moesim.workload.parallel import ep_group_members
 
 if TYPE_CHECKING:  # the Scenario type lives in moesim.experiment, above this layer
     from moesim.experiment.scenario import Scenario
@@ -154,15 +155,15 @@ def reducible(scn: Scenario) -> str | None:
 def _block(plan) -> int:
     """GPUs of the EP groups that share nodes: the tp strided groups of a DP block (``ep * tp``),
     or one folded group (``ep``, whole TP groups)."""
-    return plan.ep if plan.ep_layout == "folded" else plan.ep * plan.tp
+    return plan.tp * plan.ep_dp_span
 
 
 def _groups(plan) -> list[list[int]]:
-    """The EP groups on the group fabric (:func:`_block` GPUs, TP innermost): strided, group t
-    holds GPUs t, t + tp, t + 2 tp, ...; folded, one group of all of them."""
-    if plan.ep_layout == "folded":
-        return [list(range(plan.ep))]
-    return [[d * plan.tp + t for d in range(plan.ep)] for t in range(plan.tp)]
+    """The EP groups on the group fabric (:func:`_block` GPUs numbered TP innermost,
+    ``dp * tp + t``): strided, group t holds GPUs t, t + tp, t + 2 tp, ...; folded, one group of
+    all of them (:func:`moesim.workload.parallel.ep_group_members` over one DP block)."""
+    return [[d * plan.tp + t for d, t in members]
+            for _t, _k, members in ep_group_members(plan.tp, plan.ep_dp_span, plan.ep, plan.ep_layout)]
 
 
 def _nodes(gpus: int, per_node: int) -> int:
