@@ -342,8 +342,32 @@ def test_te_section_runs_on_the_cpu(tmp_path: Path) -> None:
     rows = [s for s in json.loads(out.read_text())["samples"] if s["op"] == "grouped_gemm_te"]
     assert rows and {r["layout"] for r in rows} == {"fwd", "dgrad", "wgrad"}
     assert all(r["time_ns"] > 0 and sum(r["counts"]) > 0 and r["streams"] == 1 for r in rows)
-    model = model_of(dense_rows() + [{**r, "op": "grouped_gemm_v"} for r in rows] + rows)
+    bf16 = [r for r in rows if r["dtype"] == "bf16"]
+    fp8 = [r for r in rows if r["dtype"] == "fp8"]
+    assert bf16 and fp8 and {r["layout"] for r in fp8} == {"fwd", "dgrad", "wgrad"}
+    assert all(r["scaling"] == "tensorwise" and all(c % 16 == 0 for c in r["counts"]) for r in fp8)
+    model = model_of(dense_rows() + [{**r, "op": "grouped_gemm_v"} for r in bf16] + rows)
     assert model._grouped_te is not None and model._grouped_te.covers("bf16", "", "wgrad")
+    assert model._grouped_te.covers("fp8", "tensorwise", "wgrad")
+
+
+def test_te_fp8_grouped_gemm_is_priced_per_tensor_scaled() -> None:
+    """TE's fp8 grouped GEMM (scaling unset) is priced from the ``tensorwise`` TE rows; without
+    them the rowwise one-kernel kernel stands in, said in the result."""
+    fp8_dense = [{**r, "dtype": "fp8", "time_ns": r["time_ns"] / 2} for r in dense_rows()]
+    te_fp8 = [{**r, "dtype": "fp8", "scaling": "tensorwise", "time_ns": r["time_ns"] * 0.8}
+              for r in te_rows(seed=2, count=60, factor=1.0)]
+    model = model_of(dense_rows() + fp8_dense + grouped_rows(seed=1, count=60, noise=0.0) + te_fp8)
+    counts = (256,) * 16
+    t = model.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "fwd", impl="te"))
+    assert t == model.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "fwd", "tensorwise", impl="te"))
+    near = [r for r in te_fp8 if r["layout"] == "fwd" and (r["n"], r["k"]) == (768, 2048)]
+    r = min(near, key=lambda r: abs(sum(r["counts"]) - sum(counts)))
+    assert model.compute_ns(GroupedGemm(tuple(r["counts"]), 768, 2048, "fp8", "fwd", impl="te")) == \
+        pytest.approx(r["time_ns"], rel=0.1)
+    assert not any("te fp8" in f for f in model.fallback_ops)
+    model.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "fwd", "rowwise", impl="te"))
+    assert any("GroupedGemm[te fp8 rowwise fwd] (not measured" in f for f in model.fallback_ops)
 
 
 def test_moe_grouped_gemm_te_issues_every_grouped_kernel_as_te() -> None:

@@ -19,23 +19,14 @@ import numpy as np
 import torch
 
 from moesim.calibrate.grids import Grid
-from moesim.calibrate.grouped import (ALIGN_ROWS, CHUNK, aligned_counts, count_vector, group_offsets, plan_for,
-                                      randn_big)
+from moesim.calibrate.grouped import (ALIGN_ROWS, aligned_counts, count_vector, fp8_big, group_offsets,
+                                      plan_for)
 from moesim.calibrate.kernels import randn
 from moesim.calibrate.section import Section, error_line
 from moesim.calibrate.timing import Budget, Timer
 
 FP8_MAX = 448.0  # largest e4m3fn value
 BLOCK = 128  # blockwise fp8 scale block edge
-
-
-def _fp8(numel: int, device: str, seed: int) -> torch.Tensor:
-    out = torch.empty(numel, device=device, dtype=torch.float8_e4m3fn)
-    src = randn_big(min(numel, CHUNK), device, seed)
-    for start in range(0, numel, CHUNK):  # chunk by chunk: no bf16 copy of the whole buffer
-        part = out[start:start + CHUNK]
-        part.copy_(src[: part.numel()])
-    return out
 
 
 def scaled_mm_call(scaling: str, a: torch.Tensor, w: torch.Tensor, layout: int = 0) -> Callable[[], torch.Tensor]:
@@ -71,7 +62,7 @@ def scaled_mm_call(scaling: str, a: torch.Tensor, w: torch.Tensor, layout: int =
 
 def _probe_blockwise(device: str) -> tuple[int | None, str]:
     """The first blockwise scale layout this torch and GPU run (None and the error if none)."""
-    a, w = _fp8(256 * 256, device, 90).view(256, 256), _fp8(256 * 256, device, 91).view(256, 256)
+    a, w = fp8_big(256 * 256, device, 90).view(256, 256), fp8_big(256 * 256, device, 91).view(256, 256)
     errs = []
     for layout in (0, 1, 2):
         try:
@@ -96,7 +87,7 @@ def measure_fp8_scaled(timer: Timer, grid: Grid, device: str, budget: Budget) ->
 
 def _fp8_gemms(sec: Section, timer: Timer, grid: Grid, device: str, budget: Budget) -> None:
     ms, nks = (grid.fp8_m, grid.fp8_nk) if device == "cuda" else ((16, 32), (128, 256))
-    a_buf, w_buf = _fp8(max(ms) * max(nks), device, 92), _fp8(max(nks) ** 2, device, 93)
+    a_buf, w_buf = fp8_big(max(ms) * max(nks), device, 92), fp8_big(max(nks) ** 2, device, 93)
     scalings = ["rowwise"]
     block_layout, err = _probe_blockwise(device)
     if block_layout is None:
@@ -147,7 +138,7 @@ _WGRAD_SCALES = (lambda k, n, g, ones: (ones(k * g), ones(n * g)),
 
 def _probe_fp8_grouped(layout: str, device: str) -> tuple["int | None", str]:
     """(wgrad scale-shape choice, or 0; None where the layout does not run here, with the error)."""
-    bufs = (_fp8(32 * 128, device, 97), _fp8(32 * 128, device, 96), _fp8(2 * 128 * 128, device, 98))
+    bufs = (fp8_big(32 * 128, device, 97), fp8_big(32 * 128, device, 96), fp8_big(2 * 128 * 128, device, 98))
     err = ""
     for choice in range(len(_WGRAD_SCALES) if layout == "wgrad" else 1):
         try:
@@ -176,8 +167,8 @@ def _fp8_grouped(sec: Section, timer: Timer, device: str, budget: Budget) -> Non
     avgs = plan.avg_tokens[1:3]
     kmax = max(max(nk) for nk in plan.fp8_shapes)
     rows_max = max(plan.fp8_experts) * (max(avgs) + ALIGN_ROWS)
-    bufs = (_fp8(rows_max * kmax, device, 94), _fp8(rows_max * kmax, device, 96),
-            _fp8(max(plan.fp8_experts) * max(n * k for n, k in plan.fp8_shapes), device, 95))
+    bufs = (fp8_big(rows_max * kmax, device, 94), fp8_big(rows_max * kmax, device, 96),
+            fp8_big(max(plan.fp8_experts) * max(n * k for n, k in plan.fp8_shapes), device, 95))
     kinds = ("uniform", "zipf1.2")
     for (n, k), experts, avg, kind in itertools.product(plan.fp8_shapes, plan.fp8_experts, avgs, kinds):
         counts = aligned_counts(count_vector(kind, experts, experts * avg, rng))

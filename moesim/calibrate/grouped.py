@@ -123,6 +123,17 @@ def randn_big(numel: int, device: str, seed: int) -> torch.Tensor:
     return out
 
 
+def fp8_big(numel: int, device: str, seed: int) -> torch.Tensor:
+    """An e4m3 buffer of :func:`randn_big`'s normals cast chunk by chunk (no bf16 copy of the
+    whole buffer)."""
+    out = torch.empty(numel, device=device, dtype=torch.float8_e4m3fn)
+    src = randn_big(min(numel, CHUNK), device, seed)
+    for start in range(0, numel, CHUNK):
+        part = out[start:start + CHUNK]
+        part.copy_(src[: part.numel()])
+    return out
+
+
 def plan_for(device: str) -> GroupedPlan:
     return GPU_PLAN if device == "cuda" else CPU_PLAN
 
@@ -283,25 +294,46 @@ def te_grouped_call(layout: str, bufs: tuple[torch.Tensor, torch.Tensor, torch.T
                     n: int, k: int, device: str) -> Callable[[], None]:
     """Transformer Engine's grouped GEMM on Hopper as ``nvte_multi_tensor_gemm`` takes its default
     cuBLAS path (``multi_stream_cublas_gemm``): the caller's stream records an event, ``TE_STREAMS``
-    streams wait for it, group ``i``'s GEMM (``torch.mm``, cuBLAS) runs on stream ``i % TE_STREAMS``
-    and the caller's stream waits for all of them; one stream on a CPU."""
+    streams wait for it, group ``i``'s GEMM runs on stream ``i % TE_STREAMS`` and the caller's
+    stream waits for all of them; one stream on a CPU. bf16 buffers: ``torch.mm`` per group;
+    fp8 (e4m3) buffers: ``torch._scaled_mm`` per group with one fp32 scale per operand (TE's
+    current / delayed scaling), both operands K-major as Hopper's FP8 GEMM takes them (the
+    transposed fp8 copies TE's quantize writes: ``w^T`` for dgrad, ``x^T`` and ``dy^T`` per group
+    for wgrad), so every group's rows must be a multiple of 16 (:func:`aligned_counts`)."""
     a_buf, b_buf, w_buf = bufs
     rows, groups = sum(counts), len(counts)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    x = a_buf[: rows * k].view(rows, k)
-    if layout == "fwd":
-        w = w_buf[: groups * n * k].view(groups, n, k)
-        calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]], w[i].t())) for i in range(groups)]
-    elif layout == "dgrad":
-        w = w_buf[: groups * k * n].view(groups, k, n)
-        calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]], w[i])) for i in range(groups)]
+    live = [i for i in range(groups) if counts[i] > 0]
+    if a_buf.dtype == torch.float8_e4m3fn:
+        one = torch.ones((), device=a_buf.device, dtype=torch.float32)
+
+        def mm(a: torch.Tensor, b_nk: torch.Tensor) -> Callable[[], torch.Tensor]:   # a[m, K] @ b_nk[n, K]^T
+            return lambda: torch._scaled_mm(a, b_nk.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+                                            use_fast_accum=True)
+        if layout == "fwd":
+            x, w = a_buf[: rows * k].view(rows, k), w_buf[: groups * n * k].view(groups, n, k)
+            calls = [mm(x[starts[i]:starts[i + 1]], w[i]) for i in live]
+        elif layout == "dgrad":   # dy[rows, k] @ w[k, n]: the K-major copy w^T[n, k]
+            x, wt = a_buf[: rows * k].view(rows, k), w_buf[: groups * n * k].view(groups, n, k)
+            calls = [mm(x[starts[i]:starts[i + 1]], wt[i]) for i in live]
+        else:                     # dW[k, n] = x^T dy: x^T[k, c] and dy^T[n, c], per group contiguous
+            calls = [mm(a_buf[starts[i] * k: starts[i + 1] * k].view(k, counts[i]),
+                        b_buf[starts[i] * n: starts[i + 1] * n].view(n, counts[i])) for i in live]
     else:
-        dy = b_buf[: rows * n].view(rows, n)
-        calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]].t(), dy[starts[i]:starts[i + 1]]))
-                 for i in range(groups)]
+        x = a_buf[: rows * k].view(rows, k)
+        if layout == "fwd":
+            w = w_buf[: groups * n * k].view(groups, n, k)
+            calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]], w[i].t())) for i in range(groups)]
+        elif layout == "dgrad":
+            w = w_buf[: groups * k * n].view(groups, k, n)
+            calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]], w[i])) for i in range(groups)]
+        else:
+            dy = b_buf[: rows * n].view(rows, n)
+            calls = [(lambda i=i: torch.mm(x[starts[i]:starts[i + 1]].t(), dy[starts[i]:starts[i + 1]]))
+                     for i in range(groups)]
     if device != "cuda":
         return lambda: [c() for c in calls] and None
-    streams = [torch.cuda.Stream() for _ in range(min(TE_STREAMS, groups))]
+    streams = [torch.cuda.Stream() for _ in range(max(1, min(TE_STREAMS, len(calls))))]
 
     def run() -> None:
         main = torch.cuda.current_stream()
@@ -344,22 +376,48 @@ def _te_time_ns(fn: Callable[[], None], groups: int) -> dict:
 
 def measure_grouped_gemm_te(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
     """Transformer Engine's grouped GEMM (:func:`te_grouped_call`) over :data:`TE_PLAN`'s count
-    vectors (the CPU smoke plan on a CPU), bf16, the three layouts; rows
-    ``{"op": "grouped_gemm_te", "dtype", "layout", "scaling": "", "n", "k", "counts", "time_ns", ...}``
-    priced by :mod:`moesim.costs.grouped` for ``GroupedGemm(impl="te")``."""
+    vectors (the CPU smoke plan on a CPU), the three layouts, bf16 and, for the first two rounds'
+    vectors (each right after its bf16 row, so that a budget cut keeps both alike), fp8 with
+    per-tensor scales (TE's current scaling), counts rounded up to 16; rows
+    ``{"op": "grouped_gemm_te", "dtype", "layout", "scaling": "" | "tensorwise", "n", "k", "counts",
+    "time_ns", ...}`` priced by :mod:`moesim.costs.grouped` for ``GroupedGemm(impl="te")``."""
     sec = Section("grouped_gemm_te")
     plan = TE_PLAN if device == "cuda" else CPU_PLAN
     specs = list(grouped_specs(plan))
-    rows_max = max(sum(s[5]) for s in specs)
+    rows_max = max(sum(s[5]) + ALIGN_ROWS * len(s[5]) for s in specs)
     kmax = max(max(n, k) for s in plan.shapes for n, k in s.projections())
     wmax = max(max(s.experts) * n * k for s in plan.shapes for n, k in s.projections())
-    bufs = (randn_big(rows_max * kmax, device, 83), randn_big(rows_max * kmax, device, 84), randn_big(wmax, device, 85))
+    bufs = {"bf16": (randn_big(rows_max * kmax, device, 83), randn_big(rows_max * kmax, device, 84),
+                     randn_big(wmax, device, 85))}
+    fp8_ok, why = _fp8_te_runs(device)
+    if fp8_ok:
+        bufs["fp8"] = (fp8_big(rows_max * kmax, device, 86), fp8_big(rows_max * kmax, device, 87),
+                       fp8_big(wmax, device, 88))
+    else:
+        sec.errors.append(f"grouped_gemm_te: no fp8 rows: {why}")
     for round_, layout, n, k, model, counts, kind in specs:
-        def one(layout=layout, n=n, k=k, model=model, counts=counts, kind=kind, round_=round_) -> dict:
-            call = te_grouped_call(layout, bufs, counts, n, k, device)
-            st = _te_time_ns(call, len(counts)) if device == "cuda" else timer.time(call).fields()
-            return {"op": "grouped_gemm_te", "dtype": "bf16", "layout": layout, "scaling": "", "n": n, "k": k,
-                    "counts": counts, "streams": TE_STREAMS if device == "cuda" else 1, **st, "vector": kind,
-                    "model": model, "round": round_}
-        sec.attempt(f"te {layout} n={n} k={k} {kind} G={len(counts)} rows={sum(counts)}", budget, one)
+        for dtype in ("bf16", "fp8") if fp8_ok and round_ <= 1 else ("bf16",):
+            def one(layout=layout, n=n, k=k, model=model, counts=counts, kind=kind, round_=round_, dtype=dtype) -> dict:
+                cs = aligned_counts(counts) if dtype == "fp8" else counts
+                call = te_grouped_call(layout, bufs[dtype], cs, n, k, device)
+                st = _te_time_ns(call, len(cs)) if device == "cuda" else timer.time(call).fields()
+                return {"op": "grouped_gemm_te", "dtype": dtype, "layout": layout,
+                        "scaling": "tensorwise" if dtype == "fp8" else "", "n": n, "k": k, "counts": cs,
+                        **({"aligned": ALIGN_ROWS} if dtype == "fp8" else {}),
+                        "streams": TE_STREAMS if device == "cuda" else 1, **st, "vector": kind,
+                        "model": model, "round": round_}
+            sec.attempt(f"te {dtype} {layout} n={n} k={k} {kind} G={len(counts)} rows={sum(counts)}", budget, one)
     return sec
+
+
+def _fp8_te_runs(device: str) -> tuple[bool, str]:
+    """Whether one tiny per-tensor-scaled ``torch._scaled_mm`` runs here (and why not)."""
+    if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+        return False, f"torch {torch.__version__} has no float8_e4m3fn / _scaled_mm"
+    try:
+        bufs = (fp8_big(32 * 32, device, 1), fp8_big(32 * 32, device, 2), fp8_big(32 * 32, device, 3))
+        te_grouped_call("wgrad", bufs, [16, 16], 32, 16, device)()
+        te_grouped_call("fwd", bufs, [16, 16], 32, 16, device)()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        return False, f"torch._scaled_mm does not run on {device} with torch {torch.__version__}: {str(exc)[:160]}"
+    return True, ""

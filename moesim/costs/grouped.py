@@ -334,7 +334,8 @@ def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:
 
 def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     """A grouped GEMM. Transformer Engine's (``op.impl == "te"``): the count-vector model of the
-    profile's ``grouped_gemm_te`` rows where its (dtype, scaling, layout) was measured (an
+    profile's ``grouped_gemm_te`` rows where its (dtype, scaling, layout) was measured (fp8 without
+    a scaling: per-tensor scales, ``"tensorwise"``, as TE's current and delayed scaling run; an
     unmeasured (n, k) labelled as below), else priced as the one-kernel grouped GEMM and
     labelled ``"GroupedGemm[te ...] (not measured: torch._grouped_mm stands in)"``. One kernel
     (``impl ""``): the count-vector model where its (dtype, scaling, layout) was measured (an
@@ -350,13 +351,14 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     if op.impl == "te":
         te: GroupedModel | None = model._grouped_te
         plain = replace(op, impl="", dtype=dtype)
-        if te is not None and te.covers(dtype, scaling, op.layout):
-            shape = te.measured_shape(dtype, scaling, op.layout, op.n, op.k)
+        te_scaling = op.scaling or ("tensorwise" if dtype == "fp8" else "")   # TE's fp8 GEMMs: one scale a tensor
+        if te is not None and te.covers(dtype, te_scaling, op.layout):
+            shape = te.measured_shape(dtype, te_scaling, op.layout, op.n, op.k)
             if shape != (op.n, op.k):
-                model.fallback_ops.add(f"GroupedGemm[te {dtype} {scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} not "
-                                       "measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
-                                                                    if shape else "alone)"))
-            return te.time_ns(plain)
+                model.fallback_ops.add(f"GroupedGemm[te {dtype} {te_scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} "
+                                       "not measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
+                                                                        if shape else "alone)"))
+            return te.time_ns(replace(plain, scaling=te_scaling))
         model.fallback_ops.add(f"GroupedGemm[te {dtype} {scaling or 'unscaled'} {op.layout}] (not measured: "
                                "torch._grouped_mm stands in)")
         return grouped_gemm_ns(model, plain)
