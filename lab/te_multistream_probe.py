@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from moesim.calibrate.grouped import _te_time_ns
 
 STREAMS = 4
 # (name, local experts, rows per expert, hidden K, expert width N per projection): fc1 is K -> 2F
@@ -36,8 +36,35 @@ SHAPES = [
 ]
 
 
+TE_REPEATS = 8
+
+
+def _te_time_ns(fn: Callable[[], None], groups: int) -> dict:
+    """GPU time of one TE-pattern call on a GPU: the host is kept ahead of the GPU by a queued spin,
+    so the per-group launches do not show (TE issues them from C++; the section's Timer would
+    time the Python issue loop); median of ``TE_REPEATS``."""
+    import statistics
+
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(TE_REPEATS):
+        torch.cuda._sleep(1_000_000 + 40_000 * groups)   # ~0.5 ms + ~20 us a group of GPU spin
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e6)
+    times.sort()
+    return {"time_ns": round(statistics.median(times), 1), "repeats": TE_REPEATS,
+            "p25_ns": round(times[len(times) // 4], 1), "p75_ns": round(times[3 * len(times) // 4], 1)}
+
+
 def _time(fn, groups: int = 16) -> float:
-    """Median GPU time of ``fn`` in us, the host kept ahead (the calibrate section's timing)."""
+    """Median GPU time of ``fn`` in us, the host kept ahead by a queued spin (no heat, L2 warm: this
+    probe's own protocol, the same for both sides of each ratio)."""
     return _te_time_ns(fn, groups)["time_ns"] / 1e3
 
 

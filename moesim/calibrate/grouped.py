@@ -283,10 +283,10 @@ def _time_grouped(timer: Timer, bufs: tuple, layout: str, counts: list[int], n: 
 
 # -- Transformer Engine's grouped GEMM (section ``grouped_gemm_te``) ---------------------------
 TE_STREAMS = 4   # TE's compute streams (transformer_engine/common/util/multi_stream.cpp)
-TE_REPEATS = 8
 # Megatron-Core's expert-parallel layouts leave few experts a GPU: TE's per-group loop is measured
 # at 4-32 local experts of the same expert shapes (fused fc1 included, as TEGroupedMLP runs it)
-TE_PLAN = replace(GPU_PLAN, shapes=tuple(replace(s, experts=(32, 16, 8, 4)) for s in GPU_PLAN.shapes[:4]),
+TE_PLAN = replace(GPU_PLAN, shapes=(*(replace(s, experts=(32, 16, 8, 4)) for s in GPU_PLAN.shapes[:4]),
+                                    ExpertShape("gpt_oss_120b", 2880, 2880, (16, 8, 4))),
                   avg_tokens=(64, 256, 1024, 4096))
 
 
@@ -351,32 +351,26 @@ def te_grouped_call(layout: str, bufs: tuple[torch.Tensor, torch.Tensor, torch.T
     return run
 
 
-def _te_time_ns(fn: Callable[[], None], groups: int) -> dict:
-    """GPU time of one TE-pattern call on a GPU: the host is kept ahead of the GPU by a queued spin,
-    so the per-group launches do not show (TE issues them from C++; the section's Timer would
-    time the Python issue loop); median of ``TE_REPEATS``."""
-    import statistics
-
-    for _ in range(2):
-        fn()
+def _te_graph_time(timer: Timer, fn: Callable[[], None]) -> dict:
+    """One TE-pattern call captured in a CUDA graph (its fork over the streams and join
+    included), the replay timed by the section's ``timer`` under the protocol every other row
+    has (queued heat, an L2 flush before each repeat): the per-group launches, issued by TE from
+    C++, neither show nor starve the GPU, as a Python loop timed directly would."""
+    fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(TE_REPEATS):
-        torch.cuda._sleep(1_000_000 + 40_000 * groups)   # ~0.5 ms + ~20 us a group of GPU spin
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
         fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e6)
-    times.sort()
-    return {"time_ns": round(statistics.median(times), 1), "repeats": TE_REPEATS,
-            "p25_ns": round(times[len(times) // 4], 1), "p75_ns": round(times[3 * len(times) // 4], 1)}
+    try:
+        return {**timer.time(graph.replay).fields(), "timing": "cuda_graph"}
+    finally:
+        del graph
 
 
 def measure_grouped_gemm_te(timer: Timer, grid: Grid, device: str, budget: Budget) -> Section:
     """Transformer Engine's grouped GEMM (:func:`te_grouped_call`) over :data:`TE_PLAN`'s count
-    vectors (the CPU smoke plan on a CPU), the three layouts, bf16 and, for the first two rounds'
+    vectors (the CPU smoke plan on a CPU), the three layouts, each call timed as a CUDA graph's
+    replay (:func:`_te_graph_time`), bf16 and, for the first two rounds'
     vectors (each right after its bf16 row, so that a budget cut keeps both alike), fp8 with
     per-tensor scales (TE's current scaling), counts rounded up to 16; rows
     ``{"op": "grouped_gemm_te", "dtype", "layout", "scaling": "" | "tensorwise", "n", "k", "counts",
@@ -400,7 +394,7 @@ def measure_grouped_gemm_te(timer: Timer, grid: Grid, device: str, budget: Budge
             def one(layout=layout, n=n, k=k, model=model, counts=counts, kind=kind, round_=round_, dtype=dtype) -> dict:
                 cs = aligned_counts(counts) if dtype == "fp8" else counts
                 call = te_grouped_call(layout, bufs[dtype], cs, n, k, device)
-                st = _te_time_ns(call, len(cs)) if device == "cuda" else timer.time(call).fields()
+                st = _te_graph_time(timer, call) if device == "cuda" else timer.time(call).fields()
                 return {"op": "grouped_gemm_te", "dtype": dtype, "layout": layout,
                         "scaling": "tensorwise" if dtype == "fp8" else "", "n": n, "k": k, "counts": cs,
                         **({"aligned": ALIGN_ROWS} if dtype == "fp8" else {}),
