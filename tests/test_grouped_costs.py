@@ -368,6 +368,9 @@ def test_te_fp8_grouped_gemm_is_priced_per_tensor_scaled() -> None:
     assert not any("te fp8" in f for f in model.fallback_ops)
     model.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "fwd", "rowwise", impl="te"))
     assert any("GroupedGemm[te fp8 rowwise fwd] (not measured" in f for f in model.fallback_ops)
+    bare = model_of(dense_rows() + fp8_dense + grouped_rows(seed=1, count=60, noise=0.0))
+    bare.compute_ns(GroupedGemm(counts, 768, 2048, "fp8", "fwd", impl="te"))
+    assert "GroupedGemm[te fp8 tensorwise fwd] (not measured: torch._grouped_mm rowwise stands in)" in bare.fallback_ops
 
 
 def test_moe_grouped_gemm_te_issues_every_grouped_kernel_as_te() -> None:

@@ -359,8 +359,8 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
                                        "not measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
                                                                         if shape else "alone)"))
             return te.time_ns(replace(plain, scaling=te_scaling))
-        model.fallback_ops.add(f"GroupedGemm[te {dtype} {scaling or 'unscaled'} {op.layout}] (not measured: "
-                               "torch._grouped_mm stands in)")
+        model.fallback_ops.add(f"GroupedGemm[te {dtype} {te_scaling or 'unscaled'} {op.layout}] (not measured: "
+                               f"torch._grouped_mm{' rowwise' if dtype == 'fp8' else ''} stands in)")
         return grouped_gemm_ns(model, plain)
     grouped: GroupedModel | None = model._grouped_v
     if grouped is not None and grouped.covers(dtype, scaling, op.layout):
