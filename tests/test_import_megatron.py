@@ -59,6 +59,10 @@ def test_model_from_flags() -> None:
     assert scn.plan.sequence_parallel and scn.plan.num_microbatches == 64 // 4
     assert scn.memory.recompute_modules == ("core_attn", "moe_act") and scn.moe.token_movement == "fused"
     assert not report.not_modelled
+    # expert TP unset is Megatron's tp (validate_args): the memory budget splits each expert over it
+    assert scn.memory.expert_tp == 2 and scn.plan.ep_layout == "strided"
+    folded = build_scenario(read_megatron_args(QWEN_ARGS + " --expert-tensor-parallel-size 1", gpus=16).scenario)
+    assert folded.memory.expert_tp == 1 and folded.plan.ep_layout == "folded"
     assert not m.expert_bias
     biased = build_scenario(read_megatron_args(QWEN_ARGS + " --moe-router-enable-expert-bias", gpus=16).scenario)
     assert biased.model.expert_bias

@@ -389,7 +389,8 @@ def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: di
                           "use an ep dividing dp, or --expert-tensor-parallel-size 1 (MoE parallel folding)")
     elif tp > 1:
         notes.append(f"expert TP {etp or tp} (Megatron's default: tp): EP groups strided by tp as Megatron places "
-                     "them, but moesim runs whole experts on each GPU's own tokens (expert TP 1's kernels)")
+                     "them, but moesim runs whole experts on each GPU's own tokens (expert TP 1's kernels, the same FLOPs); "
+                     "the memory budget splits each expert over the expert TP (memory.expert_tp)")
     mbs = a.get("micro_batch_size") or 1
     gbs = a.get("global_batch_size") or mbs * dp
     micro = divide("--global-batch-size", gbs, mbs * dp, "micro batch x dp", "give a multiple of micro x dp")
@@ -447,8 +448,11 @@ def _memory(a: _Args) -> dict[str, Any]:
     if a.get("use_precision_aware_optimizer"):
         out.update(precision_aware_optimizer=True, exp_avg_dtype=a.get("exp_avg_dtype"),
                    exp_avg_sq_dtype=a.get("exp_avg_sq_dtype"), main_params_dtype=a.get("main_params_dtype"))
-    if a.get("expert_tensor_parallel_size") not in (None, 1):
-        out["expert_tp"] = a.get("expert_tensor_parallel_size")
+    etp = a.get("expert_tensor_parallel_size")
+    if etp is None:   # Megatron's validate_args: expert TP defaults to TP
+        etp = a.get("tensor_model_parallel_size") or 1
+    if etp != 1:
+        out["expert_tp"] = etp
     return out
 
 
