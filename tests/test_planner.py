@@ -403,3 +403,25 @@ def test_plan_model_override_reads_a_hugging_face_config(tmp_path) -> None:
     with pytest.raises(ConfigError) as e:
         _preset("qwen3-30b-a3b-dgx-h200", None, None, str(tmp_path / "missing.json"))
     assert e.value.field == "--model"
+
+
+@given(st.lists(st.sampled_from([(1, 8, 64, "strided"), (2, 4, 64, "folded"), (2, 4, 64, "strided"), (1, 4, 32, "strided")]),
+                min_size=1, max_size=12), st.integers(1, 6))
+def test_shortlist_takes_each_meshs_best_first(meshes, n) -> None:
+    """The simulated shortlist: the estimate's best, then the best of each other parallel mesh in
+    estimate order, then the next best; always in estimate order and never longer than asked."""
+    from types import SimpleNamespace
+
+    from moesim.planner.plan import _shortlist
+
+    fitting = [SimpleNamespace(cand=SimpleNamespace(plan=SimpleNamespace(tp=tp, pp=pp, ep=ep, ep_layout=lay)))
+               for tp, pp, ep, lay in meshes]
+    got = _shortlist(fitting, n)
+    assert len(got) == min(n, len(fitting)) and got[0] is fitting[0]
+    positions = [next(i for i, f in enumerate(fitting) if f is g) for g in got]
+    assert positions == sorted(positions)
+    distinct = list(dict.fromkeys(meshes))
+    covered = {meshes[i] for i in positions}
+    assert len(covered) == min(n, len(distinct))
+    for mesh in covered:   # each mesh's first (best) candidate is the one taken
+        assert meshes.index(mesh) in positions
