@@ -16,7 +16,7 @@ from moesim.calibrate.timing import Timer
 t = Timer("cuda", heat_ms=20)
 for dt in ("bf16", "fp8"):
     mk = g.randn_big if dt == "bf16" else g.fp8_big
-    bufs = tuple(mk(4096 * 2048, "cuda", i) for i in range(3))
+    bufs = tuple(mk(8 * 2048 * 2048, "cuda", i) for i in range(3))
     for lay in ("fwd", "dgrad", "wgrad"):
         print(dt, lay, g._te_graph_time(t, g.te_grouped_call(lay, bufs, [256] * 8, 768, 2048, "cuda")))
 PY
