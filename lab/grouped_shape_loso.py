@@ -5,7 +5,10 @@ unmeasured shape gets today), (b) by the law times the other shapes' pooled rati
 (measured / law over law time, all other shapes together), (c) by the law times the ratio curve
 of the nearest measured shape in (log n, log k). Kernels >= 50 us. Diagnostic only.
 
-    python -m lab.grouped_shape_loso moesim/profiles/h100_sxm.json
+    python -m lab.grouped_shape_loso moesim/profiles/h100_sxm.json [grouped_gemm_te]
+
+(the second argument picks the rows: ``grouped_gemm_v``, the default, or Transformer Engine's
+``grouped_gemm_te``; bf16 either way).
 """
 from __future__ import annotations
 
@@ -23,11 +26,11 @@ from moesim.costs.roofline import make_cost_model
 MIN_NS = 50_000
 
 
-def main(path: str) -> None:
+def main(path: str, op: str = "grouped_gemm_v") -> None:
     prof = load_profile(path)
     model = CalibratedCostModel(prof, fallback=make_cost_model(prof.device_kind))
-    gm: GroupedModel = model._grouped_v
-    rows = [dict(s) for s in prof.samples if s["op"] == "grouped_gemm_v" and s["dtype"] == "bf16"]
+    gm: GroupedModel = model._grouped_te if op == "grouped_gemm_te" else model._grouped_v
+    rows = [dict(s) for s in prof.samples if s["op"] == op and s["dtype"] == "bf16"]
     by_layout: dict[str, list] = defaultdict(list)
     for r in rows:
         by_layout[r["layout"]].append(r)
@@ -71,4 +74,5 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "moesim/profiles/h100_sxm.json")
+    main(sys.argv[1] if len(sys.argv) > 1 else "moesim/profiles/h100_sxm.json",
+         sys.argv[2] if len(sys.argv) > 2 else "grouped_gemm_v")
