@@ -353,22 +353,14 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
         plain = replace(op, impl="", dtype=dtype)
         te_scaling = op.scaling or ("tensorwise" if dtype == "fp8" else "")   # TE's fp8 GEMMs: one scale a tensor
         if te is not None and te.covers(dtype, te_scaling, op.layout):
-            shape = te.measured_shape(dtype, te_scaling, op.layout, op.n, op.k)
-            if shape != (op.n, op.k):
-                model.fallback_ops.add(f"GroupedGemm[te {dtype} {te_scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} "
-                                       "not measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
-                                                                        if shape else "alone)"))
+            _note_unmeasured_shape(model, te, dtype, te_scaling, op, "te ")
             return te.time_ns(replace(plain, scaling=te_scaling))
         model.fallback_ops.add(f"GroupedGemm[te {dtype} {te_scaling or 'unscaled'} {op.layout}] (not measured: "
                                f"torch._grouped_mm{' rowwise' if dtype == 'fp8' else ''} stands in)")
         return grouped_gemm_ns(model, plain)
     grouped: GroupedModel | None = model._grouped_v
     if grouped is not None and grouped.covers(dtype, scaling, op.layout):
-        shape = grouped.measured_shape(dtype, scaling, op.layout, op.n, op.k)
-        if shape != (op.n, op.k):   # an unmeasured expert shape: said in the result, as a measured stand-in
-            model.fallback_ops.add(f"GroupedGemm[{dtype} {scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} not "
-                                   "measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
-                                                                if shape else "alone)"))
+        _note_unmeasured_shape(model, grouped, dtype, scaling, op)
         return grouped.time_ns(op if dtype == op.dtype else GroupedGemm(op.counts, op.n, op.k, dtype, op.layout,
                                                                         op.scaling, op.name))
     if grouped is not None and op.layout != "fwd" and grouped.covers(dtype, scaling, "fwd"):
@@ -389,6 +381,18 @@ def grouped_gemm_ns(model: Any, op: GroupedGemm) -> float:
     model.fallback_ops.add(f"GroupedGemm[{dtype} {scaling or 'unscaled'} {op.layout}]")
     return float(model._fallback_compute(op, "GroupedGemm", f"no {dtype} {scaling or 'unscaled'} {op.layout} "
                                          "grouped_gemm_v rows in the profile"))
+
+
+def _note_unmeasured_shape(model: Any, grouped: GroupedModel, dtype: str, scaling: str, op: GroupedGemm,
+                           impl: str = "") -> None:
+    """An (n, k) ``grouped``'s rows lack is said in the result, as a measured stand-in:
+    ``"GroupedGemm[<impl><dtype> <scaling> <layout>] (NxK not measured: the tile law with the ratio
+    of measured N'xK')"`` (``"... the tile law alone)"`` where no measured shape is near)."""
+    shape = grouped.measured_shape(dtype, scaling, op.layout, op.n, op.k)
+    if shape != (op.n, op.k):
+        model.fallback_ops.add(f"GroupedGemm[{impl}{dtype} {scaling or 'unscaled'} {op.layout}] ({op.n}x{op.k} not "
+                               "measured: the tile law " + (f"with the ratio of measured {shape[0]}x{shape[1]})"
+                                                            if shape else "alone)"))
 
 
 def scaled_gemm_price(model: Any, op: Gemm) -> float:

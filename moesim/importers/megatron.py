@@ -371,8 +371,7 @@ def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: di
           notes: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
     tp, pp, ep = a.get("tensor_model_parallel_size"), a.get("pipeline_model_parallel_size"), \
         a.get("expert_model_parallel_size")
-    etp = a.get("expert_tensor_parallel_size")
-    folded = tp > 1 and etp == 1   # MoE parallel folding: EP groups over tp x dp, whole experts
+    folded = tp > 1 and _expert_tp(a) == 1   # MoE parallel folding: EP groups over tp x dp, whole experts
     smallest = pp * max(tp, ep) if folded and ep % tp == 0 else tp * pp * ep
     world, fields = world_size(topology, nodes, gpus, smallest, notes, "Megatron's arguments")
     dp = divide("world size", world, tp * pp, "tp x pp", "give a GPU count that tp x pp divides")
@@ -388,7 +387,7 @@ def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: di
                           "TP equal to TP moesim carves expert parallelism out of data parallelism)",
                           "use an ep dividing dp, or --expert-tensor-parallel-size 1 (MoE parallel folding)")
     elif tp > 1:
-        notes.append(f"expert TP {etp or tp} (Megatron's default: tp): EP groups strided by tp as Megatron places "
+        notes.append(f"expert TP {_expert_tp(a)} (Megatron's default: tp): EP groups strided by tp as Megatron places "
                      "them, but moesim runs whole experts on each GPU's own tokens (expert TP 1's kernels, the same FLOPs); "
                      "the memory budget splits each expert over the expert TP (memory.expert_tp)")
     mbs = a.get("micro_batch_size") or 1
@@ -448,12 +447,15 @@ def _memory(a: _Args) -> dict[str, Any]:
     if a.get("use_precision_aware_optimizer"):
         out.update(precision_aware_optimizer=True, exp_avg_dtype=a.get("exp_avg_dtype"),
                    exp_avg_sq_dtype=a.get("exp_avg_sq_dtype"), main_params_dtype=a.get("main_params_dtype"))
-    etp = a.get("expert_tensor_parallel_size")
-    if etp is None:   # Megatron's validate_args: expert TP defaults to TP
-        etp = a.get("tensor_model_parallel_size") or 1
-    if etp != 1:
-        out["expert_tp"] = etp
+    if _expert_tp(a) != 1:
+        out["expert_tp"] = _expert_tp(a)
     return out
+
+
+def _expert_tp(a: _Args) -> int:
+    """``--expert-tensor-parallel-size``, or TP where it is unset (Megatron's ``validate_args``)."""
+    etp = a.get("expert_tensor_parallel_size")
+    return etp if etp is not None else (a.get("tensor_model_parallel_size") or 1)
 
 
 def _overlap(a: _Args) -> dict[str, Any]:

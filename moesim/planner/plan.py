@@ -175,17 +175,12 @@ def _shortlist(fitting: list[Evaluated], n: int) -> list[Evaluated]:
     variants of one mesh (schedule, placement, micro-batch) on shared terms, but distinct meshes
     on its coarsest ones (communication volumes, bubble formulas), where a layout within its error
     of the best is otherwise never simulated."""
-    taken: list[Evaluated] = []
-    meshes: set[tuple] = set()
-    for ev in fitting:
-        if len(taken) == n:
-            break
-        if _mesh(ev) not in meshes:
-            meshes.add(_mesh(ev))
-            taken.append(ev)
-    ids = {id(ev) for ev in taken}
-    ids |= {id(ev) for ev in [ev for ev in fitting if id(ev) not in ids][: n - len(taken)]}
-    return [ev for ev in fitting if id(ev) in ids]
+    best: dict[tuple, Evaluated] = {}
+    for ev in fitting:   # fitting is in estimate order: the first of a mesh is its best
+        best.setdefault(_mesh(ev), ev)
+    taken = {id(ev) for ev in list(best.values())[:n]}
+    taken |= {id(ev) for ev in [ev for ev in fitting if id(ev) not in taken][: n - len(taken)]}
+    return [ev for ev in fitting if id(ev) in taken]
 
 
 def _simulate_best(ctx: PlanContext, best: list[Evaluated], network: str, max_tasks: int,
