@@ -4,7 +4,7 @@ A :class:`Case` is one program (MoE block: torchtitan grouped or per-expert loop
 token movement; or a dense decoder layer) at one token count, routing skew and pass. The model
 sets: ``standard`` (Qwen3-30B-A3B, Mixtral-8x7B, DeepSeek-V2-Lite shapes, Llama-3-8B) and two
 held-out sets of public models' shapes, each chosen and committed before any of its cases was
-timed (``holdout``, ``holdout2``); ``smoke`` shapes run on a CPU. :func:`plan_cases` orders the cases
+timed (``holdout``, ``holdout2``, ``holdout3``); ``smoke`` shapes run on a CPU. :func:`plan_cases` orders the cases
 in tiers, cheaper-to-lose last, so a short budget drops those first.
 """
 from __future__ import annotations
@@ -61,25 +61,38 @@ HOLDOUT2_MOE = {
 }
 HOLDOUT2_DENSE = {"llama3_2_3b": DenseShape("llama3_2_3b", 3072, 24, 8, 128, 8192, None),
                   "qwen2_5_14b": DenseShape("qwen2_5_14b", 5120, 40, 8, 128, 13824, None)}
-MODEL_SETS = ("standard", "holdout", "holdout2")
+# ``--models holdout3``: a third set, chosen 2026-12-07 (seventeenth session) before any was timed:
+# the MoE blocks of Qwen3-235B-A22B (128 experts, top-8, FFN 1,536) and GPT-OSS-120B (128, top-4,
+# 2,880), both compared with published runs, and a Qwen1.5-MoE-A2.7B-shaped block (60 experts,
+# top-4, FFN 1,408, its 5,632-wide shared expert as four); the decoder layers of Llama-3-70B and a
+# Gemma-2-9B-shaped layer (head_dim 256, which no profile's attention grid has: priced as a stated
+# stand-in)
+HOLDOUT3_MOE = {
+    "qwen3_235b_a22b": MoEShape("qwen3_235b_a22b", 4096, 128, 8, 1536, 0, None),
+    "gpt_oss_120b": MoEShape("gpt_oss_120b", 2880, 128, 4, 2880, 0, None),
+    "qwen1_5_moe_a2_7b": MoEShape("qwen1_5_moe_a2_7b", 2048, 60, 4, 1408, 4, None),
+}
+HOLDOUT3_DENSE = {"llama3_70b": DenseShape("llama3_70b", 8192, 64, 8, 128, 28672, None),
+                  "gemma2_9b_shape": DenseShape("gemma2_9b_shape", 3584, 16, 8, 256, 14336, None)}
+MODEL_SETS = ("standard", "holdout", "holdout2", "holdout3")
 SMOKE_MOE = {"tiny_moe": MoEShape("tiny_moe", 64, 8, 2, 96, 1, None)}
 SMOKE_DENSE = {"tiny_dense": DenseShape("tiny_dense", 64, 4, 2, 16, 128, None)}
 SKEWS = (("uniform", 0.0), ("zipf", 0.5), ("zipf", 1.0))
 PASSES = ("fwd", "fwd_bwd")
 
 
-ALL_MOE = SMOKE_MOE | MOE_SHAPES | HOLDOUT_MOE | HOLDOUT2_MOE
-ALL_DENSE = SMOKE_DENSE | DENSE_SHAPES | HOLDOUT_DENSE | HOLDOUT2_DENSE
+ALL_MOE = SMOKE_MOE | MOE_SHAPES | HOLDOUT_MOE | HOLDOUT2_MOE | HOLDOUT3_MOE
+ALL_DENSE = SMOKE_DENSE | DENSE_SHAPES | HOLDOUT_DENSE | HOLDOUT2_DENSE | HOLDOUT3_DENSE
 
 
 def plan_cases(smoke: bool, models: str = "standard") -> list[Case]:
     """Every case in run order: cheaper-to-lose tiers last, so a short budget drops those first.
-    ``models``: the standard shapes, or ``holdout`` / ``holdout2`` (public models' shapes no stored
+    ``models``: the standard shapes, or ``holdout`` / ``holdout2`` / ``holdout3`` (public models' shapes no stored
     case had when the set was chosen)."""
     if models not in MODEL_SETS:
         raise ValueError(f"unknown model set {models!r}: use one of {', '.join(MODEL_SETS)}")
     sets = {"standard": (MOE_SHAPES, DENSE_SHAPES), "holdout": (HOLDOUT_MOE, HOLDOUT_DENSE),
-            "holdout2": (HOLDOUT2_MOE, HOLDOUT2_DENSE)}
+            "holdout2": (HOLDOUT2_MOE, HOLDOUT2_DENSE), "holdout3": (HOLDOUT3_MOE, HOLDOUT3_DENSE)}
     moe, dense = (SMOKE_MOE, SMOKE_DENSE) if smoke else sets[models]
     tokens = (32, 64) if smoke else (1024, 4096, 8192, 16384)
     seqs = (32,) if smoke else (2048, 4096, 8192)
