@@ -1,19 +1,29 @@
 #!/bin/bash
-# Seventeenth session (2026-12-07g), one device call. A third held-out set (`layer_workloads
-# --models holdout3`, shapes chosen and committed before any was timed: the MoE blocks of
-# Qwen3-235B-A22B and GPT-OSS-120B, a Qwen1.5-MoE-A2.7B-shaped block; the decoder layers of
-# Llama-3-70B and a Gemma-2-9B-shaped layer with head_dim 256), predicted by the code of the commit
-# that added this script. On an H200 first the clock burst rows and duty curve its profile lacks.
+# Seventeenth session (2026-12-07g), one device call.
+# 1. (H100) Where the simulated host thread misses the harness's host time, forward or backward:
+#    this machine's host rows (section host_classes) before and after lab/host_phase_probe.py (the
+#    steady host issue of no-grad forward, recording forward, forward+backward of five stored cases).
+# 2. A third held-out set (`layer_workloads --models holdout3`, shapes chosen and committed before
+#    any was timed: the MoE blocks of Qwen3-235B-A22B and GPT-OSS-120B, a Qwen1.5-MoE-A2.7B-shaped
+#    block; the decoder layers of Llama-3-70B and a Gemma-2-9B-shaped layer with head_dim 256),
+#    predicted by the code of the commit that added this script.
+# On an H200 instead of 1.: the clock burst rows and duty curve its profile lacks.
 export PYTHONUNBUFFERED=1
 W=$OUT/w; mkdir -p $W
 { nvidia-smi -L; nvidia-smi --query-gpu=driver_version,clocks.max.sm,power.limit --format=csv,noheader; grep -m1 "model name" /proc/cpuinfo; nproc; } | tee $W/gpu.txt
-G=h100; MOE_S=370
+M="python3 -m moesim.calibrate.measure --device cuda"
+G=h100; MOE_S=200
 if nvidia-smi -L | grep -q H200; then
-  G=h200; MOE_S=200
+  G=h200
   bash lab/runs/session_2026_12_07f_h200.sh
+else
+  timeout 50 $M --sections host_classes --budget-s 35 --out $W/h100_host_before.json > $W/host_before_log.txt 2>&1; echo "host before rc=$? $(date -u +%T)"
+  timeout 120 python3 -m lab.host_phase_probe --device cuda --out $W/h100_host_phase.json > $W/host_phase_log.txt 2>&1; echo "probe rc=$? $(date -u +%T)"
+  timeout 50 $M --sections host_classes --budget-s 35 --out $W/h100_host_after.json > $W/host_after_log.txt 2>&1; echo "host after rc=$? $(date -u +%T)"
+  tail -3 $W/host_phase_log.txt
 fi
 L="python3 -m moesim.calibrate.layer_workloads --device cuda --models holdout3 --no-inventory"
-timeout 170 $L --only dense --out $W/layers_${G}_holdout3_dense.json --budget-s 150 > $W/layers_dense_log.txt 2>&1
+timeout 140 $L --only dense --out $W/layers_${G}_holdout3_dense.json --budget-s 120 > $W/layers_dense_log.txt 2>&1
 echo "dense rc=$? $(date -u +%T)"; tail -4 $W/layers_dense_log.txt
-timeout $MOE_S $L --only t4096,t16384 --out $W/layers_${G}_holdout3_moe.json --budget-s $((MOE_S - 30)) > $W/layers_moe_log.txt 2>&1
+timeout $MOE_S $L --only t4096,t16384 --out $W/layers_${G}_holdout3_moe.json --budget-s $((MOE_S - 25)) > $W/layers_moe_log.txt 2>&1
 echo "moe rc=$? $(date -u +%T)"; tail -4 $W/layers_moe_log.txt
