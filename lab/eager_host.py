@@ -2,7 +2,7 @@
 
 ``lab.eager_probe`` times the host thread of an eager Llama-style layer (forward
 plus backward, autograd) on the GPU machine. moesim's lowering counts a layer's kernels by its
-program (one per GEMM, attention, norm, activation...: 29 for a Llama-3-8B layer's forward,
+program (one per GEMM, attention, norm, activation...: 28 for a Llama-3-8B layer's forward,
 input backward and weight backward at TP1), where PyTorch launches about three times as many
 (transposes, casts, gradient accumulation). ``Scenario.host = "eager"`` charges each counted
 kernel this record's ``per_kernel_ns``: what one more layer costs the host thread, over the

@@ -25,7 +25,7 @@ Host time of a task (:class:`HostPricing`, one per run, the same in both engines
   summed here. A compute task with neither (the optimizer step) costs the per-kernel figure below
   per counted kernel, and the result counts such tasks;
 * **per counted kernel** (fallback, labelled so): a profile without ``host_op`` rows charges its
-  ``eager_host`` figure (an eager Llama-3-8B layer's host time per kernel moesim counts, 74.5 us
+  ``eager_host`` figure (an eager Llama-3-8B layer's host time per kernel moesim counts, 77.2 us
   on the H200 machines) per counted kernel (``args["kernels"]``), else the back-to-back launch;
 * ``Scenario.host_launch_us`` overrides both: a flat figure per counted kernel replaces the
   per-op costs.
