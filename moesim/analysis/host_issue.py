@@ -59,6 +59,10 @@ def host_issue(recorder: Recorder, pricing: HostPricing, mode: str = "graphs") -
            "per_op_tasks": priced[0], "per_kernel_tasks": priced[1],
            "issue_ms": round(issue[worst] / 1e6, 3), "gpu_busy_ms": round(busy[worst] / 1e6, 3),
            "ratio": round(issue[worst] / max(busy[worst], 1), 4)}
+    speeds = pricing.model.host_speeds() if callable(getattr(pricing.model, "host_speeds", None)) else {}
+    if len(speeds) > 1 and pricing.per_op:
+        out["host_speed"] = {"priced": getattr(pricing.model, "host_speed", "mean"), "runs": len(speeds),
+                             "fastest": round(min(speeds.values()), 3), "slowest": round(max(speeds.values()), 3)}
     if host:
         g = max(sorted(host), key=lambda r: host[r])
         step = max(int(recorder.end_ns), 1)
@@ -79,6 +83,16 @@ def _how(rec: dict[str, Any]) -> str:
     return f"{rec['launch_us']:.1f} us per counted kernel, {rec['launch_source']}"
 
 
+def _speed_note(rec: dict[str, Any]) -> str:
+    """How far the host-bound figure moves with the host CPU, by the profile's own host runs."""
+    sp = rec.get("host_speed")
+    if not sp:
+        return ""
+    return (f"; host time scales with the host CPU: this profile's {sp['runs']} host runs span "
+            f"x{sp['fastest']:.2f}-x{sp['slowest']:.2f} of the mean (priced: {sp['priced']}; "
+            "--set host_speed=slowest|fastest for either end)")
+
+
 def host_issue_message(rec: dict[str, Any]) -> "str | None":
     """A bottleneck line when the issue time reaches ``RISK_RATIO`` of the GPU work (simulated host
     threads: when the busiest one is busy for that share of the step)."""
@@ -87,10 +101,10 @@ def host_issue_message(rec: dict[str, Any]) -> "str | None":
             return None
         return (f"eager host: GPU {rec['host_gpu']}'s host thread busy {rec['host_busy_ms']:.1f} ms, "
                 f"{100 * rec['host_busy_fraction']:.0f}% of the step, issuing its kernels and collective calls "
-                f"({_how(rec)}); CUDA graphs or larger kernels help")
+                f"({_how(rec)}); CUDA graphs or larger kernels help{_speed_note(rec)}")
     if not rec or rec["ratio"] < RISK_RATIO:
         return None
     return (f"eager host issue: GPU {rec['gpu']} launches {rec['kernels']:,} kernels per step, about "
             f"{rec['issue_ms']:.1f} ms of host time in eager PyTorch ({_how(rec)}) "
             f"for {rec['gpu_busy_ms']:.1f} ms of GPU work ({rec['ratio']:.2f}x); the step may be host-bound "
-            "(simulate it with --set host=eager; CUDA graphs or larger kernels help)")
+            f"(simulate it with --set host=eager; CUDA graphs or larger kernels help){_speed_note(rec)}")

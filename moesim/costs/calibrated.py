@@ -39,7 +39,7 @@ from moesim.costs.fitting import (Curve, Envelope, GemmTable, LogGrid, Point, an
 from moesim.costs.profile import Profile, load_profile
 from moesim.errors import ConfigError
 from moesim.costs.grouped import build_pricing, gemm_scaling, grouped_gemm_ns, scaled_gemm_price
-from moesim.costs.host_classes import HostClassTable, check_phase
+from moesim.costs.host_classes import HostClassTable, check_host_speed, check_phase, speed_factor
 from moesim.costs.moe_kernels import LEGACY_STAND_INS, MOE_KERNEL_KINDS
 from moesim.ops import DTYPE_BYTES, MEMORY_OP_KINDS, Attention, ComputeOp, Gemm, GroupedGemm, MemoryOp
 
@@ -60,7 +60,7 @@ class CalibratedCostModel:
     calibrated = True
 
     def __init__(self, profile: "Profile | str | Path", fallback: Any = None, gpu_clock: str = "sustained",
-                 gemm_duty: float = 0.0) -> None:
+                 gemm_duty: float = 0.0, host_speed: str = "mean") -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.fallback = fallback
         self.device = self.profile.device_kind
@@ -69,6 +69,7 @@ class CalibratedCostModel:
         self.datasheet = spec
         # gpu_clock "boost": compute-bound classes at the maximum SM clock (moesim.costs.clock)
         self.gpu_clock = check_clock(gpu_clock)
+        self.host_speed = check_host_speed(host_speed)
         self._clock: dict[str, float] = {}
         self.hbm_bytes = float(self.profile.extra.get("gpu_memory_bytes") or (spec.hbm_bytes if spec else 0.0)
                                or getattr(fallback, "hbm_bytes", 0.0))
@@ -88,6 +89,9 @@ class CalibratedCostModel:
                                                     self._compute, spec.max_sm_mhz if spec else 0.0, gemm_duty,
                                                     f"the {self.profile.name} profile ({self.device})")
             self.name += clock_name
+        if host_speed != "mean":
+            self.name += (f", host speed {host_speed} (x{self._speed:.2f} the mean of its "
+                          f"{len(self._host_classes.speeds)} host runs)")
 
     def __repr__(self) -> str:
         return f"CalibratedCostModel({self.name!r})"
@@ -179,6 +183,14 @@ class CalibratedCostModel:
         self._launch_ns = int(round(launch[0]["time_ns"])) if launch else 0
         self._host_classes = HostClassTable.from_rows(self.profile.select("host_op"), self.profile.select("sync"),
                                                       self.profile.select("host_mix"))
+        # host_speed: every host issue figure times the chosen run's speed (moesim.costs.host_classes);
+        # device-to-host copies (sync_ns) are not scaled
+        self._speed = speed_factor(self._host_classes.speeds, self.host_speed,
+                                   f"the {self.profile.name} profile ({self.device})")
+
+    def _host(self, ns: float) -> float:
+        """A host issue time of the profile (the mean of its runs) at the chosen host speed."""
+        return ns * self._speed
 
     def _build_collectives(self) -> None:
         self._coll: dict[tuple[str, int, str], Curve] = {}
@@ -498,7 +510,7 @@ class CalibratedCostModel:
         ``"all_to_all_single_splits"``, ...; see :meth:`host_calls`), measured back to back with the
         GPU busy. A call not in the profile costs the launch figure (:meth:`launch_overhead_ns`)."""
         if call in self._host_calls:
-            return max(1, int(round(self._host_calls[call])))
+            return max(1, int(round(self._host(self._host_calls[call]))))
         return self.launch_overhead_ns()
 
     def host_calls(self) -> list[str]:
@@ -514,17 +526,22 @@ class CalibratedCostModel:
         the back-to-back launch), recorded in ``fallback_ops`` as ``host_op <call>/<phase>``.
         Called by ``moesim.lowering.host`` for every op an eager host thread issues; ``mixed``
         False for a per-expert loop's repeated body (no mixed-program factor: see that module)."""
-        ns, missing = self._host_classes.op_ns(op, phase, self.eager_host_ns() or float(self.launch_overhead_ns()),
-                                               mixed)
+        ns, missing = self._host_classes.op_ns(op, phase, self._eager_host_raw() or float(self._launch_ns), mixed)
         for call in missing:
             self.fallback_ops.add(f"host_op {call} (not measured: the per-kernel eager figure)")
-        return max(1, int(round(ns)))
+        return max(1, int(round(self._host(ns))))
 
     def host_call_ns(self, call: str, phase: str, local_experts: "int | None" = None) -> "float | None":
         """One measured host call of class ``call`` in ``phase`` as its chain timed it (no
         mixed-program factor), or None where the profile did not measure it; a class measured at
         several expert counts is read at ``local_experts`` (:meth:`HostClassTable.call_ns`)."""
-        return self._host_classes.call_ns(call, check_phase(phase), local_experts)
+        ns = self._host_classes.call_ns(call, check_phase(phase), local_experts)
+        return None if ns is None else self._host(ns)
+
+    def host_speeds(self) -> dict[Any, float]:
+        """Per profile run with host rows, its host's speed as a factor on the mean this model
+        prices at ``host_speed="mean"`` (:func:`moesim.costs.host_classes.run_speeds`)."""
+        return dict(self._host_classes.speeds or {})
 
     def host_mix_factors(self) -> dict[str, float]:
         """Mixed-program factor per phase (:mod:`moesim.costs.host_classes`); empty: not measured."""
@@ -553,7 +570,7 @@ class CalibratedCostModel:
             if steady <= last_s:
                 continue
             extra, last_s = max(extra, after - steady), steady
-            points.append((steady, extra))
+            points.append((self._host(steady), self._host(extra)))
         return tuple(points)
 
     def sync_ns(self, nbytes: float, variant: str = "queued") -> int:
@@ -572,11 +589,11 @@ class CalibratedCostModel:
         """Host time one ``nn.Module`` call adds around its op (the isolated framework glue:
         ``module_linear`` - ``linear`` rows); 0 where not measured."""
         t = self._host_classes.module_call_ns(phase)
-        return 0 if t is None else int(round(t))
+        return 0 if t is None else int(round(self._host(t)))
 
     def host_overhead_ns(self, op: str) -> int:
         """Host launch cost of one eager PyTorch collective (eager minus CUDA-graph time)."""
-        return int(round(self._host_ns[self._check_collective(op, 2)]))
+        return int(round(self._host(self._host_ns[self._check_collective(op, 2)])))
 
     def _fallback_comm(self, method: str, kind: str) -> Callable[..., Any]:
         if self.fallback is None:
@@ -634,13 +651,16 @@ class CalibratedCostModel:
 
     def eager_host_ns(self) -> float:
         """Host time of eager PyTorch per kernel moesim counts (profile field ``eager_host``,
-        written by ``lab/eager_host.py``; 0 if not measured)."""
+        written by ``lab/eager_host.py``; 0 if not measured), at the chosen host speed."""
+        return self._host(self._eager_host_raw())
+
+    def _eager_host_raw(self) -> float:
         rec = self.profile.extra.get("eager_host")
         return float(rec["per_kernel_ns"]) if rec else 0.0
 
     def launch_overhead_ns(self) -> int:
-        """Host time per back-to-back eager kernel launch (0 if not measured)."""
-        return self._launch_ns
+        """Host time per back-to-back eager kernel launch (0 if not measured), at the chosen host speed."""
+        return int(round(self._host(self._launch_ns)))
 
     def measured_peak_flops(self, dtype: str = "bf16") -> float:
         """Best achieved GEMM FLOP/s in the profile."""

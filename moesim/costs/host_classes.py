@@ -27,6 +27,11 @@ and is named in the returned labels, which the cost model adds to ``fallback_ops
 ``sync`` rows price the device-to-host copy that ``.tolist()`` forces (``queued``: from the end of
 the queued GPU work until the host holds the values; ``idle``: issue to values on an idle GPU).
 
+Host speed: the profile's host rows come from several runs, each on its own machine and moment,
+and the lent machines' hosts differ up to ~1.8x in speed. :func:`run_speeds` reads each run's speed
+against the mean the cost model prices; ``Scenario.host_speed`` (:data:`HOST_SPEEDS`) prices at
+the mean (default) or at the slowest or fastest run (:func:`speed_factor`).
+
 Mixed programs: a class's ``host_op`` row comes from a chain of calls of that one class, where the
 same dispatch path runs back to back. A ``host_mix`` row times a chain rotating through several
 classes (each call after a call of another class, as in a model's program); its ratio to the mean
@@ -70,6 +75,8 @@ VARIANT_CALLS: dict[str, tuple[str, ...]] = {
 NAME_CALLS = {"rope": ("rope",), "residual": ("add",)}  # name hints for variant-less ops
 BACKWARD_OPS = {"linear": 2, "grouped_mm": 2}  # backward ops a workload lists per forward call
 NO_BACKWARD_CALLS = ("argsort", "histc", "zeros", "split")
+HOST_SPEEDS = ("mean", "slowest", "fastest")
+MIN_RUN_CLASSES = 10   # a run's speed is read off at least this many (call, phase) rows another run measured too
 
 
 def op_calls(op: ComputeOp) -> tuple[str, ...]:
@@ -104,6 +111,47 @@ def mix_factors(host_rows: list[Mapping[str, Any]], mix_rows: list[Mapping[str, 
         if own:
             logs[m["phase"]].append(float(np.log(m["time_ns"] / np.mean([r["time_ns"] for r in own]))))
     return {phase: float(np.exp(np.mean(v))) for phase, v in logs.items()}
+
+
+def run_speeds(host_rows: list[Mapping[str, Any]]) -> dict[Any, float]:
+    """Per profile run (``run``), its host's speed as a factor on the mean the cost model prices:
+    the geometric mean, over every (call, phase, probe expert count) the run measured and another
+    run measured too, of the run's time over the geometric mean of those runs' times of it. A run
+    with fewer than :data:`MIN_RUN_CLASSES` such rows (one that measured a few framework classes)
+    is left out."""
+    per_key: dict[tuple, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in host_rows:
+        per_key[(r["call"], r["phase"], _probe_experts(r))][r.get("run")].append(float(np.log(r["time_ns"])))
+    logs: dict[Any, list[float]] = defaultdict(list)
+    for runs in per_key.values():
+        if len(runs) < 2:
+            continue
+        own = {run: float(np.mean(v)) for run, v in runs.items()}
+        mean = float(np.mean(list(own.values())))
+        for run, v in own.items():
+            logs[run].append(v - mean)
+    return {run: float(np.exp(np.mean(v))) for run, v in logs.items() if len(v) >= MIN_RUN_CLASSES}
+
+
+def check_host_speed(value: Any, field: str = "host_speed") -> str:
+    """``value`` if it is one of :data:`HOST_SPEEDS`, else a ConfigError naming ``field``."""
+    if not isinstance(value, str) or value not in HOST_SPEEDS:
+        raise ConfigError(field, f"unknown host speed {value!r}",
+                          "use 'mean' (the profile's host rows averaged over its runs), 'slowest' or 'fastest' "
+                          "(its slowest or fastest host run)")
+    return value
+
+
+def speed_factor(speeds: Mapping[Any, float], choice: str, where: str) -> float:
+    """The factor on the profile's mean host times for ``choice`` (:data:`HOST_SPEEDS`)."""
+    if check_host_speed(choice) == "mean":
+        return 1.0
+    if len(speeds) < 2:
+        raise ConfigError("host_speed", f"{choice!r} needs host rows of two or more runs (each with "
+                          f"{MIN_RUN_CLASSES}+ classes another run measured too), and {where} has {len(speeds)}", "use host_speed='mean', or merge host_classes runs of other machines "
+                          "into the profile (moesim calibrate run --sections host_classes; python -m "
+                          "moesim.calibrate.merge)")
+    return max(speeds.values()) if choice == "slowest" else min(speeds.values())
 
 
 def check_phase(phase: str) -> str:
@@ -149,6 +197,7 @@ class HostClassTable:
     # (call, phase) -> ((local experts, ns added over the smallest count), ...): classes measured
     # at several expert counts (``probe.num_experts``; class ``megatron_moe_layer``)
     growth: Mapping[tuple[str, str], tuple[tuple[int, float], ...]] = None  # type: ignore[assignment]
+    speeds: Mapping[Any, float] = None  # type: ignore[assignment]  # run -> host speed factor (run_speeds)
 
     @classmethod
     def from_rows(cls, host_rows: list[Mapping[str, Any]], sync_rows: list[Mapping[str, Any]],
@@ -174,7 +223,8 @@ class HostClassTable:
         for r in sync_rows:
             by_variant[r["variant"]].append(r)
         return cls({k: float(np.exp(np.mean(v))) for k, v in logs.items()},
-                   {v: Curve(rows) for v, rows in by_variant.items()}, mix_factors(host_rows, mix_rows or []), growth)
+                   {v: Curve(rows) for v, rows in by_variant.items()}, mix_factors(host_rows, mix_rows or []), growth,
+                   run_speeds(host_rows))
 
     def mix_factor(self, phase: str) -> float:
         return (self.mix or {}).get(phase, 1.0)

@@ -73,7 +73,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
                           f"{topo.name!r} has {topo.num_gpus}", "change tp/dp/pp or the topology's nodes so they match")
     check_budget(estimate_run(scn, trace=trace, plots=plots, link_series=link_series), force=force)
     spec = resolve_model(scn.model)
-    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile, scn.gpu_clock, gemm_duty)
+    cost = resolve_cost_model(scn.cost_model, topo.gpu_kind, scn.profile, scn.gpu_clock, gemm_duty, scn.host_speed)
     sched = make_schedule(scn)
     overlap = scenario_overlap(scn)
     ranks = tuple(plan.rank(t, d, p) for p in range(plan.pp) for d in range(plan.dp) for t in range(plan.tp))

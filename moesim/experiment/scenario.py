@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Mapping
 
 from moesim.costs.clock import check_clock
+from moesim.costs.host_classes import check_host_speed
 from moesim.errors import ConfigError
 from moesim.experiment.faults import Faults
 from moesim.lowering.host import host_mode
@@ -156,7 +157,11 @@ class Scenario:
     ``gpu_clock`` is ``"sustained"`` (the clock a GPU holds under training load, the calibrated
     profile's protocol) or ``"boost"`` (its maximum, as a short benchmark on a cool GPU sees:
     compute-bound kernels priced at that clock, :mod:`moesim.costs.clock`; the roofline, a
-    datasheet peak, is the same in both)."""
+    datasheet peak, is the same in both). ``host_speed`` is the host CPU the eager host runs at:
+    ``"mean"`` (the profile's host rows averaged over its runs, each on its own machine), or its
+    ``"slowest"`` or ``"fastest"`` run (on the lent H100s they span about 0.74-1.33x the mean):
+    every host issue time scales by that run's speed (:func:`moesim.costs.host_classes.run_speeds`),
+    device-to-host copies do not."""
 
     name: str
     topology: str
@@ -183,6 +188,7 @@ class Scenario:
     profile: str | None = None
     overlap: OverlapOptions = field(default_factory=OverlapOptions)
     gpu_clock: str = "sustained"
+    host_speed: str = "mean"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -201,6 +207,7 @@ class Scenario:
         if self.profile is not None:
             object.__setattr__(self, "profile", str(self.profile))
         check_clock(self.gpu_clock, "scenario.gpu_clock")
+        check_host_speed(self.host_speed, "scenario.host_speed")
         self._check_types()
 
     def _check_types(self) -> None:
@@ -239,6 +246,10 @@ class Scenario:
                                lambda x: 0.0 < x <= 10_000.0,
                                "give your host's eager time per counted kernel (replaces the per-op host costs), "
                                "e.g. 40.0, or leave it out for the profile's")
+        if self.host_launch_us is not None and self.host_speed != "mean":
+            raise ConfigError("scenario.host_speed", f"{self.host_speed!r} given with scenario.host_launch_us "
+                              f"{self.host_launch_us} (your own flat host figure, which no profile run scales)",
+                              "drop one of them: host_launch_us prices your host, host_speed picks a profile run's")
         self._check_step_options()
         if self.faults is not None and not isinstance(self.faults, Faults):
             raise ConfigError("scenario.faults", f"must be a Faults or None, got {self.faults!r}",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from moesim.costs.base import CostModel
+from moesim.costs.host_classes import check_host_speed
 from moesim.errors import ConfigError
 from moesim.lowering.host import HostPricing, host_pricing
 from moesim.lowering.moe_costs import MoEStageTable
@@ -43,20 +44,25 @@ def profile_scope(profile: str | None) -> Iterator[None]:
 
 
 def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, gpu_clock: str = "sustained",
-                       gemm_duty: float = 0.0) -> CostModel:
+                       gemm_duty: float = 0.0, host_speed: str = "mean") -> CostModel:
     """The cost model of a GPU kind: the named ``profile`` (a path or a name on the profile search
     path, :func:`moesim.costs.profile.resolve_profile_path`; else the one of an enclosing
     :func:`profile_scope`), or the calibrated profile shipped for this GPU (``auto``/``calibrated``),
     else the roofline. A profile measured on another device is refused unless ``choice`` is
     ``"calibrated"`` (the user's explicit override). ``gpu_clock`` (:mod:`moesim.costs.clock`)
-    applies to calibrated profiles; the roofline's datasheet peaks are the same in both."""
+    applies to calibrated profiles; the roofline's datasheet peaks are the same in both. ``host_speed``
+    (:data:`moesim.costs.host_classes.HOST_SPEEDS`) needs a calibrated profile with host rows of
+    several runs."""
     from moesim.costs.roofline import make_cost_model
 
     profile = _named_profile(choice, profile)
     if profile:
-        return _named_profile_model(choice, gpu_kind, profile, gpu_clock, gemm_duty)
+        return _named_profile_model(choice, gpu_kind, profile, gpu_clock, gemm_duty, host_speed)
     shipped = _shipped_profile(gpu_kind)
     if choice == "roofline" or (choice == "auto" and shipped is None):
+        if check_host_speed(host_speed, "scenario.host_speed") != "mean":
+            raise ConfigError("scenario.host_speed", f"{host_speed!r} needs a calibrated profile's host rows, and "
+                              f"{gpu_kind} is priced by the roofline", "use host_speed='mean', or a calibrated profile")
         return make_cost_model(gpu_kind)
     if shipped is None:
         raise ConfigError("scenario.cost_model", f"no calibrated profile ships for {gpu_kind}",
@@ -66,7 +72,7 @@ def resolve_cost_model(choice: str, gpu_kind: str, profile: str | None = None, g
     from moesim.costs.profile import load_profile
 
     return CalibratedCostModel(load_profile(shipped), fallback=make_cost_model(gpu_kind),
-                               gpu_clock=gpu_clock, gemm_duty=gemm_duty)
+                               gpu_clock=gpu_clock, gemm_duty=gemm_duty, host_speed=host_speed)
 
 
 def _named_profile(choice: str, profile: str | None) -> str | None:
@@ -95,7 +101,7 @@ def resolved_profile(choice: str, gpu_kind: str, profile: str | None = None):
 
 
 def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str = "sustained",
-                         gemm_duty: float = 0.0) -> CostModel:
+                         gemm_duty: float = 0.0, host_speed: str = "mean") -> CostModel:
     """A calibrated model of the profile ``name``, checked against the topology's GPU kind."""
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
@@ -111,7 +117,8 @@ def _named_profile_model(choice: str, gpu_kind: str, name: str, gpu_clock: str =
                           f"use a profile measured on {gpu_kind} (moesim calibrate run on one), a topology of "
                           f"{prof.device_kind} GPUs, or set cost_model='calibrated' (--set cost_model=calibrated) "
                           f"to price {gpu_kind} GPUs with it anyway")
-    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind), gpu_clock=gpu_clock, gemm_duty=gemm_duty)
+    return CalibratedCostModel(prof, fallback=make_cost_model(gpu_kind), gpu_clock=gpu_clock, gemm_duty=gemm_duty,
+                               host_speed=host_speed)
 
 
 def resolve_model(model: Any):

@@ -187,7 +187,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     per_node = probe.gpus_per_host
     spec = resolve_model(scn.model)
     _check(scn, spec, per_node, scn.nodes or load_topology(scn.topology).num_hosts)
-    cost = resolve_cost_model(scn.cost_model, probe.gpu_kind, scn.profile, scn.gpu_clock, gemm_duty)
+    cost = resolve_cost_model(scn.cost_model, probe.gpu_kind, scn.profile, scn.gpu_clock, gemm_duty, scn.host_speed)
     kinds = {l.kind for l in probe.links} | {"ib", "ethernet", "pcie", "nvswitch", "nvlink"}
     efficiency = {k: cost.link_efficiency(k) for k in sorted(kinds)}
     sched = make_schedule(scn)

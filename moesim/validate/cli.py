@@ -73,7 +73,7 @@ def render_table(report: Report) -> str:
     if layer_cases:
         console.print(_table("Layers and blocks", case_rows(layer_cases), {4, 5, 6}, Table))
     if report.cases:
-        console.print(_table("Summary per workload class", summary_rows(report), {4, 5, 6, 7}, Table))
+        console.print(_table("Summary per workload class", summary_rows(report), {4, 5, 6, 7, 8}, Table))
     for line in footer_lines(report):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     return buf.getvalue()

@@ -3,7 +3,10 @@
 A :class:`Comparison` is one case (what ran, the measured and the predicted time, whether it is
 below its size threshold). :func:`summarize` groups cases by (workload class, pass, GPU) and,
 inside each group, by size (cases at or above the threshold, and the flagged small ones apart),
-giving the count, median and maximum absolute relative error and the count above 15%.
+giving the count, median and maximum absolute relative error and the count above 15%. A case
+whose prediction moves with the host CPU carries a ``band``: the predictions at the profile's
+fastest and slowest host runs (``Scenario.host_speed``); the summary counts the measured times
+inside it.
 """
 from __future__ import annotations
 
@@ -33,6 +36,11 @@ class Comparison:
     cost_model: str = ""
     notes: str = ""
     fallbacks: tuple[str, ...] = ()   # op classes the cost model priced by a fallback (labelled, never silent)
+    band: "tuple[float, float] | None" = None   # predicted ns at the fastest and the slowest host run
+
+    @property
+    def in_band(self) -> bool:
+        return self.band is not None and self.band[0] <= self.measured_ns <= self.band[1]
 
     @property
     def error(self) -> float:
@@ -47,7 +55,8 @@ class Comparison:
         return {"id": self.case_id, "class": self.workload_class, "pass": self.passes, "gpu": self.gpu,
                 "measured_ns": round(self.measured_ns, 1), "predicted_ns": round(self.predicted_ns, 1),
                 "error": round(self.error, 5), "small": self.small, "cost_model": self.cost_model, "notes": self.notes,
-                "fallbacks": list(self.fallbacks)}
+                "fallbacks": list(self.fallbacks),
+                **({"host_band_ns": [round(b, 1) for b in self.band]} if self.band else {})}
 
 
 @dataclass(frozen=True)
@@ -63,11 +72,14 @@ class ClassSummary:
     max_abs: float
     worst_case: str
     over: int           # cases with |error| > 15%
+    banded: int = 0     # cases with a host band
+    in_band: int = 0    # of those, measured inside it
 
     def to_dict(self) -> dict[str, Any]:
         return {"class": self.workload_class, "pass": self.passes, "gpu": self.gpu, "size": self.size,
                 "cases": self.cases, "median_abs_error": round(self.median_abs, 5),
-                "max_abs_error": round(self.max_abs, 5), "worst_case": self.worst_case, "over_15pct": self.over}
+                "max_abs_error": round(self.max_abs, 5), "worst_case": self.worst_case, "over_15pct": self.over,
+                **({"host_band": {"cases": self.banded, "measured_inside": self.in_band}} if self.banded else {})}
 
 
 def summary_of(group: Sequence[Comparison], workload_class: str, passes: str, gpu: str, size: str) -> ClassSummary:
@@ -75,7 +87,8 @@ def summary_of(group: Sequence[Comparison], workload_class: str, passes: str, gp
     worst = max(group, key=lambda c: c.abs_error)
     return ClassSummary(workload_class, passes, gpu, size, len(group),
                         statistics.median(c.abs_error for c in group), worst.abs_error, worst.case_id,
-                        sum(c.abs_error > OVER for c in group))
+                        sum(c.abs_error > OVER for c in group), sum(c.band is not None for c in group),
+                        sum(c.in_band for c in group))
 
 
 def summarize(cases: Sequence[Comparison]) -> list[ClassSummary]:

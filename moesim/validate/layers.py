@@ -332,8 +332,9 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
     from moesim.engine.sim import HOST_STREAM
     from moesim.experiment.block import simulate_block
 
-    result = simulate_block(entry_scenario(entry, gpu, cost_model))
-    main = _comparison(entry, gpu, result)
+    scn = entry_scenario(entry, gpu, cost_model)
+    result = simulate_block(scn)
+    main = _comparison(entry, gpu, result, _host_band(scn, result))
     if entry.host_issue_ns is None or result.recorder is None:
         return [main]
     issue_ns = sum(sp.end_ns - sp.start_ns for sp in result.recorder.spans
@@ -345,18 +346,48 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
     host = Comparison(case_id=entry.case_id, workload_class=f"{HOST_ISSUE_CLASSES[entry.host_protocol]}: "
                       f"{entry.workload_class}", passes=entry.passes, gpu=gpu, measured_ns=entry.host_issue_ns,
                       predicted_ns=float(issue_ns), small=False, cost_model=result.cost_model,
-                      notes=HOST_ISSUE_NOTES[entry.host_protocol])
+                      notes=HOST_ISSUE_NOTES[entry.host_protocol], band=_issue_band(result.host_issue, issue_ns))
     return [main, host]
 
 
-def _comparison(entry: LayerEntry, gpu: str, result: Any) -> Comparison:
+def _speed_span(rec: Mapping[str, Any]) -> "tuple[float, float] | None":
+    """(fastest, slowest) host run of the profile as factors on the speed the run was priced at."""
+    sp = rec.get("host_speed") if rec else None
+    if not sp:
+        return None
+    priced = {"mean": 1.0, "fastest": sp["fastest"], "slowest": sp["slowest"]}[sp["priced"]]
+    return sp["fastest"] / priced, sp["slowest"] / priced
+
+
+def _issue_band(rec: Mapping[str, Any], issue_ns: float) -> "tuple[float, float] | None":
+    """The simulated host issue at the profile's fastest and slowest host runs: every issue time
+    scales by the run's speed (a program without device-to-host reads)."""
+    span = _speed_span(rec)
+    return None if span is None else (issue_ns * span[0], issue_ns * span[1])
+
+
+def _host_band(scn: Any, result: Any) -> "tuple[float, float] | None":
+    """Where the simulated host thread is busy for at least half of the run (host-bound), the
+    time per iteration simulated again at the profile's fastest and slowest host runs."""
+    from moesim.analysis.host_issue import RISK_RATIO
+    from moesim.experiment.block import simulate_block
+
+    rec = result.host_issue or {}
+    if _speed_span(rec) is None or rec.get("host_busy_fraction", 0.0) < RISK_RATIO:
+        return None
+    ends = [simulate_block(dataclasses.replace(scn, host_speed=end)).time_per_iteration_ns
+            for end in ("fastest", "slowest")]
+    return float(min(ends)), float(max(ends))
+
+
+def _comparison(entry: LayerEntry, gpu: str, result: Any, band: "tuple[float, float] | None" = None) -> Comparison:
     fallbacks = tuple(c.name for c in result.op_classes
                       if "fallback" in c.provenance or "stand-in" in c.provenance or c.provenance == "mixed")
     priced_sustained = result.calibrated and result.scenario.gpu_clock == "sustained"
     notes = "; ".join(n for n in (unmodelled(entry), BURST_NOTE if priced_sustained else "") if n)
     return Comparison(case_id=entry.case_id, workload_class=entry.workload_class, passes=entry.passes, gpu=gpu,
                       measured_ns=entry.measured_ns, predicted_ns=float(result.time_per_iteration_ns),
-                      small=entry.small, cost_model=result.cost_model, notes=notes, fallbacks=fallbacks)
+                      small=entry.small, cost_model=result.cost_model, notes=notes, fallbacks=fallbacks, band=band)
 
 
 def predict_file(layer_file: LayerFile, cost_model: str = "auto") -> list[Comparison]:
