@@ -32,15 +32,34 @@ def test_ranked_by_share_with_computed_messages() -> None:
     found = bottlenecks(pipeline_recorder(), top=10)
     assert [(b.kind, b.subject) for b in found] == [
         ("pipeline_bubble", "gpu0"), ("critical_comm", "send on comm.pp_send"),
-        ("link", "n0->n1 (ib)"), ("straggler", "gpu1 compute")]
+        ("link", "n0->n1 (ib)"), ("stage_imbalance", "gpu1 compute")]
     assert [b.share for b in found] == pytest.approx([0.5, 0.1, 0.09, 0.05])
     assert found[0].message == ("pipeline bubble: gpu0 has nothing running for 50% of the step (its compute stream "
                                 "idles 60%: 0% before its first compute, 60% after its last, 0% in gaps; 10% of the "
                                 "step under its own communication); mean over 2 GPUs 45%")
     assert found[1].message == "send on comm.pp_send stream on critical path for 10% of the step"
     assert found[2].message.startswith("link n0->n1 (ib) busy 9% of the step")
-    assert found[3].message == "gpu1 compute 11% slower than the median (straggler)"
+    assert found[3].message.startswith("gpu1 compute 11% above the median GPU's: stage imbalance, not a slow GPU: "
+                                       "pipeline stage 1 carries more compute than the others on all 1 of its GPUs")
     assert [b.kind for b in bottlenecks(pipeline_recorder())] == ["pipeline_bubble", "critical_comm", "link"]
+    slow = pipeline_recorder()   # the same step with gpu1 configured slow (faults.slow_gpus): a straggler
+    slow.meta["slow_gpus"] = {1: 1.25}
+    (found,) = [b for b in bottlenecks(slow, top=10) if b.subject == "gpu1 compute"]
+    assert (found.kind, found.message) == ("straggler", "gpu1 compute 11% slower than the median "
+                                                        "(straggler: faults.slow_gpus x1.25)")
+
+
+def test_a_heavier_stage_is_told_from_one_slow_gpu_of_it() -> None:
+    """Two GPUs per stage: both of stage 1 heavier is a stage imbalance; one of them alone a straggler."""
+    def rec(durations: dict[int, int]) -> Recorder:
+        r = Recorder()
+        for rank, dur in durations.items():
+            r.add_span(Span(rank, rank, 0, "compute", f"f{rank}", "forward", 0, dur, {"stage": rank // 2}))
+        return r
+    kinds = {b.subject: b.kind for b in bottlenecks(rec({0: 100, 1: 100, 2: 150, 3: 150}), top=10)}
+    assert kinds["gpu2 compute"] == "stage_imbalance"
+    kinds = {b.subject: b.kind for b in bottlenecks(rec({0: 100, 1: 100, 2: 100, 3: 150}), top=10)}
+    assert kinds["gpu3 compute"] == "straggler"
 
 
 def test_hot_expert_is_named_when_expert_compute_is_the_excess() -> None:

@@ -6,7 +6,9 @@ idle time hidden under the GPU's own communication is reported in its message bu
 because the critical-path candidates account for it), the busiest link (its time-weighted mean
 utilisation), each collective on the critical path (with the streams it ran on), the gaps on
 the critical path, and the slowest rank's compute against the median rank (a *straggler*,
-called a *hot expert* when most of the excess is ``expert`` compute). Each candidate's share is
+called a *hot expert* when most of the excess is ``expert`` compute, and a *stage imbalance* when
+every GPU running its pipeline stages is as slow and a median rank runs other stages, unless the
+recorder's ``meta["slow_gpus"]`` names it: a configured slow GPU). Each candidate's share is
 a fraction of the makespan; candidates under ``MIN_SHARE`` are dropped and the rest sorted by
 share, largest first.
 """
@@ -128,11 +130,38 @@ def _straggler(recorder: Recorder) -> list[Bottleneck]:
         return []
     expert = _compute_by_rank(recorder, "expert")
     expert_excess = expert.get(rank, 0) - median([expert.get(r, 0) for r in busy])
-    cause = (f"expert compute {expert_excess / 1e3:.1f} us above the median: hot expert"
-             if expert_excess >= 0.5 * excess else "straggler")
-    msg = f"gpu{rank} compute {_pct(excess / typical)} slower than the median ({cause})"
-    return [Bottleneck("hot_expert" if cause.endswith("hot expert") else "straggler",
-                       f"gpu{rank} {COMPUTE_STREAM}", excess / horizon, msg)]
+    if expert_excess >= 0.5 * excess:
+        kind, cause = "hot_expert", f"expert compute {expert_excess / 1e3:.1f} us above the median: hot expert"
+    elif (stages := _heavier_stage(recorder, busy, rank, typical)) is not None:
+        kind, cause = "stage_imbalance", stages
+    else:
+        slow = (recorder.meta.get("slow_gpus") or {}).get(rank)
+        kind, cause = "straggler", "straggler" + (f": faults.slow_gpus x{slow:g}" if slow else "")
+    msg = (f"gpu{rank} compute {_pct(excess / typical)} above the median GPU's: {cause}" if kind == "stage_imbalance"
+           else f"gpu{rank} compute {_pct(excess / typical)} slower than the median ({cause})")
+    return [Bottleneck(kind, f"gpu{rank} {COMPUTE_STREAM}", excess / horizon, msg)]
+
+
+def _heavier_stage(recorder: Recorder, busy: dict[int, int], rank: int, typical: float) -> "str | None":
+    """Where the slowest rank runs other pipeline stages than a median rank and every GPU running
+    its stages is as slow (within 1%), not a slow GPU but a heavier stage: the words saying so;
+    else None. A rank named in ``meta["slow_gpus"]`` (a configured straggler) is never this."""
+    if rank in (recorder.meta.get("slow_gpus") or {}):
+        return None
+    stages: dict[int, set] = {}
+    for span in recorder.spans:
+        if span.stream == COMPUTE_STREAM and span.args and "stage" in span.args:
+            stages.setdefault(span.rank, set()).add(span.args["stage"])
+    mine = stages.get(rank)
+    if not mine or not any(stages.get(r) != mine and busy[r] <= typical for r in busy):
+        return None
+    peers = [r for r in busy if stages.get(r) == mine]
+    if any(busy[r] < 0.99 * busy[rank] for r in peers):
+        return None
+    names = ", ".join(str(s) for s in sorted(mine, key=lambda s: (str(type(s)), s)))
+    which = f"pipeline stages {names} carry" if len(mine) > 1 else f"pipeline stage {names} carries"
+    return (f"stage imbalance, not a slow GPU: {which} more compute than the others on all {len(peers)} of its "
+            "GPUs (the layers, and the embedding on the first stage or the output head and loss on the last)")
 
 
 def _check_top(top: int) -> None:

@@ -125,6 +125,8 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
         **lowering_kwargs(overlap, plan.dp_overlap),
     )
     sim.recorder.meta.update(_ranks_meta(topo), scenario=scn.name, cost_model=cost.name)
+    if faults.slow_gpus:   # analysis.bottlenecks tells a configured straggler from a heavier pipeline stage
+        sim.recorder.meta["slow_gpus"] = {int(r): float(f) for r, f in faults.slow_gpus.items()}
     with gc_paused():
         counts = lower_pipeline(sim, sched, grid, table, opts, exchange)
     host = scenario_host(scn, cost)  # what eager PyTorch's host costs: charged or checked

@@ -73,8 +73,19 @@ def run(
         raise typer.Exit(1)
     for part in console_report(exp, results, walls):
         console.print(part)
-    first = results[0]
-    console.print(f"costs: {first.cost_model}; network model: {first.network_mode}")
+    console.print(costs_line(results))
     wrote = ([f"{len(results)} Perfetto traces (*.trace.json; open in ui.perfetto.dev)"] if not no_trace else []) \
         + (["PNG plots"] if not no_plots else [])
     console.print(f"wrote {out_dir}/results.json, summary.md" + "".join(f", {w}" for w in wrote))
+
+
+def costs_line(results: list) -> str:
+    """What priced the run: one cost model and network mode, or each with the scenarios it priced."""
+    by: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        by.setdefault((r.cost_model, r.network_mode), []).append(r.name)
+    if len(by) == 1:
+        (model, network), = by
+        return f"costs: {model}; network model: {network}"
+    return "costs: " + "; ".join(f"{model}, network model {network} ({', '.join(names)})"
+                                 for (model, network), names in by.items())
