@@ -117,3 +117,56 @@ def test_deepseek_topk_method_sets_the_expert_bias() -> None:
     assert not read_hf_config(raw, name="dsv3-greedy").spec.expert_bias
     with pytest.raises(ConfigError, match="topk_method"):
         read_hf_config({**_raw("deepseek-v3"), "topk_method": "magic"}, name="dsv3-bad")
+
+
+# -- architectures beyond the shipped configs: public models' config.json fields (tests/data/hf_configs) --
+HF_DATA = Path(__file__).resolve().parent / "data" / "hf_configs"
+MORE = {  # file: (architecture, spec kind, total / activated parameters in billions, what else must hold)
+    "mistral7b": ("mistral", "TransformerSpec", 7.24, 7.24, {"sliding_window": 4096, "num_kv_heads": 8}),
+    "qwen25_7b": ("qwen2", "TransformerSpec", 7.62, 7.62, {"sliding_window": 0, "num_kv_heads": 4}),
+    "qwen3_8b": ("qwen3", "TransformerSpec", 8.19, 8.19, {"qk_norm": True, "head_dim": 128}),
+    "qwen15moe": ("qwen2_moe", "MoESpec", 14.32, 2.69, {"num_experts": 60, "top_k": 4, "num_shared_experts": 1,
+                                                        "shared_expert_ffn_hidden": 5632, "expert_ffn_hidden": 1408}),
+    "olmoe": ("olmoe", "MoESpec", 6.92, 1.28, {"num_experts": 64, "top_k": 8, "expert_ffn_hidden": 1024,
+                                               "qk_norm": True}),
+    "phimoe": ("phimoe", "MoESpec", 41.87, 6.64, {"num_experts": 16, "top_k": 2, "norm": "layernorm",
+                                                  "seq_len": 4096}),
+    "dsv2lite": ("deepseek_v2", "MoESpec", 15.71, 2.66, {"num_experts": 64, "top_k": 6, "num_shared_experts": 2,
+                                                         "first_k_dense": 1, "kv_lora_rank": 512, "q_lora_rank": 0,
+                                                         "expert_bias": False}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE))
+def test_more_architectures_read_every_field(name: str) -> None:
+    arch, kind, total, active, fields = MORE[name]
+    imp = load_hf_config(HF_DATA / f"{name}.json")
+    assert (imp.architecture, type(imp.spec).__name__) == (arch, kind)
+    assert imp.spec.total_params / 1e9 == pytest.approx(total, abs=0.01)
+    assert imp.spec.activated_params / 1e9 == pytest.approx(active, abs=0.01)
+    assert {k: getattr(imp.spec, k) for k in fields} == fields
+    seen = {k for k, _ in imp.used} | {k for k, _ in imp.not_modelled} | set(imp.no_cost)
+    assert seen >= set(json.loads((HF_DATA / f"{name}.json").read_text()))
+
+
+def test_what_the_new_readers_leave_out_is_listed() -> None:
+    left = {name: dict(load_hf_config(HF_DATA / f"{name}.json").not_modelled) for name in MORE}
+    assert "(q/k/v biases)" in left["qwen25_7b"] and "(q/k/v biases)" in left["qwen15moe"]
+    assert "(shared expert gate)" in left["qwen15moe"]
+    assert {"attention_bias", "lm_head_bias", "input_jitter_noise"} <= set(left["phimoe"])
+    assert left["mistral7b"] == {} and left["qwen3_8b"] == {} and left["olmoe"] == {}
+
+
+def test_qwen2_family_sliding_windows_come_from_layer_types() -> None:
+    raw = json.loads((HF_DATA / "qwen25_7b.json").read_text())
+    with pytest.raises(ConfigError) as e:   # where the sliding layers are differs between transformers versions
+        read_hf_config({**raw, "use_sliding_window": True})
+    assert "layer_types" in str(e.value)
+    kinds = ["full_attention"] * 4 + ["sliding_attention"] * 24
+    spec = read_hf_config({**raw, "use_sliding_window": True, "sliding_window": 4096, "layer_types": kinds}).spec
+    assert (spec.sliding_window, spec.layer_types) == (4096, tuple(kinds))
+    assert spec.attention_window(3) == 0 and spec.attention_window(4) == 4096
+    full = read_hf_config({**raw, "layer_types": ["full_attention"] * 28}).spec
+    assert full.sliding_window == 0
+    with pytest.raises(ConfigError, match="layer_types"):
+        read_hf_config({**raw, "layer_types": ["sliding_attention"]})

@@ -37,6 +37,7 @@ def from_hf(
     """Read a Hugging Face config.json into moesim's model spec; show which config field set which
     spec field, which fields moesim does not model, and which carry no cost."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from moesim.importers.hf import import_config, shape_rows, summary_lines, to_json
@@ -52,27 +53,28 @@ def from_hf(
         typer.echo(to_json(imp), nl=False)
         return
     console = Console()
-    console.print("\n".join(summary_lines(imp)), highlight=False, soft_wrap=True)
+    console.print(escape("\n".join(summary_lines(imp))), highlight=False, soft_wrap=True)
     shape = Table(title="model spec")
     shape.add_column("field")
     shape.add_column("value", overflow="fold")
     for field, value in shape_rows(imp):
-        shape.add_row(field, value)
+        shape.add_row(escape(field), escape(value))
     console.print(shape)
     used = Table(title="config field -> spec field")
     used.add_column("config.json")
     used.add_column("spec", overflow="fold")
     for key, target in imp.used:
-        used.add_row(key, target)
+        used.add_row(escape(key), escape(target))
     console.print(used)
     if imp.not_modelled:
         console.print("[bold]not modelled[/bold] (they change the cost; moesim approximates):", highlight=False)
         for key, why in imp.not_modelled:
-            console.print(f"  {key}: {why}", highlight=False, soft_wrap=True)
+            console.print(escape(f"  {key}: {why}"), highlight=False, soft_wrap=True)
     else:
         console.print("not modelled: none", highlight=False)
-    console.print(f"no effect on time or memory: {', '.join(imp.no_cost) or 'none'}", highlight=False, soft_wrap=True)
-    console.print(f"in a scenario file: model: {{hf: {path}, seq_len: {imp.spec.seq_len}}}", highlight=False,
+    console.print(escape(f"no effect on time or memory: {', '.join(imp.no_cost) or 'none'}"), highlight=False,
+                  soft_wrap=True)
+    console.print(escape(f"in a scenario file: model: {{hf: {path}, seq_len: {imp.spec.seq_len}}}"), highlight=False,
                   soft_wrap=True)
 
 

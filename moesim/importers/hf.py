@@ -16,8 +16,8 @@ from moesim.workload.hf_config import HFImport, load_hf_config
 SHAPE_FIELDS = ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len",
                 "dtype", "tied_embeddings", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim",
                 "sliding_window", "attention_sinks", "num_nextn_predict_layers", "num_experts", "top_k",
-                "expert_ffn_hidden", "num_shared_experts", "first_k_dense", "moe_layer_freq", "n_groups",
-                "topk_groups", "score_func")
+                "expert_ffn_hidden", "num_shared_experts", "shared_expert_ffn_hidden", "first_k_dense", "moe_layer_freq", "n_groups",
+                "topk_groups", "score_func", "norm", "qk_norm")
 
 
 def import_config(path: str | Path, *, name: str | None = None, seq_len: int | None = None,
@@ -34,7 +34,8 @@ def shape_rows(imp: HFImport) -> list[tuple[str, str]]:
             continue
         value = getattr(imp.spec, field)
         if field in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim", "sliding_window",
-                     "num_nextn_predict_layers", "num_shared_experts", "first_k_dense", "attention_sinks") and not value:
+                     "num_nextn_predict_layers", "num_shared_experts", "shared_expert_ffn_hidden", "first_k_dense",
+                     "attention_sinks", "qk_norm") and not value:
             continue
         rows.append((field, _short(value)))
     if getattr(imp.spec, "layer_types", ()):

@@ -9,10 +9,16 @@ express yet, with the approximation it makes instead). A field in none of these 
 architecture outside :data:`ARCHITECTURES`, is a :class:`~moesim.errors.ConfigError` naming it
 (``strict=False`` lists unknown fields as not modelled instead). Nothing is dropped silently.
 
-Architectures: Llama (``llama``), Mixtral (``mixtral``), Qwen3-MoE (``qwen3_moe``), GPT-OSS
-(``gpt_oss``: alternating sliding-window layers and attention sinks) and DeepSeek-V3
-(``deepseek_v3``: MLA, shared experts, group-limited routing ``n_group``/``topk_group``,
-``first_k_dense_replace``, multi-token prediction ``num_nextn_predict_layers``). Spec fields that
+Architectures: Llama (``llama``), Mistral (``mistral``: a sliding window on every layer where
+set), Qwen2 and Qwen3 dense (``qwen2``, ``qwen3``: Qwen3's QK-norm), Mixtral (``mixtral``),
+Qwen2-MoE (``qwen2_moe``: Qwen1.5-MoE, Qwen2-57B-A14B, a shared expert of its own width),
+Qwen3-MoE (``qwen3_moe``), OLMoE (``olmoe``), Phi-3.5-MoE (``phimoe``: LayerNorm), GPT-OSS
+(``gpt_oss``: alternating sliding-window layers and attention sinks), DeepSeek-V2 and V3
+(``deepseek_v2``, ``deepseek_v3``: MLA, shared experts, group-limited routing
+``n_group``/``topk_group``, ``first_k_dense_replace``, V3's multi-token prediction
+``num_nextn_predict_layers``). Qwen2-family sliding windows are read from ``layer_types``
+(transformers versions place them differently when only ``use_sliding_window`` is set, so that
+alone is refused). Spec fields that
 only newer moesim versions have (MTP, sliding windows, sinks) are set where the spec class has
 them (:data:`OPTIONAL_FIELDS`) and listed as not modelled where it does not.
 
@@ -37,23 +43,33 @@ from moesim.workload.transformer import TransformerSpec
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 ARCH_CLASSES = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "mixtral", "Qwen3MoeForCausalLM": "qwen3_moe",
-                "GptOssForCausalLM": "gpt_oss", "DeepseekV3ForCausalLM": "deepseek_v3"}
+                "GptOssForCausalLM": "gpt_oss", "DeepseekV3ForCausalLM": "deepseek_v3",
+                "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+                "Qwen2MoeForCausalLM": "qwen2_moe", "OlmoeForCausalLM": "olmoe", "PhimoeForCausalLM": "phimoe",
+                "DeepseekV2ForCausalLM": "deepseek_v2"}
 
 # Fields that change neither time nor memory of a training step (any architecture).
 NO_COST_COMMON = frozenset({
     "architectures", "model_type", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id",
     "initializer_range", "rms_norm_eps", "rope_theta", "rope_scaling", "use_cache", "attention_dropout",
     "max_position_embeddings", "pretraining_tp", "output_router_logits", "router_aux_loss_coef", "auto_map",
-    "hidden_dropout", "tie_word_embeddings", "torch_dtype", "dtype", "initial_context_length",
+    "hidden_dropout", "tie_word_embeddings", "torch_dtype", "dtype", "initial_context_length", "rope_parameters",
 })
+_DEEPSEEK_NO_COST = frozenset({"norm_topk_prob", "routed_scaling_factor", "ep_size", "aux_loss_alpha", "seq_aux"})
 # Per architecture: fields without cost (beyond the common ones) and fields moesim does not model.
 NO_COST = {
     "llama": frozenset({"mlp_bias"}),
     "mixtral": frozenset({"router_jitter_noise"}),
     "qwen3_moe": frozenset({"norm_topk_prob", "max_window_layers", "use_sliding_window", "sliding_window"}),
     "gpt_oss": frozenset({"swiglu_limit", "experts_per_token"}),
-    "deepseek_v3": frozenset({"norm_topk_prob", "routed_scaling_factor", "ep_size", "aux_loss_alpha",
-                              "seq_aux"}),
+    "deepseek_v3": _DEEPSEEK_NO_COST,
+    "deepseek_v2": _DEEPSEEK_NO_COST,
+    "mistral": frozenset(),
+    "qwen2": frozenset(),
+    "qwen3": frozenset(),
+    "qwen2_moe": frozenset({"norm_topk_prob"}),
+    "olmoe": frozenset({"norm_topk_prob"}),
+    "phimoe": frozenset({"router_jitter_noise", "original_max_position_embeddings"}),
 }
 NOT_MODELLED = {
     "llama": {},
@@ -63,6 +79,8 @@ NOT_MODELLED = {
                 "attention_bias": "biases of the attention projections (< 0.1% of the FLOPs) are left out"},
     "deepseek_v3": {"quantization_config": "FP8 block-scaled weights of the checkpoint; set gemm_dtype/dispatch_dtype "
                                            "for FP8 training (the deepseek-v3 preset does, after the report)"},
+    "deepseek_v2": {}, "mistral": {}, "qwen2": {}, "qwen3": {}, "qwen2_moe": {}, "olmoe": {},
+    "phimoe": {"lm_head_bias": "the output head's bias (one add over [tokens, vocab]) is left out"},
 }
 # Spec fields that not every moesim version has: (spec field, what it expresses). Set only where
 # the spec class defines them; otherwise the config field is reported as not modelled.
@@ -242,12 +260,7 @@ def _mixtral(f: _Fields) -> dict[str, Any]:
 
 def _qwen3_moe(f: _Fields) -> dict[str, Any]:
     kw = _attention(f)
-    layers = kw["num_layers"]
-    step = f.int_("decoder_sparse_step", "moe_layer_freq", default=1)
-    dense_only = f.value("mlp_only_layers", "moe_layer_freq", []) or []
-    if not isinstance(dense_only, list) or any(not isinstance(i, int) or not 0 <= i < layers for i in dense_only):
-        raise ConfigError("config.json: mlp_only_layers", f"must list layer indices below {layers}, got {dense_only!r}")
-    pattern = tuple(int(i not in dense_only and (i + 1) % step == 0) for i in range(layers))
+    pattern = _sparse_layers(f, kw["num_layers"])
     if f.raw.get("use_sliding_window"):
         f.skip("sliding_window", "sliding-window attention priced as full causal attention")
     if f.has("shared_expert_intermediate_size"):
@@ -256,8 +269,109 @@ def _qwen3_moe(f: _Fields) -> dict[str, Any]:
     return {**kw, "ffn_hidden": f.int_("intermediate_size", "ffn_hidden"),
             "expert_ffn_hidden": f.int_("moe_intermediate_size", "expert_ffn_hidden"),
             "num_experts": f.int_("num_experts", "num_experts"), "top_k": f.int_("num_experts_per_tok", "top_k"),
-            "moe_layer_freq": 1 if all(pattern) else pattern,
+            "moe_layer_freq": pattern,
             "qk_norm": True}   # Qwen3MoeAttention's q_norm / k_norm, whatever the config says
+
+
+def _mistral(f: _Fields) -> dict[str, Any]:
+    """Llama's layer with a sliding window on every layer where ``sliding_window`` is set."""
+    kw = _llama(f)
+    kw["_optional"] = {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
+    return kw
+
+
+def _qwen_window(f: _Fields, layers: int) -> dict[str, Any]:
+    """Qwen2-family sliding windows: none where ``use_sliding_window`` is false (its fields then
+    change nothing), else the layers ``layer_types`` names (required: transformers versions place
+    them differently from ``max_window_layers`` alone)."""
+    keys = ("use_sliding_window", "sliding_window", "max_window_layers")
+    kinds = f.raw.get("layer_types")
+    if kinds is not None:
+        if not isinstance(kinds, list) or len(kinds) != layers \
+                or any(k not in ("sliding_attention", "full_attention") for k in kinds):
+            raise ConfigError("config.json: layer_types", f"need {layers} entries of 'sliding_attention' or "
+                              f"'full_attention', got {str(kinds)[:80]}")
+        if "sliding_attention" in kinds:
+            f.used.update({k: "(layer_types names the sliding layers)" for k in keys[::2] if k in f.raw})
+            return {"_optional": {"sliding_window": (("sliding_window",), f.int_("sliding_window", "sliding_window")),
+                                  "layer_types": (("layer_types",), tuple(kinds))}}
+        f.used["layer_types"] = "(every layer full attention)"
+    elif f.raw.get("use_sliding_window"):
+        raise ConfigError("config.json: use_sliding_window", "is true and layer_types is not given",
+                          "give layer_types (one 'sliding_attention' or 'full_attention' per layer): transformers "
+                          "versions place Qwen2-family sliding layers differently")
+    f.used.update({k: "(no sliding window)" for k in keys if k in f.raw})
+    return {}
+
+
+def _qwen_biases(f: _Fields) -> None:
+    """Qwen2's q, k and v projections carry biases (``qkv_bias``, default true)."""
+    if f.raw.get("qkv_bias", True):
+        f.not_modelled["(q/k/v biases)"] = "the q, k and v projection biases (an add each, < 0.1% of the FLOPs) are left out"
+    if "qkv_bias" in f.raw:
+        f.used.setdefault("qkv_bias", "(read: the biases are left out)")
+
+
+def _qwen2(f: _Fields) -> dict[str, Any]:
+    kw = _llama(f)
+    _qwen_biases(f)
+    return {**kw, **_qwen_window(f, kw["num_layers"])}
+
+
+def _qwen3(f: _Fields) -> dict[str, Any]:
+    kw = _llama(f)
+    return {**kw, **_qwen_window(f, kw["num_layers"]), "qk_norm": True}   # Qwen3Attention's q_norm / k_norm
+
+
+def _sparse_layers(f: _Fields, layers: int) -> "int | tuple[int, ...]":
+    """Qwen's MoE layer pattern: ``decoder_sparse_step`` minus the ``mlp_only_layers``."""
+    step = f.int_("decoder_sparse_step", "moe_layer_freq", default=1)
+    dense_only = f.value("mlp_only_layers", "moe_layer_freq", []) or []
+    if not isinstance(dense_only, list) or any(not isinstance(i, int) or not 0 <= i < layers for i in dense_only):
+        raise ConfigError("config.json: mlp_only_layers", f"must list layer indices below {layers}, got {dense_only!r}")
+    pattern = tuple(int(i not in dense_only and (i + 1) % step == 0) for i in range(layers))
+    return 1 if all(pattern) else pattern
+
+
+def _qwen2_moe(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    _qwen_biases(f)
+    kw.update(_qwen_window(f, kw["num_layers"]))
+    shared = f.int_("shared_expert_intermediate_size", "shared_expert_ffn_hidden", default=0, allow_zero=True)
+    if shared:
+        f.not_modelled["(shared expert gate)"] = ("the shared expert's sigmoid gate (a [tokens, hidden] x [hidden, 1] "
+                                                  "GEMV, a sigmoid and a multiply per layer) is left out")
+    return {**kw, "ffn_hidden": f.int_("intermediate_size", "ffn_hidden"),
+            "expert_ffn_hidden": f.int_("moe_intermediate_size", "expert_ffn_hidden"),
+            "num_experts": f.int_("num_experts", "num_experts"), "top_k": f.int_("num_experts_per_tok", "top_k"),
+            "moe_layer_freq": _sparse_layers(f, kw["num_layers"]),
+            "num_shared_experts": 1 if shared else 0, "shared_expert_ffn_hidden": shared}
+
+
+def _olmoe(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    if f.raw.get("clip_qkv") is not None:
+        f.skip("clip_qkv", "the clamp of q, k and v (three elementwise kernels a layer) is left out")
+    elif "clip_qkv" in f.raw:
+        f.used["clip_qkv"] = "(none)"
+    ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
+    # OlmoeAttention's q_norm / k_norm span the whole projection: the same elements as per-head norms
+    return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn,
+            "num_experts": f.int_("num_experts", "num_experts", default=f.raw.get("num_local_experts")),
+            "top_k": f.int_("num_experts_per_tok", "top_k"), "qk_norm": True}
+
+
+def _phimoe(f: _Fields) -> dict[str, Any]:
+    kw = _attention(f)
+    if f.raw.get("input_jitter_noise"):
+        f.skip("input_jitter_noise", "the training-time random multiply of the MoE input (one elementwise kernel and "
+                                     "its random numbers a layer) is left out")
+    elif "input_jitter_noise" in f.raw:
+        f.used["input_jitter_noise"] = "(0: none)"
+    ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
+    kw["_optional"] = {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
+    return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn, "num_experts": f.int_("num_local_experts", "num_experts"),
+            "top_k": f.int_("num_experts_per_tok", "top_k"), "norm": "layernorm"}   # PhimoeDecoderLayer's nn.LayerNorm
 
 
 def _gpt_oss(f: _Fields) -> dict[str, Any]:
@@ -281,6 +395,12 @@ def _gpt_oss(f: _Fields) -> dict[str, Any]:
 def _deepseek_v3(f: _Fields) -> dict[str, Any]:
     kw = _attention(f)
     kw["head_dim"] = f.int_("qk_nope_head_dim", "head_dim")
+    if "head_dim" in f.raw:   # newer transformers store the rotary width there
+        f.used["head_dim"] = "(HF's derived width; moesim's head_dim is qk_nope_head_dim)"
+    if f.raw.get("mlp_bias"):
+        f.skip("mlp_bias", "MLP biases are left out")
+    elif "mlp_bias" in f.raw:
+        f.used["mlp_bias"] = "(no biases, as moesim's spec)"
     f.used["num_attention_heads"] = "num_heads"
     layers = kw["num_layers"]
     freq = f.int_("moe_layer_freq", "moe_layer_freq", default=1)
@@ -313,6 +433,8 @@ def _deepseek_v3(f: _Fields) -> dict[str, Any]:
 
 _READERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama, "mixtral": _mixtral, "qwen3_moe": _qwen3_moe, "gpt_oss": _gpt_oss, "deepseek_v3": _deepseek_v3,
+    "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "qwen2_moe": _qwen2_moe, "olmoe": _olmoe,
+    "phimoe": _phimoe, "deepseek_v2": _deepseek_v3,   # DeepSeek-V2's fields are V3's less MTP and expert bias
 }
 
 
