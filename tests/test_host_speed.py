@@ -66,9 +66,12 @@ def test_a_host_bound_block_moves_with_the_host_and_a_gpu_bound_one_barely() -> 
     assert t["fastest"] < t["mean"] < t["slowest"]
     speeds = CalibratedCostModel("h100_sxm").host_speeds()
     assert t["slowest"] / t["mean"] > 0.8 * max(speeds.values())   # host-bound: nearly the host's factor
+    band = simulate_block(base).host_band   # a host-bound block carries both ends
+    assert band == pytest.approx((t["fastest"], t["slowest"]))
     big = block_scenario("llama3-8b", tokens=16384, passes="fwd_bwd", gpu="H100", host="eager")
     a, b = (simulate_block(dataclasses.replace(big, host_speed=s)).time_per_iteration_ns for s in ("mean", "slowest"))
     assert b / a < 1.05
+    assert simulate_block(big).host_band is None   # GPU-bound: no band
 
 
 def test_bad_host_speeds_get_clear_errors() -> None:

@@ -63,12 +63,15 @@ class BlockResult:
     result: Any = field(repr=False, default=None)
     recorder: Any = field(repr=False, default=None)
     host_pricing: Any = field(repr=False, default=None)   # what the eager host charged (lowering.host.HostPricing)
+    # host-bound runs: time per iteration at the profile's fastest and slowest host runs (host_speed)
+    host_band: "tuple[float, float] | None" = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario.name, "iterations": self.iterations, "step_time_ns": self.step_time_ns,
                 "time_per_iteration_ns": round(self.time_per_iteration_ns, 1),
                 "op_classes": [c.to_dict() for c in self.op_classes], "critical_path": self.critical_path,
-                "cost_model": self.cost_model, "calibrated": self.calibrated, "host_issue": self.host_issue}
+                "cost_model": self.cost_model, "calibrated": self.calibrated, "host_issue": self.host_issue,
+                **({"host_band_ns": [round(b, 1) for b in self.host_band]} if self.host_band else {})}
 
 
 # -- the scenario ------------------------------------------------------------------------------
@@ -168,10 +171,12 @@ def _fabric(gpu: str, ranks: int) -> tuple[str, int | None, int | None]:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
+def simulate_block(scn: Scenario, force: bool = False, host_band: bool = True) -> BlockResult:
     """Run the block as :func:`~moesim.experiment.runner.run_scenario` runs it (a block is always
     the full engine: the reduced one refuses its optimizer and grad_sync) and condense it, its op
-    classes weighed and judged by the cost model the run priced with."""
+    classes weighed and judged by the cost model the run priced with. ``host_band``: where the
+    eager host thread is busy for at least half the run (host-bound) and the profile measured
+    several host runs, the block again at its fastest and slowest (``Scenario.host_speed``)."""
     from moesim.experiment.runner import build_at_duty, run_built
 
     built = build_at_duty(scn, force=force)
@@ -184,8 +189,24 @@ def simulate_block(scn: Scenario, force: bool = False) -> BlockResult:
     op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))
                        for k, v in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
     path = result.analysis.get("critical_path", {})
+    band = _host_band(scn) if host_band and _host_bound(result.host_issue) else None
     return BlockResult(scn, iterations, step_ns, step_ns / iterations, op_classes, path, result.cost_model,
-                       result.calibrated, result.host_issue, result, rec, built.host)
+                       result.calibrated, result.host_issue, result, rec, built.host, band)
+
+
+def _host_bound(rec: "dict[str, Any] | None") -> bool:
+    """A simulated host thread busy for at least half the run, on a profile of several host runs."""
+    from moesim.analysis.host_issue import RISK_RATIO
+
+    rec = rec or {}
+    return bool(rec.get("host_speed")) and rec.get("host_busy_fraction", 0.0) >= RISK_RATIO
+
+
+def _host_band(scn: Scenario) -> tuple[float, float]:
+    """Time per iteration at the profile's fastest and slowest host runs."""
+    ends = [simulate_block(dataclasses.replace(scn, host_speed=end), host_band=False).time_per_iteration_ns
+            for end in ("fastest", "slowest")]
+    return float(min(ends)), float(max(ends))
 
 
 def class_times_per_iteration(rec: Any, iterations: int, cost: Any = None) -> dict[str, float]:

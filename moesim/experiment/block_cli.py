@@ -118,6 +118,10 @@ def report(result: Any) -> list:
              f"{result.step_time_ns / 1e6:.3f} ms in all) on {scn.plan.dp} GPU(s), host {scn.host}, "
              f"{'forward only' if scn.mode == 'forward' else 'forward + backward'}",
              f"costs: {result.cost_model}"]
+    if result.host_band:
+        lo, hi = result.host_band
+        lines.append(f"host-bound: {lo / 1e6:.3f} - {hi / 1e6:.3f} ms per iteration at the profile's fastest and "
+                     f"slowest host runs (priced: host_speed={scn.host_speed}; --set host_speed=slowest|fastest)")
     lines += [f"bottleneck: {b}" for b in (result.result.bottlenecks if result.result else [])]
     return [table, cp, "\n".join(lines)]
 

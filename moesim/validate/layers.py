@@ -334,7 +334,7 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
 
     scn = entry_scenario(entry, gpu, cost_model)
     result = simulate_block(scn)
-    main = _comparison(entry, gpu, result, _host_band(scn, result))
+    main = _comparison(entry, gpu, result, result.host_band)
     if entry.host_issue_ns is None or result.recorder is None:
         return [main]
     issue_ns = sum(sp.end_ns - sp.start_ns for sp in result.recorder.spans
@@ -364,20 +364,6 @@ def _issue_band(rec: Mapping[str, Any], issue_ns: float) -> "tuple[float, float]
     scales by the run's speed (a program without device-to-host reads)."""
     span = _speed_span(rec)
     return None if span is None else (issue_ns * span[0], issue_ns * span[1])
-
-
-def _host_band(scn: Any, result: Any) -> "tuple[float, float] | None":
-    """Where the simulated host thread is busy for at least half of the run (host-bound), the
-    time per iteration simulated again at the profile's fastest and slowest host runs."""
-    from moesim.analysis.host_issue import RISK_RATIO
-    from moesim.experiment.block import simulate_block
-
-    rec = result.host_issue or {}
-    if _speed_span(rec) is None or rec.get("host_busy_fraction", 0.0) < RISK_RATIO:
-        return None
-    ends = [simulate_block(dataclasses.replace(scn, host_speed=end)).time_per_iteration_ns
-            for end in ("fastest", "slowest")]
-    return float(min(ends)), float(max(ends))
 
 
 def _comparison(entry: LayerEntry, gpu: str, result: Any, band: "tuple[float, float] | None" = None) -> Comparison:
