@@ -175,8 +175,9 @@ def simulate_block(scn: Scenario, force: bool = False, host_band: bool = True) -
     """Run the block as :func:`~moesim.experiment.runner.run_scenario` runs it (a block is always
     the full engine: the reduced one refuses its optimizer and grad_sync) and condense it, its op
     classes weighed and judged by the cost model the run priced with. ``host_band``: where the
-    eager host thread is busy for at least half the run (host-bound) and the profile measured
-    several host runs, the block again at its fastest and slowest (``Scenario.host_speed``)."""
+    profile measured several host runs and the slowest would keep the eager host thread busy for
+    most of the run (:func:`_host_bound`), the block again at its fastest and slowest
+    (``Scenario.host_speed``)."""
     from moesim.experiment.runner import build_at_duty, run_built
 
     built = build_at_duty(scn, force=force)
@@ -194,12 +195,18 @@ def simulate_block(scn: Scenario, force: bool = False, host_band: bool = True) -
                        result.calibrated, result.host_issue, result, rec, built.host, band)
 
 
-def _host_bound(rec: "dict[str, Any] | None") -> bool:
-    """A simulated host thread busy for at least half the run, on a profile of several host runs."""
-    from moesim.analysis.host_issue import RISK_RATIO
+HOST_BAND_BUSY = 0.9   # the band is simulated where the slowest host run would be busy this share of the run
 
+
+def _host_bound(rec: "dict[str, Any] | None") -> bool:
+    """On a profile of several host runs, a simulated host thread that the slowest of them would
+    keep busy for at least :data:`HOST_BAND_BUSY` of the run (the run may then be host-bound)."""
     rec = rec or {}
-    return bool(rec.get("host_speed")) and rec.get("host_busy_fraction", 0.0) >= RISK_RATIO
+    sp = rec.get("host_speed")
+    if not sp:
+        return False
+    priced = {"mean": 1.0, "fastest": sp["fastest"], "slowest": sp["slowest"]}[sp["priced"]]
+    return rec.get("host_busy_fraction", 0.0) * sp["slowest"] / priced >= HOST_BAND_BUSY
 
 
 def _host_band(scn: Scenario) -> tuple[float, float]:
