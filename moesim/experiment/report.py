@@ -178,7 +178,8 @@ def console_report(exp: Experiment, results: Sequence, walls: dict[str, float]) 
     from rich.markup import escape
 
     lines += [f"note: {escape(n)}" for n in exp.notes]
-    return [t, *extra, ratios, Text("\n".join(lessons)), "\n".join(lines)]
+    pairs = [ratios, Text("\n".join(lessons))] if lessons else []   # no comparisons: no empty table
+    return [t, *extra, *pairs, "\n".join(lines)]
 
 
 def _reductions(results: Sequence, title: str) -> list[str]:
