@@ -83,6 +83,16 @@ def _how(rec: dict[str, Any]) -> str:
     return f"{rec['launch_us']:.1f} us per counted kernel, {rec['launch_source']}"
 
 
+def speed_span(rec: "dict[str, Any] | None") -> "tuple[float, float] | None":
+    """(fastest, slowest) host run of the profile as factors on the host speed the run was priced
+    at (``Scenario.host_speed``); None where the profile measured fewer than two host runs."""
+    sp = (rec or {}).get("host_speed")
+    if not sp:
+        return None
+    priced = {"mean": 1.0, "fastest": sp["fastest"], "slowest": sp["slowest"]}[sp["priced"]]
+    return sp["fastest"] / priced, sp["slowest"] / priced
+
+
 def _speed_note(rec: dict[str, Any]) -> str:
     """How far the host-bound figure moves with the host CPU, by the profile's own host runs."""
     sp = rec.get("host_speed")

@@ -201,12 +201,10 @@ HOST_BAND_BUSY = 0.9   # the band is simulated where the slowest host run would 
 def _host_bound(rec: "dict[str, Any] | None") -> bool:
     """On a profile of several host runs, a simulated host thread that the slowest of them would
     keep busy for at least :data:`HOST_BAND_BUSY` of the run (the run may then be host-bound)."""
-    rec = rec or {}
-    sp = rec.get("host_speed")
-    if not sp:
-        return False
-    priced = {"mean": 1.0, "fastest": sp["fastest"], "slowest": sp["slowest"]}[sp["priced"]]
-    return rec.get("host_busy_fraction", 0.0) * sp["slowest"] / priced >= HOST_BAND_BUSY
+    from moesim.analysis.host_issue import speed_span
+
+    span = speed_span(rec)
+    return span is not None and (rec or {}).get("host_busy_fraction", 0.0) * span[1] >= HOST_BAND_BUSY
 
 
 def _host_band(scn: Scenario) -> tuple[float, float]:

@@ -350,19 +350,12 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
     return [main, host]
 
 
-def _speed_span(rec: Mapping[str, Any]) -> "tuple[float, float] | None":
-    """(fastest, slowest) host run of the profile as factors on the speed the run was priced at."""
-    sp = rec.get("host_speed") if rec else None
-    if not sp:
-        return None
-    priced = {"mean": 1.0, "fastest": sp["fastest"], "slowest": sp["slowest"]}[sp["priced"]]
-    return sp["fastest"] / priced, sp["slowest"] / priced
-
-
 def _issue_band(rec: Mapping[str, Any], issue_ns: float) -> "tuple[float, float] | None":
     """The simulated host issue at the profile's fastest and slowest host runs: every issue time
     scales by the run's speed (a program without device-to-host reads)."""
-    span = _speed_span(rec)
+    from moesim.analysis.host_issue import speed_span
+
+    span = speed_span(rec)
     return None if span is None else (issue_ns * span[0], issue_ns * span[1])
 
 
