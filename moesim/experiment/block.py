@@ -175,9 +175,8 @@ def simulate_block(scn: Scenario, force: bool = False, host_band: bool = True) -
     """Run the block as :func:`~moesim.experiment.runner.run_scenario` runs it (a block is always
     the full engine: the reduced one refuses its optimizer and grad_sync) and condense it, its op
     classes weighed and judged by the cost model the run priced with. ``host_band``: where the
-    profile measured several host runs and the slowest would keep the eager host thread busy for
-    most of the run (:func:`_host_bound`), the block again at its fastest and slowest
-    (``Scenario.host_speed``)."""
+    profile measured several host runs and the run's time moves with the host (:func:`_host_bound`),
+    the block again at its fastest and slowest (``Scenario.host_speed``)."""
     from moesim.experiment.runner import build_at_duty, run_built
 
     built = build_at_duty(scn, force=force)
@@ -190,21 +189,27 @@ def simulate_block(scn: Scenario, force: bool = False, host_band: bool = True) -
     op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))
                        for k, v in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
     path = result.analysis.get("critical_path", {})
-    band = _host_band(scn) if host_band and _host_bound(result.host_issue) else None
+    band = _host_band(scn) if host_band and _host_bound(result.host_issue, path) else None
     return BlockResult(scn, iterations, step_ns, step_ns / iterations, op_classes, path, result.cost_model,
                        result.calibrated, result.host_issue, result, rec, built.host, band)
 
 
-HOST_BAND_BUSY = 0.9   # the band is simulated where the slowest host run would be busy this share of the run
+HOST_BAND_BUSY = 0.9   # the slowest host run would keep the host thread busy this share of the run
+HOST_BAND_PATH = 0.1   # or the host's issue is this share of the critical path (issue after each read-back)
 
 
-def _host_bound(rec: "dict[str, Any] | None") -> bool:
-    """On a profile of several host runs, a simulated host thread that the slowest of them would
-    keep busy for at least :data:`HOST_BAND_BUSY` of the run (the run may then be host-bound)."""
+def _host_bound(rec: "dict[str, Any] | None", path: "dict[str, Any] | None" = None) -> bool:
+    """On a profile of several host runs, a run whose time moves with the host: the slowest run
+    would keep the host thread busy for :data:`HOST_BAND_BUSY` of it, or the host's issue is
+    :data:`HOST_BAND_PATH` of its critical path already (a program with device-to-host reads, where
+    the GPU waits for the host after each)."""
     from moesim.analysis.host_issue import speed_span
 
     span = speed_span(rec)
-    return span is not None and (rec or {}).get("host_busy_fraction", 0.0) * span[1] >= HOST_BAND_BUSY
+    if span is None:
+        return False
+    on_path = (path or {}).get("by_category_ns", {}).get("host", 0) / max(1, (path or {}).get("makespan_ns") or 1)
+    return (rec or {}).get("host_busy_fraction", 0.0) * span[1] >= HOST_BAND_BUSY or on_path >= HOST_BAND_PATH
 
 
 def _host_band(scn: Scenario) -> tuple[float, float]:
