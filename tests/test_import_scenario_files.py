@@ -30,7 +30,7 @@ def _python_form() -> Scenario:
         name="ep8-zipf", topology="dgx_h100", cost_model="calibrated",
         model=dataclasses.replace(get_model("qwen3-30b-a3b"), num_layers=2),
         plan=ParallelPlan(dp=8, ep=8, num_microbatches=2, sequence_parallel=False),
-        moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=1.2), placement="load_balanced", num_redundant=1),
+        moe=MoEOptions(routing=RoutingConfig(kind="zipf", zipf_s=1.2), placement="load_balanced", num_redundant=8),
         memory=MemoryConfig(recompute="selective", recompute_modules=("core_attn", "moe_act")),
         overlap=OverlapOptions(overlap_grad_reduce=True), faults=Faults(slow_gpus={3: 1.2}))
 
