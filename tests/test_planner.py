@@ -425,3 +425,16 @@ def test_shortlist_takes_each_meshs_best_first(meshes, n) -> None:
     assert len(covered) == min(n, len(distinct))
     for mesh in covered:   # each mesh's first (best) candidate is the one taken
         assert meshes.index(mesh) in positions
+
+
+def test_a_model_whose_experts_the_presets_ep_does_not_divide_is_still_planned() -> None:
+    """--model Qwen1.5-MoE (60 experts) on a preset written for EP8: the preset's own layout no
+    longer applies (no 'default' to compare), and the search picks an EP dividing 60."""
+    from pathlib import Path
+
+    from moesim.workload.hf_config import load_hf_config
+    spec = load_hf_config(Path(__file__).parent / "data" / "hf_configs" / "qwen15moe.json", seq_len=4096).spec
+    preset = get_preset("mixtral-8x7b-dgx-h100").with_overrides(model=spec)
+    report = plan_scenario(preset, max_candidates=1, top=1)
+    assert report.default is None
+    assert 60 % report.chosen.cand.plan.ep == 0

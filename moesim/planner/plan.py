@@ -303,11 +303,11 @@ def _default(ctx: PlanContext, pool: list[Evaluated]) -> Evaluated | None:
         return None  # --nodes or --global-batch changed the world the preset's layout was written for
     cand = Candidate(p.plan, p.schedule, p.placement, p.num_redundant)
     found = next((e for e in pool if e.cand == cand and e.estimate is not None), None)
-    ev = found or Evaluated(cand, lower_bound_bytes=ctx.static_lower_bound(cand), hbm_bytes=ctx.hbm_bytes)
     try:
+        ev = found or Evaluated(cand, lower_bound_bytes=ctx.static_lower_bound(cand), hbm_bytes=ctx.hbm_bytes)
         ev.estimate = ev.estimate or estimate(ctx, cand)
     except ConfigError:
-        return None
+        return None   # the layout does not suit the model (--model with experts its EP does not divide)
     if ev.memory_bytes is None:
         ev.memory_bytes = ctx.budget(cand).total_bytes
     return ev
