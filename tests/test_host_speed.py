@@ -101,3 +101,16 @@ def test_validation_counts_the_cases_measured_inside_their_host_band() -> None:
     rec = {"host_speed": {"priced": "slowest", "runs": 6, "fastest": 0.5, "slowest": 1.25}}
     assert _issue_band(rec, 1000.0) == pytest.approx((400.0, 1000.0))   # priced at the slowest: it is the top
     assert _issue_band({}, 1000.0) is None
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(["llama3-8b", "qwen3-30b-a3b"]), st.sampled_from([256, 1024, 4096]),
+       st.sampled_from(["fwd", "fwd_bwd"]), st.sampled_from(["grouped", "loop"]))
+def test_a_block_is_never_faster_on_a_slower_host(model: str, tokens: int, passes: str, experts: str) -> None:
+    """Whatever the block, the time per iteration is monotone in the host's speed."""
+    moe = MoEOptions(experts=experts) if model == "qwen3-30b-a3b" else None
+    scn = block_scenario(model, layer="moe_block" if moe else "decoder", tokens=tokens, passes=passes, gpu="H100",
+                         host="eager", moe=moe)
+    t = [simulate_block(dataclasses.replace(scn, host_speed=s), host_band=False).time_per_iteration_ns
+         for s in ("fastest", "mean", "slowest")]
+    assert t[0] <= t[1] <= t[2]
