@@ -148,9 +148,9 @@ def speed_factor(speeds: Mapping[Any, float], choice: str, where: str) -> float:
         return 1.0
     if len(speeds) < 2:
         raise ConfigError("host_speed", f"{choice!r} needs host rows of two or more runs (each with "
-                          f"{MIN_RUN_CLASSES}+ classes another run measured too), and {where} has {len(speeds)}", "use host_speed='mean', or merge host_classes runs of other machines "
-                          "into the profile (moesim calibrate run --sections host_classes; python -m "
-                          "moesim.calibrate.merge)")
+                          f"{MIN_RUN_CLASSES}+ classes another run measured too), and {where} has {len(speeds)}",
+                          "use host_speed='mean', or merge host_classes runs of other machines into the profile "
+                          "(moesim calibrate run --sections host_classes; python -m moesim.calibrate.merge)")
     return max(speeds.values()) if choice == "slowest" else min(speeds.values())
 
 

@@ -332,8 +332,7 @@ def predict_entry_cases(entry: LayerEntry, gpu: str, cost_model: str = "auto") -
     from moesim.engine.sim import HOST_STREAM
     from moesim.experiment.block import simulate_block
 
-    scn = entry_scenario(entry, gpu, cost_model)
-    result = simulate_block(scn)
+    result = simulate_block(entry_scenario(entry, gpu, cost_model))
     main = _comparison(entry, gpu, result, result.host_band)
     if entry.host_issue_ns is None or result.recorder is None:
         return [main]
