@@ -170,3 +170,11 @@ def test_qwen2_family_sliding_windows_come_from_layer_types() -> None:
     assert full.sliding_window == 0
     with pytest.raises(ConfigError, match="layer_types"):
         read_hf_config({**raw, "layer_types": ["sliding_attention"]})
+
+
+def test_explicit_nulls_take_the_default_and_say_so() -> None:
+    """Newer transformers write defaults as null (DeepSeek-V2's n_group / topk_group)."""
+    raw = {**json.loads((HF_DATA / "dsv2lite.json").read_text()), "n_group": None, "topk_group": None}
+    imp = read_hf_config(raw)
+    assert (imp.spec.n_groups, imp.spec.topk_groups) == (1, 1)
+    assert dict(imp.used)["n_group"] == "n_groups (null: 1)"

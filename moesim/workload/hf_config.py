@@ -126,6 +126,8 @@ class _Fields:
         if value is None:
             if default is None:
                 raise ConfigError(f"config.json: {key}", "missing", f"a {self.where} config needs {key}")
+            if key in self.raw:   # an explicit null (newer transformers write their defaults so)
+                self.used[key] = f"{target} (null: {default})"
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
             raise ConfigError(f"config.json: {key}", f"must be an integer >= {0 if allow_zero else 1}, got {value!r}")
@@ -292,7 +294,8 @@ def _qwen_window(f: _Fields, layers: int) -> dict[str, Any]:
             raise ConfigError("config.json: layer_types", f"need {layers} entries of 'sliding_attention' or "
                               f"'full_attention', got {str(kinds)[:80]}")
         if "sliding_attention" in kinds:
-            f.used.update({k: "(layer_types names the sliding layers)" for k in keys[::2] if k in f.raw})
+            f.used.update({k: "(layer_types names the sliding layers)"
+                           for k in ("use_sliding_window", "max_window_layers") if k in f.raw})
             return {"_optional": {"sliding_window": (("sliding_window",), f.int_("sliding_window", "sliding_window")),
                                   "layer_types": (("layer_types",), tuple(kinds))}}
         f.used["layer_types"] = "(every layer full attention)"
