@@ -114,3 +114,12 @@ def test_a_block_is_never_faster_on_a_slower_host(model: str, tokens: int, passe
     t = [simulate_block(dataclasses.replace(scn, host_speed=s), host_band=False).time_per_iteration_ns
          for s in ("fastest", "mean", "slowest")]
     assert t[0] <= t[1] <= t[2]
+
+
+def test_models_of_one_profile_share_its_tables_but_not_their_labels() -> None:
+    """The grids are built once per profile file; each model keeps its own fallback labels."""
+    a, b = CalibratedCostModel("h100_sxm"), CalibratedCostModel("h100_sxm", host_speed="slowest")
+    assert a._gemm is b._gemm and a._host_classes is b._host_classes
+    assert a.fallback_ops is not b.fallback_ops and a._cache is not b._cache
+    a.fallback_ops.add("x")
+    assert "x" not in b.fallback_ops

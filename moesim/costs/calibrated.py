@@ -55,6 +55,12 @@ GRAPH_BASE_OP = {"all_to_all_v": "all_to_all", "exchange": "send_recv"}
 NAMED_ONLY_VARIANTS = ("index_add", "zeros", "quantize_rowwise", "quantize_tensorwise", "cast_fp8")
 
 
+# what _build_tables builds from a profile alone (read-only once built)
+TABLES = ("_gemm", "_grouped", "_scaled", "_grouped_v", "_grouped_te", "_attn", "_mem", "_mem_warm", "_mem_shaped",
+          "_host_calls", "_launch_ns", "_host_classes", "_coll", "_host_ns", "_latency_fit")
+_TABLES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
 class CalibratedCostModel(CalibratedHost):
     """Costs from a measured profile (implements ``CostModel``); ``fallback`` answers the rest."""
 
@@ -76,13 +82,8 @@ class CalibratedCostModel(CalibratedHost):
                                or getattr(fallback, "hbm_bytes", 0.0))
         self.fallback_ops: set[str] = set()
         self._cache: dict[ComputeOp, int] = {}
-        self._build_gemm()
-        # fp8 by scaling; count-vector grouped GEMMs: one kernel, and Transformer Engine's per-group streams
-        self._scaled, self._grouped_v, self._grouped_te = build_pricing(self)
-        self._build_attention()
-        self._build_memory()
-        self._build_host()
-        self._build_collectives()
+        self._build_tables()
+        self._set_host_speed()
         self.peak_flops = float(spec.peak_flops_for("bf16") if spec else getattr(fallback, "peak_flops", 0.0)
                                 or self.measured_peak_flops("bf16"))
         if gpu_clock != "sustained":   # moesim.costs.clock: the profile's burst / duty rows priced by this model
@@ -98,6 +99,25 @@ class CalibratedCostModel(CalibratedHost):
         return f"CalibratedCostModel({self.name!r})"
 
     # -- building tables ------------------------------------------------------------------
+    def _build_tables(self) -> None:
+        """The profile's grids, curves and laws (:data:`TABLES`): built once per profile file and
+        shared read-only by every model of it (a clock, duty or host speed only scales them; a
+        profile not read from a file, ``sha256 == ""``, builds its own every time)."""
+        key = (self.profile.source, self.profile.sha256)
+        built = _TABLES.get(key) if self.profile.sha256 else None
+        if built is not None:
+            self.__dict__.update(built)
+            return
+        self._build_gemm()
+        # fp8 by scaling; count-vector grouped GEMMs: one kernel, and Transformer Engine's per-group streams
+        self._scaled, self._grouped_v, self._grouped_te = build_pricing(self)
+        self._build_attention()
+        self._build_memory()
+        self._build_host()
+        self._build_collectives()
+        if self.profile.sha256:
+            _TABLES[key] = {name: self.__dict__[name] for name in TABLES}
+
     def _build_gemm(self) -> None:
         self._gemm: dict[tuple[str, str | None], GemmTable] = {}
         rows_by: dict[tuple[str, str | None], list] = defaultdict(list)

@@ -29,8 +29,10 @@ class CalibratedHost:
         self._launch_ns = int(round(launch[0]["time_ns"])) if launch else 0
         self._host_classes = HostClassTable.from_rows(self.profile.select("host_op"), self.profile.select("sync"),
                                                       self.profile.select("host_mix"))
-        # host_speed: every host issue figure times the chosen run's speed (moesim.costs.host_classes);
-        # device-to-host copies (sync_ns) are not scaled
+
+    def _set_host_speed(self) -> None:
+        """``host_speed``: every host issue figure times the chosen run's speed
+        (:mod:`moesim.costs.host_classes`); device-to-host copies (``sync_ns``) are not scaled."""
         self._speed = speed_factor(self._host_classes.speeds, self.host_speed,
                                    f"the {self.profile.name} profile ({self.device})")
 
