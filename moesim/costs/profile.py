@@ -20,6 +20,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -126,12 +127,19 @@ class Profile:
         return words[0].upper() if words else self.device.upper()
 
     def select(self, op: str, **match: Any) -> list[Mapping[str, Any]]:
-        """Samples of ``op`` whose fields equal every ``match`` value."""
-        return [s for s in self.samples if s["op"] == op and all(s.get(k) == v for k, v in match.items())]
+        """Samples of ``op`` whose fields equal every ``match`` value (in the profile's order)."""
+        return [s for s in self._by_op.get(op, ()) if all(s.get(k) == v for k, v in match.items())]
+
+    @cached_property
+    def _by_op(self) -> dict[str, list[Mapping[str, Any]]]:
+        by: dict[str, list[Mapping[str, Any]]] = {}
+        for s in self.samples:
+            by.setdefault(s["op"], []).append(s)
+        return by
 
     def ops(self) -> set[str]:
         """The ops that have at least one sample."""
-        return {s["op"] for s in self.samples}
+        return set(self._by_op)
 
     def identity(self) -> dict[str, str]:
         """What a result quotes to say which profile priced it: name, device, date, source, sha256."""
