@@ -13,7 +13,9 @@ each other in the built graph.
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import hashlib
 import os
 import types
 import typing
@@ -27,7 +29,7 @@ from moesim.errors import ConfigError
 from moesim.shipped import data_path
 from moesim.topology.model import Topology
 from moesim.topology.spec import INTRA_TYPES, SCALE_OUT_TYPES, FabricSpec
-from moesim.yamlio import read_yaml_mapping
+from moesim.yamlio import MAX_YAML_BYTES, read_yaml_mapping
 
 TOPOLOGY_DIR = data_path("topologies")  # installed with the package, or the checkout's topologies/
 TOP_KEYS = ("name", "description", "gpu", "nodes", "gpus_per_node", "intra", "scale_out")
@@ -97,10 +99,25 @@ def _merge(base: dict, child: dict) -> dict:
     return out
 
 
+_PARSED: dict[tuple[str, str], dict] = {}   # (path, sha256 of the bytes) -> the parsed mapping
+
+
 def read_yaml(path: Path) -> dict:
     """Parse one YAML mapping within :mod:`moesim.yamlio`'s limits (size, aliases, nesting,
-    UTF-8); syntax errors, duplicate and complex keys become ConfigError."""
-    return read_yaml_mapping(path, "start the file with 'name: ...', 'gpu: {kind: H100}', ...")
+    UTF-8); syntax errors, duplicate and complex keys become ConfigError. A file read before with
+    the same bytes gives a fresh copy of the mapping parsed then (a sweep loads one topology per
+    scenario)."""
+    try:   # a file over the size limit, or unreadable: the parser's own error names it
+        key = (str(path.absolute()), hashlib.sha256(path.read_bytes()).hexdigest()) \
+            if path.stat().st_size <= MAX_YAML_BYTES else None
+    except OSError:
+        key = None
+    if key is not None and key in _PARSED:
+        return copy.deepcopy(_PARSED[key])
+    data = read_yaml_mapping(path, "start the file with 'name: ...', 'gpu: {kind: H100}', ...")
+    if key is not None:
+        _PARSED[key] = copy.deepcopy(data)
+    return data
 
 
 def build_topology(spec: dict, source: str = "<dict>") -> Topology:
