@@ -76,6 +76,10 @@ def main() -> None:
     lf_path.write_text(json.dumps({"format": "moesim.layer_workloads/1", "provenance": probe["provenance"],
                                    "entries": entries}))
     lf = load_layer_file(lf_path, "H100")
+    fixed = probe.get("backward_fixed") or {}
+    if fixed:
+        print("chains of 1 and 4 linear layers, steady host issue: intercepts (per call, not per layer) "
+              + ", ".join(f"{k} {v / 1e3:.0f} us" for k, v in fixed.items() if k.endswith("_ns")))
     print(f"{'case':58s} {'phase':8s} {'measured':>9s} {'shipped':>8s} {'ratio':>6s} {'machine':>8s} {'ratio':>6s}  (us)")
     for e in lf.entries:
         cid = e.case_id.rsplit(".", 1)[0] + ".fwd_bwd"

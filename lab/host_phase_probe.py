@@ -14,6 +14,13 @@ protocol) of
   ``.grad`` kept: every iteration adds into it).
 
 ``backward = fwd_bwd - fwd_grad``. Each case's GPU time is timed too (``layer_workloads.measure``).
+
+``backward_fixed``: the same three steps for chains of 1 and 4 small linear layers (1,024 x 1,024
+bf16, weights with ``.grad`` kept), steady state: the intercept ``t(1) - (t(4) - t(1)) / 3`` of each
+is the per-call cost a class chain's ``long - short`` difference leaves out (for forward+backward:
+the backward call's own fixed cost: graph task, device-thread handoff, completion). The stored
+files' forward+backward host issue reads ~0.85 ms above the model, about the same on every
+program and machine, which such a fixed cost would explain.
 Run with ``moesim calibrate measure --sections host_classes`` before and after it on the same
 machine, so its host rows and these times share the machine (lab/runs/session_2026_12_07g.sh).
 Nothing here feeds a prediction.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import time
 
 import torch
@@ -66,6 +74,52 @@ def steps(runner: lw.Runner, case: Case) -> dict:
     return {"fwd": fwd, "fwd_grad": fwd_grad, "fwd_bwd": fwd_bwd}, desc
 
 
+def backward_fixed(device: str, repeats: int) -> dict:
+    """Steady host issue of chains of 1 and 4 linear layers (no-grad forward, recording forward,
+    forward+backward), interleaved over ``repeats``, and each step's intercept."""
+    ws = [(torch.randn(1024, 1024, device=device, dtype=torch.bfloat16) * 0.02).requires_grad_() for _ in range(4)]
+    x = torch.randn(1024, 1024, device=device, dtype=torch.bfloat16).requires_grad_()
+    dy = torch.randn(1024, 1024, device=device, dtype=torch.bfloat16)
+
+    def chain(n: int):
+        def fwd() -> None:
+            with torch.no_grad():
+                y = x
+                for w in ws[:n]:
+                    y = torch.nn.functional.linear(y, w)
+
+        def fwd_grad() -> None:
+            x.grad = None
+            y = x
+            for w in ws[:n]:
+                y = torch.nn.functional.linear(y, w)
+
+        def fwd_bwd() -> None:
+            x.grad = None
+            y = x
+            for w in ws[:n]:
+                y = torch.nn.functional.linear(y, w)
+            y.backward(dy)
+        return {"fwd": fwd, "fwd_grad": fwd_grad, "fwd_bwd": fwd_bwd}
+    steps = {n: chain(n) for n in (1, 4)}
+    for n in steps:   # warm-up: the weights' .grad exists from here on (kept, as in the harness)
+        for f in steps[n].values():
+            f()
+    times: dict[str, list] = {}
+    for _ in range(repeats):
+        for n, fs in steps.items():
+            for name, f in fs.items():
+                times.setdefault(f"{name}|{n}", []).append(lw.host_issue_ns(f, device, 2e5))
+    med = {k: statistics.median([v for v in vs if v]) for k, vs in times.items() if any(vs)}
+    out = {"host_steady_ns": times}
+    for name in ("fwd", "fwd_grad", "fwd_bwd"):
+        if f"{name}|1" in med and f"{name}|4" in med:
+            per = (med[f"{name}|4"] - med[f"{name}|1"]) / 3
+            out[f"{name}_intercept_ns"] = round(med[f"{name}|1"] - per, 1)
+            out[f"{name}_per_layer_ns"] = round(per, 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -89,7 +143,9 @@ def main() -> None:
                 ns = lw.host_issue_ns(step, a.device, g) if a.device == "cuda" else None
                 host.setdefault(f"{c.id}|{name}", []).append(ns)
                 print(f"{r} {c.id} {name} {ns}", flush=True)
+    fixed = backward_fixed(a.device, a.repeats) if a.device == "cuda" else {}
     doc = {"provenance": lw.file_provenance(a.device, 0.0), "seconds": round(time.time() - t0, 1),
+           "backward_fixed": fixed,
            "cases": [c.id for c in cases], "gpu_ns": gpu, "host_steady_ns": host,
            "workloads": {c.id: built[c.id][1] for c in cases}}
     with open(a.out, "w") as f:
