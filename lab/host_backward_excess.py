@@ -13,6 +13,7 @@ and token count.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import glob
 from pathlib import Path
 
@@ -23,9 +24,13 @@ from moesim.experiment.block import simulate_block
 from moesim.validate.layers import entry_scenario, load_layer_file
 
 
-def split(e, gpu: str) -> tuple[float, float]:
-    """Simulated issue per iteration: forward spans, backward (``BW``) spans."""
-    r = simulate_block(entry_scenario(e, gpu), host_band=False)
+def split(e, gpu: str, profile: "Path | None" = None) -> tuple[float, float]:
+    """Simulated issue per iteration: forward spans, backward (``BW``) spans; ``profile``: price
+    with that calibration profile instead of the shipped one."""
+    scn = entry_scenario(e, gpu)
+    if profile is not None:
+        scn = dataclasses.replace(scn, profile=str(profile), cost_model="calibrated")
+    r = simulate_block(scn, host_band=False)
     f = b = 0
     for sp in r.recorder.spans:
         if sp.stream == HOST_STREAM and sp.name.startswith("issue "):

@@ -13,16 +13,14 @@ h100_host_after.json).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from moesim.engine.sim import HOST_STREAM
-from moesim.experiment.block import simulate_block
-from moesim.validate.layers import entry_scenario, load_layer_file
+from lab.host_backward_excess import split
+from moesim.validate.layers import load_layer_file
 
 SHIPPED = Path(__file__).resolve().parents[1] / "moesim" / "profiles" / "h100_sxm.json"
 
@@ -41,19 +39,8 @@ def machine_profile(run_files: list[Path], out: Path) -> Path:
 
 
 def simulated(entry, gpu: str, profile: "Path | None") -> dict[str, float]:
-    scn = entry_scenario(entry, gpu)
-    if profile is not None:
-        scn = dataclasses.replace(scn, profile=str(profile), cost_model="calibrated")
-    res = simulate_block(scn)
-    fwd = bwd = 0.0
-    for sp in res.recorder.spans:
-        if sp.stream == HOST_STREAM and sp.name.startswith("issue "):
-            if "BW" in sp.name:
-                bwd += sp.end_ns - sp.start_ns
-            else:
-                fwd += sp.end_ns - sp.start_ns
-    n = max(1, entry.iterations)
-    return {"fwd": fwd / n, "bwd": bwd / n}
+    fwd, bwd = split(entry, gpu, profile)
+    return {"fwd": fwd, "bwd": bwd}
 
 
 def main() -> None:
