@@ -125,7 +125,8 @@ def test_cli_import_only_and_run(tmp_path: Path) -> None:
     run = runner.invoke(app, ["run", "--megatron-args", tiny, "--gpus", "2", "--out", str(tmp_path / "r"),
                               "--set", "plan.num_microbatches=1"])
     assert run.exit_code == 0, run.output
-    assert (tmp_path / "r.scenario.yaml").is_file() and (tmp_path / "r" / "results.json").is_file()
+    assert (tmp_path / "r" / "scenario.yaml").is_file() and (tmp_path / "r" / "results.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]   # nothing written outside --out
     both = runner.invoke(app, ["run", "experiments/eager_host.py", "--megatron-args", tiny])
     assert both.exit_code == 2 and "describe the run twice" in both.output
     stray = runner.invoke(app, ["run", "experiments/eager_host.py", "--gpus", "8"])

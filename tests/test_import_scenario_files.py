@@ -88,3 +88,11 @@ def test_cli_runs_a_yaml_scenario(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["run", str(file), "--out", str(tmp_path / "run"), "--set", "plan.num_microbatches=3"])
     assert out.exit_code == 0, out.output
     assert '"num_microbatches": 3' in (tmp_path / "run" / "results.json").read_text()
+
+
+def test_a_file_without_notes_has_none_and_notes_are_read(tmp_path: Path) -> None:
+    """A scenario file with no ``notes`` printed a spurious ``note: ()``."""
+    assert load_experiment(DATA / "qwen3_ep8.yaml").notes == ()
+    text = (DATA / "qwen3_ep8.yaml").read_text()
+    (tmp_path / "n.yaml").write_text(text + "notes: [first, 2]\n")
+    assert load_experiment(tmp_path / "n.yaml").notes == ("first", "2")

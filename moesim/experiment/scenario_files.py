@@ -63,10 +63,10 @@ def load_scenario_file(path: str | Path) -> dict[str, Any]:
     scenarios = tuple(build_scenario({**defaults, **s}, base=p.parent, source=f"{p}: scenarios[{i}]")
                       for i, s in enumerate(items))
     comparisons = tuple(_mapping(c, "comparisons", str(p)) for c in data.get("comparisons") or [])
-    notes = data.get("notes") or ()
+    notes = data.get("notes") or []   # absent: none (a file without notes printed "note: ()")
     return {"name": str(data.get("name") or p.stem), "scenarios": scenarios, "comparisons": comparisons,
             "description": str(data.get("description") or ""),
-            "notes": tuple(notes) if isinstance(notes, list) else (str(notes),)}
+            "notes": tuple(str(n) for n in notes) if isinstance(notes, list) else (str(notes),)}
 
 
 def build_scenario(data: dict[str, Any], *, base: Path | None = None, source: str = "") -> Any:

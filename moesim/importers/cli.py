@@ -142,7 +142,7 @@ _IMPORT_NAMES = ("megatron_args", "torchtitan", "topology", "nodes", "gpus", "mo
 def add_import_options(command) -> None:  # type: ignore[no-untyped-def]
     """Give ``moesim run`` the importers' options: FILE becomes optional, and ``--megatron-args`` /
     ``--torchtitan`` build the scenario, print what became of every flag, write it as a YAML
-    scenario file (``<run dir>.scenario.yaml``) and run that file through the unchanged command."""
+    scenario file (``<run dir>/scenario.yaml``) and run that file through the unchanged command."""
     for param in command.params:
         if param.name == "file":
             param.required = False
@@ -205,7 +205,7 @@ def _write_import(source: str, out: Optional[Path], opts: dict) -> Optional[Path
         typer.echo(text, nl=False)
         return None
     run_dir = out or Path("runs") / scenario.name
-    path = run_dir.parent / f"{run_dir.name}.scenario.yaml"
+    path = run_dir / "scenario.yaml"   # inside the run directory: nothing is written outside --out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     typer.echo(f"scenario written to {path}")
