@@ -279,29 +279,20 @@ DATASHEET_GEMM_EFFICIENCY = 0.75  # dense rate assumed from the datasheet peak w
 
 
 Pricing = tuple[dict[str, GemmTable], "GroupedModel | None", "GroupedModel | None"]
-_PRICING: dict[tuple[str, str], Pricing] = {}
-"""build_pricing's result per profile file (source, sha256 of its bytes): every scenario builds its
-own cost model from the same file, and the grouped fit (least squares) is most of that build."""
 
 
 def build_pricing(model: Any) -> Pricing:
-    """The scaled-fp8 GEMM grids and the count-vector grouped model of ``model``'s profile; built
-    once per profile file (a profile not read from a file, ``sha256 == ""``, every time). Both are
-    read-only once built; the grouped model's dense rates are read off the GEMM tables of the first
-    model built from the file, equal to every later one's."""
-    key = (model.profile.source, model.profile.sha256)
-    if model.profile.sha256 and key in _PRICING:
-        return _PRICING[key]
+    """The scaled-fp8 GEMM grids and the count-vector grouped model of ``model``'s profile (built
+    once per profile file by :meth:`moesim.costs.calibrated.CalibratedCostModel._build_tables`,
+    which shares them read-only with every later model of the file; the grouped model's dense
+    rates are read off the GEMM tables of the model that built them, equal to every later one's)."""
     scaled = scaled_gemm_grids(model.profile.select("gemm"))
     rows = model.profile.select("grouped_gemm_v")
     te_rows = model.profile.select("grouped_gemm_te")
     sms = int(model.datasheet.sms) if model.datasheet else DEFAULT_SMS
     rate = _dense_rate(model, scaled)
-    pricing: Pricing = (scaled, GroupedModel(rows, rate, sms) if rows else None,
-                        GroupedModel(te_rows, rate, sms) if te_rows else None)
-    if model.profile.sha256:
-        _PRICING[key] = pricing
-    return pricing
+    return (scaled, GroupedModel(rows, rate, sms) if rows else None,
+            GroupedModel(te_rows, rate, sms) if te_rows else None)
 
 
 def _dense_rate(model: Any, scaled: Mapping[str, GemmTable]) -> DenseRate:

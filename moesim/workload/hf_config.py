@@ -255,9 +255,14 @@ def _llama(f: _Fields) -> dict[str, Any]:
 def _mixtral(f: _Fields) -> dict[str, Any]:
     kw = _attention(f)
     ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
-    kw["_optional"] = {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
+    kw["_optional"] = _every_layer_window(f)
     return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn, "num_experts": f.int_("num_local_experts", "num_experts"),
             "top_k": f.int_("num_experts_per_tok", "top_k")}
+
+
+def _every_layer_window(f: _Fields) -> dict[str, Any]:
+    """``sliding_window`` on every layer where the config sets it (Mixtral, Mistral, Phi-3.5-MoE)."""
+    return {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
 
 
 def _qwen3_moe(f: _Fields) -> dict[str, Any]:
@@ -278,7 +283,7 @@ def _qwen3_moe(f: _Fields) -> dict[str, Any]:
 def _mistral(f: _Fields) -> dict[str, Any]:
     """Llama's layer with a sliding window on every layer where ``sliding_window`` is set."""
     kw = _llama(f)
-    kw["_optional"] = {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
+    kw["_optional"] = _every_layer_window(f)
     return kw
 
 
@@ -372,7 +377,7 @@ def _phimoe(f: _Fields) -> dict[str, Any]:
     elif "input_jitter_noise" in f.raw:
         f.used["input_jitter_noise"] = "(0: none)"
     ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
-    kw["_optional"] = {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
+    kw["_optional"] = _every_layer_window(f)
     return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn, "num_experts": f.int_("num_local_experts", "num_experts"),
             "top_k": f.int_("num_experts_per_tok", "top_k"), "norm": "layernorm"}   # PhimoeDecoderLayer's nn.LayerNorm
 
