@@ -158,8 +158,12 @@ def read_text_file(path: str | Path, field: str = "file", max_bytes: int = MAX_Y
 def read_yaml_mapping(path: str | Path, what: str = "start the file with 'name: ...'") -> dict:
     """One YAML file that must hold a mapping (a topology, a scenario): read, decoded and parsed
     within the limits; ``what`` is the fix shown when the document is not a mapping."""
-    source = str(path)
-    data = parse_yaml(read_text_file(path, "yaml"), source)
+    return yaml_mapping(read_text_file(path, "yaml"), str(path), what)
+
+
+def yaml_mapping(text: str, source: str, what: str = "start the file with 'name: ...'") -> dict:
+    """:func:`read_yaml_mapping` of text already read (within the limits) from ``source``."""
+    data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError("(file)", f"expected a mapping of fields, got {type(data).__name__}", what, source=source)
     return data

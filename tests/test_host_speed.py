@@ -123,3 +123,19 @@ def test_models_of_one_profile_share_its_tables_but_not_their_labels() -> None:
     assert a.fallback_ops is not b.fallback_ops and a._cache is not b._cache
     a.fallback_ops.add("x")
     assert "x" not in b.fallback_ops
+
+
+def test_an_unmeasured_device_copy_is_not_scaled_by_the_host_speed_either() -> None:
+    """A profile without ``sync`` rows prices the copy at one back-to-back launch of the mean host,
+    the same at every ``host_speed``: the copy is a device-to-host read, like the measured ones."""
+    import json
+
+    from moesim.costs.profile import PROFILE_DIR, profile_from_dict
+
+    doc = json.loads((PROFILE_DIR / "h100_sxm.json").read_text())
+    doc["samples"] = [r for r in doc["samples"] if r["op"] != "sync"]
+    mean = CalibratedCostModel(profile_from_dict(doc, name="no_sync"))
+    slow = CalibratedCostModel(profile_from_dict(doc, name="no_sync"), host_speed="slowest")
+    assert slow.launch_overhead_ns() > mean.launch_overhead_ns() > 0
+    assert slow.sync_ns(4096) == mean.sync_ns(4096) == mean.launch_overhead_ns()
+    assert any(s.startswith("sync (not measured") for s in slow.fallback_ops)

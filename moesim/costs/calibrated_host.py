@@ -112,12 +112,13 @@ class CalibratedHost:
         """Host time of the device-to-host copy of ``nbytes`` that ``.tolist()`` forces:
         ``"queued"`` (default) from the end of the GPU work queued before it until the host holds
         the values (the wait for that work is the caller's dependency); ``"idle"``: issue to
-        values on an idle GPU. Unmeasured: one back-to-back launch (a lower bound), recorded in
+        values on an idle GPU. Unmeasured: one back-to-back launch at the profile's mean host speed
+        (a lower bound; like measured copies, not scaled by ``host_speed``), recorded in
         ``fallback_ops``."""
         t = self._host_classes.sync_ns(nbytes, variant)
         if t is None:
             self.fallback_ops.add("sync (not measured: one back-to-back launch, a lower bound)")
-            t = float(self.launch_overhead_ns())
+            t = float(self._launch_ns)
         return max(1, int(round(t)))
 
     def module_call_ns(self, phase: str = "fwd") -> int:

@@ -29,7 +29,7 @@ from moesim.errors import ConfigError
 from moesim.shipped import data_path
 from moesim.topology.model import Topology
 from moesim.topology.spec import INTRA_TYPES, SCALE_OUT_TYPES, FabricSpec
-from moesim.yamlio import MAX_YAML_BYTES, read_yaml_mapping
+from moesim.yamlio import read_text_file, yaml_mapping
 
 TOPOLOGY_DIR = data_path("topologies")  # installed with the package, or the checkout's topologies/
 TOP_KEYS = ("name", "description", "gpu", "nodes", "gpus_per_node", "intra", "scale_out")
@@ -107,16 +107,12 @@ def read_yaml(path: Path) -> dict:
     UTF-8); syntax errors, duplicate and complex keys become ConfigError. A file read before with
     the same bytes gives a fresh copy of the mapping parsed then (a sweep loads one topology per
     scenario)."""
-    try:   # a file over the size limit, or unreadable: the parser's own error names it
-        key = (str(path.absolute()), hashlib.sha256(path.read_bytes()).hexdigest()) \
-            if path.stat().st_size <= MAX_YAML_BYTES else None
-    except OSError:
-        key = None
-    if key is not None and key in _PARSED:
+    text = read_text_file(path, "yaml")   # checked: size, readable, UTF-8
+    key = (str(path.absolute()), hashlib.sha256(text.encode("utf-8")).hexdigest())
+    if key in _PARSED:
         return copy.deepcopy(_PARSED[key])
-    data = read_yaml_mapping(path, "start the file with 'name: ...', 'gpu: {kind: H100}', ...")
-    if key is not None:
-        _PARSED[key] = copy.deepcopy(data)
+    data = yaml_mapping(text, str(path), "start the file with 'name: ...', 'gpu: {kind: H100}', ...")
+    _PARSED[key] = copy.deepcopy(data)
     return data
 
 

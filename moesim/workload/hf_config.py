@@ -365,7 +365,7 @@ def _olmoe(f: _Fields) -> dict[str, Any]:
     ffn = f.int_("intermediate_size", "ffn_hidden, expert_ffn_hidden")
     # OlmoeAttention's q_norm / k_norm span the whole projection: the same elements as per-head norms
     return {**kw, "ffn_hidden": ffn, "expert_ffn_hidden": ffn,
-            "num_experts": f.int_("num_experts", "num_experts", default=f.raw.get("num_local_experts")),
+            "num_experts": f.int_("num_experts", "num_experts"),
             "top_k": f.int_("num_experts_per_tok", "top_k"), "qk_norm": True}
 
 
