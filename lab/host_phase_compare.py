@@ -66,7 +66,7 @@ def main() -> None:
     fixed = probe.get("backward_fixed") or {}
     if fixed:
         print("chains of 1 and 4 linear layers, steady host issue: intercepts (per call, not per layer) "
-              + ", ".join(f"{k} {v / 1e3:.0f} us" for k, v in fixed.items() if k.endswith("_ns")))
+              + ", ".join(f"{k} {v / 1e3:.0f} us" for k, v in fixed.items() if k.endswith("_ns") and isinstance(v, (int, float))))
     print(f"{'case':58s} {'phase':8s} {'measured':>9s} {'shipped':>8s} {'ratio':>6s} {'machine':>8s} {'ratio':>6s}  (us)")
     for e in lf.entries:
         cid = e.case_id.rsplit(".", 1)[0] + ".fwd_bwd"

@@ -79,6 +79,25 @@ def test_plan_and_scenario_validation():
         scn().with_overrides({"model.hidden": "-1"})
 
 
+def test_overrides_are_checked_together_in_any_order():
+    """plan.dp=4 with the base's ep=8 alone is invalid; with plan.ep=4 in the same set it is not,
+    whichever key comes first (a sweep applies its grid keys in sorted order)."""
+    base = scn(plan=ParallelPlan(tp=1, dp=8, pp=1, ep=8, num_microbatches=8))
+    for keys in (("plan.dp", "plan.pp", "plan.ep"), ("plan.ep", "plan.dp", "plan.pp")):
+        values = {"plan.dp": "4", "plan.pp": "2", "plan.ep": "4"}
+        got = base.with_overrides({k: values[k] for k in keys}).plan
+        assert (got.dp, got.pp, got.ep) == (4, 2, 4)
+    with pytest.raises(ConfigError, match=r"^plan\.ep: ep=8 must divide dp=3"):
+        base.with_overrides({"plan.dp": "3"})
+    with pytest.raises(ConfigError, match="unknown field 'dpp' of ParallelPlan"):
+        base.with_overrides({"plan.dp": "4", "plan.dpp": "2"})
+
+
+def test_interleaved_with_one_chunk_per_gpu_is_refused_not_run_as_1f1b():
+    with pytest.raises(ConfigError, match=r"plan\.vpp: vpp=1 with the 'interleaved' schedule is plain 1F1B"):
+        build_scenario(scn(schedule="interleaved"))
+
+
 def test_rank_order_puts_tp_innermost():
     plan = ParallelPlan(tp=2, dp=2, pp=2, order="tp-dp-pp")
     assert [plan.rank(t, 0, 0) for t in range(2)] == [0, 1]
@@ -127,6 +146,9 @@ def test_run_command_writes_the_run_directory_and_rejects_bad_sets(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["scenarios"][0]["plan"]["num_microbatches"] == 8
     bad = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "x"), "--set", "plan.tp=two"])
     assert bad.exit_code == 2 and "plan.tp" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x").exists()   # a run refused before it started leaves no directory behind
+    late = runner.invoke(app, ["run", str(exp_file), "--out", str(tmp_path / "y"), "--set", "plan.pp=3"])
+    assert late.exit_code == 2 and not (tmp_path / "y").exists()   # refused while building the scenario
     missing = runner.invoke(app, ["run", str(tmp_path / "nope.py")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

@@ -279,6 +279,11 @@ def _cli():
     (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--tp", "2", "--ep", "3", "--ep-layout",
       "folded"], "plan.ep: ep=3 with ep_layout='folded' must be a multiple of tp=2"),
     (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--ep-layout", "fold"], "plan.ep_layout"),
+    (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--no-simulate", "--mbs", "0"], "--mbs: must be >= 1"),
+    (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--no-simulate", "--pp", "0"], "--pp: must be >= 1"),
+    # the search takes no layout: options for one layout without --breakdown are refused, not ignored
+    (["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--schedule", "gpipe", "--ep", "2"],
+     "--ep, --schedule: describe one layout"),
 ])
 def test_cli_bad_input_exits_2_naming_the_field(args, needle):
     result = CliRunner().invoke(_cli(), args)
@@ -291,6 +296,14 @@ def test_cli_breakdown_prints_bytes_bandwidth_and_where_experts_live():
     assert result.exit_code == 0, result.output
     for needle in ("experts per GPU per MoE layer: 16", "all-to-all", "needed GB/s", "where experts should live"):
         assert needle in result.output
+
+
+def test_cli_breakdown_keeps_the_largest_ep_dividing_a_new_dp_and_says_so():
+    result = CliRunner().invoke(_cli(), ["plan", "--scenario", "qwen3-30b-a3b-dgx-h200", "--breakdown", "--pp", "2",
+                                         "--no-simulate"])
+    assert result.exit_code == 0, result.output
+    out = result.output.replace("\n", " ")
+    assert "preset's EP8 does not divide DP4: EP4" in out and "TP1 PP2 DP4 EP4" in out
 
 
 def test_cli_breakdown_of_a_folded_layout_puts_whole_tp_groups_in_the_ep_group():

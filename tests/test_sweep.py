@@ -184,11 +184,13 @@ def test_invalid_combination_is_recorded_and_the_others_succeed(tmp_path):
     bad = by_name["tiny[plan.vpp=2, schedule=1f1b]"]
     assert bad["status"] == "error" and bad["error_type"] == "ConfigError"
     assert "only used by the 'interleaved' schedule" in bad["error"] and "result" not in bad
-    assert sorted(r["status"] for r in by_name.values()) == ["error", "ok", "ok", "ok"]
-    assert len(outcome.ok) == 3 and len(outcome.failed) == 1 and not outcome.unexpected
+    plain = by_name["tiny[plan.vpp=1, schedule=interleaved]"]   # one chunk per GPU is 1F1B, not interleaving
+    assert plain["status"] == "error" and "is plain 1F1B" in plain["error"]
+    assert sorted(r["status"] for r in by_name.values()) == ["error", "error", "ok", "ok"]
+    assert len(outcome.ok) == 2 and len(outcome.failed) == 2 and not outcome.unexpected
     summary = (tmp_path / "summary.md").read_text()
     assert "## Failures" in summary and "plan.vpp: vpp=2 is only used by the 'interleaved' schedule" in summary
-    assert "4 points: 3 ok, 1 failed." in summary
+    assert "4 points: 2 ok, 2 failed." in summary
 
 
 def test_retry_failed_reruns_only_the_failures(tmp_path, monkeypatch):

@@ -39,6 +39,14 @@ def test_draw_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_draw_refuses_a_directory_or_a_name_without_an_image_suffix(tmp_path):
+    """matplotlib would write 'name.png' beside either while the CLI printed the path given."""
+    for target, needle in ((tmp_path, "is a directory"), (tmp_path / "noext", "has no image suffix")):
+        result = runner.invoke(app, ["draw", "dgx_h100", "-o", str(target)])
+        assert result.exit_code == 2 and needle in result.output.replace("\n", "")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_file_exits_2_with_the_message(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ngpu: {kind: H100}\ngpus_per_node: 8\nintra: {type: nvswitch, bandwidth_gbps: -1, latency_ns: 1}\n")

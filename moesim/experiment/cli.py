@@ -52,10 +52,15 @@ def run(
     from moesim.experiment.runner import prepare_out_dir, run_experiment
 
     console = Console()
+    out_dir = None
     try:
         overrides = with_profile(parse_sets(set_), profile)
         exp = load_experiment(file)
-        out_dir = prepare_out_dir(out or Path("runs") / exp.name)
+        target = out or Path("runs") / exp.name
+        for scn in exp.scenarios:   # bad --set values fail here, before the run directory exists
+            scn.with_overrides(overrides)
+        created = not target.exists()
+        out_dir = prepare_out_dir(target)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             bar = progress.add_task(f"simulating {exp.name}", total=len(exp.scenarios))
@@ -66,9 +71,11 @@ def run(
             results, walls = run_experiment(exp, out_dir, overrides, on_progress=lambda _n: progress.advance(bar),
                                             force=force, on_start=started, trace=not no_trace, plots=not no_plots)
     except ConfigError as err:
+        _drop_if_empty(out_dir, out_dir is not None and created)
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2)
     except MoesimError as err:  # e.g. a DeadlockError: the simulation could not finish
+        _drop_if_empty(out_dir, out_dir is not None and created)
         console.print(f"[red]simulation failed:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
     for part in console_report(exp, results, walls):
@@ -89,3 +96,9 @@ def costs_line(results: list) -> str:
         return f"costs: {model}; network model: {network}"
     return "costs: " + "; ".join(f"{model}, network model {network} ({', '.join(names)})"
                                  for (model, network), names in by.items())
+
+
+def _drop_if_empty(out_dir: "Path | None", created: bool) -> None:
+    """Remove a run directory this command created if a failed run left it empty."""
+    if created and out_dir is not None and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()

@@ -282,20 +282,66 @@ class Scenario:
                                       f"use engine='full', or leave {name} at its default with the reduced engine")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Scenario":
-        """A copy with dotted keys replaced, e.g. ``{"plan.num_microbatches": 16, "schedule": "zb-h1"}``."""
-        scn = self
+        """A copy with dotted keys replaced, e.g. ``{"plan.num_microbatches": 16, "schedule": "zb-h1"}``.
+        Every key is applied before any config checks its fields, so settings that only agree
+        together (``plan.dp=4 plan.ep=4``) are accepted in any order."""
+        tree: dict[str, Any] = {}
         for key, raw in overrides.items():
             if not isinstance(key, str) or not key.strip():
                 raise ConfigError(repr(key), "is not a field name",
                                   "write a dotted field path, e.g. plan.num_microbatches=16")
-            try:
-                scn = _replace_dotted(scn, key.split("."), raw, key)
-            except ConfigError as err:
-                if err.field != key.split(".")[-1]:
-                    raise
-                # a config's own check names its field alone: name the whole path that was set
-                raise ConfigError(key, err.problem, err.fix, source=err.source) from None
-        return scn
+            node = tree
+            for part in key.split("."):
+                node = node.setdefault(part, {})
+            node[_VALUE] = (raw, key)
+        return _replace_tree(self, tree, "")
+
+
+_VALUE = object()  # the key of a value set at this node of :meth:`Scenario.with_overrides`' tree
+
+
+def _replace_tree(obj: Any, tree: dict, prefix: str) -> Any:
+    """``obj`` with every field the override ``tree`` names replaced, in one ``dataclasses.replace``
+    per config object (its checks see all of its new fields at once)."""
+    if obj is None:
+        key = next(_keys(tree))
+        parent = prefix[:-1]
+        first = {"moe.routing": "e.g. routing: {kind: zipf, s: 1.2} in a scenario file, or "
+                                "MoEOptions(routing=...) in an experiment",
+                 "faults": "Faults(slow_gpus={3: 1.3}) in the experiment file, or faults: {slow_gpus: {3: 1.3}} in "
+                           "a scenario file"}.get(parent, f"{parent} in the experiment or scenario file")
+        raise ConfigError(key, f"{parent} is not set (None: its default), so it has no field "
+                          f"{key[len(prefix):].split('.')[0]!r}", f"set {parent} itself first ({first}), then {key}")
+    if not dataclasses.is_dataclass(obj):
+        key = next(_keys(tree))
+        raise ConfigError(key, f"cannot set {key[len(prefix):]} inside a {type(obj).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for head, sub in tree.items():
+        if head not in fields:
+            raise ConfigError(next(_keys(sub)), f"unknown field {head!r} of {type(obj).__name__}",
+                              f"use one of: {', '.join(fields)}")
+        value = getattr(obj, head)
+        if _VALUE in sub:
+            raw, key = sub[_VALUE]
+            value = _coerce(value, raw, key, fields[head].type)
+        children = {k: v for k, v in sub.items() if k is not _VALUE}
+        if children:
+            value = _replace_tree(value, children, f"{prefix}{head}.")
+        changes[head] = value
+    try:
+        return dataclasses.replace(obj, **changes)
+    except ConfigError as err:
+        if err.field in changes and prefix:
+            # a config's own check names its field alone: name the whole path that was set
+            raise ConfigError(prefix + err.field, err.problem, err.fix, source=err.source) from None
+        raise
+
+
+def _keys(tree: dict):
+    """The dotted keys set inside an override tree, as given (for messages)."""
+    for head, sub in tree.items():
+        yield from ([sub[1]] if head is _VALUE else _keys(sub))
 
 
 _GROUPS = (  # Scenario fields holding a config object: (field, its class, the fix)
@@ -337,6 +383,8 @@ def _settable_field(obj: Any) -> str:
 
 
 def _coerce(current: Any, raw: Any, key: str, hint: Any = None) -> Any:
+    if key == "model" and isinstance(raw, str):
+        return raw   # a model preset name, as a scenario may give it (checked when the scenario is built)
     if isinstance(raw, str) and dataclasses.is_dataclass(current):
         raise ConfigError(key, f"cannot replace the whole {type(current).__name__} with the text {raw!r}",
                           f"set one of its fields, e.g. {key}.{_settable_field(current)}=...")
@@ -361,21 +409,3 @@ def _coerce(current: Any, raw: Any, key: str, hint: Any = None) -> Any:
     except ValueError:
         raise ConfigError(key, f"cannot read {raw!r} as {type(current).__name__}") from None
     return raw
-
-
-def _replace_dotted(obj: Any, path: list[str], raw: Any, key: str) -> Any:
-    if obj is None:
-        parent = key[: len(key) - len(".".join(path)) - 1]
-        raise ConfigError(key, f"{parent} is not set (None: its default), so it has no field {path[0]!r}",
-                          f"set {parent} itself first (e.g. --routing uniform or zipf:1.2 for moe.routing), "
-                          f"then {key}")
-    if not dataclasses.is_dataclass(obj):
-        raise ConfigError(key, f"cannot set {'.'.join(path)} inside a {type(obj).__name__}")
-    names = [f.name for f in dataclasses.fields(obj)]
-    head = path[0]
-    if head not in names:
-        raise ConfigError(key, f"unknown field {head!r} of {type(obj).__name__}", f"use one of: {', '.join(names)}")
-    current = getattr(obj, head)
-    hint = next(f.type for f in dataclasses.fields(obj) if f.name == head)
-    value = _coerce(current, raw, key, hint) if len(path) == 1 else _replace_dotted(current, path[1:], raw, key)
-    return dataclasses.replace(obj, **{head: value})

@@ -137,6 +137,9 @@ def make_schedule(scn: Scenario) -> Schedule:
     if plan.vpp > 1 and scn.schedule != "interleaved":
         raise ConfigError("plan.vpp", f"vpp={plan.vpp} is only used by the 'interleaved' schedule, not {scn.schedule!r}",
                           "set vpp=1 or schedule='interleaved'")
+    if scn.schedule == "interleaved" and plan.vpp == 1:
+        raise ConfigError("plan.vpp", "vpp=1 with the 'interleaved' schedule is plain 1F1B (one model chunk per GPU)",
+                          "set plan.vpp to the model chunks per GPU (e.g. plan.vpp=2), or schedule='1f1b'")
     sched = generate(scn.schedule, plan.pp, plan.num_microbatches, chunks)
     validate(sched)
     if scn.mode == "forward":

@@ -71,7 +71,16 @@ def _preset(name: str, nodes: Optional[int], global_batch: Optional[int], model:
     preset = preset.with_overrides(**changes)
     if nodes is not None and global_batch is None:
         _ = preset.num_gpus  # loads the fabric: a bad node count fails here, naming the field
-    return preset
+    said = ([f"{nodes} node(s), {preset.num_gpus} GPUs"] if nodes is not None else []) \
+        + ([f"model {_model_label(preset.spec)}"] if model is not None else []) \
+        + ([f"global batch {global_batch}"] if global_batch is not None else [])
+    # the preset's description names its own fabric and model: say what the options replaced
+    return preset.with_overrides(description=f"{preset.description} [replaced: {'; '.join(said)}]")
+
+
+def _model_label(spec) -> str:
+    experts = getattr(spec, "num_experts", 0)
+    return f"{spec.name} ({experts} experts top-{spec.top_k})" if experts else spec.name
 
 
 def plan(
@@ -108,8 +117,13 @@ def plan(
     try:
         check_plan_sizes(top, max_candidates, max_tasks, global_batch)
         preset = _preset(scenario, nodes, global_batch, model)
+        layout = dict(tp=tp, pp=pp, dp=dp, ep=ep, vpp=vpp, micro_batch_size=mbs, order=order, ep_layout=ep_layout)
+        fixed = {**layout, "schedule": schedule, "placement": placement, "redundant": redundant}
+        if not breakdown and any(v is not None for v in fixed.values()):
+            flags = ", ".join(f"--{_FLAG.get(k, k)}" for k, v in fixed.items() if v is not None)
+            raise ConfigError(flags, "describe one layout; the search does not take them (it would ignore them)",
+                              "add --breakdown to break down that layout, or leave them out to search every layout")
         if breakdown:
-            layout = dict(tp=tp, pp=pp, dp=dp, ep=ep, vpp=vpp, micro_batch_size=mbs, order=order, ep_layout=ep_layout)
             _print_breakdown(console, preset, layout, schedule, placement, redundant, simulate, network, max_tasks,
                              as_json)
             return
@@ -150,13 +164,23 @@ def _search_progress() -> Iterator[Callable]:
         yield show
 
 
-def _layout(preset, layout: dict, schedule, placement, redundant):
-    """The candidate the --breakdown options describe (defaults: the preset's own)."""
+_FLAG = {"micro_batch_size": "mbs", "ep_layout": "ep-layout"}   # layout keys -> their option names
+
+
+def _layout(preset, layout: dict, schedule, placement, redundant, notes: "list[str] | None" = None):
+    """The candidate the --breakdown options describe (defaults: the preset's own); what was
+    chosen for the user is appended to ``notes``."""
     import dataclasses
+    import math
+
+    notes = [] if notes is None else notes
 
     from moesim.planner.candidates import Candidate
 
     given = {k: v for k, v in layout.items() if v is not None}
+    for key, value in given.items():
+        if isinstance(value, int) and value < 1:
+            raise ConfigError(f"--{_FLAG.get(key, key)}", f"must be >= 1, got {value}", "give a positive size")
     base = preset.plan
     if given and "dp" not in given:
         world = preset.num_gpus
@@ -172,7 +196,9 @@ def _layout(preset, layout: dict, schedule, placement, redundant):
                               "choose dp and mbs dividing the global batch, or set --global-batch")
         given["num_microbatches"] = preset.global_batch // (dp * mbs)
         if "ep" not in given and base.ep_layout != "folded" and given.get("ep_layout") != "folded" and dp % base.ep:
-            given["ep"] = 1
+            given["ep"] = math.gcd(dp, base.ep)
+            notes.append(f"--ep not given and the preset's EP{base.ep} does not divide DP{dp}: "
+                         f"EP{given['ep']}, the largest that does")
     plan = dataclasses.replace(base, **given)
     return Candidate(plan, schedule or preset.schedule, placement or preset.placement,
                      preset.num_redundant if redundant is None else redundant)
@@ -185,14 +211,17 @@ def _print_breakdown(console, preset, layout, schedule, placement, redundant, si
     from moesim.planner.breakdown import parallelism_breakdown
     from moesim.planner.context import PlanContext
 
-    cand = _layout(preset, layout, schedule, placement, redundant)
+    notes: list[str] = []
+    cand = _layout(preset, layout, schedule, placement, redundant, notes)
     ctx = PlanContext(preset)
     b = parallelism_breakdown(preset, cand, ctx=ctx, simulate_it=simulate, network=network, max_tasks=max_tasks)
     aff = network_affinity(preset, cand, ctx) if cand.plan.ep > 1 else None
     if as_json:
-        console.print_json(json.dumps({"breakdown": b.to_dict(), "affinity": aff.to_dict() if aff else None},
+        console.print_json(json.dumps({"breakdown": b.to_dict(), "affinity": aff.to_dict() if aff else None, "notes": notes},
                                       default=float))
         return
+    for note in notes:
+        console.print(f"note: {escape(note)}", highlight=False)
     for part in render.breakdown_lines(b):
         console.print(part, highlight=False)
     if aff:

@@ -107,7 +107,7 @@ def _check(scn: Scenario, spec, gpus_per_node: int, num_nodes: int) -> None:
     plan = scn.plan
     if not isinstance(spec, MoESpec) or plan.ep < 2:
         raise ConfigError("plan.ep", "the reduced run simulates expert-parallel MoE models (ep >= 2)",
-                          "use `moesim run` for dense models or ep=1")
+                          "use engine='full' (the default) for dense models or ep=1")
     if gpus_per_node % plan.tp:
         raise ConfigError("plan.tp", f"tp={plan.tp} does not divide the {gpus_per_node} GPUs of a node (the reduced "
                           "run keeps each TP group inside one node)", f"use a divisor of {gpus_per_node}, or the full "

@@ -105,6 +105,10 @@ def draw(file: FileArg,
     """A layered picture: spines, leaves, NICs, GPUs, switches, CPUs in rows; links coloured by kind."""
     from moesim.topology.draw import draw_topology  # matplotlib: only when drawing
 
+    if output.is_dir() or output.suffix.lower() not in DRAW_FORMATS:
+        what = "is a directory" if output.is_dir() else f"has no image suffix ({', '.join(DRAW_FORMATS)})"
+        _fail(ConfigError("--output", f"{str(output)!r} {what}",
+                          f"give the image file to write, e.g. -o {output / 'topology.png' if output.is_dir() else output.with_suffix('.png')}"))
     _check_draw_size(file, nodes)
     topo = _load(file, nodes)
     if topo.num_gpus > MAX_DRAW_GPUS:  # 128k GPUs drew for minutes; a picture of 8,192 is already a blur
@@ -119,6 +123,7 @@ def draw(file: FileArg,
 
 
 MAX_DRAW_GPUS = 8192
+DRAW_FORMATS = (".png", ".svg", ".pdf")
 
 
 def _check_draw_size(file: str, nodes: int | None) -> None:
