@@ -10,7 +10,9 @@ are not GPU time). moesim's classes map onto the comparison classes by :func:`si
 sort, top-k, histogram -> ``permute & router``).
 
 Both sides are GPU busy time per step and GPU (summed kernel durations, so overlapping streams
-each count): a real step is one iteration of the profiled loop, a simulated step one
+each count), over the same kernels in the per-class and the per-step table: a real step is one
+iteration of the profiled loop (with ``ProfilerStep#N`` annotations, kernels launched outside
+every step are left out of both tables and counted in a note), a simulated step one
 microbatch (``moesim layer --iterations N``) or, for a run without microbatch marks, the
 whole trace. The report lists every class with measured, simulated and the miss, the steps side
 by side, and the biggest misses first.
@@ -92,6 +94,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"real": self.real.path, "simulated": self.sim.path, "device": self.real.device_name,
                 "real_steps": len(self.real.steps), "step_source": self.real.step_source,
+                "real_events_in_steps": len(self.real.stepped_events), "real_events": len(self.real.events),
                 "sim_steps": len(self.sim.steps), "cost_model": self.sim.cost_model,
                 "classes": [{"class": r.name, "measured_ns": round(r.measured_ns), "simulated_ns": round(r.simulated_ns),
                              "miss_ns": round(r.miss_ns),
@@ -191,11 +194,12 @@ def compare(real_path: str | Path, sim_path: str | Path, *, salvage: bool = Fals
     real = load_kineto(real_path, salvage=salvage)
     sim = load_sim_trace(sim_path)
     devices = max(1, len(real.devices))
-    per_step = {k: v / (len(real.steps) * devices) for k, v in class_times_ns(real.events).items()}
+    stepped = real.stepped_events   # the kernels of the steps divided by, not those launched outside every step
+    per_step = {k: v / (len(real.steps) * devices) for k, v in class_times_ns(stepped).items()}
     simulated = sim.per_step
     names = sorted(set(per_step) | set(simulated), key=lambda k: -max(per_step.get(k, 0), simulated.get(k, 0)))
     rows = tuple(ClassRow(k, per_step.get(k, 0.0), simulated.get(k, 0.0)) for k in names
                  if max(per_step.get(k, 0.0), simulated.get(k, 0.0)) >= 0.5)  # drop zero-length marks
     real_steps = tuple(sum(g.dur_ns for g in s) / devices for s in real.steps)
     sim_steps = tuple(sum(s.values()) for s in sim.steps)
-    return Comparison(real, sim, rows, real_steps, sim_steps, tuple(unclassified_names(real.events)))
+    return Comparison(real, sim, rows, real_steps, sim_steps, tuple(unclassified_names(stepped)))

@@ -49,6 +49,11 @@ def summary_lines(imp: HFImport) -> list[str]:
     spec = imp.spec
     lines = [f"{spec.name}: {type(spec).__name__} ({imp.architecture}) from {spec.source}",
              f"parameters: {spec.total_params / 1e9:.2f}B total, {spec.activated_params / 1e9:.2f}B activated per token"]
+    if imp.seq_len_from:
+        lines.append(f"sequence length {spec.seq_len}: {imp.seq_len_from}")
+    lines.append(f"training precision {spec.dtype}" + (
+        f" (config.json {', '.join(k for k in ('torch_dtype', 'dtype') if k in dict(imp.used))} is the checkpoint's "
+        "storage dtype, not the training precision)" if {"torch_dtype", "dtype"} & set(dict(imp.used)) else ""))
     mtp = getattr(spec, "mtp_params", 0)
     if mtp:
         lines.append(f"MTP modules: {mtp / 1e9:.2f}B more (outside the total, as the model's own count)")

@@ -16,7 +16,8 @@ emit them (cuBLAS ``nvjet`` / ``sm90_xmma`` / CUTLASS, FlashAttention / cuDNN SD
 ``at::native`` kernels, Triton, NCCL).
 
 Steps: ``ProfilerStep#N`` annotations where the trace has them (a kernel belongs to the step
-whose CPU range holds its launch); else the kernel sequence's shortest exact period (a loop of
+whose CPU range holds its launch; kernels launched outside every step are in no step, counted in
+``notes`` and left out of :attr:`KinetoTrace.stepped_events`); else the kernel sequence's shortest exact period (a loop of
 identical iterations, as ``moesim.calibrate.layer_workloads --profile-trace`` writes); else one step.
 """
 from __future__ import annotations
@@ -90,6 +91,11 @@ class KinetoTrace:
     def devices(self) -> tuple[int, ...]:
         return tuple(sorted({e.device for e in self.events}))
 
+    @property
+    def stepped_events(self) -> tuple[GpuEvent, ...]:
+        """The GPU events inside the steps (all of them unless ProfilerStep annotations leave some out)."""
+        return tuple(g for s in self.steps for g in s)
+
 
 def classify(name: str, category: str = "kernel") -> str:
     """The comparison class of a GPU event (see the module docstring)."""
@@ -144,6 +150,11 @@ def load_kineto(path: str | Path, *, salvage: bool = False) -> KinetoTrace:
     if not gpu:
         raise ConfigError("trace", "holds no GPU kernels", "profile with ProfilerActivity.CUDA", source=str(p))
     steps, how = _split_steps(gpu, events)
+    inside = sum(len(st) for st in steps)
+    if inside < len(gpu):
+        outside_ns = sum(g.dur_ns for g in gpu) - sum(g.dur_ns for st in steps for g in st)
+        notes.append(f"{len(gpu) - inside} of {len(gpu)} GPU events ({outside_ns / 1e6:.3f} ms of GPU time) were "
+                     f"launched outside every ProfilerStep: in no step (trace compare leaves them out of both its tables)")
     device = _device_name(doc)
     return KinetoTrace(str(p), device, tuple(gpu), steps, how, tuple(notes))
 

@@ -23,8 +23,13 @@ only newer moesim versions have (MTP, sliding windows, sinks) are set where the 
 them (:data:`OPTIONAL_FIELDS`) and listed as not modelled where it does not.
 
 The sequence length is not a model property: ``seq_len`` given, else the pre-training context
-the config records (``initial_context_length``, then ``rope_scaling.original_max_position_embeddings``,
-then ``max_position_embeddings``). The shipped configs (``moesim/configs/*.json``, each with its
+the config records (``initial_context_length``, then ``original_max_position_embeddings`` of
+``rope_scaling`` or of transformers v5's ``rope_parameters`` (flat or per layer type; those given
+must agree), then ``max_position_embeddings``); :attr:`HFImport.seq_len_from` says which. The
+training precision is bf16: ``torch_dtype`` (v5: ``dtype``) is the checkpoint's storage dtype and is
+listed as such. Files written by transformers v5 read as their v4 originals (Qwen3-MoE's
+``num_local_experts``, DeepSeek's ``qk_head_dim`` and ``rope_interleave``, GPT-OSS's
+``swiglu_alpha``). The shipped configs (``moesim/configs/*.json``, each with its
 source URL under ``_moesim_source``) are read by :func:`shipped_config`; keys starting with ``_``
 are metadata and ignored.
 """
@@ -41,7 +46,6 @@ from moesim.workload.moe import MoESpec
 from moesim.workload.transformer import TransformerSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 ARCH_CLASSES = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "mixtral", "Qwen3MoeForCausalLM": "qwen3_moe",
                 "GptOssForCausalLM": "gpt_oss", "DeepseekV3ForCausalLM": "deepseek_v3",
                 "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
@@ -55,7 +59,10 @@ NO_COST_COMMON = frozenset({
     "max_position_embeddings", "pretraining_tp", "output_router_logits", "router_aux_loss_coef", "auto_map",
     "hidden_dropout", "tie_word_embeddings", "torch_dtype", "dtype", "initial_context_length", "rope_parameters",
 })
-_DEEPSEEK_NO_COST = frozenset({"norm_topk_prob", "routed_scaling_factor", "ep_size", "aux_loss_alpha", "seq_aux"})
+# rope_interleave (transformers v5's DeepSeek-V3): whether the rotary dims are stored interleaved, a layout
+# of the same rotary kernel's input
+_DEEPSEEK_NO_COST = frozenset({"norm_topk_prob", "routed_scaling_factor", "ep_size", "aux_loss_alpha", "seq_aux",
+                               "rope_interleave"})
 # Per architecture: fields without cost (beyond the common ones) and fields moesim does not model.
 NO_COST = {
     "llama": frozenset({"mlp_bias"}),
@@ -102,9 +109,10 @@ class HFImport:
     not_modelled: tuple[tuple[str, str], ...]
     no_cost: tuple[str, ...]
     source: str = ""
+    seq_len_from: str = ""   # where the spec's seq_len came from (the config field, or given)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"architecture": self.architecture, "source": self.source,
+        return {"architecture": self.architecture, "source": self.source, "seq_len_from": self.seq_len_from,
                 "spec": {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)},
                 "used": dict(self.used), "not_modelled": dict(self.not_modelled), "no_cost": list(self.no_cost)}
 
@@ -155,7 +163,7 @@ def read_hf_config(raw: Any, *, name: str | None = None, seq_len: int | None = N
     f = _Fields(raw, arch)
     kwargs = _READERS[arch](f)
     kwargs["name"] = name or str(raw.get("_name_or_path") or arch).rstrip("/").split("/")[-1]
-    kwargs["seq_len"] = seq_len or _context(f)
+    kwargs["seq_len"], seq_from = (seq_len, "given (--seq-len, or seq_len in a scenario)") if seq_len else _context(f)
     kwargs["dtype"] = _dtype(f)
     kwargs["tied_embeddings"] = bool(f.value("tie_word_embeddings", "tied_embeddings", False))
     kwargs["source"] = _source_text(raw, source)
@@ -171,8 +179,12 @@ def read_hf_config(raw: Any, *, name: str | None = None, seq_len: int | None = N
     for key in unknown:
         f.skip(key, "unknown to moesim's reader (not modelled)")
     spec = dataclasses.replace(cls(**kwargs), **overrides) if overrides else cls(**kwargs)
+    for key in ("torch_dtype", "dtype"):
+        if key in f.used and spec.dtype != "bf16":
+            f.used[key] = f.used[key].replace("trains in bf16", f"trains in {spec.dtype} (given)")
     no_cost = tuple(sorted((set(f.raw) & (NO_COST_COMMON | NO_COST[arch])) - set(f.used) - set(f.not_modelled)))
-    return HFImport(spec, arch, tuple(sorted(f.used.items())), tuple(sorted(f.not_modelled.items())), no_cost, source)
+    return HFImport(spec, arch, tuple(sorted(f.used.items())), tuple(sorted(f.not_modelled.items())), no_cost, source,
+                    seq_from)
 
 
 def load_hf_config(path: str | Path, **kwargs: Any) -> HFImport:
@@ -260,6 +272,21 @@ def _mixtral(f: _Fields) -> dict[str, Any]:
             "top_k": f.int_("num_experts_per_tok", "top_k")}
 
 
+def _experts(f: _Fields, *names: str) -> int:
+    """The routed expert count under any of ``names`` (transformers v5 saves Qwen3-MoE's ``num_experts``
+    as ``num_local_experts``); names that are both given must agree."""
+    given = {n: f.raw[n] for n in names if f.raw.get(n) is not None}
+    if len(given) > 1 and len({json.dumps(v) for v in given.values()}) > 1:
+        raise ConfigError(f"config.json: {', '.join(given)}",
+                          "disagree (" + ", ".join(f"{k}={v!r}" for k, v in given.items()) + ")",
+                          f"both name the routed experts of a {f.where} model (transformers v5 writes "
+                          f"{names[-1]}): keep one, or make them equal")
+    if not given:
+        raise ConfigError(f"config.json: {' or '.join(names)}", "missing", f"a {f.where} config needs the number "
+                          f"of routed experts as {' or '.join(names)}")
+    return [f.int_(n, "num_experts") for n in given][0]
+
+
 def _every_layer_window(f: _Fields) -> dict[str, Any]:
     """``sliding_window`` on every layer where the config sets it (Mixtral, Mistral, Phi-3.5-MoE)."""
     return {"sliding_window": (("sliding_window",), f.raw.get("sliding_window"))}
@@ -275,8 +302,8 @@ def _qwen3_moe(f: _Fields) -> dict[str, Any]:
                           "this looks like a Qwen2-MoE / Qwen3-Next config, which moesim does not read")
     return {**kw, "ffn_hidden": f.int_("intermediate_size", "ffn_hidden"),
             "expert_ffn_hidden": f.int_("moe_intermediate_size", "expert_ffn_hidden"),
-            "num_experts": f.int_("num_experts", "num_experts"), "top_k": f.int_("num_experts_per_tok", "top_k"),
-            "moe_layer_freq": pattern,
+            "num_experts": _experts(f, "num_experts", "num_local_experts"),
+            "top_k": f.int_("num_experts_per_tok", "top_k"), "moe_layer_freq": pattern,
             "qk_norm": True}   # Qwen3MoeAttention's q_norm / k_norm, whatever the config says
 
 
@@ -391,6 +418,13 @@ def _gpt_oss(f: _Fields) -> dict[str, Any]:
                                  or any(k not in ("sliding_attention", "full_attention") for k in kinds)):
         raise ConfigError("config.json: layer_types", f"need {kw['num_layers']} entries of 'sliding_attention' or "
                           f"'full_attention', got {str(kinds)[:80]}")
+    if "swiglu_alpha" in f.raw:   # transformers v5: the GLU's gate * sigmoid(alpha * gate), 1.702 in GptOssExperts
+        alpha = f.raw["swiglu_alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ConfigError("config.json: swiglu_alpha", f"must be a positive number, got {alpha!r}",
+                              "GPT-OSS's GLU alpha is 1.702")
+        f.used["swiglu_alpha"] = (f"(GLU alpha {alpha}: a constant inside the activation kernel moesim prices "
+                                  f"as SwiGLU, the same time and memory for any alpha)")
     window = f.raw.get("sliding_window")
     kw["_optional"] = {"sliding_window": (("sliding_window",), window),
                        "layer_types": (("layer_types",), tuple(kinds) or None),
@@ -425,11 +459,26 @@ def _deepseek_v3(f: _Fields) -> dict[str, Any]:
               topk_groups=f.int_("topk_group", "topk_groups", default=1))
     if f.raw.get("q_lora_rank", 0) is None:
         f.used["q_lora_rank"] = "q_lora_rank (null: 0)"
-    score = f.value("scoring_func", "score_func", "softmax")
+    if "qk_head_dim" in f.raw:   # transformers v5 saves the derived q/k width
+        qk = f.raw["qk_head_dim"]
+        if qk != kw["head_dim"] + kw["qk_rope_head_dim"] or isinstance(qk, bool):
+            nope, rope = kw["head_dim"], kw["qk_rope_head_dim"]
+            raise ConfigError("config.json: qk_head_dim", f"is {qk!r}, but qk_nope_head_dim + qk_rope_head_dim = "
+                              f"{nope} + {rope} = {nope + rope}",
+                              "transformers derives it as their sum: correct it or the two widths")
+        f.used["qk_head_dim"] = "(checked: qk_nope_head_dim + qk_rope_head_dim)"
+    # transformers' DeepseekV3 routes by sigmoid scores plus a per-expert bias whatever the config says, and
+    # its v5 configs no longer carry scoring_func / topk_method; DeepSeek-V2 routes by softmax, greedy
+    v3 = f.where == "deepseek_v3"
+    defaults = {"scoring_func": "sigmoid" if v3 else "softmax", "topk_method": "noaux_tc" if v3 else "greedy"}
+    for key, default in defaults.items():
+        if key not in f.raw:
+            f.used[f"({key} absent)"] = f"{default} ({'transformers DeepseekV3' if v3 else 'DeepSeek-V2'}'s routing)"
+    score = f.value("scoring_func", "score_func", defaults["scoring_func"])
     if score not in ("softmax", "sigmoid"):
         raise ConfigError("config.json: scoring_func", f"unknown {score!r}", "moesim models 'softmax' or 'sigmoid'")
     kw["score_func"] = score
-    method = f.value("topk_method", "expert_bias (noaux_tc: a bias per expert before top-k)", "greedy")
+    method = f.value("topk_method", "expert_bias (noaux_tc: a bias per expert before top-k)", defaults["topk_method"])
     if method not in ("greedy", "group_limited_greedy", "noaux_tc"):
         raise ConfigError("config.json: topk_method", f"unknown {method!r}",
                           "use greedy, group_limited_greedy or noaux_tc (DeepSeek's values)")
@@ -468,28 +517,69 @@ def _optional(cls: type, kwargs: dict[str, Any], f: _Fields) -> dict[str, Any]:
     return kwargs
 
 
-def _context(f: _Fields) -> int:
-    """The pre-training sequence length the config records (see the module docstring)."""
-    scaling = f.raw.get("rope_scaling") or {}
-    for key, value in (("initial_context_length", f.raw.get("initial_context_length")),
-                       ("rope_scaling.original_max_position_embeddings",
-                        scaling.get("original_max_position_embeddings") if isinstance(scaling, dict) else None),
-                       ("max_position_embeddings", f.raw.get("max_position_embeddings"))):
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            f.used[key.split(".")[0]] = "seq_len (default; --seq-len replaces it)"
-            return value
+def _context(f: _Fields) -> tuple[int, str]:
+    """The pre-training sequence length the config records, and where it came from (see the module
+    docstring). ``rope_scaling`` (transformers v4) and ``rope_parameters`` (v5, flat or one dict per
+    layer type) are read alike, so both formats of a file give the same length."""
+    if f.raw.get("initial_context_length") is not None \
+            and _positive("initial_context_length", f.raw["initial_context_length"]):
+        return _context_from(f, "initial_context_length", f.raw["initial_context_length"])
+    found: dict[str, int] = {}
+    if "original_max_position_embeddings" in f.raw:   # Phi-3.5-MoE keeps it at the top level as well
+        value = f.raw["original_max_position_embeddings"]
+        if value is not None and _positive("original_max_position_embeddings", value):
+            found["original_max_position_embeddings"] = value
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = f.raw.get(key)
+        if rope is None:
+            continue
+        if not isinstance(rope, dict):
+            raise ConfigError(f"config.json: {key}", f"must be an object, got {str(rope)[:60]}",
+                              "give the RoPE settings as transformers writes them ({rope_type: ..., ...})")
+        nested = rope and all(isinstance(v, dict) or v is None for v in rope.values())   # v5: one per layer type
+        for part, inner in (rope.items() if nested else ((None, rope),)):
+            value = (inner or {}).get("original_max_position_embeddings")
+            name = ".".join(k for k in (key, part, "original_max_position_embeddings") if k)
+            if value is not None and _positive(name, value):
+                found[name] = value
+    if len(set(found.values())) > 1:
+        values = ", ".join(f"{k}={v}" for k, v in found.items())
+        raise ConfigError(f"config.json: {', '.join(found)}", f"disagree on the pre-training context ({values})",
+                          "make them agree, or give the sequence length (--seq-len)")
+    if found:
+        return _context_from(f, ", ".join(found), next(iter(found.values())))
+    if f.raw.get("max_position_embeddings") is not None \
+            and _positive("max_position_embeddings", f.raw["max_position_embeddings"]):
+        return _context_from(f, "max_position_embeddings", f.raw["max_position_embeddings"])
     raise ConfigError("config.json: max_position_embeddings", "missing: no sequence length in the config",
                       "give the sequence length (--seq-len)")
 
 
+def _positive(key: str, value: Any) -> bool:
+    """``value`` is a positive integer, else an error naming ``key``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return True
+    raise ConfigError(f"config.json: {key}", f"must be a positive integer, got {str(value)[:40]!r}",
+                      "give a context length in tokens, or the sequence length (--seq-len)")
+
+
+def _context_from(f: _Fields, keys: str, value: int) -> tuple[int, str]:
+    for key in keys.split(", "):
+        f.used[key.split(".")[0]] = f"seq_len {value} (the default training sequence length; --seq-len replaces it)"
+    what = "the pre-training context" if keys != "max_position_embeddings" else \
+        "the longest position the model takes; the config records no shorter pre-training context"
+    return value, f"config.json {keys} ({what}): the default training sequence length, --seq-len replaces it"
+
+
 def _dtype(f: _Fields) -> str:
-    key = "torch_dtype" if "torch_dtype" in f.raw else "dtype"
-    value = f.raw.get(key, "bfloat16")
-    if value not in TORCH_DTYPES:
-        raise ConfigError(f"config.json: {key}", f"unknown dtype {value!r}", f"use one of {', '.join(TORCH_DTYPES)}")
-    if key in f.raw:
-        f.used[key] = "dtype"
-    return TORCH_DTYPES[value]
+    """The training precision: bf16. ``torch_dtype`` (v4) / ``dtype`` (v5) is the dtype the checkpoint
+    is stored in (OLMoE's is float32), not the precision it was or will be trained in; it is listed
+    as read, with its value, and changes nothing (set the spec's ``dtype`` to train otherwise)."""
+    for key in ("torch_dtype", "dtype"):
+        if key in f.raw:
+            f.used[key] = (f"(checkpoint storage dtype {f.raw[key]!r}, not the training precision: the spec trains "
+                           f"in bf16; a scenario's model: {{hf: ..., dtype: ...}} changes it)")
+    return "bf16"
 
 
 def _source_text(raw: dict[str, Any], source: str) -> str:
