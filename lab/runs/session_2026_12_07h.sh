@@ -5,7 +5,8 @@
 # 16,384, every other holdout-3 shape within 8%. 1. Where: the per-kernel device times of those cases
 # and of a Qwen3-235B-A22B case as the reference (--kernel-times). 2. The grouped_gemm_v_more section
 # (GLM-4.5, Qwen3-Coder-480B, Qwen3-Next-80B, DBRX expert shapes; never measured on the H100), so
-# that more model shapes lie near a measured one. Outputs packed in one file ($OUT keeps 8 files).
+# that more model shapes lie near a measured one. 3. lab/backward_accum_probe.py: the class
+# protocol's linear backward against steady forward+backward iterations, .grad None or kept. Outputs packed in one file ($OUT keeps 8 files).
 export PYTHONUNBUFFERED=1
 W=$OUT/w; mkdir -p $W
 { nvidia-smi -L; nvidia-smi --query-gpu=driver_version,clocks.max.sm,power.limit --format=csv,noheader; grep -m1 "model name" /proc/cpuinfo; } | tee $W/gpu.txt
@@ -14,7 +15,9 @@ timeout 110 python3 -m moesim.calibrate.layer_workloads --device cuda --models h
     --only gpt_oss_120b.torchtitan.grouped.scatter_add.t4096.uniform,gpt_oss_120b.torchtitan.grouped.scatter_add.t16384.uniform,qwen3_235b_a22b.torchtitan.grouped.scatter_add.t4096.uniform,gpt_oss_120b.megatron.grouped.scatter_add.t4096.uniform \
     --out $W/${GPU}_holdout3_kernel_times.json > $W/kt_log.txt 2>&1
 echo "kernel times rc=$? $(date -u +%T)"; tail -6 $W/kt_log.txt
-timeout 200 python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --preheat-s 3 --budget-s 180 --sections grouped_gemm_v_more \
+timeout 60 python3 -m lab.backward_accum_probe --device cuda --out $W/${GPU}_backward_accum.json > $W/bap_log.txt 2>&1
+echo "backward accum rc=$? $(date -u +%T)"; tail -4 $W/bap_log.txt
+timeout 170 python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --preheat-s 3 --budget-s 150 --sections grouped_gemm_v_more \
     --out $W/${GPU}_grouped_more.json > $W/more_log.txt 2>&1
 echo "grouped more rc=$? $(date -u +%T)"; tail -4 $W/more_log.txt
 cd $OUT && tar czf all.tgz w && rm -rf w
