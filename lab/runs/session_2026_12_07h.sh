@@ -17,7 +17,7 @@ timeout 110 python3 -m moesim.calibrate.layer_workloads --device cuda --models h
 echo "kernel times rc=$? $(date -u +%T)"; tail -6 $W/kt_log.txt
 timeout 60 python3 -m lab.backward_accum_probe --device cuda --out $W/${GPU}_backward_accum.json > $W/bap_log.txt 2>&1
 echo "backward accum rc=$? $(date -u +%T)"; tail -4 $W/bap_log.txt
-timeout 170 python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --preheat-s 3 --budget-s 150 --sections grouped_gemm_v_more \
+timeout 135 python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --preheat-s 3 --budget-s 115 --sections grouped_gemm_v_more \
     --out $W/${GPU}_grouped_more.json > $W/more_log.txt 2>&1
 echo "grouped more rc=$? $(date -u +%T)"; tail -4 $W/more_log.txt
 cd $OUT && tar czf all.tgz w && rm -rf w
