@@ -44,10 +44,19 @@ def test_mixtral_example_script() -> None:
     assert any("MODEL_ARGS, MOE_ARGS" in n for n in report.notes)
 
 
-def test_llama_fp8_example_script_lists_its_appended_arrays() -> None:
+def test_llama_fp8_example_script_reads_its_appended_arrays() -> None:
+    """The script sets DTYPE="fp8" and TOKENIZER_ARG defaults to MOCK: its ``if`` branches are decided
+    from its own variables, so DTYPE_ARGS+=(--fp8-format hybrid ...) and the mock DATA_ARGS_LIST+=(...)
+    are read, and so is the unconditional TRAINING_ARGS+=("${DDP_ARGS[@]}")."""
     report = read_megatron_args(LLAMA, model="llama3-8b", gpus=8)
-    assert any("appended arrays not read" in n and "DTYPE_ARGS" in n for n in report.notes)
-    assert not hasattr(build_scenario(report.scenario).model, "num_experts")
+    scn = build_scenario(report.scenario)
+    assert not hasattr(scn.model, "num_experts")
+    assert scn.model.gemm_dtype == "fp8" and dict(report.used)["--fp8-format"] == "model.gemm_dtype"
+    assert scn.memory.distributed_optimizer and scn.overlap.overlap_grad_reduce and scn.overlap.overlap_param_gather
+    assert "--vocab-size" in dict(report.used) and "--mock-data" in report.no_cost and "--data-path" not in \
+        dict(report.used) | dict(report.not_modelled) | dict.fromkeys(report.no_cost)
+    assert any('[[ "$DTYPE" == "fp8" ]] (true)' in n for n in report.notes)
+    assert not any("appended arrays not read" in n for n in report.notes)
 
 
 def test_model_from_flags() -> None:

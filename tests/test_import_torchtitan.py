@@ -32,7 +32,8 @@ def test_deepseek_v3_671b_is_the_hf_config_in_bf16() -> None:
     hf = shipped_config("deepseek-v3", seq_len=4096).spec
     assert scn.model == hf.__class__(**{**{f: getattr(hf, f) for f in hf.__dataclass_fields__}, "seq_len": 4096,
                                         "activation_fusion": False,    # torchtitan: F.silu(w1 x) * w3 x
-                                        "rope_impl": "complex"})       # and view_as_complex RoPE
+                                        "rope_impl": "complex",        # and view_as_complex RoPE
+                                        "num_nextn_predict_layers": 0})  # torchtitan's model has no MTP
     assert scn.model.gemm_dtype is None and scn.model.dispatch_dtype == "bf16"
     assert scn.moe.token_movement == "torchtitan" and scn.moe.experts == "grouped"
     assert scn.plan.micro_batch_size == 4 and scn.overlap.tp_comm_overlap is False

@@ -75,3 +75,29 @@ def divide(what: str, total: int, by: int, by_what: str, fix: str) -> int:
     if by < 1 or total % by:
         raise ConfigError(what, f"{total} is not divisible by {by_what} = {by}", fix)
     return total // by
+
+
+# Spec fields a preset may hold that describe how one run trained, not the model: the
+# deepseek-v3 preset carries its report's FP8 GEMMs, FP8 dispatch and 4-node routing limit. An
+# importer takes the architecture from ``--model`` and these from the framework's own settings.
+RUN_FIELDS = ("gemm_dtype", "dispatch_dtype", "max_nodes_per_token")
+
+
+def preset_architecture(spec: Any, model: str, framework: str, notes: list[str]) -> dict[str, Any]:
+    """The fields of ``spec`` (``--model``'s preset or config) as a scenario ``model`` mapping,
+    with :data:`RUN_FIELDS` at the spec class's defaults; any preset value so dropped is said in
+    ``notes`` (the framework's settings decide precision and routing)."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+    fields = {f: getattr(spec, f) for f in defaults}
+    fields["spec"] = type(spec).__name__
+    dropped = []
+    for name in RUN_FIELDS:
+        if name in fields and fields[name] != defaults[name]:
+            dropped.append(f"{name}={fields[name]}")
+            fields[name] = defaults[name]
+    if dropped:
+        notes.append(f"--model {model}: the architecture only; the preset's training settings {', '.join(dropped)} "
+                     f"are not taken (precision and routing come from {framework})")
+    return fields
