@@ -2,7 +2,8 @@
 # Eighteenth session (2026-12-07h), one device call on an H100.
 # Held-out set 3 read GPT-OSS-120B's MoE block 16-22% low at 4,096 tokens (128 experts, hidden and
 # expert FFN 2,880: no grouped-GEMM shape of the profile within a factor of 1.4 in n) and 4-8% low at
-# 16,384, every other holdout-3 shape within 8%. 1. Where: the per-kernel device times of those cases
+# 16,384, every other holdout-3 shape within 8%. (The grouped_gemm_v_more section planned here was
+# dropped: too little device time was left after failed starts.) 1. Where: the per-kernel device times of those cases
 # and of a Qwen3-235B-A22B case as the reference (--kernel-times). 2. The grouped_gemm_v_more section
 # (GLM-4.5, Qwen3-Coder-480B, Qwen3-Next-80B, DBRX expert shapes; never measured on the H100), so
 # that more model shapes lie near a measured one. 3. lab/backward_accum_probe.py: the class
@@ -17,7 +18,4 @@ timeout 110 python3 -m moesim.calibrate.layer_workloads --device cuda --models h
 echo "kernel times rc=$? $(date -u +%T)"; tail -6 $W/kt_log.txt
 timeout 60 python3 -m lab.backward_accum_probe --device cuda --out $W/${GPU}_backward_accum.json > $W/bap_log.txt 2>&1
 echo "backward accum rc=$? $(date -u +%T)"; tail -4 $W/bap_log.txt
-timeout 135 python3 -m moesim.calibrate.measure --device cuda --heat-ms 20 --preheat-s 3 --budget-s 115 --sections grouped_gemm_v_more \
-    --out $W/${GPU}_grouped_more.json > $W/more_log.txt 2>&1
-echo "grouped more rc=$? $(date -u +%T)"; tail -4 $W/more_log.txt
 cd $OUT && tar czf all.tgz w && rm -rf w
