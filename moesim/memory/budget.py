@@ -217,8 +217,9 @@ def _state_parts(params: dict[str, float], largest: float, plan: "ParallelPlan",
     grad = config.grad_bytes(plan.grad_dtype_bytes)
     out["gradients"] = sum(params[k] * grad / shard(k, 2) for k in WEIGHT_PARTS)
     out["optimizer_states"] = sum(params[k] * config.optimizer_bytes_per_param / shard(k, 1) for k in WEIGHT_PARTS)
-    # ZeRO-3 gathers a layer's full weights before using it and prefetches the next one.
-    out["zero3_gather_buffer"] = 2 * largest * config.param_bytes if z == 3 else 0.0
+    # ZeRO-3 gathers a layer's full weights before using it and prefetches the next one, in the
+    # precision the GEMMs read (FSDP's mixed-precision param dtype: bf16 over fp32 parameters)
+    out["zero3_gather_buffer"] = 2 * largest * min(config.param_bytes, 2.0) if z == 3 else 0.0
     return out
 
 

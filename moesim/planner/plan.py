@@ -278,7 +278,8 @@ def _runners_up(chosen: Evaluated, fitting: list[Evaluated], top: int) -> list[L
         source = "simulated" if e.simulated and chosen.simulated else "estimate"
         mine = e.step_ms if source == "simulated" else e.estimate.step_ms
         theirs = chosen.step_ms if source == "simulated" else chosen.estimate.step_ms
-        reason = f"{100 * (mine / theirs - 1):.1f}% slower ({source})"
+        reason = f"{100 * (mine / theirs - 1):.1f}% slower ({source}" + \
+            (f"; the chosen layout's estimate is {theirs:,.1f} ms)" if source == "estimate" else ")")
         if source == "simulated" and mine < theirs:
             reason = f"{100 * (1 - mine / theirs):.1f}% faster but not simulated at full size"
         elif mine < theirs:   # a mesh's second best, not simulated, can beat the winner's estimate

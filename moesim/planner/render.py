@@ -117,10 +117,10 @@ def affinity_table(report: Any) -> Table:
 
 def _losers_table(title: str, losers: list) -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("layout", "step ms", "why it lost"):
+    for col in ("layout", "step ms", "from", "why it lost"):
         t.add_column(col, overflow="fold")
-    for x in losers:
-        t.add_row(x.label, f"{x.step_ms:,.1f}", x.reason)
+    for x in losers:   # simulated rows first; an estimate compares with the chosen layout's estimate
+        t.add_row(x.label, f"{x.step_ms:,.1f}", x.source, x.reason)
     return t
 
 

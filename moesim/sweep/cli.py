@@ -139,8 +139,10 @@ def _print_outcome(console: Console, outcome: SweepOutcome) -> None:
                       f"{res['memory_gib']:.2f}", pid)
     if outcome.front:
         console.print(table)
+    elif not outcome.ok:
+        console.print(f"no point succeeded ({len(outcome.failed)} failed, see summary.md): no Pareto front")
     else:
-        console.print("no successful point fits in HBM: no Pareto front")
+        console.print(f"none of the {len(outcome.ok)} successful point(s) fits in HBM: no Pareto front")
     for r in outcome.unexpected:
         console.print(f"[red]unexpected error (bug) in {escape(r['name'])}:[/red] {escape(r['error'])}", highlight=False)
     if outcome.bad_lines:

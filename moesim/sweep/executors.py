@@ -11,9 +11,11 @@ import ctypes
 import logging
 import os
 import pickle
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -150,6 +152,11 @@ class RayExecutor:
                 ray.cancel(ref)
             if started:
                 ray.shutdown()
+                if self._temp_dir is not None:   # the private instance's session files, logs and sockets
+                    shutil.rmtree(self._temp_dir, ignore_errors=True)
+                    self._temp_dir = None
+
+    _temp_dir: "str | None" = None
 
     def _init(self) -> None:
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
@@ -157,7 +164,11 @@ class RayExecutor:
             kwargs["address"] = self.address
         else:  # a private instance on the loopback address only, no dashboard (see loopback_only_ray)
             loopback_only_ray()
-            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False, _node_ip_address=LOCAL_RAY_IP)
+            # its session directory (logs, sockets) in a private temporary directory removed at
+            # shutdown, not Ray's shared /tmp/ray; short, as Ray's socket paths must be
+            self._temp_dir = tempfile.mkdtemp(prefix="moesim-ray-")
+            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False, _node_ip_address=LOCAL_RAY_IP,
+                          _temp_dir=self._temp_dir)
         try:
             self._ray.init(**kwargs)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
