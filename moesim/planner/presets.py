@@ -123,7 +123,9 @@ class ScenarioPreset:
             per = p.dp * p.micro_batch_size
             if not isinstance(gb, int) or gb < 1 or gb % per:
                 raise ConfigError("global_batch", f"{gb!r} sequences do not split over dp*micro_batch_size = {per} "
-                                  "of the default plan", f"use a multiple of {per}", source=self.name)
+                                  "of the preset's own layout, which every plan starts from (the search's other "
+                                  "layouts may divide it, but the preset must describe a step)",
+                                  f"use a multiple of {per}", source=self.name)
             changes["plan"] = dataclasses.replace(p, num_microbatches=gb // per)
         return dataclasses.replace(self, **changes)
 
