@@ -12,10 +12,10 @@ export PYTHONUNBUFFERED=1
 W=$OUT/w; mkdir -p $W
 { nvidia-smi -L; nvidia-smi --query-gpu=driver_version,clocks.max.sm,power.limit --format=csv,noheader; grep -m1 "model name" /proc/cpuinfo; } | tee $W/gpu.txt
 GPU=h100; nvidia-smi -L | grep -q H200 && GPU=h200
-timeout 110 python3 -m moesim.calibrate.layer_workloads --device cuda --models holdout3 --no-inventory --kernel-times --budget-s 90 \
+timeout 50 python3 -m lab.backward_accum_probe --device cuda --out $W/${GPU}_backward_accum.json > $W/bap_log.txt 2>&1
+echo "backward accum rc=$? $(date -u +%T)"; tail -4 $W/bap_log.txt
+timeout 80 python3 -m moesim.calibrate.layer_workloads --device cuda --models holdout3 --no-inventory --kernel-times --budget-s 65 \
     --only gpt_oss_120b.torchtitan.grouped.scatter_add.t4096.uniform,gpt_oss_120b.torchtitan.grouped.scatter_add.t16384.uniform,qwen3_235b_a22b.torchtitan.grouped.scatter_add.t4096.uniform,gpt_oss_120b.megatron.grouped.scatter_add.t4096.uniform \
     --out $W/${GPU}_holdout3_kernel_times.json > $W/kt_log.txt 2>&1
 echo "kernel times rc=$? $(date -u +%T)"; tail -6 $W/kt_log.txt
-timeout 60 python3 -m lab.backward_accum_probe --device cuda --out $W/${GPU}_backward_accum.json > $W/bap_log.txt 2>&1
-echo "backward accum rc=$? $(date -u +%T)"; tail -4 $W/bap_log.txt
 cd $OUT && tar czf all.tgz w && rm -rf w
