@@ -25,8 +25,8 @@ def test_model_and_executed_mfu_against_the_gemm_peak():
     (row,) = mfu_rows(exp, [_result(scn.name, 0.30, 1500.0)])
     h800 = get_device("H800")
     assert row["gemm_dtype"] == "fp8" and row["peak_tflops"] == pytest.approx(h800.peak_flops["fp8"] / 1e12)
-    # Executed: r.mfu is over the bf16 peak; restated over the fp8 peak.
-    assert row["mfu_executed"] == pytest.approx(0.30 * h800.peak_flops["bf16"] / h800.peak_flops["fp8"])
+    # Executed: r.mfu is already over the GEMM precision's (fp8) peak, as the results table shows it
+    assert row["mfu_executed"] == pytest.approx(0.30)
     spec = resolve_model(scn.model)
     assert row["mfu_model"] == pytest.approx(model_flops_per_token(spec) * 1500.0 / h800.peak_flops["fp8"])
     assert row["note"] == ""   # the training step runs the MTP module its model FLOPs count
@@ -44,3 +44,13 @@ def test_summary_states_both_mfus_and_the_peak():
                         cost_sources={}, profile=None)
     text = summary_markdown(one, [r])
     assert "## MFU two ways" in text and "| fp8 |" in text and "H800" in text
+
+
+def test_a_runs_mfu_is_against_its_gemm_precisions_peak():
+    """The results table's MFU and 'MFU two ways' executed figure are one number (an FP8 run's
+    MFU against the FP8 peak, not the bf16 one)."""
+    from moesim.costs.devices import gemm_peak_ratio
+
+    h800 = get_device("H800")
+    assert gemm_peak_ratio("H800", "fp8") == pytest.approx(h800.peak_flops["fp8"] / h800.peak_flops["bf16"])
+    assert gemm_peak_ratio("H800", "bf16") == 1.0 and gemm_peak_ratio("no-such-gpu", "fp8") == 1.0

@@ -132,3 +132,12 @@ def get_device(name: str) -> DeviceSpec:
     if key not in DEVICES:
         raise unknown_name("device", name, list(DEVICES))
     return DEVICES[key]
+
+
+def gemm_peak_ratio(gpu_kind: str, dtype: str) -> float:
+    """The datasheet peak of ``dtype`` GEMMs over the bf16 peak on ``gpu_kind`` (1 where either is
+    not on record): an MFU against the precision the model's GEMMs run in."""
+    device = DEVICES.get(gpu_kind)
+    if device is None or dtype not in device.peak_flops or not device.peak_flops.get("bf16"):
+        return 1.0
+    return device.peak_flops[dtype] / device.peak_flops["bf16"]

@@ -90,8 +90,8 @@ def summary_markdown(exp: Experiment, results: Sequence) -> str:
 def mfu_rows(exp: Experiment, results: Sequence) -> list[dict[str, Any]]:
     """MFU two ways per scenario, against the datasheet peak of the GEMM precision used:
     model FLOPs (:func:`moesim.workload.layers.model_flops_per_token` x tokens/s per GPU) and
-    executed FLOPs (the result's compute FLOPs, recomputation included; ``r.mfu`` is them over
-    the bf16 peak). Scenarios whose GPU has no datasheet entry are left out."""
+    executed FLOPs (the result's compute FLOPs, recomputation included: ``r.mfu``, over the same
+    peak). Scenarios whose GPU has no datasheet entry are left out."""
     from moesim.costs.devices import DEVICES, get_device
     from moesim.experiment.build import resolve_model
     from moesim.topology.loader import load_topology
@@ -112,7 +112,7 @@ def mfu_rows(exp: Experiment, results: Sequence) -> list[dict[str, Any]]:
         device, spec = get_device(kinds[key]), resolve_model(scn.model)
         dtype = gemm_precision(spec)
         peak = device.peak_flops.get(dtype, device.peak_flops["bf16"])
-        executed = r.mfu * device.peak_flops["bf16"]  # FLOP/s per GPU
+        executed = r.mfu * peak  # FLOP/s per GPU (r.mfu is against the GEMM precision's peak)
         mtp = getattr(spec, "num_nextn_predict_layers", 0)
         rows.append({"scenario": r.name, "gpu": device.name, "gemm_dtype": dtype if dtype in device.peak_flops else "bf16",
                      "peak_tflops": peak / 1e12, "mfu_model": model_flops_per_token(spec) * r.tokens_per_s_per_gpu / peak,

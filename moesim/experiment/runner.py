@@ -23,12 +23,14 @@ from moesim.analysis.utilization import pipeline_bubble
 from moesim.analysis.host_issue import host_issue, host_issue_message
 from moesim import __version__
 from moesim.costs.base import cost_sources, profile_identity
+from moesim.costs.devices import gemm_peak_ratio
 from moesim.errors import ConfigError
 from moesim.experiment.build import Built, build_scenario
 from moesim.experiment.experiment import Experiment
 from moesim.experiment.report import RESULTS_SCHEMA_VERSION, comparisons, mfu_rows
 from moesim.experiment.scenario import Scenario
 from moesim.pathnames import check_output_names
+from moesim.workload.layers import gemm_precision
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ def run_built(scn: Scenario, built: Built) -> tuple[ScenarioResult, Any]:
     step_ns = sim_result.makespan_ns
     step_s = step_ns / 1e9
     total_flops = sum(s.args.get("flops", 0.0) for s in rec.spans if s.stream == "compute")
-    peak = built.cost_model.peak_flops * built.topology.num_gpus * step_s
+    # MFU against the datasheet peak of the precision the model's GEMMs run in (FP8: the FP8 peak)
+    ratio = gemm_peak_ratio(built.topology.gpu_kind, gemm_precision(resolve_spec(scn)))
+    peak = built.cost_model.peak_flops * ratio * built.topology.num_gpus * step_s
     issue = host_issue(rec, built.host, mode=scn.host)
     bottlenecks = [b["message"] for b in summary["bottlenecks"][:3]]
     if host_issue_message(issue):

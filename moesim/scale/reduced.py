@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moesim.costs.base import cost_sources, profile_identity
+from moesim.costs.devices import gemm_peak_ratio
 from moesim.engine import Simulation, gc_paused
 from moesim.errors import ConfigError
 from moesim.lowering.host import add_eager_host
@@ -57,6 +58,7 @@ from moesim.scale.dp_sync import zero1_sync
 from moesim.scale.lanes import LaneExchangeLowering, LaneLink
 from moesim.scale.phase import PhaseSolver
 from moesim.topology.loader import load_topology
+from moesim.workload.layers import gemm_precision
 from moesim.workload.moe import MoESpec
 from moesim.workload.parallel import ep_group_members
 
@@ -323,7 +325,8 @@ def simulate_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
         "scenario": scn.name, "num_gpus": built["num_gpus"], "schedule": scn.schedule,
         "plan": dataclasses.asdict(plan), "step_time_ms": round(res.makespan_ns / 1e6, 3),
         "tokens_per_step": tokens, "tokens_per_s_per_gpu": round(tokens / step_s / built["num_gpus"], 2),
-        "mfu": round(total_flops / (cost.peak_flops * built["num_gpus"] * step_s), 4),
+        "mfu": round(total_flops / (cost.peak_flops * gemm_peak_ratio(built["gpu_kind"], gemm_precision(spec))
+                                    * built["num_gpus"] * step_s), 4),
         "cost_model": cost.name, "cost_sources": cost_sources(cost), "profile": profile_identity(cost),
         "gpu_kind": built["gpu_kind"],
         "calibrated": bool(getattr(cost, "calibrated", False)),
