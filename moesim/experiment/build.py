@@ -80,7 +80,8 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
     grid = Grid(plan.tp, plan.dp, plan.pp, ranks)
     exchange = None
     if isinstance(spec, MoESpec):
-        table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
+        table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, expert_tp=plan.expert_tp,
+                              micro_batch_size=plan.micro_batch_size,
                               sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                               recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
                               split_slots=scn.memory.split_slots(spec),
@@ -157,6 +158,15 @@ def scenario_budget(scn: Scenario, spec, gpu_kind: str):
     ep = scn.plan.ep
     redundant = -(-scn.moe.num_redundant // ep) if scn.moe.num_redundant else 0
     cfg = dataclasses.replace(cfg, ep=ep, num_redundant_experts=max(cfg.num_redundant_experts, redundant))
+    if ep > 1 and cfg.expert_tp != scn.plan.expert_tp:
+        # the layout sets the expert TP (ParallelPlan.expert_tp): strided is Megatron's expert TP = TP,
+        # folded expert TP 1; the simulation reduces the expert gradients that way
+        if cfg.expert_tp != 1:
+            raise ConfigError("memory.expert_tp", f"{cfg.expert_tp} with plan.ep_layout={scn.plan.ep_layout!r} "
+                              f"(tp={scn.plan.tp}), whose expert TP is {scn.plan.expert_tp}",
+                              "leave memory.expert_tp at 1 (the layout sets it), or use ep_layout='strided' for "
+                              "expert TP = TP and 'folded' for expert TP 1")
+        cfg = dataclasses.replace(cfg, expert_tp=scn.plan.expert_tp)
     if cfg.expert_activation_fusion is None and getattr(spec, "num_experts", 0):
         from moesim.workload.moe_exec import experts_fuse_activation, framework_modules_run
 

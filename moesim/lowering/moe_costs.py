@@ -84,12 +84,13 @@ class MoEStageTable(StageTable):
                  capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
                  fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None,
                  split_slots: tuple[int, int] = (0, 0), framework_modules: bool = True,
-                 dispatcher: str = "alltoall", grouped_gemm: str = "torch") -> None:
+                 dispatcher: str = "alltoall", grouped_gemm: str = "torch", expert_tp: int = 1) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
                          split_slots=split_slots)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
+        self.expert_tp = expert_tp   # each GPU holds 1/expert_tp of its experts' weights (ParallelPlan.expert_tp)
         moe_exec.check_exec(experts, token_movement, capacity_factor, grouped_gemm=grouped_gemm)
         self.experts, self.token_movement, self.capacity_factor = experts, token_movement, capacity_factor
         self.grouped_gemm = grouped_gemm   # "te": the grouped GEMMs issued as Transformer Engine's (GroupedGemm.impl)
@@ -258,14 +259,22 @@ class MoEStageTable(StageTable):
         return [dataclasses.replace(self._cost(program[a:b]), host_sync=b in cuts) for a, b in zip(bounds, bounds[1:])]
 
     # -- gradients ---------------------------------------------------------------------------
+    def layer_params(self, layer: int) -> float:
+        """Parameters of one layer held by one GPU: its routed experts' ``1 / expert_tp`` share."""
+        params = super().layer_params(layer)
+        if self.expert_tp > 1 and self.spec.is_moe_layer(layer):
+            params -= (self.spec.num_experts // self.ep) * self.spec.expert_params * (1 - 1 / self.expert_tp)
+        return params
+
     def _chunk_expert_params(self, rank: int, chunk: "int | None") -> float:
         stages = [st for path, st in self.layout.held[rank] if chunk is None or self.schedule.chunk_of(path, st) == chunk]
         layers = sum(1 for st in stages for layer in self._layer_range(st) if self.spec.is_moe_layer(layer))
-        return layers * (self.spec.num_experts // self.ep) * self.spec.expert_params
+        return layers * (self.spec.num_experts // self.ep) * self.spec.expert_params / self.expert_tp
 
     def expert_grad_bytes(self, rank: int, chunk: int) -> float:
-        """Gradient bytes of the routed experts of one model chunk on one GPU (whole experts:
-        ``num_experts / ep`` per MoE layer); they reduce over the expert-data-parallel group."""
+        """Gradient bytes of the routed experts of one model chunk on one GPU (``num_experts / ep``
+        per MoE layer, ``1 / expert_tp`` of each: ``ParallelPlan.expert_tp``); they reduce over the
+        expert-data-parallel group."""
         return self._chunk_expert_params(rank, chunk) * self.grad_dtype_bytes
 
     def expert_params(self, rank: int) -> float:

@@ -193,7 +193,8 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
     kinds = {l.kind for l in probe.links} | {"ib", "ethernet", "pcie", "nvswitch", "nvlink"}
     efficiency = {k: cost.link_efficiency(k) for k in sorted(kinds)}
     sched = make_schedule(scn)
-    table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, micro_batch_size=plan.micro_batch_size,
+    table = MoEStageTable(spec, sched, cost, tp=plan.tp, ep=plan.ep, expert_tp=plan.expert_tp,
+                          micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                           recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
                           split_slots=scn.memory.split_slots(spec),

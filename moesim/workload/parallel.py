@@ -97,6 +97,15 @@ class ParallelPlan:
         return ep_dp_span(self.tp, self.ep, self.ep_layout)
 
     @property
+    def expert_tp(self) -> int:
+        """Tensor parallelism inside each routed expert, as the layout implies it (Megatron's
+        ``--expert-tensor-parallel-size``): the strided layout, EP inside each TP index's data
+        parallelism, is Megatron's default expert TP = TP (each GPU holds 1/tp of its experts'
+        weights; its kernels are priced as whole experts on its own tokens, the same FLOPs); the
+        folded layout is expert TP 1 (whole experts). 1 without experts' EP or TP."""
+        return self.tp if self.ep_layout == "strided" and self.tp > 1 and self.ep > 1 else 1
+
+    @property
     def expert_dp(self) -> int:
         """The expert-data-parallel group: the GPUs of one TP index holding the same experts, one per
         EP group, whose expert gradients reduce together (``dp / ep_dp_span``)."""
