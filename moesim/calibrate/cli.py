@@ -10,6 +10,7 @@ roofline, and, when the budget was too small, how long a complete profile needs.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -54,12 +55,13 @@ def run(
 ) -> None:
     """Measure GEMMs, attention, memory ops, host costs, launch overhead and NCCL collectives into a profile."""
     measure = _torch_module("measure")
-    argv = ["--device", device, "--out", str(out), "--budget-s", str(budget_s), "--cpu-ranks", str(cpu_ranks)]
+    # --flag=value: a value such as -inf must not read as an option
+    argv = ["--device", device, f"--out={out}", f"--budget-s={budget_s}", f"--cpu-ranks={cpu_ranks}"]
     argv += ["--quick"] if quick else []
-    argv += ["--sections", sections] if sections else []
-    argv += ["--heat-ms", str(heat_ms)] if heat_ms >= 0 else []
-    argv += ["--preheat-s", str(preheat_s)] if preheat_s > 0 else []
-    argv += ["--ranks", ranks] if ranks else []
+    argv += [f"--sections={sections}"] if sections else []
+    argv += [f"--heat-ms={heat_ms}"] if heat_ms >= 0 or math.isnan(heat_ms) else []
+    argv += [f"--preheat-s={preheat_s}"] if preheat_s != 0 else []
+    argv += [f"--ranks={ranks}"] if ranks else []
     try:
         kwargs = measure.options(argv)
         profile = _with_progress(measure.run_calibration, kwargs)
@@ -194,17 +196,17 @@ def from_trace(
 @app.command("show")
 def show(profile: str = typer.Argument("h200_sxm", help="a shipped profile name or a JSON path"),
          as_json: bool = typer.Option(False, "--json", help="print the figures as JSON")) -> None:
-    """Headline figures of a profile: peak FLOP/s, HBM bandwidth, NCCL bandwidth and latencies."""
+    """Headline figures of a profile: peak FLOP/s, HBM bandwidth, NCCL bandwidth and latencies.
+    A partial profile (e.g. memory or collectives only) shows the figures of the sections it has
+    and names the ones it lacks."""
     from moesim.costs.calibrated import CalibratedCostModel
     from moesim.costs.profile import load_profile
-
-    from moesim.errors import ConfigError
 
     try:
         figures = headline_figures(CalibratedCostModel(load_profile(profile)))
     except ConfigError as err:  # a bad file or name: one line, not a traceback
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2)
+        _fail(err)
+        return
     if as_json:
         typer.echo(json.dumps(figures, indent=1))
         return
@@ -212,35 +214,80 @@ def show(profile: str = typer.Argument("h200_sxm", help="a shipped profile name 
         typer.echo(f"{key:<44} {value}")
 
 
+# headline groups: (label, op, match) -- a group is shown when the profile has a row of ``op`` matching ``match``
+SHOW_GROUPS: tuple[tuple[str, str, dict[str, object]], ...] = (
+    ("bf16 GEMMs", "gemm", {"dtype": "bf16"}), ("memory (HBM copy)", "memory", {"kind": "copy"}),
+    ("launch overhead", "launch", {}), ("overlap", "overlap", {}), ("fp8 GEMMs", "gemm", {"dtype": "fp8"}),
+    ("collectives", "collective", {}), ("host costs", "host", {}),
+)
+
+
+def _figure(fn):  # type: ignore[no-untyped-def]
+    """One figure; a figure the profile cannot give reads ``n/a: why`` instead of failing the whole show."""
+    try:
+        return fn()
+    except (ConfigError, KeyError, ValueError, ZeroDivisionError) as err:
+        return f"n/a: {err}"
+
+
+def section_rows(sections: object) -> list[dict[str, object]]:
+    """The profile's per-section records, one row per section name (rows of the same name, e.g. the
+    forward and backward GEMM passes of older profiles, are added up)."""
+    rows: dict[str, dict[str, object]] = {}
+    for rec in sections if isinstance(sections, list) else []:
+        if not isinstance(rec, dict) or not isinstance(rec.get("section"), str):
+            continue
+        row = rows.setdefault(rec["section"], {"section": rec["section"], "samples": 0, "measured": 0, "skipped": 0})
+        for key in ("samples", "measured", "skipped"):
+            value = rec.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                row[key] = int(row[key]) + value  # type: ignore[call-overload]
+    return list(rows.values())
+
+
 def headline_figures(model) -> dict[str, object]:
-    """The numbers docs/calibration.md quotes, computed from a calibrated model."""
+    """The numbers docs/calibration.md quotes, computed from a calibrated model; only those of the
+    sections the profile has (``sections absent`` names the others)."""
     p = model.profile
+    has = {label: bool(p.select(op, **match)) for label, op, match in SHOW_GROUPS}
     figures: dict[str, object] = {
         "profile": model.name, "device": p.device, "driver / CUDA / NCCL / torch": f"{p.driver} / {p.cuda} / {p.nccl} / {p.torch}",
-        "bf16 GEMM best achieved TFLOP/s": round(model.measured_peak_flops("bf16") / 1e12, 1),
-        "bf16 GEMM 8192^3 TFLOP/s": round(2 * 8192**3 / model.gemm_ns(8192, 8192, 8192, "bf16", "fwd") / 1e3, 1),
-        "HBM copy GB/s (read + write)": round(model.measured_hbm_gbps(), 1),
-        "launch overhead, eager back-to-back (ns)": model.launch_overhead_ns(),
-        "overlap slowdown of GEMMs under NCCL traffic": round(model.overlap_slowdown(), 3),
-        "overlap slowdown of NCCL under GEMMs": round(model.collective_overlap_slowdown(), 3),
+        "sections present": ", ".join(label for label, ok in has.items() if ok) or "none",
+        "sections absent": ", ".join(label for label, ok in has.items() if not ok) or "none",
     }
-    if any(s["op"] == "gemm" and s["dtype"] == "fp8" for s in p.samples):
-        figures["fp8 GEMM best achieved TFLOP/s"] = round(model.measured_peak_flops("fp8") / 1e12, 1)
-    if "collective" in p.ops():
+    rows = section_rows(p.extra.get("sections"))
+    if rows:
+        figures["measured sections (samples)"] = ", ".join(f"{r['section']} {r['samples']}" for r in rows)
+    if has["bf16 GEMMs"]:
+        figures["bf16 GEMM best achieved TFLOP/s"] = _figure(lambda: round(model.measured_peak_flops("bf16") / 1e12, 1))
+        if p.select("gemm", dtype="bf16", layout="fwd"):
+            figures["bf16 GEMM 8192^3 TFLOP/s"] = _figure(
+                lambda: round(2 * 8192**3 / model.gemm_ns(8192, 8192, 8192, "bf16", "fwd") / 1e3, 1))
+    if has["memory (HBM copy)"]:
+        figures["HBM copy GB/s (read + write)"] = _figure(lambda: round(model.measured_hbm_gbps(), 1))
+    if has["launch overhead"]:
+        figures["launch overhead, eager back-to-back (ns)"] = _figure(model.launch_overhead_ns)
+    if has["overlap"]:
+        figures["overlap slowdown of GEMMs under NCCL traffic"] = _figure(lambda: round(model.overlap_slowdown(), 3))
+        figures["overlap slowdown of NCCL under GEMMs"] = _figure(lambda: round(model.collective_overlap_slowdown(), 3))
+    if has["fp8 GEMMs"]:
+        figures["fp8 GEMM best achieved TFLOP/s"] = _figure(lambda: round(model.measured_peak_flops("fp8") / 1e12, 1))
+    if has["collectives"]:
         figures.update({
-            "all_reduce bus bandwidth, fitted (GB/s)": round(model.bus_bandwidth_gbps("all_reduce"), 1),
-            "all_reduce 1 GiB on 2 GPUs, busbw (GB/s)": _busbw(model, "all_reduce", 2, 2**30),
-            "all_to_all 1 GiB on 2 GPUs, busbw (GB/s)": _busbw(model, "all_to_all", 2, 2**30),
-            "NVLink efficiency (all_reduce busbw / datasheet)": round(model.link_efficiency("nvlink"), 3),
-            "p2p latency, device (ns)": model.p2p_latency_ns("nvlink"),
-            "all_reduce step latency at 2 / 8 ranks (ns)": [model.collective_step_latency_ns("all_reduce", n, "nvlink")
-                                                         for n in (2, 8)],
-            "host overhead of an eager all_reduce (ns)": model.host_overhead_ns("all_reduce"),
-            "NVLink efficiency of all_reduce at 16 MiB / 64 MiB / 256 MiB / 1 GiB, 2 GPUs":
-                [round(model.collective_efficiency("all_reduce", 2, 2**k), 3) for k in (24, 26, 28, 30)],
+            "all_reduce bus bandwidth, fitted (GB/s)": _figure(lambda: round(model.bus_bandwidth_gbps("all_reduce"), 1)),
+            "all_reduce 1 GiB on 2 GPUs, busbw (GB/s)": _figure(lambda: _busbw(model, "all_reduce", 2, 2**30)),
+            "all_to_all 1 GiB on 2 GPUs, busbw (GB/s)": _figure(lambda: _busbw(model, "all_to_all", 2, 2**30)),
+            "NVLink efficiency (all_reduce busbw / datasheet)": _figure(lambda: round(model.link_efficiency("nvlink"), 3)),
+            "p2p latency, device (ns)": _figure(lambda: model.p2p_latency_ns("nvlink")),
+            "all_reduce step latency at 2 / 8 ranks (ns)": _figure(
+                lambda: [model.collective_step_latency_ns("all_reduce", n, "nvlink") for n in (2, 8)]),
+            "host overhead of an eager all_reduce (ns)": _figure(lambda: model.host_overhead_ns("all_reduce")),
+            "NVLink efficiency of all_reduce at 16 MiB / 64 MiB / 256 MiB / 1 GiB, 2 GPUs": _figure(
+                lambda: [round(model.collective_efficiency("all_reduce", 2, 2**k), 3) for k in (24, 26, 28, 30)]),
         })
-    if "host" in p.ops():
-        figures["host time per eager call (ns): " + " / ".join(HOST_SHOWN)] = [model.host_ns(c) for c in HOST_SHOWN]
+    if has["host costs"]:
+        figures["host time per eager call (ns): " + " / ".join(HOST_SHOWN)] = _figure(
+            lambda: [model.host_ns(c) for c in HOST_SHOWN])
     return figures
 
 

@@ -20,7 +20,9 @@ on one GPU). :func:`run_calibration` takes a ``progress(section, shape)`` callba
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ from moesim.calibrate.clock_section import measure_clock
 from moesim.calibrate.duty_section import measure_duty
 from moesim.calibrate.section import Section, notify, progress_hook
 from moesim.calibrate.timing import Budget, Timer
+from moesim.errors import ConfigError
 
 SCHEMA_VERSION = 1
 SINGLE_SECTIONS: dict[str, tuple[float, Callable[..., Section]]] = {
@@ -102,11 +105,14 @@ def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sec
             preheat_s = 0.0
         notify("kernel_region", "event regions of 1 and 2 kernels")
         region = measure_kernel_region(timer, device)
+        if region is not None and not _finite(region):
+            profile["errors"].append(f"kernel_region: dropped, a NaN or infinite value in {region}")
+            region = None
         if region is not None:
             profile["kernel_region"] = region
             print(f"kernel_region: region {region['region_ns'] / 1e3:.2f} us, floor {region['floor_ns'] / 1e3:.2f} us",
                   flush=True)
-            dump_profile(profile, out)
+            _dump(profile, out)
     reserve_share = COLLECTIVE_SHARE if set(DIST_SECTIONS) & set(sections) else 0.0
     chosen = {name: sf for name, sf in SINGLE_SECTIONS.items() if name in sections}
     scale = (1.0 - reserve_share) / max(sum(share for share, _ in chosen.values()), 1e-9)
@@ -116,12 +122,47 @@ def _single_gpu(profile: dict, grid: grids.Grid, device: str, total: Budget, sec
             preheat_s = 0.0
         budget = Budget(max(1.0, min(share * scale * total.seconds, total.left_s() - reserve_share * total.seconds)))
         notify(name, "starting")
-        _record(profile, fn(timer, grid, device, budget), out, budget.seconds)
+        _record(profile, fn(timer, grid, device, budget), out, budget.seconds, key=name)
 
 
-def _record(profile: dict, sec: Section, out: Path, budget_s: float | None = None) -> None:
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (nested lists and dicts included) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _drop_non_finite(sec: Section) -> None:
+    """Drop sample rows holding NaN or inf (a failed timing): each becomes an error line, so no
+    NaN ever reaches the profile (which must stay strict JSON)."""
+    bad = [s for s in sec.samples if not _finite(s)]
+    if bad:
+        sec.samples = [s for s in sec.samples if _finite(s)]
+        sec.errors.append(f"{sec.name}: dropped {len(bad)} sample(s) with a NaN or infinite value "
+                          f"(first: {json.dumps(bad[0], default=str)[:200]})")
+
+
+def _dump(profile: dict, out: Path) -> None:
+    """:func:`dump_profile`, after checking that the document is strict JSON (no NaN or inf)."""
+    try:
+        json.dumps(profile, allow_nan=False)
+    except ValueError as exc:
+        raise ConfigError("profile", f"refusing to write {out}: a non-finite number (NaN/inf) in the profile "
+                          f"({exc})", "report this as a bug; the measured rows are checked before this") from None
+    dump_profile(profile, out)
+
+
+def _record(profile: dict, sec: Section, out: Path, budget_s: float | None = None, key: str = "") -> None:
+    _drop_non_finite(sec)
+    name = sec.name
+    if key and any(r["section"] == name for r in profile.get("sections", [])):
+        name = key  # two --sections share a measurement function (gemm, gemm_bwd): one row each, by its flag name
     profile.setdefault("sections", []).append({
-        "section": sec.name, "samples": len(sec.samples), "errors": len(sec.errors), "measured": sec.attempted,
+        "section": name, "samples": len(sec.samples), "errors": len(sec.errors), "measured": sec.attempted,
         "skipped": sec.skipped, "elapsed_s": round(sec.elapsed_s, 3),
         "budget_s": round(budget_s, 3) if budget_s is not None else None, "skipped_first": sec.skipped_labels[:3]})
     profile["samples"].extend(sec.samples)
@@ -131,7 +172,7 @@ def _record(profile: dict, sec: Section, out: Path, budget_s: float | None = Non
     profile.setdefault("thermal_log", []).append({"after": sec.name, "time": time.strftime("%H:%M:%S"),
                                                   "gpus": provenance.gpu_state()})
     print(f"{sec.summary()} [{time.strftime('%H:%M:%S')}] {profile['thermal_log'][-1]['gpus']}", flush=True)
-    dump_profile(profile, out)
+    _dump(profile, out)
 
 
 def _collectives(profile: dict, grid: grids.Grid, device: str, world: int, total: Budget, out: Path,
@@ -203,7 +244,7 @@ def _calibrate(device: str, out: Path, mode: str, budget_s: float, sections: tup
         _collectives(profile, grid, device, count, Budget(total.left_s() / left), out, sections)
     profile["not_measured"] = not_measured(profile, device, world, sections)
     profile["completeness"] = completeness(profile.get("sections", []), budget_s, time.perf_counter() - t0)
-    dump_profile(profile, out)
+    _dump(profile, out)
     return profile
 
 
@@ -272,6 +313,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+MAX_RANKS = 64  # the most ranks one host runs the distributed sections with (8-GPU hosts; gloo smoke tests)
+
+
+def max_cpu_ranks() -> int:
+    """The most gloo processes ``--cpu-ranks`` may start: 4 per CPU core, at most 64 (and at least 2).
+    Each is a full Python + torch process (about 50 MB and a second or two to start); beyond a few
+    per core they only time each other's scheduling, and an unchecked count exhausts memory."""
+    return max(2, min(MAX_RANKS, 4 * (os.cpu_count() or 1)))
+
+
+def parse_rank_counts(text: str, cpu_ranks: "int | None" = None) -> tuple[int, ...]:
+    """``--ranks``: a comma list of distinct integers in 2..64 (in cpu mode, at most ``cpu_ranks``)."""
+    counts = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise SystemExit(f"--ranks: {part!r} is not an integer (fix: a comma list of rank counts, e.g. --ranks 2,4,8)")
+        if n < 2:
+            raise SystemExit(f"--ranks: {n} is out of range (fix: each count at least 2; a collective needs 2 ranks)")
+        if cpu_ranks is not None and cpu_ranks < 2:
+            raise SystemExit(f"--ranks: {n} ranks in cpu mode need gloo processes (fix: add --cpu-ranks {max(n, 2)} "
+                             f"or more, or drop --ranks)")
+        top = MAX_RANKS if cpu_ranks is None else cpu_ranks
+        if not 2 <= n <= top:
+            where = f"--cpu-ranks {cpu_ranks}" if cpu_ranks is not None else f"{MAX_RANKS}, the most one host runs"
+            raise SystemExit(f"--ranks: {n} is out of range (fix: each count from 2 to {where})")
+        if n not in counts:
+            counts.append(n)
+    return tuple(counts)
+
+
 def options(argv: list[str]) -> dict[str, Any]:
     """:func:`run_calibration`'s keyword arguments from a command line (SystemExit on bad input)."""
     args = parse_args(argv)
@@ -280,7 +355,18 @@ def options(argv: list[str]) -> dict[str, Any]:
     bad = [s for s in sections if s not in ALL_SECTIONS]
     if bad:
         raise SystemExit(f"--sections: unknown {bad}; use {', '.join(ALL_SECTIONS)}")
-    rank_counts = tuple(int(r) for r in args.ranks.split(",") if r.strip())
+    if not (math.isfinite(args.budget_s) and args.budget_s > 0):
+        raise SystemExit(f"--budget-s: must be a finite number of seconds > 0, got {args.budget_s} "
+                         f"(fix: e.g. --budget-s 480)")
+    for flag, value in (("--heat-ms", args.heat_ms), ("--preheat-s", args.preheat_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise SystemExit(f"{flag}: must be a finite number >= 0, got {value} (fix: e.g. {flag} 0)")
+    distributed = bool(set(DIST_SECTIONS) & set(sections))
+    limit = max_cpu_ranks()
+    if args.cpu_ranks < 0 or args.cpu_ranks > limit or (args.cpu_ranks == 1 and args.device == "cpu" and distributed):
+        raise SystemExit(f"--cpu-ranks: got {args.cpu_ranks} (fix: 0 for no gloo collectives, or 2 to {limit} gloo "
+                         f"processes: each is a Python+torch process, at most 4 per CPU core and 64 in all)")
+    rank_counts = parse_rank_counts(args.ranks, args.cpu_ranks if args.device == "cpu" else None)
     heat_ms = args.heat_ms if args.heat_ms is not None else (DEFAULT_HEAT_MS if args.device == "cuda" else 0.0)
     return dict(device=args.device, out=args.out, mode=mode, budget_s=args.budget_s, sections=sections,
                 cpu_ranks=args.cpu_ranks, rank_counts=rank_counts, heat_ms=heat_ms, preheat_s=args.preheat_s)

@@ -95,10 +95,21 @@ class RoutingTrace:
 
 def split_evenly(counts: np.ndarray, parts: int) -> np.ndarray:
     """Split integer ``counts[ranks, experts]`` into ``parts`` near-equal integer parts
-    ``[parts, ranks, experts]`` that sum back exactly. Remainders go to rotating parts so no
-    part is systematically heavier."""
+    ``[parts, ranks, experts]`` that sum back exactly, with no negative count.
+
+    Each cell gives every part ``count // parts``; its remainder units go to consecutive parts,
+    continuing, within each rank's row (last axis), where the previous expert's left off. So a
+    cell's parts differ by at most 1 and each rank's row is split as evenly as its total allows:
+    a rank routing ``parts * n`` pairs gives every part exactly ``n`` (per-microbatch tokens x
+    top_k). Rows start at rotating parts so no part is systematically heavier. Deterministic."""
+    counts = np.asarray(counts)
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
     base, rem = np.divmod(counts, parts)
-    rotation = np.arange(counts.size).reshape(counts.shape) % parts
+    if counts.size == 0:
+        return np.zeros((parts, *counts.shape), dtype=base.dtype)
+    rows = rem.reshape(-1, counts.shape[-1] if counts.ndim else 1)
+    rotation = ((np.cumsum(rows, axis=-1) - rows + np.arange(rows.shape[0])[:, None]) % parts).reshape(counts.shape)
     part = np.arange(parts).reshape(parts, *([1] * counts.ndim))
     return base[None] + ((part - rotation[None]) % parts < rem[None])
 
