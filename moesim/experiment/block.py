@@ -65,12 +65,33 @@ class BlockResult:
     host_pricing: Any = field(repr=False, default=None)   # what the eager host charged (lowering.host.HostPricing)
     # host-bound runs: time per iteration at the profile's fastest and slowest host runs (host_speed)
     host_band: "tuple[float, float] | None" = None
+    # per op-class family, where the cost model's times come from (its ``sources()``, as ``moesim run``'s
+    # results.json ``cost_sources``) and the calibration profile's identity (name, device, date, sha256)
+    cost_sources: dict[str, str] = field(default_factory=dict)
+    profile: "dict[str, str] | None" = None
+    # per communication class: the part of its time per iteration no compute kernel overlaps (mean over GPUs)
+    comm_exposed: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def gpu_classes(self) -> tuple[OpClassTime, ...]:
+        """The op classes that run on a GPU (compute and communication streams), not the host thread."""
+        return tuple(c for c in self.op_classes if c.name != HOST_CLASS)
+
+    @property
+    def host_class(self) -> "OpClassTime | None":
+        """The eager host thread's issue time per iteration (its own lane, beside the GPU's)."""
+        return next((c for c in self.op_classes if c.name == HOST_CLASS), None)
 
     def to_dict(self) -> dict[str, Any]:
+        def entry(c: OpClassTime) -> dict[str, Any]:
+            lane = "host" if c.name == HOST_CLASS else ("gpu comm" if c.name in self.comm_exposed else "gpu compute")
+            extra = {"exposed_ns": round(self.comm_exposed[c.name], 1)} if c.name in self.comm_exposed else {}
+            return {**c.to_dict(), "lane": lane, **extra}
         return {"scenario": self.scenario.name, "iterations": self.iterations, "step_time_ns": self.step_time_ns,
                 "time_per_iteration_ns": round(self.time_per_iteration_ns, 1),
-                "op_classes": [c.to_dict() for c in self.op_classes], "critical_path": self.critical_path,
+                "op_classes": [entry(c) for c in self.op_classes], "critical_path": self.critical_path,
                 "cost_model": self.cost_model, "calibrated": self.calibrated, "host_issue": self.host_issue,
+                "cost_sources": dict(self.cost_sources), "profile": self.profile,
                 **({"host_band_ns": [round(b, 1) for b in self.host_band]} if self.host_band else {})}
 
 
@@ -186,12 +207,14 @@ def simulate_block(scn: Scenario, force: bool = False, host_band: bool = True) -
     cost = built.cost_model
     classes = class_times_per_iteration(rec, iterations, cost)
     provenance = class_provenance(scn, cost, rec)
-    op_classes = tuple(OpClassTime(k, v, provenance.get(k, _default_provenance(k, result)))
+    sources = dict(result.cost_sources or {})
+    op_classes = tuple(OpClassTime(k, v, class_source(k, provenance.get(k), sources, result))
                        for k, v in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0])))
     path = result.analysis.get("critical_path", {})
     band = _host_band(scn) if host_band and _host_bound(result.host_issue, path) else None
     return BlockResult(scn, iterations, step_ns, step_ns / iterations, op_classes, path, result.cost_model,
-                       result.calibrated, result.host_issue, result, rec, built.host, band)
+                       result.calibrated, result.host_issue, result, rec, built.host, band, sources,
+                       result.profile, exposed_comm_per_iteration(rec, iterations))
 
 
 HOST_BAND_BUSY = 0.9   # the slowest host run would keep the host thread busy this share of the run
@@ -261,13 +284,67 @@ def class_provenance(scn: Scenario, cost: Any, rec: Any = None) -> dict[str, str
     return {k: (v.pop() if len(v) == 1 else "mixed") for k, v in seen.items()}
 
 
-def _default_provenance(name: str, result: Any) -> str:
-    """Provenance of a class no listed op stands for (communication, host, engine categories)."""
+# op class (by prefix) -> the cost model's ``sources()`` key of its family (CalibratedCostModel.sources)
+SOURCE_KEYS = (("comm:", "collectives"), ("grouped GEMM", "grouped gemm"), ("GEMM", "gemm"),
+               ("attention", "attention"), ("memory:", "memory-bound"))
+
+
+def class_source(name: str, provenance: "str | None", sources: dict[str, str], result: Any) -> str:
+    """Where a class's costs come from, in the words of the cost model's ``sources()`` (what
+    ``moesim run`` reports: ``measured (<device>)``, ``measured on <device> (borrowed)``,
+    ``roofline``): a class whose ops the calibrated profile prices (``measured``), and every
+    communication class, take its family's entry; ``roofline fallback``, ``measured stand-in`` and
+    ``mixed`` classes keep that word; the host thread says how it was priced."""
     if name == HOST_CLASS:
         return (result.host_issue or {}).get("launch_source", "profile host figures")
-    if name.startswith("comm:"):
-        return "measured collectives" if result.calibrated else "roofline"
-    return "measured" if result.calibrated else "roofline"
+    key = next((k for prefix, k in SOURCE_KEYS if name.startswith(prefix)), None)
+    if provenance is None and not name.startswith("comm:"):
+        provenance = "measured" if result.calibrated else "roofline"
+    if not result.calibrated:
+        return provenance or "roofline"
+    if (provenance in (None, "measured")) and key in sources:
+        return sources[key]
+    return provenance or "roofline"
+
+
+def exposed_comm_per_iteration(rec: Any, iterations: int) -> dict[str, float]:
+    """Per communication class (``comm: <category>``), its time per iteration that no compute
+    kernel of the same GPU overlaps, mean over GPUs; where several communication classes run at
+    once the exposed time is split evenly between them, so compute plus exposed communication
+    never exceeds the GPU's busy time."""
+    from moesim.engine.sim import HOST_STREAM
+
+    events: dict[int, list[tuple[int, int, str]]] = {}
+    ranks: set[int] = set()
+    for s in rec.spans:
+        if s.rank is None:
+            continue
+        ranks.add(s.rank)
+        if s.stream == HOST_STREAM or s.end_ns <= s.start_ns:
+            continue
+        name = "" if s.stream == "compute" else f"comm: {getattr(s, 'category', '')}"
+        events.setdefault(s.rank, []).extend(((s.start_ns, 1, name), (s.end_ns, -1, name)))
+    totals: dict[str, float] = {}
+    for evs in events.values():
+        evs.sort(key=lambda e: (e[0], e[1]))
+        active: dict[str, int] = {}
+        last = None
+        for t, delta, name in evs:
+            if last is not None and t > last and not active.get("", 0):
+                comms = [k for k, n in active.items() if k and n > 0]
+                for k in comms:
+                    totals[k] = totals.get(k, 0.0) + (t - last) / len(comms)
+            active[name] = active.get(name, 0) + delta
+            last = t
+    scale = 1.0 / (max(1, len(ranks)) * max(1, iterations))
+    return {k: v * scale for k, v in totals.items()} | {k: 0.0 for k in _comm_names(rec) if k not in totals}
+
+
+def _comm_names(rec: Any) -> set[str]:
+    from moesim.engine.sim import HOST_STREAM
+
+    return {f"comm: {getattr(s, 'category', '')}" for s in rec.spans
+            if s.rank is not None and s.stream not in ("compute", HOST_STREAM) and s.end_ns > s.start_ns}
 
 
 def op_provenance(cost: Any, op: Any) -> str:
