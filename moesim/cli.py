@@ -145,7 +145,7 @@ def layer(
     layer_index: int = typer.Option(0, "--layer-index", help="the model layer whose attention kind the block takes "
                                     "(models whose layers differ, e.g. GPT-OSS's window / full)"),
     experts: str = typer.Option("", "--experts", help="grouped, loop or padded (moe.experts)"),
-    routing: str = typer.Option("balanced", "--routing", help="balanced, uniform, zipf:S or dirichlet:A"),
+    routing: str = typer.Option("balanced", "--routing", help="balanced, uniform, zipf:S, dirichlet:A or trace:PATH (a recorded routing trace)"),
     cost_model: str = typer.Option("auto", "--cost-model", help="auto, calibrated or roofline"),
     set_: List[str] = typer.Option([], "--set", help="override a scenario field: key=value"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for the Perfetto trace and block.json"),
