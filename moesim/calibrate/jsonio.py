@@ -12,11 +12,12 @@ from pathlib import Path
 
 
 def dump_profile(doc: dict, path: Path) -> None:
-    """Write ``doc`` atomically (temporary file, then rename), one ``samples`` row per line."""
+    """Write ``doc`` atomically (temporary file, then rename), one ``samples`` row per line; a NaN or
+    infinity anywhere is a ValueError (a profile is strict JSON)."""
     head = {k: v for k, v in doc.items() if k != "samples"}
-    lines = ["{"] + [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
+    lines = ["{"] + [f"  {json.dumps(k)}: {json.dumps(v, allow_nan=False)}," for k, v in head.items()]
     lines.append('  "samples": [')
-    lines.append(",\n".join(f"    {json.dumps(s, separators=(', ', ': '))}" for s in doc["samples"]))
+    lines.append(",\n".join(f"    {json.dumps(s, separators=(', ', ': '), allow_nan=False)}" for s in doc["samples"]))
     lines += ["  ]", "}"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
