@@ -30,6 +30,12 @@ class Faults:
         failed_links: (node, node): both directions removed.
         slow_nics: rank -> fraction of bandwidth left on that GPU's NIC links (host side and fabric side).
         jitter_ns: every flow gets an extra latency drawn uniformly from [0, jitter_ns] (seeded).
+
+    Every field is checked for its type and range here, with errors naming ``faults.<field>``.
+    ``slow_gpus`` and ``slow_nics`` also accept text, as ``--set`` gives them:
+    comma-separated ``rank:number`` pairs (``--set faults.slow_gpus=3:1.3,5:1.2``; an empty text
+    clears them). The link lists take no text form: give them in a scenario file
+    (``faults: {failed_links: [[n0.gpu0, n0.nvsw]]}``) or as Python tuples; lists are stored as tuples.
     """
 
     slow_gpus: Mapping[int, float] = field(default_factory=dict)
@@ -39,24 +45,81 @@ class Faults:
     jitter_ns: int = 0
 
     def __post_init__(self) -> None:
-        # Physical ranges: a GPU at most 1000x slower, a link or NIC at least 1/1000 of its speed,
-        # jitter at most 1 s (inf overflowed int conversion; 1e300 hung; 1e-300 bandwidth overflowed).
-        for rank, factor in self.slow_gpus.items():
-            if not isinstance(rank, int) or rank < 0 or not 1.0 <= factor <= MAX_SLOWDOWN:
-                raise ConfigError("faults.slow_gpus", f"{rank}: {factor} is not rank: multiplier in [1, {MAX_SLOWDOWN:g}]",
-                                  "write e.g. {5: 1.3} for GPU 5 running 30% slower")
-        for item in self.degraded_links:
-            if len(item) != 3 or not 1 / MAX_SLOWDOWN <= item[2] <= 1:
-                raise ConfigError("faults.degraded_links", f"{item!r} is not (node, node, fraction in [0.001, 1])")
-        for rank, frac in self.slow_nics.items():
-            if not 1 / MAX_SLOWDOWN <= frac <= 1:
-                raise ConfigError("faults.slow_nics", f"rank {rank}: fraction {frac} not in [0.001, 1]")
+        # Types first (a list where a mapping goes, text from --set, a link of three names were
+        # tracebacks), then physical ranges: a GPU at most 1000x slower, a link or NIC at least
+        # 1/1000 of its speed, jitter at most 1 s (inf overflowed int conversion; 1e300 hung;
+        # 1e-300 bandwidth overflowed).
+        gpus = _rank_map("slow_gpus", self.slow_gpus, "multiplier", 1.0, MAX_SLOWDOWN, "3:1.3,5:1.2",
+                         "{5: 1.3} for GPU 5 running 30% slower")
+        nics = _rank_map("slow_nics", self.slow_nics, "fraction", 1 / MAX_SLOWDOWN, 1.0, "3:0.5",
+                         "{3: 0.5} for GPU 3's NIC at half its bandwidth")
+        degraded = _links("degraded_links", self.degraded_links, 3)
+        failed = _links("failed_links", self.failed_links, 2)
+        for item in degraded:
+            if not _number(item[2]) or not 1 / MAX_SLOWDOWN <= item[2] <= 1:
+                raise ConfigError("faults.degraded_links", f"{item!r} is not (node, node, fraction in [0.001, 1])",
+                                  "give e.g. [[n0.gpu0, n0.nvsw, 0.5]] (both directions keep half their bandwidth)")
+        for name, value in (("slow_gpus", gpus), ("slow_nics", nics), ("degraded_links", degraded),
+                            ("failed_links", failed)):
+            object.__setattr__(self, name, value)
         if isinstance(self.jitter_ns, bool) or not isinstance(self.jitter_ns, int) or not 0 <= self.jitter_ns <= 10**9:
             raise ConfigError("faults.jitter_ns", f"must be a whole number of ns in [0, 10^9], got {self.jitter_ns!r}")
 
     @property
     def touches_topology(self) -> bool:
         return bool(self.degraded_links or self.failed_links or self.slow_nics)
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _rank_map(name: str, value: object, what: str, low: float, high: float, text_form: str,
+              example: str) -> dict[int, float]:
+    """``value`` as a rank -> number mapping in [low, high]. Text (``--set faults.slow_gpus=3:1.3,5:1.2``)
+    is read as comma-separated ``rank:number`` pairs; an empty text is no entries."""
+    field_name = f"faults.{name}"
+    fix = f"write e.g. {example} in a scenario file, or --set {field_name}={text_form}"
+    if isinstance(value, str):
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        parsed: dict[object, object] = {}
+        for pair in pairs:
+            rank, sep, number = pair.partition(":")
+            try:
+                if not sep:
+                    raise ValueError
+                parsed[int(rank)] = float(number)
+            except ValueError:
+                raise ConfigError(field_name, f"cannot read {pair!r} as rank:{what}", fix) from None
+        value = parsed
+    if not isinstance(value, Mapping):
+        raise ConfigError(field_name, f"must be a mapping of GPU rank -> {what}, got {value!r}"[:200], fix)
+    out: dict[int, float] = {}
+    for rank, number in value.items():
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise ConfigError(field_name, f"key {rank!r} is not a GPU rank (a whole number >= 0)", fix)
+        if not _number(number) or not low <= number <= high:
+            raise ConfigError(field_name, f"{rank}: {number!r} is not rank: {what} in [{low:g}, {high:g}]", fix)
+        out[rank] = number
+    return out
+
+
+def _links(name: str, value: object, size: int) -> tuple[tuple, ...]:
+    """``value`` as a tuple of ``size``-tuples whose first two entries are node names."""
+    field_name = f"faults.{name}"
+    shape = "(node, node)" if size == 2 else "(node, node, fraction)"
+    example = "[[n0.gpu0, n0.nvsw]]" if size == 2 else "[[n0.gpu0, n0.nvsw, 0.5]]"
+    fix = (f"give a list of {shape} entries in a scenario file, e.g. faults: {{{name}: {example}}} "
+           "(--set cannot set this list)")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise ConfigError(field_name, f"must be a list of {shape}, got {value!r}"[:200], fix)
+    out = []
+    for item in value:
+        if (isinstance(item, (str, bytes)) or not isinstance(item, (tuple, list)) or len(item) != size
+                or not all(isinstance(n, str) and n for n in item[:2])):
+            raise ConfigError(field_name, f"{item!r} is not {shape}"[:200], fix)
+        out.append(tuple(item))
+    return tuple(out)
 
 
 def _edge_pair(g: nx.DiGraph, a: str, b: str, what: str, source: str) -> list[tuple[str, str]]:

@@ -306,7 +306,7 @@ def _replace_tree(obj: Any, tree: dict, prefix: str) -> Any:
     if obj is None:
         key = next(_keys(tree))
         parent = prefix[:-1]
-        first = {"moe.routing": "e.g. routing: {kind: zipf, s: 1.2} in a scenario file, or "
+        first = {"moe.routing": "e.g. routing: {kind: zipf, zipf_s: 1.2} in a scenario file, or "
                                 "MoEOptions(routing=...) in an experiment",
                  "faults": "Faults(slow_gpus={3: 1.3}) in the experiment file, or faults: {slow_gpus: {3: 1.3}} in "
                            "a scenario file"}.get(parent, f"{parent} in the experiment or scenario file")
@@ -407,5 +407,7 @@ def _coerce(current: Any, raw: Any, key: str, hint: Any = None) -> Any:
         if isinstance(current, float):
             return float(raw)
     except ValueError:
-        raise ConfigError(key, f"cannot read {raw!r} as {type(current).__name__}") from None
+        kind = "true or false" if isinstance(current, bool) else "a whole number" if isinstance(current, int) else "a number"
+        raise ConfigError(key, f"cannot read {raw!r} as {type(current).__name__}", f"give {kind}, e.g. {key}={str(current).lower()}"
+                          if current is not None else f"give {kind}") from None
     return raw

@@ -22,6 +22,15 @@ overrides), ``{preset: NAME, <spec field>: ...}``, or a whole spec ``{spec: MoES
 TransformerSpec, <every field>}``. An unknown key is a ConfigError naming it and listing the
 valid ones; ``--set`` applies to the result as to any scenario. :func:`scenario_to_dict` writes
 a Scenario back in this form (the importers write their scenarios with it).
+
+Paths: every relative file path in a scenario file (``model.hf``, ``topology``, ``profile``,
+``moe.routing.trace_path``, in a scenario or in ``defaults``) is read relative to the scenario
+file's own directory when a file of that name is there, so a file runs the same from any working
+directory; otherwise the value is kept as written (a shipped topology or profile name such as
+``dgx_h100`` or ``h100_sxm``, or a path from the working directory).
+
+Missing or mistyped fields are ConfigErrors naming the field (``scenario.model: missing``,
+``model.num_layers: must be an integer >= 1, got 'two'``), never a Python signature error.
 """
 from __future__ import annotations
 
@@ -44,6 +53,10 @@ def load_scenario_file(path: str | Path) -> dict[str, Any]:
     :func:`moesim.experiment.experiment.load_experiment`, makes them ``Comparison`` objects)."""
     p = Path(path)
     data = _read(p)
+    if not data:
+        raise ConfigError("experiment file", f"{str(p)!r} is empty",
+                          "give one scenario (name:, topology:, model:, plan: ...) or scenarios: [...]; "
+                          "see tests/data/scenarios/qwen3_ep8.yaml")
     if "scenarios" not in data:
         if not {"model", "topology"} & set(data) and set(_TOPOLOGY_KEYS) & set(data):
             raise ConfigError("experiment file", f"{str(p)!r} is a topology, not an experiment (a Python file "
@@ -70,10 +83,14 @@ def load_scenario_file(path: str | Path) -> dict[str, Any]:
 
 
 def build_scenario(data: dict[str, Any], *, base: Path | None = None, source: str = "") -> Any:
-    """One Scenario from its mapping (``base``: where relative ``model.hf`` paths start)."""
+    """One Scenario from its mapping (``base``: the scenario file's directory, where relative
+    ``model.hf``, ``topology``, ``profile`` and ``moe.routing.trace_path`` paths start when a file
+    of that name is there)."""
     from moesim.experiment.scenario import Scenario
 
     data = dict(_mapping(data, "scenario", source))
+    if base is not None:
+        _resolve_paths(data, base)
     if "model" in data:
         data["model"] = build_model(data["model"], base=base, source=source)
     return _build(Scenario, data, "scenario", source)
@@ -95,17 +112,29 @@ def build_model(value: Any, *, base: Path | None = None, source: str = "") -> An
                           "e.g. model: {hf: path/to/config.json, seq_len: 4096}", source=source)
     kind = kinds[0]
     head = fields.pop(kind)
+    if not isinstance(head, str) or not head:
+        what = {"spec": "a spec class name, MoESpec or TransformerSpec", "hf": "the path of a config.json",
+                "preset": "a preset name"}[kind]
+        raise ConfigError(f"model.{kind}", f"must be {what}, got {head!r}"[:200],
+                          {"spec": "write model: {spec: MoESpec, name: ..., num_layers: ..., <every field>}",
+                           "hf": "write model: {hf: path/to/config.json, seq_len: 4096}",
+                           "preset": "write model: {preset: qwen3-30b-a3b, num_layers: 2} (`moesim models` lists them)",
+                           }[kind], source=source)
     if kind == "spec":
         classes = {"MoESpec": MoESpec, "TransformerSpec": TransformerSpec}
         if head not in classes:
             raise ConfigError("model.spec", f"unknown spec {head!r}", "use MoESpec or TransformerSpec", source=source)
         return _build(classes[head], fields, "model", source)
     if kind == "hf":
-        path = Path(str(head))
+        from moesim.workload.transformer import check_whole
+
+        path = Path(head)
         seq_len = fields.pop("seq_len", None)
+        if seq_len is not None:
+            _prefixed(check_whole, "model", source)("seq_len", seq_len)
         spec = load_hf_config(path if path.is_absolute() or base is None else base / path, seq_len=seq_len).spec
     else:
-        spec = get_model(str(head))
+        spec = get_model(head)
     return _replace(spec, fields, "model", source)
 
 
@@ -173,11 +202,64 @@ def _build(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}", f"unknown field of {cls.__name__}",
                           f"use one of: {', '.join(names)}", source=source)
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        also = f" (so are {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        fix = _MISSING_FIX.get(f"{cls.__name__}.{missing[0]}",
+                               f"add {missing[0]}: ... under {where} (a {cls.__name__} needs {', '.join(required)})")
+        raise ConfigError(f"{where}.{missing[0]}", f"missing{also}", fix, source=source)
     kwargs = {k: _value(cls, k, hints[k], v, f"{where}.{k}", source) for k, v in data.items()}
     try:
+        if where == "model":   # a spec's own checks name the bare field: name model.<field>
+            return _prefixed(cls, where, source)(**kwargs)
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(where, f"cannot build {cls.__name__} ({err})", source=source) from None
+
+
+_MISSING_FIX = {  # (class, field) -> how to give it
+    "Scenario.name": "give the scenario a short name, e.g. name: base",
+    "Scenario.topology": "give topology: dgx_h100 (a shipped name, see `moesim topo list`) or a path to a "
+                         "topology YAML, in the scenario or under defaults:",
+    "Scenario.model": "give model: qwen3-30b-a3b (a preset), {preset: NAME, <field>: ...}, "
+                      "{hf: path/to/config.json} or {spec: MoESpec, <every field>}",
+}
+
+
+def _prefixed(fn: Any, where: str, source: str) -> Any:
+    """``fn`` whose ConfigErrors name ``where.<field>`` (``model.num_layers``) instead of the bare field."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            if err.source or "." in err.field or err.field.startswith(where):
+                raise
+            raise ConfigError(f"{where}.{err.field}", err.problem, err.fix, source=source) from None
+    return call
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative file paths of a scenario mapping made relative to ``base`` (the scenario file's
+    directory) where a file of that name is there; others kept (shipped names, working-directory paths)."""
+    for key in ("topology", "profile"):
+        if isinstance(data.get(key), str):
+            data[key] = _near(data[key], base)
+    moe = data.get("moe")
+    if isinstance(moe, dict) and isinstance(moe.get("routing"), dict) and isinstance(moe["routing"].get("trace_path"), str):
+        routing = dict(moe["routing"], trace_path=_near(moe["routing"]["trace_path"], base))
+        data["moe"] = {**moe, "routing": routing}
+
+
+def _near(value: str, base: Path) -> str:
+    path = Path(value)
+    if not value or path.is_absolute():
+        return value
+    try:
+        return str(base / path) if (base / path).is_file() else value
+    except (OSError, ValueError):   # a name too long for the file system, a NUL byte
+        return value
 
 
 def _replace(spec: Any, fields: dict[str, Any], where: str, source: str) -> Any:

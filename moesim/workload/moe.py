@@ -39,6 +39,8 @@ from moesim.workload.common import (
 )
 from moesim.workload.transformer import (
     TransformerSpec,
+    check_text,
+    check_whole,
     attention_backward_input_program,
     attention_backward_weight_ops,
     attention_forward_program,
@@ -96,9 +98,11 @@ class MoESpec(TransformerSpec):
     def __post_init__(self) -> None:
         super().__post_init__()
         for f in ("num_experts", "top_k", "expert_ffn_hidden", "n_groups", "topk_groups"):
-            check_positive(f, getattr(self, f))
+            check_whole(f, getattr(self, f))
         for f in ("num_shared_experts", "shared_expert_ffn_hidden", "first_k_dense", "max_nodes_per_token"):
-            check_positive(f, getattr(self, f), allow_zero=True)
+            check_whole(f, getattr(self, f), allow_zero=True)
+        for f in ("score_func", "dispatch_dtype"):
+            check_text(f, getattr(self, f))
         for f, most in (("num_experts", 1 << 16), ("expert_ffn_hidden", 1 << 22), ("shared_expert_ffn_hidden", 1 << 22),
                         ("num_shared_experts", 1 << 10)):  # physical ranges (DeepSeek-V3: 256 experts of 2,048)
             if getattr(self, f) > most:
@@ -132,6 +136,9 @@ class MoESpec(TransformerSpec):
             if len(freq) != self.num_layers or any(v not in (0, 1) for v in freq):
                 raise ConfigError("moe_layer_freq", f"a pattern needs {self.num_layers} entries of 0 or 1",
                                   "give one 0/1 per layer, or an int frequency")
+        elif isinstance(freq, bool) or not isinstance(freq, int):
+            raise ConfigError("moe_layer_freq", f"must be an integer >= 1 or a 0/1 list per layer, got {freq!r}"[:200],
+                              "give e.g. 1 (every layer after first_k_dense is MoE)")
         elif freq < 1:
             raise ConfigError("moe_layer_freq", f"must be >= 1, got {freq}")
         if self.num_moe_layers == 0:

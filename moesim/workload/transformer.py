@@ -54,6 +54,22 @@ MAX_MODEL_SIZES = {"num_layers": 1 << 12, "hidden": 1 << 20, "num_heads": 1 << 1
                    "head_dim": 1 << 14, "ffn_hidden": 1 << 22, "vocab": 1 << 24, "seq_len": 1 << 24}
 
 
+def check_whole(field: str, value: object, *, allow_zero: bool = False) -> None:
+    """ConfigError unless ``value`` is an integer (not a bool) >= 1 (>= 0 with ``allow_zero``).
+    The type is checked first: text, a list or 2.0 from a scenario file is named, not compared."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        bound = ">= 0" if allow_zero else ">= 1"
+        raise ConfigError(field, f"must be an integer {bound}, got {value!r}"[:200],
+                          f"give a whole number {bound}, e.g. {0 if allow_zero else 2}")
+    check_positive(field, value, allow_zero=allow_zero)
+
+
+def check_text(field: str, value: object) -> None:
+    """ConfigError unless ``value`` is a string (a name such as a dtype or an activation)."""
+    if not isinstance(value, str):
+        raise ConfigError(field, f"must be a name (text), got {value!r}"[:200], "give it as a quoted string")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TransformerSpec:
     """Shapes of a decoder-only transformer. All fields are keyword-only.
@@ -128,12 +144,16 @@ class TransformerSpec:
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len"):
-            check_positive(f, getattr(self, f))
+            check_whole(f, getattr(self, f))
             if getattr(self, f) > MAX_MODEL_SIZES[f]:  # 10^6 layers or 10^12-token sequences hung the build or engine
                 raise ConfigError(f, f"{getattr(self, f):,} is more than {MAX_MODEL_SIZES[f]:,}",
                                   "give the model's real size (the largest published models are well inside)")
         for f in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):
-            check_positive(f, getattr(self, f), allow_zero=True)
+            check_whole(f, getattr(self, f), allow_zero=True)
+        for f in ("name", "activation", "dtype", "norm", "source", "attention_backend", "rope_impl"):
+            check_text(f, getattr(self, f))
+        if self.gemm_dtype is not None:
+            check_text("gemm_dtype", self.gemm_dtype)
         if self.activation not in ACTIVATIONS:
             raise ConfigError("activation", f"unknown activation {self.activation!r}",
                               f"use one of: {', '.join(ACTIVATIONS)}")
@@ -158,7 +178,7 @@ class TransformerSpec:
 
     def _check_window(self) -> None:
         for f in ("sliding_window", "num_nextn_predict_layers"):
-            check_positive(f, getattr(self, f), allow_zero=True)
+            check_whole(f, getattr(self, f), allow_zero=True)
         if not isinstance(self.attention_enable_gqa, bool):
             raise ConfigError("attention_enable_gqa", f"must be true or false, got {self.attention_enable_gqa!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
