@@ -87,11 +87,15 @@ def test_activation_checkpoint_modes(tmp_path: Path) -> None:
     def ac(text: str, model: str = LLAMA):
         return _run(_toml(tmp_path, model, rest=f"[activation_checkpoint]\n{text}"))
 
-    report, default, none_b = ac("")   # torchtitan 0.2.0: mode selective, selective_ac_option "2"
-    assert default.memory.recompute == "none"
-    assert any("one layer in 2" in n and "APPROXIMATED as none" in n for n in report.notes)
-    assert ac('selective_ac_option = "3"')[1].memory.recompute == "none"
+    report, default, every2_b = ac("")   # torchtitan 0.2.0: mode selective, selective_ac_option "2"
+    m = default.memory
+    assert (m.recompute, m.recompute_method, m.recompute_num_layers) == ("full", "every", 2)
+    assert any("every 2-th layer" in n for n in report.notes)
+    assert ac('selective_ac_option = "3"')[1].memory.recompute_num_layers == 3
+    _, none, none_b = ac('mode = "none"')
     _, full, full_b = ac('mode = "full"')
+    # every 2nd layer recomputed: between no recompute and full
+    assert full_b.parts["activations"] < every2_b.parts["activations"] < none_b.parts["activations"]
     for option in ("1", "0"):   # _apply_layer_sac: every layer when N is 1 or 0
         assert ac(f'selective_ac_option = "{option}"')[2].parts["activations"] == full_b.parts["activations"]
     report, op, op_b = ac('selective_ac_option = "op"')

@@ -84,6 +84,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
                               micro_batch_size=plan.micro_batch_size,
                               sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                               recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
+                              recompute_at=scn.memory.recompute_at,
                               split_slots=scn.memory.split_slots(spec),
                               autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                               **table_kwargs(overlap))
@@ -95,6 +96,7 @@ def build_scenario(scn: Scenario, force: bool = False, *, trace: bool = False, p
         table = StageTable(spec, sched, cost, tp=plan.tp, micro_batch_size=plan.micro_batch_size,
                            sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                            recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
+                           recompute_at=scn.memory.recompute_at,
                            split_slots=scn.memory.split_slots(spec),
                            autograd=scn.mode != "forward")
     for rank in faults.slow_gpus:

@@ -102,7 +102,8 @@ MODELLED = {
     "moe_permute_fusion": "moe.token_movement, memory.moe_permute_fusion", "moe_router_fusion": "moe.token_movement",
     "moe_deepep_num_sms": "overlap.deepep_num_sms",
     "recompute_granularity": "memory.recompute", "recompute_modules": "memory.recompute_modules",
-    "recompute_method": "(uniform over all layers)", "use_distributed_optimizer": "memory.distributed_optimizer",
+    "recompute_method": "memory.recompute_method", "recompute_num_layers": "memory.recompute_num_layers",
+    "use_distributed_optimizer": "memory.distributed_optimizer",
     "optimizer": "memory.optimizer", "use_precision_aware_optimizer": "memory.precision_aware_optimizer",
     "exp_avg_dtype": "memory.exp_avg_dtype", "exp_avg_sq_dtype": "memory.exp_avg_sq_dtype",
     "main_params_dtype": "memory.main_params_dtype", "gradient_accumulation_fusion": "grad_accumulation",
@@ -726,6 +727,9 @@ def _memory(a: _Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
                            "account_for_embedding_in_pipeline_split": bool(a.get("account_for_embedding_in_pipeline_split")),
                            "account_for_loss_in_pipeline_split": bool(a.get("account_for_loss_in_pipeline_split")),
                            "param_dtype": "bf16" if a.get("bf16") else ("fp16" if a.get("fp16") else "fp32")}
+    if gran == "full":   # Megatron's TransformerBlock: uniform groups of N layers, or the first N of each chunk
+        out["recompute_method"] = a.get("recompute_method") or "uniform"
+        out["recompute_num_layers"] = a.get("recompute_num_layers") or 1
     if gran == "selective" and a.has("recompute_modules"):
         out["recompute_modules"] = list(a.get("recompute_modules"))
     if a.get("use_precision_aware_optimizer"):
@@ -845,8 +849,6 @@ _MODELOPT_WHY = {
 
 
 def _why(dest: str) -> str:
-    if dest == "recompute_num_layers":
-        return "the number of layers per recompute block: every layer is recomputed"
     if dest.startswith(("cuda_graph", "enable_cuda_graph", "external_cuda_graph")):
         return "CUDA graphs: simulated with an eager host (set host=graphs with --set to compare)"
     if dest == "fp8_param_gather":

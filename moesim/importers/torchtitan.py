@@ -492,8 +492,8 @@ def _recompute(ac: dict[str, Any], kinds: tuple[bool, ...], notes: list[str]) ->
     * full: every transformer block checkpointed whole = moesim's full recompute.
     * selective, ``selective_ac_option`` N (default "2"): ``_apply_layer_sac`` checkpoints block
       k (counted from 1) when k % N == 0, or every block for N = 0: N in (0, 1) is full
-      recompute; moesim recomputes all layers or none, so N >= 2 (a 1/N share of the layers) is
-      simulated as none, its nearest (a memory upper bound, a recompute-time lower bound).
+      recompute, N >= 2 moesim's full recompute of every N-th layer (``recompute_method="every"``;
+      counted within each pipeline stage's layers, where torchtitan counts over the model part).
     * selective "op": per-op SAC on each block: the outputs of every other ``aten.mm``, of SDPA
       (output and logsumexp), reduce-scatters, ``max`` (and deepseek_v3's all-to-alls) are
       saved, the rest recomputed: norms, RoPE, SiLU and products, the other matmuls, and the
@@ -531,10 +531,9 @@ def _recompute(ac: dict[str, Any], kinds: tuple[bool, ...], notes: list[str]) ->
     if n <= 1:
         notes.append(f"selective_ac_option {text!r}: torchtitan checkpoints every layer: full recompute")
         return {"recompute": "full"}
-    notes.append(f"selective_ac_option {text!r}: torchtitan fully recomputes one layer in {n}; "
-                 "moesim recomputes all layers or none: APPROXIMATED as none (activation memory over, recompute "
-                 "time under; mode = 'full' or selective_ac_option = '1' gives the other bound)")
-    return {"recompute": "none"}
+    notes.append(f"selective_ac_option {text!r}: torchtitan fully recomputes every {n}-th layer (memory.recompute "
+                 f"'full', recompute_method 'every', recompute_num_layers {n}; counted within each pipeline stage)")
+    return {"recompute": "full", "recompute_method": "every", "recompute_num_layers": n}
 
 
 def _expert_tp(par: dict[str, Any], kinds: tuple[bool, ...], tp: int, ep: int, notes: list[str]) -> dict[str, Any]:

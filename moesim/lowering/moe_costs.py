@@ -5,6 +5,7 @@ experts (balanced), COMBINE, unpermute, shared experts.., residual]``. This tabl
 two expert-parallel all-to-alls: what precedes the dispatch and what follows the combine become
 :class:`StageWork` segments (dense layers in between fold into them); the balanced expert
 compute is dropped and replaced, in an :class:`Exchange` segment, by per-GPU expert work sized
+from typing import Callable
 from the actual routing counts and placement; the shared experts move into the exchange so they
 run while the dispatch is in flight. Backward mirrors this; W (weight gradients) has a per-GPU
 expert segment with no communication.
@@ -84,11 +85,12 @@ class MoEStageTable(StageTable):
                  capacity_factor: "float | None" = None, autograd: bool = True, shared_overlap: bool = True,
                  fused_wgrad: bool = False, recompute_modules: "tuple[str, ...] | None" = None,
                  split_slots: tuple[int, int] = (0, 0), framework_modules: bool = True,
-                 dispatcher: str = "alltoall", grouped_gemm: str = "torch", expert_tp: int = 1) -> None:
+                 dispatcher: str = "alltoall", grouped_gemm: str = "torch", expert_tp: int = 1,
+                 recompute_at: "Callable[[int], str] | None" = None) -> None:
         super().__init__(spec, schedule, cost, tp=tp, micro_batch_size=micro_batch_size,
                          sequence_parallel=sequence_parallel, grad_dtype_bytes=grad_dtype_bytes, ep=ep,
                          recompute=recompute, autograd=autograd, recompute_modules=recompute_modules,
-                         split_slots=split_slots)
+                         recompute_at=recompute_at, split_slots=split_slots)
         self.tokens_per_rank = moe_ops.moe_input_tokens(spec, micro_batch_size, tp, self.sp)
         self.expert_tp = expert_tp   # each GPU holds 1/expert_tp of its experts' weights (ParallelPlan.expert_tp)
         moe_exec.check_exec(experts, token_movement, capacity_factor, grouped_gemm=grouped_gemm)
@@ -221,8 +223,9 @@ class MoEStageTable(StageTable):
         w_before, w_after = self._edges("W", stage)
         out: list = []
         acc: list[ProgramItem] = list(before) + list(w_before)
-        for layer in reversed(list(self._layer_range(stage))):
-            acc = acc + self._recomputed(layer)
+        layers = list(self._layer_range(stage))
+        for layer in reversed(layers):
+            acc = acc + self._recomputed(layer, layers.index(layer))
             program, weights = self._program("B", layer), self._program("W", layer)
             if not self.spec.is_moe_layer(layer):
                 acc = acc + program + weights

@@ -15,7 +15,7 @@ total time is unchanged while the event count drops.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 from moesim.costs.base import CostModel
 from moesim.costs.regions import kernel_region, sequence
@@ -85,12 +85,15 @@ class StageTable:
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none",
                  autograd: bool = True, recompute_modules: "tuple[str, ...] | None" = None,
+                 recompute_at: "Callable[[int], str] | None" = None,
                  split_slots: tuple[int, int] = (0, 0)) -> None:
         self.spec, self.schedule, self.cost = spec, schedule, cost
         self.region = kernel_region(cost)  # (region_ns, floor_ns): 0 for the roofline
         self.host = host_pricing(cost, autograd=autograd)  # host time per op class (segments' host_ns);
         # autograd=False: a forward-only run under torch.no_grad
         self.recompute = recompute
+        # which layers of a model chunk "full" recomputes (MemoryConfig.recompute_at; None: every layer)
+        self.recompute_at = recompute_at
         # --recompute-modules under "selective" (None: Megatron's default, the attention core)
         self.recompute_modules = tuple(recompute_modules) if recompute_modules is not None else None
         self.tp, self.mbs, self.sp, self.ep = tp, micro_batch_size, sequence_parallel and tp > 1, ep
@@ -171,12 +174,15 @@ class StageTable:
             after = tf.embedding_backward_program(s, mbs, tp, sp) if first else []
         return before, after
 
-    def _recomputed(self, layer: int) -> list[ProgramItem]:
-        """What the backward of ``layer`` re-runs first: nothing, the attention core
-        ("selective") or the layer's forward ("full"; for an MoE layer its attention part only,
-        since re-running the expert exchange is not what frameworks do)."""
+    def _recomputed(self, layer: int, position: int = 0) -> list[ProgramItem]:
+        """What the backward of ``layer`` (at ``position`` in its model chunk) re-runs first:
+        nothing, the attention core ("selective") or the layer's forward ("full", on the layers
+        ``recompute_at`` names; for an MoE layer its attention part only, since re-running the
+        expert exchange is not what frameworks do)."""
         s, mbs, tp, sp = self.spec, self.mbs, self.tp, self.sp
         if self.recompute == "none":
+            return []
+        if self.recompute == "full" and self.recompute_at is not None and self.recompute_at(position) == "kept":
             return []
         if not self.has_embedding:
             return self._program("F", layer) if self.recompute == "full" else []
@@ -221,7 +227,7 @@ class StageTable:
         acc: list[ProgramItem] = list(before)
         for layer in (reversed(layers) if kind == "B" else layers):
             if kind == "B":
-                acc = acc + self._recomputed(layer)
+                acc = acc + self._recomputed(layer, layers.index(layer))
             closed, acc = self._layer_segments(kind, layer, acc)
             out += closed
         out.append(self._cost(acc + after))

@@ -58,6 +58,9 @@ def show(
     microbatches: int = typer.Option(8, "--microbatches", "-m", help="microbatches per iteration"),
     schedule: str = typer.Option("1f1b", "--schedule", help=f"pipeline schedule: {', '.join(SCHEDULES)}"),
     recompute: str = typer.Option("none", "--recompute", help="none, selective or full (--recompute-granularity)"),
+    recompute_method: str = typer.Option("uniform", "--recompute-method", help="with full: uniform, block (the "
+                                         "first N layers of each stage) or every (every N-th layer, torchtitan)"),
+    recompute_num_layers: int = typer.Option(1, "--recompute-num-layers", help="with full: the N of --recompute-method"),
     recompute_modules: Optional[str] = typer.Option(
         None, "--recompute-modules", help="with selective: comma list of core_attn, moe_act, layernorm, mla_up_proj, "
         "mlp, moe, shared_experts (default core_attn)"),
@@ -103,7 +106,8 @@ def show(
             spec = _with_seq_len(spec, seq_len)
         plan = ParallelPlan(tp=tp, dp=dp, pp=pp, vpp=vpp, sequence_parallel=not no_sp, micro_batch_size=mbs,
                             num_microbatches=microbatches)
-        config = MemoryConfig(recompute=recompute, zero_stage=zero, ep=ep, expert_tp=expert_tp,
+        config = MemoryConfig(recompute=recompute, recompute_method=recompute_method,
+                              recompute_num_layers=recompute_num_layers, zero_stage=zero, ep=ep, expert_tp=expert_tp,
                               recompute_modules=_modules(recompute_modules), distributed_optimizer=distributed_optimizer,
                               precision_aware_optimizer=precision_aware,
                               exp_avg_dtype="bf16" if precision_aware else "fp32",

@@ -17,6 +17,7 @@ from moesim.ops import DTYPE_BYTES
 
 GIB = 2**30
 RECOMPUTE_MODES = ("none", "selective", "full")
+RECOMPUTE_METHODS = ("uniform", "block", "every")   # which layers "full" recomputes (MemoryConfig.recompute_at)
 OPTIMIZERS = ("adam", "sgd")
 ZERO_STAGES = (0, 1, 2, 3)
 # Assumption, after the lab's SAFETY_BUFFER_GB = 4.0 (reference moe_and_hardware.md §7.2):
@@ -55,6 +56,11 @@ class MemoryConfig:
     Training (Megatron-Core names; :mod:`moesim.memory.activations` lists the tensors each frees):
         recompute: ``--recompute-granularity``: "none", "selective" (recompute the modules of
             ``recompute_modules``) or "full" (keep only each layer's input).
+        recompute_method, recompute_num_layers: which layers "full" recomputes, in each model
+            chunk (pipeline stage): Megatron's ``--recompute-method uniform`` (every layer, one
+            kept input per group of N layers; N = 1 keeps every layer's input) or ``block`` (the
+            first N layers; the others keep everything), and torchtitan's selective AC with an
+            integer N (``"every"``: every N-th layer, the others keep everything).
         recompute_modules: ``--recompute-modules`` under "selective": any of core_attn, moe_act,
             layernorm, mla_up_proj, mlp, moe, shared_experts; None = Megatron's default
             (core_attn: Korthikanti et al. 2022's selective recomputation).
@@ -102,6 +108,8 @@ class MemoryConfig:
     """
 
     recompute: str = "none"
+    recompute_method: str = "uniform"
+    recompute_num_layers: int = 1
     recompute_modules: tuple[str, ...] | None = None
     fp8_linear_inputs: bool | None = None
     fp8_swiglu_inputs: bool = False
@@ -160,11 +168,36 @@ class MemoryConfig:
             if getattr(self, field) is not None and not isinstance(getattr(self, field), bool):
                 raise ConfigError(field, f"must be true, false or None, got {getattr(self, field)!r}")
         self._check_recompute_modules()
+        self._check_recompute_layers()
         self._check_optimizer_precision()
         self._check_bytes()
         frac = self.w_retained_fraction
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
             raise ConfigError("w_retained_fraction", f"must be a number in [0, 1], got {frac!r}")
+
+    def _check_recompute_layers(self) -> None:
+        """``recompute_method`` / ``recompute_num_layers`` choose the layers of full recomputation
+        (Megatron refuses --recompute-method without --recompute-granularity full)."""
+        _check_choice("recompute_method", self.recompute_method, RECOMPUTE_METHODS)
+        _check_int("recompute_num_layers", self.recompute_num_layers, 1)
+        if self.recompute != "full" and (self.recompute_method, self.recompute_num_layers) != ("uniform", 1):
+            raise ConfigError("recompute_method", f"recompute_method={self.recompute_method!r}, recompute_num_layers="
+                              f"{self.recompute_num_layers} choose the layers of full recomputation, but recompute "
+                              f"is {self.recompute!r}", "set recompute='full', or leave both at their defaults")
+
+    def recompute_at(self, position: int) -> str:
+        """What full recomputation does to the layer at ``position`` (0-based) of its model chunk:
+        ``"input"`` (recomputed, its input kept), ``"recomputed"`` (recomputed, the input kept by
+        its group's first layer: uniform with N > 1), ``"kept"`` (not recomputed: every tensor
+        kept), or ``"none"`` when the config does not recompute whole layers."""
+        if self.recompute != "full":
+            return "none"
+        n = self.recompute_num_layers
+        if self.recompute_method == "block":
+            return "input" if position < n else "kept"
+        if self.recompute_method == "every":
+            return "input" if (position + 1) % n == 0 else "kept"
+        return "input" if position % n == 0 else "recomputed"
 
     def _check_recompute_modules(self) -> None:
         """Megatron accepts --recompute-modules only with --recompute-granularity selective, and
@@ -223,7 +256,9 @@ class MemoryConfig:
 
     def options(self) -> str:
         """The training memory options in force, in Megatron's terms, on one line."""
-        parts = [f"recompute {self.recompute}"]
+        parts = [f"recompute {self.recompute}" + (f" ({self.recompute_method}, {self.recompute_num_layers} layer(s))"
+                                                   if (self.recompute_method, self.recompute_num_layers)
+                                                   != ("uniform", 1) else "")]
         if self.active_recompute_modules:
             parts[0] += f" ({' '.join(self.active_recompute_modules)})"
         parts.append(f"ZeRO stage {self.effective_zero_stage}" + (" (distributed optimizer)" if self.distributed_optimizer

@@ -138,9 +138,18 @@ def head_activation_bytes(spec: Any, mbs: int, tp: int, sp: bool) -> float:
 
 def chunk_activation(spec: Any, stage_layers: range, last: bool, mbs: int, tp: int, sp: bool,
                      config: MemoryConfig) -> tuple[float, float]:
-    """(activations without router state, router state) one microbatch keeps in one stage."""
-    total = sum(layer_activation_bytes(spec, i, mbs, tp, sp, config) for i in stage_layers)
-    router = sum(router_state_bytes(spec, i, mbs, tp, sp, config) for i in stage_layers)
+    """(activations without router state, router state) one microbatch keeps in one stage; with
+    full recomputation of some layers only (:meth:`MemoryConfig.recompute_at`), the others keep
+    every tensor and the second layer on of a uniform group keeps nothing."""
+    total = router = 0.0
+    for position, i in enumerate(stage_layers):
+        mode = config.recompute_at(position)
+        if mode == "recomputed":
+            continue
+        layer_config = config if mode != "kept" else \
+            dataclasses.replace(config, recompute="none", recompute_method="uniform", recompute_num_layers=1)
+        total += layer_activation_bytes(spec, i, mbs, tp, sp, layer_config)
+        router += router_state_bytes(spec, i, mbs, tp, sp, layer_config)
     if last:
         total += head_activation_bytes(spec, mbs, tp, sp) + mtp_activation_bytes(spec, mbs, tp, sp, config)
     return total - router, router

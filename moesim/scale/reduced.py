@@ -197,6 +197,7 @@ def build_reduced(scn: Scenario, options: ReducedOptions = ReducedOptions(),
                           micro_batch_size=plan.micro_batch_size,
                           sequence_parallel=plan.sequence_parallel, grad_dtype_bytes=plan.grad_dtype_bytes,
                           recompute=scn.memory.recompute, recompute_modules=scn.memory.recompute_modules,
+                          recompute_at=scn.memory.recompute_at,
                           split_slots=scn.memory.split_slots(spec),
                           autograd=scn.mode != "forward", **exec_kwargs(scn.moe),
                           **table_kwargs(scenario_overlap(scn)))
