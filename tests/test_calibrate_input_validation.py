@@ -130,3 +130,16 @@ def test_show_lists_each_section_once(tmp_path):
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("measured sections"))
     assert line.count("gemm_bf16") == 1 and "gemm_bf16 24" in line
+
+
+def test_validation_workloads_bound_their_gloo_ranks_and_budget(capsys) -> None:
+    """``calibrate workloads`` starts --cpu-ranks processes: bounded as ``measure``'s, before any starts."""
+    import pytest as _pytest
+
+    from moesim.calibrate import validate_workloads
+
+    for argv, needle in ((["--device", "cpu", "--cpu-ranks", "100000"], "--cpu-ranks must be 0"),
+                         (["--device", "cpu", "--budget-s", "nan"], "--budget-s must be a finite")):
+        with _pytest.raises(SystemExit) as err:
+            validate_workloads.main(argv + ["--out", "/nonexistent/never-written.json"])
+        assert err.value.code == 2 and needle in capsys.readouterr().err

@@ -388,6 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
     if args.moe_repeats < 1:
         p.error("--moe-repeats must be >= 1")
+    from moesim.calibrate.measure import max_cpu_ranks
+
+    if args.cpu_ranks != 0 and not 2 <= args.cpu_ranks <= max_cpu_ranks():
+        p.error(f"--cpu-ranks must be 0 (no gloo ranks) or 2..{max_cpu_ranks()} on this machine "
+                f"(4 processes per core, at most 64), got {args.cpu_ranks}")
+    if not (args.budget_s > 0 and args.budget_s < float("inf")):
+        p.error(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
     if args.collective_rounds < 1:
         p.error("--collective-rounds must be >= 1")
     try:
