@@ -250,5 +250,6 @@ def _dp_ns(ctx: PlanContext, plan: ParallelPlan, params: list[tuple[float, float
     holders = tuple(grid.gpu(0, d, 0) for d in range(0, plan.dp, plan.ep_dp_span))   # one per EP group
     expert_a, expert_b = allreduce_coefficients(ctx, holders)
     g = plan.grad_dtype_bytes
-    return max((dense_a * (total - expert) + expert_a * expert) * g + (dense_b if total > expert else 0.0)
+    shard = plan.expert_tp   # strided EP with TP: each GPU holds 1/tp of its experts (ParallelPlan.expert_tp)
+    return max((dense_a * (total - expert) + expert_a * expert / shard) * g + (dense_b if total > expert else 0.0)
                + (expert_b if expert else 0.0) for total, expert in params)
