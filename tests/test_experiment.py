@@ -209,3 +209,9 @@ def test_every_shipped_experiment_loads_and_its_comparisons_name_its_scenarios()
         names = {s.name for s in exp.scenarios}
         assert len(names) == len(exp.scenarios), f.name
         assert all(c.baseline in names and c.optimized in names for c in exp.comparisons), f.name
+
+
+def test_set_fills_in_unset_faults():
+    """faults None and Faults() are the same scenario: --set faults.slow_gpus needs no Faults first."""
+    got = scn().with_overrides({"faults.slow_gpus": "3:1.3"})
+    assert dict(got.faults.slow_gpus) == {3: 1.3}

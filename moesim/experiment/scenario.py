@@ -297,12 +297,15 @@ class Scenario:
         return _replace_tree(self, tree, "")
 
 
+_EMPTY_DEFAULTS = {"faults": Faults}   # None and the empty config are the same scenario: --set fills it in
 _VALUE = object()  # the key of a value set at this node of :meth:`Scenario.with_overrides`' tree
 
 
 def _replace_tree(obj: Any, tree: dict, prefix: str) -> Any:
     """``obj`` with every field the override ``tree`` names replaced, in one ``dataclasses.replace``
     per config object (its checks see all of its new fields at once)."""
+    if obj is None and prefix[:-1] in _EMPTY_DEFAULTS:   # an unset config whose empty form means the same
+        obj = _EMPTY_DEFAULTS[prefix[:-1]]()
     if obj is None:
         key = next(_keys(tree))
         parent = prefix[:-1]
