@@ -57,19 +57,16 @@ Sizes of 0 are errors naming the flag; Megatron's own defaults (``ffn_hidden_siz
 """
 from __future__ import annotations
 
-import argparse
 import ast
-import difflib
-import functools
-import json
 from pathlib import Path
 from typing import Any
 
 from moesim.errors import ConfigError
 from moesim.importers.common import ImportReport, divide, preset_architecture, world_size
 from moesim.importers.launch_text import argument_tokens
+from moesim.importers.megatron_args import (Args, check_values, flag_of, given_flags, literal_flags, modelopt_options,
+                                            option_table, parse_args)
 
-FLAGS_FILE = Path(__file__).with_name("megatron_flags.json")
 # dest -> the scenario field it sets (for the report); the builder below reads them.
 MODELLED = {
     "tensor_model_parallel_size": "plan.tp", "pipeline_model_parallel_size": "plan.pp",
@@ -144,45 +141,15 @@ NO_COST_PREFIXES = (
     "deprecated", "decoupled", "calculate_per_token_loss", "layernorm_zero_centered_gamma",
     "create_attention_mask_in_dataloader", "mmap_bin_files",
 )
-@functools.cache
-def option_table() -> dict[str, dict[str, Any]]:
-    """Megatron's option strings -> their description (see the module docstring), with the ModelOpt
-    arguments ``pretrain_gpt.py`` adds (:func:`modelopt_options`)."""
-    doc = json.loads(FLAGS_FILE.read_text())
-    return {**doc["options"], **doc["modelopt_options"]}
-
-
-@functools.cache
-def modelopt_options() -> frozenset[str]:
-    """The option strings of ``megatron.post_training.arguments.add_modelopt_args``: ``pretrain_gpt.py``
-    adds them (``extra_args_provider``) when nvidia-modelopt is installed, and Megatron's own examples
-    pass them (examples/gptoss/02_train.sh: ``--export-force-local-attention --enable-gpt-oss``).
-    They act only with ModelOpt enabled (a ModelOpt checkpoint in ``--load``, or
-    ``--export-kd-teacher-load``), which moesim does not simulate: listed, never used."""
-    return frozenset(json.loads(FLAGS_FILE.read_text())["modelopt_options"])
-
-
-@functools.cache
-def _literal_flags() -> frozenset[str]:
-    """Flags whose value Megatron converts (int, float, a choice): a shell expression there is an error."""
-    return frozenset(f for f, o in option_table().items()
-                     if o["kind"] == "value" and (o["type"] in ("int", "float") or o.get("choices")))
-
-
-def _flag(dest: str) -> str:
-    """The option string of ``dest`` (the first in Megatron's table)."""
-    return next((f for f, o in option_table().items() if o["dest"] == dest), "--" + dest.replace("_", "-"))
-
-
 def read_megatron_args(text_or_path: str | Path, *, topology: str = "dgx_h100", nodes: int | None = None,
                        gpus: int | None = None, model: str | None = None, name: str = "megatron") -> ImportReport:
     """The scenario Megatron's arguments describe, and the account of every flag."""
     notes: list[str] = []
-    tokens = argument_tokens(text_or_path, notes, _literal_flags())
-    given = _given(tokens)
-    ns = _parse(tokens)
-    args = _Args(ns, notes)
-    _check_values(args)
+    tokens = argument_tokens(text_or_path, notes, literal_flags())
+    given = given_flags(tokens)
+    ns = parse_args(tokens)
+    args = Args(ns, notes)
+    check_values(args)
     _check_conflicts(args, given)
     spec_fields, model_used = _model(args, given, model, notes)
     if spec_fields.get("spec") != "MoESpec" and args.get("expert_model_parallel_size") > 1:
@@ -205,99 +172,7 @@ def read_megatron_args(text_or_path: str | Path, *, topology: str = "dgx_h100", 
     return ImportReport("Megatron-LM", scenario, used, not_modelled, no_cost, tuple(notes))
 
 
-def _given(tokens: list[str]) -> list[str]:
-    """The option strings the user wrote, in order, without duplicates."""
-    seen: list[str] = []
-    for t in tokens:
-        if t.startswith("--"):
-            flag = t.split("=", 1)[0]
-            if flag not in seen:
-                seen.append(flag)
-    return seen
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError("--megatron-args", message, "check the flag against Megatron-LM's arguments")
-
-
-@functools.cache
-def _parser() -> argparse.ArgumentParser:
-    p = _RaisingParser(prog="megatron", add_help=False, allow_abbrev=False)
-    for flag, o in option_table().items():
-        kw: dict[str, Any] = {"dest": o["dest"], "default": argparse.SUPPRESS}
-        if o["kind"] == "true" or (o["kind"] == "boolopt" and not flag.startswith("--no-")):
-            kw["action"] = "store_true"
-        elif o["kind"] in ("false", "boolopt"):
-            kw["action"] = "store_false"
-        else:
-            kw["type"] = {"int": int, "float": float}.get(o["type"], str)
-            if o.get("nargs"):
-                kw["nargs"] = o["nargs"]
-            if o.get("choices") and o["type"] == "str" and o["dest"] != "attention_backend":
-                kw["choices"] = o["choices"]
-        p.add_argument(flag, **kw)
-    return p
-
-
-def _parse(tokens: list[str]) -> argparse.Namespace:
-    ns, rest = _parser().parse_known_args(tokens)
-    unknown = [t.split("=", 1)[0] for t in rest if t.startswith("-")]
-    if unknown:
-        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, option_table(), 1)) else u
-                 for u in unknown]
-        raise ConfigError("--megatron-args", f"not Megatron-LM argument(s): {', '.join(hints)}",
-                          "use the names of megatron/training/arguments.py")
-    stray = [t for t in rest if not t.startswith("-")]
-    if stray:
-        raise ConfigError("--megatron-args", f"value(s) without a flag: {' '.join(stray[:5])}",
-                          "every value follows its --flag")
-    return ns
-
-
-class _Args:
-    """Given values, else Megatron's defaults."""
-
-    def __init__(self, ns: argparse.Namespace, notes: list[str]) -> None:
-        self.given = vars(ns)
-        self.defaults = {o["dest"]: o.get("default") for o in option_table().values() if "default" in o}
-        if self.given.get("recompute_activations"):   # validate_args: --recompute-activations is selective
-            before = self.given.get("recompute_granularity")
-            self.given["recompute_granularity"] = "selective"
-            notes.append("--recompute-activations: --recompute-granularity selective, as Megatron's validate_args "
-                         "sets it"
-                         + (f" (overriding --recompute-granularity {before}, as Megatron does)"
-                            if before not in (None, "selective") else ""))
-
-    def get(self, dest: str) -> Any:
-        return self.given[dest] if dest in self.given else self.defaults.get(dest)
-
-    def has(self, dest: str) -> bool:
-        return dest in self.given
-
-
-# Integer flags that must be >= 1 when given (0 is no size: Megatron fails on it, or asserts);
-# ``--num-experts 0`` is Megatron's "no experts" (validate_args turns it into None): >= 0.
-_POSITIVE = ("micro_batch_size", "global_batch_size", "seq_length", "num_layers", "hidden_size", "ffn_hidden_size",
-             "num_attention_heads", "num_query_groups", "kv_channels", "vocab_size", "tensor_model_parallel_size",
-             "pipeline_model_parallel_size", "expert_model_parallel_size", "expert_tensor_parallel_size",
-             "context_parallel_size", "num_layers_per_virtual_pipeline_stage", "num_virtual_stages_per_pipeline_rank",
-             "moe_router_topk", "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "moe_router_num_groups",
-             "moe_router_group_topk", "padded_vocab_size", "q_lora_rank", "kv_lora_rank", "qk_head_dim", "v_head_dim",
-             "moe_deepep_num_sms")
-_NON_NEGATIVE = ("num_experts", "mtp_num_layers", "qk_pos_emb_head_dim")
-
-
-def _check_values(a: _Args) -> None:
-    """Sizes of 0 (or below) are errors naming the flag, never replaced by a default."""
-    for dest in _POSITIVE + _NON_NEGATIVE:
-        value = a.given.get(dest)
-        if value is not None and value < (1 if dest in _POSITIVE else 0):
-            raise ConfigError(_flag(dest), f"must be >= {1 if dest in _POSITIVE else 0}, got {value}",
-                              f"give a positive {_flag(dest)}, or leave the flag out for Megatron's default")
-
-
-def _check_conflicts(a: _Args, given: list[str]) -> None:
+def _check_conflicts(a: Args, given: list[str]) -> None:
     if a.get("swiglu") and (a.get("quick_geglu") or a.get("squared_relu")):
         other = "--quick-geglu" if a.get("quick_geglu") else "--squared-relu"
         raise ConfigError(f"--swiglu/{other}", "both given (Megatron asserts not args.swiglu)", "give one activation")
@@ -367,7 +242,7 @@ _MOE_SHAPE = ("num_experts", "moe_router_topk", "moe_ffn_hidden_size", "moe_shar
               "moe_layer_freq", "moe_router_score_function", "moe_router_num_groups", "moe_router_group_topk")
 
 
-def _model(a: _Args, given: list[str], model: str | None, notes: list[str]) -> tuple[dict[str, Any], set[str]]:
+def _model(a: Args, given: list[str], model: str | None, notes: list[str]) -> tuple[dict[str, Any], set[str]]:
     """The model as a ``{spec: ..., fields}`` mapping, and the dests it consumed."""
     if model is not None:
         spec = _resolve_model(model)
@@ -424,7 +299,7 @@ _OVERRIDES = ("seq_length", "bf16", "fp16", "fp8", "mtp_num_layers", "bias_swigl
               "moe_router_num_groups", "moe_router_group_topk")  # set on a --model, not checked
 
 
-def _check_against_model(a: _Args, spec: Any, model: str) -> set[str]:
+def _check_against_model(a: Args, spec: Any, model: str) -> set[str]:
     """Every architecture flag given must agree with ``--model``: else a ConfigError naming both.
     Returns the dests checked."""
     moe = hasattr(spec, "num_experts")
@@ -444,7 +319,7 @@ def _check_against_model(a: _Args, spec: Any, model: str) -> set[str]:
             continue   # Megatron reads it only with --num-experts: no effect (said in the account)
         value = conv(a.get(dest))
         if getattr(spec, field) != value:
-            raise conflict(_flag(dest), a.get(dest), f"{field} = {getattr(spec, field)}")
+            raise conflict(flag_of(dest), a.get(dest), f"{field} = {getattr(spec, field)}")
         used.add(dest)
     if a.has("group_query_attention") or a.has("num_query_groups"):
         kv = a.get("num_query_groups") if a.get("group_query_attention") else spec.num_heads
@@ -497,7 +372,7 @@ def _freq_pattern(freq: Any, layers: int, first_k_dense: int = 0) -> tuple[int, 
     return tuple(freq)
 
 
-def _window(a: _Args, layers: int) -> tuple[int, tuple[str, ...]] | None:
+def _window(a: Args, layers: int) -> tuple[int, tuple[str, ...]] | None:
     """``(sliding_window, layer_types)`` of ``--window-size`` / ``--window-attn-skip-freq`` (None: no
     window flag). Megatron's window (left, right) with the causal mask covers left + 1 tokens (HF's
     ``sliding_window``); ``is_layer_window_attention``: with skip freq N the 1-indexed layers not
@@ -556,7 +431,7 @@ def _resolve_model(model: str) -> Any:
     return model_by_name_or_path(model, field="--model")
 
 
-def _spec_from_flags(a: _Args) -> dict[str, Any]:
+def _spec_from_flags(a: Args) -> dict[str, Any]:
     need = [d for d in ("num_layers", "hidden_size", "num_attention_heads", "seq_length") if a.get(d) is None]
     if need:
         raise ConfigError("--megatron-args", f"the model needs {', '.join('--' + d.replace('_', '-') for d in need)}",
@@ -595,7 +470,7 @@ def _spec_from_flags(a: _Args) -> dict[str, Any]:
     return f
 
 
-def _moe_fields(a: _Args, ffn: int) -> dict[str, Any]:
+def _moe_fields(a: Args, ffn: int) -> dict[str, Any]:
     expert = a.get("moe_ffn_hidden_size") or ffn   # validate_args: unset -> ffn_hidden_size
     shared = a.get("moe_shared_expert_intermediate_size") or 0
     score = a.get("moe_router_score_function")
@@ -643,7 +518,7 @@ def _eval_list(node: ast.AST) -> list[int]:
 
 
 # -- plan, MoE, memory, overlap ------------------------------------------------------------------
-def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: dict[str, Any],
+def _plan(a: Args, topology: str, nodes: int | None, gpus: int | None, spec: dict[str, Any],
           notes: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
     tp, pp, ep = a.get("tensor_model_parallel_size"), a.get("pipeline_model_parallel_size"), \
         a.get("expert_model_parallel_size")
@@ -691,7 +566,7 @@ def _plan(a: _Args, topology: str, nodes: int | None, gpus: int | None, spec: di
     return plan, fields, "interleaved" if vpp > 1 else "1f1b"
 
 
-def _moe(a: _Args, notes: list[str]) -> dict[str, Any]:
+def _moe(a: Args, notes: list[str]) -> dict[str, Any]:
     kind = a.get("moe_token_dispatcher_type")
     dispatcher = "alltoall"
     if kind == "flex" and (a.get("moe_enable_deepep") or a.get("moe_flex_dispatcher_backend") == "deepep"):
@@ -718,7 +593,7 @@ def _moe(a: _Args, notes: list[str]) -> dict[str, Any]:
 _SHARDING = {"no_shard": 0, "optim": 1, "optim_grads": 2, "optim_grads_params": 3}
 
 
-def _memory(a: _Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+def _memory(a: Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     gran = a.get("recompute_granularity") or "none"
     out: dict[str, Any] = {"recompute": gran, "distributed_optimizer": bool(a.get("use_distributed_optimizer")),
                            "optimizer": "sgd" if a.get("optimizer") == "sgd" else "adam",
@@ -746,7 +621,7 @@ def _memory(a: _Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     return out
 
 
-def _sharding(a: _Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+def _sharding(a: Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """FSDP: ``--use-megatron-fsdp`` shards as ``--data-parallel-sharding-strategy`` says (optim: ZeRO-1,
     optim_grads: 2, optim_grads_params: 3, Megatron's default), ``--use-torch-fsdp2`` fully
     (ZeRO-3; with ``--torch-fsdp2-no-reshard-after-forward`` the gathered parameters stay from the
@@ -775,13 +650,13 @@ def _sharding(a: _Args, plan: dict[str, Any], notes: list[str]) -> dict[str, Any
     return {}
 
 
-def _expert_tp(a: _Args) -> int:
+def _expert_tp(a: Args) -> int:
     """``--expert-tensor-parallel-size``, or TP where it is unset (Megatron's ``validate_args``)."""
     etp = a.get("expert_tensor_parallel_size")
     return etp if etp is not None else (a.get("tensor_model_parallel_size") or 1)
 
 
-def _overlap(a: _Args) -> dict[str, Any]:
+def _overlap(a: Args) -> dict[str, Any]:
     out: dict[str, Any] = {k: bool(a.get(k)) for k in ("overlap_moe_expert_parallel_comm", "delay_wgrad_compute",
                                                         "tp_comm_overlap", "overlap_param_gather")}
     out["overlap_grad_reduce"] = bool(a.get("overlap_grad_reduce"))
@@ -792,7 +667,7 @@ def _overlap(a: _Args) -> dict[str, Any]:
     return out
 
 
-def _account(given: list[str], a: _Args, model_used: set[str], model_checked: bool, moe: bool,
+def _account(given: list[str], a: Args, model_used: set[str], model_checked: bool, moe: bool,
              notes: list[str]) -> tuple[tuple, tuple, tuple[str, ...]]:
     table = option_table()
     used, not_modelled, no_cost = [], [], []
