@@ -59,3 +59,12 @@ def test_a_method_without_full_recompute_is_refused_naming_both() -> None:
         MemoryConfig(recompute="full", recompute_method="some")
     with pytest.raises(ConfigError, match="recompute_num_layers"):
         MemoryConfig(recompute="full", recompute_num_layers=0)
+
+
+def test_the_planner_estimate_charges_the_recomputed_share_of_a_stage() -> None:
+    from moesim.planner.estimate import _recompute_share
+
+    assert _recompute_share(MemoryConfig(), 4) == 0.0
+    assert _recompute_share(MemoryConfig(recompute="full"), 4) == 1.0
+    assert _recompute_share(_full("every", 2), 4) == 0.5 and _recompute_share(_full("block", 1), 4) == 0.25
+    assert _recompute_share(_full("uniform", 3), 4) == 1.0   # every layer re-runs, whatever the group size

@@ -42,6 +42,11 @@ class PassCost:
                         self.tp_bytes + other.tp_bytes, self.tp_collectives + other.tp_collectives,
                         self.moe_layers + other.moe_layers)
 
+    def scaled(self, share: float) -> "PassCost":
+        """``share`` of this pass (a recompute of some of its layers)."""
+        return PassCost(share * self.compute_ns, share * self.expert_ns, share * self.tp_bytes,
+                        share * self.tp_collectives, round(share * self.moe_layers))
+
     def times(self, n: int) -> "PassCost":
         return PassCost(n * self.compute_ns, n * self.expert_ns, n * self.tp_bytes, n * self.tp_collectives,
                         n * self.moe_layers)

@@ -131,14 +131,16 @@ def _tp_ns(ctx: PlanContext, plan: ParallelPlan, cost: PassCost) -> float:
 
 
 def _stage_times(ctx: PlanContext, view: StageView, plan: ParallelPlan, stage: int, gamma: float,
-                 a2a: dict[str, float], recompute: bool) -> dict[str, _StageTime]:
+                 a2a: dict[str, float], recompute: float) -> dict[str, _StageTime]:
     """F, B and W times of one virtual stage; with full recomputation the backward first runs
-    the stage's forward again (compute and TP; the all-to-alls are not repeated here)."""
+    the stage's forward again (compute and TP; the all-to-alls are not repeated here), for the
+    ``recompute`` share of its layers that are recomputed."""
     out = {}
     for kind in ("F", "B", "W"):
         c = view.pass_cost(kind, stage)
         if kind == "B" and recompute:
-            c = c + view.pass_cost("F", stage)
+            f = view.pass_cost("F", stage)
+            c = c + (f if recompute >= 1 else f.scaled(recompute))
         exchange = a2a.get(kind, 0.0) * view.pass_cost(kind, stage).moe_layers
         out[kind] = _StageTime(c.compute_ns + gamma * c.expert_ns, _tp_ns(ctx, plan, c), exchange)
     return out
@@ -155,7 +157,7 @@ def estimate(ctx: PlanContext, cand: Candidate, layer_spec: Any = None, exact: b
     view, note = ctx.view(cand, sched, layer_spec)
     gamma = ctx.imbalance(cand, traffic.tokens_per_rank(ctx.spec, plan)) if isinstance(ctx.spec, MoESpec) else 1.0
     a2a = {ph: exchange_ns(ctx, plan, ph) for ph in ("F", "B")}
-    recompute = ctx.preset.memory.recompute == "full"
+    recompute = _recompute_share(ctx.preset.memory, view.layer_spec.num_layers / sched.num_stages)
     stages = [_stage_times(ctx, view, plan, s, gamma, a2a, recompute) for s in range(sched.num_stages)]
     worst = {k: max(stages, key=lambda st: st[k].total)[k] for k in ("F", "B", "W")}
     send_ns = _send_ns(ctx, plan)
@@ -192,7 +194,15 @@ def estimate(ctx: PlanContext, cand: Candidate, layer_spec: Any = None, exact: b
                     tokens_per_s=tokens / (step_ns / 1e9), notes=tuple(n for n in (note, _recompute_note(recompute)) if n))
 
 
-def _recompute_note(recompute: bool) -> str:
+def _recompute_share(memory: Any, layers_per_stage: float) -> float:
+    """The share of a stage's layers full recomputation re-runs (:meth:`MemoryConfig.recompute_at`)."""
+    if memory.recompute != "full":
+        return 0.0
+    n = max(1, round(layers_per_stage))
+    return sum(memory.recompute_at(i) != "kept" for i in range(n)) / n
+
+
+def _recompute_note(recompute: float) -> str:
     return ("full recomputation: each backward reruns its forward (charged in this estimate and in the "
             "simulation, which re-runs it before each backward)") if recompute else ""
 
