@@ -262,13 +262,6 @@ class MoEStageTable(StageTable):
         return [dataclasses.replace(self._cost(program[a:b]), host_sync=b in cuts) for a, b in zip(bounds, bounds[1:])]
 
     # -- gradients ---------------------------------------------------------------------------
-    def layer_params(self, layer: int) -> float:
-        """Parameters of one layer held by one GPU: its routed experts' ``1 / expert_tp`` share."""
-        params = super().layer_params(layer)
-        if self.expert_tp > 1 and self.spec.is_moe_layer(layer):
-            params -= (self.spec.num_experts // self.ep) * self.spec.expert_params * (1 - 1 / self.expert_tp)
-        return params
-
     def _chunk_expert_params(self, rank: int, chunk: "int | None") -> float:
         stages = [st for path, st in self.layout.held[rank] if chunk is None or self.schedule.chunk_of(path, st) == chunk]
         layers = sum(1 for st in stages for layer in self._layer_range(st) if self.spec.is_moe_layer(layer))

@@ -81,6 +81,7 @@ class StageTable:
     """StageWorkTable for dense transformer and custom block models."""
 
     token_movement = "torchtitan"   # an MoE layer's router and token movement (MoEStageTable: the scenario's)
+    expert_tp = 1   # each GPU holds 1/expert_tp of its routed experts (MoEStageTable: ParallelPlan.expert_tp)
 
     def __init__(self, spec, schedule: Schedule, cost: CostModel, *, tp: int, micro_batch_size: int,
                  sequence_parallel: bool, grad_dtype_bytes: int = 4, ep: int = 1, recompute: str = "none",
@@ -255,7 +256,8 @@ class StageTable:
 
     def layer_params(self, layer: int) -> float:
         """Parameters of one layer held by one GPU."""
-        return wl.weight_bytes(self.spec, self.kind_of(layer), self.tp, self.ep) / DTYPE_BYTES[self.spec.dtype]
+        return wl.weight_bytes(self.spec, self.kind_of(layer), self.tp, self.ep,
+                               self.expert_tp) / DTYPE_BYTES[self.spec.dtype]
 
     def chunk_params(self, stage: int) -> float:
         """Parameters of one virtual stage on one GPU (embedding and head included)."""

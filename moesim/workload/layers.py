@@ -95,14 +95,14 @@ def activation_bytes(spec: AnySpec, layer_index: int, mbs: int, tp: int = 1, sp:
     return attn + moe_ops.moe_block_activation_bytes(spec, mbs, tp, sp, ep)
 
 
-def weight_bytes(spec: AnySpec, layer_index: int, tp: int = 1, ep: int = 1) -> float:
-    """Bytes of layer ``layer_index``'s weights held by one rank."""
+def weight_bytes(spec: AnySpec, layer_index: int, tp: int = 1, ep: int = 1, expert_tp: int = 1) -> float:
+    """Bytes of layer ``layer_index``'s weights held by one rank (its routed experts' ``1 / expert_tp``)."""
     if _custom(spec, tp, False):
         return custom.custom_weight_bytes(spec, layer_index, tp)  # type: ignore[arg-type]
     if not _check_layer(spec, layer_index):
         return tf.weight_bytes_per_layer(spec, tp)
     assert isinstance(spec, MoESpec)
-    return tf.attention_weight_bytes(spec, tp) + moe_ops.moe_block_weight_bytes(spec, tp, ep)
+    return tf.attention_weight_bytes(spec, tp) + moe_ops.moe_block_weight_bytes(spec, tp, ep, expert_tp)
 
 
 # -- DeepSeek-V3 multi-token prediction (MTP) ----------------------------------------------

@@ -445,10 +445,11 @@ def moe_block_activation_bytes(spec: MoESpec, mbs: int, tp: int = 1, sp: bool = 
     return kept
 
 
-def moe_block_weight_bytes(spec: MoESpec, tp: int = 1, ep: int = 1) -> float:
-    """Bytes of one MoE block's weights on one rank: ``num_experts / ep`` whole experts, the
-    shared experts sharded over tp, the replicated router and norm."""
+def moe_block_weight_bytes(spec: MoESpec, tp: int = 1, ep: int = 1, expert_tp: int = 1) -> float:
+    """Bytes of one MoE block's weights on one rank: ``num_experts / ep`` experts (``1 / expert_tp``
+    of each: ``ParallelPlan.expert_tp``), the shared experts sharded over tp, the replicated router
+    and norm."""
     check_divides("ep", ep, spec.num_experts, "num_experts")
     shared = ffn_params(spec.hidden, _shared_local(spec, tp), spec.activation) if spec.num_shared_experts else 0
-    params = spec.num_experts // ep * spec.expert_params + shared + spec.router_params + spec.norm_params
+    params = spec.num_experts // ep * spec.expert_params / expert_tp + shared + spec.router_params + spec.norm_params
     return params * DTYPE_BYTES[spec.dtype]
