@@ -23,11 +23,11 @@ TransformerSpec, <every field>}``. An unknown key is a ConfigError naming it and
 valid ones; ``--set`` applies to the result as to any scenario. :func:`scenario_to_dict` writes
 a Scenario back in this form (the importers write their scenarios with it).
 
-Paths: every relative file path in a scenario file (``model.hf``, ``topology``, ``profile``,
-``moe.routing.trace_path``, in a scenario or in ``defaults``) is read relative to the scenario
-file's own directory when a file of that name is there, so a file runs the same from any working
-directory; otherwise the value is kept as written (a shipped topology or profile name such as
-``dgx_h100`` or ``h100_sxm``, or a path from the working directory).
+Paths: a relative ``model.hf`` is read from the scenario file's own directory; a relative
+``topology``, ``profile`` or ``moe.routing.trace_path`` (in a scenario or in ``defaults``) too when
+a file of that name is there, else it is kept as written (a shipped topology or profile name such
+as ``dgx_h100`` or ``h100_sxm``, or a path from the working directory). A file so runs the same
+from any working directory.
 
 Missing or mistyped fields are ConfigErrors naming the field (``scenario.model: missing``,
 ``model.num_layers: must be an integer >= 1, got 'two'``), never a Python signature error.
